@@ -1,1 +1,16 @@
+//! maily-deploy: takes the Maily platform to production, proves the new
+//! version works before users see it, and takes it back when it does not.
+//!
+//! The binary is a thin shell over this library (see `main.rs`), so tests
+//! drive the same code the command line does.
 
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod exit_code;
+pub mod logging;
+pub mod output;
+pub mod phases;
+pub mod pipeline;
+pub mod redact;

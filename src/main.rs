@@ -1,1 +1,44 @@
-fn main() {}
+//! The `maily-deploy` binary: parse, set up logging, run, map the error to
+//! an exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use maily_deploy::{cli::Cli, commands, error, exit_code, logging, output};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help and version to stdout with 0, errors to stderr with 2.
+        Err(e) => {
+            let _ = e.print();
+            return code(e.exit_code());
+        }
+    };
+    let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if !color {
+        anstream::ColorChoice::Never.write_global();
+    }
+    logging::init(cli.global.verbose, cli.global.quiet, color);
+    // Both kube and reqwest use rustls; one crypto provider for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            output::print_error(&anyhow::Error::new(e).context("starting the async runtime"));
+            return code(exit_code::FAILURE);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(status) => code(status),
+        Err(err) => {
+            output::print_error(&err);
+            code(error::exit_code_of(&err))
+        }
+    }
+}
+
+fn code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
+}

@@ -1,0 +1,378 @@
+//! The command line, as clap derives it.
+//!
+//! `maily-deploy <ENVIRONMENT>` deploys; the other verbs are subcommands.
+//! A first word that is a subcommand's name is the subcommand, anything else
+//! is an environment; global options may come before either.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::{PhaseId, SelectionFlags};
+
+const DEPLOY_EXAMPLES: &str = "\
+Examples:
+  maily-deploy production                       run all nine phases
+  maily-deploy production --skip-frontend       everything but the frontend
+  maily-deploy production --dry-run             the plan; nothing is changed
+  maily-deploy production --from verify         resume a failed run at verify
+  maily-deploy rollback production production-20250101-120000";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "maily-deploy",
+    version,
+    about = "Deploy the Maily platform: prove the new version works before users see it, and take it back in seconds.",
+    after_help = DEPLOY_EXAMPLES,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// `maily-deploy <ENVIRONMENT>`: run the phases in order.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The environment to deploy (a profile in manifests/environments/: production, staging)
+    #[arg(required = true)]
+    pub environment: Option<String>,
+
+    #[command(flatten)]
+    pub phases: PhaseFlags,
+
+    /// Show what every phase would do; change nothing anywhere
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Flags that choose the phases of a run.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PhaseFlags {
+    /// Skip validate (not recommended: nothing checks the configuration)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_validate: bool,
+    /// Skip provision (Terraform)
+    #[arg(long, alias = "skip-infrastructure", help_heading = "Phases")]
+    pub skip_provision: bool,
+    /// Skip migrate (database backup and migrations)
+    #[arg(long, alias = "skip-database", help_heading = "Phases")]
+    pub skip_migrate: bool,
+    /// Skip deploy-backend (the Kubernetes services)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_backend: bool,
+    /// Skip deploy-frontend (Vercel)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_frontend: bool,
+    /// Skip configure-ai (AI config, provider checks, AI services)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_ai: bool,
+    /// Skip monitor (alert rules, dashboards)
+    #[arg(long, alias = "skip-monitoring", help_heading = "Phases")]
+    pub skip_monitor: bool,
+    /// Skip verify (checks of the new slot before traffic moves)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_verify: bool,
+    /// Skip shift-traffic (users stay on the current slot)
+    #[arg(long, help_heading = "Phases")]
+    pub skip_traffic: bool,
+    /// Run only these phases (comma-separated), after validate
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PHASE",
+        help_heading = "Phases"
+    )]
+    pub only: Vec<PhaseId>,
+    /// Resume a failed run at this phase, after validate
+    #[arg(long, value_name = "PHASE", help_heading = "Phases")]
+    pub from: Option<PhaseId>,
+}
+
+impl PhaseFlags {
+    pub fn selection_flags(&self) -> SelectionFlags {
+        let pairs = [
+            (self.skip_validate, PhaseId::Validate),
+            (self.skip_provision, PhaseId::Provision),
+            (self.skip_migrate, PhaseId::Migrate),
+            (self.skip_backend, PhaseId::DeployBackend),
+            (self.skip_frontend, PhaseId::DeployFrontend),
+            (self.skip_ai, PhaseId::ConfigureAi),
+            (self.skip_monitor, PhaseId::Monitor),
+            (self.skip_verify, PhaseId::Verify),
+            (self.skip_traffic, PhaseId::ShiftTraffic),
+        ];
+        SelectionFlags {
+            skip: pairs
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, id)| *id)
+                .collect(),
+            only: self.only.clone(),
+            from: self.from,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Lines and a table for people
+    #[default]
+    Human,
+    /// One JSON report on stdout (schema in the README)
+    Json,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Env file to read [default: .env.<ENVIRONMENT> when present]; the process environment wins over it
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Directory of the manifests and environment profiles
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "manifests",
+        env = "MAILY_MANIFESTS_DIR"
+    )]
+    pub manifests_dir: PathBuf,
+    /// Kubeconfig to use [default: $KUBECONFIG or ~/.kube/config]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use [default: the current context]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// More log detail (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No colours (also when NO_COLOR is set)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// Answer yes to confirmations (required for them without a terminal)
+    #[arg(long, global = true)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the platform back to the state a deployment left.
+    #[command(
+        after_help = "Example:\n  maily-deploy rollback production production-20250101-120000"
+    )]
+    Rollback {
+        /// The environment to roll back
+        environment: String,
+        /// The deployment to go back to, as `history` lists it: <ENV>-YYYYMMDD-HHMMSS
+        deployment_id: String,
+        /// Show what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the environment's deployments, newest first.
+    #[command(after_help = "Example:\n  maily-deploy history production")]
+    History {
+        /// The environment
+        environment: String,
+    },
+    /// Show the live state: active slot, images, route weights, drift.
+    #[command(after_help = "Example:\n  maily-deploy status production")]
+    Status {
+        /// The environment
+        environment: String,
+    },
+    /// Check the configuration alone, for the phases selected (was validate-env-vars.sh).
+    #[command(
+        after_help = "Examples:\n  maily-deploy validate production\n  maily-deploy validate production --skip-frontend --env-file .env.example"
+    )]
+    Validate {
+        /// The environment whose configuration to check
+        environment: String,
+        #[command(flatten)]
+        phases: PhaseFlags,
+    },
+    /// Print the env file template, every variable with its description.
+    #[command(
+        name = "env-template",
+        after_help = "Example:\n  maily-deploy env-template > .env.staging"
+    )]
+    EnvTemplate,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  maily-deploy completions bash > /etc/bash_completion.d/maily-deploy"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::select;
+    use PhaseId::*;
+
+    fn phases_of(line: &str) -> Vec<PhaseId> {
+        let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+        assert!(cli.command.is_none(), "{line} parsed as a subcommand");
+        select(&cli.deploy.phases.selection_flags())
+            .unwrap()
+            .selected()
+    }
+
+    #[test]
+    fn clap_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_command_lines_mean_what_the_guide_says() {
+        assert_eq!(phases_of("maily-deploy production"), PhaseId::ALL.to_vec());
+        assert_eq!(
+            phases_of("maily-deploy production --skip-frontend"),
+            vec![
+                Validate,
+                Provision,
+                Migrate,
+                DeployBackend,
+                ConfigureAi,
+                Monitor,
+                Verify,
+                ShiftTraffic
+            ]
+        );
+        assert_eq!(
+            phases_of(
+                "maily-deploy production --skip-infrastructure --skip-database --skip-frontend --skip-ai"
+            ),
+            vec![Validate, DeployBackend, Monitor, Verify, ShiftTraffic]
+        );
+        assert_eq!(
+            phases_of("maily-deploy staging --skip-monitoring --skip-backend"),
+            vec![
+                Validate,
+                Provision,
+                Migrate,
+                DeployFrontend,
+                ConfigureAi,
+                Verify,
+                ShiftTraffic
+            ]
+        );
+        let cli = Cli::try_parse_from(["maily-deploy", "production", "--dry-run"]).unwrap();
+        assert!(cli.deploy.dry_run);
+        assert_eq!(cli.deploy.environment.as_deref(), Some("production"));
+    }
+
+    #[test]
+    fn every_skip_flag_and_alias_skips_its_phase() {
+        for (flag, id) in [
+            ("--skip-validate", Validate),
+            ("--skip-provision", Provision),
+            ("--skip-infrastructure", Provision),
+            ("--skip-migrate", Migrate),
+            ("--skip-database", Migrate),
+            ("--skip-backend", DeployBackend),
+            ("--skip-frontend", DeployFrontend),
+            ("--skip-ai", ConfigureAi),
+            ("--skip-monitor", Monitor),
+            ("--skip-monitoring", Monitor),
+            ("--skip-verify", Verify),
+            ("--skip-traffic", ShiftTraffic),
+        ] {
+            let got = phases_of(&format!("maily-deploy production {flag}"));
+            let want: Vec<PhaseId> = PhaseId::ALL.into_iter().filter(|p| *p != id).collect();
+            assert_eq!(got, want, "{flag}");
+        }
+    }
+
+    #[test]
+    fn only_and_from_take_phase_ids_and_aliases() {
+        assert_eq!(
+            phases_of("maily-deploy production --only migrate,deploy-backend"),
+            vec![Validate, Migrate, DeployBackend]
+        );
+        assert_eq!(
+            phases_of("maily-deploy production --only database --only traffic"),
+            vec![Validate, Migrate, ShiftTraffic]
+        );
+        assert_eq!(
+            phases_of("maily-deploy production --from deploy-frontend --skip-ai"),
+            vec![Validate, DeployFrontend, Monitor, Verify, ShiftTraffic]
+        );
+        assert_eq!(
+            phases_of("maily-deploy production --from shift-traffic"),
+            vec![Validate, ShiftTraffic]
+        );
+        assert_eq!(
+            phases_of("maily-deploy production --skip-validate --only verify"),
+            vec![Verify]
+        );
+    }
+
+    #[test]
+    fn subcommands_are_not_environments() {
+        let cli = Cli::try_parse_from([
+            "maily-deploy",
+            "rollback",
+            "production",
+            "production-20250101-120000",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Rollback { .. })));
+        let cli = Cli::try_parse_from(["maily-deploy", "validate", "staging", "--skip-frontend"])
+            .unwrap();
+        match cli.command {
+            Some(Command::Validate {
+                environment,
+                phases,
+            }) => {
+                assert_eq!(environment, "staging");
+                assert!(phases.skip_frontend);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "maily-deploy",
+            "--output",
+            "json",
+            "history",
+            "production",
+            "--env-file",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(
+            cli.global.env_file.as_deref(),
+            Some(std::path::Path::new("x"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_phase_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["maily-deploy", "production", "--only", "deploy"]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::exit_code::USAGE);
+    }
+}

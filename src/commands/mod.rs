@@ -1,0 +1,81 @@
+//! The commands: what each verb of the command line does.
+
+pub mod pipeline;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::error::{Kind, fail};
+use crate::exit_code;
+use crate::pipeline::DeploymentId;
+
+/// Run the command the user asked for; `Ok` carries the exit code of a
+/// command that reported its own outcome.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let global = &cli.global;
+    match cli.command {
+        None => {
+            // clap guarantees the environment when there is no subcommand.
+            let environment = cli.deploy.environment.clone().unwrap_or_default();
+            pipeline::run(pipeline::Request {
+                command: "deploy",
+                environment: &environment,
+                phases: &cli.deploy.phases,
+                dry_run: cli.deploy.dry_run,
+                deployment: true,
+                global,
+            })
+            .await
+        }
+        Some(Command::Validate {
+            ref environment,
+            ref phases,
+        }) => {
+            pipeline::run(pipeline::Request {
+                command: "validate",
+                environment,
+                phases: &crate::cli::PhaseFlags {
+                    skip_validate: false,
+                    ..phases.clone()
+                },
+                dry_run: true,
+                deployment: false,
+                global,
+            })
+            .await
+        }
+        Some(Command::Rollback {
+            ref environment,
+            ref deployment_id,
+            ..
+        }) => {
+            DeploymentId::parse(environment, deployment_id)?;
+            not_yet("rollback", global)
+        }
+        Some(Command::History { .. }) => not_yet("history", global),
+        Some(Command::Status { .. }) => not_yet("status", global),
+        Some(Command::EnvTemplate) => {
+            print!("{}", crate::config::template::render());
+            Ok(exit_code::SUCCESS)
+        }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "maily-deploy",
+                &mut std::io::stdout(),
+            );
+            Ok(exit_code::SUCCESS)
+        }
+    }
+}
+
+/// A command that is in the command line but not built yet fails loudly.
+fn not_yet(command: &str, _global: &GlobalArgs) -> anyhow::Result<i32> {
+    Err(fail(
+        Kind::NotImplemented,
+        format!(
+            "`maily-deploy {command}` is not implemented yet in this version of maily-deploy; nothing was done"
+        ),
+    ))
+}

@@ -1,0 +1,60 @@
+//! Deploy and validate: load the configuration, select phases, run them.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+
+use crate::cli::{GlobalArgs, PhaseFlags};
+use crate::config::{self, Sources};
+use crate::output::{self, OutputOptions};
+use crate::phases;
+use crate::pipeline::{Context, DeploymentId, PhaseId, Runner, select};
+
+pub struct Request<'a> {
+    pub command: &'static str,
+    pub environment: &'a str,
+    pub phases: &'a PhaseFlags,
+    pub dry_run: bool,
+    /// Whether this is a deployment (with an id) or a check.
+    pub deployment: bool,
+    pub global: &'a GlobalArgs,
+}
+
+/// The process environment, as far as it is text.
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
+    // The id is made first, so that it names the run from its first moment.
+    let deployment_id = req
+        .deployment
+        .then(|| DeploymentId::new(req.environment, Utc::now()));
+    let selection = select(&req.phases.selection_flags())?;
+    let mut config = config::load(&Sources {
+        environment: req.environment,
+        env_file: req.global.env_file.as_deref(),
+        manifests_dir: &req.global.manifests_dir,
+        process_env: process_env(),
+    })?;
+    if selection.validate_skipped() {
+        config.warnings.push(format!(
+            "{} given: the configuration is not checked, so a bad value fails a phase half-way instead of before anything changes",
+            PhaseId::Validate.skip_flag()
+        ));
+    }
+    let mut cx = Context {
+        deployment_id,
+        config,
+        selection,
+        dry_run: req.dry_run,
+    };
+    let opts = OutputOptions::detect(req.global.output, req.global.quiet, req.global.verbose);
+    let mut observer = output::observer(&opts);
+    let report = Runner::new(phases::all())
+        .run(req.command, &mut cx, observer.as_mut())
+        .await;
+    Ok(report.exit_code)
+}

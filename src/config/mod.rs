@@ -1,0 +1,113 @@
+//! Configuration: env files, the variable spec, profiles and validation.
+
+pub mod env_file;
+pub mod format;
+pub mod profile;
+pub mod spec;
+pub mod template;
+pub mod validate;
+pub mod vault_ref;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use env_file::{Source, Vars};
+pub use profile::Profile;
+
+use crate::error::{Failure, Kind, Problem, failure_of};
+use crate::redact;
+
+/// Everything a run reads before it starts: the environment's profile and
+/// its variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: String,
+    pub profile: Profile,
+    pub vars: Vars,
+    /// The env file read, if any.
+    pub env_file: Option<PathBuf>,
+    /// Things worth saying that do not stop the run (unknown names in the env file).
+    pub warnings: Vec<String>,
+}
+
+/// Where to load the configuration from.
+#[derive(Debug, Clone)]
+pub struct Sources<'a> {
+    pub environment: &'a str,
+    pub env_file: Option<&'a Path>,
+    pub manifests_dir: &'a Path,
+    pub process_env: BTreeMap<String, String>,
+}
+
+/// Load the profile and the variables, reporting the problems of both at
+/// once, and register every secret value with the redactor before anything
+/// could print it.
+pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
+    // Secrets in the process environment are registered first, so that even
+    // an error reading the file cannot show one.
+    register_secrets(
+        src.process_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+
+    let profile = profile::load(src.manifests_dir, src.environment);
+    let file = env_file::resolve_path(src.env_file, src.environment).and_then(|path| {
+        let pairs = match &path {
+            Some(p) => env_file::read(p)?,
+            None => Vec::new(),
+        };
+        Ok((path, pairs))
+    });
+    if let Ok((_, pairs)) = &file {
+        register_secrets(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+
+    match (profile, file) {
+        (Ok(profile), Ok((path, pairs))) => {
+            let vars = env_file::merge(&pairs, path.as_deref(), &src.process_env);
+            let mut warnings = env_file::unknown_names(&pairs);
+            if path.is_none() && src.env_file.is_none() {
+                warnings.push(format!(
+                    "no .env.{} here; using the process environment only",
+                    src.environment
+                ));
+            }
+            Ok(Config {
+                environment: src.environment.to_string(),
+                profile,
+                vars,
+                env_file: path,
+                warnings,
+            })
+        }
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(combine(a, b)),
+    }
+}
+
+/// Two configuration failures as one, so both are reported.
+fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
+    let as_problems = |e: &anyhow::Error| -> Vec<Problem> {
+        match failure_of(e) {
+            Some(f) if !f.problems.is_empty() => f.problems.clone(),
+            _ => vec![Problem {
+                phase: None,
+                subject: "configuration".into(),
+                problem: format!("{e:#}"),
+                fix: "see above".into(),
+            }],
+        }
+    };
+    let mut problems = as_problems(&a);
+    problems.extend(as_problems(&b));
+    Failure::with_problems(Kind::Config, "the configuration has problems", problems).into()
+}
+
+fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    for (name, value) in pairs {
+        if spec::lookup(name).is_some_and(|s| s.secret) {
+            redact::register(name, value);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Environment profiles: `manifests/environments/<env>.yaml`.
+//!
+//! A profile says what differs between environments: namespace, replicas,
+//! domains, traffic steps, the services to deploy. Unknown fields are errors,
+//! so a typo in a profile never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Failure, Kind, Problem, fail};
+
+/// A service's role in the slot model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// Serves HTTP behind the route; switching slots moves route weights.
+    Http,
+    /// Consumes RabbitMQ; no route, switching slots is a scale.
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub kind: ServiceKind,
+    /// Replicas of this service; the profile's default when absent.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// An image to use instead of `${IMAGE_REGISTRY}/maily-<name>:${IMAGE_TAG}`.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Percent of traffic on the new slot at each step, ending at 100.
+    pub steps: Vec<u32>,
+    /// How long each step holds before the next, e.g. `2m`.
+    pub pause: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The Kubernetes namespace of the environment.
+    pub namespace: String,
+    /// Public host names, by role (`app`, `api`).
+    pub domains: BTreeMap<String, String>,
+    /// Default replicas of a service.
+    pub replicas: u32,
+    pub traffic: Traffic,
+    /// The services to deploy, by name.
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Profile {
+    /// Replicas of a service, falling back to the profile's default.
+    pub fn replicas_of(&self, service: &str) -> u32 {
+        self.services
+            .get(service)
+            .and_then(|s| s.replicas)
+            .unwrap_or(self.replicas)
+    }
+
+    /// Every problem with the profile's values, not just the first.
+    pub fn problems(&self, file: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, problem: String, fix: &str| {
+            out.push(Problem {
+                phase: None,
+                subject: format!("{file}: {field}"),
+                problem,
+                fix: fix.into(),
+            })
+        };
+        if !is_dns_label(&self.namespace) {
+            bad(
+                "namespace",
+                "is not a DNS label (lowercase letters, digits and -, at most 63)".into(),
+                "use a name such as maily-production",
+            );
+        }
+        if self.replicas == 0 {
+            bad("replicas", "is 0".into(), "give at least 1");
+        }
+        let steps = &self.traffic.steps;
+        if steps.last() != Some(&100) {
+            bad(
+                "traffic.steps",
+                "does not end at 100".into(),
+                "end the steps with 100, e.g. [5, 25, 50, 100]; [100] switches at once",
+            );
+        }
+        if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
+            bad(
+                "traffic.steps",
+                "must rise strictly, each between 1 and 100".into(),
+                "e.g. [5, 25, 50, 100]",
+            );
+        }
+        if crate::config::format::duration(&self.traffic.pause).is_err() {
+            bad(
+                "traffic.pause",
+                "is not a duration".into(),
+                "e.g. 2m or 30s",
+            );
+        }
+        if self.services.is_empty() {
+            bad("services", "is empty".into(), "list the services to deploy");
+        }
+        for (name, svc) in &self.services {
+            if !is_dns_label(name) || name.len() > 40 {
+                bad(
+                    &format!("services.{name}"),
+                    "is not a valid service name (lowercase letters, digits and -, at most 40 so that -blue/-green fit)".into(),
+                    "rename the service",
+                );
+            }
+            if svc.replicas == Some(0) {
+                bad(
+                    &format!("services.{name}.replicas"),
+                    "is 0".into(),
+                    "give at least 1, or remove the service",
+                );
+            }
+        }
+        for (role, host) in &self.domains {
+            if host.is_empty() || host.contains("://") || host.contains('/') {
+                bad(
+                    &format!("domains.{role}"),
+                    "is not a host name".into(),
+                    "give the bare host, e.g. app.maily.app",
+                );
+            }
+        }
+        out
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The environments with a profile in `manifests_dir`, sorted.
+pub fn known_environments(manifests_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(manifests_dir.join("environments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            (path.extension()? == "yaml")
+                .then(|| path.file_stem()?.to_str().map(String::from))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The path of an environment's profile.
+pub fn path_of(manifests_dir: &Path, environment: &str) -> PathBuf {
+    manifests_dir
+        .join("environments")
+        .join(format!("{environment}.yaml"))
+}
+
+/// Load and check an environment's profile.
+pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> {
+    if !manifests_dir.join("environments").is_dir() {
+        return Err(fail(
+            Kind::Config,
+            format!(
+                "no environment profiles at {}; run maily-deploy from the repository root, or pass --manifests-dir",
+                manifests_dir.join("environments").display()
+            ),
+        ));
+    }
+    let path = path_of(manifests_dir, environment);
+    if !path.is_file() {
+        let known = known_environments(manifests_dir);
+        let close = known
+            .iter()
+            .find(|k| strsim::levenshtein(k, environment) <= 2)
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        return Err(fail(
+            Kind::Config,
+            format!(
+                "unknown environment `{environment}`{close}; known environments: {}; add {} to define a new one",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the profile {}", path.display()))?;
+    let profile: Profile = serde_saphyr::from_str(&text).map_err(|e| {
+        fail(
+            Kind::Config,
+            format!("the profile {} does not parse: {e}", path.display()),
+        )
+    })?;
+    let problems = profile.problems(&path.display().to_string());
+    if !problems.is_empty() {
+        return Err(Failure::with_problems(
+            Kind::Config,
+            format!("the profile {} has problems", path.display()),
+            problems,
+        )
+        .into());
+    }
+    Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+    }
+
+    #[test]
+    fn production_and_staging_ship_and_load() {
+        assert_eq!(
+            known_environments(&shipped()),
+            vec!["production", "staging"]
+        );
+        for env in ["production", "staging"] {
+            let p = load(&shipped(), env).unwrap();
+            assert_eq!(p.namespace, format!("maily-{env}"));
+            for svc in [
+                "api",
+                "campaigns",
+                "email-sender",
+                "analytics",
+                "blockchain-verifier",
+                "workers",
+            ] {
+                assert!(p.services.contains_key(svc), "{env} lacks {svc}");
+            }
+            assert_eq!(p.services["workers"].kind, ServiceKind::Worker);
+            assert_eq!(p.traffic.steps.last(), Some(&100));
+        }
+    }
+
+    #[test]
+    fn an_unknown_environment_lists_the_known_ones() {
+        let err = load(&shipped(), "prod").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown environment `prod`"), "{msg}");
+        assert!(msg.contains("production, staging"), "{msg}");
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Config));
+        let err = load(&shipped(), "stagin").unwrap_err();
+        assert!(err.to_string().contains("did you mean staging?"));
+    }
+
+    #[test]
+    fn every_problem_in_a_profile_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        std::fs::write(
+            dir.path().join("environments/broken.yaml"),
+            "namespace: Maily_Prod\ndomains: {app: 'https://app.example.com'}\nreplicas: 0\ntraffic: {steps: [50, 25], pause: soon}\nservices:\n  api: {kind: http, replicas: 0}\n",
+        )
+        .unwrap();
+        let err = load(dir.path(), "broken").unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        let fields: Vec<String> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.rsplit(": ").next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "namespace",
+                "replicas",
+                "traffic.steps",
+                "traffic.steps",
+                "traffic.pause",
+                "services.api.replicas",
+                "domains.app"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_field_name_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        std::fs::write(
+            dir.path().join("environments/x.yaml"),
+            "namespace: x\nreplica: 3\ndomains: {}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices: {api: {kind: http}}\n",
+        )
+        .unwrap();
+        let err = load(dir.path(), "x").unwrap_err();
+        assert!(err.to_string().contains("replica"), "{err}");
+    }
+}

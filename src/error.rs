@@ -1,0 +1,139 @@
+//! Typed failure kinds: the part of an error that decides the exit code.
+//!
+//! Errors travel as `anyhow::Error` with context added on the way up; where
+//! the exit code depends on what went wrong, a [`Failure`] sits somewhere in
+//! the chain and [`exit_code_of`] finds it.
+
+use serde::Serialize;
+
+use crate::exit_code;
+
+/// What kind of failure, as far as a caller deciding what to do next cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The command line is wrong.
+    Usage,
+    /// The configuration (variables, env file, profile) is wrong.
+    Config,
+    /// A phase failed while doing its work.
+    PhaseFailed,
+    /// Undoing a failed run failed.
+    RollbackFailed,
+    /// Another run holds the lock.
+    LockHeld,
+    /// The phase or command is not built yet.
+    NotImplemented,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::Usage => exit_code::USAGE,
+            Kind::Config => exit_code::CONFIG,
+            Kind::PhaseFailed => exit_code::PHASE_FAILED_ROLLED_BACK,
+            Kind::RollbackFailed => exit_code::ROLLBACK_FAILED,
+            Kind::LockHeld => exit_code::LOCK_HELD,
+            Kind::NotImplemented => exit_code::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// One thing wrong with the input, with how to fix it. Validation collects
+/// all of them before failing, so a user fixes everything in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The phase that needs the thing, or `None` when the whole run does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The variable, file or field the problem is about.
+    pub subject: String,
+    /// What is wrong. Never contains a secret's value.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+/// An error with a kind, and the problems behind it when there are several.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: Kind,
+    pub message: String,
+    pub problems: Vec<Problem>,
+}
+
+impl Failure {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn with_problems(kind: Kind, message: impl Into<String>, problems: Vec<Problem>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            problems,
+        }
+    }
+}
+
+/// Shorthand for the common case: an `anyhow::Error` of a kind.
+pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
+    Failure::new(kind, message).into()
+}
+
+/// The [`Failure`] in an error's chain, if any.
+pub fn failure_of(err: &anyhow::Error) -> Option<&Failure> {
+    err.chain().find_map(|e| e.downcast_ref::<Failure>())
+}
+
+/// The kind of an error: the first [`Failure`] in its chain decides.
+pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
+    failure_of(err).map(|f| f.kind)
+}
+
+/// The exit code for an error; untyped errors are [`exit_code::FAILURE`].
+pub fn exit_code_of(err: &anyhow::Error) -> i32 {
+    kind_of(err).map_or(exit_code::FAILURE, Kind::exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_kind_survives_added_context() {
+        let err = Err::<(), _>(fail(Kind::LockHeld, "held by ci@runner"))
+            .context("taking the deploy lock")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&err), exit_code::LOCK_HELD);
+    }
+
+    #[test]
+    fn an_untyped_error_is_a_plain_failure() {
+        let err = anyhow::anyhow!("disk on fire");
+        assert_eq!(exit_code_of(&err), exit_code::FAILURE);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_code() {
+        let kinds = [
+            Kind::Usage,
+            Kind::Config,
+            Kind::PhaseFailed,
+            Kind::RollbackFailed,
+            Kind::LockHeld,
+            Kind::NotImplemented,
+        ];
+        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+        assert!(!codes.contains(&exit_code::SUCCESS));
+    }
+}

@@ -1,0 +1,40 @@
+//! Every exit code `maily-deploy` can return, in one place.
+//!
+//! Scripts and CI jobs branch on these numbers, so they are API: each has a
+//! name, a doc comment saying when it happens, a row in the README, and a test
+//! that pins it to its cause. Anything unexpected is [`FAILURE`].
+
+/// The command did what was asked (for `--dry-run`: every phase could plan).
+pub const SUCCESS: i32 = 0;
+/// An unexpected error: a bug, or a failure no other code describes.
+pub const FAILURE: i32 = 1;
+/// The command line is wrong: unknown flag, missing argument, a malformed
+/// deployment id, contradictory phase selection. Nothing was changed.
+pub const USAGE: i32 = 2;
+/// The configuration is wrong: a missing or malformed variable, an env file
+/// that cannot be read, an unknown environment, a broken environment profile.
+/// Every problem found is reported. Nothing was changed.
+pub const CONFIG: i32 = 3;
+/// A phase failed and what the run had changed that users can see was put
+/// back (or nothing needed putting back).
+pub const PHASE_FAILED_ROLLED_BACK: i32 = 4;
+/// A phase failed and putting things back failed too: the platform needs a
+/// person. The message says what is left where.
+pub const ROLLBACK_FAILED: i32 = 5;
+/// Another run holds this environment's deploy lock.
+pub const LOCK_HELD: i32 = 6;
+/// A phase that would run is not built in this version of maily-deploy.
+/// A real run refuses before it changes anything; `--dry-run` says which.
+pub const NOT_IMPLEMENTED: i32 = 7;
+
+/// All codes with their names, for the README table and its test.
+pub const ALL: &[(i32, &str)] = &[
+    (SUCCESS, "SUCCESS"),
+    (FAILURE, "FAILURE"),
+    (USAGE, "USAGE"),
+    (CONFIG, "CONFIG"),
+    (PHASE_FAILED_ROLLED_BACK, "PHASE_FAILED_ROLLED_BACK"),
+    (ROLLBACK_FAILED, "ROLLBACK_FAILED"),
+    (LOCK_HELD, "LOCK_HELD"),
+    (NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
+];

@@ -1,0 +1,164 @@
+//! GitHub Actions: each phase's log in a `::group::`, failures as `::error::`
+//! annotations, and a Markdown summary appended to `$GITHUB_STEP_SUMMARY`.
+//!
+//! Workflow commands are read from stdout (GitHub's "Workflow commands"
+//! reference), so with `--output json`, where stdout is the report alone,
+//! only the step summary is written.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::human::{seconds, status_word};
+use super::stdout_line;
+use crate::cli::OutputFormat;
+use crate::pipeline::{Context, Observer, PhaseId, PhaseRow, PhaseStatus, RunReport};
+use crate::redact::scrub;
+
+#[derive(Debug, Clone)]
+pub struct GithubEnv {
+    pub step_summary: Option<PathBuf>,
+}
+
+impl GithubEnv {
+    /// Present when `GITHUB_ACTIONS=true`, as the runner sets it.
+    pub fn detect() -> Option<Self> {
+        (std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true")).then(|| GithubEnv {
+            step_summary: std::env::var_os("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+        })
+    }
+}
+
+pub struct Github {
+    inner: Box<dyn Observer>,
+    env: GithubEnv,
+    commands: bool,
+}
+
+impl Github {
+    pub fn new(inner: Box<dyn Observer>, env: GithubEnv, format: OutputFormat) -> Self {
+        Github {
+            inner,
+            env,
+            commands: format == OutputFormat::Human,
+        }
+    }
+}
+
+/// Escape a workflow command's message, as the toolkit does.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escape a workflow command's property value.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// The run as a Markdown summary.
+pub fn summary_markdown(report: &RunReport) -> String {
+    let mut md = String::new();
+    let title = report
+        .deployment_id
+        .clone()
+        .unwrap_or_else(|| format!("{} configuration check", report.environment));
+    md.push_str(&format!(
+        "### maily-deploy {}: {:?}{}\n\n",
+        title,
+        report.outcome,
+        if report.dry_run { " (dry run)" } else { "" }
+    ));
+    md.push_str("| phase | status | time | summary |\n|---|---|---|---|\n");
+    for row in &report.phases {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.id,
+            status_word(row.status),
+            seconds(row.duration_ms),
+            row.summary.replace('|', "\\|")
+        ));
+    }
+    if let Some(err) = &report.error {
+        md.push_str(&format!("\n**Error:** {}\n", err.message));
+        for p in &err.problems {
+            md.push_str(&format!(
+                "- `{}` {} — fix: {}\n",
+                p.subject, p.problem, p.fix
+            ));
+        }
+    }
+    md.push_str(&format!("\nExit code {}.\n", report.exit_code));
+    md
+}
+
+impl Observer for Github {
+    fn run_started(&mut self, cx: &Context, phases: &[PhaseId]) {
+        self.inner.run_started(cx, phases);
+    }
+
+    fn phase_started(&mut self, id: PhaseId) {
+        if self.commands {
+            stdout_line(&format!("::group::{id}"));
+        }
+        self.inner.phase_started(id);
+    }
+
+    fn phase_finished(&mut self, row: &PhaseRow) {
+        if self.commands {
+            if row.duration_ms.is_some() {
+                stdout_line("::endgroup::");
+            }
+            if matches!(
+                row.status,
+                PhaseStatus::Failed | PhaseStatus::NotImplemented
+            ) && let Some(err) = &row.error
+            {
+                stdout_line(&format!(
+                    "::error title={}::{}",
+                    escape_property(&format!("{} failed", row.id)),
+                    escape_data(&err.message)
+                ));
+            }
+        }
+        self.inner.phase_finished(row);
+    }
+
+    fn run_finished(&mut self, report: &RunReport) {
+        if self.commands
+            && let Some(err) = &report.error
+            && !report.phases.iter().any(|r| r.error.is_some())
+        {
+            stdout_line(&format!(
+                "::error title=maily-deploy::{}",
+                escape_data(&err.message)
+            ));
+        }
+        self.inner.run_finished(report);
+        if let Some(path) = &self.env.step_summary {
+            let md = summary_markdown(report);
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(scrub(&md).as_bytes()));
+            if let Err(e) = written {
+                super::stderr_line(&format!(
+                    "warning: could not append to GITHUB_STEP_SUMMARY {}: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_as_the_toolkit_does() {
+        assert_eq!(escape_data("50% done\nnext"), "50%25 done%0Anext");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+}

@@ -1,0 +1,178 @@
+//! Output for people: a line per phase, a table at the end.
+//!
+//! On a terminal a spinner shows the running phase and its elapsed time; in
+//! CI or a pipe there are no spinners and no control codes, only plain lines.
+
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+use comfy_table::{Table, presets};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{OutputOptions, problem_lines, stderr_line, stdout_line};
+use crate::pipeline::{Context, Observer, Outcome, PhaseId, PhaseRow, PhaseStatus, RunReport};
+
+pub struct Human {
+    quiet: bool,
+    verbose: u8,
+    interactive: bool,
+    dry_run: bool,
+    spinner: Option<ProgressBar>,
+}
+
+impl Human {
+    pub fn new(opts: &OutputOptions) -> Self {
+        Human {
+            quiet: opts.quiet,
+            verbose: opts.verbose,
+            interactive: opts.interactive,
+            dry_run: false,
+            spinner: None,
+        }
+    }
+
+    fn say(&self, text: &str) {
+        if !self.quiet {
+            stdout_line(text);
+        }
+    }
+}
+
+fn color(c: AnsiColor) -> Style {
+    Style::new().fg_color(Some(c.into()))
+}
+
+/// The mark and colour of a status.
+fn mark(status: PhaseStatus) -> (&'static str, Style) {
+    match status {
+        PhaseStatus::Succeeded => ("✓", color(AnsiColor::Green)),
+        PhaseStatus::Planned => ("○", color(AnsiColor::Cyan)),
+        PhaseStatus::Failed => ("✗", color(AnsiColor::Red).bold()),
+        PhaseStatus::NotImplemented => ("!", color(AnsiColor::Yellow).bold()),
+        PhaseStatus::Skipped => ("-", Style::new().dimmed()),
+        PhaseStatus::NotRun => ("·", Style::new().dimmed()),
+    }
+}
+
+pub fn status_word(status: PhaseStatus) -> &'static str {
+    match status {
+        PhaseStatus::Succeeded => "succeeded",
+        PhaseStatus::Failed => "failed",
+        PhaseStatus::Skipped => "skipped",
+        PhaseStatus::Planned => "planned",
+        PhaseStatus::NotImplemented => "not implemented",
+        PhaseStatus::NotRun => "not run",
+    }
+}
+
+pub fn seconds(ms: Option<u64>) -> String {
+    ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default()
+}
+
+impl Observer for Human {
+    fn run_started(&mut self, cx: &Context, phases: &[PhaseId]) {
+        self.dry_run = cx.dry_run;
+        let bold = Style::new().bold();
+        let what = match &cx.deployment_id {
+            Some(id) => format!("deployment {bold}{id}{bold:#}"),
+            None => "configuration check".to_string(),
+        };
+        let dry = if cx.dry_run {
+            " (dry run: nothing will be changed)"
+        } else {
+            ""
+        };
+        self.say(&format!("maily-deploy {}: {what}{dry}", cx.environment()));
+        let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
+        self.say(&format!("phases: {}", names.join(" → ")));
+        for w in &cx.config.warnings {
+            let y = color(AnsiColor::Yellow);
+            stderr_line(&format!("{y}warning:{y:#} {w}"));
+        }
+    }
+
+    fn phase_started(&mut self, id: PhaseId) {
+        if self.quiet {
+            return;
+        }
+        if self.interactive {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(id.as_str());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            self.spinner = Some(bar);
+        } else if self.verbose > 0 {
+            stdout_line(&format!("… {id}"));
+        }
+    }
+
+    fn phase_finished(&mut self, row: &PhaseRow) {
+        if let Some(bar) = self.spinner.take() {
+            bar.finish_and_clear();
+        }
+        let (m, style) = mark(row.status);
+        self.say(&format!(
+            "{style}{m}{style:#} {:<16} {:>6}  {}",
+            row.id.as_str(),
+            seconds(row.duration_ms),
+            row.summary
+        ));
+        if self.dry_run || self.verbose > 0 {
+            for d in &row.details {
+                self.say(&format!("      {d}"));
+            }
+        }
+    }
+
+    fn run_finished(&mut self, report: &RunReport) {
+        if let Some(bar) = self.spinner.take() {
+            bar.finish_and_clear();
+        }
+        if !self.quiet {
+            let mut table = Table::new();
+            table.load_preset(presets::UTF8_BORDERS_ONLY);
+            table.set_header(vec!["phase", "status", "time", "summary"]);
+            for row in &report.phases {
+                let summary = match row.skip_reason {
+                    Some(reason) => format!("{reason:?}")
+                        .replace("Flag", "skipped by flag")
+                        .replace("NotInOnly", "not in --only")
+                        .replace("BeforeFrom", "before --from"),
+                    None => row.summary.clone(),
+                };
+                table.add_row(vec![
+                    row.id.as_str().to_string(),
+                    status_word(row.status).to_string(),
+                    seconds(row.duration_ms),
+                    summary,
+                ]);
+            }
+            stdout_line("");
+            stdout_line(&table.to_string());
+        }
+        if let Some(err) = &report.error {
+            let red = color(AnsiColor::Red).bold();
+            stderr_line(&format!("{red}error:{red:#} {}", err.message));
+            for line in problem_lines(&err.problems) {
+                stderr_line(&line);
+            }
+        }
+        let (word, style) = match report.outcome {
+            Outcome::Succeeded => ("succeeded", color(AnsiColor::Green).bold()),
+            Outcome::Planned => ("planned", color(AnsiColor::Cyan).bold()),
+            Outcome::Failed => ("failed", color(AnsiColor::Red).bold()),
+            Outcome::PlanFailed => ("plan incomplete", color(AnsiColor::Red).bold()),
+        };
+        let id = report.deployment_id.as_deref().unwrap_or("check");
+        self.say(&format!(
+            "{style}{word}{style:#}: {} {id} in {} (exit {})",
+            report.environment,
+            seconds(Some(report.duration_ms)),
+            report.exit_code
+        ));
+    }
+}

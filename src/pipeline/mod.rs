@@ -1,0 +1,15 @@
+//! The pipeline: phase ids, selection, the runner and its report.
+
+pub mod context;
+pub mod deployment_id;
+pub mod phase;
+pub mod report;
+pub mod runner;
+pub mod selection;
+
+pub use context::Context;
+pub use deployment_id::DeploymentId;
+pub use phase::{Phase, PhaseId, PhasePlan, PhaseReport};
+pub use report::{Outcome, PhaseRow, PhaseStatus, RunReport};
+pub use runner::{Observer, Runner};
+pub use selection::{Selection, SelectionFlags, SkipReason, select};

@@ -1,0 +1,90 @@
+//! The run's report: one row per phase and the outcome, as printed at the
+//! end and as `--output json` emits it (the schema is in the README).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::phase::PhaseId;
+use super::selection::SkipReason;
+use crate::error::{Kind, Problem};
+
+/// The schema id of the JSON report; bumped on incompatible changes.
+pub const SCHEMA: &str = "maily-deploy/run-report/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    /// `--dry-run`: the phase described what it would do.
+    Planned,
+    /// The phase is not built in this version.
+    NotImplemented,
+    /// An earlier phase failed, so this one did not run.
+    NotRun,
+}
+
+/// An error as reported: its kind, its message with context, the problems.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorReport {
+    pub kind: Kind,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl ErrorReport {
+    /// From an error; untyped errors take `default_kind`.
+    pub fn from_error(err: &anyhow::Error, default_kind: Kind) -> Self {
+        let failure = crate::error::failure_of(err);
+        ErrorReport {
+            kind: failure.map_or(default_kind, |f| f.kind),
+            message: format!("{err:#}"),
+            problems: failure.map(|f| f.problems.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhaseRow {
+    pub id: PhaseId,
+    pub status: PhaseStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub summary: String,
+    pub details: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// `--dry-run` and every phase could plan.
+    Planned,
+    /// `--dry-run` and some phase could not plan.
+    PlanFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    pub schema: &'static str,
+    /// `deploy`, `validate`, ...
+    pub command: &'static str,
+    pub environment: String,
+    pub deployment_id: Option<String>,
+    pub dry_run: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub phases: Vec<PhaseRow>,
+    pub warnings: Vec<String>,
+    pub error: Option<ErrorReport>,
+}

@@ -1,0 +1,214 @@
+//! Which phases a run takes, from the skip, `--only` and `--from` flags.
+//!
+//! A pure function of the flags, so every command line of the seed guide can
+//! be pinned to its phase list in a test.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::phase::PhaseId;
+use crate::error::{Kind, fail};
+
+/// The phase-selection flags as the user gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectionFlags {
+    pub skip: BTreeSet<PhaseId>,
+    pub only: Vec<PhaseId>,
+    pub from: Option<PhaseId>,
+}
+
+/// Why a phase is not taken, for the report's `skipped` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// `--skip-<phase>` (or one of its aliases).
+    Flag,
+    /// `--only` did not name it.
+    NotInOnly,
+    /// It comes before the `--from` phase.
+    BeforeFrom,
+}
+
+/// The decision: for each phase in pipeline order, run or skip and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub phases: Vec<(PhaseId, Option<SkipReason>)>,
+}
+
+impl Selection {
+    /// The phases that will run, in order.
+    pub fn selected(&self) -> Vec<PhaseId> {
+        self.phases
+            .iter()
+            .filter(|(_, skip)| skip.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn is_selected(&self, id: PhaseId) -> bool {
+        self.phases
+            .iter()
+            .any(|(p, skip)| *p == id && skip.is_none())
+    }
+
+    /// True when the user asked to skip validate explicitly: the one case
+    /// that runs without checking the configuration first.
+    pub fn validate_skipped(&self) -> bool {
+        !self.is_selected(PhaseId::Validate)
+    }
+}
+
+/// Decide the phase list.
+///
+/// `validate` changes nothing and guards everything after it, so it runs
+/// before any selection (including `--only` and `--from`, which then name the
+/// phases whose variables it checks) unless `--skip-validate` says otherwise.
+pub fn select(flags: &SelectionFlags) -> anyhow::Result<Selection> {
+    let mut problems = Vec::new();
+    if !flags.only.is_empty() && flags.from.is_some() {
+        problems.push("--only and --from cannot be combined: --only names the phases to run, --from resumes a run at a phase; use one".to_string());
+    }
+    for id in &flags.only {
+        if flags.skip.contains(id) {
+            problems.push(format!(
+                "{id} is both named by --only and skipped by {}; drop one of them",
+                id.skip_flag()
+            ));
+        }
+    }
+    if let Some(from) = flags.from
+        && flags.skip.contains(&from)
+    {
+        problems.push(format!(
+            "--from {from} resumes at a phase that {} skips; drop one of them",
+            from.skip_flag()
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(fail(Kind::Usage, problems.join("\n")));
+    }
+
+    let phases: Vec<(PhaseId, Option<SkipReason>)> = PhaseId::ALL
+        .iter()
+        .map(|&id| {
+            let reason = if flags.skip.contains(&id) {
+                Some(SkipReason::Flag)
+            } else if id == PhaseId::Validate {
+                None
+            } else if !flags.only.is_empty() && !flags.only.contains(&id) {
+                Some(SkipReason::NotInOnly)
+            } else if flags.from.is_some_and(|from| id < from) {
+                Some(SkipReason::BeforeFrom)
+            } else {
+                None
+            };
+            (id, reason)
+        })
+        .collect();
+
+    let selection = Selection { phases };
+    let work = selection
+        .selected()
+        .into_iter()
+        .filter(|&id| id != PhaseId::Validate || flags.only.contains(&id))
+        .count();
+    if work == 0 {
+        return Err(fail(
+            Kind::Usage,
+            "these flags skip every phase, so there is nothing to do; drop a --skip flag, or use `maily-deploy validate ENV` to check the configuration alone",
+        ));
+    }
+    Ok(selection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PhaseId::*;
+
+    fn flags(skip: &[PhaseId], only: &[PhaseId], from: Option<PhaseId>) -> SelectionFlags {
+        SelectionFlags {
+            skip: skip.iter().copied().collect(),
+            only: only.to_vec(),
+            from,
+        }
+    }
+
+    #[test]
+    fn no_flags_runs_all_nine_in_order() {
+        let s = select(&SelectionFlags::default()).unwrap();
+        assert_eq!(s.selected(), PhaseId::ALL.to_vec());
+    }
+
+    #[test]
+    fn only_keeps_pipeline_order_and_validate_first() {
+        let s = select(&flags(&[], &[ShiftTraffic, Migrate], None)).unwrap();
+        assert_eq!(s.selected(), vec![Validate, Migrate, ShiftTraffic]);
+        assert_eq!(s.phases[1], (Provision, Some(SkipReason::NotInOnly)));
+    }
+
+    #[test]
+    fn from_resumes_at_the_phase_after_validating() {
+        let s = select(&flags(&[], &[], Some(Verify))).unwrap();
+        assert_eq!(s.selected(), vec![Validate, Verify, ShiftTraffic]);
+        assert_eq!(s.phases[3], (DeployBackend, Some(SkipReason::BeforeFrom)));
+    }
+
+    #[test]
+    fn from_and_skip_combine() {
+        let s = select(&flags(&[Monitor], &[], Some(DeployBackend))).unwrap();
+        assert_eq!(
+            s.selected(),
+            vec![
+                Validate,
+                DeployBackend,
+                DeployFrontend,
+                ConfigureAi,
+                Verify,
+                ShiftTraffic
+            ]
+        );
+    }
+
+    #[test]
+    fn skip_validate_is_honoured_even_with_only() {
+        let s = select(&flags(&[Validate], &[Migrate], None)).unwrap();
+        assert_eq!(s.selected(), vec![Migrate]);
+        assert!(s.validate_skipped());
+    }
+
+    #[test]
+    fn only_validate_is_a_run_of_validate_alone() {
+        let s = select(&flags(&[], &[Validate], None)).unwrap();
+        assert_eq!(s.selected(), vec![Validate]);
+    }
+
+    #[test]
+    fn contradictions_are_usage_errors_listing_each() {
+        let err = select(&flags(&[Migrate, Verify], &[Migrate, Verify], None)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("migrate is both named by --only and skipped by --skip-migrate"));
+        assert!(msg.contains("verify is both named by --only and skipped by --skip-verify"));
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Usage));
+
+        let err = select(&flags(&[], &[Migrate], Some(Verify))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--only and --from cannot be combined")
+        );
+
+        let err = select(&flags(&[Verify], &[], Some(Verify))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--from verify resumes at a phase that --skip-verify skips")
+        );
+    }
+
+    #[test]
+    fn skipping_everything_is_refused() {
+        let all_but_validate: Vec<PhaseId> = PhaseId::ALL[1..].to_vec();
+        let err = select(&flags(&all_but_validate, &[], None)).unwrap_err();
+        assert!(err.to_string().contains("nothing to do"));
+    }
+}
