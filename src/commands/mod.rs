@@ -38,7 +38,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     skip_validate: false,
                     ..phases.clone()
                 },
-                dry_run: true,
+                // Validate changes nothing, so a check is a real run of it.
+                dry_run: false,
                 deployment: false,
                 global,
             })

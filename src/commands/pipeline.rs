@@ -53,7 +53,14 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     };
     let opts = OutputOptions::detect(req.global.output, req.global.quiet, req.global.verbose);
     let mut observer = output::observer(&opts);
-    let report = Runner::new(phases::all())
+    // `validate` runs the validate phase alone, for the selected phases'
+    // variables; a deploy runs the pipeline.
+    let pipeline = if req.deployment {
+        phases::all()
+    } else {
+        vec![Box::new(phases::validate::Validate) as Box<dyn crate::pipeline::Phase>]
+    };
+    let report = Runner::new(pipeline)
         .run(req.command, &mut cx, observer.as_mut())
         .await;
     Ok(report.exit_code)

@@ -42,23 +42,26 @@ impl Runner {
     ) -> RunReport {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let selected = cx.selection.selected();
+        let selected: Vec<PhaseId> = self
+            .phases
+            .iter()
+            .map(|p| p.id())
+            .filter(|id| cx.selection.is_selected(*id))
+            .collect();
         observer.run_started(cx, &selected);
 
         let mut rows = Vec::with_capacity(self.phases.len());
         let mut error: Option<ErrorReport> = None;
 
-        // A real run refuses up front when it would reach a phase that is not
-        // built, rather than change things and fail half-way.
+        // A real run refuses when it would reach a phase that is not built,
+        // rather than change things and fail half-way. Validate changes
+        // nothing, so it runs first and its problems are reported too.
         let unbuilt: Vec<PhaseId> = self
             .phases
             .iter()
             .filter(|p| selected.contains(&p.id()) && !p.is_built())
             .map(|p| p.id())
             .collect();
-        if !cx.dry_run && !unbuilt.is_empty() {
-            error = Some(not_built_error(&unbuilt, false));
-        }
 
         for phase in &self.phases {
             let id = phase.id();
@@ -78,7 +81,12 @@ impl Runner {
                     details: Vec::new(),
                     error: None,
                 }
-            } else if error.is_some() && !cx.dry_run {
+            } else if !cx.dry_run
+                && (error.is_some() || (id != PhaseId::Validate && !unbuilt.is_empty()))
+            {
+                if error.is_none() {
+                    error = Some(not_built_error(&unbuilt, false));
+                }
                 let status = if unbuilt.contains(&id) {
                     PhaseStatus::NotImplemented
                 } else {
