@@ -39,7 +39,7 @@ pub fn register(name: &str, value: &str) {
             secrets.push((form, name.to_string()));
         }
     }
-    secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
 }
 
 fn urlencoding_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {

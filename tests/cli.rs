@@ -50,8 +50,12 @@ fn env_file(dir: &Path, changes: &[(&str, Option<&str>)]) -> PathBuf {
 }
 
 fn json_of(output: &[u8]) -> Value {
-    serde_json::from_slice(output)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(output)))
+    serde_json::from_slice(output).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(output)
+        )
+    })
 }
 
 #[test]
@@ -110,7 +114,12 @@ fn bad_arguments_are_usage_errors() {
 #[test]
 fn a_missing_env_file_is_a_configuration_error() {
     maily()
-        .args(["validate", "production", "--env-file", "/nonexistent/.env.production"])
+        .args([
+            "validate",
+            "production",
+            "--env-file",
+            "/nonexistent/.env.production",
+        ])
         .assert()
         .code(exit_code::CONFIG)
         .stderr(predicate::str::contains(
@@ -128,7 +137,9 @@ fn an_unknown_environment_lists_the_known_ones() {
         .assert()
         .code(exit_code::CONFIG)
         .stderr(predicate::str::contains("unknown environment `prod`"))
-        .stderr(predicate::str::contains("known environments: production, staging"));
+        .stderr(predicate::str::contains(
+            "known environments: production, staging",
+        ));
 }
 
 #[test]
@@ -238,12 +249,24 @@ fn a_real_run_refuses_before_anything_when_a_phase_is_not_built() {
 #[test]
 fn a_dry_run_of_built_phases_only_plans_and_succeeds() {
     let out = maily()
-        .args(["staging", "--dry-run", "--only", "validate", "--output", "json"])
+        .args([
+            "staging",
+            "--dry-run",
+            "--only",
+            "validate",
+            "--output",
+            "json",
+        ])
         .arg("--env-file")
         .arg(example_env())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json_of(&out.stdout);
     assert_eq!(report["outcome"], "planned");
     assert_eq!(report["phases"][0]["status"], "planned");
@@ -257,7 +280,10 @@ fn validation_reports_every_problem_grouped_by_phase() {
     let file = env_file(
         dir.path(),
         &[
-            ("DATABASE_URL", Some("mysql://maily:pw-XYZ@db.example.invalid/maily")),
+            (
+                "DATABASE_URL",
+                Some("mysql://maily:pw-XYZ@db.example.invalid/maily"),
+            ),
             ("IMAGE_TAG", Some("\"v1 beta\"")),
             ("POLYGON_CONTRACT_ADDRESS", Some("0x1234")),
             ("GRAFANA_URL", Some("grafana.example.invalid")),
@@ -280,7 +306,10 @@ fn validation_reports_every_problem_grouped_by_phase() {
         "POLYGON_CONTRACT_ADDRESS is not 40 hex digits after 0x",
         "fix: set DATABASE_URL to a postgres URL",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
     assert!(!stderr.contains("pw-XYZ"), "a secret leaked:\n{stderr}");
 
@@ -312,7 +341,10 @@ fn validation_reports_every_problem_grouped_by_phase() {
 #[test]
 fn skipping_the_frontend_does_not_ask_for_vercel() {
     let dir = tempfile::tempdir().unwrap();
-    let file = env_file(dir.path(), &[("VERCEL_TOKEN", None), ("VERCEL_PROJECT_ID", None)]);
+    let file = env_file(
+        dir.path(),
+        &[("VERCEL_TOKEN", None), ("VERCEL_PROJECT_ID", None)],
+    );
     maily()
         .args(["validate", "production", "--skip-frontend", "--env-file"])
         .arg(&file)
@@ -346,24 +378,34 @@ fn the_process_environment_wins_over_the_env_file() {
         .map(|d| d.as_str().unwrap())
         .collect();
     assert!(
-        details.iter().any(|d| d.starts_with("from the environment:") && d.contains("IMAGE_TAG=v2-from-env")),
+        details
+            .iter()
+            .any(|d| d.starts_with("from the environment:") && d.contains("IMAGE_TAG=v2-from-env")),
         "{details:?}"
     );
-    assert!(!details.iter().any(|d| d.contains("v1-from-file")), "{details:?}");
+    assert!(
+        !details.iter().any(|d| d.contains("v1-from-file")),
+        "{details:?}"
+    );
 }
 
 #[test]
 fn the_default_env_file_is_optional_and_the_environment_is_enough() {
     let text = std::fs::read_to_string(example_env()).unwrap();
     let mut cmd = maily();
-    for line in text.lines().filter(|l| !l.starts_with('#') && l.contains('=')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
         let (k, v) = line.split_once('=').unwrap();
         cmd.env(k, v);
     }
     cmd.args(["validate", "staging"])
         .assert()
         .code(exit_code::SUCCESS)
-        .stderr(predicate::str::contains("no .env.staging here; using the process environment only"));
+        .stderr(predicate::str::contains(
+            "no .env.staging here; using the process environment only",
+        ));
 }
 
 #[test]
@@ -373,9 +415,15 @@ fn secrets_never_appear_in_any_output_even_malformed() {
     let file = env_file(
         dir.path(),
         &[
-            ("DATABASE_URL", Some("mysql://maily:Tr0ub4dor-db@db.example.invalid/maily")),
+            (
+                "DATABASE_URL",
+                Some("mysql://maily:Tr0ub4dor-db@db.example.invalid/maily"),
+            ),
             ("REDIS_URL", Some("redis://:Tr0ub4dor-redis@")),
-            ("ETHEREUM_RPC_URL", Some("wss://mainnet.example.invalid/v3/Tr0ub4dor-rpc")),
+            (
+                "ETHEREUM_RPC_URL",
+                Some("wss://mainnet.example.invalid/v3/Tr0ub4dor-rpc"),
+            ),
             ("VERCEL_TOKEN", Some("Tr0ub4dor-vercel")),
         ],
     );
@@ -401,8 +449,14 @@ fn secrets_never_appear_in_any_output_even_malformed() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!all.contains("Tr0ub4dor"), "{args:?} leaked a secret:\n{all}");
-        assert!(all.contains("DATABASE_URL"), "{args:?} did not report the problem:\n{all}");
+        assert!(
+            !all.contains("Tr0ub4dor"),
+            "{args:?} leaked a secret:\n{all}"
+        );
+        assert!(
+            all.contains("DATABASE_URL"),
+            "{args:?} did not report the problem:\n{all}"
+        );
     }
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(!summary.contains("Tr0ub4dor"), "{summary}");
@@ -440,8 +494,14 @@ fn under_github_actions_phases_are_grouped_failures_annotated_and_summarised() {
     let group = stdout.find("::group::validate").expect("a group");
     let end = stdout.find("::endgroup::").expect("its end");
     assert!(group < end, "{stdout}");
-    assert!(stdout.contains("::error title=validate failed::"), "{stdout}");
-    assert!(!stdout.contains('\u{1b}'), "no colour codes in CI: {stdout:?}");
+    assert!(
+        stdout.contains("::error title=validate failed::"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no colour codes in CI: {stdout:?}"
+    );
     let md = std::fs::read_to_string(&summary).unwrap();
     assert!(md.contains("| phase | status | time | summary |"), "{md}");
     assert!(md.contains("| validate | failed |"), "{md}");
@@ -456,13 +516,25 @@ fn under_github_actions_phases_are_grouped_failures_annotated_and_summarised() {
         .output()
         .unwrap();
     json_of(&out.stdout);
-    assert_eq!(std::fs::read_to_string(&summary).unwrap().matches("### maily-deploy").count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .matches("### maily-deploy")
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn skipping_validate_warns() {
     maily()
-        .args(["production", "--dry-run", "--skip-validate", "--only", "migrate"])
+        .args([
+            "production",
+            "--dry-run",
+            "--skip-validate",
+            "--only",
+            "migrate",
+        ])
         .arg("--env-file")
         .arg(example_env())
         .assert()
@@ -495,4 +567,36 @@ fn the_env_template_command_prints_the_shipped_template() {
         .assert()
         .code(exit_code::SUCCESS)
         .stdout(shipped);
+}
+
+#[test]
+fn colours_follow_the_terminal_settings_and_no_color() {
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = maily();
+        cmd.env("CLICOLOR_FORCE", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .args(["validate", "production"])
+            .args(extra)
+            .arg("--env-file")
+            .arg(example_env())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains('\u{1b}')
+    };
+    assert!(run(&[], &[]), "CLICOLOR_FORCE should colour the output");
+    assert!(!run(&["--no-color"], &[]), "--no-color");
+    assert!(!run(&[], &[("NO_COLOR", "1")]), "NO_COLOR");
+}
+
+#[test]
+fn an_unknown_environment_and_a_missing_env_file_are_reported_together() {
+    maily()
+        .args(["validate", "prod", "--env-file", "/nonexistent/.env"])
+        .assert()
+        .code(exit_code::CONFIG)
+        .stderr(predicate::str::contains("unknown environment `prod`"))
+        .stderr(predicate::str::contains("/nonexistent/.env does not exist"));
 }

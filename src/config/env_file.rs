@@ -263,7 +263,11 @@ mod tests {
         let err = read(&path).unwrap_err();
         let failure = crate::error::failure_of(&err).unwrap();
         assert_eq!(failure.kind, Kind::Config);
-        let lines: Vec<&str> = failure.problems.iter().map(|p| p.subject.rsplit(':').next().unwrap()).collect();
+        let lines: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.rsplit(':').next().unwrap())
+            .collect();
         assert_eq!(lines, vec!["2", "3"]);
         let text = format!("{err:#} {:?}", failure.problems);
         assert!(!text.contains("hunter2"), "{text}");

@@ -93,9 +93,10 @@ fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
             Some(f) if !f.problems.is_empty() => f.problems.clone(),
             _ => vec![Problem {
                 phase: None,
-                subject: "configuration".into(),
+                subject: "configuration:".into(),
+                // The message says what to do; it has no separate fix.
                 problem: format!("{e:#}"),
-                fix: "see above".into(),
+                fix: String::new(),
             }],
         }
     };

@@ -91,7 +91,9 @@ pub fn problem_lines(problems: &[Problem]) -> Vec<String> {
         lines.push(format!("  {}", phase.unwrap_or("whole run")));
         for p in list {
             lines.push(format!("    {} {}", p.subject, p.problem));
-            lines.push(format!("      fix: {}", p.fix));
+            if !p.fix.is_empty() {
+                lines.push(format!("      fix: {}", p.fix));
+            }
         }
     }
     lines
