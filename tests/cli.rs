@@ -129,6 +129,41 @@ fn a_missing_env_file_is_a_configuration_error() {
 }
 
 #[test]
+fn json_output_reports_a_command_stopped_before_it_ran() {
+    let out = maily()
+        .args(["prod", "--output", "json"])
+        .arg("--env-file")
+        .arg(example_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG));
+    let report = json_of(&out.stdout);
+    assert_eq!(report["command"], "deploy");
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["exit_code"], exit_code::CONFIG);
+    assert_eq!(report["error"]["kind"], "config");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown environment")
+    );
+
+    let out = maily()
+        .args([
+            "--output",
+            "json",
+            "rollback",
+            "production",
+            "production-2025-01-01",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE));
+    assert_eq!(json_of(&out.stdout)["error"]["kind"], "usage");
+}
+
+#[test]
 fn an_unknown_environment_lists_the_known_ones() {
     maily()
         .args(["prod", "--dry-run"])

@@ -5,13 +5,41 @@ pub mod pipeline;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::error::{Kind, fail};
+use crate::error::{self, Kind, fail};
 use crate::exit_code;
-use crate::pipeline::DeploymentId;
+use crate::pipeline::{DeploymentId, RunReport};
 
 /// Run the command the user asked for; `Ok` carries the exit code of a
 /// command that reported its own outcome.
+///
+/// With `--output json`, a command that stops before it has a report of its
+/// own still prints one, so a CI job parsing stdout always gets JSON.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let json = cli.global.output == crate::cli::OutputFormat::Json;
+    let (command, environment) = name_and_environment(&cli);
+    match run(cli).await {
+        Err(err) if json => {
+            crate::output::json::print_report(&RunReport::stopped(command, &environment, &err));
+            crate::output::print_error(&err);
+            Ok(error::exit_code_of(&err))
+        }
+        other => other,
+    }
+}
+
+fn name_and_environment(cli: &Cli) -> (&'static str, String) {
+    match &cli.command {
+        None => ("deploy", cli.deploy.environment.clone().unwrap_or_default()),
+        Some(Command::Rollback { environment, .. }) => ("rollback", environment.clone()),
+        Some(Command::History { environment }) => ("history", environment.clone()),
+        Some(Command::Status { environment }) => ("status", environment.clone()),
+        Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
+        Some(Command::EnvTemplate) => ("env-template", String::new()),
+        Some(Command::Completions { .. }) => ("completions", String::new()),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
     let global = &cli.global;
     match cli.command {
         None => {

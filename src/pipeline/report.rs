@@ -88,3 +88,29 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     pub error: Option<ErrorReport>,
 }
+
+impl RunReport {
+    /// The report of a command stopped before it could run anything (bad
+    /// arguments, an unknown environment, a configuration that does not
+    /// load), so `--output json` always has a report to print.
+    pub fn stopped(command: &'static str, environment: &str, err: &anyhow::Error) -> Self {
+        let now = Utc::now();
+        let error = ErrorReport::from_error(err, Kind::PhaseFailed);
+        let exit_code = crate::error::exit_code_of(err);
+        RunReport {
+            schema: SCHEMA,
+            command,
+            environment: environment.to_string(),
+            deployment_id: None,
+            dry_run: false,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+            outcome: Outcome::Failed,
+            exit_code,
+            phases: Vec::new(),
+            warnings: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
