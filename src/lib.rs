@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exit_code;
+pub mod k8s;
 pub mod logging;
 pub mod output;
 pub mod phases;

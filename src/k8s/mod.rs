@@ -1,0 +1,3 @@
+//! Kubernetes: rollouts, slots and routes, the snapshot store, the lease.
+
+pub mod rollout;

@@ -1,0 +1,385 @@
+//! Is a rollout done, still going, or failed, and why: pure functions over
+//! the Deployment, its ReplicaSets and their Pods.
+//!
+//! The watcher that feeds these knows nothing about policy; these know
+//! nothing about watching. "Done" follows `kubectl rollout status`
+//! (kubectl's `DeploymentStatusViewer`): the controller has observed the
+//! current generation, every replica is updated and available, and no old
+//! replica is left. "Failed" is where we part from `helm --wait`: a new pod
+//! that reports a waiting reason the kubelet will not recover from on its own
+//! fails the rollout at once, instead of waiting out a timeout.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+
+/// Waiting reasons of a container that mean the rollout will not finish by
+/// itself (kubelet's `ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`,
+/// `CreateContainerConfigError`, and their kin).
+pub const FATAL_WAITING_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why a rollout failed, naming what a person would look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutFailure {
+    pub deployment: String,
+    /// The pod that showed the failure, when one did.
+    pub pod: Option<String>,
+    /// The container in that pod.
+    pub container: Option<String>,
+    /// Kubernetes' reason: `ImagePullBackOff`, `ProgressDeadlineExceeded`, ...
+    pub reason: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RolloutFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "deployment {}", self.deployment)?;
+        if let Some(pod) = &self.pod {
+            write!(f, ", pod {pod}")?;
+        }
+        if let Some(c) = &self.container {
+            write!(f, ", container {c}")?;
+        }
+        write!(f, ": {}", self.reason)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutState {
+    /// Still going; the text says what it waits for.
+    Progressing(String),
+    Complete,
+    Failed(RolloutFailure),
+}
+
+fn name_of(d: &Deployment) -> String {
+    d.metadata.name.clone().unwrap_or_default()
+}
+
+/// The Deployment's own verdict, from its status alone.
+pub fn deployment_state(d: &Deployment) -> RolloutState {
+    let name = name_of(d);
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(status) = &d.status else {
+        return RolloutState::Progressing("waiting for the controller to report a status".into());
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return RolloutState::Progressing("waiting for the new spec to be observed".into());
+    }
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    if let Some(c) = conditions.iter().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return RolloutState::Failed(RolloutFailure {
+            deployment: name,
+            pod: None,
+            container: None,
+            reason: "ProgressDeadlineExceeded".into(),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    }
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+    {
+        return RolloutState::Failed(RolloutFailure {
+            deployment: name,
+            pod: None,
+            container: None,
+            reason: c.reason.clone().unwrap_or_else(|| "ReplicaFailure".into()),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        return RolloutState::Progressing(format!("{updated} of {want} new replicas updated"));
+    }
+    if replicas > updated {
+        return RolloutState::Progressing(format!(
+            "{} old replicas pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return RolloutState::Progressing(format!(
+            "{available} of {updated} updated replicas available"
+        ));
+    }
+    RolloutState::Complete
+}
+
+/// The template of a ReplicaSet without its `pod-template-hash` label, to
+/// compare with the Deployment's (the controller's `EqualIgnoreHash`).
+fn template_without_hash(rs: &ReplicaSet) -> Option<serde_json::Value> {
+    let mut t = serde_json::to_value(rs.spec.as_ref()?.template.as_ref()?).ok()?;
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(|l| l.as_object_mut())
+    {
+        labels.remove("pod-template-hash");
+        if labels.is_empty() {
+            t["metadata"].as_object_mut()?.remove("labels");
+        }
+    }
+    Some(t)
+}
+
+/// The ReplicaSet of the Deployment's current template, among `sets`.
+pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let uid = d.metadata.uid.as_deref()?;
+    let want = serde_json::to_value(&d.spec.as_ref()?.template).ok()?;
+    let owned = |rs: &&ReplicaSet| {
+        rs.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    let revision = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned()
+    };
+    sets.iter()
+        .filter(owned)
+        .find(|rs| template_without_hash(rs).as_ref() == Some(&want))
+        // A server that defaults template fields on the ReplicaSet alone
+        // would defeat the comparison; the revision annotation still tells.
+        .or_else(|| {
+            let want = revision(&d.metadata)?;
+            sets.iter()
+                .filter(owned)
+                .find(|rs| revision(&rs.metadata).as_deref() == Some(want.as_str()))
+        })
+}
+
+/// The annotation the Deployment controller keeps on a Deployment and its
+/// ReplicaSets, equal on the current pair.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The first fatal waiting reason among a pod's containers, if any.
+pub fn pod_failure(pod: &Pod) -> Option<(String, String, String)> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for cs in all {
+        let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting
+            && let Some(reason) = w.reason.as_deref()
+            && FATAL_WAITING_REASONS.contains(&reason)
+        {
+            let mut message = w.message.clone().unwrap_or_default();
+            if reason == "CrashLoopBackOff" {
+                let exit = cs
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| {
+                        format!(
+                            " (last exit code {}, {} restarts)",
+                            t.exit_code, cs.restart_count
+                        )
+                    })
+                    .unwrap_or_else(|| format!(" ({} restarts)", cs.restart_count));
+                message.push_str(&exit);
+            }
+            return Some((cs.name.clone(), reason.to_string(), message));
+        }
+    }
+    None
+}
+
+/// The rollout's state: the Deployment's own verdict, failed early by any
+/// pod of its new ReplicaSet that reports a fatal reason.
+pub fn rollout_state(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> RolloutState {
+    let own = deployment_state(d);
+    if matches!(own, RolloutState::Failed(_) | RolloutState::Complete) {
+        return own;
+    }
+    if let Some(rs) = new_replica_set(d, sets)
+        && let Some(rs_uid) = rs.metadata.uid.as_deref()
+    {
+        let mut new_pods: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == rs_uid)
+            })
+            .collect();
+        new_pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for pod in new_pods {
+            if let Some((container, reason, message)) = pod_failure(pod) {
+                return RolloutState::Failed(RolloutFailure {
+                    deployment: name_of(d),
+                    pod: pod.metadata.name.clone(),
+                    container: Some(container),
+                    reason,
+                    message,
+                });
+            }
+        }
+    }
+    own
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    fn fixture<T: DeserializeOwned>(name: &str) -> T {
+        let path = format!(
+            "{}/tests/fixtures/rollout/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn sets() -> Vec<ReplicaSet> {
+        vec![fixture("replicaset-old"), fixture("replicaset-new")]
+    }
+
+    #[test]
+    fn a_complete_rollout_is_complete() {
+        let d: Deployment = fixture("deployment-complete");
+        assert_eq!(
+            rollout_state(&d, &sets(), &[fixture("pod-ready")]),
+            RolloutState::Complete
+        );
+    }
+
+    #[test]
+    fn an_unobserved_spec_is_not_believed_complete() {
+        let d: Deployment = fixture("deployment-not-observed");
+        assert_eq!(
+            deployment_state(&d),
+            RolloutState::Progressing("waiting for the new spec to be observed".into())
+        );
+    }
+
+    #[test]
+    fn a_rollout_in_progress_says_what_it_waits_for() {
+        let d: Deployment = fixture("deployment-progressing");
+        let pods: Vec<Pod> = vec![fixture("pod-ready"), fixture("pod-container-creating")];
+        assert_eq!(
+            rollout_state(&d, &sets(), &pods),
+            RolloutState::Progressing("1 of 3 new replicas updated".into())
+        );
+    }
+
+    #[test]
+    fn the_new_replica_set_is_the_one_with_the_deployments_template() {
+        let d: Deployment = fixture("deployment-progressing");
+        let sets = sets();
+        let rs = new_replica_set(&d, &sets).unwrap();
+        assert_eq!(rs.metadata.name.as_deref(), Some("api-green-6d8f9c7b5d"));
+    }
+
+    fn failed_with(pod: &str) -> RolloutFailure {
+        let d: Deployment = fixture("deployment-progressing");
+        let pods: Vec<Pod> = vec![fixture("pod-ready"), fixture(pod)];
+        match rollout_state(&d, &sets(), &pods) {
+            RolloutState::Failed(f) => f,
+            other => panic!("{pod}: expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn image_pull_back_off_fails_at_once_naming_the_pod() {
+        let f = failed_with("pod-image-pull-backoff");
+        assert_eq!(f.reason, "ImagePullBackOff");
+        assert_eq!(f.pod.as_deref(), Some("api-green-6d8f9c7b5d-x2x7k"));
+        assert_eq!(
+            f.to_string(),
+            "deployment api-green, pod api-green-6d8f9c7b5d-x2x7k, container api: ImagePullBackOff: Back-off pulling image \"ghcr.io/maily/maily-api:v1.4.2\""
+        );
+    }
+
+    #[test]
+    fn err_image_pull_fails_at_once() {
+        assert_eq!(failed_with("pod-err-image-pull").reason, "ErrImagePull");
+    }
+
+    #[test]
+    fn crash_loop_back_off_fails_with_the_exit_code() {
+        let f = failed_with("pod-crash-loop-back-off");
+        assert_eq!(f.reason, "CrashLoopBackOff");
+        assert!(
+            f.message.ends_with("(last exit code 1, 4 restarts)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_fails_at_once() {
+        let f = failed_with("pod-create-container-config-error");
+        assert_eq!(f.reason, "CreateContainerConfigError");
+        assert_eq!(f.message, "secret \"maily-api-secrets\" not found");
+    }
+
+    #[test]
+    fn an_old_pods_crash_is_not_this_rollouts_failure() {
+        let d: Deployment = fixture("deployment-progressing");
+        let pods: Vec<Pod> = vec![
+            fixture("pod-old-crash-loop"),
+            fixture("pod-container-creating"),
+        ];
+        assert!(matches!(
+            rollout_state(&d, &sets(), &pods),
+            RolloutState::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_fails() {
+        let d: Deployment = fixture("deployment-deadline-exceeded");
+        match rollout_state(&d, &sets(), &[]) {
+            RolloutState::Failed(f) => {
+                assert_eq!(f.reason, "ProgressDeadlineExceeded");
+                assert_eq!(
+                    f.message,
+                    "ReplicaSet \"api-green-6d8f9c7b5d\" has timed out progressing."
+                );
+                assert_eq!(f.pod, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replica_failure_fails_with_the_quota_message() {
+        let d: Deployment = fixture("deployment-replica-failure");
+        match deployment_state(&d) {
+            RolloutState::Failed(f) => {
+                assert_eq!(f.reason, "FailedCreate");
+                assert!(f.message.contains("exceeded quota"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
