@@ -32,6 +32,18 @@ pub struct Service {
     /// An image to use instead of `${IMAGE_REGISTRY}/maily-<name>:${IMAGE_TAG}`.
     #[serde(default)]
     pub image: Option<String>,
+    /// Path prefix of an http service on the API domain; `/<name>` when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The Gateway API Gateway the routes attach to (cluster infrastructure,
+/// provisioned outside this tool).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +62,7 @@ pub struct Profile {
     pub namespace: String,
     /// Public host names, by role (`app`, `api`).
     pub domains: BTreeMap<String, String>,
+    pub gateway: Gateway,
     /// Default replicas of a service.
     pub replicas: u32,
     pub traffic: Traffic,
@@ -120,11 +133,36 @@ impl Profile {
                     "rename the service",
                 );
             }
+            if let Some(path) = &svc.path
+                && (!path.starts_with('/') || path.contains(char::is_whitespace))
+            {
+                bad(
+                    &format!("services.{name}.path"),
+                    "is not a URL path prefix".into(),
+                    "start it with /, e.g. /webhooks",
+                );
+            }
+            if svc.path.is_some() && svc.kind == ServiceKind::Worker {
+                bad(
+                    &format!("services.{name}.path"),
+                    "is set on a worker, which has no route".into(),
+                    "remove it, or make the service kind: http",
+                );
+            }
             if svc.replicas == Some(0) {
                 bad(
                     &format!("services.{name}.replicas"),
                     "is 0".into(),
                     "give at least 1, or remove the service",
+                );
+            }
+        }
+        for role in ["api", "app"] {
+            if !self.domains.contains_key(role) {
+                bad(
+                    &format!("domains.{role}"),
+                    "is missing".into(),
+                    "give the public host name, e.g. api.maily.ai",
                 );
             }
         }
@@ -275,7 +313,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("environments")).unwrap();
         std::fs::write(
             dir.path().join("environments/broken.yaml"),
-            "namespace: Maily_Prod\ndomains: {app: 'https://app.example.com'}\nreplicas: 0\ntraffic: {steps: [50, 25], pause: soon}\nservices:\n  api: {kind: http, replicas: 0}\n",
+            "namespace: Maily_Prod\ndomains: {app: 'https://app.example.com'}\ngateway: {name: g, namespace: gw}\nreplicas: 0\ntraffic: {steps: [50, 25], pause: soon}\nservices:\n  api: {kind: http, replicas: 0}\n  workers: {kind: worker, path: /w}\n",
         )
         .unwrap();
         let err = load(dir.path(), "broken").unwrap_err();
@@ -294,6 +332,8 @@ mod tests {
                 "traffic.steps",
                 "traffic.pause",
                 "services.api.replicas",
+                "services.workers.path",
+                "domains.api",
                 "domains.app"
             ]
         );
@@ -305,7 +345,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("environments")).unwrap();
         std::fs::write(
             dir.path().join("environments/x.yaml"),
-            "namespace: x\nreplica: 3\ndomains: {}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices: {api: {kind: http}}\n",
+            "namespace: x\nreplica: 3\ndomains: {}\ngateway: {name: g, namespace: gw}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices: {api: {kind: http}}\n",
         )
         .unwrap();
         let err = load(dir.path(), "x").unwrap_err();
