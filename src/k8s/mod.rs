@@ -1,6 +1,10 @@
 //! Kubernetes: rollouts, slots and routes, the snapshot store, the lease.
 
+pub mod apply;
+pub mod client;
+pub mod live;
 pub mod manifest;
 pub mod rollout;
 pub mod slot;
 pub mod values;
+pub mod watch;

@@ -6,6 +6,7 @@ pub mod phase;
 pub mod report;
 pub mod runner;
 pub mod selection;
+pub mod snapshot;
 
 pub use context::Context;
 pub use deployment_id::DeploymentId;

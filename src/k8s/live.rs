@@ -1,0 +1,246 @@
+//! The live state of an environment's backend: per service, what runs in
+//! each slot, which slot is active, and the route's weights.
+//!
+//! Reading is three list calls (Deployments, Services, HTTPRoutes); what the
+//! lists mean is a pure function, tested on fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{DynamicObject, GroupVersionKind, ListParams};
+use serde::{Deserialize, Serialize};
+
+use super::apply::Applier;
+use super::client::retry;
+use super::slot::{SLOT_LABEL, Slot};
+use crate::config::Profile;
+use crate::config::profile::ServiceKind;
+
+/// The selector of every object the tool manages.
+pub const PART_OF: &str = "app.kubernetes.io/part-of=maily";
+
+/// One slot of one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotState {
+    pub image: Option<String>,
+    pub replicas: i32,
+    pub ready: i32,
+    /// The deployment that last wrote this slot.
+    pub deployment_id: Option<String>,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub kind: ServiceKind,
+    /// The slot users reach: the stable Service's selector (http), or the
+    /// slot with replicas (worker). `None` before the first switch.
+    pub active: Option<Slot>,
+    /// The route's weights (blue, green), for http services with a route.
+    pub weights: Option<(u32, u32)>,
+    pub slots: BTreeMap<Slot, SlotState>,
+}
+
+impl ServiceState {
+    pub fn image_in(&self, slot: Slot) -> Option<&str> {
+        self.slots.get(&slot).and_then(|s| s.image.as_deref())
+    }
+}
+
+/// The backend of an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformState {
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+/// Which slot the environment serves from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Active {
+    /// Nothing switched yet: a first deploy.
+    Fresh,
+    /// Every service agrees.
+    Slot(Slot),
+    /// Services disagree: an interrupted switch.
+    Mixed(BTreeMap<String, Option<Slot>>),
+}
+
+impl PlatformState {
+    pub fn active(&self) -> Active {
+        let actives: BTreeMap<String, Option<Slot>> = self
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.active))
+            .collect();
+        let mut distinct: Vec<Option<Slot>> = actives.values().copied().collect();
+        distinct.sort();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [] | [None] => Active::Fresh,
+            [Some(slot)] => Active::Slot(*slot),
+            _ => Active::Mixed(actives),
+        }
+    }
+
+    /// The slot a new release goes to: the one users are not on.
+    pub fn target_slot(&self) -> Result<Slot, String> {
+        match self.active() {
+            Active::Fresh => Ok(Slot::Blue),
+            Active::Slot(s) => Ok(s.other()),
+            Active::Mixed(by_service) => {
+                let list: Vec<String> = by_service
+                    .iter()
+                    .map(|(n, s)| format!("{n}={}", s.map_or("none", |s| s.as_str())))
+                    .collect();
+                Err(format!(
+                    "the services disagree on the active slot ({}): an earlier run was interrupted mid-switch; roll back to the last good deployment (`maily-deploy history`, then `maily-deploy rollback`)",
+                    list.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+/// The weights of a route's weighted rule (the one without header matches).
+pub fn route_weights(route: &serde_json::Value) -> Option<(u32, u32)> {
+    let rules = route.pointer("/spec/rules")?.as_array()?;
+    let weighted = rules.iter().find(|r| {
+        r.get("backendRefs")
+            .and_then(|b| b.as_array())
+            .is_some_and(|b| b.len() == 2)
+    })?;
+    let mut blue = None;
+    let mut green = None;
+    for b in weighted["backendRefs"].as_array()? {
+        let name = b.get("name")?.as_str()?;
+        let weight = b.get("weight").and_then(|w| w.as_u64()).unwrap_or(1) as u32;
+        if name.ends_with("-blue") {
+            blue = Some(weight);
+        } else if name.ends_with("-green") {
+            green = Some(weight);
+        }
+    }
+    Some((blue?, green?))
+}
+
+/// The state, from the objects the three lists returned.
+pub fn state_from(
+    profile: &Profile,
+    deployments: &[Deployment],
+    services: &[Service],
+    routes: &[DynamicObject],
+) -> PlatformState {
+    let mut out = PlatformState::default();
+    for (name, svc) in &profile.services {
+        let mut slots = BTreeMap::new();
+        for slot in Slot::BOTH {
+            let wanted = format!("{name}-{slot}");
+            if let Some(d) = deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(wanted.as_str()))
+            {
+                let image = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|p| p.containers.first())
+                    .and_then(|c| c.image.clone());
+                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                let deployment_id = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("maily.ai/deployment-id"))
+                    .cloned();
+                slots.insert(
+                    slot,
+                    SlotState {
+                        image,
+                        replicas,
+                        ready,
+                        deployment_id,
+                    },
+                );
+            }
+        }
+        let (active, weights) = match svc.kind {
+            ServiceKind::Http => {
+                let active = services
+                    .iter()
+                    .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+                    .and_then(|s| s.spec.as_ref()?.selector.as_ref()?.get(SLOT_LABEL))
+                    .and_then(|s| Slot::parse(s));
+                let weights = routes
+                    .iter()
+                    .find(|r| r.metadata.name.as_deref() == Some(name.as_str()))
+                    .and_then(|r| route_weights(&r.data));
+                (active, weights)
+            }
+            ServiceKind::Worker => {
+                let up: Vec<Slot> = slots
+                    .iter()
+                    .filter(|(_, s)| s.replicas > 0)
+                    .map(|(slot, _)| *slot)
+                    .collect();
+                // Both up is a switch caught half-way: say the one that
+                // last took the role, the slot whose deployment is newer.
+                let active = match up.as_slice() {
+                    [one] => Some(*one),
+                    [_, _] => slots
+                        .iter()
+                        .max_by(|a, b| a.1.deployment_id.cmp(&b.1.deployment_id))
+                        .map(|(slot, _)| *slot),
+                    _ => None,
+                };
+                (active, None)
+            }
+        };
+        out.services.insert(
+            name.clone(),
+            ServiceState {
+                kind: svc.kind,
+                active,
+                weights,
+                slots,
+            },
+        );
+    }
+    out
+}
+
+/// Read the live state of the environment.
+pub async fn read(applier: &Applier, profile: &Profile) -> anyhow::Result<PlatformState> {
+    let client = applier.client().clone();
+    let ns = &profile.namespace;
+    let lp = ListParams::default().labels(PART_OF);
+    let deploy_api = Api::<Deployment>::namespaced(client.clone(), ns);
+    let service_api = Api::<Service>::namespaced(client.clone(), ns);
+    let deployments = retry("listing deployments", || deploy_api.list(&lp));
+    let services = retry("listing services", || service_api.list(&lp));
+    let (deployments, services) = tokio::try_join!(deployments, services)?;
+    let routes = match applier.resource(&httproute_gvk()).await {
+        Ok((ar, _)) => {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            retry("listing httproutes", || api.list(&lp)).await?.items
+        }
+        // No Gateway API in the cluster: no routes yet; deploy-backend
+        // checks for it before anything changes.
+        Err(_) => Vec::new(),
+    };
+    Ok(state_from(
+        profile,
+        &deployments.items,
+        &services.items,
+        &routes,
+    ))
+}
+
+pub fn httproute_gvk() -> GroupVersionKind {
+    GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
+}

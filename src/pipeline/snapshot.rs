@@ -1,0 +1,276 @@
+//! Snapshots: what a run found before it changed anything, what it did, and
+//! what it left. `rollback` and `history` read them; a run killed half-way
+//! is finished by the next one from its snapshot.
+//!
+//! Stored as gzip-compressed JSON (as Helm stores releases) in Secrets, so
+//! any CI runner with the kubeconfig can roll back.
+
+use std::io::{Read, Write};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+use crate::k8s::live::PlatformState;
+use crate::k8s::manifest::Template;
+use crate::k8s::slot::Slot;
+use crate::k8s::values::Release;
+
+/// Version of the snapshot format.
+pub const SCHEMA: u32 = 1;
+
+/// A Secret holds at most 1 MiB; keep clear of it.
+pub const MAX_BYTES: usize = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The run is live (or died without saying so; its lease tells which).
+    InProgress,
+    Succeeded,
+    /// A phase failed; what users could see was put back.
+    Failed,
+    /// A phase failed and putting things back failed too.
+    RollbackFailed,
+    /// The run died (killed) and a later run put its changes back.
+    Abandoned,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in-progress",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RollbackFailed => "rollback-failed",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Who ran a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub user: String,
+    pub host: String,
+    /// The CI job, when run from CI.
+    pub ci_job: Option<String>,
+}
+
+impl Actor {
+    /// The person or job running this process, from the environment.
+    pub fn current() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let user = var("USER")
+            .or_else(|| var("USERNAME"))
+            .or_else(|| var("GITHUB_ACTOR"))
+            .unwrap_or_else(|| "unknown".into());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let ci_job =
+            if let (Some(repo), Some(run)) = (var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
+                Some(format!("github:{repo}/actions/runs/{run}"))
+            } else if let Some(url) = var("CI_JOB_URL") {
+                Some(url)
+            } else if let Some(url) = var("BUILD_URL") {
+                Some(url)
+            } else {
+                var("CI").filter(|v| v != "false").map(|_| "ci".to_string())
+            };
+        Actor { user, host, ci_job }
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.user, self.host)?;
+        if let Some(job) = &self.ci_job {
+            write!(f, " ({job})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema: u32,
+    pub deployment_id: String,
+    pub environment: String,
+    /// `deploy` or `rollback`.
+    pub command: String,
+    /// For a rollback: the deployment it went back to.
+    pub rollback_to: Option<String>,
+    pub actor: Actor,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Outcome,
+    /// `phase: reason` when the run failed.
+    pub failure: Option<String>,
+    /// The phases the run selected.
+    pub phases: Vec<String>,
+    /// What was deployed, so the same objects can be rendered again.
+    pub release: Option<Release>,
+    /// The slot the run deployed to.
+    pub target_slot: Option<Slot>,
+    /// The slot, slot-http and route templates of this release.
+    pub templates: Vec<Template>,
+    /// The backend before the run changed anything.
+    pub before: PlatformState,
+    /// The backend when the run ended.
+    pub after: Option<PlatformState>,
+    /// Filled by the phases that own them (frontend, AI, database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<serde_json::Value>,
+}
+
+impl Snapshot {
+    /// The images the run left, by service: its `after` state's target slot.
+    pub fn images(&self) -> Vec<(String, String)> {
+        let Some(slot) = self.target_slot else {
+            return Vec::new();
+        };
+        let state = self.after.as_ref().unwrap_or(&self.before);
+        state
+            .services
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.image_in(slot)?.to_string())))
+            .collect()
+    }
+}
+
+/// Gzip-compressed JSON, refused when it would not fit a Secret.
+pub fn encode(s: &Snapshot) -> anyhow::Result<Vec<u8>> {
+    let json = serde_json::to_vec(s).context("encoding the snapshot")?;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(&json)?;
+    let bytes = gz.finish()?;
+    if bytes.len() > MAX_BYTES {
+        anyhow::bail!(
+            "the snapshot of {} is {} bytes compressed, over the {} a Secret can hold",
+            s.deployment_id,
+            bytes.len(),
+            MAX_BYTES
+        );
+    }
+    Ok(bytes)
+}
+
+pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
+    let mut json = Vec::new();
+    GzDecoder::new(bytes)
+        .read_to_end(&mut json)
+        .context("the snapshot is not gzip")?;
+    let s: Snapshot = serde_json::from_slice(&json).context("the snapshot is not a snapshot")?;
+    if s.schema > SCHEMA {
+        anyhow::bail!(
+            "snapshot {} has format {}, newer than this maily-deploy understands ({SCHEMA}); upgrade maily-deploy",
+            s.deployment_id,
+            s.schema
+        );
+    }
+    Ok(s)
+}
+
+/// Which snapshots to delete to keep `keep`: the oldest beyond the newest
+/// `keep`, but never one in progress and never the newest success (the last
+/// known good state must survive any pruning). `ids` are (id, outcome).
+pub fn prune_plan(ids: &[(String, Outcome)], keep: usize) -> Vec<String> {
+    let mut sorted: Vec<&(String, Outcome)> = ids.iter().collect();
+    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    let newest_success = sorted
+        .iter()
+        .find(|(_, o)| *o == Outcome::Succeeded)
+        .map(|(id, _)| id.clone());
+    sorted
+        .iter()
+        .skip(keep.max(1))
+        .filter(|(id, o)| *o != Outcome::InProgress && Some(id) != newest_success.as_ref())
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> Snapshot {
+        Snapshot {
+            schema: SCHEMA,
+            deployment_id: "production-20250101-120000".into(),
+            environment: "production".into(),
+            command: "deploy".into(),
+            rollback_to: None,
+            actor: Actor {
+                user: "ada".into(),
+                host: "laptop".into(),
+                ci_job: None,
+            },
+            started_at: Utc::now(),
+            finished_at: None,
+            outcome: Outcome::InProgress,
+            failure: None,
+            phases: vec!["deploy-backend".into()],
+            release: None,
+            target_slot: Some(Slot::Green),
+            templates: Vec::new(),
+            before: PlatformState::default(),
+            after: None,
+            frontend: None,
+            ai_config: None,
+            database: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_gzip_json() {
+        let s = sample();
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn refuses_what_a_secret_cannot_hold() {
+        let mut s = sample();
+        // Incompressible text, well over a megabyte.
+        let mut x: u64 = 1;
+        let noise: String = (0..3_000_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(b'a' + (x >> 59) as u8 % 26)
+            })
+            .collect();
+        s.failure = Some(noise);
+        match encode(&s) {
+            Ok(bytes) => panic!("encoded {} bytes without complaint", bytes.len()),
+            Err(err) => assert!(err.to_string().contains("over the 1000000"), "{err}"),
+        }
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_advice() {
+        let mut s = sample();
+        s.schema = SCHEMA + 1;
+        let err = decode(&encode(&s).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("upgrade maily-deploy"));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_the_live_and_the_last_good() {
+        let ids: Vec<(String, Outcome)> = vec![
+            ("p-20250101-000001".into(), Outcome::Succeeded),
+            ("p-20250101-000002".into(), Outcome::InProgress),
+            ("p-20250101-000003".into(), Outcome::Failed),
+            ("p-20250101-000004".into(), Outcome::Failed),
+            ("p-20250101-000005".into(), Outcome::Failed),
+        ];
+        assert_eq!(prune_plan(&ids, 2), vec!["p-20250101-000003".to_string()]);
+        assert_eq!(prune_plan(&ids, 30), Vec::<String>::new());
+    }
+}
