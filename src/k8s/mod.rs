@@ -2,9 +2,11 @@
 
 pub mod apply;
 pub mod client;
+pub mod lease;
 pub mod live;
 pub mod manifest;
 pub mod rollout;
 pub mod slot;
+pub mod snapshot_store;
 pub mod values;
 pub mod watch;

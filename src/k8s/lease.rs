@@ -1,0 +1,423 @@
+//! The deploy lock: one Kubernetes Lease per environment.
+//!
+//! Taken at the start of a run, renewed while it lives, released at its
+//! end. A live holder makes a second run fail at once, naming who holds it;
+//! an expired one (a run killed without releasing) is taken over. Whether
+//! to take, wait or refuse is a pure function of the Lease and the clock.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::client::{retry, status_code};
+use crate::error::{Kind, fail};
+
+pub const LEASE_NAME: &str = "maily-deploy";
+const HOLDER_ANNOTATION: &str = "maily.ai/holder";
+
+/// How long a lease lives without renewal; renewed every third of it.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Who holds the lock, as the refusal tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub user: String,
+    pub host: String,
+    pub deployment_id: String,
+    pub since: DateTime<Utc>,
+}
+
+impl Holder {
+    pub fn identity(&self) -> String {
+        format!("{}@{} {}", self.user, self.host, self.deployment_id)
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{} (deployment {}, since {})",
+            self.user,
+            self.host,
+            self.deployment_id,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// What to do about an existing Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No lease: create it.
+    Create,
+    /// A lease nobody holds or whose holder stopped renewing: take it.
+    TakeOver { previous: Option<Holder> },
+    /// Held and alive: refuse.
+    Held {
+        holder: Holder,
+        expires: DateTime<Utc>,
+    },
+}
+
+/// k8s-openapi keeps times as `jiff` timestamps; the tool speaks chrono.
+fn micro(t: DateTime<Utc>) -> MicroTime {
+    MicroTime(
+        k8s_openapi::jiff::Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or_default(),
+    )
+}
+
+fn from_micro(t: &MicroTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(t.0.as_microsecond())
+}
+
+fn holder_of(lease: &Lease) -> Option<Holder> {
+    let text = lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(HOLDER_ANNOTATION)?;
+    serde_json::from_str(text).ok()
+}
+
+/// When a lease stops counting: its last renewal plus its duration.
+pub fn expiry(lease: &Lease) -> Option<DateTime<Utc>> {
+    let spec = lease.spec.as_ref()?;
+    let renewed = from_micro(spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?)?;
+    let secs = i64::from(spec.lease_duration_seconds?);
+    Some(renewed + chrono::Duration::seconds(secs))
+}
+
+/// Decide about the lease as found at `now`.
+pub fn decide(found: Option<&Lease>, now: DateTime<Utc>) -> Decision {
+    let Some(lease) = found else {
+        return Decision::Create;
+    };
+    let holder_set = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .is_some_and(|h| !h.is_empty());
+    let previous = holder_of(lease);
+    match (holder_set, expiry(lease)) {
+        (true, Some(expires)) if expires > now => match previous {
+            Some(holder) => Decision::Held { holder, expires },
+            None => Decision::Held {
+                holder: Holder {
+                    user: "unknown".into(),
+                    host: "unknown".into(),
+                    deployment_id: lease
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default(),
+                    since: now,
+                },
+                expires,
+            },
+        },
+        _ => Decision::TakeOver { previous },
+    }
+}
+
+fn lease_for(holder: &Holder, ttl: Duration, base: Option<&Lease>, now: DateTime<Utc>) -> Lease {
+    let transitions = base
+        .and_then(|l| l.spec.as_ref()?.lease_transitions)
+        .map_or(0, |t| t + 1);
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(LEASE_NAME.into()),
+            resource_version: base.and_then(|l| l.metadata.resource_version.clone()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "maily-deploy".to_string(),
+                )]
+                .into(),
+            ),
+            annotations: Some(
+                [(
+                    HOLDER_ANNOTATION.to_string(),
+                    serde_json::to_string(holder).unwrap_or_default(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.identity()),
+            lease_duration_seconds: Some(ttl.as_secs().max(1) as i32),
+            acquire_time: Some(micro(now)),
+            renew_time: Some(micro(now)),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The refusal when someone else holds the lock.
+fn held_error(environment: &str, holder: &Holder, expires: DateTime<Utc>) -> anyhow::Error {
+    fail(
+        Kind::LockHeld,
+        format!(
+            "another run holds the deploy lock of {environment}: {holder}; it expires at {} unless renewed. Wait for it, or if that run is dead, `maily-deploy unlock {environment}`",
+            expires.format("%H:%M:%S UTC")
+        ),
+    )
+}
+
+/// A held lock: renewed in the background until released or dropped.
+pub struct LeaseGuard {
+    api: Api<Lease>,
+    renewer: JoinHandle<()>,
+    /// Becomes true when a renewal finds the lease taken by another run.
+    lost: watch::Receiver<bool>,
+    pub taken_over: Option<Holder>,
+}
+
+impl LeaseGuard {
+    /// Whether the lock was lost (the run must stop changing things).
+    pub fn lost(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
+    /// Release the lock, if it is still ours.
+    pub async fn release(self) -> anyhow::Result<()> {
+        self.renewer.abort();
+        let current = retry("reading the lease", || self.api.get_opt(LEASE_NAME)).await?;
+        if let Some(lease) = current {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: lease.metadata.resource_version.clone(),
+                    uid: lease.metadata.uid.clone(),
+                }),
+                ..Default::default()
+            };
+            match retry("releasing the lease", || self.api.delete(LEASE_NAME, &dp)).await {
+                Ok(_) => {}
+                Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
+                Err(e) => return Err(e).context("releasing the deploy lock"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// Take the environment's lock, or fail at once with the holder named.
+pub async fn acquire(
+    client: Client,
+    namespace: &str,
+    environment: &str,
+    me: Holder,
+    ttl: Duration,
+) -> anyhow::Result<LeaseGuard> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    // Two tries: a race lost to another run on create or takeover is
+    // re-judged against what that run wrote.
+    for _ in 0..2 {
+        let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+        let now = Utc::now();
+        let (result, previous) = match decide(found.as_ref(), now) {
+            Decision::Held { holder, expires } => {
+                return Err(held_error(environment, &holder, expires));
+            }
+            Decision::Create => {
+                let lease = lease_for(&me, ttl, None, now);
+                let pp = PostParams::default();
+                (
+                    retry("taking the lease", || api.create(&pp, &lease)).await,
+                    None,
+                )
+            }
+            Decision::TakeOver { previous } => {
+                let lease = lease_for(&me, ttl, found.as_ref(), now);
+                let pp = PostParams::default();
+                (
+                    retry("taking over the lease", || {
+                        api.replace(LEASE_NAME, &pp, &lease)
+                    })
+                    .await,
+                    previous,
+                )
+            }
+        };
+        match result {
+            Ok(lease) => {
+                let (tx, rx) = watch::channel(false);
+                let renewer = tokio::spawn(renew(api.clone(), lease, me.clone(), ttl, tx));
+                return Ok(LeaseGuard {
+                    api,
+                    renewer,
+                    lost: rx,
+                    taken_over: previous,
+                });
+            }
+            Err(e) if matches!(status_code(&e), Some(409)) => continue,
+            Err(e) => return Err(e).context("taking the deploy lock"),
+        }
+    }
+    let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+    match decide(found.as_ref(), Utc::now()) {
+        Decision::Held { holder, expires } => Err(held_error(environment, &holder, expires)),
+        _ => Err(fail(
+            Kind::LockHeld,
+            format!("the deploy lock of {environment} is contended; try again"),
+        )),
+    }
+}
+
+async fn renew(
+    api: Api<Lease>,
+    mut lease: Lease,
+    me: Holder,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(micro(Utc::now()));
+        }
+        let pp = PostParams::default();
+        match retry("renewing the lease", || {
+            api.replace(LEASE_NAME, &pp, &lease)
+        })
+        .await
+        {
+            Ok(renewed) => lease = renewed,
+            Err(e) => {
+                // Someone replaced it (after our expiry) or deleted it
+                // (`unlock`): the lock is gone and the run must stop.
+                let ours = retry("reading the lease", || api.get_opt(LEASE_NAME))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|l| holder_of(&l))
+                    .is_some_and(|h| h == me);
+                if !ours {
+                    tracing::error!("the deploy lock was lost: {e}");
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Delete the lease whoever holds it: `maily-deploy unlock`. Returns the
+/// holder it removed.
+pub async fn force_unlock(client: Client, namespace: &str) -> anyhow::Result<Option<Holder>> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+    let Some(lease) = found else {
+        return Ok(None);
+    };
+    let dp = DeleteParams::default();
+    match retry("deleting the lease", || api.delete(LEASE_NAME, &dp)).await {
+        Ok(_) => {}
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(e).context("deleting the deploy lock"),
+    }
+    Ok(holder_of(&lease))
+}
+
+/// The current holder, if the lease is held and alive.
+pub async fn current(
+    client: Client,
+    namespace: &str,
+) -> anyhow::Result<Option<(Holder, DateTime<Utc>)>> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+    Ok(match decide(found.as_ref(), Utc::now()) {
+        Decision::Held { holder, expires } => Some((holder, expires)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Holder {
+        Holder {
+            user: "ada".into(),
+            host: "ci-runner-7".into(),
+            deployment_id: "production-20250101-120000".into(),
+            since: "2025-01-01T12:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn lease(renewed: &str, ttl: i32) -> Lease {
+        let now: DateTime<Utc> = renewed.parse().unwrap();
+        let mut l = lease_for(&me(), Duration::from_secs(ttl as u64), None, now);
+        l.metadata.resource_version = Some("7".into());
+        l
+    }
+
+    #[test]
+    fn no_lease_is_created() {
+        assert_eq!(decide(None, Utc::now()), Decision::Create);
+    }
+
+    #[test]
+    fn a_live_lease_is_refused_with_its_holder() {
+        let l = lease("2025-01-01T12:00:00Z", 30);
+        let now = "2025-01-01T12:00:20Z".parse().unwrap();
+        match decide(Some(&l), now) {
+            Decision::Held { holder, expires } => {
+                assert_eq!(holder, me());
+                assert_eq!(
+                    expires,
+                    "2025-01-01T12:00:30Z".parse::<DateTime<Utc>>().unwrap()
+                );
+                let msg = held_error("production", &holder, expires).to_string();
+                assert!(msg.contains("ada@ci-runner-7 (deployment production-20250101-120000, since 2025-01-01 12:00:00 UTC)"), "{msg}");
+                assert!(msg.contains("maily-deploy unlock production"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over_naming_the_old_holder() {
+        let l = lease("2025-01-01T12:00:00Z", 30);
+        let now = "2025-01-01T12:00:31Z".parse().unwrap();
+        assert_eq!(
+            decide(Some(&l), now),
+            Decision::TakeOver {
+                previous: Some(me())
+            }
+        );
+    }
+
+    #[test]
+    fn a_released_lease_without_holder_is_taken() {
+        let mut l = lease("2025-01-01T12:00:00Z", 30);
+        l.spec.as_mut().unwrap().holder_identity = None;
+        let now = "2025-01-01T12:00:01Z".parse().unwrap();
+        assert!(matches!(decide(Some(&l), now), Decision::TakeOver { .. }));
+    }
+
+    #[test]
+    fn a_takeover_counts_a_transition_and_keeps_the_version_for_the_race() {
+        let old = lease("2025-01-01T12:00:00Z", 30);
+        let new = lease_for(&me(), DEFAULT_TTL, Some(&old), Utc::now());
+        assert_eq!(new.spec.unwrap().lease_transitions, Some(1));
+        assert_eq!(new.metadata.resource_version.as_deref(), Some("7"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The snapshot store: one Secret per deployment in the environment's
+//! namespace, labelled `app.kubernetes.io/managed-by=maily-deploy`, holding
+//! the gzip JSON under `snapshot.json.gz` (Helm keeps releases the same way).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::{Api, Client};
+
+use super::apply::FIELD_MANAGER;
+use super::client::retry;
+use crate::pipeline::snapshot::{self, Outcome, Snapshot};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=maily-deploy";
+const TYPE: &str = "maily.ai/deployment-snapshot";
+const KEY: &str = "snapshot.json.gz";
+
+/// The Secret's name for a deployment id.
+pub fn secret_name(deployment_id: &str) -> String {
+    format!("maily-deploy.snapshot.{deployment_id}")
+}
+
+pub struct SnapshotStore {
+    api: Api<Secret>,
+    environment: String,
+}
+
+impl SnapshotStore {
+    pub fn new(client: Client, namespace: &str, environment: &str) -> Self {
+        SnapshotStore {
+            api: Api::namespaced(client, namespace),
+            environment: environment.to_string(),
+        }
+    }
+
+    fn selector(&self) -> String {
+        format!("{MANAGED_BY},maily.ai/environment={}", self.environment)
+    }
+
+    /// Write (create or replace) a snapshot.
+    pub async fn put(&self, s: &Snapshot) -> anyhow::Result<()> {
+        let bytes = snapshot::encode(s)?;
+        let name = secret_name(&s.deployment_id);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "maily-deploy".to_string(),
+                    ),
+                    ("maily.ai/environment".to_string(), s.environment.clone()),
+                    (
+                        "maily.ai/deployment-id".to_string(),
+                        s.deployment_id.clone(),
+                    ),
+                    (
+                        "maily.ai/outcome".to_string(),
+                        s.outcome.as_str().to_string(),
+                    ),
+                ])),
+                ..Default::default()
+            },
+            type_: Some(TYPE.to_string()),
+            data: Some(BTreeMap::from([(KEY.to_string(), ByteString(bytes))])),
+            ..Default::default()
+        };
+        let mut value = serde_json::to_value(&secret)?;
+        value["apiVersion"] = "v1".into();
+        value["kind"] = "Secret".into();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&value);
+        retry("writing the snapshot", || {
+            self.api.patch(&name, &params, &patch)
+        })
+        .await
+        .with_context(|| format!("writing snapshot {}", s.deployment_id))?;
+        Ok(())
+    }
+
+    /// Every snapshot of the environment, newest first. One that cannot be
+    /// read is reported and skipped, never dropped from the cluster.
+    pub async fn list(&self) -> anyhow::Result<Vec<Snapshot>> {
+        let lp = ListParams::default().labels(&self.selector());
+        let secrets = retry("listing snapshots", || self.api.list(&lp))
+            .await
+            .context("listing snapshots")?;
+        let mut out = Vec::new();
+        for secret in secrets.items {
+            match decode_secret(&secret) {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::warn!(
+                    "snapshot {} cannot be read: {e:#}",
+                    secret.metadata.name.unwrap_or_default()
+                ),
+            }
+        }
+        out.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
+        Ok(out)
+    }
+
+    /// One snapshot, if it exists.
+    pub async fn get(&self, deployment_id: &str) -> anyhow::Result<Option<Snapshot>> {
+        let name = secret_name(deployment_id);
+        let found = retry("reading a snapshot", || self.api.get_opt(&name))
+            .await
+            .with_context(|| format!("reading snapshot {deployment_id}"))?;
+        found.map(|s| decode_secret(&s)).transpose()
+    }
+
+    /// Delete what `prune_plan` says to, keeping `keep`.
+    pub async fn prune(&self, keep: usize) -> anyhow::Result<Vec<String>> {
+        let all = self.list().await?;
+        let ids: Vec<(String, Outcome)> = all
+            .iter()
+            .map(|s| (s.deployment_id.clone(), s.outcome))
+            .collect();
+        let doomed = snapshot::prune_plan(&ids, keep);
+        let dp = DeleteParams::default();
+        for id in &doomed {
+            let name = secret_name(id);
+            retry("pruning a snapshot", || self.api.delete(&name, &dp))
+                .await
+                .with_context(|| format!("deleting snapshot {id}"))?;
+        }
+        Ok(doomed)
+    }
+}
+
+fn decode_secret(secret: &Secret) -> anyhow::Result<Snapshot> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .with_context(|| format!("no {KEY} in the Secret"))?;
+    snapshot::decode(&bytes.0)
+}
