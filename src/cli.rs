@@ -51,6 +51,14 @@ pub struct DeployArgs {
     /// Show what every phase would do; change nothing anywhere
     #[arg(long)]
     pub dry_run: bool,
+
+    /// On failure, leave everything as it is instead of putting users back on the old version
+    #[arg(long)]
+    pub no_rollback: bool,
+
+    /// How many deployment snapshots to keep in the cluster (the last good one is always kept)
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep_snapshots: u16,
 }
 
 /// Flags that choose the phases of a run.

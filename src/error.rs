@@ -24,6 +24,10 @@ pub enum Kind {
     LockHeld,
     /// The phase or command is not built yet.
     NotImplemented,
+    /// A phase failed and `--no-rollback` kept its changes.
+    PhaseFailedKept,
+    /// SIGINT or SIGTERM.
+    Interrupted,
 }
 
 impl Kind {
@@ -35,6 +39,8 @@ impl Kind {
             Kind::RollbackFailed => exit_code::ROLLBACK_FAILED,
             Kind::LockHeld => exit_code::LOCK_HELD,
             Kind::NotImplemented => exit_code::NOT_IMPLEMENTED,
+            Kind::PhaseFailedKept => exit_code::PHASE_FAILED_NOT_ROLLED_BACK,
+            Kind::Interrupted => exit_code::INTERRUPTED,
         }
     }
 }
@@ -129,6 +135,8 @@ mod tests {
             Kind::RollbackFailed,
             Kind::LockHeld,
             Kind::NotImplemented,
+            Kind::PhaseFailedKept,
+            Kind::Interrupted,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

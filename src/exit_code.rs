@@ -26,6 +26,12 @@ pub const LOCK_HELD: i32 = 6;
 /// A phase that would run is not built in this version of maily-deploy.
 /// A real run refuses before it changes anything; `--dry-run` says which.
 pub const NOT_IMPLEMENTED: i32 = 7;
+/// A phase failed and `--no-rollback` left everything as the failure found
+/// it: users may be on a half-switched platform; the message says where.
+pub const PHASE_FAILED_NOT_ROLLED_BACK: i32 = 8;
+/// The run was interrupted (SIGINT, SIGTERM) and put things back before
+/// exiting.
+pub const INTERRUPTED: i32 = 130;
 
 /// All codes with their names, for the README table and its test.
 pub const ALL: &[(i32, &str)] = &[
@@ -37,4 +43,6 @@ pub const ALL: &[(i32, &str)] = &[
     (ROLLBACK_FAILED, "ROLLBACK_FAILED"),
     (LOCK_HELD, "LOCK_HELD"),
     (NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
+    (PHASE_FAILED_NOT_ROLLED_BACK, "PHASE_FAILED_NOT_ROLLED_BACK"),
+    (INTERRUPTED, "INTERRUPTED"),
 ];

@@ -235,12 +235,12 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
             ("validate", "planned"),
             ("provision", "not_implemented"),
             ("migrate", "not_implemented"),
-            ("deploy-backend", "not_implemented"),
+            ("deploy-backend", "planned"),
             ("deploy-frontend", "not_implemented"),
             ("configure-ai", "not_implemented"),
             ("monitor", "not_implemented"),
             ("verify", "not_implemented"),
-            ("shift-traffic", "not_implemented"),
+            ("shift-traffic", "planned"),
         ]
     );
     assert_eq!(report["error"]["kind"], "not_implemented");
@@ -254,7 +254,8 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
         .code(exit_code::NOT_IMPLEMENTED)
         .stdout(predicate::str::contains("dry run: nothing will be changed"))
         .stdout(predicate::str::contains("validate → provision → migrate → deploy-backend → deploy-frontend → configure-ai → monitor → verify → shift-traffic"))
-        .stdout(predicate::str::contains("not implemented yet (--skip-backend to skip)"))
+        .stdout(predicate::str::contains("not implemented yet (--skip-migrate to skip)"))
+        .stdout(predicate::str::contains("idle slot unknown (cannot read the cluster"))
         .stderr(predicate::str::contains("a real run would refuse to start"));
 }
 

@@ -52,6 +52,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 dry_run: cli.deploy.dry_run,
                 deployment: true,
                 global,
+                options: crate::pipeline::context::RunOptions {
+                    no_rollback: cli.deploy.no_rollback,
+                    keep_snapshots: usize::from(cli.deploy.keep_snapshots),
+                    ..Default::default()
+                },
             })
             .await
         }
@@ -70,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 dry_run: false,
                 deployment: false,
                 global,
+                options: Default::default(),
             })
             .await
         }

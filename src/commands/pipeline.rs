@@ -8,6 +8,8 @@ use crate::cli::{GlobalArgs, PhaseFlags};
 use crate::config::{self, Sources};
 use crate::output::{self, OutputOptions};
 use crate::phases;
+use crate::pipeline::context::{ClusterTarget, RunOptions};
+use crate::pipeline::lifecycle::ClusterLifecycle;
 use crate::pipeline::{Context, DeploymentId, PhaseId, Runner, select};
 
 pub struct Request<'a> {
@@ -18,6 +20,7 @@ pub struct Request<'a> {
     /// Whether this is a deployment (with an id) or a check.
     pub deployment: bool,
     pub global: &'a GlobalArgs,
+    pub options: RunOptions,
 }
 
 /// The process environment, as far as it is text.
@@ -45,12 +48,13 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
             PhaseId::Validate.skip_flag()
         ));
     }
-    let mut cx = Context {
-        deployment_id,
-        config,
-        selection,
-        dry_run: req.dry_run,
+    let mut cx = Context::new(deployment_id, config, selection, req.dry_run);
+    cx.cluster = ClusterTarget {
+        kubeconfig: req.global.kubeconfig.clone(),
+        context: req.global.context.clone(),
     };
+    cx.manifests_dir = req.global.manifests_dir.clone();
+    cx.options = req.options.clone();
     let opts = OutputOptions::detect(req.global.output, req.global.quiet, req.global.verbose);
     let mut observer = output::observer(&opts);
     // `validate` runs the validate phase alone, for the selected phases'
@@ -60,8 +64,10 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     } else {
         vec![Box::new(phases::validate::Validate) as Box<dyn crate::pipeline::Phase>]
     };
-    let report = Runner::new(pipeline)
-        .run(req.command, &mut cx, observer.as_mut())
-        .await;
+    let mut runner = Runner::new(pipeline);
+    if req.deployment {
+        runner = runner.with_lifecycle(Box::new(ClusterLifecycle::new("deploy", None)));
+    }
+    let report = runner.run(req.command, &mut cx, observer.as_mut()).await;
     Ok(report.exit_code)
 }

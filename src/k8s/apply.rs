@@ -120,23 +120,25 @@ impl Applier {
     /// Apply every object, rank by rank; fails on the first error with the
     /// object named.
     pub async fn apply_all(&self, mut objects: Vec<DynamicObject>) -> anyhow::Result<usize> {
-        objects.sort_by_key(|o| o.types.as_ref().map_or(u8::MAX, |t| apply_rank(&t.kind)));
+        let rank = |o: &DynamicObject| o.types.as_ref().map_or(u8::MAX, |t| apply_rank(&t.kind));
+        objects.sort_by_key(rank);
         let count = objects.len();
-        let mut start = 0;
-        while start < objects.len() {
-            let rank = objects[start]
-                .types
-                .as_ref()
-                .map_or(u8::MAX, |t| apply_rank(&t.kind));
-            let end = objects[start..]
+        while !objects.is_empty() {
+            let first = rank(&objects[0]);
+            let split = objects
                 .iter()
-                .position(|o| o.types.as_ref().map_or(u8::MAX, |t| apply_rank(&t.kind)) != rank)
-                .map_or(objects.len(), |p| start + p);
-            stream::iter(objects[start..end].iter().map(|o| self.apply(o)))
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<_>>()
-                .await?;
-            start = end;
+                .position(|o| rank(o) != first)
+                .unwrap_or(objects.len());
+            let rest = objects.split_off(split);
+            let batch = std::mem::replace(&mut objects, rest);
+            // Owned futures: each carries its own applier handle and object.
+            stream::iter(batch.into_iter().map(|o| {
+                let applier = self.clone();
+                async move { applier.apply(&o).await }
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
         }
         Ok(count)
     }

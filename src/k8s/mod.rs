@@ -6,6 +6,7 @@ pub mod lease;
 pub mod live;
 pub mod manifest;
 pub mod rollout;
+pub mod route;
 pub mod slot;
 pub mod snapshot_store;
 pub mod values;

@@ -75,12 +75,18 @@ pub fn for_slot(release: &Release, profile: &Profile, service: &str, slot: Slot)
         .services
         .get(service)
         .map_or(ServiceKind::Http, |s| s.kind);
+    // A worker in the idle slot would consume the queue before the switch:
+    // it is applied at 0 and scaled by the switch.
+    let applied = match kind {
+        ServiceKind::Http => replicas,
+        ServiceKind::Worker => 0,
+    };
     v.extend([
         ("SERVICE", service.to_string()),
         ("SLOT", slot.to_string()),
         ("KIND", kind_word(kind).to_string()),
         ("IMAGE", image_of(release, profile, service)),
-        ("REPLICAS", replicas.to_string()),
+        ("REPLICAS", applied.to_string()),
         ("MAX_REPLICAS", (replicas * 3).to_string()),
         (
             "PROGRESS_DEADLINE_SECONDS",
@@ -211,6 +217,14 @@ mod tests {
                 assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
             }
             assert_eq!(o["spec"]["progressDeadlineSeconds"], 600);
+            let expected = if name.starts_with("workers-") { 0 } else { 1 };
+            assert!(
+                o["spec"]["replicas"].as_i64().unwrap() >= expected,
+                "{name}"
+            );
+            if name.starts_with("workers-") {
+                assert_eq!(o["spec"]["replicas"], 0, "an idle worker must not consume");
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! One module per phase. `all` is the pipeline, in order.
 
+pub mod deploy_backend;
 pub mod not_built;
+pub mod shift_traffic;
 pub mod validate;
 
 use crate::pipeline::{Phase, PhaseId};
@@ -12,6 +14,8 @@ pub fn all() -> Vec<Box<dyn Phase>> {
         .map(|&id| -> Box<dyn Phase> {
             match id {
                 PhaseId::Validate => Box::new(validate::Validate),
+                PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
+                PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
                 other => Box::new(not_built::NotBuilt(other)),
             }
         })

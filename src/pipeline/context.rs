@@ -1,27 +1,173 @@
-//! What phases see: settings, the run's identity, and what earlier phases
-//! produced.
+//! What phases see: settings, the run's identity, clients, and what earlier
+//! phases produced.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kube::Client;
+use tokio::sync::OnceCell;
 
 use super::deployment_id::DeploymentId;
 use super::selection::Selection;
 use crate::config::Config;
+use crate::config::format::duration;
+use crate::k8s::apply::Applier;
+use crate::k8s::live::PlatformState;
+use crate::k8s::manifest::{self, Template};
+use crate::k8s::slot::Slot;
+use crate::k8s::values::Release;
+
+/// Which cluster to talk to.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterTarget {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+/// Run-wide options a user sets on the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--no-rollback`: leave a failed run's changes as they are.
+    pub no_rollback: bool,
+    /// `--keep-snapshots`: how many snapshots to keep.
+    pub keep_snapshots: usize,
+    /// How long the deploy lock lives without renewal.
+    pub lock_ttl: std::time::Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            no_rollback: false,
+            keep_snapshots: 30,
+            lock_ttl: crate::k8s::lease::DEFAULT_TTL,
+        }
+    }
+}
+
+/// What the backend phases learn and leave for later ones.
+#[derive(Debug, Clone, Default)]
+pub struct BackendState {
+    /// The live state before the run changed anything.
+    pub before: Option<PlatformState>,
+    /// The slot this run deploys to.
+    pub target_slot: Option<Slot>,
+    /// Set once deploy-backend has rolled the release out to `target_slot`.
+    pub deployed: bool,
+    /// Set once shift-traffic has moved users.
+    pub switched: bool,
+}
 
 /// The context a run hands to each phase.
 ///
-/// Later phases read what earlier ones leave here (Terraform outputs, the
-/// idle slot, the Vercel deployment id); clients to external systems are
-/// built lazily by the phases that need them, so a `--skip` never asks for
-/// a connection it will not use.
-#[derive(Debug, Clone)]
+/// Later phases read what earlier ones leave here; clients to external
+/// systems are built lazily by the phases that need them, so a `--skip`
+/// never asks for a connection it will not use.
 pub struct Context {
     /// The run's id; `None` for commands that are not deployments (`validate`).
     pub deployment_id: Option<DeploymentId>,
     pub config: Config,
     pub selection: Selection,
     pub dry_run: bool,
+    pub cluster: ClusterTarget,
+    pub manifests_dir: PathBuf,
+    pub options: RunOptions,
+    pub backend: BackendState,
+    applier: OnceCell<Applier>,
+    templates: OnceCell<Vec<Template>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("deployment_id", &self.deployment_id)
+            .field("environment", &self.config.environment)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {
+    pub fn new(
+        deployment_id: Option<DeploymentId>,
+        config: Config,
+        selection: Selection,
+        dry_run: bool,
+    ) -> Self {
+        Context {
+            deployment_id,
+            config,
+            selection,
+            dry_run,
+            cluster: ClusterTarget::default(),
+            manifests_dir: PathBuf::from("manifests"),
+            options: RunOptions::default(),
+            backend: BackendState::default(),
+            applier: OnceCell::new(),
+            templates: OnceCell::new(),
+        }
+    }
+
     pub fn environment(&self) -> &str {
         &self.config.environment
+    }
+
+    /// The Kubernetes client, connected on first use.
+    pub async fn kube(&self) -> anyhow::Result<Client> {
+        Ok(self.applier().await?.client().clone())
+    }
+
+    /// The applier (client plus discovery cache), connected on first use.
+    pub async fn applier(&self) -> anyhow::Result<&Applier> {
+        self.applier
+            .get_or_try_init(|| async {
+                let client = crate::k8s::client::connect(
+                    self.cluster.kubeconfig.as_deref(),
+                    self.cluster.context.as_deref(),
+                )
+                .await?;
+                Ok::<_, anyhow::Error>(Applier::new(client))
+            })
+            .await
+    }
+
+    /// The manifest templates, read on first use.
+    pub fn templates(&self) -> anyhow::Result<&[Template]> {
+        if self.templates.get().is_none() {
+            let loaded = manifest::load(&self.manifests_dir)?;
+            let _ = self.templates.set(loaded);
+        }
+        Ok(self.templates.get().map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// The release this run deploys, from the validated variables.
+    pub fn release(&self) -> anyhow::Result<Release> {
+        let get = |name: &str| -> anyhow::Result<String> {
+            self.config
+                .vars
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .with_context(|| format!("{name} is not set"))
+        };
+        let timeout = duration(&get("ROLLOUT_TIMEOUT")?)
+            .map_err(|e| anyhow::anyhow!("ROLLOUT_TIMEOUT {e}"))?;
+        Ok(Release {
+            environment: self.environment().to_string(),
+            deployment_id: self
+                .deployment_id
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            image_registry: get("IMAGE_REGISTRY")?,
+            image_tag: get("IMAGE_TAG")?,
+            backup_url: self
+                .config
+                .vars
+                .get("DATABASE_BACKUP_URL")
+                .unwrap_or_default()
+                .to_string(),
+            rollout_timeout_secs: timeout.as_secs(),
+        })
     }
 }

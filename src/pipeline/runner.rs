@@ -1,4 +1,5 @@
-//! The runner: order, skipping, timing, dry-run and the report.
+//! The runner: order, skipping, timing, dry-run, the lifecycle (lock,
+//! snapshot, undo), interruption, and the report.
 //!
 //! Phases only do their own work; everything about the run as a whole lives
 //! here, so each phase stays small and the run behaves the same whatever
@@ -9,6 +10,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::context::Context;
+use super::lifecycle::Lifecycle;
 use super::phase::{Phase, PhaseId};
 use super::report::{ErrorReport, Outcome, PhaseRow, PhaseStatus, RunReport, SCHEMA};
 use crate::error::{Kind, kind_of};
@@ -22,20 +24,72 @@ pub trait Observer {
     fn run_finished(&mut self, report: &RunReport);
 }
 
-/// The phases of the pipeline, in order.
+/// The phases of the pipeline, in order, and what surrounds them.
 pub struct Runner {
     phases: Vec<Box<dyn Phase>>,
+    lifecycle: Option<Box<dyn Lifecycle>>,
+}
+
+fn row(id: PhaseId, status: PhaseStatus) -> PhaseRow {
+    PhaseRow {
+        id,
+        status,
+        skip_reason: None,
+        duration_ms: None,
+        summary: String::new(),
+        details: Vec::new(),
+        error: None,
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGINT, SIGTERM) or the
+/// deploy lock is lost, saying which.
+async fn interruption(lock: Option<tokio::sync::watch::Receiver<bool>>) -> String {
+    let lock_lost = async move {
+        match lock {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|lost| *lost).await;
+                "the deploy lock was lost (taken over or unlocked) mid-run".to_string()
+            }
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted by SIGINT".to_string(),
+        _ = term => "interrupted by SIGTERM".to_string(),
+        why = lock_lost => why,
+    }
 }
 
 impl Runner {
     pub fn new(phases: Vec<Box<dyn Phase>>) -> Self {
         debug_assert!(phases.windows(2).all(|w| w[0].id() < w[1].id()));
-        Runner { phases }
+        Runner {
+            phases,
+            lifecycle: None,
+        }
+    }
+
+    /// Surround the phases of a real run with a lifecycle.
+    pub fn with_lifecycle(mut self, lifecycle: Box<dyn Lifecycle>) -> Self {
+        self.lifecycle = Some(lifecycle);
+        self
     }
 
     /// Run (or, with `cx.dry_run`, plan) the selected phases.
     pub async fn run(
-        &self,
+        &mut self,
         command: &'static str,
         cx: &mut Context,
         observer: &mut dyn Observer,
@@ -52,6 +106,7 @@ impl Runner {
 
         let mut rows = Vec::with_capacity(self.phases.len());
         let mut error: Option<ErrorReport> = None;
+        let mut begun = false;
 
         // A real run refuses when it would reach a phase that is not built,
         // rather than change things and fail half-way. Validate changes
@@ -71,91 +126,87 @@ impl Runner {
                 .iter()
                 .find(|(p, _)| *p == id)
                 .and_then(|(_, reason)| *reason);
-            let row = if let Some(reason) = skip {
-                PhaseRow {
-                    id,
-                    status: PhaseStatus::Skipped,
+            if let Some(reason) = skip {
+                rows.push(PhaseRow {
                     skip_reason: Some(reason),
-                    duration_ms: None,
-                    summary: String::new(),
-                    details: Vec::new(),
-                    error: None,
-                }
-            } else if !cx.dry_run
-                && (error.is_some() || (id != PhaseId::Validate && !unbuilt.is_empty()))
-            {
-                if error.is_none() {
+                    ..row(id, PhaseStatus::Skipped)
+                });
+                continue;
+            }
+            if !cx.dry_run && error.is_none() && id != PhaseId::Validate {
+                if !unbuilt.is_empty() {
                     error = Some(not_built_error(&unbuilt, false));
+                } else if !begun && let Some(lc) = self.lifecycle.as_mut() {
+                    // The lock, the snapshot: before the first change.
+                    match lc.begin(cx).await {
+                        Ok(()) => begun = true,
+                        Err(e) => error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
+                    }
                 }
+            }
+            if error.is_some() && !cx.dry_run {
                 let status = if unbuilt.contains(&id) {
                     PhaseStatus::NotImplemented
                 } else {
                     PhaseStatus::NotRun
                 };
-                PhaseRow {
-                    id,
-                    status,
-                    skip_reason: None,
-                    duration_ms: None,
-                    summary: String::new(),
-                    details: Vec::new(),
-                    error: None,
-                }
+                rows.push(row(id, status));
+                continue;
+            }
+
+            observer.phase_started(id);
+            let t = Instant::now();
+            let lock = self.lifecycle.as_ref().and_then(|l| l.lock_lost());
+            let result = if cx.dry_run {
+                phase.plan(cx).await.map(|p| (p.summary, p.steps))
             } else {
-                observer.phase_started(id);
-                let t = Instant::now();
-                let result = if cx.dry_run {
-                    phase.plan(cx).await.map(|p| (p.summary, p.steps))
-                } else {
-                    phase.run(cx).await.map(|r| (r.summary, r.details))
-                };
-                let duration_ms = Some(t.elapsed().as_millis() as u64);
-                match result {
-                    Ok((summary, details)) => PhaseRow {
+                let work = phase.run(cx);
+                tokio::select! {
+                    r = work => r.map(|r| (r.summary, r.details)),
+                    why = interruption(lock) => Err(crate::error::fail(Kind::Interrupted, format!("{why} during {id}"))),
+                }
+            };
+            let duration_ms = Some(t.elapsed().as_millis() as u64);
+            let done = match result {
+                Ok((summary, details)) => PhaseRow {
+                    duration_ms,
+                    summary,
+                    details,
+                    ..row(
                         id,
-                        status: if cx.dry_run {
+                        if cx.dry_run {
                             PhaseStatus::Planned
                         } else {
                             PhaseStatus::Succeeded
                         },
-                        skip_reason: None,
+                    )
+                },
+                Err(err) => {
+                    let report = ErrorReport::from_error(&err, Kind::PhaseFailed);
+                    let (status, summary) = if kind_of(&err) == Some(Kind::NotImplemented) {
+                        (
+                            PhaseStatus::NotImplemented,
+                            format!("not implemented yet ({} to skip)", id.skip_flag()),
+                        )
+                    } else {
+                        (PhaseStatus::Failed, first_line(&report.message))
+                    };
+                    if error.is_none() {
+                        error = Some(ErrorReport {
+                            message: format!("{id}: {}", report.message),
+                            ..report.clone()
+                        });
+                    }
+                    PhaseRow {
                         duration_ms,
                         summary,
-                        details,
-                        error: None,
-                    },
-                    Err(err) => {
-                        let report = ErrorReport::from_error(&err, Kind::PhaseFailed);
-                        let (status, summary) = if kind_of(&err) == Some(Kind::NotImplemented) {
-                            (
-                                PhaseStatus::NotImplemented,
-                                format!("not implemented yet ({} to skip)", id.skip_flag()),
-                            )
-                        } else {
-                            (PhaseStatus::Failed, first_line(&report.message))
-                        };
-                        if error.is_none() {
-                            error = Some(ErrorReport {
-                                message: format!("{id}: {}", report.message),
-                                ..report.clone()
-                            });
-                        }
-                        PhaseRow {
-                            id,
-                            status,
-                            skip_reason: None,
-                            duration_ms,
-                            summary,
-                            details: Vec::new(),
-                            error: Some(report),
-                        }
+                        error: Some(report),
+                        ..row(id, status)
                     }
                 }
             };
-            if row.status != PhaseStatus::Skipped && row.status != PhaseStatus::NotRun {
-                observer.phase_finished(&row);
-            }
-            rows.push(row);
+            observer.phase_finished(&done);
+            rows.push(done);
         }
 
         // A plan that reaches unbuilt phases says so once, naming them all.
@@ -166,6 +217,32 @@ impl Runner {
                 .is_some_and(|e| e.kind == Kind::NotImplemented)
         {
             error = Some(not_built_error(&unbuilt, true));
+        }
+
+        if begun && let Some(lc) = self.lifecycle.as_mut() {
+            let finished = lc.finish(cx, error.as_ref()).await;
+            error = match (error, finished) {
+                (None, Ok(())) => None,
+                (None, Err(e)) => Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
+                (Some(mut failed), Ok(())) => {
+                    if cx.options.no_rollback && failed.kind == Kind::PhaseFailed {
+                        failed.kind = Kind::PhaseFailedKept;
+                        failed.message.push_str(
+                            "; --no-rollback: everything was left as the failure found it",
+                        );
+                    } else if failed.kind == Kind::PhaseFailed {
+                        failed
+                            .message
+                            .push_str("; users were put back where they were");
+                    }
+                    Some(failed)
+                }
+                (Some(failed), Err(e)) => Some(ErrorReport {
+                    kind: Kind::RollbackFailed,
+                    message: format!("{}; then {e:#}", failed.message),
+                    problems: failed.problems,
+                }),
+            };
         }
 
         let outcome = match (cx.dry_run, error.is_some()) {

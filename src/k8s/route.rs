@@ -1,0 +1,228 @@
+//! Routes: which slot users reach. For an http service, the HTTPRoute's
+//! weights and the stable Service's selector; for a worker, which slot has
+//! replicas. A switch is these changes and nothing else, so a rollback to a
+//! slot that still runs is one switch.
+
+use anyhow::Context as _;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+
+use super::apply::Applier;
+use super::client::{retry, status_code};
+use super::live::{PlatformState, httproute_gvk};
+use super::manifest::{self, Scope, Template};
+use super::slot::Slot;
+use super::values::{self, Release};
+use crate::config::Profile;
+use crate::config::profile::ServiceKind;
+
+/// Weights (blue, green) that send everyone to `slot`.
+pub fn all_to(slot: Slot) -> (u32, u32) {
+    match slot {
+        Slot::Blue => (100, 0),
+        Slot::Green => (0, 100),
+    }
+}
+
+/// Weights (blue, green) with `percent` of users on `slot`.
+pub fn weights_for(slot: Slot, percent: u32) -> (u32, u32) {
+    let p = percent.min(100);
+    match slot {
+        Slot::Blue => (p, 100 - p),
+        Slot::Green => (100 - p, p),
+    }
+}
+
+fn http_services(profile: &Profile) -> Vec<&str> {
+    profile
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Http)
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+fn workers(profile: &Profile) -> Vec<&str> {
+    profile
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Worker)
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+/// Scale a Deployment through its scale subresource.
+pub async fn scale(
+    applier: &Applier,
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+) -> anyhow::Result<()> {
+    let api: Api<Deployment> = Api::namespaced(applier.client().clone(), namespace);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    let params = PatchParams::default();
+    let p = Patch::Merge(&patch);
+    retry("scaling", || api.patch_scale(name, &params, &p))
+        .await
+        .with_context(|| format!("scaling {name} to {replicas}"))?;
+    Ok(())
+}
+
+/// Point every http service's route and stable Service at `active`, with
+/// `weights` on the route.
+pub async fn set_http(
+    applier: &Applier,
+    profile: &Profile,
+    templates: &[Template],
+    release: &Release,
+    active: Slot,
+    weights: (u32, u32),
+) -> anyhow::Result<()> {
+    let mut objects: Vec<DynamicObject> = Vec::new();
+    for name in http_services(profile) {
+        let values = values::for_route(release, profile, name, active, weights);
+        objects.extend(
+            manifest::render(templates, &[Scope::Route], &values)?
+                .into_iter()
+                .map(|(_, o)| o),
+        );
+    }
+    applier.apply_all(objects).await?;
+    Ok(())
+}
+
+/// Switch users to `target`: workers of `target` up (the caller waits for
+/// them), every route and stable Service to `target`, then the other slot's
+/// workers down. The other slot's http Deployments stay up for an instant
+/// rollback.
+pub async fn switch_to(
+    applier: &Applier,
+    profile: &Profile,
+    templates: &[Template],
+    release: &Release,
+    target: Slot,
+) -> anyhow::Result<()> {
+    set_http(applier, profile, templates, release, target, all_to(target)).await?;
+    let old: Vec<String> = workers(profile)
+        .into_iter()
+        .map(|w| format!("{w}-{}", target.other()))
+        .collect();
+    stream::iter(old.into_iter().map(|name| {
+        let applier = applier.clone();
+        let ns = profile.namespace.clone();
+        async move { scale_if_present(&applier, &ns, &name, 0).await }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(())
+}
+
+/// Scale the workers of `slot` to their profile replicas (before a switch).
+pub async fn workers_up(
+    applier: &Applier,
+    profile: &Profile,
+    slot: Slot,
+) -> anyhow::Result<Vec<String>> {
+    let names: Vec<(String, i32)> = workers(profile)
+        .into_iter()
+        .map(|w| (format!("{w}-{slot}"), profile.replicas_of(w) as i32))
+        .collect();
+    stream::iter(names.clone().into_iter().map(|(name, r)| {
+        let applier = applier.clone();
+        let ns = profile.namespace.clone();
+        async move { scale(&applier, &ns, &name, r).await }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(names.into_iter().map(|(n, _)| n).collect())
+}
+
+async fn scale_if_present(
+    applier: &Applier,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+) -> anyhow::Result<()> {
+    match scale(applier, ns, name, replicas).await {
+        Err(e) if e.downcast_ref::<kube::Error>().and_then(status_code) == Some(404) => Ok(()),
+        other => other,
+    }
+}
+
+/// Put users back where `before` had them. Where `before` had no route
+/// (an environment's first switch), the route and stable Service go.
+pub async fn restore(
+    applier: &Applier,
+    profile: &Profile,
+    templates: &[Template],
+    release: &Release,
+    before: &PlatformState,
+) -> anyhow::Result<()> {
+    let ns = &profile.namespace;
+    let mut objects = Vec::new();
+    for name in http_services(profile) {
+        let Some(state) = before.services.get(name) else {
+            continue;
+        };
+        match state.active {
+            Some(active) => {
+                let weights = state.weights.unwrap_or(all_to(active));
+                let values = values::for_route(release, profile, name, active, weights);
+                objects.extend(
+                    manifest::render(templates, &[Scope::Route], &values)?
+                        .into_iter()
+                        .map(|(_, o)| o),
+                );
+            }
+            None => remove_route(applier, ns, name).await?,
+        }
+    }
+    applier.apply_all(objects).await?;
+    for w in workers(profile) {
+        let state = before.services.get(w);
+        for slot in Slot::BOTH {
+            let replicas = state
+                .and_then(|s| s.slots.get(&slot))
+                .map_or(0, |s| s.replicas);
+            scale_if_present(applier, ns, &format!("{w}-{slot}"), replicas).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn remove_route(applier: &Applier, ns: &str, name: &str) -> anyhow::Result<()> {
+    let dp = DeleteParams::default();
+    let services: Api<Service> = Api::namespaced(applier.client().clone(), ns);
+    match retry("deleting a stable service", || services.delete(name, &dp)).await {
+        Ok(_) => {}
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(e).with_context(|| format!("deleting Service {name}")),
+    }
+    if let Ok((ar, _)) = applier.resource(&httproute_gvk()).await {
+        let routes: Api<DynamicObject> = Api::namespaced_with(applier.client().clone(), ns, &ar);
+        match retry("deleting a route", || routes.delete(name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting HTTPRoute {name}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_put_the_percentage_on_the_slot() {
+        assert_eq!(all_to(Slot::Green), (0, 100));
+        assert_eq!(weights_for(Slot::Blue, 25), (25, 75));
+        assert_eq!(weights_for(Slot::Green, 5), (95, 5));
+        assert_eq!(weights_for(Slot::Green, 150), (0, 100));
+    }
+}

@@ -1,0 +1,242 @@
+//! deploy-backend: the release into the idle slot, rolled out and proven
+//! ready, with nothing users can see changed.
+//!
+//! Renders the manifests, server-side applies them in dependency order, and
+//! waits for every rollout at once; a pod that reports ErrImagePull,
+//! ImagePullBackOff, CrashLoopBackOff or CreateContainerConfigError, or a
+//! Deployment past its progress deadline, fails the phase at once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::DynamicObject;
+
+use crate::config::profile::ServiceKind;
+use crate::error::{Kind, fail};
+use crate::k8s::live::{self, PART_OF};
+use crate::k8s::manifest::{self, Scope};
+use crate::k8s::slot::{SLOT_LABEL, Slot};
+use crate::k8s::values::{self, Release};
+use crate::k8s::watch::wait_for_rollouts;
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+
+pub struct DeployBackend;
+
+/// Every object a deploy of `release` to `slot` applies: the platform's,
+/// then each service's in the slot.
+pub fn objects_for(
+    cx: &Context,
+    release: &Release,
+    slot: Slot,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let profile = &cx.config.profile;
+    let templates = cx.templates()?;
+    let mut out: Vec<DynamicObject> = manifest::render(
+        templates,
+        &[Scope::Platform],
+        &values::common(release, profile),
+    )?
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect();
+    out.extend(slot_objects(templates, profile, release, slot)?);
+    Ok(out)
+}
+
+/// The objects of every service in a slot (what a rollback re-applies).
+pub fn slot_objects(
+    templates: &[manifest::Template],
+    profile: &crate::config::Profile,
+    release: &Release,
+    slot: Slot,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (name, svc) in &profile.services {
+        let mut scopes = vec![Scope::Slot];
+        if svc.kind == ServiceKind::Http {
+            scopes.push(Scope::SlotHttp);
+        }
+        match manifest::render(
+            templates,
+            &scopes,
+            &values::for_slot(release, profile, name, slot),
+        ) {
+            Ok(objects) => out.extend(objects.into_iter().map(|(_, o)| o)),
+            Err(e) => match crate::error::failure_of(&e) {
+                Some(f) if !f.problems.is_empty() => problems.extend(f.problems.clone()),
+                _ => return Err(e),
+            },
+        }
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        return Err(crate::error::Failure::with_problems(
+            Kind::Config,
+            "the manifests do not render",
+            problems,
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+/// The Deployments of a slot, by name.
+pub fn deployment_names(profile: &crate::config::Profile, slot: Slot) -> Vec<String> {
+    profile
+        .services
+        .keys()
+        .map(|s| format!("{s}-{slot}"))
+        .collect()
+}
+
+/// The label selector of a slot's objects.
+pub fn slot_selector(slot: Slot) -> String {
+    format!("{PART_OF},{SLOT_LABEL}={slot}")
+}
+
+/// Fail before any change when the cluster cannot take the routes later.
+async fn preflight(cx: &Context) -> anyhow::Result<()> {
+    let has_http = cx
+        .config
+        .profile
+        .services
+        .values()
+        .any(|s| s.kind == ServiceKind::Http);
+    if has_http
+        && cx
+            .applier()
+            .await?
+            .resource(&live::httproute_gvk())
+            .await
+            .is_err()
+    {
+        return Err(fail(
+            Kind::PhaseFailed,
+            "the cluster does not serve Gateway API HTTPRoutes (gateway.networking.k8s.io/v1), which route users between the slots; install the Gateway API CRDs and a Gateway, then run again",
+        ));
+    }
+    Ok(())
+}
+
+fn summarize(objects: &[DynamicObject]) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in objects {
+        let kind = o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect()
+}
+
+#[async_trait]
+impl Phase for DeployBackend {
+    fn id(&self) -> PhaseId {
+        PhaseId::DeployBackend
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        let release = cx.release()?;
+        // A dry run may have no cluster at hand: the plan says what it
+        // could not learn instead of failing.
+        let live = match cx.applier().await {
+            Ok(applier) => live::read(applier, &cx.config.profile)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (slot, slot_note) = match &live {
+            Ok(state) => match state.target_slot() {
+                Ok(s) => (s, format!("idle slot {s}")),
+                Err(why) => return Err(fail(Kind::PhaseFailed, why)),
+            },
+            Err(why) => (
+                Slot::Blue,
+                format!("idle slot unknown (cannot read the cluster: {why}); shown for blue"),
+            ),
+        };
+        let objects = objects_for(cx, &release, slot)?;
+        let mut steps = vec![
+            slot_note,
+            format!(
+                "server-side apply {} objects: {}",
+                objects.len(),
+                summarize(&objects).join(", ")
+            ),
+        ];
+        for name in cx.config.profile.services.keys() {
+            steps.push(format!(
+                "{name}-{slot}: {}",
+                values::image_of(&release, &cx.config.profile, name)
+            ));
+        }
+        steps.push(format!(
+            "wait for {} rollouts (fail fast on image pull, crash loop, config errors; deadline {})",
+            cx.config.profile.services.len(),
+            humantime::format_duration(release.rollout_timeout())
+        ));
+        Ok(PhasePlan {
+            summary: format!(
+                "release {} to the idle slot, users untouched",
+                release.image_tag
+            ),
+            steps,
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let release = cx.release()?;
+        let applier = cx.applier().await?.clone();
+        let profile = cx.config.profile.clone();
+        let state = live::read(&applier, &profile).await?;
+        let slot = match cx.backend.target_slot {
+            Some(s) => s,
+            None => state
+                .target_slot()
+                .map_err(|why| fail(Kind::PhaseFailed, why))?,
+        };
+        preflight(cx).await?;
+        let objects = objects_for(cx, &release, slot)?;
+        let counts = summarize(&objects);
+        tracing::info!("applying {} objects to slot {slot}", objects.len());
+        let applied = applier.apply_all(objects).await?;
+        cx.backend.target_slot = Some(slot);
+
+        let names = deployment_names(&profile, slot);
+        // The controller reports a missed deadline itself; the margin only
+        // guards against a controller that never answers.
+        let timeout = release.rollout_timeout() + Duration::from_secs(30);
+        wait_for_rollouts(
+            applier.client(),
+            &profile.namespace,
+            &slot_selector(slot),
+            &names,
+            timeout,
+            |progress| {
+                for (name, why) in progress {
+                    tracing::info!("{name}: {why}");
+                }
+            },
+        )
+        .await?;
+        cx.backend.deployed = true;
+        let mut details = vec![format!("applied {applied} objects: {}", counts.join(", "))];
+        details.extend(profile.services.keys().map(|s| {
+            format!(
+                "{s}-{slot}: {} ready",
+                values::image_of(&release, &profile, s)
+            )
+        }));
+        Ok(PhaseReport {
+            summary: format!(
+                "{} services rolled out to {slot} ({}); users still on {}",
+                profile.services.len(),
+                release.image_tag,
+                slot.other()
+            ),
+            details,
+        })
+    }
+}

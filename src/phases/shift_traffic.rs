@@ -1,0 +1,126 @@
+//! shift-traffic: users to the new slot.
+//!
+//! Workers of the new slot scale up and are waited for; then every route's
+//! weights and every stable Service's selector move at once; then the old
+//! slot's workers scale down. The old slot's http Deployments stay up, so a
+//! rollback is one switch back. (The gradual, metric-gated version grows
+//! from here: `route::set_http` already takes any weights.)
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::deploy_backend::slot_selector;
+use crate::error::{Kind, fail};
+use crate::k8s::live;
+use crate::k8s::route;
+use crate::k8s::slot::Slot;
+use crate::k8s::values;
+use crate::k8s::watch::wait_for_rollouts;
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+
+pub struct ShiftTraffic;
+
+/// The slot to switch to: the one deploy-backend filled in this run, or,
+/// when resuming (`--from shift-traffic`), the idle slot, provided it runs
+/// this release.
+async fn target(cx: &Context) -> anyhow::Result<Slot> {
+    if let Some(slot) = cx.backend.target_slot {
+        return Ok(slot);
+    }
+    let applier = cx.applier().await?;
+    let state = live::read(applier, &cx.config.profile).await?;
+    let slot = state
+        .target_slot()
+        .map_err(|why| fail(Kind::PhaseFailed, why))?;
+    let release = cx.release()?;
+    let missing: Vec<String> = state
+        .services
+        .iter()
+        .filter(|(name, s)| {
+            s.image_in(slot) != Some(values::image_of(&release, &cx.config.profile, name).as_str())
+        })
+        .map(|(name, s)| format!("{name} ({})", s.image_in(slot).unwrap_or("nothing")))
+        .collect();
+    if !missing.is_empty() {
+        return Err(fail(
+            Kind::PhaseFailed,
+            format!(
+                "the idle slot {slot} does not run {} for: {}; run deploy-backend first (drop --from/--skip-backend)",
+                release.image_tag,
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(slot)
+}
+
+#[async_trait]
+impl Phase for ShiftTraffic {
+    fn id(&self) -> PhaseId {
+        PhaseId::ShiftTraffic
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        let services: Vec<&str> = cx
+            .config
+            .profile
+            .services
+            .keys()
+            .map(String::as_str)
+            .collect();
+        Ok(PhasePlan {
+            summary:
+                "move users to the new slot at once; the old slot stays up for an instant rollback"
+                    .into(),
+            steps: vec![
+                "scale the new slot's workers to their replicas and wait for them".into(),
+                format!(
+                    "set every route to 100% on the new slot and every stable Service's selector to it: {}",
+                    services.join(", ")
+                ),
+                "scale the old slot's workers to 0; the old http slot keeps running".into(),
+            ],
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let slot = target(cx).await?;
+        let release = cx.release()?;
+        let applier = cx.applier().await?.clone();
+        let profile = cx.config.profile.clone();
+        cx.backend.target_slot = Some(slot);
+
+        let workers = route::workers_up(&applier, &profile, slot).await?;
+        let timeout = release.rollout_timeout() + Duration::from_secs(30);
+        wait_for_rollouts(
+            applier.client(),
+            &profile.namespace,
+            &slot_selector(slot),
+            &workers,
+            timeout,
+            |p| {
+                for (name, why) in p {
+                    tracing::info!("{name}: {why}");
+                }
+            },
+        )
+        .await?;
+        // From here on users see the new version; the runner's undo knows
+        // to put them back.
+        cx.backend.switched = true;
+        route::switch_to(&applier, &profile, cx.templates()?, &release, slot).await?;
+        Ok(PhaseReport {
+            summary: format!(
+                "users on {slot} ({}); {} kept up for rollback",
+                release.image_tag,
+                slot.other()
+            ),
+            details: profile
+                .services
+                .keys()
+                .map(|s| format!("{s}: {slot}"))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The run's lifecycle in the cluster: the lock, the snapshot, the undo.
+//!
+//! `begin` runs before the first phase that changes anything: it makes sure
+//! the namespace exists (the lock and the snapshots live there), takes the
+//! lock, finishes any run that died holding it, reads the live state and
+//! writes the snapshot. `finish` runs after the last phase: on failure it
+//! puts users back where `before` had them (unless `--no-rollback`), then
+//! completes the snapshot with the outcome and the state left, prunes old
+//! snapshots and releases the lock.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::context::Context;
+use super::report::ErrorReport;
+use super::snapshot::{Actor, Outcome, SCHEMA, Snapshot};
+use crate::error::{Kind, fail};
+use crate::k8s::apply::Applier;
+use crate::k8s::lease::{self, Holder, LeaseGuard};
+use crate::k8s::live::{self, PlatformState};
+use crate::k8s::manifest::{self, Scope, Template};
+use crate::k8s::route;
+use crate::k8s::snapshot_store::SnapshotStore;
+use crate::k8s::values::{self, Release};
+
+/// What the runner asks of the world around the phases.
+#[async_trait]
+pub trait Lifecycle: Send {
+    /// Before the first phase that changes anything.
+    async fn begin(&mut self, cx: &mut Context) -> anyhow::Result<()>;
+    /// After the last phase. `Err` means putting things back failed.
+    async fn finish(
+        &mut self,
+        cx: &mut Context,
+        failure: Option<&ErrorReport>,
+    ) -> anyhow::Result<()>;
+    /// Becomes true if the lock is lost mid-run.
+    fn lock_lost(&self) -> Option<watch::Receiver<bool>>;
+}
+
+/// The lifecycle of a deploy or rollback against the cluster.
+pub struct ClusterLifecycle {
+    command: &'static str,
+    rollback_to: Option<String>,
+    guard: Option<LeaseGuard>,
+    store: Option<SnapshotStore>,
+    snapshot: Option<Snapshot>,
+}
+
+impl ClusterLifecycle {
+    pub fn new(command: &'static str, rollback_to: Option<String>) -> Self {
+        ClusterLifecycle {
+            command,
+            rollback_to,
+            guard: None,
+            store: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// The templates a snapshot keeps: what it takes to render this release's
+/// slot and route objects again.
+fn kept_templates(all: &[Template]) -> Vec<Template> {
+    all.iter()
+        .filter(|t| matches!(t.scope, Scope::Slot | Scope::SlotHttp | Scope::Route))
+        .cloned()
+        .collect()
+}
+
+/// Apply the environment's Namespace (from the platform templates).
+pub async fn ensure_namespace(
+    applier: &Applier,
+    cx: &Context,
+    release: &Release,
+) -> anyhow::Result<()> {
+    let objects = manifest::render(
+        cx.templates()?,
+        &[Scope::Platform],
+        &values::common(release, &cx.config.profile),
+    )?;
+    let namespaces: Vec<_> = objects
+        .into_iter()
+        .map(|(_, o)| o)
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Namespace"))
+        .collect();
+    if namespaces.is_empty() {
+        anyhow::bail!("no Namespace among the platform templates (manifests/platform/)");
+    }
+    applier.apply_all(namespaces).await?;
+    Ok(())
+}
+
+/// Put users back where a snapshot's `before` had them.
+async fn restore_before(
+    cx: &Context,
+    applier: &Applier,
+    s: &Snapshot,
+    release: &Release,
+) -> anyhow::Result<()> {
+    let templates: &[Template] = if s.templates.is_empty() {
+        cx.templates()?
+    } else {
+        &s.templates
+    };
+    route::restore(applier, &cx.config.profile, templates, release, &s.before).await
+}
+
+#[async_trait]
+impl Lifecycle for ClusterLifecycle {
+    async fn begin(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        let release = cx.release()?;
+        let applier = cx.applier().await?.clone();
+        let ns = cx.config.profile.namespace.clone();
+        let env = cx.environment().to_string();
+        let id = cx
+            .deployment_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .context("a run without a deployment id")?;
+
+        ensure_namespace(&applier, cx, &release).await?;
+        let actor = Actor::current();
+        let holder = Holder {
+            user: actor.user.clone(),
+            host: actor.host.clone(),
+            deployment_id: id.clone(),
+            since: Utc::now(),
+        };
+        let guard = lease::acquire(
+            applier.client().clone(),
+            &ns,
+            &env,
+            holder,
+            cx.options.lock_ttl,
+        )
+        .await?;
+        if let Some(previous) = &guard.taken_over {
+            tracing::warn!("took over the expired deploy lock of {previous}");
+        }
+        self.guard = Some(guard);
+        let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
+
+        let result: anyhow::Result<()> = async {
+            // A run that died holding the lock left its snapshot in
+            // progress: put its users back and close it, so this run starts
+            // from one consistent version.
+            for mut dead in store
+                .list()
+                .await?
+                .into_iter()
+                .filter(|s| s.outcome == Outcome::InProgress && s.deployment_id != id)
+            {
+                tracing::warn!(
+                    "deployment {} died mid-run; putting users back where it found them",
+                    dead.deployment_id
+                );
+                let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
+                restore_before(cx, &applier, &dead, &dead_release)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "finishing the interrupted deployment {}",
+                            dead.deployment_id
+                        )
+                    })?;
+                dead.outcome = Outcome::Abandoned;
+                dead.finished_at = Some(Utc::now());
+                dead.failure = Some(format!("interrupted; users put back by {id}"));
+                dead.after = Some(live::read(&applier, &cx.config.profile).await?);
+                store.put(&dead).await?;
+            }
+
+            let before = live::read(&applier, &cx.config.profile).await?;
+            let snapshot = Snapshot {
+                schema: SCHEMA,
+                deployment_id: id.clone(),
+                environment: env.clone(),
+                command: self.command.to_string(),
+                rollback_to: self.rollback_to.clone(),
+                actor,
+                started_at: Utc::now(),
+                finished_at: None,
+                outcome: Outcome::InProgress,
+                failure: None,
+                phases: cx
+                    .selection
+                    .selected()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                release: Some(release.clone()),
+                target_slot: None,
+                templates: kept_templates(cx.templates()?),
+                before: before.clone(),
+                after: None,
+                frontend: None,
+                ai_config: None,
+                database: None,
+            };
+            store.put(&snapshot).await?;
+            cx.backend.before = Some(before);
+            self.snapshot = Some(snapshot);
+            Ok(())
+        }
+        .await;
+        self.store = Some(store);
+        if let Err(e) = result {
+            if let Some(guard) = self.guard.take() {
+                let _ = guard.release().await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        cx: &mut Context,
+        failure: Option<&ErrorReport>,
+    ) -> anyhow::Result<()> {
+        let (Some(store), Some(mut snapshot)) = (self.store.take(), self.snapshot.take()) else {
+            return Ok(());
+        };
+        let applier = cx.applier().await?.clone();
+        let mut undo_error: Option<anyhow::Error> = None;
+        if failure.is_some() && !cx.options.no_rollback {
+            let release = cx.release()?;
+            if let Err(e) = restore_before(cx, &applier, &snapshot, &release).await {
+                undo_error = Some(e);
+            }
+        }
+        let after: Option<PlatformState> = live::read(&applier, &cx.config.profile).await.ok();
+        snapshot.finished_at = Some(Utc::now());
+        snapshot.target_slot = cx.backend.target_slot;
+        snapshot.after = after;
+        snapshot.outcome = match (failure, &undo_error) {
+            (None, _) => Outcome::Succeeded,
+            (Some(_), None) => Outcome::Failed,
+            (Some(_), Some(_)) => Outcome::RollbackFailed,
+        };
+        snapshot.failure = failure.map(|f| f.message.clone());
+        let saved = store.put(&snapshot).await;
+        if failure.is_none()
+            && let Err(e) = store.prune(cx.options.keep_snapshots).await
+        {
+            tracing::warn!("pruning old snapshots: {e:#}");
+        }
+        if let Some(guard) = self.guard.take()
+            && let Err(e) = guard.release().await
+        {
+            tracing::warn!("releasing the deploy lock: {e:#}; it expires by itself");
+        }
+        if let Some(e) = undo_error {
+            return Err(fail(
+                Kind::RollbackFailed,
+                format!(
+                    "putting users back failed: {e:#}. The snapshot {} records where they were; `maily-deploy rollback {} <ID>` once the cluster answers",
+                    snapshot.deployment_id, snapshot.environment
+                ),
+            ));
+        }
+        saved.context("recording the outcome in the snapshot")?;
+        Ok(())
+    }
+
+    fn lock_lost(&self) -> Option<watch::Receiver<bool>> {
+        self.guard.as_ref().map(|g| g.lost())
+    }
+}
