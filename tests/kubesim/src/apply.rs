@@ -143,7 +143,9 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 }
 
 fn owns_path_or_below(set: &FieldSet, p: &Path) -> bool {
-    set.range(p.clone()..).next().is_some_and(|q| q.starts_with(p))
+    set.range(p.clone()..)
+        .next()
+        .is_some_and(|q| q.starts_with(p))
 }
 
 /// A write's identity in `managedFields`.
@@ -322,7 +324,9 @@ mod tests {
         let alice = entries.iter().find(|e| e.manager == "alice").unwrap();
         let replicas: Path = vec!["f:spec".into(), "f:replicas".into()];
         assert!(!alice.fields.contains(&replicas));
-        let image = entries.iter().filter(|e| e.fields.iter().any(|p| p.last().unwrap() == "f:image"));
+        let image = entries
+            .iter()
+            .filter(|e| e.fields.iter().any(|p| p.last().unwrap() == "f:image"));
         assert_eq!(image.count(), 2, "both apply the same image: shared");
     }
 
@@ -354,7 +358,10 @@ mod tests {
         new["spec"]["replicas"] = json!(5);
         record_update(Some(&live), &mut new, &w("kubectl-scale"));
         let entries = read_managed(&new);
-        let scaler = entries.iter().find(|e| e.manager == "kubectl-scale").unwrap();
+        let scaler = entries
+            .iter()
+            .find(|e| e.manager == "kubectl-scale")
+            .unwrap();
         assert_eq!(scaler.operation, "Update");
         assert_eq!(scaler.fields.len(), 1);
         let again = apply(Some(&new), &deploy(1, "a:1"), &w("alice"), false).unwrap_err();

@@ -53,7 +53,12 @@ pub struct Control {
 }
 
 impl Control {
-    pub(crate) fn new(store: Arc<Mutex<Store>>, rollout: Duration, time_scale: f64, faults: Vec<ImageFaultRule>) -> Self {
+    pub(crate) fn new(
+        store: Arc<Mutex<Store>>,
+        rollout: Duration,
+        time_scale: f64,
+        faults: Vec<ImageFaultRule>,
+    ) -> Self {
         let (tx, _) = watch::channel(0);
         Control {
             state: Arc::new(Mutex::new(ControlState {
@@ -167,6 +172,9 @@ impl Control {
 
     /// The number of objects stored, all kinds together.
     pub fn object_count(&self) -> usize {
-        self.store.lock().expect("store lock poisoned").object_count()
+        self.store
+            .lock()
+            .expect("store lock poisoned")
+            .object_count()
     }
 }

@@ -54,7 +54,8 @@ pub fn handle(control: &Control, method: &str, rest: &str, body: &[u8]) -> Respo
         }
         ("GET", "image-faults") => json_reply(200, &json!(control.image_faults())),
         ("POST", "image-faults") => {
-            let (Some(pattern), Some(fault)) = (body["pattern"].as_str(), body["fault"].as_str()) else {
+            let (Some(pattern), Some(fault)) = (body["pattern"].as_str(), body["fault"].as_str())
+            else {
                 return bad("expected {\"pattern\": \"*:bad-*\", \"fault\": \"ImagePullBackOff\"}");
             };
             match fault.parse::<ImageFault>() {
@@ -111,6 +112,9 @@ pub fn handle(control: &Control, method: &str, rest: &str, body: &[u8]) -> Respo
             }
             _ => bad("expected {\"seconds\": N}"),
         },
-        _ => json_reply(404, &json!({"error": format!("no control endpoint {method} /_sim/{rest}")})),
+        _ => json_reply(
+            404,
+            &json!({"error": format!("no control endpoint {method} /_sim/{rest}")}),
+        ),
     }
 }

@@ -170,9 +170,7 @@ impl ApiFaults {
                 *acc += rule.rate;
                 if *acc >= 1.0 - 1e-9 {
                     *acc -= 1.0;
-                    let retry = rule
-                        .retry_after_seconds
-                        .or((rule.code == 429).then_some(1));
+                    let retry = rule.retry_after_seconds.or((rule.code == 429).then_some(1));
                     return Some(ApiError::fault(rule.code, retry));
                 }
             }
@@ -187,13 +185,26 @@ mod tests {
 
     #[test]
     fn image_patterns_match_the_full_reference() {
-        let rules: Vec<ImageFaultRule> = ["*:broken-*=ImagePullBackOff", "*:crash-*=CrashLoopBackOff", "*:slow-*=Slow:3"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(image_fault(&rules, "registry.io/api:broken-1"), Some(&ImageFault::ImagePullBackOff));
-        assert_eq!(image_fault(&rules, "api:crash-2"), Some(&ImageFault::CrashLoopBackOff));
-        assert_eq!(image_fault(&rules, "api:slow-2"), Some(&ImageFault::Slow(3.0)));
+        let rules: Vec<ImageFaultRule> = [
+            "*:broken-*=ImagePullBackOff",
+            "*:crash-*=CrashLoopBackOff",
+            "*:slow-*=Slow:3",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(
+            image_fault(&rules, "registry.io/api:broken-1"),
+            Some(&ImageFault::ImagePullBackOff)
+        );
+        assert_eq!(
+            image_fault(&rules, "api:crash-2"),
+            Some(&ImageFault::CrashLoopBackOff)
+        );
+        assert_eq!(
+            image_fault(&rules, "api:slow-2"),
+            Some(&ImageFault::Slow(3.0))
+        );
         assert_eq!(image_fault(&rules, "api:1.2.3"), None);
     }
 
@@ -214,7 +225,9 @@ mod tests {
             retry_after_seconds: None,
         });
         let now = Instant::now();
-        let outcomes: Vec<bool> = (0..4).map(|_| f.decide("get", "pods", now).is_some()).collect();
+        let outcomes: Vec<bool> = (0..4)
+            .map(|_| f.decide("get", "pods", now).is_some())
+            .collect();
         assert_eq!(outcomes, vec![false, true, false, true]);
         assert!(f.decide("list", "pods", now).is_none());
     }
@@ -225,7 +238,10 @@ mod tests {
         let now = Instant::now();
         f.outage_until = Some(now + Duration::from_secs(1));
         assert_eq!(f.decide("get", "pods", now).unwrap().code, 503);
-        assert!(f.decide("get", "pods", now + Duration::from_secs(2)).is_none());
+        assert!(
+            f.decide("get", "pods", now + Duration::from_secs(2))
+                .is_none()
+        );
     }
 
     #[test]

@@ -210,8 +210,18 @@ mod tests {
         let set = field_set(&obj);
         assert!(set.contains(&p(&["f:spec", "f:replicas"])));
         assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"web\"}"])));
-        assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"web\"}", "f:image"])));
-        assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"web\"}", "f:args"])));
+        assert!(set.contains(&p(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"web\"}",
+            "f:image"
+        ])));
+        assert!(set.contains(&p(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"web\"}",
+            "f:args"
+        ])));
         assert!(!set.contains(&p(&["f:spec"])));
     }
 

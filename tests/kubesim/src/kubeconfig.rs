@@ -16,7 +16,11 @@ pub fn render(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> String {
         Some(t) => format!("    token: {t}\n"),
         None => "    {}\n".replace("    {}\n", ""),
     };
-    let user_block = if user.is_empty() { "  user: {}\n".to_string() } else { format!("  user:\n{user}") };
+    let user_block = if user.is_empty() {
+        "  user: {}\n".to_string()
+    } else {
+        format!("  user:\n{user}")
+    };
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\n{ca}contexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\npreferences: {{}}\nusers:\n- name: kubesim\n{user_block}"
     )
@@ -28,7 +32,11 @@ mod tests {
 
     #[test]
     fn the_kubeconfig_parses_with_the_kube_crate() {
-        let text = render("https://127.0.0.1:6443", Some("s3cret"), Some("-----BEGIN CERTIFICATE-----\n"));
+        let text = render(
+            "https://127.0.0.1:6443",
+            Some("s3cret"),
+            Some("-----BEGIN CERTIFICATE-----\n"),
+        );
         let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
         assert_eq!(kc.current_context.as_deref(), Some("kubesim"));
         let cluster = kc.clusters[0].cluster.as_ref().unwrap();
@@ -42,6 +50,11 @@ mod tests {
     fn without_token_the_user_is_empty() {
         let text = render("http://127.0.0.1:1", None, None);
         let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
-        assert!(kc.auth_infos[0].auth_info.as_ref().is_none_or(|a| a.token.is_none()));
+        assert!(
+            kc.auth_infos[0]
+                .auth_info
+                .as_ref()
+                .is_none_or(|a| a.token.is_none())
+        );
     }
 }

@@ -100,7 +100,11 @@ impl Sim {
             .await
             .with_context(|| format!("binding {}", opts.listen))?;
         let addr = listener.local_addr()?;
-        let tls = if opts.tls { Some(tls::generate()?) } else { None };
+        let tls = if opts.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
 
@@ -120,7 +124,12 @@ impl Sim {
         .with_context(|| format!("writing the kubeconfig to {}", kubeconfig_path.display()))?;
 
         let store = Arc::new(Mutex::new(store::Store::new(opts.watch_window)));
-        let control = Control::new(store, opts.rollout_time, opts.time_scale, opts.image_faults.clone());
+        let control = Control::new(
+            store,
+            opts.rollout_time,
+            opts.time_scale,
+            opts.image_faults.clone(),
+        );
         let (stop, stop_rx) = tokio_watch::channel(false);
         let state = Arc::new(ServerState {
             control: control.clone(),

@@ -21,7 +21,9 @@ impl PatchKind {
             "application/merge-patch+json" => Some(PatchKind::Merge),
             "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
             "application/json-patch+json" => Some(PatchKind::Json),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchKind::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchKind::Apply)
+            }
             _ => None,
         }
     }
@@ -193,16 +195,30 @@ mod tests {
     #[test]
     fn strategic_merge_deletes_an_item_by_directive() {
         let mut t = json!({"ports": [{"port": 80}, {"port": 443}]});
-        strategic_merge(&mut t, &json!({"ports": [{"port": 80, "$patch": "delete"}]}), "");
+        strategic_merge(
+            &mut t,
+            &json!({"ports": [{"port": 80, "$patch": "delete"}]}),
+            "",
+        );
         assert_eq!(t, json!({"ports": [{"port": 443}]}));
     }
 
     #[test]
     fn json_patch_applies_and_reports_a_failed_test() {
         let mut t = json!({"spec": {"replicas": 1}});
-        json_patch(&mut t, &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}])).unwrap();
+        json_patch(
+            &mut t,
+            &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+        )
+        .unwrap();
         assert_eq!(t["spec"]["replicas"], 3);
-        assert!(json_patch(&mut t, &json!([{"op": "test", "path": "/spec/replicas", "value": 1}])).is_err());
+        assert!(
+            json_patch(
+                &mut t,
+                &json!([{"op": "test", "path": "/spec/replicas", "value": 1}])
+            )
+            .is_err()
+        );
     }
 
     #[test]

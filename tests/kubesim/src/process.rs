@@ -24,11 +24,20 @@ pub fn default_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .context("the test executable has no parent directory")?;
     let bin = profile_dir.join("kubesim");
     if !bin.exists() {
-        bail!("{} does not exist: build it with `cargo build -p kubesim`", bin.display());
+        bail!(
+            "{} does not exist: build it with `cargo build -p kubesim`",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -76,7 +85,9 @@ impl SimProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         Ok(self.child.wait()?)
     }
 }

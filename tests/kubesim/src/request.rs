@@ -50,7 +50,11 @@ pub fn resolve(
     query: &HashMap<String, String>,
     is_resource: impl Fn(&str, &str, &str) -> bool,
 ) -> Target {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Target::Version,
         ["healthz" | "livez" | "readyz", ..] => return Target::Health,
@@ -114,7 +118,9 @@ mod tests {
     use super::*;
 
     fn r(method: &str, path: &str, q: &str) -> Target {
-        resolve(method, path, &parse_query(Some(q)), |_, _, res| res != "status" && res != "finalize")
+        resolve(method, path, &parse_query(Some(q)), |_, _, res| {
+            res != "status" && res != "finalize"
+        })
     }
 
     fn info(t: Target) -> RequestInfo {
@@ -127,26 +133,45 @@ mod tests {
     #[test]
     fn namespaced_collection_and_object() {
         let i = info(r("GET", "/apis/apps/v1/namespaces/prod/deployments", ""));
-        assert_eq!((i.verb.as_str(), i.group.as_str(), i.namespace.as_str()), ("list", "apps", "prod"));
-        let i = info(r("PATCH", "/apis/apps/v1/namespaces/prod/deployments/web/status", ""));
-        assert_eq!((i.verb.as_str(), i.name.as_str(), i.subresource.as_str()), ("patch", "web", "status"));
+        assert_eq!(
+            (i.verb.as_str(), i.group.as_str(), i.namespace.as_str()),
+            ("list", "apps", "prod")
+        );
+        let i = info(r(
+            "PATCH",
+            "/apis/apps/v1/namespaces/prod/deployments/web/status",
+            "",
+        ));
+        assert_eq!(
+            (i.verb.as_str(), i.name.as_str(), i.subresource.as_str()),
+            ("patch", "web", "status")
+        );
     }
 
     #[test]
     fn watch_and_deletecollection_verbs() {
         assert_eq!(info(r("GET", "/api/v1/pods", "watch=true")).verb, "watch");
-        assert_eq!(info(r("DELETE", "/api/v1/namespaces/a/configmaps", "")).verb, "deletecollection");
+        assert_eq!(
+            info(r("DELETE", "/api/v1/namespaces/a/configmaps", "")).verb,
+            "deletecollection"
+        );
     }
 
     #[test]
     fn a_namespace_status_is_not_a_resource_in_the_namespace() {
         let i = info(r("PUT", "/api/v1/namespaces/prod/status", ""));
-        assert_eq!((i.resource.as_str(), i.name.as_str(), i.subresource.as_str()), ("namespaces", "prod", "status"));
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_str(), i.subresource.as_str()),
+            ("namespaces", "prod", "status")
+        );
     }
 
     #[test]
     fn discovery_paths() {
-        assert_eq!(r("GET", "/apis/apps/v1", ""), Target::Resources("apps".into(), "v1".into()));
+        assert_eq!(
+            r("GET", "/apis/apps/v1", ""),
+            Target::Resources("apps".into(), "v1".into())
+        );
         assert_eq!(r("GET", "/api", ""), Target::CoreVersions);
         assert_eq!(r("GET", "/openapi/v3", ""), Target::Unknown);
     }

@@ -108,25 +108,92 @@ fn rt(
         short_names: short.iter().map(|s| s.to_string()).collect(),
         has_status,
         has_scale,
-        categories: if all_category { vec!["all".into()] } else { vec![] },
+        categories: if all_category {
+            vec!["all".into()]
+        } else {
+            vec![]
+        },
     }
 }
 
 /// The built-in kinds issue 3 lists, at the versions Kubernetes 1.33 serves.
 pub fn builtin() -> Vec<ResourceType> {
     vec![
-        rt("", "v1", "Namespace", "namespaces", false, &["ns"], true, false),
-        rt("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, false),
+        rt(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            false,
+            &["ns"],
+            true,
+            false,
+        ),
+        rt(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            true,
+            &["cm"],
+            false,
+            false,
+        ),
         rt("", "v1", "Secret", "secrets", true, &[], false, false),
         rt("", "v1", "Service", "services", true, &["svc"], true, false),
-        rt("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false, false),
+        rt(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            &["sa"],
+            false,
+            false,
+        ),
         rt("", "v1", "Pod", "pods", true, &["po"], true, false),
         rt("", "v1", "Event", "events", true, &["ev"], false, false),
-        rt("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
-        rt("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"], true, true),
-        rt("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
+        rt(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            true,
+            &["deploy"],
+            true,
+            true,
+        ),
+        rt(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            &["rs"],
+            true,
+            true,
+        ),
+        rt(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            true,
+            &["sts"],
+            true,
+            true,
+        ),
         rt("batch", "v1", "Job", "jobs", true, &[], true, false),
-        rt("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true, false),
+        rt(
+            "batch",
+            "v1",
+            "CronJob",
+            "cronjobs",
+            true,
+            &["cj"],
+            true,
+            false,
+        ),
         rt(
             "autoscaling",
             "v2",
@@ -137,13 +204,76 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
             false,
         ),
-        rt("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"], true, false),
-        rt("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], false, false),
-        rt("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], true, false),
-        rt("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false, false),
-        rt("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false, false),
-        rt("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], false, false),
-        rt("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false, false),
+        rt(
+            "networking.k8s.io",
+            "v1",
+            "Ingress",
+            "ingresses",
+            true,
+            &["ing"],
+            true,
+            false,
+        ),
+        rt(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            &["netpol"],
+            false,
+            false,
+        ),
+        rt(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["pdb"],
+            true,
+            false,
+        ),
+        rt(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            &[],
+            false,
+            false,
+        ),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            &[],
+            false,
+            false,
+        ),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[],
+            false,
+            false,
+        ),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[],
+            false,
+            false,
+        ),
         rt(
             "rbac.authorization.k8s.io",
             "v1",
@@ -175,8 +305,12 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
     let group = spec["group"].as_str().ok_or("spec.group: Required value")?;
     let names = &spec["names"];
-    let plural = names["plural"].as_str().ok_or("spec.names.plural: Required value")?;
-    let kind = names["kind"].as_str().ok_or("spec.names.kind: Required value")?;
+    let plural = names["plural"]
+        .as_str()
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names["kind"]
+        .as_str()
+        .ok_or("spec.names.kind: Required value")?;
     let singular = names["singular"]
         .as_str()
         .map(str::to_string)
@@ -188,19 +322,31 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     };
     let short_names: Vec<String> = names["shortNames"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let categories: Vec<String> = names["categories"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    let versions = spec["versions"].as_array().ok_or("spec.versions: Required value")?;
+    let versions = spec["versions"]
+        .as_array()
+        .ok_or("spec.versions: Required value")?;
     let mut out = Vec::new();
     for v in versions {
         if v["served"].as_bool() == Some(false) {
             continue;
         }
-        let name = v["name"].as_str().ok_or("spec.versions[].name: Required value")?;
+        let name = v["name"]
+            .as_str()
+            .ok_or("spec.versions[].name: Required value")?;
         out.push(ResourceType {
             group: group.into(),
             version: name.into(),
@@ -358,7 +504,10 @@ mod tests {
         assert_eq!(types[0].key(), "monitoring.coreos.com/servicemonitors");
         let mut reg = Registry::with_builtins();
         reg.set_crd("servicemonitors.monitoring.coreos.com", types);
-        assert!(reg.find("monitoring.coreos.com", "v1", "servicemonitors").is_some());
+        assert!(
+            reg.find("monitoring.coreos.com", "v1", "servicemonitors")
+                .is_some()
+        );
         let list = reg.resource_list("monitoring.coreos.com", "v1").unwrap();
         assert_eq!(list["resources"][0]["kind"], "ServiceMonitor");
         assert!(reg.api_group("monitoring.coreos.com").is_some());

@@ -46,19 +46,29 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
 fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.to_status());
     if let Some(s) = e.retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, s.to_string().parse().expect("digits are a header value"));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            s.to_string().parse().expect("digits are a header value"),
+        );
     }
     r
 }
 
 /// Entry point for one HTTP request.
-pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<ServerState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/_sim/") {
         let method = req.method().as_str().to_string();
         let body = read_body(req).await;
-        return Ok(crate::control_api::handle(&state.control, &method, rest, &body));
+        return Ok(crate::control_api::handle(
+            &state.control,
+            &method,
+            rest,
+            &body,
+        ));
     }
     if let Some(token) = &state.token {
         let got = req
@@ -86,7 +96,10 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>) -> Result<R
 
     let (fault, latency) = {
         let mut c = state.control.lock();
-        (c.api.decide(&verb, &resource, Instant::now()), c.api.latency)
+        (
+            c.api.decide(&verb, &resource, Instant::now()),
+            c.api.latency,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -123,7 +136,8 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(bytes).or_else(|_| {
         let s = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        serde_saphyr::from_str::<Value>(s).map_err(|e| ApiError::bad_request(format!("unable to decode the body: {e}")))
+        serde_saphyr::from_str::<Value>(s)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode the body: {e}")))
     })
 }
 
@@ -141,7 +155,9 @@ async fn dispatch(
                 "goVersion": "go1.24.2", "compiler": "gc", "platform": "linux/amd64"}),
         ),
         Target::Health => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
-        Target::CoreVersions => json_response(200, &state.store().registry.api_versions(&state.address)),
+        Target::CoreVersions => {
+            json_response(200, &state.store().registry.api_versions(&state.address))
+        }
         Target::Groups => json_response(200, &state.store().registry.api_group_list()),
         Target::Group(g) => match state.store().registry.api_group(&g) {
             Some(doc) => json_response(200, &doc),
@@ -165,7 +181,10 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
             .map_err(ApiError::bad_request)?,
         fields: FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
-        limit: query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0),
+        limit: query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0),
         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
     })
 }
@@ -177,7 +196,11 @@ fn manager_of(query: &HashMap<String, String>, req_ua: &str) -> String {
         return m.clone();
     }
     let prog = req_ua.split('/').next().unwrap_or("").trim();
-    if prog.is_empty() { "unknown".into() } else { prog.into() }
+    if prog.is_empty() {
+        "unknown".into()
+    } else {
+        prog.into()
+    }
 }
 
 async fn resource(
@@ -231,7 +254,10 @@ async fn resource(
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
     match info.verb.as_str() {
         "watch" => {
-            let rv = query.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
+            let rv = query
+                .get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0);
             let opts = list_options(query)?;
             let rx = watch::start(
                 &state.control,
@@ -241,9 +267,16 @@ async fn resource(
                     labels: opts.labels,
                     fields: opts.fields,
                     resource_version: rv,
-                    timeout: query.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
-                    bookmarks: query.get("allowWatchBookmarks").is_some_and(|b| b == "true"),
-                    send_initial_events: query.get("sendInitialEvents").is_some_and(|b| b == "true"),
+                    timeout: query
+                        .get("timeoutSeconds")
+                        .and_then(|t| t.parse().ok())
+                        .map(Duration::from_secs),
+                    bookmarks: query
+                        .get("allowWatchBookmarks")
+                        .is_some_and(|b| b == "true"),
+                    send_initial_events: query
+                        .get("sendInitialEvents")
+                        .is_some_and(|b| b == "true"),
                 },
             );
             let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -262,7 +295,10 @@ async fn resource(
             if table::wants_table(&accept) {
                 let objs: Vec<&Value> = res.items.iter().map(|a| a.as_ref()).collect();
                 let include = query.get("includeObject").map_or("", String::as_str);
-                return Ok(json_response(200, &table::table(&rt.kind, &objs, &rv, include)));
+                return Ok(json_response(
+                    200,
+                    &table::table(&rt.kind, &objs, &rv, include),
+                ));
             }
             let mut md = json!({"resourceVersion": rv});
             if let Some(c) = res.continue_token {
@@ -297,9 +333,15 @@ async fn resource(
                 return Ok(json_response(200, &scale_of(&obj)));
             }
             if table::wants_table(&accept) && sub.is_none() {
-                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 let include = query.get("includeObject").map_or("", String::as_str);
-                return Ok(json_response(200, &table::table(&rt.kind, &[obj.as_ref()], &rv, include)));
+                return Ok(json_response(
+                    200,
+                    &table::table(&rt.kind, &[obj.as_ref()], &rv, include),
+                ));
             }
             Ok(json_response(200, &obj))
         }
@@ -314,19 +356,28 @@ async fn resource(
             let mut store = state.store();
             if sub == Some("scale") {
                 let replicas = body["spec"]["replicas"].clone();
-                let out = with_dry_run(&mut store, dry_run, |s| set_replicas(s, &rt, &ns, &info.name, replicas, &w))?;
+                let out = with_dry_run(&mut store, dry_run, |s| {
+                    set_replicas(s, &rt, &ns, &info.name, replicas, &w)
+                })?;
                 return Ok(json_response(200, &out));
             }
-            let out = with_dry_run(&mut store, dry_run, |s| s.update(&rt, &ns, &info.name, body, &w, false))?;
+            let out = with_dry_run(&mut store, dry_run, |s| {
+                s.update(&rt, &ns, &info.name, body, &w, false)
+            })?;
             Ok(json_response(200, &out))
         }
         "patch" => {
-            let kind =
-                PatchKind::from_content_type(&content_type).ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+            let kind = PatchKind::from_content_type(&content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let body = parse_body(&read_body(req).await)?;
             let force = query.get("force").is_some_and(|f| f == "true");
             if kind == PatchKind::Apply && !query.contains_key("fieldManager") {
-                return Err(ApiError::invalid(&rt, &info.name, "fieldManager", "Required value: is required for apply patch"));
+                return Err(ApiError::invalid(
+                    &rt,
+                    &info.name,
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                ));
             }
             let mut store = state.store();
             if sub == Some("scale") {
@@ -338,18 +389,24 @@ async fn resource(
                     _ => crate::patch::merge_patch(&mut patched, &body),
                 }
                 let replicas = patched["spec"]["replicas"].clone();
-                let out = with_dry_run(&mut store, dry_run, |s| set_replicas(s, &rt, &ns, &info.name, replicas, &w))?;
+                let out = with_dry_run(&mut store, dry_run, |s| {
+                    set_replicas(s, &rt, &ns, &info.name, replicas, &w)
+                })?;
                 return Ok(json_response(200, &out));
             }
             let existed = store.get(&rt, &ns, &info.name).is_ok();
-            let out = with_dry_run(&mut store, dry_run, |s| s.patch(&rt, &ns, &info.name, kind, &body, &w, force))?;
+            let out = with_dry_run(&mut store, dry_run, |s| {
+                s.patch(&rt, &ns, &info.name, kind, &body, &w, force)
+            })?;
             Ok(json_response(if existed { 200 } else { 201 }, &out))
         }
         "delete" => {
             let body = parse_body(&read_body(req).await).unwrap_or(Value::Null);
             let prop = propagation(query, &body);
             let mut store = state.store();
-            let out = with_dry_run(&mut store, dry_run, |s| s.delete(&rt, &ns, &info.name, prop))?;
+            let out = with_dry_run(&mut store, dry_run, |s| {
+                s.delete(&rt, &ns, &info.name, prop)
+            })?;
             Ok(json_response(200, &out))
         }
         "deletecollection" => {
@@ -367,7 +424,10 @@ async fn resource(
                 .iter()
                 .map(|o| {
                     (
-                        o["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                        o["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
                         o["metadata"]["name"].as_str().unwrap_or("").to_string(),
                     )
                 })
@@ -447,7 +507,12 @@ fn set_replicas(
     w: &WriteCtx,
 ) -> Result<Value, ApiError> {
     if !replicas.is_i64() {
-        return Err(ApiError::invalid(rt, name, "spec.replicas", "Required value"));
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "spec.replicas",
+            "Required value",
+        ));
     }
     let mut obj = (*store.get(rt, ns, name)?).clone();
     obj["spec"]["replicas"] = replicas;

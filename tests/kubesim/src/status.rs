@@ -118,7 +118,8 @@ impl ApiError {
     pub fn invalid(rt: &ResourceType, name: &str, field: &str, why: &str) -> Self {
         let mut details = Self::details(rt, name);
         details["kind"] = json!(rt.kind);
-        details["causes"] = json!([{"reason": "FieldValueInvalid", "message": why, "field": field}]);
+        details["causes"] =
+            json!([{"reason": "FieldValueInvalid", "message": why, "field": field}]);
         Self::new(
             422,
             "Invalid",
@@ -144,7 +145,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"
+            ),
             json!({}),
         )
     }
@@ -160,9 +163,18 @@ impl ApiError {
     /// An injected fault with one of the codes a real apiserver returns under load.
     pub fn fault(code: u16, retry_after: Option<u64>) -> Self {
         let (reason, message) = match code {
-            429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-            503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-            _ => ("InternalError", "an error on the server (\"kubesim fault\") has prevented the request from succeeding"),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
+            503 => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            _ => (
+                "InternalError",
+                "an error on the server (\"kubesim fault\") has prevented the request from succeeding",
+            ),
         };
         let mut details = json!({});
         if let Some(s) = retry_after {
@@ -195,7 +207,10 @@ mod tests {
 
     #[test]
     fn not_found_reads_like_kube_apiserver() {
-        let deploy = builtin().into_iter().find(|t| t.kind == "Deployment").unwrap();
+        let deploy = builtin()
+            .into_iter()
+            .find(|t| t.kind == "Deployment")
+            .unwrap();
         let s = ApiError::not_found(&deploy, "web").to_status();
         assert_eq!(s["message"], "deployments.apps \"web\" not found");
         assert_eq!(s["reason"], "NotFound");

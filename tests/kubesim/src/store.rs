@@ -111,6 +111,7 @@ pub struct WriteCtx<'a> {
 }
 
 type Objects = BTreeMap<(String, String), Arc<Value>>;
+type ObjectIter<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
 
 /// All objects, the resourceVersion counter and the event window.
 pub struct Store {
@@ -157,10 +158,10 @@ fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
             }
         }
-        ("apps", "StatefulSet") | ("apps", "ReplicaSet") => {
-            if obj["spec"].get("replicas").is_none() {
-                obj["spec"]["replicas"] = json!(1);
-            }
+        ("apps", "StatefulSet") | ("apps", "ReplicaSet")
+            if obj["spec"].get("replicas").is_none() =>
+        {
+            obj["spec"]["replicas"] = json!(1);
         }
         ("", "Service") => {
             let spec = &mut obj["spec"];
@@ -209,9 +210,15 @@ fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     if rt.kind == "Deployment" || rt.kind == "ReplicaSet" || rt.kind == "StatefulSet" {
         let sel = &obj["spec"]["selector"];
         if !sel.is_object() {
-            return Err(ApiError::invalid(rt, name, "spec.selector", "Required value"));
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "spec.selector",
+                "Required value",
+            ));
         }
-        let labels = crate::selector::labels_of(&json!({"metadata": obj["spec"]["template"]["metadata"]}));
+        let labels =
+            crate::selector::labels_of(&json!({"metadata": obj["spec"]["template"]["metadata"]}));
         if !LabelSelector::from_object(sel).matches(&labels) {
             return Err(ApiError::invalid(
                 rt,
@@ -223,7 +230,12 @@ fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         if let Some(r) = obj["spec"]["replicas"].as_i64()
             && r < 0
         {
-            return Err(ApiError::invalid(rt, name, "spec.replicas", "must be greater than or equal to 0"));
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "spec.replicas",
+                "must be greater than or equal to 0",
+            ));
         }
     }
     if rt.kind == "CustomResourceDefinition" {
@@ -265,11 +277,24 @@ impl Store {
             window: window.max(1),
             tx,
         };
-        let ns_type = s.registry.find("", "v1", "namespaces").expect("builtin").clone();
+        let ns_type = s
+            .registry
+            .find("", "v1", "namespaces")
+            .expect("builtin")
+            .clone();
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            s.create(&ns_type, "", obj, &WriteCtx { manager: "kube-apiserver", api_version: "v1", subresource: None })
-                .expect("fresh store accepts the default namespaces");
+            s.create(
+                &ns_type,
+                "",
+                obj,
+                &WriteCtx {
+                    manager: "kube-apiserver",
+                    api_version: "v1",
+                    subresource: None,
+                },
+            )
+            .expect("fresh store accepts the default namespaces");
         }
         s
     }
@@ -298,7 +323,12 @@ impl Store {
 
     /// Forgets every retained event, so any watch resuming from an older
     /// resourceVersion gets 410 Gone (what etcd compaction does).
+    ///
+    /// The counter moves on by one so that a list made afterwards returns a
+    /// version a watch can start from, while every version handed out
+    /// before (including the last bookmark) is now too old.
     pub fn compact(&mut self) {
+        self.rv += 1;
         self.compacted_rv = self.rv;
         self.events.clear();
     }
@@ -306,6 +336,7 @@ impl Store {
     /// The retained events after `rv` for resource `key`, or Err when some are gone.
     pub fn events_since(&self, key: &str, rv: u64) -> Result<Vec<Arc<Event>>, ApiError> {
         if rv < self.compacted_rv {
+            // Events after `rv` are (partly) gone.
             return Err(ApiError::gone(format!(
                 "too old resource version: {rv} ({})",
                 self.compacted_rv + 1
@@ -364,18 +395,27 @@ impl Store {
     }
 
     /// Objects of a type, optionally in one namespace, in (namespace, name) order.
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOptions) -> Result<ListResult, ApiError> {
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
         let empty = Objects::new();
         let all = self.objects.get(&rt.key()).unwrap_or(&empty);
         let start: Option<(String, String)> = match &opts.continue_token {
-            Some(tok) => Some(decode_continue(tok).ok_or_else(|| ApiError::bad_request("invalid continue token"))?),
+            Some(tok) => Some(
+                decode_continue(tok)
+                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?,
+            ),
             None => None,
         };
-        let range: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match (&start, ns) {
+        let range: ObjectIter = match (&start, ns) {
             (Some(s), _) => Box::new(all.range(s.clone()..).filter(move |(k, _)| k != &s)),
-            (None, Some(ns)) if rt.namespaced => {
-                Box::new(all.range((ns.to_string(), String::new())..).take_while(move |(k, _)| k.0 == ns))
-            }
+            (None, Some(ns)) if rt.namespaced => Box::new(
+                all.range((ns.to_string(), String::new())..)
+                    .take_while(move |(k, _)| k.0 == ns),
+            ),
             (None, _) => Box::new(all.iter()),
         };
         let mut items = Vec::new();
@@ -412,9 +452,17 @@ impl Store {
     }
 
     /// Creates an object; `generateName` is honoured.
-    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut obj: Value, w: &WriteCtx) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        w: &WriteCtx,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         if obj["metadata"].is_null() {
             obj["metadata"] = json!({});
@@ -427,7 +475,12 @@ impl Store {
             obj["metadata"]["name"] = json!(name);
         }
         if name.is_empty() {
-            return Err(ApiError::invalid(rt, "", "metadata.name", "Required value: name or generateName is required"));
+            return Err(ApiError::invalid(
+                rt,
+                "",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            ));
         }
         let body_ns = meta_str(&obj, "namespace");
         if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
@@ -447,16 +500,25 @@ impl Store {
         } else if let Some(md) = obj["metadata"].as_object_mut() {
             md.remove("namespace");
         }
-        if rt.has_status && w.subresource.is_none() && rt.kind != "Namespace" {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if rt.has_status
+            && w.subresource.is_none()
+            && rt.kind != "Namespace"
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
-        let md = obj["metadata"].as_object_mut().expect("metadata is an object");
+        let md = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
         md.insert("uid".into(), json!(new_uid()));
         md.insert("creationTimestamp".into(), json!(now_rfc3339()));
         md.insert("generation".into(), json!(1));
-        for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
+        for k in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "selfLink",
+        ] {
             md.remove(k);
         }
         apply_defaults(rt, &mut obj);
@@ -552,7 +614,15 @@ impl Store {
                 }
             }
             let md = new["metadata"].as_object_mut().expect("object");
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old["metadata"].get(k) {
                     Some(v) => md.insert(k.into(), v.clone()),
                     None => md.remove(k),
@@ -577,7 +647,9 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             self.register_crd(&mut new);
         }
-        let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        let finalizers_empty = new["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
         if !new["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
             return self.remove(rt, ns, name, Propagation::Background);
         }
@@ -624,7 +696,8 @@ impl Store {
             return match existing {
                 Err(_) if w.subresource.is_some() => Err(ApiError::not_found(rt, name)),
                 Err(_) => {
-                    let mut obj = apply::apply(None, body, &wr, force).map_err(|c| conflict_error(rt, name, &c))?;
+                    let mut obj = apply::apply(None, body, &wr, force)
+                        .map_err(|c| conflict_error(rt, name, &c))?;
                     obj["metadata"]["name"] = json!(name);
                     if let Some(ns) = body["metadata"].get("namespace") {
                         obj["metadata"]["namespace"] = ns.clone();
@@ -666,10 +739,18 @@ impl Store {
 
     /// Deletes an object: with finalizers it only gets a deletionTimestamp;
     /// without, it goes, and (background propagation) so do its dependents.
-    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, prop: Propagation) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        prop: Propagation,
+    ) -> Result<Value, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let obj = self.get(rt, ns, name)?;
-        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let has_finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if !obj["metadata"]["deletionTimestamp"].is_null() {
                 return Ok((*obj).clone());
@@ -690,7 +771,13 @@ impl Store {
         self.remove(rt, ns, name, prop)
     }
 
-    fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str, prop: Propagation) -> Result<Value, ApiError> {
+    fn remove(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        prop: Propagation,
+    ) -> Result<Value, ApiError> {
         let obj = self
             .objects
             .get_mut(&rt.key())
@@ -728,7 +815,12 @@ impl Store {
     }
 
     fn delete_namespace_contents(&mut self, ns: &str) {
-        let types: Vec<ResourceType> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
+        let types: Vec<ResourceType> = self
+            .registry
+            .all()
+            .filter(|t| t.namespaced)
+            .cloned()
+            .collect();
         for t in types {
             for (ons, n) in self.keys_of(&t.key()) {
                 if ons == ns {
@@ -826,7 +918,7 @@ fn encode_continue(k: &(String, String)) -> String {
 }
 
 fn decode_continue(tok: &str) -> Option<(String, String)> {
-    if tok.len() % 2 != 0 {
+    if !tok.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..tok.len())
@@ -843,7 +935,10 @@ mod tests {
     use super::*;
 
     fn t(kind: &str) -> ResourceType {
-        resources::builtin().into_iter().find(|t| t.kind == kind).unwrap()
+        resources::builtin()
+            .into_iter()
+            .find(|t| t.kind == kind)
+            .unwrap()
     }
 
     fn ctx() -> WriteCtx<'static> {
@@ -865,11 +960,15 @@ mod tests {
         assert!(created["metadata"]["uid"].as_str().unwrap().len() == 36);
         let mut labelled = created.clone();
         labelled["metadata"]["labels"] = json!({"x": "y"});
-        let after = s.update(&d, "default", "web", labelled, &ctx(), false).unwrap();
+        let after = s
+            .update(&d, "default", "web", labelled, &ctx(), false)
+            .unwrap();
         assert_eq!(after["metadata"]["generation"], 1);
         let mut scaled = after.clone();
         scaled["spec"]["replicas"] = json!(4);
-        let after = s.update(&d, "default", "web", scaled, &ctx(), false).unwrap();
+        let after = s
+            .update(&d, "default", "web", scaled, &ctx(), false)
+            .unwrap();
         assert_eq!(after["metadata"]["generation"], 2);
     }
 
@@ -877,13 +976,17 @@ mod tests {
     fn a_stale_resource_version_is_a_conflict() {
         let mut s = Store::new(100);
         let cm = t("ConfigMap");
-        let created = s.create(&cm, "default", json!({"metadata": {"name": "a"}}), &ctx()).unwrap();
+        let created = s
+            .create(&cm, "default", json!({"metadata": {"name": "a"}}), &ctx())
+            .unwrap();
         let mut first = created.clone();
         first["data"] = json!({"k": "1"});
         s.update(&cm, "default", "a", first, &ctx(), false).unwrap();
         let mut second = created;
         second["data"] = json!({"k": "2"});
-        let err = s.update(&cm, "default", "a", second, &ctx(), false).unwrap_err();
+        let err = s
+            .update(&cm, "default", "a", second, &ctx(), false)
+            .unwrap_err();
         assert_eq!(err.code, 409);
     }
 
@@ -892,13 +995,26 @@ mod tests {
         let mut s = Store::new(100);
         let cm = t("ConfigMap");
         for i in 0..5 {
-            s.create(&cm, "default", json!({"metadata": {"name": format!("c{i}")}}), &ctx()).unwrap();
+            s.create(
+                &cm,
+                "default",
+                json!({"metadata": {"name": format!("c{i}")}}),
+                &ctx(),
+            )
+            .unwrap();
         }
-        let mut opts = ListOptions { limit: Some(2), ..Default::default() };
+        let mut opts = ListOptions {
+            limit: Some(2),
+            ..Default::default()
+        };
         let mut names = Vec::new();
         loop {
             let page = s.list(&cm, Some("default"), &opts).unwrap();
-            names.extend(page.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()));
+            names.extend(
+                page.items
+                    .iter()
+                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+            );
             match page.continue_token {
                 Some(tok) => opts.continue_token = Some(tok),
                 None => break,
@@ -911,12 +1027,21 @@ mod tests {
     fn a_finalizer_holds_deletion_until_removed() {
         let mut s = Store::new(100);
         let cm = t("ConfigMap");
-        s.create(&cm, "default", json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}), &ctx()).unwrap();
-        let marked = s.delete(&cm, "default", "a", Propagation::Background).unwrap();
+        s.create(
+            &cm,
+            "default",
+            json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}),
+            &ctx(),
+        )
+        .unwrap();
+        let marked = s
+            .delete(&cm, "default", "a", Propagation::Background)
+            .unwrap();
         assert!(marked["metadata"]["deletionTimestamp"].is_string());
         let mut released = marked.clone();
         released["metadata"]["finalizers"] = json!([]);
-        s.update(&cm, "default", "a", released, &ctx(), false).unwrap();
+        s.update(&cm, "default", "a", released, &ctx(), false)
+            .unwrap();
         assert_eq!(s.get(&cm, "default", "a").unwrap_err().code, 404);
     }
 
@@ -926,16 +1051,34 @@ mod tests {
         let cm = t("ConfigMap");
         let start = s.resource_version();
         for i in 0..5 {
-            s.create(&cm, "default", json!({"metadata": {"name": format!("c{i}")}}), &ctx()).unwrap();
+            s.create(
+                &cm,
+                "default",
+                json!({"metadata": {"name": format!("c{i}")}}),
+                &ctx(),
+            )
+            .unwrap();
         }
         assert_eq!(s.events_since(&cm.key(), start).unwrap_err().code, 410);
-        assert_eq!(s.events_since(&cm.key(), s.resource_version() - 2).unwrap().len(), 2);
+        assert_eq!(
+            s.events_since(&cm.key(), s.resource_version() - 2)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn creating_in_a_missing_namespace_is_not_found() {
         let mut s = Store::new(100);
-        let err = s.create(&t("ConfigMap"), "nope", json!({"metadata": {"name": "a"}}), &ctx()).unwrap_err();
+        let err = s
+            .create(
+                &t("ConfigMap"),
+                "nope",
+                json!({"metadata": {"name": "a"}}),
+                &ctx(),
+            )
+            .unwrap_err();
         assert_eq!(err.message, "namespaces \"nope\" not found");
     }
 }

@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 
 /// Whether the Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn age(obj: &Value) -> String {
@@ -16,7 +19,9 @@ fn age(obj: &Value) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -53,11 +58,34 @@ pub fn pod_status(pod: &Value) -> String {
 
 fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
     match kind {
-        "Pod" => vec![("Name", "string"), ("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string")],
-        "Deployment" => vec![("Name", "string"), ("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
-        "ReplicaSet" => vec![("Name", "string"), ("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
+        "Pod" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+            ("Age", "string"),
+        ],
+        "Deployment" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Age", "string"),
+        ],
+        "ReplicaSet" => vec![
+            ("Name", "string"),
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Age", "string"),
+        ],
         "Namespace" => vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
-        "Job" => vec![("Name", "string"), ("Status", "string"), ("Completions", "string"), ("Age", "string")],
+        "Job" => vec![
+            ("Name", "string"),
+            ("Status", "string"),
+            ("Completions", "string"),
+            ("Age", "string"),
+        ],
         _ => vec![("Name", "string"), ("Age", "string")],
     }
 }
@@ -67,15 +95,31 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let s = &o["status"];
     match kind {
         "Pod" => {
-            let cs = s["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let cs = s["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let total = o["spec"]["containers"].as_array().map_or(0, |c| c.len());
-            let ready = cs.iter().filter(|c| c["ready"].as_bool() == Some(true)).count();
+            let ready = cs
+                .iter()
+                .filter(|c| c["ready"].as_bool() == Some(true))
+                .count();
             let restarts: i64 = cs.iter().map(|c| num(&c["restartCount"])).sum();
-            vec![name, json!(format!("{ready}/{total}")), json!(pod_status(o)), json!(restarts.to_string()), json!(age(o))]
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                json!(age(o)),
+            ]
         }
         "Deployment" => vec![
             name,
-            json!(format!("{}/{}", num(&s["readyReplicas"]), num(&o["spec"]["replicas"]))),
+            json!(format!(
+                "{}/{}",
+                num(&s["readyReplicas"]),
+                num(&o["spec"]["replicas"])
+            )),
             json!(num(&s["updatedReplicas"])),
             json!(num(&s["availableReplicas"])),
             json!(age(o)),
@@ -87,19 +131,35 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(num(&s["readyReplicas"])),
             json!(age(o)),
         ],
-        "Namespace" => vec![name, json!(s["phase"].as_str().unwrap_or("Active")), json!(age(o))],
+        "Namespace" => vec![
+            name,
+            json!(s["phase"].as_str().unwrap_or("Active")),
+            json!(age(o)),
+        ],
         "Job" => {
             let done = s["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True")
+                cs.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
             });
             let failed = s["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| c["type"] == "Failed" && c["status"] == "True")
+                cs.iter()
+                    .any(|c| c["type"] == "Failed" && c["status"] == "True")
             });
-            let status = if done { "Complete" } else if failed { "Failed" } else { "Running" };
+            let status = if done {
+                "Complete"
+            } else if failed {
+                "Failed"
+            } else {
+                "Running"
+            };
             vec![
                 name,
                 json!(status),
-                json!(format!("{}/{}", num(&s["succeeded"]), num(&o["spec"]["completions"]).max(1))),
+                json!(format!(
+                    "{}/{}",
+                    num(&s["succeeded"]),
+                    num(&o["spec"]["completions"]).max(1)
+                )),
                 json!(age(o)),
             ]
         }
@@ -108,7 +168,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
 }
 
 /// A Table of `objects`; `include_object` is the `includeObject` parameter.
-pub fn table(kind: &str, objects: &[&Value], resource_version: &str, include_object: &str) -> Value {
+pub fn table(
+    kind: &str,
+    objects: &[&Value],
+    resource_version: &str,
+    include_object: &str,
+) -> Value {
     let defs: Vec<Value> = columns(kind)
         .into_iter()
         .map(|(n, t)| {
@@ -154,7 +219,9 @@ mod tests {
 
     #[test]
     fn kubectl_accept_header_asks_for_a_table() {
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

@@ -66,7 +66,10 @@ async fn send(tx: &Tx, b: Bytes) -> bool {
 }
 
 /// Starts a watch; the receiver yields the response body's frames.
-pub fn start(control: &Control, req: WatchRequest) -> mpsc::Receiver<Result<Frame<Bytes>, Infallible>> {
+pub fn start(
+    control: &Control,
+    req: WatchRequest,
+) -> mpsc::Receiver<Result<Frame<Bytes>, Infallible>> {
     let (tx, rx) = mpsc::channel(256);
     let mut drop_rx = control.drop_watches.subscribe();
     drop_rx.borrow_and_update();
@@ -76,14 +79,14 @@ pub fn start(control: &Control, req: WatchRequest) -> mpsc::Receiver<Result<Fram
         let rv = store.resource_version();
         let live = store.subscribe();
         let first: Result<Vec<Bytes>, ApiError> = match req.resource_version {
-            Some(from) if !req.send_initial_events => store
-                .events_since(&req.rt.key(), from)
-                .map(|evs| {
+            Some(from) if !req.send_initial_events => {
+                store.events_since(&req.rt.key(), from).map(|evs| {
                     evs.iter()
                         .filter(|e| matches(&req, e))
                         .map(|e| event_line(e.kind.as_str(), &e.object))
                         .collect()
-                }),
+                })
+            }
             _ => {
                 let ns = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
                 let opts = ListOptions {
@@ -92,7 +95,8 @@ pub fn start(control: &Control, req: WatchRequest) -> mpsc::Receiver<Result<Fram
                     ..Default::default()
                 };
                 store.list(&req.rt, ns, &opts).map(|l| {
-                    let mut lines: Vec<Bytes> = l.items.iter().map(|o| event_line("ADDED", o)).collect();
+                    let mut lines: Vec<Bytes> =
+                        l.items.iter().map(|o| event_line("ADDED", o)).collect();
                     if req.send_initial_events {
                         lines.push(bookmark(&req.rt, rv, true));
                     }

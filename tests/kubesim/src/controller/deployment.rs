@@ -72,8 +72,16 @@ pub fn int_or_percent(v: &Value, total: i64, round_up: bool) -> i64 {
 /// maxSurge and maxUnavailable of a RollingUpdate Deployment; never both 0.
 pub fn surge_and_unavailable(spec: &Value, desired: i64) -> (i64, i64) {
     let ru = &spec["strategy"]["rollingUpdate"];
-    let surge_v = if ru["maxSurge"].is_null() { json!("25%") } else { ru["maxSurge"].clone() };
-    let unav_v = if ru["maxUnavailable"].is_null() { json!("25%") } else { ru["maxUnavailable"].clone() };
+    let surge_v = if ru["maxSurge"].is_null() {
+        json!("25%")
+    } else {
+        ru["maxSurge"].clone()
+    };
+    let unav_v = if ru["maxUnavailable"].is_null() {
+        json!("25%")
+    } else {
+        ru["maxUnavailable"].clone()
+    };
     let surge = int_or_percent(&surge_v, desired, true);
     let mut unavailable = int_or_percent(&unav_v, desired, false);
     if surge == 0 && unavailable == 0 {
@@ -96,14 +104,24 @@ pub struct RsCounts {
 /// a rolling update: surge the new one up to `desired + maxSurge` pods in
 /// all, scale old ones down while at least `desired - maxUnavailable` pods
 /// stay available (unhealthy old pods go first).
-pub fn rolling_step(desired: i64, surge: i64, unavailable: i64, new: &RsCounts, old: &[RsCounts]) -> (i64, Vec<i64>) {
+pub fn rolling_step(
+    desired: i64,
+    surge: i64,
+    unavailable: i64,
+    new: &RsCounts,
+    old: &[RsCounts],
+) -> (i64, Vec<i64>) {
     let old_total: i64 = old.iter().map(|r| r.replicas).sum();
     let all = new.replicas + old_total;
     let new_target = if new.replicas > desired {
         desired
     } else if new.replicas < desired {
         let room = desired + surge - all;
-        if room > 0 { (new.replicas + room).min(desired) } else { new.replicas }
+        if room > 0 {
+            (new.replicas + room).min(desired)
+        } else {
+            new.replicas
+        }
     } else {
         new.replicas
     };
@@ -147,7 +165,15 @@ pub struct StatusInput<'a> {
     pub now: &'a str,
 }
 
-fn set_condition(conds: &mut Vec<Value>, kind: &str, status: &str, reason: &str, message: &str, now: &str, touch: bool) {
+fn set_condition(
+    conds: &mut Vec<Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+    touch: bool,
+) {
     match conds.iter_mut().find(|c| c["type"] == kind) {
         Some(c) => {
             if c["status"] != status {
@@ -160,8 +186,10 @@ fn set_condition(conds: &mut Vec<Value>, kind: &str, status: &str, reason: &str,
             c["reason"] = json!(reason);
             c["message"] = json!(message);
         }
-        None => conds.push(json!({"type": kind, "status": status, "reason": reason, "message": message,
-            "lastUpdateTime": now, "lastTransitionTime": now})),
+        None => conds.push(
+            json!({"type": kind, "status": status, "reason": reason, "message": message,
+            "lastUpdateTime": now, "lastTransitionTime": now}),
+        ),
     }
 }
 
@@ -196,27 +224,78 @@ pub fn deployment_status(i: &StatusInput) -> Value {
     }
     let mut conds: Vec<Value> = old["conditions"].as_array().cloned().unwrap_or_default();
     if i.available >= desired - max_unavailable {
-        set_condition(&mut conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", i.now, false);
+        set_condition(
+            &mut conds,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            i.now,
+            false,
+        );
     } else {
-        set_condition(&mut conds, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", i.now, false);
+        set_condition(
+            &mut conds,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            i.now,
+            false,
+        );
     }
     let rs = i.new_rs_name;
     let complete = i.updated == desired && i.replicas == desired && i.available == desired;
     if complete {
-        set_condition(&mut conds, "Progressing", "True", "NewReplicaSetAvailable",
-            &format!("ReplicaSet \"{rs}\" has successfully progressed."), i.now, false);
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{rs}\" has successfully progressed."),
+            i.now,
+            false,
+        );
     } else if i.new_rs_created {
-        set_condition(&mut conds, "Progressing", "True", "NewReplicaSetCreated",
-            &format!("Created new replica set \"{rs}\""), i.now, true);
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            &format!("Created new replica set \"{rs}\""),
+            i.now,
+            true,
+        );
     } else if has_progressed(old, &status) {
-        set_condition(&mut conds, "Progressing", "True", "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{rs}\" is progressing."), i.now, true);
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{rs}\" is progressing."),
+            i.now,
+            true,
+        );
     } else if i.deadline_passed {
-        set_condition(&mut conds, "Progressing", "False", "ProgressDeadlineExceeded",
-            &format!("ReplicaSet \"{rs}\" has timed out progressing."), i.now, false);
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            &format!("ReplicaSet \"{rs}\" has timed out progressing."),
+            i.now,
+            false,
+        );
     } else if !conds.iter().any(|c| c["type"] == "Progressing") {
-        set_condition(&mut conds, "Progressing", "True", "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{rs}\" is progressing."), i.now, true);
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{rs}\" is progressing."),
+            i.now,
+            true,
+        );
     }
     // kube-controller-manager lists Available before Progressing.
     conds.sort_by_key(|c| if c["type"] == "Available" { 0 } else { 1 });
@@ -229,7 +308,9 @@ pub fn deployment_status(i: &StatusInput) -> Value {
 pub fn is_progressing(d: &Value) -> bool {
     d["status"]["conditions"].as_array().is_some_and(|cs| {
         cs.iter().any(|c| {
-            c["type"] == "Progressing" && c["status"] == "True" && c["reason"] != "NewReplicaSetAvailable"
+            c["type"] == "Progressing"
+                && c["status"] == "True"
+                && c["reason"] != "NewReplicaSetAvailable"
         })
     })
 }
@@ -263,7 +344,11 @@ mod tests {
     use super::*;
 
     fn rs(name: &str, replicas: i64, available: i64) -> RsCounts {
-        RsCounts { name: name.into(), replicas, available }
+        RsCounts {
+            name: name.into(),
+            replicas,
+            available,
+        }
     }
 
     #[test]
@@ -277,7 +362,8 @@ mod tests {
 
     #[test]
     fn percentages_round_surge_up_and_unavailable_down() {
-        let spec = json!({"strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}});
+        let spec =
+            json!({"strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}});
         assert_eq!(surge_and_unavailable(&spec, 3), (1, 0));
         assert_eq!(surge_and_unavailable(&spec, 4), (1, 1));
         let zero = json!({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}});
@@ -309,8 +395,16 @@ mod tests {
     fn status_reports_progress_then_completion_then_deadline() {
         let d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {}});
         let mut input = StatusInput {
-            deployment: &d, new_rs_name: "web-abc", replicas: 2, updated: 2, ready: 2, available: 2,
-            spec_total: 2, new_rs_created: false, deadline_passed: false, now: "2026-01-01T00:00:00Z",
+            deployment: &d,
+            new_rs_name: "web-abc",
+            replicas: 2,
+            updated: 2,
+            ready: 2,
+            available: 2,
+            spec_total: 2,
+            new_rs_created: false,
+            deadline_passed: false,
+            now: "2026-01-01T00:00:00Z",
         };
         let s = deployment_status(&input);
         assert_eq!(s["conditions"][1]["reason"], "NewReplicaSetAvailable");
@@ -324,8 +418,20 @@ mod tests {
         input.updated = 1;
         input.deadline_passed = true;
         let s = deployment_status(&input);
-        let p = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Progressing").unwrap().clone();
-        assert_eq!((p["status"].as_str(), p["reason"].as_str()), (Some("False"), Some("ProgressDeadlineExceeded")));
-        assert!(s.get("unavailableReplicas").is_none(), "2 of 2 spec replicas are available");
+        let p = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Progressing")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (p["status"].as_str(), p["reason"].as_str()),
+            (Some("False"), Some("ProgressDeadlineExceeded"))
+        );
+        assert!(
+            s.get("unavailableReplicas").is_none(),
+            "2 of 2 spec replicas are available"
+        );
     }
 }

@@ -100,11 +100,16 @@ impl Controller {
     pub fn reconcile(&mut self) {
         let (faults, unit, scale) = {
             let s = self.control.lock();
-            (s.image_faults.clone(), s.rollout.mul_f64(s.time_scale), s.time_scale)
+            (
+                s.image_faults.clone(),
+                s.rollout.mul_f64(s.time_scale),
+                s.time_scale,
+            )
         };
         let store_arc = self.control.store.clone();
         let mut store = store_arc.lock().expect("store lock poisoned");
-        let find = |s: &Store, g: &str, p: &str| s.registry.find_any(g, p).expect("builtin").clone();
+        let find =
+            |s: &Store, g: &str, p: &str| s.registry.find_any(g, p).expect("builtin").clone();
         let t = Types {
             deploy: find(&store, "apps", "deployments"),
             rs: find(&store, "apps", "replicasets"),
@@ -121,7 +126,13 @@ impl Controller {
         self.statefulsets(&mut store, &t);
     }
 
-    fn write_status(store: &mut Store, rt: &ResourceType, obj: &Value, status: Value, manager: &str) {
+    fn write_status(
+        store: &mut Store,
+        rt: &ResourceType,
+        obj: &Value,
+        status: Value,
+        manager: &str,
+    ) {
         if obj["status"] == status {
             return;
         }
@@ -167,8 +178,17 @@ impl Controller {
                         let mut bumped = (*n).clone();
                         bumped["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
                             json!((max_rev + 1).to_string());
-                        bumped["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
-                        let _ = store.update(&t.rs, &ns, md(&n, "name"), bumped, &ctx(&av, false), false);
+                        bumped["metadata"]
+                            .as_object_mut()
+                            .map(|m| m.remove("resourceVersion"));
+                        let _ = store.update(
+                            &t.rs,
+                            &ns,
+                            md(&n, "name"),
+                            bumped,
+                            &ctx(&av, false),
+                            false,
+                        );
                     }
                     n
                 }
@@ -204,7 +224,10 @@ impl Controller {
                     }
                 }
             };
-            let mut old: Vec<Arc<Value>> = owned.into_iter().filter(|r| md(r, "uid") != md(&new, "uid")).collect();
+            let mut old: Vec<Arc<Value>> = owned
+                .into_iter()
+                .filter(|r| md(r, "uid") != md(&new, "uid"))
+                .collect();
             old.sort_by_key(|r| revision(r));
             let counts = |r: &Value| deployment::RsCounts {
                 name: md(r, "name").to_string(),
@@ -214,9 +237,16 @@ impl Controller {
             let new_c = counts(&new);
             let old_c: Vec<_> = old.iter().map(|r| counts(r)).collect();
             let (new_target, old_targets) = if d["spec"]["strategy"]["type"] == "Recreate" {
-                let old_pods: i64 = old.iter().map(|r| r["status"]["replicas"].as_i64().unwrap_or(0)).sum();
+                let old_pods: i64 = old
+                    .iter()
+                    .map(|r| r["status"]["replicas"].as_i64().unwrap_or(0))
+                    .sum();
                 let old_spec: i64 = old_c.iter().map(|r| r.replicas).sum();
-                let new_target = if old_spec == 0 && old_pods == 0 { desired } else { new_c.replicas };
+                let new_target = if old_spec == 0 && old_pods == 0 {
+                    desired
+                } else {
+                    new_c.replicas
+                };
                 (new_target, vec![0; old_c.len()])
             } else {
                 let (surge, unav) = deployment::surge_and_unavailable(&d["spec"], desired);
@@ -228,7 +258,9 @@ impl Controller {
                 }
                 let mut upd = rs.clone();
                 upd["spec"]["replicas"] = json!(target);
-                upd["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+                upd["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("resourceVersion"));
                 let _ = store.update(&t.rs, &ns, md(rs, "name"), upd, &ctx(&av, false), false);
             };
             scale(&new, new_target);
@@ -236,10 +268,15 @@ impl Controller {
                 scale(rs, target);
             }
             // Keep revisionHistoryLimit old ReplicaSets that are scaled to zero.
-            let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10).max(0) as usize;
+            let limit = d["spec"]["revisionHistoryLimit"]
+                .as_i64()
+                .unwrap_or(10)
+                .max(0) as usize;
             let idle: Vec<&Arc<Value>> = old
                 .iter()
-                .filter(|r| r["spec"]["replicas"] == 0 && r["status"]["replicas"].as_i64().unwrap_or(0) == 0)
+                .filter(|r| {
+                    r["spec"]["replicas"] == 0 && r["status"]["replicas"].as_i64().unwrap_or(0) == 0
+                })
                 .collect();
             if idle.len() > limit {
                 for r in &idle[..idle.len() - limit] {
@@ -278,15 +315,22 @@ impl Controller {
                     });
                     match store.create(&t.pod, &ns, pod, &ctx(&av, false)) {
                         Ok(p) => {
-                            self.pod_born
-                                .insert(md(&p, "uid").to_string(), (Instant::now(), chrono::Utc::now()));
+                            self.pod_born.insert(
+                                md(&p, "uid").to_string(),
+                                (Instant::now(), chrono::Utc::now()),
+                            );
                         }
                         Err(e) => tracing::debug!("creating a pod failed: {}", e.message),
                     }
                 }
             } else if mine.len() > want {
                 // Not-ready pods go first, then the newest (as the ReplicaSet controller ranks them).
-                mine.sort_by_key(|p| (pod::is_ready(p), std::cmp::Reverse(md(p, "creationTimestamp").to_string())));
+                mine.sort_by_key(|p| {
+                    (
+                        pod::is_ready(p),
+                        std::cmp::Reverse(md(p, "creationTimestamp").to_string()),
+                    )
+                });
                 for p in &mine[..mine.len() - want] {
                     let _ = store.delete(&t.pod, &ns, md(p, "name"), Propagation::Background);
                 }
@@ -314,7 +358,14 @@ impl Controller {
         }
     }
 
-    fn pods(&mut self, store: &mut Store, t: &Types, faults: &[ImageFaultRule], unit: Duration, scale: f64) {
+    fn pods(
+        &mut self,
+        store: &mut Store,
+        t: &Types,
+        faults: &[ImageFaultRule],
+        unit: Duration,
+        scale: f64,
+    ) {
         let all = store.all_of(&t.pod.key());
         let live: HashSet<&str> = all.iter().map(|p| md(p, "uid")).collect();
         self.pod_born.retain(|uid, _| live.contains(uid.as_str()));
@@ -358,29 +409,53 @@ impl Controller {
     fn deployment_status(&mut self, store: &mut Store, t: &Types, scale: f64) {
         let all_rs = store.all_of(&t.rs.key());
         let now = now_rfc3339();
-        let live: HashSet<String> = store.all_of(&t.deploy.key()).iter().map(|d| md(d, "uid").to_string()).collect();
+        let live: HashSet<String> = store
+            .all_of(&t.deploy.key())
+            .iter()
+            .map(|d| md(d, "uid").to_string())
+            .collect();
         self.last_progress.retain(|uid, _| live.contains(uid));
         for d in store.all_of(&t.deploy.key()) {
             let (ns, uid) = (md(&d, "namespace"), md(&d, "uid").to_string());
             let hash = deployment::template_hash(&d["spec"]["template"]);
-            let owned: Vec<&Arc<Value>> =
-                all_rs.iter().filter(|r| md(r, "namespace") == ns && owned_by(r, &uid)).collect();
-            let Some(new) = owned.iter().find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str()) else {
+            let owned: Vec<&Arc<Value>> = all_rs
+                .iter()
+                .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
+                .collect();
+            let Some(new) = owned
+                .iter()
+                .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str())
+            else {
                 continue;
             };
-            let sum = |k: &str| -> i64 { owned.iter().map(|r| r["status"][k].as_i64().unwrap_or(0)).sum() };
-            let spec_total: i64 = owned.iter().map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0)).sum();
+            let sum = |k: &str| -> i64 {
+                owned
+                    .iter()
+                    .map(|r| r["status"][k].as_i64().unwrap_or(0))
+                    .sum()
+            };
+            let spec_total: i64 = owned
+                .iter()
+                .map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0))
+                .sum();
             let created = self.new_rs_created.remove(&uid);
             let counts = json!({"replicas": sum("replicas"),
                 "updatedReplicas": new["status"]["replicas"].as_i64().unwrap_or(0),
                 "readyReplicas": sum("readyReplicas"), "availableReplicas": sum("availableReplicas")});
             let progressed = created || deployment::has_progressed(&d["status"], &counts);
-            let last = self.last_progress.entry(uid.clone()).or_insert_with(Instant::now);
+            let last = self
+                .last_progress
+                .entry(uid.clone())
+                .or_insert_with(Instant::now);
             if progressed {
                 *last = Instant::now();
             }
-            let deadline = d["spec"]["progressDeadlineSeconds"].as_f64().unwrap_or(600.0) * scale;
-            let deadline_passed = deployment::is_progressing(&d) && last.elapsed().as_secs_f64() > deadline;
+            let deadline = d["spec"]["progressDeadlineSeconds"]
+                .as_f64()
+                .unwrap_or(600.0)
+                * scale;
+            let deadline_passed =
+                deployment::is_progressing(&d) && last.elapsed().as_secs_f64() > deadline;
             let status = deployment::deployment_status(&deployment::StatusInput {
                 deployment: &d,
                 new_rs_name: md(new, "name"),
@@ -403,14 +478,27 @@ impl Controller {
         let now = now_rfc3339();
         for job in store.all_of(&t.job.key()) {
             let finished = job["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+                cs.iter().any(|c| {
+                    (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+                })
             });
             if finished || terminating(&job) {
                 continue;
             }
-            let (ns, uid) = (md(&job, "namespace").to_string(), md(&job, "uid").to_string());
-            let mine: Vec<&Arc<Value>> = pods.iter().filter(|p| md(p, "namespace") == ns && owned_by(p, &uid)).collect();
-            let phase = |p: &Value| p["status"]["phase"].as_str().unwrap_or("Pending").to_string();
+            let (ns, uid) = (
+                md(&job, "namespace").to_string(),
+                md(&job, "uid").to_string(),
+            );
+            let mine: Vec<&Arc<Value>> = pods
+                .iter()
+                .filter(|p| md(p, "namespace") == ns && owned_by(p, &uid))
+                .collect();
+            let phase = |p: &Value| {
+                p["status"]["phase"]
+                    .as_str()
+                    .unwrap_or("Pending")
+                    .to_string()
+            };
             let succeeded = mine.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
             let failed = mine.iter().filter(|p| phase(p) == "Failed").count() as i64;
             let active = mine.len() as i64 - succeeded - failed;
@@ -436,14 +524,30 @@ impl Controller {
                 status["active"] = json!(0);
                 status["completionTime"] = json!(now);
                 status["conditions"] = json!([
-                    cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
-                    cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
+                    cond(
+                        "SuccessCriteriaMet",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods"
+                    ),
+                    cond(
+                        "Complete",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods"
+                    ),
                 ]);
             } else if failed > backoff_limit {
                 status["active"] = json!(0);
                 status["conditions"] = json!([
-                    cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-                    cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+                    cond(
+                        "FailureTarget",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit"
+                    ),
+                    cond(
+                        "Failed",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit"
+                    ),
                 ]);
             } else if active == 0 {
                 let mut labels = job["spec"]["template"]["metadata"]["labels"].clone();
@@ -462,7 +566,10 @@ impl Controller {
                         "ownerReferences": [owner_ref(&job, &t.job)]},
                     "spec": spec});
                 if let Ok(p) = store.create(&t.pod, &ns, pod, &ctx(&av, false)) {
-                    self.pod_born.insert(md(&p, "uid").to_string(), (Instant::now(), chrono::Utc::now()));
+                    self.pod_born.insert(
+                        md(&p, "uid").to_string(),
+                        (Instant::now(), chrono::Utc::now()),
+                    );
                     status["active"] = json!(1);
                 }
             }
@@ -483,7 +590,11 @@ impl Controller {
     fn statefulsets(&mut self, store: &mut Store, t: &Types) {
         for s in store.all_of(&t.sts.key()) {
             let n = s["spec"]["replicas"].as_i64().unwrap_or(1);
-            let rev = format!("{}-{}", md(&s, "name"), deployment::template_hash(&s["spec"]["template"]));
+            let rev = format!(
+                "{}-{}",
+                md(&s, "name"),
+                deployment::template_hash(&s["spec"]["template"])
+            );
             let status = json!({"observedGeneration": s["metadata"]["generation"], "replicas": n,
                 "readyReplicas": n, "currentReplicas": n, "updatedReplicas": n, "availableReplicas": n,
                 "currentRevision": rev, "updateRevision": rev, "collisionCount": 0});

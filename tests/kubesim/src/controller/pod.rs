@@ -41,7 +41,10 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
-    let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let running_for = clock.elapsed.saturating_sub(clock.unit);
     let up = clock.elapsed >= clock.unit;
 
@@ -57,7 +60,13 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
         let base = json!({"name": name, "image": image, "imageID": "", "containerID": ""});
         let (state, last_state, ready, restarts, started_flag) = if !up {
             all_done = false;
-            (json!({"waiting": {"reason": "ContainerCreating"}}), json!({}), false, 0, false)
+            (
+                json!({"waiting": {"reason": "ContainerCreating"}}),
+                json!({}),
+                false,
+                0,
+                false,
+            )
         } else {
             match fault {
                 Some(ImageFault::ImagePullBackOff) => {
@@ -99,12 +108,24 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
                 }
                 Some(ImageFault::NeverReady) => {
                     all_done = false;
-                    (json!({"running": {"startedAt": started}}), json!({}), false, 0, true)
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        false,
+                        0,
+                        true,
+                    )
                 }
                 Some(ImageFault::Slow(extra)) => {
                     all_done = false;
                     let ready = running_for.as_secs_f64() >= extra * clock.time_scale;
-                    (json!({"running": {"startedAt": started}}), json!({}), ready, 0, true)
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        ready,
+                        0,
+                        true,
+                    )
                 }
                 None if clock.runs_to_completion => (
                     json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}}),
@@ -115,7 +136,13 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
                 ),
                 None => {
                     all_done = false;
-                    (json!({"running": {"startedAt": started}}), json!({}), true, 0, true)
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        true,
+                        0,
+                        true,
+                    )
                 }
             }
         };
@@ -137,7 +164,11 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
     }
     let ready = up && all_ready && !containers.is_empty() && phase == "Running";
     let not_ready = (!ready).then_some("ContainersNotReady");
-    let ready_at = if ready { started.as_str() } else { created.as_str() };
+    let ready_at = if ready {
+        started.as_str()
+    } else {
+        created.as_str()
+    };
     json!({
         "phase": phase,
         "conditions": [
@@ -159,9 +190,10 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
 
 /// Whether a pod counts as ready (its Ready condition is True).
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +221,10 @@ mod tests {
     fn a_healthy_pod_is_creating_then_running_and_ready() {
         let s = pod_status(&pod("api:1"), &clock(500, &[]));
         assert_eq!(s["phase"], "Pending");
-        assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
         let s = pod_status(&pod("api:1"), &clock(1500, &[]));
         assert_eq!(s["phase"], "Running");
         assert!(is_ready(&json!({"status": s})));
@@ -199,9 +234,15 @@ mod tests {
     fn a_bad_image_goes_from_err_image_pull_to_image_pull_back_off() {
         let faults = vec!["*:broken-*=ImagePullBackOff".parse().unwrap()];
         let s = pod_status(&pod("api:broken-1"), &clock(1500, &faults));
-        assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImagePull"
+        );
         let s = pod_status(&pod("api:broken-1"), &clock(2500, &faults));
-        assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "ImagePullBackOff");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ImagePullBackOff"
+        );
         assert_eq!(s["phase"], "Pending");
     }
 
@@ -210,9 +251,18 @@ mod tests {
         let faults = vec!["*:crash-*=CrashLoopBackOff".parse().unwrap()];
         let early = pod_status(&pod("api:crash-1"), &clock(1500, &faults));
         let later = pod_status(&pod("api:crash-1"), &clock(4500, &faults));
-        assert_eq!(later["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff");
-        assert!(later["containerStatuses"][0]["restartCount"].as_i64() > early["containerStatuses"][0]["restartCount"].as_i64());
-        assert_eq!(later["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(
+            later["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "CrashLoopBackOff"
+        );
+        assert!(
+            later["containerStatuses"][0]["restartCount"].as_i64()
+                > early["containerStatuses"][0]["restartCount"].as_i64()
+        );
+        assert_eq!(
+            later["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
     }
 
     #[test]
