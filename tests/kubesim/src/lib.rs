@@ -83,6 +83,10 @@ impl Default for SimOptions {
 }
 
 /// A running sim: server, controllers and control handle. Dropping it stops it.
+///
+/// The sim runs on its own thread with its own tokio runtime, so a test may
+/// block (run the maily-deploy binary with `std::process::Command`, use
+/// `assert_cmd`) without starving the server.
 pub struct Sim {
     url: String,
     kubeconfig_path: PathBuf,
@@ -91,63 +95,137 @@ pub struct Sim {
     token: Option<String>,
     ca_der: Option<Vec<u8>>,
     stop: tokio_watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the sim's thread hands back once it is listening.
+struct Started {
+    url: String,
+    kubeconfig_path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    control: Control,
+    ca_der: Option<Vec<u8>>,
+}
+
+async fn serve(opts: SimOptions, stop_rx: tokio_watch::Receiver<bool>) -> Result<Started> {
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = if opts.tls {
+        Some(tls::generate()?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
+
+    let (dir, kubeconfig_path) = match &opts.kubeconfig_path {
+        Some(p) => (None, p.clone()),
+        None => {
+            let d = tempfile::Builder::new().prefix("kubesim-").tempdir()?;
+            let p = d.path().join("kubeconfig");
+            (Some(d), p)
+        }
+    };
+    let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+    std::fs::write(
+        &kubeconfig_path,
+        kubeconfig::render(&url, opts.token.as_deref(), ca_pem.as_deref()),
+    )
+    .with_context(|| format!("writing the kubeconfig to {}", kubeconfig_path.display()))?;
+
+    let store = Arc::new(Mutex::new(store::Store::new(opts.watch_window)));
+    let control = Control::new(
+        store,
+        opts.rollout_time,
+        opts.time_scale,
+        opts.image_faults.clone(),
+    );
+    let state = Arc::new(ServerState {
+        control: control.clone(),
+        token: opts.token.clone(),
+        address: addr.to_string(),
+    });
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+    tokio::spawn(accept_loop(listener, state, acceptor, stop_rx.clone()));
+    tokio::spawn(controller::Controller::new(control.clone()).run(stop_rx));
+    Ok(Started {
+        url,
+        kubeconfig_path,
+        dir,
+        control,
+        ca_der: tls.map(|t| t.ca_der),
+    })
 }
 
 impl Sim {
-    /// Starts the server and the controllers on the current tokio runtime.
+    /// Starts the server and the controllers on a thread of their own.
     pub async fn start(opts: SimOptions) -> Result<Sim> {
-        let listener = TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("binding {}", opts.listen))?;
-        let addr = listener.local_addr()?;
-        let tls = if opts.tls {
-            Some(tls::generate()?)
-        } else {
-            None
-        };
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{addr}");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (stop, thread) = Self::launch(opts.clone(), move |r| {
+            let _ = tx.send(r);
+        })?;
+        let started = rx.await.context("the sim thread died while starting")??;
+        Ok(Self::assemble(started, opts, stop, thread))
+    }
 
-        let (dir, kubeconfig_path) = match &opts.kubeconfig_path {
-            Some(p) => (None, p.clone()),
-            None => {
-                let d = tempfile::Builder::new().prefix("kubesim-").tempdir()?;
-                let p = d.path().join("kubeconfig");
-                (Some(d), p)
-            }
-        };
-        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
-        std::fs::write(
-            &kubeconfig_path,
-            kubeconfig::render(&url, opts.token.as_deref(), ca_pem.as_deref()),
-        )
-        .with_context(|| format!("writing the kubeconfig to {}", kubeconfig_path.display()))?;
+    /// `start` for tests without an async runtime.
+    pub fn start_blocking(opts: SimOptions) -> Result<Sim> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, thread) = Self::launch(opts.clone(), move |r| {
+            let _ = tx.send(r);
+        })?;
+        let started = rx.recv().context("the sim thread died while starting")??;
+        Ok(Self::assemble(started, opts, stop, thread))
+    }
 
-        let store = Arc::new(Mutex::new(store::Store::new(opts.watch_window)));
-        let control = Control::new(
-            store,
-            opts.rollout_time,
-            opts.time_scale,
-            opts.image_faults.clone(),
-        );
+    fn launch(
+        opts: SimOptions,
+        report: impl FnOnce(Result<Started>) + Send + 'static,
+    ) -> Result<(tokio_watch::Sender<bool>, std::thread::JoinHandle<()>)> {
         let (stop, stop_rx) = tokio_watch::channel(false);
-        let state = Arc::new(ServerState {
-            control: control.clone(),
-            token: opts.token.clone(),
-            address: addr.to_string(),
-        });
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        tokio::spawn(accept_loop(listener, state, acceptor, stop_rx.clone()));
-        tokio::spawn(controller::Controller::new(control.clone()).run(stop_rx));
-        Ok(Sim {
-            url,
-            kubeconfig_path,
-            _dir: dir,
-            control,
+        let thread = std::thread::Builder::new()
+            .name("kubesim".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("kubesim-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return report(Err(e.into())),
+                };
+                rt.block_on(async move {
+                    let mut wait = stop_rx.clone();
+                    match serve(opts, stop_rx).await {
+                        Ok(s) => report(Ok(s)),
+                        Err(e) => return report(Err(e)),
+                    }
+                    let _ = wait.wait_for(|stopped| *stopped).await;
+                });
+                // Dropping the runtime ends every connection and watch task.
+            })?;
+        Ok((stop, thread))
+    }
+
+    fn assemble(
+        s: Started,
+        opts: SimOptions,
+        stop: tokio_watch::Sender<bool>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Sim {
+        Sim {
+            url: s.url,
+            kubeconfig_path: s.kubeconfig_path,
+            _dir: s.dir,
+            control: s.control,
             token: opts.token,
-            ca_der: tls.map(|t| t.ca_der),
+            ca_der: s.ca_der,
             stop,
-        })
+            thread: Some(thread),
+        }
     }
 
     /// `http://127.0.0.1:<port>` (https with `tls`).
@@ -161,6 +239,7 @@ impl Sim {
     }
 
     /// A `kube::Client` for this sim (with the token and CA when set).
+    /// Call it inside the tokio runtime that will use the client.
     pub fn client(&self) -> kube::Client {
         let mut config = kube::Config::new(self.url.parse().expect("the sim's URL parses"));
         config.default_namespace = "default".into();
@@ -178,10 +257,13 @@ impl Sim {
         &self.control
     }
 
-    /// Stops serving and ends every open watch.
-    pub fn stop(&self) {
+    /// Stops serving: the port closes and every open watch ends.
+    pub fn stop(&mut self) {
         let _ = self.stop.send(true);
         self.control.drop_watches();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

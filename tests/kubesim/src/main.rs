@@ -45,7 +45,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let sim = Sim::start(SimOptions {
+    let mut sim = Sim::start(SimOptions {
         listen: args.listen,
         rollout_time: Duration::from_secs_f64(args.rollout_seconds),
         time_scale: args.time_scale,

@@ -169,7 +169,31 @@ fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
                 spec["type"] = json!("ClusterIP");
             }
             if spec.get("clusterIP").is_none() && spec["type"] != "ExternalName" {
-                spec["clusterIP"] = json!("10.96.0.10");
+                // A stable address per Service, as the IP allocator would hand out.
+                let h = std::hash::BuildHasher::hash_one(
+                    &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
+                    (meta_str(obj, "namespace"), meta_str(obj, "name")),
+                );
+                let spec = &mut obj["spec"];
+                spec["clusterIP"] = json!(format!("10.96.{}.{}", (h >> 8) % 256, h % 253 + 2));
+                spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
+            }
+        }
+        ("", "Secret") => {
+            // The apiserver folds the write-only stringData into data.
+            if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
+                use base64::Engine;
+                if !obj["data"].is_object() {
+                    obj["data"] = json!({});
+                }
+                for (k, v) in sd {
+                    let raw = v.as_str().unwrap_or_default();
+                    obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
+                }
+                obj.as_object_mut().expect("object").remove("stringData");
+            }
+            if obj.get("type").is_none() {
+                obj["type"] = json!("Opaque");
             }
         }
         ("", "Namespace") => {
@@ -1066,6 +1090,22 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut s = Store::new(100);
+        let out = s
+            .create(
+                &t("Secret"),
+                "default",
+                json!({"metadata": {"name": "s"}, "stringData": {"k": "hi"}}),
+                &ctx(),
+            )
+            .unwrap();
+        assert_eq!(out["data"]["k"], "aGk=");
+        assert!(out.get("stringData").is_none());
+        assert_eq!(out["type"], "Opaque");
     }
 
     #[test]

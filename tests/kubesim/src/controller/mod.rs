@@ -55,6 +55,32 @@ fn terminating(o: &Value) -> bool {
     !o["metadata"]["deletionTimestamp"].is_null()
 }
 
+/// Records a core/v1 Event about `about`, as the controllers and the kubelet do.
+#[allow(clippy::too_many_arguments)]
+fn record_event(
+    store: &mut Store,
+    t: &ResourceType,
+    about: &Value,
+    kind: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = md(about, "namespace").to_string();
+    let now = now_rfc3339();
+    let ev = json!({
+        "metadata": {"name": format!("{}.{}", md(about, "name"), random_suffix(8)), "namespace": ns},
+        "involvedObject": {"kind": kind, "namespace": ns, "name": md(about, "name"), "uid": md(about, "uid"),
+            "apiVersion": about["apiVersion"], "resourceVersion": md(about, "resourceVersion")},
+        "reason": reason, "message": message, "type": type_,
+        "source": {"component": component}, "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    let av = t.api_version();
+    let _ = store.create(t, &ns, ev, &ctx(&av, false));
+}
+
 /// The loop's memory: when each pod appeared, when each Deployment last progressed.
 pub struct Controller {
     control: Control,
@@ -66,6 +92,7 @@ pub struct Controller {
 }
 
 struct Types {
+    event: ResourceType,
     deploy: ResourceType,
     rs: ResourceType,
     pod: ResourceType,
@@ -111,6 +138,7 @@ impl Controller {
         let find =
             |s: &Store, g: &str, p: &str| s.registry.find_any(g, p).expect("builtin").clone();
         let t = Types {
+            event: find(&store, "", "events"),
             deploy: find(&store, "apps", "deployments"),
             rs: find(&store, "apps", "replicasets"),
             pod: find(&store, "", "pods"),
@@ -253,15 +281,35 @@ impl Controller {
                 deployment::rolling_step(desired, surge, unav, &new_c, &old_c)
             };
             let mut scale = |rs: &Value, target: i64| {
-                if rs["spec"]["replicas"].as_i64() == Some(target) {
+                let from = rs["spec"]["replicas"].as_i64().unwrap_or(0);
+                if from == target {
                     return;
                 }
                 let mut upd = rs.clone();
                 upd["spec"]["replicas"] = json!(target);
-                upd["metadata"]
-                    .as_object_mut()
-                    .map(|m| m.remove("resourceVersion"));
-                let _ = store.update(&t.rs, &ns, md(rs, "name"), upd, &ctx(&av, false), false);
+                if let Some(m) = upd["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                if store
+                    .update(&t.rs, &ns, md(rs, "name"), upd, &ctx(&av, false), false)
+                    .is_ok()
+                {
+                    let dir = if target > from { "up" } else { "down" };
+                    let msg = format!(
+                        "Scaled {dir} replica set {} from {from} to {target}",
+                        md(rs, "name")
+                    );
+                    record_event(
+                        store,
+                        &t.event,
+                        &d,
+                        "Deployment",
+                        "Normal",
+                        "ScalingReplicaSet",
+                        &msg,
+                        "deployment-controller",
+                    );
+                }
             };
             scale(&new, new_target);
             for (rs, target) in old.iter().zip(old_targets) {
@@ -402,6 +450,11 @@ impl Controller {
                 pod_ip: &ip,
             };
             let status = pod::pod_status(p, &clock);
+            for (reason, type_, message) in pod::transitions(&p["status"], &status, md(p, "name")) {
+                record_event(
+                    store, &t.event, p, "Pod", type_, reason, &message, "kubelet",
+                );
+            }
             Self::write_status(store, &t.pod, p, status, "kubelet");
         }
     }

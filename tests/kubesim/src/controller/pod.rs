@@ -188,6 +188,52 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
     })
 }
 
+/// The Events the kubelet records when a container's waiting reason changes
+/// (reason, type, message): `Failed` on a pull error, `BackOff` on pull
+/// back-off and crash loops.
+pub fn transitions(
+    old: &Value,
+    new: &Value,
+    pod_name: &str,
+) -> Vec<(&'static str, &'static str, String)> {
+    let waiting = |s: &Value, name: &str| -> Option<String> {
+        s["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)?["state"]["waiting"]["reason"]
+            .as_str()
+            .map(String::from)
+    };
+    let mut out = Vec::new();
+    for c in new["containerStatuses"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("");
+        let image = c["image"].as_str().unwrap_or("");
+        let now = waiting(new, name);
+        if now == waiting(old, name) {
+            continue;
+        }
+        match now.as_deref() {
+            Some("ErrImagePull") => out.push((
+                "Failed",
+                "Warning",
+                format!("Failed to pull image \"{image}\": not found"),
+            )),
+            Some("ImagePullBackOff") => out.push((
+                "BackOff",
+                "Warning",
+                format!("Back-off pulling image \"{image}\""),
+            )),
+            Some("CrashLoopBackOff") => out.push((
+                "BackOff",
+                "Warning",
+                format!("Back-off restarting failed container {name} in pod {pod_name}"),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Whether a pod counts as ready (its Ready condition is True).
 pub fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"].as_array().is_some_and(|cs| {

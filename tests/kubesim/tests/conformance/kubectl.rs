@@ -190,3 +190,54 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
         "the pods went with the deployment"
     );
 }
+
+/// A test without an async runtime, blocking on a child process the way an
+/// `assert_cmd` test of maily-deploy does: the sim runs on its own thread.
+#[test]
+fn a_blocking_test_can_run_kubectl_against_a_sim() {
+    let sim = kubesim::Sim::start_blocking(kubesim::SimOptions::default()).unwrap();
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["apply", "--validate=false", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: blocking\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args([
+            "get",
+            "namespace",
+            "blocking",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Active");
+    let verbs: Vec<String> = sim
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "namespaces")
+        .map(|r| r.verb.clone())
+        .collect();
+    // Client-side apply: look, create; then the get.
+    assert_eq!(verbs, vec!["get", "create", "get"]);
+}

@@ -271,6 +271,21 @@ async fn a_bad_image_pulls_back_off_and_the_rollout_exceeds_its_deadline() {
     .await;
     let s = d.status.unwrap();
     assert_eq!(s.available_replicas, Some(2), "the old pods keep serving");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sim.client(), "default");
+    let evs = events.list(&ListParams::default()).await.unwrap().items;
+    let has = |reason: &str, kind: &str| {
+        evs.iter().any(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.kind.as_deref() == Some(kind)
+        })
+    };
+    assert!(
+        has("ScalingReplicaSet", "Deployment"),
+        "the controller records scaling"
+    );
+    assert!(
+        has("BackOff", "Pod"),
+        "the kubelet records the pull back-off"
+    );
     assert_eq!(condition_of(&s, "Available"), Some("True".into()));
 }
 
@@ -393,4 +408,31 @@ async fn a_job_completes_and_deleting_a_deployment_takes_its_pods() {
         .items
         .len();
     assert_eq!(left, 0, "the garbage collector removed the pods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_scale_shortens_the_rollout_time() {
+    let sim = kubesim::Sim::start(kubesim::SimOptions {
+        rollout_time: Duration::from_secs(3),
+        time_scale: 0.1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "default");
+    let start = std::time::Instant::now();
+    apply(&api, "fast", deployment("fast", 1, "f:1", 600)).await;
+    eventually(
+        "a 3 s rollout at time scale 0.1",
+        Duration::from_secs(2),
+        || {
+            let api = api.clone();
+            async move { api.get("fast").await.ok().filter(rolled_out) }
+        },
+    )
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "well under the unscaled 3 s"
+    );
 }
