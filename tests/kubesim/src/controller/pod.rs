@@ -1,0 +1,321 @@
+//! What the kubelet reports for a pod: its status as a pure function of how
+//! long it has existed, the rollout time and the image faults.
+
+use crate::faults::{ImageFault, ImageFaultRule, image_fault};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Inputs for one pod's status.
+pub struct PodClock<'a> {
+    /// Time since the pod was created.
+    pub elapsed: Duration,
+    /// Time to pull and start a healthy container (rollout time × time scale).
+    pub unit: Duration,
+    pub time_scale: f64,
+    /// Wall-clock creation time, for the timestamps in the status.
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub faults: &'a [ImageFaultRule],
+    /// Pods of a Job run to completion instead of forever.
+    pub runs_to_completion: bool,
+    pub pod_ip: &'a str,
+}
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn cond(kind: &str, ok: bool, at: &str, reason: Option<&str>) -> Value {
+    let mut c = json!({"type": kind, "status": if ok { "True" } else { "False" },
+        "lastProbeTime": null, "lastTransitionTime": at});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    c
+}
+
+/// The pod's `.status`, as the kubelet would report it now.
+pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
+    let created = ts(clock.created);
+    let started_at = clock.created + chrono::Duration::from_std(clock.unit).unwrap_or_default();
+    let started = ts(started_at);
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let running_for = clock.elapsed.saturating_sub(clock.unit);
+    let up = clock.elapsed >= clock.unit;
+
+    let mut phase = "Running";
+    let mut statuses = Vec::new();
+    let mut all_ready = true;
+    let mut all_done = true;
+    let mut any_failed = false;
+    for c in &containers {
+        let name = c["name"].as_str().unwrap_or("");
+        let image = c["image"].as_str().unwrap_or("");
+        let fault = image_fault(clock.faults, image);
+        let base = json!({"name": name, "image": image, "imageID": "", "containerID": ""});
+        let (state, last_state, ready, restarts, started_flag) = if !up {
+            all_done = false;
+            (
+                json!({"waiting": {"reason": "ContainerCreating"}}),
+                json!({}),
+                false,
+                0,
+                false,
+            )
+        } else {
+            match fault {
+                Some(ImageFault::ImagePullBackOff) => {
+                    all_done = false;
+                    phase = "Pending";
+                    let st = if running_for < clock.unit {
+                        json!({"waiting": {"reason": "ErrImagePull",
+                            "message": format!("rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found")}})
+                    } else {
+                        json!({"waiting": {"reason": "ImagePullBackOff",
+                            "message": format!("Back-off pulling image \"{image}\"")}})
+                    };
+                    (st, json!({}), false, 0, false)
+                }
+                Some(ImageFault::CrashLoopBackOff) => {
+                    // One crash per rollout unit; the count keeps rising.
+                    let period = clock.unit.max(Duration::from_millis(200));
+                    let restarts = 1 + (running_for.as_millis() / period.as_millis()) as i64;
+                    if clock.runs_to_completion {
+                        any_failed = true;
+                        (
+                            json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": started}}),
+                            json!({}),
+                            false,
+                            0,
+                            false,
+                        )
+                    } else {
+                        all_done = false;
+                        (
+                            json!({"waiting": {"reason": "CrashLoopBackOff",
+                                "message": format!("back-off 10s restarting failed container={name} pod={pod_name}_{ns}({uid})")}}),
+                            json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": started}}),
+                            false,
+                            restarts,
+                            false,
+                        )
+                    }
+                }
+                Some(ImageFault::NeverReady) => {
+                    all_done = false;
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        false,
+                        0,
+                        true,
+                    )
+                }
+                Some(ImageFault::Slow(extra)) => {
+                    all_done = false;
+                    let ready = running_for.as_secs_f64() >= extra * clock.time_scale;
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        ready,
+                        0,
+                        true,
+                    )
+                }
+                None if clock.runs_to_completion => (
+                    json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}}),
+                    json!({}),
+                    false,
+                    0,
+                    false,
+                ),
+                None => {
+                    all_done = false;
+                    (
+                        json!({"running": {"startedAt": started}}),
+                        json!({}),
+                        true,
+                        0,
+                        true,
+                    )
+                }
+            }
+        };
+        all_ready &= ready;
+        let mut s = base;
+        s["state"] = state;
+        s["lastState"] = last_state;
+        s["ready"] = json!(ready);
+        s["restartCount"] = json!(restarts);
+        s["started"] = json!(started_flag);
+        statuses.push(s);
+    }
+    if !up {
+        phase = "Pending";
+    } else if clock.runs_to_completion && any_failed {
+        phase = "Failed";
+    } else if clock.runs_to_completion && all_done {
+        phase = "Succeeded";
+    }
+    let ready = up && all_ready && !containers.is_empty() && phase == "Running";
+    let not_ready = (!ready).then_some("ContainersNotReady");
+    let ready_at = if ready {
+        started.as_str()
+    } else {
+        created.as_str()
+    };
+    json!({
+        "phase": phase,
+        "conditions": [
+            cond("PodReadyToStartContainers", up, &started, None),
+            cond("Initialized", true, &created, None),
+            cond("Ready", ready, ready_at, not_ready),
+            cond("ContainersReady", ready, ready_at, not_ready),
+            cond("PodScheduled", true, &created, None),
+        ],
+        "hostIP": "172.18.0.2",
+        "hostIPs": [{"ip": "172.18.0.2"}],
+        "podIP": clock.pod_ip,
+        "podIPs": [{"ip": clock.pod_ip}],
+        "startTime": created,
+        "qosClass": "BestEffort",
+        "containerStatuses": statuses,
+    })
+}
+
+/// The Events the kubelet records when a container's waiting reason changes
+/// (reason, type, message): `Failed` on a pull error, `BackOff` on pull
+/// back-off and crash loops.
+pub fn transitions(
+    old: &Value,
+    new: &Value,
+    pod_name: &str,
+) -> Vec<(&'static str, &'static str, String)> {
+    let waiting = |s: &Value, name: &str| -> Option<String> {
+        s["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)?["state"]["waiting"]["reason"]
+            .as_str()
+            .map(String::from)
+    };
+    let mut out = Vec::new();
+    for c in new["containerStatuses"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("");
+        let image = c["image"].as_str().unwrap_or("");
+        let now = waiting(new, name);
+        if now == waiting(old, name) {
+            continue;
+        }
+        match now.as_deref() {
+            Some("ErrImagePull") => out.push((
+                "Failed",
+                "Warning",
+                format!("Failed to pull image \"{image}\": not found"),
+            )),
+            Some("ImagePullBackOff") => out.push((
+                "BackOff",
+                "Warning",
+                format!("Back-off pulling image \"{image}\""),
+            )),
+            Some("CrashLoopBackOff") => out.push((
+                "BackOff",
+                "Warning",
+                format!("Back-off restarting failed container {name} in pod {pod_name}"),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a pod counts as ready (its Ready condition is True).
+pub fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(image: &str) -> Value {
+        json!({"metadata": {"name": "web-1", "namespace": "prod", "uid": "u"},
+            "spec": {"containers": [{"name": "web", "image": image}]}})
+    }
+
+    fn clock(elapsed_ms: u64, faults: &[ImageFaultRule]) -> PodClock<'_> {
+        PodClock {
+            elapsed: Duration::from_millis(elapsed_ms),
+            unit: Duration::from_millis(1000),
+            time_scale: 1.0,
+            created: chrono::Utc::now(),
+            faults,
+            runs_to_completion: false,
+            pod_ip: "10.244.0.5",
+        }
+    }
+
+    #[test]
+    fn a_healthy_pod_is_creating_then_running_and_ready() {
+        let s = pod_status(&pod("api:1"), &clock(500, &[]));
+        assert_eq!(s["phase"], "Pending");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
+        let s = pod_status(&pod("api:1"), &clock(1500, &[]));
+        assert_eq!(s["phase"], "Running");
+        assert!(is_ready(&json!({"status": s})));
+    }
+
+    #[test]
+    fn a_bad_image_goes_from_err_image_pull_to_image_pull_back_off() {
+        let faults = vec!["*:broken-*=ImagePullBackOff".parse().unwrap()];
+        let s = pod_status(&pod("api:broken-1"), &clock(1500, &faults));
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImagePull"
+        );
+        let s = pod_status(&pod("api:broken-1"), &clock(2500, &faults));
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ImagePullBackOff"
+        );
+        assert_eq!(s["phase"], "Pending");
+    }
+
+    #[test]
+    fn a_crash_loop_keeps_raising_restart_count() {
+        let faults = vec!["*:crash-*=CrashLoopBackOff".parse().unwrap()];
+        let early = pod_status(&pod("api:crash-1"), &clock(1500, &faults));
+        let later = pod_status(&pod("api:crash-1"), &clock(4500, &faults));
+        assert_eq!(
+            later["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "CrashLoopBackOff"
+        );
+        assert!(
+            later["containerStatuses"][0]["restartCount"].as_i64()
+                > early["containerStatuses"][0]["restartCount"].as_i64()
+        );
+        assert_eq!(
+            later["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
+    }
+
+    #[test]
+    fn never_ready_runs_but_is_not_ready() {
+        let faults = vec!["*:unready-*=NeverReady".parse().unwrap()];
+        let s = pod_status(&pod("api:unready-1"), &clock(60_000, &faults));
+        assert_eq!(s["phase"], "Running");
+        assert!(!is_ready(&json!({"status": s})));
+    }
+}

@@ -1,0 +1,246 @@
+//! Field paths and field sets, the vocabulary of `managedFields` (FieldsV1).
+//!
+//! A path is a list of FieldsV1 segments: `f:spec`, `f:containers`,
+//! `k:{"name":"web"}`. A field set holds leaf paths (scalars, atomic lists,
+//! empty maps) and the paths of keyed list items, so that a manager can own a
+//! list item as a whole (the `.` entry in FieldsV1).
+
+use serde_json::{Map, Value, json};
+use std::collections::BTreeSet;
+
+pub type Path = Vec<String>;
+pub type FieldSet = BTreeSet<Path>;
+
+/// Which fields identify the items of a list, as the Kubernetes schemas'
+/// `x-kubernetes-list-map-keys` / `patchMergeKey` say for the lists that
+/// matter here; `None` means the list is atomic (replaced whole).
+///
+/// Lists of objects that all carry a `name` are keyed by it: that covers
+/// containers, initContainers, env, volumes, imagePullSecrets and CRD lists.
+pub fn list_key(field: &str, items: &[&Value]) -> Option<&'static str> {
+    let all_have = |k: &str| !items.is_empty() && items.iter().all(|i| i.get(k).is_some());
+    match field {
+        "ports" if all_have("containerPort") => Some("containerPort"),
+        "ports" if all_have("port") => Some("port"),
+        "volumeMounts" if all_have("mountPath") => Some("mountPath"),
+        "volumeDevices" if all_have("devicePath") => Some("devicePath"),
+        "conditions" if all_have("type") => Some("type"),
+        "hostAliases" if all_have("ip") => Some("ip"),
+        _ if all_have("name") && items.iter().all(|i| i["name"].is_string()) => Some("name"),
+        _ => None,
+    }
+}
+
+/// The FieldsV1 segment for a keyed list item.
+pub fn item_segment(key: &str, item: &Value) -> String {
+    let mut m = Map::new();
+    m.insert(key.to_string(), item[key].clone());
+    format!("k:{}", Value::Object(m))
+}
+
+fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                walk(child, k, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            let refs: Vec<&Value> = items.iter().collect();
+            match list_key(field, &refs) {
+                Some(key) => {
+                    for item in items {
+                        path.push(item_segment(key, item));
+                        out.insert(path.clone());
+                        walk(item, "", path, out);
+                        path.pop();
+                    }
+                }
+                None => {
+                    out.insert(path.clone());
+                }
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+/// The fields an object (already stripped of server-owned metadata) sets.
+pub fn field_set(obj: &Value) -> FieldSet {
+    let mut out = FieldSet::new();
+    walk(obj, "", &mut Vec::new(), &mut out);
+    out.remove(&Vec::new());
+    out
+}
+
+/// Whether `path` names a keyed list item rather than a value.
+pub fn is_item(path: &Path) -> bool {
+    path.last().is_some_and(|s| s.starts_with("k:"))
+}
+
+fn find_item(items: &[Value], seg: &str) -> Option<usize> {
+    let key: Map<String, Value> = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
+    items
+        .iter()
+        .position(|i| key.iter().all(|(k, v)| i.get(k) == Some(v)))
+}
+
+/// The value at `path`, if the object has one.
+pub fn get<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = obj;
+    for seg in path {
+        cur = if let Some(f) = seg.strip_prefix("f:") {
+            cur.as_object()?.get(f)?
+        } else {
+            let items = cur.as_array()?;
+            &items[find_item(items, seg)?]
+        };
+    }
+    Some(cur)
+}
+
+/// Removes the value at `path`; a no-op when it is not there.
+pub fn remove(obj: &mut Value, path: &[String]) {
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for seg in parent_path {
+        let next = if let Some(f) = seg.strip_prefix("f:") {
+            cur.as_object_mut().and_then(|m| m.get_mut(f))
+        } else {
+            match cur.as_array_mut() {
+                Some(items) => match find_item(items, seg) {
+                    Some(i) => items.get_mut(i),
+                    None => None,
+                },
+                None => None,
+            }
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(items) = cur.as_array_mut()
+        && let Some(i) = find_item(items, last)
+    {
+        items.remove(i);
+    }
+}
+
+/// A path as kube-apiserver prints it in conflict messages:
+/// `.spec.template.spec.containers[name="web"].image`.
+pub fn display(path: &Path) -> String {
+    let mut s = String::new();
+    for seg in path {
+        if let Some(f) = seg.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&seg[2..]) {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("[{}]", parts.join(",")));
+        }
+    }
+    s
+}
+
+/// Renders a field set as a FieldsV1 object (`{"f:spec":{"f:replicas":{}}}`).
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    let mut root = json!({});
+    for path in set {
+        let mut cur = &mut root;
+        for seg in path {
+            cur = cur
+                .as_object_mut()
+                .expect("FieldsV1 nodes are objects")
+                .entry(seg.clone())
+                .or_insert_with(|| json!({}));
+        }
+        if is_item(path) {
+            cur.as_object_mut()
+                .expect("FieldsV1 nodes are objects")
+                .insert(".".into(), json!({}));
+        }
+    }
+    root
+}
+
+/// Reads a FieldsV1 object back into a field set.
+pub fn from_fields_v1(v: &Value) -> FieldSet {
+    fn rec(v: &Value, path: &mut Path, out: &mut FieldSet) {
+        let Some(m) = v.as_object() else { return };
+        if (m.is_empty() || m.contains_key(".")) && !path.is_empty() {
+            out.insert(path.clone());
+        }
+        for (k, child) in m {
+            if k == "." {
+                continue;
+            }
+            path.push(k.clone());
+            rec(child, path, out);
+            path.pop();
+        }
+    }
+    let mut out = FieldSet::new();
+    rec(v, &mut Vec::new(), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &[&str]) -> Path {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn containers_are_keyed_by_name_and_args_are_atomic() {
+        let obj = json!({"spec": {"replicas": 2, "containers": [
+            {"name": "web", "image": "a:1", "args": ["x", "y"]}]}});
+        let set = field_set(&obj);
+        assert!(set.contains(&p(&["f:spec", "f:replicas"])));
+        assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"web\"}"])));
+        assert!(set.contains(&p(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"web\"}",
+            "f:image"
+        ])));
+        assert!(set.contains(&p(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"web\"}",
+            "f:args"
+        ])));
+        assert!(!set.contains(&p(&["f:spec"])));
+    }
+
+    #[test]
+    fn fields_v1_round_trips() {
+        let obj = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"ports": [{"port": 80, "name": "http"}]}});
+        let set = field_set(&obj);
+        let v1 = to_fields_v1(&set);
+        assert_eq!(v1["f:spec"]["f:ports"]["k:{\"port\":80}"]["."], json!({}));
+        assert_eq!(from_fields_v1(&v1), set);
+    }
+
+    #[test]
+    fn get_and_remove_follow_item_keys() {
+        let mut obj = json!({"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}});
+        let path = p(&["f:spec", "f:containers", "k:{\"name\":\"b\"}", "f:image"]);
+        assert_eq!(get(&obj, &path), Some(&json!("2")));
+        remove(&mut obj, &path[..3]);
+        assert_eq!(obj["spec"]["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(display(&path), ".spec.containers[name=\"b\"].image");
+    }
+}

@@ -1,0 +1,166 @@
+//! Watch streams: newline-delimited `{"type":..,"object":..}` events after
+//! a resourceVersion, bookmarks when asked, `timeoutSeconds`, a 410 ERROR
+//! event when the version is too old, and an end when the control handle
+//! drops all watches.
+
+use crate::control::Control;
+use crate::resources::ResourceType;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Event, ListOptions};
+use bytes::Bytes;
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How often a watch that allows bookmarks gets one.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a watch request asked for.
+pub struct WatchRequest {
+    pub rt: ResourceType,
+    pub namespace: String,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// None for "" or "0": start with the current state as ADDED events.
+    pub resource_version: Option<u64>,
+    pub timeout: Option<Duration>,
+    pub bookmarks: bool,
+    /// `sendInitialEvents=true`: the streaming-list protocol.
+    pub send_initial_events: bool,
+}
+
+/// One event line of the wire format.
+pub fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut s = format!("{{\"type\":\"{kind}\",\"object\":");
+    s.push_str(&serde_json::to_string(object).expect("JSON values serialize"));
+    s.push_str("}\n");
+    Bytes::from(s)
+}
+
+fn matches(req: &WatchRequest, e: &Event) -> bool {
+    e.key == req.rt.key()
+        && (req.namespace.is_empty() || e.namespace == req.namespace)
+        && req.labels.matches_object(&e.object)
+        && req.fields.matches(&e.object)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut md = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": md}),
+    )
+}
+
+type Tx = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+async fn send(tx: &Tx, b: Bytes) -> bool {
+    tx.send(Ok(Frame::data(b))).await.is_ok()
+}
+
+/// Starts a watch; the receiver yields the response body's frames.
+pub fn start(
+    control: &Control,
+    req: WatchRequest,
+) -> mpsc::Receiver<Result<Frame<Bytes>, Infallible>> {
+    let (tx, rx) = mpsc::channel(256);
+    let mut drop_rx = control.drop_watches.subscribe();
+    drop_rx.borrow_and_update();
+    // Snapshot and subscription under one lock: nothing falls in between.
+    let (first, live, mut last_rv) = {
+        let store = control.store.lock().expect("store lock poisoned");
+        let rv = store.resource_version();
+        let live = store.subscribe();
+        let first: Result<Vec<Bytes>, ApiError> = match req.resource_version {
+            Some(from) if !req.send_initial_events => {
+                store.events_since(&req.rt.key(), from).map(|evs| {
+                    evs.iter()
+                        .filter(|e| matches(&req, e))
+                        .map(|e| event_line(e.kind.as_str(), &e.object))
+                        .collect()
+                })
+            }
+            _ => {
+                let ns = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
+                let opts = ListOptions {
+                    labels: req.labels.clone(),
+                    fields: req.fields.clone(),
+                    ..Default::default()
+                };
+                store.list(&req.rt, ns, &opts).map(|l| {
+                    let mut lines: Vec<Bytes> =
+                        l.items.iter().map(|o| event_line("ADDED", o)).collect();
+                    if req.send_initial_events {
+                        lines.push(bookmark(&req.rt, rv, true));
+                    }
+                    lines
+                })
+            }
+        };
+        (first, live, rv)
+    };
+    tokio::spawn(async move {
+        let lines = match first {
+            Ok(lines) => lines,
+            Err(e) => {
+                let _ = send(&tx, event_line("ERROR", &e.to_status())).await;
+                return;
+            }
+        };
+        for l in lines {
+            if !send(&tx, l).await {
+                return;
+            }
+        }
+        stream_live(tx, req, live, &mut drop_rx, &mut last_rv).await;
+    });
+    rx
+}
+
+async fn stream_live(
+    tx: Tx,
+    req: WatchRequest,
+    mut live: broadcast::Receiver<Arc<Event>>,
+    drop_rx: &mut tokio::sync::watch::Receiver<u64>,
+    last_rv: &mut u64,
+) {
+    let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut ticks = tokio::time::interval(BOOKMARK_INTERVAL);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            ev = live.recv() => match ev {
+                Ok(e) => {
+                    if e.rv <= *last_rv {
+                        continue;
+                    }
+                    *last_rv = e.rv;
+                    if matches(&req, &e) && !send(&tx, event_line(e.kind.as_str(), &e.object)).await {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let gone = ApiError::gone("the watch fell too far behind; re-list");
+                    let _ = send(&tx, event_line("ERROR", &gone.to_status())).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticks.tick(), if req.bookmarks => {
+                if !send(&tx, bookmark(&req.rt, *last_rv, false)).await {
+                    return;
+                }
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return,
+            _ = drop_rx.changed() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}

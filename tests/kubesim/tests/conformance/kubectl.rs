@@ -1,0 +1,243 @@
+//! The real kubectl against kubesim: apply --server-side, get -o json,
+//! rollout status (good and bad), get pods, delete.
+
+use crate::common::{eventually, sim};
+use kubesim::ImageFault;
+use std::path::Path;
+use std::time::Duration;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("kubectl is installed (scripts/setup.d/kubesim.sh)");
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        pipe.write_all(s.as_bytes()).await.unwrap();
+    }
+    drop(pipe);
+    let out = child.wait_with_output().await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn manifest(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: {image}
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
+    let sim = sim().await;
+    sim.control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let kc = sim.kubeconfig_path().to_path_buf();
+
+    let out = kubectl(
+        &kc,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        Some(&manifest("web:1")),
+    )
+    .await;
+    assert!(out.ok, "apply: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("deployment.apps/web serverside-applied"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("service/web serverside-applied"),
+        "{}",
+        out.stdout
+    );
+
+    let out = kubectl(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    assert!(out.ok, "rollout status: {} {}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("successfully rolled out"),
+        "{}",
+        out.stdout
+    );
+
+    let out = kubectl(
+        &kc,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(d["status"]["availableReplicas"], 2);
+    assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kubectl");
+
+    let out = kubectl(
+        &kc,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        Some(&manifest("web:broken-2")),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = kubectl(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    assert!(!out.ok, "a bad image fails the rollout");
+    assert!(
+        out.stderr.contains("exceeded its progress deadline"),
+        "{}",
+        out.stderr
+    );
+
+    let table = eventually(
+        "get pods shows ImagePullBackOff",
+        Duration::from_secs(10),
+        || {
+            let kc = kc.clone();
+            async move {
+                let out = kubectl(&kc, &["get", "pods"], None).await;
+                out.stdout
+                    .contains("ImagePullBackOff")
+                    .then_some(out.stdout)
+            }
+        },
+    )
+    .await;
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Running") && l.contains("1/1")),
+        "old pods still run: {table}"
+    );
+
+    let out = kubectl(&kc, &["delete", "deployment", "web"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("deployment.apps \"web\" deleted"),
+        "{}",
+        out.stdout
+    );
+    let out = kubectl(&kc, &["get", "deployment", "web"], None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("NotFound") || out.stderr.contains("not found"),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(&kc, &["get", "pods", "-o", "json"], None).await;
+    let pods: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        pods["items"].as_array().unwrap().len(),
+        0,
+        "the pods went with the deployment"
+    );
+}
+
+/// A test without an async runtime, blocking on a child process the way an
+/// `assert_cmd` test of maily-deploy does: the sim runs on its own thread.
+#[test]
+fn a_blocking_test_can_run_kubectl_against_a_sim() {
+    let sim = kubesim::Sim::start_blocking(kubesim::SimOptions::default()).unwrap();
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["apply", "--validate=false", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: blocking\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args([
+            "get",
+            "namespace",
+            "blocking",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Active");
+    let verbs: Vec<String> = sim
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "namespaces")
+        .map(|r| r.verb.clone())
+        .collect();
+    // Client-side apply: look, create; then the get.
+    assert_eq!(verbs, vec!["get", "create", "get"]);
+}
