@@ -203,6 +203,12 @@ pub enum Command {
         /// The environment
         environment: String,
     },
+    /// Remove a stuck deploy lock (a run that died holding it), after confirmation.
+    #[command(after_help = "Example:\n  maily-deploy unlock production --yes")]
+    Unlock {
+        /// The environment
+        environment: String,
+    },
     /// Check the configuration alone, for the phases selected (was validate-env-vars.sh).
     #[command(
         after_help = "Examples:\n  maily-deploy validate production\n  maily-deploy validate production --skip-frontend --env-file .env.example"

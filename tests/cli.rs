@@ -68,6 +68,7 @@ fn help_for_every_command_has_a_purpose_and_an_example() {
         (&["validate", "--help"], "Check the configuration alone"),
         (&["env-template", "--help"], "env file template"),
         (&["completions", "--help"], "shell completion"),
+        (&["unlock", "--help"], "stuck deploy lock"),
     ];
     for (args, purpose) in cases {
         maily()
@@ -191,17 +192,20 @@ fn a_malformed_rollback_id_says_what_an_id_looks_like() {
 }
 
 #[test]
-fn commands_not_built_yet_fail_loudly() {
+fn cluster_commands_without_a_kubeconfig_say_how_to_give_one() {
     for args in [
         &["rollback", "production", "production-20250101-120000"][..],
         &["history", "production"][..],
         &["status", "production"][..],
+        &["unlock", "production", "--yes"][..],
     ] {
         maily()
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
             .args(args)
             .assert()
-            .code(exit_code::NOT_IMPLEMENTED)
-            .stderr(predicate::str::contains("not implemented yet"));
+            .code(exit_code::CONFIG)
+            .stderr(predicate::str::contains("no kubeconfig found"))
+            .stderr(predicate::str::contains("pass --kubeconfig"));
     }
 }
 

@@ -1,13 +1,18 @@
 //! The commands: what each verb of the command line does.
 
+pub mod cluster;
+pub mod history;
 pub mod pipeline;
+pub mod rollback;
+pub mod status;
+pub mod unlock;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, GlobalArgs};
-use crate::error::{self, Kind, fail};
+use crate::cli::{Cli, Command};
+use crate::error;
 use crate::exit_code;
-use crate::pipeline::{DeploymentId, RunReport};
+use crate::pipeline::RunReport;
 
 /// Run the command the user asked for; `Ok` carries the exit code of a
 /// command that reported its own outcome.
@@ -33,6 +38,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::Rollback { environment, .. }) => ("rollback", environment.clone()),
         Some(Command::History { environment }) => ("history", environment.clone()),
         Some(Command::Status { environment }) => ("status", environment.clone()),
+        Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
         Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
         Some(Command::EnvTemplate) => ("env-template", String::new()),
         Some(Command::Completions { .. }) => ("completions", String::new()),
@@ -82,13 +88,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Rollback {
             ref environment,
             ref deployment_id,
-            ..
-        }) => {
-            DeploymentId::parse(environment, deployment_id)?;
-            not_yet("rollback", global)
-        }
-        Some(Command::History { .. }) => not_yet("history", global),
-        Some(Command::Status { .. }) => not_yet("status", global),
+            dry_run,
+        }) => rollback::run(environment, deployment_id, dry_run, global).await,
+        Some(Command::History { ref environment }) => history::run(environment, global).await,
+        Some(Command::Status { ref environment }) => status::run(environment, global).await,
+        Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,
         Some(Command::EnvTemplate) => {
             print!("{}", crate::config::template::render());
             Ok(exit_code::SUCCESS)
@@ -103,14 +107,4 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit_code::SUCCESS)
         }
     }
-}
-
-/// A command that is in the command line but not built yet fails loudly.
-fn not_yet(command: &str, _global: &GlobalArgs) -> anyhow::Result<i32> {
-    Err(fail(
-        Kind::NotImplemented,
-        format!(
-            "`maily-deploy {command}` is not implemented yet in this version of maily-deploy; nothing was done"
-        ),
-    ))
 }

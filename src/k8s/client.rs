@@ -27,9 +27,13 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
         None if context.is_some() => Config::from_kubeconfig(&options)
             .await
             .context("reading the kubeconfig for --context")?,
-        None => Config::infer().await.context(
-            "finding a kubeconfig ($KUBECONFIG, ~/.kube/config or in-cluster); pass --kubeconfig",
-        )?,
+        // kube's own message repeats its causes three times; one line says it.
+        None => Config::infer().await.map_err(|_| {
+            crate::error::fail(
+                crate::error::Kind::Config,
+                "no kubeconfig found ($KUBECONFIG, ~/.kube/config, or in-cluster service account); pass --kubeconfig",
+            )
+        })?,
     };
     Client::try_from(config).context("building the Kubernetes client")
 }

@@ -244,3 +244,192 @@ pub async fn read(applier: &Applier, profile: &Profile) -> anyhow::Result<Platfo
 pub fn httproute_gvk() -> GroupVersionKind {
     GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
 }
+
+/// How the live state differs from a recorded one, one line per difference:
+/// the drift `status` reports against the last good deployment.
+pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, want) in &recorded.services {
+        let Some(have) = live.services.get(name) else {
+            out.push(format!("{name}: recorded, but not in the cluster"));
+            continue;
+        };
+        if want.active != have.active {
+            out.push(format!(
+                "{name}: users on {} (recorded: {})",
+                have.active.map_or("no slot", |s| s.as_str()),
+                want.active.map_or("no slot", |s| s.as_str())
+            ));
+        }
+        if want.weights != have.weights {
+            out.push(format!(
+                "{name}: route weights {:?} (recorded: {:?})",
+                have.weights, want.weights
+            ));
+        }
+        if let Some(active) = have.active {
+            let (w, h) = (want.image_in(active), have.image_in(active));
+            if w != h {
+                out.push(format!(
+                    "{name}-{active}: runs {} (recorded: {})",
+                    h.unwrap_or("nothing"),
+                    w.unwrap_or("nothing")
+                ));
+            }
+        }
+    }
+    for name in live.services.keys() {
+        if !recorded.services.contains_key(name) {
+            out.push(format!(
+                "{name}: in the cluster, not in the recorded deployment"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::profile::{Gateway, Service, Traffic};
+
+    fn profile() -> Profile {
+        Profile {
+            namespace: "maily-production".into(),
+            domains: [
+                ("api".to_string(), "api.maily.ai".to_string()),
+                ("app".to_string(), "app.maily.ai".to_string()),
+            ]
+            .into(),
+            gateway: Gateway {
+                name: "g".into(),
+                namespace: "gw".into(),
+            },
+            replicas: 2,
+            traffic: Traffic {
+                steps: vec![100],
+                pause: "1m".into(),
+            },
+            services: [
+                (
+                    "api".to_string(),
+                    Service {
+                        kind: ServiceKind::Http,
+                        replicas: None,
+                        image: None,
+                        path: Some("/".into()),
+                    },
+                ),
+                (
+                    "workers".to_string(),
+                    Service {
+                        kind: ServiceKind::Worker,
+                        replicas: Some(3),
+                        image: None,
+                        path: None,
+                    },
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    fn deployment(name: &str, image: &str, replicas: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": {"maily.ai/deployment-id": format!("production-2025010{replicas}-000000")}},
+            "spec": {"replicas": replicas, "selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}},
+            "status": {"readyReplicas": replicas}
+        }))
+        .unwrap()
+    }
+
+    fn service(name: &str, slot: &str) -> Service_ {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app.kubernetes.io/name": name, "maily.ai/slot": slot}}
+        }))
+        .unwrap()
+    }
+    type Service_ = k8s_openapi::api::core::v1::Service;
+
+    fn route(name: &str, blue: u32, green: u32) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": {"rules": [
+                {"matches": [{"headers": [{"name": "x-maily-slot", "value": "blue"}]}], "backendRefs": [{"name": format!("{name}-blue"), "port": 80}]},
+                {"backendRefs": [{"name": format!("{name}-blue"), "port": 80, "weight": blue}, {"name": format!("{name}-green"), "port": 80, "weight": green}]}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_namespace_is_fresh_and_deploys_to_blue() {
+        let s = state_from(&profile(), &[], &[], &[]);
+        assert_eq!(s.active(), Active::Fresh);
+        assert_eq!(s.target_slot(), Ok(Slot::Blue));
+    }
+
+    #[test]
+    fn the_stable_selector_and_the_scaled_worker_say_which_slot_is_live() {
+        let s = state_from(
+            &profile(),
+            &[
+                deployment("api-blue", "r/maily-api:v1", 2),
+                deployment("api-green", "r/maily-api:v2", 2),
+                deployment("workers-blue", "r/maily-workers:v1", 0),
+                deployment("workers-green", "r/maily-workers:v2", 3),
+            ],
+            &[service("api", "green")],
+            &[route("api", 0, 100)],
+        );
+        assert_eq!(s.active(), Active::Slot(Slot::Green));
+        assert_eq!(s.target_slot(), Ok(Slot::Blue));
+        assert_eq!(s.services["api"].weights, Some((0, 100)));
+        assert_eq!(
+            s.services["api"].image_in(Slot::Blue),
+            Some("r/maily-api:v1")
+        );
+    }
+
+    #[test]
+    fn a_half_done_switch_is_refused_with_the_way_out() {
+        let s = state_from(
+            &profile(),
+            &[
+                deployment("workers-blue", "w:v1", 3),
+                deployment("workers-green", "w:v2", 0),
+            ],
+            &[service("api", "green")],
+            &[],
+        );
+        let err = s.target_slot().unwrap_err();
+        assert!(err.contains("api=green, workers=blue"), "{err}");
+        assert!(err.contains("rollback"), "{err}");
+    }
+
+    #[test]
+    fn drift_names_each_difference() {
+        let recorded = state_from(
+            &profile(),
+            &[deployment("api-green", "r/maily-api:v2", 2)],
+            &[service("api", "green")],
+            &[route("api", 0, 100)],
+        );
+        let live = state_from(
+            &profile(),
+            &[deployment("api-green", "r/maily-api:hotfix", 2)],
+            &[service("api", "green")],
+            &[route("api", 10, 90)],
+        );
+        assert_eq!(
+            differences(&recorded, &live),
+            vec![
+                "api: route weights Some((10, 90)) (recorded: Some((0, 100)))".to_string(),
+                "api-green: runs r/maily-api:hotfix (recorded: r/maily-api:v2)".to_string(),
+            ]
+        );
+        assert!(differences(&recorded, &recorded).is_empty());
+    }
+}

@@ -73,6 +73,9 @@ pub struct Context {
     pub manifests_dir: PathBuf,
     pub options: RunOptions,
     pub backend: BackendState,
+    /// A rollback deploys the release a snapshot recorded, not the
+    /// variables' one.
+    pub release_override: Option<Release>,
     applier: OnceCell<Applier>,
     templates: OnceCell<Vec<Template>>,
 }
@@ -103,6 +106,7 @@ impl Context {
             manifests_dir: PathBuf::from("manifests"),
             options: RunOptions::default(),
             backend: BackendState::default(),
+            release_override: None,
             applier: OnceCell::new(),
             templates: OnceCell::new(),
         }
@@ -140,8 +144,24 @@ impl Context {
         Ok(self.templates.get().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// Use these templates instead of reading the manifests directory (a
+    /// rollback renders the templates its snapshot kept).
+    pub fn use_templates(&mut self, templates: Vec<Template>) {
+        self.templates = OnceCell::new_with(Some(templates));
+    }
+
     /// The release this run deploys, from the validated variables.
     pub fn release(&self) -> anyhow::Result<Release> {
+        if let Some(r) = &self.release_override {
+            return Ok(Release {
+                deployment_id: self
+                    .deployment_id
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                ..r.clone()
+            });
+        }
         let get = |name: &str| -> anyhow::Result<String> {
             self.config
                 .vars

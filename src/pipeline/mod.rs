@@ -5,6 +5,7 @@ pub mod deployment_id;
 pub mod lifecycle;
 pub mod phase;
 pub mod report;
+pub mod rollback;
 pub mod runner;
 pub mod selection;
 pub mod snapshot;

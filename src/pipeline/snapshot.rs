@@ -196,9 +196,10 @@ pub fn prune_plan(ids: &[(String, Outcome)], keep: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
 
+    /// A snapshot for tests to vary.
     pub fn sample() -> Snapshot {
         Snapshot {
             schema: SCHEMA,
@@ -226,6 +227,12 @@ mod tests {
             database: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
 
     #[test]
     fn round_trips_through_gzip_json() {

@@ -1,0 +1,99 @@
+//! `maily-deploy rollback ENV ID`: back to the state deployment ID left.
+//!
+//! Where ID's release still runs in the idle slot, one switch; otherwise it
+//! is rendered from the templates its snapshot kept, applied to the idle
+//! slot, waited for, and switched. The rollback is itself a deployment,
+//! with its own id, lock and snapshot. The database is left alone.
+
+use super::cluster;
+use crate::cli::GlobalArgs;
+use crate::error::{Kind, fail};
+use crate::k8s::live;
+use crate::k8s::manifest::Scope;
+use crate::k8s::snapshot_store::SnapshotStore;
+use crate::output::{self, OutputOptions};
+use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
+use crate::pipeline::lifecycle::ClusterLifecycle;
+use crate::pipeline::rollback::{RollbackPlan, plan};
+use crate::pipeline::{DeploymentId, Phase, PhaseId, Runner};
+
+pub async fn run(
+    environment: &str,
+    id_text: &str,
+    dry_run: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<i32> {
+    let target_id = DeploymentId::parse(environment, id_text)?;
+    let mut cx = cluster::context(
+        environment,
+        global,
+        true,
+        &[PhaseId::DeployBackend, PhaseId::ShiftTraffic],
+        dry_run,
+    )?;
+    let applier = cx.applier().await?.clone();
+    let profile = cx.config.profile.clone();
+    let store = SnapshotStore::new(applier.client().clone(), &profile.namespace, environment);
+    let Some(target) = store.get(target_id.as_str()).await? else {
+        let recent: Vec<String> = store
+            .list()
+            .await?
+            .into_iter()
+            .take(10)
+            .map(|s| format!("{} ({})", s.deployment_id, s.outcome.as_str()))
+            .collect();
+        return Err(fail(
+            Kind::Usage,
+            format!(
+                "no deployment {target_id} in {environment}; the most recent are: {}",
+                if recent.is_empty() {
+                    "none".to_string()
+                } else {
+                    recent.join(", ")
+                }
+            ),
+        ));
+    };
+    let live = live::read(&applier, &profile).await?;
+    let decision = plan(&live, &target).map_err(|why| fail(Kind::Usage, why))?;
+
+    // Render with the release and templates the snapshot kept (platform
+    // objects come from the current manifests).
+    cx.release_override = target.release.clone();
+    let mut templates: Vec<_> = cx
+        .templates()?
+        .iter()
+        .filter(|t| t.scope == Scope::Platform)
+        .cloned()
+        .collect();
+    templates.extend(target.templates.iter().cloned());
+    cx.use_templates(templates);
+
+    let (phases, slot): (Vec<Box<dyn Phase>>, _) = match decision {
+        RollbackPlan::AlreadyThere { slot } => {
+            output::stdout_line(&format!(
+                "{environment} already runs {target_id}'s release on {slot}; nothing to do"
+            ));
+            return Ok(crate::exit_code::SUCCESS);
+        }
+        RollbackPlan::Switch { slot } => {
+            cx.selection = cluster::only(&[PhaseId::ShiftTraffic]);
+            cx.backend.deployed = true;
+            (vec![Box::new(ShiftTraffic)], slot)
+        }
+        RollbackPlan::Redeploy { slot } => {
+            (vec![Box::new(DeployBackend), Box::new(ShiftTraffic)], slot)
+        }
+    };
+    cx.backend.target_slot = Some(slot);
+    tracing::info!("rolling back to {target_id}: {decision:?}");
+
+    let opts = OutputOptions::detect(global.output, global.quiet, global.verbose);
+    let mut observer = output::observer(&opts);
+    let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
+        "rollback",
+        Some(target_id.to_string()),
+    )));
+    let report = runner.run("rollback", &mut cx, observer.as_mut()).await;
+    Ok(report.exit_code)
+}

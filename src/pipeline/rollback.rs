@@ -1,0 +1,203 @@
+//! Rollback decisions: from the live state and the snapshot of the
+//! deployment to go back to, what it takes. A pure function, tested on
+//! fixtures of states.
+
+use std::collections::BTreeMap;
+
+use super::snapshot::{Outcome, Snapshot};
+use crate::k8s::live::{Active, PlatformState};
+use crate::k8s::slot::Slot;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackPlan {
+    /// Users are already on that release.
+    AlreadyThere { slot: Slot },
+    /// The release still runs in the idle slot: one switch.
+    Switch { slot: Slot },
+    /// The release must be applied to the idle slot, waited for, switched.
+    Redeploy { slot: Slot },
+}
+
+/// The images a slot runs, by service.
+fn images_in(state: &PlatformState, slot: Slot) -> BTreeMap<String, Option<String>> {
+    state
+        .services
+        .iter()
+        .map(|(name, s)| (name.clone(), s.image_in(slot).map(String::from)))
+        .collect()
+}
+
+/// Whether `slot` runs `wanted` and is up (http slots are kept scaled for
+/// exactly this; workers are scaled by the switch).
+fn runs(state: &PlatformState, slot: Slot, wanted: &BTreeMap<String, String>) -> bool {
+    let have = images_in(state, slot);
+    wanted.iter().all(|(svc, image)| {
+        have.get(svc).cloned().flatten().as_deref() == Some(image.as_str())
+            && state.services.get(svc).is_some_and(|s| {
+                s.kind == crate::config::profile::ServiceKind::Worker
+                    || s.slots
+                        .get(&slot)
+                        .is_some_and(|st| st.replicas > 0 && st.ready >= st.replicas.min(1))
+            })
+    })
+}
+
+/// Decide, or say why it cannot be done.
+pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, String> {
+    if target.outcome != Outcome::Succeeded {
+        return Err(format!(
+            "deployment {} {}; it left users where they were, so there is no state of its own to go back to; pick a succeeded deployment from `maily-deploy history {}`",
+            target.deployment_id,
+            match target.outcome {
+                Outcome::InProgress => "is still in progress (or died mid-run)",
+                Outcome::Failed | Outcome::RollbackFailed => "failed",
+                Outcome::Abandoned => "was interrupted",
+                Outcome::Succeeded => "succeeded",
+            },
+            target.environment
+        ));
+    }
+    if target.release.is_none() || target.target_slot.is_none() {
+        return Err(format!(
+            "deployment {} did not deploy the backend (its phases: {}); nothing to roll back to",
+            target.deployment_id,
+            target.phases.join(", ")
+        ));
+    }
+    let wanted: BTreeMap<String, String> = target.images().into_iter().collect();
+    if wanted.is_empty() {
+        return Err(format!(
+            "the snapshot of {} records no images",
+            target.deployment_id
+        ));
+    }
+    let (active, idle) = match live.active() {
+        Active::Slot(s) => (Some(s), s.other()),
+        Active::Fresh => (None, Slot::Blue),
+        // Half-switched: go to wherever the wanted release runs, or blue.
+        Active::Mixed(_) => {
+            let slot = Slot::BOTH
+                .into_iter()
+                .find(|s| runs(live, *s, &wanted))
+                .unwrap_or(Slot::Blue);
+            return Ok(if runs(live, slot, &wanted) {
+                RollbackPlan::Switch { slot }
+            } else {
+                RollbackPlan::Redeploy { slot }
+            });
+        }
+    };
+    if let Some(a) = active
+        && runs(live, a, &wanted)
+    {
+        return Ok(RollbackPlan::AlreadyThere { slot: a });
+    }
+    Ok(if runs(live, idle, &wanted) {
+        RollbackPlan::Switch { slot: idle }
+    } else {
+        RollbackPlan::Redeploy { slot: idle }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::profile::ServiceKind;
+    use crate::k8s::live::{ServiceState, SlotState};
+    use crate::k8s::values::Release;
+
+    fn state(active: Option<Slot>, blue: &str, green: &str) -> PlatformState {
+        let slot = |tag: &str| SlotState {
+            image: (!tag.is_empty()).then(|| format!("ghcr.io/maily/maily-api:{tag}")),
+            replicas: 2,
+            ready: 2,
+            deployment_id: None,
+        };
+        let mut services = BTreeMap::new();
+        services.insert(
+            "api".to_string(),
+            ServiceState {
+                kind: ServiceKind::Http,
+                active,
+                weights: active.map(crate::k8s::route::all_to),
+                slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
+            },
+        );
+        PlatformState { services }
+    }
+
+    fn snapshot_of(tag: &str, slot: Slot, outcome: Outcome) -> Snapshot {
+        let mut s = crate::pipeline::snapshot::tests_support::sample();
+        s.outcome = outcome;
+        s.target_slot = Some(slot);
+        s.release = Some(Release {
+            environment: "production".into(),
+            deployment_id: s.deployment_id.clone(),
+            image_registry: "ghcr.io/maily".into(),
+            image_tag: tag.into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: 60,
+        });
+        s.after = Some(match slot {
+            Slot::Blue => state(Some(Slot::Blue), tag, ""),
+            Slot::Green => state(Some(Slot::Green), "", tag),
+        });
+        s
+    }
+
+    #[test]
+    fn the_old_release_still_in_the_idle_slot_is_one_switch() {
+        let live = state(Some(Slot::Green), "v1", "v2");
+        let target = snapshot_of("v1", Slot::Blue, Outcome::Succeeded);
+        assert_eq!(
+            plan(&live, &target),
+            Ok(RollbackPlan::Switch { slot: Slot::Blue })
+        );
+    }
+
+    #[test]
+    fn a_release_gone_from_both_slots_is_redeployed_to_the_idle_one() {
+        let live = state(Some(Slot::Blue), "v3", "v2");
+        let target = snapshot_of("v1", Slot::Blue, Outcome::Succeeded);
+        assert_eq!(
+            plan(&live, &target),
+            Ok(RollbackPlan::Redeploy { slot: Slot::Green })
+        );
+    }
+
+    #[test]
+    fn the_live_release_needs_nothing() {
+        let live = state(Some(Slot::Blue), "v1", "v2");
+        let target = snapshot_of("v1", Slot::Blue, Outcome::Succeeded);
+        assert_eq!(
+            plan(&live, &target),
+            Ok(RollbackPlan::AlreadyThere { slot: Slot::Blue })
+        );
+    }
+
+    #[test]
+    fn a_scaled_down_idle_slot_is_not_a_switch() {
+        let mut live = state(Some(Slot::Green), "v1", "v2");
+        live.services
+            .get_mut("api")
+            .unwrap()
+            .slots
+            .get_mut(&Slot::Blue)
+            .unwrap()
+            .replicas = 0;
+        let target = snapshot_of("v1", Slot::Blue, Outcome::Succeeded);
+        assert_eq!(
+            plan(&live, &target),
+            Ok(RollbackPlan::Redeploy { slot: Slot::Blue })
+        );
+    }
+
+    #[test]
+    fn a_failed_deployment_is_no_target() {
+        let live = state(Some(Slot::Blue), "v1", "v2");
+        let target = snapshot_of("v2", Slot::Green, Outcome::Failed);
+        let err = plan(&live, &target).unwrap_err();
+        assert!(err.contains("failed"), "{err}");
+        assert!(err.contains("maily-deploy history production"), "{err}");
+    }
+}
