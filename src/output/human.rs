@@ -65,6 +65,16 @@ pub fn status_word(status: PhaseStatus) -> &'static str {
     }
 }
 
+/// A summary cut to fit a table cell; the full text is printed elsewhere.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
 pub fn seconds(ms: Option<u64>) -> String {
     ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
         .unwrap_or_default()
@@ -148,7 +158,7 @@ impl Observer for Human {
                     row.id.as_str().to_string(),
                     status_word(row.status).to_string(),
                     seconds(row.duration_ms),
-                    summary,
+                    clip(&summary, 90),
                 ]);
             }
             stdout_line("");

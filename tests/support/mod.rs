@@ -1,0 +1,205 @@
+//! The test world for end-to-end tests of the binary: a kubesim cluster
+//! with the Gateway API installed, an env file, and ways to read what a user
+//! would look at (Deployments, the stable Services' selectors, the routes'
+//! weights, the snapshots).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use kubesim::{Sim, SimOptions};
+use maily_deploy::pipeline::snapshot::{self, Snapshot};
+
+pub const NAMESPACE: &str = "maily-staging";
+
+/// The phases that are not the backend's, skipped in backend tests.
+pub const BACKEND_ONLY: &[&str] = &[
+    "--skip-provision",
+    "--skip-migrate",
+    "--skip-frontend",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct World {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub client: Client,
+}
+
+impl World {
+    /// A cluster with the Gateway API, pods ready after `rollout`.
+    pub fn new(rollout: Duration) -> World {
+        let sim = Sim::start_blocking(SimOptions {
+            rollout_time: rollout,
+            ..SimOptions::default()
+        })
+        .expect("kubesim starts");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(async { sim.client() });
+        let world = World {
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            rt,
+            client,
+        };
+        world.install_gateway_api();
+        world
+    }
+
+    fn install_gateway_api(&self) {
+        let text = std::fs::read_to_string(repo().join("tests/fixtures/crds/gateway-httproutes.yaml")).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        self.rt
+            .block_on(api.patch(
+                "httproutes.gateway.networking.k8s.io",
+                &PatchParams::apply("cluster-admin").force(),
+                &Patch::Apply(&crd),
+            ))
+            .expect("the HTTPRoute CRD applies");
+        // The CRD is served once established; discovery picks it up.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// `.env.example` with these values replaced.
+    pub fn env_file(&self, changes: &[(&str, &str)]) -> PathBuf {
+        let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !changes.iter().any(|(k, _)| l.starts_with(&format!("{k}="))))
+            .map(String::from)
+            .collect();
+        for (k, v) in changes {
+            lines.push(format!("{k}={v}"));
+        }
+        let path = self.dir.path().join(format!("env-{}", rand_suffix()));
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    /// The binary with a clean environment, pointed at this cluster.
+    pub fn maily(&self) -> Command {
+        let mut cmd = Command::cargo_bin("maily-deploy").unwrap();
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("USER", "tester")
+            .current_dir(repo())
+            .arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path());
+        cmd
+    }
+
+    /// Deploy the backend of staging at `tag`.
+    pub fn deploy(&self, tag: &str, extra: &[&str]) -> Output {
+        let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        self.maily()
+            .arg("staging")
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    }
+
+    pub fn deployment(&self, name: &str) -> Option<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
+        self.rt.block_on(api.get_opt(name)).unwrap()
+    }
+
+    pub fn image(&self, deployment: &str) -> Option<String> {
+        self.deployment(deployment)?
+            .spec?
+            .template
+            .spec?
+            .containers
+            .first()?
+            .image
+            .clone()
+    }
+
+    pub fn replicas(&self, deployment: &str) -> Option<i32> {
+        self.deployment(deployment)?.spec?.replicas
+    }
+
+    /// The slot a stable Service selects.
+    pub fn selected_slot(&self, service: &str) -> Option<String> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let svc = self.rt.block_on(api.get_opt(service)).unwrap()?;
+        svc.spec?.selector?.get("maily.ai/slot").cloned()
+    }
+
+    /// The weights (blue, green) of a route's weighted rule.
+    pub fn weights(&self, service: &str) -> Option<(u32, u32)> {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NAMESPACE, &ar);
+        let route = self.rt.block_on(api.get_opt(service)).unwrap()?;
+        maily_deploy::k8s::live::route_weights(&route.data)
+    }
+
+    /// Every snapshot, newest first.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let list = self
+            .rt
+            .block_on(api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=maily-deploy")))
+            .unwrap();
+        let mut out: Vec<Snapshot> = list
+            .items
+            .iter()
+            .filter_map(|s| snapshot::decode(&s.data.as_ref()?.get("snapshot.json.gz")?.0).ok())
+            .collect();
+        out.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
+        out
+    }
+
+    /// Where users are, service by service: (stable selector, weights).
+    pub fn traffic(&self) -> Vec<(String, Option<String>, Option<(u32, u32)>)> {
+        ["analytics", "api", "blockchain-verifier", "campaigns", "email-sender"]
+            .iter()
+            .map(|s| (s.to_string(), self.selected_slot(s), self.weights(s)))
+            .collect()
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn deployment_id_of(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find("staging-").expect("a deployment id in the output");
+    stdout[start..start + "staging-20250101-120000".len()].to_string()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
