@@ -174,6 +174,17 @@ pub struct GlobalArgs {
     /// Answer yes to confirmations (required for them without a terminal)
     #[arg(long, global = true)]
     pub yes: bool,
+    /// How long the deploy lock outlives a run that stops renewing it (killed, runner gone)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_ttl)]
+    pub lock_ttl: std::time::Duration,
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::format::duration(s).map_err(|e| format!("the lock TTL {e}"))?;
+    if d < std::time::Duration::from_secs(2) {
+        return Err("the lock TTL must be at least 2s (it is renewed every third of it)".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,13 @@ use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
 use support::*;
 
-const HTTP: [&str; 5] = ["analytics", "api", "blockchain-verifier", "campaigns", "email-sender"];
+const HTTP: [&str; 5] = [
+    "analytics",
+    "api",
+    "blockchain-verifier",
+    "campaigns",
+    "email-sender",
+];
 
 fn all_on(world: &World, slot: &str) {
     for (svc, selected, weights) in world.traffic() {
@@ -26,29 +32,68 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
 
     // 1. An empty cluster: everything to blue, users switched to blue.
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
     for svc in HTTP.iter().chain(["workers"].iter()) {
-        assert_eq!(world.image(&format!("{svc}-blue")).as_deref(), Some(format!("registry.example.invalid/maily/maily-{svc}:v1").as_str()));
+        assert_eq!(
+            world.image(&format!("{svc}-blue")).as_deref(),
+            Some(format!("registry.example.invalid/maily/maily-{svc}:v1").as_str())
+        );
     }
     all_on(&world, "blue");
-    assert_eq!(world.replicas("workers-blue"), Some(2), "workers scaled up by the switch");
+    assert_eq!(
+        world.replicas("workers-blue"),
+        Some(2),
+        "workers scaled up by the switch"
+    );
     let first = deployment_id_of(&out);
 
     // 2. A new tag goes to green and users follow; blue stays up.
     let out = world.deploy("v2", &[]);
-    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{}", text(&out));
-    assert_eq!(world.image("api-green").as_deref(), Some("registry.example.invalid/maily/maily-api:v2"));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v2")
+    );
     all_on(&world, "green");
-    assert_eq!(world.image("api-blue").as_deref(), Some("registry.example.invalid/maily/maily-api:v1"));
-    assert_eq!(world.replicas("api-blue"), Some(1), "the old http slot stays up for rollback");
-    assert_eq!(world.replicas("workers-blue"), Some(0), "old workers stop consuming");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert_eq!(
+        world.replicas("api-blue"),
+        Some(1),
+        "the old http slot stays up for rollback"
+    );
+    assert_eq!(
+        world.replicas("workers-blue"),
+        Some(0),
+        "old workers stop consuming"
+    );
     assert_eq!(world.replicas("workers-green"), Some(2));
 
     // 3. The next returns to blue.
     let out = world.deploy("v3", &[]);
-    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
     all_on(&world, "blue");
-    assert_eq!(world.image("api-blue").as_deref(), Some("registry.example.invalid/maily/maily-api:v3"));
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v3")
+    );
 
     // Each run left a snapshot that says how it went.
     let snaps = world.snapshots();
@@ -57,10 +102,21 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
     assert_eq!(snaps.last().unwrap().deployment_id, first);
 }
 
-fn failing_deploy_leaves_users_alone(fault_pattern: &str, fault: ImageFault, tag: &str, extra_env: &[(&str, &str)], reason: &str) {
+fn failing_deploy_leaves_users_alone(
+    fault_pattern: &str,
+    fault: ImageFault,
+    tag: &str,
+    extra_env: &[(&str, &str)],
+    reason: &str,
+) {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
     world.sim.control().set_image_fault(fault_pattern, fault);
 
     let mut env = vec![("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")];
@@ -78,25 +134,53 @@ fn failing_deploy_leaves_users_alone(fault_pattern: &str, fault: ImageFault, tag
         .unwrap();
     let took = started.elapsed();
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(exit_code::PHASE_FAILED_ROLLED_BACK), "{all}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{all}"
+    );
     assert!(all.contains(reason), "the reason {reason} is named: {all}");
     assert!(all.contains("deploy-backend"), "the phase is named: {all}");
-    assert!(took < Duration::from_secs(30), "failed fast, in {took:?}: {all}");
+    assert!(
+        took < Duration::from_secs(30),
+        "failed fast, in {took:?}: {all}"
+    );
     all_on(&world, "blue");
-    assert_eq!(world.image("api-blue").as_deref(), Some("registry.example.invalid/maily/maily-api:v1"));
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
     let snaps = world.snapshots();
     assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
-    assert!(snaps[0].failure.as_deref().unwrap_or_default().contains(reason));
+    assert!(
+        snaps[0]
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains(reason)
+    );
 }
 
 #[test]
 fn a_bad_image_fails_fast_naming_the_pod_and_leaves_users_alone() {
-    failing_deploy_leaves_users_alone("*:broken-*", ImageFault::ImagePullBackOff, "broken-2", &[], "ImagePull");
+    failing_deploy_leaves_users_alone(
+        "*:broken-*",
+        ImageFault::ImagePullBackOff,
+        "broken-2",
+        &[],
+        "ImagePull",
+    );
 }
 
 #[test]
 fn a_crash_loop_fails_fast_and_leaves_users_alone() {
-    failing_deploy_leaves_users_alone("*:crash-*", ImageFault::CrashLoopBackOff, "crash-2", &[], "CrashLoopBackOff");
+    failing_deploy_leaves_users_alone(
+        "*:crash-*",
+        ImageFault::CrashLoopBackOff,
+        "crash-2",
+        &[],
+        "CrashLoopBackOff",
+    );
 }
 
 #[test]
@@ -110,3 +194,203 @@ fn a_rollout_past_its_deadline_fails_and_leaves_users_alone() {
     );
 }
 
+#[test]
+fn rollback_while_the_old_release_still_runs_is_one_switch() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let first_id = deployment_id_of(&first);
+    std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
+    let second = world.deploy("v2", &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    all_on(&world, "green");
+
+    world.sim.control().reset();
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    all_on(&world, "blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    // One switch: no Deployment's template was written, only routes,
+    // Services and worker scales.
+    let writes: Vec<String> = world
+        .sim
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.resource == "deployments"
+                && r.subresource.is_empty()
+                && matches!(r.verb.as_str(), "patch" | "create" | "update")
+        })
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a one-switch rollback rewrote deployments: {writes:?}"
+    );
+    assert_eq!(world.replicas("workers-blue"), Some(2));
+    assert_eq!(world.replicas("workers-green"), Some(0));
+
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].command, "rollback");
+    assert_eq!(snaps[0].rollback_to.as_deref(), Some(first_id.as_str()));
+    assert_eq!(snaps[0].outcome, Outcome::Succeeded);
+}
+
+#[test]
+fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
+    let world = World::new(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for tag in ["v1", "v2", "v3"] {
+        let out = world.deploy(tag, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        ids.push(deployment_id_of(&out));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // v3 on blue, v2 on green: v1 runs nowhere.
+    all_on(&world, "blue");
+    let dry = world
+        .maily()
+        .args(["rollback", "staging", &ids[0], "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v2"),
+        "a dry run changes nothing"
+    );
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &ids[0]])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    all_on(&world, "green");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v3"),
+        "the release rolled back from stays up"
+    );
+}
+
+#[test]
+fn rollback_to_an_unknown_id_lists_the_recent_ones() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    let id = deployment_id_of(&out);
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "staging-20200101-000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no deployment staging-20200101-000000 in staging"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{id} (succeeded)")), "{stderr}");
+}
+
+#[test]
+fn history_and_status_tell_what_ran_and_what_runs() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    world
+        .sim
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-2", &[]);
+    assert_eq!(failed.status.code(), Some(4));
+
+    let out = world.maily().args(["history", "staging"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let human = String::from_utf8_lossy(&out.stdout);
+    let (first_id, failed_id) = (deployment_id_of(&first), deployment_id_of(&failed));
+    let (a, b) = (
+        human.find(&failed_id).unwrap(),
+        human.find(&first_id).unwrap(),
+    );
+    assert!(a < b, "newest first:\n{human}");
+    assert!(
+        human.contains("succeeded") && human.contains("failed") && human.contains("tester@"),
+        "{human}"
+    );
+
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "maily-deploy/history/v1");
+    assert_eq!(doc["deployments"][0]["deployment_id"], failed_id);
+    assert_eq!(doc["deployments"][0]["outcome"], "failed");
+    assert_eq!(
+        doc["deployments"][1]["images"]["api"],
+        "registry.example.invalid/maily/maily-api:v1"
+    );
+    assert_eq!(doc["deployments"][1]["user"], "tester");
+
+    let out = world
+        .maily()
+        .args(["status", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["active_slot"], "blue");
+    assert_eq!(
+        doc["services"]["api"]["weights"],
+        serde_json::json!([100, 0])
+    );
+    assert_eq!(
+        doc["services"]["api"]["slots"]["green"]["image"],
+        "registry.example.invalid/maily/maily-api:broken-2"
+    );
+    assert_eq!(doc["last_deployment"]["outcome"], "failed");
+    assert_eq!(doc["last_good_deployment"], first_id);
+    assert_eq!(doc["drift"], serde_json::json!([]));
+
+    // A hand edit of the live route is drift.
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ));
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(world.client.clone(), NAMESPACE, &ar);
+    let patch = serde_json::json!({"spec": {"rules": [{"backendRefs": [{"name": "api-blue", "port": 80, "weight": 90}, {"name": "api-green", "port": 80, "weight": 10}]}]}});
+    world
+        .rt
+        .block_on(api.patch(
+            "api",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .unwrap();
+    let out = world.maily().args(["status", "staging"]).output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("users on blue"), "{human}");
+    assert!(human.contains(&format!("drift from {first_id}")), "{human}");
+    assert!(
+        human.contains("api: route weights Some((90, 10))"),
+        "{human}"
+    );
+}

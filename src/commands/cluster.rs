@@ -49,5 +49,6 @@ pub fn context(
         context: global.context.clone(),
     };
     cx.manifests_dir = global.manifests_dir.clone();
+    cx.options.lock_ttl = global.lock_ttl;
     Ok(cx)
 }

@@ -61,7 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 options: crate::pipeline::context::RunOptions {
                     no_rollback: cli.deploy.no_rollback,
                     keep_snapshots: usize::from(cli.deploy.keep_snapshots),
-                    ..Default::default()
+                    lock_ttl: cli.global.lock_ttl,
                 },
             })
             .await

@@ -35,6 +35,11 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
             )
         })?,
     };
+    // kube retries 429/503/504 on its own by default; `retry` below does
+    // that and more (500s, dropped connections) under one budget, and two
+    // layers would multiply each other's attempts.
+    let mut config = config;
+    config.default_retry = false;
     Client::try_from(config).context("building the Kubernetes client")
 }
 
@@ -53,9 +58,9 @@ pub fn is_transient(err: &kube::Error) -> bool {
 /// jitter so that concurrent callers do not retry in lockstep.
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
+        .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
-        .with_max_times(8)
+        .with_max_times(6)
         .with_jitter()
 }
 

@@ -62,7 +62,9 @@ impl World {
     }
 
     fn install_gateway_api(&self) {
-        let text = std::fs::read_to_string(repo().join("tests/fixtures/crds/gateway-httproutes.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(repo().join("tests/fixtures/crds/gateway-httproutes.yaml"))
+                .unwrap();
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         self.rt
@@ -148,7 +150,11 @@ impl World {
 
     /// The weights (blue, green) of a route's weighted rule.
     pub fn weights(&self, service: &str) -> Option<(u32, u32)> {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        ));
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NAMESPACE, &ar);
         let route = self.rt.block_on(api.get_opt(service)).unwrap()?;
         maily_deploy::k8s::live::route_weights(&route.data)
@@ -157,10 +163,12 @@ impl World {
     /// Every snapshot, newest first.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let list = self
-            .rt
-            .block_on(api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=maily-deploy")))
-            .unwrap();
+        let list =
+            self.rt
+                .block_on(api.list(
+                    &ListParams::default().labels("app.kubernetes.io/managed-by=maily-deploy"),
+                ))
+                .unwrap();
         let mut out: Vec<Snapshot> = list
             .items
             .iter()
@@ -172,17 +180,27 @@ impl World {
 
     /// Where users are, service by service: (stable selector, weights).
     pub fn traffic(&self) -> Vec<(String, Option<String>, Option<(u32, u32)>)> {
-        ["analytics", "api", "blockchain-verifier", "campaigns", "email-sender"]
-            .iter()
-            .map(|s| (s.to_string(), self.selected_slot(s), self.weights(s)))
-            .collect()
+        [
+            "analytics",
+            "api",
+            "blockchain-verifier",
+            "campaigns",
+            "email-sender",
+        ]
+        .iter()
+        .map(|s| (s.to_string(), self.selected_slot(s), self.weights(s)))
+        .collect()
     }
 }
 
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn text(out: &Output) -> String {
@@ -196,7 +214,9 @@ pub fn text(out: &Output) -> String {
 
 pub fn deployment_id_of(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let start = stdout.find("staging-").expect("a deployment id in the output");
+    let start = stdout
+        .find("staging-")
+        .expect("a deployment id in the output");
     stdout[start..start + "staging-20250101-120000".len()].to_string()
 }
 
