@@ -179,7 +179,7 @@ impl World {
     }
 
     /// Where users are, service by service: (stable selector, weights).
-    pub fn traffic(&self) -> Vec<(String, Option<String>, Option<(u32, u32)>)> {
+    pub fn traffic(&self) -> Vec<Traffic> {
         [
             "analytics",
             "api",
@@ -192,6 +192,9 @@ impl World {
         .collect()
     }
 }
+
+/// A service, the slot its stable Service selects, its route's weights.
+pub type Traffic = (String, Option<String>, Option<(u32, u32)>);
 
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
