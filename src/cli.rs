@@ -214,6 +214,12 @@ pub enum Command {
         /// The environment
         environment: String,
     },
+    /// Print what a cluster admin applies once per environment: the namespace and the deployer's RBAC.
+    #[command(after_help = "Example:\n  maily-deploy bootstrap production | kubectl apply -f -")]
+    Bootstrap {
+        /// The environment
+        environment: String,
+    },
     /// Remove a stuck deploy lock (a run that died holding it), after confirmation.
     #[command(after_help = "Example:\n  maily-deploy unlock production --yes")]
     Unlock {

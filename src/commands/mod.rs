@@ -1,5 +1,6 @@
 //! The commands: what each verb of the command line does.
 
+pub mod bootstrap;
 pub mod cluster;
 pub mod history;
 pub mod pipeline;
@@ -39,6 +40,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::History { environment }) => ("history", environment.clone()),
         Some(Command::Status { environment }) => ("status", environment.clone()),
         Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
+        Some(Command::Bootstrap { environment }) => ("bootstrap", environment.clone()),
         Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
         Some(Command::EnvTemplate) => ("env-template", String::new()),
         Some(Command::Completions { .. }) => ("completions", String::new()),
@@ -93,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::History { ref environment }) => history::run(environment, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,
+        Some(Command::Bootstrap { ref environment }) => bootstrap::run(environment, global),
         Some(Command::EnvTemplate) => {
             print!("{}", crate::config::template::render());
             Ok(exit_code::SUCCESS)

@@ -28,10 +28,19 @@ pub enum Scope {
     SlotHttp,
     /// `route/`: once per http service (stable Service, HTTPRoute); owned by shift-traffic.
     Route,
+    /// `bootstrap/`: the deployer's own RBAC, applied once by a cluster
+    /// admin (`maily-deploy bootstrap`), never by a deploy.
+    Bootstrap,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Platform, Scope::Slot, Scope::SlotHttp, Scope::Route];
+    pub const ALL: [Scope; 5] = [
+        Scope::Platform,
+        Scope::Slot,
+        Scope::SlotHttp,
+        Scope::Route,
+        Scope::Bootstrap,
+    ];
 
     pub fn folder(self) -> &'static str {
         match self {
@@ -39,6 +48,7 @@ impl Scope {
             Scope::Slot => "slot",
             Scope::SlotHttp => "slot-http",
             Scope::Route => "route",
+            Scope::Bootstrap => "bootstrap",
         }
     }
 }
