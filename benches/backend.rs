@@ -1,0 +1,220 @@
+//! Backend deploy benchmark against kubesim, side by side with the baseline
+//! the seed's scripts use: `kubectl apply --server-side` then
+//! `kubectl rollout status`, one service after another.
+//!
+//! `cargo bench --bench backend` (release build) prints a table:
+//! - wall time of a deploy of 5, 20 and 100 services with a 2 s rollout,
+//!   the tool against the serial kubectl baseline, and the ratio;
+//! - API requests per service, both ways;
+//! - time from a pod reporting ImagePullBackOff/ErrImagePull to the tool's
+//!   non-zero exit;
+//! - wall time of a one-switch rollback of 20 services.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::watcher;
+use kubesim::{ImageFault, Sim, SimOptions};
+use maily_deploy::config::profile;
+use maily_deploy::k8s::manifest::{self, Scope};
+use maily_deploy::k8s::slot::Slot;
+use maily_deploy::k8s::values::{self, Release};
+
+const ROLLOUT: Duration = Duration::from_secs(2);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A manifests directory whose `bench` environment has `n` http services.
+fn manifests_with(dir: &Path, n: usize) -> PathBuf {
+    let out = dir.join(format!("manifests-{n}"));
+    let _ = std::fs::remove_dir_all(&out);
+    for scope in ["platform", "slot", "slot-http", "route", "bootstrap", "environments"] {
+        std::fs::create_dir_all(out.join(scope)).unwrap();
+        if scope == "environments" {
+            continue;
+        }
+        for e in std::fs::read_dir(repo().join("manifests").join(scope)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), out.join(scope).join(e.file_name())).unwrap();
+        }
+    }
+    let mut yaml = String::from(
+        "namespace: maily-bench\ndomains: {app: app.bench.invalid, api: api.bench.invalid}\ngateway: {name: g, namespace: gw}\nreplicas: 1\ntraffic: {steps: [100], pause: 1s}\nservices:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!("  svc-{i:03}: {{kind: http}}\n"));
+    }
+    std::fs::write(out.join("environments/bench.yaml"), yaml).unwrap();
+    out
+}
+
+fn env_file(dir: &Path, tag: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+    let mut text: String = text.lines().filter(|l| !l.starts_with("IMAGE_TAG=")).map(|l| format!("{l}\n")).collect();
+    text.push_str(&format!("IMAGE_TAG={tag}\nROLLOUT_TIMEOUT=120s\n"));
+    let path = dir.join(format!("env-{tag}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn maily(sim: &Sim, manifests: &Path, env: &Path, args: &[&str]) -> (Duration, bool, String) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .arg("--manifests-dir")
+        .arg(manifests)
+        .arg("--env-file")
+        .arg(env)
+        .args(args)
+        .env("HOME", "/tmp")
+        .output()
+        .unwrap();
+    (
+        started.elapsed(),
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn crd(sim: &Sim, rt: &tokio::runtime::Runtime) {
+    let status = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["apply", "--server-side", "--validate=false", "-f"])
+        .arg(repo().join("tests/fixtures/crds/gateway-httproutes.yaml"))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let _ = rt;
+}
+
+fn requests(sim: &Sim) -> u64 {
+    sim.control().requests().iter().filter(|r| r.is_resource()).count() as u64
+}
+
+/// The baseline: each service's objects applied and waited for in turn.
+fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
+    let profile = profile::load(manifests, "bench").unwrap();
+    let templates = manifest::load(manifests).unwrap();
+    let release = Release {
+        environment: "bench".into(),
+        deployment_id: "bench-20250101-000000".into(),
+        image_registry: "registry.bench.invalid/maily".into(),
+        image_tag: "v1".into(),
+        backup_url: String::new(),
+        rollout_timeout_secs: 120,
+    };
+    // Setup the baseline would share with the tool: namespace and settings.
+    let platform = manifest::render(&templates, &[Scope::Platform], &values::common(&release, &profile)).unwrap();
+    let mut files = vec![];
+    let path = dir.join("platform.yaml");
+    std::fs::write(&path, platform.iter().map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap())).collect::<String>()).unwrap();
+    files.push(path);
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl").arg("--kubeconfig").arg(sim.kubeconfig_path()).args(args).output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let started = Instant::now();
+    kubectl(&["apply", "--server-side", "--validate=false", "-f", files[0].to_str().unwrap()]);
+    for i in 0..n {
+        let svc = format!("svc-{i:03}");
+        let objects = manifest::render(&templates, &[Scope::Slot, Scope::SlotHttp], &values::for_slot(&release, &profile, &svc, Slot::Blue)).unwrap();
+        let path = dir.join(format!("{svc}.yaml"));
+        std::fs::write(&path, objects.iter().map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap())).collect::<String>()).unwrap();
+        kubectl(&["apply", "--server-side", "--validate=false", "-f", path.to_str().unwrap()]);
+        kubectl(&["rollout", "status", &format!("deployment/{svc}-blue"), "-n", "maily-bench", "--timeout=120s"]);
+    }
+    started.elapsed()
+}
+
+fn fresh_sim() -> (Sim, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = Sim::start_blocking(SimOptions { rollout_time: ROLLOUT, ..SimOptions::default() }).unwrap();
+    crd(&sim, &rt);
+    (sim, rt)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    println!("backend deploy vs serial kubectl (kubesim, {}s rollout, release build)\n", ROLLOUT.as_secs());
+    println!("| services | maily-deploy | kubectl serial | ratio | API requests/service (tool) | (kubectl) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for n in [5usize, 20, 100] {
+        let manifests = manifests_with(dir.path(), n);
+        let (sim, _rt) = fresh_sim();
+        sim.control().reset();
+        let (tool, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v1"), &["bench", "--only", "deploy-backend", "-q"]);
+        assert!(ok, "{err}");
+        let tool_requests = requests(&sim);
+        drop(sim);
+        let (sim, _rt) = fresh_sim();
+        sim.control().reset();
+        let base = baseline(&sim, dir.path(), &manifests, n);
+        let base_requests = requests(&sim);
+        println!(
+            "| {n} | {:.1} s | {:.1} s | {:.1}× | {:.1} | {:.1} |",
+            tool.as_secs_f64(),
+            base.as_secs_f64(),
+            base.as_secs_f64() / tool.as_secs_f64(),
+            tool_requests as f64 / n as f64,
+            base_requests as f64 / n as f64
+        );
+    }
+
+    // Fail fast: from the first pod reporting an image pull failure to exit.
+    let manifests = manifests_with(dir.path(), 20);
+    let (sim, rt) = fresh_sim();
+    let (_, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v1"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q"]);
+    assert!(ok, "{err}");
+    sim.control().set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let client = rt.block_on(async { sim.client() });
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let seen_w = seen.clone();
+    rt.spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(client, "maily-bench");
+        let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = stream.next().await {
+            let pod = match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
+                _ => continue,
+            };
+            let failing = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
+                c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()).is_some_and(|r| r.contains("ImagePull"))
+            });
+            if failing {
+                seen_w.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+        }
+    });
+    let (_, ok, _) = maily(&sim, &manifests, &env_file(dir.path(), "broken-2"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q"]);
+    let exited = Instant::now();
+    assert!(!ok);
+    let first = seen.lock().unwrap().expect("a pod reported the pull failure");
+    println!("\n| failure | pod reports ErrImagePull/ImagePullBackOff → tool exits non-zero |\n|---|---:|");
+    println!("| bad image, 20 services | {:.2} s |", exited.duration_since(first).as_secs_f64());
+
+    // One-switch rollback of 20 services whose old slot is still up.
+    sim.control().clear_image_faults();
+    let (_, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v2"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q", "--output", "json"]);
+    assert!(ok, "{err}");
+    let history = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
+        .arg("--kubeconfig").arg(sim.kubeconfig_path()).arg("--manifests-dir").arg(&manifests)
+        .args(["history", "bench", "--output", "json"]).env("HOME", "/tmp").output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let first_good = doc["deployments"].as_array().unwrap().iter().rev().find(|d| d["outcome"] == "succeeded").unwrap()["deployment_id"].as_str().unwrap().to_string();
+    let (took, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v2"), &["rollback", "bench", &first_good, "-q"]);
+    assert!(ok, "{err}");
+    println!("\n| rollback | wall time |\n|---|---:|");
+    println!("| one switch, 20 services (old slot up) | {:.2} s |", took.as_secs_f64());
+}
