@@ -233,12 +233,18 @@ async fn every_builtin_kind_supports_create_get_list_update_and_delete() {
             "{kind} is listed"
         );
 
-        let mut changed = got.clone();
-        changed.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
-        let updated = api
-            .replace(&name, &PostParams::default(), &changed)
-            .await
-            .unwrap_or_else(|e| panic!("update {kind}: {e}"));
+        // Controllers write status concurrently, so update as a client does:
+        // on a 409 Conflict, read again and retry.
+        let mut attempt = 0;
+        let updated = loop {
+            let mut changed = api.get(&name).await.unwrap();
+            changed.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
+            match api.replace(&name, &PostParams::default(), &changed).await {
+                Ok(u) => break u,
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => attempt += 1,
+                Err(e) => panic!("update {kind}: {e}"),
+            }
+        };
         assert_eq!(updated.metadata.labels.unwrap()["touched"], "yes");
         assert_ne!(
             updated.metadata.resource_version,
