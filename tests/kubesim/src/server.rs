@@ -161,6 +161,12 @@ async fn dispatch(
                 "goVersion": "go1.24.2", "compiler": "gc", "platform": "linux/amd64"}),
         ),
         Target::Health => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
+        Target::CoreVersions if wants_aggregated(&req) => {
+            aggregated_response(&state.store().registry.aggregated(true))
+        }
+        Target::Groups if wants_aggregated(&req) => {
+            aggregated_response(&state.store().registry.aggregated(false))
+        }
         Target::CoreVersions => {
             json_response(200, &state.store().registry.api_versions(&state.address))
         }
@@ -179,6 +185,33 @@ async fn dispatch(
             Err(e) => error_response(&e),
         },
     }
+}
+
+const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client prefers aggregated discovery v2 (kubectl and kube's
+/// `run_aggregated` list it first in Accept; plain JSON gets the legacy documents).
+fn wants_aggregated(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|m| {
+                let m = m.replace(' ', "");
+                m.contains("g=apidiscovery.k8s.io")
+                    && m.contains("v=v2;")
+                    && m.contains("as=APIGroupDiscoveryList")
+                    || m.starts_with(AGGREGATED_V2)
+            })
+        })
+}
+
+fn aggregated_response(v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, AGGREGATED_V2)
+        .body(Full::new(Bytes::from(serde_json::to_vec(v).expect("JSON serializes"))).boxed())
+        .expect("valid response")
 }
 
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
