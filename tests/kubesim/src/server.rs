@@ -259,6 +259,7 @@ async fn resource(
         "" => None,
         "status" if rt.has_status => Some("status"),
         "scale" if rt.has_scale => Some("scale"),
+        "log" if rt.kind == "Pod" && info.verb == "get" => Some("log"),
         _ => return Err(ApiError::no_route(&path)),
     };
     let accept = req
@@ -370,6 +371,9 @@ async fn resource(
             let obj = store.get(&rt, &ns, &info.name)?;
             if sub == Some("scale") {
                 return Ok(json_response(200, &scale_of(&obj)));
+            }
+            if sub == Some("log") {
+                return Ok(pod_log(&obj, query.get("container").map(String::as_str)));
             }
             if table::wants_table(&accept) && sub.is_none() {
                 let rv = obj["metadata"]["resourceVersion"]
@@ -486,6 +490,47 @@ async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// `pods/log`: a few plain-text lines saying what the simulated container
+/// does, so tools that fetch logs of a failing pod get an answer.
+fn pod_log(pod: &Value, container: Option<&str>) -> Response<Body> {
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let status = statuses
+        .iter()
+        .find(|c| container.is_none_or(|n| c["name"] == n))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let name = status["name"].as_str().unwrap_or(container.unwrap_or(""));
+    let image = status["image"].as_str().unwrap_or("");
+    let (code, text) = match status["state"]["waiting"]["reason"].as_str() {
+        Some(r @ ("ContainerCreating" | "ErrImagePull" | "ImagePullBackOff")) => (
+            400,
+            format!(
+                "container \"{name}\" in pod \"{}\" is waiting to start: {r}",
+                pod["metadata"]["name"].as_str().unwrap_or("")
+            ),
+        ),
+        Some("CrashLoopBackOff") => (
+            200,
+            format!("kubesim: {image} starting\nkubesim: fatal: simulated crash\n"),
+        ),
+        _ => (
+            200,
+            format!("kubesim: {image} starting\nkubesim: listening\n"),
+        ),
+    };
+    if code != 200 {
+        return error_response(&ApiError::bad_request(text));
+    }
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(text)).boxed())
+        .expect("valid response")
 }
 
 /// Runs a write against a throw-away copy when `dryRun=All`.

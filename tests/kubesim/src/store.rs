@@ -43,6 +43,9 @@ pub struct Event {
     pub namespace: String,
     pub kind: EventType,
     pub object: Arc<Value>,
+    /// The object before a MODIFIED change, so a watch with a selector can
+    /// turn "stopped matching" into DELETED and "started matching" into ADDED.
+    pub previous: Option<Arc<Value>>,
 }
 
 /// The current time as Kubernetes prints timestamps.
@@ -379,13 +382,21 @@ impl Store {
         self.rv
     }
 
-    fn emit(&mut self, rt: &ResourceType, kind: EventType, object: Arc<Value>, rv: u64) {
+    fn emit(
+        &mut self,
+        rt: &ResourceType,
+        kind: EventType,
+        object: Arc<Value>,
+        rv: u64,
+        previous: Option<Arc<Value>>,
+    ) {
         let ev = Arc::new(Event {
             rv,
             key: rt.key(),
             namespace: meta_str(&object, "namespace").to_string(),
             kind,
             object,
+            previous,
         });
         self.events.push_back(ev.clone());
         while self.events.len() > self.window {
@@ -560,7 +571,7 @@ impl Store {
             .entry(rt.key())
             .or_default()
             .insert((ns.to_string(), name), arc.clone());
-        self.emit(rt, EventType::Added, arc.clone(), rv);
+        self.emit(rt, EventType::Added, arc.clone(), rv, None);
         Ok((*arc).clone())
     }
 
@@ -684,7 +695,7 @@ impl Store {
             .entry(rt.key())
             .or_default()
             .insert((ns.to_string(), name.to_string()), arc.clone());
-        self.emit(rt, EventType::Modified, arc.clone(), rv);
+        self.emit(rt, EventType::Modified, arc.clone(), rv, Some(old));
         Ok((*arc).clone())
     }
 
@@ -789,7 +800,7 @@ impl Store {
                 .entry(rt.key())
                 .or_default()
                 .insert((ns.to_string(), name.to_string()), arc.clone());
-            self.emit(rt, EventType::Modified, arc.clone(), rv);
+            self.emit(rt, EventType::Modified, arc.clone(), rv, Some(obj));
             return Ok((*arc).clone());
         }
         self.remove(rt, ns, name, prop)
@@ -811,7 +822,7 @@ impl Store {
         let mut gone = (*obj).clone();
         gone["metadata"]["resourceVersion"] = json!(rv.to_string());
         let gone = Arc::new(gone);
-        self.emit(rt, EventType::Deleted, gone.clone(), rv);
+        self.emit(rt, EventType::Deleted, gone.clone(), rv, None);
         if rt.kind == "Namespace" {
             self.delete_namespace_contents(name);
         }

@@ -342,6 +342,19 @@ async fn a_crashing_image_loops_with_a_rising_restart_count_and_an_unready_one_n
     })
     .await;
     assert!(later > first);
+    let crashing = pods
+        .list(&ListParams::default().labels("app=crash"))
+        .await
+        .unwrap()
+        .items;
+    let log = pods
+        .logs(
+            crashing[0].metadata.name.as_deref().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(log.contains("simulated crash"), "{log}");
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     let ps = pods

@@ -181,3 +181,66 @@ async fn a_watch_from_an_expired_version_gets_410_gone() {
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_with_a_label_selector_sees_objects_leave_and_enter_it() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let labelled = |slot: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": "route", "labels": {"slot": slot}}}))
+            .unwrap()
+    };
+    api.create(&PostParams::default(), &labelled("blue"))
+        .await
+        .unwrap();
+    let rv = api
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let stream = api
+        .watch(&WatchParams::default().labels("slot=blue").timeout(1), &rv)
+        .await
+        .unwrap();
+    let relabel = |slot: &str| json!({"metadata": {"labels": {"slot": slot}}});
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("green")),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("red")),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("blue")),
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            WatchEvent::Added(_) => Some("ADDED"),
+            WatchEvent::Modified(_) => Some("MODIFIED"),
+            WatchEvent::Deleted(_) => Some("DELETED"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["DELETED", "ADDED"],
+        "green: left the selector; red: unseen; blue: back"
+    );
+}
