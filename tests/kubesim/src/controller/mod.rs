@@ -252,6 +252,32 @@ impl Controller {
                     }
                 }
             };
+            // The Deployment carries its current revision, as kubectl rollout undo expects.
+            let rev = store
+                .get(&t.rs, &ns, md(&new, "name"))
+                .map(|r| revision(&r))
+                .unwrap_or_else(|_| revision(&new))
+                .to_string();
+            if d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] != rev.as_str() {
+                let mut annotated = (*d).clone();
+                if !annotated["metadata"]["annotations"].is_object() {
+                    annotated["metadata"]["annotations"] = json!({});
+                }
+                annotated["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                    json!(rev);
+                if let Some(m) = annotated["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                let dav = t.deploy.api_version();
+                let _ = store.update(
+                    &t.deploy,
+                    &ns,
+                    md(&d, "name"),
+                    annotated,
+                    &ctx(&dav, false),
+                    false,
+                );
+            }
             let mut old: Vec<Arc<Value>> = owned
                 .into_iter()
                 .filter(|r| md(r, "uid") != md(&new, "uid"))

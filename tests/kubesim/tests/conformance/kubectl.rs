@@ -168,6 +168,23 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
         "old pods still run: {table}"
     );
 
+    // Back to the good revision.
+    let out = kubectl(&kc, &["rollout", "undo", "deployment/web"], None).await;
+    assert!(out.ok, "rollout undo: {}", out.stderr);
+    let out = kubectl(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    assert!(
+        out.ok,
+        "rollout status after undo: {} {}",
+        out.stdout, out.stderr
+    );
+    let out = kubectl(&kc, &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"], None).await;
+    assert_eq!(out.stdout, "web:1 3", "{}", out.stderr);
+
     let out = kubectl(&kc, &["delete", "deployment", "web"], None).await;
     assert!(out.ok, "{}", out.stderr);
     assert!(
