@@ -103,7 +103,11 @@ fn rt(
         version: version.into(),
         kind: kind.into(),
         plural: plural.into(),
-        singular: kind.to_lowercase(),
+        singular: if kind == "Endpoints" {
+            "endpoints".into()
+        } else {
+            kind.to_lowercase()
+        },
         namespaced,
         short_names: short.iter().map(|s| s.to_string()).collect(),
         has_status,
@@ -140,6 +144,27 @@ pub fn builtin() -> Vec<ResourceType> {
             false,
         ),
         rt("", "v1", "Secret", "secrets", true, &[], false, false),
+        rt("", "v1", "Node", "nodes", false, &["no"], true, false),
+        rt(
+            "",
+            "v1",
+            "Endpoints",
+            "endpoints",
+            true,
+            &["ep"],
+            false,
+            false,
+        ),
+        rt(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            &[],
+            false,
+            false,
+        ),
         rt("", "v1", "Service", "services", true, &["svc"], true, false),
         rt(
             "",

@@ -82,6 +82,36 @@ pub fn random_suffix(n: usize) -> String {
         .collect()
 }
 
+/// The one node every pod runs on, Ready.
+fn node() -> Value {
+    let now = now_rfc3339();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "kubesim-node", "labels": {
+            "kubernetes.io/hostname": "kubesim-node", "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
+        "spec": {"podCIDR": "10.244.0.0/16", "podCIDRs": ["10.244.0.0/16"]},
+        "status": {
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
+                 "message": "kubelet has sufficient memory available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure",
+                 "message": "kubelet has no disk pressure", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID",
+                 "message": "kubelet has sufficient PID available", "lastHeartbeatTime": now, "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                 "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now},
+            ],
+            "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}, {"type": "Hostname", "address": "kubesim-node"}],
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "nodeInfo": {"kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "containerRuntimeVersion": "containerd://2.0.0",
+                "operatingSystem": "linux", "architecture": "amd64", "osImage": "kubesim", "kernelVersion": "6.1.0",
+                "machineID": "kubesim", "systemUUID": "kubesim", "bootID": "kubesim"},
+        },
+    })
+}
+
 /// Options for a list call.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
@@ -323,6 +353,18 @@ impl Store {
             )
             .expect("fresh store accepts the default namespaces");
         }
+        let node_type = s.registry.find("", "v1", "nodes").expect("builtin").clone();
+        s.create(
+            &node_type,
+            "",
+            node(),
+            &WriteCtx {
+                manager: "kubelet",
+                api_version: "v1",
+                subresource: Some("status"),
+            },
+        )
+        .expect("fresh store accepts the node");
         s
     }
 

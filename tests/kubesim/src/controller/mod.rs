@@ -89,6 +89,8 @@ pub struct Controller {
     next_ip: u32,
     last_progress: HashMap<String, Instant>,
     new_rs_created: HashSet<String>,
+    /// Endpoints objects this loop made, deleted when their Service goes.
+    managed_endpoints: HashSet<(String, String)>,
 }
 
 struct Types {
@@ -98,6 +100,9 @@ struct Types {
     pod: ResourceType,
     job: ResourceType,
     sts: ResourceType,
+    svc: ResourceType,
+    ep: ResourceType,
+    eps: ResourceType,
 }
 
 impl Controller {
@@ -109,6 +114,7 @@ impl Controller {
             next_ip: 2,
             last_progress: HashMap::new(),
             new_rs_created: HashSet::new(),
+            managed_endpoints: HashSet::new(),
         }
     }
 
@@ -144,6 +150,9 @@ impl Controller {
             pod: find(&store, "", "pods"),
             job: find(&store, "batch", "jobs"),
             sts: find(&store, "apps", "statefulsets"),
+            svc: find(&store, "", "services"),
+            ep: find(&store, "", "endpoints"),
+            eps: find(&store, "discovery.k8s.io", "endpointslices"),
         };
         self.deployments(&mut store, &t);
         self.replicasets(&mut store, &t);
@@ -152,6 +161,7 @@ impl Controller {
         self.replicaset_status(&mut store, &t);
         self.deployment_status(&mut store, &t, scale);
         self.statefulsets(&mut store, &t);
+        self.endpoints(&mut store, &t);
     }
 
     fn write_status(
@@ -662,6 +672,151 @@ impl Controller {
             }
             if cmp_old != cmp_new || old["startTime"].is_null() {
                 Self::write_status(store, &t.job, &job, status, MANAGER);
+            }
+        }
+    }
+
+    /// The endpoints controllers: for each Service with a selector, an
+    /// Endpoints and an EndpointSlice listing its pods, ready or not.
+    fn endpoints(&mut self, store: &mut Store, t: &Types) {
+        let pods = store.all_of(&t.pod.key());
+        let services = store.all_of(&t.svc.key());
+        let live: HashSet<(String, String)> = services
+            .iter()
+            .map(|s| (md(s, "namespace").to_string(), md(s, "name").to_string()))
+            .collect();
+        self.managed_endpoints.retain(|(ns, name)| {
+            if live.contains(&(ns.clone(), name.clone())) {
+                return true;
+            }
+            let _ = store.delete(&t.ep, ns, name, Propagation::Background);
+            false
+        });
+        for svc in &services {
+            let Some(selector) = svc["spec"]["selector"]
+                .as_object()
+                .filter(|s| !s.is_empty())
+            else {
+                continue;
+            };
+            let ns = md(svc, "namespace").to_string();
+            let name = md(svc, "name").to_string();
+            let mut members: Vec<&Arc<Value>> = pods
+                .iter()
+                .filter(|p| {
+                    md(p, "namespace") == ns
+                        && !terminating(p)
+                        && p["status"]["podIP"].is_string()
+                        && selector
+                            .iter()
+                            .all(|(k, v)| p["metadata"]["labels"][k] == *v)
+                })
+                .collect();
+            members.sort_by_key(|p| md(p, "name").to_string());
+            let address = |p: &Value| {
+                json!({"ip": p["status"]["podIP"], "nodeName": "kubesim-node",
+                    "targetRef": {"kind": "Pod", "namespace": ns, "name": md(p, "name"), "uid": md(p, "uid")}})
+            };
+            let ready: Vec<Value> = members
+                .iter()
+                .filter(|p| pod::is_ready(p))
+                .map(|p| address(p))
+                .collect();
+            let not_ready: Vec<Value> = members
+                .iter()
+                .filter(|p| !pod::is_ready(p))
+                .map(|p| address(p))
+                .collect();
+            let ports: Vec<Value> = svc["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|sp| {
+                    let port = sp["targetPort"]
+                        .as_i64()
+                        .or(sp["port"].as_i64())
+                        .unwrap_or(0);
+                    let mut p =
+                        json!({"port": port, "protocol": sp["protocol"].as_str().unwrap_or("TCP")});
+                    if let Some(n) = sp["name"].as_str() {
+                        p["name"] = json!(n);
+                    }
+                    p
+                })
+                .collect();
+            let mut subset = json!({"ports": ports});
+            if !ready.is_empty() {
+                subset["addresses"] = json!(ready);
+            }
+            if !not_ready.is_empty() {
+                subset["notReadyAddresses"] = json!(not_ready);
+            }
+            let subsets = if members.is_empty() {
+                json!([])
+            } else {
+                json!([subset])
+            };
+            let av = t.ep.api_version();
+            match store.get(&t.ep, &ns, &name) {
+                Ok(existing) if existing["subsets"] == subsets => {}
+                Ok(existing) => {
+                    let mut upd = (*existing).clone();
+                    upd["subsets"] = subsets;
+                    if let Some(m) = upd["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                    let _ = store.update(&t.ep, &ns, &name, upd, &ctx(&av, false), false);
+                }
+                Err(_) => {
+                    let ep = json!({"metadata": {"name": name, "namespace": ns, "labels": svc["metadata"]["labels"]},
+                        "subsets": subsets});
+                    if store.create(&t.ep, &ns, ep, &ctx(&av, false)).is_ok() {
+                        self.managed_endpoints.insert((ns.clone(), name.clone()));
+                    }
+                }
+            }
+
+            let suffix: String = deployment::template_hash(&json!(name))
+                .chars()
+                .take(5)
+                .collect();
+            let slice_name = format!("{name}-{suffix}");
+            let endpoints: Vec<Value> = members
+                .iter()
+                .map(|p| {
+                    let r = pod::is_ready(p);
+                    json!({"addresses": [p["status"]["podIP"]],
+                        "conditions": {"ready": r, "serving": r, "terminating": false},
+                        "nodeName": "kubesim-node",
+                        "targetRef": {"kind": "Pod", "namespace": ns, "name": md(p, "name"), "uid": md(p, "uid")}})
+                })
+                .collect();
+            let sav = t.eps.api_version();
+            match store.get(&t.eps, &ns, &slice_name) {
+                Ok(existing)
+                    if existing["endpoints"] == json!(endpoints)
+                        && existing["ports"] == json!(ports) => {}
+                Ok(existing) => {
+                    let mut upd = (*existing).clone();
+                    upd["endpoints"] = json!(endpoints);
+                    upd["ports"] = json!(ports);
+                    if let Some(m) = upd["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                    let _ = store.update(&t.eps, &ns, &slice_name, upd, &ctx(&sav, false), false);
+                }
+                Err(_) => {
+                    let slice = json!({
+                        "metadata": {"name": slice_name, "namespace": ns,
+                            "labels": {"kubernetes.io/service-name": name,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                            "ownerReferences": [owner_ref(svc, &t.svc)]},
+                        "addressType": "IPv4",
+                        "endpoints": endpoints,
+                        "ports": ports,
+                    });
+                    let _ = store.create(&t.eps, &ns, slice, &ctx(&sav, false));
+                }
             }
         }
     }
