@@ -13,6 +13,7 @@
 //! # let _ = (client, patches); Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod apply;
 pub mod control;
 pub mod control_api;
