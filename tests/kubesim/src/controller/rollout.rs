@@ -16,7 +16,8 @@ impl Controller {
     pub(super) fn deployments(&mut self, store: &mut Store, t: &Types) {
         let av = t.rs.api_version();
         for d in store.all_of(&t.deploy.key()) {
-            if terminating(&d) {
+            // A paused Deployment does not roll (kubectl rollout pause).
+            if terminating(&d) || deployment::is_paused(&d) {
                 continue;
             }
             let (ns, uid) = (md(&d, "namespace").to_string(), md(&d, "uid").to_string());
@@ -209,11 +210,19 @@ impl Controller {
                 .iter()
                 .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
                 .collect();
-            let Some(new) = owned
+            let paused = deployment::is_paused(&d);
+            let current = owned
                 .iter()
-                .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str())
-            else {
+                .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str());
+            // Paused with a new template, no ReplicaSet has it yet: report against the newest.
+            let newest = || owned.iter().max_by_key(|r| revision(r));
+            let Some(new) = current.or_else(|| if paused { newest() } else { None }) else {
                 continue;
+            };
+            let updated = if current.is_some() {
+                new["status"]["replicas"].as_i64().unwrap_or(0)
+            } else {
+                0
             };
             let sum = |k: &str| -> i64 {
                 owned
@@ -227,9 +236,11 @@ impl Controller {
                 .sum();
             let created = self.new_rs_created.remove(&uid);
             let counts = json!({"replicas": sum("replicas"),
-                "updatedReplicas": new["status"]["replicas"].as_i64().unwrap_or(0),
+                "updatedReplicas": updated,
                 "readyReplicas": sum("readyReplicas"), "availableReplicas": sum("availableReplicas")});
-            let progressed = created || deployment::has_progressed(&d["status"], &counts);
+            let resumed = !paused && deployment::was_paused(&d);
+            let progressed =
+                created || resumed || deployment::has_progressed(&d["status"], &counts);
             let last = self
                 .last_progress
                 .entry(uid.clone())
@@ -241,17 +252,19 @@ impl Controller {
                 .as_f64()
                 .unwrap_or(600.0)
                 * scale;
-            let deadline_passed =
-                deployment::is_progressing(&d) && last.elapsed().as_secs_f64() > deadline;
+            let deadline_passed = !paused
+                && deployment::is_progressing(&d)
+                && last.elapsed().as_secs_f64() > deadline;
             let status = deployment::deployment_status(&deployment::StatusInput {
                 deployment: &d,
                 new_rs_name: md(new, "name"),
                 replicas: sum("replicas"),
-                updated: new["status"]["replicas"].as_i64().unwrap_or(0),
+                updated,
                 ready: sum("readyReplicas"),
                 available: sum("availableReplicas"),
                 spec_total,
                 new_rs_created: created,
+                paused,
                 deadline_passed,
                 now: &now,
             });

@@ -449,3 +449,83 @@ async fn the_time_scale_shortens_the_rollout_time() {
         "well under the unscaled 3 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deployment_holds_its_rollout_until_resumed() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    apply(&api, "held", deployment("held", 1, "h:1", 600)).await;
+    eventually("v1 rolls out", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { api.get("held").await.ok().filter(rolled_out) }
+    })
+    .await;
+    let pp = PatchParams::default();
+    api.patch(
+        "held",
+        &pp,
+        &Patch::Merge(json!({"spec": {"paused": true}})),
+    )
+    .await
+    .unwrap();
+    api.patch("held", &pp, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "h:2"}]}}}})))
+        .await
+        .unwrap();
+    let d = eventually(
+        "Progressing says DeploymentPaused",
+        Duration::from_secs(5),
+        || {
+            let api = api.clone();
+            async move {
+                let d = api.get("held").await.ok()?;
+                (condition(&d, "Progressing")?.1 == "DeploymentPaused").then_some(d)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        d.status.unwrap().updated_replicas.unwrap_or(0),
+        0,
+        "no pod has the new template"
+    );
+    let rss: Api<ReplicaSet> = Api::namespaced(client, "default");
+    assert_eq!(
+        rss.list(&ListParams::default().labels("app=held"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "no new ReplicaSet"
+    );
+
+    api.patch(
+        "held",
+        &pp,
+        &Patch::Merge(json!({"spec": {"paused": null}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "v2 rolls out after the resume",
+        Duration::from_secs(10),
+        || {
+            let api = api.clone();
+            async move {
+                let d = api.get("held").await.ok()?;
+                (rolled_out(&d) && condition(&d, "Progressing")?.1 == "NewReplicaSetAvailable")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        rss.list(&ListParams::default().labels("app=held"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
