@@ -18,9 +18,6 @@ pub struct SimProcess {
 /// Where cargo put the `kubesim` binary next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/kubesim`).
 pub fn default_binary() -> Result<PathBuf> {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_kubesim") {
-        return Ok(PathBuf::from(p));
-    }
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()

@@ -187,6 +187,15 @@ async fn dispatch(
     }
 }
 
+/// Whether the client asks for `PartialObjectMetadata` (kube's
+/// `get_metadata`, `list_metadata`, `metadata_watcher`).
+fn wants_metadata(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether the client prefers aggregated discovery v2 (kubectl and kube's
@@ -314,6 +323,7 @@ async fn resource(
                     bookmarks: query
                         .get("allowWatchBookmarks")
                         .is_some_and(|b| b == "true"),
+                    metadata_only: wants_metadata(&accept),
                     send_initial_events: query
                         .get("sendInitialEvents")
                         .is_some_and(|b| b == "true"),
@@ -348,15 +358,28 @@ async fn resource(
                 md["remainingItemCount"] = json!(r);
             }
             // Serialise items without cloning each object into one big Value.
+            let metadata_only = wants_metadata(&accept);
+            let (list_kind, list_api_version) = if metadata_only {
+                (
+                    "PartialObjectMetadataList".to_string(),
+                    "meta.k8s.io/v1".to_string(),
+                )
+            } else {
+                (format!("{}List", rt.kind), api_version.clone())
+            };
             let mut out = format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-                rt.kind, api_version, md
+                "{{\"kind\":\"{list_kind}\",\"apiVersion\":\"{list_api_version}\",\"metadata\":{md},\"items\":["
             );
             for (i, item) in res.items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::to_string(item.as_ref()).expect("JSON serializes"));
+                let text = if metadata_only {
+                    serde_json::to_string(&watch::partial_metadata(item))
+                } else {
+                    serde_json::to_string(item.as_ref())
+                };
+                out.push_str(&text.expect("JSON serializes"));
             }
             out.push_str("]}");
             drop(store);
@@ -385,6 +408,9 @@ async fn resource(
                     200,
                     &table::table(&rt.kind, &[obj.as_ref()], &rv, include),
                 ));
+            }
+            if wants_metadata(&accept) {
+                return Ok(json_response(200, &watch::partial_metadata(&obj)));
             }
             Ok(json_response(200, &obj))
         }

@@ -31,6 +31,21 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     /// `sendInitialEvents=true`: the streaming-list protocol.
     pub send_initial_events: bool,
+    /// `Accept: ...;as=PartialObjectMetadata`: objects reduced to their metadata.
+    pub metadata_only: bool,
+}
+
+/// An object as `PartialObjectMetadata` (what metadata-only clients ask for).
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn object_line(req: &WatchRequest, kind: &str, obj: &Value) -> Bytes {
+    if req.metadata_only {
+        event_line(kind, &partial_metadata(obj))
+    } else {
+        event_line(kind, obj)
+    }
 }
 
 /// One event line of the wire format.
@@ -95,7 +110,9 @@ pub fn start(
             Some(from) if !req.send_initial_events => {
                 store.events_since(&req.rt.key(), from).map(|evs| {
                     evs.iter()
-                        .filter_map(|e| event_type_for(&req, e).map(|t| event_line(t, &e.object)))
+                        .filter_map(|e| {
+                            event_type_for(&req, e).map(|t| object_line(&req, t, &e.object))
+                        })
                         .collect()
                 })
             }
@@ -107,8 +124,11 @@ pub fn start(
                     ..Default::default()
                 };
                 store.list(&req.rt, ns, &opts).map(|l| {
-                    let mut lines: Vec<Bytes> =
-                        l.items.iter().map(|o| event_line("ADDED", o)).collect();
+                    let mut lines: Vec<Bytes> = l
+                        .items
+                        .iter()
+                        .map(|o| object_line(&req, "ADDED", o))
+                        .collect();
                     if req.send_initial_events {
                         lines.push(bookmark(&req.rt, rv, true));
                     }
@@ -155,7 +175,7 @@ async fn stream_live(
                     }
                     *last_rv = e.rv;
                     if let Some(t) = event_type_for(&req, &e)
-                        && !send(&tx, event_line(t, &e.object)).await
+                        && !send(&tx, object_line(&req, t, &e.object)).await
                     {
                         return;
                     }
@@ -196,6 +216,7 @@ mod tests {
             timeout: None,
             bookmarks: false,
             send_initial_events: false,
+            metadata_only: false,
         }
     }
 

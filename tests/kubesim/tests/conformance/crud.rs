@@ -391,6 +391,29 @@ async fn selectors_and_paging_filter_and_split_lists() {
         .unwrap();
     assert_eq!(names(rest), vec!["d"]);
 
+    // Metadata-only requests get PartialObjectMetadata, as kube-apiserver sends.
+    let meta = api.get_metadata("a").await.unwrap();
+    assert_eq!(
+        meta.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(meta.metadata.labels.unwrap()["slot"], "blue");
+    let r = crate::common::http(
+        sim.url(),
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[(
+            "Accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )],
+        "",
+    )
+    .await;
+    let list = r.json();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert!(list["items"][0].get("data").is_none());
+    assert_eq!(list["items"][0]["metadata"]["name"], "a");
+
     // deletecollection honours the selector.
     api.delete_collection(
         &DeleteParams::default(),
