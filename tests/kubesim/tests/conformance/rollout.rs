@@ -529,3 +529,28 @@ async fn a_paused_deployment_holds_its_rollout_until_resumed() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_image_delays_the_rollout_by_its_extra_time() {
+    let sim = sim().await;
+    sim.control()
+        .set_image_fault("*:slow-*", ImageFault::Slow(1.5));
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "default");
+    let start = std::time::Instant::now();
+    apply(&api, "slow", deployment("slow", 1, "s:slow-1", 600)).await;
+    eventually(
+        "the slow rollout completes",
+        Duration::from_secs(10),
+        || {
+            let api = api.clone();
+            async move { api.get("slow").await.ok().filter(rolled_out) }
+        },
+    )
+    .await;
+    // 0.3 s rollout time + 1.5 s extra.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1800),
+        "took {:?}",
+        start.elapsed()
+    );
+}
