@@ -52,8 +52,63 @@ pub fn node() -> Value {
     })
 }
 
+/// The pod spec defaults `kubectl get -o yaml` shows on a real cluster.
+/// `restart_always` is false for Job templates, which must choose their own.
+fn default_pod_spec(spec: &mut Value, restart_always: bool) {
+    let defaults = [
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+    ];
+    for (k, v) in defaults {
+        if spec.get(k).is_none() {
+            spec[k] = v;
+        }
+    }
+    if restart_always && spec.get("restartPolicy").is_none() {
+        spec["restartPolicy"] = json!("Always");
+    }
+    for list in ["containers", "initContainers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if c.get("imagePullPolicy").is_none() {
+                let image = c["image"].as_str().unwrap_or("");
+                let latest = image.ends_with(":latest")
+                    || !image.rsplit('/').next().unwrap_or("").contains(':');
+                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+            }
+            if c.get("terminationMessagePath").is_none() {
+                c["terminationMessagePath"] = json!("/dev/termination-log");
+                c["terminationMessagePolicy"] = json!("File");
+            }
+            for port in c["ports"].as_array_mut().into_iter().flatten() {
+                if port.get("protocol").is_none() {
+                    port["protocol"] = json!("TCP");
+                }
+            }
+        }
+    }
+}
+
 /// Kubernetes' defaulting for the fields later logic reads.
 pub fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
+    let pod_spec = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Pod") => Some((&mut obj["spec"], true)),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
+            Some((&mut obj["spec"]["template"]["spec"], true))
+        }
+        ("batch", "Job") => Some((&mut obj["spec"]["template"]["spec"], false)),
+        ("batch", "CronJob") => Some((
+            &mut obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            false,
+        )),
+        _ => None,
+    };
+    if let Some((spec, restart_always)) = pod_spec
+        && spec.is_object()
+    {
+        default_pod_spec(spec, restart_always);
+    }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("apps", "Deployment") => {
             let spec = &mut obj["spec"];
@@ -80,6 +135,14 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
             let spec = &mut obj["spec"];
             if spec.get("type").is_none() {
                 spec["type"] = json!("ClusterIP");
+            }
+            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+                if port.get("protocol").is_none() {
+                    port["protocol"] = json!("TCP");
+                }
+                if port.get("targetPort").is_none() {
+                    port["targetPort"] = port["port"].clone();
+                }
             }
             if spec.get("clusterIP").is_none() && spec["type"] != "ExternalName" {
                 // A stable address per Service, as the IP allocator would hand out.
@@ -199,6 +262,33 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    }
+
+    #[test]
+    fn pod_templates_and_service_ports_get_their_defaults() {
+        let mut d = json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [
+            {"name": "c", "image": "api:1", "ports": [{"containerPort": 80}]}, {"name": "l", "image": "side"}]}}}});
+        apply_defaults(&t("Deployment"), &mut d);
+        let spec = &d["spec"]["template"]["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            spec["containers"][1]["imagePullPolicy"], "Always",
+            "no tag means latest"
+        );
+        let mut job = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "m:1"}]}}}});
+        apply_defaults(&t("Job"), &mut job);
+        assert!(
+            job["spec"]["template"]["spec"]
+                .get("restartPolicy")
+                .is_none()
+        );
+        let mut svc =
+            json!({"metadata": {"name": "s", "namespace": "n"}, "spec": {"ports": [{"port": 80}]}});
+        apply_defaults(&t("Service"), &mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
     }
 
     #[test]
