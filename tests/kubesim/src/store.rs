@@ -13,7 +13,7 @@ use crate::resources::{self, Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -127,6 +127,20 @@ pub struct Store {
     compacted_rv: u64,
     window: usize,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Owner uid -> the objects whose ownerReferences name it, so garbage
+    /// collection does not scan every object on every delete.
+    dependents: HashMap<String, BTreeSet<(String, String, String)>>,
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -165,6 +179,7 @@ impl Store {
             compacted_rv: 0,
             window: window.max(1),
             tx,
+            dependents: HashMap::new(),
         };
         let ns_type = s
             .registry
@@ -211,6 +226,7 @@ impl Store {
             compacted_rv: self.rv,
             window: self.window,
             tx,
+            dependents: self.dependents.clone(),
         }
     }
 
@@ -279,6 +295,32 @@ impl Store {
             }
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// Keeps `dependents` in step with a write: `old` is what was stored, `new` what is.
+    fn reindex(
+        &mut self,
+        key: &str,
+        ns: &str,
+        name: &str,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
+        let entry = (key.to_string(), ns.to_string(), name.to_string());
+        for uid in old.map(owner_uids).unwrap_or_default() {
+            if let Some(set) = self.dependents.get_mut(&uid) {
+                set.remove(&entry);
+                if set.is_empty() {
+                    self.dependents.remove(&uid);
+                }
+            }
+        }
+        for uid in new.map(owner_uids).unwrap_or_default() {
+            self.dependents
+                .entry(uid)
+                .or_default()
+                .insert(entry.clone());
+        }
     }
 
     fn namespace_exists(&self, ns: &str) -> bool {
@@ -444,7 +486,8 @@ impl Store {
         self.objects
             .entry(rt.key())
             .or_default()
-            .insert((ns.to_string(), name), arc.clone());
+            .insert((ns.to_string(), name.clone()), arc.clone());
+        self.reindex(&rt.key(), ns, &name, None, Some(&arc));
         self.emit(rt, EventType::Added, arc.clone(), rv, None);
         Ok((*arc).clone())
     }
@@ -569,6 +612,7 @@ impl Store {
             .entry(rt.key())
             .or_default()
             .insert((ns.to_string(), name.to_string()), arc.clone());
+        self.reindex(&rt.key(), ns, name, Some(&old), Some(&arc));
         self.emit(rt, EventType::Modified, arc.clone(), rv, Some(old));
         Ok((*arc).clone())
     }
@@ -692,6 +736,7 @@ impl Store {
             .get_mut(&rt.key())
             .and_then(|m| m.remove(&(ns.to_string(), name.to_string())))
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        self.reindex(&rt.key(), ns, name, Some(&obj), None);
         let rv = self.bump();
         let mut gone = (*obj).clone();
         gone["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -741,24 +786,20 @@ impl Store {
 
     /// The garbage collector's job: objects owned by `uid` go too.
     fn delete_dependents(&mut self, uid: &str, ns: &str) {
-        let types: Vec<ResourceType> = self.registry.all().cloned().collect();
-        let mut doomed = Vec::new();
-        for t in &types {
-            if let Some(m) = self.objects.get(&t.key()) {
-                for ((ons, n), obj) in m {
-                    if !ns.is_empty() && ons != ns {
-                        continue;
-                    }
-                    let owned = obj["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
-                    if owned {
-                        doomed.push((t.clone(), ons.clone(), n.clone()));
-                    }
-                }
-            }
-        }
-        for (t, ons, n) in doomed {
+        let doomed: Vec<(String, String, String)> = self
+            .dependents
+            .get(uid)
+            .map(|set| {
+                set.iter()
+                    .filter(|(_, ons, _)| ns.is_empty() || ons == ns)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (key, ons, n) in doomed {
+            let Some(t) = self.registry.all().find(|t| t.key() == key).cloned() else {
+                continue;
+            };
             let _ = self.delete(&t, &ons, &n, Propagation::Background);
         }
     }
@@ -975,6 +1016,30 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn deleting_an_owner_deletes_its_dependents_unless_orphaned() {
+        let mut s = Store::new(100);
+        let cm = t("ConfigMap");
+        for (owner, orphan) in [("o1", false), ("o2", true)] {
+            let o = s
+                .create(&cm, "default", json!({"metadata": {"name": owner}}), &ctx())
+                .unwrap();
+            let dep = json!({"metadata": {"name": format!("{owner}-dep"),
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": o["metadata"]["uid"]}]}});
+            s.create(&cm, "default", dep, &ctx()).unwrap();
+            let prop = if orphan {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            };
+            s.delete(&cm, "default", owner, prop).unwrap();
+            assert_eq!(
+                s.get(&cm, "default", &format!("{owner}-dep")).is_ok(),
+                orphan
+            );
+        }
     }
 
     #[test]
