@@ -35,6 +35,21 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     }
 }
 
+/// The minor version of the kubectl on PATH.
+async fn kubectl_minor() -> u32 {
+    let out = tokio::process::Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .await
+        .expect("kubectl runs");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("kubectl version prints JSON");
+    v["clientVersion"]["minor"]
+        .as_str()
+        .and_then(|m| m.trim_end_matches('+').parse().ok())
+        .expect("a minor version")
+}
+
 fn manifest(image: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -108,23 +123,31 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
         out.stdout
     );
 
-    let out = kubectl(
-        &kc,
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-        None,
-    )
-    .await;
+    let out = kubectl(&kc, &["get", "deployment", "web", "-o", "json"], None).await;
     assert!(out.ok, "{}", out.stderr);
     let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(d["status"]["availableReplicas"], 2);
-    assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kubectl");
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(sim.client(), "default");
+    let managed = api
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap();
+    assert_eq!(managed[0].manager.as_deref(), Some("kubectl"));
+    assert_eq!(managed[0].operation.as_deref(), Some("Apply"));
+
+    // Discovery: kubectl 1.26+ takes the aggregated documents from /api and
+    // /apis; older ones (Debian's kubernetes-client) read one per group version.
+    let counters = sim.control().counters();
+    assert!(counters.contains_key("get /apis"), "{counters:?}");
+    if kubectl_minor().await >= 26 {
+        assert!(!counters.contains_key("get /apis/apps/v1"), "{counters:?}");
+    } else {
+        assert!(counters.contains_key("get /apis/apps/v1"), "{counters:?}");
+    }
 
     let out = kubectl(
         &kc,
