@@ -21,6 +21,7 @@ pub mod controller;
 pub mod faults;
 pub mod fields;
 pub mod kubeconfig;
+pub mod openapi;
 pub mod patch;
 pub mod process;
 pub mod request;

@@ -179,6 +179,13 @@ async fn dispatch(
             Some(doc) => json_response(200, &doc),
             None => error_response(&ApiError::no_route(req.uri().path())),
         },
+        Target::OpenApiRoot => json_response(200, &crate::openapi::root(&state.store().registry)),
+        Target::OpenApiGroupVersion(p) => {
+            match crate::openapi::group_version(&state.store().registry, &p) {
+                Some(doc) => json_response(200, &doc),
+                None => error_response(&ApiError::no_route(req.uri().path())),
+            }
+        }
         Target::Unknown => error_response(&ApiError::no_route(req.uri().path())),
         Target::Resource(info) => match resource(state, info, query, req).await {
             Ok(r) => r,
