@@ -24,6 +24,7 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
 pub mod process;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod selector;

@@ -134,11 +134,13 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    if bytes.starts_with(b"k8s\0") {
-        // kubectl's `create <kind>` generators send protobuf; only JSON and YAML are served.
-        return Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf",
-        ));
+    if crate::protobuf::is_protobuf(bytes) {
+        // kubectl's `create <kind>` generators send protobuf.
+        return crate::protobuf::to_json(bytes).map_err(|why| {
+            let mut e = ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf");
+            e.message = why;
+            e
+        });
     }
     serde_json::from_slice(bytes).or_else(|_| {
         let s = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -288,3 +288,84 @@ fn a_blocking_test_can_run_kubectl_against_a_sim() {
     // Client-side apply: look, create; then the get.
     assert_eq!(verbs, vec!["get", "create", "get"]);
 }
+
+/// `kubectl create <kind>` sends protobuf; a person staging a failure by hand
+/// gets what a cluster would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_stage_objects_and_a_failing_deployment() {
+    let sim = sim().await;
+    sim.control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let kc = sim.kubeconfig_path().to_path_buf();
+    for args in [
+        &["create", "namespace", "staging"][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=blue",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "secret",
+            "generic",
+            "keys",
+            "--from-literal=token=abc",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "deployment",
+            "api",
+            "--image=api:broken-1",
+            "--replicas=2",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "service",
+            "clusterip",
+            "api",
+            "--tcp=80:8080",
+        ][..],
+    ] {
+        let out = kubectl(&kc, args, None).await;
+        assert!(out.ok, "kubectl {args:?}: {}", out.stderr);
+    }
+    let client = sim.client();
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "staging");
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["mode"],
+        "blue"
+    );
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "staging");
+    assert_eq!(
+        secrets.get("keys").await.unwrap().data.unwrap()["token"].0,
+        b"abc"
+    );
+    let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), "staging");
+    let port = svcs.get("api").await.unwrap().spec.unwrap().ports.unwrap()[0].clone();
+    assert_eq!((port.port, port.protocol.as_deref()), (80, Some("TCP")));
+    let table = eventually(
+        "the staged pods pull back off",
+        Duration::from_secs(10),
+        || {
+            let kc = kc.clone();
+            async move {
+                let out = kubectl(&kc, &["-n", "staging", "get", "pods"], None).await;
+                (out.stdout.matches("ImagePullBackOff").count() == 2).then_some(out.stdout)
+            }
+        },
+    )
+    .await;
+    assert!(table.contains("0/1"), "{table}");
+}
