@@ -1,7 +1,7 @@
 //! Decoding of the protobuf bodies kubectl's `create <kind>` generators send
 //! (`application/vnd.kubernetes.protobuf`), for the kinds a person staging a
-//! scenario creates that way: Namespace, ConfigMap, Secret, Deployment,
-//! Service, Job. Responses stay JSON, which kubectl accepts.
+//! scenario creates that way (and `kubectl run`): Namespace, ServiceAccount,
+//! ConfigMap, Secret, Pod, Deployment, Service, Job. Responses stay JSON, which kubectl accepts.
 //!
 //! The wire format: the magic `k8s\0`, then a `runtime.Unknown` message
 //! (typeMeta = 1, raw = 2) whose `raw` is the object's message. Field
@@ -40,7 +40,11 @@ fn fields(message: &str) -> &'static [(u64, &'static str, Kind)] {
             (12, "annotations", MapStr),
             (14, "finalizers", RepeatedStr),
         ],
-        "Namespace" => &[(1, "metadata", Msg("ObjectMeta"))],
+        "Namespace" | "ServiceAccount" => &[(1, "metadata", Msg("ObjectMeta"))],
+        "Pod" => &[
+            (1, "metadata", Msg("ObjectMeta")),
+            (2, "spec", Msg("PodSpec")),
+        ],
         "ConfigMap" => &[
             (1, "metadata", Msg("ObjectMeta")),
             (2, "data", MapStr),
@@ -406,7 +410,7 @@ mod tests {
 
     #[test]
     fn an_unsupported_kind_says_so() {
-        let err = to_json(&envelope("v1", "Pod", vec![])).unwrap_err();
-        assert!(err.contains("Pod"));
+        let err = to_json(&envelope("v1", "Endpoints", vec![])).unwrap_err();
+        assert!(err.contains("Endpoints"));
     }
 }

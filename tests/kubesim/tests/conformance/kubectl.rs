@@ -334,6 +334,14 @@ async fn kubectl_create_generators_stage_objects_and_a_failing_deployment() {
             "api",
             "--tcp=80:8080",
         ][..],
+        &[
+            "-n",
+            "staging",
+            "run",
+            "debug",
+            "--image=busybox:1",
+            "--restart=Never",
+        ][..],
     ] {
         let out = kubectl(&kc, args, None).await;
         assert!(out.ok, "kubectl {args:?}: {}", out.stderr);
@@ -368,4 +376,10 @@ async fn kubectl_create_generators_stage_objects_and_a_failing_deployment() {
     )
     .await;
     assert!(table.contains("0/1"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("debug") && l.contains("Running")),
+        "{table}"
+    );
 }
