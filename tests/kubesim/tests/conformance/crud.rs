@@ -551,3 +551,28 @@ async fn a_finalizer_keeps_an_object_until_it_is_removed_and_namespaces_take_the
     nss.delete("team", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(api.get("inside").await.unwrap_err()).1, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_answers_as_a_write_would_and_stores_nothing() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api
+        .create(&pp, &cm("ghost", json!({"a": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(answered.metadata.name.as_deref(), Some("ghost"));
+    assert!(answered.metadata.uid.is_some());
+    assert_eq!(
+        api_error(api.get("ghost").await.unwrap_err()).1,
+        404,
+        "nothing was stored"
+    );
+    let ap = PatchParams::apply("t").dry_run();
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ghost"}, "data": {"k": "v"}});
+    api.patch("ghost", &ap, &Patch::Apply(body)).await.unwrap();
+    assert_eq!(api_error(api.get("ghost").await.unwrap_err()).1, 404);
+}

@@ -554,3 +554,51 @@ async fn a_slow_image_delays_the_rollout_by_its_extra_time() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let with_recreate = |image: &str| {
+        let mut d = deployment("rc", 2, image, 600);
+        d["spec"]["strategy"] = json!({"type": "Recreate"});
+        d
+    };
+    apply(&api, "rc", with_recreate("rc:1")).await;
+    eventually("v1 rolls out", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { api.get("rc").await.ok().filter(rolled_out) }
+    })
+    .await;
+    apply(&api, "rc", with_recreate("rc:2")).await;
+    // Sample the pods while the rollout runs: never old and new together.
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let start = std::time::Instant::now();
+    loop {
+        let ps = pods
+            .list(&ListParams::default().labels("app=rc"))
+            .await
+            .unwrap()
+            .items;
+        let images: std::collections::BTreeSet<String> = ps
+            .iter()
+            .map(|p| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        assert!(images.len() <= 1, "old and new pods at once: {images:?}");
+        let d = api.get("rc").await.unwrap();
+        if d.metadata.generation == Some(2) && rolled_out(&d) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "v2 did not roll out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
