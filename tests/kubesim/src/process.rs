@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 /// A `kubesim` process; killed when dropped.
 pub struct SimProcess {
     child: Child,
+    /// Kept open so the process never writes into a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     url: String,
     kubeconfig_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -55,7 +57,8 @@ impl SimProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line)?;
         let Some(url) = line.trim().strip_prefix("listening on ") else {
             let _ = child.kill();
             bail!("kubesim's first line was {line:?}, not `listening on <URL>`");
@@ -63,6 +66,7 @@ impl SimProcess {
         Ok(SimProcess {
             url: url.to_string(),
             child,
+            _stdout: stdout,
             kubeconfig_path,
             _dir: dir,
         })
