@@ -350,6 +350,8 @@ async fn resource(
             let store = state.store();
             let nsopt = (!ns.is_empty()).then_some(ns.as_str());
             let res = store.list(&rt, nsopt, &opts)?;
+            // Serialise outside the lock: the items are shared, immutable Arcs.
+            drop(store);
             let rv = res.resource_version.to_string();
             if table::wants_table(&accept) {
                 let objs: Vec<&Value> = res.items.iter().map(|a| a.as_ref()).collect();
@@ -391,7 +393,6 @@ async fn resource(
                 out.push_str(&text.expect("JSON serializes"));
             }
             out.push_str("]}");
-            drop(store);
             Ok(Response::builder()
                 .status(200)
                 .header(header::CONTENT_TYPE, "application/json")

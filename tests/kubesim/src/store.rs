@@ -47,6 +47,17 @@ pub struct Event {
     /// The object before a MODIFIED change, so a watch with a selector can
     /// turn "stopped matching" into DELETED and "started matching" into ADDED.
     pub previous: Option<Arc<Value>>,
+    /// The object serialised once, shared by every watch that sends it.
+    pub(crate) json: std::sync::OnceLock<String>,
+}
+
+impl Event {
+    /// The object as JSON text, computed on first use.
+    pub fn object_json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(self.object.as_ref()).expect("JSON values serialize")
+        })
+    }
 }
 
 /// The current time as Kubernetes prints timestamps.
@@ -287,6 +298,7 @@ impl Store {
             kind,
             object,
             previous,
+            json: std::sync::OnceLock::new(),
         });
         self.events.push_back(ev.clone());
         while self.events.len() > self.window {

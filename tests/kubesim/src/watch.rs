@@ -48,6 +48,17 @@ fn object_line(req: &WatchRequest, kind: &str, obj: &Value) -> Bytes {
     }
 }
 
+/// The line for a stored event, reusing its serialised object.
+fn stored_event_line(req: &WatchRequest, kind: &str, e: &Event) -> Bytes {
+    if req.metadata_only {
+        return event_line(kind, &partial_metadata(&e.object));
+    }
+    Bytes::from(format!(
+        "{{\"type\":\"{kind}\",\"object\":{}}}\n",
+        e.object_json()
+    ))
+}
+
 /// One event line of the wire format.
 pub fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut s = format!("{{\"type\":\"{kind}\",\"object\":");
@@ -111,7 +122,7 @@ pub fn start(
                 store.events_since(&req.rt.key(), from).map(|evs| {
                     evs.iter()
                         .filter_map(|e| {
-                            event_type_for(&req, e).map(|t| object_line(&req, t, &e.object))
+                            event_type_for(&req, e).map(|t| stored_event_line(&req, t, e))
                         })
                         .collect()
                 })
@@ -175,7 +186,7 @@ async fn stream_live(
                     }
                     *last_rv = e.rv;
                     if let Some(t) = event_type_for(&req, &e)
-                        && !send(&tx, object_line(&req, t, &e.object)).await
+                        && !send(&tx, stored_event_line(&req, t, &e)).await
                     {
                         return;
                     }
@@ -233,6 +244,7 @@ mod tests {
             kind: EventType::Modified,
             object: pod(after),
             previous: Some(pod(before)),
+            json: Default::default(),
         }
     }
 
