@@ -92,7 +92,14 @@ pub async fn handle(
         _ => None,
     };
     let verb = info.as_ref().map_or("get".to_string(), |i| i.verb.clone());
-    let resource = info.as_ref().map_or(String::new(), |i| i.resource.clone());
+    // Fault rules name a resource (`deployments`) or a subresource (`deployments/status`).
+    let resource = info.as_ref().map_or(String::new(), |i| {
+        if i.subresource.is_empty() {
+            i.resource.clone()
+        } else {
+            format!("{}/{}", i.resource, i.subresource)
+        }
+    });
 
     let (fault, latency) = {
         let mut c = state.control.lock();
