@@ -2,7 +2,8 @@
 //! ReplicaSets (`rollout`), ReplicaSets make Pods (`replicaset`), Pods
 //! report status over (scaled) time and image faults (`kubelet`), Jobs run
 //! a pod to completion (`job`), StatefulSets report their replicas ready
-//! (`statefulset`), Services get Endpoints (`endpoints`). Decisions live in
+//! (`statefulset`), Services get Endpoints (`endpoints`) and, with type
+//! LoadBalancer, an address, as Ingresses do (`loadbalancer`). Decisions live in
 //! the pure modules `deployment` and `pod`; the others read the store, call
 //! them, and write what changed.
 
@@ -10,6 +11,7 @@ pub mod deployment;
 mod endpoints;
 mod job;
 mod kubelet;
+mod loadbalancer;
 pub mod pod;
 mod replicaset;
 mod rollout;
@@ -109,6 +111,7 @@ struct Types {
     svc: ResourceType,
     ep: ResourceType,
     eps: ResourceType,
+    ing: ResourceType,
 }
 
 impl Controller {
@@ -159,6 +162,7 @@ impl Controller {
             svc: find(&store, "", "services"),
             ep: find(&store, "", "endpoints"),
             eps: find(&store, "discovery.k8s.io", "endpointslices"),
+            ing: find(&store, "networking.k8s.io", "ingresses"),
         };
         self.deployments(&mut store, &t);
         self.replicasets(&mut store, &t);
@@ -168,6 +172,7 @@ impl Controller {
         self.deployment_status(&mut store, &t, scale);
         self.statefulsets(&mut store, &t);
         self.endpoints(&mut store, &t);
+        self.load_balancers(&mut store, &t);
     }
 
     fn write_status(

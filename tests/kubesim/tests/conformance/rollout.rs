@@ -602,3 +602,39 @@ async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancer_service_gets_an_address_that_kubes_wait_condition_sees() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::runtime::wait::{await_condition, conditions};
+    let sim = sim().await;
+    let svcs: Api<Service> = Api::namespaced(sim.client(), "default");
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "edge"}, "ports": [{"port": 443}]}});
+    svcs.patch("edge", &PatchParams::apply("test"), &Patch::Apply(svc))
+        .await
+        .unwrap();
+    let provisioned = tokio::time::timeout(
+        Duration::from_secs(5),
+        await_condition(
+            svcs.clone(),
+            "edge",
+            conditions::is_service_loadbalancer_provisioned(),
+        ),
+    )
+    .await
+    .expect("provisioned within 5 s")
+    .unwrap()
+    .unwrap();
+    let ip = provisioned
+        .status
+        .unwrap()
+        .load_balancer
+        .unwrap()
+        .ingress
+        .unwrap()[0]
+        .ip
+        .clone()
+        .unwrap();
+    assert!(ip.starts_with("172.18.255."), "{ip}");
+}
