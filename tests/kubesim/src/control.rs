@@ -117,9 +117,11 @@ impl Control {
         self.lock().api.latency = d;
     }
 
-    /// Answers every API request with 503 for the next `d`.
+    /// Answers every API request with 503 for the next `d`, and ends every
+    /// open watch, as an apiserver that goes away does.
     pub fn outage(&self, d: Duration) {
         self.lock().api.outage_until = Some(Instant::now() + d);
+        self.drop_watches();
     }
 
     /// Ends every open watch now, as an apiserver restart does.

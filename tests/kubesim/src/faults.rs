@@ -158,14 +158,20 @@ impl ApiFaults {
         *self = ApiFaults::default();
     }
 
-    /// The error this request gets, if any.
+    /// The error this request gets, if any. `resource` is `pods` or, for a
+    /// subresource, `deployments/status`.
     pub fn decide(&mut self, verb: &str, resource: &str, now: Instant) -> Option<ApiError> {
         if self.outage_until.is_some_and(|until| now < until) {
             return Some(ApiError::fault(503, Some(1)));
         }
         for (rule, acc) in self.rules.iter_mut() {
             let verb_ok = rule.verb.as_deref().is_none_or(|v| v == verb);
-            let res_ok = rule.resource.as_deref().is_none_or(|r| r == resource);
+            // `deployments` matches the resource and its subresources;
+            // `deployments/status` only that subresource.
+            let res_ok = rule
+                .resource
+                .as_deref()
+                .is_none_or(|r| r == resource || resource.split('/').next() == Some(r));
             if verb_ok && res_ok {
                 *acc += rule.rate;
                 if *acc >= 1.0 - 1e-9 {
@@ -230,6 +236,25 @@ mod tests {
             .collect();
         assert_eq!(outcomes, vec![false, true, false, true]);
         assert!(f.decide("list", "pods", now).is_none());
+    }
+
+    #[test]
+    fn a_rule_for_a_subresource_spares_the_main_resource() {
+        let mut f = ApiFaults::default();
+        f.add(ApiFault::always(
+            Some("patch"),
+            Some("deployments/status"),
+            500,
+        ));
+        let now = Instant::now();
+        assert!(f.decide("patch", "deployments", now).is_none());
+        assert!(f.decide("patch", "deployments/status", now).is_some());
+        let mut g = ApiFaults::default();
+        g.add(ApiFault::always(None, Some("deployments"), 500));
+        assert!(
+            g.decide("get", "deployments/scale", now).is_some(),
+            "a resource rule covers its subresources"
+        );
     }
 
     #[test]

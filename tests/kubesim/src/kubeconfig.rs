@@ -12,14 +12,9 @@ pub fn render(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> String {
         ),
         None => String::new(),
     };
-    let user = match token {
-        Some(t) => format!("    token: {t}\n"),
-        None => "    {}\n".replace("    {}\n", ""),
-    };
-    let user_block = if user.is_empty() {
-        "  user: {}\n".to_string()
-    } else {
-        format!("  user:\n{user}")
+    let user_block = match token {
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_string(),
     };
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\n{ca}contexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\npreferences: {{}}\nusers:\n- name: kubesim\n{user_block}"

@@ -13,6 +13,7 @@
 //! # let _ = (client, patches); Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod apply;
 pub mod control;
 pub mod control_api;
@@ -20,8 +21,10 @@ pub mod controller;
 pub mod faults;
 pub mod fields;
 pub mod kubeconfig;
+pub mod openapi;
 pub mod patch;
 pub mod process;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod selector;

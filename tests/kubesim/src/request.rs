@@ -30,6 +30,10 @@ pub enum Target {
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`
     Resources(String, String),
+    /// `/openapi/v3`
+    OpenApiRoot,
+    /// `/openapi/v3/<api/v1 | apis/group/version>`
+    OpenApiGroupVersion(String),
     Resource(RequestInfo),
     Unknown,
 }
@@ -59,6 +63,8 @@ pub fn resolve(
         ["version"] => return Target::Version,
         ["healthz" | "livez" | "readyz", ..] => return Target::Health,
         ["api"] => return Target::CoreVersions,
+        ["openapi", "v3"] => return Target::OpenApiRoot,
+        ["openapi", "v3", rest @ ..] => return Target::OpenApiGroupVersion(rest.join("/")),
         ["apis"] => return Target::Groups,
         ["apis", g] => return Target::Group(g.to_string()),
         ["api", v] => return Target::Resources(String::new(), v.to_string()),
@@ -173,6 +179,7 @@ mod tests {
             Target::Resources("apps".into(), "v1".into())
         );
         assert_eq!(r("GET", "/api", ""), Target::CoreVersions);
-        assert_eq!(r("GET", "/openapi/v3", ""), Target::Unknown);
+        assert_eq!(r("GET", "/openapi/v3", ""), Target::OpenApiRoot);
+        assert_eq!(r("GET", "/openapi/v2", ""), Target::Unknown);
     }
 }

@@ -103,7 +103,11 @@ fn rt(
         version: version.into(),
         kind: kind.into(),
         plural: plural.into(),
-        singular: kind.to_lowercase(),
+        singular: if kind == "Endpoints" {
+            "endpoints".into()
+        } else {
+            kind.to_lowercase()
+        },
         namespaced,
         short_names: short.iter().map(|s| s.to_string()).collect(),
         has_status,
@@ -140,6 +144,27 @@ pub fn builtin() -> Vec<ResourceType> {
             false,
         ),
         rt("", "v1", "Secret", "secrets", true, &[], false, false),
+        rt("", "v1", "Node", "nodes", false, &["no"], true, false),
+        rt(
+            "",
+            "v1",
+            "Endpoints",
+            "endpoints",
+            true,
+            &["ep"],
+            false,
+            false,
+        ),
+        rt(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            &[],
+            false,
+            false,
+        ),
         rt("", "v1", "Service", "services", true, &["svc"], true, false),
         rt(
             "",
@@ -444,6 +469,59 @@ impl Registry {
         })
     }
 
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`):
+    /// every group, version and resource in one document; `core` selects
+    /// `/api` (the legacy group) instead of `/apis`. kubectl and kube's
+    /// `Discovery::run_aggregated` ask for this first.
+    pub fn aggregated(&self, core: bool) -> Value {
+        let groups: Vec<(String, Vec<String>)> = if core {
+            vec![(String::new(), vec!["v1".to_string()])]
+        } else {
+            self.groups()
+        };
+        let items: Vec<Value> = groups
+            .iter()
+            .map(|(g, versions)| {
+                let vs: Vec<Value> = versions
+                    .iter()
+                    .map(|v| {
+                        let resources: Vec<Value> = self
+                            .all()
+                            .filter(|t| t.group == *g && t.version == *v)
+                            .map(|t| {
+                                let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
+                                let mut subs = Vec::new();
+                                if t.has_status {
+                                    subs.push(json!({"subresource": "status", "responseKind": kind,
+                                        "verbs": ["get", "patch", "update"]}));
+                                }
+                                if t.has_scale {
+                                    subs.push(json!({"subresource": "scale",
+                                        "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+                                        "verbs": ["get", "patch", "update"]}));
+                                }
+                                json!({
+                                    "resource": t.plural,
+                                    "responseKind": kind,
+                                    "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+                                    "singularResource": t.singular,
+                                    "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                                    "shortNames": t.short_names,
+                                    "categories": t.categories,
+                                    "subresources": subs,
+                                })
+                            })
+                            .collect();
+                        json!({"version": v, "resources": resources, "freshness": "Current"})
+                    })
+                    .collect();
+                let md = if g.is_empty() { json!({}) } else { json!({"name": g}) };
+                json!({"metadata": md, "versions": vs})
+            })
+            .collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    }
+
     /// `/apis`: an `APIGroupList`.
     pub fn api_group_list(&self) -> Value {
         let groups: Vec<Value> = self
@@ -511,6 +589,36 @@ mod tests {
         let list = reg.resource_list("monitoring.coreos.com", "v1").unwrap();
         assert_eq!(list["resources"][0]["kind"], "ServiceMonitor");
         assert!(reg.api_group("monitoring.coreos.com").is_some());
+    }
+
+    #[test]
+    fn aggregated_discovery_lists_groups_with_resources_and_subresources() {
+        let reg = Registry::with_builtins();
+        let apis = reg.aggregated(false);
+        let apps = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        assert_eq!(deploy["responseKind"]["kind"], "Deployment");
+        assert_eq!(deploy["scope"], "Namespaced");
+        assert_eq!(deploy["subresources"][1]["subresource"], "scale");
+        let core = reg.aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert!(
+            core["items"][0]["versions"][0]["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["resource"] == "pods")
+        );
     }
 
     #[test]

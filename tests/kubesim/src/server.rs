@@ -92,7 +92,14 @@ pub async fn handle(
         _ => None,
     };
     let verb = info.as_ref().map_or("get".to_string(), |i| i.verb.clone());
-    let resource = info.as_ref().map_or(String::new(), |i| i.resource.clone());
+    // Fault rules name a resource (`deployments`) or a subresource (`deployments/status`).
+    let resource = info.as_ref().map_or(String::new(), |i| {
+        if i.subresource.is_empty() {
+            i.resource.clone()
+        } else {
+            format!("{}/{}", i.resource, i.subresource)
+        }
+    });
 
     let (fault, latency) = {
         let mut c = state.control.lock();
@@ -134,11 +141,13 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    if bytes.starts_with(b"k8s\0") {
-        // kubectl's `create <kind>` generators send protobuf; only JSON and YAML are served.
-        return Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf",
-        ));
+    if crate::protobuf::is_protobuf(bytes) {
+        // kubectl's `create <kind>` generators send protobuf.
+        return crate::protobuf::to_json(bytes).map_err(|why| {
+            let mut e = ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf");
+            e.message = why;
+            e
+        });
     }
     serde_json::from_slice(bytes).or_else(|_| {
         let s = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -161,6 +170,12 @@ async fn dispatch(
                 "goVersion": "go1.24.2", "compiler": "gc", "platform": "linux/amd64"}),
         ),
         Target::Health => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
+        Target::CoreVersions if wants_aggregated(&req) => {
+            aggregated_response(&state.store().registry.aggregated(true))
+        }
+        Target::Groups if wants_aggregated(&req) => {
+            aggregated_response(&state.store().registry.aggregated(false))
+        }
         Target::CoreVersions => {
             json_response(200, &state.store().registry.api_versions(&state.address))
         }
@@ -173,12 +188,55 @@ async fn dispatch(
             Some(doc) => json_response(200, &doc),
             None => error_response(&ApiError::no_route(req.uri().path())),
         },
+        Target::OpenApiRoot => json_response(200, &crate::openapi::root(&state.store().registry)),
+        Target::OpenApiGroupVersion(p) => {
+            match crate::openapi::group_version(&state.store().registry, &p) {
+                Some(doc) => json_response(200, &doc),
+                None => error_response(&ApiError::no_route(req.uri().path())),
+            }
+        }
         Target::Unknown => error_response(&ApiError::no_route(req.uri().path())),
         Target::Resource(info) => match resource(state, info, query, req).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         },
     }
+}
+
+/// Whether the client asks for `PartialObjectMetadata` (kube's
+/// `get_metadata`, `list_metadata`, `metadata_watcher`).
+fn wants_metadata(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
+const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client prefers aggregated discovery v2 (kubectl and kube's
+/// `run_aggregated` list it first in Accept; plain JSON gets the legacy documents).
+fn wants_aggregated(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|m| {
+                let m = m.replace(' ', "");
+                m.contains("g=apidiscovery.k8s.io")
+                    && m.contains("v=v2;")
+                    && m.contains("as=APIGroupDiscoveryList")
+                    || m.starts_with(AGGREGATED_V2)
+            })
+        })
+}
+
+fn aggregated_response(v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, AGGREGATED_V2)
+        .body(Full::new(Bytes::from(serde_json::to_vec(v).expect("JSON serializes"))).boxed())
+        .expect("valid response")
 }
 
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
@@ -226,6 +284,7 @@ async fn resource(
         "" => None,
         "status" if rt.has_status => Some("status"),
         "scale" if rt.has_scale => Some("scale"),
+        "log" if rt.kind == "Pod" && info.verb == "get" => Some("log"),
         _ => return Err(ApiError::no_route(&path)),
     };
     let accept = req
@@ -280,6 +339,7 @@ async fn resource(
                     bookmarks: query
                         .get("allowWatchBookmarks")
                         .is_some_and(|b| b == "true"),
+                    metadata_only: wants_metadata(&accept),
                     send_initial_events: query
                         .get("sendInitialEvents")
                         .is_some_and(|b| b == "true"),
@@ -297,6 +357,8 @@ async fn resource(
             let store = state.store();
             let nsopt = (!ns.is_empty()).then_some(ns.as_str());
             let res = store.list(&rt, nsopt, &opts)?;
+            // Serialise outside the lock: the items are shared, immutable Arcs.
+            drop(store);
             let rv = res.resource_version.to_string();
             if table::wants_table(&accept) {
                 let objs: Vec<&Value> = res.items.iter().map(|a| a.as_ref()).collect();
@@ -314,18 +376,30 @@ async fn resource(
                 md["remainingItemCount"] = json!(r);
             }
             // Serialise items without cloning each object into one big Value.
+            let metadata_only = wants_metadata(&accept);
+            let (list_kind, list_api_version) = if metadata_only {
+                (
+                    "PartialObjectMetadataList".to_string(),
+                    "meta.k8s.io/v1".to_string(),
+                )
+            } else {
+                (format!("{}List", rt.kind), api_version.clone())
+            };
             let mut out = format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-                rt.kind, api_version, md
+                "{{\"kind\":\"{list_kind}\",\"apiVersion\":\"{list_api_version}\",\"metadata\":{md},\"items\":["
             );
             for (i, item) in res.items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::to_string(item.as_ref()).expect("JSON serializes"));
+                let text = if metadata_only {
+                    serde_json::to_string(&watch::partial_metadata(item))
+                } else {
+                    serde_json::to_string(item.as_ref())
+                };
+                out.push_str(&text.expect("JSON serializes"));
             }
             out.push_str("]}");
-            drop(store);
             Ok(Response::builder()
                 .status(200)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -338,6 +412,9 @@ async fn resource(
             if sub == Some("scale") {
                 return Ok(json_response(200, &scale_of(&obj)));
             }
+            if sub == Some("log") {
+                return Ok(pod_log(&obj, query.get("container").map(String::as_str)));
+            }
             if table::wants_table(&accept) && sub.is_none() {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
@@ -348,6 +425,9 @@ async fn resource(
                     200,
                     &table::table(&rt.kind, &[obj.as_ref()], &rv, include),
                 ));
+            }
+            if wants_metadata(&accept) {
+                return Ok(json_response(200, &watch::partial_metadata(&obj)));
             }
             Ok(json_response(200, &obj))
         }
@@ -453,6 +533,47 @@ async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// `pods/log`: a few plain-text lines saying what the simulated container
+/// does, so tools that fetch logs of a failing pod get an answer.
+fn pod_log(pod: &Value, container: Option<&str>) -> Response<Body> {
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let status = statuses
+        .iter()
+        .find(|c| container.is_none_or(|n| c["name"] == n))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let name = status["name"].as_str().unwrap_or(container.unwrap_or(""));
+    let image = status["image"].as_str().unwrap_or("");
+    let (code, text) = match status["state"]["waiting"]["reason"].as_str() {
+        Some(r @ ("ContainerCreating" | "ErrImagePull" | "ImagePullBackOff")) => (
+            400,
+            format!(
+                "container \"{name}\" in pod \"{}\" is waiting to start: {r}",
+                pod["metadata"]["name"].as_str().unwrap_or("")
+            ),
+        ),
+        Some("CrashLoopBackOff") => (
+            200,
+            format!("kubesim: {image} starting\nkubesim: fatal: simulated crash\n"),
+        ),
+        _ => (
+            200,
+            format!("kubesim: {image} starting\nkubesim: listening\n"),
+        ),
+    };
+    if code != 200 {
+        return error_response(&ApiError::bad_request(text));
+    }
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(text)).boxed())
+        .expect("valid response")
 }
 
 /// Runs a write against a throw-away copy when `dryRun=All`.

@@ -6,13 +6,14 @@
 //! and keeps a bounded window of events for watches that resume from a
 //! resourceVersion (older ones get 410 Gone).
 
+use crate::admission::{apply_defaults, node, validate};
 use crate::apply::{self, Scope, Writer};
 use crate::patch::{self, PatchKind};
 use crate::resources::{self, Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -43,6 +44,20 @@ pub struct Event {
     pub namespace: String,
     pub kind: EventType,
     pub object: Arc<Value>,
+    /// The object before a MODIFIED change, so a watch with a selector can
+    /// turn "stopped matching" into DELETED and "started matching" into ADDED.
+    pub previous: Option<Arc<Value>>,
+    /// The object serialised once, shared by every watch that sends it.
+    pub(crate) json: std::sync::OnceLock<String>,
+}
+
+impl Event {
+    /// The object as JSON text, computed on first use.
+    pub fn object_json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(self.object.as_ref()).expect("JSON values serialize")
+        })
+    }
 }
 
 /// The current time as Kubernetes prints timestamps.
@@ -123,149 +138,24 @@ pub struct Store {
     compacted_rv: u64,
     window: usize,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Owner uid -> the objects whose ownerReferences name it, so garbage
+    /// collection does not scan every object on every delete.
+    dependents: HashMap<String, BTreeSet<(String, String, String)>>,
 }
 
-fn is_dns1123_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or_default()
-}
-
-/// Kubernetes' defaulting for the fields later logic reads.
-fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("apps", "Deployment") => {
-            let spec = &mut obj["spec"];
-            if spec.get("replicas").is_none() {
-                spec["replicas"] = json!(1);
-            }
-            if spec.get("progressDeadlineSeconds").is_none() {
-                spec["progressDeadlineSeconds"] = json!(600);
-            }
-            if spec.get("revisionHistoryLimit").is_none() {
-                spec["revisionHistoryLimit"] = json!(10);
-            }
-            if spec.get("strategy").is_none() {
-                spec["strategy"] = json!({"type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-            }
-        }
-        ("apps", "StatefulSet") | ("apps", "ReplicaSet")
-            if obj["spec"].get("replicas").is_none() =>
-        {
-            obj["spec"]["replicas"] = json!(1);
-        }
-        ("", "Service") => {
-            let spec = &mut obj["spec"];
-            if spec.get("type").is_none() {
-                spec["type"] = json!("ClusterIP");
-            }
-            if spec.get("clusterIP").is_none() && spec["type"] != "ExternalName" {
-                // A stable address per Service, as the IP allocator would hand out.
-                let h = std::hash::BuildHasher::hash_one(
-                    &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
-                    (meta_str(obj, "namespace"), meta_str(obj, "name")),
-                );
-                let spec = &mut obj["spec"];
-                spec["clusterIP"] = json!(format!("10.96.{}.{}", (h >> 8) % 256, h % 253 + 2));
-                spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
-            }
-        }
-        ("", "Secret") => {
-            // The apiserver folds the write-only stringData into data.
-            if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
-                use base64::Engine;
-                if !obj["data"].is_object() {
-                    obj["data"] = json!({});
-                }
-                for (k, v) in sd {
-                    let raw = v.as_str().unwrap_or_default();
-                    obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
-                }
-                obj.as_object_mut().expect("object").remove("stringData");
-            }
-            if obj.get("type").is_none() {
-                obj["type"] = json!("Opaque");
-            }
-        }
-        ("", "Namespace") => {
-            if obj.get("spec").is_none() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-            if obj["status"]["phase"].is_null() {
-                obj["status"] = json!({"phase": "Active"});
-            }
-        }
-        ("batch", "Job") => {
-            let spec = &mut obj["spec"];
-            if spec.get("backoffLimit").is_none() {
-                spec["backoffLimit"] = json!(6);
-            }
-            if spec.get("completions").is_none() {
-                spec["completions"] = json!(1);
-            }
-            if spec.get("parallelism").is_none() {
-                spec["parallelism"] = json!(1);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Validation that clients rely on getting a 422 for.
-fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    let name = meta_str(obj, "name");
-    if !is_dns1123_subdomain(name) {
-        return Err(ApiError::invalid(
-            rt,
-            name,
-            "metadata.name",
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-        ));
-    }
-    if rt.kind == "Deployment" || rt.kind == "ReplicaSet" || rt.kind == "StatefulSet" {
-        let sel = &obj["spec"]["selector"];
-        if !sel.is_object() {
-            return Err(ApiError::invalid(
-                rt,
-                name,
-                "spec.selector",
-                "Required value",
-            ));
-        }
-        let labels =
-            crate::selector::labels_of(&json!({"metadata": obj["spec"]["template"]["metadata"]}));
-        if !LabelSelector::from_object(sel).matches(&labels) {
-            return Err(ApiError::invalid(
-                rt,
-                name,
-                "spec.template.metadata.labels",
-                "Invalid value: `selector` does not match template `labels`",
-            ));
-        }
-        if let Some(r) = obj["spec"]["replicas"].as_i64()
-            && r < 0
-        {
-            return Err(ApiError::invalid(
-                rt,
-                name,
-                "spec.replicas",
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
-    if rt.kind == "CustomResourceDefinition" {
-        resources::from_crd(obj).map_err(|why| ApiError::invalid(rt, name, "spec", &why))?;
-    }
-    Ok(())
 }
 
 /// The part of an object whose change bumps `metadata.generation`.
@@ -300,6 +190,7 @@ impl Store {
             compacted_rv: 0,
             window: window.max(1),
             tx,
+            dependents: HashMap::new(),
         };
         let ns_type = s
             .registry
@@ -320,6 +211,18 @@ impl Store {
             )
             .expect("fresh store accepts the default namespaces");
         }
+        let node_type = s.registry.find("", "v1", "nodes").expect("builtin").clone();
+        s.create(
+            &node_type,
+            "",
+            node(),
+            &WriteCtx {
+                manager: "kubelet",
+                api_version: "v1",
+                subresource: Some("status"),
+            },
+        )
+        .expect("fresh store accepts the node");
         s
     }
 
@@ -334,6 +237,7 @@ impl Store {
             compacted_rv: self.rv,
             window: self.window,
             tx,
+            dependents: self.dependents.clone(),
         }
     }
 
@@ -379,13 +283,22 @@ impl Store {
         self.rv
     }
 
-    fn emit(&mut self, rt: &ResourceType, kind: EventType, object: Arc<Value>, rv: u64) {
+    fn emit(
+        &mut self,
+        rt: &ResourceType,
+        kind: EventType,
+        object: Arc<Value>,
+        rv: u64,
+        previous: Option<Arc<Value>>,
+    ) {
         let ev = Arc::new(Event {
             rv,
             key: rt.key(),
             namespace: meta_str(&object, "namespace").to_string(),
             kind,
             object,
+            previous,
+            json: std::sync::OnceLock::new(),
         });
         self.events.push_back(ev.clone());
         while self.events.len() > self.window {
@@ -394,6 +307,32 @@ impl Store {
             }
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// Keeps `dependents` in step with a write: `old` is what was stored, `new` what is.
+    fn reindex(
+        &mut self,
+        key: &str,
+        ns: &str,
+        name: &str,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
+        let entry = (key.to_string(), ns.to_string(), name.to_string());
+        for uid in old.map(owner_uids).unwrap_or_default() {
+            if let Some(set) = self.dependents.get_mut(&uid) {
+                set.remove(&entry);
+                if set.is_empty() {
+                    self.dependents.remove(&uid);
+                }
+            }
+        }
+        for uid in new.map(owner_uids).unwrap_or_default() {
+            self.dependents
+                .entry(uid)
+                .or_default()
+                .insert(entry.clone());
+        }
     }
 
     fn namespace_exists(&self, ns: &str) -> bool {
@@ -559,8 +498,9 @@ impl Store {
         self.objects
             .entry(rt.key())
             .or_default()
-            .insert((ns.to_string(), name), arc.clone());
-        self.emit(rt, EventType::Added, arc.clone(), rv);
+            .insert((ns.to_string(), name.clone()), arc.clone());
+        self.reindex(&rt.key(), ns, &name, None, Some(&arc));
+        self.emit(rt, EventType::Added, arc.clone(), rv, None);
         Ok((*arc).clone())
     }
 
@@ -684,7 +624,8 @@ impl Store {
             .entry(rt.key())
             .or_default()
             .insert((ns.to_string(), name.to_string()), arc.clone());
-        self.emit(rt, EventType::Modified, arc.clone(), rv);
+        self.reindex(&rt.key(), ns, name, Some(&old), Some(&arc));
+        self.emit(rt, EventType::Modified, arc.clone(), rv, Some(old));
         Ok((*arc).clone())
     }
 
@@ -789,7 +730,7 @@ impl Store {
                 .entry(rt.key())
                 .or_default()
                 .insert((ns.to_string(), name.to_string()), arc.clone());
-            self.emit(rt, EventType::Modified, arc.clone(), rv);
+            self.emit(rt, EventType::Modified, arc.clone(), rv, Some(obj));
             return Ok((*arc).clone());
         }
         self.remove(rt, ns, name, prop)
@@ -807,11 +748,12 @@ impl Store {
             .get_mut(&rt.key())
             .and_then(|m| m.remove(&(ns.to_string(), name.to_string())))
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        self.reindex(&rt.key(), ns, name, Some(&obj), None);
         let rv = self.bump();
         let mut gone = (*obj).clone();
         gone["metadata"]["resourceVersion"] = json!(rv.to_string());
         let gone = Arc::new(gone);
-        self.emit(rt, EventType::Deleted, gone.clone(), rv);
+        self.emit(rt, EventType::Deleted, gone.clone(), rv, None);
         if rt.kind == "Namespace" {
             self.delete_namespace_contents(name);
         }
@@ -856,24 +798,20 @@ impl Store {
 
     /// The garbage collector's job: objects owned by `uid` go too.
     fn delete_dependents(&mut self, uid: &str, ns: &str) {
-        let types: Vec<ResourceType> = self.registry.all().cloned().collect();
-        let mut doomed = Vec::new();
-        for t in &types {
-            if let Some(m) = self.objects.get(&t.key()) {
-                for ((ons, n), obj) in m {
-                    if !ns.is_empty() && ons != ns {
-                        continue;
-                    }
-                    let owned = obj["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
-                    if owned {
-                        doomed.push((t.clone(), ons.clone(), n.clone()));
-                    }
-                }
-            }
-        }
-        for (t, ons, n) in doomed {
+        let doomed: Vec<(String, String, String)> = self
+            .dependents
+            .get(uid)
+            .map(|set| {
+                set.iter()
+                    .filter(|(_, ons, _)| ns.is_empty() || ons == ns)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (key, ons, n) in doomed {
+            let Some(t) = self.registry.all().find(|t| t.key() == key).cloned() else {
+                continue;
+            };
             let _ = self.delete(&t, &ons, &n, Propagation::Background);
         }
     }
@@ -1090,6 +1028,30 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn deleting_an_owner_deletes_its_dependents_unless_orphaned() {
+        let mut s = Store::new(100);
+        let cm = t("ConfigMap");
+        for (owner, orphan) in [("o1", false), ("o2", true)] {
+            let o = s
+                .create(&cm, "default", json!({"metadata": {"name": owner}}), &ctx())
+                .unwrap();
+            let dep = json!({"metadata": {"name": format!("{owner}-dep"),
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": o["metadata"]["uid"]}]}});
+            s.create(&cm, "default", dep, &ctx()).unwrap();
+            let prop = if orphan {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            };
+            s.delete(&cm, "default", owner, prop).unwrap();
+            assert_eq!(
+                s.get(&cm, "default", &format!("{owner}-dep")).is_ok(),
+                orphan
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::control::Control;
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Event, ListOptions};
+use crate::store::{Event, EventType, ListOptions};
 use bytes::Bytes;
 use hyper::body::Frame;
 use serde_json::{Value, json};
@@ -31,6 +31,32 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     /// `sendInitialEvents=true`: the streaming-list protocol.
     pub send_initial_events: bool,
+    /// `Accept: ...;as=PartialObjectMetadata`: objects reduced to their metadata.
+    pub metadata_only: bool,
+}
+
+/// An object as `PartialObjectMetadata` (what metadata-only clients ask for).
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn object_line(req: &WatchRequest, kind: &str, obj: &Value) -> Bytes {
+    if req.metadata_only {
+        event_line(kind, &partial_metadata(obj))
+    } else {
+        event_line(kind, obj)
+    }
+}
+
+/// The line for a stored event, reusing its serialised object.
+fn stored_event_line(req: &WatchRequest, kind: &str, e: &Event) -> Bytes {
+    if req.metadata_only {
+        return event_line(kind, &partial_metadata(&e.object));
+    }
+    Bytes::from(format!(
+        "{{\"type\":\"{kind}\",\"object\":{}}}\n",
+        e.object_json()
+    ))
 }
 
 /// One event line of the wire format.
@@ -41,11 +67,24 @@ pub fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn matches(req: &WatchRequest, e: &Event) -> bool {
-    e.key == req.rt.key()
-        && (req.namespace.is_empty() || e.namespace == req.namespace)
-        && req.labels.matches_object(&e.object)
-        && req.fields.matches(&e.object)
+fn selected(req: &WatchRequest, obj: &Value) -> bool {
+    req.labels.matches_object(obj) && req.fields.matches(obj)
+}
+
+/// The event type this watch sees for `e`, if any. As kube-apiserver's
+/// watch cache does, a change that makes an object stop matching the
+/// selectors is a DELETED, one that makes it start matching an ADDED.
+fn event_type_for(req: &WatchRequest, e: &Event) -> Option<&'static str> {
+    if e.key != req.rt.key() || !(req.namespace.is_empty() || e.namespace == req.namespace) {
+        return None;
+    }
+    let now = selected(req, &e.object);
+    match (e.kind, e.previous.as_deref().map(|p| selected(req, p))) {
+        (EventType::Modified, Some(true)) if !now => Some("DELETED"),
+        (EventType::Modified, Some(false)) if now => Some("ADDED"),
+        (EventType::Modified, Some(false)) => None,
+        (kind, _) => now.then_some(kind.as_str()),
+    }
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
@@ -82,8 +121,9 @@ pub fn start(
             Some(from) if !req.send_initial_events => {
                 store.events_since(&req.rt.key(), from).map(|evs| {
                     evs.iter()
-                        .filter(|e| matches(&req, e))
-                        .map(|e| event_line(e.kind.as_str(), &e.object))
+                        .filter_map(|e| {
+                            event_type_for(&req, e).map(|t| stored_event_line(&req, t, e))
+                        })
                         .collect()
                 })
             }
@@ -95,8 +135,11 @@ pub fn start(
                     ..Default::default()
                 };
                 store.list(&req.rt, ns, &opts).map(|l| {
-                    let mut lines: Vec<Bytes> =
-                        l.items.iter().map(|o| event_line("ADDED", o)).collect();
+                    let mut lines: Vec<Bytes> = l
+                        .items
+                        .iter()
+                        .map(|o| object_line(&req, "ADDED", o))
+                        .collect();
                     if req.send_initial_events {
                         lines.push(bookmark(&req.rt, rv, true));
                     }
@@ -142,7 +185,9 @@ async fn stream_live(
                         continue;
                     }
                     *last_rv = e.rv;
-                    if matches(&req, &e) && !send(&tx, event_line(e.kind.as_str(), &e.object)).await {
+                    if let Some(t) = event_type_for(&req, &e)
+                        && !send(&tx, stored_event_line(&req, t, &e)).await
+                    {
                         return;
                     }
                 }
@@ -162,5 +207,74 @@ async fn stream_live(
             _ = drop_rx.changed() => return,
             _ = tx.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(selector: &str) -> WatchRequest {
+        WatchRequest {
+            rt: crate::resources::builtin()
+                .into_iter()
+                .find(|t| t.kind == "Pod")
+                .unwrap(),
+            namespace: "prod".into(),
+            labels: LabelSelector::parse(selector).unwrap(),
+            fields: FieldSelector::default(),
+            resource_version: None,
+            timeout: None,
+            bookmarks: false,
+            send_initial_events: false,
+            metadata_only: false,
+        }
+    }
+
+    fn modified(before: &str, after: &str) -> Event {
+        let pod = |slot: &str| {
+            Arc::new(
+                json!({"metadata": {"name": "p", "namespace": "prod", "labels": {"slot": slot}}}),
+            )
+        };
+        Event {
+            rv: 2,
+            key: "/pods".into(),
+            namespace: "prod".into(),
+            kind: EventType::Modified,
+            object: pod(after),
+            previous: Some(pod(before)),
+            json: Default::default(),
+        }
+    }
+
+    #[test]
+    fn leaving_the_selector_is_a_delete_and_entering_it_an_add() {
+        let r = req("slot=blue");
+        assert_eq!(
+            event_type_for(&r, &modified("blue", "green")),
+            Some("DELETED")
+        );
+        assert_eq!(
+            event_type_for(&r, &modified("green", "blue")),
+            Some("ADDED")
+        );
+        assert_eq!(
+            event_type_for(&r, &modified("blue", "blue")),
+            Some("MODIFIED")
+        );
+        assert_eq!(event_type_for(&r, &modified("green", "red")), None);
+    }
+
+    #[test]
+    fn other_namespaces_and_kinds_are_not_seen() {
+        let r = req("");
+        let mut e = modified("a", "b");
+        assert_eq!(event_type_for(&r, &e), Some("MODIFIED"));
+        e.namespace = "dev".into();
+        assert_eq!(event_type_for(&r, &e), None);
+        e.namespace = "prod".into();
+        e.key = "/configmaps".into();
+        assert_eq!(event_type_for(&r, &e), None);
     }
 }

@@ -160,6 +160,8 @@ pub struct StatusInput<'a> {
     /// Sum of `.spec.replicas` of all owned ReplicaSets.
     pub spec_total: i64,
     pub new_rs_created: bool,
+    /// `spec.paused`: Progressing is Unknown/DeploymentPaused and no deadline runs.
+    pub paused: bool,
     /// Whether the progress deadline has passed since the last progress.
     pub deadline_passed: bool,
     pub now: &'a str,
@@ -246,7 +248,30 @@ pub fn deployment_status(i: &StatusInput) -> Value {
     }
     let rs = i.new_rs_name;
     let complete = i.updated == desired && i.replicas == desired && i.available == desired;
-    if complete {
+    let was_paused = conds
+        .iter()
+        .any(|c| c["type"] == "Progressing" && c["reason"] == "DeploymentPaused");
+    if i.paused {
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            i.now,
+            false,
+        );
+    } else if was_paused {
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "Unknown",
+            "DeploymentResumed",
+            "Deployment is resumed",
+            i.now,
+            true,
+        );
+    } else if complete {
         set_condition(
             &mut conds,
             "Progressing",
@@ -301,6 +326,19 @@ pub fn deployment_status(i: &StatusInput) -> Value {
     conds.sort_by_key(|c| if c["type"] == "Available" { 0 } else { 1 });
     status["conditions"] = Value::Array(conds);
     status
+}
+
+/// `spec.paused`.
+pub fn is_paused(d: &Value) -> bool {
+    d["spec"]["paused"].as_bool() == Some(true)
+}
+
+/// Whether the status still says DeploymentPaused (the resume is news).
+pub fn was_paused(d: &Value) -> bool {
+    d["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "DeploymentPaused")
+    })
 }
 
 /// Whether the Progressing condition says the rollout is still under way
@@ -392,6 +430,36 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_deployment_reports_paused_and_then_resumed() {
+        let d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "paused": true}, "status": {}});
+        let mut input = StatusInput {
+            deployment: &d,
+            new_rs_name: "web-abc",
+            replicas: 1,
+            updated: 0,
+            ready: 1,
+            available: 1,
+            spec_total: 1,
+            new_rs_created: false,
+            paused: true,
+            deadline_passed: true,
+            now: "2026-01-01T00:00:00Z",
+        };
+        let s = deployment_status(&input);
+        let p = s["conditions"][1].clone();
+        assert_eq!(
+            (p["status"].as_str(), p["reason"].as_str()),
+            (Some("Unknown"), Some("DeploymentPaused"))
+        );
+        let resumed_from =
+            json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": s});
+        input.deployment = &resumed_from;
+        input.paused = false;
+        let s = deployment_status(&input);
+        assert_eq!(s["conditions"][1]["reason"], "DeploymentResumed");
+    }
+
+    #[test]
     fn status_reports_progress_then_completion_then_deadline() {
         let d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {}});
         let mut input = StatusInput {
@@ -403,6 +471,7 @@ mod tests {
             available: 2,
             spec_total: 2,
             new_rs_created: false,
+            paused: false,
             deadline_passed: false,
             now: "2026-01-01T00:00:00Z",
         };

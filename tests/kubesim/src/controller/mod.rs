@@ -1,19 +1,27 @@
 //! The controllers and the kubelet, in one loop: Deployments make
-//! ReplicaSets, ReplicaSets make Pods, Pods report status over (scaled)
-//! time and image faults, Jobs run a pod to completion, StatefulSets report
-//! their replicas ready. Decisions live in `deployment` and `pod`; this
-//! module reads the store, calls them, and writes what changed.
+//! ReplicaSets (`rollout`), ReplicaSets make Pods (`replicaset`), Pods
+//! report status over (scaled) time and image faults (`kubelet`), Jobs run
+//! a pod to completion (`job`), StatefulSets report their replicas ready
+//! (`statefulset`), Services get Endpoints (`endpoints`) and, with type
+//! LoadBalancer, an address, as Ingresses do (`loadbalancer`). Decisions live in
+//! the pure modules `deployment` and `pod`; the others read the store, call
+//! them, and write what changed.
 
 pub mod deployment;
+mod endpoints;
+mod job;
+mod kubelet;
+mod loadbalancer;
 pub mod pod;
+mod replicaset;
+mod rollout;
+mod statefulset;
 
 use crate::control::Control;
-use crate::faults::ImageFaultRule;
 use crate::resources::ResourceType;
-use crate::store::{Propagation, Store, WriteCtx, now_rfc3339, random_suffix};
+use crate::store::{Store, WriteCtx, now_rfc3339, random_suffix};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the loop runs; well under any rollout time a test would use.
@@ -89,6 +97,8 @@ pub struct Controller {
     next_ip: u32,
     last_progress: HashMap<String, Instant>,
     new_rs_created: HashSet<String>,
+    /// Endpoints objects this loop made, deleted when their Service goes.
+    managed_endpoints: HashSet<(String, String)>,
 }
 
 struct Types {
@@ -98,6 +108,10 @@ struct Types {
     pod: ResourceType,
     job: ResourceType,
     sts: ResourceType,
+    svc: ResourceType,
+    ep: ResourceType,
+    eps: ResourceType,
+    ing: ResourceType,
 }
 
 impl Controller {
@@ -109,6 +123,7 @@ impl Controller {
             next_ip: 2,
             last_progress: HashMap::new(),
             new_rs_created: HashSet::new(),
+            managed_endpoints: HashSet::new(),
         }
     }
 
@@ -144,6 +159,10 @@ impl Controller {
             pod: find(&store, "", "pods"),
             job: find(&store, "batch", "jobs"),
             sts: find(&store, "apps", "statefulsets"),
+            svc: find(&store, "", "services"),
+            ep: find(&store, "", "endpoints"),
+            eps: find(&store, "discovery.k8s.io", "endpointslices"),
+            ing: find(&store, "networking.k8s.io", "ingresses"),
         };
         self.deployments(&mut store, &t);
         self.replicasets(&mut store, &t);
@@ -152,6 +171,8 @@ impl Controller {
         self.replicaset_status(&mut store, &t);
         self.deployment_status(&mut store, &t, scale);
         self.statefulsets(&mut store, &t);
+        self.endpoints(&mut store, &t);
+        self.load_balancers(&mut store, &t);
     }
 
     fn write_status(
@@ -177,481 +198,6 @@ impl Controller {
         };
         if let Err(e) = store.update(rt, md(obj, "namespace"), md(obj, "name"), new, &w, false) {
             tracing::debug!("status write of {} failed: {}", md(obj, "name"), e.message);
-        }
-    }
-
-    fn deployments(&mut self, store: &mut Store, t: &Types) {
-        let av = t.rs.api_version();
-        for d in store.all_of(&t.deploy.key()) {
-            if terminating(&d) {
-                continue;
-            }
-            let (ns, uid) = (md(&d, "namespace").to_string(), md(&d, "uid").to_string());
-            let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
-            let hash = deployment::template_hash(&d["spec"]["template"]);
-            let owned: Vec<Arc<Value>> = store
-                .all_of(&t.rs.key())
-                .into_iter()
-                .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
-                .collect();
-            let max_rev = owned.iter().map(|r| revision(r)).max().unwrap_or(0);
-            let new = owned
-                .iter()
-                .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str())
-                .cloned();
-            let new = match new {
-                Some(n) => {
-                    if revision(&n) < max_rev {
-                        // A rollback to an older template makes that ReplicaSet the newest revision.
-                        let mut bumped = (*n).clone();
-                        bumped["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
-                            json!((max_rev + 1).to_string());
-                        bumped["metadata"]
-                            .as_object_mut()
-                            .map(|m| m.remove("resourceVersion"));
-                        let _ = store.update(
-                            &t.rs,
-                            &ns,
-                            md(&n, "name"),
-                            bumped,
-                            &ctx(&av, false),
-                            false,
-                        );
-                    }
-                    n
-                }
-                None => {
-                    let name = format!("{}-{}", md(&d, "name"), hash);
-                    let mut labels = d["spec"]["template"]["metadata"]["labels"].clone();
-                    labels["pod-template-hash"] = json!(hash);
-                    let rs = json!({
-                        "metadata": {
-                            "name": name, "namespace": ns, "labels": labels,
-                            "annotations": {
-                                "deployment.kubernetes.io/revision": (max_rev + 1).to_string(),
-                                "deployment.kubernetes.io/desired-replicas": desired.to_string(),
-                            },
-                            "ownerReferences": [owner_ref(&d, &t.deploy)],
-                        },
-                        "spec": {
-                            "replicas": 0,
-                            "minReadySeconds": d["spec"]["minReadySeconds"].as_i64().unwrap_or(0),
-                            "selector": deployment::rs_selector(&d, &hash),
-                            "template": deployment::rs_template(&d, &hash),
-                        },
-                    });
-                    match store.create(&t.rs, &ns, rs, &ctx(&av, false)) {
-                        Ok(created) => {
-                            self.new_rs_created.insert(uid.clone());
-                            Arc::new(created)
-                        }
-                        Err(e) => {
-                            tracing::debug!("creating ReplicaSet {name} failed: {}", e.message);
-                            continue;
-                        }
-                    }
-                }
-            };
-            let mut old: Vec<Arc<Value>> = owned
-                .into_iter()
-                .filter(|r| md(r, "uid") != md(&new, "uid"))
-                .collect();
-            old.sort_by_key(|r| revision(r));
-            let counts = |r: &Value| deployment::RsCounts {
-                name: md(r, "name").to_string(),
-                replicas: r["spec"]["replicas"].as_i64().unwrap_or(0),
-                available: r["status"]["availableReplicas"].as_i64().unwrap_or(0),
-            };
-            let new_c = counts(&new);
-            let old_c: Vec<_> = old.iter().map(|r| counts(r)).collect();
-            let (new_target, old_targets) = if d["spec"]["strategy"]["type"] == "Recreate" {
-                let old_pods: i64 = old
-                    .iter()
-                    .map(|r| r["status"]["replicas"].as_i64().unwrap_or(0))
-                    .sum();
-                let old_spec: i64 = old_c.iter().map(|r| r.replicas).sum();
-                let new_target = if old_spec == 0 && old_pods == 0 {
-                    desired
-                } else {
-                    new_c.replicas
-                };
-                (new_target, vec![0; old_c.len()])
-            } else {
-                let (surge, unav) = deployment::surge_and_unavailable(&d["spec"], desired);
-                deployment::rolling_step(desired, surge, unav, &new_c, &old_c)
-            };
-            let mut scale = |rs: &Value, target: i64| {
-                let from = rs["spec"]["replicas"].as_i64().unwrap_or(0);
-                if from == target {
-                    return;
-                }
-                let mut upd = rs.clone();
-                upd["spec"]["replicas"] = json!(target);
-                if let Some(m) = upd["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
-                if store
-                    .update(&t.rs, &ns, md(rs, "name"), upd, &ctx(&av, false), false)
-                    .is_ok()
-                {
-                    let dir = if target > from { "up" } else { "down" };
-                    let msg = format!(
-                        "Scaled {dir} replica set {} from {from} to {target}",
-                        md(rs, "name")
-                    );
-                    record_event(
-                        store,
-                        &t.event,
-                        &d,
-                        "Deployment",
-                        "Normal",
-                        "ScalingReplicaSet",
-                        &msg,
-                        "deployment-controller",
-                    );
-                }
-            };
-            scale(&new, new_target);
-            for (rs, target) in old.iter().zip(old_targets) {
-                scale(rs, target);
-            }
-            // Keep revisionHistoryLimit old ReplicaSets that are scaled to zero.
-            let limit = d["spec"]["revisionHistoryLimit"]
-                .as_i64()
-                .unwrap_or(10)
-                .max(0) as usize;
-            let idle: Vec<&Arc<Value>> = old
-                .iter()
-                .filter(|r| {
-                    r["spec"]["replicas"] == 0 && r["status"]["replicas"].as_i64().unwrap_or(0) == 0
-                })
-                .collect();
-            if idle.len() > limit {
-                for r in &idle[..idle.len() - limit] {
-                    let _ = store.delete(&t.rs, &ns, md(r, "name"), Propagation::Background);
-                }
-            }
-        }
-    }
-
-    fn replicasets(&mut self, store: &mut Store, t: &Types) {
-        let av = t.pod.api_version();
-        let pods = store.all_of(&t.pod.key());
-        for rs in store.all_of(&t.rs.key()) {
-            let (ns, uid) = (md(&rs, "namespace").to_string(), md(&rs, "uid").to_string());
-            let mut mine: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| md(p, "namespace") == ns && owned_by(p, &uid) && !terminating(p))
-                .collect();
-            let want = rs["spec"]["replicas"].as_i64().unwrap_or(0).max(0) as usize;
-            if terminating(&rs) {
-                continue;
-            }
-            if mine.len() < want {
-                for _ in mine.len()..want {
-                    let mut spec = rs["spec"]["template"]["spec"].clone();
-                    spec["nodeName"] = json!("kubesim-node");
-                    let pod = json!({
-                        "metadata": {
-                            "name": format!("{}-{}", md(&rs, "name"), random_suffix(5)),
-                            "namespace": ns,
-                            "labels": rs["spec"]["template"]["metadata"]["labels"],
-                            "annotations": rs["spec"]["template"]["metadata"]["annotations"],
-                            "ownerReferences": [owner_ref(&rs, &t.rs)],
-                        },
-                        "spec": spec,
-                    });
-                    match store.create(&t.pod, &ns, pod, &ctx(&av, false)) {
-                        Ok(p) => {
-                            self.pod_born.insert(
-                                md(&p, "uid").to_string(),
-                                (Instant::now(), chrono::Utc::now()),
-                            );
-                        }
-                        Err(e) => tracing::debug!("creating a pod failed: {}", e.message),
-                    }
-                }
-            } else if mine.len() > want {
-                // Not-ready pods go first, then the newest (as the ReplicaSet controller ranks them).
-                mine.sort_by_key(|p| {
-                    (
-                        pod::is_ready(p),
-                        std::cmp::Reverse(md(p, "creationTimestamp").to_string()),
-                    )
-                });
-                for p in &mine[..mine.len() - want] {
-                    let _ = store.delete(&t.pod, &ns, md(p, "name"), Propagation::Background);
-                }
-            }
-        }
-    }
-
-    fn replicaset_status(&mut self, store: &mut Store, t: &Types) {
-        let pods = store.all_of(&t.pod.key());
-        for rs in store.all_of(&t.rs.key()) {
-            let (ns, uid) = (md(&rs, "namespace"), md(&rs, "uid"));
-            let mine: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| md(p, "namespace") == ns && owned_by(p, uid) && !terminating(p))
-                .collect();
-            let ready = mine.iter().filter(|p| pod::is_ready(p)).count();
-            let status = json!({
-                "replicas": mine.len(),
-                "fullyLabeledReplicas": mine.len(),
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "observedGeneration": rs["metadata"]["generation"],
-            });
-            Self::write_status(store, &t.rs, &rs, status, MANAGER);
-        }
-    }
-
-    fn pods(
-        &mut self,
-        store: &mut Store,
-        t: &Types,
-        faults: &[ImageFaultRule],
-        unit: Duration,
-        scale: f64,
-    ) {
-        let all = store.all_of(&t.pod.key());
-        let live: HashSet<&str> = all.iter().map(|p| md(p, "uid")).collect();
-        self.pod_born.retain(|uid, _| live.contains(uid.as_str()));
-        self.pod_ips.retain(|uid, _| live.contains(uid.as_str()));
-        for p in &all {
-            let phase = p["status"]["phase"].as_str().unwrap_or("");
-            if phase == "Succeeded" || phase == "Failed" || terminating(p) {
-                continue;
-            }
-            let uid = md(p, "uid").to_string();
-            let (born, wall) = *self
-                .pod_born
-                .entry(uid.clone())
-                .or_insert_with(|| (Instant::now(), chrono::Utc::now()));
-            let next = &mut self.next_ip;
-            let ip = self
-                .pod_ips
-                .entry(uid)
-                .or_insert_with(|| {
-                    *next += 1;
-                    format!("10.244.{}.{}", (*next / 250) % 250, *next % 250 + 2)
-                })
-                .clone();
-            let runs_to_completion = p["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|o| o["kind"] == "Job"));
-            let clock = pod::PodClock {
-                elapsed: born.elapsed(),
-                unit,
-                time_scale: scale,
-                created: wall,
-                faults,
-                runs_to_completion,
-                pod_ip: &ip,
-            };
-            let status = pod::pod_status(p, &clock);
-            for (reason, type_, message) in pod::transitions(&p["status"], &status, md(p, "name")) {
-                record_event(
-                    store, &t.event, p, "Pod", type_, reason, &message, "kubelet",
-                );
-            }
-            Self::write_status(store, &t.pod, p, status, "kubelet");
-        }
-    }
-
-    fn deployment_status(&mut self, store: &mut Store, t: &Types, scale: f64) {
-        let all_rs = store.all_of(&t.rs.key());
-        let now = now_rfc3339();
-        let live: HashSet<String> = store
-            .all_of(&t.deploy.key())
-            .iter()
-            .map(|d| md(d, "uid").to_string())
-            .collect();
-        self.last_progress.retain(|uid, _| live.contains(uid));
-        for d in store.all_of(&t.deploy.key()) {
-            let (ns, uid) = (md(&d, "namespace"), md(&d, "uid").to_string());
-            let hash = deployment::template_hash(&d["spec"]["template"]);
-            let owned: Vec<&Arc<Value>> = all_rs
-                .iter()
-                .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
-                .collect();
-            let Some(new) = owned
-                .iter()
-                .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash.as_str())
-            else {
-                continue;
-            };
-            let sum = |k: &str| -> i64 {
-                owned
-                    .iter()
-                    .map(|r| r["status"][k].as_i64().unwrap_or(0))
-                    .sum()
-            };
-            let spec_total: i64 = owned
-                .iter()
-                .map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0))
-                .sum();
-            let created = self.new_rs_created.remove(&uid);
-            let counts = json!({"replicas": sum("replicas"),
-                "updatedReplicas": new["status"]["replicas"].as_i64().unwrap_or(0),
-                "readyReplicas": sum("readyReplicas"), "availableReplicas": sum("availableReplicas")});
-            let progressed = created || deployment::has_progressed(&d["status"], &counts);
-            let last = self
-                .last_progress
-                .entry(uid.clone())
-                .or_insert_with(Instant::now);
-            if progressed {
-                *last = Instant::now();
-            }
-            let deadline = d["spec"]["progressDeadlineSeconds"]
-                .as_f64()
-                .unwrap_or(600.0)
-                * scale;
-            let deadline_passed =
-                deployment::is_progressing(&d) && last.elapsed().as_secs_f64() > deadline;
-            let status = deployment::deployment_status(&deployment::StatusInput {
-                deployment: &d,
-                new_rs_name: md(new, "name"),
-                replicas: sum("replicas"),
-                updated: new["status"]["replicas"].as_i64().unwrap_or(0),
-                ready: sum("readyReplicas"),
-                available: sum("availableReplicas"),
-                spec_total,
-                new_rs_created: created,
-                deadline_passed,
-                now: &now,
-            });
-            Self::write_status(store, &t.deploy, &d, status, MANAGER);
-        }
-    }
-
-    fn jobs(&mut self, store: &mut Store, t: &Types) {
-        let av = t.pod.api_version();
-        let pods = store.all_of(&t.pod.key());
-        let now = now_rfc3339();
-        for job in store.all_of(&t.job.key()) {
-            let finished = job["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
-                })
-            });
-            if finished || terminating(&job) {
-                continue;
-            }
-            let (ns, uid) = (
-                md(&job, "namespace").to_string(),
-                md(&job, "uid").to_string(),
-            );
-            let mine: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| md(p, "namespace") == ns && owned_by(p, &uid))
-                .collect();
-            let phase = |p: &Value| {
-                p["status"]["phase"]
-                    .as_str()
-                    .unwrap_or("Pending")
-                    .to_string()
-            };
-            let succeeded = mine.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-            let failed = mine.iter().filter(|p| phase(p) == "Failed").count() as i64;
-            let active = mine.len() as i64 - succeeded - failed;
-            let completions = job["spec"]["completions"].as_i64().unwrap_or(1);
-            let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
-            let mut status = job["status"].clone();
-            if !status.is_object() {
-                status = json!({});
-            }
-            if status["startTime"].is_null() {
-                status["startTime"] = json!(now);
-            }
-            status["succeeded"] = json!(succeeded);
-            status["failed"] = json!(failed);
-            status["active"] = json!(active);
-            status["ready"] = json!(mine.iter().filter(|p| pod::is_ready(p)).count());
-            status["terminating"] = json!(0);
-            let cond = |kind: &str, reason: &str, msg: &str| {
-                json!({"type": kind, "status": "True", "reason": reason, "message": msg,
-                    "lastProbeTime": now, "lastTransitionTime": now})
-            };
-            if succeeded >= completions {
-                status["active"] = json!(0);
-                status["completionTime"] = json!(now);
-                status["conditions"] = json!([
-                    cond(
-                        "SuccessCriteriaMet",
-                        "CompletionsReached",
-                        "Reached expected number of succeeded pods"
-                    ),
-                    cond(
-                        "Complete",
-                        "CompletionsReached",
-                        "Reached expected number of succeeded pods"
-                    ),
-                ]);
-            } else if failed > backoff_limit {
-                status["active"] = json!(0);
-                status["conditions"] = json!([
-                    cond(
-                        "FailureTarget",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit"
-                    ),
-                    cond(
-                        "Failed",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit"
-                    ),
-                ]);
-            } else if active == 0 {
-                let mut labels = job["spec"]["template"]["metadata"]["labels"].clone();
-                if !labels.is_object() {
-                    labels = json!({});
-                }
-                labels["job-name"] = json!(md(&job, "name"));
-                labels["batch.kubernetes.io/job-name"] = json!(md(&job, "name"));
-                labels["controller-uid"] = json!(uid);
-                labels["batch.kubernetes.io/controller-uid"] = json!(uid);
-                let mut spec = job["spec"]["template"]["spec"].clone();
-                spec["nodeName"] = json!("kubesim-node");
-                let pod = json!({"metadata": {
-                        "name": format!("{}-{}", md(&job, "name"), random_suffix(5)),
-                        "namespace": ns, "labels": labels,
-                        "ownerReferences": [owner_ref(&job, &t.job)]},
-                    "spec": spec});
-                if let Ok(p) = store.create(&t.pod, &ns, pod, &ctx(&av, false)) {
-                    self.pod_born.insert(
-                        md(&p, "uid").to_string(),
-                        (Instant::now(), chrono::Utc::now()),
-                    );
-                    status["active"] = json!(1);
-                }
-            }
-            let old = job["status"].clone();
-            let mut cmp_old = old.clone();
-            let mut cmp_new = status.clone();
-            for v in [&mut cmp_old, &mut cmp_new] {
-                if let Some(m) = v.as_object_mut() {
-                    m.remove("startTime");
-                }
-            }
-            if cmp_old != cmp_new || old["startTime"].is_null() {
-                Self::write_status(store, &t.job, &job, status, MANAGER);
-            }
-        }
-    }
-
-    fn statefulsets(&mut self, store: &mut Store, t: &Types) {
-        for s in store.all_of(&t.sts.key()) {
-            let n = s["spec"]["replicas"].as_i64().unwrap_or(1);
-            let rev = format!(
-                "{}-{}",
-                md(&s, "name"),
-                deployment::template_hash(&s["spec"]["template"])
-            );
-            let status = json!({"observedGeneration": s["metadata"]["generation"], "replicas": n,
-                "readyReplicas": n, "currentReplicas": n, "updatedReplicas": n, "availableReplicas": n,
-                "currentRevision": rev, "updateRevision": rev, "collisionCount": 0});
-            Self::write_status(store, &t.sts, &s, status, MANAGER);
         }
     }
 }

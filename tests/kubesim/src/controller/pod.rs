@@ -312,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_image_becomes_ready_only_after_its_extra_time() {
+        let faults = vec!["*:slow-*=Slow:2".parse().unwrap()];
+        let s = pod_status(&pod("api:slow-1"), &clock(2500, &faults));
+        assert_eq!(s["phase"], "Running");
+        assert!(
+            !is_ready(&json!({"status": s})),
+            "1.5 s after start: not yet"
+        );
+        let s = pod_status(&pod("api:slow-1"), &clock(3100, &faults));
+        assert!(is_ready(&json!({"status": s})), "2.1 s after start: ready");
+    }
+
+    #[test]
     fn never_ready_runs_but_is_not_ready() {
         let faults = vec!["*:unready-*=NeverReady".parse().unwrap()];
         let s = pod_status(&pod("api:unready-1"), &clock(60_000, &faults));

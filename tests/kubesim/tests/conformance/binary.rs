@@ -64,6 +64,35 @@ async fn the_binary_serves_its_kubeconfig_with_flags_and_exits_on_sigterm() {
         Some("ImagePullBackOff"),
         "the --image-fault flag took effect"
     );
+    let log = sim.requests().unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "b")
+    );
+    sim.set_image_fault("*:late-*", &kubesim::ImageFault::NeverReady)
+        .unwrap();
+    sim.add_api_fault(&kubesim::ApiFault::always(
+        Some("delete"),
+        Some("pods"),
+        500,
+    ))
+    .unwrap();
+    let err = pods
+        .delete(
+            &pods.list(&ListParams::default()).await.unwrap().items[0]
+                .metadata
+                .name
+                .clone()
+                .unwrap(),
+            &Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(err, Err(kube::Error::Api(ref s)) if s.code == 500),
+        "{err:?}"
+    );
+    sim.reset().unwrap();
+    assert!(sim.requests().unwrap().is_empty());
     let status = sim.terminate().unwrap();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
 }

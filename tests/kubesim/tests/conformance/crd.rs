@@ -67,6 +67,26 @@ async fn applied_crds_serve_gateway_prometheus_and_cert_manager_kinds() {
         assert_eq!(api.list(&Default::default()).await.unwrap().items.len(), 1);
     }
 
+    // The same through aggregated discovery (one request for /apis).
+    let aggregated = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .unwrap();
+    for (g, k, _) in kinds {
+        let gvk = kube::core::GroupVersionKind::gvk(g, "v1", k);
+        assert!(
+            aggregated.resolve_gvk(&gvk).is_some(),
+            "{k} is in aggregated discovery"
+        );
+    }
+    let deploy = kube::core::GroupVersionKind::gvk("apps", "v1", "Deployment");
+    assert!(aggregated.resolve_gvk(&deploy).is_some());
+    let pod = kube::core::GroupVersionKind::gvk("", "v1", "Pod");
+    assert!(
+        aggregated.resolve_gvk(&pod).is_some(),
+        "the core group is there too"
+    );
+
     // Deleting the CRD stops serving the kind and removes its objects.
     crds.delete(
         "httproutes.gateway.networking.k8s.io",

@@ -233,12 +233,18 @@ async fn every_builtin_kind_supports_create_get_list_update_and_delete() {
             "{kind} is listed"
         );
 
-        let mut changed = got.clone();
-        changed.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
-        let updated = api
-            .replace(&name, &PostParams::default(), &changed)
-            .await
-            .unwrap_or_else(|e| panic!("update {kind}: {e}"));
+        // Controllers write status concurrently, so update as a client does:
+        // on a 409 Conflict, read again and retry.
+        let mut attempt = 0;
+        let updated = loop {
+            let mut changed = api.get(&name).await.unwrap();
+            changed.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
+            match api.replace(&name, &PostParams::default(), &changed).await {
+                Ok(u) => break u,
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => attempt += 1,
+                Err(e) => panic!("update {kind}: {e}"),
+            }
+        };
         assert_eq!(updated.metadata.labels.unwrap()["touched"], "yes");
         assert_ne!(
             updated.metadata.resource_version,
@@ -385,6 +391,29 @@ async fn selectors_and_paging_filter_and_split_lists() {
         .unwrap();
     assert_eq!(names(rest), vec!["d"]);
 
+    // Metadata-only requests get PartialObjectMetadata, as kube-apiserver sends.
+    let meta = api.get_metadata("a").await.unwrap();
+    assert_eq!(
+        meta.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(meta.metadata.labels.unwrap()["slot"], "blue");
+    let r = crate::common::http(
+        sim.url(),
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[(
+            "Accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )],
+        "",
+    )
+    .await;
+    let list = r.json();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert!(list["items"][0].get("data").is_none());
+    assert_eq!(list["items"][0]["metadata"]["name"], "a");
+
     // deletecollection honours the selector.
     api.delete_collection(
         &DeleteParams::default(),
@@ -521,4 +550,29 @@ async fn a_finalizer_keeps_an_object_until_it_is_removed_and_namespaces_take_the
         .unwrap();
     nss.delete("team", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(api.get("inside").await.unwrap_err()).1, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_answers_as_a_write_would_and_stores_nothing() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api
+        .create(&pp, &cm("ghost", json!({"a": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(answered.metadata.name.as_deref(), Some("ghost"));
+    assert!(answered.metadata.uid.is_some());
+    assert_eq!(
+        api_error(api.get("ghost").await.unwrap_err()).1,
+        404,
+        "nothing was stored"
+    );
+    let ap = PatchParams::apply("t").dry_run();
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ghost"}, "data": {"k": "v"}});
+    api.patch("ghost", &ap, &Patch::Apply(body)).await.unwrap();
+    assert_eq!(api_error(api.get("ghost").await.unwrap_err()).1, 404);
 }

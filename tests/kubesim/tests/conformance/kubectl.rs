@@ -35,6 +35,21 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     }
 }
 
+/// The minor version of the kubectl on PATH.
+async fn kubectl_minor() -> u32 {
+    let out = tokio::process::Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .await
+        .expect("kubectl runs");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("kubectl version prints JSON");
+    v["clientVersion"]["minor"]
+        .as_str()
+        .and_then(|m| m.trim_end_matches('+').parse().ok())
+        .expect("a minor version")
+}
+
 fn manifest(image: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -76,12 +91,19 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     let kc = sim.kubeconfig_path().to_path_buf();
 
-    let out = kubectl(
-        &kc,
-        &["apply", "--server-side", "--validate=false", "-f", "-"],
-        Some(&manifest("web:1")),
-    )
-    .await;
+    // kubectl 1.27+ checks the OpenAPI v3 documents for server-side field
+    // validation and applies without --validate=false; older ones need it.
+    let validate: &[&str] = if kubectl_minor().await >= 27 {
+        &[]
+    } else {
+        &["--validate=false"]
+    };
+    let args: Vec<&str> = ["apply", "--server-side", "-f", "-"]
+        .iter()
+        .chain(validate)
+        .copied()
+        .collect();
+    let out = kubectl(&kc, &args, Some(&manifest("web:1"))).await;
     assert!(out.ok, "apply: {}", out.stderr);
     assert!(
         out.stdout
@@ -108,23 +130,31 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
         out.stdout
     );
 
-    let out = kubectl(
-        &kc,
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-        None,
-    )
-    .await;
+    let out = kubectl(&kc, &["get", "deployment", "web", "-o", "json"], None).await;
     assert!(out.ok, "{}", out.stderr);
     let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(d["status"]["availableReplicas"], 2);
-    assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kubectl");
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(sim.client(), "default");
+    let managed = api
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap();
+    assert_eq!(managed[0].manager.as_deref(), Some("kubectl"));
+    assert_eq!(managed[0].operation.as_deref(), Some("Apply"));
+
+    // Discovery: kubectl 1.26+ takes the aggregated documents from /api and
+    // /apis; older ones (Debian's kubernetes-client) read one per group version.
+    let counters = sim.control().counters();
+    assert!(counters.contains_key("get /apis"), "{counters:?}");
+    if kubectl_minor().await >= 26 {
+        assert!(!counters.contains_key("get /apis/apps/v1"), "{counters:?}");
+    } else {
+        assert!(counters.contains_key("get /apis/apps/v1"), "{counters:?}");
+    }
 
     let out = kubectl(
         &kc,
@@ -167,6 +197,23 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
             .any(|l| l.contains("Running") && l.contains("1/1")),
         "old pods still run: {table}"
     );
+
+    // Back to the good revision.
+    let out = kubectl(&kc, &["rollout", "undo", "deployment/web"], None).await;
+    assert!(out.ok, "rollout undo: {}", out.stderr);
+    let out = kubectl(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    assert!(
+        out.ok,
+        "rollout status after undo: {} {}",
+        out.stdout, out.stderr
+    );
+    let out = kubectl(&kc, &["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"], None).await;
+    assert_eq!(out.stdout, "web:1 3", "{}", out.stderr);
 
     let out = kubectl(&kc, &["delete", "deployment", "web"], None).await;
     assert!(out.ok, "{}", out.stderr);
@@ -240,4 +287,99 @@ fn a_blocking_test_can_run_kubectl_against_a_sim() {
         .collect();
     // Client-side apply: look, create; then the get.
     assert_eq!(verbs, vec!["get", "create", "get"]);
+}
+
+/// `kubectl create <kind>` sends protobuf; a person staging a failure by hand
+/// gets what a cluster would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_stage_objects_and_a_failing_deployment() {
+    let sim = sim().await;
+    sim.control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let kc = sim.kubeconfig_path().to_path_buf();
+    for args in [
+        &["create", "namespace", "staging"][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=blue",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "secret",
+            "generic",
+            "keys",
+            "--from-literal=token=abc",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "deployment",
+            "api",
+            "--image=api:broken-1",
+            "--replicas=2",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "create",
+            "service",
+            "clusterip",
+            "api",
+            "--tcp=80:8080",
+        ][..],
+        &[
+            "-n",
+            "staging",
+            "run",
+            "debug",
+            "--image=busybox:1",
+            "--restart=Never",
+        ][..],
+    ] {
+        let out = kubectl(&kc, args, None).await;
+        assert!(out.ok, "kubectl {args:?}: {}", out.stderr);
+    }
+    let client = sim.client();
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "staging");
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["mode"],
+        "blue"
+    );
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "staging");
+    assert_eq!(
+        secrets.get("keys").await.unwrap().data.unwrap()["token"].0,
+        b"abc"
+    );
+    let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), "staging");
+    let port = svcs.get("api").await.unwrap().spec.unwrap().ports.unwrap()[0].clone();
+    assert_eq!((port.port, port.protocol.as_deref()), (80, Some("TCP")));
+    let table = eventually(
+        "the staged pods pull back off",
+        Duration::from_secs(10),
+        || {
+            let kc = kc.clone();
+            async move {
+                let out = kubectl(&kc, &["-n", "staging", "get", "pods"], None).await;
+                (out.stdout.matches("ImagePullBackOff").count() == 2).then_some(out.stdout)
+            }
+        },
+    )
+    .await;
+    assert!(table.contains("0/1"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("debug") && l.contains("Running")),
+        "{table}"
+    );
 }

@@ -342,6 +342,19 @@ async fn a_crashing_image_loops_with_a_rising_restart_count_and_an_unready_one_n
     })
     .await;
     assert!(later > first);
+    let crashing = pods
+        .list(&ListParams::default().labels("app=crash"))
+        .await
+        .unwrap()
+        .items;
+    let log = pods
+        .logs(
+            crashing[0].metadata.name.as_deref().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(log.contains("simulated crash"), "{log}");
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     let ps = pods
@@ -435,4 +448,193 @@ async fn the_time_scale_shortens_the_rollout_time() {
         start.elapsed() < Duration::from_secs(2),
         "well under the unscaled 3 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deployment_holds_its_rollout_until_resumed() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    apply(&api, "held", deployment("held", 1, "h:1", 600)).await;
+    eventually("v1 rolls out", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { api.get("held").await.ok().filter(rolled_out) }
+    })
+    .await;
+    let pp = PatchParams::default();
+    api.patch(
+        "held",
+        &pp,
+        &Patch::Merge(json!({"spec": {"paused": true}})),
+    )
+    .await
+    .unwrap();
+    api.patch("held", &pp, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "h:2"}]}}}})))
+        .await
+        .unwrap();
+    let d = eventually(
+        "Progressing says DeploymentPaused",
+        Duration::from_secs(5),
+        || {
+            let api = api.clone();
+            async move {
+                let d = api.get("held").await.ok()?;
+                (condition(&d, "Progressing")?.1 == "DeploymentPaused").then_some(d)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        d.status.unwrap().updated_replicas.unwrap_or(0),
+        0,
+        "no pod has the new template"
+    );
+    let rss: Api<ReplicaSet> = Api::namespaced(client, "default");
+    assert_eq!(
+        rss.list(&ListParams::default().labels("app=held"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "no new ReplicaSet"
+    );
+
+    api.patch(
+        "held",
+        &pp,
+        &Patch::Merge(json!({"spec": {"paused": null}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "v2 rolls out after the resume",
+        Duration::from_secs(10),
+        || {
+            let api = api.clone();
+            async move {
+                let d = api.get("held").await.ok()?;
+                (rolled_out(&d) && condition(&d, "Progressing")?.1 == "NewReplicaSetAvailable")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        rss.list(&ListParams::default().labels("app=held"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_image_delays_the_rollout_by_its_extra_time() {
+    let sim = sim().await;
+    sim.control()
+        .set_image_fault("*:slow-*", ImageFault::Slow(1.5));
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "default");
+    let start = std::time::Instant::now();
+    apply(&api, "slow", deployment("slow", 1, "s:slow-1", 600)).await;
+    eventually(
+        "the slow rollout completes",
+        Duration::from_secs(10),
+        || {
+            let api = api.clone();
+            async move { api.get("slow").await.ok().filter(rolled_out) }
+        },
+    )
+    .await;
+    // 0.3 s rollout time + 1.5 s extra.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1800),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let with_recreate = |image: &str| {
+        let mut d = deployment("rc", 2, image, 600);
+        d["spec"]["strategy"] = json!({"type": "Recreate"});
+        d
+    };
+    apply(&api, "rc", with_recreate("rc:1")).await;
+    eventually("v1 rolls out", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { api.get("rc").await.ok().filter(rolled_out) }
+    })
+    .await;
+    apply(&api, "rc", with_recreate("rc:2")).await;
+    // Sample the pods while the rollout runs: never old and new together.
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let start = std::time::Instant::now();
+    loop {
+        let ps = pods
+            .list(&ListParams::default().labels("app=rc"))
+            .await
+            .unwrap()
+            .items;
+        let images: std::collections::BTreeSet<String> = ps
+            .iter()
+            .map(|p| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        assert!(images.len() <= 1, "old and new pods at once: {images:?}");
+        let d = api.get("rc").await.unwrap();
+        if d.metadata.generation == Some(2) && rolled_out(&d) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "v2 did not roll out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancer_service_gets_an_address_that_kubes_wait_condition_sees() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::runtime::wait::{await_condition, conditions};
+    let sim = sim().await;
+    let svcs: Api<Service> = Api::namespaced(sim.client(), "default");
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "edge"}, "ports": [{"port": 443}]}});
+    svcs.patch("edge", &PatchParams::apply("test"), &Patch::Apply(svc))
+        .await
+        .unwrap();
+    let provisioned = tokio::time::timeout(
+        Duration::from_secs(5),
+        await_condition(
+            svcs.clone(),
+            "edge",
+            conditions::is_service_loadbalancer_provisioned(),
+        ),
+    )
+    .await
+    .expect("provisioned within 5 s")
+    .unwrap()
+    .unwrap();
+    let ip = provisioned
+        .status
+        .unwrap()
+        .load_balancer
+        .unwrap()
+        .ingress
+        .unwrap()[0]
+        .ip
+        .clone()
+        .unwrap();
+    assert!(ip.starts_with("172.18.255."), "{ip}");
 }

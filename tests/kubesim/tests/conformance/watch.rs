@@ -181,3 +181,103 @@ async fn a_watch_from_an_expired_version_gets_410_gone() {
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_with_a_label_selector_sees_objects_leave_and_enter_it() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let labelled = |slot: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": "route", "labels": {"slot": slot}}}))
+            .unwrap()
+    };
+    api.create(&PostParams::default(), &labelled("blue"))
+        .await
+        .unwrap();
+    let rv = api
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let stream = api
+        .watch(&WatchParams::default().labels("slot=blue").timeout(1), &rv)
+        .await
+        .unwrap();
+    let relabel = |slot: &str| json!({"metadata": {"labels": {"slot": slot}}});
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("green")),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("red")),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "route",
+        &PatchParams::default(),
+        &Patch::Merge(relabel("blue")),
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            WatchEvent::Added(_) => Some("ADDED"),
+            WatchEvent::Modified(_) => Some("MODIFIED"),
+            WatchEvent::Deleted(_) => Some("DELETED"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["DELETED", "ADDED"],
+        "green: left the selector; red: unseen; blue: back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_list_watcher_gets_the_initial_state_then_changes() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    api.create(&PostParams::default(), &cm("first", "1"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    eventually("the initial state arrives", Duration::from_secs(5), || {
+        let n = reader.state().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    api.create(&PostParams::default(), &cm("second", "1"))
+        .await
+        .unwrap();
+    eventually("the change arrives", Duration::from_secs(5), || {
+        let n = reader.state().len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let counters = sim.control().counters();
+    assert_eq!(
+        counters.get("list configmaps"),
+        None,
+        "no list: the watch streamed the state: {counters:?}"
+    );
+    task.abort();
+}
