@@ -449,6 +449,18 @@ async fn down_locked(
     }
 }
 
+/// Takes a verified backup now, named after the settings' deployment id
+/// and `reason`, outside any migration (for `db backup`, or before a
+/// restore done by hand).
+pub async fn backup(settings: &MigrateSettings, reason: BackupReason) -> Result<BackupRecord> {
+    let store = settings.store("a backup")?;
+    let db = DatabaseUrl::parse(&settings.database_url)?;
+    let mut conn = db.connect().await?;
+    let version = current_version(&mut conn).await?;
+    let _ = conn.close().await;
+    take_backup(&db, &store, settings, reason, version).await
+}
+
 /// Every backup in a location, newest first.
 pub async fn list_backups(
     backup_url: &str,

@@ -13,7 +13,7 @@ WITH objects AS (
     SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
            || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
            || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-           || coalesce(' identity ' || nullif(a.attidentity, ''), '') AS line
+           || coalesce(' identity ' || nullif(a.attidentity::text, ''), '') AS line
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

@@ -61,18 +61,25 @@ pub struct StepFailure {
     pub cause: String,
 }
 
-/// Takes the migration lock, waiting at most `wait` for another run.
+/// Takes the migration lock, waiting at most `wait` for another run, and
+/// makes sure `_sqlx_migrations` exists.
 pub async fn lock(conn: &mut PgConnection, wait: Duration) -> Result<()> {
     // The wait for another run is bounded by `wait`, not by the session's
     // statement or lock timeout.
     conn.execute(timeouts::NO_LIMITS_SQL).await?;
     match tokio::time::timeout(wait, conn.lock()).await {
-        Ok(result) => result.context("could not take the migration lock"),
-        Err(_) => Err(DbError::LockWaitTimeout {
-            waited_secs: wait.as_secs(),
+        Ok(result) => result.context("could not take the migration lock")?,
+        Err(_) => {
+            return Err(DbError::LockWaitTimeout {
+                waited_secs: wait.as_secs(),
+            }
+            .into());
         }
-        .into()),
     }
+    // Created under the lock, as sqlx does, so two first runs do not race.
+    conn.ensure_migrations_table(MIGRATIONS_TABLE)
+        .await
+        .context("could not create _sqlx_migrations")
 }
 
 /// Releases the migration lock. Best effort: closing the session releases

@@ -18,8 +18,8 @@ pub mod timeouts;
 mod api;
 
 pub use api::{
-    DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, RestoreOutcome, find_backup,
-    list_backups, migrate, migrate_down_to, restore, status,
+    DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, RestoreOutcome, backup,
+    find_backup, list_backups, migrate, migrate_down_to, restore, status,
 };
 pub use backup::{BackupReason, BackupRecord};
 pub use error::{ConnectFailure, DbError};
