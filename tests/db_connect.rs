@@ -34,7 +34,7 @@ struct PasswordCluster {
 
 impl PasswordCluster {
     fn start() -> PasswordCluster {
-        let bin = PathBuf::from("/usr/lib/postgresql/15/bin");
+        let bin = server_bin_dir();
         let dir = std::env::temp_dir().join(format!("maily-pw-cluster-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -110,6 +110,23 @@ impl Drop for PasswordCluster {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The server binaries of the version the machine's server runs.
+fn server_bin_dir() -> PathBuf {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-Atc",
+            "SHOW server_version_num",
+        ])
+        .output()
+        .expect("psql must be installed");
+    let num: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    PathBuf::from(format!("/usr/lib/postgresql/{}/bin", num / 10000))
 }
 
 #[tokio::test]
