@@ -191,14 +191,18 @@ async fn an_unknown_host_is_named_without_the_password() {
 
 #[tokio::test]
 async fn a_closed_port_says_nothing_listens_there_without_the_password() {
-    let port = db_support::free_port();
+    // A port bound but never listened on: reserved for this test, so no
+    // other test's server can take it, and every connection is refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let err = db::migrate(&settings(&format!(
         "postgres://maily:{PASSWORD}@127.0.0.1:{port}/maily"
     )))
     .await
     .unwrap_err();
     let (failure, text) = connect_error(&err);
-    assert_eq!(failure, ConnectFailure::Refused);
+    assert_eq!(failure, ConnectFailure::Refused, "{text}");
     assert!(
         text.contains(&format!(
             "127.0.0.1:{port}/maily as maily: connection refused"

@@ -26,6 +26,10 @@ const BATCH_CONTACTS: i64 = 100_000;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let size_mb: i64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1024);
     let server = args

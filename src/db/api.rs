@@ -159,7 +159,9 @@ pub async fn migrate(settings: &MigrateSettings) -> Result<MigrateOutcome> {
     let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "connected");
     migrator::lock(&mut conn, settings.migration_lock_wait).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "migration lock taken");
     let result = migrate_locked(&mut conn, &db, &set, settings, started).await;
     migrator::unlock(&mut conn).await;
     let _ = conn.close().await;
