@@ -12,6 +12,9 @@ async fn a_backup_restores_100_000_rows_exactly_after_the_database_was_changed()
     let settings = test.settings("production-20250601-120000");
     db::migrate(&settings).await.unwrap();
     seed(&test, 44_000).await;
+    // Grants on the schema itself must come back too.
+    test.execute("GRANT USAGE ON SCHEMA public TO pg_monitor")
+        .await;
     let before = test.state().await;
     assert!(
         before.total_rows() >= 100_000,

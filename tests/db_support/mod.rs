@@ -111,6 +111,10 @@ impl TestDb {
                 UNION ALL
                 SELECT format('sequence %s', sequence_name) FROM information_schema.sequences
                  WHERE sequence_schema = 'public'
+                UNION ALL
+                SELECT format('schema %s owner %s acl %s comment %s', nspname, pg_get_userbyid(nspowner),
+                              nspacl, obj_description(oid, 'pg_namespace'))
+                  FROM pg_namespace WHERE nspname = 'public'
              ) s ORDER BY line",
         )
         .fetch_all(&mut c)
