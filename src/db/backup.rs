@@ -196,9 +196,13 @@ async fn take_inner(req: &BackupRequest<'_>) -> Result<BackupRecord> {
         .await
         .with_context(|| format!("could not dump {}", req.db.target()))?;
 
+    tracing::debug!(elapsed = ?started.elapsed(), "pg_dump done");
     verify_file(req.tools, staged.path()).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "dump verified");
     let (size, sha256) = file_digest(staged.path()).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "dump hashed");
     let stored_size = req.store.commit(staged, &file_name).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "dump stored");
     if stored_size != size {
         anyhow::bail!(
             "{} holds {stored_size} bytes but pg_dump wrote {size}",

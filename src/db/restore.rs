@@ -33,6 +33,7 @@ pub struct RestoreRequest<'a> {
 /// Replaces the backup's schemas in the database with the backup's content.
 /// `conn` is the caller's session (which holds the migration lock).
 pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> Result<()> {
+    let started = std::time::Instant::now();
     let list = toc_without_schema_entries(req.tools, req.dump, &req.record.schemas).await?;
     let suffix = format!("_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
 
@@ -51,10 +52,12 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
         .arg(format!("--jobs={}", req.jobs.max(1)))
         .arg(format!("--dbname={}", req.db.database()))
         .arg(req.dump);
+    tracing::debug!(elapsed = ?started.elapsed(), "schemas set aside");
     if let Err(e) = req.tools.run(cmd, "pg_restore", Some(req.db)).await {
         put_back(conn, &moved, &suffix).await;
         return Err(restore_failed(req.record, e));
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "pg_restore done");
 
     for schema in &moved {
         let old = quote_ident(&format!("{schema}{suffix}"));
@@ -62,6 +65,7 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
             .await
             .with_context(|| format!("the restore succeeded but the replaced schema {old} could not be dropped; drop it by hand"))?;
     }
+    tracing::info!(location = %req.record.location, elapsed = ?started.elapsed(), "backup restored");
     Ok(())
 }
 
