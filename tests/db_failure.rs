@@ -58,7 +58,15 @@ async fn a_migration_failing_after_an_earlier_one_committed_is_undone_by_restori
             cause,
             restored,
             recovery,
+            backup_location,
         }) => {
+            assert_eq!(
+                backup_location,
+                &format!(
+                    "file://{}/production-20250602-120000.pre-migrate.dump",
+                    test.backups.path().display()
+                )
+            );
             assert_eq!(*version, 20990101000002);
             assert_eq!(name, "broken backfill");
             assert!(cause.contains("division by zero"), "{cause}");

@@ -255,3 +255,52 @@ async fn the_embedded_migrations_are_used_when_the_directory_is_missing() {
     assert_eq!(outcome.source, db::MigrationSource::Embedded);
     assert_eq!(outcome.applied.len(), repo_migration_count());
 }
+
+#[tokio::test]
+async fn migrating_down_refuses_a_target_never_applied_and_a_migration_without_a_down_file() {
+    let test = TestDb::create("downrefuse").await;
+    let dir = migrations_dir(
+        repo_migration_count(),
+        &[(
+            "20990101000001_one_way.up.sql",
+            "ALTER TABLE contacts ADD COLUMN one_way text;",
+        )],
+    );
+    let mut settings = test.settings("production-1");
+    settings.migrations_dir = Some(dir.path().to_path_buf());
+    db::migrate(&settings).await.unwrap();
+    let before = test.state().await;
+
+    settings.deployment_id = "production-2".into();
+    let err = db::migrate_down_to(&settings, 20250601000010)
+        .await
+        .unwrap_err();
+    match DbError::find(&err) {
+        Some(DbError::CannotMigrateDown { target, reason }) => {
+            assert_eq!(*target, 20250601000010);
+            assert!(reason.contains("not an applied version"), "{reason}");
+        }
+        other => panic!("expected CannotMigrateDown, got {other:?}: {err:#}"),
+    }
+    let err = db::migrate_down_to(&settings, 20250601000006)
+        .await
+        .unwrap_err();
+    match DbError::find(&err) {
+        Some(DbError::CannotMigrateDown { reason, .. }) => {
+            assert!(
+                reason.contains("20990101000001 (one way) has no .down.sql"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected CannotMigrateDown, got {other:?}: {err:#}"),
+    }
+    // Refused before anything: no backup, nothing reverted.
+    assert_eq!(test.state().await, before);
+    assert!(
+        !test
+            .backups
+            .path()
+            .join("production-2.pre-down.dump")
+            .exists()
+    );
+}

@@ -232,6 +232,7 @@ async fn migrate_locked(
                 cause: db.redact(&failure.cause),
                 restored,
                 recovery: words,
+                backup_location: record.location.clone(),
             }
             .into())
         }
@@ -445,6 +446,7 @@ async fn down_locked(
                 cause: db.redact(&failure.cause),
                 restored,
                 recovery: words,
+                backup_location: record.location.clone(),
             }
             .into())
         }

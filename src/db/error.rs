@@ -104,6 +104,8 @@ pub enum DbError {
         restored: bool,
         /// What was done about it, in words, for the report.
         recovery: String,
+        /// The backup taken before the run, for the snapshot.
+        backup_location: String,
     },
 
     /// A down migration was asked for but cannot be run.

@@ -281,6 +281,26 @@ mod tests {
         assert_eq!(status.blocking_error(), Some(DbError::Dirty { version: 1 }));
     }
 
+    /// `sqlx::migrate!` re-reads a changed file but cannot see a new one
+    /// without a rebuild of this module; a stale embedded copy fails here.
+    #[tokio::test]
+    async fn the_embedded_migrations_are_the_migrations_folder() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let folder = MigrationSet::load(Some(&dir)).await.unwrap();
+        let embedded = MigrationSet::embedded();
+        let summary = |set: &MigrationSet| -> Vec<(i64, MigrationType, Vec<u8>)> {
+            set.migrations
+                .iter()
+                .map(|m| (m.version, m.migration_type, m.checksum.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            summary(&embedded),
+            summary(&folder),
+            "the embedded migrations are stale: touch src/db/migrations.rs and rebuild"
+        );
+    }
+
     #[test]
     fn the_embedded_schema_is_reversible_migration_by_migration() {
         let set = MigrationSet::embedded();
