@@ -82,6 +82,10 @@ impl BackupStore {
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .with_context(|| format!("backup location {location:?} names no bucket"))?;
+                // The project's TLS is rustls with ring (no aws-lc-rs, whose
+                // second provider would leave rustls without a default).
+                // main.rs installs it too; a library caller may not have.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (key, value) in options {
                     let key = key
