@@ -109,47 +109,56 @@ async fn run(
     let plain_dump = median(plain_dumps);
     let tool_dump = median(tool_dumps);
 
-    // Plain pg_restore into a fresh database, single and parallel.
+    // Plain pg_restore into a fresh database with one job once, then
+    // plain `--jobs` and the tool's restore step (schema swap, pg_restore
+    // --jobs into the live database) alternated three times; medians.
     let copy_url = format!("{server}/{copy}");
-    let mut restore_times = Vec::new();
-    for j in [1, jobs] {
-        let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-        drop_databases(&mut admin, &[copy]).await?;
-        admin
-            .execute(AssertSqlSafe(format!("CREATE DATABASE {copy}")))
+    let plain_restore = |j: usize| {
+        let copy_url = copy_url.clone();
+        async move {
+            let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+            drop_databases(&mut admin, &[copy]).await?;
+            admin
+                .execute(AssertSqlSafe(format!("CREATE DATABASE {copy}")))
+                .await?;
+            let jarg = format!("--jobs={j}");
+            let t = Instant::now();
+            shell(
+                "pg_restore",
+                &["-d", &copy_url, &jarg, "--exit-on-error", plain_file],
+            )
             .await?;
-        let jarg = format!("--jobs={j}");
-        let t = Instant::now();
-        shell(
-            "pg_restore",
-            &["-d", &copy_url, &jarg, "--exit-on-error", plain_file],
-        )
-        .await?;
-        restore_times.push((j, t.elapsed()));
-        eprintln!(
-            "plain pg_restore --jobs={j}: {:.2}s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-
-    // The tool's restore step alone (schema swap, pg_restore --jobs), then
-    // the whole `restore` (checksum, read-back, safety backup, restore).
+            eprintln!(
+                "plain pg_restore --jobs={j}: {:.2}s",
+                t.elapsed().as_secs_f64()
+            );
+            anyhow::Ok(t.elapsed())
+        }
+    };
+    let single = plain_restore(1).await?;
     let store = BackupStore::open(settings.backup_url.as_deref().unwrap(), &[])?;
     let dump = store.fetch(&record).await?;
-    let t = Instant::now();
-    restore_file(
-        &mut conn,
-        RestoreRequest {
-            db: &db_url,
-            tools: &PgTools::default(),
-            record: &record,
-            dump: dump.path(),
-            jobs,
-        },
-    )
-    .await?;
-    let tool_restore_step = t.elapsed();
-    eprintln!("tool restore step: {:.2}s", tool_restore_step.as_secs_f64());
+    let mut plain_parallel = Vec::new();
+    let mut tool_steps = Vec::new();
+    for _ in 0..3 {
+        plain_parallel.push(plain_restore(jobs).await?);
+        let t = Instant::now();
+        restore_file(
+            &mut conn,
+            RestoreRequest {
+                db: &db_url,
+                tools: &PgTools::default(),
+                record: &record,
+                dump: dump.path(),
+                jobs,
+            },
+        )
+        .await?;
+        tool_steps.push(t.elapsed());
+        eprintln!("tool restore step: {:.2}s", t.elapsed().as_secs_f64());
+    }
+    let parallel = median(plain_parallel);
+    let tool_restore_step = median(tool_steps);
     let _ = conn.close().await;
     let mut restore_settings = settings.clone();
     restore_settings.deployment_id = "bench-20250601-130000".into();
@@ -171,8 +180,6 @@ async fn run(
 
     let secs = |d: Duration| format!("{:.2}", d.as_secs_f64());
     let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
-    let (_, single) = restore_times[0];
-    let (j, parallel) = restore_times[1];
     let mut table = Table::new();
     table.set_header(["operation", "tool (s)", "plain (s)", "tool / plain"]);
     table.add_row([
@@ -188,14 +195,13 @@ async fn run(
         ratio(tool_restore_step, single),
     ]);
     table.add_row([
-        format!("restore step: tool vs pg_restore --jobs={j}, fresh db"),
+        format!("restore step, medians of 3: tool vs pg_restore --jobs={jobs}, fresh db"),
         secs(tool_restore_step),
         secs(parallel),
         ratio(tool_restore_step, parallel),
     ]);
     table.add_row([
-        "restore, whole (checksum, read-back, safety backup, restore) vs pg_restore, 1 job"
-            .to_owned(),
+        "restore, whole (checksum, verify, safety backup, restore) vs pg_restore, 1 job".to_owned(),
         secs(tool_restore_all),
         secs(single),
         ratio(tool_restore_all, single),
