@@ -189,7 +189,7 @@ async fn run(
         ratio(tool_dump, plain_dump),
     ]);
     table.add_row([
-        format!("restore step: tool (schema swap, --jobs={jobs}) vs pg_restore, 1 job, fresh db"),
+        format!("restore step, median of 3: tool (schema swap, --jobs={jobs}) vs pg_restore, 1 job, fresh db"),
         secs(tool_restore_step),
         secs(single),
         ratio(tool_restore_step, single),
