@@ -213,7 +213,9 @@ async fn migrate_locked(
     match migrator::run_steps(conn, &steps, Direction::Up, settings.limits()).await {
         Ok(applied) => {
             outcome.action = MigrateAction::Applied;
-            outcome.version_after = applied.last().map(|s| s.version).or(status.current_version);
+            // Read back rather than taken from the last step: an older
+            // migration applied out of order is not the newest version.
+            outcome.version_after = current_version(conn).await?;
             outcome.applied = applied;
             outcome.backup = Some(record);
             outcome.duration_ms = started.elapsed().as_millis() as u64;
