@@ -112,6 +112,11 @@ impl Drop for PasswordCluster {
     }
 }
 
+/// A client tool of the server's version.
+fn cluster_bin(tool: &str) -> PathBuf {
+    server_bin_dir().join(tool)
+}
+
 /// The server binaries of the version the machine's server runs.
 fn server_bin_dir() -> PathBuf {
     let out = Command::new("psql")
@@ -137,12 +142,42 @@ async fn a_wrong_password_says_so_and_never_prints_either_password() {
     let backups = tempfile::tempdir().unwrap();
     let mut good = settings(&cluster.url(PASSWORD));
     good.backup_url = Some(format!("file://{}/", backups.path().display()));
+    // pg_dump is watched: its command line (what `ps` shows every user)
+    // must not hold the password; its environment carries it.
+    let spy = tempfile::tempdir().unwrap();
+    let real_dump = cluster_bin("pg_dump");
+    let script = spy.path().join("pg_dump");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\necho \"$@\" >> {args}\necho \"$PGPASSWORD\" >> {env}\nexec {real_dump} \"$@\"\n",
+            args = spy.path().join("args").display(),
+            env = spy.path().join("env").display(),
+            real_dump = real_dump.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(cluster_bin("pg_restore"), spy.path().join("pg_restore")).unwrap();
+    good.pg_bin_dir = Some(spy.path().to_path_buf());
+
     assert_eq!(db::status(&good).await.unwrap().current_version, None);
     let record = db::backup(&good, db::BackupReason::PreMigrate)
         .await
         .unwrap();
     assert!(record.verified);
     assert!(!serde_json::to_string(&record).unwrap().contains(PASSWORD));
+    let args = std::fs::read_to_string(spy.path().join("args")).unwrap();
+    assert!(args.contains("--format=custom"), "{args}");
+    assert!(
+        !args.contains(PASSWORD),
+        "the password is on pg_dump's command line: {args}"
+    );
+    let env = std::fs::read_to_string(spy.path().join("env")).unwrap();
+    assert!(
+        env.lines().any(|l| l == PASSWORD),
+        "pg_dump did not get PGPASSWORD"
+    );
 
     let wrong = "Wr0ng-Guess-Pw";
     for err in [

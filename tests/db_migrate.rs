@@ -304,3 +304,41 @@ async fn migrating_down_refuses_a_target_never_applied_and_a_migration_without_a
             .exists()
     );
 }
+
+#[tokio::test]
+async fn a_migration_running_past_the_statement_timeout_is_stopped_and_rolled_back() {
+    let test = TestDb::create("stmttimeout").await;
+    let dir = migrations_dir(
+        1,
+        &[(
+            "20990101000001_slow_backfill.up.sql",
+            "CREATE TABLE slow (id int);\nSELECT pg_sleep(5);",
+        )],
+    );
+    let mut settings = test.settings("production-1");
+    settings.migrations_dir = Some(dir.path().to_path_buf());
+    settings.statement_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = db::migrate(&settings).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    match DbError::find(&err) {
+        Some(DbError::MigrationFailed {
+            version,
+            cause,
+            restored,
+            ..
+        }) => {
+            assert_eq!(*version, 20990101000001);
+            assert!(cause.contains("statement timeout (300ms)"), "{cause}");
+            // The first migration of the run had committed: restored.
+            assert!(*restored);
+        }
+        other => panic!("expected MigrationFailed, got {other:?}: {err:#}"),
+    }
+    assert!(test.applied_versions().await.is_empty());
+    assert!(!test.state().await.rows.contains_key("organizations"));
+}
