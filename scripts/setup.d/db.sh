@@ -41,6 +41,8 @@ command -v runuser >/dev/null || apt_install util-linux
 if ! command -v moto_server >/dev/null; then
   log "installing moto[server] from PyPI"
   python3 -m pip install --quiet 'moto[server]'
+  # Under pyenv a new console script needs its shim.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
   hash -r
 fi
 command -v moto_server >/dev/null || { echo "error: moto_server is not on PATH after installing moto[server]" >&2; exit 1; }
