@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod exit_code;
 pub mod k8s;

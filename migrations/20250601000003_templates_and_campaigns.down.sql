@@ -1,0 +1,2 @@
+DROP TABLE campaigns;
+DROP TABLE templates;

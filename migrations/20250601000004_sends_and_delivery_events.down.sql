@@ -1,0 +1,2 @@
+DROP TABLE delivery_events;
+DROP TABLE sends;

@@ -1,0 +1,237 @@
+//! Applying and reverting migrations under sqlx's migration lock.
+//!
+//! sqlx's `Migrate` implementation for PostgreSQL does the per-migration
+//! work: the session advisory lock keyed on the database name (the same
+//! lock `sqlx migrate run` takes, so the two exclude each other), the
+//! `_sqlx_migrations` bookkeeping, and one transaction per migration unless
+//! the file starts with `-- no-transaction`. This module drives it one
+//! migration at a time so that on a failure it knows exactly what had
+//! committed, which [`recovery_for`] turns into what to do.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::{Migrate, MigrateError, Migration};
+use sqlx::{Executor, PgConnection};
+
+use super::error::DbError;
+use super::migrations::{AppliedRow, MigrationInfo};
+use super::timeouts;
+
+/// The bookkeeping table, as sqlx names it.
+pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// What to do after a migration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing of this run committed: the failing migration's transaction
+    /// was rolled back and the database is as it was.
+    NothingCommitted,
+    /// Something committed (an earlier migration of this run, or part of a
+    /// `-- no-transaction` migration): restore the backup taken before.
+    RestoreBackup,
+}
+
+/// Decides the recovery from what had committed when a migration failed.
+/// Earlier migrations of the same run count: the run is the unit the
+/// backup was taken for, and a half-applied release is not a state any
+/// release's code was tested against.
+pub fn recovery_for(committed_before: usize, failed_without_transaction: bool) -> Recovery {
+    if committed_before == 0 && !failed_without_transaction {
+        Recovery::NothingCommitted
+    } else {
+        Recovery::RestoreBackup
+    }
+}
+
+/// A migration applied or reverted by a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub version: i64,
+    pub name: String,
+    pub duration_ms: u64,
+}
+
+/// A run's steps up to a failure.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub done: Vec<StepReport>,
+    pub failed: MigrationInfo,
+    pub cause: String,
+}
+
+/// Takes the migration lock, waiting at most `wait` for another run, and
+/// makes sure `_sqlx_migrations` exists.
+pub async fn lock(conn: &mut PgConnection, wait: Duration) -> Result<()> {
+    // The wait for another run is bounded by `wait`, not by the session's
+    // statement or lock timeout.
+    conn.execute(timeouts::NO_LIMITS_SQL).await?;
+    match tokio::time::timeout(wait, conn.lock()).await {
+        Ok(result) => result.context("could not take the migration lock")?,
+        Err(_) => {
+            return Err(DbError::LockWaitTimeout {
+                waited_secs: wait.as_secs(),
+            }
+            .into());
+        }
+    }
+    // Created under the lock, as sqlx does, so two first runs do not race.
+    conn.ensure_migrations_table(MIGRATIONS_TABLE)
+        .await
+        .context("could not create _sqlx_migrations")
+}
+
+/// Releases the migration lock. Best effort: closing the session releases
+/// it too.
+pub async fn unlock(conn: &mut PgConnection) {
+    if let Err(e) = conn.unlock().await {
+        tracing::warn!("could not release the migration lock: {e}; it goes with the session");
+    }
+}
+
+/// The rows of `_sqlx_migrations`, or none when the table does not exist
+/// (a database never migrated). Reads only: `status` must not create it.
+pub async fn applied_rows(conn: &mut PgConnection) -> Result<Vec<AppliedRow>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(MIGRATIONS_TABLE)
+        .fetch_one(&mut *conn)
+        .await
+        .context("could not look for _sqlx_migrations")?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, String, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT version, description, checksum, success FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("could not read _sqlx_migrations")?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, description, checksum, success)| AppliedRow {
+            version,
+            description,
+            checksum,
+            success,
+        })
+        .collect())
+}
+
+/// The session limits for migration statements.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+/// Which way a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// Runs `steps` in order (up: apply; down: revert), each in its own
+/// transaction unless marked otherwise, stopping at the first failure.
+pub async fn run_steps(
+    conn: &mut PgConnection,
+    steps: &[&Migration],
+    direction: Direction,
+    limits: Limits,
+) -> std::result::Result<Vec<StepReport>, StepFailure> {
+    let mut done = Vec::new();
+    if let Err(e) = conn
+        .execute(sqlx::AssertSqlSafe(timeouts::session_limits_sql(
+            limits.statement_timeout,
+            limits.lock_timeout,
+        )))
+        .await
+    {
+        return Err(StepFailure {
+            done,
+            failed: steps
+                .first()
+                .map(|m| MigrationInfo::of(m))
+                .unwrap_or(MigrationInfo {
+                    version: 0,
+                    name: String::new(),
+                    no_transaction: false,
+                }),
+            cause: format!("could not set the session limits: {e}"),
+        });
+    }
+    for migration in steps {
+        let started = Instant::now();
+        tracing::info!(version = migration.version, name = %migration.description, ?direction, "running migration");
+        let result = match direction {
+            Direction::Up => conn.apply(MIGRATIONS_TABLE, migration).await,
+            Direction::Down => conn.revert(MIGRATIONS_TABLE, migration).await,
+        };
+        match result {
+            Ok(_) => done.push(StepReport {
+                version: migration.version,
+                name: migration.description.to_string(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            }),
+            Err(e) => {
+                return Err(StepFailure {
+                    done,
+                    failed: MigrationInfo::of(migration),
+                    cause: describe(&e, limits),
+                });
+            }
+        }
+    }
+    // Back to no limits: a restore or the caller may use the session next.
+    let _ = conn.execute(timeouts::NO_LIMITS_SQL).await;
+    Ok(done)
+}
+
+/// The error PostgreSQL gave, with the timeout explained when it was one.
+fn describe(err: &MigrateError, limits: Limits) -> String {
+    let db_error = match err {
+        MigrateError::ExecuteMigration(sqlx::Error::Database(db), _)
+        | MigrateError::Execute(sqlx::Error::Database(db)) => Some(db),
+        _ => None,
+    };
+    match db_error {
+        Some(db) => {
+            let code = db.code();
+            let mut text = format!(
+                "{} (SQLSTATE {})",
+                db.message(),
+                code.as_deref().unwrap_or("?")
+            );
+            if let Some(why) = timeouts::explain(
+                code.as_deref(),
+                limits.statement_timeout,
+                limits.lock_timeout,
+            ) {
+                text = format!("{text}: {why}");
+            }
+            text
+        }
+        None => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_first_transactional_migration_needs_no_restore() {
+        assert_eq!(recovery_for(0, false), Recovery::NothingCommitted);
+    }
+
+    #[test]
+    fn a_failed_no_transaction_migration_is_restored_from_the_backup() {
+        assert_eq!(recovery_for(0, true), Recovery::RestoreBackup);
+    }
+
+    #[test]
+    fn a_failure_after_earlier_migrations_committed_is_restored_from_the_backup() {
+        assert_eq!(recovery_for(2, false), Recovery::RestoreBackup);
+    }
+}

@@ -1,0 +1,242 @@
+//! Putting a backup back.
+//!
+//! The schemas the backup holds are replaced whole: each is renamed out of
+//! the way, recreated empty with the same owner and initial privileges, and
+//! filled by `pg_restore`. A plain `pg_restore --clean` would drop only the
+//! objects the backup knows, leaving behind whatever a half-run migration
+//! created; the rename leaves nothing behind, and it keeps the old schema
+//! until the restore succeeded, so a failed restore is undone by renaming it
+//! back. `pg_restore --jobs` then loads tables and builds indexes in
+//! parallel, which `--single-transaction` would forbid.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sqlx::{AssertSqlSafe, Executor, PgConnection, Row};
+
+use super::backup::{BackupRecord, PgTools};
+use super::connection::DatabaseUrl;
+use super::error::DbError;
+
+/// What [`restore_file`] needs to know.
+pub struct RestoreRequest<'a> {
+    pub db: &'a DatabaseUrl,
+    pub tools: &'a PgTools,
+    pub record: &'a BackupRecord,
+    /// A local copy of the dump, already checked against the record.
+    pub dump: &'a Path,
+    /// Parallel `pg_restore` workers.
+    pub jobs: usize,
+}
+
+/// Replaces the backup's schemas in the database with the backup's content.
+/// `conn` is the caller's session (which holds the migration lock).
+pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let list = toc_without_schema_entries(req.tools, req.dump, &req.record.schemas).await?;
+    let suffix = format!("_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+
+    let mut moved = Vec::new();
+    for schema in &req.record.schemas {
+        if let Err(e) = set_aside(conn, schema, &suffix).await {
+            put_back(conn, &moved, &suffix).await;
+            return Err(restore_failed(req.record, e));
+        }
+        moved.push(schema.clone());
+    }
+
+    let mut cmd = req.tools.command("pg_restore", Some(req.db));
+    cmd.arg("--exit-on-error")
+        .arg(format!("--use-list={}", list.path().display()))
+        .arg(format!("--jobs={}", req.jobs.max(1)))
+        .arg(format!("--dbname={}", req.db.database()))
+        .arg(req.dump);
+    tracing::debug!(elapsed = ?started.elapsed(), "schemas set aside");
+    if let Err(e) = req.tools.run(cmd, "pg_restore", Some(req.db)).await {
+        put_back(conn, &moved, &suffix).await;
+        return Err(restore_failed(req.record, e));
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "pg_restore done");
+
+    // The restore is done once pg_restore succeeded; dropping the old copy
+    // only frees space, so a session still holding a lock on one of its
+    // tables costs a warning, not a failed restore.
+    for schema in &moved {
+        let old = quote_ident(&format!("{schema}{suffix}"));
+        if let Err(e) = conn
+            .execute(AssertSqlSafe(format!("DROP SCHEMA {old} CASCADE")))
+            .await
+        {
+            tracing::warn!(
+                "the restore succeeded but the replaced schema {old} could not be dropped ({e}); \
+                 drop it by hand once no session uses it"
+            );
+        }
+    }
+    tracing::info!(location = %req.record.location, elapsed = ?started.elapsed(), "backup restored");
+    Ok(())
+}
+
+fn restore_failed(record: &BackupRecord, e: anyhow::Error) -> anyhow::Error {
+    DbError::RestoreFailed {
+        location: record.location.clone(),
+        reason: format!("{e:#}; the database was left as it was before the restore"),
+    }
+    .into()
+}
+
+/// Renames `schema` away and creates it again, empty, with the owner and
+/// the initial privileges (`pg_init_privs`) it had. The dump's own ACL
+/// entry is written as changes to those initial privileges, as for a
+/// fresh database, so this is what makes the restored grants exact.
+async fn set_aside(conn: &mut PgConnection, schema: &str, suffix: &str) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT n.oid::bigint AS oid, pg_get_userbyid(n.nspowner) AS owner
+           FROM pg_namespace n WHERE n.nspname = $1",
+    )
+    .bind(schema)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    if let Some(row) = row {
+        let oid: i64 = row.get("oid");
+        let owner: String = row.get("owner");
+        let grants: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                    a.privilege_type
+               FROM pg_init_privs p, aclexplode(p.initprivs) a
+              WHERE p.objoid = $1::oid AND p.classoid = 'pg_namespace'::regclass
+                AND a.grantee <> (SELECT nspowner FROM pg_namespace WHERE oid = $1::oid)",
+        )
+        .bind(oid)
+        .fetch_all(&mut *tx)
+        .await?;
+        let quoted = quote_ident(schema);
+        let aside = quote_ident(&format!("{schema}{suffix}"));
+        tx.execute(AssertSqlSafe(format!(
+            "ALTER SCHEMA {quoted} RENAME TO {aside}"
+        )))
+        .await
+        .with_context(|| format!("could not rename schema {schema} out of the way"))?;
+        tx.execute(AssertSqlSafe(format!(
+            "CREATE SCHEMA {quoted} AUTHORIZATION {}",
+            quote_ident(&owner)
+        )))
+        .await?;
+        for (grantee, privilege) in grants {
+            tx.execute(AssertSqlSafe(format!(
+                "GRANT {privilege} ON SCHEMA {quoted} TO {grantee}"
+            )))
+            .await?;
+        }
+    } else {
+        tx.execute(AssertSqlSafe(format!(
+            "CREATE SCHEMA {}",
+            quote_ident(schema)
+        )))
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Undoes [`set_aside`] for every schema moved so far. Best effort: it runs
+/// while another error is being reported.
+async fn put_back(conn: &mut PgConnection, moved: &[String], suffix: &str) {
+    for schema in moved {
+        let quoted = quote_ident(schema);
+        let aside = quote_ident(&format!("{schema}{suffix}"));
+        let sql = format!(
+            "BEGIN; DROP SCHEMA IF EXISTS {quoted} CASCADE; ALTER SCHEMA {aside} RENAME TO {quoted}; COMMIT;"
+        );
+        if let Err(e) = conn.execute(AssertSqlSafe(sql)).await {
+            tracing::error!(
+                "could not put schema {schema} back from {aside}: {e}; rename it by hand"
+            );
+        }
+    }
+}
+
+/// The dump's table of contents without the `CREATE SCHEMA` entries of the
+/// schemas being replaced (they were just recreated), as a `--use-list` file.
+async fn toc_without_schema_entries(
+    tools: &PgTools,
+    dump: &Path,
+    schemas: &[String],
+) -> Result<tempfile::NamedTempFile> {
+    let mut cmd = tools.command("pg_restore", None);
+    cmd.arg("--list").arg(dump);
+    let toc = tools
+        .run(cmd, "pg_restore --list", None)
+        .await
+        .with_context(|| {
+            format!(
+                "the dump {} has no readable table of contents",
+                dump.display()
+            )
+        })?;
+    let mut file = tempfile::NamedTempFile::new()?;
+    for line in toc.lines() {
+        if !is_schema_entry(line, schemas) {
+            writeln!(file, "{line}")?;
+        }
+    }
+    file.flush()?;
+    Ok(file)
+}
+
+/// Whether a `pg_restore --list` line creates one of `schemas`, e.g.
+/// `5; 2615 2200 SCHEMA - public pg_database_owner`.
+fn is_schema_entry(line: &str, schemas: &[String]) -> bool {
+    let Some((_, rest)) = line.split_once("; ") else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    matches!(fields.as_slice(), [_, _, "SCHEMA", "-", name, ..] if schemas.iter().any(|s| s == name))
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_create_schema_entries_of_replaced_schemas_are_left_out() {
+        let schemas = vec!["public".to_owned()];
+        assert!(is_schema_entry(
+            "5; 2615 2200 SCHEMA - public pg_database_owner",
+            &schemas
+        ));
+        assert!(!is_schema_entry(
+            "3347; 0 0 COMMENT - SCHEMA public pg_database_owner",
+            &schemas
+        ));
+        assert!(!is_schema_entry(
+            "3348; 0 0 ACL - SCHEMA public pg_database_owner",
+            &schemas
+        ));
+        assert!(!is_schema_entry(
+            "214; 1259 16388 TABLE public a postgres",
+            &schemas
+        ));
+        assert!(!is_schema_entry(
+            "6; 2615 2201 SCHEMA - audit postgres",
+            &schemas
+        ));
+        assert!(!is_schema_entry(
+            ";     Dumped from database version 15.20",
+            &schemas
+        ));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("public"), "\"public\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

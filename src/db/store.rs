@@ -1,0 +1,294 @@
+//! Backup locations: `file:///path/` and `s3://bucket/prefix/`.
+//!
+//! Both go through `object_store`, so listing, reading and writing are one
+//! code path. A backup is two objects: `<name>.dump` (pg_dump's custom
+//! format) and `<name>.json`, its [`BackupRecord`]; listing reads only the
+//! small `.json` files.
+//!
+//! `pg_dump` writes to a local file (it must seek to finish its table of
+//! contents). For a `file://` location that file is staged in the backup
+//! directory itself and renamed into place, so a 1 GB backup is never
+//! copied; for S3 it is staged in the temp directory and uploaded in parts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use super::backup::BackupRecord;
+use super::error::DbError;
+
+/// Where backups are kept.
+#[derive(Debug, Clone)]
+pub struct BackupStore {
+    /// The location as configured, ending in `/`.
+    base: String,
+    store: Arc<dyn ObjectStore>,
+    /// Prefix inside the store (S3 key prefix; empty for a local directory).
+    prefix: String,
+    /// The directory, for `file://` locations.
+    local_dir: Option<PathBuf>,
+}
+
+/// A backup file staged on local disk before it is stored.
+#[derive(Debug)]
+pub struct Staged {
+    pub path: PathBuf,
+    /// Removes the file if it is never stored (for S3: always, after upload).
+    _temp: Option<tempfile::TempPath>,
+}
+
+impl BackupStore {
+    /// Opens a backup location. `options` are `object_store` S3 settings
+    /// (`aws_endpoint`, `aws_allow_http`, `aws_access_key_id`, ...) on top of
+    /// the `AWS_*` environment variables; a `file://` location ignores them.
+    pub fn open(location: &str, options: &[(String, String)]) -> Result<Self> {
+        let base = if location.ends_with('/') {
+            location.to_owned()
+        } else {
+            format!("{location}/")
+        };
+        let url = Url::parse(&base).with_context(|| {
+            format!("backup location {location:?} is not a URL; use file:///path/ or s3://bucket/prefix/")
+        })?;
+        match url.scheme() {
+            "file" => {
+                let dir = url.to_file_path().map_err(|()| {
+                    anyhow::anyhow!("backup location {location:?} is not a local path")
+                })?;
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("could not create the backup directory {}", dir.display())
+                })?;
+                let store = LocalFileSystem::new_with_prefix(&dir).with_context(|| {
+                    format!("could not open the backup directory {}", dir.display())
+                })?;
+                Ok(Self {
+                    base,
+                    store: Arc::new(store),
+                    prefix: String::new(),
+                    local_dir: Some(dir),
+                })
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .with_context(|| format!("backup location {location:?} names no bucket"))?;
+                // The project's TLS is rustls with ring (no aws-lc-rs, whose
+                // second provider would leave rustls without a default).
+                // main.rs installs it too; a library caller may not have.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (key, value) in options {
+                    let key = key
+                        .parse()
+                        .with_context(|| format!("unknown S3 option {key:?}"))?;
+                    builder = builder.with_config(key, value);
+                }
+                let store = builder
+                    .build()
+                    .with_context(|| format!("could not set up S3 access for {location}"))?;
+                Ok(Self {
+                    base,
+                    store: Arc::new(store),
+                    prefix: url.path().trim_matches('/').to_owned(),
+                    local_dir: None,
+                })
+            }
+            other => bail!(
+                "backup location {location:?} has scheme {other:?}; use file:///path/ or s3://bucket/prefix/"
+            ),
+        }
+    }
+
+    /// The location as configured, ending in `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The full location of an object of this store, as recorded.
+    pub fn location_of(&self, file_name: &str) -> String {
+        format!("{}{file_name}", self.base)
+    }
+
+    fn key(&self, file_name: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(file_name)
+        } else {
+            ObjectPath::from(format!("{}/{file_name}", self.prefix))
+        }
+    }
+
+    /// A local path for `pg_dump` to write `file_name` to.
+    pub fn stage(&self, file_name: &str) -> Result<Staged> {
+        let dir = match &self.local_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".partial-{file_name}-"))
+            .tempfile_in(&dir)
+            .with_context(|| format!("could not create a staging file in {}", dir.display()))?
+            .into_temp_path();
+        Ok(Staged {
+            path: temp.to_path_buf(),
+            _temp: Some(temp),
+        })
+    }
+
+    /// Stores a staged file as `file_name` and returns its stored size.
+    pub async fn commit(&self, staged: Staged, file_name: &str) -> Result<u64> {
+        let key = self.key(file_name);
+        if let Some(dir) = &self.local_dir {
+            let target = dir.join(file_name);
+            let mut staged = staged;
+            let temp = staged
+                ._temp
+                .take()
+                .expect("a staged file has its temp path");
+            temp.persist(&target)
+                .with_context(|| format!("could not move the backup into {}", target.display()))?;
+        } else {
+            let mut reader = tokio::fs::File::open(&staged.path).await.with_context(|| {
+                format!("could not read the staged backup {}", staged.path.display())
+            })?;
+            let mut writer = BufWriter::new(self.store.clone(), key.clone());
+            let copied = tokio::io::copy(&mut reader, &mut writer).await;
+            match copied {
+                Ok(_) => writer.shutdown().await.with_context(|| {
+                    format!(
+                        "could not finish the upload of {}",
+                        self.location_of(file_name)
+                    )
+                })?,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e).with_context(|| {
+                        format!("could not upload {}", self.location_of(file_name))
+                    });
+                }
+            }
+        }
+        let meta = self.store.head(&key).await.with_context(|| {
+            format!(
+                "the stored backup {} cannot be found",
+                self.location_of(file_name)
+            )
+        })?;
+        Ok(meta.size)
+    }
+
+    /// Writes a backup's record next to it.
+    pub async fn put_record(&self, record: &BackupRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record)?;
+        let name = record_file_name(&record.name);
+        self.store
+            .put(&self.key(&name), PutPayload::from(json))
+            .await
+            .with_context(|| format!("could not write {}", self.location_of(&name)))?;
+        Ok(())
+    }
+
+    /// Every backup recorded in this location, newest first.
+    pub async fn list(&self) -> Result<Vec<BackupRecord>> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let objects: Vec<_> = self
+            .store
+            .list(prefix.as_ref())
+            .try_collect()
+            .await
+            .with_context(|| format!("could not list the backups in {}", self.base))?;
+        let mut records = Vec::new();
+        for meta in objects {
+            if !meta.location.as_ref().ends_with(".json") {
+                continue;
+            }
+            let bytes = self.read_all(&meta.location).await?;
+            match serde_json::from_slice::<BackupRecord>(&bytes) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    tracing::warn!(object = %meta.location, "skipping an unreadable backup record: {e}")
+                }
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        Ok(records)
+    }
+
+    async fn read_all(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
+        let result = self.store.get(key).await?;
+        Ok(result.bytes().await?)
+    }
+
+    /// A local file holding the backup's bytes: the file itself for a
+    /// `file://` location, a downloaded temporary copy for S3.
+    pub async fn fetch(&self, record: &BackupRecord) -> Result<Staged> {
+        let file_name = record.file_name();
+        if let Some(dir) = &self.local_dir {
+            let path = dir.join(&file_name);
+            if !path.is_file() {
+                return Err(DbError::BackupCorrupt {
+                    location: record.location.clone(),
+                    reason: "the file is missing".into(),
+                }
+                .into());
+            }
+            return Ok(Staged { path, _temp: None });
+        }
+        let staged = self.stage(&file_name)?;
+        let result = self
+            .store
+            .get(&self.key(&file_name))
+            .await
+            .with_context(|| format!("could not download {}", record.location))?;
+        let mut file = tokio::fs::File::create(&staged.path).await?;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .with_context(|| format!("the download of {} broke off", record.location))?
+        {
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(staged)
+    }
+
+    /// Finds a backup by its name (with or without `.dump`) or by the
+    /// deployment id that took it (the newest, if it took several).
+    pub async fn find(&self, wanted: &str) -> Result<BackupRecord> {
+        let wanted_name = wanted.trim_end_matches(".dump");
+        let records = self.list().await?;
+        records
+            .iter()
+            .find(|r| r.name == wanted_name || r.location == wanted)
+            .or_else(|| records.iter().find(|r| r.deployment_id == wanted))
+            .cloned()
+            .ok_or_else(|| {
+                DbError::BackupNotFound {
+                    wanted: wanted.to_owned(),
+                    store: self.base.clone(),
+                }
+                .into()
+            })
+    }
+}
+
+fn record_file_name(name: &str) -> String {
+    format!("{name}.json")
+}
+
+impl Staged {
+    /// The staged file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
