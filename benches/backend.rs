@@ -34,7 +34,14 @@ fn repo() -> PathBuf {
 fn manifests_with(dir: &Path, n: usize) -> PathBuf {
     let out = dir.join(format!("manifests-{n}"));
     let _ = std::fs::remove_dir_all(&out);
-    for scope in ["platform", "slot", "slot-http", "route", "bootstrap", "environments"] {
+    for scope in [
+        "platform",
+        "slot",
+        "slot-http",
+        "route",
+        "bootstrap",
+        "environments",
+    ] {
         std::fs::create_dir_all(out.join(scope)).unwrap();
         if scope == "environments" {
             continue;
@@ -56,7 +63,11 @@ fn manifests_with(dir: &Path, n: usize) -> PathBuf {
 
 fn env_file(dir: &Path, tag: &str) -> PathBuf {
     let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
-    let mut text: String = text.lines().filter(|l| !l.starts_with("IMAGE_TAG=")).map(|l| format!("{l}\n")).collect();
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE_TAG="))
+        .map(|l| format!("{l}\n"))
+        .collect();
     text.push_str(&format!("IMAGE_TAG={tag}\nROLLOUT_TIMEOUT=120s\n"));
     let path = dir.join(format!("env-{tag}"));
     std::fs::write(&path, text).unwrap();
@@ -96,7 +107,11 @@ fn crd(sim: &Sim, rt: &tokio::runtime::Runtime) {
 }
 
 fn requests(sim: &Sim) -> u64 {
-    sim.control().requests().iter().filter(|r| r.is_resource()).count() as u64
+    sim.control()
+        .requests()
+        .iter()
+        .filter(|r| r.is_resource())
+        .count() as u64
 }
 
 /// The baseline: each service's objects applied and waited for in turn.
@@ -112,31 +127,87 @@ fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
         rollout_timeout_secs: 120,
     };
     // Setup the baseline would share with the tool: namespace and settings.
-    let platform = manifest::render(&templates, &[Scope::Platform], &values::common(&release, &profile)).unwrap();
+    let platform = manifest::render(
+        &templates,
+        &[Scope::Platform],
+        &values::common(&release, &profile),
+    )
+    .unwrap();
     let mut files = vec![];
     let path = dir.join("platform.yaml");
-    std::fs::write(&path, platform.iter().map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap())).collect::<String>()).unwrap();
+    std::fs::write(
+        &path,
+        platform
+            .iter()
+            .map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+            .collect::<String>(),
+    )
+    .unwrap();
     files.push(path);
     let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl").arg("--kubeconfig").arg(sim.kubeconfig_path()).args(args).output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let started = Instant::now();
-    kubectl(&["apply", "--server-side", "--validate=false", "-f", files[0].to_str().unwrap()]);
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--validate=false",
+        "-f",
+        files[0].to_str().unwrap(),
+    ]);
     for i in 0..n {
         let svc = format!("svc-{i:03}");
-        let objects = manifest::render(&templates, &[Scope::Slot, Scope::SlotHttp], &values::for_slot(&release, &profile, &svc, Slot::Blue)).unwrap();
+        let objects = manifest::render(
+            &templates,
+            &[Scope::Slot, Scope::SlotHttp],
+            &values::for_slot(&release, &profile, &svc, Slot::Blue),
+        )
+        .unwrap();
         let path = dir.join(format!("{svc}.yaml"));
-        std::fs::write(&path, objects.iter().map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap())).collect::<String>()).unwrap();
-        kubectl(&["apply", "--server-side", "--validate=false", "-f", path.to_str().unwrap()]);
-        kubectl(&["rollout", "status", &format!("deployment/{svc}-blue"), "-n", "maily-bench", "--timeout=120s"]);
+        std::fs::write(
+            &path,
+            objects
+                .iter()
+                .map(|(_, o)| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+                .collect::<String>(),
+        )
+        .unwrap();
+        kubectl(&[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+        kubectl(&[
+            "rollout",
+            "status",
+            &format!("deployment/{svc}-blue"),
+            "-n",
+            "maily-bench",
+            "--timeout=120s",
+        ]);
     }
     started.elapsed()
 }
 
 fn fresh_sim() -> (Sim, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = Sim::start_blocking(SimOptions { rollout_time: ROLLOUT, ..SimOptions::default() }).unwrap();
+    let sim = Sim::start_blocking(SimOptions {
+        rollout_time: ROLLOUT,
+        ..SimOptions::default()
+    })
+    .unwrap();
     crd(&sim, &rt);
     (sim, rt)
 }
@@ -147,14 +218,24 @@ fn main() {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    println!("backend deploy vs serial kubectl (kubesim, {}s rollout, release build)\n", ROLLOUT.as_secs());
-    println!("| services | maily-deploy | kubectl serial | ratio | API requests/service (tool) | (kubectl) |");
+    println!(
+        "backend deploy vs serial kubectl (kubesim, {}s rollout, release build)\n",
+        ROLLOUT.as_secs()
+    );
+    println!(
+        "| services | maily-deploy | kubectl serial | ratio | API requests/service (tool) | (kubectl) |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for n in [5usize, 20, 100] {
         let manifests = manifests_with(dir.path(), n);
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
-        let (tool, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v1"), &["bench", "--only", "deploy-backend", "-q"]);
+        let (tool, ok, err) = maily(
+            &sim,
+            &manifests,
+            &env_file(dir.path(), "v1"),
+            &["bench", "--only", "deploy-backend", "-q"],
+        );
         assert!(ok, "{err}");
         let tool_requests = requests(&sim);
         drop(sim);
@@ -175,9 +256,24 @@ fn main() {
     // Fail fast: from the first pod reporting an image pull failure to exit.
     let manifests = manifests_with(dir.path(), 20);
     let (sim, rt) = fresh_sim();
-    let (_, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v1"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q"]);
+    let (_, ok, err) = maily(
+        &sim,
+        &manifests,
+        &env_file(dir.path(), "v1"),
+        &[
+            "bench",
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-monitor",
+            "--skip-verify",
+            "-q",
+        ],
+    );
     assert!(ok, "{err}");
-    sim.control().set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    sim.control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     let client = rt.block_on(async { sim.client() });
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
     let seen_w = seen.clone();
@@ -189,32 +285,101 @@ fn main() {
                 watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
                 _ => continue,
             };
-            let failing = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
-                c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()).is_some_and(|r| r.contains("ImagePull"))
-            });
+            let failing = pod
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        .is_some_and(|r| r.contains("ImagePull"))
+                });
             if failing {
                 seen_w.lock().unwrap().get_or_insert_with(Instant::now);
             }
         }
     });
-    let (_, ok, _) = maily(&sim, &manifests, &env_file(dir.path(), "broken-2"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q"]);
+    let (_, ok, _) = maily(
+        &sim,
+        &manifests,
+        &env_file(dir.path(), "broken-2"),
+        &[
+            "bench",
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-monitor",
+            "--skip-verify",
+            "-q",
+        ],
+    );
     let exited = Instant::now();
     assert!(!ok);
-    let first = seen.lock().unwrap().expect("a pod reported the pull failure");
-    println!("\n| failure | pod reports ErrImagePull/ImagePullBackOff → tool exits non-zero |\n|---|---:|");
-    println!("| bad image, 20 services | {:.2} s |", exited.duration_since(first).as_secs_f64());
+    let first = seen
+        .lock()
+        .unwrap()
+        .expect("a pod reported the pull failure");
+    println!(
+        "\n| failure | pod reports ErrImagePull/ImagePullBackOff → tool exits non-zero |\n|---|---:|"
+    );
+    println!(
+        "| bad image, 20 services | {:.2} s |",
+        exited.duration_since(first).as_secs_f64()
+    );
 
     // One-switch rollback of 20 services whose old slot is still up.
     sim.control().clear_image_faults();
-    let (_, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v2"), &["bench", "--skip-provision", "--skip-migrate", "--skip-frontend", "--skip-ai", "--skip-monitor", "--skip-verify", "-q", "--output", "json"]);
+    let (_, ok, err) = maily(
+        &sim,
+        &manifests,
+        &env_file(dir.path(), "v2"),
+        &[
+            "bench",
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-monitor",
+            "--skip-verify",
+            "-q",
+            "--output",
+            "json",
+        ],
+    );
     assert!(ok, "{err}");
     let history = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
-        .arg("--kubeconfig").arg(sim.kubeconfig_path()).arg("--manifests-dir").arg(&manifests)
-        .args(["history", "bench", "--output", "json"]).env("HOME", "/tmp").output().unwrap();
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .args(["history", "bench", "--output", "json"])
+        .env("HOME", "/tmp")
+        .output()
+        .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
-    let first_good = doc["deployments"].as_array().unwrap().iter().rev().find(|d| d["outcome"] == "succeeded").unwrap()["deployment_id"].as_str().unwrap().to_string();
-    let (took, ok, err) = maily(&sim, &manifests, &env_file(dir.path(), "v2"), &["rollback", "bench", &first_good, "-q"]);
+    let first_good = doc["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["outcome"] == "succeeded")
+        .unwrap()["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (took, ok, err) = maily(
+        &sim,
+        &manifests,
+        &env_file(dir.path(), "v2"),
+        &["rollback", "bench", &first_good, "-q"],
+    );
     assert!(ok, "{err}");
     println!("\n| rollback | wall time |\n|---|---:|");
-    println!("| one switch, 20 services (old slot up) | {:.2} s |", took.as_secs_f64());
+    println!(
+        "| one switch, 20 services (old slot up) | {:.2} s |",
+        took.as_secs_f64()
+    );
 }

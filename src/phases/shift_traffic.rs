@@ -91,6 +91,9 @@ impl Phase for ShiftTraffic {
         let profile = cx.config.profile.clone();
         cx.backend.target_slot = Some(slot);
 
+        // From the first worker scaled up, users see the new version (it
+        // consumes their messages): the runner's undo must put them back.
+        cx.backend.switched = true;
         let workers = route::workers_up(&applier, &profile, slot).await?;
         let timeout = release.rollout_timeout() + Duration::from_secs(30);
         wait_for_rollouts(
@@ -106,9 +109,6 @@ impl Phase for ShiftTraffic {
             },
         )
         .await?;
-        // From here on users see the new version; the runner's undo knows
-        // to put them back.
-        cx.backend.switched = true;
         route::switch_to(&applier, &profile, cx.templates()?, &release, slot).await?;
         Ok(PhaseReport {
             summary: format!(

@@ -45,6 +45,18 @@ impl Default for RunOptions {
     }
 }
 
+/// What phases record for the run's snapshot, each under the part of the
+/// platform it owns.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// migrate: schema versions, applied migrations, the backup taken.
+    pub database: Option<serde_json::Value>,
+    /// deploy-frontend: the Vercel deployment.
+    pub frontend: Option<serde_json::Value>,
+    /// configure-ai: the AI configuration.
+    pub ai_config: Option<serde_json::Value>,
+}
+
 /// What the backend phases learn and leave for later ones.
 #[derive(Debug, Clone, Default)]
 pub struct BackendState {
@@ -54,7 +66,8 @@ pub struct BackendState {
     pub target_slot: Option<Slot>,
     /// Set once deploy-backend has rolled the release out to `target_slot`.
     pub deployed: bool,
-    /// Set once shift-traffic has moved users.
+    /// Set once shift-traffic starts changing what users reach (workers up,
+    /// routes, selectors): from then on a failure must put users back.
     pub switched: bool,
 }
 
@@ -73,6 +86,7 @@ pub struct Context {
     pub manifests_dir: PathBuf,
     pub options: RunOptions,
     pub backend: BackendState,
+    pub records: Records,
     /// A rollback deploys the release a snapshot recorded, not the
     /// variables' one.
     pub release_override: Option<Release>,
@@ -106,6 +120,7 @@ impl Context {
             manifests_dir: PathBuf::from("manifests"),
             options: RunOptions::default(),
             backend: BackendState::default(),
+            records: Records::default(),
             release_override: None,
             applier: OnceCell::new(),
             templates: OnceCell::new(),
@@ -148,6 +163,39 @@ impl Context {
     /// rollback renders the templates its snapshot kept).
     pub fn use_templates(&mut self, templates: Vec<Template>) {
         self.templates = OnceCell::new_with(Some(templates));
+    }
+
+    /// The release, as far as the variables of the selected phases tell:
+    /// a run of `--only migrate` has no image to name, yet its namespace,
+    /// lock and snapshot are the same.
+    pub fn release_or_partial(&self) -> Release {
+        self.release().unwrap_or_else(|_| Release {
+            environment: self.environment().to_string(),
+            deployment_id: self
+                .deployment_id
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            image_registry: self
+                .config
+                .vars
+                .get("IMAGE_REGISTRY")
+                .unwrap_or_default()
+                .to_string(),
+            image_tag: self
+                .config
+                .vars
+                .get("IMAGE_TAG")
+                .unwrap_or_default()
+                .to_string(),
+            backup_url: self
+                .config
+                .vars
+                .get("DATABASE_BACKUP_URL")
+                .unwrap_or_default()
+                .to_string(),
+            rollout_timeout_secs: 600,
+        })
     }
 
     /// The release this run deploys, from the validated variables.

@@ -111,7 +111,7 @@ async fn restore_before(
 #[async_trait]
 impl Lifecycle for ClusterLifecycle {
     async fn begin(&mut self, cx: &mut Context) -> anyhow::Result<()> {
-        let release = cx.release()?;
+        let release = cx.release_or_partial();
         let applier = cx.applier().await?.clone();
         let ns = cx.config.profile.namespace.clone();
         let env = cx.environment().to_string();
@@ -191,7 +191,7 @@ impl Lifecycle for ClusterLifecycle {
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
-                release: Some(release.clone()),
+                release: cx.release().ok(),
                 target_slot: None,
                 templates: kept_templates(cx.templates()?),
                 before: before.clone(),
@@ -226,8 +226,10 @@ impl Lifecycle for ClusterLifecycle {
         };
         let applier = cx.applier().await?.clone();
         let mut undo_error: Option<anyhow::Error> = None;
-        if failure.is_some() && !cx.options.no_rollback {
-            let release = cx.release()?;
+        // Only shift-traffic changes what users reach; before it, a failed
+        // run has nothing to put back (the idle slot is left for inspection).
+        if failure.is_some() && !cx.options.no_rollback && cx.backend.switched {
+            let release = cx.release_or_partial();
             if let Err(e) = restore_before(cx, &applier, &snapshot, &release).await {
                 undo_error = Some(e);
             }
@@ -242,6 +244,9 @@ impl Lifecycle for ClusterLifecycle {
             (Some(_), Some(_)) => Outcome::RollbackFailed,
         };
         snapshot.failure = failure.map(|f| f.message.clone());
+        snapshot.database = cx.records.database.clone();
+        snapshot.frontend = cx.records.frontend.clone();
+        snapshot.ai_config = cx.records.ai_config.clone();
         let saved = store.put(&snapshot).await;
         if failure.is_none()
             && let Err(e) = store.prune(cx.options.keep_snapshots).await

@@ -1,0 +1,166 @@
+//! migrate: back up the database, then apply the pending migrations.
+//!
+//! The work is the `db` library's (backup with pg_dump, verify, apply under
+//! sqlx's advisory lock, restore on failure); this phase builds its settings
+//! from the variables, records the outcome in the snapshot, and gives each
+//! database failure the exit code its consequences call for.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::config::format::duration;
+use crate::db::{self, DbError, MigrateAction, MigrateSettings};
+use crate::error::{Failure, Kind};
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+
+pub struct Migrate;
+
+/// The library's settings from the run's variables.
+pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
+    let var = |name: &str| {
+        cx.config
+            .vars
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
+    let url = var("DATABASE_URL").ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set"))?;
+    let id = cx
+        .deployment_id
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| format!("{}-manual", cx.environment()));
+    let mut s = MigrateSettings::new(url, id);
+    s.migrations_dir = var("MIGRATIONS_DIR").map(PathBuf::from);
+    s.backup_url = var("DATABASE_BACKUP_URL");
+    if let Some(t) = var("DATABASE_STATEMENT_TIMEOUT") {
+        s.statement_timeout =
+            duration(&t).map_err(|e| anyhow::anyhow!("DATABASE_STATEMENT_TIMEOUT {e}"))?;
+    }
+    if let Some(t) = var("DATABASE_LOCK_TIMEOUT") {
+        s.lock_timeout = duration(&t).map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
+    }
+    Ok(s)
+}
+
+/// The kind of a database failure: what it means for the run's exit code.
+pub fn kind_of(err: &anyhow::Error) -> Kind {
+    match DbError::find(err) {
+        Some(
+            DbError::Connect { .. }
+            | DbError::ChecksumDrift { .. }
+            | DbError::UnknownAppliedMigration { .. }
+            | DbError::Dirty { .. }
+            | DbError::NoBackupLocation { .. },
+        ) => Kind::Config,
+        Some(DbError::LockWaitTimeout { .. }) => Kind::LockHeld,
+        Some(
+            DbError::MigrationFailed {
+                restored: false, ..
+            }
+            | DbError::RestoreFailed { .. },
+        ) => Kind::RollbackFailed,
+        Some(
+            DbError::CannotMigrateDown { .. }
+            | DbError::BackupNotFound { .. }
+            | DbError::BackupCorrupt { .. },
+        ) => Kind::Usage,
+        _ => Kind::PhaseFailed,
+    }
+}
+
+/// A database error with its kind, the message carrying the library's
+/// context (which never holds the password).
+pub fn typed(err: anyhow::Error) -> anyhow::Error {
+    let kind = kind_of(&err);
+    let message = format!("{err:#}");
+    err.context(Failure::new(kind, message))
+}
+
+#[async_trait]
+impl Phase for Migrate {
+    fn id(&self) -> PhaseId {
+        PhaseId::Migrate
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        let s = settings(cx)?;
+        match db::status(&s).await {
+            Ok(status) => {
+                if let Some(e) = status.blocking_error() {
+                    return Err(typed(anyhow::Error::new(e)));
+                }
+                let mut steps: Vec<String> = status
+                    .pending
+                    .iter()
+                    .map(|m| format!("apply {} {}", m.version, m.name))
+                    .collect();
+                let summary = if steps.is_empty() {
+                    format!(
+                        "schema at {}: nothing pending, no backup",
+                        status.current_version.unwrap_or(0)
+                    )
+                } else {
+                    steps.insert(
+                        0,
+                        format!(
+                            "back up with pg_dump to {} and verify it",
+                            s.backup_url
+                                .as_deref()
+                                .unwrap_or("(no DATABASE_BACKUP_URL: the run would refuse)")
+                        ),
+                    );
+                    format!("{} pending migrations, backup first", status.pending.len())
+                };
+                Ok(PhasePlan { summary, steps })
+            }
+            // A dry run may have no database at hand; the plan says so.
+            Err(e) => Ok(PhasePlan {
+                summary: "pending migrations unknown: the database cannot be reached".into(),
+                steps: vec![format!("{e:#}")],
+            }),
+        }
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let s = settings(cx)?;
+        let outcome = db::migrate(&s).await.map_err(typed)?;
+        cx.records.database = serde_json::to_value(&outcome).ok();
+        let report = match outcome.action {
+            MigrateAction::NothingPending => PhaseReport {
+                summary: format!(
+                    "schema at {}: nothing pending",
+                    outcome.version_after.unwrap_or(0)
+                ),
+                details: Vec::new(),
+            },
+            MigrateAction::Applied => {
+                let mut details: Vec<String> = outcome
+                    .applied
+                    .iter()
+                    .map(|m| format!("applied {} {} in {} ms", m.version, m.name, m.duration_ms))
+                    .collect();
+                if let Some(b) = &outcome.backup {
+                    details.insert(
+                        0,
+                        format!(
+                            "backup {} ({} bytes, sha256 {})",
+                            b.location, b.size_bytes, b.sha256
+                        ),
+                    );
+                }
+                PhaseReport {
+                    summary: format!(
+                        "{} migrations applied ({} → {}), backup verified",
+                        outcome.applied.len(),
+                        outcome.version_before.unwrap_or(0),
+                        outcome.version_after.unwrap_or(0)
+                    ),
+                    details,
+                }
+            }
+        };
+        Ok(report)
+    }
+}
