@@ -138,6 +138,42 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How `rollback --database` takes the database back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatabaseRollback {
+    /// Down migrations to the schema version the deployment recorded
+    Down,
+    /// Restore the backup the next deployment took before migrating
+    Restore,
+}
+
+/// The database commands.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Applied and pending migrations, and any checksum drift.
+    #[command(after_help = "Example:\n  maily-deploy db status production")]
+    Status {
+        /// The environment
+        environment: String,
+    },
+    /// The backups at DATABASE_BACKUP_URL, newest first, with sizes and deployment ids.
+    #[command(after_help = "Example:\n  maily-deploy db backups production")]
+    Backups {
+        /// The environment
+        environment: String,
+    },
+    /// Restore a backup (by name or deployment id), after a fresh backup; asks first.
+    #[command(
+        after_help = "Example:\n  maily-deploy db restore production production-20250101-120000 --yes"
+    )]
+    Restore {
+        /// The environment
+        environment: String,
+        /// The backup: its name, its location, or the deployment that took it
+        backup: String,
+    },
+}
+
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -201,6 +237,11 @@ pub enum Command {
         /// Show what would change; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Also take the database back: `down` runs down migrations to the schema ID recorded;
+        /// `restore` restores the backup taken by the deployment after ID (after a fresh backup).
+        /// Without it the database is left alone.
+        #[arg(long, value_enum, value_name = "HOW")]
+        database: Option<DatabaseRollback>,
     },
     /// List the environment's deployments, newest first.
     #[command(after_help = "Example:\n  maily-deploy history production")]
@@ -214,6 +255,9 @@ pub enum Command {
         /// The environment
         environment: String,
     },
+    /// The database: migration status, backups, restore.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print what a cluster admin applies once per environment: the namespace and the deployer's RBAC.
     #[command(after_help = "Example:\n  maily-deploy bootstrap production | kubectl apply -f -")]
     Bootstrap {

@@ -238,7 +238,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
         vec![
             ("validate", "planned"),
             ("provision", "not_implemented"),
-            ("migrate", "not_implemented"),
+            ("migrate", "planned"),
             ("deploy-backend", "planned"),
             ("deploy-frontend", "not_implemented"),
             ("configure-ai", "not_implemented"),
@@ -258,7 +258,8 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
         .code(exit_code::NOT_IMPLEMENTED)
         .stdout(predicate::str::contains("dry run: nothing will be changed"))
         .stdout(predicate::str::contains("validate → provision → migrate → deploy-backend → deploy-frontend → configure-ai → monitor → verify → shift-traffic"))
-        .stdout(predicate::str::contains("not implemented yet (--skip-migrate to skip)"))
+        .stdout(predicate::str::contains("not implemented yet (--skip-provision to skip)"))
+        .stdout(predicate::str::contains("pending migrations unknown: the database cannot be reached"))
         .stdout(predicate::str::contains("idle slot unknown (cannot read the cluster"))
         .stderr(predicate::str::contains("a real run would refuse to start"));
 }

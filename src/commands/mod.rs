@@ -2,6 +2,8 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod database;
+pub mod db;
 pub mod history;
 pub mod pipeline;
 pub mod rollback;
@@ -10,7 +12,7 @@ pub mod unlock;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DbCommand};
 use crate::error;
 use crate::exit_code;
 use crate::pipeline::RunReport;
@@ -41,6 +43,13 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::Status { environment }) => ("status", environment.clone()),
         Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
         Some(Command::Bootstrap { environment }) => ("bootstrap", environment.clone()),
+        Some(Command::Db(DbCommand::Status { environment })) => ("db status", environment.clone()),
+        Some(Command::Db(DbCommand::Backups { environment })) => {
+            ("db backups", environment.clone())
+        }
+        Some(Command::Db(DbCommand::Restore { environment, .. })) => {
+            ("db restore", environment.clone())
+        }
         Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
         Some(Command::EnvTemplate) => ("env-template", String::new()),
         Some(Command::Completions { .. }) => ("completions", String::new()),
@@ -91,7 +100,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ref environment,
             ref deployment_id,
             dry_run,
-        }) => rollback::run(environment, deployment_id, dry_run, global).await,
+            database,
+        }) => rollback::run(environment, deployment_id, dry_run, database, global).await,
+        Some(Command::Db(DbCommand::Status { ref environment })) => {
+            db::status(environment, global).await
+        }
+        Some(Command::Db(DbCommand::Backups { ref environment })) => {
+            db::backups(environment, global).await
+        }
+        Some(Command::Db(DbCommand::Restore {
+            ref environment,
+            ref backup,
+        })) => db::restore(environment, backup, global).await,
         Some(Command::History { ref environment }) => history::run(environment, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,

@@ -6,7 +6,8 @@
 //! with its own id, lock and snapshot. The database is left alone.
 
 use super::cluster;
-use crate::cli::GlobalArgs;
+use super::database as db_rollback;
+use crate::cli::{DatabaseRollback, GlobalArgs};
 use crate::error::{Kind, fail};
 use crate::k8s::live;
 use crate::k8s::manifest::Scope;
@@ -21,6 +22,7 @@ pub async fn run(
     environment: &str,
     id_text: &str,
     dry_run: bool,
+    database: Option<DatabaseRollback>,
     global: &GlobalArgs,
 ) -> anyhow::Result<i32> {
     let target_id = DeploymentId::parse(environment, id_text)?;
@@ -56,6 +58,12 @@ pub async fn run(
     };
     let live = live::read(&applier, &profile).await?;
     let decision = plan(&live, &target).map_err(|why| fail(Kind::Usage, why))?;
+    // Decide the database half before changing anything, so a request that
+    // cannot be met is refused with nothing done.
+    let database_step = match database {
+        None => None,
+        Some(how) => Some(db_rollback::decide(how, &target, &store.list().await?)?),
+    };
 
     // Render with the release and templates the snapshot kept (platform
     // objects come from the current manifests).
@@ -72,9 +80,16 @@ pub async fn run(
     let (phases, slot): (Vec<Box<dyn Phase>>, _) = match decision {
         RollbackPlan::AlreadyThere { slot } => {
             output::stdout_line(&format!(
-                "{environment} already runs {target_id}'s release on {slot}; nothing to do"
+                "{environment} already runs {target_id}'s release on {slot}"
             ));
-            return Ok(crate::exit_code::SUCCESS);
+            return match database_step {
+                Some(step) if !dry_run => db_rollback::run(&cx, global, step).await,
+                Some(step) => {
+                    output::stdout_line(&format!("would take the database back: {step}"));
+                    Ok(crate::exit_code::SUCCESS)
+                }
+                None => Ok(crate::exit_code::SUCCESS),
+            };
         }
         RollbackPlan::Switch { slot } => {
             cx.selection = cluster::only(&[PhaseId::ShiftTraffic]);
@@ -95,5 +110,16 @@ pub async fn run(
         Some(target_id.to_string()),
     )));
     let report = runner.run("rollback", &mut cx, observer.as_mut()).await;
-    Ok(report.exit_code)
+    // The backend goes back first: the older code runs against the newer
+    // schema (expand, then contract), never the other way round.
+    match database_step {
+        Some(step) if report.exit_code == crate::exit_code::SUCCESS && !dry_run => {
+            db_rollback::run(&cx, global, step).await
+        }
+        Some(step) if dry_run => {
+            output::stdout_line(&format!("would take the database back: {step}"));
+            Ok(report.exit_code)
+        }
+        _ => Ok(report.exit_code),
+    }
 }

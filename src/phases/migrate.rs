@@ -73,9 +73,14 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
 /// A database error with its kind, the message carrying the library's
 /// context (which never holds the password).
 pub fn typed(err: anyhow::Error) -> anyhow::Error {
-    let kind = kind_of(&err);
-    let message = format!("{err:#}");
-    err.context(Failure::new(kind, message))
+    // The library's chain often repeats a cause its context already says.
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain().map(|c| c.to_string()) {
+        if !parts.iter().any(|p| p.contains(&cause)) {
+            parts.push(cause);
+        }
+    }
+    Failure::new(kind_of(&err), parts.join(": ")).into()
 }
 
 #[async_trait]

@@ -225,15 +225,17 @@ impl Runner {
                 (None, Ok(())) => None,
                 (None, Err(e)) => Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
                 (Some(mut failed), Ok(())) => {
-                    if cx.options.no_rollback && failed.kind == Kind::PhaseFailed {
+                    if cx.options.no_rollback && cx.backend.switched {
                         failed.kind = Kind::PhaseFailedKept;
                         failed.message.push_str(
                             "; --no-rollback: everything was left as the failure found it",
                         );
-                    } else if failed.kind == Kind::PhaseFailed {
+                    } else if cx.backend.switched {
                         failed
                             .message
                             .push_str("; users were put back where they were");
+                    } else if failed.kind == Kind::PhaseFailed {
+                        failed.message.push_str("; users were not moved");
                     }
                     Some(failed)
                 }

@@ -1,0 +1,184 @@
+//! The database half of `rollback --database`: what to do, decided from
+//! the snapshots before anything changes, then done.
+
+use std::fmt;
+
+use crate::cli::{DatabaseRollback, GlobalArgs};
+use crate::db;
+use crate::error::{Kind, fail};
+use crate::output;
+use crate::phases::migrate::{settings, typed};
+use crate::pipeline::Context;
+use crate::pipeline::snapshot::Snapshot;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseStep {
+    /// Down migrations to this schema version.
+    Down { version: i64 },
+    /// Restore the backup taken by a later deployment.
+    Restore { backup: String, taken_by: String },
+}
+
+impl fmt::Display for DatabaseStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseStep::Down { version } => write!(f, "down migrations to schema {version}"),
+            DatabaseStep::Restore { backup, taken_by } => {
+                write!(f, "restore backup {backup} (taken by {taken_by})")
+            }
+        }
+    }
+}
+
+fn schema_after(s: &Snapshot) -> Option<i64> {
+    s.database.as_ref()?.get("version_after")?.as_i64()
+}
+
+fn backup_of(s: &Snapshot) -> Option<String> {
+    s.database
+        .as_ref()?
+        .get("backup")?
+        .get("name")?
+        .as_str()
+        .map(String::from)
+}
+
+/// Decide the database step for going back to `target`, given every
+/// snapshot (newest first). Pure; refuses with the reason.
+pub fn decide(
+    how: DatabaseRollback,
+    target: &Snapshot,
+    all: &[Snapshot],
+) -> anyhow::Result<DatabaseStep> {
+    match how {
+        DatabaseRollback::Down => {
+            // The schema ID left: its own record, or the newest before it.
+            let version = all
+                .iter()
+                .filter(|s| s.deployment_id <= target.deployment_id)
+                .find_map(schema_after)
+                .ok_or_else(|| {
+                    fail(
+                        Kind::Usage,
+                        format!(
+                            "no schema version is recorded for {} or any deployment before it (migrate never ran); --database down has no target",
+                            target.deployment_id
+                        ),
+                    )
+                })?;
+            Ok(DatabaseStep::Down { version })
+        }
+        DatabaseRollback::Restore => {
+            // The backup the first deployment after ID took before migrating
+            // is the database as ID left it.
+            let mut later: Vec<&Snapshot> = all
+                .iter()
+                .filter(|s| s.deployment_id > target.deployment_id)
+                .collect();
+            later.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
+            let (backup, taken_by) = later
+                .iter()
+                .find_map(|s| backup_of(s).map(|b| (b, s.deployment_id.clone())))
+                .ok_or_else(|| {
+                    fail(
+                        Kind::Usage,
+                        format!(
+                            "no deployment after {} took a database backup (none migrated), so the database is still as {} left it; nothing to restore",
+                            target.deployment_id, target.deployment_id
+                        ),
+                    )
+                })?;
+            Ok(DatabaseStep::Restore { backup, taken_by })
+        }
+    }
+}
+
+/// Do the step, printing what happened.
+pub async fn run(cx: &Context, global: &GlobalArgs, step: DatabaseStep) -> anyhow::Result<i32> {
+    match step {
+        DatabaseStep::Down { version } => {
+            super::db::confirm(
+                global,
+                cx.environment(),
+                &format!(
+                    "This runs down migrations on the {} database to schema {version}, after a backup",
+                    cx.environment()
+                ),
+            )?;
+            let s = settings(cx)?;
+            let out = db::migrate_down_to(&s, version).await.map_err(typed)?;
+            output::stdout_line(&format!(
+                "database: {} down migrations, schema {} → {}{}",
+                out.reverted.len(),
+                out.version_before.map_or("-".into(), |v| v.to_string()),
+                out.version_after.map_or("-".into(), |v| v.to_string()),
+                out.backup
+                    .map(|b| format!("; backup first at {}", b.location))
+                    .unwrap_or_default()
+            ));
+        }
+        DatabaseStep::Restore { backup, .. } => {
+            let out = super::db::restore_backup(cx, global, &backup).await?;
+            output::stdout_line(&format!(
+                "database: restored {}; the database as it was is in {}",
+                out.restored.name, out.safety_backup.location
+            ));
+        }
+    }
+    Ok(crate::exit_code::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::snapshot::tests_support::sample;
+
+    fn snap(id: &str, version: Option<i64>, backup: Option<&str>) -> Snapshot {
+        let mut s = sample();
+        s.deployment_id = id.into();
+        s.database = Some(
+            serde_json::json!({"version_after": version, "backup": backup.map(|b| serde_json::json!({"name": b}))}),
+        );
+        s
+    }
+
+    #[test]
+    fn down_targets_the_schema_the_deployment_left() {
+        let all = vec![
+            snap("p-20250103-000000", Some(7), Some("b3")),
+            snap("p-20250102-000000", Some(6), None),
+            snap("p-20250101-000000", Some(5), Some("b1")),
+        ];
+        assert_eq!(
+            decide(DatabaseRollback::Down, &all[1], &all).unwrap(),
+            DatabaseStep::Down { version: 6 }
+        );
+    }
+
+    #[test]
+    fn restore_takes_the_backup_the_next_migrating_deployment_took() {
+        let all = vec![
+            snap("p-20250104-000000", Some(8), Some("b4")),
+            snap("p-20250103-000000", Some(7), Some("b3")),
+            snap("p-20250102-000000", Some(6), None),
+        ];
+        assert_eq!(
+            decide(DatabaseRollback::Restore, &all[2], &all).unwrap(),
+            DatabaseStep::Restore {
+                backup: "b3".into(),
+                taken_by: "p-20250103-000000".into()
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let mut none = sample();
+        none.database = None;
+        let all = vec![none.clone()];
+        let err = decide(DatabaseRollback::Down, &none, &all).unwrap_err();
+        assert!(err.to_string().contains("migrate never ran"));
+        let err = decide(DatabaseRollback::Restore, &none, &all).unwrap_err();
+        assert!(err.to_string().contains("nothing to restore"));
+    }
+}

@@ -1,0 +1,177 @@
+//! `maily-deploy db status|backups|restore ENV`: the database side for the
+//! operator, and the database half of `rollback --database`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::cluster;
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::config::validate::validate;
+use crate::db::{self, BackupRecord};
+use crate::error::{Failure, Kind, fail};
+use crate::output;
+use crate::phases::migrate::{settings, typed};
+use crate::pipeline::{Context, PhaseId};
+
+/// A context whose database variables are present and well-formed.
+fn context(environment: &str, global: &GlobalArgs, deployment: bool) -> anyhow::Result<Context> {
+    let cx = cluster::context(environment, global, deployment, &[PhaseId::Migrate], false)?;
+    let v = validate(&cx.config.vars, &[PhaseId::Migrate]);
+    if !v.problems.is_empty() {
+        return Err(Failure::with_problems(
+            Kind::Config,
+            "the database settings have problems",
+            v.problems,
+        )
+        .into());
+    }
+    Ok(cx)
+}
+
+/// Ask before a destructive step: `--yes`, or the environment's name typed
+/// at a terminal.
+pub fn confirm(global: &GlobalArgs, environment: &str, what: &str) -> anyhow::Result<()> {
+    if global.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            Kind::Usage,
+            format!("{what} needs confirmation; pass --yes to do it without a prompt"),
+        ));
+    }
+    eprint!("{what}.\nType the environment name ({environment}) to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != environment {
+        return Err(fail(Kind::Usage, "not confirmed; nothing was changed"));
+    }
+    Ok(())
+}
+
+pub async fn status(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
+    let cx = context(environment, global, false)?;
+    let s = db::status(&settings(&cx)?).await.map_err(typed)?;
+    match global.output {
+        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(&s)?),
+        OutputFormat::Human => {
+            output::stdout_line(&format!(
+                "{environment}: schema at {} of {}",
+                s.current_version
+                    .map_or("nothing".into(), |v| v.to_string()),
+                s.latest_version.map_or("nothing".into(), |v| v.to_string())
+            ));
+            for m in &s.applied {
+                output::stdout_line(&format!("  applied  {} {}", m.version, m.name));
+            }
+            for m in &s.pending {
+                output::stdout_line(&format!("  pending  {} {}", m.version, m.name));
+            }
+            for m in &s.drifted {
+                output::stdout_line(&format!(
+                    "  DRIFTED  {} {}: the file changed after it was applied",
+                    m.version, m.name
+                ));
+            }
+            for v in &s.unknown_applied {
+                output::stdout_line(&format!(
+                    "  UNKNOWN  {v}: applied, but this release has no file for it"
+                ));
+            }
+            if let Some(v) = s.dirty {
+                output::stdout_line(&format!(
+                    "  FAILED   {v}: an earlier run left it marked failed"
+                ));
+            }
+        }
+    }
+    Ok(if s.blocking_error().is_some() {
+        crate::exit_code::CONFIG
+    } else {
+        crate::exit_code::SUCCESS
+    })
+}
+
+fn reason_word(r: db::BackupReason) -> &'static str {
+    match r {
+        db::BackupReason::PreMigrate => "before migrate",
+        db::BackupReason::PreDown => "before down",
+        db::BackupReason::PreRestore => "before restore",
+    }
+}
+
+fn backup_line(b: &BackupRecord) -> String {
+    format!(
+        "{}  {}  {} bytes  schema {}  {}  {}",
+        b.created_at.format("%Y-%m-%d %H:%M:%S"),
+        b.deployment_id,
+        b.size_bytes,
+        b.schema_version.map_or("-".into(), |v| v.to_string()),
+        reason_word(b.reason),
+        b.location
+    )
+}
+
+pub async fn backups(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
+    let cx = cluster::context(environment, global, false, &[PhaseId::Migrate], false)?;
+    let url = cx
+        .config
+        .vars
+        .get("DATABASE_BACKUP_URL")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            fail(
+                Kind::Config,
+                "DATABASE_BACKUP_URL is not set; it says where the backups are",
+            )
+        })?
+        .to_string();
+    let list = db::list_backups(&url, &[]).await.map_err(typed)?;
+    match global.output {
+        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(&list)?),
+        OutputFormat::Human if list.is_empty() => {
+            output::stdout_line(&format!("no backups at {url}"))
+        }
+        OutputFormat::Human => {
+            for b in &list {
+                output::stdout_line(&backup_line(b));
+            }
+        }
+    }
+    Ok(crate::exit_code::SUCCESS)
+}
+
+/// Restore a backup after a fresh one of the current database.
+pub async fn restore_backup(
+    cx: &Context,
+    global: &GlobalArgs,
+    wanted: &str,
+) -> anyhow::Result<db::RestoreOutcome> {
+    let s = settings(cx)?;
+    let backup = db::find_backup(&s, wanted).await.map_err(typed)?;
+    confirm(
+        global,
+        cx.environment(),
+        &format!(
+            "This replaces the {} database with backup {} (taken {} by {}); a fresh backup of the current database is taken first",
+            cx.environment(),
+            backup.name,
+            backup.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            backup.deployment_id
+        ),
+    )?;
+    db::restore(&s, &backup).await.map_err(typed)
+}
+
+pub async fn restore(environment: &str, wanted: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
+    let cx = context(environment, global, true)?;
+    let outcome = restore_backup(&cx, global, wanted).await?;
+    output::stdout_line(&format!(
+        "restored {} (schema {} → {}); the database as it was is in {}",
+        outcome.restored.name,
+        outcome.version_before.map_or("-".into(), |v| v.to_string()),
+        outcome.version_after.map_or("-".into(), |v| v.to_string()),
+        outcome.safety_backup.location
+    ));
+    Ok(crate::exit_code::SUCCESS)
+}

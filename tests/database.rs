@@ -1,0 +1,353 @@
+//! The database side as a user runs it: the binary migrating the real
+//! PostgreSQL of this machine inside a deploy, `db` commands, and
+//! `rollback --database`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use maily_deploy::exit_code;
+use support::*;
+
+/// A fresh database, dropped when the guard goes.
+struct Database(String);
+
+fn psql(sql: &str, db: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Database {
+    fn new() -> Database {
+        let name = format!("maily_e2e_{}", rand_suffix().replace('-', "_"));
+        psql(&format!("CREATE DATABASE {name}"), "postgres");
+        Database(name)
+    }
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+            self.0
+        )
+    }
+    fn version(&self) -> i64 {
+        psql(
+            "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
+            &self.0,
+        )
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
+            ])
+            .output();
+    }
+}
+
+/// The shipped migrations, optionally without the newest ones.
+fn migrations(dir: &Path, drop_newest: usize) -> PathBuf {
+    let out = dir.join(format!("migrations-{drop_newest}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    let mut versions: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('_')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    versions.dedup();
+    let keep = &versions[..versions.len() - drop_newest];
+    for f in files {
+        let v = f
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split('_')
+            .next()
+            .unwrap()
+            .to_string();
+        if keep.contains(&v) {
+            std::fs::copy(&f, out.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    out
+}
+
+const WITH_DATABASE: &[&str] = &[
+    "--skip-provision",
+    "--skip-frontend",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+fn deploy(
+    world: &World,
+    db: &Database,
+    backups: &Path,
+    migrations_dir: &Path,
+    tag: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let env = world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", migrations_dir.to_str().unwrap()),
+    ]);
+    world
+        .maily()
+        .arg("staging")
+        .args(WITH_DATABASE)
+        .arg("--env-file")
+        .arg(&env)
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+fn dumps(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".dump"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new();
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+
+    let out = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let latest = db.version();
+    assert!(latest > 0);
+    // A fresh database has nothing to lose, yet the backup is taken: the
+    // rule is "never migrate without one".
+    assert_eq!(
+        dumps(&backups).len(),
+        1,
+        "one backup: {:?}",
+        dumps(&backups)
+    );
+    let snap = &world.snapshots()[0];
+    let record = snap
+        .database
+        .as_ref()
+        .expect("the snapshot records the migration");
+    assert_eq!(record["version_after"], latest);
+    assert!(
+        record["backup"]["sha256"].as_str().unwrap().len() == 64,
+        "{record}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = deploy(&world, &db, &backups, &all, "v2", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing pending"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        dumps(&backups).len(),
+        1,
+        "no backup when nothing is pending"
+    );
+
+    let out = world
+        .maily()
+        .args(["db", "status", "staging", "--env-file"])
+        .arg(world.env_file(&[
+            ("DATABASE_URL", &db.url()),
+            ("MIGRATIONS_DIR", all.to_str().unwrap()),
+        ]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("schema at {latest} of {latest}")),
+        "{}",
+        text(&out)
+    );
+
+    let out = world
+        .maily()
+        .args(["db", "backups", "staging", "--env-file"])
+        .arg(world.env_file(&[(
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        )]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first_id = &world.snapshots()[1].deployment_id;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(first_id.as_str()),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn rollback_with_database_down_returns_the_schema_after_the_code() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new();
+    let backups = world.dir.path().join("backups");
+    let older = migrations(world.dir.path(), 1);
+    let all = repo().join("migrations");
+
+    let out = deploy(&world, &db, &backups, &older, "v1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v1_schema = db.version();
+    let v1_id = deployment_id_of(&out);
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = deploy(&world, &db, &backups, &all, "v2", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(db.version() > v1_schema);
+
+    let env = world.env_file(&[
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", all.to_str().unwrap()),
+    ]);
+    let out = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::USAGE),
+        "asks for confirmation without a terminal: {}",
+        text(&out)
+    );
+    assert!(
+        db.version() > v1_schema,
+        "nothing changed without confirmation"
+    );
+
+    let out = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(db.version(), v1_schema);
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("down migrations"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_database_fails_before_any_change_without_the_password() {
+    let world = World::new(Duration::from_millis(300));
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        (
+            "DATABASE_URL",
+            "postgres://maily:Hunter2-pg-secret@127.0.0.1:1/maily",
+        ),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ]);
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(WITH_DATABASE)
+        .arg("--env-file")
+        .arg(&env)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{all}");
+    assert!(!all.contains("Hunter2"), "the password leaked: {all}");
+    assert!(all.contains("127.0.0.1:1"), "the target is named: {all}");
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "nothing was deployed"
+    );
+}
