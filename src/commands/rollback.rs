@@ -13,6 +13,7 @@ use crate::k8s::live;
 use crate::k8s::manifest::Scope;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output::{self, OutputOptions};
+use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
 use crate::pipeline::lifecycle::ClusterLifecycle;
 use crate::pipeline::rollback::{RollbackPlan, plan};
@@ -65,6 +66,34 @@ pub async fn run(
         Some(how) => Some(db_rollback::decide(how, &target, &store.list().await?)?),
     };
 
+    // The frontend goes back to the Vercel deployment ID recorded, promoted
+    // by shift-traffic after the backend switch (an undo like a deploy's
+    // if the rollback fails after it).
+    if let Some(record) = target
+        .frontend
+        .as_ref()
+        .and_then(FrontendRecord::from_value)
+    {
+        if cx.config.vars.get("VERCEL_TOKEN").is_none_or(str::is_empty) {
+            return Err(fail(
+                Kind::Config,
+                format!(
+                    "{target_id} recorded the Vercel deployment {} for the frontend; set VERCEL_TOKEN to promote it back",
+                    record.deployment_id
+                ),
+            ));
+        }
+        cx.records.frontend = Some(
+            FrontendRecord {
+                previous: None,
+                promoted: false,
+                undone: false,
+                ..record
+            }
+            .to_value(),
+        );
+    }
+
     // Render with the release and templates the snapshot kept (platform
     // objects come from the current manifests).
     cx.release_override = target.release.clone();
@@ -82,6 +111,13 @@ pub async fn run(
             output::stdout_line(&format!(
                 "{environment} already runs {target_id}'s release on {slot}"
             ));
+            if cx.records.frontend.is_some() {
+                if dry_run {
+                    output::stdout_line("would promote the frontend it recorded");
+                } else if let Some(line) = deploy_frontend::promote_recorded(&mut cx).await? {
+                    output::stdout_line(&line);
+                }
+            }
             return match database_step {
                 Some(step) if !dry_run => db_rollback::run(&cx, global, step).await,
                 Some(step) => {

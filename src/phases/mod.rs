@@ -1,6 +1,7 @@
 //! One module per phase. `all` is the pipeline, in order.
 
 pub mod deploy_backend;
+pub mod deploy_frontend;
 pub mod migrate;
 pub mod not_built;
 pub mod shift_traffic;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
                 PhaseId::Validate => Box::new(validate::Validate),
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
+                PhaseId::DeployFrontend => Box::new(deploy_frontend::DeployFrontend),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
                 other => Box::new(not_built::NotBuilt(other)),
             }

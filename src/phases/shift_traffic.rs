@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::deploy_backend::slot_selector;
+use super::deploy_frontend::{self, FrontendRecord};
 use crate::error::{Kind, fail};
 use crate::k8s::live;
 use crate::k8s::route;
@@ -69,18 +70,34 @@ impl Phase for ShiftTraffic {
             .keys()
             .map(String::as_str)
             .collect();
+        let mut steps = vec![
+            "scale the new slot's workers to their replicas and wait for them".into(),
+            format!(
+                "set every route to 100% on the new slot and every stable Service's selector to it: {}",
+                services.join(", ")
+            ),
+            "scale the old slot's workers to 0; the old http slot keeps running".into(),
+        ];
+        if let Some(r) = cx
+            .records
+            .frontend
+            .as_ref()
+            .and_then(FrontendRecord::from_value)
+        {
+            steps.push(format!(
+                "promote the Vercel deployment {} to production (POST /v10/projects/{}/promote/{})",
+                r.deployment_id, r.project_id, r.deployment_id
+            ));
+        } else if cx.selection.is_selected(PhaseId::DeployFrontend) {
+            steps.push(
+                "promote the Vercel deployment deploy-frontend built; a failure after it promotes the previous one back".into(),
+            );
+        }
         Ok(PhasePlan {
             summary:
                 "move users to the new slot at once; the old slot stays up for an instant rollback"
                     .into(),
-            steps: vec![
-                "scale the new slot's workers to their replicas and wait for them".into(),
-                format!(
-                    "set every route to 100% on the new slot and every stable Service's selector to it: {}",
-                    services.join(", ")
-                ),
-                "scale the old slot's workers to 0; the old http slot keeps running".into(),
-            ],
+            steps,
         })
     }
 
@@ -110,17 +127,22 @@ impl Phase for ShiftTraffic {
         )
         .await?;
         route::switch_to(&applier, &profile, cx.templates()?, &release, slot).await?;
+        // The frontend follows the backend, never leads it: promoted only
+        // once every route points at the new slot.
+        let frontend = deploy_frontend::promote_recorded(cx).await?;
+        let mut details: Vec<String> = profile
+            .services
+            .keys()
+            .map(|s| format!("{s}: {slot}"))
+            .collect();
+        details.extend(frontend);
         Ok(PhaseReport {
             summary: format!(
                 "users on {slot} ({}); {} kept up for rollback",
                 release.image_tag,
                 slot.other()
             ),
-            details: profile
-                .services
-                .keys()
-                .map(|s| format!("{s}: {slot}"))
-                .collect(),
+            details,
         })
     }
 }

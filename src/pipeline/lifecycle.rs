@@ -24,6 +24,7 @@ use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::values::{self, Release};
+use crate::phases::deploy_frontend::{FrontendRecord, undo_promotion};
 
 /// What the runner asks of the world around the phases.
 #[async_trait]
@@ -166,6 +167,17 @@ impl Lifecycle for ClusterLifecycle {
                             dead.deployment_id
                         )
                     })?;
+                if let Some(record) = dead.frontend.as_ref().and_then(FrontendRecord::from_value) {
+                    let record = undo_promotion(&cx.config.vars, &record)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "putting back the frontend of the interrupted deployment {}",
+                                dead.deployment_id
+                            )
+                        })?;
+                    dead.frontend = Some(record.to_value());
+                }
                 dead.outcome = Outcome::Abandoned;
                 dead.finished_at = Some(Utc::now());
                 dead.failure = Some(format!("interrupted; users put back by {id}"));
@@ -232,6 +244,26 @@ impl Lifecycle for ClusterLifecycle {
             let release = cx.release_or_partial();
             if let Err(e) = restore_before(cx, &applier, &snapshot, &release).await {
                 undo_error = Some(e);
+            }
+        }
+        // The frontend goes back after the backend, as it came after it.
+        if failure.is_some()
+            && !cx.options.no_rollback
+            && let Some(record) = cx
+                .records
+                .frontend
+                .as_ref()
+                .and_then(FrontendRecord::from_value)
+        {
+            match undo_promotion(&cx.config.vars, &record).await {
+                Ok(r) => cx.records.frontend = Some(r.to_value()),
+                Err(e) => {
+                    let e = e.context("putting the frontend back");
+                    undo_error = Some(match undo_error.take() {
+                        Some(first) => first.context(format!("{e:#}")),
+                        None => e,
+                    });
+                }
             }
         }
         let after: Option<PlatformState> = live::read(&applier, &cx.config.profile).await.ok();

@@ -1,0 +1,563 @@
+//! The frontend on Vercel, as a user runs it: the built binary against
+//! kubesim and a Vercel stub that answers as Vercel's REST API reference
+//! documents and checks what the tool sends (the bearer token, the team id,
+//! the production target, no promotion before shift-traffic).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use maily_deploy::exit_code;
+use maily_deploy::phases::deploy_frontend::FrontendRecord;
+use maily_deploy::pipeline::snapshot::Outcome;
+use maily_deploy::providers::vercel::{self, Progress, ReadyState, Vercel};
+use serde_json::{Value, json};
+use support::*;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const TOKEN: &str = "vercel-test-token-4f9a";
+const TEAM: &str = "team_maily";
+const PROJECT: &str = "prj_maily";
+
+/// How a stubbed build goes: the states successive reads return; the last
+/// one repeats.
+#[derive(Clone)]
+struct Script(Vec<&'static str>);
+
+#[derive(Default)]
+struct State {
+    /// The deployment the production domains serve.
+    production: Option<String>,
+    /// Deployments created: id → (script, reads so far, git ref).
+    deployments: BTreeMap<String, (Script, usize, String)>,
+    /// The scripts the next creations follow, in order.
+    scripts: Vec<Script>,
+    /// Every request, as `METHOD path`.
+    log: Vec<String>,
+    /// What the tool sent that Vercel would refuse or that breaks a rule.
+    violations: Vec<String>,
+    /// Promotions of these ids answer 409.
+    refuse_promotion: Vec<String>,
+    /// The next reads of a deployment answer 429 this many times.
+    rate_limited: usize,
+    /// When the last 429 was sent.
+    limited_at: Option<Instant>,
+}
+
+#[derive(Clone, Default)]
+struct FakeVercel(Arc<Mutex<State>>);
+
+impl FakeVercel {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+
+    fn promotions(&self) -> Vec<String> {
+        self.state()
+            .log
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("POST /v10/projects/{PROJECT}/promote/")))
+            .map(String::from)
+            .collect()
+    }
+}
+
+fn vercel_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"error": {"code": code, "message": message}}))
+}
+
+impl Respond for FakeVercel {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut s = self.state();
+        let path = req.url.path().to_string();
+        s.log.push(format!("{} {path}", req.method));
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != format!("Bearer {TOKEN}") {
+            s.violations
+                .push(format!("{} {path}: Authorization `{auth}`", req.method));
+            return vercel_error(403, "forbidden", "Not authorized");
+        }
+        let team = req
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "teamId")
+            .map(|(_, v)| v.to_string());
+        if team.as_deref() != Some(TEAM) {
+            s.violations
+                .push(format!("{} {path}: teamId {team:?}", req.method));
+            return vercel_error(404, "not_found", "Project not found");
+        }
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), parts.as_slice()) {
+            ("GET", ["v9", "projects", id]) if *id == PROJECT => {
+                let production = s.production.clone().map(|id| {
+                    json!({"id": id, "url": format!("maily-{id}.vercel.app"), "readyState": "READY"})
+                });
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "id": PROJECT,
+                    "name": "maily-frontend",
+                    "accountId": TEAM,
+                    "autoAssignCustomDomains": false,
+                    "framework": "nextjs",
+                    "targets": {"production": production},
+                }))
+            }
+            ("POST", ["v13", "deployments"]) => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                for (field, want) in [
+                    ("/target", json!("production")),
+                    ("/project", json!(PROJECT)),
+                    ("/name", json!("maily-frontend")),
+                    ("/gitSource/type", json!("github")),
+                    ("/gitSource/org", json!("maily")),
+                    ("/gitSource/repo", json!("maily-frontend")),
+                    ("/autoAssignCustomDomains", json!(false)),
+                ] {
+                    if body.pointer(field) != Some(&want) {
+                        s.violations.push(format!(
+                            "POST /v13/deployments: {field} is {:?}, not {want}",
+                            body.pointer(field)
+                        ));
+                    }
+                }
+                let git_ref = body
+                    .pointer("/gitSource/ref")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let n = s.deployments.len() + 1;
+                let id = format!("dpl_{n}{}", git_ref.replace('.', ""));
+                let script = if s.scripts.is_empty() {
+                    Script(vec!["QUEUED", "BUILDING", "READY"])
+                } else {
+                    s.scripts.remove(0)
+                };
+                s.deployments
+                    .insert(id.clone(), (script, 0, git_ref.clone()));
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "id": id,
+                    "url": format!("maily-{id}.vercel.app"),
+                    "name": "maily-frontend",
+                    "readyState": "QUEUED",
+                    "target": "production",
+                    "meta": body.get("meta").cloned().unwrap_or(Value::Null),
+                }))
+            }
+            ("GET", ["v13", "deployments", id]) => {
+                if s.rate_limited > 0 {
+                    s.rate_limited -= 1;
+                    s.limited_at = Some(Instant::now());
+                    let reset = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        + 1;
+                    return vercel_error(429, "rate_limited", "Rate limit exceeded")
+                        .insert_header("X-RateLimit-Limit", "100")
+                        .insert_header("X-RateLimit-Remaining", "0")
+                        .insert_header("X-RateLimit-Reset", reset.to_string().as_str());
+                }
+                let id = id.to_string();
+                let Some((script, reads, _)) = s.deployments.get_mut(&id) else {
+                    return vercel_error(404, "not_found", "Deployment not found");
+                };
+                let state = script.0[(*reads).min(script.0.len() - 1)];
+                *reads += 1;
+                let mut body = json!({
+                    "id": id,
+                    "url": format!("maily-{id}.vercel.app"),
+                    "readyState": state,
+                    "status": state,
+                    "target": "production",
+                });
+                if state == "ERROR" {
+                    body["errorCode"] = json!("BUILD_FAILED");
+                    body["errorMessage"] = json!("Command \"npm run build\" exited with 1");
+                }
+                ResponseTemplate::new(200).set_body_json(body)
+            }
+            ("GET", ["v3", "deployments", _id, "events"]) => {
+                // direction=backward: newest first.
+                ResponseTemplate::new(200).set_body_json(json!([
+                    {"type": "stderr", "created": 1700000004000i64, "payload": {"text": "Error: Command \"npm run build\" exited with 1"}},
+                    {"type": "stderr", "created": 1700000003000i64, "payload": {"text": "Type error: Property 'campaign' does not exist on type 'Props'."}},
+                    {"type": "stdout", "created": 1700000002000i64, "payload": {"text": "Creating an optimized production build ..."}},
+                    {"type": "command", "created": 1700000001000i64, "payload": {"text": "Running \"npm run build\""}}
+                ]))
+            }
+            ("POST", ["v10", "projects", project, "promote", id]) if *project == PROJECT => {
+                let id = id.to_string();
+                if s.refuse_promotion.contains(&id) {
+                    return vercel_error(409, "conflict", "A promotion is already in progress");
+                }
+                if !s.deployments.contains_key(&id) && s.production.as_deref() != Some(&id) {
+                    return vercel_error(404, "not_found", "Deployment not found");
+                }
+                s.production = Some(id);
+                ResponseTemplate::new(201)
+            }
+            _ => {
+                s.violations
+                    .push(format!("unexpected {} {path}", req.method));
+                vercel_error(404, "not_found", "Not found")
+            }
+        }
+    }
+}
+
+struct Stub {
+    server: MockServer,
+    vercel: FakeVercel,
+}
+
+fn stub(world: &World, production: Option<&str>) -> Stub {
+    let vercel = FakeVercel::default();
+    vercel.state().production = production.map(String::from);
+    let server = world.rt.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(vercel.clone())
+            .mount(&server)
+            .await;
+        server
+    });
+    Stub { server, vercel }
+}
+
+const WITH_FRONTEND: &[&str] = &[
+    "--skip-provision",
+    "--skip-migrate",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+fn env(world: &World, stub: &Stub, tag: &str) -> std::path::PathBuf {
+    let uri = stub.server.uri();
+    world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("VERCEL_TOKEN", TOKEN),
+        ("VERCEL_PROJECT_ID", PROJECT),
+        ("VERCEL_TEAM_ID", TEAM),
+        ("VERCEL_API_URL", uri.as_str()),
+        ("VERCEL_POLL_INTERVAL", "20ms"),
+        ("FRONTEND_GIT_REPO", "maily/maily-frontend"),
+    ])
+}
+
+fn deploy(world: &World, stub: &Stub, tag: &str, extra: &[&str]) -> std::process::Output {
+    let env = env(world, stub, tag);
+    world
+        .maily()
+        .arg("staging")
+        .args(WITH_FRONTEND)
+        .arg("--env-file")
+        .arg(&env)
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+fn frontend_of(world: &World, id: &str) -> FrontendRecord {
+    let snap = world
+        .snapshots()
+        .into_iter()
+        .find(|s| s.deployment_id == id)
+        .expect("the run's snapshot");
+    FrontendRecord::from_value(snap.frontend.as_ref().expect("a frontend record"))
+        .expect("a frontend record of the documented shape")
+}
+
+fn assert_clean(stub: &Stub) {
+    let s = stub.vercel.state();
+    assert!(
+        s.violations.is_empty(),
+        "the tool sent: {:#?}",
+        s.violations
+    );
+}
+
+#[test]
+fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switch() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+
+    let out = deploy(&world, &stub, "v1.4.2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&stub);
+
+    let id = deployment_id_of(&out);
+    let record = frontend_of(&world, &id);
+    assert_eq!(record.deployment_id, "dpl_1v142");
+    assert_eq!(
+        record.git_ref.as_deref(),
+        Some("v1.4.2"),
+        "IMAGE_TAG is the default ref"
+    );
+    assert_eq!(record.url.as_deref(), Some("maily-dpl_1v142.vercel.app"));
+    assert_eq!(record.state.as_deref(), Some("READY"));
+    assert_eq!(
+        record.previous.as_ref().map(|p| p.id.as_str()),
+        Some("dpl_old")
+    );
+    assert!(record.promoted && !record.undone);
+
+    // Followed through QUEUED, BUILDING, READY; promoted once, last, after
+    // the build was READY.
+    let log = stub.vercel.state().log.clone();
+    let reads = log
+        .iter()
+        .filter(|l| *l == "GET /v13/deployments/dpl_1v142")
+        .count();
+    assert_eq!(reads, 3, "{log:#?}");
+    assert_eq!(stub.vercel.promotions(), vec!["dpl_1v142"]);
+    let promote_at = log.iter().position(|l| l.contains("/promote/")).unwrap();
+    let last_read = log
+        .iter()
+        .rposition(|l| l.starts_with("GET /v13/deployments/"))
+        .unwrap();
+    assert!(promote_at > last_read, "{log:#?}");
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v142"));
+    for (svc, selected, _) in world.traffic() {
+        assert_eq!(selected.as_deref(), Some("blue"), "{svc}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(TOKEN) && !String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+}
+
+#[test]
+fn without_shift_traffic_the_frontend_is_built_and_never_promoted() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let out = deploy(&world, &stub, "v2", &["--skip-traffic"]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&stub);
+    assert!(stub.vercel.promotions().is_empty());
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_old"));
+    let record = frontend_of(&world, &deployment_id_of(&out));
+    assert_eq!(record.state.as_deref(), Some("READY"));
+    assert!(!record.promoted);
+}
+
+#[test]
+fn a_build_that_ends_in_error_fails_with_vercels_message_and_the_build_log() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let stub = stub(&world, Some("dpl_old"));
+    stub.vercel.state().scripts = vec![Script(vec!["QUEUED", "BUILDING", "ERROR"])];
+
+    let out = deploy(&world, &stub, "v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&stub);
+    let all = text(&out);
+    assert!(all.contains("ended ERROR"), "{all}");
+    assert!(
+        all.contains("Command \"npm run build\" exited with 1 (BUILD_FAILED)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Type error: Property 'campaign'"),
+        "the build log's tail: {all}"
+    );
+    assert!(all.contains("Production still serves dpl_old"), "{all}");
+    // Nothing users see changed: no promotion, the backend still on blue.
+    assert!(stub.vercel.promotions().is_empty());
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_old"));
+    for (svc, selected, _) in world.traffic() {
+        assert_eq!(selected.as_deref(), Some("blue"), "{svc}");
+    }
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.outcome, Outcome::Failed);
+    let record = FrontendRecord::from_value(snap.frontend.as_ref().unwrap()).unwrap();
+    assert_eq!(record.state.as_deref(), Some("ERROR"));
+    assert!(!record.promoted);
+}
+
+#[test]
+fn a_failure_after_the_promotion_puts_the_old_frontend_and_backend_back() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let first = deploy(&world, &stub, "v1", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
+    std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
+
+    // Vercel refuses the second promotion (409): shift-traffic fails after
+    // the backend switched and after the promotion was asked for.
+    stub.vercel.state().refuse_promotion = vec!["dpl_2v2".into()];
+    let out = deploy(&world, &stub, "v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&stub);
+    assert!(
+        text(&out).contains("A promotion is already in progress"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        stub.vercel.promotions(),
+        vec!["dpl_1v1", "dpl_2v2", "dpl_1v1"]
+    );
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
+    for (svc, selected, _) in world.traffic() {
+        assert_eq!(selected.as_deref(), Some("blue"), "{svc} back on blue");
+    }
+    let record = frontend_of(&world, &deployment_id_of(&out));
+    assert!(record.promoted && record.undone, "{record:?}");
+    assert_eq!(record.previous.map(|p| p.id), Some("dpl_1v1".into()));
+}
+
+#[test]
+fn rollback_promotes_the_frontend_the_target_deployment_recorded() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    let first = deploy(&world, &stub, "v1", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let first_id = deployment_id_of(&first);
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = deploy(&world, &stub, "v2", &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_2v2"));
+
+    let env = env(&world, &stub, "v2");
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id, "--env-file"])
+        .arg(&env)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_clean(&stub);
+    assert_eq!(
+        stub.vercel.promotions(),
+        vec!["dpl_1v1", "dpl_2v2", "dpl_1v1"]
+    );
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
+    for (svc, selected, _) in world.traffic() {
+        assert_eq!(selected.as_deref(), Some("blue"), "{svc}");
+    }
+    // The rollback's own snapshot says what it promoted and what it replaced.
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.command, "rollback");
+    let record = FrontendRecord::from_value(snap.frontend.as_ref().unwrap()).unwrap();
+    assert_eq!(record.deployment_id, "dpl_1v1");
+    assert_eq!(record.previous.map(|p| p.id), Some("dpl_2v2".into()));
+}
+
+#[test]
+fn a_dry_run_names_project_team_ref_and_target_and_calls_nothing() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let out = deploy(&world, &stub, "v3", &["--dry-run"]);
+    let all = text(&out);
+    assert!(all.contains("maily/maily-frontend@v3"), "{all}");
+    assert!(all.contains("prj_maily (team team_maily)"), "{all}");
+    assert!(all.contains("target production"), "{all}");
+    assert!(
+        stub.vercel.state().log.is_empty(),
+        "{:?}",
+        stub.vercel.state().log
+    );
+}
+
+// The client alone, against the same stub.
+
+fn client(world: &World, stub: &Stub) -> Vercel {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = world;
+    Vercel::new(&vercel::Settings {
+        api_url: stub.server.uri(),
+        token: TOKEN.into(),
+        team_id: Some(TEAM.into()),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_429_is_waited_out_until_its_reset_header() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel
+        .state()
+        .deployments
+        .insert("dpl_x".into(), (Script(vec!["READY"]), 0, "main".into()));
+    stub.vercel.state().rate_limited = 1;
+    let api = client(&world, &stub);
+    let d = world.rt.block_on(api.deployment("dpl_x")).unwrap();
+    let limited_at = stub.vercel.state().limited_at.unwrap();
+    assert_eq!(vercel::progress(&d), Progress::Ready);
+    // Reset is the next whole second: the retry came after the 429, and not
+    // before the reset's second began.
+    let waited = limited_at.elapsed();
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let log = stub.vercel.state().log.clone();
+    assert_eq!(log, vec!["GET /v13/deployments/dpl_x"; 2]);
+}
+
+#[test]
+fn a_build_is_followed_from_queued_through_building_to_ready() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel.state().deployments.insert(
+        "dpl_y".into(),
+        (
+            Script(vec!["QUEUED", "INITIALIZING", "BUILDING", "READY"]),
+            0,
+            "main".into(),
+        ),
+    );
+    let api = client(&world, &stub);
+    let mut seen = Vec::new();
+    let (d, p) = world
+        .rt
+        .block_on(api.wait_until_done(
+            "dpl_y",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            |s| seen.push(s.clone()),
+        ))
+        .unwrap();
+    assert_eq!(p, Progress::Ready);
+    assert_eq!(d.url.as_deref(), Some("maily-dpl_y.vercel.app"));
+    assert_eq!(
+        seen,
+        vec![
+            ReadyState::Queued,
+            ReadyState::Initializing,
+            ReadyState::Building,
+            ReadyState::Ready
+        ]
+    );
+    assert_clean(&stub);
+}
