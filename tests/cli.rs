@@ -240,7 +240,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
             ("provision", "not_implemented"),
             ("migrate", "planned"),
             ("deploy-backend", "planned"),
-            ("deploy-frontend", "not_implemented"),
+            ("deploy-frontend", "planned"),
             ("configure-ai", "not_implemented"),
             ("monitor", "not_implemented"),
             ("verify", "not_implemented"),
@@ -261,6 +261,9 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
         .stdout(predicate::str::contains("not implemented yet (--skip-provision to skip)"))
         .stdout(predicate::str::contains("pending migrations unknown: the database cannot be reached"))
         .stdout(predicate::str::contains("idle slot unknown (cannot read the cluster"))
+        .stdout(predicate::str::contains(
+            "build maily/maily-frontend@v0.0.0-example on Vercel project prj_example, target production, not promoted",
+        ))
         .stderr(predicate::str::contains("a real run would refuse to start"));
 }
 
