@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use maily_deploy::exit_code;
 use maily_deploy::phases::deploy_frontend::FrontendRecord;
@@ -43,8 +43,16 @@ struct State {
     refuse_promotion: Vec<String>,
     /// The next reads of a deployment answer 429 this many times.
     rate_limited: usize,
-    /// When the last 429 was sent.
-    limited_at: Option<Instant>,
+    /// The `X-RateLimit-Reset` of the last 429, and when the next read came.
+    reset_sent: Option<u64>,
+    read_after_limit: Option<SystemTime>,
+    /// The next reads of a deployment answer 502 this many times.
+    server_errors: usize,
+    /// The project assigns its domains to new production deployments.
+    auto_assign: bool,
+    /// A promotion takes effect after this many reads of the project.
+    promotion_lag: usize,
+    pending_production: Option<(String, usize)>,
 }
 
 #[derive(Clone, Default)]
@@ -98,6 +106,13 @@ impl Respond for FakeVercel {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (req.method.as_str(), parts.as_slice()) {
             ("GET", ["v9", "projects", id]) if *id == PROJECT => {
+                if let Some((id, reads)) = s.pending_production.take() {
+                    if reads == 0 {
+                        s.production = Some(id);
+                    } else {
+                        s.pending_production = Some((id, reads - 1));
+                    }
+                }
                 let production = s.production.clone().map(|id| {
                     json!({"id": id, "url": format!("maily-{id}.vercel.app"), "readyState": "READY"})
                 });
@@ -105,7 +120,7 @@ impl Respond for FakeVercel {
                     "id": PROJECT,
                     "name": "maily-frontend",
                     "accountId": TEAM,
-                    "autoAssignCustomDomains": false,
+                    "autoAssignCustomDomains": s.auto_assign,
                     "framework": "nextjs",
                     "targets": {"production": production},
                 }))
@@ -152,14 +167,22 @@ impl Respond for FakeVercel {
                 }))
             }
             ("GET", ["v13", "deployments", id]) => {
+                if s.reset_sent.is_some() && s.read_after_limit.is_none() {
+                    s.read_after_limit = Some(SystemTime::now());
+                }
+                if s.server_errors > 0 {
+                    s.server_errors -= 1;
+                    return vercel_error(502, "bad_gateway", "Bad gateway");
+                }
                 if s.rate_limited > 0 {
                     s.rate_limited -= 1;
-                    s.limited_at = Some(Instant::now());
                     let reset = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .unwrap()
                         .as_secs()
                         + 1;
+                    s.reset_sent = Some(reset);
+                    s.read_after_limit = None;
                     return vercel_error(429, "rate_limited", "Rate limit exceeded")
                         .insert_header("X-RateLimit-Limit", "100")
                         .insert_header("X-RateLimit-Remaining", "0")
@@ -200,6 +223,11 @@ impl Respond for FakeVercel {
                 }
                 if !s.deployments.contains_key(&id) && s.production.as_deref() != Some(&id) {
                     return vercel_error(404, "not_found", "Deployment not found");
+                }
+                if s.promotion_lag > 0 {
+                    // Accepted; done a little later, as Vercel may.
+                    s.pending_production = Some((id, s.promotion_lag));
+                    return ResponseTemplate::new(202);
                 }
                 s.production = Some(id);
                 ResponseTemplate::new(201)
@@ -291,6 +319,10 @@ fn assert_clean(stub: &Stub) {
 fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switch() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
+    // Vercel rate-limits one read of the build, and takes two reads of the
+    // project to finish the promotion it accepted.
+    stub.vercel.state().rate_limited = 1;
+    stub.vercel.state().promotion_lag = 2;
 
     let out = deploy(&world, &stub, "v1.4.2", &[]);
     assert_eq!(
@@ -300,6 +332,11 @@ fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switc
         text(&out)
     );
     assert_clean(&stub);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Vercel rate limit") && stderr.contains("until X-RateLimit-Reset"),
+        "{stderr}"
+    );
 
     let id = deployment_id_of(&out);
     let record = frontend_of(&world, &id);
@@ -324,7 +361,7 @@ fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switc
         .iter()
         .filter(|l| *l == "GET /v13/deployments/dpl_1v142")
         .count();
-    assert_eq!(reads, 3, "{log:#?}");
+    assert_eq!(reads, 4, "three states and one 429: {log:#?}");
     assert_eq!(stub.vercel.promotions(), vec!["dpl_1v142"]);
     let promote_at = log.iter().position(|l| l.contains("/promote/")).unwrap();
     let last_read = log
@@ -332,6 +369,14 @@ fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switc
         .rposition(|l| l.starts_with("GET /v13/deployments/"))
         .unwrap();
     assert!(promote_at > last_read, "{log:#?}");
+    let project_reads_after = log[promote_at..]
+        .iter()
+        .filter(|l| *l == "GET /v9/projects/prj_maily")
+        .count();
+    assert_eq!(
+        project_reads_after, 3,
+        "waited for the promotion to take: {log:#?}"
+    );
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v142"));
     for (svc, selected, _) in world.traffic() {
         assert_eq!(selected.as_deref(), Some("blue"), "{svc}");
@@ -476,6 +521,28 @@ fn rollback_promotes_the_frontend_the_target_deployment_recorded() {
 }
 
 #[test]
+fn a_project_that_would_promote_every_build_by_itself_is_refused_before_building() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    stub.vercel.state().auto_assign = true;
+    let out = deploy(&world, &stub, "v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    assert_clean(&stub);
+    assert!(
+        text(&out).contains("Auto-assign Custom Production Domains"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stub.vercel.state().log, vec!["GET /v9/projects/prj_maily"]);
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_old"));
+}
+
+#[test]
 fn a_dry_run_names_project_team_ref_and_target_and_calls_nothing() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
@@ -515,14 +582,41 @@ fn a_429_is_waited_out_until_its_reset_header() {
     stub.vercel.state().rate_limited = 1;
     let api = client(&world, &stub);
     let d = world.rt.block_on(api.deployment("dpl_x")).unwrap();
-    let limited_at = stub.vercel.state().limited_at.unwrap();
     assert_eq!(vercel::progress(&d), Progress::Ready);
-    // Reset is the next whole second: the retry came after the 429, and not
-    // before the reset's second began.
-    let waited = limited_at.elapsed();
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
-    let log = stub.vercel.state().log.clone();
-    assert_eq!(log, vec!["GET /v13/deployments/dpl_x"; 2]);
+    let s = stub.vercel.state();
+    let reset = UNIX_EPOCH + Duration::from_secs(s.reset_sent.unwrap());
+    let retried = s.read_after_limit.unwrap();
+    assert!(retried >= reset, "retried before X-RateLimit-Reset");
+    assert!(
+        retried.duration_since(reset).unwrap() < Duration::from_secs(2),
+        "and not long after it"
+    );
+    assert_eq!(s.log, vec!["GET /v13/deployments/dpl_x"; 2]);
+}
+
+#[test]
+fn a_5xx_is_retried_with_backoff() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel
+        .state()
+        .deployments
+        .insert("dpl_z".into(), (Script(vec!["BUILDING"]), 0, "main".into()));
+    stub.vercel.state().server_errors = 2;
+    let api = client(&world, &stub);
+    let d = world.rt.block_on(api.deployment("dpl_z")).unwrap();
+    assert_eq!(
+        vercel::progress(&d),
+        Progress::Pending(ReadyState::Building)
+    );
+    assert_eq!(stub.vercel.state().log.len(), 3);
+
+    // A 5xx that does not stop is reported, with Vercel's message.
+    stub.vercel.state().server_errors = 100;
+    let err = world.rt.block_on(api.deployment("dpl_z")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("HTTP 502 Bad gateway (bad_gateway)"), "{msg}");
+    assert!(msg.contains("gave up after retrying"), "{msg}");
 }
 
 #[test]

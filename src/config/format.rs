@@ -36,6 +36,8 @@ pub enum Format {
     ImageRegistry,
     /// A container image tag, e.g. `v1.4.2` or `sha-1a2b3c4`.
     ImageTag,
+    /// A GitHub repository: `owner/name`, or its numeric id.
+    GithubRepo,
 }
 
 impl Format {
@@ -55,6 +57,7 @@ impl Format {
             Format::Enum(words) => format!("one of {}", words.join(", ")),
             Format::ImageRegistry => "image registry".into(),
             Format::ImageTag => "image tag".into(),
+            Format::GithubRepo => "GitHub owner/name or repository id".into(),
         }
     }
 
@@ -73,6 +76,7 @@ impl Format {
             Format::Enum(words) => words.join(" or "),
             Format::ImageRegistry => "ghcr.io/maily or registry.example.com:5000/maily".into(),
             Format::ImageTag => "v1.4.2 or sha-1a2b3c4".into(),
+            Format::GithubRepo => "maily/maily-frontend or 123456789".into(),
         }
     }
 
@@ -97,7 +101,22 @@ impl Format {
             Format::Enum(words) => one_of(value, words),
             Format::ImageRegistry => image_registry(value),
             Format::ImageTag => image_tag(value),
+            Format::GithubRepo => github_repo(value),
         }
+    }
+}
+
+/// `owner/name` (one slash, both sides non-empty) or a numeric repository id;
+/// the same rule as `providers::vercel::GitRepo::parse`.
+fn github_repo(value: &str) -> Result<(), String> {
+    if value.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(());
+    }
+    match value.split_once('/') {
+        Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(())
+        }
+        _ => Err("is neither owner/name nor a numeric GitHub repository id".into()),
     }
 }
 
@@ -305,6 +324,15 @@ mod tests {
         bad(Format::NonEmpty, "", "empty");
         bad(Format::NonEmpty, "   ", "empty");
         bad(Format::NonEmpty, " padded", "white space");
+    }
+
+    #[test]
+    fn github_repositories() {
+        ok(Format::GithubRepo, "maily/maily-frontend");
+        ok(Format::GithubRepo, "123456789");
+        bad(Format::GithubRepo, "maily-frontend", "owner/name");
+        bad(Format::GithubRepo, "maily/web/app", "owner/name");
+        bad(Format::GithubRepo, "/app", "owner/name");
     }
 
     #[test]

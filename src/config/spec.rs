@@ -112,7 +112,7 @@ pub const SPEC: &[VarSpec] = &[
         "Vercel team id when the project belongs to a team (team_...)"),
     var("VERCEL_API_URL", &[DeployFrontend], Format::HttpUrl, Default("https://api.vercel.com"), "Frontend",
         "Vercel REST API base URL"),
-    var("FRONTEND_GIT_REPO", &[DeployFrontend], Format::NonEmpty, Required, "Frontend",
+    var("FRONTEND_GIT_REPO", &[DeployFrontend], Format::GithubRepo, Required, "Frontend",
         "GitHub repository Vercel builds the frontend from: owner/name, or its numeric repository id"),
     var("FRONTEND_GIT_REF", &[DeployFrontend], Format::NonEmpty, Optional, "Frontend",
         "Git branch, tag or commit Vercel builds; unset means the IMAGE_TAG (tag the frontend like the images)"),

@@ -19,7 +19,8 @@ use crate::config::format::duration;
 use crate::error::{Kind, fail};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::vercel::{
-    self, CreateDeployment, GitRepo, GitSource, LOG_TAIL, Progress, TargetDeployment, Vercel,
+    self, CreateDeployment, GitRepo, GitSource, LOG_TAIL, PROMOTION_TIMEOUT, Progress,
+    TargetDeployment, Vercel,
 };
 
 pub struct DeployFrontend;
@@ -106,6 +107,10 @@ fn duration_var(vars: &Vars, name: &str, default: &str) -> anyhow::Result<Durati
     duration(text).map_err(|e| fail(Kind::Config, format!("{name} {e}")))
 }
 
+fn poll_interval(vars: &Vars) -> anyhow::Result<Duration> {
+    duration_var(vars, "VERCEL_POLL_INTERVAL", "5s")
+}
+
 impl Settings {
     fn read(vars: &Vars) -> anyhow::Result<Settings> {
         let repo = GitRepo::parse(required(vars, "FRONTEND_GIT_REPO")?)
@@ -124,7 +129,7 @@ impl Settings {
             team_id: var(vars, "VERCEL_TEAM_ID").map(String::from),
             repo,
             git_ref,
-            poll: duration_var(vars, "VERCEL_POLL_INTERVAL", "5s")?,
+            poll: poll_interval(vars)?,
             timeout: duration_var(vars, "VERCEL_BUILD_TIMEOUT", "30m")?,
         })
     }
@@ -189,7 +194,7 @@ impl Phase for DeployFrontend {
         let project = api.project(&s.project_id).await?;
         if project.assigns_domains_on_deploy() {
             return Err(fail(
-                Kind::Config,
+                Kind::PhaseFailed,
                 format!(
                     "Vercel project {} ({}) gives its production domains to every new production deployment, so building the frontend would show it to users before shift-traffic; turn off \"Auto-assign Custom Production Domains\" in the project's settings (Vercel's staged production deployments, as `vercel --prod --skip-domain`), or skip the frontend with --skip-frontend",
                     project.name, project.id
@@ -305,9 +310,14 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
     record.previous = current;
     record.promoted = true;
     cx.records.frontend = Some(record.to_value());
-    api.promote(&record.project_id, &record.deployment_id)
-        .await
-        .map_err(|e| e.context("promoting the frontend"))?;
+    api.promote_and_wait(
+        &record.project_id,
+        &record.deployment_id,
+        poll_interval(&cx.config.vars)?,
+        PROMOTION_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.context("promoting the frontend"))?;
     Ok(Some(format!(
         "frontend: {} promoted to production (was {})",
         record.deployment_id,
@@ -338,14 +348,19 @@ pub async fn undo_promotion(
         return Ok(record);
     };
     let api = client(vars, record.team_id.as_deref())?;
-    api.promote(&record.project_id, &previous.id)
-        .await
-        .map_err(|e| {
-            e.context(format!(
-                "promoting the frontend back to {}",
-                describe(&previous)
-            ))
-        })?;
+    api.promote_and_wait(
+        &record.project_id,
+        &previous.id,
+        poll_interval(vars)?,
+        PROMOTION_TIMEOUT,
+    )
+    .await
+    .map_err(|e| {
+        e.context(format!(
+            "promoting the frontend back to {}",
+            describe(&previous)
+        ))
+    })?;
     tracing::info!("frontend back on {}", describe(&previous));
     record.undone = true;
     Ok(record)

@@ -36,6 +36,10 @@ pub const RATE_LIMIT_CAP: Duration = Duration::from_secs(60);
 /// How many 429s in a row one call waits out before giving up.
 const RATE_LIMIT_WAITS: usize = 5;
 
+/// The longest wait for a promotion Vercel accepted to take effect (the
+/// `vercel promote` default).
+pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// How many log lines a failed build's error quotes.
 pub const LOG_TAIL: usize = 20;
 
@@ -556,7 +560,8 @@ impl Vercel {
         .await
     }
 
-    /// `POST /v13/deployments`.
+    /// `POST /v13/deployments`. Retried after a 5xx like every call: at
+    /// worst Vercel builds twice, and the spare deployment is never promoted.
     pub async fn create_deployment(&self, body: &CreateDeployment) -> anyhow::Result<Deployment> {
         self.json("creating the deployment", || {
             self.request(Method::POST, "/v13/deployments").json(body)
@@ -607,6 +612,39 @@ impl Vercel {
         })
         .await?;
         Ok(())
+    }
+
+    /// Promote, then read the project every `every` until its production
+    /// target is the deployment, for at most `timeout`. Vercel may accept a
+    /// promotion (202) and finish it later; `vercel promote` waits for it
+    /// too (three minutes by default).
+    pub async fn promote_and_wait(
+        &self,
+        project_id: &str,
+        deployment_id: &str,
+        every: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.promote(project_id, deployment_id).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let project = self.project(project_id).await?;
+            let serving = project.production().map(|t| t.id.clone());
+            if serving.as_deref() == Some(deployment_id) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() + every > deadline {
+                return Err(fail(
+                    Kind::PhaseFailed,
+                    format!(
+                        "Vercel accepted the promotion of {deployment_id}, but production still serves {} after {}; look at the project's deployments in Vercel's dashboard",
+                        serving.as_deref().unwrap_or("nothing"),
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// Poll a deployment every `every` until READY, ERROR or CANCELED, or
