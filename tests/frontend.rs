@@ -269,8 +269,12 @@ const WITH_FRONTEND: &[&str] = &[
 ];
 
 fn env(world: &World, stub: &Stub, tag: &str) -> std::path::PathBuf {
+    env_with(world, stub, tag, &[])
+}
+
+fn env_with(world: &World, stub: &Stub, tag: &str, extra: &[(&str, &str)]) -> std::path::PathBuf {
     let uri = stub.server.uri();
-    world.env_file(&[
+    let mut vars = vec![
         ("IMAGE_TAG", tag),
         ("ROLLOUT_TIMEOUT", "60s"),
         ("VERCEL_TOKEN", TOKEN),
@@ -279,7 +283,9 @@ fn env(world: &World, stub: &Stub, tag: &str) -> std::path::PathBuf {
         ("VERCEL_API_URL", uri.as_str()),
         ("VERCEL_POLL_INTERVAL", "20ms"),
         ("FRONTEND_GIT_REPO", "maily/maily-frontend"),
-    ])
+    ];
+    vars.extend_from_slice(extra);
+    world.env_file(&vars)
 }
 
 fn deploy(world: &World, stub: &Stub, tag: &str, extra: &[&str]) -> std::process::Output {
@@ -654,4 +660,46 @@ fn a_build_is_followed_from_queued_through_building_to_ready() {
         ]
     );
     assert_clean(&stub);
+}
+
+#[test]
+fn a_run_resumed_at_shift_traffic_promotes_the_frontend_an_earlier_run_built() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let built = deploy(&world, &stub, "v2", &["--skip-traffic"]);
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    assert!(stub.vercel.promotions().is_empty());
+    std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
+
+    let out = deploy(&world, &stub, "v2", &["--from", "shift-traffic"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_clean(&stub);
+    assert_eq!(stub.vercel.promotions(), vec!["dpl_1v2"]);
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v2"));
+    let record = frontend_of(&world, &deployment_id_of(&out));
+    assert_eq!(record.deployment_id, "dpl_1v2");
+    assert_eq!(record.previous.map(|p| p.id), Some("dpl_old".into()));
+
+    // A resume that builds another ref promotes nothing it did not build.
+    let world = World::new(Duration::from_millis(300));
+    let stub = self::stub(&world, Some("dpl_old"));
+    let built = deploy(&world, &stub, "v2", &["--skip-traffic"]);
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    std::thread::sleep(Duration::from_millis(1100));
+    let env = env_with(&world, &stub, "v2", &[("FRONTEND_GIT_REF", "release-2")]);
+    let out = world
+        .maily()
+        .args(["staging", "--from", "shift-traffic", "--env-file"])
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no earlier run built the frontend from release-2"),
+        "{}",
+        text(&out)
+    );
+    assert!(stub.vercel.promotions().is_empty());
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Vars;
 use crate::config::format::duration;
 use crate::error::{Kind, fail};
-use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+use crate::k8s::snapshot_store::SnapshotStore;
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport, SkipReason};
 use crate::providers::vercel::{
     self, CreateDeployment, GitRepo, GitSource, LOG_TAIL, PROMOTION_TIMEOUT, Progress,
     TargetDeployment, Vercel,
@@ -283,6 +284,83 @@ impl Phase for DeployFrontend {
             Progress::Pending(_) => unreachable!("wait_until_done returns only when done"),
         }
     }
+}
+
+/// Before shift-traffic changes anything: find the frontend it is to
+/// promote, and make sure it can be promoted, so that a missing token fails
+/// the run before users move rather than half-way.
+///
+/// A run resumed at shift-traffic (`--from`) did not build the frontend
+/// itself: it promotes the newest READY build an earlier run of this
+/// environment recorded for the same project and git ref.
+pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
+    if cx.records.frontend.is_none() {
+        let resumed = cx
+            .selection
+            .phases
+            .iter()
+            .any(|(p, r)| *p == PhaseId::DeployFrontend && *r == Some(SkipReason::BeforeFrom));
+        let vars = &cx.config.vars;
+        let wanted = (
+            var(vars, "VERCEL_PROJECT_ID"),
+            var(vars, "FRONTEND_GIT_REF").or_else(|| var(vars, "IMAGE_TAG")),
+        );
+        if let (true, (Some(project), Some(git_ref))) = (resumed, wanted) {
+            let (project, git_ref) = (project.to_string(), git_ref.to_string());
+            let applier = cx.applier().await?;
+            let store = SnapshotStore::new(
+                applier.client().clone(),
+                &cx.config.profile.namespace,
+                cx.environment(),
+            );
+            let found = store
+                .list()
+                .await?
+                .iter()
+                .filter_map(|s| s.frontend.as_ref().and_then(FrontendRecord::from_value))
+                .find(|r| {
+                    r.project_id == project
+                        && r.git_ref.as_deref() == Some(git_ref.as_str())
+                        && r.state.as_deref() == Some("READY")
+                });
+            match found {
+                Some(r) => {
+                    tracing::info!(
+                        "resuming: the frontend {} built earlier from {git_ref} will be promoted",
+                        r.deployment_id
+                    );
+                    cx.records.frontend = Some(
+                        FrontendRecord {
+                            previous: None,
+                            promoted: false,
+                            undone: false,
+                            ..r
+                        }
+                        .to_value(),
+                    );
+                }
+                None => tracing::warn!(
+                    "resuming at shift-traffic: no earlier run built the frontend from {git_ref}; it stays as it is (run deploy-frontend to build it)"
+                ),
+            }
+        }
+    }
+    if let Some(r) = cx
+        .records
+        .frontend
+        .as_ref()
+        .and_then(FrontendRecord::from_value)
+        && var(&cx.config.vars, "VERCEL_TOKEN").is_none()
+    {
+        return Err(fail(
+            Kind::Config,
+            format!(
+                "shift-traffic is to promote the Vercel deployment {}, and VERCEL_TOKEN is not set",
+                r.deployment_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Promote the deployment `cx.records.frontend` names, if any and not

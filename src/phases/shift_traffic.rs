@@ -103,6 +103,7 @@ impl Phase for ShiftTraffic {
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
         let slot = target(cx).await?;
+        deploy_frontend::prepare_promotion(cx).await?;
         let release = cx.release()?;
         let applier = cx.applier().await?.clone();
         let profile = cx.config.profile.clone();
