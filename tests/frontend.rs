@@ -224,6 +224,8 @@ impl Respond for FakeVercel {
                 if !s.deployments.contains_key(&id) && s.production.as_deref() != Some(&id) {
                     return vercel_error(404, "not_found", "Deployment not found");
                 }
+                // A later promotion supersedes one still in progress.
+                s.pending_production = None;
                 if s.promotion_lag > 0 {
                     // Accepted; done a little later, as Vercel may.
                     s.pending_production = Some((id, s.promotion_lag));
@@ -702,4 +704,70 @@ fn a_run_resumed_at_shift_traffic_promotes_the_frontend_an_earlier_run_built() {
         text(&out)
     );
     assert!(stub.vercel.promotions().is_empty());
+}
+
+#[test]
+fn a_run_killed_after_promoting_is_put_back_by_the_next_one() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let first = deploy(&world, &stub, "v1", &["--lock-ttl", "2s"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // Vercel accepts the next promotion and never finishes it: the run
+    // waits for it, and is killed while it waits.
+    stub.vercel.state().promotion_lag = usize::MAX;
+    let env = env(&world, &stub, "v2");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("maily-deploy"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", world.dir.path())
+        .env("USER", "tester")
+        .current_dir(repo())
+        .arg("--kubeconfig")
+        .arg(world.sim.kubeconfig_path())
+        .arg("staging")
+        .args(WITH_FRONTEND)
+        .args(["--lock-ttl", "2s", "--env-file"])
+        .arg(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stub.vercel.promotions().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never promoted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let killed = world.snapshots()[0].clone();
+    assert_eq!(killed.outcome, Outcome::InProgress);
+    let record = FrontendRecord::from_value(killed.frontend.as_ref().unwrap()).unwrap();
+    assert!(
+        record.promoted,
+        "the promotion is in the snapshot before Vercel hears of it"
+    );
+
+    stub.vercel.state().promotion_lag = 0;
+    std::thread::sleep(Duration::from_millis(2200)); // the lease expires
+    let out = deploy(&world, &stub, "v2", &["--lock-ttl", "2s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_clean(&stub);
+    // The next run put the old frontend back, then promoted its own build.
+    assert_eq!(
+        stub.vercel.promotions(),
+        vec!["dpl_1v1", "dpl_2v2", "dpl_1v1", "dpl_3v2"]
+    );
+    let killed = world
+        .snapshots()
+        .into_iter()
+        .find(|s| s.deployment_id == killed.deployment_id)
+        .unwrap();
+    assert_eq!(killed.outcome, Outcome::Abandoned);
+    let record = FrontendRecord::from_value(killed.frontend.as_ref().unwrap()).unwrap();
+    assert!(record.undone, "{record:?}");
 }
