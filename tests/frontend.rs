@@ -526,6 +526,21 @@ fn rollback_promotes_the_frontend_the_target_deployment_recorded() {
     let record = FrontendRecord::from_value(snap.frontend.as_ref().unwrap()).unwrap();
     assert_eq!(record.deployment_id, "dpl_1v1");
     assert_eq!(record.previous.map(|p| p.id), Some("dpl_2v2".into()));
+
+    // `history` names each run's frontend, to choose a rollback target by.
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frontends: Vec<&str> = doc["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["frontend"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(frontends, vec!["dpl_1v1", "dpl_2v2", "dpl_1v1"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output;
+use crate::phases::deploy_frontend::FrontendRecord;
 use crate::pipeline::snapshot::Snapshot;
 
 #[derive(Serialize)]
@@ -20,6 +21,8 @@ struct Entry<'a> {
     failure: Option<&'a str>,
     slot: Option<String>,
     images: std::collections::BTreeMap<String, String>,
+    /// The Vercel deployment the run built or promoted.
+    frontend: Option<String>,
     user: &'a str,
     host: &'a str,
     ci_job: Option<&'a str>,
@@ -36,10 +39,18 @@ fn entry(s: &Snapshot) -> Entry<'_> {
         failure: s.failure.as_deref(),
         slot: s.target_slot.map(|s| s.to_string()),
         images: s.images().into_iter().collect(),
+        frontend: frontend_of(s),
         user: &s.actor.user,
         host: &s.actor.host,
         ci_job: s.actor.ci_job.as_deref(),
     }
+}
+
+fn frontend_of(s: &Snapshot) -> Option<String> {
+    s.frontend
+        .as_ref()
+        .and_then(FrontendRecord::from_value)
+        .map(|r| r.deployment_id)
 }
 
 /// The release of a snapshot in a few words: its tag, or the rollback.
@@ -82,6 +93,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 "outcome",
                 "release",
                 "slot",
+                "frontend",
                 "by",
             ]);
             for s in &all {
@@ -93,6 +105,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                     s.target_slot
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "-".into()),
+                    frontend_of(s).unwrap_or_else(|| "-".into()),
                     s.actor.to_string(),
                 ]);
             }
