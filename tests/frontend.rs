@@ -46,6 +46,8 @@ struct State {
     /// The `X-RateLimit-Reset` of the last 429, and when the next read came.
     reset_sent: Option<u64>,
     read_after_limit: Option<SystemTime>,
+    /// 429s come without their rate-limit headers.
+    omit_reset: bool,
     /// The next reads of a deployment answer 502 this many times.
     server_errors: usize,
     /// The project assigns its domains to new production deployments.
@@ -173,6 +175,10 @@ impl Respond for FakeVercel {
                 if s.server_errors > 0 {
                     s.server_errors -= 1;
                     return vercel_error(502, "bad_gateway", "Bad gateway");
+                }
+                if s.rate_limited > 0 && s.omit_reset {
+                    s.rate_limited -= 1;
+                    return vercel_error(429, "rate_limited", "Rate limit exceeded");
                 }
                 if s.rate_limited > 0 {
                     s.rate_limited -= 1;
@@ -615,6 +621,22 @@ fn a_429_is_waited_out_until_its_reset_header() {
         "and not long after it"
     );
     assert_eq!(s.log, vec!["GET /v13/deployments/dpl_x"; 2]);
+}
+
+#[test]
+fn a_429_without_a_reset_header_is_retried_with_backoff() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel
+        .state()
+        .deployments
+        .insert("dpl_w".into(), (Script(vec!["READY"]), 0, "main".into()));
+    stub.vercel.state().rate_limited = 2;
+    stub.vercel.state().omit_reset = true;
+    let api = client(&world, &stub);
+    let d = world.rt.block_on(api.deployment("dpl_w")).unwrap();
+    assert_eq!(vercel::progress(&d), Progress::Ready);
+    assert_eq!(stub.vercel.state().log.len(), 3);
 }
 
 #[test]

@@ -482,7 +482,16 @@ impl Vercel {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    ("rate limited".to_string(), Some(resp))
+                    if rate_limited >= RATE_LIMIT_WAITS {
+                        // Given up on: the next match says so.
+                        ("rate limited".to_string(), Some(resp))
+                    } else {
+                        rate_limited += 1;
+                        (
+                            "HTTP 429 without a readable X-RateLimit-Reset".to_string(),
+                            Some(resp),
+                        )
+                    }
                 }
                 Ok(resp) if resp.status().is_server_error() => {
                     (format!("HTTP {}", resp.status().as_u16()), Some(resp))
