@@ -174,10 +174,18 @@ impl Context {
 
     /// The release, as far as the variables of the selected phases tell:
     /// a run of `--only migrate` has no image to name, yet its namespace,
-    /// lock and snapshot are the same. Missing names are empty.
+    /// lock and snapshot are the same. Missing names read `unset`, so the
+    /// platform templates still render (only their namespace is used then).
     pub fn release_or_partial(&self) -> Release {
         self.release().unwrap_or_else(|_| {
-            let var = |name: &str| self.config.vars.get(name).unwrap_or_default().to_string();
+            let var = |name: &str| {
+                self.config
+                    .vars
+                    .get(name)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("unset")
+                    .to_string()
+            };
             Release {
                 environment: self.environment().to_string(),
                 deployment_id: self.id_text(),
