@@ -212,6 +212,20 @@ fn a_healthy_new_slot_passes_every_check_and_users_move() {
         );
     }
     assert!(rows.iter().any(|r| r.contains("PONG")), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("- certificates")
+            && r.contains("skipped: cert-manager is not installed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("- frontend") && r.contains("skipped")),
+        "{rows:#?}"
+    );
+    assert!(
+        verify["summary"].as_str().unwrap().contains("2 skipped"),
+        "{verify}"
+    );
     assert!(rows.iter().any(|r| r.contains("chain 137")), "{rows:#?}");
     assert_eq!(
         world.selected_slot("api").as_deref(),

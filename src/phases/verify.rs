@@ -27,11 +27,16 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const TRIES: u32 = 3;
 const PAUSE: Duration = Duration::from_millis(500);
 
+/// A check that had nothing to check says so with this prefix, and its row
+/// says "skipped", never "passed".
+const SKIP: &str = "skipped: ";
+
 /// One check's outcome, a row of the report's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub name: String,
     pub passed: bool,
+    pub skipped: bool,
     /// What it saw: the value on success, what failed otherwise.
     pub detail: String,
     pub millis: u128,
@@ -288,7 +293,9 @@ async fn certificates(cx: &Context) -> Result<String, String> {
     let applier = cx.applier().await.map_err(|e| e.to_string())?;
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
     let Ok((ar, _)) = applier.resource(&gvk).await else {
-        return Ok("cert-manager is not installed; no Certificates to check".into());
+        return Ok(format!(
+            "{SKIP}cert-manager is not installed; no Certificates to check"
+        ));
     };
     let api: kube::Api<DynamicObject> =
         kube::Api::namespaced_with(applier.client().clone(), &cx.config.profile.namespace, &ar);
@@ -503,7 +510,7 @@ impl Phase for Verify {
             async move {
                 match f {
                     Some(url) => frontend(&url).await,
-                    None => Ok("no new frontend deployment in this run".into()),
+                    None => Ok(format!("{SKIP}no new frontend deployment in this run")),
                 }
             }
         })));
@@ -548,8 +555,12 @@ impl Phase for Verify {
             )
             .into());
         }
+        let skipped = outcomes.iter().filter(|o| o.skipped).count();
         Ok(PhaseReport {
-            summary: format!("{} checks of slot {slot} passed", outcomes.len()),
+            summary: format!(
+                "{} checks of slot {slot} passed, {skipped} skipped",
+                outcomes.len() - skipped
+            ),
             details: rows,
         })
     }
