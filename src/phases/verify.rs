@@ -56,6 +56,7 @@ where
                 return Outcome {
                     name,
                     passed: true,
+                    skipped: detail.starts_with(SKIP),
                     detail,
                     millis: started.elapsed().as_millis(),
                 };
@@ -70,6 +71,7 @@ where
     Outcome {
         name,
         passed: false,
+        skipped: false,
         detail: format!("{last} (after {TRIES} tries)"),
         millis: started.elapsed().as_millis(),
     }
@@ -519,13 +521,12 @@ impl Phase for Verify {
         let rows: Vec<String> = outcomes
             .iter()
             .map(|o| {
-                format!(
-                    "{} {:<24} {:>6} ms  {}",
-                    if o.passed { "✓" } else { "✗" },
-                    o.name,
-                    o.millis,
-                    o.detail
-                )
+                let mark = match (o.passed, o.skipped) {
+                    (true, false) => "✓",
+                    (true, true) => "-",
+                    (false, _) => "✗",
+                };
+                format!("{mark} {:<24} {:>6} ms  {}", o.name, o.millis, o.detail)
             })
             .collect();
         let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
