@@ -204,7 +204,6 @@ fn a_healthy_new_slot_passes_every_check_and_users_move() {
         "rabbitmq",
         "ethereum",
         "polygon",
-        "certificates",
     ] {
         assert!(
             rows.iter().any(|r| r.starts_with("✓") && r.contains(name)),
@@ -212,6 +211,20 @@ fn a_healthy_new_slot_passes_every_check_and_users_move() {
         );
     }
     assert!(rows.iter().any(|r| r.contains("PONG")), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("- certificates")
+            && r.contains("skipped: cert-manager is not installed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("- frontend") && r.contains("skipped")),
+        "{rows:#?}"
+    );
+    assert!(
+        verify["summary"].as_str().unwrap().contains("2 skipped"),
+        "{verify}"
+    );
     assert!(
         rows.iter().any(|r| r.starts_with("- certificates")
             && r.contains("skipped: cert-manager is not installed")),
