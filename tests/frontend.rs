@@ -46,6 +46,8 @@ struct State {
     /// The `X-RateLimit-Reset` of the last 429, and when the next read came.
     reset_sent: Option<u64>,
     read_after_limit: Option<SystemTime>,
+    /// Seconds from now a 429's `X-RateLimit-Reset` names (1 when unset).
+    reset_in: u64,
     /// 429s come without their rate-limit headers.
     omit_reset: bool,
     /// The next reads of a deployment answer 502 this many times.
@@ -186,7 +188,7 @@ impl Respond for FakeVercel {
                         .duration_since(UNIX_EPOCH)
                         .unwrap()
                         .as_secs()
-                        + 1;
+                        + s.reset_in.max(1);
                     s.reset_sent = Some(reset);
                     s.read_after_limit = None;
                     return vercel_error(429, "rate_limited", "Rate limit exceeded")
@@ -637,6 +639,27 @@ fn a_429_without_a_reset_header_is_retried_with_backoff() {
     let d = world.rt.block_on(api.deployment("dpl_w")).unwrap();
     assert_eq!(vercel::progress(&d), Progress::Ready);
     assert_eq!(stub.vercel.state().log.len(), 3);
+}
+
+#[test]
+fn a_rate_limit_reset_far_away_is_waited_out_only_up_to_the_cap() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel
+        .state()
+        .deployments
+        .insert("dpl_v".into(), (Script(vec!["READY"]), 0, "main".into()));
+    stub.vercel.state().rate_limited = 1;
+    stub.vercel.state().reset_in = 3600;
+    let api = client(&world, &stub).with_rate_limit_cap(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let d = world.rt.block_on(api.deployment("dpl_v")).unwrap();
+    assert_eq!(vercel::progress(&d), Progress::Ready);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[test]
