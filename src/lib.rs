@@ -15,4 +15,5 @@ pub mod logging;
 pub mod output;
 pub mod phases;
 pub mod pipeline;
+pub mod providers;
 pub mod redact;

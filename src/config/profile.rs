@@ -68,6 +68,11 @@ pub struct Profile {
     pub traffic: Traffic,
     /// The services to deploy, by name.
     pub services: BTreeMap<String, Service>,
+    /// The platform's own secrets: Kubernetes Secret name → key → Vault
+    /// reference (`<path>#<key>`, `vault:` optional). deploy-backend reads
+    /// them from Vault and applies them as Secrets in the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Profile {
@@ -121,6 +126,36 @@ impl Profile {
                 "is not a duration".into(),
                 "e.g. 2m or 30s",
             );
+        }
+        for (name, keys) in &self.secrets {
+            if !is_dns_label(name) {
+                bad(
+                    &format!("secrets.{name}"),
+                    "is not a valid Secret name (lowercase letters, digits and -, at most 63)"
+                        .into(),
+                    "rename it, e.g. maily-platform-secrets",
+                );
+            }
+            for (key, reference) in keys {
+                if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    bad(
+                        &format!("secrets.{name}.{key}"),
+                        "is not a valid Secret key (letters, digits, _ - .)".into(),
+                        "use the environment variable name the services read, e.g. DATABASE_URL",
+                    );
+                }
+                if let Err(why) = crate::config::vault::parse_profile_ref(reference) {
+                    bad(
+                        &format!("secrets.{name}.{key}"),
+                        why,
+                        "write <path>#<key>, e.g. secret/maily/production#database_url",
+                    );
+                }
+            }
         }
         if self.services.is_empty() {
             bad("services", "is empty".into(), "list the services to deploy");

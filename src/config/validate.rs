@@ -143,7 +143,7 @@ pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
 }
 
 /// Vault references need a Vault to resolve them, and a way to log in.
-fn vault_settings(vars: &Vars, problems: &mut Vec<Problem>) {
+pub(crate) fn vault_settings(vars: &Vars, problems: &mut Vec<Problem>) {
     let set = |name: &str| vars.get(name).is_some_and(|v| !v.is_empty());
     let mut need = |name: &str, why: &str| {
         if !set(name) {

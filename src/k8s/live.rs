@@ -310,6 +310,7 @@ mod tests {
                 steps: vec![100],
                 pause: "1m".into(),
             },
+            secrets: Default::default(),
             services: [
                 (
                     "api".to_string(),

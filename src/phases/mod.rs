@@ -3,6 +3,7 @@
 pub mod deploy_backend;
 pub mod migrate;
 pub mod not_built;
+pub mod provision;
 pub mod shift_traffic;
 pub mod validate;
 
@@ -15,6 +16,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
         .map(|&id| -> Box<dyn Phase> {
             match id {
                 PhaseId::Validate => Box::new(validate::Validate),
+                PhaseId::Provision => Box::new(provision::Provision),
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
