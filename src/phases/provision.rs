@@ -91,9 +91,24 @@ impl Phase for Provision {
     }
 
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
-        let tf = terraform_of(cx)?;
+        // A dry run may be made where terraform or its configuration is not
+        // at hand (a laptop, the README's example): the plan says so, as
+        // migrate's does for a database it cannot reach; a real run fails.
+        let unknown = |e: anyhow::Error| PhasePlan {
+            summary: "infrastructure changes unknown: terraform cannot run here".into(),
+            steps: vec![format!("{e:#}")],
+        };
+        let tf = match terraform_of(cx) {
+            Ok(tf) => tf,
+            Err(e) => return Ok(unknown(e)),
+        };
         let workspace = cx.environment().to_string();
-        tf.run_ok(&args::init(), false).await?;
+        match tf.run(&args::init(), false).await {
+            Ok(ran) if ran.code == Some(0) => {}
+            Ok(ran) => return Err(tf.failed(&args::init(), &ran)),
+            Err(e) if crate::error::kind_of(&e) == Some(Kind::Config) => return Ok(unknown(e)),
+            Err(e) => return Err(e),
+        }
         // A dry run creates nothing, not even a workspace: without it there
         // is nothing to plan against.
         if !tf.has_workspace(&workspace).await? {
