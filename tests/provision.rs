@@ -298,3 +298,20 @@ fn a_dry_run_plans_and_never_applies() {
     );
     assert!(all.contains("--allow-destroy"), "{all}");
 }
+
+#[test]
+fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
+    let infra = Infra::new();
+    let out = infra.run(
+        "no-changes",
+        r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"}}"#,
+        &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
+        &["--only", "provision,migrate", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    let all = report(&out).to_string();
+    assert!(
+        all.contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
+        "{all}"
+    );
+}

@@ -87,6 +87,8 @@ pub const SPEC: &[VarSpec] = &[
         "Directory of the Terraform configuration"),
     var("TERRAFORM_BIN", &[Provision], Format::NonEmpty, Default("terraform"), "Infrastructure",
         "Terraform (or OpenTofu) executable"),
+    var("TERRAFORM_PROVIDES", &[Provision], Format::NonEmpty, Optional, "Infrastructure",
+        "Variables a terraform output fills, comma-separated (e.g. DATABASE_URL,REDIS_URL): not asked for when provision runs, required from it"),
     // Database
     secret("DATABASE_URL", &[Migrate, Verify], Format::PostgresUrl, Required, "Database",
         "PostgreSQL connection URL (Supabase: add ?sslmode=require)"),

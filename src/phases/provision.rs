@@ -219,6 +219,24 @@ impl Phase for Provision {
                 });
             }
         }
+        for name in crate::config::validate::terraform_provides(&cx.config.vars) {
+            let filled = fills.iter().any(|f| f.variable == name);
+            if !filled && cx.config.vars.get(&name).is_none_or(str::is_empty) {
+                problems.push(Problem {
+                    phase: Some(PhaseId::Provision.as_str().into()),
+                    subject: name.clone(),
+                    problem: format!(
+                        "TERRAFORM_PROVIDES names it, but no terraform output {} fills it",
+                        name.to_ascii_lowercase()
+                    ),
+                    fix: format!(
+                        "add an output \"{}\" to the configuration in {}, or set {name} yourself",
+                        name.to_ascii_lowercase(),
+                        tf.dir.display()
+                    ),
+                });
+            }
+        }
         if !problems.is_empty() {
             return Err(Failure::with_problems(
                 Kind::Config,
