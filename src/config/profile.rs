@@ -386,4 +386,44 @@ mod tests {
         let err = load(dir.path(), "x").unwrap_err();
         assert!(err.to_string().contains("replica"), "{err}");
     }
+
+    #[test]
+    fn platform_secrets_are_references_checked_for_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        let base = "namespace: x\ndomains: {api: api.example.com, app: app.example.com}\ngateway: {name: g, namespace: gw}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices: {api: {kind: http}}\n";
+        std::fs::write(
+            dir.path().join("environments/good.yaml"),
+            format!("{base}secrets:\n  maily-platform-secrets:\n    DATABASE_URL: secret/maily/x#database_url\n    OPENAI_API_KEY: vault:secret/maily/x#openai\n"),
+        )
+        .unwrap();
+        let good = load(dir.path(), "good").unwrap();
+        assert_eq!(good.secrets["maily-platform-secrets"].len(), 2);
+        std::fs::write(
+            dir.path().join("environments/bad.yaml"),
+            format!("{base}secrets:\n  Platform_Secrets:\n    DATABASE_URL: secret/maily/x\n"),
+        )
+        .unwrap();
+        let err = load(dir.path(), "bad").unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        let subjects: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.as_str())
+            .collect();
+        assert!(
+            subjects
+                .iter()
+                .any(|s| s.ends_with("secrets.Platform_Secrets")),
+            "{subjects:?}"
+        );
+        assert!(
+            failure
+                .problems
+                .iter()
+                .any(|p| p.problem.contains("without #<key>")),
+            "{:?}",
+            failure.problems
+        );
+    }
 }
