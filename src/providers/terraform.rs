@@ -325,7 +325,17 @@ impl Terraform {
         if created.code == Some(0) {
             Ok(true)
         } else {
-            Err(self.failed(&new, &created))
+            // Select may have failed for another reason than a missing
+            // workspace (a backend it cannot reach): say both.
+            let both = Ran {
+                stderr: format!(
+                    "{}\n(workspace select said: {})",
+                    created.stderr.trim_end(),
+                    stderr_tail(&ran.stderr)
+                ),
+                ..created
+            };
+            Err(self.failed(&new, &both))
         }
     }
 
