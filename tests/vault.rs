@@ -335,3 +335,41 @@ fn platform_secrets_from_the_profile_become_secrets_never_snapshots() {
     }
     w.world.rt.block_on(w.vault.verify());
 }
+
+#[test]
+fn a_refused_kubernetes_login_is_named_for_each_reference() {
+    let w = VaultWorld::new();
+    let jwt_file = w.world.dir.path().join("sa-token");
+    std::fs::write(&jwt_file, "eyJ.some-sa-jwt.sig").unwrap();
+    w.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/auth/kubernetes/login"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .set_body_json(json!({"errors": ["service account name not authorized"]})),
+            ),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_AUTH_METHOD", "kubernetes"),
+            ("VAULT_ROLE", "maily-deploy"),
+            ("VAULT_SERVICE_ACCOUNT_TOKEN_FILE", path_str(&jwt_file)),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+            ("IMAGE_REGISTRY", "vault:secret/maily/images#registry"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    let all = text(&out);
+    for subject in ["IMAGE_TAG", "IMAGE_REGISTRY"] {
+        assert!(all.contains(subject), "{all}");
+    }
+    assert!(
+        all.contains("the Kubernetes login to Vault failed: Vault answered 403: service account name not authorized"),
+        "{all}"
+    );
+    assert!(!all.contains("some-sa-jwt"), "{all}");
+    assert!(w.world.deployment("api-blue").is_none());
+}
