@@ -315,3 +315,31 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
         "{all}"
     );
 }
+
+#[test]
+fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() {
+    let infra = Infra::new();
+    let out = infra.run("apply-error", "{}", &[], ONLY);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let cmds = infra.commands();
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("apply -input=false -no-color maily-deploy.tfplan"),
+        "no outputs are read after a failed apply: {cmds:?}"
+    );
+    let all = report(&out).to_string();
+    assert!(
+        all.contains("apply -input=false -no-color maily-deploy.tfplan failed (exit 1)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Cannot upgrade postgres from 15 to 14"),
+        "{all}"
+    );
+    assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+}
