@@ -12,6 +12,7 @@ pub mod error;
 pub mod exit_code;
 pub mod k8s;
 pub mod logging;
+pub mod notify;
 pub mod output;
 pub mod phases;
 pub mod pipeline;

@@ -394,3 +394,39 @@ fn history_and_status_tell_what_ran_and_what_runs() {
         "{human}"
     );
 }
+
+#[test]
+fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
+    let world = World::new(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for tag in ["v1", "v2"] {
+        let out = world.deploy(tag, &["--keep-snapshots", "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        ids.push(deployment_id_of(&out));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let kept: Vec<String> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| s.deployment_id)
+        .collect();
+    assert_eq!(kept, vec![ids[1].clone()], "keep 1: the newest");
+
+    world
+        .sim
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let out = world.deploy("broken-3", &["--keep-snapshots", "1"]);
+    assert_eq!(out.status.code(), Some(exit_code::PHASE_FAILED_ROLLED_BACK));
+    std::thread::sleep(Duration::from_millis(1100));
+    world.sim.control().clear_image_faults();
+    let out = world.deploy("v4", &["--keep-snapshots", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let kept: Vec<(String, Outcome)> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| (s.deployment_id, s.outcome))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, Outcome::Succeeded);
+}

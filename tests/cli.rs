@@ -243,7 +243,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
             ("deploy-frontend", "not_implemented"),
             ("configure-ai", "not_implemented"),
             ("monitor", "not_implemented"),
-            ("verify", "not_implemented"),
+            ("verify", "planned"),
             ("shift-traffic", "planned"),
         ]
     );

@@ -351,3 +351,33 @@ fn an_unreachable_database_fails_before_any_change_without_the_password() {
         "nothing was deployed"
     );
 }
+
+#[test]
+fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new();
+    let env = world.env_file(&[
+        ("IMAGE_REGISTRY", ""),
+        ("IMAGE_TAG", ""),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ]);
+    let out = world
+        .maily()
+        .args(["staging", "--only", "migrate", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(db.version() > 0);
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.phases, vec!["validate", "migrate"]);
+    assert!(snap.database.is_some());
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "no backend deployed"
+    );
+}

@@ -7,39 +7,16 @@
 //! maily-deploy bootstrap production | kubectl apply -f -
 //! ```
 
-use chrono::Utc;
-
 use super::cluster;
 use crate::cli::GlobalArgs;
 use crate::k8s::manifest::{self, Scope};
-use crate::k8s::values::{self, Release};
+use crate::k8s::values;
 
 pub fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
     let cx = cluster::context(environment, global, false, &[], false)?;
     let profile = &cx.config.profile;
-    let release = Release {
-        environment: environment.to_string(),
-        deployment_id: format!("{environment}-bootstrap-{}", Utc::now().format("%Y%m%d")),
-        image_registry: cx
-            .config
-            .vars
-            .get("IMAGE_REGISTRY")
-            .unwrap_or("unset")
-            .to_string(),
-        image_tag: cx
-            .config
-            .vars
-            .get("IMAGE_TAG")
-            .unwrap_or("unset")
-            .to_string(),
-        backup_url: cx
-            .config
-            .vars
-            .get("DATABASE_BACKUP_URL")
-            .unwrap_or_default()
-            .to_string(),
-        rollout_timeout_secs: 600,
-    };
+    // The bootstrap objects name no image; whatever the variables say will do.
+    let release = cx.release_or_partial();
     let values = values::common(&release, profile);
     let templates = cx.templates()?;
     let mut objects: Vec<_> = manifest::render(templates, &[Scope::Platform], &values)?

@@ -82,6 +82,9 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     if req.deployment {
         runner = runner.with_lifecycle(Box::new(ClusterLifecycle::new("deploy", None)));
     }
-    let report = runner.run(req.command, &mut cx, observer.as_mut()).await;
+    let report = crate::notify::around(req.command, None, &mut cx, |cx| {
+        runner.run(req.command, cx, observer.as_mut())
+    })
+    .await;
     Ok(report.exit_code)
 }

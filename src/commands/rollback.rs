@@ -109,7 +109,11 @@ pub async fn run(
         "rollback",
         Some(target_id.to_string()),
     )));
-    let report = runner.run("rollback", &mut cx, observer.as_mut()).await;
+    let target_text = target_id.to_string();
+    let report = crate::notify::around("rollback", Some(&target_text), &mut cx, |cx| {
+        runner.run("rollback", cx, observer.as_mut())
+    })
+    .await;
     // The backend goes back first: the older code runs against the newer
     // schema (expand, then contract), never the other way round.
     match database_step {

@@ -46,6 +46,41 @@ pub struct Gateway {
     pub namespace: String,
 }
 
+/// What verify checks beyond health: the queues the workers use and HTTP
+/// checks of the new slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// RabbitMQ queues that must exist (declared passively).
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub checks: Vec<HttpCheck>,
+}
+
+/// One HTTP check against the new slot, through the route's preview header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub name: String,
+    #[serde(default = "get")]
+    pub method: String,
+    pub path: String,
+    #[serde(default = "ok")]
+    pub status: u16,
+    /// JSON fields (dot paths) and the values they must have.
+    #[serde(default)]
+    pub json: BTreeMap<String, serde_json::Value>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn ok() -> u16 {
+    200
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
@@ -68,6 +103,8 @@ pub struct Profile {
     pub traffic: Traffic,
     /// The services to deploy, by name.
     pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub verify: Verify,
     /// The platform's own secrets: Kubernetes Secret name → key → Vault
     /// reference (`<path>#<key>`, `vault:` optional). deploy-backend reads
     /// them from Vault and applies them as Secrets in the namespace.

@@ -140,6 +140,8 @@ pub const SPEC: &[VarSpec] = &[
         "Chain id the Ethereum endpoint must report"),
     var("POLYGON_CHAIN_ID", &[Verify], Format::Integer { min: 1, max: i64::MAX }, Default("137"), "Blockchain",
         "Chain id the Polygon endpoint must report"),
+    var("VERIFY_BASE_URL", &[Verify], Format::HttpUrl, Optional, "Verification",
+        "Gateway URL verify reaches the new slot through (https://<api domain> when unset)"),
     // Observability
     var("PROMETHEUS_URL", &[Monitor, ShiftTraffic], Format::HttpUrl, Required, "Observability",
         "Prometheus HTTP API base URL"),

@@ -310,6 +310,7 @@ mod tests {
                 steps: vec![100],
                 pause: "1m".into(),
             },
+            verify: Default::default(),
             secrets: Default::default(),
             services: [
                 (

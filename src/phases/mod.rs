@@ -6,6 +6,7 @@ pub mod not_built;
 pub mod provision;
 pub mod shift_traffic;
 pub mod validate;
+pub mod verify;
 
 use crate::pipeline::{Phase, PhaseId};
 
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
                 PhaseId::Provision => Box::new(provision::Provision),
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
+                PhaseId::Verify => Box::new(verify::Verify),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
                 other => Box::new(not_built::NotBuilt(other)),
             }

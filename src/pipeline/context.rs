@@ -172,48 +172,44 @@ impl Context {
         self.templates = OnceCell::new_with(Some(templates));
     }
 
+    fn id_text(&self) -> String {
+        self.deployment_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    }
+
     /// The release, as far as the variables of the selected phases tell:
     /// a run of `--only migrate` has no image to name, yet its namespace,
-    /// lock and snapshot are the same.
+    /// lock and snapshot are the same. Missing names read `unset`, so the
+    /// platform templates still render (only their namespace is used then).
     pub fn release_or_partial(&self) -> Release {
-        self.release().unwrap_or_else(|_| Release {
-            environment: self.environment().to_string(),
-            deployment_id: self
-                .deployment_id
-                .as_ref()
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            image_registry: self
-                .config
-                .vars
-                .get("IMAGE_REGISTRY")
-                .unwrap_or_default()
-                .to_string(),
-            image_tag: self
-                .config
-                .vars
-                .get("IMAGE_TAG")
-                .unwrap_or_default()
-                .to_string(),
-            backup_url: self
-                .config
-                .vars
-                .get("DATABASE_BACKUP_URL")
-                .unwrap_or_default()
-                .to_string(),
-            rollout_timeout_secs: 600,
+        self.release().unwrap_or_else(|_| {
+            let var = |name: &str| {
+                self.config
+                    .vars
+                    .get(name)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or("unset")
+                    .to_string()
+            };
+            Release {
+                environment: self.environment().to_string(),
+                deployment_id: self.id_text(),
+                image_registry: var("IMAGE_REGISTRY"),
+                image_tag: var("IMAGE_TAG"),
+                backup_url: var("DATABASE_BACKUP_URL"),
+                rollout_timeout_secs: 600,
+            }
         })
     }
 
-    /// The release this run deploys, from the validated variables.
+    /// The release this run deploys: a rollback's recorded one, or the one
+    /// the validated variables name.
     pub fn release(&self) -> anyhow::Result<Release> {
         if let Some(r) = &self.release_override {
             return Ok(Release {
-                deployment_id: self
-                    .deployment_id
-                    .as_ref()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
+                deployment_id: self.id_text(),
                 ..r.clone()
             });
         }
@@ -229,11 +225,7 @@ impl Context {
             .map_err(|e| anyhow::anyhow!("ROLLOUT_TIMEOUT {e}"))?;
         Ok(Release {
             environment: self.environment().to_string(),
-            deployment_id: self
-                .deployment_id
-                .as_ref()
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
+            deployment_id: self.id_text(),
             image_registry: get("IMAGE_REGISTRY")?,
             image_tag: get("IMAGE_TAG")?,
             backup_url: self

@@ -1,0 +1,595 @@
+//! verify: prove the new slot works before users see it.
+//!
+//! Every check runs at once, each with a timeout and a few tries; the
+//! report is a table of all of them, and any failure fails the phase with
+//! every failed check and what it got. The health checks go through the
+//! route's preview rule (`x-maily-slot: <new slot>`) and require the version
+//! the service reports to be `IMAGE_TAG`, so a check can never pass by
+//! reaching the old slot.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::config::profile::{HttpCheck, ServiceKind};
+use crate::db;
+use crate::error::{Failure, Kind, Problem};
+use crate::k8s::live;
+use crate::k8s::slot::Slot;
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+
+pub struct Verify;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const TRIES: u32 = 3;
+const PAUSE: Duration = Duration::from_millis(500);
+
+/// A check that had nothing to check says so with this prefix, and its row
+/// says "skipped", never "passed".
+const SKIP: &str = "skipped: ";
+
+/// One check's outcome, a row of the report's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub name: String,
+    pub passed: bool,
+    pub skipped: bool,
+    /// What it saw: the value on success, what failed otherwise.
+    pub detail: String,
+    pub millis: u128,
+}
+
+/// Run a check with a timeout per try and a few tries.
+async fn checked<F, Fut>(name: String, check: F) -> Outcome
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
+    let started = Instant::now();
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        match tokio::time::timeout(TIMEOUT, check()).await {
+            Ok(Ok(detail)) => {
+                return Outcome {
+                    name,
+                    passed: true,
+                    skipped: detail.starts_with(SKIP),
+                    detail,
+                    millis: started.elapsed().as_millis(),
+                };
+            }
+            Ok(Err(why)) => last = why,
+            Err(_) => last = format!("no answer within {}", humantime::format_duration(TIMEOUT)),
+        }
+        if attempt < TRIES {
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+    Outcome {
+        name,
+        passed: false,
+        skipped: false,
+        detail: format!("{last} (after {TRIES} tries)"),
+        millis: started.elapsed().as_millis(),
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
+/// The value at a dot path of a JSON document.
+pub fn field<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, key| v.get(key))
+}
+
+/// A service's health on the new slot: 200, and the release it reports.
+async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String, String> {
+    let url = format!(
+        "{}{}/health",
+        base.trim_end_matches('/'),
+        path.trim_end_matches('/')
+    );
+    let resp = http()
+        .get(&url)
+        .header("x-maily-slot", slot.as_str())
+        .send()
+        .await
+        .map_err(|e| format!("{}", e.without_url()))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}: {}", clip(&body)));
+    }
+    let doc: Value = serde_json::from_str(&body)
+        .map_err(|_| format!("{url} answered {status} but not JSON: {}", clip(&body)))?;
+    match doc.get("version").and_then(Value::as_str) {
+        Some(v) if v == tag => Ok(format!("{status}, version {v}")),
+        Some(v) => Err(format!(
+            "{url} reports version {v}, not {tag}: the request reached another release (the old slot?)"
+        )),
+        None => Err(format!("{url} reports no version: {}", clip(&body))),
+    }
+}
+
+async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String, String> {
+    let url = format!("{}{}", base.trim_end_matches('/'), check.path);
+    let method = reqwest::Method::from_bytes(check.method.as_bytes())
+        .map_err(|_| format!("unknown method {}", check.method))?;
+    let resp = http()
+        .request(method, &url)
+        .header("x-maily-slot", slot.as_str())
+        .send()
+        .await
+        .map_err(|e| format!("{}", e.without_url()))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.as_u16() != check.status {
+        return Err(format!(
+            "{url} answered {status}, expected {}: {}",
+            check.status,
+            clip(&body)
+        ));
+    }
+    if !check.json.is_empty() {
+        let doc: Value = serde_json::from_str(&body)
+            .map_err(|_| format!("{url} is not JSON: {}", clip(&body)))?;
+        for (path, want) in &check.json {
+            let got = field(&doc, path);
+            if got != Some(want) {
+                return Err(format!(
+                    "{url}: {path} is {}, expected {want}",
+                    got.map_or("absent".into(), |g| g.to_string())
+                ));
+            }
+        }
+    }
+    Ok(format!("{status}"))
+}
+
+async fn postgres(cx: &Context) -> Result<String, String> {
+    let settings = crate::phases::migrate::settings(cx).map_err(|e| e.to_string())?;
+    let status = db::status(&settings)
+        .await
+        .map_err(|e| crate::phases::migrate::typed(e).to_string())?;
+    match (status.current_version, status.latest_version) {
+        (c, l) if c == l && status.pending.is_empty() => {
+            Ok(format!("schema at {}", c.unwrap_or(0)))
+        }
+        (c, l) => Err(format!(
+            "schema at {}, the release's newest migration is {} ({} pending): run migrate",
+            c.map_or("nothing".into(), |v| v.to_string()),
+            l.map_or("none".into(), |v| v.to_string()),
+            status.pending.len()
+        )),
+    }
+}
+
+async fn redis(url: &str) -> Result<String, String> {
+    let client =
+        redis::Client::open(url).map_err(|e| format!("REDIS_URL is not usable: {:?}", e.kind()))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("PING failed: {e}"))?;
+    Ok(pong)
+}
+
+async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, String> {
+    use amqprs::channel::QueueDeclareArguments;
+    use amqprs::connection::{Connection, OpenConnectionArguments};
+    let args = OpenConnectionArguments::try_from(amqp_uri(url).as_str())
+        .map_err(|_| "RABBITMQ_URL is not an AMQP URI".to_string())?;
+    let conn = Connection::open(&args)
+        .await
+        .map_err(|e| format!("cannot connect to RabbitMQ: {e}"))?;
+    let channel = conn
+        .open_channel(None)
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    let mut missing = Vec::new();
+    for q in queues {
+        // A passive declare fails (and closes the channel) when the queue
+        // is absent; each queue gets a fresh channel so all are reported.
+        let ch = conn
+            .open_channel(None)
+            .await
+            .map_err(|e| format!("cannot open a channel: {e}"))?;
+        match ch
+            .queue_declare(QueueDeclareArguments::new(q).passive(true).finish())
+            .await
+        {
+            Ok(_) => {
+                let _ = ch.close().await;
+            }
+            Err(_) => missing.push(q.clone()),
+        }
+    }
+    let _ = channel.close().await;
+    let _ = conn.close().await;
+    if missing.is_empty() {
+        Ok(format!("connected; queues present: {}", queues.join(", ")))
+    } else {
+        Err(format!("queues missing: {}", missing.join(", ")))
+    }
+}
+
+/// The URI as amqprs reads it: it takes the path verbatim as the vhost, so
+/// the spec's `%2f` for the default vhost `/` becomes no path at all, and
+/// other escapes are decoded.
+pub fn amqp_uri(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let vhost = percent_encoding::percent_decode_str(parsed.path().trim_start_matches('/'))
+        .decode_utf8_lossy()
+        .into_owned();
+    if vhost == "/" || vhost.is_empty() {
+        parsed.set_path("");
+        return parsed.as_str().trim_end_matches('/').to_string();
+    }
+    let rest = url
+        .split_once(parsed.path())
+        .map_or("", |(_, r)| r)
+        .to_string();
+    let head = url
+        .strip_suffix(&format!("{}{rest}", parsed.path()))
+        .unwrap_or(url);
+    format!("{head}/{vhost}{rest}")
+}
+
+async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let resp = http()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{method}: {}", e.without_url()))?;
+    let status = resp.status();
+    let doc: Value = resp
+        .json()
+        .await
+        .map_err(|_| format!("{method}: answered {status} without JSON"))?;
+    if let Some(err) = doc.get("error") {
+        return Err(format!("{method}: {err}"));
+    }
+    doc.get("result")
+        .cloned()
+        .ok_or_else(|| format!("{method}: no result in {}", clip(&doc.to_string())))
+}
+
+async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, String> {
+    let id = rpc(url, "eth_chainId", json!([])).await?;
+    let got = id
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("eth_chainId: not a hex quantity: {id}"))?;
+    if got != chain_id {
+        return Err(format!("the node is on chain {got}, expected {chain_id}"));
+    }
+    let code = rpc(url, "eth_getCode", json!([contract, "latest"])).await?;
+    match code.as_str() {
+        Some("0x") | Some("") | None => {
+            Err(format!("no contract code at {contract} on chain {got}"))
+        }
+        Some(c) => Ok(format!(
+            "chain {got}, contract {contract} has {} bytes of code",
+            (c.len() - 2) / 2
+        )),
+    }
+}
+
+async fn certificates(cx: &Context) -> Result<String, String> {
+    use kube::api::{DynamicObject, GroupVersionKind, ListParams};
+    let applier = cx.applier().await.map_err(|e| e.to_string())?;
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let Ok((ar, _)) = applier.resource(&gvk).await else {
+        return Ok(format!(
+            "{SKIP}cert-manager is not installed; no Certificates to check"
+        ));
+    };
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(applier.client().clone(), &cx.config.profile.namespace, &ar);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut not_ready = Vec::new();
+    for c in &list.items {
+        let ready = c
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+        if ready.is_none_or(|r| r["status"] != "True") {
+            let why = ready
+                .and_then(|r| r["message"].as_str())
+                .unwrap_or("no Ready condition");
+            not_ready.push(format!(
+                "{}: {why}",
+                c.metadata.name.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    if not_ready.is_empty() {
+        Ok(format!("{} Ready", list.items.len()))
+    } else {
+        Err(format!("not Ready: {}", not_ready.join("; ")))
+    }
+}
+
+async fn frontend(url: &str) -> Result<String, String> {
+    let url = if url.starts_with("http") {
+        url.to_string()
+    } else {
+        format!("https://{url}")
+    };
+    let resp = http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{}", e.without_url()))?;
+    if resp.status().as_u16() == 200 {
+        Ok("200".into())
+    } else {
+        Err(format!("{url} answered {}", resp.status()))
+    }
+}
+
+fn clip(s: &str) -> String {
+    let t: String = s.chars().take(200).collect();
+    if s.chars().count() > 200 {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+/// The slot being verified: this run's, or the idle one when resuming.
+async fn slot(cx: &Context) -> anyhow::Result<Slot> {
+    if let Some(s) = cx.backend.target_slot {
+        return Ok(s);
+    }
+    let state = live::read(cx.applier().await?, &cx.config.profile).await?;
+    state
+        .target_slot()
+        .map_err(|why| crate::error::fail(Kind::PhaseFailed, why))
+}
+
+fn base_url(cx: &Context) -> String {
+    cx.config
+        .vars
+        .get("VERIFY_BASE_URL")
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+        .unwrap_or_else(|| {
+            format!(
+                "https://{}",
+                cx.config
+                    .profile
+                    .domains
+                    .get("api")
+                    .cloned()
+                    .unwrap_or_default()
+            )
+        })
+}
+
+/// The names of the checks, in report order.
+fn check_names(cx: &Context) -> Vec<String> {
+    let p = &cx.config.profile;
+    let mut names: Vec<String> = p
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Http)
+        .map(|(n, _)| format!("health {n}"))
+        .collect();
+    names.extend(p.verify.checks.iter().map(|c| format!("http {}", c.name)));
+    names.extend(
+        [
+            "postgres",
+            "redis",
+            "rabbitmq",
+            "ethereum",
+            "polygon",
+            "certificates",
+        ]
+        .map(String::from),
+    );
+    names.push("frontend".into());
+    names
+}
+
+#[async_trait]
+impl Phase for Verify {
+    fn id(&self) -> PhaseId {
+        PhaseId::Verify
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        Ok(PhasePlan {
+            summary: format!(
+                "{} checks of the new slot, all at once, through {}",
+                check_names(cx).len(),
+                base_url(cx)
+            ),
+            steps: check_names(cx),
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let slot = slot(cx).await?;
+        let cx: &Context = cx;
+        let vars = &cx.config.vars;
+        let var = |n: &str| vars.get(n).unwrap_or_default().to_string();
+        let tag = var("IMAGE_TAG");
+        let base = base_url(cx);
+        let profile = &cx.config.profile;
+
+        let mut checks: Vec<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + '_>>> =
+            Vec::new();
+        for (name, svc) in profile
+            .services
+            .iter()
+            .filter(|(_, s)| s.kind == ServiceKind::Http)
+        {
+            let path = match svc.path.as_deref() {
+                Some("/") => String::new(),
+                Some(p) => p.to_string(),
+                None => format!("/{name}"),
+            };
+            let (base, tag) = (base.clone(), tag.clone());
+            checks.push(Box::pin(checked(format!("health {name}"), move || {
+                let (base, path, tag) = (base.clone(), path.clone(), tag.clone());
+                async move { health(&base, &path, slot, &tag).await }
+            })));
+        }
+        for check in &profile.verify.checks {
+            let base = base.clone();
+            checks.push(Box::pin(checked(
+                format!("http {}", check.name),
+                move || {
+                    let base = base.clone();
+                    async move { http_check(&base, check, slot).await }
+                },
+            )));
+        }
+        checks.push(Box::pin(checked("postgres".into(), move || postgres(cx))));
+        let redis_url = var("REDIS_URL");
+        checks.push(Box::pin(checked("redis".into(), move || {
+            let u = redis_url.clone();
+            async move { redis(&u).await }
+        })));
+        let (amqp_url, queues) = (var("RABBITMQ_URL"), profile.verify.queues.clone());
+        checks.push(Box::pin(checked("rabbitmq".into(), move || {
+            let (u, q) = (amqp_url.clone(), queues.clone());
+            async move { rabbitmq(&u, &q).await }
+        })));
+        for (name, url, id, contract) in [
+            (
+                "ethereum",
+                "ETHEREUM_RPC_URL",
+                "ETHEREUM_CHAIN_ID",
+                "ETHEREUM_CONTRACT_ADDRESS",
+            ),
+            (
+                "polygon",
+                "POLYGON_RPC_URL",
+                "POLYGON_CHAIN_ID",
+                "POLYGON_CONTRACT_ADDRESS",
+            ),
+        ] {
+            let (url, contract) = (var(url), var(contract));
+            let id: u64 = var(id).parse().unwrap_or(0);
+            checks.push(Box::pin(checked(name.into(), move || {
+                let (u, c) = (url.clone(), contract.clone());
+                async move { chain(&u, id, &c).await }
+            })));
+        }
+        checks.push(Box::pin(checked("certificates".into(), move || {
+            certificates(cx)
+        })));
+        let front = cx
+            .records
+            .frontend
+            .as_ref()
+            .and_then(|f| f.get("url"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        checks.push(Box::pin(checked("frontend".into(), move || {
+            let f = front.clone();
+            async move {
+                match f {
+                    Some(url) => frontend(&url).await,
+                    None => Ok(format!("{SKIP}no new frontend deployment in this run")),
+                }
+            }
+        })));
+
+        let outcomes = join_all(checks).await;
+        let rows: Vec<String> = outcomes
+            .iter()
+            .map(|o| {
+                let mark = match (o.passed, o.skipped) {
+                    (true, false) => "✓",
+                    (true, true) => "-",
+                    (false, _) => "✗",
+                };
+                format!("{mark} {:<24} {:>6} ms  {}", o.name, o.millis, o.detail)
+            })
+            .collect();
+        let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
+        if !failed.is_empty() {
+            let problems = failed
+                .iter()
+                .map(|o| Problem {
+                    phase: Some("verify".into()),
+                    subject: o.name.clone(),
+                    problem: o.detail.clone(),
+                    fix: String::new(),
+                })
+                .collect();
+            return Err(Failure::with_problems(
+                Kind::PhaseFailed,
+                format!(
+                    "{} of {} checks of slot {slot} failed: {}",
+                    failed.len(),
+                    outcomes.len(),
+                    failed
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                problems,
+            )
+            .into());
+        }
+        let skipped = outcomes.iter().filter(|o| o.skipped).count();
+        Ok(PhaseReport {
+            summary: format!(
+                "{} checks of slot {slot} passed, {skipped} skipped",
+                outcomes.len() - skipped
+            ),
+            details: rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_vhost_escape_becomes_no_vhost() {
+        assert_eq!(
+            amqp_uri("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:guest@127.0.0.1:5672"
+        );
+        assert_eq!(amqp_uri("amqp://u:p@mq:5672/"), "amqp://u:p@mq:5672");
+        assert_eq!(amqp_uri("amqps://u:p@mq/maily"), "amqps://u:p@mq/maily");
+        assert_eq!(
+            amqp_uri("amqp://u:p@mq/maily%2Dprod"),
+            "amqp://u:p@mq/maily-prod"
+        );
+    }
+
+    #[test]
+    fn dot_paths_reach_nested_fields() {
+        let doc = json!({"service": "api", "build": {"version": "v1", "git": {"sha": "abc"}}});
+        assert_eq!(field(&doc, "service"), Some(&json!("api")));
+        assert_eq!(field(&doc, "build.git.sha"), Some(&json!("abc")));
+        assert_eq!(field(&doc, "build.nope"), None);
+    }
+}

@@ -1,0 +1,343 @@
+//! verify as a user runs it: the binary deploying against kubesim, checking
+//! the new slot through a gateway stub (the route's preview header), the
+//! real PostgreSQL, Redis and RabbitMQ of this machine, and JSON-RPC stubs.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use amqprs::channel::QueueDeclareArguments;
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use serde_json::{Value, json};
+use support::*;
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const QUEUES: [&str; 3] = ["email.send", "campaigns.schedule", "analytics.events"];
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Stubs {
+    gateway: MockServer,
+    ethereum: MockServer,
+    polygon: MockServer,
+}
+
+/// A gateway whose preview rule answers per slot, and two chain nodes.
+fn stubs(world: &World, blue: &str, green: &str, polygon_code: &str) -> Stubs {
+    world.rt.block_on(async {
+        let gateway = MockServer::start().await;
+        for (slot, version) in [("blue", blue), ("green", green)] {
+            for p in [
+                "/health",
+                "/webhooks/health",
+                "/t/health",
+                "/campaigns/health",
+                "/blockchain-verifier/health",
+            ] {
+                Mock::given(method("GET"))
+                    .and(path(p))
+                    .and(header("x-maily-slot", slot))
+                    .respond_with(
+                        ResponseTemplate::new(200)
+                            .set_body_json(json!({"status": "ok", "version": version})),
+                    )
+                    .mount(&gateway)
+                    .await;
+            }
+            Mock::given(method("GET"))
+                .and(path("/api/v1/version"))
+                .and(header("x-maily-slot", slot))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"service": "api", "version": version})),
+                )
+                .mount(&gateway)
+                .await;
+        }
+        let node = |chain: &'static str, code: String| async move {
+            let s = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(body_partial_json(json!({"method": "eth_chainId"})))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"jsonrpc": "2.0", "id": 1, "result": chain})),
+                )
+                .mount(&s)
+                .await;
+            Mock::given(method("POST"))
+                .and(body_partial_json(json!({"method": "eth_getCode"})))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"jsonrpc": "2.0", "id": 1, "result": code})),
+                )
+                .mount(&s)
+                .await;
+            s
+        };
+        let ethereum = node("0x1", "0x6080604052".into()).await;
+        let polygon = node("0x89", polygon_code.to_string()).await;
+        Stubs {
+            gateway,
+            ethereum,
+            polygon,
+        }
+    })
+}
+
+fn declare_queues(world: &World, vhost_url: &str) {
+    world.rt.block_on(async {
+        let conn = Connection::open(&OpenConnectionArguments::try_from(vhost_url).unwrap())
+            .await
+            .unwrap();
+        let ch = conn.open_channel(None).await.unwrap();
+        for q in QUEUES {
+            ch.queue_declare(QueueDeclareArguments::durable_client_named(q))
+                .await
+                .unwrap();
+        }
+        let _ = ch.close().await;
+        let _ = conn.close().await;
+    });
+}
+
+fn env(world: &World, s: &Stubs, db: &str, tag: &str, redis: &str) -> std::path::PathBuf {
+    env_with(
+        world,
+        s,
+        db,
+        tag,
+        redis,
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    )
+}
+
+fn env_with(
+    world: &World,
+    s: &Stubs,
+    db: &str,
+    tag: &str,
+    redis: &str,
+    amqp: &str,
+) -> std::path::PathBuf {
+    world.env_file(&[
+        ("IMAGE_TAG", tag),
+        (
+            "DATABASE_URL",
+            &format!("postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable"),
+        ),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+        ("REDIS_URL", redis),
+        ("RABBITMQ_URL", amqp),
+        ("ETHEREUM_RPC_URL", &s.ethereum.uri()),
+        ("POLYGON_RPC_URL", &s.polygon.uri()),
+        ("VERIFY_BASE_URL", &s.gateway.uri()),
+    ])
+}
+
+const PHASES: &[&str] = &[
+    "--skip-provision",
+    "--skip-frontend",
+    "--skip-ai",
+    "--skip-monitor",
+];
+
+#[test]
+fn a_healthy_new_slot_passes_every_check_and_users_move() {
+    let world = World::new(Duration::from_millis(300));
+    let db = format!("maily_verify_{}", rand_suffix().replace('-', "_"));
+    psql(&format!("CREATE DATABASE {db}"));
+    declare_queues(&world, "amqp://guest:guest@127.0.0.1:5672");
+    let s = stubs(&world, "v1", "v0", "0x6080604052");
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(PHASES)
+        .args(["--output", "json", "--env-file"])
+        .arg(env(&world, &s, &db, "v1", "redis://127.0.0.1:6379/0"))
+        .output()
+        .unwrap();
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verify = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "verify")
+        .unwrap();
+    let rows: Vec<&str> = verify["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    for name in [
+        "health api",
+        "health email-sender",
+        "http api version",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "ethereum",
+        "polygon",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with("✓") && r.contains(name)),
+            "{name} passed: {rows:#?}"
+        );
+    }
+    assert!(rows.iter().any(|r| r.contains("PONG")), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("- certificates")
+            && r.contains("skipped: cert-manager is not installed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("- frontend") && r.contains("skipped")),
+        "{rows:#?}"
+    );
+    assert!(
+        verify["summary"].as_str().unwrap().contains("2 skipped"),
+        "{verify}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("- certificates")
+            && r.contains("skipped: cert-manager is not installed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("- frontend") && r.contains("skipped")),
+        "{rows:#?}"
+    );
+    assert!(
+        verify["summary"].as_str().unwrap().contains("2 skipped"),
+        "{verify}"
+    );
+    assert!(rows.iter().any(|r| r.contains("chain 137")), "{rows:#?}");
+    assert_eq!(
+        world.selected_slot("api").as_deref(),
+        Some("blue"),
+        "users moved after verify"
+    );
+}
+
+#[test]
+fn every_failed_check_is_reported_together_and_users_stay() {
+    let world = World::new(Duration::from_millis(300));
+    let db = format!("maily_verify_{}", rand_suffix().replace('-', "_"));
+    psql(&format!("CREATE DATABASE {db}"));
+    // Deploy v1 first, without verify, so users are on blue.
+    let s = stubs(&world, "v1", "v1", "0x");
+    let first = world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(env(&world, &s, &db, "v1", "redis://127.0.0.1:6379/0"))
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+
+    // Green answers with the old version (wrong routing), Polygon's
+    // contract is empty, Redis and RabbitMQ are not there, and the schema
+    // was never migrated.
+    let out = world
+        .maily()
+        .arg("staging")
+        .args([
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-monitor",
+        ])
+        .args(["--output", "json", "--env-file"])
+        .arg(env_with(
+            &world,
+            &s,
+            &db,
+            "v2",
+            "redis://127.0.0.1:1/0",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+        ))
+        .output()
+        .unwrap();
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    assert_eq!(
+        out.status.code(),
+        Some(maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems: Vec<(String, String)> = report["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["subject"].as_str().unwrap().to_string(),
+                p["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let find = |name: &str| {
+        problems
+            .iter()
+            .find(|(s, _)| s == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("{name} not reported: {problems:#?}"))
+    };
+    assert!(
+        find("health api").contains("reports version v1, not v2"),
+        "{problems:#?}"
+    );
+    assert!(
+        find("polygon").contains("no contract code"),
+        "{problems:#?}"
+    );
+    assert!(
+        find("redis").contains("cannot connect to Redis"),
+        "{problems:#?}"
+    );
+    assert!(find("postgres").contains("run migrate"), "{problems:#?}");
+    assert!(
+        find("rabbitmq").contains("cannot connect to RabbitMQ"),
+        "{problems:#?}"
+    );
+    assert!(
+        !problems.iter().any(|(s, _)| s == "ethereum"),
+        "ethereum passed: {problems:#?}"
+    );
+    assert_eq!(
+        world.selected_slot("api").as_deref(),
+        Some("blue"),
+        "users stay on blue"
+    );
+}
