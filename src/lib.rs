@@ -16,4 +16,5 @@ pub mod notify;
 pub mod output;
 pub mod phases;
 pub mod pipeline;
+pub mod providers;
 pub mod redact;

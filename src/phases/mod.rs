@@ -3,6 +3,7 @@
 pub mod deploy_backend;
 pub mod migrate;
 pub mod not_built;
+pub mod provision;
 pub mod shift_traffic;
 pub mod validate;
 pub mod verify;
@@ -16,6 +17,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
         .map(|&id| -> Box<dyn Phase> {
             match id {
                 PhaseId::Validate => Box::new(validate::Validate),
+                PhaseId::Provision => Box::new(provision::Provision),
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::Verify => Box::new(verify::Verify),
