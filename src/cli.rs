@@ -59,6 +59,10 @@ pub struct DeployArgs {
     /// How many deployment snapshots to keep in the cluster (the last good one is always kept)
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub keep_snapshots: u16,
+
+    /// Let provision apply a Terraform plan that destroys resources (without it, such a plan stops the run before anything is applied)
+    #[arg(long)]
+    pub allow_destroy: bool,
 }
 
 /// Flags that choose the phases of a run.

@@ -73,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     no_rollback: cli.deploy.no_rollback,
                     keep_snapshots: usize::from(cli.deploy.keep_snapshots),
                     lock_ttl: cli.global.lock_ttl,
+                    allow_destroy: cli.deploy.allow_destroy,
                 },
             })
             .await

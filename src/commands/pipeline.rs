@@ -42,6 +42,19 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         manifests_dir: &req.global.manifests_dir,
         process_env: process_env(),
     })?;
+    // A deploy (a dry run too: it only reads) resolves Vault references
+    // before any phase; `validate` alone stays offline and checks their form.
+    let mut platform_secrets = Default::default();
+    if req.deployment {
+        let wants_secrets = selection.is_selected(PhaseId::DeployBackend);
+        let secrets = config.profile.secrets.clone();
+        platform_secrets = config::vault::resolve(
+            &mut config.vars,
+            &selection.selected(),
+            wants_secrets.then_some(&secrets),
+        )
+        .await?;
+    }
     if selection.validate_skipped() {
         config.warnings.push(format!(
             "{} given: the configuration is not checked, so a bad value fails a phase half-way instead of before anything changes",
@@ -55,6 +68,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     };
     cx.manifests_dir = req.global.manifests_dir.clone();
     cx.options = req.options.clone();
+    cx.platform_secrets = platform_secrets;
     let opts = OutputOptions::detect(req.global.output, req.global.quiet, req.global.verbose);
     let mut observer = output::observer(&opts);
     // `validate` runs the validate phase alone, for the selected phases'

@@ -23,6 +23,10 @@ pub enum Source {
     EnvFile(PathBuf),
     /// The spec's default.
     Default,
+    /// A Terraform output of the provision phase (`database_url` fills `DATABASE_URL`).
+    Terraform,
+    /// A `vault:<path>#<key>` reference, resolved at start-up; the path names it.
+    Vault(String),
 }
 
 /// A value and where it came from.

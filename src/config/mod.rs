@@ -6,6 +6,7 @@ pub mod profile;
 pub mod spec;
 pub mod template;
 pub mod validate;
+pub mod vault;
 pub mod vault_ref;
 
 use std::collections::BTreeMap;

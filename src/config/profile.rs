@@ -105,6 +105,11 @@ pub struct Profile {
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
     pub verify: Verify,
+    /// The platform's own secrets: Kubernetes Secret name → key → Vault
+    /// reference (`<path>#<key>`, `vault:` optional). deploy-backend reads
+    /// them from Vault and applies them as Secrets in the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Profile {
@@ -158,6 +163,36 @@ impl Profile {
                 "is not a duration".into(),
                 "e.g. 2m or 30s",
             );
+        }
+        for (name, keys) in &self.secrets {
+            if !is_dns_label(name) {
+                bad(
+                    &format!("secrets.{name}"),
+                    "is not a valid Secret name (lowercase letters, digits and -, at most 63)"
+                        .into(),
+                    "rename it, e.g. maily-platform-secrets",
+                );
+            }
+            for (key, reference) in keys {
+                if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    bad(
+                        &format!("secrets.{name}.{key}"),
+                        "is not a valid Secret key (letters, digits, _ - .)".into(),
+                        "use the environment variable name the services read, e.g. DATABASE_URL",
+                    );
+                }
+                if let Err(why) = crate::config::vault::parse_profile_ref(reference) {
+                    bad(
+                        &format!("secrets.{name}.{key}"),
+                        why,
+                        "write <path>#<key>, e.g. secret/maily/production#database_url",
+                    );
+                }
+            }
         }
         if self.services.is_empty() {
             bad("services", "is empty".into(), "list the services to deploy");
@@ -387,5 +422,45 @@ mod tests {
         .unwrap();
         let err = load(dir.path(), "x").unwrap_err();
         assert!(err.to_string().contains("replica"), "{err}");
+    }
+
+    #[test]
+    fn platform_secrets_are_references_checked_for_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        let base = "namespace: x\ndomains: {api: api.example.com, app: app.example.com}\ngateway: {name: g, namespace: gw}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices: {api: {kind: http}}\n";
+        std::fs::write(
+            dir.path().join("environments/good.yaml"),
+            format!("{base}secrets:\n  maily-platform-secrets:\n    DATABASE_URL: secret/maily/x#database_url\n    OPENAI_API_KEY: vault:secret/maily/x#openai\n"),
+        )
+        .unwrap();
+        let good = load(dir.path(), "good").unwrap();
+        assert_eq!(good.secrets["maily-platform-secrets"].len(), 2);
+        std::fs::write(
+            dir.path().join("environments/bad.yaml"),
+            format!("{base}secrets:\n  Platform_Secrets:\n    DATABASE_URL: secret/maily/x\n"),
+        )
+        .unwrap();
+        let err = load(dir.path(), "bad").unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        let subjects: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.as_str())
+            .collect();
+        assert!(
+            subjects
+                .iter()
+                .any(|s| s.ends_with("secrets.Platform_Secrets")),
+            "{subjects:?}"
+        );
+        assert!(
+            failure
+                .problems
+                .iter()
+                .any(|p| p.problem.contains("without #<key>")),
+            "{:?}",
+            failure.problems
+        );
     }
 }

@@ -87,6 +87,8 @@ pub const SPEC: &[VarSpec] = &[
         "Directory of the Terraform configuration"),
     var("TERRAFORM_BIN", &[Provision], Format::NonEmpty, Default("terraform"), "Infrastructure",
         "Terraform (or OpenTofu) executable"),
+    var("TERRAFORM_PROVIDES", &[Provision], Format::NonEmpty, Optional, "Infrastructure",
+        "Variables a terraform output fills, comma-separated (e.g. DATABASE_URL,REDIS_URL): not asked for when provision runs, required from it"),
     // Database
     secret("DATABASE_URL", &[Migrate, Verify], Format::PostgresUrl, Required, "Database",
         "PostgreSQL connection URL (Supabase: add ?sslmode=require)"),
@@ -164,6 +166,8 @@ pub const SPEC: &[VarSpec] = &[
         "Vault token, for VAULT_AUTH_METHOD=token"),
     var("VAULT_ROLE", &[], Format::NonEmpty, Optional, "Vault",
         "Vault role, for VAULT_AUTH_METHOD=kubernetes"),
+    var("VAULT_SERVICE_ACCOUNT_TOKEN_FILE", &[], Format::NonEmpty, Default("/var/run/secrets/kubernetes.io/serviceaccount/token"), "Vault",
+        "The pod's service account token, sent to Vault's Kubernetes login with VAULT_ROLE"),
     // Notifications
     secret("SLACK_WEBHOOK_URL", &[], Format::HttpUrl, Optional, "Notifications",
         "Slack incoming webhook for start, success, failure and rollback messages"),

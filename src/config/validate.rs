@@ -48,9 +48,39 @@ fn shown(spec: &VarSpec, value: &str) -> String {
     }
 }
 
+/// The variables `TERRAFORM_PROVIDES` names, as written.
+pub fn terraform_provides(vars: &Vars) -> Vec<String> {
+    vars.get("TERRAFORM_PROVIDES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// Validate the variables that `selected` phases need.
 pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
     let mut out = Validation::default();
+    // Variables provision's terraform outputs will fill are not asked for
+    // when provision runs first; provision then requires them.
+    let provided = if selected.contains(&PhaseId::Provision) {
+        terraform_provides(vars)
+    } else {
+        Vec::new()
+    };
+    for name in &provided {
+        if super::spec::lookup(name).is_none() {
+            out.problems.push(Problem {
+                phase: Some(PhaseId::Provision.as_str().into()),
+                subject: "TERRAFORM_PROVIDES".into(),
+                problem: format!("names {name}, which is not a variable the tool reads"),
+                fix: match super::spec::closest(name) {
+                    Some(c) => format!("did you mean {c}?"),
+                    None => "list variables of the env template, comma-separated".into(),
+                },
+            });
+        }
+    }
 
     for spec in SPEC {
         let run_level = spec.phases.is_empty();
@@ -66,7 +96,7 @@ pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
             shown: entry.map(|e| shown(spec, &e.value)),
         });
         let Some(entry) = entry else {
-            if spec.need == Need::Required {
+            if spec.need == Need::Required && !provided.iter().any(|p| p == spec.name) {
                 let needed_by: Vec<&str> = readers.iter().map(|p| p.as_str()).collect();
                 out.problems.push(Problem {
                     phase,
@@ -143,7 +173,7 @@ pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
 }
 
 /// Vault references need a Vault to resolve them, and a way to log in.
-fn vault_settings(vars: &Vars, problems: &mut Vec<Problem>) {
+pub(crate) fn vault_settings(vars: &Vars, problems: &mut Vec<Problem>) {
     let set = |name: &str| vars.get(name).is_some_and(|v| !v.is_empty());
     let mut need = |name: &str, why: &str| {
         if !set(name) {
@@ -292,6 +322,22 @@ mod tests {
             .map(|p| p.subject)
             .collect();
         assert_eq!(subjects, vec!["VAULT_ROLE"]);
+    }
+
+    #[test]
+    fn what_terraform_provides_is_not_asked_for_when_provision_runs() {
+        let vars = vars_with(&[
+            ("DATABASE_URL", ""),
+            ("TERRAFORM_PROVIDES", "DATABASE_URL, DATABSE_URL"),
+        ]);
+        let with = validate(&vars, &[PhaseId::Provision, PhaseId::Migrate]);
+        assert_eq!(with.problems.len(), 1, "{:?}", with.problems);
+        assert!(with.problems[0].fix.contains("DATABASE_URL"));
+        let without = validate(&vars, &[PhaseId::Migrate]);
+        assert!(
+            without.problems.iter().any(|p| p.subject == "DATABASE_URL"),
+            "without provision, nothing fills it"
+        );
     }
 
     #[test]

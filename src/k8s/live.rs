@@ -311,6 +311,7 @@ mod tests {
                 pause: "1m".into(),
             },
             verify: Default::default(),
+            secrets: Default::default(),
             services: [
                 (
                     "api".to_string(),

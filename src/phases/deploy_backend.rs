@@ -43,6 +43,47 @@ pub fn objects_for(
     Ok(out)
 }
 
+/// The platform's Secrets, from the values read from Vault at start-up.
+///
+/// They are applied with the other objects but never come from
+/// `objects_for`, whose objects a snapshot keeps: no secret value is ever
+/// rendered into a manifest or a snapshot.
+pub fn platform_secret_objects(cx: &Context) -> Vec<DynamicObject> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+    cx.platform_secrets
+        .0
+        .iter()
+        .map(|(name, keys)| {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(cx.config.profile.namespace.clone()),
+                    labels: Some(
+                        [
+                            ("app.kubernetes.io/part-of".to_string(), "maily".to_string()),
+                            ("maily.ai/source".to_string(), "vault".to_string()),
+                        ]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(
+                    keys.iter()
+                        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                        .collect(),
+                ),
+                ..Default::default()
+            };
+            serde_json::to_value(&secret)
+                .and_then(serde_json::from_value)
+                .expect("a Secret is a DynamicObject")
+        })
+        .collect()
+}
+
 /// The objects of every service in a slot (what a rollback re-applies).
 pub fn slot_objects(
     templates: &[manifest::Template],
@@ -166,6 +207,13 @@ impl Phase for DeployBackend {
                 summarize(&objects).join(", ")
             ),
         ];
+        for (name, keys) in &cx.config.profile.secrets {
+            steps.push(format!(
+                "Secret {name}: {} keys from Vault ({})",
+                keys.len(),
+                keys.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         for name in cx.config.profile.services.keys() {
             steps.push(format!(
                 "{name}-{slot}: {}",
@@ -199,6 +247,13 @@ impl Phase for DeployBackend {
         };
         preflight(cx).await?;
         let objects = objects_for(cx, &release, slot)?;
+        let secrets = platform_secret_objects(cx);
+        let secret_names: Vec<String> = secrets
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        let mut objects = objects;
+        objects.extend(secrets);
         let counts = summarize(&objects);
         tracing::info!("applying {} objects to slot {slot}", objects.len());
         let applied = applier.apply_all(objects).await?;
@@ -223,6 +278,9 @@ impl Phase for DeployBackend {
         .await?;
         cx.backend.deployed = true;
         let mut details = vec![format!("applied {applied} objects: {}", counts.join(", "))];
+        for name in &secret_names {
+            details.push(format!("Secret {name} written from Vault"));
+        }
         details.extend(profile.services.keys().map(|s| {
             format!(
                 "{s}-{slot}: {} ready",

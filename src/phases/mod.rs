@@ -4,6 +4,7 @@ pub mod deploy_backend;
 pub mod deploy_frontend;
 pub mod migrate;
 pub mod not_built;
+pub mod provision;
 pub mod shift_traffic;
 pub mod validate;
 pub mod verify;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
         .map(|&id| -> Box<dyn Phase> {
             match id {
                 PhaseId::Validate => Box::new(validate::Validate),
+                PhaseId::Provision => Box::new(provision::Provision),
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::DeployFrontend => Box::new(deploy_frontend::DeployFrontend),

@@ -40,6 +40,8 @@ fn lines(v: &Validation) -> Vec<String> {
             Some(Source::EnvFile(p)) => format!("from {}", p.display()),
             Some(Source::Environment) => "from the environment".to_string(),
             Some(Source::Default) => "defaults".to_string(),
+            Some(Source::Terraform) => "from terraform outputs".to_string(),
+            Some(Source::Vault(_)) => "from Vault".to_string(),
             None => "unset".to_string(),
         };
         let item = match &c.shown {

@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub keep_snapshots: usize,
     /// How long the deploy lock lives without renewal.
     pub lock_ttl: std::time::Duration,
+    /// `--allow-destroy`: let provision apply a plan that destroys resources.
+    pub allow_destroy: bool,
 }
 
 impl Default for RunOptions {
@@ -41,6 +43,7 @@ impl Default for RunOptions {
             no_rollback: false,
             keep_snapshots: 30,
             lock_ttl: crate::k8s::lease::DEFAULT_TTL,
+            allow_destroy: false,
         }
     }
 }
@@ -90,6 +93,9 @@ pub struct Context {
     /// A rollback deploys the release a snapshot recorded, not the
     /// variables' one.
     pub release_override: Option<Release>,
+    /// The platform's secrets read from Vault at start-up, for deploy-backend
+    /// to apply; never recorded.
+    pub platform_secrets: crate::config::vault::PlatformSecrets,
     applier: OnceCell<Applier>,
     templates: OnceCell<Vec<Template>>,
 }
@@ -122,6 +128,7 @@ impl Context {
             backend: BackendState::default(),
             records: Records::default(),
             release_override: None,
+            platform_secrets: Default::default(),
             applier: OnceCell::new(),
             templates: OnceCell::new(),
         }

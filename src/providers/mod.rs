@@ -1,6 +1,8 @@
-//! HTTP clients of the services the platform runs on. Each one types the
-//! requests and responses its provider documents, and keeps the decisions
-//! (is this deployment done, how long does this rate limit last) in pure
-//! functions tested against JSON shaped as the documentation shows.
+//! Clients of the systems around the platform: command-line tools and HTTP
+//! APIs. Each one types the requests and responses its provider documents,
+//! and keeps the decisions (is this deployment done, how long does this rate
+//! limit last) in pure functions tested against what the documentation shows.
 
+pub mod terraform;
+pub mod vault;
 pub mod vercel;

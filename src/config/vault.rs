@@ -1,0 +1,287 @@
+//! Resolving `vault:<path>#<key>` references at start-up, and reading the
+//! platform's secrets the environment profile lists.
+//!
+//! It runs after the configuration loads and before any phase, so every
+//! phase sees values, `validate` checks the resolved values' formats, and a
+//! reference that cannot be resolved stops the run before anything changes:
+//! one problem per reference, all at once. One request per Vault path.
+
+use std::collections::BTreeMap;
+
+use super::env_file::{Source, Vars};
+use super::spec::{self, SPEC};
+use super::vault_ref::{self, VaultRef};
+use crate::error::{Failure, Kind, Problem};
+use crate::pipeline::PhaseId;
+use crate::providers::vault::{SERVICE_ACCOUNT_TOKEN, Vault, VaultError, key_of};
+use crate::redact;
+
+/// The platform's secrets, read from Vault: Secret name → key → value.
+/// Never serialized: the values live in memory until they are applied.
+#[derive(Default, Clone)]
+pub struct PlatformSecrets(pub BTreeMap<String, BTreeMap<String, String>>);
+
+impl std::fmt::Debug for PlatformSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: BTreeMap<&String, Vec<&String>> = self
+            .0
+            .iter()
+            .map(|(n, kv)| (n, kv.keys().collect()))
+            .collect();
+        f.debug_tuple("PlatformSecrets").field(&names).finish()
+    }
+}
+
+/// A reference to resolve, and what it is for.
+#[derive(Debug, Clone)]
+struct Wanted {
+    /// The variable, or `secrets.<Secret>.<KEY>` of the profile.
+    subject: String,
+    target: Target,
+    reference: VaultRef,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Var(&'static str),
+    Secret { name: String, key: String },
+}
+
+/// A profile's secret reference: `vault:<path>#<key>` or `<path>#<key>`.
+pub fn parse_profile_ref(value: &str) -> Result<VaultRef, String> {
+    if vault_ref::is_vault_ref(value) {
+        vault_ref::parse(value)
+    } else {
+        vault_ref::parse(&format!("vault:{value}"))
+    }
+}
+
+/// The well-formed references among the variables the selected phases (or
+/// the run itself) read. Malformed ones are left for `validate` to report.
+fn wanted_vars(vars: &Vars, selected: &[PhaseId]) -> Vec<Wanted> {
+    SPEC.iter()
+        .filter(|s| s.phases.is_empty() || s.phases.iter().any(|p| selected.contains(p)))
+        .filter(|s| !s.name.starts_with("VAULT_"))
+        .filter_map(|s| {
+            let value = vars.get(s.name)?;
+            let reference = vault_ref::parse(value).ok()?;
+            Some(Wanted {
+                subject: s.name.to_string(),
+                target: Target::Var(s.name),
+                reference,
+            })
+        })
+        .collect()
+}
+
+fn wanted_secrets(secrets: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for (name, keys) in secrets {
+        for (key, value) in keys {
+            // The profile's own check reports malformed references.
+            if let Ok(reference) = parse_profile_ref(value) {
+                out.push(Wanted {
+                    subject: format!("profile secrets.{name}.{key}"),
+                    target: Target::Secret {
+                        name: name.clone(),
+                        key: key.clone(),
+                    },
+                    reference,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What to do about a failure.
+fn fix_for(err: &VaultError, r: &VaultRef) -> String {
+    match err {
+        VaultError::Unreachable { .. } => {
+            "check VAULT_ADDR and that this machine can reach Vault, then run again".into()
+        }
+        VaultError::Denied { .. } => format!(
+            "give the token (or VAULT_ROLE's policies) read on {}, or use another token",
+            r.path
+        ),
+        VaultError::NotFound { .. } => format!(
+            "write the secret (vault kv put {} {}=...) or correct the path",
+            r.path, r.key
+        ),
+        VaultError::KeyMissing { .. } | VaultError::NotAString { .. } => format!(
+            "add the key (vault kv patch {} {}=...) or correct the key after #",
+            r.path, r.key
+        ),
+        VaultError::Login { .. } => {
+            "check VAULT_ROLE, the role's bound service account and namespace, and VAULT_SERVICE_ACCOUNT_TOKEN_FILE".into()
+        }
+        VaultError::Unexpected { .. } => "check Vault's health and the path's mount (KV v2)".into(),
+    }
+}
+
+/// Log in as the settings say.
+async fn connect(vars: &Vars) -> Result<Vault, VaultError> {
+    let addr = vars.get("VAULT_ADDR").unwrap_or_default();
+    match vars.get("VAULT_AUTH_METHOD") {
+        Some("kubernetes") => {
+            let role = vars.get("VAULT_ROLE").unwrap_or_default();
+            let file = vars
+                .get("VAULT_SERVICE_ACCOUNT_TOKEN_FILE")
+                .filter(|f| !f.is_empty())
+                .unwrap_or(SERVICE_ACCOUNT_TOKEN);
+            let jwt = std::fs::read_to_string(file).map_err(|e| VaultError::Login {
+                why: format!(
+                    "cannot read the service account token {file}: {e} (is this running in a pod?)"
+                ),
+            })?;
+            let jwt = jwt.trim();
+            redact::register("VAULT_SERVICE_ACCOUNT_TOKEN", jwt);
+            let vault = Vault::kubernetes_login(addr, role, jwt).await?;
+            redact::register("VAULT_TOKEN", vault.token());
+            Ok(vault)
+        }
+        _ => Ok(Vault::with_token(
+            addr,
+            vars.get("VAULT_TOKEN").unwrap_or_default(),
+        )),
+    }
+}
+
+/// Resolve the references of the variables the selected phases read, in
+/// place, and read the profile's platform secrets when `secrets` is given.
+/// Every value read is registered with the redactor before it is stored.
+/// Returns the platform secrets and one line per path read, for the log.
+pub async fn resolve(
+    vars: &mut Vars,
+    selected: &[PhaseId],
+    secrets: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+) -> anyhow::Result<PlatformSecrets> {
+    let mut wanted = wanted_vars(vars, selected);
+    if let Some(s) = secrets {
+        wanted.extend(wanted_secrets(s));
+    }
+    if wanted.is_empty() {
+        return Ok(PlatformSecrets::default());
+    }
+
+    let mut problems = Vec::new();
+    super::validate::vault_settings(vars, &mut problems);
+    if !problems.is_empty() {
+        return Err(Failure::with_problems(
+            Kind::Config,
+            "values are Vault references, and Vault's settings are incomplete",
+            problems,
+        )
+        .into());
+    }
+
+    let vault = connect(vars).await;
+    let mut by_path: BTreeMap<&str, Vec<&Wanted>> = BTreeMap::new();
+    for w in &wanted {
+        by_path
+            .entry(w.reference.path.as_str())
+            .or_default()
+            .push(w);
+    }
+    let mut platform = PlatformSecrets::default();
+    let mut resolved: Vec<(&'static str, String, String)> = Vec::new();
+    let problem = |w: &Wanted, e: &VaultError| Problem {
+        phase: None,
+        subject: w.subject.clone(),
+        problem: format!("vault:{}#{}: {e}", w.reference.path, w.reference.key),
+        fix: fix_for(e, &w.reference),
+    };
+    for (path, refs) in by_path {
+        let data = match &vault {
+            Ok(v) => v.read(path).await,
+            Err(e) => Err(e.clone()),
+        };
+        tracing::debug!("vault: read {path} for {} references", refs.len());
+        for w in refs {
+            let value = data
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|d| key_of(path, d, &w.reference.key));
+            match value {
+                Err(e) => problems.push(problem(w, &e)),
+                Ok(value) => match &w.target {
+                    Target::Var(name) => {
+                        // Values kept in Vault are secrets unless the spec
+                        // says the variable is not one (an address, a tag).
+                        if spec::lookup(name).is_none_or(|s| s.secret) {
+                            redact::register(name, &value);
+                        }
+                        resolved.push((name, value, path.to_string()));
+                    }
+                    Target::Secret { name, key } => {
+                        redact::register(key, &value);
+                        platform
+                            .0
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(key.clone(), value);
+                    }
+                },
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        return Err(Failure::with_problems(
+            Kind::Config,
+            format!(
+                "{n} Vault reference{} cannot be resolved; nothing was changed",
+                if n == 1 { "" } else { "s" }
+            ),
+            problems,
+        )
+        .into());
+    }
+    for (name, value, path) in resolved {
+        vars.set(name, value, Source::Vault(path));
+    }
+    Ok(platform)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_references_take_the_prefix_or_not() {
+        let a = parse_profile_ref("secret/maily/staging#database_url").unwrap();
+        let b = parse_profile_ref("vault:secret/maily/staging#database_url").unwrap();
+        assert_eq!(a, b);
+        assert!(parse_profile_ref("secret/maily/staging").is_err());
+    }
+
+    #[test]
+    fn only_the_selected_phases_references_are_wanted() {
+        let mut vars = Vars::default();
+        vars.set(
+            "VERCEL_TOKEN",
+            "vault:secret/maily#vercel".into(),
+            Source::Environment,
+        );
+        vars.set(
+            "DATABASE_URL",
+            "vault:secret/maily#database_url".into(),
+            Source::Environment,
+        );
+        vars.set("REDIS_URL", "vault:bad".into(), Source::Environment);
+        let w = wanted_vars(&vars, &[PhaseId::Migrate, PhaseId::Verify]);
+        let names: Vec<&str> = w.iter().map(|w| w.subject.as_str()).collect();
+        assert_eq!(names, ["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn platform_secrets_never_print_their_values() {
+        let mut p = PlatformSecrets::default();
+        p.0.entry("maily-platform-secrets".into())
+            .or_default()
+            .insert("DATABASE_URL".into(), "postgres://x:hunter2@db/m".into());
+        let shown = format!("{p:?}");
+        assert!(shown.contains("DATABASE_URL"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,516 @@
+//! The Terraform CLI driver (OpenTofu's `tofu` takes the same commands).
+//!
+//! The decisions are pure functions (which command lines, what an exit code
+//! of `plan -detailed-exitcode` means, what a saved plan would do, which
+//! outputs fill which variables), unit-tested here; [`Terraform`] only runs
+//! the commands, streams their output to the log with a prefix, and brings
+//! the exit status and stderr back into the error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::config::Vars;
+use crate::config::spec;
+use crate::error::{Kind, fail};
+
+/// The saved plan's file name, inside the Terraform directory. `apply` takes
+/// only this file, so what is applied is exactly what was planned.
+pub const PLAN_FILE: &str = "maily-deploy.tfplan";
+
+/// The command lines of the steps, as argv after the executable.
+pub mod args {
+    use super::PLAN_FILE;
+
+    pub fn init() -> Vec<String> {
+        strings(&["init", "-input=false", "-no-color"])
+    }
+    pub fn workspace_select(workspace: &str) -> Vec<String> {
+        strings(&["workspace", "select", workspace])
+    }
+    pub fn workspace_new(workspace: &str) -> Vec<String> {
+        strings(&["workspace", "new", workspace])
+    }
+    pub fn plan() -> Vec<String> {
+        vec![
+            "plan".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            format!("-out={PLAN_FILE}"),
+            "-detailed-exitcode".into(),
+        ]
+    }
+    pub fn show_plan() -> Vec<String> {
+        strings(&["show", "-json", PLAN_FILE])
+    }
+    pub fn apply() -> Vec<String> {
+        strings(&["apply", "-input=false", "-no-color", PLAN_FILE])
+    }
+    pub fn output() -> Vec<String> {
+        strings(&["output", "-json"])
+    }
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// What `plan -detailed-exitcode` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanExit {
+    /// Exit 0: succeeded, the infrastructure matches the configuration.
+    NoChanges,
+    /// Exit 2: succeeded, and there are changes to apply.
+    Changes,
+    /// Exit 1 (or anything else, or a signal): the plan failed.
+    Failed,
+}
+
+/// The meaning of `plan -detailed-exitcode`'s status: 0 no changes, 1 error,
+/// 2 changes present (Terraform's documented contract).
+pub fn plan_exit(code: Option<i32>) -> PlanExit {
+    match code {
+        Some(0) => PlanExit::NoChanges,
+        Some(2) => PlanExit::Changes,
+        _ => PlanExit::Failed,
+    }
+}
+
+/// What a saved plan would do, counted as `Plan: N to add, M to change, K to
+/// destroy.` counts it (a replacement is one add and one destroy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl PlanSummary {
+    pub fn is_empty(&self) -> bool {
+        self.add == 0 && self.change == 0 && self.destroy == 0
+    }
+}
+
+impl std::fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct ShowJson {
+    #[serde(default)]
+    resource_changes: Vec<ResourceChange>,
+}
+
+#[derive(Deserialize)]
+struct ResourceChange {
+    #[serde(default)]
+    address: String,
+    change: Change,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    actions: Vec<String>,
+}
+
+/// The summary and the addresses to be destroyed, from `terraform show -json
+/// <planfile>`'s `resource_changes[].change.actions` (`no-op`, `create`,
+/// `read`, `update`, `delete`, and `["delete","create"]` or
+/// `["create","delete"]` for a replacement).
+pub fn summarize_plan(show_json: &str) -> anyhow::Result<(PlanSummary, Vec<String>)> {
+    let plan: ShowJson = serde_json::from_str(show_json)
+        .map_err(|e| anyhow::anyhow!("terraform show -json gave no plan JSON: {e}"))?;
+    let mut s = PlanSummary::default();
+    let mut destroyed = Vec::new();
+    for rc in plan.resource_changes {
+        let has = |a: &str| rc.change.actions.iter().any(|x| x == a);
+        if has("create") {
+            s.add += 1;
+        }
+        if has("update") {
+            s.change += 1;
+        }
+        if has("delete") {
+            s.destroy += 1;
+            destroyed.push(rc.address.clone());
+        }
+    }
+    Ok((s, destroyed))
+}
+
+/// One output of `terraform output -json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TfOutput {
+    #[serde(default)]
+    pub sensitive: bool,
+    pub value: serde_json::Value,
+}
+
+/// `terraform output -json`: an object of `{"<name>": {"sensitive": bool,
+/// "type": ..., "value": ...}}`.
+pub fn parse_outputs(json: &str) -> anyhow::Result<BTreeMap<String, TfOutput>> {
+    serde_json::from_str(json)
+        .map_err(|e| anyhow::anyhow!("terraform output -json gave no outputs JSON: {e}"))
+}
+
+/// A variable an output fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub variable: &'static str,
+    pub value: String,
+    /// Sensitive in Terraform, or a secret in the spec.
+    pub secret: bool,
+}
+
+/// The variables of the spec that outputs fill: an output named like a
+/// variable (`database_url` → `DATABASE_URL`) whose value is a string,
+/// number or boolean, for a variable that is unset or empty. A value already
+/// set wins: the operator's word beats the infrastructure's.
+pub fn fills(outputs: &BTreeMap<String, TfOutput>, vars: &Vars) -> Vec<Fill> {
+    let mut out = Vec::new();
+    for (name, o) in outputs {
+        let Some(spec) = spec::lookup(&name.to_ascii_uppercase()) else {
+            continue;
+        };
+        if vars.get(spec.name).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        let value = match &o.value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        out.push(Fill {
+            variable: spec.name,
+            value,
+            secret: o.sensitive || spec.secret,
+        });
+    }
+    out
+}
+
+/// The last lines of a command's stderr, for an error message.
+pub fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(20);
+    lines[start..].join("\n")
+}
+
+/// How a command ended.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub code: Option<i32>,
+    /// stdout, when captured rather than streamed.
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The Terraform executable in its directory.
+#[derive(Debug, Clone)]
+pub struct Terraform {
+    pub bin: String,
+    pub dir: PathBuf,
+}
+
+impl Terraform {
+    pub fn new(bin: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Terraform {
+            bin: bin.into(),
+            dir: dir.into(),
+        }
+    }
+
+    pub fn plan_file(&self) -> PathBuf {
+        self.dir.join(PLAN_FILE)
+    }
+
+    /// Run `terraform <args>` in the directory, streaming stdout (unless
+    /// `capture`) and stderr to the log, each line prefixed `terraform
+    /// <subcommand>:`. Captured stdout (JSON that may hold sensitive values)
+    /// is never logged. The process environment is passed on as it is, so
+    /// credentials reach terraform without the tool ever reading them.
+    pub async fn run(&self, args: &[String], capture: bool) -> anyhow::Result<Ran> {
+        let sub = args.first().map(String::as_str).unwrap_or("");
+        let mut child = tokio::process::Command::new(&self.bin)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    fail(
+                        Kind::Config,
+                        format!(
+                            "TERRAFORM_BIN {} is not found on PATH; install terraform (or OpenTofu), or set TERRAFORM_BIN to its path",
+                            self.bin
+                        ),
+                    )
+                } else {
+                    fail(
+                        Kind::PhaseFailed,
+                        format!("cannot start {} {sub}: {e}", self.bin),
+                    )
+                }
+            })?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let prefix = format!("terraform {sub}");
+        let (out, err, status) = tokio::join!(
+            read_lines(stdout, (!capture).then_some(prefix.as_str()), false),
+            read_lines(stderr, Some(prefix.as_str()), true),
+            child.wait()
+        );
+        let status = status.map_err(|e| anyhow::anyhow!("waiting for {} {sub}: {e}", self.bin))?;
+        Ok(Ran {
+            code: status.code(),
+            stdout: out,
+            stderr: err,
+        })
+    }
+
+    /// Run and require exit 0; otherwise a phase failure with the status and
+    /// stderr.
+    pub async fn run_ok(&self, args: &[String], capture: bool) -> anyhow::Result<Ran> {
+        let ran = self.run(args, capture).await?;
+        if ran.code == Some(0) {
+            Ok(ran)
+        } else {
+            Err(self.failed(args, &ran))
+        }
+    }
+
+    /// The error for a command that failed.
+    pub fn failed(&self, args: &[String], ran: &Ran) -> anyhow::Error {
+        let status = match ran.code {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".into(),
+        };
+        fail(
+            Kind::PhaseFailed,
+            format!(
+                "{} {} failed ({status}) in {}: {}",
+                self.bin,
+                args.join(" "),
+                self.dir.display(),
+                stderr_tail(&ran.stderr)
+            ),
+        )
+    }
+
+    /// Select the workspace, creating it when it does not exist; returns
+    /// whether it was created.
+    pub async fn use_workspace(&self, workspace: &str) -> anyhow::Result<bool> {
+        let select = args::workspace_select(workspace);
+        let ran = self.run(&select, false).await?;
+        if ran.code == Some(0) {
+            return Ok(false);
+        }
+        let new = args::workspace_new(workspace);
+        let created = self.run(&new, false).await?;
+        if created.code == Some(0) {
+            Ok(true)
+        } else {
+            // Select may have failed for another reason than a missing
+            // workspace (a backend it cannot reach): say both.
+            let both = Ran {
+                stderr: format!(
+                    "{}\n(workspace select said: {})",
+                    created.stderr.trim_end(),
+                    stderr_tail(&ran.stderr)
+                ),
+                ..created
+            };
+            Err(self.failed(&new, &both))
+        }
+    }
+
+    /// Whether the workspace exists, without creating it (`workspace list`).
+    pub async fn has_workspace(&self, workspace: &str) -> anyhow::Result<bool> {
+        let list = vec!["workspace".to_string(), "list".to_string()];
+        let ran = self.run_ok(&list, true).await?;
+        Ok(workspace_listed(&ran.stdout, workspace))
+    }
+
+    /// Remove the saved plan (it may hold sensitive values).
+    pub fn remove_plan(&self) {
+        let _ = std::fs::remove_file(self.plan_file());
+    }
+}
+
+/// Whether `terraform workspace list` output names the workspace (the
+/// current one is marked `* `).
+pub fn workspace_listed(list: &str, workspace: &str) -> bool {
+    list.lines()
+        .map(|l| l.trim().trim_start_matches('*').trim())
+        .any(|l| l == workspace)
+}
+
+/// Read a stream to its end, logging each line (stdout at info, seen with
+/// `-v`; stderr, where terraform reports errors and warnings, at warn).
+async fn read_lines<R: AsyncRead + Unpin>(
+    reader: R,
+    log_prefix: Option<&str>,
+    is_stderr: bool,
+) -> String {
+    let mut lines = BufReader::new(reader).lines();
+    let mut all = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(prefix) = log_prefix
+            && !line.trim().is_empty()
+        {
+            if is_stderr {
+                tracing::warn!("{prefix}: {line}");
+            } else {
+                tracing::info!("{prefix}: {line}");
+            }
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    all
+}
+
+/// The directory, checked before anything runs.
+pub fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(fail(
+            Kind::Config,
+            format!(
+                "TERRAFORM_DIR {} is not a directory; set TERRAFORM_DIR to the folder of the Terraform configuration, or skip provision with --skip-provision",
+                dir.display()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+
+    #[test]
+    fn detailed_exitcode_means_what_terraform_documents() {
+        assert_eq!(plan_exit(Some(0)), PlanExit::NoChanges);
+        assert_eq!(plan_exit(Some(2)), PlanExit::Changes);
+        assert_eq!(plan_exit(Some(1)), PlanExit::Failed);
+        assert_eq!(plan_exit(None), PlanExit::Failed);
+    }
+
+    #[test]
+    fn the_plan_summary_counts_replacements_as_add_and_destroy() {
+        let json = r#"{"format_version":"1.2","resource_changes":[
+            {"address":"aws_db_instance.main","change":{"actions":["update"]}},
+            {"address":"aws_s3_bucket.backups","change":{"actions":["create"]}},
+            {"address":"aws_instance.old","change":{"actions":["delete"]}},
+            {"address":"aws_instance.web","change":{"actions":["delete","create"]}},
+            {"address":"data.aws_ami.x","change":{"actions":["read"]}},
+            {"address":"aws_vpc.main","change":{"actions":["no-op"]}}
+        ]}"#;
+        let (s, destroyed) = summarize_plan(json).unwrap();
+        assert_eq!(
+            s,
+            PlanSummary {
+                add: 2,
+                change: 1,
+                destroy: 2
+            }
+        );
+        assert_eq!(s.to_string(), "2 to add, 1 to change, 2 to destroy");
+        assert_eq!(destroyed, ["aws_instance.old", "aws_instance.web"]);
+    }
+
+    #[test]
+    fn a_plan_without_resource_changes_is_empty() {
+        let (s, _) = summarize_plan(r#"{"format_version":"1.2"}"#).unwrap();
+        assert!(s.is_empty());
+        assert!(summarize_plan("not json").is_err());
+    }
+
+    #[test]
+    fn outputs_fill_unset_variables_of_the_spec_only() {
+        let outputs = parse_outputs(
+            r#"{
+              "database_url": {"sensitive": true, "type": "string", "value": "postgres://u:p@db/maily"},
+              "redis_url": {"sensitive": false, "type": "string", "value": "rediss://cache:6380/0"},
+              "image_tag": {"sensitive": false, "type": "string", "value": "v9"},
+              "vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"},
+              "grafana_url": {"sensitive": false, "type": ["list","string"], "value": ["a"]}
+            }"#,
+        )
+        .unwrap();
+        let mut vars = Vars::default();
+        vars.set("IMAGE_TAG", "v1".into(), Source::Environment);
+        vars.set("REDIS_URL", String::new(), Source::Environment);
+        let f = fills(&outputs, &vars);
+        assert_eq!(
+            f,
+            vec![
+                Fill {
+                    variable: "DATABASE_URL",
+                    value: "postgres://u:p@db/maily".into(),
+                    secret: true
+                },
+                Fill {
+                    variable: "REDIS_URL",
+                    value: "rediss://cache:6380/0".into(),
+                    // not sensitive in terraform, but a secret in the spec
+                    secret: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn command_lines_apply_only_the_saved_plan() {
+        assert_eq!(args::init().join(" "), "init -input=false -no-color");
+        assert_eq!(
+            args::plan().join(" "),
+            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode"
+        );
+        assert_eq!(
+            args::apply().join(" "),
+            "apply -input=false -no-color maily-deploy.tfplan"
+        );
+        assert_eq!(
+            args::workspace_select("staging").join(" "),
+            "workspace select staging"
+        );
+        assert_eq!(
+            args::workspace_new("staging").join(" "),
+            "workspace new staging"
+        );
+    }
+
+    #[test]
+    fn workspace_list_marks_the_current_one() {
+        let list = "  default\n* production\n  staging\n";
+        assert!(workspace_listed(list, "staging"));
+        assert!(workspace_listed(list, "production"));
+        assert!(!workspace_listed(list, "prod"));
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines() {
+        let long: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let t = stderr_tail(&long);
+        assert!(t.starts_with("line 10"));
+        assert!(t.ends_with("line 29"));
+    }
+}
