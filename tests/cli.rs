@@ -241,7 +241,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
             ("migrate", "planned"),
             ("deploy-backend", "planned"),
             ("deploy-frontend", "planned"),
-            ("configure-ai", "not_implemented"),
+            ("configure-ai", "planned"),
             ("monitor", "not_implemented"),
             ("verify", "planned"),
             ("shift-traffic", "planned"),
@@ -258,7 +258,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
         .code(exit_code::NOT_IMPLEMENTED)
         .stdout(predicate::str::contains("dry run: nothing will be changed"))
         .stdout(predicate::str::contains("validate → provision → migrate → deploy-backend → deploy-frontend → configure-ai → monitor → verify → shift-traffic"))
-        .stdout(predicate::str::contains("not implemented yet (--skip-ai to skip)"))
+        .stdout(predicate::str::contains("not implemented yet (--skip-monitor to skip)"))
         .stdout(predicate::str::contains("infrastructure changes unknown: terraform cannot run here"))
         .stdout(predicate::str::contains("pending migrations unknown: the database cannot be reached"))
         .stdout(predicate::str::contains("idle slot unknown (cannot read the cluster"))
@@ -288,7 +288,7 @@ fn a_real_run_refuses_before_anything_when_a_phase_is_not_built() {
         .code(exit_code::NOT_IMPLEMENTED)
         .stderr(predicate::str::contains("refusing to start"))
         .stderr(predicate::str::contains("nothing was changed"))
-        .stderr(predicate::str::contains("--skip-ai"));
+        .stderr(predicate::str::contains("--skip-monitor"));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Where ID's release still runs in the idle slot, one switch; otherwise it
 //! is rendered from the templates its snapshot kept, applied to the idle
-//! slot, waited for, and switched. The rollback is itself a deployment,
+//! slot (the AI services with the AI config the snapshot recorded), waited
+//! for, and switched. The rollback is itself a deployment,
 //! with its own id, lock and snapshot. The database is left alone.
 
 use super::cluster;
@@ -13,6 +14,7 @@ use crate::k8s::live;
 use crate::k8s::manifest::Scope;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output::{self, OutputOptions};
+use crate::phases::configure_ai::{self, ConfigureAi};
 use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
 use crate::pipeline::lifecycle::ClusterLifecycle;
@@ -133,7 +135,27 @@ pub async fn run(
             (vec![Box::new(ShiftTraffic)], slot)
         }
         RollbackPlan::Redeploy { slot } => {
-            (vec![Box::new(DeployBackend), Box::new(ShiftTraffic)], slot)
+            // The AI services come back with the config they ran with, from
+            // the snapshot, without asking the providers again.
+            match target.ai_config.as_ref().and_then(configure_ai::recorded) {
+                Some(config) if profile.ai_services().next().is_some() => {
+                    cx.selection = cluster::only(&[
+                        PhaseId::DeployBackend,
+                        PhaseId::ConfigureAi,
+                        PhaseId::ShiftTraffic,
+                    ]);
+                    cx.records.ai_config = target.ai_config.clone();
+                    (
+                        vec![
+                            Box::new(DeployBackend),
+                            Box::new(ConfigureAi::restore(config)),
+                            Box::new(ShiftTraffic),
+                        ],
+                        slot,
+                    )
+                }
+                _ => (vec![Box::new(DeployBackend), Box::new(ShiftTraffic)], slot),
+            }
         }
     };
     cx.backend.target_slot = Some(slot);

@@ -1,5 +1,6 @@
 //! Configuration: env files, the variable spec, profiles and validation.
 
+pub mod ai;
 pub mod env_file;
 pub mod format;
 pub mod profile;

@@ -35,6 +35,10 @@ pub struct Service {
     /// Path prefix of an http service on the API domain; `/<name>` when absent.
     #[serde(default)]
     pub path: Option<String>,
+    /// An AI service: deployed by configure-ai (with the slot's AI config)
+    /// instead of deploy-backend, into the same idle slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ai: bool,
 }
 
 /// The Gateway API Gateway the routes attach to (cluster infrastructure,
@@ -110,6 +114,10 @@ pub struct Profile {
     /// them from Vault and applies them as Secrets in the namespace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// The AI configuration (providers, task models, fallback, limits),
+    /// checked by `config::ai`; required when a service is `ai: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<serde_json::Value>,
 }
 
 impl Profile {
@@ -121,9 +129,56 @@ impl Profile {
             .unwrap_or(self.replicas)
     }
 
+    /// The checked AI configuration; `None` without an `ai:` section (a
+    /// loaded profile's section is known to be valid).
+    pub fn ai_config(&self) -> Option<crate::config::ai::AiConfig> {
+        self.ai
+            .as_ref()
+            .and_then(|raw| crate::config::ai::parse(raw, "profile").ok())
+    }
+
+    /// Whether a service is an AI service (configure-ai deploys it).
+    pub fn is_ai(&self, service: &str) -> bool {
+        self.services.get(service).is_some_and(|s| s.ai)
+    }
+
+    /// The services deploy-backend deploys: all but the AI ones.
+    pub fn backend_services(&self) -> impl Iterator<Item = (&String, &Service)> {
+        self.services.iter().filter(|(_, s)| !s.ai)
+    }
+
+    /// This profile without its AI services: what deploy-backend deploys.
+    pub fn without_ai(&self) -> Profile {
+        let mut p = self.clone();
+        p.services.retain(|_, s| !s.ai);
+        p
+    }
+
+    /// The AI services, which configure-ai deploys.
+    pub fn ai_services(&self) -> impl Iterator<Item = (&String, &Service)> {
+        self.services.iter().filter(|(_, s)| s.ai)
+    }
+
     /// Every problem with the profile's values, not just the first.
     pub fn problems(&self, file: &str) -> Vec<Problem> {
         let mut out = Vec::new();
+        match &self.ai {
+            Some(raw) => {
+                if let Err(problems) = crate::config::ai::parse(raw, file) {
+                    out.extend(problems);
+                }
+            }
+            None => {
+                if let Some((name, _)) = self.ai_services().next() {
+                    out.push(Problem {
+                        phase: None,
+                        subject: format!("{file}: services.{name}.ai"),
+                        problem: "marks an AI service, but the profile has no ai: section".into(),
+                        fix: "add the ai: section (providers, tasks, fallback)".into(),
+                    });
+                }
+            }
+        }
         let mut bad = |field: &str, problem: String, fix: &str| {
             out.push(Problem {
                 phase: None,

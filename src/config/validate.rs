@@ -60,6 +60,13 @@ pub fn terraform_provides(vars: &Vars) -> Vec<String> {
 
 /// Validate the variables that `selected` phases need.
 pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
+    validate_except(vars, selected, &[])
+}
+
+/// Validate as [`validate`] does, without asking for the variables in
+/// `unneeded`: what the profile makes unnecessary (the key of an AI
+/// provider it turns off). A value given for one is still checked.
+pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> Validation {
     let mut out = Validation::default();
     // Variables provision's terraform outputs will fill are not asked for
     // when provision runs first; provision then requires them.
@@ -96,7 +103,10 @@ pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
             shown: entry.map(|e| shown(spec, &e.value)),
         });
         let Some(entry) = entry else {
-            if spec.need == Need::Required && !provided.iter().any(|p| p == spec.name) {
+            if spec.need == Need::Required
+                && !provided.iter().any(|p| p == spec.name)
+                && !unneeded.contains(&spec.name)
+            {
                 let needed_by: Vec<&str> = readers.iter().map(|p| p.as_str()).collect();
                 out.problems.push(Problem {
                     phase,
@@ -345,5 +355,18 @@ mod tests {
         let vars = vars_with(&[("VAULT_TOKEN", "vault:secret/x#token")]);
         let v = validate(&vars, &[PhaseId::Validate]);
         assert!(v.problems.iter().any(|p| p.subject == "VAULT_TOKEN" && p.problem.contains("cannot come from Vault")));
+    }
+
+    #[test]
+    fn the_key_of_an_ai_provider_that_is_off_is_not_asked_for() {
+        let vars = vars_with(&[("OPENAI_API_KEY", ""), ("GOOGLE_API_KEY", "")]);
+        let subjects = |v: &Validation| -> Vec<String> {
+            v.problems.iter().map(|p| p.subject.clone()).collect()
+        };
+        let all = validate(&vars, &[PhaseId::ConfigureAi]);
+        assert!(subjects(&all).contains(&"GOOGLE_API_KEY".to_string()));
+        let some = validate_except(&vars, &[PhaseId::ConfigureAi], &["GOOGLE_API_KEY"]);
+        assert!(!subjects(&some).contains(&"GOOGLE_API_KEY".to_string()));
+        assert!(subjects(&some).contains(&"OPENAI_API_KEY".to_string()));
     }
 }

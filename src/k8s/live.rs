@@ -68,9 +68,35 @@ pub enum Active {
 
 impl PlatformState {
     pub fn active(&self) -> Active {
+        let switched: Vec<Slot> = self.services.values().filter_map(|s| s.active).collect();
+        // A service users have never reached is new (an AI service
+        // configure-ai has not deployed yet, or only to the idle slot, or
+        // left there by a failed run): it joins at the next switch and says
+        // nothing about an interrupted one. Only when the run that wrote the
+        // serving slot of the switched services also wrote its Deployment
+        // there is it a first switch caught half-way.
+        let serving = switched.first().copied();
+        let serving_runs: Vec<&str> = serving
+            .map(|slot| {
+                self.services
+                    .values()
+                    .filter(|s| s.active.is_some())
+                    .filter_map(|s| s.slots.get(&slot)?.deployment_id.as_deref())
+                    .collect()
+            })
+            .unwrap_or_default();
         let actives: BTreeMap<String, Option<Slot>> = self
             .services
             .iter()
+            .filter(|(_, s)| {
+                s.active.is_some()
+                    || serving.is_none_or(|slot| {
+                        s.slots
+                            .get(&slot)
+                            .and_then(|st| st.deployment_id.as_deref())
+                            .is_some_and(|id| serving_runs.contains(&id))
+                    })
+            })
             .map(|(name, s)| (name.clone(), s.active))
             .collect();
         let mut distinct: Vec<Option<Slot>> = actives.values().copied().collect();
@@ -312,6 +338,7 @@ mod tests {
             },
             verify: Default::default(),
             secrets: Default::default(),
+            ai: None,
             services: [
                 (
                     "api".to_string(),
@@ -320,6 +347,7 @@ mod tests {
                         replicas: None,
                         image: None,
                         path: Some("/".into()),
+                        ai: false,
                     },
                 ),
                 (
@@ -329,6 +357,7 @@ mod tests {
                         replicas: Some(3),
                         image: None,
                         path: None,
+                        ai: false,
                     },
                 ),
             ]
@@ -409,6 +438,50 @@ mod tests {
         let err = s.target_slot().unwrap_err();
         assert!(err.contains("api=green, workers=blue"), "{err}");
         assert!(err.contains("rollback"), "{err}");
+    }
+
+    #[test]
+    fn a_service_not_yet_deployed_or_only_in_the_idle_slot_is_no_half_switch() {
+        let mut p = profile();
+        p.services.insert(
+            "ai-orchestrator".into(),
+            Service {
+                kind: ServiceKind::Http,
+                replicas: None,
+                image: None,
+                path: None,
+                ai: true,
+            },
+        );
+        let live = [
+            deployment("api-blue", "r/maily-api:v1", 2),
+            deployment("workers-blue", "r/maily-workers:v1", 3),
+        ];
+        let s = state_from(&p, &live, &[service("api", "blue")], &[]);
+        assert_eq!(s.active(), Active::Slot(Slot::Blue), "never deployed");
+        let mut idle_only = live.to_vec();
+        idle_only.push(deployment("ai-orchestrator-green", "r/ai:v2", 1));
+        let s = state_from(&p, &idle_only, &[service("api", "blue")], &[]);
+        assert_eq!(
+            s.target_slot(),
+            Ok(Slot::Green),
+            "deployed to the idle slot only"
+        );
+        let mut stale = live.to_vec();
+        stale.push(deployment("ai-orchestrator-blue", "r/ai:v0", 1));
+        let s = state_from(&p, &stale, &[service("api", "blue")], &[]);
+        assert_eq!(
+            s.active(),
+            Active::Slot(Slot::Blue),
+            "left in the serving slot by an earlier run, never switched to"
+        );
+        let mut serving = live.to_vec();
+        serving.push(deployment("ai-orchestrator-blue", "r/ai:v1", 2));
+        let s = state_from(&p, &serving, &[service("api", "blue")], &[]);
+        assert!(
+            matches!(s.active(), Active::Mixed(_)),
+            "written by the run that switched the others, never switched to: a half switch"
+        );
     }
 
     #[test]

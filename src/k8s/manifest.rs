@@ -26,6 +26,9 @@ pub enum Scope {
     Slot,
     /// `slot-http/`: once per http service and slot.
     SlotHttp,
+    /// `slot-ai/`: once per slot when the profile has AI services (the AI
+    /// config's ConfigMap); applied by configure-ai.
+    SlotAi,
     /// `route/`: once per http service (stable Service, HTTPRoute); owned by shift-traffic.
     Route,
     /// `bootstrap/`: the deployer's own RBAC, applied once by a cluster
@@ -34,10 +37,11 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Platform,
         Scope::Slot,
         Scope::SlotHttp,
+        Scope::SlotAi,
         Scope::Route,
         Scope::Bootstrap,
     ];
@@ -47,6 +51,7 @@ impl Scope {
             Scope::Platform => "platform",
             Scope::Slot => "slot",
             Scope::SlotHttp => "slot-http",
+            Scope::SlotAi => "slot-ai",
             Scope::Route => "route",
             Scope::Bootstrap => "bootstrap",
         }

@@ -96,6 +96,22 @@ pub fn for_slot(release: &Release, profile: &Profile, service: &str, slot: Slot)
     v
 }
 
+/// Values of a slot's AI ConfigMap (`slot-ai/`): the config as one JSON
+/// text, quoted so that YAML reads it as a string.
+pub fn for_ai_config(
+    release: &Release,
+    profile: &Profile,
+    slot: Slot,
+    config: &serde_json::Value,
+) -> Values {
+    let mut v = common(release, profile);
+    let json = serde_json::to_string(config).expect("JSON serializes");
+    // A JSON string literal is a valid YAML double-quoted scalar.
+    let quoted = serde_json::to_string(&json).expect("a string serializes");
+    v.extend([("SLOT", slot.to_string()), ("AI_CONFIG_JSON", quoted)]);
+    v
+}
+
 /// Values of an http service's route templates.
 pub fn for_route(
     release: &Release,
@@ -184,13 +200,13 @@ mod tests {
                     .filter(|(_, o)| o["kind"] == "Deployment")
                     .map(|(_, o)| o["metadata"]["name"].as_str().unwrap())
                     .collect();
-                assert_eq!(deployments.len(), 6, "{env} {slot}: {deployments:?}");
+                assert_eq!(deployments.len(), 8, "{env} {slot}: {deployments:?}");
                 assert!(deployments.iter().all(|d| d.ends_with(&format!("-{slot}"))));
                 let routes = objects
                     .iter()
                     .filter(|(_, o)| o["kind"] == "HTTPRoute")
                     .count();
-                assert_eq!(routes, 5, "one route per http service");
+                assert_eq!(routes, 6, "one route per http service");
             }
         }
     }
@@ -217,12 +233,13 @@ mod tests {
                 assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
             }
             assert_eq!(o["spec"]["progressDeadlineSeconds"], 600);
-            let expected = if name.starts_with("workers-") { 0 } else { 1 };
+            let worker = o["metadata"]["labels"]["maily.ai/kind"] == "worker";
+            let expected = if worker { 0 } else { 1 };
             assert!(
                 o["spec"]["replicas"].as_i64().unwrap() >= expected,
                 "{name}"
             );
-            if name.starts_with("workers-") {
+            if worker {
                 assert_eq!(o["spec"]["replicas"], 0, "an idle worker must not consume");
             }
         }

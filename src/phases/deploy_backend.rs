@@ -5,6 +5,9 @@
 //! waits for every rollout at once; a pod that reports ErrImagePull,
 //! ImagePullBackOff, CrashLoopBackOff or CreateContainerConfigError, or a
 //! Deployment past its progress deadline, fails the phase at once.
+//!
+//! The AI services of the profile (`ai: true`) are not this phase's:
+//! configure-ai deploys them, with their config, into the same slot.
 
 use std::time::Duration;
 
@@ -39,7 +42,12 @@ pub fn objects_for(
     .into_iter()
     .map(|(_, o)| o)
     .collect();
-    out.extend(slot_objects(templates, profile, release, slot)?);
+    out.extend(slot_objects(
+        templates,
+        &profile.without_ai(),
+        release,
+        slot,
+    )?);
     Ok(out)
 }
 
@@ -214,15 +222,16 @@ impl Phase for DeployBackend {
                 keys.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
-        for name in cx.config.profile.services.keys() {
+        let backend = cx.config.profile.without_ai();
+        for name in backend.services.keys() {
             steps.push(format!(
                 "{name}-{slot}: {}",
-                values::image_of(&release, &cx.config.profile, name)
+                values::image_of(&release, &backend, name)
             ));
         }
         steps.push(format!(
             "wait for {} rollouts (fail fast on image pull, crash loop, config errors; deadline {})",
-            cx.config.profile.services.len(),
+            backend.services.len(),
             humantime::format_duration(release.rollout_timeout())
         ));
         Ok(PhasePlan {
@@ -259,6 +268,8 @@ impl Phase for DeployBackend {
         let applied = applier.apply_all(objects).await?;
         cx.backend.target_slot = Some(slot);
 
+        // The AI services are configure-ai's.
+        let profile = profile.without_ai();
         let names = deployment_names(&profile, slot);
         // The controller reports a missed deadline itself; the margin only
         // guards against a controller that never answers.

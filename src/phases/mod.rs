@@ -1,5 +1,6 @@
 //! One module per phase. `all` is the pipeline, in order.
 
+pub mod configure_ai;
 pub mod deploy_backend;
 pub mod deploy_frontend;
 pub mod migrate;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::DeployFrontend => Box::new(deploy_frontend::DeployFrontend),
+                PhaseId::ConfigureAi => Box::new(configure_ai::ConfigureAi::default()),
                 PhaseId::Verify => Box::new(verify::Verify),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
                 other => Box::new(not_built::NotBuilt(other)),

@@ -38,6 +38,9 @@ async fn target(cx: &Context) -> anyhow::Result<Slot> {
     let missing: Vec<String> = state
         .services
         .iter()
+        // AI services users never reached join only when the slot runs them
+        // (see `switched_profile`).
+        .filter(|(name, s)| !(cx.config.profile.is_ai(name) && s.active.is_none()))
         .filter(|(name, s)| {
             s.image_in(slot) != Some(values::image_of(&release, &cx.config.profile, name).as_str())
         })
@@ -54,6 +57,46 @@ async fn target(cx: &Context) -> anyhow::Result<Slot> {
         ));
     }
     Ok(slot)
+}
+
+/// The profile of the services this switch moves: every service, but the
+/// AI services users have never reached and that the target slot does not
+/// run at this release (configure-ai not run yet on this environment). An
+/// AI service users reach whose target slot does not run this release is
+/// refused before anything changes: the switch would strand it on the old
+/// slot or move it to old code.
+async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::config::Profile> {
+    let profile = &cx.config.profile;
+    if profile.ai_services().next().is_none() {
+        return Ok(profile.clone());
+    }
+    let state = live::read(cx.applier().await?, profile).await?;
+    let release = cx.release()?;
+    let mut out = profile.clone();
+    let mut stale = Vec::new();
+    for (name, _) in profile.ai_services() {
+        let live = state.services.get(name);
+        let have = live.and_then(|s| s.image_in(slot));
+        if have == Some(values::image_of(&release, profile, name).as_str()) {
+            continue;
+        }
+        if live.is_some_and(|s| s.active.is_some()) {
+            stale.push(format!("{name}-{slot} ({})", have.unwrap_or("nothing")));
+        } else {
+            out.services.remove(name);
+        }
+    }
+    if !stale.is_empty() {
+        return Err(fail(
+            Kind::PhaseFailed,
+            format!(
+                "the AI services users reach would be left behind: the slot {slot} does not run {} for {}; run configure-ai in the same run (drop --skip-ai)",
+                release.image_tag,
+                stale.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -106,7 +149,7 @@ impl Phase for ShiftTraffic {
         deploy_frontend::prepare_promotion(cx).await?;
         let release = cx.release()?;
         let applier = cx.applier().await?.clone();
-        let profile = cx.config.profile.clone();
+        let profile = switched_profile(cx, slot).await?;
         cx.backend.target_slot = Some(slot);
 
         // From the first worker scaled up, users see the new version (it

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use crate::config::Source;
-use crate::config::validate::{Validation, validate};
+use crate::config::validate::{Validation, validate_except};
 use crate::error::{Failure, Kind};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
@@ -14,7 +14,14 @@ pub struct Validate;
 
 fn check(cx: &Context) -> anyhow::Result<Validation> {
     let selected = cx.selection.selected();
-    let v = validate(&cx.config.vars, &selected);
+    // An AI provider the profile turns off needs no key.
+    let unneeded = cx
+        .config
+        .profile
+        .ai_config()
+        .map(|c| c.unneeded_vars())
+        .unwrap_or_default();
+    let v = validate_except(&cx.config.vars, &selected, &unneeded);
     if v.problems.is_empty() {
         Ok(v)
     } else {

@@ -66,7 +66,12 @@ impl ClusterLifecycle {
 /// slot and route objects again.
 fn kept_templates(all: &[Template]) -> Vec<Template> {
     all.iter()
-        .filter(|t| matches!(t.scope, Scope::Slot | Scope::SlotHttp | Scope::Route))
+        .filter(|t| {
+            matches!(
+                t.scope,
+                Scope::Slot | Scope::SlotHttp | Scope::SlotAi | Scope::Route
+            )
+        })
         .cloned()
         .collect()
 }

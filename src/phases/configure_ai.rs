@@ -1,0 +1,426 @@
+//! configure-ai: the AI layer into the idle slot, its config with it.
+//!
+//! 1. The profile's `ai:` section, checked (`config::ai`).
+//! 2. Each enabled provider's key and models, one request per provider, all
+//!    at once (`providers::ai`); any problem stops the phase before anything
+//!    is applied, every problem named.
+//! 3. The slot's AI ConfigMap (`ai-config-<slot>`, from `manifests/slot-ai/`)
+//!    and the AI services (`ai: true` in the profile) rendered for the slot
+//!    deploy-backend filled, server-side applied, rollouts watched with the
+//!    same fail-fast as the backend.
+//!
+//! The config goes into the run's snapshot (`ai_config`), and the slot's
+//! ConfigMap is rendered from the kept templates, so a rollback that
+//! redeploys restores the config with the code.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::deploy_backend::slot_selector;
+use crate::config::Profile;
+use crate::config::ai::{AiConfig, Provider};
+use crate::config::profile::ServiceKind;
+use crate::error::{Failure, Kind, fail};
+use crate::k8s::live;
+use crate::k8s::manifest::{self, Scope, Template};
+use crate::k8s::slot::Slot;
+use crate::k8s::values::{self, Release};
+use crate::k8s::watch::wait_for_rollouts;
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+use crate::providers::ai::{self as providers, Endpoint};
+
+/// Where the AI services find their config.
+pub const CONFIG_DIR: &str = "/etc/maily/ai";
+
+#[derive(Default)]
+pub struct ConfigureAi {
+    /// A rollback's recorded config: applied as it was, without asking the
+    /// providers again (the release it restores was checked when deployed).
+    restore: Option<AiConfig>,
+}
+
+impl ConfigureAi {
+    pub fn restore(config: AiConfig) -> Self {
+        ConfigureAi {
+            restore: Some(config),
+        }
+    }
+}
+
+/// The name of a slot's AI ConfigMap.
+pub fn config_map_name(slot: Slot) -> String {
+    format!("ai-config-{slot}")
+}
+
+/// What a snapshot records: the slot's ConfigMap and the config in it.
+pub fn record(slot: Slot, config: &AiConfig) -> Value {
+    json!({"config_map": config_map_name(slot), "config": config.to_json()})
+}
+
+/// The config a snapshot recorded, if any.
+pub fn recorded(value: &Value) -> Option<AiConfig> {
+    serde_json::from_value(value.get("config")?.clone()).ok()
+}
+
+fn config_of(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiConfig> {
+    if let Some(c) = &phase.restore {
+        return Ok(c.clone());
+    }
+    cx.config.profile.ai_config().ok_or_else(|| {
+        fail(
+            Kind::Config,
+            format!(
+                "the {} profile has no ai: section, so there is nothing to configure; add one (providers, tasks, fallback) or skip with --skip-ai",
+                cx.environment()
+            ),
+        )
+    })
+}
+
+/// The endpoint and wanted models of each enabled provider.
+fn checks(cx: &Context, config: &AiConfig) -> anyhow::Result<Vec<(Endpoint, Vec<String>)>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for p in config.enabled() {
+        let key = cx
+            .config
+            .vars
+            .get(p.key_var())
+            .filter(|k| !k.is_empty())
+            .map(String::from);
+        let Some(key) = key else {
+            missing.push(p.key_var());
+            continue;
+        };
+        let base_url = cx
+            .config
+            .vars
+            .get(p.base_url_var())
+            .filter(|u| !u.is_empty())
+            .unwrap_or(default_base_url(p))
+            .trim_end_matches('/')
+            .to_string();
+        out.push((
+            Endpoint {
+                provider: p,
+                base_url,
+                key,
+                timeout: Duration::from_secs(config.providers[&p].timeout_secs),
+            },
+            config.models_of(p),
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(fail(
+            Kind::Config,
+            format!(
+                "{} not set, and the profile turns the provider on; set it or turn the provider off in ai.providers",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn default_base_url(p: Provider) -> &'static str {
+    match p {
+        Provider::OpenAi => "https://api.openai.com",
+        Provider::Anthropic => "https://api.anthropic.com",
+        Provider::Google => "https://generativelanguage.googleapis.com",
+    }
+}
+
+/// The AI services' Deployments mount the slot's config and roll when it
+/// changes. Done on the rendered object rather than in the shared slot
+/// template, which every backend service renders too.
+fn mount_config(object: &mut DynamicObject, slot: Slot, digest: &str) {
+    let pod = &mut object.data["spec"]["template"];
+    pod["metadata"]["annotations"]["maily.ai/ai-config-sha256"] = json!(digest);
+    let spec = &mut pod["spec"];
+    let volume = json!({"name": "ai-config", "configMap": {"name": config_map_name(slot)}});
+    match spec["volumes"].as_array_mut() {
+        Some(v) => v.push(volume),
+        None => spec["volumes"] = json!([volume]),
+    }
+    if let Some(containers) = spec["containers"].as_array_mut() {
+        for c in containers {
+            let mount = json!({"name": "ai-config", "mountPath": CONFIG_DIR, "readOnly": true});
+            match c["volumeMounts"].as_array_mut() {
+                Some(m) => m.push(mount),
+                None => c["volumeMounts"] = json!([mount]),
+            }
+            let env =
+                json!({"name": "MAILY_AI_CONFIG", "value": format!("{CONFIG_DIR}/config.json")});
+            match c["env"].as_array_mut() {
+                Some(e) => e.push(env),
+                None => c["env"] = json!([env]),
+            }
+        }
+    }
+}
+
+/// Every object configure-ai applies to `slot`: the AI ConfigMap, then each
+/// AI service's slot objects, mounting it.
+pub fn ai_objects(
+    templates: &[Template],
+    profile: &Profile,
+    release: &Release,
+    slot: Slot,
+    config: &AiConfig,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let json = config.to_json();
+    let digest = hex::encode(Sha256::digest(json.to_string().as_bytes()));
+    let mut out: Vec<DynamicObject> = manifest::render(
+        templates,
+        &[Scope::SlotAi],
+        &values::for_ai_config(release, profile, slot, &json),
+    )?
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect();
+    if out.is_empty() {
+        return Err(fail(
+            Kind::Config,
+            "no AI ConfigMap template in manifests/slot-ai/; restore manifests/slot-ai/configmap.yaml",
+        ));
+    }
+    for (name, svc) in profile.ai_services() {
+        let mut scopes = vec![Scope::Slot];
+        if svc.kind == ServiceKind::Http {
+            scopes.push(Scope::SlotHttp);
+        }
+        for (_, mut o) in manifest::render(
+            templates,
+            &scopes,
+            &values::for_slot(release, profile, name, slot),
+        )? {
+            if o.types.as_ref().is_some_and(|t| t.kind == "Deployment") {
+                mount_config(&mut o, slot, &digest);
+            }
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// The slot deploy-backend filled, or (deploy-backend skipped) the idle one.
+async fn target(cx: &Context) -> anyhow::Result<Slot> {
+    if let Some(slot) = cx.backend.target_slot {
+        return Ok(slot);
+    }
+    let state = live::read(cx.applier().await?, &cx.config.profile).await?;
+    state
+        .target_slot()
+        .map_err(|why| fail(Kind::PhaseFailed, why))
+}
+
+#[async_trait]
+impl Phase for ConfigureAi {
+    fn id(&self) -> PhaseId {
+        PhaseId::ConfigureAi
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        let config = config_of(self, cx)?;
+        let release = cx.release()?;
+        let (slot, note) = match cx.backend.target_slot {
+            Some(s) => (s, format!("slot {s}")),
+            None => match cx.applier().await {
+                Ok(a) => match live::read(a, &cx.config.profile).await {
+                    Ok(state) => match state.target_slot() {
+                        Ok(s) => (s, format!("idle slot {s}")),
+                        Err(why) => return Err(fail(Kind::PhaseFailed, why)),
+                    },
+                    Err(e) => (
+                        Slot::Blue,
+                        format!("idle slot unknown ({e}); shown for blue"),
+                    ),
+                },
+                Err(e) => (
+                    Slot::Blue,
+                    format!("idle slot unknown ({e}); shown for blue"),
+                ),
+            },
+        };
+        let mut steps = vec![note];
+        if self.restore.is_none() {
+            for (e, models) in checks(cx, &config)? {
+                steps.push(format!(
+                    "check {}: GET {} (models {})",
+                    e.provider.title(),
+                    providers::models_url(e.provider, &e.base_url),
+                    models.join(", ")
+                ));
+            }
+        }
+        let objects = ai_objects(cx.templates()?, &cx.config.profile, &release, slot, &config)?;
+        steps.push(format!(
+            "server-side apply ConfigMap {} and {} objects of the AI services",
+            config_map_name(slot),
+            objects.len() - 1
+        ));
+        for (name, _) in cx.config.profile.ai_services() {
+            steps.push(format!(
+                "{name}-{slot}: {}",
+                values::image_of(&release, &cx.config.profile, name)
+            ));
+        }
+        steps.push("wait for the AI rollouts (fail fast like the backend)".into());
+        Ok(PhasePlan {
+            summary: format!(
+                "AI config ({} providers on) and services to the idle slot",
+                config.enabled().len()
+            ),
+            steps,
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let config = config_of(self, cx)?;
+        let release = cx.release()?;
+        let mut details = Vec::new();
+        if self.restore.is_none() {
+            let checks = checks(cx, &config)?;
+            let http = providers::client()?;
+            match providers::check_all(&http, &checks).await {
+                Ok(counts) => {
+                    for (p, n) in counts {
+                        details.push(format!(
+                            "{}: key accepted, {n} models listed, {} found",
+                            p.title(),
+                            config.models_of(p).join(", ")
+                        ));
+                    }
+                }
+                Err(problems) => {
+                    let n = problems.len();
+                    return Err(Failure::with_problems(
+                        Kind::PhaseFailed,
+                        format!(
+                            "the AI providers' check found {n} problem{}; nothing was applied",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        problems,
+                    )
+                    .into());
+                }
+            }
+        }
+        let slot = target(cx).await?;
+        let profile = cx.config.profile.clone();
+        let objects = ai_objects(cx.templates()?, &profile, &release, slot, &config)?;
+        let applier = cx.applier().await?.clone();
+        let applied = applier.apply_all(objects).await?;
+        cx.backend.target_slot = Some(slot);
+        // Recorded before the wait: a failed run's snapshot says which
+        // config the idle slot was left with.
+        cx.records.ai_config = Some(record(slot, &config));
+
+        let names: Vec<String> = profile
+            .ai_services()
+            .map(|(n, _)| format!("{n}-{slot}"))
+            .collect();
+        let timeout = release.rollout_timeout() + Duration::from_secs(30);
+        wait_for_rollouts(
+            applier.client(),
+            &profile.namespace,
+            &slot_selector(slot),
+            &names,
+            timeout,
+            |progress| {
+                for (name, why) in progress {
+                    tracing::info!("{name}: {why}");
+                }
+            },
+        )
+        .await?;
+        details.push(format!(
+            "applied {applied} objects; ConfigMap {} holds the AI config",
+            config_map_name(slot)
+        ));
+        details.extend(profile.ai_services().map(|(s, _)| {
+            format!(
+                "{s}-{slot}: {} ready",
+                values::image_of(&release, &profile, s)
+            )
+        }));
+        Ok(PhaseReport {
+            summary: format!(
+                "{} AI services rolled out to {slot} with {}; providers: {}",
+                names.len(),
+                config_map_name(slot),
+                config
+                    .enabled()
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            details,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shipped() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+    }
+
+    #[test]
+    fn the_ai_config_map_is_per_slot_and_the_ai_deployments_mount_it() {
+        let profile = crate::config::profile::load(&shipped(), "staging").unwrap();
+        let config = profile.ai_config().unwrap();
+        let templates = manifest::load(&shipped()).unwrap();
+        let release = Release {
+            environment: "staging".into(),
+            deployment_id: "staging-20250101-120000".into(),
+            image_registry: "r".into(),
+            image_tag: "v1".into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: 60,
+        };
+        let objects = ai_objects(&templates, &profile, &release, Slot::Green, &config).unwrap();
+        let cm = serde_json::to_value(&objects[0]).unwrap();
+        assert_eq!(cm["kind"], "ConfigMap");
+        assert_eq!(cm["metadata"]["name"], "ai-config-green");
+        let data: Value =
+            serde_json::from_str(cm["data"]["config.json"].as_str().unwrap()).unwrap();
+        assert_eq!(data, config.to_json());
+        let deployments: Vec<Value> = objects
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .filter(|o| o["kind"] == "Deployment")
+            .collect();
+        let names: Vec<&str> = deployments
+            .iter()
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["ai-orchestrator-green", "ai-workers-green"]);
+        for d in &deployments {
+            let pod = &d["spec"]["template"]["spec"];
+            assert!(
+                pod["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["configMap"]["name"] == "ai-config-green")
+            );
+            assert_eq!(
+                pod["containers"][0]["volumeMounts"][1]["mountPath"],
+                CONFIG_DIR
+            );
+        }
+        assert_eq!(
+            recorded(&record(Slot::Green, &config)).as_ref(),
+            Some(&config)
+        );
+    }
+}
