@@ -386,13 +386,23 @@ fn base_url(cx: &Context) -> String {
         })
 }
 
+/// The http services whose health the new slot must show: the AI ones
+/// only when configure-ai deploys them in this run (or did, as recorded).
+fn http_services(
+    cx: &Context,
+) -> impl Iterator<Item = (&String, &crate::config::profile::Service)> {
+    let ai = cx.selection.is_selected(PhaseId::ConfigureAi) || cx.records.ai_config.is_some();
+    cx.config
+        .profile
+        .services
+        .iter()
+        .filter(move |(_, s)| s.kind == ServiceKind::Http && (ai || !s.ai))
+}
+
 /// The names of the checks, in report order.
 fn check_names(cx: &Context) -> Vec<String> {
     let p = &cx.config.profile;
-    let mut names: Vec<String> = p
-        .services
-        .iter()
-        .filter(|(_, s)| s.kind == ServiceKind::Http)
+    let mut names: Vec<String> = http_services(cx)
         .map(|(n, _)| format!("health {n}"))
         .collect();
     names.extend(p.verify.checks.iter().map(|c| format!("http {}", c.name)));
@@ -439,11 +449,7 @@ impl Phase for Verify {
 
         let mut checks: Vec<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + '_>>> =
             Vec::new();
-        for (name, svc) in profile
-            .services
-            .iter()
-            .filter(|(_, s)| s.kind == ServiceKind::Http)
-        {
+        for (name, svc) in http_services(cx) {
             let path = match svc.path.as_deref() {
                 Some("/") => String::new(),
                 Some(p) => p.to_string(),

@@ -209,6 +209,9 @@ pub fn missing_models(provider: Provider, wanted: &[String], available: &[String
 
 /// The HTTP client for the checks.
 pub fn client() -> anyhow::Result<reqwest::Client> {
+    // The process's one crypto provider (main installs it too; a library
+    // caller may not have).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(reqwest::Client::builder()
         .user_agent(concat!("maily-deploy/", env!("CARGO_PKG_VERSION")))
         .build()?)
