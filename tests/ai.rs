@@ -1,0 +1,423 @@
+//! configure-ai as a user runs it: the built binary against kubesim, the
+//! AI providers as stubs that answer as their API references document.
+//! Staging turns OpenAI and Anthropic on and Google off.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kubesim::ImageFault;
+use maily_deploy::exit_code;
+use maily_deploy::pipeline::snapshot::Outcome;
+use serde_json::{Value, json};
+use support::*;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const OPENAI_KEY: &str = "sk-staging-openai-5f3c9a71";
+const ANTHROPIC_KEY: &str = "sk-ant-staging-8e21b0c4";
+
+/// Every phase but those with nothing to reach here: the backend's and
+/// configure-ai.
+const BACKEND_AND_AI: &[&str] = &[
+    "--skip-provision",
+    "--skip-migrate",
+    "--skip-frontend",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+struct Providers {
+    openai: MockServer,
+    anthropic: MockServer,
+}
+
+fn providers(world: &World) -> Providers {
+    world.rt.block_on(async {
+        let openai = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .and(header("authorization", format!("Bearer {OPENAI_KEY}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "object": "list",
+                "data": [
+                    {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+                    {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
+                    {"id": "text-embedding-3-small", "object": "model", "created": 1705948997, "owned_by": "system"}
+                ]
+            })))
+            .mount(&openai)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+                "error": {"message": "Incorrect API key provided: sk-wron*****c4.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}
+            })))
+            .with_priority(10)
+            .mount(&openai)
+            .await;
+        let anthropic = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .and(header("x-api-key", ANTHROPIC_KEY))
+            .and(header("anthropic-version", "2023-06-01"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "data": [{"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-22T00:00:00Z"}],
+                "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-sonnet-4-20250514"
+            })))
+            .mount(&anthropic)
+            .await;
+        Providers { openai, anthropic }
+    })
+}
+
+fn deploy(world: &World, p: &Providers, tag: &str, changes: &[(&str, &str)]) -> Output {
+    let mut vars = vec![
+        ("IMAGE_TAG", tag.to_string()),
+        ("ROLLOUT_TIMEOUT", "60s".to_string()),
+        ("OPENAI_BASE_URL", p.openai.uri()),
+        ("ANTHROPIC_BASE_URL", p.anthropic.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_string()),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_string()),
+        // Google is off in staging: its key is not needed.
+        ("GOOGLE_API_KEY", String::new()),
+    ];
+    for (k, v) in changes {
+        vars.retain(|(n, _)| n != k);
+        vars.push((k, v.to_string()));
+    }
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = world.env_file(&refs);
+    world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_AND_AI)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+fn config_map(world: &World, name: &str) -> Option<Value> {
+    let api: Api<ConfigMap> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let cm = world.rt.block_on(api.get_opt(name)).unwrap()?;
+    let text = cm.data?.get("config.json")?.clone();
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+fn requests(server: &MockServer, world: &World) -> usize {
+    world
+        .rt
+        .block_on(server.received_requests())
+        .unwrap_or_default()
+        .len()
+}
+
+#[test]
+fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+
+    // 1. A first deploy: backend and AI to blue, users switched to blue.
+    let out = deploy(&world, &p, "v1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(requests(&p.openai, &world), 1, "one request to OpenAI");
+    assert_eq!(
+        requests(&p.anthropic, &world),
+        1,
+        "one request to Anthropic"
+    );
+    let config = config_map(&world, "ai-config-blue").expect("the slot's AI ConfigMap");
+    assert_eq!(config["tasks"]["body_copy"]["provider"], "anthropic");
+    assert_eq!(
+        config["tasks"]["body_copy"]["model"],
+        "claude-sonnet-4-20250514"
+    );
+    assert_eq!(config["fallback"], json!(["openai", "anthropic"]));
+    assert_eq!(config["providers"]["google"]["enabled"], false);
+    assert_eq!(
+        world.image("ai-orchestrator-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-ai-orchestrator:v1")
+    );
+    let pod = world
+        .deployment("ai-orchestrator-blue")
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert!(
+        pod.volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == Some("ai-config-blue")),
+        "the AI Deployment mounts its slot's config"
+    );
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
+    assert_eq!(
+        world.replicas("ai-workers-blue"),
+        Some(1),
+        "AI workers switched on"
+    );
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    let first = deployment_id_of(&out);
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.outcome, Outcome::Succeeded);
+    assert_eq!(
+        snap.ai_config.as_ref().unwrap()["config_map"],
+        "ai-config-blue"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+        assert!(
+            !stderr.contains(key) && !stdout.contains(key),
+            "a key leaked"
+        );
+    }
+
+    // 2. The next release: green, with its own config; blue keeps its own.
+    let out = deploy(&world, &p, "v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert!(config_map(&world, "ai-config-green").is_some());
+    assert!(config_map(&world, "ai-config-blue").is_some());
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("green")
+    );
+    assert_eq!(world.selected_slot("api").as_deref(), Some("green"));
+    assert_eq!(
+        world.replicas("ai-workers-blue"),
+        Some(0),
+        "old AI workers stop"
+    );
+
+    // 3. Rolling back is one switch: the old AI services and their config
+    //    are still in blue.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first])
+        .env("OPENAI_API_KEY", OPENAI_KEY)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
+    assert_eq!(world.replicas("ai-workers-blue"), Some(1));
+}
+
+#[test]
+fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    let out = deploy(&world, &p, "v1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+
+    world
+        .sim
+        .control()
+        .set_image_fault("*/maily-ai-orchestrator:v2", ImageFault::ImagePullBackOff);
+    let started = std::time::Instant::now();
+    let out = deploy(&world, &p, "v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed fast, not at the deadline"
+    );
+    let all = text(&out);
+    assert!(all.contains("configure-ai"), "{all}");
+    assert!(all.contains("ai-orchestrator-green"), "{all}");
+    assert!(
+        all.contains("ErrImagePull") || all.contains("ImagePullBackOff"),
+        "{all}"
+    );
+    // Users never left blue, backend and AI alike.
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
+    assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
+    assert_eq!(world.replicas("ai-workers-blue"), Some(1));
+
+    // Fixed, the next run goes to green as usual.
+    world.sim.control().clear_image_faults();
+    let out = deploy(&world, &p, "v3", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("green")
+    );
+}
+
+#[test]
+fn a_bad_key_stops_configure_ai_before_anything_is_applied() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    let wrong = "sk-wrong-openai-key-0000c4";
+    let out = deploy(&world, &p, "v1", &[("OPENAI_API_KEY", wrong)]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(all.contains("refused the key in OPENAI_API_KEY"), "{all}");
+    assert!(!all.contains(wrong) && !all.contains("sk-wron"), "{all}");
+    assert!(
+        config_map(&world, "ai-config-blue").is_none(),
+        "nothing applied"
+    );
+    assert!(world.deployment("ai-orchestrator-blue").is_none());
+}
+
+#[test]
+fn a_model_the_provider_lacks_is_named_with_the_close_ones() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    // A copy of the manifests whose staging profile asks for a mistyped model.
+    let manifests = world.dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let text_ = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("model: gpt-4o-mini", "model: gpt-4o-mnii");
+    std::fs::write(&profile, text_).unwrap();
+    let out = deploy(&world, &p, "v1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "the shipped profile: {}",
+        text(&out)
+    );
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v2"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("OPENAI_BASE_URL", &p.openai.uri()),
+        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GOOGLE_API_KEY", ""),
+    ]);
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_AND_AI)
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(all.contains("OpenAI: model gpt-4o-mnii"), "{all}");
+    assert!(all.contains("close names: gpt-4o-mini, gpt-4o"), "{all}");
+    assert!(
+        config_map(&world, "ai-config-green").is_none(),
+        "nothing applied"
+    );
+}
+
+#[test]
+fn a_mistake_in_the_ai_section_is_named_before_anything_runs() {
+    let world = World::new(Duration::from_millis(300));
+    let manifests = world.dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let text_ = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace(
+            "monthly_token_budget: 5000000",
+            "monthly_token_budget: lots",
+        )
+        .replace(
+            "personalisation: {provider: openai",
+            "personalisation: {provider: google",
+        )
+        .replace("embeddings:", "embedding:");
+    std::fs::write(&profile, text_).unwrap();
+    let out = world
+        .maily()
+        .args(["validate", "staging", "--manifests-dir"])
+        .arg(&manifests)
+        .arg("--env-file")
+        .arg(repo().join(".env.example"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    let all = text(&out);
+    for needle in [
+        "ai.providers.openai.monthly_token_budget",
+        "is not a whole number",
+        "ai.tasks.personalisation",
+        "of google, which is off",
+        "ai.tasks.embedding",
+        "is not a task the AI services know",
+    ] {
+        assert!(all.contains(needle), "{needle}: {all}");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
