@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -14,93 +13,7 @@ use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
 use serde_json::{Value, json};
 use support::*;
-use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const OPENAI_KEY: &str = "sk-staging-openai-5f3c9a71";
-const ANTHROPIC_KEY: &str = "sk-ant-staging-8e21b0c4";
-
-/// Every phase but those with nothing to reach here: the backend's and
-/// configure-ai.
-const BACKEND_AND_AI: &[&str] = &[
-    "--skip-provision",
-    "--skip-migrate",
-    "--skip-frontend",
-    "--skip-monitor",
-    "--skip-verify",
-];
-
-struct Providers {
-    openai: MockServer,
-    anthropic: MockServer,
-}
-
-fn providers(world: &World) -> Providers {
-    world.rt.block_on(async {
-        let openai = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/v1/models"))
-            .and(header("authorization", format!("Bearer {OPENAI_KEY}").as_str()))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "object": "list",
-                "data": [
-                    {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
-                    {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
-                    {"id": "text-embedding-3-small", "object": "model", "created": 1705948997, "owned_by": "system"}
-                ]
-            })))
-            .mount(&openai)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/v1/models"))
-            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
-                "error": {"message": "Incorrect API key provided: sk-wron*****c4.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}
-            })))
-            .with_priority(10)
-            .mount(&openai)
-            .await;
-        let anthropic = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/v1/models"))
-            .and(header("x-api-key", ANTHROPIC_KEY))
-            .and(header("anthropic-version", "2023-06-01"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "data": [{"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-22T00:00:00Z"}],
-                "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-sonnet-4-20250514"
-            })))
-            .mount(&anthropic)
-            .await;
-        Providers { openai, anthropic }
-    })
-}
-
-fn deploy(world: &World, p: &Providers, tag: &str, changes: &[(&str, &str)]) -> Output {
-    let mut vars = vec![
-        ("IMAGE_TAG", tag.to_string()),
-        ("ROLLOUT_TIMEOUT", "60s".to_string()),
-        ("OPENAI_BASE_URL", p.openai.uri()),
-        ("ANTHROPIC_BASE_URL", p.anthropic.uri()),
-        ("OPENAI_API_KEY", OPENAI_KEY.to_string()),
-        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_string()),
-        // Google is off in staging: its key is not needed.
-        ("GOOGLE_API_KEY", String::new()),
-    ];
-    for (k, v) in changes {
-        vars.retain(|(n, _)| n != k);
-        vars.push((k, v.to_string()));
-    }
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let env = world.env_file(&refs);
-    world
-        .maily()
-        .arg("staging")
-        .args(BACKEND_AND_AI)
-        .arg("--env-file")
-        .arg(&env)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap()
-}
+use wiremock::MockServer;
 
 fn config_map(world: &World, name: &str) -> Option<Value> {
     let api: Api<ConfigMap> = Api::namespaced(world.client.clone(), NAMESPACE);
@@ -123,7 +36,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
     let p = providers(&world);
 
     // 1. A first deploy: backend and AI to blue, users switched to blue.
-    let out = deploy(&world, &p, "v1", &[]);
+    let out = deploy_with_ai(&world, &p, "v1", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),
@@ -193,7 +106,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
     }
 
     // 2. The next release: green, with its own config; blue keeps its own.
-    let out = deploy(&world, &p, "v2", &[]);
+    let out = deploy_with_ai(&world, &p, "v2", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),
@@ -239,7 +152,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
 fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
-    let out = deploy(&world, &p, "v1", &[]);
+    let out = deploy_with_ai(&world, &p, "v1", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),
@@ -252,7 +165,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
         .control()
         .set_image_fault("*/maily-ai-orchestrator:v2", ImageFault::ImagePullBackOff);
     let started = std::time::Instant::now();
-    let out = deploy(&world, &p, "v2", &[]);
+    let out = deploy_with_ai(&world, &p, "v2", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::PHASE_FAILED_ROLLED_BACK),
@@ -280,7 +193,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
 
     // Fixed, the next run goes to green as usual.
     world.sim.control().clear_image_faults();
-    let out = deploy(&world, &p, "v3", &[]);
+    let out = deploy_with_ai(&world, &p, "v3", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),
@@ -298,7 +211,7 @@ fn a_bad_key_stops_configure_ai_before_anything_is_applied() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
     let wrong = "sk-wrong-openai-key-0000c4";
-    let out = deploy(&world, &p, "v1", &[("OPENAI_API_KEY", wrong)]);
+    let out = deploy_with_ai(&world, &p, "v1", &[("OPENAI_API_KEY", wrong)]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::PHASE_FAILED_ROLLED_BACK),
@@ -327,7 +240,7 @@ fn a_model_the_provider_lacks_is_named_with_the_close_ones() {
         .unwrap()
         .replace("model: gpt-4o-mini", "model: gpt-4o-mnii");
     std::fs::write(&profile, text_).unwrap();
-    let out = deploy(&world, &p, "v1", &[]);
+    let out = deploy_with_ai(&world, &p, "v1", &[]);
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),
@@ -420,4 +333,136 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+#[test]
+fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    // v1 ran with another model for subject lines.
+    let manifests = world.dir.path().join("manifests-v1");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let text_ = std::fs::read_to_string(&profile).unwrap().replace(
+        "subject_lines: {provider: openai, model: gpt-4o-mini}",
+        "subject_lines: {provider: openai, model: gpt-4o}",
+    );
+    std::fs::write(&profile, text_).unwrap();
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("OPENAI_BASE_URL", &p.openai.uri()),
+        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GOOGLE_API_KEY", ""),
+    ]);
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_AND_AI)
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    let first = deployment_id_of(&out);
+    assert_eq!(
+        config_map(&world, "ai-config-blue").unwrap()["tasks"]["subject_lines"]["model"],
+        "gpt-4o"
+    );
+    // v2 to green, v3 to blue: v1 is gone from both slots.
+    for tag in ["v2", "v3"] {
+        std::thread::sleep(Duration::from_millis(1100));
+        let out = deploy_with_ai(&world, &p, tag, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::SUCCESS),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
+    let requests_before = requests(&p.openai, &world);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        world.image("ai-orchestrator-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-ai-orchestrator:v1")
+    );
+    assert_eq!(
+        config_map(&world, "ai-config-green").unwrap()["tasks"]["subject_lines"]["model"],
+        "gpt-4o",
+        "the config v1 ran with, back with its code"
+    );
+    assert_eq!(
+        requests(&p.openai, &world),
+        requests_before,
+        "a rollback does not ask the providers again"
+    );
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.command, "rollback");
+    assert!(
+        snap.ai_config.is_some(),
+        "the rollback records the config too"
+    );
+}
+
+#[test]
+fn skipping_ai_once_users_reach_it_is_refused_before_the_switch() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    let out = deploy_with_ai(&world, &p, "v1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    // The backend alone (--skip-ai among BACKEND_ONLY).
+    let out = world.deploy("v2", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("AI services users reach would be left behind"),
+        "{all}"
+    );
+    assert!(all.contains("drop --skip-ai"), "{all}");
+    assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
 }

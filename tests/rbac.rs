@@ -106,6 +106,34 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
     }
 
+    let denied = denied_calls(&world);
+    assert!(
+        denied.is_empty(),
+        "calls the deployer Role does not allow:\n{}",
+        denied.join("\n")
+    );
+}
+
+#[test]
+fn configure_ai_calls_are_allowed_by_the_shipped_role_too() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    world.sim.control().reset();
+    let first = deploy_with_ai(&world, &p, "v1", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = deploy_with_ai(&world, &p, "v2", &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let denied = denied_calls(&world);
+    assert!(
+        denied.is_empty(),
+        "calls the deployer Role does not allow:\n{}",
+        denied.join("\n")
+    );
+}
+
+/// Every call in kubesim's log that the shipped Role and ClusterRole do not allow.
+fn denied_calls(world: &World) -> Vec<String> {
     let (role, cluster) = shipped_rules();
     let requests = world.sim.control().requests();
     let resource_requests: Vec<_> = requests.iter().filter(|r| r.is_resource()).collect();
@@ -136,11 +164,7 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
     }
     denied.sort();
     denied.dedup();
-    assert!(
-        denied.is_empty(),
-        "calls the deployer Role does not allow:\n{}",
-        denied.join("\n")
-    );
+    denied
 }
 
 #[test]
