@@ -315,7 +315,9 @@ impl Phase for ConfigureAi {
         let objects = ai_objects(cx.templates()?, &profile, &release, slot, &config)?;
         let applier = cx.applier().await?.clone();
         let applied = applier.apply_all(objects).await?;
-        cx.backend.target_slot = Some(slot);
+        // `cx.backend.target_slot` stays deploy-backend's: without it,
+        // shift-traffic checks that the idle slot runs this release for
+        // every service before it switches.
         // Recorded before the wait: a failed run's snapshot says which
         // config the idle slot was left with.
         cx.records.ai_config = Some(record(slot, &config));
