@@ -9,6 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use maily_deploy::exit_code;
+use maily_deploy::phases::provision::InfrastructureRecord;
 use support::terraform::StandIn;
 use support::*;
 
@@ -243,6 +244,13 @@ fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
         "IMAGE_TAG is set, so only REDIS_URL is filled: {details}"
     );
     assert!(!details.contains("IMAGE_TAG"), "{details}");
+    // The snapshot names the variables filled, never their values.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.filled, ["REDIS_URL"]);
+    assert!(!record.applied, "no changes, nothing applied");
+    let snapshots = serde_json::to_string(&infra.world.snapshots()).unwrap();
+    assert!(!snapshots.contains("tf-redis-Secret77"), "{snapshots}");
 }
 
 #[test]
@@ -308,6 +316,11 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
         all.contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
         "{all}"
     );
+    // The failed run's snapshot still says what terraform did.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.workspace, "staging");
+    assert!(!record.applied && record.filled.is_empty(), "{record:?}");
 }
 
 #[test]
