@@ -408,8 +408,9 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         assert_eq!(weights, Some((100, 0)), "{svc}");
     }
 
-    // Vercel: built without promotion while users had no new backend, then
-    // promoted once every stable Service pointed at blue.
+    // Vercel: built without promotion while users had no new backend (no
+    // stable Service exists before the first switch: the witness saw none),
+    // then promoted once every stable Service pointed at blue.
     assert_clean(&p.vercel);
     assert_eq!(
         p.vercel.vercel.state().witnessed,
