@@ -5,66 +5,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use maily_deploy::exit_code;
+use support::postgres::Database;
 use support::*;
-
-/// A fresh database, dropped when the guard goes.
-struct Database(String);
-
-fn psql(sql: &str, db: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl Database {
-    fn new() -> Database {
-        let name = format!("maily_e2e_{}", rand_suffix().replace('-', "_"));
-        psql(&format!("CREATE DATABASE {name}"), "postgres");
-        Database(name)
-    }
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-            self.0
-        )
-    }
-    fn version(&self) -> i64 {
-        psql(
-            "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
-            &self.0,
-        )
-        .parse()
-        .unwrap()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-            ])
-            .output();
-    }
-}
 
 /// The shipped migrations, optionally without the newest ones.
 fn migrations(dir: &Path, drop_newest: usize) -> PathBuf {
@@ -169,7 +114,7 @@ fn walk(dir: &Path) -> Vec<String> {
 #[test]
 fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new();
+    let db = Database::new("e2e");
     let backups = world.dir.path().join("backups");
     let all = repo().join("migrations");
 
@@ -247,7 +192,7 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
 #[test]
 fn rollback_with_database_down_returns_the_schema_after_the_code() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new();
+    let db = Database::new("e2e");
     let backups = world.dir.path().join("backups");
     let older = migrations(world.dir.path(), 1);
     let all = repo().join("migrations");
@@ -355,7 +300,7 @@ fn an_unreachable_database_fails_before_any_change_without_the_password() {
 #[test]
 fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new();
+    let db = Database::new("e2e");
     let env = world.env_file(&[
         ("IMAGE_REGISTRY", ""),
         ("IMAGE_TAG", ""),

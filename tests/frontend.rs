@@ -5,270 +5,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use maily_deploy::exit_code;
 use maily_deploy::phases::deploy_frontend::FrontendRecord;
 use maily_deploy::pipeline::snapshot::Outcome;
 use maily_deploy::providers::vercel::{self, Progress, ReadyState, Vercel};
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::vercel::{Script, Stub, TEAM, TOKEN, assert_clean, stub};
 use support::*;
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-const TOKEN: &str = "vercel-test-token-4f9a";
-const TEAM: &str = "team_maily";
-const PROJECT: &str = "prj_maily";
-
-/// How a stubbed build goes: the states successive reads return; the last
-/// one repeats.
-#[derive(Clone)]
-struct Script(Vec<&'static str>);
-
-#[derive(Default)]
-struct State {
-    /// The deployment the production domains serve.
-    production: Option<String>,
-    /// Deployments created: id → (script, reads so far, git ref).
-    deployments: BTreeMap<String, (Script, usize, String)>,
-    /// The scripts the next creations follow, in order.
-    scripts: Vec<Script>,
-    /// Every request, as `METHOD path`.
-    log: Vec<String>,
-    /// What the tool sent that Vercel would refuse or that breaks a rule.
-    violations: Vec<String>,
-    /// Promotions of these ids answer 409.
-    refuse_promotion: Vec<String>,
-    /// The next reads of a deployment answer 429 this many times.
-    rate_limited: usize,
-    /// The `X-RateLimit-Reset` of the last 429, and when the next read came.
-    reset_sent: Option<u64>,
-    read_after_limit: Option<SystemTime>,
-    /// Seconds from now a 429's `X-RateLimit-Reset` names (1 when unset).
-    reset_in: u64,
-    /// 429s come without their rate-limit headers.
-    omit_reset: bool,
-    /// The next reads of a deployment answer 502 this many times.
-    server_errors: usize,
-    /// The project assigns its domains to new production deployments.
-    auto_assign: bool,
-    /// A promotion takes effect after this many reads of the project.
-    promotion_lag: usize,
-    pending_production: Option<(String, usize)>,
-}
-
-#[derive(Clone, Default)]
-struct FakeVercel(Arc<Mutex<State>>);
-
-impl FakeVercel {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap()
-    }
-
-    fn promotions(&self) -> Vec<String> {
-        self.state()
-            .log
-            .iter()
-            .filter_map(|l| l.strip_prefix(&format!("POST /v10/projects/{PROJECT}/promote/")))
-            .map(String::from)
-            .collect()
-    }
-}
-
-fn vercel_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(json!({"error": {"code": code, "message": message}}))
-}
-
-impl Respond for FakeVercel {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let mut s = self.state();
-        let path = req.url.path().to_string();
-        s.log.push(format!("{} {path}", req.method));
-        let auth = req
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if auth != format!("Bearer {TOKEN}") {
-            s.violations
-                .push(format!("{} {path}: Authorization `{auth}`", req.method));
-            return vercel_error(403, "forbidden", "Not authorized");
-        }
-        let team = req
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "teamId")
-            .map(|(_, v)| v.to_string());
-        if team.as_deref() != Some(TEAM) {
-            s.violations
-                .push(format!("{} {path}: teamId {team:?}", req.method));
-            return vercel_error(404, "not_found", "Project not found");
-        }
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (req.method.as_str(), parts.as_slice()) {
-            ("GET", ["v9", "projects", id]) if *id == PROJECT => {
-                if let Some((id, reads)) = s.pending_production.take() {
-                    if reads == 0 {
-                        s.production = Some(id);
-                    } else {
-                        s.pending_production = Some((id, reads - 1));
-                    }
-                }
-                let production = s.production.clone().map(|id| {
-                    json!({"id": id, "url": format!("maily-{id}.vercel.app"), "readyState": "READY"})
-                });
-                ResponseTemplate::new(200).set_body_json(json!({
-                    "id": PROJECT,
-                    "name": "maily-frontend",
-                    "accountId": TEAM,
-                    "autoAssignCustomDomains": s.auto_assign,
-                    "framework": "nextjs",
-                    "targets": {"production": production},
-                }))
-            }
-            ("POST", ["v13", "deployments"]) => {
-                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                for (field, want) in [
-                    ("/target", json!("production")),
-                    ("/project", json!(PROJECT)),
-                    ("/name", json!("maily-frontend")),
-                    ("/gitSource/type", json!("github")),
-                    ("/gitSource/org", json!("maily")),
-                    ("/gitSource/repo", json!("maily-frontend")),
-                    ("/autoAssignCustomDomains", json!(false)),
-                ] {
-                    if body.pointer(field) != Some(&want) {
-                        s.violations.push(format!(
-                            "POST /v13/deployments: {field} is {:?}, not {want}",
-                            body.pointer(field)
-                        ));
-                    }
-                }
-                let git_ref = body
-                    .pointer("/gitSource/ref")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let n = s.deployments.len() + 1;
-                let id = format!("dpl_{n}{}", git_ref.replace('.', ""));
-                let script = if s.scripts.is_empty() {
-                    Script(vec!["QUEUED", "BUILDING", "READY"])
-                } else {
-                    s.scripts.remove(0)
-                };
-                s.deployments
-                    .insert(id.clone(), (script, 0, git_ref.clone()));
-                ResponseTemplate::new(200).set_body_json(json!({
-                    "id": id,
-                    "url": format!("maily-{id}.vercel.app"),
-                    "name": "maily-frontend",
-                    "readyState": "QUEUED",
-                    "target": "production",
-                    "meta": body.get("meta").cloned().unwrap_or(Value::Null),
-                }))
-            }
-            ("GET", ["v13", "deployments", id]) => {
-                if s.reset_sent.is_some() && s.read_after_limit.is_none() {
-                    s.read_after_limit = Some(SystemTime::now());
-                }
-                if s.server_errors > 0 {
-                    s.server_errors -= 1;
-                    return vercel_error(502, "bad_gateway", "Bad gateway");
-                }
-                if s.rate_limited > 0 && s.omit_reset {
-                    s.rate_limited -= 1;
-                    return vercel_error(429, "rate_limited", "Rate limit exceeded");
-                }
-                if s.rate_limited > 0 {
-                    s.rate_limited -= 1;
-                    let reset = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs()
-                        + s.reset_in.max(1);
-                    s.reset_sent = Some(reset);
-                    s.read_after_limit = None;
-                    return vercel_error(429, "rate_limited", "Rate limit exceeded")
-                        .insert_header("X-RateLimit-Limit", "100")
-                        .insert_header("X-RateLimit-Remaining", "0")
-                        .insert_header("X-RateLimit-Reset", reset.to_string().as_str());
-                }
-                let id = id.to_string();
-                let Some((script, reads, _)) = s.deployments.get_mut(&id) else {
-                    return vercel_error(404, "not_found", "Deployment not found");
-                };
-                let state = script.0[(*reads).min(script.0.len() - 1)];
-                *reads += 1;
-                let mut body = json!({
-                    "id": id,
-                    "url": format!("maily-{id}.vercel.app"),
-                    "readyState": state,
-                    "status": state,
-                    "target": "production",
-                });
-                if state == "ERROR" {
-                    body["errorCode"] = json!("BUILD_FAILED");
-                    body["errorMessage"] = json!("Command \"npm run build\" exited with 1");
-                }
-                ResponseTemplate::new(200).set_body_json(body)
-            }
-            ("GET", ["v3", "deployments", _id, "events"]) => {
-                // direction=backward: newest first.
-                ResponseTemplate::new(200).set_body_json(json!([
-                    {"type": "stderr", "created": 1700000004000i64, "payload": {"text": "Error: Command \"npm run build\" exited with 1"}},
-                    {"type": "stderr", "created": 1700000003000i64, "payload": {"text": "Type error: Property 'campaign' does not exist on type 'Props'."}},
-                    {"type": "stdout", "created": 1700000002000i64, "payload": {"text": "Creating an optimized production build ..."}},
-                    {"type": "command", "created": 1700000001000i64, "payload": {"text": "Running \"npm run build\""}}
-                ]))
-            }
-            ("POST", ["v10", "projects", project, "promote", id]) if *project == PROJECT => {
-                let id = id.to_string();
-                if s.refuse_promotion.contains(&id) {
-                    return vercel_error(409, "conflict", "A promotion is already in progress");
-                }
-                if !s.deployments.contains_key(&id) && s.production.as_deref() != Some(&id) {
-                    return vercel_error(404, "not_found", "Deployment not found");
-                }
-                // A later promotion supersedes one still in progress.
-                s.pending_production = None;
-                if s.promotion_lag > 0 {
-                    // Accepted; done a little later, as Vercel may.
-                    s.pending_production = Some((id, s.promotion_lag));
-                    return ResponseTemplate::new(202);
-                }
-                s.production = Some(id);
-                ResponseTemplate::new(201)
-            }
-            _ => {
-                s.violations
-                    .push(format!("unexpected {} {path}", req.method));
-                vercel_error(404, "not_found", "Not found")
-            }
-        }
-    }
-}
-
-struct Stub {
-    server: MockServer,
-    vercel: FakeVercel,
-}
-
-fn stub(world: &World, production: Option<&str>) -> Stub {
-    let vercel = FakeVercel::default();
-    vercel.state().production = production.map(String::from);
-    let server = world.rt.block_on(async {
-        let server = MockServer::start().await;
-        Mock::given(any())
-            .respond_with(vercel.clone())
-            .mount(&server)
-            .await;
-        server
-    });
-    Stub { server, vercel }
-}
 
 const WITH_FRONTEND: &[&str] = &[
     "--skip-provision",
@@ -283,17 +28,9 @@ fn env(world: &World, stub: &Stub, tag: &str) -> std::path::PathBuf {
 }
 
 fn env_with(world: &World, stub: &Stub, tag: &str, extra: &[(&str, &str)]) -> std::path::PathBuf {
-    let uri = stub.server.uri();
-    let mut vars = vec![
-        ("IMAGE_TAG", tag),
-        ("ROLLOUT_TIMEOUT", "60s"),
-        ("VERCEL_TOKEN", TOKEN),
-        ("VERCEL_PROJECT_ID", PROJECT),
-        ("VERCEL_TEAM_ID", TEAM),
-        ("VERCEL_API_URL", uri.as_str()),
-        ("VERCEL_POLL_INTERVAL", "20ms"),
-        ("FRONTEND_GIT_REPO", "maily/maily-frontend"),
-    ];
+    let vercel = stub.vars();
+    let mut vars = vec![("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")];
+    vars.extend(vercel.iter().map(|(k, v)| (*k, v.as_str())));
     vars.extend_from_slice(extra);
     world.env_file(&vars)
 }
@@ -320,15 +57,6 @@ fn frontend_of(world: &World, id: &str) -> FrontendRecord {
         .expect("the run's snapshot");
     FrontendRecord::from_value(snap.frontend.as_ref().expect("a frontend record"))
         .expect("a frontend record of the documented shape")
-}
-
-fn assert_clean(stub: &Stub) {
-    let s = stub.vercel.state();
-    assert!(
-        s.violations.is_empty(),
-        "the tool sent: {:#?}",
-        s.violations
-    );
 }
 
 #[test]

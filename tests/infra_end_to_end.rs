@@ -6,97 +6,42 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use maily_deploy::exit_code;
 use serde_json::json;
+use support::postgres::Database;
+use support::terraform::StandIn;
 use support::*;
-use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 const TOKEN: &str = "hvs.e2e-Vault-token-51c";
-
-fn psql(sql: &str, db: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-struct Database(String);
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
-            .output();
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[test]
 fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database(format!("maily_infra_{}", rand_suffix().replace('-', "_")));
-    psql(&format!("CREATE DATABASE {}", db.0), "postgres");
-    let db_url = format!(
-        "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-        db.0
-    );
+    let db = Database::new("infra");
+    let db_url = db.url();
 
     let vault = world.rt.block_on(MockServer::start());
-    let kv = |data: serde_json::Value| {
-        ResponseTemplate::new(200).set_body_json(json!({
-            "data": {"data": data, "metadata": {"version": 1, "deletion_time": "", "destroyed": false}}
-        }))
-    };
     world.rt.block_on(
-        Mock::given(method("GET"))
-            .and(path("/v1/secret/data/maily/staging"))
-            .and(header("X-Vault-Token", TOKEN))
-            .respond_with(kv(
-                json!({"image_tag": "v3", "openai": "sk-e2e-openai-key-42"}),
-            ))
-            .expect(1)
-            .mount(&vault),
+        support::vault::secret(
+            "secret/data/maily/staging",
+            TOKEN,
+            json!({"image_tag": "v3", "openai": "sk-e2e-openai-key-42"}),
+        )
+        .mount(&vault),
     );
 
-    let manifests = world.dir.path().join("manifests");
-    copy_dir(&repo().join("manifests"), &manifests);
-    let profile = manifests.join("environments/staging.yaml");
-    let shipped = std::fs::read_to_string(&profile).unwrap();
-    std::fs::write(
-        &profile,
-        format!("{shipped}\nsecrets:\n  maily-platform-secrets:\n    OPENAI_API_KEY: secret/maily/staging#openai\n"),
-    )
-    .unwrap();
+    let manifests = manifests_with(
+        world.dir.path(),
+        "staging",
+        "secrets:\n  maily-platform-secrets:\n    OPENAI_API_KEY: secret/maily/staging#openai\n",
+    );
 
-    let tf_dir = world.dir.path().join("terraform");
-    std::fs::create_dir_all(&tf_dir).unwrap();
-    let tf_log = world.dir.path().join("terraform.log");
+    let terraform = StandIn::new(world.dir.path());
     let backups = world.dir.path().join("backups");
     let outputs = json!({
         "database_url": {"sensitive": true, "type": "string", "value": db_url},
@@ -106,11 +51,8 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
     let env = world.env_file(&[
         ("DATABASE_URL", ""),
         ("TERRAFORM_PROVIDES", "DATABASE_URL"),
-        ("TERRAFORM_DIR", path_str(&tf_dir)),
-        (
-            "TERRAFORM_BIN",
-            path_str(&repo().join("tests/fixtures/bin/terraform")),
-        ),
+        ("TERRAFORM_DIR", path_str(&terraform.dir)),
+        ("TERRAFORM_BIN", path_str(&StandIn::bin())),
         (
             "DATABASE_BACKUP_URL",
             &format!("file://{}/", backups.display()),
@@ -120,9 +62,8 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
         ("VAULT_TOKEN", TOKEN),
         ("ROLLOUT_TIMEOUT", "60s"),
     ]);
-    let out = world
-        .maily()
-        .arg("staging")
+    let mut cmd = world.maily();
+    cmd.arg("staging")
         .args([
             "--skip-frontend",
             "--skip-ai",
@@ -134,10 +75,9 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
         .arg("--manifests-dir")
         .arg(&manifests)
         .args(["--output", "json"])
-        .env("TF_STANDIN_LOG", &tf_log)
-        .env("TF_STANDIN_SCENARIO", "changes")
-        .env("TF_STANDIN_OUTPUTS", &outputs)
-        .timeout(Duration::from_secs(180))
+        .timeout(Duration::from_secs(180));
+    let out = terraform
+        .answer(&mut cmd, "changes", &outputs)
         .output()
         .unwrap();
     assert_eq!(
@@ -171,20 +111,14 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
             "{phase}: {statuses:?}"
         );
     }
-    let log = std::fs::read_to_string(&tf_log).unwrap();
+    let log = terraform.commands();
     assert!(
-        log.contains("apply -input=false -no-color maily-deploy.tfplan"),
-        "{log}"
+        log.contains(&"apply -input=false -no-color maily-deploy.tfplan".to_string()),
+        "{log:?}"
     );
 
     // migrate ran against the database terraform named.
-    let version: i64 = psql(
-        "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
-        &db.0,
-    )
-    .parse()
-    .unwrap();
-    assert!(version > 0, "the schema was migrated");
+    assert!(db.version() > 0, "the schema was migrated");
     // The backend runs the tag Vault gave, with the platform Secret.
     assert_eq!(
         world.image("api-blue").as_deref(),

@@ -9,54 +9,49 @@ use std::process::Output;
 use std::time::Duration;
 
 use maily_deploy::exit_code;
+use maily_deploy::phases::provision::InfrastructureRecord;
+use support::terraform::StandIn;
 use support::*;
 
 struct Infra {
     world: World,
+    terraform: StandIn,
     dir: PathBuf,
-    log: PathBuf,
 }
 
 impl Infra {
     fn new() -> Infra {
         let world = World::new(Duration::from_millis(200));
-        let dir = world.dir.path().join("terraform");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = world.dir.path().join("terraform.log");
-        Infra { world, dir, log }
+        let terraform = StandIn::new(world.dir.path());
+        let dir = terraform.dir.clone();
+        Infra {
+            world,
+            terraform,
+            dir,
+        }
     }
 
     /// `maily-deploy staging <args>` with the stand-in answering `scenario`.
     fn run(&self, scenario: &str, outputs: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
-        let mut vars = vec![
-            ("TERRAFORM_DIR", path_str(&self.dir).to_string()),
-            (
-                "TERRAFORM_BIN",
-                path_str(&repo().join("tests/fixtures/bin/terraform")).to_string(),
-            ),
-        ];
+        let mut vars = self.terraform.vars();
         vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let env_file = self.world.env_file(&vars);
-        self.world
-            .maily()
-            .arg("staging")
+        let mut cmd = self.world.maily();
+        cmd.arg("staging")
             .arg("--env-file")
             .arg(&env_file)
             .args(args)
-            .env("TF_STANDIN_LOG", &self.log)
-            .env("TF_STANDIN_SCENARIO", scenario)
-            .env("TF_STANDIN_OUTPUTS", outputs)
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(60));
+        self.terraform
+            .answer(&mut cmd, scenario, outputs)
             .output()
             .unwrap()
     }
 
     /// The command lines terraform received, and forget them.
     fn commands(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.log);
-        text.lines().map(String::from).collect()
+        self.terraform.commands()
     }
 }
 
@@ -249,6 +244,13 @@ fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
         "IMAGE_TAG is set, so only REDIS_URL is filled: {details}"
     );
     assert!(!details.contains("IMAGE_TAG"), "{details}");
+    // The snapshot names the variables filled, never their values.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.filled, ["REDIS_URL"]);
+    assert!(!record.applied, "no changes, nothing applied");
+    let snapshots = serde_json::to_string(&infra.world.snapshots()).unwrap();
+    assert!(!snapshots.contains("tf-redis-Secret77"), "{snapshots}");
 }
 
 #[test]
@@ -314,6 +316,11 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
         all.contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
         "{all}"
     );
+    // The failed run's snapshot still says what terraform did.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.workspace, "staging");
+    assert!(!record.applied && record.filled.is_empty(), "{record:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -14,22 +14,10 @@ use kube::Api;
 use maily_deploy::exit_code;
 use serde_json::json;
 use support::*;
-use wiremock::matchers::{body_json, header, method, path};
+use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "hvs.test-Vault-token-9f3a";
-
-fn kv(data: serde_json::Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "request_id": "5e3c2a1b", "lease_id": "", "renewable": false, "lease_duration": 0,
-        "data": {
-            "data": data,
-            "metadata": {"created_time": "2025-01-01T00:00:00Z", "custom_metadata": null,
-                         "deletion_time": "", "destroyed": false, "version": 3}
-        },
-        "wrap_info": null, "warnings": null, "auth": null
-    }))
-}
 
 struct VaultWorld {
     world: World,
@@ -47,29 +35,14 @@ impl VaultWorld {
         self.world.rt.block_on(mock.mount(&self.vault));
     }
 
-    /// A KV v2 secret the stub serves to `token` only.
+    /// A KV v2 secret the stub serves to `token` only, read once.
     fn secret(&self, at: &str, token: &str, data: serde_json::Value) {
-        self.mount(
-            Mock::given(method("GET"))
-                .and(path(format!("/v1/{at}")))
-                .and(header("X-Vault-Token", token))
-                .respond_with(kv(data))
-                .expect(1),
-        );
+        self.mount(support::vault::secret(at, token, data));
     }
 
     /// The manifests with the staging profile listing platform secrets.
     fn manifests_with_secrets(&self, secrets_yaml: &str) -> PathBuf {
-        let dir = self
-            .world
-            .dir
-            .path()
-            .join(format!("manifests-{}", rand_suffix()));
-        copy_dir(&repo().join("manifests"), &dir);
-        let profile = dir.join("environments/staging.yaml");
-        let text = std::fs::read_to_string(&profile).unwrap();
-        std::fs::write(&profile, format!("{text}\n{secrets_yaml}")).unwrap();
-        dir
+        manifests_with(self.world.dir.path(), "staging", secrets_yaml)
     }
 
     fn deploy(&self, env: &[(&str, &str)], extra: &[&str]) -> Output {
@@ -90,19 +63,6 @@ impl VaultWorld {
 
     fn addr(&self) -> String {
         self.vault.uri()
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

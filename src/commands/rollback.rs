@@ -36,6 +36,21 @@ pub async fn run(
         &[PhaseId::DeployBackend, PhaseId::ShiftTraffic],
         dry_run,
     )?;
+    // A rollback reads the env file its deploys read, Vault references and
+    // all: it resolves them as a deploy does, for what it may use (the
+    // backend and its platform secrets, the frontend's token, the database
+    // when asked), before anything changes.
+    let mut uses = vec![
+        PhaseId::DeployBackend,
+        PhaseId::DeployFrontend,
+        PhaseId::ShiftTraffic,
+    ];
+    if database.is_some() {
+        uses.push(PhaseId::Migrate);
+    }
+    let secrets = cx.config.profile.secrets.clone();
+    cx.platform_secrets =
+        crate::config::vault::resolve(&mut cx.config.vars, &uses, Some(&secrets)).await?;
     let applier = cx.applier().await?.clone();
     let profile = cx.config.profile.clone();
     let store = SnapshotStore::new(applier.client().clone(), &profile.namespace, environment);

@@ -56,11 +56,29 @@ pub fn parse_profile_ref(value: &str) -> Result<VaultRef, String> {
     }
 }
 
+/// Phases that use a variable when it is set without requiring it:
+/// shift-traffic promotes (and its undo puts back) a frontend that an
+/// earlier run built, so a resumed `--from shift-traffic` needs Vercel's
+/// token resolved though deploy-frontend does not run.
+fn also_read_by(name: &str) -> &'static [PhaseId] {
+    if name.starts_with("VERCEL_") {
+        &[PhaseId::ShiftTraffic]
+    } else {
+        &[]
+    }
+}
+
 /// The well-formed references among the variables the selected phases (or
 /// the run itself) read. Malformed ones are left for `validate` to report.
 fn wanted_vars(vars: &Vars, selected: &[PhaseId]) -> Vec<Wanted> {
     SPEC.iter()
-        .filter(|s| s.phases.is_empty() || s.phases.iter().any(|p| selected.contains(p)))
+        .filter(|s| {
+            s.phases.is_empty()
+                || s.phases
+                    .iter()
+                    .chain(also_read_by(s.name))
+                    .any(|p| selected.contains(p))
+        })
         .filter(|s| !s.name.starts_with("VAULT_"))
         .filter_map(|s| {
             let value = vars.get(s.name)?;
@@ -272,6 +290,19 @@ mod tests {
         let w = wanted_vars(&vars, &[PhaseId::Migrate, PhaseId::Verify]);
         let names: Vec<&str> = w.iter().map(|w| w.subject.as_str()).collect();
         assert_eq!(names, ["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn a_resumed_shift_traffic_resolves_the_vercel_token_it_promotes_with() {
+        let mut vars = Vars::default();
+        vars.set(
+            "VERCEL_TOKEN",
+            "vault:secret/maily#vercel".into(),
+            Source::Environment,
+        );
+        let w = wanted_vars(&vars, &[PhaseId::ShiftTraffic]);
+        let names: Vec<&str> = w.iter().map(|w| w.subject.as_str()).collect();
+        assert_eq!(names, ["VERCEL_TOKEN"]);
     }
 
     #[test]

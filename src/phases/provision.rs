@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Source;
 use crate::config::spec;
@@ -16,6 +17,32 @@ use crate::providers::terraform::{self, PlanExit, PlanSummary, Terraform, args};
 use crate::redact;
 
 pub struct Provision;
+
+/// What the snapshot keeps of the infrastructure (`snapshot.infrastructure`):
+/// what the plan would do, whether it was applied, and which variables the
+/// outputs filled, by name only (their values may be secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfrastructureRecord {
+    /// The Terraform workspace, the environment's name.
+    pub workspace: String,
+    /// The saved plan's counts (all zero when there were no changes).
+    pub plan: PlanSummary,
+    /// Whether the saved plan was applied (false: nothing to change).
+    pub applied: bool,
+    /// The variables terraform outputs filled.
+    #[serde(default)]
+    pub filled: Vec<String>,
+}
+
+impl InfrastructureRecord {
+    pub fn from_value(v: &serde_json::Value) -> Option<InfrastructureRecord> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
 
 /// The Terraform executable and directory from the run's variables.
 pub fn terraform_of(cx: &Context) -> anyhow::Result<Terraform> {
@@ -177,6 +204,15 @@ impl Phase for Provision {
         // The saved plan may hold sensitive values: it goes whatever happened.
         tf.remove_plan();
         let applied = applied?;
+        // Recorded before the outputs are read: a run failing on them has
+        // still changed the infrastructure, and its snapshot says so.
+        let mut record = InfrastructureRecord {
+            workspace: workspace.clone(),
+            plan: applied.unwrap_or_default(),
+            applied: applied.is_some(),
+            filled: Vec::new(),
+        };
+        cx.records.infrastructure = Some(record.to_value());
         let summary = match applied {
             Some(s) => {
                 details.push(format!("applied: {s}"));
@@ -250,6 +286,8 @@ impl Phase for Provision {
                 .vars
                 .set(f.variable, f.value.clone(), Source::Terraform);
         }
+        record.filled = fills.iter().map(|f| f.variable.to_string()).collect();
+        cx.records.infrastructure = Some(record.to_value());
         details.push(format!("{} outputs read", outputs.len()));
         if !fills.is_empty() {
             details.push(format!(
@@ -262,5 +300,35 @@ impl Phase for Provision {
             ));
         }
         Ok(PhaseReport { summary, details })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_the_filled_variables_and_holds_no_values() {
+        let r = InfrastructureRecord {
+            workspace: "production".into(),
+            plan: PlanSummary {
+                add: 2,
+                change: 1,
+                destroy: 0,
+            },
+            applied: true,
+            filled: vec!["DATABASE_URL".into()],
+        };
+        let v = r.to_value();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "workspace": "production",
+                "plan": {"add": 2, "change": 1, "destroy": 0},
+                "applied": true,
+                "filled": ["DATABASE_URL"]
+            })
+        );
+        assert_eq!(InfrastructureRecord::from_value(&v), Some(r));
     }
 }

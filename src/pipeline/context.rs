@@ -52,6 +52,9 @@ impl Default for RunOptions {
 /// platform it owns.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
+    /// provision: the Terraform plan's summary, whether it was applied, the
+    /// variables its outputs filled (names only, never values).
+    pub infrastructure: Option<serde_json::Value>,
     /// migrate: schema versions, applied migrations, the backup taken.
     pub database: Option<serde_json::Value>,
     /// deploy-frontend: the Vercel deployment.

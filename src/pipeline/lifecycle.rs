@@ -213,6 +213,7 @@ impl Lifecycle for ClusterLifecycle {
                 templates: kept_templates(cx.templates()?),
                 before: before.clone(),
                 after: None,
+                infrastructure: None,
                 frontend: None,
                 ai_config: None,
                 database: None,
@@ -281,6 +282,7 @@ impl Lifecycle for ClusterLifecycle {
             (Some(_), Some(_)) => Outcome::RollbackFailed,
         };
         snapshot.failure = failure.map(|f| f.message.clone());
+        snapshot.infrastructure = cx.records.infrastructure.clone();
         snapshot.database = cx.records.database.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();

@@ -120,7 +120,10 @@ pub struct Snapshot {
     pub before: PlatformState,
     /// The backend when the run ended.
     pub after: Option<PlatformState>,
-    /// Filled by the phases that own them (frontend, AI, database).
+    /// Filled by the phases that own them (infrastructure, frontend, AI,
+    /// database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frontend: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +225,7 @@ pub(crate) mod tests_support {
             templates: Vec::new(),
             before: PlatformState::default(),
             after: None,
+            infrastructure: None,
             frontend: None,
             ai_config: None,
             database: None,

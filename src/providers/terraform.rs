@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::Vars;
@@ -81,7 +81,7 @@ pub fn plan_exit(code: Option<i32>) -> PlanExit {
 
 /// What a saved plan would do, counted as `Plan: N to add, M to change, K to
 /// destroy.` counts it (a replacement is one add and one destroy).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSummary {
     pub add: usize,
     pub change: usize,

@@ -1,9 +1,16 @@
 //! The test world for end-to-end tests of the binary: a kubesim cluster
 //! with the Gateway API installed, an env file, and ways to read what a user
 //! would look at (Deployments, the stable Services' selectors, the routes'
-//! weights, the snapshots).
+//! weights, the snapshots). The stubs of the providers live beside it:
+//! `vercel` (a fake Vercel REST API), `vault` (KV v2 answers), `terraform`
+//! (the stand-in CLI) and `postgres` (a fresh database per test).
 
 #![allow(dead_code)]
+
+pub mod postgres;
+pub mod terraform;
+pub mod vault;
+pub mod vercel;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,6 +28,7 @@ use serde_json::json;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// The namespace of the environment most tests deploy (`World::new`).
 pub const NAMESPACE: &str = "maily-staging";
 
 /// The phases that are not the backend's, skipped in backend tests.
@@ -42,11 +50,25 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub rt: tokio::runtime::Runtime,
     pub client: Client,
+    /// The environment the readers below look at.
+    pub environment: String,
+    /// Its namespace, from the shipped profile.
+    pub namespace: String,
 }
 
 impl World {
-    /// A cluster with the Gateway API, pods ready after `rollout`.
+    /// A cluster with the Gateway API, pods ready after `rollout`, looked at
+    /// as staging.
     pub fn new(rollout: Duration) -> World {
+        World::for_environment("staging", rollout)
+    }
+
+    /// A cluster with the Gateway API, pods ready after `rollout`, looked at
+    /// as `environment` (its namespace read from the shipped profile).
+    pub fn for_environment(environment: &str, rollout: Duration) -> World {
+        let namespace = maily_deploy::config::profile::load(&repo().join("manifests"), environment)
+            .expect("a shipped environment profile")
+            .namespace;
         let sim = Sim::start_blocking(SimOptions {
             rollout_time: rollout,
             ..SimOptions::default()
@@ -59,6 +81,8 @@ impl World {
             dir: tempfile::tempdir().unwrap(),
             rt,
             client,
+            environment: environment.to_string(),
+            namespace,
         };
         world.install_gateway_api();
         world
@@ -125,7 +149,7 @@ impl World {
     }
 
     pub fn deployment(&self, name: &str) -> Option<Deployment> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         self.rt.block_on(api.get_opt(name)).unwrap()
     }
 
@@ -146,7 +170,7 @@ impl World {
 
     /// The slot a stable Service selects.
     pub fn selected_slot(&self, service: &str) -> Option<String> {
-        let api: Api<Service> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
         let svc = self.rt.block_on(api.get_opt(service)).unwrap()?;
         svc.spec?.selector?.get("maily.ai/slot").cloned()
     }
@@ -158,14 +182,15 @@ impl World {
             "v1",
             "HTTPRoute",
         ));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NAMESPACE, &ar);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
         let route = self.rt.block_on(api.get_opt(service)).unwrap()?;
         maily_deploy::k8s::live::route_weights(&route.data)
     }
 
     /// Every snapshot, newest first.
     pub fn snapshots(&self) -> Vec<Snapshot> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let list =
             self.rt
                 .block_on(api.list(
@@ -179,6 +204,11 @@ impl World {
             .collect();
         out.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
         out
+    }
+
+    /// The deployment id a run of this world's environment printed first.
+    pub fn deployment_id(&self, out: &Output) -> String {
+        deployment_id_in(out, &self.environment)
     }
 
     /// Where users are, service by service: (stable selector, weights).
@@ -218,12 +248,42 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// The deployment id a staging run printed.
 pub fn deployment_id_of(out: &Output) -> String {
+    deployment_id_in(out, "staging")
+}
+
+/// The deployment id (`<environment>-YYYYMMDD-HHMMSS`) a run printed.
+pub fn deployment_id_in(out: &Output, environment: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let start = stdout
-        .find("staging-")
-        .expect("a deployment id in the output");
-    stdout[start..start + "staging-20250101-120000".len()].to_string()
+    let prefix = format!("{environment}-");
+    let start = stdout.find(&prefix).expect("a deployment id in the output");
+    stdout[start..start + prefix.len() + "20250101-120000".len()].to_string()
+}
+
+/// A copy of a directory tree (the manifests, to change a profile in).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the shipped manifests under `dir`, with `yaml` appended to the
+/// profile of `environment` (platform `secrets:`, say).
+pub fn manifests_with(dir: &Path, environment: &str, yaml: &str) -> PathBuf {
+    let manifests = dir.join(format!("manifests-{}", rand_suffix()));
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join(format!("environments/{environment}.yaml"));
+    let shipped = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&profile, format!("{shipped}\n{yaml}")).unwrap();
+    manifests
 }
 
 pub fn path_str(p: &Path) -> &str {
