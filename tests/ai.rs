@@ -12,6 +12,7 @@ use kubesim::ImageFault;
 use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
 use serde_json::{Value, json};
+use support::ai::*;
 use support::*;
 use wiremock::MockServer;
 

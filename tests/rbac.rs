@@ -11,6 +11,7 @@ use kubesim::ImageFault;
 use maily_deploy::k8s::manifest::{self, Scope};
 use maily_deploy::k8s::values::{self, Release};
 use serde_json::Value;
+use support::ai::*;
 use support::*;
 
 struct Rule {
