@@ -467,3 +467,55 @@ fn skipping_ai_once_users_reach_it_is_refused_before_the_switch() {
         Some("blue")
     );
 }
+
+#[test]
+fn production_checks_all_three_providers_and_deploys_its_ai_services() {
+    let world = World::for_environment("production", Duration::from_millis(300));
+    let p = providers(&world);
+    let google = google(&world);
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("OPENAI_BASE_URL", &p.openai.uri()),
+        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
+        ("GOOGLE_BASE_URL", &google.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GOOGLE_API_KEY", GOOGLE_KEY),
+    ]);
+    let out = world
+        .maily()
+        .arg("production")
+        .args(BACKEND_AND_AI)
+        .arg("--env-file")
+        .arg(&env)
+        .arg("--yes")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::SUCCESS),
+        "{}",
+        text(&out)
+    );
+    for server in [&p.openai, &p.anthropic, &google] {
+        assert_eq!(requests(server, &world), 1, "one request per provider");
+    }
+    let api: Api<ConfigMap> = Api::namespaced(world.client.clone(), &world.namespace);
+    let cm = world.rt.block_on(api.get("ai-config-blue")).unwrap();
+    let config: Value = serde_json::from_str(&cm.data.unwrap()["config.json"]).unwrap();
+    assert_eq!(config["tasks"]["personalisation"]["provider"], "google");
+    assert_eq!(config["fallback"], json!(["openai", "anthropic", "google"]));
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue")
+    );
+    assert_eq!(world.replicas("ai-workers-blue"), Some(3));
+    let all = text(&out);
+    assert!(
+        all.contains("providers: openai, anthropic, google"),
+        "{all}"
+    );
+    assert!(!all.contains(GOOGLE_KEY), "the key never printed");
+}

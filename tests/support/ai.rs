@@ -100,3 +100,36 @@ pub fn deploy_with_ai(world: &World, p: &Providers, tag: &str, changes: &[(&str,
         .output()
         .unwrap()
 }
+
+pub const GOOGLE_KEY: &str = "AIza-production-google-3d9f";
+
+/// Gemini's model list (`GET /v1beta/models`, `x-goog-api-key`), for the
+/// right key only; a wrong one gets the documented 400 API_KEY_INVALID.
+pub fn google(world: &World) -> MockServer {
+    world.rt.block_on(async {
+        let google = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1beta/models"))
+            .and(header("x-goog-api-key", GOOGLE_KEY))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "models": [
+                    {"name": "models/gemini-2.0-flash", "version": "2.0", "displayName": "Gemini 2.0 Flash",
+                     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+                    {"name": "models/text-embedding-004", "version": "004", "displayName": "Text Embedding 004",
+                     "supportedGenerationMethods": ["embedContent"]}
+                ]
+            })))
+            .mount(&google)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1beta/models"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                "error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}
+            })))
+            .with_priority(10)
+            .mount(&google)
+            .await;
+        google
+    })
+}
