@@ -211,6 +211,7 @@ impl Lifecycle for ClusterLifecycle {
                 frontend: None,
                 ai_config: None,
                 database: None,
+                monitoring: None,
             };
             store.put(&snapshot).await?;
             cx.backend.before = Some(before);
@@ -276,7 +277,10 @@ impl Lifecycle for ClusterLifecycle {
             (Some(_), Some(_)) => Outcome::RollbackFailed,
         };
         snapshot.failure = failure.map(|f| f.message.clone());
+        // The deployment's Grafana annotation ends here, with the outcome.
+        crate::phases::monitor::close_annotation(cx, snapshot.outcome.as_str()).await;
         snapshot.database = cx.records.database.clone();
+        snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
         let saved = store.put(&snapshot).await;
