@@ -192,10 +192,6 @@ fn var<'a>(cx: &'a Context, name: &str) -> anyhow::Result<&'a str> {
         .ok_or_else(|| fail(Kind::Config, format!("{name} is not set")))
 }
 
-fn grafana_of(vars_url: &str, token: &str) -> anyhow::Result<Grafana> {
-    Grafana::new(vars_url, token)
-}
-
 /// The services whose pods run in the new slot before the switch: http
 /// services. Workers wait at 0 replicas until shift-traffic, so they have
 /// no targets yet.
@@ -241,11 +237,11 @@ async fn wait_for_targets(
         if all_up {
             return Ok(verdicts
                 .iter()
-                .map(|(s, v)| match v {
+                .filter_map(|(s, v)| match v {
                     ServiceTargets::Up { count } => {
-                        format!("{s}-{slot}: {count} target(s) scraped and up")
+                        Some(format!("{s}-{slot}: {count} target(s) scraped and up"))
                     }
-                    _ => unreachable!(),
+                    _ => None,
                 })
                 .collect());
         }
@@ -346,7 +342,7 @@ pub async fn close_annotation(cx: &mut Context, outcome: &str) {
         text: annotation_text(cx, &release, slot, Some(outcome)),
     };
     let result = async {
-        grafana_of(&record.grafana_url, &token)?
+        Grafana::new(&record.grafana_url, &token)?
             .patch_annotation(id, &patch)
             .await
     }
@@ -462,7 +458,7 @@ impl Phase for Monitor {
                 .unwrap_or("3m"),
         )
         .map_err(|e| fail(Kind::Config, format!("MONITOR_TARGETS_TIMEOUT {e}")))?;
-        let grafana = grafana_of(&grafana_url, &token)?;
+        let grafana = Grafana::new(&grafana_url, &token)?;
         let deployment_id = cx
             .deployment_id
             .as_ref()
