@@ -419,3 +419,59 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
     // Users were never moved: the stable Services do not exist yet.
     assert_eq!(world.selected_slot("api"), None);
 }
+
+#[test]
+fn a_dry_run_says_what_monitor_would_do_and_calls_nothing() {
+    let world = World::new(Duration::from_millis(300));
+    let g = grafana(&world, 200);
+    let prom = PrometheusServer::start(&[]);
+    let env = env(&world, &g, &prom, "v1");
+    let plan = |world: &World| {
+        let out = world
+            .maily()
+            .args([
+                "staging",
+                "--only",
+                "monitor",
+                "--dry-run",
+                "--output",
+                "json",
+                "--env-file",
+            ])
+            .arg(&env)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out, report)
+    };
+
+    // Without the operator's CRDs the plan fails as the run would.
+    let (out, report) = plan(&world);
+    assert_eq!(report["outcome"], "plan_failed", "{}", text(&out));
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Prometheus operator's CustomResourceDefinitions are not installed"),
+        "{report}"
+    );
+
+    world.install_prometheus_operator_crds();
+    let (out, report) = plan(&world);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let row = monitor_row(&report);
+    assert_eq!(row["status"], "planned");
+    let steps = row["details"].to_string();
+    for said in [
+        "the cluster serves PrometheusRule and ServiceMonitor",
+        "server-side apply 13 objects: 1 PrometheusRule, 6 Service, 6 ServiceMonitor",
+        "folder \\\"Maily staging\\\" (maily-staging), dashboards dashboards/maily-platform.json",
+        "analytics, api, blockchain-verifier, campaigns, email-sender are scraped and up",
+    ] {
+        assert!(steps.contains(said), "{said}: {steps}");
+    }
+    // Nothing was changed: no Grafana call, no object.
+    assert!(world.rt.block_on(g.received_requests()).unwrap().is_empty());
+    assert!(world.monitoring_objects("ServiceMonitor").is_empty());
+}
