@@ -242,7 +242,7 @@ fn the_dry_run_plan_shows_all_nine_phases_and_says_what_is_not_built() {
             ("deploy-backend", "planned"),
             ("deploy-frontend", "planned"),
             ("configure-ai", "not_implemented"),
-            ("monitor", "not_implemented"),
+            ("monitor", "planned"),
             ("verify", "planned"),
             ("shift-traffic", "planned"),
         ]

@@ -3,6 +3,7 @@
 pub mod deploy_backend;
 pub mod deploy_frontend;
 pub mod migrate;
+pub mod monitor;
 pub mod not_built;
 pub mod provision;
 pub mod shift_traffic;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
                 PhaseId::Migrate => Box::new(migrate::Migrate),
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::DeployFrontend => Box::new(deploy_frontend::DeployFrontend),
+                PhaseId::Monitor => Box::new(monitor::Monitor),
                 PhaseId::Verify => Box::new(verify::Verify),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
                 other => Box::new(not_built::NotBuilt(other)),

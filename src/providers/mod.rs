@@ -3,6 +3,8 @@
 //! and keeps the decisions (is this deployment done, how long does this rate
 //! limit last) in pure functions tested against what the documentation shows.
 
+pub mod grafana;
+pub mod prometheus;
 pub mod terraform;
 pub mod vault;
 pub mod vercel;
