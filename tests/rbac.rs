@@ -1,7 +1,7 @@
 //! Every API call the tool makes is allowed by the deployer's Role (and
 //! ClusterRole) shipped in `manifests/`: kubesim's request log against the
-//! rules, after deploys, a failed deploy, a rollback, history, status and
-//! unlock.
+//! rules, after deploys, a failed deploy, a rollback, history, status,
+//! unlock, and a deploy with monitor (rules and ServiceMonitors).
 
 mod support;
 
@@ -78,6 +78,8 @@ fn allowed(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
 #[test]
 fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
     let world = World::new(Duration::from_millis(300));
+    // What a cluster admin installs; not the deployer's calls.
+    world.install_prometheus_operator_crds();
     world.sim.control().reset();
 
     let first = world.deploy("v1", &[]);
@@ -106,6 +108,64 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
         let out = world.maily().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
     }
+
+    // monitor: the rules and monitors it applies, with a Grafana that says
+    // yes to everything and a Prometheus that scrapes both slots.
+    let (grafana, metrics) = world.rt.block_on(async {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+        let grafana = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"id": 1, "uid": "maily-staging", "title": "Maily staging"}),
+            ))
+            .mount(&grafana)
+            .await;
+        let metrics = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("up_test 1\n"))
+            .mount(&metrics)
+            .await;
+        (grafana, metrics)
+    });
+    let targets: Vec<_> = ["blue", "green"]
+        .iter()
+        .flat_map(|slot| {
+            [
+                "analytics",
+                "api",
+                "blockchain-verifier",
+                "campaigns",
+                "email-sender",
+            ]
+            .map(|s| {
+                support::prometheus::slot_target(
+                    &metrics.address().to_string(),
+                    NAMESPACE,
+                    s,
+                    slot,
+                    "v4",
+                )
+            })
+        })
+        .collect();
+    let prometheus = support::prometheus::PrometheusServer::start(&targets);
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v4"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("GRAFANA_URL", &grafana.uri()),
+        ("PROMETHEUS_URL", &prometheus.url),
+        ("MONITOR_TARGETS_TIMEOUT", "30s"),
+    ]);
+    let monitored = world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_ONLY.iter().filter(|f| **f != "--skip-monitor"))
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(monitored.status.code(), Some(0), "{}", text(&monitored));
 
     let denied = denied_calls(&world);
     assert!(

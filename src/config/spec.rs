@@ -157,6 +157,8 @@ pub const SPEC: &[VarSpec] = &[
         "Grafana base URL"),
     secret("GRAFANA_API_TOKEN", &[Monitor], Format::NonEmpty, Required, "Observability",
         "Grafana service account token"),
+    var("MONITOR_TARGETS_TIMEOUT", &[Monitor], Format::Duration, Default("3m"), "Observability",
+        "Longest wait for Prometheus to scrape the new slot's targets and find them up"),
     // Secrets
     var("VAULT_ADDR", &[], Format::HttpUrl, Optional, "Vault",
         "Vault address; required when any value is a vault:<path>#<key> reference"),

@@ -34,16 +34,23 @@ pub enum Scope {
     /// `bootstrap/`: the deployer's own RBAC, applied once by a cluster
     /// admin (`maily-deploy bootstrap`), never by a deploy.
     Bootstrap,
+    /// `monitoring/`: once per environment (the alert rules); owned by monitor.
+    Monitoring,
+    /// `monitoring-service/`: once per service, both slots at once (metrics
+    /// Service, ServiceMonitor); owned by monitor.
+    MonitoringService,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Platform,
         Scope::Slot,
         Scope::SlotHttp,
         Scope::SlotAi,
         Scope::Route,
         Scope::Bootstrap,
+        Scope::Monitoring,
+        Scope::MonitoringService,
     ];
 
     pub fn folder(self) -> &'static str {
@@ -54,6 +61,8 @@ impl Scope {
             Scope::SlotAi => "slot-ai",
             Scope::Route => "route",
             Scope::Bootstrap => "bootstrap",
+            Scope::Monitoring => "monitoring",
+            Scope::MonitoringService => "monitoring-service",
         }
     }
 }
@@ -191,7 +200,7 @@ pub fn apply_rank(kind: &str) -> u8 {
         "Service" => 7,
         "Deployment" | "StatefulSet" | "CronJob" | "Job" => 8,
         "PodDisruptionBudget" | "HorizontalPodAutoscaler" => 9,
-        "HTTPRoute" => 10,
+        "HTTPRoute" | "ServiceMonitor" | "PrometheusRule" => 10,
         _ => 11,
     }
 }

@@ -112,6 +112,21 @@ pub fn for_ai_config(
     v
 }
 
+/// Values of a service's templates that span both slots (its metrics
+/// Service and ServiceMonitor).
+pub fn for_service(release: &Release, profile: &Profile, service: &str) -> Values {
+    let mut v = common(release, profile);
+    let kind = profile
+        .services
+        .get(service)
+        .map_or(ServiceKind::Http, |s| s.kind);
+    v.extend([
+        ("SERVICE", service.to_string()),
+        ("KIND", kind_word(kind).to_string()),
+    ]);
+    v
+}
+
 /// Values of an http service's route templates.
 pub fn for_route(
     release: &Release,

@@ -4,6 +4,7 @@ pub mod configure_ai;
 pub mod deploy_backend;
 pub mod deploy_frontend;
 pub mod migrate;
+pub mod monitor;
 pub mod not_built;
 pub mod provision;
 pub mod shift_traffic;
@@ -24,9 +25,9 @@ pub fn all() -> Vec<Box<dyn Phase>> {
                 PhaseId::DeployBackend => Box::new(deploy_backend::DeployBackend),
                 PhaseId::DeployFrontend => Box::new(deploy_frontend::DeployFrontend),
                 PhaseId::ConfigureAi => Box::new(configure_ai::ConfigureAi::default()),
+                PhaseId::Monitor => Box::new(monitor::Monitor),
                 PhaseId::Verify => Box::new(verify::Verify),
                 PhaseId::ShiftTraffic => Box::new(shift_traffic::ShiftTraffic),
-                other => Box::new(not_built::NotBuilt(other)),
             }
         })
         .collect()

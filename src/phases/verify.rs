@@ -391,12 +391,9 @@ fn base_url(cx: &Context) -> String {
 fn http_services(
     cx: &Context,
 ) -> impl Iterator<Item = (&String, &crate::config::profile::Service)> {
-    let ai = cx.selection.is_selected(PhaseId::ConfigureAi) || cx.records.ai_config.is_some();
-    cx.config
-        .profile
-        .services
-        .iter()
-        .filter(move |(_, s)| s.kind == ServiceKind::Http && (ai || !s.ai))
+    cx.watched_services()
+        .into_iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Http)
 }
 
 /// The names of the checks, in report order.

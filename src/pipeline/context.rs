@@ -61,6 +61,9 @@ pub struct Records {
     pub frontend: Option<serde_json::Value>,
     /// configure-ai: the AI configuration.
     pub ai_config: Option<serde_json::Value>,
+    /// monitor: the Grafana folder, dashboards and the deployment's
+    /// annotation, which the run's end closes.
+    pub monitoring: Option<serde_json::Value>,
 }
 
 /// What the backend phases learn and leave for later ones.
@@ -85,6 +88,8 @@ pub struct BackendState {
 pub struct Context {
     /// The run's id; `None` for commands that are not deployments (`validate`).
     pub deployment_id: Option<DeploymentId>,
+    /// When the run started (the deployment's annotation begins here).
+    pub started_at: chrono::DateTime<chrono::Utc>,
     pub config: Config,
     pub selection: Selection,
     pub dry_run: bool,
@@ -122,6 +127,7 @@ impl Context {
     ) -> Self {
         Context {
             deployment_id,
+            started_at: chrono::Utc::now(),
             config,
             selection,
             dry_run,
@@ -139,6 +145,27 @@ impl Context {
 
     pub fn environment(&self) -> &str {
         &self.config.environment
+    }
+
+    /// Whether this run deploys the AI services (configure-ai selected, or
+    /// its config already recorded, as in a rollback): the phases after it
+    /// watch, monitor and verify them only then.
+    pub fn runs_ai(&self) -> bool {
+        self.selection
+            .is_selected(super::phase::PhaseId::ConfigureAi)
+            || self.records.ai_config.is_some()
+    }
+
+    /// The profile's services this run's later phases look at: all, or all
+    /// but the AI services when the run does not deploy them.
+    pub fn watched_services(&self) -> Vec<(&String, &crate::config::profile::Service)> {
+        let ai = self.runs_ai();
+        self.config
+            .profile
+            .services
+            .iter()
+            .filter(|(_, s)| ai || !s.ai)
+            .collect()
     }
 
     /// The Kubernetes client, connected on first use.

@@ -217,6 +217,7 @@ impl Lifecycle for ClusterLifecycle {
                 frontend: None,
                 ai_config: None,
                 database: None,
+                monitoring: None,
             };
             store.put(&snapshot).await?;
             cx.backend.before = Some(before);
@@ -283,7 +284,10 @@ impl Lifecycle for ClusterLifecycle {
         };
         snapshot.failure = failure.map(|f| f.message.clone());
         snapshot.infrastructure = cx.records.infrastructure.clone();
+        // The deployment's Grafana annotation ends here, with the outcome.
+        crate::phases::monitor::close_annotation(cx, snapshot.outcome.as_str()).await;
         snapshot.database = cx.records.database.clone();
+        snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
         let saved = store.put(&snapshot).await;

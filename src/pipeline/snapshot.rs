@@ -130,6 +130,9 @@ pub struct Snapshot {
     pub ai_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<serde_json::Value>,
+    /// monitor: the Grafana folder, dashboards and annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<serde_json::Value>,
 }
 
 impl Snapshot {
@@ -229,6 +232,7 @@ pub(crate) mod tests_support {
             frontend: None,
             ai_config: None,
             database: None,
+            monitoring: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! limit last) in pure functions tested against what the documentation shows.
 
 pub mod ai;
+pub mod grafana;
+pub mod prometheus;
 pub mod terraform;
 pub mod vault;
 pub mod vercel;

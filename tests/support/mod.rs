@@ -27,6 +27,8 @@ use kube::{Api, Client};
 use kubesim::{Sim, SimOptions};
 use maily_deploy::pipeline::snapshot::{self, Snapshot};
 
+pub mod prometheus;
+
 /// The namespace of the environment most tests deploy (`World::new`).
 pub const NAMESPACE: &str = "maily-staging";
 
@@ -88,20 +90,44 @@ impl World {
     }
 
     fn install_gateway_api(&self) {
+        self.install_crd("gateway-httproutes.yaml");
+    }
+
+    /// Apply a CRD of `tests/fixtures/crds/`, as a cluster admin would.
+    pub fn install_crd(&self, fixture: &str) {
         let text =
-            std::fs::read_to_string(repo().join("tests/fixtures/crds/gateway-httproutes.yaml"))
-                .unwrap();
+            std::fs::read_to_string(repo().join("tests/fixtures/crds").join(fixture)).unwrap();
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().expect("a CRD has a name");
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         self.rt
             .block_on(api.patch(
-                "httproutes.gateway.networking.k8s.io",
+                &name,
                 &PatchParams::apply("cluster-admin").force(),
                 &Patch::Apply(&crd),
             ))
-            .expect("the HTTPRoute CRD applies");
+            .unwrap_or_else(|e| panic!("the CRD {name} applies: {e}"));
         // The CRD is served once established; discovery picks it up.
         std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// The Prometheus operator's PrometheusRule and ServiceMonitor CRDs.
+    pub fn install_prometheus_operator_crds(&self) {
+        self.install_crd("monitoring-prometheusrules.yaml");
+        self.install_crd("monitoring-servicemonitors.yaml");
+    }
+
+    /// The objects of a kind of the monitoring.coreos.com/v1 group, by name.
+    pub fn monitoring_objects(&self, kind: &str) -> Vec<DynamicObject> {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NAMESPACE, &ar);
+        let mut items = self
+            .rt
+            .block_on(api.list(&ListParams::default()))
+            .unwrap()
+            .items;
+        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        items
     }
 
     /// `.env.example` with these values replaced.

@@ -1,0 +1,582 @@
+//! monitor: the platform watched before users reach the new slot.
+//!
+//! Applies the alert rules (a PrometheusRule) and, per service, a metrics
+//! Service and a ServiceMonitor; saves the dashboards of
+//! `manifests/dashboards/` into the environment's Grafana folder; opens a
+//! region annotation for the deployment (from the run's start; the run's end
+//! closes it with the outcome); then waits until Prometheus scrapes the new
+//! slot's targets and finds them up.
+//!
+//! Nothing here changes what users reach. The cluster must serve the
+//! Prometheus operator's `monitoring.coreos.com/v1` kinds; the phase checks
+//! that before it changes anything.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kube::api::{DynamicObject, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::format::duration;
+use crate::config::profile::ServiceKind;
+use crate::error::{Failure, Kind, Problem, fail};
+use crate::k8s::apply::Applier;
+use crate::k8s::client::retry;
+use crate::k8s::live;
+use crate::k8s::manifest::{self, Scope};
+use crate::k8s::slot::Slot;
+use crate::k8s::values::{self, Release};
+use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+use crate::providers::grafana::{self, AnnotationPatch, Grafana, NewAnnotation};
+use crate::providers::prometheus::{self, Prometheus, ServiceTargets};
+
+pub struct Monitor;
+
+/// How often the targets are read while waiting for them.
+const TARGETS_POLL: Duration = Duration::from_secs(1);
+
+/// The kinds the Prometheus operator's CRDs add, which the phase applies.
+pub fn operator_kinds() -> [GroupVersionKind; 2] {
+    [
+        GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PrometheusRule"),
+        GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+    ]
+}
+
+/// What monitor leaves in the snapshot, and what the run's end needs to
+/// close the annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitoringRecord {
+    pub grafana_url: String,
+    pub folder_uid: String,
+    pub dashboards: Vec<String>,
+    /// The deployment's region annotation, once created.
+    #[serde(default)]
+    pub annotation_id: Option<i64>,
+    /// Epoch milliseconds: the run's start.
+    pub annotation_start_ms: i64,
+    #[serde(default)]
+    pub slot: Option<Slot>,
+    /// Set once the run's end has closed the annotation.
+    #[serde(default)]
+    pub closed: bool,
+}
+
+impl MonitoringRecord {
+    pub fn from_value(v: &Value) -> Option<MonitoringRecord> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// The rules and monitors a deploy applies: the environment's PrometheusRule
+/// and each service's metrics Service and ServiceMonitor.
+pub fn objects_for(cx: &Context, release: &Release) -> anyhow::Result<Vec<DynamicObject>> {
+    let profile = &cx.config.profile;
+    let templates = cx.templates()?;
+    let mut out: Vec<DynamicObject> = manifest::render(
+        templates,
+        &[Scope::Monitoring],
+        &values::common(release, profile),
+    )?
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect();
+    // The AI services only when this run deploys them (configure-ai).
+    for (name, _) in cx.watched_services() {
+        out.extend(
+            manifest::render(
+                templates,
+                &[Scope::MonitoringService],
+                &values::for_service(release, profile, name),
+            )?
+            .into_iter()
+            .map(|(_, o)| o),
+        );
+    }
+    Ok(out)
+}
+
+/// The dashboards of `<manifests>/dashboards/*.json`, by file name.
+pub fn dashboards(manifests_dir: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let dir = manifests_dir.join("dashboards");
+    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let file = format!(
+                "dashboards/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| fail(Kind::Config, format!("reading {file}: {e}")))?;
+            let doc: Value = serde_json::from_str(&text).map_err(|e| {
+                fail(
+                    Kind::Config,
+                    format!("{file} is not a Grafana dashboard's JSON: {e}"),
+                )
+            })?;
+            if doc.get("uid").and_then(Value::as_str).is_none() {
+                return Err(fail(
+                    Kind::Config,
+                    format!("{file} has no \"uid\"; give the dashboard one, so each deploy updates it rather than adding a copy"),
+                ));
+            }
+            Ok((file, doc))
+        })
+        .collect()
+}
+
+/// The kinds among the operator's that the cluster does not serve; an
+/// unreachable API is an error, not a missing kind.
+async fn missing_kinds(applier: &Applier) -> anyhow::Result<Vec<GroupVersionKind>> {
+    let mut missing = Vec::new();
+    for gvk in operator_kinds() {
+        match retry("discovery", || {
+            kube::discovery::pinned_kind(applier.client(), &gvk)
+        })
+        .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => missing.push(gvk),
+            Err(kube::Error::Discovery(_)) => missing.push(gvk),
+            Err(e) => {
+                return Err(fail(
+                    Kind::PhaseFailed,
+                    format!("reading the cluster's API discovery for {}: {e}", gvk.kind),
+                ));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The message for a cluster without the Prometheus operator's CRDs: what is
+/// missing, and how to fix it.
+pub fn missing_crds_message(missing: &[GroupVersionKind]) -> String {
+    let kinds: Vec<&str> = missing.iter().map(|g| g.kind.as_str()).collect();
+    format!(
+        "the cluster does not serve {} (monitoring.coreos.com/v1): the Prometheus operator's CustomResourceDefinitions are not installed. Install the operator (the kube-prometheus-stack Helm chart), or only its CRDs: `kubectl apply --server-side -f https://github.com/prometheus-operator/prometheus-operator/releases/latest/download/stripped-down-crds.yaml`; then run again, or skip this phase with --skip-monitor",
+        kinds.join(" and ")
+    )
+}
+
+/// The slot being monitored: this run's, or the idle one when resuming.
+async fn slot(cx: &Context) -> anyhow::Result<Slot> {
+    if let Some(s) = cx.backend.target_slot {
+        return Ok(s);
+    }
+    let state = live::read(cx.applier().await?, &cx.config.profile).await?;
+    state
+        .target_slot()
+        .map_err(|why| fail(Kind::PhaseFailed, why))
+}
+
+fn var<'a>(cx: &'a Context, name: &str) -> anyhow::Result<&'a str> {
+    cx.config
+        .vars
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| fail(Kind::Config, format!("{name} is not set")))
+}
+
+/// The services whose pods run in the new slot before the switch: http
+/// services. Workers wait at 0 replicas until shift-traffic, so they have
+/// no targets yet.
+fn scraped_services(cx: &Context) -> Vec<String> {
+    cx.watched_services()
+        .into_iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Http)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Wait until every service has targets in the slot and all are up, or the
+/// timeout passes; then every service that is not is a problem.
+async fn wait_for_targets(
+    prom: &Prometheus,
+    namespace: &str,
+    services: &[String],
+    slot: Slot,
+    version: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let targets = prom.targets().await;
+        let verdicts: Vec<(String, ServiceTargets)> = match &targets {
+            Ok(t) => services
+                .iter()
+                .map(|s| {
+                    (
+                        s.clone(),
+                        prometheus::verdict(t, namespace, s, slot.as_str(), version),
+                    )
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let all_up = targets.is_ok()
+            && verdicts
+                .iter()
+                .all(|(_, v)| matches!(v, ServiceTargets::Up { .. }));
+        if all_up {
+            return Ok(verdicts
+                .iter()
+                .filter_map(|(s, v)| match v {
+                    ServiceTargets::Up { count } => {
+                        Some(format!("{s}-{slot}: {count} target(s) scraped and up"))
+                    }
+                    _ => None,
+                })
+                .collect());
+        }
+        if started.elapsed() >= timeout {
+            // Prometheus itself not answering is the error to report.
+            targets?;
+            let waited = humantime::format_duration(Duration::from_secs(timeout.as_secs()));
+            let problems: Vec<Problem> = verdicts
+                .into_iter()
+                .filter_map(|(s, v)| {
+                    let problem = match v {
+                        ServiceTargets::Up { .. } => return None,
+                        ServiceTargets::Missing => format!(
+                            "Prometheus has no target of {s} in slot {slot} (labels namespace={namespace}, job={s}, slot={slot}) after {waited}"
+                        ),
+                        ServiceTargets::NotUp { up, not_up } => format!(
+                            "{} of {} targets are not up after {waited}: {}",
+                            not_up.len(),
+                            up + not_up.len(),
+                            not_up
+                                .iter()
+                                .map(|(at, why)| format!("{at}: {why}"))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    };
+                    Some(Problem {
+                        phase: Some(PhaseId::Monitor.to_string()),
+                        subject: format!("{s}-{slot}"),
+                        problem,
+                        fix: "check that the Prometheus selects ServiceMonitors labelled app.kubernetes.io/part-of=maily in this namespace, and that the pods answer GET /metrics on their http port".into(),
+                    })
+                })
+                .collect();
+            return Err(Failure::with_problems(
+                Kind::PhaseFailed,
+                format!(
+                    "Prometheus ({}) does not scrape every service of the new slot {slot}, or some targets are down",
+                    prom.base()
+                ),
+                problems,
+            )
+            .into());
+        }
+        tokio::time::sleep(TARGETS_POLL).await;
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn annotation_text(cx: &Context, release: &Release, slot: Slot, outcome: Option<&str>) -> String {
+    let id = cx
+        .deployment_id
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let mut text = format!(
+        "maily-deploy {id}: {} {} to slot {slot}",
+        cx.environment(),
+        release.image_tag
+    );
+    if let Some(o) = outcome {
+        text.push_str(&format!(" ({o})"));
+    }
+    text
+}
+
+/// Close the deployment's annotation at the run's end: its end time is now,
+/// and its tags carry the outcome. A Grafana that fails here is a warning,
+/// never a failed run.
+pub async fn close_annotation(cx: &mut Context, outcome: &str) {
+    let Some(mut record) = cx
+        .records
+        .monitoring
+        .as_ref()
+        .and_then(MonitoringRecord::from_value)
+    else {
+        return;
+    };
+    let Some(id) = record.annotation_id.filter(|_| !record.closed) else {
+        return;
+    };
+    let Some(token) = cx.config.vars.get("GRAFANA_API_TOKEN").map(String::from) else {
+        return;
+    };
+    let deployment_id = cx
+        .deployment_id
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let release = cx.release_or_partial();
+    let slot = record.slot.unwrap_or(Slot::Blue);
+    let patch = AnnotationPatch {
+        time_end: millis(Utc::now()).max(record.annotation_start_ms),
+        tags: grafana::annotation_tags(cx.environment(), &deployment_id, outcome),
+        text: annotation_text(cx, &release, slot, Some(outcome)),
+    };
+    let result = async {
+        Grafana::new(&record.grafana_url, &token)?
+            .patch_annotation(id, &patch)
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            record.closed = true;
+            cx.records.monitoring = Some(record.to_value());
+        }
+        Err(e) => tracing::warn!(
+            "closing the deployment's Grafana annotation {id}: {e:#}; it stays open (outcome:in-progress)"
+        ),
+    }
+}
+
+#[async_trait]
+impl Phase for Monitor {
+    fn id(&self) -> PhaseId {
+        PhaseId::Monitor
+    }
+
+    async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        let release = cx.release_or_partial();
+        let objects = objects_for(cx, &release)?;
+        let boards = dashboards(&cx.manifests_dir)?;
+        let mut steps = Vec::new();
+        // A dry run may have no cluster at hand: the plan says what it
+        // could not learn; a cluster that answers without the CRDs fails
+        // the plan as it would fail the run.
+        match cx.applier().await {
+            Ok(applier) => match missing_kinds(applier).await {
+                Ok(missing) if !missing.is_empty() => {
+                    return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+                }
+                Ok(_) => steps.push(
+                    "the cluster serves PrometheusRule and ServiceMonitor (monitoring.coreos.com/v1)"
+                        .to_string(),
+                ),
+                Err(e) => steps.push(format!(
+                    "cannot tell whether the cluster serves monitoring.coreos.com/v1 ({e})"
+                )),
+            },
+            Err(e) => steps.push(format!(
+                "cannot tell whether the cluster serves monitoring.coreos.com/v1 ({e})"
+            )),
+        }
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for o in &objects {
+            *kinds
+                .entry(o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default())
+                .or_default() += 1;
+        }
+        steps.push(format!(
+            "server-side apply {} objects: {}",
+            objects.len(),
+            kinds
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let (folder_uid, folder_title) = grafana::folder_for(cx.environment());
+        let grafana_url = cx.config.vars.get("GRAFANA_URL").unwrap_or("GRAFANA_URL");
+        steps.push(format!(
+            "Grafana {grafana_url}: folder \"{folder_title}\" ({folder_uid}), dashboards {}",
+            boards
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        steps.push(
+            "Grafana: a region annotation from the run's start to its end, tagged with the environment, deployment id and outcome"
+                .into(),
+        );
+        steps.push(format!(
+            "Prometheus {}: wait until the new slot's targets of {} are scraped and up",
+            cx.config
+                .vars
+                .get("PROMETHEUS_URL")
+                .unwrap_or("PROMETHEUS_URL"),
+            scraped_services(cx).join(", ")
+        ));
+        Ok(PhasePlan {
+            summary: format!(
+                "alert rules, {} ServiceMonitors, {} dashboards, the deployment's annotation",
+                cx.watched_services().len(),
+                boards.len()
+            ),
+            steps,
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
+        let release = cx.release_or_partial();
+        let applier = cx.applier().await?.clone();
+        // Before any change: the operator's kinds, the dashboards' files.
+        let missing = missing_kinds(&applier).await?;
+        if !missing.is_empty() {
+            return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+        }
+        let objects = objects_for(cx, &release)?;
+        let boards = dashboards(&cx.manifests_dir)?;
+        let slot = slot(cx).await?;
+        let grafana_url = var(cx, "GRAFANA_URL")?.to_string();
+        let token = var(cx, "GRAFANA_API_TOKEN")?.to_string();
+        let prometheus_url = var(cx, "PROMETHEUS_URL")?.to_string();
+        let timeout = duration(
+            cx.config
+                .vars
+                .get("MONITOR_TARGETS_TIMEOUT")
+                .filter(|v| !v.is_empty())
+                .unwrap_or("3m"),
+        )
+        .map_err(|e| fail(Kind::Config, format!("MONITOR_TARGETS_TIMEOUT {e}")))?;
+        let grafana = Grafana::new(&grafana_url, &token)?;
+        let deployment_id = cx
+            .deployment_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let (folder_uid, folder_title) = grafana::folder_for(cx.environment());
+
+        // The annotation first, so whatever fails after it still shows on
+        // the graphs; recorded at once, so the run's end closes it.
+        let mut record = MonitoringRecord {
+            grafana_url: grafana_url.clone(),
+            folder_uid: folder_uid.clone(),
+            dashboards: Vec::new(),
+            annotation_id: None,
+            annotation_start_ms: millis(cx.started_at),
+            slot: Some(slot),
+            closed: false,
+        };
+        let annotation = NewAnnotation {
+            time: record.annotation_start_ms,
+            time_end: millis(Utc::now()).max(record.annotation_start_ms),
+            tags: grafana::annotation_tags(cx.environment(), &deployment_id, "in-progress"),
+            text: annotation_text(cx, &release, slot, None),
+        };
+        let id = grafana.create_annotation(&annotation).await?;
+        record.annotation_id = Some(id);
+        cx.records.monitoring = Some(record.to_value());
+
+        let mut details = Vec::new();
+        let counts = objects.len();
+        applier.apply_all(objects).await?;
+        details.push(format!(
+            "applied the PrometheusRule and {} ServiceMonitors with their metrics Services ({counts} objects)",
+            cx.watched_services().len()
+        ));
+
+        let (folder, created) = grafana.ensure_folder(&folder_uid, &folder_title).await?;
+        details.push(format!(
+            "Grafana folder \"{}\" ({}){}",
+            folder.title,
+            folder.uid,
+            if created { ", created" } else { "" }
+        ));
+        let message = format!("maily-deploy {deployment_id}");
+        for (file, doc) in boards {
+            let doc = grafana::for_environment(doc, cx.environment(), &cx.config.profile.namespace);
+            let saved = grafana
+                .upsert_dashboard(&doc, &folder.uid, &message)
+                .await?;
+            details.push(format!(
+                "dashboard {} from {file}{}",
+                saved.uid,
+                saved
+                    .version
+                    .map(|v| format!(", version {v}"))
+                    .unwrap_or_default()
+            ));
+            record.dashboards.push(saved.uid);
+        }
+        cx.records.monitoring = Some(record.to_value());
+        details.push(format!("annotation {id} opened for {deployment_id}"));
+
+        let prom = Prometheus::new(&prometheus_url)?;
+        let services = scraped_services(cx);
+        let version = cx.release().ok().map(|r| r.image_tag);
+        let lines = wait_for_targets(
+            &prom,
+            &cx.config.profile.namespace,
+            &services,
+            slot,
+            version.as_deref(),
+            timeout,
+        )
+        .await?;
+        details.extend(lines);
+        Ok(PhaseReport {
+            summary: format!(
+                "rules and {} ServiceMonitors applied, {} dashboards saved, {} services of {slot} scraped and up",
+                cx.watched_services().len(),
+                record.dashboards.len(),
+                services.len()
+            ),
+            details,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_missing_crd_message_says_what_and_how_to_fix_it() {
+        let m = missing_crds_message(&operator_kinds());
+        assert!(m.contains("PrometheusRule and ServiceMonitor (monitoring.coreos.com/v1)"));
+        assert!(m.contains("Prometheus operator"));
+        assert!(m.contains("kubectl apply --server-side"));
+        assert!(m.contains("--skip-monitor"));
+    }
+
+    #[test]
+    fn the_shipped_dashboards_load_and_have_uids() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+        let boards = dashboards(&dir).unwrap();
+        assert!(!boards.is_empty());
+        assert!(boards.iter().all(|(_, d)| d["uid"].is_string()));
+    }
+
+    #[test]
+    fn a_record_round_trips_through_the_snapshot() {
+        let r = MonitoringRecord {
+            grafana_url: "https://grafana.example".into(),
+            folder_uid: "maily-staging".into(),
+            dashboards: vec!["maily-platform-staging".into()],
+            annotation_id: Some(7),
+            annotation_start_ms: 1,
+            slot: Some(Slot::Green),
+            closed: false,
+        };
+        assert_eq!(MonitoringRecord::from_value(&r.to_value()), Some(r));
+    }
+}
