@@ -8,12 +8,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::grafana::{TOKEN, grafana, metrics_endpoint};
 use support::prometheus::{PrometheusServer, ScrapeTarget, slot_target};
 use support::*;
-use wiremock::matchers::{body_partial_json, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-const TOKEN: &str = "glsa_monitor-test-token-5f1c";
 const HTTP_SERVICES: [&str; 5] = [
     "analytics",
     "api",
@@ -30,80 +29,6 @@ const PHASES: &[&str] = &[
     "--skip-ai",
     "--skip-verify",
 ];
-
-/// Grafana as its HTTP API documents it: no folder yet, then every call
-/// answered, each only with the service account token.
-fn grafana(world: &World, patch_status: u16) -> MockServer {
-    world.rt.block_on(async {
-        let g = MockServer::start().await;
-        let auth = format!("Bearer {TOKEN}");
-        Mock::given(method("GET"))
-            .and(path("/api/folders/maily-staging"))
-            .and(header("authorization", auth.as_str()))
-            .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "folder not found"})))
-            .mount(&g)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/api/folders"))
-            .and(header("authorization", auth.as_str()))
-            .and(body_partial_json(json!({"uid": "maily-staging", "title": "Maily staging"})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "id": 1, "uid": "maily-staging", "title": "Maily staging",
-                "url": "/dashboards/f/maily-staging/maily-staging", "version": 1})))
-            .mount(&g)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/api/dashboards/db"))
-            .and(header("authorization", auth.as_str()))
-            .and(body_partial_json(json!({
-                "folderUid": "maily-staging",
-                "overwrite": true,
-                "dashboard": {"uid": "maily-platform-staging", "title": "Maily platform (staging)", "id": null}})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "id": 7, "uid": "maily-platform-staging", "status": "success", "version": 1,
-                "url": "/d/maily-platform-staging/maily-platform-staging", "slug": "maily-platform-staging"})))
-            .mount(&g)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/api/annotations"))
-            .and(header("authorization", auth.as_str()))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"message": "Annotation added", "id": 42})),
-            )
-            .mount(&g)
-            .await;
-        Mock::given(method("PATCH"))
-            .and(path("/api/annotations/42"))
-            .and(header("authorization", auth.as_str()))
-            .respond_with(
-                ResponseTemplate::new(patch_status)
-                    .set_body_json(json!({"message": "Annotation patched"})),
-            )
-            .mount(&g)
-            .await;
-        g
-    })
-}
-
-/// A loopback endpoint answering `/metrics/<service>` as a FastAPI service's
-/// Prometheus instrumentation would.
-fn metrics_endpoint(world: &World) -> MockServer {
-    world.rt.block_on(async {
-        let m = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "text/plain; version=0.0.4")
-                    .set_body_string(
-                        "# TYPE http_requests_total counter\nhttp_requests_total{handler=\"/health\",method=\"GET\",status=\"2xx\"} 3\n",
-                    ),
-            )
-            .mount(&m)
-            .await;
-        m
-    })
-}
 
 fn address(server: &MockServer) -> String {
     server.address().to_string()
@@ -153,7 +78,7 @@ fn monitor_row(report: &Value) -> Value {
 fn a_deploy_applies_rules_and_monitors_saves_dashboards_annotates_and_finds_the_new_slot_scraped() {
     let world = World::new(Duration::from_millis(300));
     world.install_prometheus_operator_crds();
-    let g = grafana(&world, 200);
+    let g = grafana(&world, "staging", 200);
     let metrics = metrics_endpoint(&world);
     // The first deploy goes to blue.
     let prom = PrometheusServer::start(&slot_targets(&address(&metrics), "blue", "v1"));
@@ -290,7 +215,7 @@ fn deployment_id_of_json(out: &std::process::Output) -> String {
 #[test]
 fn a_cluster_without_the_prometheus_operator_is_told_how_to_install_it() {
     let world = World::new(Duration::from_millis(300));
-    let g = grafana(&world, 200);
+    let g = grafana(&world, "staging", 200);
     let prom = PrometheusServer::start(&[]);
     let out = world
         .maily()
@@ -332,7 +257,7 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
     let world = World::new(Duration::from_millis(300));
     world.install_prometheus_operator_crds();
     // Closing the annotation fails too: a warning, never another failure.
-    let g = grafana(&world, 500);
+    let g = grafana(&world, "staging", 500);
     let metrics = metrics_endpoint(&world);
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -423,7 +348,7 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
 #[test]
 fn a_dry_run_says_what_monitor_would_do_and_calls_nothing() {
     let world = World::new(Duration::from_millis(300));
-    let g = grafana(&world, 200);
+    let g = grafana(&world, "staging", 200);
     let prom = PrometheusServer::start(&[]);
     let env = env(&world, &g, &prom, "v1");
     let plan = |world: &World| {

@@ -43,15 +43,6 @@ const SECRETS: [&str; 5] = [
     SIGNER_KEY,
 ];
 
-/// The http services behind the routes, as `World::traffic` lists them.
-const HTTP: [&str; 5] = [
-    "analytics",
-    "api",
-    "blockchain-verifier",
-    "campaigns",
-    "email-sender",
-];
-
 struct Production {
     world: World,
     vercel: Stub,
@@ -60,37 +51,6 @@ struct Production {
     db: Database,
     manifests: PathBuf,
     backups: PathBuf,
-}
-
-/// `name=slot` for each stable Service that exists, read with kubectl as
-/// an operator would: where users of the backend are at this moment.
-fn stable_selectors(kubeconfig: &std::path::Path, namespace: &str) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", namespace, "get", "services", "-o"])
-        .arg(r#"jsonpath={range .items[*]}{.metadata.name}={.spec.selector.maily\.ai/slot}{"\n"}{end}"#)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut stable: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| HTTP.iter().any(|s| l.starts_with(&format!("{s}="))))
-        .map(String::from)
-        .collect();
-    stable.sort();
-    stable.join(" ")
-}
-
-fn all_on(slot: &str) -> String {
-    HTTP.iter()
-        .map(|s| format!("{s}={slot}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 impl Production {

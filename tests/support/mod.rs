@@ -9,10 +9,12 @@
 #![allow(dead_code)]
 
 pub mod ai;
+pub mod grafana;
 pub mod postgres;
 pub mod terraform;
 pub mod vault;
 pub mod vercel;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -120,7 +122,8 @@ impl World {
     /// The objects of a kind of the monitoring.coreos.com/v1 group, by name.
     pub fn monitoring_objects(&self, kind: &str) -> Vec<DynamicObject> {
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NAMESPACE, &ar);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
         let mut items = self
             .rt
             .block_on(api.list(&ListParams::default()))
@@ -313,4 +316,44 @@ pub fn manifests_with(dir: &Path, environment: &str, yaml: &str) -> PathBuf {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The http services behind the routes, as `World::traffic` lists them.
+pub const HTTP: [&str; 5] = [
+    "analytics",
+    "api",
+    "blockchain-verifier",
+    "campaigns",
+    "email-sender",
+];
+
+/// `name=slot` for each stable Service that exists, read with kubectl as
+/// an operator would: where users of the backend are at this moment.
+pub fn stable_selectors(kubeconfig: &std::path::Path, namespace: &str) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", namespace, "get", "services", "-o"])
+        .arg(r#"jsonpath={range .items[*]}{.metadata.name}={.spec.selector.maily\.ai/slot}{"\n"}{end}"#)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut stable: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| HTTP.iter().any(|s| l.starts_with(&format!("{s}="))))
+        .map(String::from)
+        .collect();
+    stable.sort();
+    stable.join(" ")
+}
+
+pub fn all_on(slot: &str) -> String {
+    HTTP.iter()
+        .map(|s| format!("{s}={slot}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

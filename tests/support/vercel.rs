@@ -59,6 +59,19 @@ pub struct State {
     pub witness: Option<Witness>,
     /// `POST /v13/deployments: <answer>` and `promote <id>: <answer>`.
     pub witnessed: Vec<String>,
+    /// Deployments are served at `<url_base>/<id>` (a loopback stub a
+    /// test serves) instead of `maily-<id>.vercel.app`.
+    pub url_base: Option<String>,
+}
+
+impl State {
+    /// The URL a deployment is served at.
+    pub fn url_of(&self, id: &str) -> String {
+        match &self.url_base {
+            Some(base) => format!("{base}/{id}"),
+            None => format!("maily-{id}.vercel.app"),
+        }
+    }
 }
 
 /// What a test looks at when the tool creates or promotes a deployment.
@@ -137,9 +150,10 @@ impl Respond for FakeVercel {
                         s.pending_production = Some((id, reads - 1));
                     }
                 }
-                let production = s.production.clone().map(|id| {
-                    json!({"id": id, "url": format!("maily-{id}.vercel.app"), "readyState": "READY"})
-                });
+                let production = s
+                    .production
+                    .clone()
+                    .map(|id| json!({"id": id, "url": s.url_of(&id), "readyState": "READY"}));
                 ResponseTemplate::new(200).set_body_json(json!({
                     "id": PROJECT,
                     "name": "maily-frontend",
@@ -183,7 +197,7 @@ impl Respond for FakeVercel {
                     .insert(id.clone(), (script, 0, git_ref.clone()));
                 ResponseTemplate::new(200).set_body_json(json!({
                     "id": id,
-                    "url": format!("maily-{id}.vercel.app"),
+                    "url": s.url_of(&id),
                     "name": "maily-frontend",
                     "readyState": "QUEUED",
                     "target": "production",
@@ -224,7 +238,7 @@ impl Respond for FakeVercel {
                 *reads += 1;
                 let mut body = json!({
                     "id": id,
-                    "url": format!("maily-{id}.vercel.app"),
+                    "url": s.url_of(&id),
                     "readyState": state,
                     "status": state,
                     "target": "production",
