@@ -430,3 +430,51 @@ fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].1, Outcome::Succeeded);
 }
+
+#[test]
+fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Snapshots for this second and the next two, as if runs had just
+    // taken those ids.
+    let template = world.snapshots().remove(0);
+    let store = SnapshotStore::new(world.client.clone(), NAMESPACE, "staging");
+    let now = chrono::Utc::now();
+    let taken: Vec<String> = (0..3)
+        .map(|s| {
+            maily_deploy::pipeline::DeploymentId::new("staging", now + chrono::Duration::seconds(s))
+                .to_string()
+        })
+        .collect();
+    for id in &taken {
+        let mut s = template.clone();
+        s.deployment_id = id.clone();
+        world.rt.block_on(store.put(&s)).unwrap();
+    }
+    let out = world.deploy("v2", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ids: Vec<String> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| s.deployment_id)
+        .collect();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    for id in &taken {
+        assert!(ids.contains(id), "{id} kept: {ids:?}");
+    }
+    let newest = &world.snapshots()[0];
+    assert!(
+        !taken.contains(&newest.deployment_id),
+        "a fresh id: {}",
+        newest.deployment_id
+    );
+    assert_eq!(newest.release.as_ref().unwrap().image_tag, "v2");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is taken by a run that began in the same second"),
+        "{}",
+        text(&out)
+    );
+}

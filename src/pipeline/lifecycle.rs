@@ -114,6 +114,36 @@ async fn restore_before(
     route::restore(applier, &cx.config.profile, templates, release, &s.before).await
 }
 
+/// The run's id, made unique: ids have one-second resolution, and a run
+/// that starts within the second another one began would write over that
+/// run's snapshot. Such a run waits for the next second and takes its id.
+async fn unique_id(
+    cx: &mut Context,
+    applier: &Applier,
+    ns: &str,
+    env: &str,
+) -> anyhow::Result<String> {
+    let store = SnapshotStore::new(applier.client().clone(), ns, env);
+    loop {
+        let id = cx
+            .deployment_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .context("a run without a deployment id")?;
+        if store.get(&id).await?.is_none() {
+            return Ok(id);
+        }
+        let now = Utc::now();
+        let wait = 1000 - u64::from(now.timestamp_subsec_millis().min(999));
+        tokio::time::sleep(std::time::Duration::from_millis(wait + 5)).await;
+        let fresh = super::DeploymentId::new(env, Utc::now());
+        tracing::warn!(
+            "deployment id {id} is taken by a run that began in the same second; this run is {fresh}"
+        );
+        cx.deployment_id = Some(fresh);
+    }
+}
+
 #[async_trait]
 impl Lifecycle for ClusterLifecycle {
     async fn begin(&mut self, cx: &mut Context) -> anyhow::Result<()> {
@@ -121,13 +151,8 @@ impl Lifecycle for ClusterLifecycle {
         let applier = cx.applier().await?.clone();
         let ns = cx.config.profile.namespace.clone();
         let env = cx.environment().to_string();
-        let id = cx
-            .deployment_id
-            .as_ref()
-            .map(|d| d.to_string())
-            .context("a run without a deployment id")?;
-
         ensure_namespace(&applier, cx, &release).await?;
+        let id = unique_id(cx, &applier, &ns, &env).await?;
         let actor = Actor::current();
         let holder = Holder {
             user: actor.user.clone(),

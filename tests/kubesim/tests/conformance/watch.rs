@@ -55,7 +55,9 @@ async fn a_reflector_sees_every_change_and_recovers_after_dropped_watches_and_41
     api.create(&pp, &cm("c", "1")).await.unwrap();
     eventually(
         "the reflector has c after the dropped watch",
-        Duration::from_secs(10),
+        // kube's watcher backs off after errors (from 800 ms, doubling); on
+        // a loaded machine a few back-offs add up.
+        Duration::from_secs(30),
         || {
             let n = state(&reader).len();
             async move { (n == 3).then_some(()) }
@@ -86,7 +88,7 @@ async fn a_reflector_sees_every_change_and_recovers_after_dropped_watches_and_41
     ];
     eventually(
         "the reflector matches the server after a 410",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let s = state(&reader);
             let w = want.clone();
