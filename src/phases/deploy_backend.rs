@@ -247,7 +247,12 @@ impl Phase for DeployBackend {
         let release = cx.release()?;
         let applier = cx.applier().await?.clone();
         let profile = cx.config.profile.clone();
-        let state = live::read(&applier, &profile).await?;
+        // The lifecycle read the live state just before the first change;
+        // nothing since (provision, migrate) touches the slots.
+        let state = match &cx.backend.before {
+            Some(before) => before.clone(),
+            None => live::read(&applier, &profile).await?,
+        };
         let slot = match cx.backend.target_slot {
             Some(s) => s,
             None => state
