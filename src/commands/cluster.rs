@@ -1,20 +1,13 @@
 //! What the cluster commands (rollback, history, status, unlock) share:
 //! the environment's configuration and a context to reach its cluster.
 
-use std::collections::BTreeMap;
-
 use chrono::Utc;
 
 use crate::cli::GlobalArgs;
 use crate::config::{self, Sources};
+use crate::error::{Kind, fail};
 use crate::pipeline::context::ClusterTarget;
 use crate::pipeline::{Context, DeploymentId, PhaseId, Selection, SkipReason};
-
-fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
 
 /// A selection of exactly these phases (no validate: these commands check
 /// what they need themselves).
@@ -40,7 +33,7 @@ pub fn context(
         environment,
         env_file: global.env_file.as_deref(),
         manifests_dir: &global.manifests_dir,
-        process_env: process_env(),
+        process_env: config::process_env(),
     })?;
     let id = deployment.then(|| DeploymentId::new(environment, Utc::now()));
     let mut cx = Context::new(id, config, only(phases), dry_run);
@@ -51,4 +44,28 @@ pub fn context(
     cx.manifests_dir = global.manifests_dir.clone();
     cx.options.lock_ttl = global.lock_ttl;
     Ok(cx)
+}
+
+/// Ask before a destructive step: `--yes`, or the environment's name typed
+/// at a terminal. Without a terminal and without `--yes`, refuse: a CI job
+/// must say it means it.
+pub fn confirm(global: &GlobalArgs, environment: &str, what: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if global.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            Kind::Usage,
+            format!("{what} needs confirmation; pass --yes to do it without a prompt"),
+        ));
+    }
+    eprint!("{what}.\nType the environment name ({environment}) to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != environment {
+        return Err(fail(Kind::Usage, "not confirmed; nothing was changed"));
+    }
+    Ok(())
 }

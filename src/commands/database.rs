@@ -97,7 +97,7 @@ pub fn decide(
 pub async fn run(cx: &Context, global: &GlobalArgs, step: DatabaseStep) -> anyhow::Result<i32> {
     match step {
         DatabaseStep::Down { version } => {
-            super::db::confirm(
+            super::cluster::confirm(
                 global,
                 cx.environment(),
                 &format!(

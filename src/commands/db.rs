@@ -1,8 +1,6 @@
 //! `maily-deploy db status|backups|restore ENV`: the database side for the
 //! operator, and the database half of `rollback --database`.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::config::validate::validate;
@@ -25,28 +23,6 @@ fn context(environment: &str, global: &GlobalArgs, deployment: bool) -> anyhow::
         .into());
     }
     Ok(cx)
-}
-
-/// Ask before a destructive step: `--yes`, or the environment's name typed
-/// at a terminal.
-pub fn confirm(global: &GlobalArgs, environment: &str, what: &str) -> anyhow::Result<()> {
-    if global.yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(fail(
-            Kind::Usage,
-            format!("{what} needs confirmation; pass --yes to do it without a prompt"),
-        ));
-    }
-    eprint!("{what}.\nType the environment name ({environment}) to confirm: ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if answer.trim() != environment {
-        return Err(fail(Kind::Usage, "not confirmed; nothing was changed"));
-    }
-    Ok(())
 }
 
 pub async fn status(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
@@ -149,7 +125,7 @@ pub async fn restore_backup(
 ) -> anyhow::Result<db::RestoreOutcome> {
     let s = settings(cx)?;
     let backup = db::find_backup(&s, wanted).await.map_err(typed)?;
-    confirm(
+    cluster::confirm(
         global,
         cx.environment(),
         &format!(

@@ -1,7 +1,5 @@
 //! Deploy and validate: load the configuration, select phases, run them.
 
-use std::collections::BTreeMap;
-
 use chrono::Utc;
 
 use crate::cli::{GlobalArgs, PhaseFlags};
@@ -23,13 +21,6 @@ pub struct Request<'a> {
     pub options: RunOptions,
 }
 
-/// The process environment, as far as it is text.
-fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
-
 pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // The id is made first, so that it names the run from its first moment.
     let deployment_id = req
@@ -40,7 +31,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         environment: req.environment,
         env_file: req.global.env_file.as_deref(),
         manifests_dir: &req.global.manifests_dir,
-        process_env: process_env(),
+        process_env: config::process_env(),
     })?;
     // A deploy (a dry run too: it only reads) resolves Vault references
     // before any phase; `validate` alone stays offline and checks their form.

@@ -41,6 +41,13 @@ pub struct Sources<'a> {
     pub process_env: BTreeMap<String, String>,
 }
 
+/// The process environment, as far as it is text.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// Load the profile and the variables, reporting the problems of both at
 /// once, and register every secret value with the redactor before anything
 /// could print it.

@@ -184,3 +184,34 @@ pub async fn wait_for_rollouts(
         )),
     }
 }
+
+/// Wait for a slot's Deployments, logging what each still waits for (seen
+/// with `-v`). The margin over the rollout timeout only guards against a
+/// controller that never answers: the controller itself reports a missed
+/// progress deadline, which fails the rollout at once.
+pub async fn wait_for_slot(
+    client: &Client,
+    namespace: &str,
+    slot: crate::k8s::slot::Slot,
+    names: &[String],
+    rollout_timeout: Duration,
+) -> anyhow::Result<()> {
+    let labels = format!(
+        "{},{}={slot}",
+        crate::k8s::live::PART_OF,
+        crate::k8s::slot::SLOT_LABEL
+    );
+    wait_for_rollouts(
+        client,
+        namespace,
+        &labels,
+        names,
+        rollout_timeout + Duration::from_secs(30),
+        |progress| {
+            for (name, why) in progress {
+                tracing::info!("{name}: {why}");
+            }
+        },
+    )
+    .await
+}

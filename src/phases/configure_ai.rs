@@ -20,7 +20,6 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::deploy_backend::slot_selector;
 use crate::config::Profile;
 use crate::config::ai::{AiConfig, Provider};
 use crate::config::profile::ServiceKind;
@@ -29,7 +28,7 @@ use crate::k8s::live;
 use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
-use crate::k8s::watch::wait_for_rollouts;
+use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::ai::{self as providers, Endpoint};
 
@@ -326,18 +325,12 @@ impl Phase for ConfigureAi {
             .ai_services()
             .map(|(n, _)| format!("{n}-{slot}"))
             .collect();
-        let timeout = release.rollout_timeout() + Duration::from_secs(30);
-        wait_for_rollouts(
+        wait_for_slot(
             applier.client(),
             &profile.namespace,
-            &slot_selector(slot),
+            slot,
             &names,
-            timeout,
-            |progress| {
-                for (name, why) in progress {
-                    tracing::info!("{name}: {why}");
-                }
-            },
+            release.rollout_timeout(),
         )
         .await?;
         details.push(format!(

@@ -9,18 +9,16 @@
 //! The AI services of the profile (`ai: true`) are not this phase's:
 //! configure-ai deploys them, with their config, into the same slot.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use kube::api::DynamicObject;
 
 use crate::config::profile::ServiceKind;
 use crate::error::{Kind, fail};
-use crate::k8s::live::{self, PART_OF};
+use crate::k8s::live;
 use crate::k8s::manifest::{self, Scope};
-use crate::k8s::slot::{SLOT_LABEL, Slot};
+use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
-use crate::k8s::watch::wait_for_rollouts;
+use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
 pub struct DeployBackend;
@@ -137,11 +135,6 @@ pub fn deployment_names(profile: &crate::config::Profile, slot: Slot) -> Vec<Str
         .keys()
         .map(|s| format!("{s}-{slot}"))
         .collect()
-}
-
-/// The label selector of a slot's objects.
-pub fn slot_selector(slot: Slot) -> String {
-    format!("{PART_OF},{SLOT_LABEL}={slot}")
 }
 
 /// Fail before any change when the cluster cannot take the routes later.
@@ -276,20 +269,12 @@ impl Phase for DeployBackend {
         // The AI services are configure-ai's.
         let profile = profile.without_ai();
         let names = deployment_names(&profile, slot);
-        // The controller reports a missed deadline itself; the margin only
-        // guards against a controller that never answers.
-        let timeout = release.rollout_timeout() + Duration::from_secs(30);
-        wait_for_rollouts(
+        wait_for_slot(
             applier.client(),
             &profile.namespace,
-            &slot_selector(slot),
+            slot,
             &names,
-            timeout,
-            |progress| {
-                for (name, why) in progress {
-                    tracing::info!("{name}: {why}");
-                }
-            },
+            release.rollout_timeout(),
         )
         .await?;
         cx.backend.deployed = true;

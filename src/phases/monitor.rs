@@ -25,7 +25,6 @@ use crate::config::profile::ServiceKind;
 use crate::error::{Failure, Kind, Problem, fail};
 use crate::k8s::apply::Applier;
 use crate::k8s::client::retry;
-use crate::k8s::live;
 use crate::k8s::manifest::{self, Scope};
 use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
@@ -172,17 +171,6 @@ pub fn missing_crds_message(missing: &[GroupVersionKind]) -> String {
         "the cluster does not serve {} (monitoring.coreos.com/v1): the Prometheus operator's CustomResourceDefinitions are not installed. Install the operator (the kube-prometheus-stack Helm chart), or only its CRDs: `kubectl apply --server-side -f https://github.com/prometheus-operator/prometheus-operator/releases/latest/download/stripped-down-crds.yaml`; then run again, or skip this phase with --skip-monitor",
         kinds.join(" and ")
     )
-}
-
-/// The slot being monitored: this run's, or the idle one when resuming.
-async fn slot(cx: &Context) -> anyhow::Result<Slot> {
-    if let Some(s) = cx.backend.target_slot {
-        return Ok(s);
-    }
-    let state = live::read(cx.applier().await?, &cx.config.profile).await?;
-    state
-        .target_slot()
-        .map_err(|why| fail(Kind::PhaseFailed, why))
 }
 
 fn var<'a>(cx: &'a Context, name: &str) -> anyhow::Result<&'a str> {
@@ -445,7 +433,7 @@ impl Phase for Monitor {
         }
         let objects = objects_for(cx, &release)?;
         let boards = dashboards(&cx.manifests_dir)?;
-        let slot = slot(cx).await?;
+        let slot = cx.target_slot().await?;
         let grafana_url = var(cx, "GRAFANA_URL")?.to_string();
         let token = var(cx, "GRAFANA_API_TOKEN")?.to_string();
         let prometheus_url = var(cx, "PROMETHEUS_URL")?.to_string();

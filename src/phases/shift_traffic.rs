@@ -6,18 +6,15 @@
 //! rollback is one switch back. (The gradual, metric-gated version grows
 //! from here: `route::set_http` already takes any weights.)
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
-use super::deploy_backend::slot_selector;
 use super::deploy_frontend::{self, FrontendRecord};
 use crate::error::{Kind, fail};
 use crate::k8s::live;
 use crate::k8s::route;
 use crate::k8s::slot::Slot;
 use crate::k8s::values;
-use crate::k8s::watch::wait_for_rollouts;
+use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
 pub struct ShiftTraffic;
@@ -156,18 +153,12 @@ impl Phase for ShiftTraffic {
         // consumes their messages): the runner's undo must put them back.
         cx.backend.switched = true;
         let workers = route::workers_up(&applier, &profile, slot).await?;
-        let timeout = release.rollout_timeout() + Duration::from_secs(30);
-        wait_for_rollouts(
+        wait_for_slot(
             applier.client(),
             &profile.namespace,
-            &slot_selector(slot),
+            slot,
             &workers,
-            timeout,
-            |p| {
-                for (name, why) in p {
-                    tracing::info!("{name}: {why}");
-                }
-            },
+            release.rollout_timeout(),
         )
         .await?;
         route::switch_to(&applier, &profile, cx.templates()?, &release, slot).await?;

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use crate::config::profile::{HttpCheck, ServiceKind};
 use crate::db;
 use crate::error::{Failure, Kind, Problem};
-use crate::k8s::live;
 use crate::k8s::slot::Slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
@@ -356,17 +355,6 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// The slot being verified: this run's, or the idle one when resuming.
-async fn slot(cx: &Context) -> anyhow::Result<Slot> {
-    if let Some(s) = cx.backend.target_slot {
-        return Ok(s);
-    }
-    let state = live::read(cx.applier().await?, &cx.config.profile).await?;
-    state
-        .target_slot()
-        .map_err(|why| crate::error::fail(Kind::PhaseFailed, why))
-}
-
 fn base_url(cx: &Context) -> String {
     cx.config
         .vars
@@ -436,7 +424,7 @@ impl Phase for Verify {
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
-        let slot = slot(cx).await?;
+        let slot = cx.target_slot().await?;
         let cx: &Context = cx;
         let vars = &cx.config.vars;
         let var = |n: &str| vars.get(n).unwrap_or_default().to_string();

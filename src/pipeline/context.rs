@@ -196,6 +196,18 @@ impl Context {
         Ok(self.templates.get().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// The slot this run works on: the one deploy-backend chose, or, when
+    /// resuming at a later phase, the idle slot of the live state.
+    pub async fn target_slot(&self) -> anyhow::Result<Slot> {
+        if let Some(s) = self.backend.target_slot {
+            return Ok(s);
+        }
+        let state = crate::k8s::live::read(self.applier().await?, &self.config.profile).await?;
+        state
+            .target_slot()
+            .map_err(|why| crate::error::fail(crate::error::Kind::PhaseFailed, why))
+    }
+
     /// Use these templates instead of reading the manifests directory (a
     /// rollback renders the templates its snapshot kept).
     pub fn use_templates(&mut self, templates: Vec<Template>) {
