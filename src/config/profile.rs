@@ -85,16 +85,104 @@ fn ok() -> u16 {
     200
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
     /// Percent of traffic on the new slot at each step, ending at 100.
     pub steps: Vec<u32>,
     /// How long each step holds before the next, e.g. `2m`.
     pub pause: String,
+    /// After 100%: how long the old slot stays scaled (an abort or a failed
+    /// analysis is then one route change), before it scales to 0. Absent:
+    /// the old slot stays up until the next deploy reuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// How workers (RabbitMQ consumers, no route) follow the steps.
+    #[serde(default)]
+    pub workers: WorkerShift,
+    /// The metrics that gate each step; without them the steps only pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// How a slot's workers follow the traffic steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerShift {
+    /// All of the new slot's workers start, and the old slot's stop, at 100%.
+    #[default]
+    Switch,
+    /// At each step the new slot runs the step's share of its workers and
+    /// the old slot the rest, so messages split as requests do.
+    Proportional,
+}
+
+/// Analysis: PromQL queries run against `PROMETHEUS_URL` at each step.
+///
+/// Queries are templates: `{{namespace}}`, `{{slot}}` (the slot measured:
+/// the new one, or the old one for a comparison), `{{version}}` (the image
+/// tag it runs) and `{{interval}}` (the analysis interval, e.g. `30s`) are
+/// replaced before the query is sent; any other `{{...}}` is a profile error.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// How often the queries run during a step, e.g. `30s`.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// Failed measurements tolerated over the whole rollout; one more aborts.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// How long a step may hold past its pause without a verdict (too few
+    /// samples, no data) before the rollout aborts. No traffic is not success.
+    #[serde(default = "default_inconclusive_timeout")]
+    pub inconclusive_timeout: String,
+    /// What counts as enough traffic on the new slot for a verdict.
+    pub samples: Samples,
+    /// The checks; each needs a threshold (`max`, `min` or `max_ratio_to_old`).
+    pub metrics: Vec<Metric>,
+}
+
+fn default_interval() -> String {
+    "30s".into()
+}
+
+fn default_inconclusive_timeout() -> String {
+    "5m".into()
+}
+
+/// A query that counts the new slot's requests in the interval, and the
+/// least count that allows a verdict.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Samples {
+    pub query: String,
+    pub min: u64,
+}
+
+/// One metric of the analysis and its thresholds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    /// PromQL giving one number for a slot (a scalar or a one-element vector).
+    pub query: String,
+    /// The new slot fails above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The new slot fails below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The new slot fails above this multiple of the old slot's value (the
+    /// same query on the old slot); not compared while the old slot has no
+    /// data, e.g. after 100%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_old: Option<f64>,
+    /// How values are shown (`%`, `ms`); display only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// The Kubernetes namespace of the environment.
@@ -219,6 +307,80 @@ impl Profile {
                 "e.g. 2m or 30s",
             );
         }
+        if let Some(grace) = &self.traffic.grace
+            && crate::config::format::duration(grace).is_err()
+        {
+            bad(
+                "traffic.grace",
+                "is not a duration".into(),
+                "e.g. 10m; remove it to keep the old slot up until the next deploy",
+            );
+        }
+        if let Some(a) = &self.traffic.analysis {
+            for (field, value) in [
+                ("interval", &a.interval),
+                ("inconclusive_timeout", &a.inconclusive_timeout),
+            ] {
+                match crate::config::format::duration(value) {
+                    Ok(d) if d.is_zero() => bad(
+                        &format!("traffic.analysis.{field}"),
+                        "is 0".into(),
+                        "give a duration such as 30s",
+                    ),
+                    Ok(_) => {}
+                    Err(_) => bad(
+                        &format!("traffic.analysis.{field}"),
+                        "is not a duration".into(),
+                        "e.g. 30s or 5m",
+                    ),
+                }
+            }
+            if a.samples.min == 0 {
+                bad(
+                    "traffic.analysis.samples.min",
+                    "is 0, so a slot nobody reaches would pass".into(),
+                    "give the least number of requests a verdict needs, e.g. 100",
+                );
+            }
+            let mut queries = vec![("traffic.analysis.samples.query".to_string(), &a.samples.query)];
+            if a.metrics.is_empty() {
+                bad(
+                    "traffic.analysis.metrics",
+                    "is empty".into(),
+                    "list at least one metric with a threshold, or remove analysis:",
+                );
+            }
+            for (i, m) in a.metrics.iter().enumerate() {
+                let field = format!("traffic.analysis.metrics[{i}] ({})", m.name);
+                if m.max.is_none() && m.min.is_none() && m.max_ratio_to_old.is_none() {
+                    bad(
+                        &field,
+                        "has no threshold".into(),
+                        "give max, min or max_ratio_to_old",
+                    );
+                }
+                if m.max_ratio_to_old.is_some_and(|r| !(r > 0.0)) {
+                    bad(
+                        &format!("{field}.max_ratio_to_old"),
+                        "is not above 0".into(),
+                        "e.g. 1.5: the new slot may be at most 1.5 times the old one",
+                    );
+                }
+                if a.metrics[..i].iter().any(|o| o.name == m.name) {
+                    bad(&field, "repeats a metric name".into(), "give each metric its own name");
+                }
+                queries.push((format!("{field}.query"), &m.query));
+            }
+            for (field, query) in queries {
+                for problem in query_problems(query) {
+                    bad(
+                        &field,
+                        problem,
+                        "use {{namespace}}, {{slot}}, {{version}} and {{interval}}; {{slot}} is required so the query tells the slots apart",
+                    );
+                }
+            }
+        }
         for (name, keys) in &self.secrets {
             if !is_dns_label(name) {
                 bad(
@@ -304,6 +466,37 @@ impl Profile {
         }
         out
     }
+}
+
+/// The placeholders an analysis query may use.
+pub const QUERY_PLACEHOLDERS: &[&str] = &["namespace", "slot", "version", "interval"];
+
+/// What is wrong with an analysis query's placeholders: unknown or
+/// unclosed ones, and a missing `{{slot}}` (without it the new and old
+/// slots would measure the same thing).
+pub fn query_problems(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = query;
+    let mut has_slot = false;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push("has a {{ without its }}".to_string());
+            break;
+        };
+        let name = after[..end].trim();
+        if name == "slot" {
+            has_slot = true;
+        }
+        if !QUERY_PLACEHOLDERS.contains(&name) {
+            out.push(format!("uses the unknown placeholder {{{{{name}}}}}"));
+        }
+        rest = &after[end + 2..];
+    }
+    if !has_slot {
+        out.push("does not use {{slot}}".to_string());
+    }
+    out
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -335,6 +335,9 @@ mod tests {
             traffic: Traffic {
                 steps: vec![100],
                 pause: "1m".into(),
+                grace: None,
+                workers: Default::default(),
+                analysis: None,
             },
             verify: Default::default(),
             secrets: Default::default(),
