@@ -18,3 +18,4 @@ pub mod phases;
 pub mod pipeline;
 pub mod providers;
 pub mod redact;
+pub mod traffic;

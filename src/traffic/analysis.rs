@@ -1,0 +1,1 @@
+//! Analysis of a slot's metrics (being written).
