@@ -308,12 +308,12 @@ impl Profile {
             );
         }
         if let Some(grace) = &self.traffic.grace
-            && crate::config::format::duration(grace).is_err()
+            && let Err(why) = crate::traffic::plan::Grace::parse(grace)
         {
             bad(
                 "traffic.grace",
-                "is not a duration".into(),
-                "e.g. 10m; remove it to keep the old slot up until the next deploy",
+                why,
+                "e.g. 10m, or keep (the old slot stays up until the next deploy)",
             );
         }
         if let Some(a) = &self.traffic.analysis {

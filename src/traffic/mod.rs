@@ -7,3 +7,5 @@
 //! read and write from another terminal; the shift-traffic phase drives it.
 
 pub mod analysis;
+pub mod plan;
+pub mod record;

@@ -1,0 +1,318 @@
+//! The steps of a rollout and what each one sets: the share of users on the
+//! new slot, every route's weights, every worker's replicas in both slots.
+//! Pure functions of the profile and the state the run found, so the
+//! decisions are tested on fixtures and the phase only applies them.
+
+use std::time::Duration;
+
+use crate::config::format::duration;
+use crate::config::profile::{ServiceKind, Traffic, WorkerShift};
+use crate::k8s::live::PlatformState;
+use crate::k8s::route::{all_to, weights_for};
+use crate::k8s::slot::Slot;
+
+/// How long the old slot stays scaled after 100%.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grace {
+    /// Until the next deploy reuses it: no wait, no scale-down.
+    Keep,
+    /// This long, then it scales to 0.
+    For(Duration),
+}
+
+impl Grace {
+    /// `keep`, or a duration such as `10m`.
+    pub fn parse(value: &str) -> Result<Grace, String> {
+        if value == "keep" {
+            return Ok(Grace::Keep);
+        }
+        humantime::parse_duration(value)
+            .map(Grace::For)
+            .map_err(|_| format!("`{value}` is neither a duration (e.g. 10m, 0s) nor `keep`"))
+    }
+}
+
+/// The rollout this run walks: the profile's traffic section, with what the
+/// command line overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPlan {
+    /// Percent of users on the new slot at each step, ending at 100.
+    pub steps: Vec<u32>,
+    pub pause: Duration,
+    pub grace: Grace,
+    pub workers: WorkerShift,
+    /// Why the steps are not the profile's (an override, a first switch).
+    pub note: Option<String>,
+}
+
+impl RolloutPlan {
+    /// The plan for a run. An environment's first switch has no old slot
+    /// to share users with (its routes would send them nowhere), so it
+    /// switches at once.
+    pub fn new(
+        traffic: &Traffic,
+        steps_override: Option<&[u32]>,
+        grace_override: Option<Grace>,
+        first_switch: bool,
+    ) -> RolloutPlan {
+        let pause = duration(&traffic.pause).unwrap_or_default();
+        let grace = grace_override.unwrap_or(match &traffic.grace {
+            Some(g) => Grace::parse(g).unwrap_or(Grace::Keep),
+            None => Grace::Keep,
+        });
+        let (steps, note) = if first_switch {
+            (
+                vec![100],
+                Some("first switch of this environment: no old slot to share users with, so all at once".to_string()),
+            )
+        } else if let Some(s) = steps_override {
+            (s.to_vec(), Some(format!("steps from the command line: {}", percents(s))))
+        } else {
+            (traffic.steps.clone(), None)
+        };
+        RolloutPlan {
+            steps,
+            pause,
+            grace,
+            workers: traffic.workers,
+            note,
+        }
+    }
+
+    /// Whether any step shares users between the slots (and so is analysed).
+    pub fn is_progressive(&self) -> bool {
+        self.steps.len() > 1 || self.steps.first() != Some(&100)
+    }
+}
+
+/// `5% → 25% → 100%`.
+pub fn percents(steps: &[u32]) -> String {
+    steps
+        .iter()
+        .map(|s| format!("{s}%"))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// Check steps given on the command line: rising, 1..=100, ending at 100.
+pub fn check_steps(steps: &[u32]) -> Result<(), String> {
+    if steps.is_empty() || steps.last() != Some(&100) {
+        return Err("must end at 100 (`--traffic-steps 100` switches at once)".into());
+    }
+    if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("must rise strictly, each between 1 and 100, e.g. 10,50,100".into());
+    }
+    Ok(())
+}
+
+/// Where one http service's users go at a step: the slot its stable
+/// Service selects (internal callers move only at 100%) and the route's
+/// weights (blue, green).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteAt {
+    pub active: Slot,
+    pub weights: (u32, u32),
+}
+
+/// A service users have never reached (new in this release) has nothing in
+/// the old slot to share with: it is all on the new slot from the first step.
+fn is_new(before: &PlatformState, service: &str) -> bool {
+    before
+        .services
+        .get(service)
+        .is_none_or(|s| s.active.is_none())
+}
+
+/// The route of an http service at `percent` on `target`.
+pub fn route_at(before: &PlatformState, service: &str, target: Slot, percent: u32) -> RouteAt {
+    if percent >= 100 || is_new(before, service) {
+        return RouteAt {
+            active: target,
+            weights: all_to(target),
+        };
+    }
+    RouteAt {
+        active: target.other(),
+        weights: weights_for(target, percent),
+    }
+}
+
+/// Replicas of a worker in (new slot, old slot) at `percent`. Proportional
+/// rounds the new slot's share up, so a step above 0 runs at least one new
+/// worker, and the old slot's share up too, so the step never runs fewer
+/// consumers than the old slot had in total.
+pub fn workers_at(
+    shift: WorkerShift,
+    percent: u32,
+    new_full: u32,
+    old_full: u32,
+    new_service: bool,
+) -> (u32, u32) {
+    if percent >= 100 || new_service {
+        return (new_full, 0);
+    }
+    match shift {
+        WorkerShift::Switch => (0, old_full),
+        WorkerShift::Proportional => {
+            let share = |full: u32, p: u32| (u64::from(full) * u64::from(p)).div_ceil(100) as u32;
+            (share(new_full, percent), share(old_full, 100 - percent))
+        }
+    }
+}
+
+/// Every worker of `services` (name, full replicas in the new slot) and its
+/// replicas in (new, old) at `percent`, the old slot's full count being what
+/// `before` found running there.
+pub fn worker_replicas(
+    before: &PlatformState,
+    workers: &[(String, u32)],
+    shift: WorkerShift,
+    target: Slot,
+    percent: u32,
+) -> Vec<(String, u32, u32)> {
+    workers
+        .iter()
+        .map(|(name, full)| {
+            let old_full = before
+                .services
+                .get(name)
+                .filter(|s| s.kind == ServiceKind::Worker)
+                .and_then(|s| s.slots.get(&target.other()))
+                .map_or(0, |s| s.replicas.max(0) as u32);
+            let (new, old) = workers_at(shift, percent, *full, old_full, old_full == 0);
+            (name.clone(), new, old)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::profile::Traffic;
+    use crate::k8s::live::{ServiceState, SlotState};
+    use std::collections::BTreeMap;
+
+    fn traffic(steps: &[u32]) -> Traffic {
+        Traffic {
+            steps: steps.to_vec(),
+            pause: "2m".into(),
+            grace: Some("10m".into()),
+            workers: WorkerShift::Proportional,
+            analysis: None,
+        }
+    }
+
+    /// Users on blue: api (http) and workers (6 replicas) there.
+    fn on_blue() -> PlatformState {
+        let slot = |replicas| SlotState {
+            image: Some("ghcr.io/maily/x:v1".into()),
+            replicas,
+            ready: replicas,
+            deployment_id: None,
+        };
+        let mut services = BTreeMap::new();
+        services.insert(
+            "api".to_string(),
+            ServiceState {
+                kind: ServiceKind::Http,
+                active: Some(Slot::Blue),
+                weights: Some((100, 0)),
+                slots: [(Slot::Blue, slot(4)), (Slot::Green, slot(4))].into(),
+            },
+        );
+        services.insert(
+            "workers".to_string(),
+            ServiceState {
+                kind: ServiceKind::Worker,
+                active: Some(Slot::Blue),
+                weights: None,
+                slots: [(Slot::Blue, slot(6)), (Slot::Green, slot(0))].into(),
+            },
+        );
+        PlatformState { services }
+    }
+
+    #[test]
+    fn the_profile_steps_unless_overridden_or_first() {
+        let t = traffic(&[5, 25, 50, 100]);
+        let p = RolloutPlan::new(&t, None, None, false);
+        assert_eq!(p.steps, vec![5, 25, 50, 100]);
+        assert_eq!(p.pause, Duration::from_secs(120));
+        assert_eq!(p.grace, Grace::For(Duration::from_secs(600)));
+        assert!(p.is_progressive());
+        let p = RolloutPlan::new(&t, Some(&[100]), Some(Grace::Keep), false);
+        assert_eq!(p.steps, vec![100]);
+        assert_eq!(p.grace, Grace::Keep);
+        assert!(!p.is_progressive());
+        let p = RolloutPlan::new(&t, Some(&[50, 100]), None, true);
+        assert_eq!(p.steps, vec![100]);
+        assert!(p.note.unwrap().contains("first switch"));
+    }
+
+    #[test]
+    fn grace_is_a_duration_or_keep() {
+        assert_eq!(Grace::parse("keep"), Ok(Grace::Keep));
+        assert_eq!(Grace::parse("0s"), Ok(Grace::For(Duration::ZERO)));
+        assert!(Grace::parse("soon").unwrap_err().contains("keep"));
+    }
+
+    #[test]
+    fn steps_on_the_command_line_are_checked() {
+        assert!(check_steps(&[100]).is_ok());
+        assert!(check_steps(&[10, 50, 100]).is_ok());
+        assert!(check_steps(&[10, 50]).is_err());
+        assert!(check_steps(&[50, 10, 100]).is_err());
+        assert!(check_steps(&[0, 100]).is_err());
+        assert!(check_steps(&[]).is_err());
+    }
+
+    #[test]
+    fn routes_share_users_until_100_where_the_stable_selector_moves() {
+        let before = on_blue();
+        assert_eq!(
+            route_at(&before, "api", Slot::Green, 25),
+            RouteAt {
+                active: Slot::Blue,
+                weights: (75, 25)
+            }
+        );
+        assert_eq!(
+            route_at(&before, "api", Slot::Green, 100),
+            RouteAt {
+                active: Slot::Green,
+                weights: (0, 100)
+            }
+        );
+        // A service no user has reached yet has no old slot to share with.
+        assert_eq!(
+            route_at(&before, "ai-orchestrator", Slot::Green, 5),
+            RouteAt {
+                active: Slot::Green,
+                weights: (0, 100)
+            }
+        );
+    }
+
+    #[test]
+    fn workers_split_in_proportion_or_switch_at_100() {
+        use WorkerShift::*;
+        assert_eq!(workers_at(Proportional, 5, 6, 6, false), (1, 6));
+        assert_eq!(workers_at(Proportional, 25, 6, 6, false), (2, 5));
+        assert_eq!(workers_at(Proportional, 50, 6, 6, false), (3, 3));
+        assert_eq!(workers_at(Proportional, 100, 6, 6, false), (6, 0));
+        assert_eq!(workers_at(Switch, 50, 6, 6, false), (0, 6));
+        assert_eq!(workers_at(Switch, 100, 6, 6, false), (6, 0));
+        assert_eq!(workers_at(Proportional, 5, 3, 0, true), (3, 0));
+        let before = on_blue();
+        assert_eq!(
+            worker_replicas(
+                &before,
+                &[("workers".into(), 6), ("ai-workers".into(), 3)],
+                Proportional,
+                Slot::Green,
+                25
+            ),
+            vec![("workers".into(), 2, 5), ("ai-workers".into(), 3, 0)]
+        );
+    }
+}

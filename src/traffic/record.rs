@@ -1,0 +1,323 @@
+//! The rollout record: a ConfigMap (`maily-deploy-rollout`) in the
+//! environment's namespace holding where the rollout stands and any request
+//! (promote, abort) another terminal has made.
+//!
+//! The run writes only `data["rollout.json"]`; `promote` and `abort` write
+//! only `data["request.json"]`. Each writes its own key with a merge patch,
+//! so neither ever overwrites the other, and a second terminal needs no
+//! lock to be heard: the run holding the lock reads the request within a
+//! poll and answers in the record. Kept after the run (its final state is
+//! what `status` shows) and overwritten by the next rollout.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+
+use super::analysis::Measurement;
+use crate::k8s::client::{retry, status_code};
+use crate::k8s::slot::Slot;
+
+pub const NAME: &str = "maily-deploy-rollout";
+const STATE_KEY: &str = "rollout.json";
+const REQUEST_KEY: &str = "request.json";
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// At a step below 100%, pausing and analysing.
+    Step,
+    /// A step's pause is over but analysis has no verdict yet.
+    Holding,
+    /// At 100%, the old slot still scaled.
+    Grace,
+    /// Done: everyone on the new slot.
+    Completed,
+    /// Users were put back on the old slot.
+    RolledBack,
+    /// Failed, and `--no-rollback` left users where the failure found them.
+    Failed,
+}
+
+impl Stage {
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Completed | Stage::RolledBack | Stage::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Step => "step",
+            Stage::Holding => "holding",
+            Stage::Grace => "grace",
+            Stage::Completed => "completed",
+            Stage::RolledBack => "rolled_back",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
+/// The rollout's state, as the run last wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub deployment_id: String,
+    /// The slot users were on; `None` on an environment's first switch.
+    pub from: Option<Slot>,
+    pub to: Slot,
+    /// The image tag the new slot runs.
+    pub version: String,
+    pub steps: Vec<u32>,
+    /// Index into `steps` of the current step.
+    pub step: usize,
+    pub percent: u32,
+    pub stage: Stage,
+    pub since: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the grace period ends (stage `Grace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_measurement: Option<Measurement>,
+    /// The frontend deployment to promote at 100% (deploy-frontend's
+    /// record), so `promote` can finish a rollout whose run died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<serde_json::Value>,
+    /// The last request the run acted on, and what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<Answer>,
+    /// Why the rollout ended, when it did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// What another terminal asks of the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Promote,
+    Abort,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Unique per request, so an answer names the request it answers.
+    pub id: String,
+    /// The rollout it is meant for: a request left over from an earlier
+    /// rollout is never acted on.
+    pub deployment_id: String,
+    pub action: Action,
+    /// `user@host`.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub request: String,
+    pub action: Action,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The record's two halves.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub rollout: Option<Rollout>,
+    pub request: Option<Request>,
+}
+
+impl Record {
+    /// The request the rollout has not answered yet, if it is meant for it.
+    pub fn pending(&self) -> Option<&Request> {
+        let rollout = self.rollout.as_ref()?;
+        let request = self.request.as_ref()?;
+        let answered = rollout
+            .answered
+            .as_ref()
+            .is_some_and(|a| a.request == request.id);
+        (request.deployment_id == rollout.deployment_id && !answered && !rollout.stage.is_final())
+            .then_some(request)
+    }
+}
+
+/// The record from a ConfigMap's data; unreadable halves are left out
+/// (a record written by a newer version never stops an older one).
+pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
+    let get = |key| data.and_then(|d| d.get(key));
+    Record {
+        rollout: get(STATE_KEY).and_then(|t| serde_json::from_str(t).ok()),
+        request: get(REQUEST_KEY).and_then(|t| serde_json::from_str(t).ok()),
+    }
+}
+
+fn api(client: &Client, namespace: &str) -> Api<ConfigMap> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Read the record; an absent one is empty.
+pub async fn read(client: &Client, namespace: &str) -> anyhow::Result<Record> {
+    let api = api(client, namespace);
+    let cm = retry("reading the rollout record", || api.get_opt(NAME))
+        .await
+        .with_context(|| format!("reading ConfigMap {NAME}"))?;
+    Ok(cm.map_or_else(Record::default, |cm| decode(cm.data.as_ref())))
+}
+
+/// Write one key, creating the ConfigMap if it is not there yet.
+async fn write_key(client: &Client, namespace: &str, key: &str, json: String) -> anyhow::Result<()> {
+    let api = api(client, namespace);
+    let patch = serde_json::json!({ "data": { key: json } });
+    let params = PatchParams::default();
+    let p = Patch::Merge(&patch);
+    match retry("writing the rollout record", || api.patch(NAME, &params, &p)).await {
+        Ok(_) => return Ok(()),
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(e).with_context(|| format!("writing ConfigMap {NAME}")),
+    }
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": NAME,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "maily",
+                "app.kubernetes.io/managed-by": "maily-deploy",
+            }
+        },
+        "data": { key: json },
+    }))?;
+    let post = PostParams::default();
+    match retry("creating the rollout record", || api.create(&post, &cm)).await
+    {
+        Ok(_) => Ok(()),
+        // Created by the other writer in between: patch it.
+        Err(e) if status_code(&e) == Some(409) => {
+            retry("writing the rollout record", || api.patch(NAME, &params, &p))
+                .await
+                .with_context(|| format!("writing ConfigMap {NAME}"))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating ConfigMap {NAME}")),
+    }
+}
+
+/// The run's half.
+pub async fn write_rollout(client: &Client, namespace: &str, r: &Rollout) -> anyhow::Result<()> {
+    write_key(client, namespace, STATE_KEY, serde_json::to_string(r)?).await
+}
+
+/// Another terminal's half.
+pub async fn write_request(client: &Client, namespace: &str, r: &Request) -> anyhow::Result<()> {
+    write_key(client, namespace, REQUEST_KEY, serde_json::to_string(r)?).await
+}
+
+/// Close the rollout of `deployment_id` with its final stage, if the record
+/// is still that rollout's and it is not closed yet.
+pub async fn close(
+    client: &Client,
+    namespace: &str,
+    deployment_id: &str,
+    stage: Stage,
+    failure: Option<String>,
+) -> anyhow::Result<()> {
+    let record = read(client, namespace).await?;
+    let Some(mut rollout) = record.rollout else {
+        return Ok(());
+    };
+    if rollout.deployment_id != deployment_id || rollout.stage.is_final() {
+        return Ok(());
+    }
+    rollout.stage = stage;
+    rollout.updated_at = Utc::now();
+    rollout.failure = failure;
+    write_rollout(client, namespace, &rollout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(stage: Stage) -> Rollout {
+        Rollout {
+            deployment_id: "staging-20260101-120000".into(),
+            from: Some(Slot::Blue),
+            to: Slot::Green,
+            version: "v2".into(),
+            steps: vec![50, 100],
+            step: 0,
+            percent: 50,
+            stage,
+            since: Utc::now(),
+            updated_at: Utc::now(),
+            grace_until: None,
+            last_measurement: None,
+            frontend: None,
+            answered: None,
+            failure: None,
+        }
+    }
+
+    fn request(deployment_id: &str) -> Request {
+        Request {
+            id: "r1".into(),
+            deployment_id: deployment_id.into(),
+            action: Action::Abort,
+            by: "ops@laptop".into(),
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_request_is_pending_until_answered_and_only_for_its_rollout() {
+        let mut record = Record {
+            rollout: Some(rollout(Stage::Step)),
+            request: Some(request("staging-20260101-120000")),
+        };
+        assert_eq!(record.pending().map(|r| r.action), Some(Action::Abort));
+        record.rollout.as_mut().unwrap().answered = Some(Answer {
+            request: "r1".into(),
+            action: Action::Abort,
+            by: "ops@laptop".into(),
+            at: Utc::now(),
+        });
+        assert!(record.pending().is_none());
+        let stale = Record {
+            rollout: Some(rollout(Stage::Step)),
+            request: Some(request("staging-20251231-090000")),
+        };
+        assert!(stale.pending().is_none(), "a leftover request is ignored");
+        let done = Record {
+            rollout: Some(rollout(Stage::Completed)),
+            request: Some(request("staging-20260101-120000")),
+        };
+        assert!(done.pending().is_none());
+    }
+
+    #[test]
+    fn halves_decode_independently() {
+        let mut data = BTreeMap::new();
+        data.insert(
+            STATE_KEY.to_string(),
+            serde_json::to_string(&rollout(Stage::Grace)).unwrap(),
+        );
+        data.insert(REQUEST_KEY.to_string(), "{not json".to_string());
+        let record = decode(Some(&data));
+        assert_eq!(record.rollout.unwrap().stage, Stage::Grace);
+        assert!(record.request.is_none());
+        assert_eq!(decode(None), Record::default());
+    }
+}
