@@ -63,6 +63,14 @@ pub struct DeployArgs {
     /// Let provision apply a Terraform plan that destroys resources (without it, such a plan stops the run before anything is applied)
     #[arg(long)]
     pub allow_destroy: bool,
+
+    /// Percent of users on the new slot at each traffic step, instead of the profile's (comma-separated, rising, ending at 100); `100` switches at once
+    #[arg(long, value_delimiter = ',', value_name = "PERCENT", env = "MAILY_TRAFFIC_STEPS", help_heading = "Traffic")]
+    pub traffic_steps: Option<Vec<u32>>,
+
+    /// How long the old slot stays scaled after 100%, instead of the profile's `traffic.grace` (a duration such as 10m or 0s), or `keep` to leave it up until the next deploy
+    #[arg(long, value_name = "DURATION|keep", env = "MAILY_GRACE", help_heading = "Traffic")]
+    pub grace: Option<String>,
 }
 
 /// Flags that choose the phases of a run.
@@ -246,6 +254,22 @@ pub enum Command {
         /// Without it the database is left alone.
         #[arg(long, value_enum, value_name = "HOW")]
         database: Option<DatabaseRollback>,
+    },
+    /// Finish the rollout in progress now: every user to the new slot, the remaining steps and analysis skipped.
+    #[command(
+        after_help = "Safe from a second terminal while the deploying run is live: the run does it within a second.\nIf the run died, this takes the deploy lock (once the dead run's lease expires) and finishes the rollout itself.\n\nExample:\n  maily-deploy promote production"
+    )]
+    Promote {
+        /// The environment
+        environment: String,
+    },
+    /// Stop the rollout in progress: every user back to the old slot at once; the run fails (exit 4).
+    #[command(
+        after_help = "Safe from a second terminal while the deploying run is live: the run does it within a second.\nIf the run died, this takes the deploy lock (once the dead run's lease expires) and puts users back itself.\n\nExample:\n  maily-deploy abort production"
+    )]
+    Abort {
+        /// The environment
+        environment: String,
     },
     /// List the environment's deployments, newest first.
     #[command(after_help = "Example:\n  maily-deploy history production")]

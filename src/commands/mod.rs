@@ -7,6 +7,7 @@ pub mod db;
 pub mod history;
 pub mod pipeline;
 pub mod rollback;
+pub mod rollout;
 pub mod status;
 pub mod unlock;
 
@@ -42,6 +43,8 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::History { environment }) => ("history", environment.clone()),
         Some(Command::Status { environment }) => ("status", environment.clone()),
         Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
+        Some(Command::Promote { environment }) => ("promote", environment.clone()),
+        Some(Command::Abort { environment }) => ("abort", environment.clone()),
         Some(Command::Bootstrap { environment }) => ("bootstrap", environment.clone()),
         Some(Command::Db(DbCommand::Status { environment })) => ("db status", environment.clone()),
         Some(Command::Db(DbCommand::Backups { environment })) => {
@@ -62,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         None => {
             // clap guarantees the environment when there is no subcommand.
             let environment = cli.deploy.environment.clone().unwrap_or_default();
+            let (traffic_steps, grace) = traffic_overrides(&cli.deploy)?;
             pipeline::run(pipeline::Request {
                 command: "deploy",
                 environment: &environment,
@@ -74,6 +78,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     keep_snapshots: usize::from(cli.deploy.keep_snapshots),
                     lock_ttl: cli.global.lock_ttl,
                     allow_destroy: cli.deploy.allow_destroy,
+                    traffic_steps,
+                    grace,
                 },
             })
             .await
@@ -116,6 +122,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::History { ref environment }) => history::run(environment, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,
+        Some(Command::Promote { ref environment }) => {
+            rollout::request(environment, crate::traffic::record::Action::Promote, global).await
+        }
+        Some(Command::Abort { ref environment }) => {
+            rollout::request(environment, crate::traffic::record::Action::Abort, global).await
+        }
         Some(Command::Bootstrap { ref environment }) => bootstrap::run(environment, global),
         Some(Command::EnvTemplate) => {
             print!("{}", crate::config::template::render());
@@ -131,4 +143,44 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit_code::SUCCESS)
         }
     }
+}
+
+/// `--traffic-steps` and `--grace`, checked together so both problems are
+/// reported at once.
+fn traffic_overrides(
+    args: &crate::cli::DeployArgs,
+) -> anyhow::Result<(Option<Vec<u32>>, Option<crate::traffic::plan::Grace>)> {
+    let mut problems = Vec::new();
+    if let Some(steps) = &args.traffic_steps
+        && let Err(why) = crate::traffic::plan::check_steps(steps)
+    {
+        problems.push(error::Problem {
+            phase: None,
+            subject: "--traffic-steps".into(),
+            problem: why,
+            fix: "e.g. --traffic-steps 10,50,100, or --traffic-steps 100 to switch at once".into(),
+        });
+    }
+    let grace = match args.grace.as_deref().map(crate::traffic::plan::Grace::parse) {
+        Some(Err(why)) => {
+            problems.push(error::Problem {
+                phase: None,
+                subject: "--grace".into(),
+                problem: why,
+                fix: "e.g. --grace 10m, --grace 0s (scale down at once) or --grace keep".into(),
+            });
+            None
+        }
+        Some(Ok(g)) => Some(g),
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(error::Failure::with_problems(
+            error::Kind::Usage,
+            "the traffic options have problems; nothing was changed",
+            problems,
+        )
+        .into());
+    }
+    Ok((args.traffic_steps.clone(), grace))
 }

@@ -94,6 +94,71 @@ pub async fn set_http(
     Ok(())
 }
 
+/// Point each http service's route and stable Service where `at` says
+/// (one traffic step). One apply of every route, so a step (and its undo)
+/// lands at once rather than service by service.
+pub async fn set_each(
+    applier: &Applier,
+    profile: &Profile,
+    templates: &[Template],
+    release: &Release,
+    at: impl Fn(&str) -> (Slot, (u32, u32)),
+) -> anyhow::Result<()> {
+    let mut objects: Vec<DynamicObject> = Vec::new();
+    for name in http_services(profile) {
+        let (active, weights) = at(name);
+        let values = values::for_route(release, profile, name, active, weights);
+        objects.extend(
+            manifest::render(templates, &[Scope::Route], &values)?
+                .into_iter()
+                .map(|(_, o)| o),
+        );
+    }
+    applier.apply_all(objects).await?;
+    Ok(())
+}
+
+/// Scale Deployments (name, replicas) together, skipping absent ones.
+pub async fn scale_all(
+    applier: &Applier,
+    namespace: &str,
+    replicas: Vec<(String, i32)>,
+) -> anyhow::Result<()> {
+    stream::iter(replicas.into_iter().map(|(name, r)| {
+        let applier = applier.clone();
+        let ns = namespace.to_string();
+        async move { scale_if_present(&applier, &ns, &name, r).await }
+    }))
+    .buffer_unordered(8)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(())
+}
+
+/// The Deployments of `slot` that serve http, scaled to 0: the old slot
+/// once its grace period is over.
+pub async fn scale_down_http(applier: &Applier, profile: &Profile, slot: Slot) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = http_services(profile)
+        .into_iter()
+        .map(|s| format!("{s}-{slot}"))
+        .collect();
+    scale_all(
+        applier,
+        &profile.namespace,
+        names.iter().map(|n| (n.clone(), 0)).collect(),
+    )
+    .await?;
+    Ok(names)
+}
+
+/// The workers of a profile, with their full replicas.
+pub fn workers_of(profile: &Profile) -> Vec<(String, u32)> {
+    workers(profile)
+        .into_iter()
+        .map(|w| (w.to_string(), profile.replicas_of(w)))
+        .collect()
+}
+
 /// Switch users to `target`: workers of `target` up (the caller waits for
 /// them), every route and stable Service to `target`, then the other slot's
 /// workers down. The other slot's http Deployments stay up for an instant

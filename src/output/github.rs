@@ -104,6 +104,10 @@ impl Observer for Github {
         self.inner.phase_started(id);
     }
 
+    fn phase_progress(&mut self, id: PhaseId, line: &str) {
+        self.inner.phase_progress(id, line);
+    }
+
     fn phase_finished(&mut self, row: &PhaseRow) {
         if self.commands {
             if row.duration_ms.is_some() {

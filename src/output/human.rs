@@ -120,6 +120,18 @@ impl Observer for Human {
         }
     }
 
+    /// On a terminal the spinner's line shows the latest progress (the
+    /// step, the weights, the live metrics); elsewhere each is a plain line.
+    fn phase_progress(&mut self, id: PhaseId, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.spinner {
+            Some(bar) => bar.set_message(format!("{id}: {line}")),
+            None => stdout_line(&format!("  {id}: {line}")),
+        }
+    }
+
     fn phase_finished(&mut self, row: &PhaseRow) {
         if let Some(bar) = self.spinner.take() {
             bar.finish_and_clear();

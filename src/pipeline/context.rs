@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub lock_ttl: std::time::Duration,
     /// `--allow-destroy`: let provision apply a plan that destroys resources.
     pub allow_destroy: bool,
+    /// `--traffic-steps`: the steps instead of the profile's.
+    pub traffic_steps: Option<Vec<u32>>,
+    /// `--grace`: the old slot's grace period instead of the profile's.
+    pub grace: Option<crate::traffic::plan::Grace>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +48,8 @@ impl Default for RunOptions {
             keep_snapshots: 30,
             lock_ttl: crate::k8s::lease::DEFAULT_TTL,
             allow_destroy: false,
+            traffic_steps: None,
+            grace: None,
         }
     }
 }
@@ -64,6 +70,8 @@ pub struct Records {
     /// monitor: the Grafana folder, dashboards and the deployment's
     /// annotation, which the run's end closes.
     pub monitoring: Option<serde_json::Value>,
+    /// shift-traffic: the steps walked and every analysis measurement.
+    pub rollout: Option<serde_json::Value>,
 }
 
 /// What the backend phases learn and leave for later ones.
@@ -104,6 +112,8 @@ pub struct Context {
     /// The platform's secrets read from Vault at start-up, for deploy-backend
     /// to apply; never recorded.
     pub platform_secrets: crate::config::vault::PlatformSecrets,
+    /// Where the running phase reports progress (set by the runner).
+    pub progress: super::Progress,
     applier: OnceCell<Applier>,
     templates: OnceCell<Vec<Template>>,
 }
@@ -138,6 +148,7 @@ impl Context {
             records: Records::default(),
             release_override: None,
             platform_secrets: Default::default(),
+            progress: Default::default(),
             applier: OnceCell::new(),
             templates: OnceCell::new(),
         }

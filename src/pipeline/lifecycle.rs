@@ -25,6 +25,7 @@ use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::values::{self, Release};
 use crate::phases::deploy_frontend::{FrontendRecord, undo_promotion};
+use crate::traffic::record::{self, Stage};
 
 /// What the runner asks of the world around the phases.
 #[async_trait]
@@ -114,6 +115,51 @@ async fn restore_before(
     route::restore(applier, &cx.config.profile, templates, release, &s.before).await
 }
 
+/// Finish a run that died mid-run: put its users back where its snapshot
+/// found them (backend, then frontend), close its rollout record, and record
+/// `outcome` and `why` in its snapshot. The caller holds the lock.
+pub async fn put_back_dead_run(
+    cx: &Context,
+    applier: &Applier,
+    store: &SnapshotStore,
+    mut dead: Snapshot,
+    release: &Release,
+    outcome: Outcome,
+    why: String,
+) -> anyhow::Result<()> {
+    let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
+    restore_before(cx, applier, &dead, &dead_release)
+        .await
+        .with_context(|| format!("finishing the interrupted deployment {}", dead.deployment_id))?;
+    // A promotion is written through to the snapshot before Vercel hears
+    // of it (`deploy_frontend::promote_recorded`).
+    if let Some(record) = dead.frontend.as_ref().and_then(FrontendRecord::from_value) {
+        let record = undo_promotion(&cx.config.vars, &record)
+            .await
+            .with_context(|| {
+                format!(
+                    "putting back the frontend of the interrupted deployment {}",
+                    dead.deployment_id
+                )
+            })?;
+        dead.frontend = Some(record.to_value());
+    }
+    record::close(
+        applier.client(),
+        &cx.config.profile.namespace,
+        &dead.deployment_id,
+        Stage::RolledBack,
+        Some(why.clone()),
+    )
+    .await?;
+    dead.outcome = outcome;
+    dead.finished_at = Some(Utc::now());
+    dead.failure = Some(why);
+    dead.after = Some(live::read(applier, &cx.config.profile).await?);
+    store.put(&dead).await?;
+    Ok(())
+}
+
 /// The run's id, made unique: ids have one-second resolution, and a run
 /// that starts within the second another one began would write over that
 /// run's snapshot. Such a run waits for the next second and takes its id.
@@ -178,7 +224,7 @@ impl Lifecycle for ClusterLifecycle {
             // A run that died holding the lock left its snapshot in
             // progress: put its users back and close it, so this run starts
             // from one consistent version.
-            for mut dead in store
+            for dead in store
                 .list()
                 .await?
                 .into_iter()
@@ -188,31 +234,16 @@ impl Lifecycle for ClusterLifecycle {
                     "deployment {} died mid-run; putting users back where it found them",
                     dead.deployment_id
                 );
-                let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
-                restore_before(cx, &applier, &dead, &dead_release)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "finishing the interrupted deployment {}",
-                            dead.deployment_id
-                        )
-                    })?;
-                if let Some(record) = dead.frontend.as_ref().and_then(FrontendRecord::from_value) {
-                    let record = undo_promotion(&cx.config.vars, &record)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "putting back the frontend of the interrupted deployment {}",
-                                dead.deployment_id
-                            )
-                        })?;
-                    dead.frontend = Some(record.to_value());
-                }
-                dead.outcome = Outcome::Abandoned;
-                dead.finished_at = Some(Utc::now());
-                dead.failure = Some(format!("interrupted; users put back by {id}"));
-                dead.after = Some(live::read(&applier, &cx.config.profile).await?);
-                store.put(&dead).await?;
+                put_back_dead_run(
+                    cx,
+                    &applier,
+                    &store,
+                    dead,
+                    &release,
+                    Outcome::Abandoned,
+                    format!("interrupted; users put back by {id}"),
+                )
+                .await?;
             }
 
             let before = live::read(&applier, &cx.config.profile).await?;
@@ -243,6 +274,7 @@ impl Lifecycle for ClusterLifecycle {
                 ai_config: None,
                 database: None,
                 monitoring: None,
+                rollout: None,
             };
             store.put(&snapshot).await?;
             cx.backend.before = Some(before);
@@ -315,7 +347,28 @@ impl Lifecycle for ClusterLifecycle {
         snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
+        snapshot.rollout = cx.records.rollout.clone();
         let saved = store.put(&snapshot).await;
+        // The rollout record says how the rollout ended, for `status` and
+        // for a `promote`/`abort` waiting on its answer.
+        if cx.records.rollout.is_some() {
+            let stage = match (failure, &undo_error, cx.options.no_rollback) {
+                (None, _, _) => Stage::Completed,
+                (Some(_), None, false) => Stage::RolledBack,
+                _ => Stage::Failed,
+            };
+            if let Err(e) = record::close(
+                applier.client(),
+                &cx.config.profile.namespace,
+                &snapshot.deployment_id,
+                stage,
+                failure.map(|f| f.message.clone()),
+            )
+            .await
+            {
+                tracing::warn!("closing the rollout record: {e:#}");
+            }
+        }
         if failure.is_none()
             && let Err(e) = store.prune(cx.options.keep_snapshots).await
         {

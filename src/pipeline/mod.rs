@@ -4,6 +4,7 @@ pub mod context;
 pub mod deployment_id;
 pub mod lifecycle;
 pub mod phase;
+pub mod progress;
 pub mod report;
 pub mod rollback;
 pub mod runner;
@@ -12,6 +13,7 @@ pub mod snapshot;
 
 pub use context::Context;
 pub use deployment_id::DeploymentId;
+pub use progress::Progress;
 pub use phase::{Phase, PhaseId, PhasePlan, PhaseReport};
 pub use report::{Outcome, PhaseRow, PhaseStatus, RunReport};
 pub use runner::{Observer, Runner};

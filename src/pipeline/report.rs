@@ -86,6 +86,10 @@ pub struct RunReport {
     pub exit_code: i32,
     pub phases: Vec<PhaseRow>,
     pub warnings: Vec<String>,
+    /// shift-traffic's steps and every analysis measurement (absent when it
+    /// did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
     pub error: Option<ErrorReport>,
 }
 
@@ -110,6 +114,7 @@ impl RunReport {
             exit_code,
             phases: Vec::new(),
             warnings: Vec::new(),
+            rollout: None,
             error: Some(error),
         }
     }

@@ -20,6 +20,9 @@ use crate::exit_code;
 pub trait Observer {
     fn run_started(&mut self, cx: &Context, phases: &[PhaseId]);
     fn phase_started(&mut self, id: PhaseId);
+    /// A line of progress from the running phase (a traffic step, the
+    /// live metrics).
+    fn phase_progress(&mut self, _id: PhaseId, _line: &str) {}
     fn phase_finished(&mut self, row: &PhaseRow);
     fn run_finished(&mut self, report: &RunReport);
 }
@@ -160,11 +163,26 @@ impl Runner {
             let result = if cx.dry_run {
                 phase.plan(cx).await.map(|p| (p.summary, p.steps))
             } else {
-                let work = phase.run(cx);
-                tokio::select! {
-                    r = work => r.map(|r| (r.summary, r.details)),
-                    why = interruption(lock) => Err(crate::error::fail(Kind::Interrupted, format!("{why} during {id}"))),
+                let (progress, mut lines) = super::Progress::channel();
+                cx.progress = progress;
+                let result = {
+                    let work = phase.run(cx);
+                    tokio::pin!(work);
+                    let stop = interruption(lock);
+                    tokio::pin!(stop);
+                    loop {
+                        tokio::select! {
+                            r = &mut work => break r.map(|r| (r.summary, r.details)),
+                            Some(line) = lines.recv() => observer.phase_progress(id, &line),
+                            why = &mut stop => break Err(crate::error::fail(Kind::Interrupted, format!("{why} during {id}"))),
+                        }
+                    }
+                };
+                while let Ok(line) = lines.try_recv() {
+                    observer.phase_progress(id, &line);
                 }
+                cx.progress = Default::default();
+                result
             };
             let duration_ms = Some(t.elapsed().as_millis() as u64);
             let done = match result {
@@ -268,6 +286,7 @@ impl Runner {
                 .map_or(exit_code::SUCCESS, |e| e.kind.exit_code()),
             phases: rows,
             warnings: cx.config.warnings.clone(),
+            rollout: cx.records.rollout.clone(),
             error,
         };
         observer.run_finished(&report);

@@ -133,6 +133,9 @@ pub struct Snapshot {
     /// monitor: the Grafana folder, dashboards and annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<serde_json::Value>,
+    /// shift-traffic: the steps walked and the analysis at each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
 }
 
 impl Snapshot {
