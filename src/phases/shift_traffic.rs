@@ -1,21 +1,25 @@
-//! shift-traffic: users to the new slot.
+//! shift-traffic: users to the new slot, step by step.
 //!
-//! Workers of the new slot scale up and are waited for; then every route's
-//! weights and every stable Service's selector move at once; then the old
-//! slot's workers scale down. The old slot's http Deployments stay up, so a
-//! rollback is one switch back. (The gradual, metric-gated version grows
-//! from here: `route::set_http` already takes any weights.)
+//! The steps come from the profile (or `--traffic-steps`): at each one the
+//! routes' weights move and the workers split as the profile says, and the
+//! step holds while analysis measures the new slot through Prometheus. At
+//! 100% the stable Services' selectors move and the frontend is promoted;
+//! the old slot stays scaled for the grace period, then scales to 0. A
+//! failed analysis, or `abort` from another terminal, fails the phase and
+//! the runner's undo puts users back in one route change.
 
 use async_trait::async_trait;
 
 use super::deploy_frontend::{self, FrontendRecord};
 use crate::error::{Kind, fail};
-use crate::k8s::live;
-use crate::k8s::route;
+use crate::k8s::live::{self, Active};
 use crate::k8s::slot::Slot;
 use crate::k8s::values;
-use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
+use crate::providers::prometheus::Prometheus;
+use crate::traffic::plan::{Grace, RolloutPlan, percents};
+use crate::traffic::report::human;
+use crate::traffic::shift::{Ending, Walk};
 
 pub struct ShiftTraffic;
 
@@ -96,6 +100,18 @@ async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::con
     Ok(out)
 }
 
+/// The plan of this run: the profile's traffic, the command line's
+/// overrides, and whether the environment has users on an old slot yet.
+fn rollout_plan(cx: &Context, before: Option<&live::PlatformState>) -> RolloutPlan {
+    let first = before.is_some_and(|b| matches!(b.active(), Active::Fresh));
+    RolloutPlan::new(
+        &cx.config.profile.traffic,
+        cx.options.traffic_steps.as_deref(),
+        cx.options.grace,
+        first,
+    )
+}
+
 #[async_trait]
 impl Phase for ShiftTraffic {
     fn id(&self) -> PhaseId {
@@ -103,21 +119,43 @@ impl Phase for ShiftTraffic {
     }
 
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
-        let services: Vec<&str> = cx
-            .config
-            .profile
-            .services
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut steps = vec![
-            "scale the new slot's workers to their replicas and wait for them".into(),
-            format!(
-                "set every route to 100% on the new slot and every stable Service's selector to it: {}",
-                services.join(", ")
-            ),
-            "scale the old slot's workers to 0; the old http slot keeps running".into(),
-        ];
+        let profile = &cx.config.profile;
+        let before = match cx.applier().await {
+            Ok(applier) => live::read(applier, profile).await.ok(),
+            Err(_) => None,
+        };
+        let plan = rollout_plan(cx, before.as_ref());
+        let mut steps = Vec::new();
+        if let Some(note) = &plan.note {
+            steps.push(note.clone());
+        }
+        for percent in &plan.steps {
+            if *percent < 100 {
+                let analysis = match &profile.traffic.analysis {
+                    Some(a) => format!(
+                        "; analysis every {} ({}; at least {} samples; {} failure(s) tolerated; no verdict {} past the pause aborts)",
+                        a.interval,
+                        a.metrics
+                            .iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        a.samples.min,
+                        a.failure_limit,
+                        a.inconclusive_timeout
+                    ),
+                    None => "; no analysis in the profile".into(),
+                };
+                steps.push(format!(
+                    "{percent}% of users on the new slot for {}{analysis}",
+                    human(plan.pause)
+                ));
+            } else {
+                steps.push(
+                    "100%: every route and stable Service to the new slot, all its workers up, the old slot's to 0".into(),
+                );
+            }
+        }
         if let Some(r) = cx
             .records
             .frontend
@@ -133,10 +171,18 @@ impl Phase for ShiftTraffic {
                 "promote the Vercel deployment deploy-frontend built; a failure after it promotes the previous one back".into(),
             );
         }
+        steps.push(match plan.grace {
+            Grace::Keep => "the old slot stays up until the next deploy: a rollback is one switch".into(),
+            Grace::For(d) => format!(
+                "the old slot stays scaled for {} (analysis goes on; an abort is one route change), then scales to 0",
+                human(d)
+            ),
+        });
         Ok(PhasePlan {
-            summary:
-                "move users to the new slot at once; the old slot stays up for an instant rollback"
-                    .into(),
+            summary: format!(
+                "move users to the new slot: {}",
+                percents(&plan.steps)
+            ),
             steps,
         })
     }
@@ -148,35 +194,69 @@ impl Phase for ShiftTraffic {
         let applier = cx.applier().await?.clone();
         let profile = switched_profile(cx, slot).await?;
         cx.backend.target_slot = Some(slot);
-
-        // From the first worker scaled up, users see the new version (it
-        // consumes their messages): the runner's undo must put them back.
-        cx.backend.switched = true;
-        let workers = route::workers_up(&applier, &profile, slot).await?;
-        wait_for_slot(
-            applier.client(),
-            &profile.namespace,
+        let before = match cx.backend.before.clone() {
+            Some(b) => b,
+            None => live::read(&applier, &cx.config.profile).await?,
+        };
+        let plan = rollout_plan(cx, Some(&before));
+        let prometheus = match (&profile.traffic.analysis, plan.is_progressive() || matches!(plan.grace, Grace::For(_))) {
+            (Some(_), true) => {
+                let url = cx
+                    .config
+                    .vars
+                    .get("PROMETHEUS_URL")
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        fail(
+                            Kind::Config,
+                            "the profile's traffic analysis needs PROMETHEUS_URL",
+                        )
+                    })?;
+                Some(Prometheus::new(url)?)
+            }
+            _ => None,
+        };
+        let mut walk = Walk::new(
+            applier,
+            profile,
+            cx.templates()?.to_vec(),
+            release.clone(),
+            before,
             slot,
-            &workers,
-            release.rollout_timeout(),
-        )
-        .await?;
-        route::switch_to(&applier, &profile, cx.templates()?, &release, slot).await?;
+            plan,
+            prometheus,
+            cx.progress.clone(),
+            cx.records.frontend.clone(),
+        );
+
+        // From the first step, users reach the new version: the runner's
+        // undo must put them back.
+        cx.backend.switched = true;
+        let walked = walk.steps().await;
+        cx.records.rollout = Some(walk.report_value());
+        let ending = walked?;
         // The frontend follows the backend, never leads it: promoted only
         // once every route points at the new slot.
         let frontend = deploy_frontend::promote_recorded(cx).await?;
-        let mut details: Vec<String> = profile
-            .services
-            .keys()
-            .map(|s| format!("{s}: {slot}"))
-            .collect();
+        let graced = walk
+            .grace(matches!(ending, Ending::Walked))
+            .await;
+        cx.records.rollout = Some(walk.report_value());
+        graced?;
+        walk.complete().await?;
+        let mut details = walk.report.lines();
         details.extend(frontend);
+        let how = match &ending {
+            Ending::Walked => percents(&walk.plan.steps),
+            Ending::Promoted(by) => format!("promoted by {by}"),
+        };
+        let old = match (walk.plan.grace, walk.rollout.from) {
+            (_, None) => "first switch".to_string(),
+            (Grace::Keep, Some(old)) => format!("{old} kept up for rollback"),
+            (Grace::For(_), Some(old)) => format!("{old} scaled down after its grace period"),
+        };
         Ok(PhaseReport {
-            summary: format!(
-                "users on {slot} ({}); {} kept up for rollback",
-                release.image_tag,
-                slot.other()
-            ),
+            summary: format!("users on {slot} ({}) via {how}; {old}", release.image_tag),
             details,
         })
     }

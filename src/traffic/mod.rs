@@ -9,3 +9,5 @@
 pub mod analysis;
 pub mod plan;
 pub mod record;
+pub mod report;
+pub mod shift;

@@ -1,0 +1,248 @@
+//! What a rollout reports: each step walked with every measurement taken
+//! there, the grace period, how it ended; and the one-line forms the
+//! progress display shows.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{Measurement, Verdict};
+use super::plan::{Grace, RolloutPlan};
+use crate::config::profile::WorkerShift;
+use crate::k8s::slot::Slot;
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Still running.
+    Running,
+    /// Analysis passed (or there is none) and the pause was over.
+    Passed,
+    /// Analysis failed beyond the failure limit.
+    Failed,
+    /// Analysis never had enough samples for a verdict within the bound.
+    NoVerdict,
+    /// Skipped ahead by `promote`.
+    Promoted,
+    /// Stopped by `abort`.
+    Aborted,
+    /// Stopped by something else (an error, an interruption).
+    Stopped,
+    /// The 100% step: reached.
+    Reached,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub percent: u32,
+    /// Route weights (blue, green) of the services with an old slot.
+    pub weights: (u32, u32),
+    /// Workers: (name, new slot replicas, old slot replicas).
+    pub workers: Vec<(String, u32, u32)>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: StepOutcome,
+    pub measurements: Vec<Measurement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraceReport {
+    pub started_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Whether the old slot was scaled to 0 at its end.
+    pub scaled_down: bool,
+    pub measurements: Vec<Measurement>,
+}
+
+/// The rollout as the run report and the snapshot carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    pub from: Option<Slot>,
+    pub to: Slot,
+    pub planned_steps: Vec<u32>,
+    pub pause_seconds: u64,
+    /// `keep`, or the seconds the old slot stays scaled after 100%.
+    pub grace: String,
+    pub workers: WorkerShift,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub steps: Vec<StepReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<GraceReport>,
+    /// `promote` or `abort` from another terminal, and by whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Failed measurements over the whole rollout.
+    pub failures: u32,
+}
+
+impl RolloutReport {
+    pub fn new(plan: &RolloutPlan, from: Option<Slot>, to: Slot) -> Self {
+        RolloutReport {
+            from,
+            to,
+            planned_steps: plan.steps.clone(),
+            pause_seconds: plan.pause.as_secs(),
+            grace: match plan.grace {
+                Grace::Keep => "keep".into(),
+                Grace::For(d) => format!("{}s", d.as_secs()),
+            },
+            workers: plan.workers,
+            note: plan.note.clone(),
+            steps: Vec::new(),
+            grace_period: None,
+            request: None,
+            failures: 0,
+        }
+    }
+
+    /// The step being walked.
+    pub fn current(&mut self) -> Option<&mut StepReport> {
+        self.steps.last_mut()
+    }
+
+    /// One line per step, for the phase's details.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let last = s
+                    .measurements
+                    .last()
+                    .map(|m| format!(": {}", m.reason))
+                    .unwrap_or_default();
+                format!(
+                    "{:>3}% {:?} after {} measurement(s){last}",
+                    s.percent,
+                    s.outcome,
+                    s.measurements.len()
+                )
+            })
+            .collect();
+        if let Some(g) = &self.grace_period {
+            out.push(format!(
+                "grace until {}: {} measurement(s), old slot {}",
+                g.until.format("%H:%M:%S UTC"),
+                g.measurements.len(),
+                if g.scaled_down {
+                    "scaled to 0"
+                } else {
+                    "still scaled"
+                }
+            ));
+        }
+        out
+    }
+}
+
+/// A value with its unit: `0.42 %`, `120 ms`, `-` for no data.
+pub fn value(v: Option<f64>, unit: Option<&str>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) => {
+            let n = if v.abs() >= 100.0 || v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            };
+            match unit {
+                Some(u) => format!("{n} {u}"),
+                None => n,
+            }
+        }
+    }
+}
+
+/// The live line of a measurement: each metric, the old slot's value where
+/// compared, the samples and the verdict.
+pub fn measurement_line(m: &Measurement) -> String {
+    let mut parts: Vec<String> = m
+        .metrics
+        .iter()
+        .map(|r| {
+            let old = r
+                .old_value
+                .map(|o| format!(", old {}", value(Some(o), r.unit.as_deref())))
+                .unwrap_or_default();
+            format!(
+                "{} {} ({}{old})",
+                r.name,
+                value(r.value, r.unit.as_deref()),
+                r.threshold
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "{} samples (min {})",
+        m.samples.map_or("-".into(), |s| format!("{s:.0}")),
+        m.min_samples
+    ));
+    parts.push(
+        match m.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "no verdict",
+        }
+        .into(),
+    );
+    parts.join(" · ")
+}
+
+/// `1m30s`.
+pub fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::analysis::MetricResult;
+
+    #[test]
+    fn a_measurement_reads_as_one_line() {
+        let m = Measurement {
+            at: Utc::now(),
+            percent: 25,
+            samples: Some(412.0),
+            min_samples: 100,
+            verdict: Verdict::Fail,
+            metrics: vec![
+                MetricResult {
+                    name: "error-rate".into(),
+                    value: Some(7.25),
+                    old_value: None,
+                    verdict: Verdict::Fail,
+                    threshold: "≤ 1 %".into(),
+                    unit: Some("%".into()),
+                    note: None,
+                },
+                MetricResult {
+                    name: "p99-latency".into(),
+                    value: Some(120.0),
+                    old_value: Some(110.0),
+                    verdict: Verdict::Pass,
+                    threshold: "≤ 1000 ms, ≤ 1.5× old".into(),
+                    unit: Some("ms".into()),
+                    note: None,
+                },
+            ],
+            reason: "error-rate 7.25 % > 1 %".into(),
+        };
+        assert_eq!(
+            measurement_line(&m),
+            "error-rate 7.25 % (≤ 1 %) · p99-latency 120 ms (≤ 1000 ms, ≤ 1.5× old, old 110 ms) · 412 samples (min 100) · FAIL"
+        );
+        assert_eq!(human(std::time::Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(std::time::Duration::from_secs(120)), "2m");
+        assert_eq!(value(None, Some("ms")), "-");
+    }
+}

@@ -1,0 +1,515 @@
+//! Walking a rollout: apply a step, hold it while analysis measures the new
+//! slot, move on, hold back or abort as `analysis::decide` says, and answer
+//! `promote`/`abort` from another terminal between polls.
+//!
+//! The decisions are pure (`plan`, `analysis`); this is the thin loop that
+//! applies them, keeps the rollout record and the report current, and says
+//! how it is going.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::analysis::{self, Decision, Measurement, QueryVars, Verdict};
+use super::plan::{self, Grace, RolloutPlan};
+use super::record::{self, Action, Answer, Request, Rollout, Stage};
+use super::report::{self, GraceReport, RolloutReport, StepOutcome, StepReport};
+use crate::config::Profile;
+use crate::config::profile::Analysis;
+use crate::error::{Kind, fail};
+use crate::k8s::apply::Applier;
+use crate::k8s::live::PlatformState;
+use crate::k8s::manifest::Template;
+use crate::k8s::route;
+use crate::k8s::slot::Slot;
+use crate::k8s::values::Release;
+use crate::k8s::watch::wait_for_slot;
+use crate::pipeline::Progress;
+use crate::providers::prometheus::Prometheus;
+
+/// How often the run looks for a request from another terminal: the
+/// bound on how long `promote`/`abort` wait for the run to act.
+const POLL: Duration = Duration::from_millis(250);
+
+/// How often the live line is refreshed between measurements.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Everything a walk needs, gathered by the phase before the first step.
+pub struct Walk {
+    pub applier: Applier,
+    pub profile: Profile,
+    pub templates: Vec<Template>,
+    pub release: Release,
+    pub before: PlatformState,
+    pub target: Slot,
+    pub plan: RolloutPlan,
+    pub analysis: Option<Analysis>,
+    pub prometheus: Option<Prometheus>,
+    pub progress: Progress,
+    /// The frontend deploy-frontend built, kept in the record for a
+    /// `promote` that finishes a dead run's rollout.
+    pub frontend: Option<serde_json::Value>,
+    pub rollout: Rollout,
+    pub report: RolloutReport,
+}
+
+/// How the steps ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Every step walked.
+    Walked,
+    /// `promote` skipped the rest (by whom).
+    Promoted(String),
+}
+
+impl Walk {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        applier: Applier,
+        profile: Profile,
+        templates: Vec<Template>,
+        release: Release,
+        before: PlatformState,
+        target: Slot,
+        plan: RolloutPlan,
+        prometheus: Option<Prometheus>,
+        progress: Progress,
+        frontend: Option<serde_json::Value>,
+    ) -> Walk {
+        let from = match before.active() {
+            crate::k8s::live::Active::Slot(s) => Some(s),
+            _ => None,
+        };
+        let now = Utc::now();
+        let rollout = Rollout {
+            deployment_id: release.deployment_id.clone(),
+            from,
+            to: target,
+            version: release.image_tag.clone(),
+            steps: plan.steps.clone(),
+            step: 0,
+            percent: 0,
+            stage: Stage::Step,
+            since: now,
+            updated_at: now,
+            grace_until: None,
+            last_measurement: None,
+            frontend: frontend.clone(),
+            answered: None,
+            failure: None,
+        };
+        let report = RolloutReport::new(&plan, from, target);
+        let analysis = if plan.is_progressive() || matches!(plan.grace, Grace::For(_)) {
+            profile.traffic.analysis.clone()
+        } else {
+            None
+        };
+        Walk {
+            applier,
+            profile,
+            templates,
+            release,
+            before,
+            target,
+            plan,
+            analysis,
+            prometheus,
+            progress,
+            frontend,
+            rollout,
+            report,
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.profile.namespace
+    }
+
+    fn vars(&self, slot: Slot, version: &str) -> QueryVars {
+        QueryVars {
+            namespace: self.profile.namespace.clone(),
+            slot: slot.to_string(),
+            version: version.to_string(),
+            interval: self
+                .analysis
+                .as_ref()
+                .map(|a| a.interval.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The image tag the old slot runs (for `{{version}}` of the old slot).
+    fn old_version(&self) -> String {
+        let old = self.target.other();
+        self.before
+            .services
+            .values()
+            .filter(|s| s.active == Some(old))
+            .find_map(|s| s.image_in(old))
+            .and_then(|i| i.rsplit(':').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn save(&mut self) -> anyhow::Result<()> {
+        self.rollout.updated_at = Utc::now();
+        record::write_rollout(self.applier.client(), self.namespace(), &self.rollout).await
+    }
+
+    /// The report as the context records it.
+    pub fn report_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.report).unwrap_or_default()
+    }
+
+    /// Set everything for `percent`: the new slot's workers up (waited
+    /// for), the routes, then the old slot's workers down.
+    async fn apply_step(&mut self, index: usize, percent: u32) -> anyhow::Result<()> {
+        let target = self.target;
+        let ns = self.profile.namespace.clone();
+        let workers = plan::worker_replicas(
+            &self.before,
+            &route::workers_of(&self.profile),
+            self.plan.workers,
+            target,
+            percent,
+        );
+        let weights = route::weights_for(target, percent);
+        let shown = if self.rollout.from.is_some() {
+            weights
+        } else {
+            route::all_to(target)
+        };
+        self.report.steps.push(StepReport {
+            percent,
+            weights: shown,
+            workers: workers.clone(),
+            started_at: Utc::now(),
+            ended_at: None,
+            outcome: StepOutcome::Running,
+            measurements: Vec::new(),
+        });
+        self.rollout.step = index;
+        self.rollout.percent = percent;
+        self.rollout.stage = Stage::Step;
+        self.rollout.since = Utc::now();
+        self.rollout.last_measurement = None;
+        self.save().await?;
+        let total = self.plan.steps.len();
+        let worker_text = if workers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; workers {}",
+                workers
+                    .iter()
+                    .map(|(w, n, o)| format!("{w} {n} {target}/{o} {}", target.other()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        self.progress.say(format!(
+            "step {}/{total}: {percent}% on {target} (weights blue {} / green {}){worker_text}",
+            index + 1,
+            shown.0,
+            shown.1
+        ));
+
+        let up: Vec<(String, i32)> = workers
+            .iter()
+            .map(|(w, n, _)| (format!("{w}-{target}"), *n as i32))
+            .collect();
+        route::scale_all(&self.applier, &ns, up.clone()).await?;
+        let waiting: Vec<String> = up
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !waiting.is_empty() {
+            wait_for_slot(
+                self.applier.client(),
+                &ns,
+                target,
+                &waiting,
+                self.release.rollout_timeout(),
+            )
+            .await?;
+        }
+        if percent >= 100 {
+            route::switch_to(
+                &self.applier,
+                &self.profile,
+                &self.templates,
+                &self.release,
+                target,
+            )
+            .await?;
+        } else {
+            let before = &self.before;
+            route::set_each(
+                &self.applier,
+                &self.profile,
+                &self.templates,
+                &self.release,
+                |service| {
+                    let at = plan::route_at(before, service, target, percent);
+                    (at.active, at.weights)
+                },
+            )
+            .await?;
+            let down: Vec<(String, i32)> = workers
+                .iter()
+                .map(|(w, _, o)| (format!("{w}-{}", target.other()), *o as i32))
+                .collect();
+            route::scale_all(&self.applier, &ns, down).await?;
+        }
+        Ok(())
+    }
+
+    /// A request from another terminal meant for this rollout, answered in
+    /// the record so the requester knows it was heard.
+    async fn request(&mut self) -> anyhow::Result<Option<Request>> {
+        let rec = record::read(self.applier.client(), self.namespace()).await?;
+        let pending = rec
+            .pending()
+            .filter(|r| r.deployment_id == self.rollout.deployment_id)
+            .cloned();
+        let Some(request) = pending else {
+            return Ok(None);
+        };
+        self.rollout.answered = Some(Answer {
+            request: request.id.clone(),
+            action: request.action,
+            by: request.by.clone(),
+            at: Utc::now(),
+        });
+        self.report.request = Some(format!("{} by {}", request.action.as_str(), request.by));
+        self.save().await?;
+        self.progress.say(format!(
+            "{} requested by {}",
+            request.action.as_str(),
+            request.by
+        ));
+        Ok(Some(request))
+    }
+
+    async fn measure(&mut self, percent: u32) -> anyhow::Result<Option<Measurement>> {
+        let (Some(analysis), Some(prom)) = (self.analysis.clone(), self.prometheus.clone()) else {
+            return Ok(None);
+        };
+        let new = self.vars(self.target, &self.release.image_tag.clone());
+        let old_version = self.old_version();
+        let old = self.vars(self.target.other(), &old_version);
+        let compare = self.rollout.from.is_some() && percent < 100;
+        let m = analysis::measure(&prom, &analysis, &new, compare.then_some(&old), percent).await?;
+        if m.verdict == Verdict::Fail {
+            self.report.failures += 1;
+        }
+        self.rollout.last_measurement = Some(m.clone());
+        self.save().await?;
+        Ok(Some(m))
+    }
+
+    /// Walk the steps below 100% and then 100%.
+    pub async fn steps(&mut self) -> anyhow::Result<Ending> {
+        let steps = self.plan.steps.clone();
+        for (index, percent) in steps.iter().copied().enumerate() {
+            self.apply_step(index, percent).await?;
+            if percent >= 100 {
+                self.end_step(StepOutcome::Reached);
+                self.save().await?;
+                return Ok(Ending::Walked);
+            }
+            match self.hold(percent).await? {
+                None => self.end_step(StepOutcome::Passed),
+                Some(by) => {
+                    self.end_step(StepOutcome::Promoted);
+                    self.apply_step(steps.len() - 1, 100).await?;
+                    self.end_step(StepOutcome::Reached);
+                    self.save().await?;
+                    return Ok(Ending::Promoted(by));
+                }
+            }
+        }
+        Ok(Ending::Walked)
+    }
+
+    fn end_step(&mut self, outcome: StepOutcome) {
+        if let Some(s) = self.report.current() {
+            s.outcome = outcome;
+            s.ended_at = Some(Utc::now());
+        }
+    }
+
+    /// Hold a step until analysis lets it go (`Ok(None)`), a `promote`
+    /// skips ahead (`Ok(Some(by))`), or it aborts (`Err`).
+    async fn hold(&mut self, percent: u32) -> anyhow::Result<Option<String>> {
+        let started = Instant::now();
+        let interval = self
+            .analysis
+            .as_ref()
+            .and_then(|a| crate::config::format::duration(&a.interval).ok());
+        let mut next_measure = interval.map(|i| started + i);
+        let mut next_tick = started + TICK;
+        let mut this_step: Vec<Measurement> = Vec::new();
+        loop {
+            if let Some(request) = self.request().await? {
+                match request.action {
+                    Action::Promote => return Ok(Some(request.by)),
+                    Action::Abort => {
+                        self.end_step(StepOutcome::Aborted);
+                        return Err(fail(
+                            Kind::PhaseFailed,
+                            format!("aborted by {} at {percent}%", request.by),
+                        ));
+                    }
+                }
+            }
+            let now = Instant::now();
+            if next_measure.is_some_and(|t| now >= t) {
+                if let Some(m) = self.measure(percent).await? {
+                    self.progress.say(format!(
+                        "{percent}%: {}",
+                        report::measurement_line(&m)
+                    ));
+                    if let Some(s) = self.report.current() {
+                        s.measurements.push(m.clone());
+                    }
+                    this_step.push(m);
+                }
+                next_measure = interval.map(|i| Instant::now() + i);
+            }
+            let elapsed = started.elapsed();
+            match analysis::decide(
+                self.analysis.as_ref(),
+                self.plan.pause,
+                elapsed,
+                &this_step,
+                self.report.failures,
+            ) {
+                Decision::Advance => return Ok(None),
+                Decision::Abort(why) => {
+                    let no_verdict = this_step
+                        .last()
+                        .is_some_and(|m| m.verdict == Verdict::Inconclusive)
+                        || this_step.is_empty();
+                    self.end_step(if no_verdict && self.report.failures == 0 {
+                        StepOutcome::NoVerdict
+                    } else {
+                        StepOutcome::Failed
+                    });
+                    return Err(fail(
+                        Kind::PhaseFailed,
+                        format!("analysis at {percent}%: {why}"),
+                    ));
+                }
+                Decision::Wait => {}
+            }
+            if elapsed >= self.plan.pause && self.rollout.stage != Stage::Holding {
+                self.rollout.stage = Stage::Holding;
+                self.save().await?;
+            }
+            if Instant::now() >= next_tick {
+                next_tick += TICK;
+                let what = if elapsed >= self.plan.pause {
+                    "holding for a verdict"
+                } else {
+                    "pausing"
+                };
+                self.progress.say(format!(
+                    "{percent}% on {}: {what}, {} of {}",
+                    self.target,
+                    report::human(elapsed),
+                    report::human(self.plan.pause)
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// After 100%: keep the old slot scaled for the grace period while
+    /// analysis goes on (only a failure counts now: the old slot has no
+    /// traffic to compare with, and no traffic at 100% means no users, not
+    /// a bad release). Then scale the old slot down. `promote` ends the
+    /// grace at once; `abort` fails the run (users go back).
+    pub async fn grace(&mut self, analyse: bool) -> anyhow::Result<()> {
+        let Grace::For(length) = self.plan.grace else {
+            return Ok(());
+        };
+        let Some(old) = self.rollout.from else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let until = Utc::now() + chrono::Duration::from_std(length).unwrap_or_default();
+        self.report.grace_period = Some(GraceReport {
+            started_at: Utc::now(),
+            until,
+            ended_at: None,
+            scaled_down: false,
+            measurements: Vec::new(),
+        });
+        self.rollout.stage = Stage::Grace;
+        self.rollout.grace_until = Some(until);
+        self.save().await?;
+        self.progress.say(format!(
+            "100% on {}; {old} stays scaled for {} for an instant abort",
+            self.target,
+            report::human(length)
+        ));
+        let interval = self
+            .analysis
+            .as_ref()
+            .filter(|_| analyse)
+            .and_then(|a| crate::config::format::duration(&a.interval).ok());
+        let mut next_measure = interval.map(|i| started + i);
+        let limit = self.analysis.as_ref().map_or(0, |a| a.failure_limit);
+        while started.elapsed() < length {
+            if let Some(request) = self.request().await? {
+                match request.action {
+                    Action::Promote => break,
+                    Action::Abort => {
+                        return Err(fail(
+                            Kind::PhaseFailed,
+                            format!("aborted by {} during the grace period", request.by),
+                        ));
+                    }
+                }
+            }
+            if next_measure.is_some_and(|t| Instant::now() >= t) {
+                if let Some(m) = self.measure(100).await? {
+                    self.progress
+                        .say(format!("100% (grace): {}", report::measurement_line(&m)));
+                    if let Some(g) = self.report.grace_period.as_mut() {
+                        g.measurements.push(m.clone());
+                    }
+                    if m.verdict == Verdict::Fail && self.report.failures > limit {
+                        return Err(fail(
+                            Kind::PhaseFailed,
+                            format!(
+                                "analysis during the grace period failed {} times (limit {limit}): {}",
+                                self.report.failures, m.reason
+                            ),
+                        ));
+                    }
+                }
+                next_measure = interval.map(|i| Instant::now() + i);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let names = route::scale_down_http(&self.applier, &self.profile, old).await?;
+        if let Some(g) = self.report.grace_period.as_mut() {
+            g.ended_at = Some(Utc::now());
+            g.scaled_down = true;
+        }
+        self.progress.say(format!(
+            "grace over: {} scaled to 0",
+            names.join(", ")
+        ));
+        Ok(())
+    }
+
+    /// The rollout is done: close the record.
+    pub async fn complete(&mut self) -> anyhow::Result<()> {
+        self.rollout.stage = Stage::Completed;
+        self.save().await
+    }
+}
