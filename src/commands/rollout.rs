@@ -1,6 +1,364 @@
-//! promote and abort (being written)
-use crate::cli::GlobalArgs;
-use crate::traffic::record::Action;
-pub async fn request(_environment: &str, _action: Action, _global: &GlobalArgs) -> anyhow::Result<i32> {
-    Err(crate::error::fail(crate::error::Kind::NotImplemented, "not yet"))
+//! `maily-deploy promote ENV` and `maily-deploy abort ENV`: finish or stop
+//! the rollout in progress, from any terminal.
+//!
+//! While the deploying run lives (it holds the lease), the request goes
+//! into the rollout record and the run acts on it within a poll: nothing
+//! else touches the cluster under it. If the run died, its lease expires;
+//! then the command takes the lock and does the work itself, as the run
+//! would have, and closes the dead run's snapshot.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::cluster;
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::error::{Kind, fail};
+use crate::k8s::lease::{self, Holder};
+use crate::k8s::live;
+use crate::k8s::route;
+use crate::k8s::snapshot_store::SnapshotStore;
+use crate::k8s::watch::wait_for_slot;
+use crate::output;
+use crate::phases::deploy_frontend;
+use crate::pipeline::lifecycle::put_back_dead_run;
+use crate::pipeline::snapshot::{Actor, Outcome};
+use crate::pipeline::{Context, DeploymentId};
+use crate::traffic::record::{self, Action, Request, Rollout, Stage};
+
+/// How often the command looks at the record while the run acts.
+const POLL: Duration = Duration::from_millis(200);
+
+/// How long a live run may take to carry a request out (a promote waits
+/// for the new slot's workers).
+const EFFECT_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub async fn request(environment: &str, action: Action, global: &GlobalArgs) -> anyhow::Result<i32> {
+    let mut cx = cluster::context(environment, global, false, &[], false)?;
+    let client = cx.kube().await?;
+    let ns = cx.config.profile.namespace.clone();
+    let rollout = in_progress(&client, &ns, environment).await?;
+    let actor = Actor::current();
+    let by = format!("{}@{}", actor.user, actor.host);
+
+    let done = match live_holder(&client, &ns, &rollout).await? {
+        Some(_) => match through_the_run(&client, &ns, &rollout, action, &by).await? {
+            Some(text) => text,
+            // The run stopped renewing its lease without answering: it died.
+            None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
+        },
+        None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
+    };
+    match global.output {
+        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(
+            &serde_json::json!({
+                "schema": "maily-deploy/rollout-request/v1",
+                "environment": environment,
+                "action": action.as_str(),
+                "deployment_id": rollout.deployment_id,
+                "result": done,
+            }),
+        )?),
+        OutputFormat::Human => output::stdout_line(&done),
+    }
+    Ok(crate::exit_code::SUCCESS)
+}
+
+/// The rollout that is not over yet, or why there is nothing to act on.
+async fn in_progress(client: &kube::Client, ns: &str, environment: &str) -> anyhow::Result<Rollout> {
+    let rec = record::read(client, ns).await?;
+    match rec.rollout {
+        Some(r) if !r.stage.is_final() => Ok(r),
+        Some(r) => Err(fail(
+            Kind::Usage,
+            format!(
+                "no rollout in progress in {environment}: the last one, {}, ended {} at {}%; `maily-deploy status {environment}` shows where users are",
+                r.deployment_id,
+                r.stage.as_str(),
+                r.percent
+            ),
+        )),
+        None => Err(fail(
+            Kind::Usage,
+            format!("no rollout in progress in {environment}: no deployment has shifted traffic here yet"),
+        )),
+    }
+}
+
+/// The holder of the lock, when it is the run driving this rollout and
+/// its lease is alive.
+async fn live_holder(
+    client: &kube::Client,
+    ns: &str,
+    rollout: &Rollout,
+) -> anyhow::Result<Option<Holder>> {
+    Ok(lease::current(client.clone(), ns)
+        .await?
+        .map(|(h, _)| h)
+        .filter(|h| h.deployment_id == rollout.deployment_id))
+}
+
+/// Hand the request to the live run and wait until it has acted. `None`
+/// when the run's lease expired before it answered (it died).
+async fn through_the_run(
+    client: &kube::Client,
+    ns: &str,
+    rollout: &Rollout,
+    action: Action,
+    by: &str,
+) -> anyhow::Result<Option<String>> {
+    let request = Request {
+        id: format!("{}-{}", action.as_str(), Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+        deployment_id: rollout.deployment_id.clone(),
+        action,
+        by: by.to_string(),
+        at: Utc::now(),
+    };
+    record::write_request(client, ns, &request).await?;
+    output::stderr_line(&format!(
+        "asked the run {} to {} (it is at {}% on {})",
+        rollout.deployment_id,
+        action.as_str(),
+        rollout.percent,
+        rollout.to
+    ));
+    let started = std::time::Instant::now();
+    let mut heard = false;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = record::read(client, ns).await?.rollout;
+        let Some(now) = now.filter(|r| r.deployment_id == rollout.deployment_id) else {
+            anyhow::bail!("the rollout record of {} was replaced while waiting", rollout.deployment_id);
+        };
+        let answered = now.answered.as_ref().is_some_and(|a| a.request == request.id);
+        if answered && !heard {
+            heard = true;
+            output::stderr_line("the run heard it; waiting for it to act");
+        }
+        let done = match action {
+            Action::Promote => answered && (now.percent >= 100 || now.stage.is_final()),
+            Action::Abort => answered && now.stage.is_final(),
+        };
+        if done {
+            return Ok(Some(match (action, now.stage) {
+                (Action::Abort, Stage::RolledBack) => format!(
+                    "aborted: users are back on {}; the run {} failed (exit 4)",
+                    now.from.map_or("the old slot".into(), |s| s.to_string()),
+                    now.deployment_id
+                ),
+                (Action::Abort, stage) => format!(
+                    "the run {} ended {} ({})",
+                    now.deployment_id,
+                    stage.as_str(),
+                    now.failure.unwrap_or_default()
+                ),
+                (Action::Promote, _) => format!(
+                    "promoted: every user on {} ({}); the run {} goes on with {}",
+                    now.to,
+                    now.version,
+                    now.deployment_id,
+                    if now.stage == Stage::Grace {
+                        "the grace period"
+                    } else {
+                        "its end"
+                    }
+                ),
+            }));
+        }
+        if !heard && live_holder(client, ns, rollout).await?.is_none() {
+            let again = record::read(client, ns).await?;
+            if again
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.answered.as_ref().is_some_and(|a| a.request == request.id))
+            {
+                continue;
+            }
+            return Ok(None);
+        }
+        if started.elapsed() > EFFECT_TIMEOUT {
+            return Err(fail(
+                Kind::PhaseFailed,
+                format!(
+                    "the run {} did not carry out the {} within {} s; `maily-deploy status` shows where it stands",
+                    rollout.deployment_id,
+                    action.as_str(),
+                    EFFECT_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    }
+}
+
+/// Take the lock, waiting for a dead run's lease to expire; refuse if
+/// another run holds it.
+async fn take_lock(
+    cx: &Context,
+    environment: &str,
+    rollout: &Rollout,
+    by: Holder,
+) -> anyhow::Result<lease::LeaseGuard> {
+    let client = cx.kube().await?;
+    let ns = &cx.config.profile.namespace;
+    let mut said = false;
+    loop {
+        match lease::current(client.clone(), ns).await? {
+            Some((holder, expires)) if holder.deployment_id == rollout.deployment_id => {
+                if !said {
+                    output::stderr_line(&format!(
+                        "the run {} stopped answering; waiting for its lock to expire at {} (or `maily-deploy unlock {environment}`)",
+                        rollout.deployment_id,
+                        expires.format("%H:%M:%S UTC")
+                    ));
+                    said = true;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            _ => {
+                return lease::acquire(client, ns, environment, by, cx.options.lock_ttl).await;
+            }
+        }
+    }
+}
+
+/// Do what the dead run would have done, under the lock.
+async fn itself(
+    cx: &mut Context,
+    environment: &str,
+    rollout: &Rollout,
+    action: Action,
+    by: &str,
+    _global: &GlobalArgs,
+) -> anyhow::Result<String> {
+    let actor = Actor::current();
+    let holder = Holder {
+        user: actor.user.clone(),
+        host: actor.host.clone(),
+        deployment_id: format!("{}-{}", action.as_str(), rollout.deployment_id),
+        since: Utc::now(),
+    };
+    let guard = take_lock(cx, environment, rollout, holder).await?;
+    let result = finish_dead(cx, environment, rollout, action, by).await;
+    if let Err(e) = guard.release().await {
+        tracing::warn!("releasing the deploy lock: {e:#}; it expires by itself");
+    }
+    result
+}
+
+async fn finish_dead(
+    cx: &mut Context,
+    environment: &str,
+    rollout: &Rollout,
+    action: Action,
+    by: &str,
+) -> anyhow::Result<String> {
+    let applier = cx.applier().await?.clone();
+    let ns = cx.config.profile.namespace.clone();
+    let store = SnapshotStore::new(applier.client().clone(), &ns, environment);
+    let snapshot = store
+        .get(&rollout.deployment_id)
+        .await?
+        .filter(|s| s.outcome == Outcome::InProgress)
+        .ok_or_else(|| {
+            fail(
+                Kind::Usage,
+                format!(
+                    "the rollout of {} is no longer in progress (another command finished it); `maily-deploy status {environment}` shows where users are",
+                    rollout.deployment_id
+                ),
+            )
+        })?;
+    let Some(release) = snapshot.release.clone() else {
+        anyhow::bail!("the snapshot of {} records no release", rollout.deployment_id);
+    };
+    match action {
+        Action::Abort => {
+            let from = rollout.from;
+            put_back_dead_run(
+                cx,
+                &applier,
+                &store,
+                snapshot,
+                &release,
+                Outcome::Failed,
+                format!("aborted by {by} at {}% after the run died", rollout.percent),
+            )
+            .await?;
+            Ok(format!(
+                "aborted: users are back on {} (the run {} had died at {}%)",
+                from.map_or("the old slot".into(), |s| s.to_string()),
+                rollout.deployment_id,
+                rollout.percent
+            ))
+        }
+        Action::Promote => {
+            let slot = rollout.to;
+            let templates = if snapshot.templates.is_empty() {
+                cx.templates()?.to_vec()
+            } else {
+                snapshot.templates.clone()
+            };
+            let state = live::read(&applier, &cx.config.profile).await?;
+            // The services this rollout moves: those that run its release
+            // in the new slot, and none that users reach and it does not.
+            let mut profile = cx.config.profile.clone();
+            let mut stale = Vec::new();
+            for (name, _) in cx.config.profile.services.iter() {
+                let wanted = crate::k8s::values::image_of(&release, &cx.config.profile, name);
+                let s = state.services.get(name);
+                if s.and_then(|s| s.image_in(slot)) == Some(wanted.as_str()) {
+                    continue;
+                }
+                if s.is_some_and(|s| s.active.is_some()) {
+                    stale.push(name.clone());
+                } else {
+                    profile.services.remove(name);
+                }
+            }
+            if !stale.is_empty() {
+                return Err(fail(
+                    Kind::PhaseFailed,
+                    format!(
+                        "cannot promote: the slot {slot} does not run {} for {}; `maily-deploy abort {environment}` puts users back instead",
+                        release.image_tag,
+                        stale.join(", ")
+                    ),
+                ));
+            }
+            let workers = route::workers_up(&applier, &profile, slot).await?;
+            wait_for_slot(applier.client(), &ns, slot, &workers, release.rollout_timeout()).await?;
+            route::switch_to(&applier, &profile, &templates, &release, slot).await?;
+            // The frontend follows at 100%, as the run would have.
+            cx.deployment_id = DeploymentId::parse(environment, &rollout.deployment_id).ok();
+            cx.release_override = Some(release.clone());
+            cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
+            let frontend = deploy_frontend::promote_recorded(cx).await?;
+            let mut snapshot = store
+                .get(&rollout.deployment_id)
+                .await?
+                .unwrap_or(snapshot);
+            snapshot.outcome = Outcome::Succeeded;
+            snapshot.finished_at = Some(Utc::now());
+            snapshot.target_slot = Some(slot);
+            snapshot.frontend = cx.records.frontend.clone();
+            snapshot.after = Some(live::read(&applier, &cx.config.profile).await?);
+            snapshot.failure = None;
+            store.put(&snapshot).await?;
+            let mut closed = rollout.clone();
+            closed.stage = Stage::Completed;
+            closed.percent = 100;
+            closed.step = closed.steps.len().saturating_sub(1);
+            closed.updated_at = Utc::now();
+            closed.failure = Some(format!("promoted by {by} after the run died"));
+            record::write_rollout(applier.client(), &ns, &closed).await?;
+            Ok(format!(
+                "promoted: every user on {slot} ({}); the run {} had died at {}%; {} stays up, so `maily-deploy rollback` is one switch{}",
+                release.image_tag,
+                rollout.deployment_id,
+                rollout.percent,
+                slot.other(),
+                frontend.map(|f| format!("; {f}")).unwrap_or_default()
+            ))
+        }
+    }
 }

@@ -9,6 +9,8 @@ use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::{lease, live};
 use crate::output;
 use crate::pipeline::snapshot::Outcome;
+use crate::traffic::record::{self, Rollout};
+use crate::traffic::report::measurement_line;
 
 pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
     let cx = cluster::context(environment, global, false, &[], false)?;
@@ -24,6 +26,11 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         .map(|after| live::differences(after, &state))
         .unwrap_or_default();
     let lock = lease::current(applier.client().clone(), &profile.namespace).await?;
+    let rollout = record::read(applier.client(), &profile.namespace).await?.rollout;
+    let rollout_lines = rollout
+        .as_ref()
+        .map(|r| rollout_lines(environment, r, lock.as_ref().map(|(h, e)| (h, *e)), last_good.map(|s| s.deployment_id.as_str())))
+        .unwrap_or_default();
     let active = match state.active() {
         live::Active::Fresh => "none (nothing switched yet)".to_string(),
         live::Active::Slot(s) => s.to_string(),
@@ -51,6 +58,8 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 })),
                 "last_good_deployment": last_good.map(|s| s.deployment_id.clone()),
                 "drift": drift,
+                "rollout": rollout,
+                "rollout_summary": rollout_lines,
             });
             output::stdout_line(&serde_json::to_string_pretty(&doc)?);
         }
@@ -95,6 +104,9 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 )),
                 None => output::stdout_line("last deployment: none recorded"),
             }
+            for line in &rollout_lines {
+                output::stdout_line(line);
+            }
             if let Some((holder, expires)) = &lock {
                 output::stdout_line(&format!(
                     "lock: held by {holder}, expires {}",
@@ -117,4 +129,79 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         }
     }
     Ok(crate::exit_code::SUCCESS)
+}
+
+/// Where the last rollout stands and, when its run is gone mid-rollout,
+/// every way out with the command for it.
+fn rollout_lines(
+    environment: &str,
+    r: &Rollout,
+    lock: Option<(&lease::Holder, chrono::DateTime<chrono::Utc>)>,
+    last_good: Option<&str>,
+) -> Vec<String> {
+    let from = r.from.map_or("the old slot".to_string(), |s| s.to_string());
+    if r.stage.is_final() {
+        return vec![format!(
+            "last rollout: {} {} at {}% on {}{}",
+            r.deployment_id,
+            r.stage.as_str(),
+            r.percent,
+            r.to,
+            r.failure
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
+        )];
+    }
+    let mut out = vec![format!(
+        "rollout: {} at step {}/{}, {}% on {} ({}), {} since {}",
+        r.deployment_id,
+        r.step + 1,
+        r.steps.len(),
+        r.percent,
+        r.to,
+        r.version,
+        r.stage.as_str(),
+        r.since.format("%H:%M:%S UTC")
+    )];
+    if let Some(m) = &r.last_measurement {
+        out.push(format!("  last analysis: {}", measurement_line(m)));
+    }
+    match lock {
+        Some((holder, expires)) if holder.deployment_id == r.deployment_id => {
+            out.push(format!(
+                "  driven by the run {} ({holder}; its lock expires at {} unless renewed): `maily-deploy promote {environment}` finishes it now, `maily-deploy abort {environment}` sends users back to {from}",
+                r.deployment_id,
+                expires.format("%H:%M:%S UTC")
+            ));
+        }
+        _ => {
+            let wait = match lock {
+                Some((holder, expires)) => format!(
+                    " (the lock is held by {holder} until {}; each waits for it, or `maily-deploy unlock {environment}`)",
+                    expires.format("%H:%M:%S UTC")
+                ),
+                None => String::new(),
+            };
+            out.push(format!(
+                "  the run {} is gone mid-rollout; users stay split as above until one of these{wait}:",
+                r.deployment_id
+            ));
+            out.push(format!(
+                "    rerun     maily-deploy {environment}          users back on {from}, then the release again from its first step"
+            ));
+            out.push(format!(
+                "    promote   maily-deploy promote {environment}  every user to {} now",
+                r.to
+            ));
+            out.push(format!(
+                "    abort     maily-deploy abort {environment}    every user back on {from} now"
+            ));
+            out.push(format!(
+                "    rollback  maily-deploy rollback {environment} {}",
+                last_good.unwrap_or("<ID from `maily-deploy history`>")
+            ));
+        }
+    }
+    out
 }
