@@ -65,11 +65,22 @@ pub struct DeployArgs {
     pub allow_destroy: bool,
 
     /// Percent of users on the new slot at each traffic step, instead of the profile's (comma-separated, rising, ending at 100); `100` switches at once
-    #[arg(long, value_delimiter = ',', value_name = "PERCENT", env = "MAILY_TRAFFIC_STEPS", help_heading = "Traffic")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PERCENT",
+        env = "MAILY_TRAFFIC_STEPS",
+        help_heading = "Traffic"
+    )]
     pub traffic_steps: Option<Vec<u32>>,
 
     /// How long the old slot stays scaled after 100%, instead of the profile's `traffic.grace` (a duration such as 10m or 0s), or `keep` to leave it up until the next deploy
-    #[arg(long, value_name = "DURATION|keep", env = "MAILY_GRACE", help_heading = "Traffic")]
+    #[arg(
+        long,
+        value_name = "DURATION|keep",
+        env = "MAILY_GRACE",
+        help_heading = "Traffic"
+    )]
     pub grace: Option<String>,
 }
 

@@ -242,6 +242,7 @@ mod tests {
                 }),
             }],
             warnings: vec![],
+            rollout: None,
             error: failed.then(|| ErrorReport {
                 kind: Kind::PhaseFailed,
                 message: "deploy-backend: rollout failed: ImagePullBackOff".into(),

@@ -511,6 +511,7 @@ fn a_run_killed_after_promoting_is_put_back_by_the_next_one() {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", world.dir.path())
         .env("USER", "tester")
+        .envs(SWITCH_AT_ONCE)
         .current_dir(repo())
         .arg("--kubeconfig")
         .arg(world.sim.kubeconfig_path())

@@ -23,6 +23,7 @@ fn spawn_deploy(world: &World, tag: &str, extra: &[&str]) -> std::process::Child
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", world.dir.path())
         .env("USER", "tester")
+        .envs(SWITCH_AT_ONCE)
         .current_dir(repo())
         .arg("--kubeconfig")
         .arg(world.sim.kubeconfig_path())

@@ -161,7 +161,11 @@ fn traffic_overrides(
             fix: "e.g. --traffic-steps 10,50,100, or --traffic-steps 100 to switch at once".into(),
         });
     }
-    let grace = match args.grace.as_deref().map(crate::traffic::plan::Grace::parse) {
+    let grace = match args
+        .grace
+        .as_deref()
+        .map(crate::traffic::plan::Grace::parse)
+    {
         Some(Err(why)) => {
             problems.push(error::Problem {
                 phase: None,

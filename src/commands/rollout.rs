@@ -33,7 +33,11 @@ const POLL: Duration = Duration::from_millis(200);
 /// for the new slot's workers).
 const EFFECT_TIMEOUT: Duration = Duration::from_secs(600);
 
-pub async fn request(environment: &str, action: Action, global: &GlobalArgs) -> anyhow::Result<i32> {
+pub async fn request(
+    environment: &str,
+    action: Action,
+    global: &GlobalArgs,
+) -> anyhow::Result<i32> {
     let mut cx = cluster::context(environment, global, false, &[], false)?;
     let client = cx.kube().await?;
     let ns = cx.config.profile.namespace.clone();
@@ -50,22 +54,26 @@ pub async fn request(environment: &str, action: Action, global: &GlobalArgs) -> 
         None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
     };
     match global.output {
-        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(
-            &serde_json::json!({
+        OutputFormat::Json => {
+            output::stdout_line(&serde_json::to_string_pretty(&serde_json::json!({
                 "schema": "maily-deploy/rollout-request/v1",
                 "environment": environment,
                 "action": action.as_str(),
                 "deployment_id": rollout.deployment_id,
                 "result": done,
-            }),
-        )?),
+            }))?)
+        }
         OutputFormat::Human => output::stdout_line(&done),
     }
     Ok(crate::exit_code::SUCCESS)
 }
 
 /// The rollout that is not over yet, or why there is nothing to act on.
-async fn in_progress(client: &kube::Client, ns: &str, environment: &str) -> anyhow::Result<Rollout> {
+async fn in_progress(
+    client: &kube::Client,
+    ns: &str,
+    environment: &str,
+) -> anyhow::Result<Rollout> {
     let rec = record::read(client, ns).await?;
     match rec.rollout {
         Some(r) if !r.stage.is_final() => Ok(r),
@@ -80,7 +88,9 @@ async fn in_progress(client: &kube::Client, ns: &str, environment: &str) -> anyh
         )),
         None => Err(fail(
             Kind::Usage,
-            format!("no rollout in progress in {environment}: no deployment has shifted traffic here yet"),
+            format!(
+                "no rollout in progress in {environment}: no deployment has shifted traffic here yet"
+            ),
         )),
     }
 }
@@ -108,7 +118,11 @@ async fn through_the_run(
     by: &str,
 ) -> anyhow::Result<Option<String>> {
     let request = Request {
-        id: format!("{}-{}", action.as_str(), Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+        id: format!(
+            "{}-{}",
+            action.as_str(),
+            Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ),
         deployment_id: rollout.deployment_id.clone(),
         action,
         by: by.to_string(),
@@ -128,9 +142,15 @@ async fn through_the_run(
         tokio::time::sleep(POLL).await;
         let now = record::read(client, ns).await?.rollout;
         let Some(now) = now.filter(|r| r.deployment_id == rollout.deployment_id) else {
-            anyhow::bail!("the rollout record of {} was replaced while waiting", rollout.deployment_id);
+            anyhow::bail!(
+                "the rollout record of {} was replaced while waiting",
+                rollout.deployment_id
+            );
         };
-        let answered = now.answered.as_ref().is_some_and(|a| a.request == request.id);
+        let answered = now
+            .answered
+            .as_ref()
+            .is_some_and(|a| a.request == request.id);
         if answered && !heard {
             heard = true;
             output::stderr_line("the run heard it; waiting for it to act");
@@ -269,7 +289,10 @@ async fn finish_dead(
             )
         })?;
     let Some(release) = snapshot.release.clone() else {
-        anyhow::bail!("the snapshot of {} records no release", rollout.deployment_id);
+        anyhow::bail!(
+            "the snapshot of {} records no release",
+            rollout.deployment_id
+        );
     };
     match action {
         Action::Abort => {
@@ -326,17 +349,21 @@ async fn finish_dead(
                 ));
             }
             let workers = route::workers_up(&applier, &profile, slot).await?;
-            wait_for_slot(applier.client(), &ns, slot, &workers, release.rollout_timeout()).await?;
+            wait_for_slot(
+                applier.client(),
+                &ns,
+                slot,
+                &workers,
+                release.rollout_timeout(),
+            )
+            .await?;
             route::switch_to(&applier, &profile, &templates, &release, slot).await?;
             // The frontend follows at 100%, as the run would have.
             cx.deployment_id = DeploymentId::parse(environment, &rollout.deployment_id).ok();
             cx.release_override = Some(release.clone());
             cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
             let frontend = deploy_frontend::promote_recorded(cx).await?;
-            let mut snapshot = store
-                .get(&rollout.deployment_id)
-                .await?
-                .unwrap_or(snapshot);
+            let mut snapshot = store.get(&rollout.deployment_id).await?.unwrap_or(snapshot);
             snapshot.outcome = Outcome::Succeeded;
             snapshot.finished_at = Some(Utc::now());
             snapshot.target_slot = Some(slot);

@@ -26,10 +26,19 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         .map(|after| live::differences(after, &state))
         .unwrap_or_default();
     let lock = lease::current(applier.client().clone(), &profile.namespace).await?;
-    let rollout = record::read(applier.client(), &profile.namespace).await?.rollout;
+    let rollout = record::read(applier.client(), &profile.namespace)
+        .await?
+        .rollout;
     let rollout_lines = rollout
         .as_ref()
-        .map(|r| rollout_lines(environment, r, lock.as_ref().map(|(h, e)| (h, *e)), last_good.map(|s| s.deployment_id.as_str())))
+        .map(|r| {
+            rollout_lines(
+                environment,
+                r,
+                lock.as_ref().map(|(h, e)| (h, *e)),
+                last_good.map(|s| s.deployment_id.as_str()),
+            )
+        })
         .unwrap_or_default();
     let active = match state.active() {
         live::Active::Fresh => "none (nothing switched yet)".to_string(),

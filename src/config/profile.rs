@@ -342,7 +342,10 @@ impl Profile {
                     "give the least number of requests a verdict needs, e.g. 100",
                 );
             }
-            let mut queries = vec![("traffic.analysis.samples.query".to_string(), &a.samples.query)];
+            let mut queries = vec![(
+                "traffic.analysis.samples.query".to_string(),
+                &a.samples.query,
+            )];
             if a.metrics.is_empty() {
                 bad(
                     "traffic.analysis.metrics",
@@ -359,7 +362,7 @@ impl Profile {
                         "give max, min or max_ratio_to_old",
                     );
                 }
-                if m.max_ratio_to_old.is_some_and(|r| !(r > 0.0)) {
+                if m.max_ratio_to_old.is_some_and(|r| r.is_nan() || r <= 0.0) {
                     bad(
                         &format!("{field}.max_ratio_to_old"),
                         "is not above 0".into(),
@@ -367,7 +370,11 @@ impl Profile {
                     );
                 }
                 if a.metrics[..i].iter().any(|o| o.name == m.name) {
-                    bad(&field, "repeats a metric name".into(), "give each metric its own name");
+                    bad(
+                        &field,
+                        "repeats a metric name".into(),
+                        "give each metric its own name",
+                    );
                 }
                 queries.push((format!("{field}.query"), &m.query));
             }

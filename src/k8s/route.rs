@@ -137,7 +137,11 @@ pub async fn scale_all(
 
 /// The Deployments of `slot` that serve http, scaled to 0: the old slot
 /// once its grace period is over.
-pub async fn scale_down_http(applier: &Applier, profile: &Profile, slot: Slot) -> anyhow::Result<Vec<String>> {
+pub async fn scale_down_http(
+    applier: &Applier,
+    profile: &Profile,
+    slot: Slot,
+) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = http_services(profile)
         .into_iter()
         .map(|s| format!("{s}-{slot}"))

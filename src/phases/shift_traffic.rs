@@ -179,10 +179,7 @@ impl Phase for ShiftTraffic {
             ),
         });
         Ok(PhasePlan {
-            summary: format!(
-                "move users to the new slot: {}",
-                percents(&plan.steps)
-            ),
+            summary: format!("move users to the new slot: {}", percents(&plan.steps)),
             steps,
         })
     }
@@ -199,7 +196,10 @@ impl Phase for ShiftTraffic {
             None => live::read(&applier, &cx.config.profile).await?,
         };
         let plan = rollout_plan(cx, Some(&before));
-        let prometheus = match (&profile.traffic.analysis, plan.is_progressive() || matches!(plan.grace, Grace::For(_))) {
+        let prometheus = match (
+            &profile.traffic.analysis,
+            plan.is_progressive() || matches!(plan.grace, Grace::For(_)),
+        ) {
             (Some(_), true) => {
                 let url = cx
                     .config
@@ -238,9 +238,7 @@ impl Phase for ShiftTraffic {
         // The frontend follows the backend, never leads it: promoted only
         // once every route points at the new slot.
         let frontend = deploy_frontend::promote_recorded(cx).await?;
-        let graced = walk
-            .grace(matches!(ending, Ending::Walked))
-            .await;
+        let graced = walk.grace(matches!(ending, Ending::Walked)).await;
         cx.records.rollout = Some(walk.report_value());
         graced?;
         walk.complete().await?;

@@ -130,7 +130,12 @@ pub async fn put_back_dead_run(
     let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
     restore_before(cx, applier, &dead, &dead_release)
         .await
-        .with_context(|| format!("finishing the interrupted deployment {}", dead.deployment_id))?;
+        .with_context(|| {
+            format!(
+                "finishing the interrupted deployment {}",
+                dead.deployment_id
+            )
+        })?;
     // A promotion is written through to the snapshot before Vercel hears
     // of it (`deploy_frontend::promote_recorded`).
     if let Some(record) = dead.frontend.as_ref().and_then(FrontendRecord::from_value) {

@@ -13,8 +13,8 @@ pub mod snapshot;
 
 pub use context::Context;
 pub use deployment_id::DeploymentId;
-pub use progress::Progress;
 pub use phase::{Phase, PhaseId, PhasePlan, PhaseReport};
+pub use progress::Progress;
 pub use report::{Outcome, PhaseRow, PhaseStatus, RunReport};
 pub use runner::{Observer, Runner};
 pub use selection::{Selection, SelectionFlags, SkipReason, select};

@@ -236,6 +236,7 @@ pub(crate) mod tests_support {
             ai_config: None,
             database: None,
             monitoring: None,
+            rollout: None,
         }
     }
 }

@@ -66,7 +66,10 @@ impl RolloutPlan {
                 Some("first switch of this environment: no old slot to share users with, so all at once".to_string()),
             )
         } else if let Some(s) = steps_override {
-            (s.to_vec(), Some(format!("steps from the command line: {}", percents(s))))
+            (
+                s.to_vec(),
+                Some(format!("steps from the command line: {}", percents(s))),
+            )
         } else {
             (traffic.steps.clone(), None)
         };

@@ -177,12 +177,21 @@ pub async fn read(client: &Client, namespace: &str) -> anyhow::Result<Record> {
 }
 
 /// Write one key, creating the ConfigMap if it is not there yet.
-async fn write_key(client: &Client, namespace: &str, key: &str, json: String) -> anyhow::Result<()> {
+async fn write_key(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+    json: String,
+) -> anyhow::Result<()> {
     let api = api(client, namespace);
     let patch = serde_json::json!({ "data": { key: json } });
     let params = PatchParams::default();
     let p = Patch::Merge(&patch);
-    match retry("writing the rollout record", || api.patch(NAME, &params, &p)).await {
+    match retry("writing the rollout record", || {
+        api.patch(NAME, &params, &p)
+    })
+    .await
+    {
         Ok(_) => return Ok(()),
         Err(e) if status_code(&e) == Some(404) => {}
         Err(e) => return Err(e).with_context(|| format!("writing ConfigMap {NAME}")),
@@ -201,14 +210,15 @@ async fn write_key(client: &Client, namespace: &str, key: &str, json: String) ->
         "data": { key: json },
     }))?;
     let post = PostParams::default();
-    match retry("creating the rollout record", || api.create(&post, &cm)).await
-    {
+    match retry("creating the rollout record", || api.create(&post, &cm)).await {
         Ok(_) => Ok(()),
         // Created by the other writer in between: patch it.
         Err(e) if status_code(&e) == Some(409) => {
-            retry("writing the rollout record", || api.patch(NAME, &params, &p))
-                .await
-                .with_context(|| format!("writing ConfigMap {NAME}"))?;
+            retry("writing the rollout record", || {
+                api.patch(NAME, &params, &p)
+            })
+            .await
+            .with_context(|| format!("writing ConfigMap {NAME}"))?;
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("creating ConfigMap {NAME}")),

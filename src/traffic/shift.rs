@@ -367,10 +367,8 @@ impl Walk {
             let now = Instant::now();
             if next_measure.is_some_and(|t| now >= t) {
                 if let Some(m) = self.measure(percent).await? {
-                    self.progress.say(format!(
-                        "{percent}%: {}",
-                        report::measurement_line(&m)
-                    ));
+                    self.progress
+                        .say(format!("{percent}%: {}", report::measurement_line(&m)));
                     if let Some(s) = self.report.current() {
                         s.measurements.push(m.clone());
                     }
@@ -500,10 +498,8 @@ impl Walk {
             g.ended_at = Some(Utc::now());
             g.scaled_down = true;
         }
-        self.progress.say(format!(
-            "grace over: {} scaled to 0",
-            names.join(", ")
-        ));
+        self.progress
+            .say(format!("grace over: {} scaled to 0", names.join(", ")));
         Ok(())
     }
 

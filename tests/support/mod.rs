@@ -44,6 +44,13 @@ pub const BACKEND_ONLY: &[&str] = &[
     "--skip-verify",
 ];
 
+/// The environment that makes shift-traffic switch at once and keep the
+/// old slot up (as `--traffic-steps 100 --grace keep`): the tests of other
+/// phases do not walk the profile's steps; `tests/traffic.rs` does, giving
+/// its own flags, which win over these.
+pub const SWITCH_AT_ONCE: [(&str, &str); 2] =
+    [("MAILY_TRAFFIC_STEPS", "100"), ("MAILY_GRACE", "keep")];
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -156,6 +163,7 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("USER", "tester")
+            .envs(SWITCH_AT_ONCE)
             .current_dir(repo())
             .arg("--kubeconfig")
             .arg(self.sim.kubeconfig_path());
