@@ -172,12 +172,19 @@ fn users_follow_the_route_weights_and_each_slot_behaves_as_told() {
     );
     let green_p99 = r#"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{slot="green"}[5s])))"#;
     let blue_p99 = r#"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{slot="blue"}[5s])))"#;
+    // Rates are steady once the window holds five scrapes of every series.
+    promql.until(
+        "five scrapes in the window",
+        &["min(count_over_time(http_requests_total[5s]))"],
+        Duration::from_secs(20),
+        |v| v[0] >= 5.0,
+    );
     let values = promql.until(
         "80/20 with green failing and slow",
         &[&green_share, &green_errors, green_p99, blue_p99],
         Duration::from_secs(20),
         |v| {
-            (v[0] - 0.2).abs() < 0.03
+            (v[0] - 0.2).abs() < 0.02
                 && (v[1] - 0.1).abs() < 0.02
                 && v[2] > 250.0
                 && v[2] <= 500.0
@@ -186,6 +193,50 @@ fn users_follow_the_route_weights_and_each_slot_behaves_as_told() {
         },
     );
     eprintln!("80/20: green share, green errors, green p99, blue p99 = {values:?}");
+    // The queries the deploy tool runs (staging's profile) see the same.
+    let analysis =
+        maily_deploy::config::profile::load(&support::repo().join("manifests"), "staging")
+            .unwrap()
+            .traffic
+            .analysis
+            .expect("staging analyses its steps");
+    let of = |query: &str, slot: &str| {
+        query
+            .replace("{{namespace}}", ns)
+            .replace("{{slot}}", slot)
+            .replace("{{interval}}", "5s")
+    };
+    let metric = |name: &str| {
+        &analysis
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("staging has no metric {name}"))
+            .query
+    };
+    let (error_rate, p99) = (metric("error-rate"), metric("p99-latency"));
+    let queries = [
+        of(&analysis.samples.query, "green"),
+        of(error_rate, "green"),
+        of(p99, "green"),
+        of(error_rate, "blue"),
+        of(p99, "blue"),
+    ];
+    let values = promql.until(
+        "staging's analysis",
+        &queries.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(10),
+        |v| {
+            v[0] >= analysis.samples.min as f64
+                && (v[1] - 10.0).abs() < 2.0
+                && v[2] > 250.0
+                && v[2] <= 500.0
+                && v[3] == 0.0
+                && v[4] > 25.0
+                && v[4] <= 50.0
+        },
+    );
+    eprintln!("staging's analysis: green samples, errors %, p99; blue errors %, p99 = {values:?}");
     let (blue, green) = (sim.counts("blue"), sim.counts("green"));
     let share = green.requests as f64 / (blue.requests + green.requests) as f64;
     assert!((share - 0.2).abs() < 0.03, "{blue:?} {green:?}");
