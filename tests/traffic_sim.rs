@@ -13,7 +13,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use serde_json::json;
 use support::World;
 use support::prometheus::PrometheusServer;
-use support::traffic::{SlotBehaviour, TrafficSim, WeightSource};
+use support::traffic::{ManualWeights, SlotBehaviour, TrafficSim};
 
 const SERVICE: &str = "api";
 
@@ -167,9 +167,7 @@ fn users_follow_the_route_weights_and_each_slot_behaves_as_told() {
     let green_share = format!(
         r#"sum(rate(http_requests_total{{namespace="{ns}", job="{SERVICE}", slot="green"}}[5s])) / sum(rate(http_requests_total{{namespace="{ns}"}}[5s]))"#
     );
-    let green_errors = format!(
-        r#"sum(rate(http_requests_total{{slot="green", status=~"5.."}}[5s])) / sum(rate(http_requests_total{{slot="green"}}[5s]))"#
-    );
+    let green_errors = r#"sum(rate(http_requests_total{slot="green", status=~"5.."}[5s])) / sum(rate(http_requests_total{slot="green"}[5s]))"#;
     let green_p99 = r#"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{slot="green"}[5s])))"#;
     let blue_p99 = r#"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{slot="blue"}[5s])))"#;
     // Rates are steady once the window holds five scrapes of every series.
@@ -181,7 +179,7 @@ fn users_follow_the_route_weights_and_each_slot_behaves_as_told() {
     );
     let values = promql.until(
         "80/20 with green failing and slow",
-        &[&green_share, &green_errors, green_p99, blue_p99],
+        &[&green_share, green_errors, green_p99, blue_p99],
         Duration::from_secs(20),
         |v| {
             (v[0] - 0.2).abs() < 0.02
@@ -313,22 +311,10 @@ fn users_follow_the_route_weights_and_each_slot_behaves_as_told() {
     );
 }
 
-/// A weight source the test sets by hand.
-fn manual(
-    weights: Option<(u32, u32)>,
-) -> (
-    WeightSource,
-    std::sync::Arc<std::sync::Mutex<Option<(u32, u32)>>>,
-) {
-    let cell = std::sync::Arc::new(std::sync::Mutex::new(weights));
-    let read = cell.clone();
-    (Box::new(move || *read.lock().unwrap()), cell)
-}
-
 #[test]
 fn without_a_route_users_are_on_the_stable_slot_and_rates_are_exact() {
-    let (source, weights) = manual(None);
-    let sim = TrafficSim::start(source);
+    let weights = ManualWeights::new(None);
+    let sim = TrafficSim::start(weights.source());
     sim.set_stable("green");
     sim.set_rps(1000.0);
     sim.set("green", SlotBehaviour::failing(0.25));
@@ -343,7 +329,7 @@ fn without_a_route_users_are_on_the_stable_slot_and_rates_are_exact() {
     assert!(green.errors.abs_diff(green.requests / 4) <= 1, "{green:?}");
     assert!(sim.weight_history().is_empty());
 
-    *weights.lock().unwrap() = Some((1, 3));
+    weights.set(Some((1, 3)));
     let change = sim
         .wait_for_weights((1, 3), Duration::from_secs(1))
         .expect("the change is read");

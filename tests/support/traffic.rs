@@ -55,6 +55,26 @@ pub const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Weights a test sets by hand, for a simulator without a cluster.
+#[derive(Clone, Default)]
+pub struct ManualWeights(Arc<Mutex<Option<(u32, u32)>>>);
+
+impl ManualWeights {
+    pub fn new(weights: Option<(u32, u32)>) -> ManualWeights {
+        ManualWeights(Arc::new(Mutex::new(weights)))
+    }
+
+    pub fn set(&self, weights: Option<(u32, u32)>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = weights;
+    }
+
+    /// A source reading what `set` last said.
+    pub fn source(&self) -> WeightSource {
+        let cell = self.0.clone();
+        Box::new(move || *cell.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// What a slot does with the requests it gets.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SlotBehaviour {
