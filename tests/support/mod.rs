@@ -12,6 +12,7 @@ pub mod ai;
 pub mod grafana;
 pub mod postgres;
 pub mod terraform;
+pub mod traffic;
 pub mod vault;
 pub mod vercel;
 pub mod verify;
@@ -222,6 +223,38 @@ impl World {
             Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
         let route = self.rt.block_on(api.get_opt(service)).unwrap()?;
         maily_deploy::k8s::live::route_weights(&route.data)
+    }
+
+    /// A weight source for `traffic::TrafficSim`: the weights (blue, green)
+    /// of the route `route` in this world's namespace, read with a client
+    /// and runtime of its own (the simulator calls it from its thread). A
+    /// read that fails (a fault, an outage, 2 s without an answer) gives
+    /// the last weights read, not "no route". Each call is one GET, which
+    /// the sim's request log records as `get httproutes`.
+    pub fn weight_source(&self, route: &str) -> traffic::WeightSource {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async { self.sim.client() });
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        ));
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &self.namespace, &ar);
+        let route = route.to_string();
+        let last = std::sync::Mutex::new(None);
+        Box::new(move || {
+            let read = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), api.get_opt(&route)).await
+            });
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(Ok(route)) = read {
+                *last = route.and_then(|r| maily_deploy::k8s::live::route_weights(&r.data));
+            }
+            *last
+        })
     }
 
     /// Every snapshot, newest first.
