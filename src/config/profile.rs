@@ -342,7 +342,10 @@ impl Profile {
                     "give the least number of requests a verdict needs, e.g. 100",
                 );
             }
-            let mut queries = vec![("traffic.analysis.samples.query".to_string(), &a.samples.query)];
+            let mut queries = vec![(
+                "traffic.analysis.samples.query".to_string(),
+                &a.samples.query,
+            )];
             if a.metrics.is_empty() {
                 bad(
                     "traffic.analysis.metrics",
@@ -367,7 +370,11 @@ impl Profile {
                     );
                 }
                 if a.metrics[..i].iter().any(|o| o.name == m.name) {
-                    bad(&field, "repeats a metric name".into(), "give each metric its own name");
+                    bad(
+                        &field,
+                        "repeats a metric name".into(),
+                        "give each metric its own name",
+                    );
                 }
                 queries.push((format!("{field}.query"), &m.query));
             }
