@@ -542,3 +542,695 @@ mod number_or_inf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::profile::Profile;
+
+    /// The shipped production profile's analysis: error-rate ≤ 1 %,
+    /// p99-latency ≤ 1000 ms and ≤ 1.5× old, 200 samples, failure_limit 1,
+    /// inconclusive_timeout 5m.
+    fn production() -> Analysis {
+        let profile: Profile =
+            serde_saphyr::from_str(include_str!("../../manifests/environments/production.yaml"))
+                .unwrap();
+        profile.traffic.analysis.expect("production has analysis")
+    }
+
+    /// An analysis section as a profile would write it.
+    fn analysis(yaml: &str) -> Analysis {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn ratio_only() -> Analysis {
+        analysis(
+            r#"
+samples: {query: 'sum(increase(http_requests_total{slot="{{slot}}"}[{{interval}}]))', min: 100}
+metrics:
+  - name: p99-latency
+    unit: ms
+    query: '1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{slot="{{slot}}"}[{{interval}}])))'
+    max_ratio_to_old: 1.5
+"#,
+        )
+    }
+
+    fn success_rate() -> Analysis {
+        analysis(
+            r#"
+interval: 1m
+failure_limit: 0
+samples: {query: 'sum(increase(http_requests_total{slot="{{slot}}"}[{{interval}}]))', min: 100}
+metrics:
+  - name: success-rate
+    unit: "%"
+    query: '100 * sum(rate(http_requests_total{slot="{{slot}}", status!~"5.."}[{{interval}}])) / sum(rate(http_requests_total{slot="{{slot}}"}[{{interval}}]))'
+    min: 99
+"#,
+        )
+    }
+
+    fn at() -> DateTime<Utc> {
+        "2025-01-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn vars(slot: &str) -> QueryVars {
+        QueryVars {
+            namespace: "maily-production".into(),
+            slot: slot.into(),
+            version: "v2.3.1".into(),
+            interval: "30s".into(),
+        }
+    }
+
+    // render
+
+    #[test]
+    fn render_replaces_every_placeholder_with_or_without_spaces() {
+        let q = r#"x{namespace="{{namespace}}", slot="{{ slot }}", version="{{version }}"}[{{  interval}}] or y{slot="{{slot}}"}"#;
+        assert_eq!(
+            render(q, &vars("green")),
+            r#"x{namespace="maily-production", slot="green", version="v2.3.1"}[30s] or y{slot="green"}"#
+        );
+    }
+
+    #[test]
+    fn render_leaves_text_without_placeholders_alone() {
+        assert_eq!(render("sum(up)", &vars("blue")), "sum(up)");
+        assert_eq!(render("", &vars("blue")), "");
+        assert_eq!(render("a { b } c", &vars("blue")), "a { b } c");
+    }
+
+    #[test]
+    fn render_leaves_what_it_does_not_know_for_prometheus_to_name() {
+        assert_eq!(
+            render("up{a=\"{{cluster}}\", s=\"{{slot}}\"}", &vars("blue")),
+            "up{a=\"{{cluster}}\", s=\"blue\"}"
+        );
+        assert_eq!(
+            render("up{s=\"{{slot\"}", &vars("blue")),
+            "up{s=\"{{slot\"}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_queries_render_completely() {
+        let a = production();
+        for q in std::iter::once(&a.samples.query).chain(a.metrics.iter().map(|m| &m.query)) {
+            let r = render(q, &vars("green"));
+            assert!(!r.contains("{{") && !r.contains("}}"), "{r}");
+            assert!(r.contains(r#"slot="green""#), "{r}");
+            assert!(r.contains(r#"namespace="maily-production""#), "{r}");
+            assert!(r.contains("[30s]"), "{r}");
+        }
+    }
+
+    // judge: samples
+
+    #[test]
+    fn no_samples_is_inconclusive_and_still_reports_the_metrics() {
+        let m = judge(
+            &production(),
+            5,
+            None,
+            &[(Some(0.2), None), (Some(300.0), Some(280.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Inconclusive);
+        assert!(m.reason.contains("no samples"), "{}", m.reason);
+        assert!(m.reason.contains("200 needed"), "{}", m.reason);
+        assert_eq!(m.samples, None);
+        assert_eq!(m.min_samples, 200);
+        assert_eq!(m.metrics.len(), 2);
+        assert_eq!(m.metrics[0].value, Some(0.2));
+        assert_eq!(m.metrics[1].old_value, Some(280.0));
+    }
+
+    #[test]
+    fn too_few_samples_hold_even_a_failing_metric() {
+        let m = judge(
+            &production(),
+            5,
+            Some(12.0),
+            &[(Some(50.0), None), (Some(300.0), None)],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Inconclusive);
+        assert_eq!(m.reason, "12 samples < 200 needed");
+        assert_eq!(
+            m.metrics[0].verdict,
+            Verdict::Fail,
+            "still judged, for the report"
+        );
+    }
+
+    #[test]
+    fn the_sample_minimum_is_inclusive() {
+        let values = [(Some(0.5), None), (Some(300.0), None)];
+        let below = judge(&production(), 5, Some(199.5), &values, at());
+        assert_eq!(below.verdict, Verdict::Inconclusive);
+        assert_eq!(below.reason, "199.5 samples < 200 needed");
+        let at_min = judge(&production(), 5, Some(200.0), &values, at());
+        assert_eq!(at_min.verdict, Verdict::Pass, "{}", at_min.reason);
+    }
+
+    // judge: thresholds
+
+    #[test]
+    fn within_every_threshold_passes() {
+        let m = judge(
+            &production(),
+            25,
+            Some(1000.0),
+            &[(Some(0.4), None), (Some(300.0), Some(250.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Pass);
+        assert_eq!(m.reason, "all 2 metrics within thresholds");
+        assert_eq!(m.percent, 25);
+        assert_eq!(m.at, at());
+        assert_eq!(m.metrics[0].threshold, "≤ 1 %");
+        assert_eq!(m.metrics[1].threshold, "≤ 1000 ms, ≤ 1.5× old");
+        assert_eq!(m.metrics[0].unit.as_deref(), Some("%"));
+        assert!(
+            m.metrics
+                .iter()
+                .all(|r| r.verdict == Verdict::Pass && r.note.is_none())
+        );
+    }
+
+    #[test]
+    fn above_max_fails_and_max_itself_passes() {
+        let fail = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(7.2), None), (Some(300.0), Some(300.0))],
+            at(),
+        );
+        assert_eq!(fail.verdict, Verdict::Fail);
+        assert_eq!(fail.reason, "error-rate 7.2 % > 1 %");
+        assert_eq!(fail.metrics[0].verdict, Verdict::Fail);
+        assert_eq!(fail.metrics[1].verdict, Verdict::Pass);
+        let edge = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(1.0), None), (Some(1000.0), Some(700.0))],
+            at(),
+        );
+        assert_eq!(edge.verdict, Verdict::Pass, "{}", edge.reason);
+    }
+
+    #[test]
+    fn below_min_fails_and_min_itself_passes() {
+        let a = success_rate();
+        let fail = judge(&a, 50, Some(100.0), &[(Some(98.25), None)], at());
+        assert_eq!(fail.verdict, Verdict::Fail);
+        assert_eq!(fail.reason, "success-rate 98.25 % < 99 %");
+        assert_eq!(fail.metrics[0].threshold, "≥ 99 %");
+        let edge = judge(&a, 50, Some(100.0), &[(Some(99.0), None)], at());
+        assert_eq!(edge.verdict, Verdict::Pass);
+        assert_eq!(edge.reason, "the 1 metric is within its thresholds");
+    }
+
+    #[test]
+    fn above_the_ratio_to_old_fails_and_the_ratio_itself_passes() {
+        let fail = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(450.0), Some(200.0))],
+            at(),
+        );
+        assert_eq!(fail.verdict, Verdict::Fail);
+        assert_eq!(fail.reason, "p99-latency 450 ms > 1.5× old (200 ms)");
+        assert_eq!(fail.metrics[1].old_value, Some(200.0));
+        let edge = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(300.0), Some(200.0))],
+            at(),
+        );
+        assert_eq!(edge.verdict, Verdict::Pass, "{}", edge.reason);
+    }
+
+    #[test]
+    fn an_old_slot_without_data_is_not_compared_but_max_still_applies() {
+        let pass = judge(
+            &production(),
+            100,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(900.0), None)],
+            at(),
+        );
+        assert_eq!(pass.verdict, Verdict::Pass);
+        assert_eq!(
+            pass.metrics[1].note.as_deref(),
+            Some("old slot has no data; not compared")
+        );
+        let fail = judge(
+            &production(),
+            100,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(1200.0), None)],
+            at(),
+        );
+        assert_eq!(fail.verdict, Verdict::Fail);
+        assert_eq!(fail.reason, "p99-latency 1200 ms > 1000 ms");
+        assert_eq!(
+            fail.metrics[1].note.as_deref(),
+            Some("old slot has no data; not compared")
+        );
+    }
+
+    #[test]
+    fn a_ratio_only_metric_passes_when_the_old_slot_has_nothing_to_compare() {
+        // After 100 % the old slot serves nobody: no baseline, no other threshold.
+        let none = judge(
+            &ratio_only(),
+            100,
+            Some(150.0),
+            &[(Some(5000.0), None)],
+            at(),
+        );
+        assert_eq!(none.verdict, Verdict::Pass);
+        assert_eq!(
+            none.metrics[0].note.as_deref(),
+            Some("old slot has no data; not compared")
+        );
+        assert_eq!(none.metrics[0].threshold, "≤ 1.5× old");
+        let zero = judge(
+            &ratio_only(),
+            100,
+            Some(150.0),
+            &[(Some(5000.0), Some(0.0))],
+            at(),
+        );
+        assert_eq!(zero.verdict, Verdict::Pass);
+        assert_eq!(
+            zero.metrics[0].note.as_deref(),
+            Some("old slot is 0; not compared")
+        );
+    }
+
+    #[test]
+    fn a_metric_without_data_is_inconclusive() {
+        let m = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(0.1), None), (None, Some(200.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Inconclusive);
+        assert_eq!(m.reason, "p99-latency has no data");
+        assert_eq!(m.metrics[1].verdict, Verdict::Inconclusive);
+        assert_eq!(
+            m.metrics[1].note.as_deref(),
+            Some("no data on the new slot")
+        );
+        assert_eq!(m.metrics[0].verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_fail_outweighs_an_inconclusive_metric() {
+        let m = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(3.0), None), (None, None)],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Fail);
+        assert_eq!(m.reason, "error-rate 3 % > 1 %");
+    }
+
+    #[test]
+    fn the_reason_names_every_failing_metric_and_threshold() {
+        let m = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(2.5), None), (Some(1800.0), Some(400.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Fail);
+        assert_eq!(
+            m.reason,
+            "error-rate 2.5 % > 1 %; p99-latency 1800 ms > 1000 ms; p99-latency 1800 ms > 1.5× old (400 ms)"
+        );
+    }
+
+    #[test]
+    fn missing_values_count_as_no_data() {
+        let m = judge(&production(), 5, Some(500.0), &[(Some(0.1), None)], at());
+        assert_eq!(m.metrics.len(), 2);
+        assert_eq!(m.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn an_infinite_quantile_fails_and_survives_the_report() {
+        let m = judge(
+            &production(),
+            5,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(f64::INFINITY), Some(200.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Fail);
+        assert!(
+            m.reason.starts_with("p99-latency +Inf ms > 1000 ms"),
+            "{}",
+            m.reason
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["metrics"][1]["value"], "+Inf");
+        let back: Measurement = serde_json::from_value(json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_measurement_round_trips_through_json_in_snake_case() {
+        let m = judge(
+            &production(),
+            50,
+            Some(812.0),
+            &[(Some(0.25), None), (None, Some(210.0))],
+            at(),
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["verdict"], "inconclusive");
+        assert_eq!(json["metrics"][0]["verdict"], "pass");
+        assert_eq!(json["metrics"][1]["value"], serde_json::Value::Null);
+        assert_eq!(json["metrics"][1]["old_value"], 210.0);
+        assert_eq!(json["min_samples"], 200);
+        assert_eq!(json["at"], "2025-01-01T12:00:00Z");
+        let back: Measurement = serde_json::from_value(json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(num(7.2), "7.2");
+        assert_eq!(num(1000.0), "1000");
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(199.5), "199.5");
+        assert_eq!(num(2.0 / 3.0), "0.667");
+        assert_eq!(num(0.000_123_4), "0.000123");
+        assert_eq!(num(-0.0), "0");
+        assert_eq!(num(1234.56789), "1234.568");
+    }
+
+    // decide
+
+    const PAUSE: Duration = Duration::from_secs(120);
+
+    fn measured(verdict: Verdict, reason: &str) -> Measurement {
+        Measurement {
+            at: at(),
+            percent: 25,
+            samples: Some(300.0),
+            min_samples: 200,
+            verdict,
+            metrics: vec![],
+            reason: reason.into(),
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn without_analysis_a_step_is_its_pause() {
+        assert_eq!(decide(None, PAUSE, secs(119), &[], 0), Decision::Wait);
+        assert_eq!(decide(None, PAUSE, secs(120), &[], 0), Decision::Advance);
+        assert_eq!(decide(None, PAUSE, secs(900), &[], 0), Decision::Advance);
+    }
+
+    #[test]
+    fn a_passing_step_advances_at_its_pause_not_before() {
+        let a = production();
+        let pass = [measured(Verdict::Pass, "all 2 metrics within thresholds")];
+        assert_eq!(decide(Some(&a), PAUSE, secs(119), &pass, 0), Decision::Wait);
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(120), &pass, 0),
+            Decision::Advance
+        );
+    }
+
+    #[test]
+    fn only_the_last_measurement_lets_a_step_advance() {
+        let a = production();
+        let steps = [
+            measured(Verdict::Pass, "all 2 metrics within thresholds"),
+            measured(Verdict::Inconclusive, "3 samples < 200 needed"),
+        ];
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(150), &steps, 0),
+            Decision::Wait
+        );
+        assert_eq!(decide(Some(&a), PAUSE, secs(150), &[], 0), Decision::Wait);
+    }
+
+    #[test]
+    fn failures_beyond_the_limit_abort_at_once() {
+        let a = production(); // failure_limit: 1
+        let steps = [
+            measured(Verdict::Fail, "error-rate 3 % > 1 %"),
+            measured(Verdict::Pass, "all 2 metrics within thresholds"),
+            measured(Verdict::Fail, "error-rate 7.2 % > 1 %"),
+        ];
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(10), &steps, 2),
+            Decision::Abort("analysis failed 2 times (limit 1): error-rate 7.2 % > 1 %".into())
+        );
+    }
+
+    #[test]
+    fn failures_up_to_the_limit_hold_the_step() {
+        let a = production();
+        let failed = [measured(Verdict::Fail, "error-rate 3 % > 1 %")];
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(10), &failed, 1),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(200), &failed, 1),
+            Decision::Wait
+        );
+        let strict = success_rate(); // failure_limit: 0
+        assert!(matches!(
+            decide(Some(&strict), PAUSE, secs(10), &failed, 1),
+            Decision::Abort(why) if why == "analysis failed 1 times (limit 0): error-rate 3 % > 1 %"
+        ));
+    }
+
+    #[test]
+    fn failures_of_earlier_steps_count() {
+        let a = production();
+        let steps = [measured(Verdict::Pass, "all 2 metrics within thresholds")];
+        let Decision::Abort(why) = decide(Some(&a), PAUSE, secs(200), &steps, 2) else {
+            panic!("2 failures exceed the limit of 1")
+        };
+        assert!(
+            why.starts_with("analysis failed 2 times (limit 1): "),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_step_without_a_verdict_aborts_after_pause_and_inconclusive_timeout() {
+        let a = production(); // inconclusive_timeout: 5m
+        let held = [measured(Verdict::Inconclusive, "3 samples < 200 needed")];
+        assert_eq!(decide(Some(&a), PAUSE, secs(419), &held, 0), Decision::Wait);
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(420), &held, 0),
+            Decision::Abort(
+                "no verdict after 7m: 3 samples < 200 needed; no traffic is not success".into()
+            )
+        );
+        assert!(matches!(
+            decide(Some(&a), PAUSE, secs(420), &[], 0),
+            Decision::Abort(why) if why.contains("no measurement")
+        ));
+    }
+
+    #[test]
+    fn a_pass_at_the_last_moment_still_advances() {
+        let a = production();
+        let late = [
+            measured(Verdict::Inconclusive, "3 samples < 200 needed"),
+            measured(Verdict::Pass, "all 2 metrics within thresholds"),
+        ];
+        assert_eq!(
+            decide(Some(&a), PAUSE, secs(600), &late, 0),
+            Decision::Advance
+        );
+    }
+
+    // measure, against Prometheus's documented answers
+
+    mod against_a_stub {
+        use super::*;
+        use serde_json::json;
+        use wiremock::matchers::{method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        fn number(v: &str) -> ResponseTemplate {
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, v]}]}}))
+        }
+
+        async fn answer(server: &MockServer, query: String, with: ResponseTemplate) {
+            Mock::given(method("GET"))
+                .and(path("/api/v1/query"))
+                .and(query_param("query", query.as_str()))
+                .respond_with(with)
+                .mount(server)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn measure_asks_the_new_slot_and_the_old_one_where_compared() {
+            let a = production();
+            let server = MockServer::start().await;
+            let (new, old) = (vars("green"), vars("blue"));
+            answer(&server, render(&a.samples.query, &new), number("420")).await;
+            answer(&server, render(&a.metrics[0].query, &new), number("0.5")).await;
+            answer(&server, render(&a.metrics[1].query, &new), number("450")).await;
+            answer(&server, render(&a.metrics[1].query, &old), number("200")).await;
+            let prom = Prometheus::new(&server.uri()).unwrap();
+            let m = measure(&prom, &a, &new, Some(&old), 25).await.unwrap();
+            assert_eq!(m.samples, Some(420.0));
+            assert_eq!(m.metrics[0].value, Some(0.5));
+            assert_eq!(m.metrics[0].old_value, None, "error-rate is not compared");
+            assert_eq!(m.metrics[1].old_value, Some(200.0));
+            assert_eq!(m.verdict, Verdict::Fail);
+            assert_eq!(m.reason, "p99-latency 450 ms > 1.5× old (200 ms)");
+            assert_eq!(m.percent, 25);
+            let asked = server.received_requests().await.unwrap().len();
+            assert_eq!(asked, 4, "samples, two metrics, one comparison");
+        }
+
+        #[tokio::test]
+        async fn an_unavailable_prometheus_makes_the_measurement_inconclusive() {
+            let a = production();
+            let server = MockServer::start().await;
+            let (new, old) = (vars("green"), vars("blue"));
+            answer(&server, render(&a.samples.query, &new), number("420")).await;
+            answer(&server, render(&a.metrics[0].query, &new), number("0.5")).await;
+            answer(
+                &server,
+                render(&a.metrics[1].query, &new),
+                ResponseTemplate::new(503).set_body_json(json!({"status": "error",
+                    "errorType": "timeout", "error": "query timed out in expression evaluation"})),
+            )
+            .await;
+            answer(&server, render(&a.metrics[1].query, &old), number("200")).await;
+            let prom = Prometheus::new(&server.uri()).unwrap();
+            let m = measure(&prom, &a, &new, Some(&old), 25).await.unwrap();
+            assert_eq!(m.verdict, Verdict::Inconclusive);
+            assert!(
+                m.reason.starts_with("p99-latency not measured: "),
+                "{}",
+                m.reason
+            );
+            assert!(m.reason.contains("query timed out"), "{}", m.reason);
+            assert_eq!(m.metrics[1].value, None);
+        }
+
+        #[tokio::test]
+        async fn an_old_slot_that_cannot_be_asked_is_not_taken_for_one_without_data() {
+            let a = ratio_only();
+            let server = MockServer::start().await;
+            let (new, old) = (vars("green"), vars("blue"));
+            answer(&server, render(&a.samples.query, &new), number("420")).await;
+            answer(&server, render(&a.metrics[0].query, &new), number("300")).await;
+            answer(
+                &server,
+                render(&a.metrics[0].query, &old),
+                ResponseTemplate::new(500).set_body_string("internal error"),
+            )
+            .await;
+            let prom = Prometheus::new(&server.uri()).unwrap();
+            let m = measure(&prom, &a, &new, Some(&old), 50).await.unwrap();
+            assert_eq!(m.verdict, Verdict::Inconclusive, "{}", m.reason);
+            assert!(
+                m.reason.starts_with("p99-latency old slot not measured: "),
+                "{}",
+                m.reason
+            );
+        }
+
+        #[tokio::test]
+        async fn without_an_old_slot_nothing_is_compared() {
+            let a = ratio_only();
+            let server = MockServer::start().await;
+            let new = vars("green");
+            answer(&server, render(&a.samples.query, &new), number("420")).await;
+            answer(&server, render(&a.metrics[0].query, &new), number("300")).await;
+            let prom = Prometheus::new(&server.uri()).unwrap();
+            let m = measure(&prom, &a, &new, None, 100).await.unwrap();
+            assert_eq!(m.verdict, Verdict::Pass, "{}", m.reason);
+            assert_eq!(server.received_requests().await.unwrap().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_rejected_query_is_an_error_pointing_at_the_profile() {
+            let a = production();
+            let server = MockServer::start().await;
+            answer(
+                &server,
+                render(&a.metrics[0].query, &vars("green")),
+                ResponseTemplate::new(400).set_body_json(json!({"status": "error",
+                    "errorType": "bad_data", "error": "invalid parameter \"query\": 1:7: parse error: unexpected identifier"})),
+            )
+            .await;
+            // Every other query answers; the first mounted mock that matches wins.
+            Mock::given(path("/api/v1/query"))
+                .respond_with(number("420"))
+                .mount(&server)
+                .await;
+            let prom = Prometheus::new(&server.uri()).unwrap();
+            let err = measure(&prom, &a, &vars("green"), Some(&vars("blue")), 5)
+                .await
+                .unwrap_err();
+            assert_eq!(crate::error::kind_of(&err), Some(Kind::PhaseFailed));
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("analysis query error-rate is rejected by Prometheus: "),
+                "{msg}"
+            );
+            assert!(msg.contains("parse error: unexpected identifier"), "{msg}");
+            assert!(
+                msg.ends_with("; fix traffic.analysis in the profile"),
+                "{msg}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_unreachable_prometheus_is_inconclusive_and_named() {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let prom = Prometheus::new(&format!("http://127.0.0.1:{port}")).unwrap();
+            let m = measure(&prom, &production(), &vars("green"), Some(&vars("blue")), 5)
+                .await
+                .unwrap();
+            assert_eq!(m.verdict, Verdict::Inconclusive);
+            assert!(
+                m.reason
+                    .starts_with("samples not measured: Prometheus at http://127.0.0.1:"),
+                "{}",
+                m.reason
+            );
+            assert!(m.reason.contains("check PROMETHEUS_URL"), "{}", m.reason);
+        }
+    }
+}
