@@ -362,7 +362,7 @@ impl Profile {
                         "give max, min or max_ratio_to_old",
                     );
                 }
-                if m.max_ratio_to_old.is_some_and(|r| !(r > 0.0)) {
+                if m.max_ratio_to_old.is_some_and(|r| r.is_nan() || r <= 0.0) {
                     bad(
                         &format!("{field}.max_ratio_to_old"),
                         "is not above 0".into(),
