@@ -36,6 +36,11 @@ pub async fn run(
         &[PhaseId::DeployBackend, PhaseId::ShiftTraffic],
         dry_run,
     )?;
+    // A rollback goes back to a release users already ran: one route
+    // change, no steps, and the slot it leaves stays up (rolling back the
+    // rollback is one switch too).
+    cx.options.traffic_steps = Some(vec![100]);
+    cx.options.grace = Some(crate::traffic::plan::Grace::Keep);
     // A rollback reads the env file its deploys read, Vault references and
     // all: it resolves them as a deploy does, for what it may use (the
     // backend and its platform secrets, the frontend's token, the database

@@ -187,7 +187,7 @@ fn rollout_lines(
         _ => {
             let wait = match lock {
                 Some((holder, expires)) => format!(
-                    " (the lock is held by {holder} until {}; each waits for it, or `maily-deploy unlock {environment}`)",
+                    " (the lock is held by {holder} until {}: promote and abort wait for it, a rerun or rollback needs it gone, or `maily-deploy unlock {environment}`)",
                     expires.format("%H:%M:%S UTC")
                 ),
                 None => String::new(),
