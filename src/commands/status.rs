@@ -26,9 +26,9 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         .map(|after| live::differences(after, &state))
         .unwrap_or_default();
     let lock = lease::current(applier.client().clone(), &profile.namespace).await?;
-    let rollout = record::read(applier.client(), &profile.namespace)
-        .await?
-        .rollout;
+    let rec = record::read(applier.client(), &profile.namespace).await?;
+    let silent = rec.run_is_silent(chrono::Utc::now());
+    let rollout = rec.rollout.clone();
     let rollout_lines = rollout
         .as_ref()
         .map(|r| {
@@ -36,6 +36,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 environment,
                 r,
                 lock.as_ref().map(|(h, e)| (h, *e)),
+                silent,
                 last_good.map(|s| s.deployment_id.as_str()),
             )
         })
@@ -146,6 +147,7 @@ fn rollout_lines(
     environment: &str,
     r: &Rollout,
     lock: Option<(&lease::Holder, chrono::DateTime<chrono::Utc>)>,
+    silent: bool,
     last_good: Option<&str>,
 ) -> Vec<String> {
     let from = r.from.map_or("the old slot".to_string(), |s| s.to_string());
@@ -177,7 +179,7 @@ fn rollout_lines(
         out.push(format!("  last analysis: {}", measurement_line(m)));
     }
     match lock {
-        Some((holder, expires)) if holder.deployment_id == r.deployment_id => {
+        Some((holder, expires)) if holder.deployment_id == r.deployment_id && !silent => {
             out.push(format!(
                 "  driven by the run {} ({holder}; its lock expires at {} unless renewed): `maily-deploy promote {environment}` finishes it now, `maily-deploy abort {environment}` sends users back to {from}",
                 r.deployment_id,
@@ -193,8 +195,9 @@ fn rollout_lines(
                 None => String::new(),
             };
             out.push(format!(
-                "  the run {} is gone mid-rollout; users stay split as above until one of these{wait}:",
-                r.deployment_id
+                "  the run {} is gone mid-rollout (not heard from for {}s); users stay split as above until one of these{wait}:",
+                r.deployment_id,
+                record::SILENT_AFTER.as_secs()
             ));
             out.push(format!(
                 "    rerun     maily-deploy {environment}          users back on {from}, then the release again from its first step"

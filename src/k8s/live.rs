@@ -214,13 +214,15 @@ pub fn state_from(
                     .filter(|(_, s)| s.replicas > 0)
                     .map(|(slot, _)| *slot)
                     .collect();
-                // Both up is a switch caught half-way: say the one that
-                // last took the role, the slot whose deployment is newer.
+                // Both up is a rollout between its steps (workers split in
+                // proportion) or a switch caught half-way: the active slot
+                // is still the one users were on, the older deployment, as
+                // the stable selectors of http services say until 100%.
                 let active = match up.as_slice() {
                     [one] => Some(*one),
                     [_, _] => slots
                         .iter()
-                        .max_by(|a, b| a.1.deployment_id.cmp(&b.1.deployment_id))
+                        .min_by(|a, b| a.1.deployment_id.cmp(&b.1.deployment_id))
                         .map(|(slot, _)| *slot),
                     _ => None,
                 };
@@ -425,6 +427,43 @@ mod tests {
             s.services["api"].image_in(Slot::Blue),
             Some("r/maily-api:v1")
         );
+    }
+
+    #[test]
+    fn workers_split_mid_rollout_stay_on_the_slot_users_were_on() {
+        let by = |name: &str, image: &str, replicas: i32, id: &str| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "annotations": {"maily.ai/deployment-id": id}},
+                "spec": {"replicas": replicas, "selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}},
+                "status": {"readyReplicas": replicas}
+            }))
+            .unwrap()
+        };
+        // At 25%: a quarter of the new release's workers run beside three
+        // quarters of the old one's; the stable selector is still blue.
+        let s = state_from(
+            &profile(),
+            &[
+                by(
+                    "api-blue",
+                    "r/maily-api:v1",
+                    2,
+                    "production-20250101-000000",
+                ),
+                by(
+                    "api-green",
+                    "r/maily-api:v2",
+                    2,
+                    "production-20250102-000000",
+                ),
+                by("workers-blue", "w:v1", 3, "production-20250101-000000"),
+                by("workers-green", "w:v2", 1, "production-20250102-000000"),
+            ],
+            &[service("api", "blue")],
+            &[route("api", 75, 25)],
+        );
+        assert_eq!(s.active(), Active::Slot(Slot::Blue));
+        assert_eq!(s.target_slot(), Ok(Slot::Green));
     }
 
     #[test]

@@ -42,6 +42,19 @@ fn runs(state: &PlatformState, slot: Slot, wanted: &BTreeMap<String, String>) ->
     })
 }
 
+/// Whether every user reaches `slot` alone: routes all on it, no worker
+/// of the other slot running.
+fn everyone_on(state: &PlatformState, slot: Slot) -> bool {
+    state.services.values().all(|s| match s.kind {
+        crate::config::profile::ServiceKind::Http => s
+            .weights
+            .is_none_or(|w| w == crate::k8s::route::all_to(slot)),
+        crate::config::profile::ServiceKind::Worker => {
+            s.slots.get(&slot.other()).is_none_or(|st| st.replicas == 0)
+        }
+    })
+}
+
 /// Decide, or say why it cannot be done.
 pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, String> {
     if target.outcome != Outcome::Succeeded {
@@ -90,7 +103,13 @@ pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, Str
     if let Some(a) = active
         && runs(live, a, &wanted)
     {
-        return Ok(RollbackPlan::AlreadyThere { slot: a });
+        // A rollout stopped between its steps leaves some users on the
+        // other slot: bringing them back is a switch, not nothing.
+        return Ok(if everyone_on(live, a) {
+            RollbackPlan::AlreadyThere { slot: a }
+        } else {
+            RollbackPlan::Switch { slot: a }
+        });
     }
     Ok(if runs(live, idle, &wanted) {
         RollbackPlan::Switch { slot: idle }
@@ -172,6 +191,19 @@ mod tests {
         assert_eq!(
             plan(&live, &target),
             Ok(RollbackPlan::AlreadyThere { slot: Slot::Blue })
+        );
+    }
+
+    #[test]
+    fn users_split_by_a_stopped_rollout_are_switched_back_not_left() {
+        // A rollout of v3 to green stopped at 25%: the selector is still on
+        // blue (v1), a quarter of users on green.
+        let mut live = state(Some(Slot::Blue), "v1", "v3");
+        live.services.get_mut("api").unwrap().weights = Some((75, 25));
+        let target = snapshot_of("v1", Slot::Blue, Outcome::Succeeded);
+        assert_eq!(
+            plan(&live, &target),
+            Ok(RollbackPlan::Switch { slot: Slot::Blue })
         );
     }
 

@@ -25,6 +25,15 @@ use crate::k8s::slot::Slot;
 pub const NAME: &str = "maily-deploy-rollout";
 const STATE_KEY: &str = "rollout.json";
 const REQUEST_KEY: &str = "request.json";
+const HEARTBEAT_KEY: &str = "heartbeat";
+
+/// How often a run driving a rollout says it is alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A run not heard from this long is not driving its rollout (killed, or
+/// cut off from the cluster), whatever its lease says: the lease outlives
+/// a killed run by up to its TTL.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,11 +141,13 @@ pub struct Answer {
     pub at: DateTime<Utc>,
 }
 
-/// The record's two halves.
+/// The record's halves, and the run's heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record {
     pub rollout: Option<Rollout>,
     pub request: Option<Request>,
+    /// When the run driving the rollout last said it was alive.
+    pub heartbeat: Option<DateTime<Utc>>,
 }
 
 impl Record {
@@ -160,7 +171,36 @@ pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
     Record {
         rollout: get(STATE_KEY).and_then(|t| serde_json::from_str(t).ok()),
         request: get(REQUEST_KEY).and_then(|t| serde_json::from_str(t).ok()),
+        heartbeat: get(HEARTBEAT_KEY)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
     }
+}
+
+impl Record {
+    /// Whether the run driving the rollout was heard from lately.
+    pub fn heard_since(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        self.heartbeat
+            .map(|t| (now - t).to_std().unwrap_or_default())
+    }
+
+    pub fn run_is_silent(&self, now: DateTime<Utc>) -> bool {
+        self.heard_since(now).is_none_or(|d| d > SILENT_AFTER)
+    }
+}
+
+/// Say the run is alive every [`HEARTBEAT`] until the task is aborted (or
+/// the process dies, which is the point).
+pub fn beat(client: Client, namespace: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = Utc::now().to_rfc3339();
+            if let Err(e) = write_key(&client, &namespace, HEARTBEAT_KEY, now).await {
+                tracing::debug!("rollout heartbeat: {e:#}");
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
 }
 
 fn api(client: &Client, namespace: &str) -> Api<ConfigMap> {
@@ -296,6 +336,7 @@ mod tests {
         let mut record = Record {
             rollout: Some(rollout(Stage::Step)),
             request: Some(request("staging-20260101-120000")),
+            heartbeat: None,
         };
         assert_eq!(record.pending().map(|r| r.action), Some(Action::Abort));
         record.rollout.as_mut().unwrap().answered = Some(Answer {
@@ -308,11 +349,13 @@ mod tests {
         let stale = Record {
             rollout: Some(rollout(Stage::Step)),
             request: Some(request("staging-20251231-090000")),
+            heartbeat: None,
         };
         assert!(stale.pending().is_none(), "a leftover request is ignored");
         let done = Record {
             rollout: Some(rollout(Stage::Completed)),
             request: Some(request("staging-20260101-120000")),
+            heartbeat: None,
         };
         assert!(done.pending().is_none());
     }

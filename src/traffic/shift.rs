@@ -51,6 +51,17 @@ pub struct Walk {
     pub frontend: Option<serde_json::Value>,
     pub rollout: Rollout,
     pub report: RolloutReport,
+    /// Says the run is alive while the walk lives (`status` tells a live
+    /// run from a dead one by it).
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Walk {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
 }
 
 /// How the steps ended.
@@ -118,6 +129,7 @@ impl Walk {
             frontend,
             rollout,
             report,
+            heartbeat: None,
         }
     }
 
@@ -311,6 +323,10 @@ impl Walk {
 
     /// Walk the steps below 100% and then 100%.
     pub async fn steps(&mut self) -> anyhow::Result<Ending> {
+        self.heartbeat = Some(record::beat(
+            self.applier.client().clone(),
+            self.profile.namespace.clone(),
+        ));
         let steps = self.plan.steps.clone();
         for (index, percent) in steps.iter().copied().enumerate() {
             self.apply_step(index, percent).await?;
