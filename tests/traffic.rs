@@ -81,6 +81,11 @@ struct Stage {
     sim: TrafficSim,
     prometheus: PrometheusServer,
     manifests: std::path::PathBuf,
+    /// The phase flags of the progressive deploy (the backend's alone
+    /// unless a test takes in the frontend).
+    phases: &'static [&'static str],
+    /// Variables added to the env file (a Vercel stub's).
+    extra_vars: Vec<(&'static str, String)>,
 }
 
 impl Stage {
@@ -103,15 +108,19 @@ impl Stage {
             sim,
             prometheus,
             manifests,
+            phases: BACKEND_ONLY,
+            extra_vars: Vec::new(),
         }
     }
 
     fn env(&self, tag: &str) -> std::path::PathBuf {
-        self.world.env_file(&[
+        let mut vars: Vec<(&str, &str)> = vec![
             ("IMAGE_TAG", tag),
             ("ROLLOUT_TIMEOUT", "60s"),
             ("PROMETHEUS_URL", &self.prometheus.url),
-        ])
+        ];
+        vars.extend(self.extra_vars.iter().map(|(k, v)| (*k, v.as_str())));
+        self.world.env_file(&vars)
     }
 
     /// The command line of a progressive deploy of `tag` (the profile's
@@ -128,11 +137,13 @@ impl Stage {
             .arg("--manifests-dir")
             .arg(&self.manifests)
             .arg("staging")
-            .args(BACKEND_ONLY)
+            .args(self.phases)
             .arg("--env-file")
             .arg(self.env(tag))
-            .args(["--output", "json"])
             .args(extra);
+        if !extra.contains(&"--output") {
+            cmd.args(["--output", "json"]);
+        }
         cmd
     }
 
@@ -582,4 +593,74 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
         Outcome::Abandoned,
         "the killed v3 run: {outcomes:?}"
     );
+}
+
+#[test]
+fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before() {
+    let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", 0));
+    let vercel = support::vercel::stub(&stage.world, Some("dpl_old"));
+    stage.extra_vars = vercel.vars();
+    stage.phases = &[
+        "--skip-provision",
+        "--skip-migrate",
+        "--skip-ai",
+        "--skip-monitor",
+        "--skip-verify",
+    ];
+    let child = stage.spawn("v2", &[]);
+    stage.wait_for_weights((75, 25));
+    // A quarter of users on the new backend: the frontend is built, not
+    // promoted; production still serves the old one.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vercel.vercel.promotions().is_empty(), "promoted at 25%");
+    assert_eq!(vercel.vercel.state().production.as_deref(), Some("dpl_old"));
+    let promote = stage.other(&["promote", "staging"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let promotions = vercel.vercel.promotions();
+    assert_eq!(promotions.len(), 1, "{promotions:?}");
+    assert_ne!(promotions[0], "dpl_old");
+    assert_eq!(
+        vercel.vercel.state().production.as_deref(),
+        Some(promotions[0].as_str())
+    );
+    support::vercel::assert_clean(&vercel);
+    assert_eq!(stage.world.weights("api"), Some((0, 100)));
+}
+
+#[test]
+fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "3s", "keep", 0));
+    stage.sim.set("green", SlotBehaviour::failing(0.5));
+    let out = stage
+        .command("v2", &["--output", "human"])
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("shift-traffic: step 1/2: 25% on green (weights blue 75 / green 25)"),
+        "{stdout}"
+    );
+    let live = stdout
+        .lines()
+        .find(|l| l.contains("shift-traffic: 25%: error-rate") && l.contains("FAIL"))
+        .unwrap_or_else(|| panic!("a line with the live metrics: {stdout}"));
+    assert!(live.contains("p99-latency"), "{live}");
+    assert!(live.contains("samples (min 20)"), "{live}");
+    assert!(live.contains("FAIL"), "{live}");
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no control codes in CI: {stdout}"
+    );
+    // The snapshot keeps the steps for `history` and later reading.
+    let rollout = stage.world.snapshots()[0].rollout.clone().unwrap();
+    assert_eq!(rollout["steps"][0]["outcome"], "failed");
 }
