@@ -664,3 +664,38 @@ fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
     let rollout = stage.world.snapshots()[0].rollout.clone().unwrap();
     assert_eq!(rollout["steps"][0]["outcome"], "failed");
 }
+
+#[test]
+fn on_a_terminal_the_spinner_shows_the_step_the_clock_and_the_live_metrics() {
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "5s", "keep", 0));
+    // The deploy's command line, run by `script` on a pseudo-terminal.
+    let cmd = stage.command("v2", &["--output", "human"]);
+    let mut line = vec![cmd.get_program().to_string_lossy().to_string()];
+    line.extend(cmd.get_args().map(|a| a.to_string_lossy().to_string()));
+    let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
+    let out = std::process::Command::new("script")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", stage.world.dir.path())
+        .env("USER", "tester")
+        .env("TERM", "xterm")
+        .current_dir(repo())
+        .args(["-qefc", &quoted.join(" "), "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    // The spinner's line: the step, the clock through the pause, and once
+    // measured, the metrics; redrawn in place with control codes.
+    assert!(screen.contains('\u{1b}'), "a live display: {screen}");
+    assert!(
+        screen.contains("step 1/2: 25% on green · pausing"),
+        "{screen}"
+    );
+    assert!(screen.contains("error-rate 0 % (≤ 1 %)"), "{screen}");
+    // Events are printed above it.
+    assert!(
+        screen.contains("shift-traffic: step 2/2: 100% on green"),
+        "{screen}"
+    );
+}

@@ -104,8 +104,8 @@ impl Observer for Github {
         self.inner.phase_started(id);
     }
 
-    fn phase_progress(&mut self, id: PhaseId, line: &str) {
-        self.inner.phase_progress(id, line);
+    fn phase_progress(&mut self, id: PhaseId, update: &crate::pipeline::progress::Update) {
+        self.inner.phase_progress(id, update);
     }
 
     fn phase_finished(&mut self, row: &PhaseRow) {

@@ -120,15 +120,22 @@ impl Observer for Human {
         }
     }
 
-    /// On a terminal the spinner's line shows the latest progress (the
-    /// step, the weights, the live metrics); elsewhere each is a plain line.
-    fn phase_progress(&mut self, id: PhaseId, line: &str) {
+    /// On a terminal, events print above the spinner and the spinner's
+    /// line shows how things stand (the step, the clock, the last
+    /// metrics); elsewhere only events, each a plain line.
+    fn phase_progress(&mut self, id: PhaseId, update: &crate::pipeline::progress::Update) {
+        use crate::pipeline::progress::Update;
         if self.quiet {
             return;
         }
-        match &self.spinner {
-            Some(bar) => bar.set_message(format!("{id}: {line}")),
-            None => stdout_line(&format!("  {id}: {line}")),
+        match (update, &self.spinner) {
+            (Update::Event(line), Some(bar)) => {
+                bar.println(format!("  {id}: {line}"));
+                bar.set_message(format!("{id}: {line}"));
+            }
+            (Update::Status(line), Some(bar)) => bar.set_message(format!("{id}: {line}")),
+            (Update::Event(line), None) => stdout_line(&format!("  {id}: {line}")),
+            (Update::Status(_), None) => {}
         }
     }
 

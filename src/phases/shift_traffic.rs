@@ -152,7 +152,7 @@ impl Phase for ShiftTraffic {
                 ));
             } else {
                 steps.push(
-                    "100%: every route and stable Service to the new slot, all its workers up, the old slot's to 0".into(),
+                    "100%: every route and stable Service to the new slot, all its workers up and the old slot's workers to 0".into(),
                 );
             }
         }

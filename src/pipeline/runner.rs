@@ -20,9 +20,8 @@ use crate::exit_code;
 pub trait Observer {
     fn run_started(&mut self, cx: &Context, phases: &[PhaseId]);
     fn phase_started(&mut self, id: PhaseId);
-    /// A line of progress from the running phase (a traffic step, the
-    /// live metrics).
-    fn phase_progress(&mut self, _id: PhaseId, _line: &str) {}
+    /// Progress from the running phase (a traffic step, the live metrics).
+    fn phase_progress(&mut self, _id: PhaseId, _update: &super::progress::Update) {}
     fn phase_finished(&mut self, row: &PhaseRow);
     fn run_finished(&mut self, report: &RunReport);
 }
@@ -173,13 +172,13 @@ impl Runner {
                     loop {
                         tokio::select! {
                             r = &mut work => break r.map(|r| (r.summary, r.details)),
-                            Some(line) = lines.recv() => observer.phase_progress(id, &line),
+                            Some(update) = lines.recv() => observer.phase_progress(id, &update),
                             why = &mut stop => break Err(crate::error::fail(Kind::Interrupted, format!("{why} during {id}"))),
                         }
                     }
                 };
-                while let Ok(line) = lines.try_recv() {
-                    observer.phase_progress(id, &line);
+                while let Ok(update) = lines.try_recv() {
+                    observer.phase_progress(id, &update);
                 }
                 cx.progress = Default::default();
                 result

@@ -429,8 +429,14 @@ impl Walk {
                 } else {
                     "pausing"
                 };
-                self.progress.say(format!(
-                    "{percent}% on {}: {what}, {} of {}",
+                let last = this_step
+                    .last()
+                    .map(|m| format!(" · {}", report::measurement_line(m)))
+                    .unwrap_or_default();
+                self.progress.status(format!(
+                    "step {}/{}: {percent}% on {} · {what} {} of {}{last}",
+                    self.rollout.step + 1,
+                    self.plan.steps.len(),
                     self.target,
                     report::human(elapsed),
                     report::human(self.plan.pause)
@@ -476,7 +482,24 @@ impl Walk {
             .and_then(|a| crate::config::format::duration(&a.interval).ok());
         let mut next_measure = interval.map(|i| started + i);
         let limit = self.analysis.as_ref().map_or(0, |a| a.failure_limit);
+        let mut next_tick = started;
         while started.elapsed() < length {
+            if Instant::now() >= next_tick {
+                next_tick += TICK;
+                let last = self
+                    .report
+                    .grace_period
+                    .as_ref()
+                    .and_then(|g| g.measurements.last())
+                    .map(|m| format!(" · {}", report::measurement_line(m)))
+                    .unwrap_or_default();
+                self.progress.status(format!(
+                    "100% on {} · {old} kept for {} of {}{last}",
+                    self.target,
+                    report::human(started.elapsed()),
+                    report::human(length)
+                ));
+            }
             if let Some(request) = self.request().await? {
                 match request.action {
                     Action::Promote => break,
