@@ -25,8 +25,11 @@ const RPS: f64 = 200.0;
 
 /// A staging profile whose steps take seconds: `steps` and `pause`, the
 /// old slot's `grace`, and analysis every 2 s that needs 20 requests, with
-/// the shipped error-rate and p99 metrics.
-fn traffic_yaml(steps: &str, pause: &str, grace: &str, failure_limit: u32) -> String {
+/// the shipped error-rate and p99 metrics, no failure tolerated, and a step
+/// without a verdict held `inconclusive` past its pause (generous but for
+/// the test of that bound: a loaded machine's Prometheus may miss a
+/// scrape).
+fn traffic_yaml(steps: &str, pause: &str, grace: &str, inconclusive: &str) -> String {
     format!(
         r#"traffic:
   steps: {steps}
@@ -35,8 +38,8 @@ fn traffic_yaml(steps: &str, pause: &str, grace: &str, failure_limit: u32) -> St
   workers: proportional
   analysis:
     interval: 2s
-    failure_limit: {failure_limit}
-    inconclusive_timeout: 4s
+    failure_limit: 0
+    inconclusive_timeout: {inconclusive}
     samples:
       query: sum(increase(http_requests_total{{namespace="{{{{namespace}}}}", slot="{{{{slot}}}}"}}[{{{{interval}}}}]))
       min: 20
@@ -212,13 +215,35 @@ fn outcomes(report: &Value) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The report of a run that failed and put users back (exit 4).
+fn rolled_back(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{}",
+        text(out)
+    );
+    report(out)
+}
+
+/// The first failed measurement of a step.
+fn failed_measurement(report: &Value, step: usize) -> Value {
+    steps(report)[step]["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["verdict"] == "fail")
+        .cloned()
+        .unwrap_or_else(|| panic!("a failed measurement at step {step}: {report}"))
+}
+
 fn finish(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
 #[test]
 fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
-    let stage = Stage::new(&traffic_yaml("[10, 25, 50, 100]", "3s", "2s", 0));
+    let stage = Stage::new(&traffic_yaml("[10, 25, 50, 100]", "3s", "2s", "20s"));
     let out = stage.deploy("v2", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = report(&out);
@@ -308,30 +333,18 @@ fn stage_selectors(stage: &Stage) -> String {
 
 #[test]
 fn an_error_rate_above_the_threshold_at_25_percent_aborts_and_users_are_back_within_a_second() {
-    let stage = Stage::new(&traffic_yaml("[10, 25, 100]", "3s", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[10, 25, 100]", "3s", "keep", "20s"));
     let child = stage.spawn("v2", &[]);
     // Green answers well at 10%, then errors appear at 25%.
     stage.wait_for_weights((75, 25));
     stage.sim.set("green", SlotBehaviour::failing(0.2));
     let out = finish(child);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
-    let report = report(&out);
+    let report = rolled_back(&out);
     assert_eq!(
         outcomes(&report),
         vec![(10, "passed".into()), (25, "failed".into())]
     );
-    let failed = steps(&report)[1]["measurements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["verdict"] == "fail")
-        .cloned()
-        .expect("a failed measurement");
+    let failed = failed_measurement(&report, 1);
     assert!(
         failed["reason"].as_str().unwrap().contains("error-rate"),
         "{failed}"
@@ -361,18 +374,12 @@ fn an_error_rate_above_the_threshold_at_25_percent_aborts_and_users_are_back_wit
 
 #[test]
 fn no_traffic_on_the_new_slot_holds_the_step_then_aborts() {
-    let stage = Stage::new(&traffic_yaml("[25, 100]", "2s", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "2s", "keep", "4s"));
     // Nobody reaches green: no samples, so no verdict.
     stage.sim.starve("green", true);
     let started = Instant::now();
     let out = stage.deploy("v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
-    let report = report(&out);
+    let report = rolled_back(&out);
     assert_eq!(outcomes(&report), vec![(25, "no_verdict".into())]);
     let step = &steps(&report)[0];
     let measurements = step["measurements"].as_array().unwrap();
@@ -396,25 +403,13 @@ fn no_traffic_on_the_new_slot_holds_the_step_then_aborts() {
 
 #[test]
 fn a_latency_regression_relative_to_the_old_slot_aborts() {
-    let stage = Stage::new(&traffic_yaml("[25, 100]", "3s", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "3s", "keep", "20s"));
     // 300 ms is well under the 1000 ms ceiling, but six times blue's 50 ms.
     stage.sim.set("green", SlotBehaviour::slow(300.0));
     let out = stage.deploy("v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
-    let report = report(&out);
+    let report = rolled_back(&out);
     assert_eq!(outcomes(&report), vec![(25, "failed".into())]);
-    let failed = steps(&report)[0]["measurements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["verdict"] == "fail")
-        .cloned()
-        .unwrap();
+    let failed = failed_measurement(&report, 0);
     let p99 = &failed["metrics"][1];
     assert_eq!(p99["verdict"], "fail", "{failed}");
     assert!(p99["value"].as_f64().unwrap() < 1000.0, "{p99}");
@@ -432,7 +427,7 @@ fn a_latency_regression_relative_to_the_old_slot_aborts() {
 
 #[test]
 fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
-    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
     let child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     let asked = Instant::now();
@@ -461,7 +456,7 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
 
 #[test]
 fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
-    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
     let child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     let abort = stage.other(&["abort", "staging"]);
@@ -472,13 +467,7 @@ fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
         text(&abort)
     );
     let out = finish(child);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
-    let report = report(&out);
+    let report = rolled_back(&out);
     assert_eq!(outcomes(&report), vec![(25, "aborted".into())]);
     assert!(
         report["error"]["message"]
@@ -524,7 +513,7 @@ fn killed_at_first_step(stage: &Stage, tag: &str, weights: (u32, u32)) -> String
 
 #[test]
 fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_works() {
-    let stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
 
     // Killed at 25% on green: status says so, and lists the ways out.
     let status = killed_at_first_step(&stage, "v2", (75, 25));
@@ -597,7 +586,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
 
 #[test]
 fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before() {
-    let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", 0));
+    let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
     let vercel = support::vercel::stub(&stage.world, Some("dpl_old"));
     stage.extra_vars = vercel.vars();
     stage.phases = &[
@@ -631,7 +620,7 @@ fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before(
 
 #[test]
 fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
-    let stage = Stage::new(&traffic_yaml("[25, 100]", "3s", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "3s", "keep", "20s"));
     stage.sim.set("green", SlotBehaviour::failing(0.5));
     let out = stage
         .command("v2", &["--output", "human"])
@@ -667,7 +656,7 @@ fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
 
 #[test]
 fn on_a_terminal_the_spinner_shows_the_step_the_clock_and_the_live_metrics() {
-    let stage = Stage::new(&traffic_yaml("[25, 100]", "5s", "keep", 0));
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "5s", "keep", "20s"));
     // The deploy's command line, run by `script` on a pseudo-terminal.
     let cmd = stage.command("v2", &["--output", "human"]);
     let mut line = vec![cmd.get_program().to_string_lossy().to_string()];

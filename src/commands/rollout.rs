@@ -185,6 +185,31 @@ async fn through_the_run(
                 ),
             }));
         }
+        if !answered && now.stage.is_final() {
+            // The run finished (or failed) between two of its polls, before
+            // it saw the request: nothing was done for it.
+            return Err(fail(
+                Kind::Usage,
+                format!(
+                    "the rollout {} ended {} at {}% before its run saw the {}; nothing was changed for it{}",
+                    now.deployment_id,
+                    now.stage.as_str(),
+                    now.percent,
+                    action.as_str(),
+                    match (action, now.stage) {
+                        (Action::Abort, Stage::Completed) => format!(
+                            "; `maily-deploy rollback {} <ID>` takes users back to an earlier deployment",
+                            rollout
+                                .deployment_id
+                                .rsplitn(3, '-')
+                                .last()
+                                .unwrap_or_default()
+                        ),
+                        _ => String::new(),
+                    }
+                ),
+            ));
+        }
         if !heard && live_holder(client, ns, rollout).await?.is_none() {
             let again = record::read(client, ns).await?;
             if again
@@ -324,20 +349,13 @@ async fn finish_dead(
             let state = live::read(&applier, &cx.config.profile).await?;
             // The services this rollout moves: those that run its release
             // in the new slot, and none that users reach and it does not.
-            let mut profile = cx.config.profile.clone();
-            let mut stale = Vec::new();
-            for (name, _) in cx.config.profile.services.iter() {
-                let wanted = crate::k8s::values::image_of(&release, &cx.config.profile, name);
-                let s = state.services.get(name);
-                if s.and_then(|s| s.image_in(slot)) == Some(wanted.as_str()) {
-                    continue;
-                }
-                if s.is_some_and(|s| s.active.is_some()) {
-                    stale.push(name.clone());
-                } else {
-                    profile.services.remove(name);
-                }
-            }
+            let (profile, stale) = crate::traffic::plan::switchable(
+                &cx.config.profile,
+                &state,
+                &release,
+                slot,
+                |_| true,
+            );
             if !stale.is_empty() {
                 return Err(fail(
                     Kind::PhaseFailed,

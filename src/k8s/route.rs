@@ -81,17 +81,7 @@ pub async fn set_http(
     active: Slot,
     weights: (u32, u32),
 ) -> anyhow::Result<()> {
-    let mut objects: Vec<DynamicObject> = Vec::new();
-    for name in http_services(profile) {
-        let values = values::for_route(release, profile, name, active, weights);
-        objects.extend(
-            manifest::render(templates, &[Scope::Route], &values)?
-                .into_iter()
-                .map(|(_, o)| o),
-        );
-    }
-    applier.apply_all(objects).await?;
-    Ok(())
+    set_each(applier, profile, templates, release, |_| (active, weights)).await
 }
 
 /// Point each http service's route and stable Service where `at` says

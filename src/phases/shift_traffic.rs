@@ -73,20 +73,8 @@ async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::con
     }
     let state = live::read(cx.applier().await?, profile).await?;
     let release = cx.release()?;
-    let mut out = profile.clone();
-    let mut stale = Vec::new();
-    for (name, _) in profile.ai_services() {
-        let live = state.services.get(name);
-        let have = live.and_then(|s| s.image_in(slot));
-        if have == Some(values::image_of(&release, profile, name).as_str()) {
-            continue;
-        }
-        if live.is_some_and(|s| s.active.is_some()) {
-            stale.push(format!("{name}-{slot} ({})", have.unwrap_or("nothing")));
-        } else {
-            out.services.remove(name);
-        }
-    }
+    let (out, stale) =
+        crate::traffic::plan::switchable(profile, &state, &release, slot, |n| profile.is_ai(n));
     if !stale.is_empty() {
         return Err(fail(
             Kind::PhaseFailed,

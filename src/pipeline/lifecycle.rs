@@ -356,7 +356,7 @@ impl Lifecycle for ClusterLifecycle {
         let saved = store.put(&snapshot).await;
         // The rollout record says how the rollout ended, for `status` and
         // for a `promote`/`abort` waiting on its answer.
-        if cx.records.rollout.is_some() {
+        if cx.backend.switched {
             let stage = match (failure, &undo_error, cx.options.no_rollback) {
                 (None, _, _) => Stage::Completed,
                 (Some(_), None, false) => Stage::RolledBack,
