@@ -208,7 +208,7 @@ async fn measure_reads_and_judges_what_a_real_prometheus_scrapes() {
     assert_eq!(alone.verdict, Verdict::Pass, "{}", show(&alone));
     assert_eq!(
         alone.metrics[1].note.as_deref(),
-        Some("old slot has no data; not compared")
+        Some("old slot serves no users; not compared")
     );
 
     // A slot nobody reaches proves nothing: inconclusive, not a pass.

@@ -173,8 +173,9 @@ pub struct Metric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     /// The new slot fails above this multiple of the old slot's value (the
-    /// same query on the old slot); not compared while the old slot has no
-    /// data, e.g. after 100%.
+    /// same query on the old slot, at the same time). Not compared once the
+    /// old slot serves nobody (after 100%); while it serves users, a
+    /// baseline without data means no verdict yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_old: Option<f64>,
     /// How values are shown (`%`, `ms`); display only.

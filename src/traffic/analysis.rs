@@ -125,6 +125,9 @@ enum Reading {
     Value(f64),
     NoData,
     Failed(String),
+    /// Not queried: the old slot when no comparison is wanted (it serves
+    /// nobody: after 100 %, or on a first switch).
+    NotAsked,
 }
 
 impl Reading {
@@ -160,7 +163,10 @@ pub fn judge(
     let readings: Vec<(Reading, Reading)> = (0..analysis.metrics.len())
         .map(|i| {
             let (new, old) = values.get(i).copied().unwrap_or((None, None));
-            (Reading::from_option(new), Reading::from_option(old))
+            (
+                Reading::from_option(new),
+                old.map_or(Reading::NotAsked, Reading::Value),
+            )
         })
         .collect();
     judge_readings(
@@ -188,7 +194,7 @@ fn judge_readings(
             let (new, old) = readings
                 .get(i)
                 .cloned()
-                .unwrap_or((Reading::NoData, Reading::NoData));
+                .unwrap_or((Reading::NoData, Reading::NotAsked));
             judge_metric(m, &new, &old)
         })
         .collect();
@@ -199,6 +205,7 @@ fn judge_readings(
             "no samples (the samples query has no data); {min} needed"
         )),
         Reading::Failed(e) => Some(format!("samples not measured: {e}")),
+        Reading::NotAsked => Some("samples not measured".to_string()),
     };
     let of = |v: Verdict| -> Vec<&str> {
         judged
@@ -260,6 +267,11 @@ fn judge_metric(m: &Metric, new: &Reading, old: &Reading) -> (MetricResult, Opti
             result.note = Some(format!("not measured: {e}"));
             return (result, Some(format!("{} not measured: {e}", m.name)));
         }
+        Reading::NotAsked => {
+            result.verdict = Verdict::Inconclusive;
+            result.note = Some("not measured".into());
+            return (result, Some(format!("{} not measured", m.name)));
+        }
     };
     let mut fails = Vec::new();
     if let Some(max) = m.max
@@ -285,11 +297,14 @@ fn judge_metric(m: &Metric, new: &Reading, old: &Reading) -> (MetricResult, Opti
     let mut unknown = None;
     if let Some(ratio) = m.max_ratio_to_old {
         // The old slot is the baseline only while it serves traffic. After
-        // 100 % (or on a first deploy) it has none, and a ratio to nothing
-        // says nothing, so the ratio is skipped rather than failed; a
-        // metric with only this threshold then passes, as nothing else can
-        // be held against it. A 0 baseline is skipped too: any value would
-        // be "infinitely" worse.
+        // 100 % (or on a first deploy) it has none and is not asked: a
+        // ratio to nothing says nothing, so the ratio is skipped rather
+        // than failed; a metric with only this threshold then passes, as
+        // nothing else can be held against it. While it serves most users,
+        // though, a baseline without data is Prometheus not there yet (a
+        // missed scrape), and passing then would wave a regression through:
+        // no verdict until it has one. A 0 baseline is skipped: any value
+        // would be "infinitely" worse.
         match old {
             Reading::Value(o) if *o > 0.0 => {
                 if v > ratio * o {
@@ -303,7 +318,13 @@ fn judge_metric(m: &Metric, new: &Reading, old: &Reading) -> (MetricResult, Opti
                 }
             }
             Reading::Value(_) => result.note = Some("old slot is 0; not compared".into()),
-            Reading::NoData => result.note = Some("old slot has no data; not compared".into()),
+            Reading::NotAsked => {
+                result.note = Some("old slot serves no users; not compared".into())
+            }
+            Reading::NoData => {
+                result.note = Some("old slot has no data yet".into());
+                unknown = Some(format!("{} old slot has no data yet", m.name));
+            }
             // Unlike no data, a failed query hides a baseline that exists.
             Reading::Failed(e) => {
                 result.note = Some(format!("old slot not measured: {e}"));
@@ -474,7 +495,7 @@ pub async fn measure(
         .map(|i| {
             (
                 readings[1 + i].clone(),
-                old_index[i].map_or(Reading::NoData, |j| readings[j].clone()),
+                old_index[i].map_or(Reading::NotAsked, |j| readings[j].clone()),
             )
         })
         .collect();
@@ -789,7 +810,7 @@ metrics:
         assert_eq!(pass.verdict, Verdict::Pass);
         assert_eq!(
             pass.metrics[1].note.as_deref(),
-            Some("old slot has no data; not compared")
+            Some("old slot serves no users; not compared")
         );
         let fail = judge(
             &production(),
@@ -802,7 +823,30 @@ metrics:
         assert_eq!(fail.reason, "p99-latency 1200 ms > 1000 ms");
         assert_eq!(
             fail.metrics[1].note.as_deref(),
-            Some("old slot has no data; not compared")
+            Some("old slot serves no users; not compared")
+        );
+    }
+
+    #[test]
+    fn a_baseline_asked_for_but_not_there_yet_holds_the_verdict() {
+        // At 25 % the old slot serves most users: no data for it is a
+        // missed scrape, not an absent baseline, and must not wave a slow
+        // new slot through on its ceiling alone.
+        let m = judge_readings(
+            &production(),
+            25,
+            &Reading::Value(500.0),
+            &[
+                (Reading::Value(0.1), Reading::NotAsked),
+                (Reading::Value(900.0), Reading::NoData),
+            ],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Inconclusive);
+        assert_eq!(m.reason, "p99-latency old slot has no data yet");
+        assert_eq!(
+            m.metrics[1].note.as_deref(),
+            Some("old slot has no data yet")
         );
     }
 
@@ -819,7 +863,7 @@ metrics:
         assert_eq!(none.verdict, Verdict::Pass);
         assert_eq!(
             none.metrics[0].note.as_deref(),
-            Some("old slot has no data; not compared")
+            Some("old slot serves no users; not compared")
         );
         assert_eq!(none.metrics[0].threshold, "≤ 1.5× old");
         let zero = judge(
