@@ -69,6 +69,8 @@ fn help_for_every_command_has_a_purpose_and_an_example() {
         (&["env-template", "--help"], "env file template"),
         (&["completions", "--help"], "shell completion"),
         (&["unlock", "--help"], "stuck deploy lock"),
+        (&["promote", "--help"], "Finish the rollout in progress now"),
+        (&["abort", "--help"], "Stop the rollout in progress"),
     ];
     for (args, purpose) in cases {
         maily()
@@ -110,6 +112,70 @@ fn bad_arguments_are_usage_errors() {
         .stderr(predicate::str::contains(
             "migrate is both named by --only and skipped by --skip-migrate",
         ));
+}
+
+#[test]
+fn bad_traffic_options_are_usage_errors_naming_each_problem_before_anything_runs() {
+    maily()
+        .args(["production", "--traffic-steps", "50,10", "--grace", "soon"])
+        .arg("--env-file")
+        .arg(example_env())
+        .assert()
+        .code(exit_code::USAGE)
+        .stderr(predicate::str::contains("--traffic-steps"))
+        .stderr(predicate::str::contains("must rise strictly"))
+        .stderr(predicate::str::contains("--grace"))
+        .stderr(predicate::str::contains("nor `keep`"));
+    maily()
+        .args(["production", "--traffic-steps", "25,50"])
+        .arg("--env-file")
+        .arg(example_env())
+        .assert()
+        .code(exit_code::USAGE)
+        .stderr(predicate::str::contains("must end at 100"));
+}
+
+#[test]
+fn a_dry_run_shows_the_traffic_steps_and_what_overrides_them() {
+    let out = maily()
+        .args(["production", "--dry-run", "--only", "shift-traffic", "-v"])
+        .arg("--env-file")
+        .arg(example_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("move users to the new slot: 5% → 25% → 50% → 100%"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("analysis every 30s (error-rate, p99-latency"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the old slot stays scaled for 10m"),
+        "{stdout}"
+    );
+    let out = maily()
+        .args(["production", "--dry-run", "--only", "shift-traffic", "-v"])
+        .args(["--traffic-steps", "100", "--grace", "keep"])
+        .arg("--env-file")
+        .arg(example_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("move users to the new slot: 100%"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("steps from the command line: 100%"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the old slot stays up until the next deploy"),
+        "{stdout}"
+    );
 }
 
 #[test]

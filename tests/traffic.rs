@@ -430,6 +430,10 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
     let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
     let child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
+    // Paused at 25%: the workers split as the requests do (staging runs 2:
+    // one new, and the old slot keeps its share, rounded up).
+    assert_eq!(stage.world.replicas("workers-green"), Some(1));
+    assert_eq!(stage.world.replicas("workers-blue"), Some(2));
     let asked = Instant::now();
     let promote = stage.other(&["promote", "staging"]);
     assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
@@ -452,6 +456,8 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
     );
     assert_eq!(stage.world.weights("api"), Some((0, 100)));
     assert_eq!(stage_selectors(&stage), all_on("green"));
+    assert_eq!(stage.world.replicas("workers-green"), Some(2));
+    assert_eq!(stage.world.replicas("workers-blue"), Some(0));
 }
 
 #[test]
@@ -538,6 +544,12 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
         dead.failure.as_deref().unwrap().contains("aborted by"),
         "{dead:?}"
     );
+    // The steps it walked before it died are kept with it.
+    let walked = dead
+        .rollout
+        .as_ref()
+        .expect("the dead run's rollout report");
+    assert_eq!(walked["steps"][0]["percent"], 25, "{walked}");
 
     // promote: every user to green, the run's snapshot succeeds.
     std::thread::sleep(Duration::from_millis(1100));

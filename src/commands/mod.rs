@@ -151,8 +151,11 @@ fn traffic_overrides(
     args: &crate::cli::DeployArgs,
 ) -> anyhow::Result<(Option<Vec<u32>>, Option<crate::traffic::plan::Grace>)> {
     let mut problems = Vec::new();
-    if let Some(steps) = &args.traffic_steps
-        && let Err(why) = crate::traffic::plan::check_steps(steps)
+    for why in args
+        .traffic_steps
+        .as_deref()
+        .map(crate::traffic::plan::step_problems)
+        .unwrap_or_default()
     {
         problems.push(error::Problem {
             phase: None,

@@ -388,6 +388,11 @@ async fn finish_dead(
             snapshot.frontend = cx.records.frontend.clone();
             snapshot.after = Some(live::read(&applier, &cx.config.profile).await?);
             snapshot.failure = None;
+            if snapshot.rollout.is_none() {
+                snapshot.rollout = record::read(applier.client(), &ns)
+                    .await?
+                    .report_of(&rollout.deployment_id);
+            }
             store.put(&snapshot).await?;
             let mut closed = rollout.clone();
             closed.stage = Stage::Completed;
@@ -395,7 +400,7 @@ async fn finish_dead(
             closed.step = closed.steps.len().saturating_sub(1);
             closed.updated_at = Utc::now();
             closed.failure = Some(format!("promoted by {by} after the run died"));
-            record::write_rollout(applier.client(), &ns, &closed).await?;
+            record::write_rollout(applier.client(), &ns, &closed, None).await?;
             Ok(format!(
                 "promoted: every user on {slot} ({}); the run {} had died at {}%; {} stays up, so `maily-deploy rollback` is one switch{}",
                 release.image_tag,

@@ -149,6 +149,12 @@ pub async fn put_back_dead_run(
             })?;
         dead.frontend = Some(record.to_value());
     }
+    // The steps it walked before it died, as its walk kept them.
+    if dead.rollout.is_none() {
+        dead.rollout = record::read(applier.client(), &cx.config.profile.namespace)
+            .await?
+            .report_of(&dead.deployment_id);
+    }
     record::close(
         applier.client(),
         &cx.config.profile.namespace,
@@ -352,6 +358,14 @@ impl Lifecycle for ClusterLifecycle {
         snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
+        // A run interrupted mid-step never handed its rollout report over;
+        // the walk kept it in the rollout record as it went.
+        if cx.records.rollout.is_none() && cx.backend.switched {
+            cx.records.rollout = record::read(applier.client(), &cx.config.profile.namespace)
+                .await
+                .ok()
+                .and_then(|r| r.report_of(&snapshot.deployment_id));
+        }
         snapshot.rollout = cx.records.rollout.clone();
         let saved = store.put(&snapshot).await;
         // The rollout record says how the rollout ended, for `status` and

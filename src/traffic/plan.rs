@@ -97,15 +97,17 @@ pub fn percents(steps: &[u32]) -> String {
         .join(" → ")
 }
 
-/// Check steps given on the command line: rising, 1..=100, ending at 100.
-pub fn check_steps(steps: &[u32]) -> Result<(), String> {
-    if steps.is_empty() || steps.last() != Some(&100) {
-        return Err("must end at 100 (`--traffic-steps 100` switches at once)".into());
+/// What is wrong with steps given on the command line (every problem):
+/// they must rise, each in 1..=100, and end at 100.
+pub fn step_problems(steps: &[u32]) -> Vec<String> {
+    let mut out = Vec::new();
+    if steps.last() != Some(&100) {
+        out.push("must end at 100 (`--traffic-steps 100` switches at once)".into());
     }
     if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
-        return Err("must rise strictly, each between 1 and 100, e.g. 10,50,100".into());
+        out.push("must rise strictly, each between 1 and 100, e.g. 10,50,100".into());
     }
-    Ok(())
+    out
 }
 
 /// Where one http service's users go at a step: the slot its stable
@@ -290,12 +292,13 @@ mod tests {
 
     #[test]
     fn steps_on_the_command_line_are_checked() {
-        assert!(check_steps(&[100]).is_ok());
-        assert!(check_steps(&[10, 50, 100]).is_ok());
-        assert!(check_steps(&[10, 50]).is_err());
-        assert!(check_steps(&[50, 10, 100]).is_err());
-        assert!(check_steps(&[0, 100]).is_err());
-        assert!(check_steps(&[]).is_err());
+        assert!(step_problems(&[100]).is_empty());
+        assert!(step_problems(&[10, 50, 100]).is_empty());
+        assert_eq!(step_problems(&[10, 50]).len(), 1);
+        assert_eq!(step_problems(&[50, 10, 100]).len(), 1);
+        assert_eq!(step_problems(&[0, 100]).len(), 1);
+        assert_eq!(step_problems(&[50, 10]).len(), 2, "both said");
+        assert_eq!(step_problems(&[]).len(), 1);
     }
 
     #[test]

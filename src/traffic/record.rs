@@ -26,6 +26,7 @@ pub const NAME: &str = "maily-deploy-rollout";
 const STATE_KEY: &str = "rollout.json";
 const REQUEST_KEY: &str = "request.json";
 const HEARTBEAT_KEY: &str = "heartbeat";
+const REPORT_KEY: &str = "report.json";
 
 /// How often a run driving a rollout says it is alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -148,6 +149,8 @@ pub struct Record {
     pub request: Option<Request>,
     /// When the run driving the rollout last said it was alive.
     pub heartbeat: Option<DateTime<Utc>>,
+    /// The rollout's report (`traffic::report::RolloutReport`) so far.
+    pub report: Option<serde_json::Value>,
 }
 
 impl Record {
@@ -174,10 +177,19 @@ pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
         heartbeat: get(HEARTBEAT_KEY)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc)),
+        report: get(REPORT_KEY).and_then(|t| serde_json::from_str(t).ok()),
     }
 }
 
 impl Record {
+    /// The report of `deployment_id`'s rollout, if the record is still its.
+    pub fn report_of(&self, deployment_id: &str) -> Option<serde_json::Value> {
+        self.rollout
+            .as_ref()
+            .filter(|r| r.deployment_id == deployment_id)
+            .and(self.report.clone())
+    }
+
     /// Whether the run driving the rollout was heard from lately.
     pub fn heard_since(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
         self.heartbeat
@@ -223,8 +235,18 @@ async fn write_key(
     key: &str,
     json: String,
 ) -> anyhow::Result<()> {
+    write_keys(client, namespace, [(key, json)].into_iter().collect()).await
+}
+
+/// Write keys together (one merge patch), creating the ConfigMap if it is
+/// not there yet.
+async fn write_keys(
+    client: &Client,
+    namespace: &str,
+    data: BTreeMap<&str, String>,
+) -> anyhow::Result<()> {
     let api = api(client, namespace);
-    let patch = serde_json::json!({ "data": { key: json } });
+    let patch = serde_json::json!({ "data": data });
     let params = PatchParams::default();
     let p = Patch::Merge(&patch);
     match retry("writing the rollout record", || {
@@ -247,7 +269,7 @@ async fn write_key(
                 "app.kubernetes.io/managed-by": "maily-deploy",
             }
         },
-        "data": { key: json },
+        "data": data,
     }))?;
     let post = PostParams::default();
     match retry("creating the rollout record", || api.create(&post, &cm)).await {
@@ -265,9 +287,21 @@ async fn write_key(
     }
 }
 
-/// The run's half.
-pub async fn write_rollout(client: &Client, namespace: &str, r: &Rollout) -> anyhow::Result<()> {
-    write_key(client, namespace, STATE_KEY, serde_json::to_string(r)?).await
+/// The run's half: where the rollout stands and, when given, its report
+/// so far (what the snapshot keeps even if the run is interrupted before
+/// it can hand the report over).
+pub async fn write_rollout(
+    client: &Client,
+    namespace: &str,
+    r: &Rollout,
+    report: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let mut data = BTreeMap::new();
+    data.insert(STATE_KEY, serde_json::to_string(r)?);
+    if let Some(report) = report {
+        data.insert(REPORT_KEY, serde_json::to_string(report)?);
+    }
+    write_keys(client, namespace, data).await
 }
 
 /// Another terminal's half.
@@ -294,7 +328,7 @@ pub async fn close(
     rollout.stage = stage;
     rollout.updated_at = Utc::now();
     rollout.failure = failure;
-    write_rollout(client, namespace, &rollout).await
+    write_rollout(client, namespace, &rollout, None).await
 }
 
 #[cfg(test)]
@@ -337,6 +371,7 @@ mod tests {
             rollout: Some(rollout(Stage::Step)),
             request: Some(request("staging-20260101-120000")),
             heartbeat: None,
+            report: None,
         };
         assert_eq!(record.pending().map(|r| r.action), Some(Action::Abort));
         record.rollout.as_mut().unwrap().answered = Some(Answer {
@@ -350,12 +385,14 @@ mod tests {
             rollout: Some(rollout(Stage::Step)),
             request: Some(request("staging-20251231-090000")),
             heartbeat: None,
+            report: None,
         };
         assert!(stale.pending().is_none(), "a leftover request is ignored");
         let done = Record {
             rollout: Some(rollout(Stage::Completed)),
             request: Some(request("staging-20260101-120000")),
             heartbeat: None,
+            report: None,
         };
         assert!(done.pending().is_none());
     }

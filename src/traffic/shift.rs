@@ -165,7 +165,14 @@ impl Walk {
 
     async fn save(&mut self) -> anyhow::Result<()> {
         self.rollout.updated_at = Utc::now();
-        record::write_rollout(self.applier.client(), self.namespace(), &self.rollout).await
+        let report = self.report_value();
+        record::write_rollout(
+            self.applier.client(),
+            self.namespace(),
+            &self.rollout,
+            Some(&report),
+        )
+        .await
     }
 
     /// The report as the context records it.
