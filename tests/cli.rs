@@ -135,15 +135,21 @@ fn bad_traffic_options_are_usage_errors_naming_each_problem_before_anything_runs
         .stderr(predicate::str::contains("must end at 100"));
 }
 
-#[test]
-fn a_dry_run_shows_the_traffic_steps_and_what_overrides_them() {
+/// What a dry run of production's shift-traffic says, with `extra` flags.
+fn traffic_plan(extra: &[&str]) -> String {
     let out = maily()
         .args(["production", "--dry-run", "--only", "shift-traffic", "-v"])
+        .args(extra)
         .arg("--env-file")
         .arg(example_env())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_dry_run_shows_the_traffic_steps_and_what_overrides_them() {
+    let stdout = traffic_plan(&[]);
     assert!(
         stdout.contains("move users to the new slot: 5% → 25% → 50% → 100%"),
         "{stdout}"
@@ -156,14 +162,7 @@ fn a_dry_run_shows_the_traffic_steps_and_what_overrides_them() {
         stdout.contains("the old slot stays scaled for 10m"),
         "{stdout}"
     );
-    let out = maily()
-        .args(["production", "--dry-run", "--only", "shift-traffic", "-v"])
-        .args(["--traffic-steps", "100", "--grace", "keep"])
-        .arg("--env-file")
-        .arg(example_env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = traffic_plan(&["--traffic-steps", "100", "--grace", "keep"]);
     assert!(
         stdout.contains("move users to the new slot: 100%"),
         "{stdout}"

@@ -286,19 +286,11 @@ impl Profile {
         if self.replicas == 0 {
             bad("replicas", "is 0".into(), "give at least 1");
         }
-        let steps = &self.traffic.steps;
-        if steps.last() != Some(&100) {
+        for why in crate::traffic::plan::step_problems(&self.traffic.steps) {
             bad(
                 "traffic.steps",
-                "does not end at 100".into(),
-                "end the steps with 100, e.g. [5, 25, 50, 100]; [100] switches at once",
-            );
-        }
-        if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
-            bad(
-                "traffic.steps",
-                "must rise strictly, each between 1 and 100".into(),
-                "e.g. [5, 25, 50, 100]",
+                why,
+                "e.g. [5, 25, 50, 100]; [100] switches at once",
             );
         }
         if crate::config::format::duration(&self.traffic.pause).is_err() {

@@ -97,12 +97,12 @@ pub fn percents(steps: &[u32]) -> String {
         .join(" → ")
 }
 
-/// What is wrong with steps given on the command line (every problem):
-/// they must rise, each in 1..=100, and end at 100.
+/// What is wrong with traffic steps (a profile's or the command line's),
+/// every problem: they must rise, each in 1..=100, and end at 100.
 pub fn step_problems(steps: &[u32]) -> Vec<String> {
     let mut out = Vec::new();
     if steps.last() != Some(&100) {
-        out.push("must end at 100 (`--traffic-steps 100` switches at once)".into());
+        out.push("must end at 100 (a single 100 switches at once)".into());
     }
     if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
         out.push("must rise strictly, each between 1 and 100, e.g. 10,50,100".into());
