@@ -318,6 +318,12 @@ fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
     }
     let snapshot = &stage.world.snapshots()[0];
     assert_eq!(snapshot.outcome, Outcome::Succeeded);
+    let history = stage.other(&["history", "staging"]);
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains("10→25→50→100, old slot scaled down"),
+        "{}",
+        text(&history)
+    );
     assert_eq!(
         snapshot.rollout.as_ref().unwrap()["steps"]
             .as_array()
@@ -370,6 +376,12 @@ fn an_error_rate_above_the_threshold_at_25_percent_aborts_and_users_are_back_wit
     );
     assert_eq!(stage_selectors(&stage), all_on("blue"));
     assert_eq!(stage.world.snapshots()[0].outcome, Outcome::Failed);
+    let history = stage.other(&["history", "staging"]);
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains("10→25 failed"),
+        "{}",
+        text(&history)
+    );
 }
 
 #[test]

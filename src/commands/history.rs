@@ -9,6 +9,7 @@ use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output;
 use crate::phases::deploy_frontend::FrontendRecord;
 use crate::pipeline::snapshot::Snapshot;
+use crate::traffic::report::RolloutReport;
 
 #[derive(Serialize)]
 struct Entry<'a> {
@@ -23,6 +24,8 @@ struct Entry<'a> {
     images: std::collections::BTreeMap<String, String>,
     /// The Vercel deployment the run built or promoted.
     frontend: Option<String>,
+    /// How far its traffic shift got: `5→25→50→100`, `10→25 failed`.
+    traffic: Option<String>,
     user: &'a str,
     host: &'a str,
     ci_job: Option<&'a str>,
@@ -40,6 +43,7 @@ fn entry(s: &Snapshot) -> Entry<'_> {
         slot: s.target_slot.map(|s| s.to_string()),
         images: s.images().into_iter().collect(),
         frontend: frontend_of(s),
+        traffic: traffic_of(s),
         user: &s.actor.user,
         host: &s.actor.host,
         ci_job: s.actor.ci_job.as_deref(),
@@ -51,6 +55,10 @@ fn frontend_of(s: &Snapshot) -> Option<String> {
         .as_ref()
         .and_then(FrontendRecord::from_value)
         .map(|r| r.deployment_id)
+}
+
+fn traffic_of(s: &Snapshot) -> Option<String> {
+    s.rollout.as_ref().and_then(RolloutReport::summary_of)
 }
 
 /// The release of a snapshot in a few words: its tag, or the rollback.
@@ -93,6 +101,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 "outcome",
                 "release",
                 "slot",
+                "traffic (%)",
                 "frontend",
                 "by",
             ]);
@@ -105,6 +114,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                     s.target_slot
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "-".into()),
+                    traffic_of(s).unwrap_or_else(|| "-".into()),
                     frontend_of(s).unwrap_or_else(|| "-".into()),
                     s.actor.to_string(),
                 ]);

@@ -139,6 +139,39 @@ impl RolloutReport {
     }
 }
 
+impl RolloutReport {
+    /// How far the rollout got, in a few words for `history`: `5→25→50→100`,
+    /// `10→25 failed`, `25 no verdict`, `25 promoted→100`, `25 aborted`.
+    pub fn summary(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        for s in &self.steps {
+            let mark = match s.outcome {
+                StepOutcome::Passed | StepOutcome::Reached | StepOutcome::Running => "",
+                StepOutcome::Failed => " failed",
+                StepOutcome::NoVerdict => " no verdict",
+                StepOutcome::Promoted => " promoted",
+                StepOutcome::Aborted => " aborted",
+                StepOutcome::Stopped => " stopped",
+            };
+            words.push(format!("{}{mark}", s.percent));
+        }
+        let mut out = words.join("→");
+        if let Some(g) = &self.grace_period
+            && g.scaled_down
+        {
+            out.push_str(", old slot scaled down");
+        }
+        out
+    }
+
+    /// The summary of a report kept as JSON (a snapshot's).
+    pub fn summary_of(value: &serde_json::Value) -> Option<String> {
+        serde_json::from_value::<RolloutReport>(value.clone())
+            .ok()
+            .map(|r| r.summary())
+    }
+}
+
 /// A value with its unit: `0.42 %`, `120 ms`, `-` for no data.
 pub fn value(v: Option<f64>, unit: Option<&str>) -> String {
     match v {
@@ -206,6 +239,50 @@ pub fn human(d: std::time::Duration) -> String {
 mod tests {
     use super::*;
     use crate::traffic::analysis::MetricResult;
+
+    fn walked(steps: &[(u32, StepOutcome)]) -> RolloutReport {
+        let plan = RolloutPlan {
+            steps: vec![10, 25, 100],
+            pause: std::time::Duration::from_secs(60),
+            grace: Grace::Keep,
+            workers: WorkerShift::Switch,
+            note: None,
+        };
+        let mut r = RolloutReport::new(&plan, Some(Slot::Blue), Slot::Green);
+        for (percent, outcome) in steps {
+            r.steps.push(StepReport {
+                percent: *percent,
+                weights: crate::k8s::route::weights_for(Slot::Green, *percent),
+                workers: Vec::new(),
+                started_at: Utc::now(),
+                ended_at: None,
+                outcome: *outcome,
+                measurements: Vec::new(),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn a_rollout_is_summed_up_in_a_few_words() {
+        use StepOutcome::*;
+        assert_eq!(
+            walked(&[(10, Passed), (25, Passed), (100, Reached)]).summary(),
+            "10→25→100"
+        );
+        assert_eq!(
+            walked(&[(10, Passed), (25, Failed)]).summary(),
+            "10→25 failed"
+        );
+        assert_eq!(walked(&[(25, NoVerdict)]).summary(), "25 no verdict");
+        let promoted = walked(&[(25, Promoted), (100, Reached)]);
+        assert_eq!(promoted.summary(), "25 promoted→100");
+        let kept = serde_json::to_value(&promoted).unwrap();
+        assert_eq!(
+            RolloutReport::summary_of(&kept).as_deref(),
+            Some("25 promoted→100")
+        );
+    }
 
     #[test]
     fn a_measurement_reads_as_one_line() {
