@@ -268,11 +268,14 @@ pub enum Command {
     },
     /// Finish the rollout in progress now: every user to the new slot, the remaining steps and analysis skipped.
     #[command(
-        after_help = "Safe from a second terminal while the deploying run is live: the run does it within a second.\nIf the run died, this takes the deploy lock (once the dead run's lease expires) and finishes the rollout itself.\n\nExample:\n  maily-deploy promote production"
+        after_help = "Safe from a second terminal while the deploying run is live: the run does it within a second.\nIf the run died, this takes the deploy lock (once the dead run's lease expires) and finishes the rollout itself.\n\nExamples:\n  maily-deploy promote production\n  maily-deploy promote production --step    end this step, go on to the next"
     )]
     Promote {
         /// The environment
         environment: String,
+        /// Only end the current step (its pause and analysis) and go on to the next
+        #[arg(long)]
+        step: bool,
     },
     /// Stop the rollout in progress: every user back to the old slot at once; the run fails (exit 4).
     #[command(

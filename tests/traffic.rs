@@ -473,6 +473,37 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
 }
 
 #[test]
+fn promote_step_ends_only_the_paused_step_and_the_walk_goes_on() {
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
+    let mut child = stage.spawn("v2", &[]);
+    stage.wait_for_weights((75, 25));
+    let step = stage.other(&["promote", "staging", "--step"]);
+    assert_eq!(step.status.code(), Some(0), "{}", text(&step));
+    assert!(
+        String::from_utf8_lossy(&step.stdout).contains("moved on: step 2/3, 50% on green"),
+        "{}",
+        text(&step)
+    );
+    // Now paused at 50%, and still running: the next step is the walk's.
+    stage.wait_for_weights((50, 50));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "the run goes on");
+    assert_eq!(stage.world.weights("api"), Some((50, 50)));
+    let promote = stage.other(&["promote", "staging"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        outcomes(&report(&out)),
+        vec![
+            (25, "advanced".into()),
+            (50, "promoted".into()),
+            (100, "reached".into())
+        ]
+    );
+}
+
+#[test]
 fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
     let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
     let child = stage.spawn("v2", &[]);

@@ -43,7 +43,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::History { environment }) => ("history", environment.clone()),
         Some(Command::Status { environment }) => ("status", environment.clone()),
         Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
-        Some(Command::Promote { environment }) => ("promote", environment.clone()),
+        Some(Command::Promote { environment, .. }) => ("promote", environment.clone()),
         Some(Command::Abort { environment }) => ("abort", environment.clone()),
         Some(Command::Bootstrap { environment }) => ("bootstrap", environment.clone()),
         Some(Command::Db(DbCommand::Status { environment })) => ("db status", environment.clone()),
@@ -122,8 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::History { ref environment }) => history::run(environment, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,
-        Some(Command::Promote { ref environment }) => {
-            rollout::request(environment, crate::traffic::record::Action::Promote, global).await
+        Some(Command::Promote {
+            ref environment,
+            step,
+        }) => {
+            let action = if step {
+                crate::traffic::record::Action::Step
+            } else {
+                crate::traffic::record::Action::Promote
+            };
+            rollout::request(environment, action, global).await
         }
         Some(Command::Abort { ref environment }) => {
             rollout::request(environment, crate::traffic::record::Action::Abort, global).await

@@ -45,12 +45,15 @@ pub async fn request(
     let actor = Actor::current();
     let by = format!("{}@{}", actor.user, actor.host);
 
-    let done = match live_holder(&client, &ns, &rollout).await? {
-        Some(_) => match through_the_run(&client, &ns, &rollout, action, &by).await? {
-            Some(text) => text,
-            // The run stopped renewing its lease without answering: it died.
-            None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
-        },
+    let answered = match live_holder(&client, &ns, &rollout).await? {
+        Some(_) => through_the_run(&client, &ns, &rollout, action, &by).await?,
+        // No run holds the lock for it, or it stopped renewing its lease
+        // without answering: it died.
+        None => None,
+    };
+    let done = match answered {
+        Some(text) => text,
+        None if action == Action::Step => return Err(no_walk(environment, &rollout)),
         None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
     };
     match global.output {
@@ -66,6 +69,17 @@ pub async fn request(
         OutputFormat::Human => output::stdout_line(&done),
     }
     Ok(crate::exit_code::SUCCESS)
+}
+
+/// `promote --step` needs the run: only it walks the next step.
+fn no_walk(environment: &str, rollout: &Rollout) -> anyhow::Error {
+    fail(
+        Kind::Usage,
+        format!(
+            "the run {} is gone, so nothing walks the next step; `maily-deploy promote {environment}` finishes the rollout, `maily-deploy abort {environment}` undoes it, or rerun the deploy",
+            rollout.deployment_id
+        ),
+    )
 }
 
 /// The rollout that is not over yet, or why there is nothing to act on.
@@ -157,6 +171,12 @@ async fn through_the_run(
         }
         let done = match action {
             Action::Promote => answered && (now.percent >= 100 || now.stage.is_final()),
+            Action::Step => {
+                answered
+                    && (now.step > rollout.step
+                        || now.stage == Stage::Grace
+                        || now.stage.is_final())
+            }
             Action::Abort => answered && now.stage.is_final(),
         };
         if done {
@@ -171,6 +191,18 @@ async fn through_the_run(
                     now.deployment_id,
                     stage.as_str(),
                     now.failure.unwrap_or_default()
+                ),
+                (Action::Step, Stage::Grace) => format!(
+                    "the grace period of {} ended; {} scales down",
+                    now.deployment_id,
+                    now.from.map_or("the old slot".into(), |s| s.to_string())
+                ),
+                (Action::Step, _) => format!(
+                    "moved on: step {}/{}, {}% on {}; analysis goes on from here",
+                    now.step + 1,
+                    now.steps.len(),
+                    now.percent,
+                    now.to
                 ),
                 (Action::Promote, _) => format!(
                     "promoted: every user on {} ({}); the run {} goes on with {}",
@@ -320,6 +352,7 @@ async fn finish_dead(
         );
     };
     match action {
+        Action::Step => Err(no_walk(environment, rollout)),
         Action::Abort => {
             let from = rollout.from;
             put_back_dead_run(

@@ -108,7 +108,11 @@ pub struct Rollout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// Everyone to the new slot now.
     Promote,
+    /// End the current step now and go on to the next (`promote --step`).
+    Step,
+    /// Everyone back to the old slot now.
     Abort,
 }
 
@@ -116,6 +120,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Promote => "promote",
+            Action::Step => "promote --step",
             Action::Abort => "abort",
         }
     }

@@ -24,6 +24,8 @@ pub enum StepOutcome {
     NoVerdict,
     /// Skipped ahead by `promote`.
     Promoted,
+    /// Ended early by `promote --step`; the next step followed.
+    Advanced,
     /// Stopped by `abort`.
     Aborted,
     /// Stopped by something else (an error, an interruption).
@@ -150,6 +152,7 @@ impl RolloutReport {
                 StepOutcome::Failed => " failed",
                 StepOutcome::NoVerdict => " no verdict",
                 StepOutcome::Promoted => " promoted",
+                StepOutcome::Advanced => " advanced",
                 StepOutcome::Aborted => " aborted",
                 StepOutcome::Stopped => " stopped",
             };

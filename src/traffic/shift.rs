@@ -64,6 +64,16 @@ impl Drop for Walk {
     }
 }
 
+/// How a held step ended, when it did not abort.
+enum Held {
+    /// Its pause is over and analysis passed.
+    Passed,
+    /// `promote --step` ended it early.
+    Advanced,
+    /// `promote` skipped everything left (by whom).
+    Promoted(String),
+}
+
 /// How the steps ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
@@ -343,8 +353,9 @@ impl Walk {
                 return Ok(Ending::Walked);
             }
             match self.hold(percent).await? {
-                None => self.end_step(StepOutcome::Passed),
-                Some(by) => {
+                Held::Passed => self.end_step(StepOutcome::Passed),
+                Held::Advanced => self.end_step(StepOutcome::Advanced),
+                Held::Promoted(by) => {
                     self.end_step(StepOutcome::Promoted);
                     self.apply_step(steps.len() - 1, 100).await?;
                     self.end_step(StepOutcome::Reached);
@@ -363,9 +374,9 @@ impl Walk {
         }
     }
 
-    /// Hold a step until analysis lets it go (`Ok(None)`), a `promote`
-    /// skips ahead (`Ok(Some(by))`), or it aborts (`Err`).
-    async fn hold(&mut self, percent: u32) -> anyhow::Result<Option<String>> {
+    /// Hold a step until analysis lets it go, a request ends it, or it
+    /// aborts (`Err`).
+    async fn hold(&mut self, percent: u32) -> anyhow::Result<Held> {
         let started = Instant::now();
         let interval = self
             .analysis
@@ -377,7 +388,8 @@ impl Walk {
         loop {
             if let Some(request) = self.request().await? {
                 match request.action {
-                    Action::Promote => return Ok(Some(request.by)),
+                    Action::Promote => return Ok(Held::Promoted(request.by)),
+                    Action::Step => return Ok(Held::Advanced),
                     Action::Abort => {
                         self.end_step(StepOutcome::Aborted);
                         return Err(fail(
@@ -407,7 +419,7 @@ impl Walk {
                 &this_step,
                 self.report.failures,
             ) {
-                Decision::Advance => return Ok(None),
+                Decision::Advance => return Ok(Held::Passed),
                 Decision::Abort(why) => {
                     let no_verdict = this_step
                         .last()
@@ -509,7 +521,8 @@ impl Walk {
             }
             if let Some(request) = self.request().await? {
                 match request.action {
-                    Action::Promote => break,
+                    // At 100% there is no next step: both end the grace.
+                    Action::Promote | Action::Step => break,
                     Action::Abort => {
                         return Err(fail(
                             Kind::PhaseFailed,
