@@ -181,6 +181,10 @@ pub struct Metric {
     /// How values are shown (`%`, `ms`); display only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// Measured, judged and reported, but never holding or failing the
+    /// rollout: for trying a new metric or threshold on real releases first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observe_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -195,7 +195,16 @@ fn judge_readings(
                 .get(i)
                 .cloned()
                 .unwrap_or((Reading::NoData, Reading::NotAsked));
-            judge_metric(m, &new, &old)
+            let (mut result, why) = judge_metric(m, &new, &old);
+            if m.observe_only {
+                // Reported with its own verdict, kept out of the step's.
+                result.note = Some(match result.note {
+                    Some(n) => format!("observe only; {n}"),
+                    None => "observe only".into(),
+                });
+                return (result, None);
+            }
+            (result, why)
         })
         .collect();
     let too_few = match samples {
@@ -825,6 +834,38 @@ metrics:
             fail.metrics[1].note.as_deref(),
             Some("old slot serves no users; not compared")
         );
+    }
+
+    #[test]
+    fn an_observe_only_metric_is_judged_and_shown_but_never_decides() {
+        let mut analysis = production();
+        analysis.metrics[1].observe_only = true;
+        let m = judge(
+            &analysis,
+            25,
+            Some(500.0),
+            &[(Some(0.1), None), (Some(5000.0), Some(100.0))],
+            at(),
+        );
+        assert_eq!(m.verdict, Verdict::Pass, "{}", m.reason);
+        assert_eq!(m.metrics[1].verdict, Verdict::Fail);
+        assert!(
+            m.metrics[1]
+                .note
+                .as_deref()
+                .unwrap()
+                .starts_with("observe only"),
+            "{:?}",
+            m.metrics[1].note
+        );
+        let no_data = judge(
+            &analysis,
+            25,
+            Some(500.0),
+            &[(Some(0.1), None), (None, None)],
+            at(),
+        );
+        assert_eq!(no_data.verdict, Verdict::Pass, "{}", no_data.reason);
     }
 
     #[test]
