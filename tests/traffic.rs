@@ -473,8 +473,8 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
 }
 
 #[test]
-fn promote_step_ends_only_the_paused_step_and_the_walk_goes_on() {
-    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
+fn a_manual_pause_holds_each_step_until_promote_step_and_the_walk_goes_on() {
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "manual", "keep", "20s"));
     let mut child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     let step = stage.other(&["promote", "staging", "--step"]);

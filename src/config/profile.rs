@@ -90,7 +90,8 @@ fn ok() -> u16 {
 pub struct Traffic {
     /// Percent of traffic on the new slot at each step, ending at 100.
     pub steps: Vec<u32>,
-    /// How long each step holds before the next, e.g. `2m`.
+    /// How long each step holds before the next, e.g. `2m`; `manual` holds
+    /// each until `maily-deploy promote --step` (analysis still aborts).
     pub pause: String,
     /// After 100%: how long the old slot stays scaled (an abort or a failed
     /// analysis is then one route change), before it scales to 0. Absent:
@@ -297,11 +298,11 @@ impl Profile {
                 "e.g. [5, 25, 50, 100]; [100] switches at once",
             );
         }
-        if crate::config::format::duration(&self.traffic.pause).is_err() {
+        if crate::traffic::plan::parse_pause(&self.traffic.pause).is_err() {
             bad(
                 "traffic.pause",
                 "is not a duration".into(),
-                "e.g. 2m or 30s",
+                "e.g. 2m or 30s, or manual to hold each step until `maily-deploy promote --step`",
             );
         }
         if let Some(grace) = &self.traffic.grace

@@ -134,9 +134,13 @@ impl Phase for ShiftTraffic {
                     ),
                     None => "; no analysis in the profile".into(),
                 };
+                let hold = if plan.pause == crate::traffic::plan::MANUAL {
+                    "until `maily-deploy promote --step`".to_string()
+                } else {
+                    format!("for {}", human(plan.pause))
+                };
                 steps.push(format!(
-                    "{percent}% of users on the new slot for {}{analysis}",
-                    human(plan.pause)
+                    "{percent}% of users on the new slot {hold}{analysis}"
                 ));
             } else {
                 steps.push(

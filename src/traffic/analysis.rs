@@ -455,7 +455,8 @@ pub fn decide(
     // keeps this function total.
     let timeout = crate::config::format::duration(&analysis.inconclusive_timeout)
         .unwrap_or(Duration::from_secs(300));
-    let limit = pause + timeout;
+    // A manual pause (`plan::MANUAL`) never ends by itself.
+    let limit = pause.saturating_add(timeout);
     if elapsed >= limit {
         let why = last.map_or("no measurement", |m| m.reason.as_str());
         return Decision::Abort(format!(

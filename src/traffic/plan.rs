@@ -11,6 +11,21 @@ use crate::k8s::live::PlatformState;
 use crate::k8s::route::{all_to, weights_for};
 use crate::k8s::slot::Slot;
 
+/// The pause of a step held until `promote --step` (or `promote`, or
+/// `abort`): `pause: manual` in a profile. Analysis still runs and a
+/// failure still aborts; only the clock never moves the rollout on.
+pub const MANUAL: Duration = Duration::MAX;
+
+/// A step's pause: a duration such as `2m`, or `manual`.
+pub fn parse_pause(value: &str) -> Result<Duration, String> {
+    if value == "manual" {
+        return Ok(MANUAL);
+    }
+    duration(value).map_err(|why| {
+        format!("{why}; or `manual` to hold each step until `maily-deploy promote --step`")
+    })
+}
+
 /// How long the old slot stays scaled after 100%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grace {
@@ -55,7 +70,7 @@ impl RolloutPlan {
         grace_override: Option<Grace>,
         first_switch: bool,
     ) -> RolloutPlan {
-        let pause = duration(&traffic.pause).unwrap_or_default();
+        let pause = parse_pause(&traffic.pause).unwrap_or_default();
         let grace = grace_override.unwrap_or(match &traffic.grace {
             Some(g) => Grace::parse(g).unwrap_or(Grace::Keep),
             None => Grace::Keep,
@@ -281,6 +296,13 @@ mod tests {
         let p = RolloutPlan::new(&t, Some(&[50, 100]), None, true);
         assert_eq!(p.steps, vec![100]);
         assert!(p.note.unwrap().contains("first switch"));
+    }
+
+    #[test]
+    fn a_pause_is_a_duration_or_manual() {
+        assert_eq!(parse_pause("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_pause("manual"), Ok(MANUAL));
+        assert!(parse_pause("soon").unwrap_err().contains("manual"));
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub struct RolloutReport {
     pub from: Option<Slot>,
     pub to: Slot,
     pub planned_steps: Vec<u32>,
-    pub pause_seconds: u64,
+    /// `None`: a manual pause (each step held until `promote --step`).
+    pub pause_seconds: Option<u64>,
     /// `keep`, or the seconds the old slot stays scaled after 100%.
     pub grace: String,
     pub workers: WorkerShift,
@@ -87,7 +88,7 @@ impl RolloutReport {
             from,
             to,
             planned_steps: plan.steps.clone(),
-            pause_seconds: plan.pause.as_secs(),
+            pause_seconds: (plan.pause != super::plan::MANUAL).then_some(plan.pause.as_secs()),
             grace: match plan.grace {
                 Grace::Keep => "keep".into(),
                 Grace::For(d) => format!("{}s", d.as_secs()),

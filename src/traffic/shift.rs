@@ -443,22 +443,26 @@ impl Walk {
             }
             if Instant::now() >= next_tick {
                 next_tick += TICK;
-                let what = if elapsed >= self.plan.pause {
-                    "holding for a verdict"
+                let clock = if self.plan.pause == plan::MANUAL {
+                    format!("held {} until `promote --step`", report::human(elapsed))
+                } else if elapsed >= self.plan.pause {
+                    format!("holding for a verdict, {}", report::human(elapsed))
                 } else {
-                    "pausing"
+                    format!(
+                        "pausing {} of {}",
+                        report::human(elapsed),
+                        report::human(self.plan.pause)
+                    )
                 };
                 let last = this_step
                     .last()
                     .map(|m| format!(" · {}", report::measurement_line(m)))
                     .unwrap_or_default();
                 self.progress.status(format!(
-                    "step {}/{}: {percent}% on {} · {what} {} of {}{last}",
+                    "step {}/{}: {percent}% on {} · {clock}{last}",
                     self.rollout.step + 1,
                     self.plan.steps.len(),
                     self.target,
-                    report::human(elapsed),
-                    report::human(self.plan.pause)
                 ));
             }
             tokio::time::sleep(POLL).await;
