@@ -743,3 +743,31 @@ fn on_a_terminal_the_spinner_shows_the_step_the_clock_and_the_live_metrics() {
         "{screen}"
     );
 }
+
+#[test]
+fn during_the_grace_period_an_abort_is_one_route_change_back_to_the_warm_old_slot() {
+    let stage = Stage::new(&traffic_yaml("[50, 100]", "2s", "10m", "20s"));
+    let child = stage.spawn("v2", &[]);
+    // Everyone on green; blue still scaled, waiting out its grace.
+    stage.wait_for_weights((0, 100));
+    std::thread::sleep(Duration::from_millis(500));
+    for svc in HTTP {
+        assert!(
+            stage.world.replicas(&format!("{svc}-blue")).unwrap() > 0,
+            "{svc}-blue is kept warm"
+        );
+    }
+    let abort = stage.other(&["abort", "staging"]);
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    let report = rolled_back(&finish(child));
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("during the grace period"),
+        "{report}"
+    );
+    assert_eq!(stage.world.weights("api"), Some((100, 0)));
+    assert_eq!(stage_selectors(&stage), all_on("blue"));
+    assert_eq!(report["rollout"]["grace_period"]["scaled_down"], false);
+}

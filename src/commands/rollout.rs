@@ -192,10 +192,20 @@ async fn through_the_run(
                     stage.as_str(),
                     now.failure.unwrap_or_default()
                 ),
-                (Action::Step, Stage::Grace) => format!(
-                    "the grace period of {} ended; {} scales down",
+                (Action::Step, Stage::Grace | Stage::Completed)
+                    if rollout.stage == Stage::Grace =>
+                {
+                    format!(
+                        "the grace period of {} ended; {} scales down",
+                        now.deployment_id,
+                        now.from.map_or("the old slot".into(), |s| s.to_string())
+                    )
+                }
+                (Action::Step, stage) if stage.is_final() => format!(
+                    "the rollout {} ended {} at {}%",
                     now.deployment_id,
-                    now.from.map_or("the old slot".into(), |s| s.to_string())
+                    stage.as_str(),
+                    now.percent
                 ),
                 (Action::Step, _) => format!(
                     "moved on: step {}/{}, {}% on {}; analysis goes on from here",
