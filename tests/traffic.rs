@@ -446,6 +446,12 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
     // one new, and the old slot keeps its share, rounded up).
     assert_eq!(stage.world.replicas("workers-green"), Some(1));
     assert_eq!(stage.world.replicas("workers-blue"), Some(2));
+    // status, as a script reads it: the live run drives the rollout.
+    let status = stage.other(&["status", "staging", "--output", "json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["rollout_driven"], true, "{status}");
+    assert_eq!(status["rollout"]["percent"], 25, "{status}");
+    assert_eq!(status["rollout"]["stage"], "step", "{status}");
     let asked = Instant::now();
     let promote = stage.other(&["promote", "staging"]);
     assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));

@@ -69,6 +69,10 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 "last_good_deployment": last_good.map(|s| s.deployment_id.clone()),
                 "drift": drift,
                 "rollout": rollout,
+                "rollout_driven": rollout.as_ref().is_some_and(|r| !r.stage.is_final()
+                    && !silent
+                    && lock.as_ref().is_some_and(|(h, _)| h.deployment_id == r.deployment_id)),
+                "rollout_heartbeat": rec.heartbeat,
                 "rollout_summary": rollout_lines,
             });
             output::stdout_line(&serde_json::to_string_pretty(&doc)?);
