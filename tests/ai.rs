@@ -248,26 +248,13 @@ fn a_model_the_provider_lacks_is_named_with_the_close_ones() {
         "the shipped profile: {}",
         text(&out)
     );
-    let env = world.env_file(&[
-        ("IMAGE_TAG", "v2"),
-        ("ROLLOUT_TIMEOUT", "60s"),
-        ("OPENAI_BASE_URL", &p.openai.uri()),
-        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
-        ("OPENAI_API_KEY", OPENAI_KEY),
-        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
-        ("GOOGLE_API_KEY", ""),
-    ]);
-    let out = world
-        .maily()
-        .arg("staging")
-        .args(BACKEND_AND_AI)
-        .arg("--manifests-dir")
-        .arg(&manifests)
-        .arg("--env-file")
-        .arg(&env)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
+    let out = deploy_with_ai_args(
+        &world,
+        &p,
+        "v2",
+        &[],
+        &["--manifests-dir", path_str(&manifests)],
+    );
     assert_eq!(
         out.status.code(),
         Some(exit_code::PHASE_FAILED_ROLLED_BACK),
@@ -349,26 +336,13 @@ fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
         "subject_lines: {provider: openai, model: gpt-4o}",
     );
     std::fs::write(&profile, text_).unwrap();
-    let env = world.env_file(&[
-        ("IMAGE_TAG", "v1"),
-        ("ROLLOUT_TIMEOUT", "60s"),
-        ("OPENAI_BASE_URL", &p.openai.uri()),
-        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
-        ("OPENAI_API_KEY", OPENAI_KEY),
-        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
-        ("GOOGLE_API_KEY", ""),
-    ]);
-    let out = world
-        .maily()
-        .arg("staging")
-        .args(BACKEND_AND_AI)
-        .arg("--manifests-dir")
-        .arg(&manifests)
-        .arg("--env-file")
-        .arg(&env)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
+    let out = deploy_with_ai_args(
+        &world,
+        &p,
+        "v1",
+        &[],
+        &["--manifests-dir", path_str(&manifests)],
+    );
     assert_eq!(
         out.status.code(),
         Some(exit_code::SUCCESS),

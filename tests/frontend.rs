@@ -506,15 +506,8 @@ fn a_run_killed_after_promoting_is_put_back_by_the_next_one() {
     // waits for it, and is killed while it waits.
     stub.vercel.state().promotion_lag = usize::MAX;
     let env = env(&world, &stub, "v2");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("maily-deploy"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", world.dir.path())
-        .env("USER", "tester")
-        .envs(SWITCH_AT_ONCE)
-        .current_dir(repo())
-        .arg("--kubeconfig")
-        .arg(world.sim.kubeconfig_path())
+    let mut child = world
+        .process()
         .arg("staging")
         .args(WITH_FRONTEND)
         .args(["--lock-ttl", "2s", "--env-file"])

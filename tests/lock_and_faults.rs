@@ -17,16 +17,8 @@ use support::*;
 /// The deploy command line as a `std::process::Command`, to spawn and kill.
 fn spawn_deploy(world: &World, tag: &str, extra: &[&str]) -> std::process::Child {
     let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    let bin = assert_cmd::cargo::cargo_bin("maily-deploy");
-    StdCommand::new(bin)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", world.dir.path())
-        .env("USER", "tester")
-        .envs(SWITCH_AT_ONCE)
-        .current_dir(repo())
-        .arg("--kubeconfig")
-        .arg(world.sim.kubeconfig_path())
+    world
+        .process()
         .arg("staging")
         .args(BACKEND_ONLY)
         .arg("--env-file")

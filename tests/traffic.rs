@@ -129,15 +129,11 @@ impl Stage {
     /// The command line of a progressive deploy of `tag` (the profile's
     /// steps: the tests' default of switching at once is taken away).
     fn command(&self, tag: &str, extra: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("maily-deploy"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.world.dir.path())
-            .env("USER", "tester")
-            .current_dir(repo())
-            .arg("--kubeconfig")
-            .arg(self.world.sim.kubeconfig_path())
-            .arg("--manifests-dir")
+        let mut cmd = self.world.process();
+        for (name, _) in SWITCH_AT_ONCE {
+            cmd.env_remove(name);
+        }
+        cmd.arg("--manifests-dir")
             .arg(&self.manifests)
             .arg("staging")
             .args(self.phases)

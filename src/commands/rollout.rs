@@ -45,16 +45,17 @@ pub async fn request(
     let actor = Actor::current();
     let by = format!("{}@{}", actor.user, actor.host);
 
-    let answered = match live_holder(&client, &ns, &rollout).await? {
-        Some(_) => through_the_run(&client, &ns, &rollout, action, &by).await?,
-        // No run holds the lock for it, or it stopped renewing its lease
-        // without answering: it died.
-        None => None,
+    let answered = if run_holds_lock(&client, &ns, &rollout).await? {
+        through_the_run(&client, &ns, environment, &rollout, action, &by).await?
+    } else {
+        None
     };
+    // No run holds the lock for it, or it stopped renewing its lease
+    // without answering: it died.
     let done = match answered {
         Some(text) => text,
         None if action == Action::Step => return Err(no_walk(environment, &rollout)),
-        None => itself(&mut cx, environment, &rollout, action, &by, global).await?,
+        None => itself(&mut cx, environment, &rollout, action, &by).await?,
     };
     match global.output {
         OutputFormat::Json => {
@@ -109,17 +110,15 @@ async fn in_progress(
     }
 }
 
-/// The holder of the lock, when it is the run driving this rollout and
-/// its lease is alive.
-async fn live_holder(
+/// Whether the run driving this rollout holds the lock, its lease alive.
+async fn run_holds_lock(
     client: &kube::Client,
     ns: &str,
     rollout: &Rollout,
-) -> anyhow::Result<Option<Holder>> {
+) -> anyhow::Result<bool> {
     Ok(lease::current(client.clone(), ns)
         .await?
-        .map(|(h, _)| h)
-        .filter(|h| h.deployment_id == rollout.deployment_id))
+        .is_some_and(|(h, _)| h.deployment_id == rollout.deployment_id))
 }
 
 /// Hand the request to the live run and wait until it has acted. `None`
@@ -127,6 +126,7 @@ async fn live_holder(
 async fn through_the_run(
     client: &kube::Client,
     ns: &str,
+    environment: &str,
     rollout: &Rollout,
     action: Action,
     by: &str,
@@ -240,19 +240,14 @@ async fn through_the_run(
                     action.as_str(),
                     match (action, now.stage) {
                         (Action::Abort, Stage::Completed) => format!(
-                            "; `maily-deploy rollback {} <ID>` takes users back to an earlier deployment",
-                            rollout
-                                .deployment_id
-                                .rsplitn(3, '-')
-                                .last()
-                                .unwrap_or_default()
+                            "; `maily-deploy rollback {environment} <ID>` takes users back to an earlier deployment"
                         ),
                         _ => String::new(),
                     }
                 ),
             ));
         }
-        if !heard && live_holder(client, ns, rollout).await?.is_none() {
+        if !heard && !run_holds_lock(client, ns, rollout).await? {
             let again = record::read(client, ns).await?;
             if again
                 .rollout
@@ -315,7 +310,6 @@ async fn itself(
     rollout: &Rollout,
     action: Action,
     by: &str,
-    _global: &GlobalArgs,
 ) -> anyhow::Result<String> {
     let actor = Actor::current();
     let holder = Holder {

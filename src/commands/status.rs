@@ -27,8 +27,16 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         .unwrap_or_default();
     let lock = lease::current(applier.client().clone(), &profile.namespace).await?;
     let rec = record::read(applier.client(), &profile.namespace).await?;
-    let silent = rec.run_is_silent(chrono::Utc::now());
     let rollout = rec.rollout.clone();
+    // A run drives its rollout while it holds the lock and its heartbeat is
+    // fresh (a killed run's lease outlives it by up to its TTL).
+    let driven = rollout.as_ref().is_some_and(|r| {
+        !r.stage.is_final()
+            && !rec.run_is_silent(chrono::Utc::now())
+            && lock
+                .as_ref()
+                .is_some_and(|(h, _)| h.deployment_id == r.deployment_id)
+    });
     let rollout_lines = rollout
         .as_ref()
         .map(|r| {
@@ -36,7 +44,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 environment,
                 r,
                 lock.as_ref().map(|(h, e)| (h, *e)),
-                silent,
+                driven,
                 last_good.map(|s| s.deployment_id.as_str()),
             )
         })
@@ -69,9 +77,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 "last_good_deployment": last_good.map(|s| s.deployment_id.clone()),
                 "drift": drift,
                 "rollout": rollout,
-                "rollout_driven": rollout.as_ref().is_some_and(|r| !r.stage.is_final()
-                    && !silent
-                    && lock.as_ref().is_some_and(|(h, _)| h.deployment_id == r.deployment_id)),
+                "rollout_driven": driven,
                 "rollout_heartbeat": rec.heartbeat,
                 "rollout_summary": rollout_lines,
             });
@@ -151,7 +157,7 @@ fn rollout_lines(
     environment: &str,
     r: &Rollout,
     lock: Option<(&lease::Holder, chrono::DateTime<chrono::Utc>)>,
-    silent: bool,
+    driven: bool,
     last_good: Option<&str>,
 ) -> Vec<String> {
     let from = r.from.map_or("the old slot".to_string(), |s| s.to_string());
@@ -182,8 +188,8 @@ fn rollout_lines(
     if let Some(m) = &r.last_measurement {
         out.push(format!("  last analysis: {}", measurement_line(m)));
     }
-    match lock {
-        Some((holder, expires)) if holder.deployment_id == r.deployment_id && !silent => {
+    match lock.filter(|_| driven) {
+        Some((holder, expires)) => {
             out.push(format!(
                 "  driven by the run {} ({holder}; its lock expires at {} unless renewed): `maily-deploy promote {environment}` finishes it now, `maily-deploy abort {environment}` sends users back to {from}",
                 r.deployment_id,

@@ -480,28 +480,50 @@ pub const QUERY_PLACEHOLDERS: &[&str] = &["namespace", "slot", "version", "inter
 /// unclosed ones, and a missing `{{slot}}` (without it the new and old
 /// slots would measure the same thing).
 pub fn query_problems(query: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = query;
-    let mut has_slot = false;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push("has a {{ without its }}".to_string());
-            break;
-        };
-        let name = after[..end].trim();
-        if name == "slot" {
-            has_slot = true;
-        }
-        if !QUERY_PLACEHOLDERS.contains(&name) {
-            out.push(format!("uses the unknown placeholder {{{{{name}}}}}"));
-        }
-        rest = &after[end + 2..];
+    let (found, unclosed) = placeholders(query);
+    let mut out: Vec<String> = found
+        .iter()
+        .map(|p| p.name)
+        .filter(|name| !QUERY_PLACEHOLDERS.contains(name))
+        .map(|name| format!("uses the unknown placeholder {{{{{name}}}}}"))
+        .collect();
+    if unclosed {
+        out.push("has a {{ without its }}".to_string());
     }
-    if !has_slot {
+    if !found.iter().any(|p| p.name == "slot") {
         out.push("does not use {{slot}}".to_string());
     }
     out
+}
+
+/// One `{{ name }}` in a query: where it stands (braces included) and the
+/// name inside, trimmed.
+pub struct Placeholder<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub name: &'a str,
+}
+
+/// The placeholders of a query, in order, and whether a `{{` is left
+/// without its `}}` (the scan stops there). The one scanner behind both
+/// checking a profile's queries and rendering them.
+pub fn placeholders(query: &str) -> (Vec<Placeholder<'_>>, bool) {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(open) = query[from..].find("{{") {
+        let start = from + open;
+        let Some(close) = query[start + 2..].find("}}") else {
+            return (out, true);
+        };
+        let end = start + 2 + close + 2;
+        out.push(Placeholder {
+            start,
+            end,
+            name: query[start + 2..end - 2].trim(),
+        });
+        from = end;
+    }
+    (out, false)
 }
 
 fn is_dns_label(s: &str) -> bool {

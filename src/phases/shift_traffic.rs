@@ -188,10 +188,7 @@ impl Phase for ShiftTraffic {
             None => live::read(&applier, &cx.config.profile).await?,
         };
         let plan = rollout_plan(cx, Some(&before));
-        let prometheus = match (
-            &profile.traffic.analysis,
-            plan.is_progressive() || matches!(plan.grace, Grace::For(_)),
-        ) {
+        let prometheus = match (&profile.traffic.analysis, plan.is_analysed()) {
             (Some(_), true) => {
                 let url = cx
                     .config

@@ -149,15 +149,16 @@ pub async fn put_back_dead_run(
             })?;
         dead.frontend = Some(record.to_value());
     }
+    let ns = &cx.config.profile.namespace;
+    let rec = record::read(applier.client(), ns).await?;
     // The steps it walked before it died, as its walk kept them.
     if dead.rollout.is_none() {
-        dead.rollout = record::read(applier.client(), &cx.config.profile.namespace)
-            .await?
-            .report_of(&dead.deployment_id);
+        dead.rollout = rec.report_of(&dead.deployment_id);
     }
     record::close(
         applier.client(),
-        &cx.config.profile.namespace,
+        ns,
+        &rec,
         &dead.deployment_id,
         Stage::RolledBack,
         Some(why.clone()),
@@ -358,19 +359,30 @@ impl Lifecycle for ClusterLifecycle {
         snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
-        // A run interrupted mid-step never handed its rollout report over;
-        // the walk kept it in the rollout record as it went.
-        if cx.records.rollout.is_none() && cx.backend.switched {
-            cx.records.rollout = record::read(applier.client(), &cx.config.profile.namespace)
-                .await
-                .ok()
+        // Once shift-traffic began, the rollout record has its part: the
+        // report (for a run interrupted mid-step, which never handed it
+        // over) and the stage to close.
+        let rec = if cx.backend.switched {
+            match record::read(applier.client(), &cx.config.profile.namespace).await {
+                Ok(rec) => Some(rec),
+                Err(e) => {
+                    tracing::warn!("reading the rollout record: {e:#}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if cx.records.rollout.is_none() {
+            cx.records.rollout = rec
+                .as_ref()
                 .and_then(|r| r.report_of(&snapshot.deployment_id));
         }
         snapshot.rollout = cx.records.rollout.clone();
         let saved = store.put(&snapshot).await;
         // The rollout record says how the rollout ended, for `status` and
         // for a `promote`/`abort` waiting on its answer.
-        if cx.backend.switched {
+        if let Some(rec) = &rec {
             let stage = match (failure, &undo_error, cx.options.no_rollback) {
                 (None, _, _) => Stage::Completed,
                 (Some(_), None, false) => Stage::RolledBack,
@@ -379,6 +391,7 @@ impl Lifecycle for ClusterLifecycle {
             if let Err(e) = record::close(
                 applier.client(),
                 &cx.config.profile.namespace,
+                rec,
                 &snapshot.deployment_id,
                 stage,
                 failure.map(|f| f.message.clone()),

@@ -44,27 +44,20 @@ pub struct QueryVars {
 /// so it only shows up in a query Prometheus then rejects, which names it.
 pub fn render(query: &str, vars: &QueryVars) -> String {
     let mut out = String::with_capacity(query.len() + 32);
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
+    let mut at = 0;
+    for p in crate::config::profile::placeholders(query).0 {
+        let value = match p.name {
+            "namespace" => &vars.namespace,
+            "slot" => &vars.slot,
+            "version" => &vars.version,
+            "interval" => &vars.interval,
+            _ => continue,
         };
-        let value = match after[..end].trim() {
-            "namespace" => Some(&vars.namespace),
-            "slot" => Some(&vars.slot),
-            "version" => Some(&vars.version),
-            "interval" => Some(&vars.interval),
-            _ => None,
-        };
-        out.push_str(&rest[..start]);
-        match value {
-            Some(v) => out.push_str(v),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
+        out.push_str(&query[at..p.start]);
+        out.push_str(value);
+        at = p.end;
     }
-    out.push_str(rest);
+    out.push_str(&query[at..]);
     out
 }
 
@@ -368,7 +361,8 @@ fn threshold(m: &Metric) -> String {
     parts.join(", ")
 }
 
-fn amount(v: f64, unit: Option<&str>) -> String {
+/// A number with its unit, as reasons and the live line show it.
+pub fn amount(v: f64, unit: Option<&str>) -> String {
     match unit {
         Some(u) if !u.is_empty() => format!("{} {u}", num(v)),
         _ => num(v),

@@ -97,9 +97,15 @@ impl RolloutPlan {
         }
     }
 
-    /// Whether any step shares users between the slots (and so is analysed).
+    /// Whether any step shares users between the slots.
     pub fn is_progressive(&self) -> bool {
         self.steps.len() > 1 || self.steps.first() != Some(&100)
+    }
+
+    /// Whether the profile's analysis runs at all: at a shared step, or
+    /// through a grace period.
+    pub fn is_analysed(&self) -> bool {
+        self.is_progressive() || matches!(self.grace, Grace::For(_))
     }
 }
 

@@ -314,17 +314,17 @@ pub async fn write_request(client: &Client, namespace: &str, r: &Request) -> any
     write_key(client, namespace, REQUEST_KEY, serde_json::to_string(r)?).await
 }
 
-/// Close the rollout of `deployment_id` with its final stage, if the record
-/// is still that rollout's and it is not closed yet.
+/// Close the rollout of `deployment_id` with its final stage, if `record`
+/// (as the caller just read it) is still that rollout's and not closed yet.
 pub async fn close(
     client: &Client,
     namespace: &str,
+    record: &Record,
     deployment_id: &str,
     stage: Stage,
     failure: Option<String>,
 ) -> anyhow::Result<()> {
-    let record = read(client, namespace).await?;
-    let Some(mut rollout) = record.rollout else {
+    let Some(mut rollout) = record.rollout.clone() else {
         return Ok(());
     };
     if rollout.deployment_id != deployment_id || rollout.stage.is_final() {

@@ -176,22 +176,10 @@ impl RolloutReport {
     }
 }
 
-/// A value with its unit: `0.42 %`, `120 ms`, `-` for no data.
-pub fn value(v: Option<f64>, unit: Option<&str>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) => {
-            let n = if v.abs() >= 100.0 || v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.2}")
-            };
-            match unit {
-                Some(u) => format!("{n} {u}"),
-                None => n,
-            }
-        }
-    }
+/// A value with its unit (`0.42 %`, `120 ms`), as analysis writes its
+/// reasons; `-` for no data.
+fn value(v: Option<f64>, unit: Option<&str>) -> String {
+    v.map_or_else(|| "-".into(), |v| super::analysis::amount(v, unit))
 }
 
 /// The live line of a measurement: each metric, the old slot's value where

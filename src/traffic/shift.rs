@@ -46,9 +46,6 @@ pub struct Walk {
     pub analysis: Option<Analysis>,
     pub prometheus: Option<Prometheus>,
     pub progress: Progress,
-    /// The frontend deploy-frontend built, kept in the record for a
-    /// `promote` that finishes a dead run's rollout.
-    pub frontend: Option<serde_json::Value>,
     pub rollout: Rollout,
     pub report: RolloutReport,
     /// Says the run is alive while the walk lives (`status` tells a live
@@ -95,6 +92,8 @@ impl Walk {
         plan: RolloutPlan,
         prometheus: Option<Prometheus>,
         progress: Progress,
+        // The frontend deploy-frontend built, kept in the record for a
+        // `promote` that finishes a dead run's rollout.
         frontend: Option<serde_json::Value>,
     ) -> Walk {
         let from = match before.active() {
@@ -115,12 +114,12 @@ impl Walk {
             updated_at: now,
             grace_until: None,
             last_measurement: None,
-            frontend: frontend.clone(),
+            frontend,
             answered: None,
             failure: None,
         };
         let report = RolloutReport::new(&plan, from, target);
-        let analysis = if plan.is_progressive() || matches!(plan.grace, Grace::For(_)) {
+        let analysis = if plan.is_analysed() {
             profile.traffic.analysis.clone()
         } else {
             None
@@ -136,7 +135,6 @@ impl Walk {
             analysis,
             prometheus,
             progress,
-            frontend,
             rollout,
             report,
             heartbeat: None,
@@ -145,6 +143,13 @@ impl Walk {
 
     fn namespace(&self) -> &str {
         &self.profile.namespace
+    }
+
+    /// How often analysis measures; `None` without analysis.
+    fn interval(&self) -> Option<Duration> {
+        self.analysis
+            .as_ref()
+            .and_then(|a| crate::config::format::duration(&a.interval).ok())
     }
 
     fn vars(&self, slot: Slot, version: &str) -> QueryVars {
@@ -298,10 +303,8 @@ impl Walk {
     /// the record so the requester knows it was heard.
     async fn request(&mut self) -> anyhow::Result<Option<Request>> {
         let rec = record::read(self.applier.client(), self.namespace()).await?;
-        let pending = rec
-            .pending()
-            .filter(|r| r.deployment_id == self.rollout.deployment_id)
-            .cloned();
+        // `pending` is only ever a request for the record's rollout: ours.
+        let pending = rec.pending().cloned();
         let Some(request) = pending else {
             return Ok(None);
         };
@@ -332,6 +335,16 @@ impl Walk {
         let m = analysis::measure(&prom, &analysis, &new, compare.then_some(&old), percent).await?;
         if m.verdict == Verdict::Fail {
             self.report.failures += 1;
+        }
+        // Into the grace period's measurements once it has begun, else the
+        // current step's; saved with the record at once.
+        match self.report.grace_period.as_mut() {
+            Some(g) => g.measurements.push(m.clone()),
+            None => {
+                if let Some(s) = self.report.current() {
+                    s.measurements.push(m.clone());
+                }
+            }
         }
         self.rollout.last_measurement = Some(m.clone());
         self.save().await?;
@@ -378,10 +391,7 @@ impl Walk {
     /// aborts (`Err`).
     async fn hold(&mut self, percent: u32) -> anyhow::Result<Held> {
         let started = Instant::now();
-        let interval = self
-            .analysis
-            .as_ref()
-            .and_then(|a| crate::config::format::duration(&a.interval).ok());
+        let interval = self.interval();
         let mut next_measure = interval.map(|i| started + i);
         let mut next_tick = started + TICK;
         let mut this_step: Vec<Measurement> = Vec::new();
@@ -404,9 +414,6 @@ impl Walk {
                 if let Some(m) = self.measure(percent).await? {
                     self.progress
                         .say(format!("{percent}%: {}", report::measurement_line(&m)));
-                    if let Some(s) = self.report.current() {
-                        s.measurements.push(m.clone());
-                    }
                     this_step.push(m);
                 }
                 next_measure = interval.map(|i| Instant::now() + i);
@@ -498,11 +505,7 @@ impl Walk {
             self.target,
             report::human(length)
         ));
-        let interval = self
-            .analysis
-            .as_ref()
-            .filter(|_| analyse)
-            .and_then(|a| crate::config::format::duration(&a.interval).ok());
+        let interval = self.interval().filter(|_| analyse);
         let mut next_measure = interval.map(|i| started + i);
         let limit = self.analysis.as_ref().map_or(0, |a| a.failure_limit);
         let mut next_tick = started;
@@ -539,9 +542,6 @@ impl Walk {
                 if let Some(m) = self.measure(100).await? {
                     self.progress
                         .say(format!("100% (grace): {}", report::measurement_line(&m)));
-                    if let Some(g) = self.report.grace_period.as_mut() {
-                        g.measurements.push(m.clone());
-                    }
                     if m.verdict == Verdict::Fail && self.report.failures > limit {
                         return Err(fail(
                             Kind::PhaseFailed,

@@ -74,6 +74,17 @@ pub fn providers(world: &World) -> Providers {
 
 /// Deploy staging's backend and AI at `tag` against the provider stubs.
 pub fn deploy_with_ai(world: &World, p: &Providers, tag: &str, changes: &[(&str, &str)]) -> Output {
+    deploy_with_ai_args(world, p, tag, changes, &[])
+}
+
+/// The same, with more arguments (another `--manifests-dir`, say).
+pub fn deploy_with_ai_args(
+    world: &World,
+    p: &Providers,
+    tag: &str,
+    changes: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
     let mut vars = vec![
         ("IMAGE_TAG", tag.to_string()),
         ("ROLLOUT_TIMEOUT", "60s".to_string()),
@@ -96,6 +107,7 @@ pub fn deploy_with_ai(world: &World, p: &Providers, tag: &str, changes: &[(&str,
         .args(BACKEND_AND_AI)
         .arg("--env-file")
         .arg(&env)
+        .args(args)
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap()

@@ -159,7 +159,13 @@ impl World {
 
     /// The binary with a clean environment, pointed at this cluster.
     pub fn maily(&self) -> Command {
-        let mut cmd = Command::cargo_bin("maily-deploy").unwrap();
+        Command::from_std(self.process())
+    }
+
+    /// The same, as a `std::process::Command`: to spawn a run and kill it
+    /// or talk to it from a second process while it lives.
+    pub fn process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("maily-deploy"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
