@@ -38,12 +38,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
 
     // 1. A first deploy: backend and AI to blue, users switched to blue.
     let out = deploy_with_ai(&world, &p, "v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(requests(&p.openai, &world), 1, "one request to OpenAI");
     assert_eq!(
         requests(&p.anthropic, &world),
@@ -108,12 +103,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
 
     // 2. The next release: green, with its own config; blue keeps its own.
     let out = deploy_with_ai(&world, &p, "v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert!(config_map(&world, "ai-config-green").is_some());
     assert!(config_map(&world, "ai-config-blue").is_some());
     assert_eq!(
@@ -136,12 +126,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         world.selected_slot("ai-orchestrator").as_deref(),
         Some("blue")
@@ -154,12 +139,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
     let out = deploy_with_ai(&world, &p, "v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
 
     world
         .sim
@@ -167,12 +147,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
         .set_image_fault("*/maily-ai-orchestrator:v2", ImageFault::ImagePullBackOff);
     let started = std::time::Instant::now();
     let out = deploy_with_ai(&world, &p, "v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "failed fast, not at the deadline"
@@ -195,12 +170,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
     // Fixed, the next run goes to green as usual.
     world.sim.control().clear_image_faults();
     let out = deploy_with_ai(&world, &p, "v3", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         world.selected_slot("ai-orchestrator").as_deref(),
         Some("green")
@@ -213,12 +183,7 @@ fn a_bad_key_stops_configure_ai_before_anything_is_applied() {
     let p = providers(&world);
     let wrong = "sk-wrong-openai-key-0000c4";
     let out = deploy_with_ai(&world, &p, "v1", &[("OPENAI_API_KEY", wrong)]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let all = text(&out);
     assert!(all.contains("refused the key in OPENAI_API_KEY"), "{all}");
     assert!(!all.contains(wrong) && !all.contains("sk-wron"), "{all}");
@@ -255,12 +220,7 @@ fn a_model_the_provider_lacks_is_named_with_the_close_ones() {
         &[],
         &["--manifests-dir", path_str(&manifests)],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let all = text(&out);
     assert!(all.contains("OpenAI: model gpt-4o-mnii"), "{all}");
     assert!(all.contains("close names: gpt-4o-mini, gpt-4o"), "{all}");
@@ -296,7 +256,7 @@ fn a_mistake_in_the_ai_section_is_named_before_anything_runs() {
         .arg(repo().join(".env.example"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    assert_exit(&out, exit_code::CONFIG);
     let all = text(&out);
     for needle in [
         "ai.providers.openai.monthly_token_budget",
@@ -343,12 +303,7 @@ fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
         &[],
         &["--manifests-dir", path_str(&manifests)],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let first = deployment_id_of(&out);
     assert_eq!(
         config_map(&world, "ai-config-blue").unwrap()["tasks"]["subject_lines"]["model"],
@@ -358,12 +313,7 @@ fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
     for tag in ["v2", "v3"] {
         std::thread::sleep(Duration::from_millis(1100));
         let out = deploy_with_ai(&world, &p, tag, &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(exit_code::SUCCESS),
-            "{}",
-            text(&out)
-        );
+        assert_exit(&out, exit_code::SUCCESS);
     }
     assert_eq!(
         world.selected_slot("ai-orchestrator").as_deref(),
@@ -378,12 +328,7 @@ fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         world.selected_slot("ai-orchestrator").as_deref(),
         Some("green")
@@ -415,20 +360,10 @@ fn skipping_ai_once_users_reach_it_is_refused_before_the_switch() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
     let out = deploy_with_ai(&world, &p, "v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     // The backend alone (--skip-ai among BACKEND_ONLY).
     let out = world.deploy("v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let all = text(&out);
     assert!(
         all.contains("AI services users reach would be left behind"),
@@ -467,12 +402,7 @@ fn production_checks_all_three_providers_and_deploys_its_ai_services() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     for server in [&p.openai, &p.anthropic, &google] {
         assert_eq!(requests(server, &world), 1, "one request per provider");
     }

@@ -32,12 +32,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
 
     // 1. An empty cluster: everything to blue, users switched to blue.
     let out = world.deploy("v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     for svc in HTTP.iter().chain(["workers"].iter()) {
         assert_eq!(
             world.image(&format!("{svc}-blue")).as_deref(),
@@ -54,12 +49,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
 
     // 2. A new tag goes to green and users follow; blue stays up.
     let out = world.deploy("v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         world.image("api-green").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v2")
@@ -83,12 +73,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
 
     // 3. The next returns to blue.
     let out = world.deploy("v3", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     all_on(&world, "blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
@@ -111,12 +96,7 @@ fn failing_deploy_leaves_users_alone(
 ) {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     world.sim.control().set_image_fault(fault_pattern, fault);
 
     let mut env = vec![("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")];
@@ -198,11 +178,11 @@ fn a_rollout_past_its_deadline_fails_and_leaves_users_alone() {
 fn rollback_while_the_old_release_still_runs_is_one_switch() {
     let world = World::new(Duration::from_millis(300));
     let first = world.deploy("v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     let first_id = deployment_id_of(&first);
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
     let second = world.deploy("v2", &[]);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_exit(&second, 0);
     all_on(&world, "green");
 
     world.sim.control().reset();
@@ -212,7 +192,7 @@ fn rollback_while_the_old_release_still_runs_is_one_switch() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     all_on(&world, "blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
@@ -251,7 +231,7 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
     let mut ids = Vec::new();
     for tag in ["v1", "v2", "v3"] {
         let out = world.deploy(tag, &[]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_exit(&out, 0);
         ids.push(deployment_id_of(&out));
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -262,7 +242,7 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
         .args(["rollback", "staging", &ids[0], "--dry-run"])
         .output()
         .unwrap();
-    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert_exit(&dry, 0);
     assert_eq!(
         world.image("api-green").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v2"),
@@ -275,7 +255,7 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         world.image("api-green").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v1")
@@ -298,7 +278,7 @@ fn rollback_to_an_unknown_id_lists_the_recent_ones() {
         .args(["rollback", "staging", "staging-20200101-000000"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{}", text(&out));
+    assert_exit(&out, exit_code::USAGE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no deployment staging-20200101-000000 in staging"),
@@ -320,7 +300,7 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     assert_eq!(failed.status.code(), Some(4));
 
     let out = world.maily().args(["history", "staging"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let human = String::from_utf8_lossy(&out.stdout);
     let (first_id, failed_id) = (deployment_id_of(&first), deployment_id_of(&failed));
     let (a, b) = (
@@ -353,7 +333,7 @@ fn history_and_status_tell_what_ran_and_what_runs() {
         .args(["status", "staging", "--output", "json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["active_slot"], "blue");
     assert_eq!(
@@ -401,7 +381,7 @@ fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
     let mut ids = Vec::new();
     for tag in ["v1", "v2"] {
         let out = world.deploy(tag, &["--keep-snapshots", "1"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_exit(&out, 0);
         ids.push(deployment_id_of(&out));
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -421,7 +401,7 @@ fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
     std::thread::sleep(Duration::from_millis(1100));
     world.sim.control().clear_image_faults();
     let out = world.deploy("v4", &["--keep-snapshots", "1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let kept: Vec<(String, Outcome)> = world
         .snapshots()
         .into_iter()
@@ -436,7 +416,7 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
     use maily_deploy::k8s::snapshot_store::SnapshotStore;
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     // Snapshots for this second and the next two, as if runs had just
     // taken those ids.
     let template = world.snapshots().remove(0);
@@ -454,7 +434,7 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
         world.rt.block_on(store.put(&s)).unwrap();
     }
     let out = world.deploy("v2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let ids: Vec<String> = world
         .snapshots()
         .into_iter()

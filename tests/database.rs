@@ -119,7 +119,7 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
     let all = repo().join("migrations");
 
     let out = deploy(&world, &db, &backups, &all, "v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let latest = db.version();
     assert!(latest > 0);
     // A fresh database has nothing to lose, yet the backup is taken: the
@@ -143,7 +143,7 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
 
     std::thread::sleep(Duration::from_millis(1100));
     let out = deploy(&world, &db, &backups, &all, "v2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("nothing pending"),
         "{}",
@@ -164,7 +164,7 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
         ]))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("schema at {latest} of {latest}")),
         "{}",
@@ -180,7 +180,7 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
         )]))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let first_id = &world.snapshots()[1].deployment_id;
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(first_id.as_str()),
@@ -198,12 +198,12 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
     let all = repo().join("migrations");
 
     let out = deploy(&world, &db, &backups, &older, "v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let v1_schema = db.version();
     let v1_id = deployment_id_of(&out);
     std::thread::sleep(Duration::from_millis(1100));
     let out = deploy(&world, &db, &backups, &all, "v2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(db.version() > v1_schema);
 
     let env = world.env_file(&[
@@ -252,7 +252,7 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
         .arg(&env)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(db.version(), v1_schema);
     assert_eq!(
         world.image("api-blue").as_deref(),
@@ -316,7 +316,7 @@ fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
         .arg(&env)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(db.version() > 0);
     let snap = &world.snapshots()[0];
     assert_eq!(snap.phases, vec!["validate", "migrate"]);

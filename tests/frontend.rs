@@ -69,12 +69,7 @@ fn a_staging_deploy_builds_the_frontend_then_promotes_it_after_the_backend_switc
     stub.vercel.state().promotion_lag = 2;
 
     let out = deploy(&world, &stub, "v1.4.2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_clean(&stub);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -134,12 +129,7 @@ fn without_shift_traffic_the_frontend_is_built_and_never_promoted() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
     let out = deploy(&world, &stub, "v2", &["--skip-traffic"]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_clean(&stub);
     assert!(stub.vercel.promotions().is_empty());
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_old"));
@@ -152,17 +142,12 @@ fn without_shift_traffic_the_frontend_is_built_and_never_promoted() {
 fn a_build_that_ends_in_error_fails_with_vercels_message_and_the_build_log() {
     let world = World::new(Duration::from_millis(300));
     let first = world.deploy("v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     let stub = stub(&world, Some("dpl_old"));
     stub.vercel.state().scripts = vec![Script(vec!["QUEUED", "BUILDING", "ERROR"])];
 
     let out = deploy(&world, &stub, "v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert_clean(&stub);
     let all = text(&out);
     assert!(all.contains("ended ERROR"), "{all}");
@@ -193,7 +178,7 @@ fn a_failure_after_the_promotion_puts_the_old_frontend_and_backend_back() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
     let first = deploy(&world, &stub, "v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
 
@@ -201,12 +186,7 @@ fn a_failure_after_the_promotion_puts_the_old_frontend_and_backend_back() {
     // the backend switched and after the promotion was asked for.
     stub.vercel.state().refuse_promotion = vec!["dpl_2v2".into()];
     let out = deploy(&world, &stub, "v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert_clean(&stub);
     assert!(
         text(&out).contains("A promotion is already in progress"),
@@ -231,11 +211,11 @@ fn rollback_promotes_the_frontend_the_target_deployment_recorded() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, None);
     let first = deploy(&world, &stub, "v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     let first_id = deployment_id_of(&first);
     std::thread::sleep(Duration::from_millis(1100));
     let second = deploy(&world, &stub, "v2", &[]);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_exit(&second, 0);
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_2v2"));
 
     let env = env(&world, &stub, "v2");
@@ -246,7 +226,7 @@ fn rollback_promotes_the_frontend_the_target_deployment_recorded() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_clean(&stub);
     assert_eq!(
         stub.vercel.promotions(),
@@ -285,12 +265,7 @@ fn a_project_that_would_promote_every_build_by_itself_is_refused_before_building
     let stub = stub(&world, Some("dpl_old"));
     stub.vercel.state().auto_assign = true;
     let out = deploy(&world, &stub, "v2", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert_clean(&stub);
     assert!(
         text(&out).contains("Auto-assign Custom Production Domains"),
@@ -457,12 +432,12 @@ fn a_run_resumed_at_shift_traffic_promotes_the_frontend_an_earlier_run_built() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
     let built = deploy(&world, &stub, "v2", &["--skip-traffic"]);
-    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    assert_exit(&built, 0);
     assert!(stub.vercel.promotions().is_empty());
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
 
     let out = deploy(&world, &stub, "v2", &["--from", "shift-traffic"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_clean(&stub);
     assert_eq!(stub.vercel.promotions(), vec!["dpl_1v2"]);
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v2"));
@@ -474,7 +449,7 @@ fn a_run_resumed_at_shift_traffic_promotes_the_frontend_an_earlier_run_built() {
     let world = World::new(Duration::from_millis(300));
     let stub = self::stub(&world, Some("dpl_old"));
     let built = deploy(&world, &stub, "v2", &["--skip-traffic"]);
-    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    assert_exit(&built, 0);
     std::thread::sleep(Duration::from_millis(1100));
     let env = env_with(&world, &stub, "v2", &[("FRONTEND_GIT_REF", "release-2")]);
     let out = world
@@ -484,7 +459,7 @@ fn a_run_resumed_at_shift_traffic_promotes_the_frontend_an_earlier_run_built() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("no earlier run built the frontend from release-2"),
@@ -499,7 +474,7 @@ fn a_run_killed_after_promoting_is_put_back_by_the_next_one() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, Some("dpl_old"));
     let first = deploy(&world, &stub, "v1", &["--lock-ttl", "2s"]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(1100));
 
     // Vercel accepts the next promotion and never finishes it: the run
@@ -537,7 +512,7 @@ fn a_run_killed_after_promoting_is_put_back_by_the_next_one() {
     stub.vercel.state().promotion_lag = 0;
     std::thread::sleep(Duration::from_millis(2200)); // the lease expires
     let out = deploy(&world, &stub, "v2", &["--lock-ttl", "2s"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_clean(&stub);
     // The next run put the old frontend back, then promoted its own build.
     assert_eq!(

@@ -80,12 +80,7 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
         .answer(&mut cmd, "changes", &outputs)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
 
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let statuses: Vec<(String, String)> = doc["phases"]

@@ -133,12 +133,12 @@ fn put_lease(world: &World, renewed_secs_ago: i64, ttl: i32) {
 fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
 
     // Renewed an hour ago with a 30 s lease: its holder is gone.
     put_lease(&world, 3600, 30);
     let out = world.deploy("v2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("took over the expired deploy lock of ghost@old-runner"),
@@ -149,12 +149,7 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
     // Renewed just now: a live run elsewhere.
     put_lease(&world, 0, 300);
     let out = world.deploy("v3", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::LOCK_HELD),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::LOCK_HELD);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("ghost@old-runner (deployment staging-20250101-000000")
@@ -177,10 +172,10 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
         .args(["unlock", "staging", "--yes"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("held by ghost@old-runner"));
     let out = world.deploy("v3", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(consistent(&world).1, "v3");
 }
 
@@ -188,7 +183,7 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
 
     let control = world.sim.control();
     control.add_api_fault(ApiFault {
@@ -212,7 +207,7 @@ fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
         control.drop_watches();
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let failed: usize = control.requests().iter().filter(|r| r.code >= 429).count();
     assert!(failed > 5, "the faults fired ({failed} failed requests)");
     control.clear_api_faults();
@@ -223,7 +218,7 @@ fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
 fn an_api_server_that_refuses_everything_fails_cleanly() {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
 
     world
         .sim
@@ -254,7 +249,7 @@ fn an_api_server_that_refuses_everything_fails_cleanly() {
 fn a_killed_run_is_finished_by_the_next_one_or_by_a_rollback() {
     let world = World::new(Duration::from_millis(600));
     let first = world.deploy("v1", &["--lock-ttl", "2s"]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     let first_id = deployment_id_of(&first);
     let mut tag = 1;
     // Kill points spread over validate, apply, rollout and the switch.
@@ -311,7 +306,7 @@ fn a_killed_run_is_finished_by_the_next_one_or_by_a_rollback() {
 fn sigterm_puts_users_back_and_releases_the_lock() {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     world
         .sim
         .control()
@@ -324,12 +319,7 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("interrupted by SIGTERM during deploy-backend"),
@@ -340,6 +330,6 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
     // The lock was released: the next run starts at once.
     world.sim.control().clear_image_faults();
     let out = world.deploy("v3", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(world.snapshots()[1].outcome, Outcome::Failed);
 }

@@ -91,7 +91,7 @@ fn a_deploy_applies_rules_and_monitors_saves_dashboards_annotates_and_finds_the_
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let all = text(&out);
     assert!(!all.contains(TOKEN), "the token leaked: {all}");
 
@@ -231,12 +231,7 @@ fn a_cluster_without_the_prometheus_operator_is_told_how_to_install_it() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let message = report["error"]["message"].as_str().unwrap();
     for said in [
@@ -287,12 +282,7 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(monitor_row(&report)["status"], "failed");
     let problems: Vec<(String, String)> = report["error"]["problems"]
@@ -384,7 +374,7 @@ fn a_dry_run_says_what_monitor_would_do_and_calls_nothing() {
 
     world.install_prometheus_operator_crds();
     let (out, report) = plan(&world);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let row = monitor_row(&report);
     assert_eq!(row["status"], "planned");
     let steps = row["details"].to_string();

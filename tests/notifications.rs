@@ -64,7 +64,7 @@ fn start_success_failure_and_rollback_are_announced() {
     let url = format!("{}/services/T000/B000/XXXX", server.uri());
 
     let first = deploy_with_slack(&world, &url, "v1");
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     let id = deployment_id_of(&first);
     let got = messages(&world, &server);
     assert_eq!(got.len(), 2, "{got:?}");
@@ -103,7 +103,7 @@ fn start_success_failure_and_rollback_are_announced() {
     world.sim.control().clear_image_faults();
     std::thread::sleep(Duration::from_millis(1100));
     let second = deploy_with_slack(&world, &url, "v2");
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_exit(&second, 0);
     let env = world.env_file(&[("SLACK_WEBHOOK_URL", &url)]);
     let rb = world
         .maily()
@@ -111,7 +111,7 @@ fn start_success_failure_and_rollback_are_announced() {
         .arg(&env)
         .output()
         .unwrap();
-    assert_eq!(rb.status.code(), Some(0), "{}", text(&rb));
+    assert_exit(&rb, 0);
     let got = messages(&world, &server);
     assert!(
         got.last().unwrap().starts_with(&format!(
@@ -133,7 +133,7 @@ fn slack_failing_never_fails_a_deploy() {
     let server = slack(&world, 500);
     let url = format!("{}/services/T000/B000/XXXX", server.uri());
     let out = deploy_with_slack(&world, &url, "v1");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(messages(&world, &server).len(), 2, "both were tried");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Slack answered 500"), "{stderr}");
@@ -144,5 +144,5 @@ fn slack_failing_never_fails_a_deploy() {
 
     // Nothing listening at all: still green.
     let out = deploy_with_slack(&world, "http://127.0.0.1:9/services/T000/B000/XXXX", "v2");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
 }

@@ -273,12 +273,7 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
     // --- The first release: a new workspace, a plan with changes, a fresh
     // database.
     let out = p.deploy("v2.4.0", "changes");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let first = world.deployment_id(&out);
     assert!(first.starts_with("production-"), "{first}");
     let doc = report(&out);
@@ -427,12 +422,7 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
     // schema already current.
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
     let out = p.deploy("v2.5.0", "no-changes");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let second = world.deployment_id(&out);
     assert_ne!(second, first);
     assert_eq!(
@@ -496,12 +486,7 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     for (svc, selected, weights) in world.traffic() {
         assert_eq!(selected.as_deref(), Some("blue"), "{svc}");
         assert_eq!(weights, Some((100, 0)), "{svc}");

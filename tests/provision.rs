@@ -76,12 +76,7 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
     let mut verbose = ONLY.to_vec();
     verbose.push("-v");
     let out = infra.run("changes", "{}", &[], &verbose);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         infra.commands(),
         [
@@ -119,12 +114,7 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
     );
 
     let out = infra.run("changes", "{}", &[], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         infra.commands(),
         [
@@ -142,12 +132,7 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
 fn no_changes_skips_the_apply() {
     let infra = Infra::new();
     let out = infra.run("no-changes", "{}", &[], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let cmds = infra.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
     assert!(!cmds.iter().any(|c| c.starts_with("show")), "{cmds:?}");
@@ -162,12 +147,7 @@ fn no_changes_skips_the_apply() {
 fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
     let infra = Infra::new();
     let out = infra.run("plan-error", "{}", &[], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let cmds = infra.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
     let doc = report(&out);
@@ -187,12 +167,7 @@ fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
 fn a_plan_that_destroys_stops_the_run_unless_allowed() {
     let infra = Infra::new();
     let out = infra.run("destroy", "{}", &[], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let cmds = infra.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
     let all = report(&out).to_string();
@@ -203,12 +178,7 @@ fn a_plan_that_destroys_stops_the_run_unless_allowed() {
     let mut args = ONLY.to_vec();
     args.push("--allow-destroy");
     let out = infra.run("destroy", "{}", &[], &args);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert!(
         infra
             .commands()
@@ -229,12 +199,7 @@ fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
       "vpc_id": {"sensitive": false, "type": "string", "value": "vpc-0abc"}
     }"#;
     let out = infra.run("no-changes", outputs, &[("REDIS_URL", "")], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
     assert!(!all.contains("tf-redis-Secret77"), "{all}");
     let p = provision(&report(&out)).clone();
@@ -260,12 +225,7 @@ fn a_dry_run_plans_and_never_applies() {
     let mut args = ONLY.to_vec();
     args.push("--dry-run");
     let out = infra.run("changes", "{}", &[], &args);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         infra.commands(),
         ["init -input=false -no-color", "workspace list"]
@@ -276,12 +236,7 @@ fn a_dry_run_plans_and_never_applies() {
     infra.run("no-changes", "{}", &[], ONLY);
     infra.commands();
     let out = infra.run("destroy", "{}", &[], &args);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     let cmds = infra.commands();
     assert_eq!(
         cmds,
@@ -310,7 +265,7 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
         &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
         &["--only", "provision,migrate", "--output", "json"],
     );
-    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    assert_exit(&out, exit_code::CONFIG);
     let all = report(&out).to_string();
     assert!(
         all.contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
@@ -327,12 +282,7 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
 fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() {
     let infra = Infra::new();
     let out = infra.run("apply-error", "{}", &[], ONLY);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let cmds = infra.commands();
     assert_eq!(
         cmds.last().map(String::as_str),

@@ -83,23 +83,23 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
     world.sim.control().reset();
 
     let first = world.deploy("v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(1100));
     let second = world.deploy("v2", &[]);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_exit(&second, 0);
     world
         .sim
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     std::thread::sleep(Duration::from_millis(1100));
     let failed = world.deploy("broken-3", &[]);
-    assert_eq!(failed.status.code(), Some(4), "{}", text(&failed));
+    assert_exit(&failed, 4);
     let rollback = world
         .maily()
         .args(["rollback", "staging", &deployment_id_of(&first)])
         .output()
         .unwrap();
-    assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
+    assert_exit(&rollback, 0);
     for args in [
         &["history", "staging"][..],
         &["status", "staging"][..],
@@ -165,7 +165,7 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(monitored.status.code(), Some(0), "{}", text(&monitored));
+    assert_exit(&monitored, 0);
 
     let denied = denied_calls(&world);
     assert!(
@@ -181,10 +181,10 @@ fn configure_ai_calls_are_allowed_by_the_shipped_role_too() {
     let p = providers(&world);
     world.sim.control().reset();
     let first = deploy_with_ai(&world, &p, "v1", &[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(1100));
     let second = deploy_with_ai(&world, &p, "v2", &[]);
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_exit(&second, 0);
     let denied = denied_calls(&world);
     assert!(
         denied.is_empty(),
@@ -236,7 +236,7 @@ fn an_admin_applies_the_bootstrap_with_kubectl() {
         .args(["bootstrap", "staging"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let yaml = String::from_utf8(out.stdout).unwrap();
     let file = world.dir.path().join("bootstrap.yaml");
     std::fs::write(&file, &yaml).unwrap();

@@ -95,7 +95,7 @@ impl Stage {
     fn new(traffic: &str) -> Stage {
         let world = World::new(Duration::from_millis(200));
         let first = world.deploy("v1", &[]);
-        assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+        assert_exit(&first, 0);
         let sim = TrafficSim::start(world.weight_source("api"));
         sim.set_rps(RPS);
         sim.set_stable("blue");
@@ -212,13 +212,9 @@ fn outcomes(report: &Value) -> Vec<(u64, String)> {
 }
 
 /// The report of a run that failed and put users back (exit 4).
+#[track_caller]
 fn rolled_back(out: &Output) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(out)
-    );
+    assert_exit(out, exit_code::PHASE_FAILED_ROLLED_BACK);
     report(out)
 }
 
@@ -241,7 +237,7 @@ fn finish(child: Child) -> Output {
 fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
     let stage = Stage::new(&traffic_yaml("[10, 25, 50, 100]", "3s", "2s", "20s"));
     let out = stage.deploy("v2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let report = report(&out);
     assert_eq!(
         outcomes(&report),
@@ -450,7 +446,7 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
     assert_eq!(status["rollout"]["stage"], "step", "{status}");
     let asked = Instant::now();
     let promote = stage.other(&["promote", "staging"]);
-    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    assert_exit(&promote, 0);
     assert!(
         String::from_utf8_lossy(&promote.stdout).contains("promoted: every user on green"),
         "{}",
@@ -458,7 +454,7 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
     );
     let out = finish(child);
     assert!(asked.elapsed() < Duration::from_secs(60), "not paused out");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let report = report(&out);
     assert_eq!(
         outcomes(&report),
@@ -480,7 +476,7 @@ fn a_manual_pause_holds_each_step_until_promote_step_and_the_walk_goes_on() {
     let mut child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     let step = stage.other(&["promote", "staging", "--step"]);
-    assert_eq!(step.status.code(), Some(0), "{}", text(&step));
+    assert_exit(&step, 0);
     assert!(
         String::from_utf8_lossy(&step.stdout).contains("moved on: step 2/3, 50% on green"),
         "{}",
@@ -492,9 +488,9 @@ fn a_manual_pause_holds_each_step_until_promote_step_and_the_walk_goes_on() {
     assert!(child.try_wait().unwrap().is_none(), "the run goes on");
     assert_eq!(stage.world.weights("api"), Some((50, 50)));
     let promote = stage.other(&["promote", "staging"]);
-    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    assert_exit(&promote, 0);
     let out = finish(child);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         outcomes(&report(&out)),
         vec![
@@ -511,7 +507,7 @@ fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
     let child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     let abort = stage.other(&["abort", "staging"]);
-    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert_exit(&abort, 0);
     assert!(
         String::from_utf8_lossy(&abort.stdout).contains("aborted: users are back on blue"),
         "{}",
@@ -531,12 +527,7 @@ fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
     assert_eq!(stage_selectors(&stage), all_on("blue"));
     // Nothing left to act on.
     let again = stage.other(&["abort", "staging"]);
-    assert_eq!(
-        again.status.code(),
-        Some(exit_code::USAGE),
-        "{}",
-        text(&again)
-    );
+    assert_exit(&again, exit_code::USAGE);
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("no rollout in progress"),
         "{}",
@@ -558,7 +549,7 @@ fn killed_at_first_step(stage: &Stage, tag: &str, weights: (u32, u32)) -> String
     // Its lease (2 s) outlives it; once gone, status knows the run is.
     std::thread::sleep(Duration::from_millis(2500));
     let status = stage.other(&["status", "staging"]);
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert_exit(&status, 0);
     String::from_utf8_lossy(&status.stdout).to_string()
 }
 
@@ -580,7 +571,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     }
     // abort: users back on blue, the dead run's snapshot says why.
     let abort = stage.other(&["abort", "staging"]);
-    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert_exit(&abort, 0);
     assert_eq!(stage.world.weights("api"), Some((100, 0)));
     assert_eq!(stage_selectors(&stage), all_on("blue"));
     let dead = &stage.world.snapshots()[0];
@@ -600,7 +591,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     std::thread::sleep(Duration::from_millis(1100));
     killed_at_first_step(&stage, "v2", (75, 25));
     let promote = stage.other(&["promote", "staging"]);
-    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    assert_exit(&promote, 0);
     assert_eq!(stage.world.weights("api"), Some((0, 100)));
     assert_eq!(stage_selectors(&stage), all_on("green"));
     let promoted = stage.world.snapshots()[0].clone();
@@ -612,7 +603,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     let status = killed_at_first_step(&stage, "v3", (25, 75));
     assert!(status.contains("25% on blue"), "{status}");
     let rollback = stage.other(&["rollback", "staging", &promoted.deployment_id]);
-    assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
+    assert_exit(&rollback, 0);
     assert_eq!(stage.world.weights("api"), Some((0, 100)));
     assert_eq!(stage_selectors(&stage), all_on("green"));
     assert_eq!(
@@ -625,7 +616,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     std::thread::sleep(Duration::from_millis(1100));
     killed_at_first_step(&stage, "v3", (25, 75));
     let rerun = stage.deploy("v3", &["--traffic-steps", "100"]);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    assert_exit(&rerun, 0);
     assert_eq!(stage.world.weights("api"), Some((100, 0)));
     assert_eq!(stage_selectors(&stage), all_on("blue"));
     assert_eq!(
@@ -661,9 +652,9 @@ fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before(
     assert!(vercel.vercel.promotions().is_empty(), "promoted at 25%");
     assert_eq!(vercel.vercel.state().production.as_deref(), Some("dpl_old"));
     let promote = stage.other(&["promote", "staging"]);
-    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    assert_exit(&promote, 0);
     let out = finish(child);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let promotions = vercel.vercel.promotions();
     assert_eq!(promotions.len(), 1, "{promotions:?}");
     assert_ne!(promotions[0], "dpl_old");
@@ -684,12 +675,7 @@ fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
         .env("CI", "true")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("shift-traffic: step 1/2: 25% on green (weights blue 75 / green 25)"),
@@ -760,7 +746,7 @@ fn during_the_grace_period_an_abort_is_one_route_change_back_to_the_warm_old_slo
         );
     }
     let abort = stage.other(&["abort", "staging"]);
-    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert_exit(&abort, 0);
     let report = rolled_back(&finish(child));
     assert!(
         report["error"]["message"]

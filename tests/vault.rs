@@ -84,12 +84,7 @@ fn references_resolve_one_request_per_path_and_the_token_never_shows() {
         ],
         &["-vv"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         w.world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v7-from-vault")
@@ -135,7 +130,7 @@ fn each_failure_is_one_clear_error_per_reference_before_anything_changes() {
         ],
         &["--output", "json"],
     );
-    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    assert_exit(&out, exit_code::CONFIG);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = doc["error"]["problems"].as_array().unwrap();
     let about = |subject: &str| -> String {
@@ -170,7 +165,7 @@ fn an_unreachable_vault_stops_a_run_and_a_dry_run_alike() {
             ],
             extra,
         );
-        assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+        assert_exit(&out, exit_code::CONFIG);
         let all = text(&out);
         assert!(all.contains("IMAGE_TAG"), "{all}");
         assert!(
@@ -215,12 +210,7 @@ fn kubernetes_auth_logs_in_with_the_service_account_token_and_role() {
         ],
         &["-vv"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(
         w.world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v8-k8s")
@@ -257,12 +247,7 @@ fn platform_secrets_from_the_profile_become_secrets_never_snapshots() {
         ],
         &["--manifests-dir", path_str(&manifests), "-v"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::SUCCESS);
 
     let api: Api<Secret> = Api::namespaced(w.world.client.clone(), NAMESPACE);
     let secret = w
@@ -321,7 +306,7 @@ fn a_refused_kubernetes_login_is_named_for_each_reference() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{}", text(&out));
+    assert_exit(&out, exit_code::CONFIG);
     let all = text(&out);
     for subject in ["IMAGE_TAG", "IMAGE_REGISTRY"] {
         assert!(all.contains(subject), "{all}");

@@ -92,7 +92,7 @@ fn a_healthy_new_slot_passes_every_check_and_users_move() {
         .output()
         .unwrap();
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_exit(&out, 0);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let verify = report["phases"]
         .as_array()
@@ -173,7 +173,7 @@ fn every_failed_check_is_reported_together_and_users_stay() {
         .arg(env(&world, &s, &db, "v1", "redis://127.0.0.1:6379/0"))
         .output()
         .unwrap();
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_exit(&first, 0);
 
     // Green answers with the old version (wrong routing), Polygon's
     // contract is empty, Redis and RabbitMQ are not there, and the schema
@@ -200,12 +200,7 @@ fn every_failed_check_is_reported_together_and_users_stay() {
         .output()
         .unwrap();
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    assert_eq!(
-        out.status.code(),
-        Some(maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems: Vec<(String, String)> = report["error"]["problems"]
         .as_array()

@@ -314,6 +314,13 @@ pub fn rand_suffix() -> String {
     )
 }
 
+/// The command ended with `code`; if not, the test fails showing all it
+/// printed.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
