@@ -95,9 +95,8 @@ fn maily(sim: &Sim, manifests: &Path, env: &Path, args: &[&str]) -> (Duration, b
 }
 
 fn crd(sim: &Sim, rt: &tokio::runtime::Runtime) {
-    let status = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+    let status = sim
+        .kubectl()
         .args(["apply", "--server-side", "--validate=false", "-f"])
         .arg(repo().join("tests/fixtures/crds/gateway-httproutes.yaml"))
         .output()
@@ -145,12 +144,7 @@ fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
     .unwrap();
     files.push(path);
     let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(sim.kubeconfig_path())
-            .args(args)
-            .output()
-            .unwrap();
+        let out = sim.kubectl().args(args).output().unwrap();
         assert!(
             out.status.success(),
             "kubectl {args:?}: {}",

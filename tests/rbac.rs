@@ -240,9 +240,9 @@ fn an_admin_applies_the_bootstrap_with_kubectl() {
     let yaml = String::from_utf8(out.stdout).unwrap();
     let file = world.dir.path().join("bootstrap.yaml");
     std::fs::write(&file, &yaml).unwrap();
-    let applied = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(world.sim.kubeconfig_path())
+    let applied = world
+        .sim
+        .kubectl()
         .args(["apply", "--server-side", "--validate=false", "-f"])
         .arg(&file)
         .output()

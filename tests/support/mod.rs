@@ -384,9 +384,7 @@ pub const HTTP: [&str; 5] = [
 /// `name=slot` for each stable Service that exists, read with kubectl as
 /// an operator would: where users of the backend are at this moment.
 pub fn stable_selectors(kubeconfig: &std::path::Path, namespace: &str) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
+    let out = kubesim::kubectl_for(kubeconfig)
         .args(["-n", namespace, "get", "services", "-o"])
         .arg(r#"jsonpath={range .items[*]}{.metadata.name}={.spec.selector.maily\.ai/slot}{"\n"}{end}"#)
         .output()

@@ -241,6 +241,14 @@ impl Sim {
         &self.kubeconfig_path
     }
 
+    /// `kubectl` pointed at this sim, with a discovery cache of its own.
+    /// kubectl caches discovery per host and port under `~/.kube/cache`;
+    /// a sim that gets the port of an earlier one would be answered from
+    /// that one's cache (stale groups, no discovery requests at all).
+    pub fn kubectl(&self) -> std::process::Command {
+        kubectl_for(&self.kubeconfig_path)
+    }
+
     /// A `kube::Client` for this sim (with the token and CA when set).
     /// Call it inside the tokio runtime that will use the client.
     pub fn client(&self) -> kube::Client {
@@ -321,4 +329,14 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// `kubectl --kubeconfig <path> --cache-dir <beside it>`: see [`Sim::kubectl`].
+pub fn kubectl_for(kubeconfig: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(kubeconfig.with_file_name("kubectl-cache"));
+    cmd
 }

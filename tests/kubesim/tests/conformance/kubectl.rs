@@ -14,8 +14,8 @@ struct Out {
 
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    let mut cmd = tokio::process::Command::from(kubesim::kubectl_for(kubeconfig));
+    cmd.args(args);
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -244,9 +244,8 @@ async fn kubectl_applies_rolls_out_fails_on_a_bad_image_and_deletes() {
 fn a_blocking_test_can_run_kubectl_against_a_sim() {
     let sim = kubesim::Sim::start_blocking(kubesim::SimOptions::default()).unwrap();
     use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+    let mut child = sim
+        .kubectl()
         .args(["apply", "--validate=false", "-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -265,9 +264,8 @@ fn a_blocking_test_can_run_kubectl_against_a_sim() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+    let out = sim
+        .kubectl()
         .args([
             "get",
             "namespace",
