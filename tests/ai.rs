@@ -142,7 +142,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
     assert_exit(&out, exit_code::SUCCESS);
 
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*/maily-ai-orchestrator:v2", ImageFault::ImagePullBackOff);
     let started = std::time::Instant::now();
@@ -168,7 +168,7 @@ fn a_bad_ai_image_fails_fast_and_leaves_users_where_they_were() {
     assert_eq!(world.replicas("ai-workers-blue"), Some(1));
 
     // Fixed, the next run goes to green as usual.
-    world.sim.control().clear_image_faults();
+    world.sim().control().clear_image_faults();
     let out = deploy_with_ai(&world, &p, "v3", &[]);
     assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(

@@ -92,7 +92,7 @@ fn production_runs_all_nine_phases_and_users_end_on_the_new_slot() {
     let site = frontend_host(&world);
     vercel.vercel.state().url_base = Some(site.uri());
     let (kubeconfig, namespace) = (
-        world.sim.kubeconfig_path().to_path_buf(),
+        world.sim().kubeconfig_path().to_path_buf(),
         world.namespace.clone(),
     );
     vercel.vercel.state().witness =

@@ -97,7 +97,7 @@ fn failing_deploy_leaves_users_alone(
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
     assert_exit(&out, exit_code::SUCCESS);
-    world.sim.control().set_image_fault(fault_pattern, fault);
+    world.sim().control().set_image_fault(fault_pattern, fault);
 
     let mut env = vec![("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")];
     env.extend_from_slice(extra_env);
@@ -185,7 +185,7 @@ fn rollback_while_the_old_release_still_runs_is_one_switch() {
     assert_exit(&second, 0);
     all_on(&world, "green");
 
-    world.sim.control().reset();
+    world.sim().control().reset();
     let out = world
         .maily()
         .args(["rollback", "staging", &first_id])
@@ -201,7 +201,7 @@ fn rollback_while_the_old_release_still_runs_is_one_switch() {
     // One switch: no Deployment's template was written, only routes,
     // Services and worker scales.
     let writes: Vec<String> = world
-        .sim
+        .sim()
         .control()
         .requests()
         .into_iter()
@@ -293,7 +293,7 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     let first = world.deploy("v1", &[]);
     std::thread::sleep(Duration::from_millis(1100));
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     let failed = world.deploy("broken-2", &[]);
@@ -393,13 +393,13 @@ fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
     assert_eq!(kept, vec![ids[1].clone()], "keep 1: the newest");
 
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     let out = world.deploy("broken-3", &["--keep-snapshots", "1"]);
     assert_eq!(out.status.code(), Some(exit_code::PHASE_FAILED_ROLLED_BACK));
     std::thread::sleep(Duration::from_millis(1100));
-    world.sim.control().clear_image_faults();
+    world.sim().control().clear_image_faults();
     let out = world.deploy("v4", &["--keep-snapshots", "1"]);
     assert_exit(&out, 0);
     let kept: Vec<(String, Outcome)> = world

@@ -121,10 +121,9 @@ fn cluster_bin(tool: &str) -> PathBuf {
 fn server_bin_dir() -> PathBuf {
     let out = Command::new("psql")
         .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
+            "-X",
+            "-d",
+            &format!("{}/postgres", db_support::server()),
             "-Atc",
             "SHOW server_version_num",
         ])
@@ -250,9 +249,10 @@ async fn a_closed_port_says_nothing_listens_there_without_the_password() {
 
 #[tokio::test]
 async fn an_unknown_database_is_named() {
-    let err = db::status(&settings(
-        "postgres://postgres@127.0.0.1:5432/maily_no_such_database",
-    ))
+    let err = db::status(&settings(&format!(
+        "{}/maily_no_such_database",
+        db_support::server()
+    )))
     .await
     .unwrap_err();
     let (failure, text) = connect_error(&err);

@@ -185,7 +185,7 @@ fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let out = world.deploy("v1", &[]);
     assert_exit(&out, 0);
 
-    let control = world.sim.control();
+    let control = world.sim().control();
     control.add_api_fault(ApiFault {
         verb: None,
         resource: None,
@@ -221,7 +221,7 @@ fn an_api_server_that_refuses_everything_fails_cleanly() {
     assert_exit(&out, 0);
 
     world
-        .sim
+        .sim()
         .control()
         .add_api_fault(ApiFault::always(None, None, 503));
     let started = Instant::now();
@@ -237,7 +237,7 @@ fn an_api_server_that_refuses_everything_fails_cleanly() {
         took < Duration::from_secs(30),
         "gave up in bounded time ({took:?})"
     );
-    world.sim.control().clear_api_faults();
+    world.sim().control().clear_api_faults();
     assert_eq!(
         consistent(&world),
         ("blue".to_string(), "v1".to_string()),
@@ -308,7 +308,7 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
     let out = world.deploy("v1", &[]);
     assert_exit(&out, 0);
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*:slow-*", ImageFault::Slow(30.0));
     let child = spawn_deploy(&world, "slow-2", &[]);
@@ -328,7 +328,7 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
     );
     assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
     // The lock was released: the next run starts at once.
-    world.sim.control().clear_image_faults();
+    world.sim().control().clear_image_faults();
     let out = world.deploy("v3", &[]);
     assert_exit(&out, 0);
     assert_eq!(world.snapshots()[1].outcome, Outcome::Failed);

@@ -82,7 +82,7 @@ fn start_success_failure_and_rollback_are_announced() {
     assert!(got[1].contains("Duration: "), "{got:?}");
 
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     std::thread::sleep(Duration::from_millis(1100));
@@ -100,7 +100,7 @@ fn start_success_failure_and_rollback_are_announced() {
         "{last}"
     );
 
-    world.sim.control().clear_image_faults();
+    world.sim().control().clear_image_faults();
     std::thread::sleep(Duration::from_millis(1100));
     let second = deploy_with_slack(&world, &url, "v2");
     assert_exit(&second, 0);

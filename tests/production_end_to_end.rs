@@ -60,7 +60,7 @@ impl Production {
 
         let vercel = stub(&world, Some("dpl_old"));
         let (kubeconfig, namespace) = (
-            world.sim.kubeconfig_path().to_path_buf(),
+            world.sim().kubeconfig_path().to_path_buf(),
             world.namespace.clone(),
         );
         vercel.vercel.state().witness =

@@ -80,7 +80,7 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
     let world = World::new(Duration::from_millis(300));
     // What a cluster admin installs; not the deployer's calls.
     world.install_prometheus_operator_crds();
-    world.sim.control().reset();
+    world.sim().control().reset();
 
     let first = world.deploy("v1", &[]);
     assert_exit(&first, 0);
@@ -88,7 +88,7 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
     let second = world.deploy("v2", &[]);
     assert_exit(&second, 0);
     world
-        .sim
+        .sim()
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     std::thread::sleep(Duration::from_millis(1100));
@@ -179,7 +179,7 @@ fn every_call_the_tool_makes_is_allowed_by_the_shipped_role() {
 fn configure_ai_calls_are_allowed_by_the_shipped_role_too() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
-    world.sim.control().reset();
+    world.sim().control().reset();
     let first = deploy_with_ai(&world, &p, "v1", &[]);
     assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(1100));
@@ -196,7 +196,7 @@ fn configure_ai_calls_are_allowed_by_the_shipped_role_too() {
 /// Every call in kubesim's log that the shipped Role and ClusterRole do not allow.
 fn denied_calls(world: &World) -> Vec<String> {
     let (role, cluster) = shipped_rules();
-    let requests = world.sim.control().requests();
+    let requests = world.sim().control().requests();
     let resource_requests: Vec<_> = requests.iter().filter(|r| r.is_resource()).collect();
     assert!(
         resource_requests.len() > 50,
@@ -241,7 +241,7 @@ fn an_admin_applies_the_bootstrap_with_kubectl() {
     let file = world.dir.path().join("bootstrap.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let applied = world
-        .sim
+        .sim()
         .kubectl()
         .args(["apply", "--server-side", "--validate=false", "-f"])
         .arg(&file)

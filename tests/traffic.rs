@@ -326,7 +326,7 @@ fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
 }
 
 fn stage_selectors(stage: &Stage) -> String {
-    stable_selectors(stage.world.sim.kubeconfig_path(), &stage.world.namespace)
+    stable_selectors(stage.world.sim().kubeconfig_path(), &stage.world.namespace)
 }
 
 #[test]

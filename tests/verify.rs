@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,24 +11,7 @@ use support::verify::{Stubs, declare_queues, stubs};
 use support::*;
 
 fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-tAc",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::postgres::psql(sql, "postgres");
 }
 
 fn env(world: &World, s: &Stubs, db: &str, tag: &str, redis: &str) -> std::path::PathBuf {
@@ -53,10 +35,7 @@ fn env_with(
 ) -> std::path::PathBuf {
     world.env_file(&[
         ("IMAGE_TAG", tag),
-        (
-            "DATABASE_URL",
-            &format!("postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable"),
-        ),
+        ("DATABASE_URL", &support::postgres::url_of(db, None)),
         (
             "DATABASE_BACKUP_URL",
             &format!("file://{}/backups/", world.dir.path().display()),

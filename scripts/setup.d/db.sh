@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the database tests (tests/db_*.rs) need, installed when missing:
-# - pg_dump/pg_restore/dropdb of the same major version as the server at
-#   127.0.0.1:5432 (an older pg_dump refuses a newer server): Debian's
-#   postgresql-client-<major>;
+# - pg_dump/pg_restore/dropdb of the same major version as the tests' server
+#   (MAILY_TEST_POSTGRES_URL, from services.sh; an older pg_dump refuses a
+#   newer server): Debian's postgresql-client-<major>;
 # - initdb/pg_ctl of that version, for the private password-auth cluster of
 #   tests/db_connect.rs: Debian's postgresql-<major>;
 # - moto's S3-compatible server (`moto_server`) from PyPI, for s3:// backups.
@@ -16,9 +16,10 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-server_num=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW server_version_num' 2>/dev/null || true)
+server=${MAILY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
+server_num=$(psql -w -X -d "$server/postgres" -Atc 'SHOW server_version_num' 2>/dev/null || true)
 if [ -z "$server_num" ]; then
-  echo "error: no PostgreSQL answers at 127.0.0.1:5432 as user postgres; the db tests need it" >&2
+  echo "error: no PostgreSQL answers at $server as user postgres; the db tests need it (scripts/setup.d/services.sh starts one)" >&2
   exit 1
 fi
 major=$((server_num / 10000))

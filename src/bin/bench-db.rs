@@ -6,8 +6,8 @@
 //! ```text
 //! cargo run --release --bin bench-db -- [SIZE_MB] [DATABASE_SERVER_URL]
 //! ```
-//! SIZE_MB defaults to 1024; the server defaults to
-//! postgres://postgres@127.0.0.1:5432. The benchmark creates its own
+//! SIZE_MB defaults to 1024; the server defaults to MAILY_TEST_POSTGRES_URL
+//! (the tests' server) or postgres://postgres@127.0.0.1:5432. The benchmark creates its own
 //! databases and drops them.
 
 use std::time::{Duration, Instant};
@@ -35,6 +35,7 @@ async fn main() -> Result<()> {
     let server = args
         .get(2)
         .cloned()
+        .or_else(|| std::env::var("MAILY_TEST_POSTGRES_URL").ok())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("maily_bench_{}", std::process::id());
     let copy = format!("{name}_plain");

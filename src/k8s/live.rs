@@ -275,6 +275,18 @@ pub fn httproute_gvk() -> GroupVersionKind {
 
 /// How the live state differs from a recorded one, one line per difference:
 /// the drift `status` reports against the last good deployment.
+/// Whether `live` replicas of a serving slot are what a deployment that
+/// left `recorded` would show now: exactly that for a worker; for an http
+/// service anything its HorizontalPodAutoscaler may choose, from the
+/// profile's replicas to three times that (`MAX_REPLICAS`). Outside that, a
+/// person or another controller scaled it (`kubectl scale`).
+fn replicas_as_left(kind: ServiceKind, recorded: i32, live: i32) -> bool {
+    match kind {
+        ServiceKind::Worker => live == recorded,
+        ServiceKind::Http => (recorded..=recorded.saturating_mul(3)).contains(&live),
+    }
+}
+
 pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String> {
     let mut out = Vec::new();
     for (name, want) in &recorded.services {
@@ -303,6 +315,12 @@ pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String
                     h.unwrap_or("nothing"),
                     w.unwrap_or("nothing")
                 ));
+            }
+            let replicas = |s: &ServiceState| s.slots.get(&active).map(|s| s.replicas);
+            if let (Some(w), Some(h)) = (replicas(want), replicas(have))
+                && !replicas_as_left(have.kind, w, h)
+            {
+                out.push(format!("{name}-{active}: replicas {h} (recorded: {w})"));
             }
         }
     }
@@ -548,5 +566,30 @@ mod tests {
             ]
         );
         assert!(differences(&recorded, &recorded).is_empty());
+    }
+
+    #[test]
+    fn a_hand_scale_is_drift_and_the_autoscalers_range_is_not() {
+        let at = |replicas| {
+            state_from(
+                &profile(),
+                &[deployment("api-green", "r/maily-api:v2", replicas)],
+                &[service("api", "green")],
+                &[route("api", 0, 100)],
+            )
+        };
+        let recorded = at(2);
+        // The HPA scales an http slot between 2 and 6.
+        assert!(differences(&recorded, &at(6)).is_empty());
+        assert_eq!(
+            differences(&recorded, &at(7)),
+            vec!["api-green: replicas 7 (recorded: 2)".to_string()]
+        );
+        assert_eq!(
+            differences(&recorded, &at(1)),
+            vec!["api-green: replicas 1 (recorded: 2)".to_string()]
+        );
+        assert!(replicas_as_left(ServiceKind::Worker, 3, 3));
+        assert!(!replicas_as_left(ServiceKind::Worker, 3, 4));
     }
 }

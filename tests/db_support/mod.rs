@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 use maily_deploy::db::MigrateSettings;
 use sqlx::{Connection, Executor, PgConnection};
 
-pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+/// The tests' PostgreSQL, as `postgres` without a password:
+/// `MAILY_TEST_POSTGRES_URL` (which `scripts/test` sets from
+/// `scripts/setup.d/services.sh`), else the machine's 127.0.0.1:5432.
+pub fn server() -> String {
+    std::env::var("MAILY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
 
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
@@ -30,15 +36,20 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let mut admin = PgConnection::connect(&format!("{SERVER}/postgres"))
+        let server = server();
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
-            .expect("the PostgreSQL server of this machine must run at 127.0.0.1:5432");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the tests' PostgreSQL must answer at {server} (scripts/test starts it): {e}"
+                )
+            });
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .await
             .unwrap();
         TestDb {
-            url: format!("{SERVER}/{name}"),
+            url: format!("{server}/{name}"),
             name,
             backups: tempfile::tempdir().unwrap(),
         }

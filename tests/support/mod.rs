@@ -11,6 +11,7 @@
 pub mod ai;
 pub mod grafana;
 pub mod postgres;
+pub mod real;
 pub mod terraform;
 pub mod traffic;
 pub mod vault;
@@ -56,8 +57,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The cluster a world deploys to.
+pub enum Cluster {
+    /// kubesim: faults on demand, request logs, speed.
+    Sim(Sim),
+    /// The real control plane of this test binary, in a namespace of this
+    /// world's own; the tool runs as the deployer of `maily-deploy
+    /// bootstrap` (see `support::real`).
+    Real(real::RealCluster),
+}
+
 pub struct World {
-    pub sim: Sim,
+    pub cluster: Cluster,
     pub dir: tempfile::TempDir,
     pub rt: tokio::runtime::Runtime,
     pub client: Client,
@@ -88,7 +99,7 @@ impl World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(async { sim.client() });
         let world = World {
-            sim,
+            cluster: Cluster::Sim(sim),
             dir: tempfile::tempdir().unwrap(),
             rt,
             client,
@@ -173,15 +184,36 @@ impl World {
             .envs(SWITCH_AT_ONCE)
             .current_dir(repo())
             .arg("--kubeconfig")
-            .arg(self.sim.kubeconfig_path());
+            .arg(self.kubeconfig_path());
+        if let Cluster::Real(real) = &self.cluster {
+            cmd.env("MAILY_MANIFESTS_DIR", &real.manifests);
+        }
         cmd
     }
 
-    /// Deploy the backend of staging at `tag`.
+    /// The kubesim of this world; a test of kubesim's knobs (faults,
+    /// request logs) on a real-cluster world is a mistake in the test.
+    pub fn sim(&self) -> &Sim {
+        match &self.cluster {
+            Cluster::Sim(sim) => sim,
+            Cluster::Real(_) => panic!("this world runs on the real control plane, not kubesim"),
+        }
+    }
+
+    /// The kubeconfig the tool runs with: the sim's, or the deployer's on
+    /// the real control plane.
+    pub fn kubeconfig_path(&self) -> &Path {
+        match &self.cluster {
+            Cluster::Sim(sim) => sim.kubeconfig_path(),
+            Cluster::Real(real) => &real.deployer_kubeconfig,
+        }
+    }
+
+    /// Deploy the backend of this world's environment at `tag`.
     pub fn deploy(&self, tag: &str, extra: &[&str]) -> Output {
         let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
         self.maily()
-            .arg("staging")
+            .arg(&self.environment)
             .args(BACKEND_ONLY)
             .arg("--env-file")
             .arg(&env)
@@ -242,7 +274,7 @@ impl World {
             .enable_all()
             .build()
             .unwrap();
-        let client = rt.block_on(async { self.sim.client() });
+        let client = rt.block_on(async { self.admin_client() });
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
             "gateway.networking.k8s.io",
             "v1",

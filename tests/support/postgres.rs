@@ -1,14 +1,33 @@
-//! The PostgreSQL of this machine (127.0.0.1:5432, local logins trusted):
-//! a fresh database per test, dropped when the test ends, read with `psql`.
+//! The tests' PostgreSQL (`postgres` logs in without a password): a fresh
+//! database per test, dropped when the test ends, read with `psql`.
 
 use std::process::Command;
 
 use super::rand_suffix;
 
+/// The server's URL without a database: `MAILY_TEST_POSTGRES_URL` (which
+/// `scripts/test` sets from `scripts/setup.d/services.sh`), else the
+/// machine's 127.0.0.1:5432.
+pub fn server() -> String {
+    std::env::var("MAILY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// `postgres://...:<port>/<db>?sslmode=disable`, logging in as `user`
+/// (with `password` when given) on the tests' server.
+pub fn url_of(db: &str, password: Option<&str>) -> String {
+    let server = server();
+    let server = match password {
+        Some(p) => server.replacen("postgres@", &format!("postgres:{p}@"), 1),
+        None => server,
+    };
+    format!("{server}/{db}?sslmode=disable")
+}
+
 /// `sql` through `psql` on database `db`; its output, trimmed.
 pub fn psql(sql: &str, db: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql])
+        .args(["-X", "-d", &url_of(db, None), "-tAc", sql])
         .output()
         .expect("psql runs");
     assert!(
@@ -31,19 +50,13 @@ impl Database {
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-            self.0
-        )
+        url_of(&self.0, None)
     }
 
     /// The URL with a password in it. The server trusts local logins and
     /// never asks for it, so a test can check the password is never shown.
     pub fn url_with_password(&self, password: &str) -> String {
-        format!(
-            "postgres://postgres:{password}@127.0.0.1:5432/{}?sslmode=disable",
-            self.0
-        )
+        url_of(&self.0, Some(password))
     }
 
     /// The newest migration applied successfully (0 for none).
