@@ -157,12 +157,23 @@ pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a
             .and_then(|a| a.get(REVISION))
             .cloned()
     };
+    // The controller writes the revision annotation when it syncs: until it
+    // has observed the current generation, the annotation names the
+    // previous ReplicaSet, whose failing pods are not this rollout's.
+    let observed = d
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .is_some_and(|o| Some(o) >= d.metadata.generation);
     sets.iter()
         .filter(owned)
         .find(|rs| template_without_hash(rs).as_ref() == Some(&want))
         // A server that defaults template fields on the ReplicaSet alone
         // would defeat the comparison; the revision annotation still tells.
         .or_else(|| {
+            if !observed {
+                return None;
+            }
             let want = revision(&d.metadata)?;
             sets.iter()
                 .filter(owned)
@@ -349,6 +360,19 @@ mod tests {
             fixture("pod-old-crash-loop"),
             fixture("pod-container-creating"),
         ];
+        assert!(matches!(
+            rollout_state(&d, &sets(), &pods),
+            RolloutState::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn before_the_controller_syncs_the_previous_replica_sets_pods_are_not_judged() {
+        // Its revision annotation still names the old ReplicaSet, whose
+        // pod crash-loops: not this rollout's failure.
+        let d: Deployment = fixture("deployment-not-observed-old-revision");
+        let pods: Vec<Pod> = vec![fixture("pod-old-crash-loop")];
+        assert_eq!(new_replica_set(&d, &sets()), None);
         assert!(matches!(
             rollout_state(&d, &sets(), &pods),
             RolloutState::Progressing(_)

@@ -20,7 +20,8 @@ pub struct Assets {
     /// The real CRDs (Gateway API standard channel, the Prometheus
     /// operator's ServiceMonitor and PrometheusRule), one file each.
     pub crds: PathBuf,
-    /// kwok's default pod and node stages, as its module ships them.
+    /// kwok's default pod and node stages, as its module ships them
+    /// (`all.yaml` holds them all).
     pub kwok_stages: PathBuf,
 }
 
@@ -57,8 +58,8 @@ pub fn locate() -> Result<Assets> {
     }
     let crds = current.join("crds");
     let kwok_stages = current.join("kwok-stages");
-    for dir in [&crds, &kwok_stages] {
-        if !dir.is_dir() {
+    for dir in [&crds, &kwok_stages.join("all.yaml")] {
+        if !dir.exists() {
             bail!(
                 "{} is missing; run scripts/setup.d/kubernetes.sh (scripts/test does)",
                 dir.display()

@@ -74,8 +74,15 @@ impl ControlPlane {
     /// Panics, naming what is missing and how to get it, when it cannot
     /// start: a test that needs the real cluster fails, it never skips.
     pub fn shared() -> &'static ControlPlane {
-        static SHARED: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
         let started = SHARED.get_or_init(|| {
+            // The test harness runs no destructor of statics, but libc's
+            // exit runs atexit handlers: stop and reap the processes there,
+            // so none is left behind, not even as a zombie of an init that
+            // does not reap.
+            // SAFETY: registering a plain extern "C" fn.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             // The processes are forked from this thread, which never ends:
             // their parent-death signal then fires only when the whole
@@ -134,6 +141,7 @@ impl ControlPlane {
         let serving_cert = write("apiserver.crt", &pki.serving_cert_pem)?;
         let serving_key = write("apiserver.key", &pki.serving_key_pem)?;
         let sa_key = write("service-account.key", &pki.service_account_key_pem)?;
+        let sa_public = write("service-account.pub", &pki.service_account_public_pem)?;
         let admin_token = random_token()?;
         let tokens = write(
             "tokens.csv",
@@ -191,9 +199,12 @@ impl ControlPlane {
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota".into(),
                 "--allow-privileged=false".into(),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", sa_key.display()),
+                format!("--service-account-key-file={}", sa_public.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
+                // The `kubernetes` Service's endpoints would be 127.0.0.1,
+                // which Endpoints validation refuses (a loop of errors).
+                "--endpoint-reconciler-type=none".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ],
@@ -262,11 +273,16 @@ impl ControlPlane {
             "--manage-all-nodes=false".into(),
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
             "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom".into(),
+            "--node-lease-duration-seconds=40".into(),
+            // Addresses kwok writes into pod and node status; nothing
+            // connects to them (Endpoints refuse loopback ones).
             "--cidr=10.244.0.0/16".into(),
             "--node-ip=10.0.0.1".into(),
             format!("--server-address=127.0.0.1:{}", process::free_port()?),
         ];
-        let mut stages = assets::yaml_files(&assets.kwok_stages)?;
+        // kwok 0.8 has no stage built in: its defaults (node initialise
+        // and heartbeat, pod ready, complete, delete), then ours.
+        let mut stages = vec![assets.kwok_stages.join("all.yaml")];
         stages.extend(assets::yaml_files(&stages_dir())?);
         for file in stages {
             kwok_args.push(format!("--config={}", file.display()));
@@ -470,14 +486,30 @@ impl ControlPlane {
     }
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // Stop in reverse order (kwok and the controllers first, etcd last).
-        let mut processes = std::mem::take(&mut *self.processes.lock().unwrap());
+impl ControlPlane {
+    /// Stops every process, in reverse order (kwok and the controllers
+    /// first, etcd last), and removes the directory.
+    fn stop(&self) {
+        let mut processes =
+            std::mem::take(&mut *self.processes.lock().unwrap_or_else(|e| e.into_inner()));
         while let Some(p) = processes.pop() {
             drop(p);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+static SHARED: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
+
+extern "C" fn stop_shared() {
+    if let Some(Ok(cp)) = SHARED.get() {
+        cp.stop();
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Pki {
     /// ECDSA P-256, PKCS#8: the API server signs tokens with it (ES256),
     /// the controller manager signs the tokens it mints for controllers.
     pub service_account_key_pem: String,
+    /// Its public half, which the API server verifies tokens with.
+    pub service_account_public_pem: String,
 }
 
 pub fn generate() -> Result<Pki> {
@@ -48,5 +50,6 @@ pub fn generate() -> Result<Pki> {
         serving_cert_pem: serving_cert.pem(),
         serving_key_pem: serving_key.serialize_pem(),
         service_account_key_pem: sa_key.serialize_pem(),
+        service_account_public_pem: sa_key.public_key_pem(),
     })
 }
