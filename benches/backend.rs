@@ -98,7 +98,11 @@ fn crd(sim: &Sim, rt: &tokio::runtime::Runtime) {
     let status = sim
         .kubectl()
         .args(["apply", "--server-side", "--validate=false", "-f"])
-        .arg(repo().join("tests/fixtures/crds/gateway-httproutes.yaml"))
+        .arg(
+            controlplane::assets::crds()
+                .expect("the real CRDs (scripts/setup.d/kubernetes.sh)")
+                .join("gateway-api/gateway.networking.k8s.io_httproutes.yaml"),
+        )
         .output()
         .unwrap();
     assert!(status.status.success());

@@ -344,3 +344,75 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
     assert!(took < Duration::from_secs(45), "named in {took:?}: {all}");
     all_on(&world, "blue");
 }
+
+#[test]
+fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
+    use support::grafana::{TOKEN, grafana, metrics_endpoint};
+    use support::prometheus::{PrometheusServer, slot_target};
+
+    let world = World::real("staging");
+    let g = grafana(&world, &world.environment, 200);
+    let metrics = metrics_endpoint(&world);
+    let targets: Vec<_> = HTTP
+        .iter()
+        .map(|s| {
+            slot_target(
+                &metrics.address().to_string(),
+                &world.namespace,
+                s,
+                "blue",
+                "v1",
+            )
+        })
+        .collect();
+    let prom = PrometheusServer::start(&targets);
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("GRAFANA_URL", &g.uri()),
+        ("GRAFANA_API_TOKEN", TOKEN),
+        ("PROMETHEUS_URL", &prom.url),
+        ("MONITOR_TARGETS_TIMEOUT", "20s"),
+    ]);
+    let out = world
+        .maily()
+        .arg(&world.environment)
+        .args([
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-verify",
+            "--env-file",
+        ])
+        .arg(&env)
+        .timeout(Duration::from_secs(180))
+        .output()
+        .unwrap();
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    // The API server validated them against the operator's own schemas.
+    let rules = world.monitoring_objects("PrometheusRule");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule_text = serde_json::to_string(&rules[0].data["spec"]).unwrap();
+    assert!(
+        rule_text.contains(&format!("namespace=\\\"{}\\\"", world.namespace)),
+        "{rule_text}"
+    );
+    let monitors: Vec<String> = world
+        .monitoring_objects("ServiceMonitor")
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        monitors,
+        [
+            "analytics",
+            "api",
+            "blockchain-verifier",
+            "campaigns",
+            "email-sender",
+            "workers"
+        ]
+    );
+}

@@ -111,13 +111,16 @@ impl World {
     }
 
     fn install_gateway_api(&self) {
-        self.install_crd("gateway-httproutes.yaml");
+        self.install_crd("gateway-api/gateway.networking.k8s.io_httproutes.yaml");
     }
 
-    /// Apply a CRD of `tests/fixtures/crds/`, as a cluster admin would.
-    pub fn install_crd(&self, fixture: &str) {
-        let text =
-            std::fs::read_to_string(repo().join("tests/fixtures/crds").join(fixture)).unwrap();
+    /// Apply one of the real CRDs (`controlplane::assets::crds`, from the
+    /// modules `scripts/setup.d/kubernetes.sh` pins), as a cluster admin
+    /// would.
+    pub fn install_crd(&self, file: &str) {
+        let dir = controlplane::assets::crds().unwrap_or_else(|e| panic!("{e:#}"));
+        let text = std::fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
         let name = crd.metadata.name.clone().expect("a CRD has a name");
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
@@ -134,8 +137,8 @@ impl World {
 
     /// The Prometheus operator's PrometheusRule and ServiceMonitor CRDs.
     pub fn install_prometheus_operator_crds(&self) {
-        self.install_crd("monitoring-prometheusrules.yaml");
-        self.install_crd("monitoring-servicemonitors.yaml");
+        self.install_crd("prometheus-operator/monitoring.coreos.com_prometheusrules.yaml");
+        self.install_crd("prometheus-operator/monitoring.coreos.com_servicemonitors.yaml");
     }
 
     /// The objects of a kind of the monitoring.coreos.com/v1 group, by name.

@@ -36,6 +36,21 @@ pub fn cache_root() -> PathBuf {
     Path::new(&home).join(".cache/maily-deploy")
 }
 
+/// The real CRDs `scripts/setup.d/kubernetes.sh` took from their modules
+/// (`gateway-api/gateway.networking.k8s.io_httproutes.yaml`,
+/// `prometheus-operator/monitoring.coreos.com_servicemonitors.yaml`, ...):
+/// kubesim worlds install them too, so both clusters serve the same kinds.
+pub fn crds() -> Result<PathBuf> {
+    let dir = cache_root().join("kubernetes/current/crds");
+    if !dir.is_dir() {
+        bail!(
+            "{} is missing; run scripts/setup.d/kubernetes.sh (scripts/test does)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 pub fn locate() -> Result<Assets> {
     let current = cache_root().join("kubernetes/current");
     let bin = match std::env::var_os("MAILY_K8S_BIN") {
@@ -56,15 +71,13 @@ pub fn locate() -> Result<Assets> {
             BINARIES.join(", ")
         );
     }
-    let crds = current.join("crds");
+    let crds = crds()?;
     let kwok_stages = current.join("kwok-stages");
-    for dir in [&crds, &kwok_stages.join("all.yaml")] {
-        if !dir.exists() {
-            bail!(
-                "{} is missing; run scripts/setup.d/kubernetes.sh (scripts/test does)",
-                dir.display()
-            );
-        }
+    if !kwok_stages.join("all.yaml").is_file() {
+        bail!(
+            "{} is missing; run scripts/setup.d/kubernetes.sh (scripts/test does)",
+            kwok_stages.join("all.yaml").display()
+        );
     }
     Ok(Assets {
         bin,
