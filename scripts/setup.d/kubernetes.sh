@@ -75,7 +75,12 @@ have_binaries() { # DIR: all five binaries there and executable
     for b in "${ALL_BINARIES[@]}"; do [ -x "$1/$b" ] || return 1; done
 }
 
-command -v go >/dev/null || die "go is missing; this machine kind ships Go (>= 1.26 for kwok $KWOK_VERSION)"
+GO_MINIMUM=1.26 # kwok v0.8.0's go directive; k8s v1.34.4 asks for 1.24
+command -v go >/dev/null || die "go is missing: install Go $GO_MINIMUM or newer (kwok $KWOK_VERSION needs it), or point MAILY_K8S_BIN at built binaries"
+go_have=$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
+if [ -z "${MAILY_K8S_BIN:-}" ] && [ "$(printf '%s\n%s\n' "$GO_MINIMUM" "$go_have" | sort -V | head -n 1)" != "$GO_MINIMUM" ]; then
+    die "go $go_have is older than $GO_MINIMUM, which kwok $KWOK_VERSION needs: install Go $GO_MINIMUM or newer, or point MAILY_K8S_BIN at built binaries"
+fi
 # Never let go try to fetch another toolchain: only the module proxy is reachable.
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
