@@ -1,11 +1,15 @@
-//! Backend deploy benchmark against kubesim, side by side with the baseline
-//! the seed's scripts use: `kubectl apply --server-side` then
-//! `kubectl rollout status`, one service after another.
+//! Backend deploy benchmark against kubesim and a real control plane, side
+//! by side with the baseline the seed's scripts use: `kubectl apply
+//! --server-side` then `kubectl rollout status`, one service after another.
 //!
-//! `cargo bench --bench backend` (release build) prints a table:
-//! - wall time of a deploy of 5, 20 and 100 services with a 2 s rollout,
-//!   the tool against the serial kubectl baseline, and the ratio;
+//! `cargo bench --bench backend` (release build) prints tables:
+//! - wall time of a deploy of 5, 20 and 100 services on kubesim with a 2 s
+//!   rollout, the tool against the serial kubectl baseline, and the ratio;
 //! - API requests per service, both ways;
+//! - the same wall times for 20 and 100 services on the real control plane
+//!   of `tests/controlplane` (kube-apiserver, controller-manager, scheduler,
+//!   kwok nodes whose pods are Ready as soon as they are scheduled), a fresh
+//!   one for each measurement;
 //! - time from a pod reporting ImagePullBackOff/ErrImagePull to the tool's
 //!   non-zero exit;
 //! - wall time of a one-switch rollback of 20 services.
@@ -14,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use controlplane::ControlPlane;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -74,11 +79,16 @@ fn env_file(dir: &Path, tag: &str) -> PathBuf {
     path
 }
 
-fn maily(sim: &Sim, manifests: &Path, env: &Path, args: &[&str]) -> (Duration, bool, String) {
+fn maily(
+    kubeconfig: &Path,
+    manifests: &Path,
+    env: &Path,
+    args: &[&str],
+) -> (Duration, bool, String) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
         .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+        .arg(kubeconfig)
         .arg("--manifests-dir")
         .arg(manifests)
         .arg("--env-file")
@@ -117,8 +127,9 @@ fn requests(sim: &Sim) -> u64 {
         .count() as u64
 }
 
-/// The baseline: each service's objects applied and waited for in turn.
-fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
+/// The baseline: each service's objects applied and waited for in turn,
+/// with kubectl as the user of `kubeconfig`.
+fn baseline(kubeconfig: &Path, dir: &Path, manifests: &Path, n: usize) -> Duration {
     let profile = profile::load(manifests, "bench").unwrap();
     let templates = manifest::load(manifests).unwrap();
     let release = Release {
@@ -148,7 +159,10 @@ fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
     .unwrap();
     files.push(path);
     let kubectl = |args: &[&str]| {
-        let out = sim.kubectl().args(args).output().unwrap();
+        let out = kubesim::kubectl_for(kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "kubectl {args:?}: {}",
@@ -192,7 +206,7 @@ fn baseline(sim: &Sim, dir: &Path, manifests: &Path, n: usize) -> Duration {
             "status",
             &format!("deployment/{svc}-blue"),
             "-n",
-            "maily-bench",
+            &profile.namespace,
             "--timeout=120s",
         ]);
     }
@@ -208,6 +222,15 @@ fn fresh_sim() -> (Sim, tokio::runtime::Runtime) {
     .unwrap();
     crd(&sim, &rt);
     (sim, rt)
+}
+
+/// A fresh real control plane and how long it took to start.
+fn fresh_control_plane() -> (ControlPlane, Duration) {
+    let started = Instant::now();
+    let cp = ControlPlane::start(controlplane::Options::default()).unwrap_or_else(|e| {
+        panic!("the real control plane (scripts/setup.d/kubernetes.sh) did not start: {e:#}")
+    });
+    (cp, started.elapsed())
 }
 
 fn main() {
@@ -227,12 +250,12 @@ fn main() {
         "| services | maily-deploy | kubectl serial | ratio | API requests/service (tool) | (kubectl) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [5usize, 20, 100] {
+    for n in [5usize, 20, 100].into_iter().filter(|_| std::env::var_os("REAL_ONLY").is_none()) {
         let manifests = manifests_with(dir.path(), n);
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
         let (tool, ok, err) = maily(
-            &sim,
+            sim.kubeconfig_path(),
             &manifests,
             &env_file(dir.path(), "v1"),
             &["bench", "--only", "deploy-backend", "-q"],
@@ -242,7 +265,7 @@ fn main() {
         drop(sim);
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
-        let base = baseline(&sim, dir.path(), &manifests, n);
+        let base = baseline(sim.kubeconfig_path(), dir.path(), &manifests, n);
         let base_requests = requests(&sim);
         println!(
             "| {n} | {:.1} s | {:.1} s | {:.1}× | {:.1} | {:.1} |",
@@ -254,11 +277,54 @@ fn main() {
         );
     }
 
+    // The same on a real control plane, as its admin: a fresh one for each
+    // measurement, as kubesim above, so neither side finds the other's
+    // pods, autoscalers and events. Its start-up is not counted.
+    println!(
+        "\nbackend deploy vs serial kubectl (real control plane: kube-apiserver, controller-manager, scheduler, kwok nodes; pods Ready as soon as scheduled, no rollout delay, where kubesim's above is {}s)\n",
+        ROLLOUT.as_secs()
+    );
+    println!("| services | maily-deploy (real) | kubectl serial (real) | ratio |");
+    println!("|---:|---:|---:|---:|");
+    let mut startups = vec![];
+    for n in [20usize, 100].into_iter().filter(|n| *n == 20 || std::env::var_os("REAL_ONLY").is_none()) {
+        let manifests = manifests_with(dir.path(), n);
+        let (cp, startup) = fresh_control_plane();
+        startups.push(startup);
+        let (tool, ok, err) = maily(
+            cp.kubeconfig_path(),
+            &manifests,
+            &env_file(dir.path(), "v1"),
+            &["bench", "--only", "deploy-backend", "-q"],
+        );
+        assert!(ok, "{err}");
+        drop(cp);
+        let (cp, startup) = fresh_control_plane();
+        startups.push(startup);
+        let base = baseline(cp.kubeconfig_path(), dir.path(), &manifests, n);
+        drop(cp);
+        println!(
+            "| {n} | {:.1} s | {:.1} s | {:.1}× |",
+            tool.as_secs_f64(),
+            base.as_secs_f64(),
+            base.as_secs_f64() / tool.as_secs_f64()
+        );
+    }
+    println!(
+        "\n(control plane start-ups, not counted: {})",
+        startups
+            .iter()
+            .map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    if std::env::var_os("REAL_ONLY").is_some() { return; }
     // Fail fast: from the first pod reporting an image pull failure to exit.
     let manifests = manifests_with(dir.path(), 20);
     let (sim, rt) = fresh_sim();
     let (_, ok, err) = maily(
-        &sim,
+        sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v1"),
         &[
@@ -303,7 +369,7 @@ fn main() {
         }
     });
     let (_, ok, _) = maily(
-        &sim,
+        sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "broken-2"),
         &[
@@ -334,7 +400,7 @@ fn main() {
     // One-switch rollback of 20 services whose old slot is still up.
     sim.control().clear_image_faults();
     let (_, ok, err) = maily(
-        &sim,
+        sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v2"),
         &[
@@ -372,7 +438,7 @@ fn main() {
         .unwrap()
         .to_string();
     let (took, ok, err) = maily(
-        &sim,
+        sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v2"),
         &["rollback", "bench", &first_good, "-q"],
