@@ -356,24 +356,31 @@ fn a_rollback_that_redeploys_restores_the_ai_config_with_the_code() {
 }
 
 #[test]
-fn skipping_ai_once_users_reach_it_is_refused_before_the_switch() {
+fn the_backend_alone_carries_the_ai_layer_users_reach_into_the_new_slot() {
     let world = World::new(Duration::from_millis(300));
     let p = providers(&world);
     let out = deploy_with_ai(&world, &p, "v1", &[]);
     assert_exit(&out, exit_code::SUCCESS);
+    let asked = requests(&p.openai, &world);
     // The backend alone (--skip-ai among BACKEND_ONLY).
     let out = world.deploy("v2", &[]);
-    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
-    assert!(
-        all.contains("AI services users reach would be left behind"),
-        "{all}"
-    );
-    assert!(all.contains("drop --skip-ai"), "{all}");
-    assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
+    assert!(all.contains("AI v1 carried over from blue"), "{all}");
+    assert_eq!(world.selected_slot("api").as_deref(), Some("green"));
     assert_eq!(
         world.selected_slot("ai-orchestrator").as_deref(),
-        Some("blue")
+        Some("green")
+    );
+    assert_eq!(
+        world.image("ai-orchestrator-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-ai-orchestrator:v1")
+    );
+    assert!(config_map(&world, "ai-config-green").is_some());
+    assert_eq!(
+        requests(&p.openai, &world),
+        asked,
+        "a carried-over config is not checked with the providers again"
     );
 }
 

@@ -308,8 +308,11 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
         campaigns.contains(&closed_port) && campaigns.contains("connection refused"),
         "{campaigns}"
     );
+    // Every label it filtered on is named, the version included.
     assert!(
-        find("analytics-blue").contains("no target of analytics in slot blue"),
+        find("analytics-blue").contains(
+            "no target of analytics in slot blue (labels namespace=maily-staging, job=analytics, slot=blue, version=v1)"
+        ),
         "{problems:#?}"
     );
     assert_eq!(problems.len(), 2, "{problems:#?}");

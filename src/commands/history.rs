@@ -26,6 +26,8 @@ struct Entry<'a> {
     frontend: Option<String>,
     /// How far its traffic shift got: `5→25→50→100`, `10→25 failed`.
     traffic: Option<String>,
+    /// Per layer: `backend v2 deployed`, `AI v1 carried over from blue`.
+    layers: std::collections::BTreeMap<String, String>,
     user: &'a str,
     host: &'a str,
     ci_job: Option<&'a str>,
@@ -44,6 +46,11 @@ fn entry(s: &Snapshot) -> Entry<'_> {
         images: s.images().into_iter().collect(),
         frontend: frontend_of(s),
         traffic: traffic_of(s),
+        layers: s
+            .layers
+            .iter()
+            .map(|(l, r)| (format!("{l:?}").to_lowercase(), r.describe(*l)))
+            .collect(),
         user: &s.actor.user,
         host: &s.actor.host,
         ci_job: s.actor.ci_job.as_deref(),
@@ -61,13 +68,25 @@ fn traffic_of(s: &Snapshot) -> Option<String> {
     s.rollout.as_ref().and_then(RolloutReport::summary_of)
 }
 
-/// The release of a snapshot in a few words: its tag, or the rollback.
+/// The release of a snapshot in a few words: its tag (each layer's, when
+/// the run carried one over), or the rollback.
 fn release_words(s: &Snapshot) -> String {
-    let tag = s
-        .release
-        .as_ref()
-        .map(|r| r.image_tag.clone())
-        .unwrap_or_else(|| "-".into());
+    let carried = s
+        .layers
+        .values()
+        .any(|r| r.how == crate::pipeline::layers::How::CarriedOver);
+    let tag = if carried {
+        s.layers
+            .iter()
+            .map(|(l, r)| r.describe(*l))
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        s.release
+            .as_ref()
+            .map(|r| r.image_tag.clone())
+            .unwrap_or_else(|| "-".into())
+    };
     match &s.rollback_to {
         Some(to) => format!("{tag} (rollback to {to})"),
         None => tag,

@@ -17,6 +17,7 @@ use crate::output::{self, OutputOptions};
 use crate::phases::configure_ai::{self, ConfigureAi};
 use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
+use crate::pipeline::layers;
 use crate::pipeline::lifecycle::ClusterLifecycle;
 use crate::pipeline::rollback::{RollbackPlan, plan};
 use crate::pipeline::{DeploymentId, Phase, PhaseId, Runner};
@@ -127,6 +128,22 @@ pub async fn run(
         .collect();
     templates.extend(target.templates.iter().cloned());
     cx.use_templates(templates);
+    // A deployment that carried a layer over recorded that layer's own
+    // release and templates: each layer comes back as it ran.
+    for layer in target.layers.keys() {
+        if let Some((release, templates)) = layers::source_of(&target, *layer) {
+            cx.layers.insert(
+                *layer,
+                layers::Recorded {
+                    release,
+                    templates,
+                    services: Default::default(),
+                    ai_config: target.ai_config.clone(),
+                    carried_from: None,
+                },
+            );
+        }
+    }
 
     let (phases, slot): (Vec<Box<dyn Phase>>, _) = match decision {
         RollbackPlan::AlreadyThere { slot } => {

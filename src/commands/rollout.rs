@@ -389,7 +389,7 @@ async fn finish_dead(
             let (profile, stale) = crate::traffic::plan::switchable(
                 &cx.config.profile,
                 &state,
-                &release,
+                |n| snapshot.expected_image(&cx.config.profile, n),
                 slot,
                 |_| true,
             );

@@ -29,6 +29,7 @@ use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
 use crate::k8s::watch::wait_for_slot;
+use crate::pipeline::layers::Layer;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::ai::{self as providers, Endpoint};
 
@@ -68,6 +69,13 @@ pub fn recorded(value: &Value) -> Option<AiConfig> {
 fn config_of(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiConfig> {
     if let Some(c) = &phase.restore {
         return Ok(c.clone());
+    }
+    if let Some(r) = cx.layers.get(&Layer::Ai) {
+        return r
+            .ai_config
+            .as_ref()
+            .and_then(recorded)
+            .ok_or_else(|| fail(Kind::Config, "the recorded AI layer has no AI config"));
     }
     cx.config.profile.ai_config().ok_or_else(|| {
         fail(
@@ -206,6 +214,42 @@ pub fn ai_objects(
     Ok(out)
 }
 
+/// The AI layer this run puts in the slot: the release, templates and
+/// profile it renders with; whether the providers are asked (not for a
+/// config already checked when it was deployed); and, for a carry-over,
+/// what it carries.
+struct AiLayer {
+    release: Release,
+    templates: Vec<Template>,
+    profile: Profile,
+    check_providers: bool,
+    carried: Option<String>,
+}
+
+fn ai_layer(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiLayer> {
+    let recorded = cx.layers.get(&Layer::Ai);
+    Ok(AiLayer {
+        release: cx.layer_release(Layer::Ai)?,
+        templates: cx.layer_templates(Layer::Ai)?,
+        profile: match recorded {
+            Some(r) => {
+                let mut p = r.profile(Layer::Ai, &cx.config.profile);
+                // The backend's services stay in the profile: the AI
+                // templates may refer to them; only AI services render.
+                for (name, svc) in cx.config.profile.backend_services() {
+                    p.services.insert(name.clone(), svc.clone());
+                }
+                p
+            }
+            None => cx.config.profile.clone(),
+        },
+        check_providers: phase.restore.is_none() && recorded.is_none(),
+        carried: recorded
+            .filter(|r| r.carried_from.is_some())
+            .map(|r| r.describe(Layer::Ai)),
+    })
+}
+
 /// The slot deploy-backend filled, or (deploy-backend skipped) the idle one.
 async fn target(cx: &Context) -> anyhow::Result<Slot> {
     if let Some(slot) = cx.backend.target_slot {
@@ -225,7 +269,8 @@ impl Phase for ConfigureAi {
 
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
         let config = config_of(self, cx)?;
-        let release = cx.release()?;
+        let layer = ai_layer(self, cx)?;
+        let release = layer.release.clone();
         let (slot, note) = match cx.backend.target_slot {
             Some(s) => (s, format!("slot {s}")),
             None => match cx.applier().await {
@@ -246,7 +291,10 @@ impl Phase for ConfigureAi {
             },
         };
         let mut steps = vec![note];
-        if self.restore.is_none() {
+        if let Some(what) = &layer.carried {
+            steps.push(format!("{what}, with the config it runs with"));
+        }
+        if layer.check_providers {
             for (e, models) in checks(cx, &config)? {
                 steps.push(format!(
                     "check {}: GET {} (models {})",
@@ -256,16 +304,16 @@ impl Phase for ConfigureAi {
                 ));
             }
         }
-        let objects = ai_objects(cx.templates()?, &cx.config.profile, &release, slot, &config)?;
+        let objects = ai_objects(&layer.templates, &layer.profile, &release, slot, &config)?;
         steps.push(format!(
             "server-side apply ConfigMap {} and {} objects of the AI services",
             config_map_name(slot),
             objects.len() - 1
         ));
-        for (name, _) in cx.config.profile.ai_services() {
+        for (name, _) in layer.profile.ai_services() {
             steps.push(format!(
                 "{name}-{slot}: {}",
-                values::image_of(&release, &cx.config.profile, name)
+                values::image_of(&release, &layer.profile, name)
             ));
         }
         steps.push("wait for the AI rollouts (fail fast like the backend)".into());
@@ -280,9 +328,13 @@ impl Phase for ConfigureAi {
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
         let config = config_of(self, cx)?;
-        let release = cx.release()?;
+        let layer = ai_layer(self, cx)?;
+        let release = layer.release.clone();
         let mut details = Vec::new();
-        if self.restore.is_none() {
+        if let Some(what) = &layer.carried {
+            details.push(format!("{what}, with the config it runs with"));
+        }
+        if layer.check_providers {
             let checks = checks(cx, &config)?;
             let http = providers::client()?;
             match providers::check_all(&http, &checks).await {
@@ -310,8 +362,8 @@ impl Phase for ConfigureAi {
             }
         }
         let slot = target(cx).await?;
-        let profile = cx.config.profile.clone();
-        let objects = ai_objects(cx.templates()?, &profile, &release, slot, &config)?;
+        let profile = layer.profile.clone();
+        let objects = ai_objects(&layer.templates, &profile, &release, slot, &config)?;
         let applier = cx.applier().await?.clone();
         let applied = applier.apply_all(objects).await?;
         // `cx.backend.target_slot` stays deploy-backend's: without it,
@@ -345,7 +397,11 @@ impl Phase for ConfigureAi {
         }));
         Ok(PhaseReport {
             summary: format!(
-                "{} AI services rolled out to {slot} with {}; providers: {}",
+                "{}: {} AI services rolled out to {slot} with {}; providers: {}",
+                layer
+                    .carried
+                    .clone()
+                    .unwrap_or_else(|| format!("AI {} deployed", release.image_tag)),
                 names.len(),
                 config_map_name(slot),
                 config

@@ -19,33 +19,52 @@ use crate::k8s::manifest::{self, Scope};
 use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
 use crate::k8s::watch::wait_for_slot;
+use crate::pipeline::layers::Layer;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
 pub struct DeployBackend;
 
-/// Every object a deploy of `release` to `slot` applies: the platform's,
-/// then each service's in the slot.
-pub fn objects_for(
-    cx: &Context,
-    release: &Release,
-    slot: Slot,
-) -> anyhow::Result<Vec<DynamicObject>> {
-    let profile = &cx.config.profile;
-    let templates = cx.templates()?;
-    let mut out: Vec<DynamicObject> = manifest::render(
-        templates,
-        &[Scope::Platform],
-        &values::common(release, profile),
-    )?
-    .into_iter()
-    .map(|(_, o)| o)
-    .collect();
-    out.extend(slot_objects(
-        templates,
-        &profile.without_ai(),
-        release,
-        slot,
-    )?);
+/// The backend this run puts in the slot: the release, templates and
+/// profile it renders with, and whether it is carried over (then only the
+/// slot's objects are applied: the platform's are the deployed layer's).
+struct Backend {
+    release: Release,
+    templates: Vec<manifest::Template>,
+    profile: crate::config::Profile,
+    carried: Option<String>,
+}
+
+fn backend(cx: &Context) -> anyhow::Result<Backend> {
+    let recorded = cx.layers.get(&Layer::Backend);
+    Ok(Backend {
+        release: cx.layer_release(Layer::Backend)?,
+        templates: cx.layer_templates(Layer::Backend)?,
+        profile: match recorded {
+            Some(r) => r.profile(Layer::Backend, &cx.config.profile),
+            None => cx.config.profile.without_ai(),
+        },
+        carried: recorded
+            .filter(|r| r.carried_from.is_some())
+            .map(|r| r.describe(Layer::Backend)),
+    })
+}
+
+/// Every object a deploy of the backend to `slot` applies: the platform's
+/// (unless the backend is carried over), then each service's in the slot.
+fn objects_for(cx: &Context, b: &Backend, slot: Slot) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut out: Vec<DynamicObject> = Vec::new();
+    if b.carried.is_none() {
+        out.extend(
+            manifest::render(
+                cx.templates()?,
+                &[Scope::Platform],
+                &values::common(&b.release, &cx.config.profile),
+            )?
+            .into_iter()
+            .map(|(_, o)| o),
+        );
+    }
+    out.extend(slot_objects(&b.templates, &b.profile, &b.release, slot)?);
     Ok(out)
 }
 
@@ -180,7 +199,8 @@ impl Phase for DeployBackend {
     }
 
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
-        let release = cx.release()?;
+        let b = backend(cx)?;
+        let release = b.release.clone();
         // A dry run may have no cluster at hand: the plan says what it
         // could not learn instead of failing.
         let live = match cx.applier().await {
@@ -199,7 +219,7 @@ impl Phase for DeployBackend {
                 format!("idle slot unknown (cannot read the cluster: {why}); shown for blue"),
             ),
         };
-        let objects = objects_for(cx, &release, slot)?;
+        let objects = objects_for(cx, &b, slot)?;
         let mut steps = vec![
             slot_note,
             format!(
@@ -208,18 +228,20 @@ impl Phase for DeployBackend {
                 summarize(&objects).join(", ")
             ),
         ];
-        for (name, keys) in &cx.config.profile.secrets {
-            steps.push(format!(
-                "Secret {name}: {} keys from Vault ({})",
-                keys.len(),
-                keys.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
+        if b.carried.is_none() {
+            for (name, keys) in &cx.config.profile.secrets {
+                steps.push(format!(
+                    "Secret {name}: {} keys from Vault ({})",
+                    keys.len(),
+                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
-        let backend = cx.config.profile.without_ai();
+        let backend = &b.profile;
         for name in backend.services.keys() {
             steps.push(format!(
                 "{name}-{slot}: {}",
-                values::image_of(&release, &backend, name)
+                values::image_of(&release, backend, name)
             ));
         }
         steps.push(format!(
@@ -228,16 +250,20 @@ impl Phase for DeployBackend {
             humantime::format_duration(release.rollout_timeout())
         ));
         Ok(PhasePlan {
-            summary: format!(
-                "release {} to the idle slot, users untouched",
-                release.image_tag
-            ),
+            summary: match &b.carried {
+                Some(what) => format!("{what} into the idle slot, users untouched"),
+                None => format!(
+                    "release {} to the idle slot, users untouched",
+                    release.image_tag
+                ),
+            },
             steps,
         })
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
-        let release = cx.release()?;
+        let b = backend(cx)?;
+        let release = b.release.clone();
         let applier = cx.applier().await?.clone();
         let profile = cx.config.profile.clone();
         // The lifecycle read the live state just before the first change;
@@ -253,8 +279,14 @@ impl Phase for DeployBackend {
                 .map_err(|why| fail(Kind::PhaseFailed, why))?,
         };
         preflight(cx).await?;
-        let objects = objects_for(cx, &release, slot)?;
-        let secrets = platform_secret_objects(cx);
+        let objects = objects_for(cx, &b, slot)?;
+        // A carried-over backend is the slot's objects alone: the
+        // platform's secrets are the deployed layer's to write.
+        let secrets = if b.carried.is_none() {
+            platform_secret_objects(cx)
+        } else {
+            Vec::new()
+        };
         let secret_names: Vec<String> = secrets
             .iter()
             .filter_map(|o| o.metadata.name.clone())
@@ -267,7 +299,7 @@ impl Phase for DeployBackend {
         cx.backend.target_slot = Some(slot);
 
         // The AI services are configure-ai's.
-        let profile = profile.without_ai();
+        let profile = b.profile.clone();
         let names = deployment_names(&profile, slot);
         wait_for_slot(
             applier.client(),
@@ -288,13 +320,25 @@ impl Phase for DeployBackend {
                 values::image_of(&release, &profile, s)
             )
         }));
+        // Users are where the run found them: on the other slot, or on no
+        // slot yet.
+        let users = if matches!(state.active(), live::Active::Fresh) {
+            "first deploy: users reach it at shift-traffic".to_string()
+        } else {
+            format!("users still on {}", slot.other())
+        };
         Ok(PhaseReport {
-            summary: format!(
-                "{} services rolled out to {slot} ({}); users still on {}",
-                profile.services.len(),
-                release.image_tag,
-                slot.other()
-            ),
+            summary: match &b.carried {
+                Some(what) => format!(
+                    "{what}: {} services rolled out to {slot}; {users}",
+                    profile.services.len()
+                ),
+                None => format!(
+                    "backend {} deployed: {} services rolled out to {slot}; {users}",
+                    release.image_tag,
+                    profile.services.len()
+                ),
+            },
             details,
         })
     }

@@ -197,9 +197,8 @@ fn scraped_services(cx: &Context) -> Vec<String> {
 async fn wait_for_targets(
     prom: &Prometheus,
     namespace: &str,
-    services: &[String],
+    services: &[(String, Option<String>)],
     slot: Slot,
-    version: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
@@ -208,10 +207,10 @@ async fn wait_for_targets(
         let verdicts: Vec<(String, ServiceTargets)> = match &targets {
             Ok(t) => services
                 .iter()
-                .map(|s| {
+                .map(|(s, version)| {
                     (
                         s.clone(),
-                        prometheus::verdict(t, namespace, s, slot.as_str(), version),
+                        prometheus::verdict(t, namespace, s, slot.as_str(), version.as_deref()),
                     )
                 })
                 .collect(),
@@ -239,10 +238,16 @@ async fn wait_for_targets(
             let problems: Vec<Problem> = verdicts
                 .into_iter()
                 .filter_map(|(s, v)| {
+                    let version = services
+                        .iter()
+                        .find(|(n, _)| *n == s)
+                        .and_then(|(_, v)| v.as_deref())
+                        .map(|v| format!(", version={v}"))
+                        .unwrap_or_default();
                     let problem = match v {
                         ServiceTargets::Up { .. } => return None,
                         ServiceTargets::Missing => format!(
-                            "Prometheus has no target of {s} in slot {slot} (labels namespace={namespace}, job={s}, slot={slot}) after {waited}"
+                            "Prometheus has no target of {s} in slot {slot} (labels namespace={namespace}, job={s}, slot={slot}{version}) after {waited}"
                         ),
                         ServiceTargets::NotUp { up, not_up } => format!(
                             "{} of {} targets are not up after {waited}: {}",
@@ -509,14 +514,20 @@ impl Phase for Monitor {
         details.push(format!("annotation {id} opened for {deployment_id}"));
 
         let prom = Prometheus::new(&prometheus_url)?;
-        let services = scraped_services(cx);
-        let version = cx.release().ok().map(|r| r.image_tag);
+        // Each service at the version this run put in the slot: its layer's
+        // release, deployed or carried over.
+        let services: Vec<(String, Option<String>)> = scraped_services(cx)
+            .into_iter()
+            .map(|s| {
+                let v = cx.expected_version(&s);
+                (s, v)
+            })
+            .collect();
         let lines = wait_for_targets(
             &prom,
             &cx.config.profile.namespace,
             &services,
             slot,
-            version.as_deref(),
             timeout,
         )
         .await?;

@@ -14,7 +14,6 @@ use super::deploy_frontend::{self, FrontendRecord};
 use crate::error::{Kind, fail};
 use crate::k8s::live::{self, Active};
 use crate::k8s::slot::Slot;
-use crate::k8s::values;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::prometheus::Prometheus;
 use crate::traffic::plan::{Grace, RolloutPlan, percents};
@@ -42,9 +41,7 @@ async fn target(cx: &Context) -> anyhow::Result<Slot> {
         // AI services users never reached join only when the slot runs them
         // (see `switched_profile`).
         .filter(|(name, s)| !(cx.config.profile.is_ai(name) && s.active.is_none()))
-        .filter(|(name, s)| {
-            s.image_in(slot) != Some(values::image_of(&release, &cx.config.profile, name).as_str())
-        })
+        .filter(|(name, s)| s.image_in(slot).map(String::from) != cx.expected_image(name).ok())
         .map(|(name, s)| format!("{name} ({})", s.image_in(slot).unwrap_or("nothing")))
         .collect();
     if !missing.is_empty() {
@@ -72,9 +69,14 @@ async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::con
         return Ok(profile.clone());
     }
     let state = live::read(cx.applier().await?, profile).await?;
-    let release = cx.release()?;
-    let (out, stale) =
-        crate::traffic::plan::switchable(profile, &state, &release, slot, |n| profile.is_ai(n));
+    let release = cx.layer_release(crate::pipeline::layers::Layer::Ai)?;
+    let (out, stale) = crate::traffic::plan::switchable(
+        profile,
+        &state,
+        |n| cx.expected_image(n).ok(),
+        slot,
+        |n| profile.is_ai(n),
+    );
     if !stale.is_empty() {
         return Err(fail(
             Kind::PhaseFailed,

@@ -428,7 +428,6 @@ impl Phase for Verify {
         let cx: &Context = cx;
         let vars = &cx.config.vars;
         let var = |n: &str| vars.get(n).unwrap_or_default().to_string();
-        let tag = var("IMAGE_TAG");
         let base = base_url(cx);
         let profile = &cx.config.profile;
 
@@ -440,7 +439,12 @@ impl Phase for Verify {
                 Some(p) => p.to_string(),
                 None => format!("/{name}"),
             };
-            let (base, tag) = (base.clone(), tag.clone());
+            // The version this run put in the slot for the service's layer:
+            // deployed, or carried over.
+            let tag = cx
+                .expected_version(name)
+                .unwrap_or_else(|| var("IMAGE_TAG"));
+            let base = base.clone();
             checks.push(Box::pin(checked(format!("health {name}"), move || {
                 let (base, path, tag) = (base.clone(), path.clone(), tag.clone());
                 async move { health(&base, &path, slot, &tag).await }

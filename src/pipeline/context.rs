@@ -8,6 +8,7 @@ use kube::Client;
 use tokio::sync::OnceCell;
 
 use super::deployment_id::DeploymentId;
+use super::layers::{Layer, LayerRecord, Recorded};
 use super::selection::Selection;
 use crate::config::Config;
 use crate::config::format::duration;
@@ -109,6 +110,10 @@ pub struct Context {
     /// A rollback deploys the release a snapshot recorded, not the
     /// variables' one.
     pub release_override: Option<Release>,
+    /// The layers rendered from a record instead of this run's release: a
+    /// layer the run carries over into the new slot as users run it, or a
+    /// rollback's layer as its snapshot recorded it.
+    pub layers: std::collections::BTreeMap<Layer, Recorded>,
     /// The platform's secrets read from Vault at start-up, for deploy-backend
     /// to apply; never recorded.
     pub platform_secrets: crate::config::vault::PlatformSecrets,
@@ -147,6 +152,7 @@ impl Context {
             backend: BackendState::default(),
             records: Records::default(),
             release_override: None,
+            layers: Default::default(),
             platform_secrets: Default::default(),
             progress: Default::default(),
             applier: OnceCell::new(),
@@ -255,6 +261,74 @@ impl Context {
                 rollout_timeout_secs: 600,
             }
         })
+    }
+
+    /// The release a layer is rendered with: its record's (carried over,
+    /// or a rollback's), or this run's. Either way the objects are this
+    /// run's to write, so they carry its deployment id.
+    pub fn layer_release(&self, layer: Layer) -> anyhow::Result<Release> {
+        match self.layers.get(&layer) {
+            Some(r) => Ok(Release {
+                deployment_id: self.id_text(),
+                ..r.release.clone()
+            }),
+            None => self.release(),
+        }
+    }
+
+    /// The slot templates a layer is rendered with.
+    pub fn layer_templates(&self, layer: Layer) -> anyhow::Result<Vec<Template>> {
+        match self.layers.get(&layer) {
+            Some(r) if !r.templates.is_empty() => Ok(r.templates.clone()),
+            _ => Ok(self.templates()?.to_vec()),
+        }
+    }
+
+    /// The image a service runs in the slot this run fills: its layer's
+    /// release.
+    pub fn expected_image(&self, service: &str) -> anyhow::Result<String> {
+        let release = self.layer_release(Layer::of(&self.config.profile, service))?;
+        Ok(crate::k8s::values::image_of(
+            &release,
+            &self.config.profile,
+            service,
+        ))
+    }
+
+    /// The version (image tag) a service runs in the slot this run fills.
+    pub fn expected_version(&self, service: &str) -> Option<String> {
+        self.layer_release(Layer::of(&self.config.profile, service))
+            .ok()
+            .map(|r| r.image_tag)
+    }
+
+    /// What the snapshot says of each layer of the slot this run fills:
+    /// those it renders from a record (carried over, or a rollback's), and
+    /// those its phases deploy.
+    pub fn layer_records(&self) -> std::collections::BTreeMap<Layer, LayerRecord> {
+        Layer::ALL
+            .into_iter()
+            .filter(|l| !l.services(&self.config.profile).is_empty())
+            .filter(|l| self.layers.contains_key(l) || self.selection.is_selected(l.phase()))
+            .filter_map(|l| {
+                let release = self.layer_release(l).ok()?;
+                let recorded = self.layers.get(&l);
+                let carried_from = recorded.and_then(|r| r.carried_from.clone());
+                Some((
+                    l,
+                    LayerRecord {
+                        how: if carried_from.is_some() {
+                            super::layers::How::CarriedOver
+                        } else {
+                            super::layers::How::Deployed
+                        },
+                        release,
+                        templates: recorded.map(|r| r.templates.clone()).unwrap_or_default(),
+                        carried_from,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The release this run deploys: a rollback's recorded one, or the one

@@ -40,6 +40,54 @@ pub trait Lifecycle: Send {
     ) -> anyhow::Result<()>;
     /// Becomes true if the lock is lost mid-run.
     fn lock_lost(&self) -> Option<watch::Receiver<bool>>;
+    /// After validate, before anything changes (and in a dry run): what the
+    /// run does beyond its flags (a layer to carry over), or why its flags
+    /// cannot work. Reads only.
+    async fn prepare(&mut self, _cx: &mut Context) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decide the layers to carry over (`pipeline::layers`) from the live
+/// state and the last good snapshot, and take their phases: they deploy
+/// from the record. A refusal names the flags and why, before any change.
+pub async fn plan_layers(cx: &mut Context) -> anyhow::Result<()> {
+    if !cx.selection.is_selected(super::PhaseId::ShiftTraffic) {
+        return Ok(());
+    }
+    let read = async {
+        let applier = cx.applier().await?;
+        let live = live::read(applier, &cx.config.profile).await?;
+        let store = SnapshotStore::new(
+            applier.client().clone(),
+            &cx.config.profile.namespace,
+            cx.environment(),
+        );
+        let history = store.list().await?;
+        Ok::<_, anyhow::Error>((live, history))
+    };
+    let (live, history) = match read.await {
+        Ok(r) => r,
+        // A dry run may have no cluster at hand; the phases' plans say what
+        // they could not learn.
+        Err(_) if cx.dry_run => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let last_good = history.iter().find(|s| s.outcome == Outcome::Succeeded);
+    let carry = super::layers::decide(
+        &cx.selection,
+        cx.environment(),
+        &cx.config.profile,
+        &live,
+        last_good,
+    )
+    .map_err(|r| fail(r.kind, r.message))?;
+    for (layer, recorded) in carry {
+        tracing::info!("{}", recorded.describe(layer));
+        cx.selection.carry(layer.phase());
+        cx.layers.insert(layer, recorded);
+    }
+    Ok(())
 }
 
 /// The lifecycle of a deploy or rollback against the cluster.
@@ -287,6 +335,7 @@ impl Lifecycle for ClusterLifecycle {
                 database: None,
                 monitoring: None,
                 rollout: None,
+                layers: cx.layer_records(),
             };
             store.put(&snapshot).await?;
             cx.backend.before = Some(before);
@@ -359,6 +408,7 @@ impl Lifecycle for ClusterLifecycle {
         snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();
+        snapshot.layers = cx.layer_records();
         // Once shift-traffic began, the rollout record has its part: the
         // report (for a run interrupted mid-step, which never handed it
         // over) and the stage to close.
@@ -426,5 +476,14 @@ impl Lifecycle for ClusterLifecycle {
 
     fn lock_lost(&self) -> Option<watch::Receiver<bool>> {
         self.guard.as_ref().map(|g| g.lost())
+    }
+
+    /// A deploy carries over the layers it does not deploy; a rollback
+    /// decides its layers from the snapshot it goes back to.
+    async fn prepare(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        if self.command == "deploy" {
+            plan_layers(cx).await?;
+        }
+        Ok(())
     }
 }

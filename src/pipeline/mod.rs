@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod deployment_id;
+pub mod layers;
 pub mod lifecycle;
 pub mod phase;
 pub mod progress;

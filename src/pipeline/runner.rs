@@ -120,8 +120,20 @@ impl Runner {
             .map(|p| p.id())
             .collect();
 
+        let mut prepared = false;
         for phase in &self.phases {
             let id = phase.id();
+            // After validate, before anything changes: what the run does
+            // beyond its flags (a layer carried over), or why they cannot
+            // work, refused with nothing changed.
+            if id != PhaseId::Validate && !prepared && error.is_none() {
+                prepared = true;
+                if let Some(lc) = self.lifecycle.as_mut()
+                    && let Err(e) = lc.prepare(cx).await
+                {
+                    error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed));
+                }
+            }
             let skip = cx
                 .selection
                 .phases

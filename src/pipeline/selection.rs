@@ -52,6 +52,16 @@ impl Selection {
             .any(|(p, skip)| *p == id && skip.is_none())
     }
 
+    /// Takes a skipped phase after all: a layer the run carries over
+    /// (`pipeline::layers`) is deployed by its phase from a record.
+    pub fn carry(&mut self, id: PhaseId) {
+        for (p, reason) in self.phases.iter_mut() {
+            if *p == id {
+                *reason = None;
+            }
+        }
+    }
+
     /// True when the user asked to skip validate explicitly: the one case
     /// that runs without checking the configuration first.
     pub fn validate_skipped(&self) -> bool {

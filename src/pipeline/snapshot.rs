@@ -136,9 +136,30 @@ pub struct Snapshot {
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<serde_json::Value>,
+    /// Per layer (backend, AI), whether the run deployed it or carried it
+    /// over from the slot users were on, and at which release. Absent in
+    /// snapshots from before layers were recorded: there `release` is
+    /// both layers'.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub layers: std::collections::BTreeMap<
+        crate::pipeline::layers::Layer,
+        crate::pipeline::layers::LayerRecord,
+    >,
 }
 
 impl Snapshot {
+    /// The image `service` runs in the slot this deployment filled: its
+    /// layer's recorded release.
+    pub fn expected_image(
+        &self,
+        profile: &crate::config::Profile,
+        service: &str,
+    ) -> Option<String> {
+        let layer = crate::pipeline::layers::Layer::of(profile, service);
+        let (release, _) = crate::pipeline::layers::source_of(self, layer)?;
+        Some(crate::k8s::values::image_of(&release, profile, service))
+    }
+
     /// The images the run left, by service: its `after` state's target slot.
     pub fn images(&self) -> Vec<(String, String)> {
         let Some(slot) = self.target_slot else {
@@ -237,6 +258,7 @@ pub(crate) mod tests_support {
             database: None,
             monitoring: None,
             rollout: None,
+            layers: Default::default(),
         }
     }
 }

@@ -212,14 +212,15 @@ pub fn worker_replicas(
 }
 
 /// The profile of the services a switch to `slot` moves: those of `which`
-/// that run `release` there, and of the rest, those users have never
-/// reached are left out (they join at a later switch). Users' services that
-/// do not run it there are the second value: switching would strand them
-/// on the old slot or move them to old code, so the caller refuses.
+/// that run what they should there (`expected`, by service: the image of
+/// its layer's release), and of the rest, those users have never reached
+/// are left out (they join at a later switch). Users' services that do not
+/// run it there are the second value: switching would strand them on the
+/// old slot or move them to old code, so the caller refuses.
 pub fn switchable(
     profile: &crate::config::Profile,
     state: &PlatformState,
-    release: &crate::k8s::values::Release,
+    expected: impl Fn(&str) -> Option<String>,
     slot: Slot,
     which: impl Fn(&str) -> bool,
 ) -> (crate::config::Profile, Vec<String>) {
@@ -228,7 +229,7 @@ pub fn switchable(
     for name in profile.services.keys().filter(|n| which(n)) {
         let live = state.services.get(name);
         let have = live.and_then(|s| s.image_in(slot));
-        if have == Some(crate::k8s::values::image_of(release, profile, name).as_str()) {
+        if have.is_some() && have.map(String::from) == expected(name) {
             continue;
         }
         if live.is_some_and(|s| s.active.is_some()) {

@@ -156,10 +156,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = Command::new("dropdb")
             .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
+                "--maintenance-db",
+                &format!("{}/postgres", server()),
                 "--force",
                 "--if-exists",
                 &self.name,

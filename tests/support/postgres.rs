@@ -73,7 +73,7 @@ impl Database {
 impl Drop for Database {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+            .args(["-X", "-d", &url_of("postgres", None), "-c"])
             .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
             .output();
     }

@@ -361,23 +361,24 @@ async fn kubectl_create_generators_stage_objects_and_a_failing_deployment() {
         kube::Api::namespaced(client.clone(), "staging");
     let port = svcs.get("api").await.unwrap().spec.unwrap().ports.unwrap()[0].clone();
     assert_eq!((port.port, port.protocol.as_deref()), (80, Some("TCP")));
+    // The whole condition is waited for: both api pods backing off and the
+    // debug pod Running (under load the latter can come last).
     let table = eventually(
-        "the staged pods pull back off",
-        Duration::from_secs(10),
+        "the staged pods pull back off and the debug pod runs",
+        Duration::from_secs(30),
         || {
             let kc = kc.clone();
             async move {
                 let out = kubectl(&kc, &["-n", "staging", "get", "pods"], None).await;
-                (out.stdout.matches("ImagePullBackOff").count() == 2).then_some(out.stdout)
+                let t = out.stdout;
+                (t.matches("ImagePullBackOff").count() == 2
+                    && t.contains("0/1")
+                    && t.lines()
+                        .any(|l| l.starts_with("debug") && l.contains("Running")))
+                .then_some(t)
             }
         },
     )
     .await;
     assert!(table.contains("0/1"), "{table}");
-    assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("debug") && l.contains("Running")),
-        "{table}"
-    );
 }

@@ -1,0 +1,309 @@
+//! The seed guide's partial deploys, on an environment where a full deploy
+//! (backend and AI at v1) ran before: a layer the run skips is carried over
+//! into the new slot as users run it, so the switch changes only the layer
+//! asked for, whatever an earlier run left in the idle slot.
+
+mod support;
+
+use std::time::Duration;
+
+use kubesim::ImageFault;
+use maily_deploy::exit_code;
+use maily_deploy::pipeline::layers::{How, Layer};
+use maily_deploy::pipeline::snapshot::Outcome;
+use support::ai::*;
+use support::*;
+
+const IMAGES: &str = "registry.example.invalid/maily";
+
+/// The seed's backend-only line (monitor and verify, which need their own
+/// stubs, are tested elsewhere).
+const SEED_BACKEND_ONLY: &[&str] = &[
+    "--skip-infrastructure",
+    "--skip-database",
+    "--skip-frontend",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+/// The seed's AI-only line, the same way.
+const SEED_AI_ONLY: &[&str] = &[
+    "--skip-infrastructure",
+    "--skip-database",
+    "--skip-frontend",
+    "--skip-backend",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+fn run(world: &World, p: &Providers, tag: &str, flags: &[&str]) -> std::process::Output {
+    let env = world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("OPENAI_BASE_URL", &p.openai.uri()),
+        ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GOOGLE_API_KEY", ""),
+    ]);
+    world
+        .maily()
+        .arg("staging")
+        .args(flags)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+/// What users reach: (slot, backend tag, AI tag), every service agreeing.
+fn serving(world: &World) -> (String, String, String) {
+    let slot = world.selected_slot("api").expect("users on a slot");
+    for svc in [
+        "api",
+        "campaigns",
+        "email-sender",
+        "analytics",
+        "ai-orchestrator",
+    ] {
+        assert_eq!(
+            world.selected_slot(svc).as_deref(),
+            Some(slot.as_str()),
+            "{svc} on another slot"
+        );
+        let want = if slot == "blue" { (100, 0) } else { (0, 100) };
+        assert_eq!(world.weights(svc), Some(want), "{svc}'s route");
+    }
+    let tag = |svc: &str| {
+        world
+            .image(&format!("{svc}-{slot}"))
+            .unwrap_or_default()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let backend = tag("api");
+    for svc in ["campaigns", "email-sender", "analytics", "workers"] {
+        assert_eq!(tag(svc), backend, "{svc} runs another backend release");
+    }
+    let ai = tag("ai-orchestrator");
+    assert_eq!(tag("ai-workers"), ai, "ai-workers runs another AI release");
+    let other = if slot == "blue" { "green" } else { "blue" };
+    assert_eq!(world.replicas(&format!("workers-{other}")).unwrap_or(0), 0);
+    assert_eq!(
+        world.replicas(&format!("ai-workers-{other}")).unwrap_or(0),
+        0
+    );
+    (slot, backend, ai)
+}
+
+fn full_deploy_v1(world: &World, p: &Providers) -> String {
+    let out = deploy_with_ai(world, p, "v1", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(serving(world), ("blue".into(), "v1".into(), "v1".into()));
+    std::thread::sleep(Duration::from_millis(1100)); // distinct ids
+    world.deployment_id(&out)
+}
+
+#[test]
+fn backend_only_then_ai_only_change_only_their_layer_and_rollback_restores_both() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    let first = full_deploy_v1(&world, &p);
+
+    // The seed's backend-only line at v2: the AI layer comes along as it is.
+    let out = run(&world, &p, "v2", SEED_BACKEND_ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(
+        all.contains("AI v1 carried over from blue"),
+        "the report says what was carried: {all}"
+    );
+    assert!(all.contains("backend v2 deployed"), "{all}");
+    assert_eq!(serving(&world), ("green".into(), "v2".into(), "v1".into()));
+    assert!(
+        world
+            .snapshots()
+            .first()
+            .is_some_and(|s| s.layers[&Layer::Ai].how == How::CarriedOver),
+        "the snapshot records the carry-over"
+    );
+    let ai_config = |slot: &str| {
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(world.client.clone(), NAMESPACE);
+        world
+            .rt
+            .block_on(api.get_opt(&format!("ai-config-{slot}")))
+            .unwrap()
+            .and_then(|c| c.data)
+            .map(|d| d["config.json"].clone())
+    };
+    assert_eq!(
+        ai_config("green"),
+        ai_config("blue"),
+        "the AI config came with the AI services"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The seed's AI-only line at v3: the backend users run (v2) comes along.
+    let out = run(&world, &p, "v3", SEED_AI_ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(all.contains("backend v2 carried over from green"), "{all}");
+    assert!(all.contains("AI v3 deployed"), "{all}");
+    assert_eq!(serving(&world), ("blue".into(), "v2".into(), "v3".into()));
+
+    // history says it per layer.
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["deployments"][0]["layers"],
+        serde_json::json!({"backend": "backend v2 carried over from green", "ai": "AI v3 deployed"})
+    );
+    let out = world.maily().args(["history", "staging"]).output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("backend v2 carried over from green"),
+        "{human}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // Back to the first deployment: both layers at v1.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let (_, backend, ai) = serving(&world);
+    assert_eq!((backend.as_str(), ai.as_str()), ("v1", "v1"));
+}
+
+#[test]
+fn a_failed_runs_leftovers_in_the_idle_slot_are_never_promoted() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    full_deploy_v1(&world, &p);
+
+    // A backend release that cannot be pulled fails in the idle slot
+    // (green) and stays there.
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let out = run(&world, &p, "broken-2", SEED_BACKEND_ONLY);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some(format!("{IMAGES}/maily-api:broken-2").as_str())
+    );
+    world.sim().control().clear_image_faults();
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // AI-only at v3: green gets the backend users run (v1), not the
+    // leftover.
+    let out = run(&world, &p, "v3", SEED_AI_ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(serving(&world), ("green".into(), "v1".into(), "v3".into()));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // And the other way: an AI release that crash-loops is left in blue...
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:crash-*", ImageFault::CrashLoopBackOff);
+    let out = run(
+        &world,
+        &p,
+        "crash-4",
+        &[
+            "--skip-infrastructure",
+            "--skip-database",
+            "--skip-frontend",
+            "--skip-monitor",
+            "--skip-verify",
+        ],
+    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    world.sim().control().clear_image_faults();
+    std::thread::sleep(Duration::from_millis(1100));
+    // ...and the backend-only line at v5 carries AI v3 over, not crash-4.
+    let out = run(&world, &p, "v5", SEED_BACKEND_ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(serving(&world), ("blue".into(), "v5".into(), "v3".into()));
+}
+
+/// Every write the tool made (create, update, patch, delete).
+fn writes(world: &World) -> Vec<String> {
+    world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .map(|r| format!("{} {} {}", r.verb, r.resource, r.name))
+        .collect()
+}
+
+#[test]
+fn flags_that_cannot_work_are_refused_before_any_change() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+
+    // A first deploy without its backend: nothing to switch users to.
+    world.sim().control().reset();
+    let out = run(&world, &p, "v1", SEED_AI_ONLY);
+    assert_exit(&out, exit_code::USAGE);
+    let all = text(&out);
+    assert!(all.contains("first deploy"), "{all}");
+    assert!(all.contains("Drop --skip-backend"), "{all}");
+    assert_eq!(writes(&world), Vec::<String>::new(), "{all}");
+
+    full_deploy_v1(&world, &p);
+    // Both layers skipped, traffic still switched: nothing new to move to.
+    world.sim().control().reset();
+    let mut both = SEED_AI_ONLY.to_vec();
+    both.push("--skip-ai");
+    let out = run(&world, &p, "v2", &both);
+    assert_exit(&out, exit_code::USAGE);
+    let all = text(&out);
+    assert!(all.contains("--skip-backend and --skip-ai"), "{all}");
+    assert!(all.contains("--skip-traffic"), "{all}");
+    assert_eq!(writes(&world), Vec::<String>::new(), "{all}");
+
+    // A backend users run that is not what the last good deployment left
+    // (a hand edit) is not carried over as if it were.
+    world
+        .sim()
+        .kubectl()
+        .args([
+            "-n",
+            NAMESPACE,
+            "set",
+            "image",
+            "deployment/api-blue",
+            "api=registry.example.invalid/maily/maily-api:hotfix",
+        ])
+        .output()
+        .unwrap();
+    world.sim().control().reset();
+    let out = run(&world, &p, "v2", SEED_AI_ONLY);
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("api-blue runs registry.example.invalid/maily/maily-api:hotfix"),
+        "{all}"
+    );
+    assert_eq!(writes(&world), Vec::<String>::new(), "{all}");
+    assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
+    assert_eq!(world.snapshots()[0].outcome, Outcome::Succeeded);
+}
