@@ -69,8 +69,11 @@ fn default_pod_spec(spec: &mut Value, restart_always: bool) {
     if restart_always && spec.get("restartPolicy").is_none() {
         spec["restartPolicy"] = json!("Always");
     }
+    // `get_mut`, not indexing: indexing would add `"initContainers": null`
+    // (and `"ports": null`) to objects that have none.
     for list in ["containers", "initContainers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
             if c.get("imagePullPolicy").is_none() {
                 let image = c["image"].as_str().unwrap_or("");
                 let latest = image.ends_with(":latest")
@@ -81,7 +84,12 @@ fn default_pod_spec(spec: &mut Value, restart_always: bool) {
                 c["terminationMessagePath"] = json!("/dev/termination-log");
                 c["terminationMessagePolicy"] = json!("File");
             }
-            for port in c["ports"].as_array_mut().into_iter().flatten() {
+            // ResourceRequirements is no pointer: the server always shows it.
+            if c.get("resources").is_none() {
+                c["resources"] = json!({});
+            }
+            let ports = c.get_mut("ports").and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten() {
                 if port.get("protocol").is_none() {
                     port["protocol"] = json!("TCP");
                 }
@@ -277,6 +285,12 @@ mod tests {
             spec["containers"][1]["imagePullPolicy"], "Always",
             "no tag means latest"
         );
+        assert_eq!(spec["containers"][1]["resources"], json!({}));
+        assert!(
+            spec.get("initContainers").is_none(),
+            "no null lists: {spec}"
+        );
+        assert!(spec["containers"][1].get("ports").is_none(), "{spec}");
         let mut job = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "m:1"}]}}}});
         apply_defaults(&t("Job"), &mut job);
         assert!(

@@ -46,6 +46,11 @@ pub struct ManagedEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conflict {
     pub manager: String,
+    /// The owning entry's operation (`Apply`, `Update`), apiVersion and
+    /// subresource: how the conflict names it.
+    pub operation: String,
+    pub api_version: String,
+    pub subresource: Option<String>,
     pub path: Path,
 }
 
@@ -185,6 +190,9 @@ pub fn apply(
                 if have.is_some() && have != fields::get(&applied_view, p) {
                     conflicts.push(Conflict {
                         manager: e.manager.clone(),
+                        operation: e.operation.clone(),
+                        api_version: e.api_version.clone(),
+                        subresource: e.subresource.clone(),
                         path: p.clone(),
                     });
                 }

@@ -38,11 +38,26 @@ pub enum Target {
     Unknown,
 }
 
-/// Decodes the query string into a map (last value wins).
+/// Decodes the query string into a map. A repeated parameter keeps its
+/// first value, as kube-apiserver's option decoding reads `values[0]`.
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned() {
+        out.entry(k).or_insert(v);
+    }
+    out
+}
+
+/// A boolean query parameter as kube-apiserver decodes it into its options
+/// (`watch`, `allowWatchBookmarks`, `sendInitialEvents`, `force`):
+/// absent, `0` and `false` in any case are false; every other value is
+/// true, the empty one and `f` included. That is apimachinery's
+/// `Convert_Slice_string_To_bool`, not Go's `strconv.ParseBool`: the
+/// official Python client sends `watch=True`, and `watch=f` is a watch.
+pub fn query_bool(query: &HashMap<String, String>, key: &str) -> bool {
+    query
+        .get(key)
+        .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 /// Maps method and path to a target. `is_namespaced_resource(group, version,
@@ -99,9 +114,11 @@ pub fn resolve(
         }
         _ => return Target::Unknown,
     }
-    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watch = query_bool(query, "watch");
+    // As kube-apiserver's resolver: only a collection GET can be a watch;
+    // `watch` on an object's own path is a get.
     info.verb = match (method, info.name.is_empty()) {
-        ("GET", _) if watch => "watch",
+        ("GET", true) if watch => "watch",
         ("GET", true) => "list",
         ("GET", false) => "get",
         ("POST", _) => "create",
@@ -161,6 +178,39 @@ mod tests {
             info(r("DELETE", "/api/v1/namespaces/a/configmaps", "")).verb,
             "deletecollection"
         );
+    }
+
+    #[test]
+    fn watch_is_decoded_as_kube_apiserver_decodes_it() {
+        let verb = |q: &str| info(r("GET", "/api/v1/namespaces/a/configmaps", q)).verb;
+        // Go's strconv.ParseBool true spellings (the Python client sends True) ...
+        for q in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(verb(&format!("watch={q}")), "watch", "watch={q}");
+        }
+        // ... and anything else that is not 0 or false in some case.
+        for q in ["f", "F", "yes", ""] {
+            assert_eq!(verb(&format!("watch={q}")), "watch", "watch={q}");
+        }
+        for q in ["0", "false", "False", "FALSE", "fAlSe"] {
+            assert_eq!(verb(&format!("watch={q}")), "list", "watch={q}");
+        }
+        assert_eq!(verb(""), "list");
+        assert_eq!(verb("watching=true"), "list");
+        let named = info(r("GET", "/api/v1/namespaces/a/configmaps/c", "watch=true"));
+        assert_eq!(named.verb, "get", "an object's path is not watched");
+    }
+
+    #[test]
+    fn boolean_parameters() {
+        let q = parse_query(Some(
+            "force=True&allowWatchBookmarks=1&sendInitialEvents=false",
+        ));
+        assert!(query_bool(&q, "force"));
+        assert!(query_bool(&q, "allowWatchBookmarks"));
+        assert!(!query_bool(&q, "sendInitialEvents"));
+        assert!(!query_bool(&q, "watch"));
+        let q = parse_query(Some("watch=false&watch=true"));
+        assert!(!query_bool(&q, "watch"), "the first value counts");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct ResourceType {
     /// Whether a `scale` subresource exists (Deployments, ReplicaSets, StatefulSets).
     pub has_scale: bool,
     pub categories: Vec<String>,
+    /// A CRD version's `selectableFields` (`spec.color`): field selectors
+    /// its custom resources take besides metadata.name and .namespace.
+    pub selectable_fields: Vec<String>,
 }
 
 impl ResourceType {
@@ -117,7 +120,46 @@ fn rt(
         } else {
             vec![]
         },
+        selectable_fields: Vec::new(),
     }
+}
+
+/// The API groups of the built-in kinds; every other group is a CRD's.
+pub const BUILTIN_GROUPS: &[&str] = &[
+    "",
+    "apiextensions.k8s.io",
+    "apps",
+    "autoscaling",
+    "batch",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "networking.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+];
+
+/// Whether kube-apiserver keeps `metadata.generation` for the kind (its
+/// strategies set it on create and bump it on spec changes): workloads,
+/// Pods, policy and networking objects, CRDs and custom resources; not
+/// ConfigMaps, Secrets, Services, Namespaces, RBAC objects, ...
+pub fn has_generation(rt: &ResourceType) -> bool {
+    !BUILTIN_GROUPS.contains(&rt.group.as_str())
+        || matches!(
+            rt.kind.as_str(),
+            "Pod"
+                | "Deployment"
+                | "ReplicaSet"
+                | "StatefulSet"
+                | "DaemonSet"
+                | "Job"
+                | "CronJob"
+                | "EndpointSlice"
+                | "Ingress"
+                | "IngressClass"
+                | "NetworkPolicy"
+                | "PodDisruptionBudget"
+                | "CustomResourceDefinition"
+        )
 }
 
 /// The built-in kinds issue 3 lists, at the versions Kubernetes 1.33 serves.
@@ -383,6 +425,13 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             has_status: v["subresources"]["status"].is_object(),
             has_scale: v["subresources"]["scale"].is_object(),
             categories: categories.clone(),
+            selectable_fields: v["selectableFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["jsonPath"].as_str())
+                .map(|p| p.trim_start_matches('.').to_string())
+                .collect(),
         });
     }
     if out.is_empty() {

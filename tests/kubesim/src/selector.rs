@@ -51,6 +51,11 @@ fn parse_set(s: &str) -> Result<Vec<String>, String> {
 }
 
 impl LabelSelector {
+    /// Whether it selects everything (no requirement).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses the `labelSelector` query syntax.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = Vec::new();
@@ -143,8 +148,9 @@ pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// A field selector: `metadata.name`, `metadata.namespace`, and for any other
-/// dotted path a string comparison (enough for `status.phase`, `spec.nodeName`).
+/// A field selector: dotted paths compared as strings (`metadata.name`,
+/// `status.phase`, `spec.nodeName`); [`FieldSelector::check_supported`]
+/// refuses the fields kube-apiserver does not select the kind by.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -164,6 +170,88 @@ impl FieldSelector {
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
+    }
+
+    /// Whether it selects everything (no requirement).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields kube-apiserver v1.34 lets `kind` of `group` be selected
+    /// by (its field label conversion functions; for custom resources
+    /// metadata.name, metadata.namespace and the CRD's `selectable`
+    /// fields), with its message for any other.
+    pub fn check_supported(
+        &self,
+        group: &str,
+        kind: &str,
+        selectable: &[String],
+    ) -> Result<(), String> {
+        if !crate::resources::BUILTIN_GROUPS.contains(&group) {
+            for (label, _, _) in &self.0 {
+                let ok = matches!(label.as_str(), "metadata.name" | "metadata.namespace")
+                    || selectable.contains(label);
+                if !ok {
+                    return Err(format!("field label not supported: {label}"));
+                }
+            }
+            return Ok(());
+        }
+        let own: Option<&[&str]> = match (group, kind) {
+            ("", "Pod") => Some(&[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+            ]),
+            ("", "Node") => Some(&["metadata.name", "spec.unschedulable"]),
+            ("", "Namespace") => Some(&["metadata.name", "status.phase"]),
+            ("", "Secret") => Some(&["metadata.name", "metadata.namespace", "type"]),
+            ("", "Service") => Some(&[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.clusterIP",
+                "spec.type",
+            ]),
+            ("", "Event") => Some(&[
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ]),
+            ("batch", "Job") => Some(&["metadata.name", "metadata.namespace", "status.successful"]),
+            _ => None,
+        };
+        for (label, _, _) in &self.0 {
+            let ok = own.unwrap_or(&["metadata.name", "metadata.namespace"]);
+            if ok.contains(&label.as_str()) {
+                continue;
+            }
+            return Err(match (group, kind, own) {
+                ("batch", "Job", _) => format!("field label {label:?} not supported for Job"),
+                (_, _, Some(_)) => format!("field label not supported: {label}"),
+                (_, _, None) => format!(
+                    "{label:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -227,5 +315,46 @@ mod tests {
         assert!(!sel.matches(&json!({"metadata": {"name": "db"}})));
         let neg = FieldSelector::parse("metadata.name!=web").unwrap();
         assert!(neg.matches(&json!({"metadata": {"name": "db"}})));
+    }
+
+    #[test]
+    fn only_the_fields_kube_apiserver_selects_a_kind_by() {
+        let check = |sel: &str, group: &str, kind: &str| {
+            FieldSelector::parse(sel).unwrap().check_supported(
+                group,
+                kind,
+                &["spec.color".to_string()],
+            )
+        };
+        assert_eq!(
+            check("metadata.name=a,metadata.namespace=b", "", "ConfigMap"),
+            Ok(())
+        );
+        assert_eq!(
+            check("data.k=1", "", "ConfigMap"),
+            Err("\"data.k\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"".into())
+        );
+        assert_eq!(
+            check("status.phase=Running,spec.nodeName=n", "", "Pod"),
+            Ok(())
+        );
+        assert_eq!(
+            check("spec.image=x", "", "Pod"),
+            Err("field label not supported: spec.image".into())
+        );
+        assert_eq!(check("involvedObject.name=web", "", "Event"), Ok(()));
+        assert_eq!(
+            check("status.active=1", "batch", "Job"),
+            Err("field label \"status.active\" not supported for Job".into())
+        );
+        assert!(check("status.replicas=1", "apps", "ReplicaSet").is_err());
+        assert_eq!(
+            check("metadata.name=w,spec.color=red", "example.com", "Widget"),
+            Ok(())
+        );
+        assert_eq!(
+            check("spec.size=1", "example.com", "Widget"),
+            Err("field label not supported: spec.size".into())
+        );
     }
 }

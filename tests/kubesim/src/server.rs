@@ -239,12 +239,19 @@ fn aggregated_response(v: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
-fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
+fn list_options(
+    rt: &ResourceType,
+    query: &HashMap<String, String>,
+) -> Result<ListOptions, ApiError> {
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    fields
+        .check_supported(&rt.group, &rt.kind, &rt.selectable_fields)
+        .map_err(ApiError::bad_request)?;
     Ok(ListOptions {
         labels: LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
-            .map_err(ApiError::bad_request)?,
+        fields,
         limit: query
             .get("limit")
             .and_then(|l| l.parse().ok())
@@ -323,7 +330,7 @@ async fn resource(
                 .get("resourceVersion")
                 .and_then(|v| v.parse::<u64>().ok())
                 .filter(|v| *v > 0);
-            let opts = list_options(query)?;
+            let opts = list_options(&rt, query)?;
             let rx = watch::start(
                 &state.control,
                 watch::WatchRequest {
@@ -336,13 +343,9 @@ async fn resource(
                         .get("timeoutSeconds")
                         .and_then(|t| t.parse().ok())
                         .map(Duration::from_secs),
-                    bookmarks: query
-                        .get("allowWatchBookmarks")
-                        .is_some_and(|b| b == "true"),
+                    bookmarks: request::query_bool(query, "allowWatchBookmarks"),
                     metadata_only: wants_metadata(&accept),
-                    send_initial_events: query
-                        .get("sendInitialEvents")
-                        .is_some_and(|b| b == "true"),
+                    send_initial_events: request::query_bool(query, "sendInitialEvents"),
                 },
             );
             let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -353,7 +356,7 @@ async fn resource(
                 .expect("valid response"))
         }
         "list" => {
-            let opts = list_options(query)?;
+            let opts = list_options(&rt, query)?;
             let store = state.store();
             let nsopt = (!ns.is_empty()).then_some(ns.as_str());
             let res = store.list(&rt, nsopt, &opts)?;
@@ -456,7 +459,7 @@ async fn resource(
             let kind = PatchKind::from_content_type(&content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let body = parse_body(&read_body(req).await)?;
-            let force = query.get("force").is_some_and(|f| f == "true");
+            let force = request::query_bool(query, "force");
             if kind == PatchKind::Apply && !query.contains_key("fieldManager") {
                 return Err(ApiError::invalid(
                     &rt,
@@ -493,6 +496,12 @@ async fn resource(
             let out = with_dry_run(&mut store, dry_run, |s| {
                 s.delete(&rt, &ns, &info.name, prop)
             })?;
+            // An object held by finalizers comes back with its
+            // deletionTimestamp; a removed one as kube-apiserver answers
+            // for its kind.
+            if out["metadata"]["deletionTimestamp"].is_null() && !returns_deleted_object(&rt) {
+                return Ok(json_response(200, &crate::status::deleted(&rt, &out)));
+            }
             Ok(json_response(200, &out))
         }
         "deletecollection" => {
@@ -501,7 +510,7 @@ async fn resource(
             let opts = ListOptions {
                 limit: None,
                 continue_token: None,
-                ..list_options(query)?
+                ..list_options(&rt, query)?
             };
             let mut store = state.store();
             let names: Vec<(String, String)> = store
@@ -533,6 +542,18 @@ async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// Whether kube-apiserver answers a DELETE of this kind with the deleted
+/// object (its stores with `ReturnDeletedObject`, among the kinds served
+/// here) rather than a Success Status (every other kind, custom resources
+/// included).
+fn returns_deleted_object(rt: &ResourceType) -> bool {
+    rt.group.is_empty()
+        && matches!(
+            rt.kind.as_str(),
+            "Namespace" | "Pod" | "Service" | "ServiceAccount"
+        )
 }
 
 /// `pods/log`: a few plain-text lines saying what the simulated container

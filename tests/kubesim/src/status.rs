@@ -27,7 +27,7 @@ impl ApiError {
         }
     }
 
-    fn details(rt: &ResourceType, name: &str) -> Value {
+    pub(crate) fn details(rt: &ResourceType, name: &str) -> Value {
         let mut d = json!({"name": name, "kind": rt.plural});
         if !rt.group.is_empty() {
             d["group"] = json!(rt.group);
@@ -86,33 +86,51 @@ impl ApiError {
         )
     }
 
-    /// Server-side apply conflicts, one cause per field.
-    pub fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[(String, String)]) -> Self {
+    /// Server-side apply conflicts as kube-apiserver words them: one cause
+    /// per field, `conflict with "<manager>"` (plus ` using <apiVersion>`
+    /// for an Update manager, ` with subresource "<s>"` for a
+    /// subresource's), the message grouped by manager when there are
+    /// several; details carry only the causes.
+    pub fn apply_conflict(conflicts: &[ApplyConflict]) -> Self {
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|(m, f)| {
-                json!({"type": "FieldManagerConflict",
-                    "message": format!("conflict with \"{m}\" using {}", rt.api_version()),
-                    "field": f})
+            .map(|c| {
+                json!({"reason": "FieldManagerConflict",
+                    "message": format!("conflict with {}", c.who()),
+                    "field": c.field})
             })
             .collect();
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, f)| format!("- conflict with \"{m}\" using {}: {f}", rt.api_version()))
-            .collect();
-        let mut details = Self::details(rt, name);
-        details["causes"] = Value::Array(causes);
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict{}: {}",
-                conflicts.len(),
-                if conflicts.len() == 1 { "" } else { "s" },
-                lines.join("\n")
+        let message = match conflicts {
+            [c] => format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                c.who(),
+                c.field
             ),
-            details,
-        )
+            _ => {
+                let mut by_manager: Vec<(String, Vec<&str>)> = Vec::new();
+                let mut sorted: Vec<&ApplyConflict> = conflicts.iter().collect();
+                sorted.sort_by_key(|c| c.identifier());
+                for c in sorted {
+                    match by_manager.last_mut() {
+                        Some((who, fields)) if *who == c.who() => fields.push(&c.field),
+                        _ => by_manager.push((c.who(), vec![&c.field])),
+                    }
+                }
+                let lines: Vec<String> = by_manager
+                    .iter()
+                    .flat_map(|(who, fields)| {
+                        std::iter::once(format!("conflicts with {who}:"))
+                            .chain(fields.iter().map(|f| format!("- {f}")))
+                    })
+                    .collect();
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    conflicts.len(),
+                    lines.join("\n")
+                )
+            }
+        };
+        Self::new(409, "Conflict", message, json!({"causes": causes}))
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, field: &str, why: &str) -> Self {
@@ -185,9 +203,10 @@ impl ApiError {
         e
     }
 
-    /// The `Status` object for the response body (and for watch ERROR events).
+    /// The `Status` object for the response body (and for watch ERROR
+    /// events); empty details are left out, as kube-apiserver leaves them.
     pub fn to_status(&self) -> Value {
-        json!({
+        let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -196,7 +215,57 @@ impl ApiError {
             "reason": self.reason,
             "details": self.details,
             "code": self.code,
-        })
+        });
+        if self.details.as_object().is_none_or(|d| d.is_empty()) {
+            s.as_object_mut().expect("an object").remove("details");
+        }
+        s
+    }
+}
+
+/// What a DELETE that removed the object answers for most kinds: a Success
+/// Status naming it (kube-apiserver's stores without `ReturnDeletedObject`).
+pub fn deleted(rt: &ResourceType, obj: &Value) -> Value {
+    let mut details = ApiError::details(rt, obj["metadata"]["name"].as_str().unwrap_or(""));
+    details["uid"] = obj["metadata"]["uid"].clone();
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": details})
+}
+
+/// One field of a server-side apply conflict and the manager that owns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApplyConflict {
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    pub api_version: String,
+    pub subresource: Option<String>,
+    /// `.data.x`, `.spec.replicas`
+    pub field: String,
+}
+
+impl ApplyConflict {
+    /// `"mgr"`, `"mgr" using v1`, `"mgr" with subresource "status" using v1`.
+    fn who(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if let Some(sub) = self.subresource.as_deref().filter(|s| !s.is_empty()) {
+            s.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+
+    /// The order kube-apiserver groups conflicts in: its manager identifiers
+    /// (the JSON of manager, operation, apiVersion for updates) sorted.
+    fn identifier(&self) -> (String, String, String, Option<String>) {
+        (
+            self.manager.clone(),
+            self.operation.clone(),
+            self.api_version.clone(),
+            self.subresource.clone(),
+        )
     }
 }
 
@@ -216,6 +285,50 @@ mod tests {
         assert_eq!(s["reason"], "NotFound");
         assert_eq!(s["code"], 404);
         assert_eq!(s["details"]["group"], "apps");
+    }
+
+    fn conflict(manager: &str, operation: &str, field: &str) -> ApplyConflict {
+        ApplyConflict {
+            manager: manager.into(),
+            operation: operation.into(),
+            api_version: "v1".into(),
+            subresource: None,
+            field: field.into(),
+        }
+    }
+
+    #[test]
+    fn apply_conflicts_read_like_kube_apiserver() {
+        let one = ApiError::apply_conflict(&[conflict("mgr-a", "Apply", ".data.x")]).to_status();
+        assert_eq!(
+            one["message"],
+            "Apply failed with 1 conflict: conflict with \"mgr-a\": .data.x"
+        );
+        assert_eq!(
+            one["details"],
+            json!({"causes": [{"reason": "FieldManagerConflict",
+                "message": "conflict with \"mgr-a\"", "field": ".data.x"}]})
+        );
+        let many = ApiError::apply_conflict(&[
+            conflict("mgr-b", "Apply", ".data.x"),
+            conflict("editor", "Update", ".data.z"),
+            conflict("mgr-b", "Apply", ".data.y"),
+        ])
+        .to_status();
+        assert_eq!(
+            many["message"],
+            "Apply failed with 3 conflicts: conflicts with \"editor\" using v1:\n- .data.z\nconflicts with \"mgr-b\":\n- .data.x\n- .data.y"
+        );
+        assert_eq!(
+            many["details"]["causes"][1]["message"],
+            "conflict with \"editor\" using v1"
+        );
+    }
+
+    #[test]
+    fn empty_details_are_left_out() {
+        let s = ApiError::bad_request("no").to_status();
+        assert!(s.get("details").is_none(), "{s}");
     }
 
     #[test]

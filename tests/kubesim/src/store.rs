@@ -410,7 +410,9 @@ impl Store {
             items,
             resource_version: self.rv,
             continue_token,
-            remaining: (remaining > 0).then_some(remaining),
+            // Unknown with a selector: kube-apiserver then leaves it out.
+            remaining: (remaining > 0 && opts.labels.is_empty() && opts.fields.is_empty())
+                .then_some(remaining),
         })
     }
 
@@ -475,7 +477,11 @@ impl Store {
             .expect("metadata is an object");
         md.insert("uid".into(), json!(new_uid()));
         md.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        md.insert("generation".into(), json!(1));
+        if crate::resources::has_generation(rt) {
+            md.insert("generation".into(), json!(1));
+        } else {
+            md.remove("generation");
+        }
         for k in [
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -592,7 +598,9 @@ impl Store {
                     None => md.remove(k),
                 };
             }
-            if generation_view(&new) != generation_view(&old) {
+            if crate::resources::has_generation(rt)
+                && generation_view(&new) != generation_view(&old)
+            {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                 new["metadata"]["generation"] = json!(g);
             }
@@ -661,8 +669,8 @@ impl Store {
             return match existing {
                 Err(_) if w.subresource.is_some() => Err(ApiError::not_found(rt, name)),
                 Err(_) => {
-                    let mut obj = apply::apply(None, body, &wr, force)
-                        .map_err(|c| conflict_error(rt, name, &c))?;
+                    let mut obj =
+                        apply::apply(None, body, &wr, force).map_err(|c| conflict_error(&c))?;
                     obj["metadata"]["name"] = json!(name);
                     if let Some(ns) = body["metadata"].get("namespace") {
                         obj["metadata"]["namespace"] = ns.clone();
@@ -671,7 +679,7 @@ impl Store {
                 }
                 Ok(live) => {
                     let mut obj = apply::apply(Some(&live), body, &wr, force)
-                        .map_err(|c| conflict_error(rt, name, &c))?;
+                        .map_err(|c| conflict_error(&c))?;
                     if let Some(md) = obj["metadata"].as_object_mut() {
                         md.remove("resourceVersion");
                     }
@@ -830,12 +838,18 @@ impl Store {
     }
 }
 
-fn conflict_error(rt: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
-    let pairs: Vec<(String, String)> = conflicts
+fn conflict_error(conflicts: &[apply::Conflict]) -> ApiError {
+    let conflicts: Vec<crate::status::ApplyConflict> = conflicts
         .iter()
-        .map(|c| (c.manager.clone(), crate::fields::display(&c.path)))
+        .map(|c| crate::status::ApplyConflict {
+            manager: c.manager.clone(),
+            operation: c.operation.clone(),
+            api_version: c.api_version.clone(),
+            subresource: c.subresource.clone(),
+            field: crate::fields::display(&c.path),
+        })
         .collect();
-    ApiError::apply_conflict(rt, name, &pairs)
+    ApiError::apply_conflict(&conflicts)
 }
 
 /// The managedFields scope of a write to `subresource` of `rt`.
@@ -932,6 +946,24 @@ mod tests {
             .update(&d, "default", "web", scaled, &ctx(), false)
             .unwrap();
         assert_eq!(after["metadata"]["generation"], 2);
+
+        // ConfigMaps have none, as on a real cluster.
+        let cm = t("ConfigMap");
+        let created = s
+            .create(
+                &cm,
+                "default",
+                json!({"metadata": {"name": "c"}, "data": {"k": "1"}}),
+                &ctx(),
+            )
+            .unwrap();
+        assert!(created["metadata"].get("generation").is_none());
+        let mut changed = created.clone();
+        changed["data"]["k"] = json!("2");
+        let after = s
+            .update(&cm, "default", "c", changed, &ctx(), false)
+            .unwrap();
+        assert!(after["metadata"].get("generation").is_none());
     }
 
     #[test]

@@ -22,6 +22,14 @@ impl Controller {
             }
             let (ns, uid) = (md(&d, "namespace").to_string(), md(&d, "uid").to_string());
             let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            // What the controller writes into ReplicaSets it creates or
+            // scales: desired-replicas and max-replicas (desired + maxSurge).
+            let max_replicas = desired
+                + if d["spec"]["strategy"]["type"] == "Recreate" {
+                    0
+                } else {
+                    deployment::surge_and_unavailable(&d["spec"], desired).0
+                };
             let hash = deployment::template_hash(&d["spec"]["template"]);
             let owned: Vec<Arc<Value>> = store
                 .all_of(&t.rs.key())
@@ -56,6 +64,27 @@ impl Controller {
                 }
                 None => {
                     let name = format!("{}-{}", md(&d, "name"), hash);
+                    // Created at its first size, as the real controller
+                    // does (NewRSNewReplicas): the room maxSurge leaves
+                    // next to the old ReplicaSets, or everything for
+                    // Recreate once the old pods are gone.
+                    let old_spec: i64 = owned
+                        .iter()
+                        .map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0))
+                        .sum();
+                    let initial = if d["spec"]["strategy"]["type"] == "Recreate" {
+                        let old_pods: i64 = owned
+                            .iter()
+                            .map(|r| r["status"]["replicas"].as_i64().unwrap_or(0))
+                            .sum();
+                        if old_spec == 0 && old_pods == 0 {
+                            desired
+                        } else {
+                            0
+                        }
+                    } else {
+                        (max_replicas - old_spec).clamp(0, desired.max(0))
+                    };
                     let mut labels = d["spec"]["template"]["metadata"]["labels"].clone();
                     labels["pod-template-hash"] = json!(hash);
                     let rs = json!({
@@ -64,11 +93,12 @@ impl Controller {
                             "annotations": {
                                 "deployment.kubernetes.io/revision": (max_rev + 1).to_string(),
                                 "deployment.kubernetes.io/desired-replicas": desired.to_string(),
+                                "deployment.kubernetes.io/max-replicas": max_replicas.to_string(),
                             },
                             "ownerReferences": [owner_ref(&d, &t.deploy)],
                         },
                         "spec": {
-                            "replicas": 0,
+                            "replicas": initial,
                             "minReadySeconds": d["spec"]["minReadySeconds"].as_i64().unwrap_or(0),
                             "selector": deployment::rs_selector(&d, &hash),
                             "template": deployment::rs_template(&d, &hash),
@@ -77,6 +107,18 @@ impl Controller {
                     match store.create(&t.rs, &ns, rs, &ctx(&av, false)) {
                         Ok(created) => {
                             self.new_rs_created.insert(uid.clone());
+                            if initial > 0 {
+                                record_event(
+                                    store,
+                                    &t.event,
+                                    &d,
+                                    "Deployment",
+                                    "Normal",
+                                    "ScalingReplicaSet",
+                                    &format!("Scaled up replica set {name} from 0 to {initial}"),
+                                    "deployment-controller",
+                                );
+                            }
                             Arc::new(created)
                         }
                         Err(e) => {
@@ -147,6 +189,11 @@ impl Controller {
                 }
                 let mut upd = rs.clone();
                 upd["spec"]["replicas"] = json!(target);
+                let annotations = &mut upd["metadata"]["annotations"];
+                annotations["deployment.kubernetes.io/desired-replicas"] =
+                    json!(desired.to_string());
+                annotations["deployment.kubernetes.io/max-replicas"] =
+                    json!(max_replicas.to_string());
                 if let Some(m) = upd["metadata"].as_object_mut() {
                     m.remove("resourceVersion");
                 }

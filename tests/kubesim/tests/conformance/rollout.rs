@@ -479,7 +479,10 @@ async fn a_paused_deployment_holds_its_rollout_until_resumed() {
             let api = api.clone();
             async move {
                 let d = api.get("held").await.ok()?;
-                (condition(&d, "Progressing")?.1 == "DeploymentPaused").then_some(d)
+                // Observed after the template change too: the pause alone
+                // (synced before it) says DeploymentPaused as well.
+                let observed = d.status.as_ref()?.observed_generation == d.metadata.generation;
+                (condition(&d, "Progressing")?.1 == "DeploymentPaused" && observed).then_some(d)
             }
         },
     )
