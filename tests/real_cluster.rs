@@ -13,7 +13,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
@@ -54,9 +54,7 @@ fn deployed(world: &World, tag: &str) -> String {
 /// A release that fails its rollout: fast, with Kubernetes' own reason, and
 /// users stay on the release before.
 fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users_on: &str) {
-    let started = Instant::now();
     let out = world.deploy(tag, &[]);
-    let took = started.elapsed();
     let all = text(&out);
     nothing_forbidden(&out);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
@@ -65,10 +63,11 @@ fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users
         .find(|r| all.contains(**r))
         .unwrap_or_else(|| panic!("one of Kubernetes' reasons {reasons:?}: {all}"));
     assert!(all.contains("deploy-backend"), "the phase is named: {all}");
-    // ROLLOUT_TIMEOUT is 60 s: failing fast is well under it.
+    // Failed on the pod's own reason, not by waiting out ROLLOUT_TIMEOUT
+    // (how fast is the benchmark's to measure).
     assert!(
-        took < Duration::from_secs(45),
-        "failed in {took:?}, not fast: {all}"
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "waited out the deadline instead of failing fast: {all}"
     );
     all_on(world, users_on);
     let snaps = world.snapshots();
@@ -328,9 +327,7 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
             .replace("runAsUser: 10001", "runAsUser: 0"),
     )
     .unwrap();
-    let started = Instant::now();
     let out = world.deploy("v2", &[]);
-    let took = started.elapsed();
     let all = text(&out);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert!(
@@ -341,7 +338,10 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
         all.contains("violates PodSecurity \"restricted:latest\""),
         "admission's own words: {all}"
     );
-    assert!(took < Duration::from_secs(45), "named in {took:?}: {all}");
+    assert!(
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "named, not waited out: {all}"
+    );
     all_on(&world, "blue");
 }
 
