@@ -243,8 +243,19 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
     if d < std::time::Duration::from_secs(2) {
         return Err("the lock TTL must be at least 2s (it is renewed every third of it)".into());
     }
+    if d > MAX_LOCK_TTL {
+        return Err(format!(
+            "the lock TTL must be at most {} (it is how long a killed run keeps every other run out; `maily-deploy unlock` frees the lock sooner)",
+            humantime::format_duration(MAX_LOCK_TTL)
+        ));
+    }
     Ok(d)
 }
+
+/// The longest lock TTL: well inside the Lease's int32
+/// `leaseDurationSeconds`, and as long as a killed run may block the
+/// environment.
+pub const MAX_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -91,6 +91,25 @@ fn no_arguments_prints_help_and_is_a_usage_error() {
 }
 
 #[test]
+fn a_lock_ttl_past_its_bound_is_refused_before_anything_runs() {
+    // Written as leaseDurationSeconds, an int32: u64::MAX seconds once
+    // wrapped to -1, and a second run took the "expired" lock.
+    for ttl in ["18446744073709551615s", "2h", "1s"] {
+        maily()
+            .args(["production", "--dry-run", "--lock-ttl", ttl])
+            .arg("--env-file")
+            .arg(example_env())
+            .assert()
+            .code(exit_code::USAGE)
+            .stderr(predicate::str::contains("the lock TTL"));
+    }
+    maily()
+        .args(["production", "--dry-run", "--lock-ttl", "2h"])
+        .assert()
+        .stderr(predicate::str::contains("at most 1h"));
+}
+
+#[test]
 fn bad_arguments_are_usage_errors() {
     maily()
         .args(["production", "--skip-everything"])

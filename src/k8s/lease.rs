@@ -154,7 +154,9 @@ fn lease_for(holder: &Holder, ttl: Duration, base: Option<&Lease>, now: DateTime
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(holder.identity()),
-            lease_duration_seconds: Some(ttl.as_secs().max(1) as i32),
+            // The command line bounds the TTL (`cli::MAX_LOCK_TTL`); never
+            // wrap into a negative int32 whatever the caller passes.
+            lease_duration_seconds: Some(i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX)),
             acquire_time: Some(micro(now)),
             renew_time: Some(micro(now)),
             lease_transitions: Some(transitions),
