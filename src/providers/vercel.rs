@@ -201,11 +201,11 @@ pub struct CreateDeployment {
 }
 
 /// A deployment, as `POST /v13/deployments` and `GET /v13/deployments/{id}`
-/// return it (the fields used).
+/// return it (the fields used). Its id comes as `id`, `uid`, or both (the
+/// v13 answers carry both, equal).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "RawDeployment")]
 pub struct Deployment {
-    #[serde(alias = "uid")]
     pub id: String,
     #[serde(default)]
     pub url: Option<String>,
@@ -219,6 +219,43 @@ pub struct Deployment {
     pub error_code: Option<String>,
     #[serde(default)]
     pub error_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDeployment {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    ready_state: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_message: Option<String>,
+}
+
+impl TryFrom<RawDeployment> for Deployment {
+    type Error = &'static str;
+
+    fn try_from(r: RawDeployment) -> Result<Self, Self::Error> {
+        Ok(Deployment {
+            id: r
+                .id
+                .or(r.uid)
+                .ok_or("a deployment without an id (neither `id` nor `uid`)")?,
+            url: r.url,
+            ready_state: r.ready_state,
+            status: r.status,
+            error_code: r.error_code,
+            error_message: r.error_message,
+        })
+    }
 }
 
 /// Where a deployment's build is (`readyState`).
@@ -744,6 +781,18 @@ mod tests {
                 reason: "Command \"npm run build\" exited with 1 (BUILD_FAILED)".into()
             }
         );
+    }
+
+    #[test]
+    fn an_answer_with_both_id_and_uid_parses() {
+        // As the v13 API answers: both fields, equal (once "duplicate
+        // field `id`").
+        let d = deployment(json!({"id": "dpl_3", "uid": "dpl_3", "readyState": "READY"}));
+        assert_eq!(d.id, "dpl_3");
+        let err = serde_json::from_value::<Deployment>(json!({"readyState": "READY"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither `id` nor `uid`"), "{err}");
     }
 
     #[test]
