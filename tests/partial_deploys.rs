@@ -307,3 +307,154 @@ fn flags_that_cannot_work_are_refused_before_any_change() {
     assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
     assert_eq!(world.snapshots()[0].outcome, Outcome::Succeeded);
 }
+
+/// The gateway's preview rule answering, on `slot`, each service's health
+/// at the version its layer runs there (the AI orchestrator at `ai`, every
+/// backend service at `backend`): what verify asks.
+fn gateway_answers(
+    world: &World,
+    gateway: &wiremock::MockServer,
+    slot: &str,
+    backend: &str,
+    ai: &str,
+) {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    world.rt.block_on(async {
+        gateway.reset().await;
+        for (p, version) in [
+            ("/health", backend),
+            ("/webhooks/health", backend),
+            ("/t/health", backend),
+            ("/campaigns/health", backend),
+            ("/blockchain-verifier/health", backend),
+            ("/ai/health", ai),
+        ] {
+            Mock::given(method("GET"))
+                .and(path(p))
+                .and(header("x-maily-slot", slot))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"status": "ok", "version": version})),
+                )
+                .mount(gateway)
+                .await;
+        }
+        Mock::given(method("GET"))
+            .and(path("/api/v1/version"))
+            .and(header("x-maily-slot", slot))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"service": "api", "version": backend})),
+            )
+            .mount(gateway)
+            .await;
+    });
+}
+
+#[test]
+fn the_seed_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version() {
+    use support::grafana::{TOKEN, grafana, metrics_endpoint};
+    use support::postgres::Database;
+    use support::prometheus::{PrometheusServer, slot_target};
+    use support::verify::{declare_queues, stubs};
+
+    let world = World::new(Duration::from_millis(300));
+    world.install_prometheus_operator_crds();
+    let p = providers(&world);
+    let db = Database::new("seed_lines");
+    declare_queues(&world, "amqp://guest:guest@127.0.0.1:5672");
+    let g = grafana(&world, "staging", 200);
+    let checks = stubs(&world, "v1", "v0", "0x6080604052");
+    // Prometheus scrapes every slot, layer and version these runs put up.
+    let metrics = metrics_endpoint(&world);
+    let scraped = |slot: &str, backend: &str, ai: &str| -> Vec<_> {
+        [
+            "analytics",
+            "api",
+            "blockchain-verifier",
+            "campaigns",
+            "email-sender",
+            "ai-orchestrator",
+        ]
+        .iter()
+        .map(|s| {
+            let v = if *s == "ai-orchestrator" { ai } else { backend };
+            slot_target(&metrics.address().to_string(), NAMESPACE, s, slot, v)
+        })
+        .collect()
+    };
+    let mut targets = scraped("blue", "v1", "v1");
+    targets.extend(scraped("green", "v2", "v1"));
+    targets.extend(scraped("blue", "v2", "v3"));
+    let prom = PrometheusServer::start(&targets);
+    let backups = format!("file://{}/backups/", world.dir.path().display());
+    let env = |tag: &str| {
+        world.env_file(&[
+            ("IMAGE_TAG", tag),
+            ("ROLLOUT_TIMEOUT", "60s"),
+            ("DATABASE_URL", &db.url()),
+            ("DATABASE_BACKUP_URL", &backups),
+            ("OPENAI_BASE_URL", &p.openai.uri()),
+            ("ANTHROPIC_BASE_URL", &p.anthropic.uri()),
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+            ("GOOGLE_API_KEY", ""),
+            ("GRAFANA_URL", &g.uri()),
+            ("GRAFANA_API_TOKEN", TOKEN),
+            ("PROMETHEUS_URL", &prom.url),
+            ("MONITOR_TARGETS_TIMEOUT", "20s"),
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            ("ETHEREUM_RPC_URL", &checks.ethereum.uri()),
+            ("POLYGON_RPC_URL", &checks.polygon.uri()),
+            ("VERIFY_BASE_URL", &checks.gateway.uri()),
+        ])
+    };
+    let seed = |tag: &str, skip: &str| {
+        world
+            .maily()
+            .arg("staging")
+            .args([
+                "--skip-infrastructure",
+                "--skip-database",
+                "--skip-frontend",
+                skip,
+            ])
+            .arg("--env-file")
+            .arg(env(tag))
+            .timeout(Duration::from_secs(180))
+            .output()
+            .unwrap()
+    };
+
+    // The full deploy before: the schema, backend and AI at v1 on blue.
+    gateway_answers(&world, &checks.gateway, "blue", "v1", "v1");
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(["--skip-provision", "--skip-frontend", "--env-file"])
+        .arg(env("v1"))
+        .timeout(Duration::from_secs(180))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(serving(&world), ("blue".into(), "v1".into(), "v1".into()));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The seed's backend-only line, exactly: monitor finds backend v2 and
+    // AI v1 scraped in green, verify finds each at its version.
+    gateway_answers(&world, &checks.gateway, "green", "v2", "v1");
+    let out = seed("v2", "--skip-ai");
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(serving(&world), ("green".into(), "v2".into(), "v1".into()));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The seed's AI-only line, exactly.
+    gateway_answers(&world, &checks.gateway, "blue", "v2", "v3");
+    let out = seed("v3", "--skip-backend");
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(all.contains("backend v2 carried over from green"), "{all}");
+    assert_eq!(serving(&world), ("blue".into(), "v2".into(), "v3".into()));
+}
