@@ -16,13 +16,6 @@ use support::ai::*;
 use support::*;
 use wiremock::MockServer;
 
-fn config_map(world: &World, name: &str) -> Option<Value> {
-    let api: Api<ConfigMap> = Api::namespaced(world.client.clone(), NAMESPACE);
-    let cm = world.rt.block_on(api.get_opt(name)).unwrap()?;
-    let text = cm.data?.get("config.json")?.clone();
-    Some(serde_json::from_str(&text).unwrap())
-}
-
 fn requests(server: &MockServer, world: &World) -> usize {
     world
         .rt

@@ -18,14 +18,6 @@ const HTTP: [&str; 5] = [
     "email-sender",
 ];
 
-fn all_on(world: &World, slot: &str) {
-    for (svc, selected, weights) in world.traffic() {
-        assert_eq!(selected.as_deref(), Some(slot), "{svc}'s stable Service");
-        let want = if slot == "blue" { (100, 0) } else { (0, 100) };
-        assert_eq!(weights, Some(want), "{svc}'s route");
-    }
-}
-
 #[test]
 fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
     let world = World::new(Duration::from_millis(300));
@@ -39,7 +31,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
             Some(format!("registry.example.invalid/maily/maily-{svc}:v1").as_str())
         );
     }
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     assert_eq!(
         world.replicas("workers-blue"),
         Some(2),
@@ -54,7 +46,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
         world.image("api-green").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v2")
     );
-    all_on(&world, "green");
+    world.assert_all_on("green");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v1")
@@ -74,7 +66,7 @@ fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
     // 3. The next returns to blue.
     let out = world.deploy("v3", &[]);
     assert_exit(&out, exit_code::SUCCESS);
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v3")
@@ -125,7 +117,7 @@ fn failing_deploy_leaves_users_alone(
         took < Duration::from_secs(30),
         "failed fast, in {took:?}: {all}"
     );
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v1")
@@ -183,7 +175,7 @@ fn rollback_while_the_old_release_still_runs_is_one_switch() {
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
     let second = world.deploy("v2", &[]);
     assert_exit(&second, 0);
-    all_on(&world, "green");
+    world.assert_all_on("green");
 
     world.sim().control().reset();
     let out = world
@@ -193,7 +185,7 @@ fn rollback_while_the_old_release_still_runs_is_one_switch() {
         .output()
         .unwrap();
     assert_exit(&out, 0);
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v1")
@@ -236,7 +228,7 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
         std::thread::sleep(Duration::from_millis(1100));
     }
     // v3 on blue, v2 on green: v1 runs nowhere.
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     let dry = world
         .maily()
         .args(["rollback", "staging", &ids[0], "--dry-run"])
@@ -260,7 +252,7 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
         world.image("api-green").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v1")
     );
-    all_on(&world, "green");
+    world.assert_all_on("green");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some("registry.example.invalid/maily/maily-api:v3"),

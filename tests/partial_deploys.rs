@@ -131,19 +131,9 @@ fn backend_only_then_ai_only_change_only_their_layer_and_rollback_restores_both(
             .is_some_and(|s| s.layers[&Layer::Ai].how == How::CarriedOver),
         "the snapshot records the carry-over"
     );
-    let ai_config = |slot: &str| {
-        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-            kube::Api::namespaced(world.client.clone(), NAMESPACE);
-        world
-            .rt
-            .block_on(api.get_opt(&format!("ai-config-{slot}")))
-            .unwrap()
-            .and_then(|c| c.data)
-            .map(|d| d["config.json"].clone())
-    };
     assert_eq!(
-        ai_config("green"),
-        ai_config("blue"),
+        config_map(&world, "ai-config-green"),
+        config_map(&world, "ai-config-blue"),
         "the AI config came with the AI services"
     );
     std::thread::sleep(Duration::from_millis(1100));

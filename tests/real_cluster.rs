@@ -21,16 +21,6 @@ use support::*;
 
 const REGISTRY: &str = "registry.example.invalid/maily";
 
-/// Every http service's users on `slot`: the stable Service's selector and
-/// the route's weights.
-fn all_on(world: &World, slot: &str) {
-    for (svc, selected, weights) in world.traffic() {
-        assert_eq!(selected.as_deref(), Some(slot), "{svc}'s stable Service");
-        let want = if slot == "blue" { (100, 0) } else { (0, 100) };
-        assert_eq!(weights, Some(want), "{svc}'s route");
-    }
-}
-
 /// No call the tool made was forbidden: the real authorizer answers 403
 /// with `User "system:serviceaccount:<ns>:maily-deployer" cannot <verb>
 /// resource "<resource>"`, which the tool prints.
@@ -69,7 +59,7 @@ fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users
         !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
         "waited out the deadline instead of failing fast: {all}"
     );
-    all_on(world, users_on);
+    world.assert_all_on(users_on);
     let snaps = world.snapshots();
     assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
     assert!(
@@ -87,10 +77,10 @@ fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users
 fn releases_switch_users_bad_ones_fail_fast_and_rollback_brings_the_first_back() {
     let world = World::real("staging");
     let v1 = deployed(&world, "v1");
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     std::thread::sleep(Duration::from_millis(1100)); // distinct deployment ids
     deployed(&world, "v2");
-    all_on(&world, "green");
+    world.assert_all_on("green");
     assert_eq!(
         world.image("api-green").as_deref(),
         Some(format!("{REGISTRY}/maily-api:v2").as_str())
@@ -124,7 +114,7 @@ fn releases_switch_users_bad_ones_fail_fast_and_rollback_brings_the_first_back()
         .unwrap();
     nothing_forbidden(&out);
     assert_exit(&out, exit_code::SUCCESS);
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     assert_eq!(
         world.image("api-blue").as_deref(),
         Some(format!("{REGISTRY}/maily-api:v1").as_str())
@@ -245,7 +235,7 @@ fn two_runs_at_once_one_holds_the_lease_and_the_other_is_refused() {
         )),
         "{stderr}"
     );
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
     // The lease is gone once the run ended.
     let leases = world.kubectl_admin(&["-n", &world.namespace, "get", "leases", "-o", "name"]);
     assert!(
@@ -260,7 +250,7 @@ fn replicas_a_person_took_over_with_kubectl_are_taken_back_by_the_next_deploy() 
     deployed(&world, "v1");
     std::thread::sleep(Duration::from_millis(1100));
     deployed(&world, "v2");
-    all_on(&world, "green");
+    world.assert_all_on("green");
     let profile_replicas = world.replicas("api-green").unwrap();
     // Someone scales the idle slot's api by hand: kubectl's field manager
     // now owns spec.replicas there (and the slot's HPA may clamp it).
@@ -306,7 +296,7 @@ fn replicas_a_person_took_over_with_kubectl_are_taken_back_by_the_next_deploy() 
     let (replicas, after) = owners_of_replicas(&world);
     assert_eq!(replicas, i64::from(profile_replicas));
     assert_eq!(after, ["maily-deploy"]);
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
 }
 
 #[test]
@@ -342,7 +332,7 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
         !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
         "named, not waited out: {all}"
     );
-    all_on(&world, "blue");
+    world.assert_all_on("blue");
 }
 
 #[test]

@@ -232,15 +232,7 @@ fn ai_layer(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiLayer> {
         release: cx.layer_release(Layer::Ai)?,
         templates: cx.layer_templates(Layer::Ai)?,
         profile: match recorded {
-            Some(r) => {
-                let mut p = r.profile(Layer::Ai, &cx.config.profile);
-                // The backend's services stay in the profile: the AI
-                // templates may refer to them; only AI services render.
-                for (name, svc) in cx.config.profile.backend_services() {
-                    p.services.insert(name.clone(), svc.clone());
-                }
-                p
-            }
+            Some(r) => r.profile(Layer::Ai, &cx.config.profile),
             None => cx.config.profile.clone(),
         },
         check_providers: phase.restore.is_none() && recorded.is_none(),

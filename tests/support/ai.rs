@@ -145,3 +145,12 @@ pub fn google(world: &World) -> MockServer {
         google
     })
 }
+
+/// The AI config a slot's ConfigMap (`ai-config-<slot>`) holds, as JSON.
+pub fn config_map(world: &World, name: &str) -> Option<serde_json::Value> {
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(world.client.clone(), &world.namespace);
+    let cm = world.rt.block_on(api.get_opt(name)).unwrap()?;
+    let text = cm.data?.get("config.json")?.clone();
+    Some(serde_json::from_str(&text).unwrap())
+}

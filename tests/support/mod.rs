@@ -336,6 +336,19 @@ impl World {
     }
 }
 
+impl World {
+    /// Every http service's users on `slot`: the stable Service's selector
+    /// and all of the route's weight.
+    #[track_caller]
+    pub fn assert_all_on(&self, slot: &str) {
+        for (svc, selected, weights) in self.traffic() {
+            assert_eq!(selected.as_deref(), Some(slot), "{svc}'s stable Service");
+            let want = if slot == "blue" { (100, 0) } else { (0, 100) };
+            assert_eq!(weights, Some(want), "{svc}'s route");
+        }
+    }
+}
+
 /// A service, the slot its stable Service selects, its route's weights.
 pub type Traffic = (String, Option<String>, Option<(u32, u32)>);
 
