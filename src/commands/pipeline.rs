@@ -22,6 +22,11 @@ pub struct Request<'a> {
 }
 
 pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
+    // Before anything else, and long before the lock: a CI job cancelled
+    // at any moment of a real run stops it (see `crate::interrupt`).
+    if req.deployment && !req.dry_run {
+        crate::interrupt::install()?;
+    }
     // The id is made first, so that it names the run from its first moment.
     let deployment_id = req
         .deployment

@@ -29,6 +29,9 @@ pub async fn run(
     database: Option<DatabaseRollback>,
     global: &GlobalArgs,
 ) -> anyhow::Result<i32> {
+    if !dry_run {
+        crate::interrupt::install()?;
+    }
     let target_id = DeploymentId::parse(environment, id_text)?;
     let mut cx = cluster::context(
         environment,

@@ -16,6 +16,7 @@ use kube::{Api, Client};
 use tokio::sync::Mutex;
 
 use super::client::retry;
+use super::lease::Fence;
 use super::manifest::apply_rank;
 use crate::error::{Kind, fail};
 
@@ -29,6 +30,12 @@ const CONCURRENCY: usize = 16;
 pub struct Applier {
     client: Client,
     kinds: Arc<Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>,
+    /// The run's lock, once taken: every change asks it first. Shared by
+    /// every clone, so the phases' appliers see the lock the lifecycle took.
+    fence: Arc<std::sync::RwLock<Option<Fence>>>,
+    /// What users were last set to reach, as this run last changed or read
+    /// it: what a run that loses the API server can still say.
+    users: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn gvk_of(obj: &DynamicObject) -> anyhow::Result<GroupVersionKind> {
@@ -52,7 +59,34 @@ impl Applier {
         Applier {
             client,
             kinds: Arc::default(),
+            fence: Arc::default(),
+            users: Arc::default(),
         }
+    }
+
+    /// From now on every change is fenced by the run's lock.
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    /// `Ok` when this run may change the cluster: no lock taken yet (the
+    /// lifecycle takes it before the first change), or the lock still ours.
+    pub async fn may_change(&self) -> anyhow::Result<()> {
+        let fence = self.fence.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match fence {
+            Some(f) => f.check().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Remember what users reach now (after a route change or a read).
+    pub fn note_users(&self, what: impl Into<String>) {
+        *self.users.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
+    }
+
+    /// What users reached when this run last changed or read it.
+    pub fn users_last_seen(&self) -> Option<String> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// What the API says about a kind; a kind the cluster does not serve is
@@ -110,6 +144,7 @@ impl Applier {
             .as_ref()
             .map(|t| t.kind.clone())
             .unwrap_or_default();
+        self.may_change().await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(obj);
         retry("apply", || api.patch(&name, &params, &patch))

@@ -64,16 +64,87 @@ fn backoff() -> ExponentialBuilder {
         .with_jitter()
 }
 
-/// Run an API call, retrying transient failures with backoff.
-pub async fn retry<T, F, Fut>(what: &str, call: F) -> Result<T, kube::Error>
+/// Run an API call, retrying transient failures with backoff. Every
+/// answer and every unanswered attempt is counted in [`outage`].
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    call.retry(backoff())
-        .when(is_transient)
-        .notify(|err, after| tracing::debug!("{what}: {err}; retrying in {after:?}"))
-        .await
+    (|| {
+        let attempt = call();
+        async move {
+            let result = attempt.await;
+            health::observe(&result);
+            result
+        }
+    })
+    .retry(backoff())
+    .when(is_transient)
+    .notify(|err, after| tracing::debug!("{what}: {err}; retrying in {after:?}"))
+    .await
+}
+
+/// Whether the API server is answering, as this process last saw it.
+///
+/// A run whose API server disappears fails in many places at once (the
+/// phase's call, the lock's renewal, the undo); the message should say the
+/// one thing behind all of them: since when nothing answered.
+pub mod health {
+    use std::sync::Mutex;
+
+    use chrono::{DateTime, Utc};
+
+    /// Since when the API server stopped answering, and how many requests
+    /// went unanswered since.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Outage {
+        pub since: DateTime<Utc>,
+        pub failed_requests: u64,
+    }
+
+    impl std::fmt::Display for Outage {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "the Kubernetes API server stopped answering at {} and {} request{} failed since",
+                self.since.format("%H:%M:%S UTC"),
+                self.failed_requests,
+                if self.failed_requests == 1 { "" } else { "s" }
+            )
+        }
+    }
+
+    static STATE: Mutex<Option<Outage>> = Mutex::new(None);
+
+    /// Whether an error means nothing answered (as opposed to an answer).
+    pub fn unanswered(err: &kube::Error) -> bool {
+        matches!(
+            err,
+            kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
+        )
+    }
+
+    /// Count one attempt's result.
+    pub fn observe<T>(result: &Result<T, kube::Error>) {
+        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e) if unanswered(e) => {
+                let o = state.get_or_insert(Outage {
+                    since: Utc::now(),
+                    failed_requests: 0,
+                });
+                o.failed_requests += 1;
+            }
+            // Any answer, even a refusal, means the server is there.
+            _ => *state = None,
+        }
+    }
+
+    /// The outage going on now, if the last attempt went unanswered.
+    pub fn outage() -> Option<Outage> {
+        *STATE.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The API error's Status code, if the error is one.

@@ -176,26 +176,203 @@ fn held_error(environment: &str, holder: &Holder, expires: DateTime<Utc>) -> any
     )
 }
 
+/// Why a run no longer holds its lock. From then on it must not change
+/// anything: another run may own the environment, and whatever this run
+/// would put back could be that run's release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loss {
+    /// Another run took the lease (after it expired).
+    TakenOver(Holder),
+    /// The lease was deleted (`maily-deploy unlock`).
+    Removed,
+    /// The API server stopped answering and the lease ran out unrenewed.
+    Expired(super::client::health::Outage),
+}
+
+impl Loss {
+    /// What happened, for the run's error.
+    pub fn describe(&self, environment: &str) -> String {
+        match self {
+            Loss::TakenOver(holder) => {
+                format!("the deploy lock of {environment} was taken over by {holder}")
+            }
+            Loss::Removed => {
+                format!("the deploy lock of {environment} was removed (`maily-deploy unlock`)")
+            }
+            Loss::Expired(outage) => {
+                format!("{outage}, and the deploy lock of {environment} expired unrenewed")
+            }
+        }
+    }
+}
+
+/// The lock as the run's changes see it: every change asks [`Fence::check`]
+/// first. The background renewal keeps the answer cheap; a run that was
+/// stopped (SIGSTOP, a frozen VM, a starved runtime) past its lease renews
+/// before its next change, and learns there that another run took over,
+/// instead of overwriting that run.
+#[derive(Clone)]
+pub struct Fence(std::sync::Arc<FenceInner>);
+
+struct FenceInner {
+    api: Api<Lease>,
+    environment: String,
+    me: Holder,
+    ttl: Duration,
+    /// The lease as last written by this run (its resourceVersion is the
+    /// precondition of the next renewal).
+    lease: tokio::sync::Mutex<Lease>,
+    /// When the last renewal that succeeded was sent (local monotonic).
+    renewed: std::sync::Mutex<std::time::Instant>,
+    lost: watch::Sender<Option<Loss>>,
+}
+
+impl Fence {
+    fn new(api: Api<Lease>, environment: &str, me: Holder, ttl: Duration, lease: Lease) -> Fence {
+        Fence(std::sync::Arc::new(FenceInner {
+            api,
+            environment: environment.to_string(),
+            me,
+            ttl,
+            lease: tokio::sync::Mutex::new(lease),
+            renewed: std::sync::Mutex::new(std::time::Instant::now()),
+            lost: watch::channel(None).0,
+        }))
+    }
+
+    /// Why the lock is lost, once it is.
+    pub fn loss(&self) -> Option<Loss> {
+        self.0.lost.borrow().clone()
+    }
+
+    /// Follows the loss as it happens.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Loss>> {
+        self.0.lost.subscribe()
+    }
+
+    fn since_renewal(&self) -> Duration {
+        self.0
+            .renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// `Ok` when this run may change things now: the lock is still its own.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        if self.loss().is_none() && self.since_renewal() >= self.0.ttl / 2 {
+            self.renew().await;
+        }
+        match self.loss() {
+            None => Ok(()),
+            Some(loss) => Err(self.loss_error(&loss)),
+        }
+    }
+
+    /// The error a change refused for a lost lock carries.
+    pub fn loss_error(&self, loss: &Loss) -> anyhow::Error {
+        fail(
+            Kind::RollbackFailed,
+            format!(
+                "{}; this run stopped changing things at once and put nothing back",
+                loss.describe(&self.0.environment)
+            ),
+        )
+    }
+
+    /// Renew the lease, or find out why it cannot be.
+    async fn renew(&self) {
+        let mut lease = self.0.lease.lock().await;
+        // Renewed by someone else (the renewer, another change) while this
+        // one waited for the lease's mutex.
+        if self.loss().is_some() || self.since_renewal() < self.0.ttl / 3 {
+            return;
+        }
+        let sent = std::time::Instant::now();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(micro(Utc::now()));
+        }
+        let pp = PostParams::default();
+        let api = &self.0.api;
+        let result = retry("renewing the lease", || {
+            api.replace(LEASE_NAME, &pp, &lease)
+        })
+        .await;
+        let loss = match result {
+            Ok(renewed) => {
+                *lease = renewed;
+                *self.0.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                None
+            }
+            Err(e) if super::client::health::unanswered(&e) => {
+                expired(self.since_renewal(), self.0.ttl)
+            }
+            // Replaced after our expiry (409) or deleted (404): read who
+            // holds it now.
+            Err(e) => match retry("reading the lease", || api.get_opt(LEASE_NAME)).await {
+                Ok(None) => Some(Loss::Removed),
+                Ok(Some(now)) => match holder_of(&now) {
+                    Some(h) if h == self.0.me => {
+                        // Still ours (a renewal that landed but whose answer
+                        // was lost): the next one starts from this version.
+                        *lease = now;
+                        None
+                    }
+                    Some(h) => Some(Loss::TakenOver(h)),
+                    None => {
+                        tracing::debug!("renewing the lease: {e}");
+                        Some(Loss::Removed)
+                    }
+                },
+                Err(_) => expired(self.since_renewal(), self.0.ttl),
+            },
+        };
+        if let Some(loss) = loss {
+            tracing::error!("{}", loss.describe(&self.0.environment));
+            let _ = self.0.lost.send(Some(loss));
+        }
+    }
+}
+
+/// A lease unrenewed for its whole duration while the API server did not
+/// answer: another run may hold it by now, so it counts as lost.
+fn expired(since_renewal: Duration, ttl: Duration) -> Option<Loss> {
+    (since_renewal >= ttl).then(|| {
+        Loss::Expired(
+            super::client::health::outage().unwrap_or(super::client::health::Outage {
+                since: Utc::now() - chrono::Duration::from_std(since_renewal).unwrap_or_default(),
+                failed_requests: 0,
+            }),
+        )
+    })
+}
+
 /// A held lock: renewed in the background until released or dropped.
 pub struct LeaseGuard {
-    api: Api<Lease>,
+    fence: Fence,
     renewer: JoinHandle<()>,
-    /// Becomes true when a renewal finds the lease taken by another run.
-    lost: watch::Receiver<bool>,
     pub taken_over: Option<Holder>,
 }
 
 impl LeaseGuard {
-    /// Whether the lock was lost (the run must stop changing things).
-    pub fn lost(&self) -> watch::Receiver<bool> {
-        self.lost.clone()
+    /// The lock as every change checks it.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
-    /// Release the lock, if it is still ours.
+    /// Release the lock, if it is still ours. A lock another run holds now
+    /// is that run's: never deleted from here.
     pub async fn release(self) -> anyhow::Result<()> {
         self.renewer.abort();
-        let current = retry("reading the lease", || self.api.get_opt(LEASE_NAME)).await?;
+        if self.fence.loss().is_some() {
+            return Ok(());
+        }
+        let api = &self.fence.0.api;
+        let current = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
         if let Some(lease) = current {
+            if holder_of(&lease).as_ref() != Some(&self.fence.0.me) {
+                return Ok(());
+            }
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     resource_version: lease.metadata.resource_version.clone(),
@@ -203,7 +380,7 @@ impl LeaseGuard {
                 }),
                 ..Default::default()
             };
-            match retry("releasing the lease", || self.api.delete(LEASE_NAME, &dp)).await {
+            match retry("releasing the lease", || api.delete(LEASE_NAME, &dp)).await {
                 Ok(_) => {}
                 Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
                 Err(e) => return Err(e).context("releasing the deploy lock"),
@@ -259,12 +436,11 @@ pub async fn acquire(
         };
         match result {
             Ok(lease) => {
-                let (tx, rx) = watch::channel(false);
-                let renewer = tokio::spawn(renew(api.clone(), lease, me.clone(), ttl, tx));
+                let fence = Fence::new(api.clone(), environment, me.clone(), ttl, lease);
+                let renewer = tokio::spawn(renew(fence.clone()));
                 return Ok(LeaseGuard {
-                    api,
+                    fence,
                     renewer,
-                    lost: rx,
                     taken_over: previous,
                 });
             }
@@ -282,41 +458,20 @@ pub async fn acquire(
     }
 }
 
-async fn renew(
-    api: Api<Lease>,
-    mut lease: Lease,
-    me: Holder,
-    ttl: Duration,
-    lost: watch::Sender<bool>,
-) {
-    let every = ttl / 3;
+/// Renew every third of the TTL (every second while the API server does not
+/// answer, so the lease is kept the moment it is back) until the lock is
+/// lost.
+async fn renew(fence: Fence) {
     loop {
+        let every = if super::client::health::outage().is_some() {
+            Duration::from_secs(1).min(fence.0.ttl / 3)
+        } else {
+            fence.0.ttl / 3
+        };
         tokio::time::sleep(every).await;
-        if let Some(spec) = lease.spec.as_mut() {
-            spec.renew_time = Some(micro(Utc::now()));
-        }
-        let pp = PostParams::default();
-        match retry("renewing the lease", || {
-            api.replace(LEASE_NAME, &pp, &lease)
-        })
-        .await
-        {
-            Ok(renewed) => lease = renewed,
-            Err(e) => {
-                // Someone replaced it (after our expiry) or deleted it
-                // (`unlock`): the lock is gone and the run must stop.
-                let ours = retry("reading the lease", || api.get_opt(LEASE_NAME))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|l| holder_of(&l))
-                    .is_some_and(|h| h == me);
-                if !ours {
-                    tracing::error!("the deploy lock was lost: {e}");
-                    let _ = lost.send(true);
-                    return;
-                }
-            }
+        fence.renew().await;
+        if fence.loss().is_some() {
+            return;
         }
     }
 }

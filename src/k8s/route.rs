@@ -61,6 +61,7 @@ pub async fn scale(
     name: &str,
     replicas: i32,
 ) -> anyhow::Result<()> {
+    applier.may_change().await?;
     let api: Api<Deployment> = Api::namespaced(applier.client().clone(), namespace);
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
     let params = PatchParams::default();
@@ -255,6 +256,7 @@ pub async fn restore(
 }
 
 async fn remove_route(applier: &Applier, ns: &str, name: &str) -> anyhow::Result<()> {
+    applier.may_change().await?;
     let dp = DeleteParams::default();
     let services: Api<Service> = Api::namespaced(applier.client().clone(), ns);
     match retry("deleting a stable service", || services.delete(name, &dp)).await {

@@ -385,6 +385,8 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
             record.deployment_id
         )));
     }
+    // Users of another run's release must not get this run's frontend.
+    cx.applier().await?.may_change().await?;
     record.previous = current;
     record.promoted = true;
     cx.records.frontend = Some(record.to_value());

@@ -11,14 +11,14 @@
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::watch;
 
 use super::context::Context;
 use super::report::ErrorReport;
 use super::snapshot::{Actor, Outcome, SCHEMA, Snapshot};
 use crate::error::{Kind, fail};
 use crate::k8s::apply::Applier;
-use crate::k8s::lease::{self, Holder, LeaseGuard};
+use crate::k8s::client::health;
+use crate::k8s::lease::{self, Fence, Holder, LeaseGuard};
 use crate::k8s::live::{self, PlatformState};
 use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::route;
@@ -38,8 +38,14 @@ pub trait Lifecycle: Send {
         cx: &mut Context,
         failure: Option<&ErrorReport>,
     ) -> anyhow::Result<()>;
-    /// Becomes true if the lock is lost mid-run.
-    fn lock_lost(&self) -> Option<watch::Receiver<bool>>;
+    /// The run's lock, once taken: the runner stops the run the moment it
+    /// is lost.
+    fn fence(&self) -> Option<Fence>;
+    /// Where users were when this run last changed or read it, for a
+    /// failure that cannot read it now.
+    fn users_last_seen(&self) -> Option<String> {
+        None
+    }
     /// After validate, before anything changes (and in a dry run): what the
     /// run does beyond its flags (a layer to carry over), or why its flags
     /// cannot work. Reads only.
@@ -97,6 +103,7 @@ pub struct ClusterLifecycle {
     guard: Option<LeaseGuard>,
     store: Option<SnapshotStore>,
     snapshot: Option<Snapshot>,
+    applier: Option<Applier>,
 }
 
 impl ClusterLifecycle {
@@ -107,6 +114,7 @@ impl ClusterLifecycle {
             guard: None,
             store: None,
             snapshot: None,
+            applier: None,
         }
     }
 }
@@ -148,6 +156,26 @@ pub async fn ensure_namespace(
     Ok(())
 }
 
+/// Where users are in a state read from the cluster, in a few words.
+pub fn users_on(state: &PlatformState) -> String {
+    match state.active() {
+        live::Active::Fresh => "no service switched yet (a first deploy)".into(),
+        live::Active::Slot(slot) => format!("all on {slot}"),
+        live::Active::Mixed(services) => {
+            let on: Vec<String> = services
+                .iter()
+                .map(|(name, slot)| {
+                    format!(
+                        "{name} on {}",
+                        slot.map_or_else(|| "none".to_string(), |s| s.to_string())
+                    )
+                })
+                .collect();
+            format!("split: {}", on.join(", "))
+        }
+    }
+}
+
 /// Put users back where a snapshot's `before` had them.
 async fn restore_before(
     cx: &Context,
@@ -160,7 +188,9 @@ async fn restore_before(
     } else {
         &s.templates
     };
-    route::restore(applier, &cx.config.profile, templates, release, &s.before).await
+    route::restore(applier, &cx.config.profile, templates, release, &s.before).await?;
+    applier.note_users(format!("put back: {}", users_on(&s.before)));
+    Ok(())
 }
 
 /// Finish a run that died mid-run: put its users back where its snapshot
@@ -257,6 +287,7 @@ impl Lifecycle for ClusterLifecycle {
         let applier = cx.applier().await?.clone();
         let ns = cx.config.profile.namespace.clone();
         let env = cx.environment().to_string();
+        self.applier = Some(applier.clone());
         ensure_namespace(&applier, cx, &release).await?;
         let id = unique_id(cx, &applier, &ns, &env).await?;
         let actor = Actor::current();
@@ -277,6 +308,8 @@ impl Lifecycle for ClusterLifecycle {
         if let Some(previous) = &guard.taken_over {
             tracing::warn!("took over the expired deploy lock of {previous}");
         }
+        // From here every change of every phase asks the lock first.
+        applier.set_fence(Some(guard.fence()));
         self.guard = Some(guard);
         let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
 
@@ -307,6 +340,7 @@ impl Lifecycle for ClusterLifecycle {
             }
 
             let before = live::read(&applier, &cx.config.profile).await?;
+            applier.note_users(format!("as this run found them: {}", users_on(&before)));
             let snapshot = Snapshot {
                 schema: SCHEMA,
                 deployment_id: id.clone(),
@@ -345,6 +379,7 @@ impl Lifecycle for ClusterLifecycle {
         .await;
         self.store = Some(store);
         if let Err(e) = result {
+            applier.set_fence(None);
             if let Some(guard) = self.guard.take() {
                 let _ = guard.release().await;
             }
@@ -362,6 +397,27 @@ impl Lifecycle for ClusterLifecycle {
             return Ok(());
         };
         let applier = cx.applier().await?.clone();
+        // A lock another run holds now (or that ran out while the API
+        // server was gone): that run owns the environment. Nothing is put
+        // back, nothing written, the lease not touched; the next run
+        // finishes this one's snapshot as it finishes any dead run's.
+        if let Some(loss) = self.guard.as_ref().and_then(|g| g.fence().loss()) {
+            let fence = self.guard.take().map(|g| g.fence());
+            let why = fence.map_or_else(
+                || loss.describe(&snapshot.environment),
+                |f| format!("{:#}", f.loss_error(&loss)),
+            );
+            return Err(fail(
+                Kind::RollbackFailed,
+                format!(
+                    "{why}. Users as this run last saw them: {}. `maily-deploy status {}` shows where they are now",
+                    applier
+                        .users_last_seen()
+                        .unwrap_or_else(|| "not read yet".into()),
+                    snapshot.environment
+                ),
+            ));
+        }
         let mut undo_error: Option<anyhow::Error> = None;
         // Only shift-traffic changes what users reach; before it, a failed
         // run has nothing to put back (the idle slot is left for inspection).
@@ -391,7 +447,11 @@ impl Lifecycle for ClusterLifecycle {
                 }
             }
         }
-        let after: Option<PlatformState> = live::read(&applier, &cx.config.profile).await.ok();
+        // Without an API server the state left is not there to read.
+        let after: Option<PlatformState> = match health::outage() {
+            Some(_) => None,
+            None => live::read(&applier, &cx.config.profile).await.ok(),
+        };
         snapshot.finished_at = Some(Utc::now());
         snapshot.target_slot = cx.backend.target_slot;
         snapshot.after = after;
@@ -461,12 +521,17 @@ impl Lifecycle for ClusterLifecycle {
         {
             tracing::warn!("releasing the deploy lock: {e:#}; it expires by itself");
         }
+        applier.set_fence(None);
         if let Some(e) = undo_error {
             return Err(fail(
                 Kind::RollbackFailed,
                 format!(
-                    "putting users back failed: {e:#}. The snapshot {} records where they were; `maily-deploy rollback {} <ID>` once the cluster answers",
-                    snapshot.deployment_id, snapshot.environment
+                    "putting users back failed: {e:#}. Users as this run last saw them: {}. The snapshot {} records where they were; `maily-deploy rollback {} <ID>` once the cluster answers",
+                    applier
+                        .users_last_seen()
+                        .unwrap_or_else(|| "not read yet".into()),
+                    snapshot.deployment_id,
+                    snapshot.environment
                 ),
             ));
         }
@@ -474,8 +539,12 @@ impl Lifecycle for ClusterLifecycle {
         Ok(())
     }
 
-    fn lock_lost(&self) -> Option<watch::Receiver<bool>> {
-        self.guard.as_ref().map(|g| g.lost())
+    fn fence(&self) -> Option<Fence> {
+        self.guard.as_ref().map(|g| g.fence())
+    }
+
+    fn users_last_seen(&self) -> Option<String> {
+        self.applier.as_ref()?.users_last_seen()
     }
 
     /// A deploy carries over the layers it does not deploy; a rollback

@@ -15,6 +15,7 @@ use super::phase::{Phase, PhaseId};
 use super::report::{ErrorReport, Outcome, PhaseRow, PhaseStatus, RunReport, SCHEMA};
 use crate::error::{Kind, kind_of};
 use crate::exit_code;
+use crate::k8s::lease::Fence;
 
 /// What a run tells whoever displays it, as it happens.
 pub trait Observer {
@@ -44,33 +45,29 @@ fn row(id: PhaseId, status: PhaseStatus) -> PhaseRow {
     }
 }
 
-/// Resolves when the process is asked to stop (SIGINT, SIGTERM) or the
-/// deploy lock is lost, saying which.
-async fn interruption(lock: Option<tokio::sync::watch::Receiver<bool>>) -> String {
+/// Resolves when the run must stop, with the error that says why: a signal
+/// (SIGINT, SIGTERM, latched for the whole process by `crate::interrupt`,
+/// so one that came between two phases counts too), or the deploy lock lost.
+async fn interruption(fence: Option<Fence>, during: PhaseId) -> anyhow::Error {
     let lock_lost = async move {
-        match lock {
-            Some(mut rx) => {
-                let _ = rx.wait_for(|lost| *lost).await;
-                "the deploy lock was lost (taken over or unlocked) mid-run".to_string()
+        match fence {
+            Some(fence) => {
+                let mut rx = fence.subscribe();
+                match rx.wait_for(Option::is_some).await {
+                    Ok(loss) => {
+                        let loss = loss.clone().unwrap_or(crate::k8s::lease::Loss::Removed);
+                        fence.loss_error(&loss)
+                    }
+                    Err(_) => std::future::pending().await,
+                }
             }
             None => std::future::pending().await,
         }
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted by SIGINT".to_string(),
-        _ = term => "interrupted by SIGTERM".to_string(),
-        why = lock_lost => why,
+        biased;
+        s = crate::interrupt::requested() => crate::error::fail(Kind::Interrupted, format!("interrupted by {s} during {during}")),
+        e = lock_lost => e,
     }
 }
 
@@ -129,7 +126,7 @@ impl Runner {
             if id != PhaseId::Validate && !prepared && error.is_none() {
                 prepared = true;
                 if let Some(lc) = self.lifecycle.as_mut()
-                    && let Err(e) = lc.prepare(cx).await
+                    && let Err(e) = crate::interrupt::cancellable(id.as_str(), lc.prepare(cx)).await
                 {
                     error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed));
                 }
@@ -170,7 +167,7 @@ impl Runner {
 
             observer.phase_started(id);
             let t = Instant::now();
-            let lock = self.lifecycle.as_ref().and_then(|l| l.lock_lost());
+            let fence = self.lifecycle.as_ref().and_then(|l| l.fence());
             let result = if cx.dry_run {
                 phase.plan(cx).await.map(|p| (p.summary, p.steps))
             } else {
@@ -179,13 +176,16 @@ impl Runner {
                 let result = {
                     let work = phase.run(cx);
                     tokio::pin!(work);
-                    let stop = interruption(lock);
+                    let stop = interruption(fence, id);
                     tokio::pin!(stop);
                     loop {
                         tokio::select! {
+                            // A stop that came before the phase began wins
+                            // over the phase's first step.
+                            biased;
+                            why = &mut stop => break Err(why),
                             r = &mut work => break r.map(|r| (r.summary, r.details)),
                             Some(update) = lines.recv() => observer.phase_progress(id, &update),
-                            why = &mut stop => break Err(crate::error::fail(Kind::Interrupted, format!("{why} during {id}"))),
                         }
                     }
                 };
@@ -274,6 +274,20 @@ impl Runner {
                     problems: failed.problems,
                 }),
             };
+        }
+
+        // An API server that stopped answering is behind every failure
+        // that followed it: say so first.
+        if let (Some(e), Some(outage)) = (error.as_mut(), crate::k8s::client::health::outage())
+            && !e.message.contains("stopped answering")
+        {
+            e.message = format!("{outage}: {}", e.message);
+            if let Some(users) = self.lifecycle.as_ref().and_then(|l| l.users_last_seen())
+                && !e.message.contains("last saw them")
+            {
+                e.message
+                    .push_str(&format!("; users as this run last saw them: {users}"));
+            }
         }
 
         let outcome = match (cx.dry_run, error.is_some()) {

@@ -179,6 +179,9 @@ impl Walk {
     }
 
     async fn save(&mut self) -> anyhow::Result<()> {
+        // The record is the environment's, not the run's: once another run
+        // holds the lock, it is that run's to write.
+        self.applier.may_change().await?;
         self.rollout.updated_at = Utc::now();
         let report = self.report_value();
         record::write_rollout(
@@ -296,6 +299,17 @@ impl Walk {
                 .collect();
             route::scale_all(&self.applier, &ns, down).await?;
         }
+        self.applier
+            .note_users(if percent >= 100 || self.rollout.from.is_none() {
+                format!("all on {target} (step {}/{total})", index + 1)
+            } else {
+                format!(
+                    "{percent}% on {target}, {}% on {} (step {}/{total})",
+                    100 - percent,
+                    target.other(),
+                    index + 1
+                )
+            });
         Ok(())
     }
 
