@@ -156,6 +156,35 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
             }
             continue;
         }
+        if spec.secret && !crate::redact::long_enough(value) {
+            // Too short to hide: redacting it would blot out every place
+            // those characters appear (every space, for a blank), and no
+            // real credential is that short.
+            let what = if value.trim().is_empty() {
+                "is blank (white space only)".to_string()
+            } else {
+                format!(
+                    "is shorter than {} characters, too short to be a real credential or to be hidden from output (the value is a secret and is not shown)",
+                    crate::redact::MIN_SECRET_CHARS
+                )
+            };
+            out.problems.push(Problem {
+                phase,
+                subject: spec.name.into(),
+                problem: what,
+                fix: format!(
+                    "set {} to the whole credential as issued (at least {} characters){}",
+                    spec.name,
+                    crate::redact::MIN_SECRET_CHARS,
+                    if spec.need == Need::Required {
+                        String::new()
+                    } else {
+                        ", or remove the line if it is not used".into()
+                    }
+                ),
+            });
+            continue;
+        }
         if let Err(why) = spec.format.check(value) {
             let got = if spec.secret {
                 " (the value is a secret and is not shown)".to_string()
@@ -292,6 +321,27 @@ mod tests {
             text.contains("\\\"v 1\\\""),
             "a non-secret value is shown to help: {text}"
         );
+    }
+
+    #[test]
+    fn a_blank_or_short_secret_is_refused_by_name_never_by_value() {
+        let vars = vars_with(&[
+            ("VERCEL_TOKEN", "   "),
+            ("GRAFANA_API_TOKEN", "gl1234"),
+            ("OPENAI_API_KEY", "sk-12345"),
+        ]);
+        let v = validate(&vars, &PhaseId::ALL);
+        let about = |name: &str| v.problems.iter().find(|p| p.subject == name);
+        assert!(about("VERCEL_TOKEN").unwrap().problem.contains("blank"));
+        let grafana = about("GRAFANA_API_TOKEN").unwrap();
+        assert!(
+            grafana.problem.contains("shorter than 8 characters"),
+            "{grafana:?}"
+        );
+        assert!(grafana.fix.contains("GRAFANA_API_TOKEN"), "{grafana:?}");
+        assert!(about("OPENAI_API_KEY").is_none(), "8 characters pass");
+        assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
+        assert!(!format!("{v:?}").contains("gl1234"));
     }
 
     #[test]

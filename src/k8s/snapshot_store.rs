@@ -40,8 +40,13 @@ impl SnapshotStore {
         format!("{MANAGED_BY},maily.ai/environment={}", self.environment)
     }
 
-    /// Write (create or replace) a snapshot.
+    /// Write (create or replace) a snapshot, scrubbed as everything printed
+    /// is: a snapshot outlives the run and its env file, and `history`
+    /// prints it on any machine with the kubeconfig, so a provider error
+    /// that repeated the request (`Authorization: Bearer ...`) must not be
+    /// kept as the run's `failure`.
     pub async fn put(&self, s: &Snapshot) -> anyhow::Result<()> {
+        let s = &redacted(s)?;
         let bytes = snapshot::encode(s)?;
         let name = secret_name(&s.deployment_id);
         let secret = Secret {
@@ -130,6 +135,13 @@ impl SnapshotStore {
     }
 }
 
+/// The snapshot with every string in it scrubbed by [`crate::redact`].
+pub fn redacted(s: &Snapshot) -> anyhow::Result<Snapshot> {
+    let mut value = serde_json::to_value(s).context("encoding the snapshot")?;
+    crate::redact::scrub_json(&mut value);
+    serde_json::from_value(value).context("encoding the snapshot")
+}
+
 fn decode_secret(secret: &Secret) -> anyhow::Result<Snapshot> {
     let bytes = secret
         .data
@@ -137,4 +149,32 @@ fn decode_secret(secret: &Secret) -> anyhow::Result<Snapshot> {
         .and_then(|d| d.get(KEY))
         .with_context(|| format!("no {KEY} in the Secret"))?;
     snapshot::decode(&bytes.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::snapshot::tests_support::sample;
+
+    #[test]
+    fn a_failure_that_repeats_the_request_is_kept_without_its_token() {
+        let mut s = sample();
+        s.failure = Some(
+            "deploy-frontend: Vercel answered 400: {\"headers\":{\"authorization\":\"Bearer vrcl-Unregistered-9f3a7c\"}}"
+                .into(),
+        );
+        s.frontend = Some(serde_json::json!({"error": "Bearer vrcl-Unregistered-9f3a7c"}));
+        let clean = redacted(&s).unwrap();
+        let stored = String::from_utf8_lossy(
+            &std::io::Read::bytes(flate2::read::GzDecoder::new(
+                &snapshot::encode(&clean).unwrap()[..],
+            ))
+            .collect::<Result<Vec<u8>, _>>()
+            .unwrap(),
+        )
+        .into_owned();
+        assert!(!stored.contains("vrcl-Unregistered-9f3a7c"), "{stored}");
+        assert!(clean.failure.unwrap().contains("[REDACTED]"));
+        assert_eq!(clean.deployment_id, s.deployment_id);
+    }
 }

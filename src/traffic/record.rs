@@ -302,16 +302,25 @@ pub async fn write_rollout(
     report: Option<&serde_json::Value>,
 ) -> anyhow::Result<()> {
     let mut data = BTreeMap::new();
-    data.insert(STATE_KEY, serde_json::to_string(r)?);
+    data.insert(STATE_KEY, redacted_json(r)?);
     if let Some(report) = report {
-        data.insert(REPORT_KEY, serde_json::to_string(report)?);
+        data.insert(REPORT_KEY, redacted_json(report)?);
     }
     write_keys(client, namespace, data).await
 }
 
 /// Another terminal's half.
 pub async fn write_request(client: &Client, namespace: &str, r: &Request) -> anyhow::Result<()> {
-    write_key(client, namespace, REQUEST_KEY, serde_json::to_string(r)?).await
+    write_key(client, namespace, REQUEST_KEY, redacted_json(r)?).await
+}
+
+/// JSON for the record, every string scrubbed as printed text is: the
+/// record's `failure` and report carry error text (a provider repeating
+/// the request's token), and `status` prints them on any machine.
+fn redacted_json<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    let mut value = serde_json::to_value(v)?;
+    crate::redact::scrub_json(&mut value);
+    Ok(serde_json::to_string(&value)?)
 }
 
 /// Close the rollout of `deployment_id` with its final stage, if `record`
@@ -400,6 +409,19 @@ mod tests {
             report: None,
         };
         assert!(done.pending().is_none());
+    }
+
+    #[test]
+    fn what_the_record_keeps_is_scrubbed() {
+        let mut r = rollout(Stage::RolledBack);
+        r.failure = Some("promote: 401 Authorization: Bearer rollout-Unregistered-5c1d".into());
+        let report = serde_json::json!({"analysis": ["x-api-key: sk-rollout-unregistered-1"]});
+        for text in [redacted_json(&r).unwrap(), redacted_json(&report).unwrap()] {
+            assert!(!text.contains("Unregistered"), "{text}");
+            assert!(!text.contains("unregistered"), "{text}");
+        }
+        let back: Rollout = serde_json::from_str(&redacted_json(&r).unwrap()).unwrap();
+        assert_eq!(back.stage, Stage::RolledBack);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct State {
     pub witness: Option<Witness>,
     /// `POST /v13/deployments: <answer>` and `promote <id>: <answer>`.
     pub witnessed: Vec<String>,
+    /// Creating a deployment answers 400 with a message that repeats the
+    /// request's `Authorization` header, as some proxies and APIs do.
+    pub echo_request: bool,
     /// Deployments are served at `<url_base>/<id>` (a loopback stub a
     /// test serves) instead of `maily-<id>.vercel.app`.
     pub url_base: Option<String>,
@@ -163,6 +166,11 @@ impl Respond for FakeVercel {
                     "targets": {"production": production},
                 }))
             }
+            ("POST", ["v13", "deployments"]) if s.echo_request => vercel_error(
+                400,
+                "bad_request",
+                &format!("Invalid request: POST {path} (authorization: {auth}) has no gitSource"),
+            ),
             ("POST", ["v13", "deployments"]) => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
                 for (field, want) in [
