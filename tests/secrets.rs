@@ -1,6 +1,6 @@
 //! Secrets as a leak-hunter meets them: what the run writes to the cluster
 //! (snapshots, printed again by `history` on machines without the env
-//! file), and what validate accepts as a secret.
+//! file), what validate accepts as a secret, and what a Vault error says.
 
 mod support;
 
@@ -14,6 +14,8 @@ use kube::api::ListParams;
 use maily_deploy::exit_code;
 use support::vercel::{TOKEN, stub};
 use support::*;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// The binary with a clean environment and no cluster.
 fn offline() -> Command {
@@ -141,4 +143,43 @@ fn a_blank_or_short_secret_is_refused_naming_the_variable_never_its_value() {
     assert!(!all.contains("gl_ab12"), "{all}");
     // Nothing else was blotted out: the env file's words are all there.
     assert!(all.contains("deploy-frontend"), "{all}");
+}
+
+#[test]
+fn a_vault_error_names_the_variable_and_its_reference() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let vault = rt.block_on(async {
+        let vault = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/secret/data/maily/staging"))
+            .respond_with(
+                ResponseTemplate::new(404).set_body_json(serde_json::json!({"errors": []})),
+            )
+            .mount(&vault)
+            .await;
+        vault
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_file(
+        dir.path(),
+        &[
+            ("VAULT_ADDR", &vault.uri()),
+            ("VAULT_TOKEN", "hvs.secrets-test-token-77"),
+            ("VERCEL_TOKEN", "vault:secret/maily/staging#vercel_token"),
+        ],
+    );
+    let out = offline()
+        .args(["staging", "--dry-run", "--env-file"])
+        .arg(&file)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("VERCEL_TOKEN (vault:secret/maily/staging#vercel_token) cannot be resolved: secret/maily/staging does not exist in Vault (404)"),
+        "{all}"
+    );
+    assert!(!all.contains("[REDACTED:VERCEL_TOKEN]"), "{all}");
+    assert!(!all.contains("hvs.secrets-test-token-77"), "{all}");
 }

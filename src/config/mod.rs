@@ -114,9 +114,12 @@ fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
     Failure::with_problems(Kind::Config, "the configuration has problems", problems).into()
 }
 
+/// A `vault:<path>#<key>` value is where a secret is, not the secret: it is
+/// left readable, so a Vault error can say which reference failed; the
+/// value Vault answers is registered when it is read.
 fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     for (name, value) in pairs {
-        if spec::lookup(name).is_some_and(|s| s.secret) {
+        if spec::lookup(name).is_some_and(|s| s.secret) && !vault_ref::is_vault_ref(value) {
             redact::register(name, value);
         }
     }

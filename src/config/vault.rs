@@ -206,7 +206,10 @@ pub async fn resolve(
     let problem = |w: &Wanted, e: &VaultError| Problem {
         phase: None,
         subject: w.subject.clone(),
-        problem: format!("vault:{}#{}: {e}", w.reference.path, w.reference.key),
+        problem: format!(
+            "(vault:{}#{}) cannot be resolved: {e}",
+            w.reference.path, w.reference.key
+        ),
         fix: fix_for(e, &w.reference),
     };
     for (path, refs) in by_path {
