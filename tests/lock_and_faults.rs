@@ -333,3 +333,260 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
     assert_exit(&out, 0);
     assert_eq!(world.snapshots()[1].outcome, Outcome::Failed);
 }
+
+/// The run's lease as the cluster has it: (holder's deployment id).
+fn lease_holder(world: &World) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let lease = world.rt.block_on(api.get_opt("maily-deploy")).unwrap()?;
+    let text = lease.metadata.annotations?.get("maily.ai/holder")?.clone();
+    let holder: serde_json::Value = serde_json::from_str(&text).ok()?;
+    holder["deployment_id"].as_str().map(String::from)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_whose_lock_is_taken_over_stops_and_never_undoes_the_new_holder() {
+    let world = World::new(Duration::from_secs(3));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    // A takes the lock with a short TTL, then stops (SIGSTOP: a frozen VM,
+    // a suspended laptop) while it waits for its rollout.
+    let mut a = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    wait_until("A holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    let a_id = lease_holder(&world).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = a.id().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // A's lease runs out
+
+    // B takes the expired lock over, finishes A as a dead run, deploys v3.
+    let b = world.deploy("v3", &[]);
+    assert_exit(&b, 0);
+    let b_id = deployment_id_of(&b);
+    assert!(
+        String::from_utf8_lossy(&b.stderr)
+            .contains(&format!("took over the expired deploy lock of tester@")),
+        "{}",
+        text(&b)
+    );
+    let after_b = consistent(&world);
+    assert_eq!(after_b.1, "v3");
+    // B holds nothing now; a C stands in for "another run holds it" while A
+    // wakes up, so A has someone to name and something it must not delete.
+    put_lease(&world, 0, 300);
+
+    assert!(
+        StdCommand::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let a_out = loop {
+        if let Some(_status) = a.try_wait().unwrap() {
+            break a.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = String::from_utf8_lossy(&a_out.stderr);
+    assert_eq!(
+        a_out.status.code(),
+        Some(exit_code::ROLLBACK_FAILED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the deploy lock of staging was taken over by ghost@old-runner (deployment staging-20250101-000000"),
+        "A names the new holder: {stderr}"
+    );
+    assert!(
+        stderr.contains("stopped changing things at once and put nothing back"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("users as this run last saw them: as this run found them: all on blue"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("was taken over by").count(),
+        2,
+        "said once (and logged once when it happened): {stderr}"
+    );
+    // Nothing of B's undone, the new holder's lease left alone.
+    assert_eq!(
+        consistent(&world),
+        after_b,
+        "A changed nothing after it woke"
+    );
+    assert_eq!(
+        lease_holder(&world).as_deref(),
+        Some("staging-20250101-000000")
+    );
+    // A's snapshot stays as B closed it.
+    let snapshots = world.snapshots();
+    let a_snap = snapshots.iter().find(|s| s.deployment_id == a_id).unwrap();
+    assert_eq!(
+        a_snap.outcome,
+        Outcome::Abandoned,
+        "B's record of A is kept"
+    );
+    assert!(
+        a_snap
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&b_id),
+        "{:?}",
+        a_snap.failure
+    );
+}
+
+/// A TCP proxy in front of the API server that can disappear: the listener
+/// closes and every open connection is cut, as when the API server's
+/// machine goes away.
+struct Vanishing {
+    port: u16,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Vanishing {
+    fn to(upstream: &str) -> Vanishing {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::spawn(move || {
+            let mut open: Vec<TcpStream> = Vec::new();
+            loop {
+                if flag.load(Ordering::SeqCst) {
+                    for s in &open {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    return; // the listener drops: connections are refused
+                }
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(&upstream) else {
+                            continue;
+                        };
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                            });
+                        }
+                        open.push(client);
+                        open.push(server);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Vanishing { port, gone }
+    }
+
+    fn vanish(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_api_server_that_disappears_mid_run_is_named_with_where_users_were() {
+    let world = World::new(Duration::from_secs(3));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    let proxy = Vanishing::to(world.sim().url());
+    let kubeconfig = world.dir.path().join("through-proxy.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubesim::kubeconfig::render(&format!("http://127.0.0.1:{}", proxy.port), None, None),
+    )
+    .unwrap();
+    let env = world.env_file(&[("IMAGE_TAG", "v2"), ("ROLLOUT_TIMEOUT", "60s")]);
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("maily-deploy"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", world.dir.path())
+        .env("USER", "tester")
+        .envs(SWITCH_AT_ONCE)
+        .current_dir(repo())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .args(["--env-file", path_str(&env), "--lock-ttl", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500)); // into the rollout wait
+    proxy.vanish();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::ROLLBACK_FAILED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the Kubernetes API server stopped answering at "),
+        "what happened, and when: {stderr}"
+    );
+    assert!(
+        stderr.contains(" failed since"),
+        "how many requests failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("users as this run last saw them: as this run found them: all on blue"),
+        "where users were: {stderr}"
+    );
+    assert!(
+        !stderr.contains("was lost (taken over or unlocked)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("stopped answering").count(),
+        2,
+        "said once (and logged once when it happened): {stderr}"
+    );
+
+    // The API server back (straight to kubesim), the next run finishes the
+    // dead one and deploys.
+    assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
+    std::thread::sleep(Duration::from_millis(3100)); // the lease runs out
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(consistent(&world).1, "v3");
+}

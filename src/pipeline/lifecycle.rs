@@ -403,20 +403,20 @@ impl Lifecycle for ClusterLifecycle {
         // finishes this one's snapshot as it finishes any dead run's.
         if let Some(loss) = self.guard.as_ref().and_then(|g| g.fence().loss()) {
             let fence = self.guard.take().map(|g| g.fence());
-            let why = fence.map_or_else(
-                || loss.describe(&snapshot.environment),
-                |f| format!("{:#}", f.loss_error(&loss)),
+            let users = format!(
+                "users as this run last saw them: {}; `maily-deploy status {}` shows where they are now",
+                applier
+                    .users_last_seen()
+                    .unwrap_or_else(|| "not read yet".into()),
+                snapshot.environment
             );
-            return Err(fail(
-                Kind::RollbackFailed,
-                format!(
-                    "{why}. Users as this run last saw them: {}. `maily-deploy status {}` shows where they are now",
-                    applier
-                        .users_last_seen()
-                        .unwrap_or_else(|| "not read yet".into()),
-                    snapshot.environment
-                ),
-            ));
+            let told = loss.describe(&snapshot.environment);
+            // The phase that met the loss usually said it already.
+            if failure.is_some_and(|f| f.message.contains(&told)) {
+                return Err(fail(Kind::RollbackFailed, users));
+            }
+            let why = fence.map_or(told, |f| format!("{:#}", f.loss_error(&loss)));
+            return Err(fail(Kind::RollbackFailed, format!("{why}; {users}")));
         }
         let mut undo_error: Option<anyhow::Error> = None;
         // Only shift-traffic changes what users reach; before it, a failed

@@ -268,6 +268,14 @@ impl Runner {
                     }
                     Some(failed)
                 }
+                // A failure that already left things to a person (a lost
+                // lock) gets the rest of the story, not a second failure.
+                (Some(failed), Err(e)) if failed.kind == Kind::RollbackFailed => {
+                    Some(ErrorReport {
+                        message: format!("{}; {e:#}", failed.message),
+                        ..failed
+                    })
+                }
                 (Some(failed), Err(e)) => Some(ErrorReport {
                     kind: Kind::RollbackFailed,
                     message: format!("{}; then {e:#}", failed.message),
