@@ -590,3 +590,62 @@ fn an_api_server_that_disappears_mid_run_is_named_with_where_users_were() {
     assert_exit(&out, 0);
     assert_eq!(consistent(&world).1, "v3");
 }
+
+#[test]
+fn a_rollback_to_the_live_release_finishes_a_killed_run_first() {
+    let world = World::new(Duration::from_secs(3));
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let first_id = deployment_id_of(&first);
+    std::thread::sleep(Duration::from_millis(1100)); // distinct ids
+
+    // Killed while it waits for its rollout: users never moved.
+    let mut child = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    wait_until("the run holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    let dead_id = lease_holder(&world).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(2200)); // its lease runs out
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "staging already runs {first_id}'s release on blue"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("deployment {dead_id} died mid-run")),
+        "{}",
+        text(&out)
+    );
+    let snapshots = world.snapshots();
+    let outcomes: Vec<_> = snapshots
+        .iter()
+        .map(|s| (s.deployment_id.clone(), s.command.clone(), s.outcome))
+        .collect();
+    assert!(
+        snapshots.iter().all(|s| s.outcome != Outcome::InProgress),
+        "the dead run is closed: {outcomes:?}"
+    );
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| s.command == "rollback" && s.outcome == Outcome::Succeeded),
+        "the rollback has its own record: {outcomes:?}"
+    );
+    assert!(lease_holder(&world).is_none(), "the lock is released");
+    assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
+}

@@ -149,25 +149,18 @@ pub async fn run(
     }
 
     let (phases, slot): (Vec<Box<dyn Phase>>, _) = match decision {
+        // Still a run with the lock and a snapshot: a run that died
+        // mid-deploy is finished first (its users put back, its snapshot
+        // closed), as any deploy would, and the frontend promotion is
+        // recorded and undone like a deploy's.
         RollbackPlan::AlreadyThere { slot } => {
-            output::stdout_line(&format!(
-                "{environment} already runs {target_id}'s release on {slot}"
-            ));
-            if cx.records.frontend.is_some() {
-                if dry_run {
-                    output::stdout_line("would promote the frontend it recorded");
-                } else if let Some(line) = deploy_frontend::promote_recorded(&mut cx).await? {
-                    output::stdout_line(&line);
-                }
-            }
-            return match database_step {
-                Some(step) if !dry_run => db_rollback::run(&cx, global, step).await,
-                Some(step) => {
-                    output::stdout_line(&format!("would take the database back: {step}"));
-                    Ok(crate::exit_code::SUCCESS)
-                }
-                None => Ok(crate::exit_code::SUCCESS),
+            cx.selection = cluster::only(&[PhaseId::ShiftTraffic]);
+            cx.backend.deployed = true;
+            let phase = AlreadyServing {
+                target: Box::new(target.clone()),
+                slot,
             };
+            (vec![Box::new(phase)], slot)
         }
         RollbackPlan::Switch { slot } => {
             cx.selection = cluster::only(&[PhaseId::ShiftTraffic]);
@@ -223,5 +216,73 @@ pub async fn run(
             Ok(report.exit_code)
         }
         _ => Ok(report.exit_code),
+    }
+}
+
+/// The rollback whose release already serves users: nothing to switch, the
+/// frontend (if recorded) to promote. It runs in shift-traffic's place, so
+/// under the lock, after dead runs are finished, and re-checks the live
+/// state it finds there: finishing a dead run may have moved users.
+struct AlreadyServing {
+    target: Box<crate::pipeline::snapshot::Snapshot>,
+    slot: crate::k8s::slot::Slot,
+}
+
+impl AlreadyServing {
+    fn headline(&self) -> String {
+        format!(
+            "{} already runs {}'s release on {}",
+            self.target.environment, self.target.deployment_id, self.slot
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Phase for AlreadyServing {
+    fn id(&self) -> PhaseId {
+        PhaseId::ShiftTraffic
+    }
+
+    async fn plan(
+        &self,
+        cx: &crate::pipeline::Context,
+    ) -> anyhow::Result<crate::pipeline::PhasePlan> {
+        let mut steps = vec!["no switch: users are on that release".to_string()];
+        if cx.records.frontend.is_some() {
+            steps.push("promote the frontend deployment it recorded".into());
+        }
+        Ok(crate::pipeline::PhasePlan {
+            summary: self.headline(),
+            steps,
+        })
+    }
+
+    async fn run(
+        &self,
+        cx: &mut crate::pipeline::Context,
+    ) -> anyhow::Result<crate::pipeline::PhaseReport> {
+        let applier = cx.applier().await?.clone();
+        let live = live::read(&applier, &cx.config.profile).await?;
+        match plan(&live, &self.target) {
+            Ok(RollbackPlan::AlreadyThere { slot }) if slot == self.slot => {}
+            Ok(now) => {
+                return Err(fail(
+                    Kind::PhaseFailed,
+                    format!(
+                        "users moved since this rollback looked (a run that died mid-run was finished first): it would now {now:?}; run `maily-deploy rollback {} {}` again",
+                        self.target.environment, self.target.deployment_id
+                    ),
+                ));
+            }
+            Err(why) => return Err(fail(Kind::PhaseFailed, why)),
+        }
+        let mut details = Vec::new();
+        if let Some(line) = deploy_frontend::promote_recorded(cx).await? {
+            details.push(line);
+        }
+        Ok(crate::pipeline::PhaseReport {
+            summary: self.headline(),
+            details,
+        })
     }
 }
