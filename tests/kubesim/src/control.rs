@@ -5,9 +5,10 @@ use crate::faults::{ApiFault, ApiFaults, ImageFault, ImageFaultRule};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// One API request as RBAC sees it: the verb (get, list, watch, create,
 /// update, patch, delete, deletecollection), API group, resource,
@@ -50,6 +51,12 @@ pub struct Control {
     pub(crate) state: Arc<Mutex<ControlState>>,
     pub(crate) store: Arc<Mutex<Store>>,
     pub(crate) drop_watches: Arc<watch::Sender<u64>>,
+    /// The store's change signal, also woken by the knobs the controllers
+    /// read (faults, rollout time), which are no store writes.
+    pub(crate) changed: Arc<Notify>,
+    /// Controller passes so far: a test can see the loop sleep while
+    /// nothing changes, without timing the process's CPU.
+    pub(crate) passes: Arc<AtomicU64>,
 }
 
 impl Control {
@@ -60,6 +67,7 @@ impl Control {
         faults: Vec<ImageFaultRule>,
     ) -> Self {
         let (tx, _) = watch::channel(0);
+        let changed = store.lock().expect("store lock poisoned").changes();
         Control {
             state: Arc::new(Mutex::new(ControlState {
                 image_faults: faults,
@@ -70,7 +78,22 @@ impl Control {
             })),
             store,
             drop_watches: Arc::new(tx),
+            changed,
+            passes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Wakes the controllers: what they decide from changed.
+    fn wake_controllers(&self) {
+        self.changed.notify_one();
+    }
+
+    /// How many times the controllers have looked at the store. They look
+    /// after a write or a knob change, and when something time-driven is
+    /// due (a pod's rollout time, a crash loop's next restart, a progress
+    /// deadline); an idle sim's count stays put.
+    pub fn controller_passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
@@ -87,10 +110,13 @@ impl Control {
             pattern: pattern.into(),
             fault,
         });
+        drop(s);
+        self.wake_controllers();
     }
 
     pub fn clear_image_faults(&self) {
         self.lock().image_faults.clear();
+        self.wake_controllers();
     }
 
     pub fn image_faults(&self) -> Vec<ImageFaultRule> {
@@ -100,6 +126,7 @@ impl Control {
     /// Time from pod creation to Running and Ready (multiplied by the time scale).
     pub fn set_rollout_time(&self, d: Duration) {
         self.lock().rollout = d;
+        self.wake_controllers();
     }
 
     /// Adds an API error rate for a verb and resource (None matches any).
@@ -165,6 +192,8 @@ impl Control {
         s.log.clear();
         s.api.clear();
         s.image_faults.clear();
+        drop(s);
+        self.wake_controllers();
     }
 
     /// Current API fault rules (for the control API's GET).

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | GET `/_sim/requests` | | the request log (JSON array of RequestRecord) |
 //! | GET `/_sim/counters` | | `{"<verb> <resource>": n}` |
+//! | GET `/_sim/controller` | | `{"passes": n}`: how often the controllers looked at the store |
 //! | POST `/_sim/reset` | | clears the log and all faults |
 //! | POST `/_sim/image-faults` | `{"pattern": "*:bad-*", "fault": "ImagePullBackOff"}` | adds an image fault |
 //! | DELETE `/_sim/image-faults` | | clears image faults |
@@ -48,6 +49,7 @@ pub fn handle(control: &Control, method: &str, rest: &str, body: &[u8]) -> Respo
     match (method, rest.trim_end_matches('/')) {
         ("GET", "requests") => json_reply(200, &json!(control.requests())),
         ("GET", "counters") => json_reply(200, &json!(control.counters())),
+        ("GET", "controller") => json_reply(200, &json!({"passes": control.controller_passes()})),
         ("POST", "reset") => {
             control.reset();
             ok()

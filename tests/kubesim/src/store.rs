@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 /// A watch event type, as the wire format spells it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -141,6 +141,9 @@ pub struct Store {
     /// Owner uid -> the objects whose ownerReferences name it, so garbage
     /// collection does not scan every object on every delete.
     dependents: HashMap<String, BTreeSet<(String, String, String)>>,
+    /// Woken on every write, so the controllers sleep while nothing changes
+    /// instead of polling the whole store.
+    changed: Arc<Notify>,
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -191,6 +194,7 @@ impl Store {
             window: window.max(1),
             tx,
             dependents: HashMap::new(),
+            changed: Arc::new(Notify::new()),
         };
         let ns_type = s
             .registry
@@ -238,6 +242,7 @@ impl Store {
             window: self.window,
             tx,
             dependents: self.dependents.clone(),
+            changed: Arc::new(Notify::new()),
         }
     }
 
@@ -247,6 +252,12 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Notified after every write (one permit is kept while nobody waits,
+    /// so a write between two waits is not lost).
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     /// Forgets every retained event, so any watch resuming from an older
@@ -307,6 +318,7 @@ impl Store {
             }
         }
         let _ = self.tx.send(ev);
+        self.changed.notify_one();
     }
 
     /// Keeps `dependents` in step with a write: `old` is what was stored, `new` what is.

@@ -52,6 +52,9 @@ impl Controller {
                 pod_ip: &ip,
             };
             let status = pod::pod_status(p, &clock);
+            if let Some(age) = pod::next_change(p, &clock) {
+                self.due(born + age);
+            }
             for (reason, type_, message) in pod::transitions(&p["status"], &status, md(p, "name")) {
                 record_event(
                     store, &t.event, p, "Pod", type_, reason, &message, "kubelet",

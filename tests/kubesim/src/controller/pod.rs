@@ -188,6 +188,39 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
     })
 }
 
+/// The pod's age at which [`pod_status`] will next answer differently, or
+/// None when it never will by time alone (it is Running and Ready, never
+/// ready, or finished). The kubelet sleeps until then instead of asking
+/// again every tick.
+pub fn next_change(pod: &Value, clock: &PodClock) -> Option<Duration> {
+    if clock.elapsed < clock.unit {
+        return Some(clock.unit);
+    }
+    let running_for = clock.elapsed - clock.unit;
+    let containers = pod["spec"]["containers"].as_array()?;
+    containers
+        .iter()
+        .filter_map(|c| {
+            let image = c["image"].as_str().unwrap_or("");
+            let after_start = match image_fault(clock.faults, image)? {
+                ImageFault::ImagePullBackOff => (running_for < clock.unit).then_some(clock.unit)?,
+                ImageFault::CrashLoopBackOff if !clock.runs_to_completion => {
+                    // restartCount = 1 + running_for / period, in whole milliseconds.
+                    let period = clock.unit.max(Duration::from_millis(200)).as_millis();
+                    let next = (running_for.as_millis() / period + 1) * period;
+                    Duration::from_millis(u64::try_from(next).ok()?)
+                }
+                ImageFault::Slow(extra) => {
+                    let ready_after = Duration::try_from_secs_f64(extra * clock.time_scale).ok()?;
+                    (running_for < ready_after).then_some(ready_after)?
+                }
+                ImageFault::CrashLoopBackOff | ImageFault::NeverReady => return None,
+            };
+            clock.unit.checked_add(after_start)
+        })
+        .min()
+}
+
 /// The Events the kubelet records when a container's waiting reason changes
 /// (reason, type, message): `Failed` on a pull error, `BackOff` on pull
 /// back-off and crash loops.
@@ -322,6 +355,66 @@ mod tests {
         );
         let s = pod_status(&pod("api:slow-1"), &clock(3100, &faults));
         assert!(is_ready(&json!({"status": s})), "2.1 s after start: ready");
+    }
+
+    /// Ages at which the status is looked at, around every moment a
+    /// status could change for a rollout time of one second.
+    fn ages() -> impl Iterator<Item = u64> {
+        (0..12_000).step_by(37)
+    }
+
+    #[test]
+    fn the_status_changes_exactly_when_next_change_says() {
+        let faults: Vec<ImageFaultRule> = [
+            "*:broken-*=ImagePullBackOff",
+            "*:crash-*=CrashLoopBackOff",
+            "*:unready-*=NeverReady",
+            "*:slow-*=Slow:2.5",
+        ]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+        let created = chrono::Utc::now();
+        for image in [
+            "api:1",
+            "api:broken-1",
+            "api:crash-1",
+            "api:unready-1",
+            "api:slow-1",
+        ] {
+            for runs_to_completion in [false, true] {
+                let p = pod(image);
+                let at = |ms: u64| PodClock {
+                    created,
+                    runs_to_completion,
+                    ..clock(ms, &faults)
+                };
+                for age in ages() {
+                    let now = pod_status(&p, &at(age));
+                    match next_change(&p, &at(age)) {
+                        Some(next) => {
+                            let next = next.as_millis() as u64;
+                            assert!(next > age, "{image}: {next} ms is not after {age} ms");
+                            assert_eq!(
+                                now,
+                                pod_status(&p, &at(next - 1)),
+                                "{image}: changed before {next} ms (looked at {age} ms)"
+                            );
+                            assert_ne!(
+                                now,
+                                pod_status(&p, &at(next)),
+                                "{image}: no change at {next} ms (looked at {age} ms)"
+                            );
+                        }
+                        None => assert_eq!(
+                            now,
+                            pod_status(&p, &at(age + 3_600_000)),
+                            "{image}: still changes after {age} ms"
+                        ),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

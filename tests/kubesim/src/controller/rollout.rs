@@ -10,7 +10,7 @@ use crate::store::{Propagation, Store, now_rfc3339};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Controller {
     pub(super) fn deployments(&mut self, store: &mut Store, t: &Types) {
@@ -299,9 +299,17 @@ impl Controller {
                 .as_f64()
                 .unwrap_or(600.0)
                 * scale;
-            let deadline_passed = !paused
-                && deployment::is_progressing(&d)
-                && last.elapsed().as_secs_f64() > deadline;
+            let last = *last;
+            let watched = !paused && deployment::is_progressing(&d);
+            let deadline_passed = watched && last.elapsed().as_secs_f64() > deadline;
+            if watched
+                && !deadline_passed
+                && let Some(at) = Duration::try_from_secs_f64(deadline)
+                    .ok()
+                    .and_then(|d| last.checked_add(d))
+            {
+                self.due(at);
+            }
             let status = deployment::deployment_status(&deployment::StatusInput {
                 deployment: &d,
                 new_rs_name: md(new, "name"),

@@ -1,7 +1,7 @@
 //! The Deployment controller and the kubelet: rollouts, scaling, Jobs, and
 //! what faulty images look like in pod and Deployment status.
 
-use crate::common::{eventually, sim};
+use crate::common::{eventually, http, sim};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -640,4 +640,81 @@ async fn a_load_balancer_service_gets_an_address_that_kubes_wait_condition_sees(
         .clone()
         .unwrap();
     assert!(ip.starts_with("172.18.255."), "{ip}");
+}
+
+/// A sim nobody talks to must not burn CPU: once a rollout has settled the
+/// controllers sleep until a write, a knob or a time-driven transition
+/// wakes them. The count of passes says so without timing the process (a
+/// fixed 50 ms tick made 40 passes in these 2 s; an idle debug binary with
+/// 24 Deployments used a third of a core).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_sim_sleeps_until_something_changes() {
+    let sim = sim().await;
+    let client = sim.client();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    apply(&api, "idle", deployment("idle", 2, "idle:1", 600)).await;
+    let settled = || {
+        let api = api.clone();
+        async move {
+            let d = api.get("idle").await.ok()?;
+            (rolled_out(&d) && condition(&d, "Progressing")?.1 == "NewReplicaSetAvailable")
+                .then_some(d)
+        }
+    };
+    eventually("idle rolls out", Duration::from_secs(10), settled).await;
+    // The passes that follow the last writes (each write wakes one more).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let before = sim.control().controller_passes();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = sim.control().controller_passes();
+    assert!(
+        after - before <= 2,
+        "the controllers kept looking at a settled store: {} passes in 2 s",
+        after - before
+    );
+    let url = sim.url().to_string();
+    let reported = http(&url, "GET", "/_sim/controller", &[], "").await.json();
+    assert!(
+        reported["passes"].as_u64() >= Some(after),
+        "the control API reports the passes: {reported}"
+    );
+
+    // A write wakes them: a scale-up rolls out as before.
+    apply(&api, "idle", deployment("idle", 3, "idle:1", 600)).await;
+    eventually("idle scales to 3", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            let d = api.get("idle").await.ok()?;
+            (rolled_out(&d) && d.status.as_ref()?.ready_replicas == Some(3)).then_some(())
+        }
+    })
+    .await;
+
+    // So does a knob with no write behind it: a fault for the running
+    // image shows in the pods' status.
+    sim.control()
+        .set_image_fault("idle:*", ImageFault::CrashLoopBackOff);
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    eventually("the running pods crash", Duration::from_secs(10), || {
+        let pods = pods.clone();
+        async move {
+            let ps = pods
+                .list(&ListParams::default().labels("app=idle"))
+                .await
+                .ok()?
+                .items;
+            ps.iter()
+                .all(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|cs| cs.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                        .as_deref()
+                        == Some("CrashLoopBackOff")
+                })
+                .then_some(())
+        }
+    })
+    .await;
 }
