@@ -1,6 +1,9 @@
-//! Logs: `tracing` to stderr, every line redacted before it is written.
+//! Logs: `tracing` to stderr (stdout under GitHub Actions with human
+//! output, see [`send_logs_to_stdout`]), every line redacted before it is
+//! written.
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -26,9 +29,27 @@ impl Write for RedactingWriter {
 
 impl Drop for RedactingWriter {
     fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.buf);
-        let _ = io::stderr().lock().write_all(scrub(&text).as_bytes());
+        let raw = String::from_utf8_lossy(&self.buf);
+        let text = scrub(&raw);
+        if LOGS_ON_STDOUT.load(Ordering::Relaxed) {
+            // anstream drops colour codes when stdout is no terminal.
+            let _ = anstream::stdout().lock().write_all(text.as_bytes());
+        } else {
+            let _ = io::stderr().lock().write_all(text.as_bytes());
+        }
     }
+}
+
+/// Set while the logs share stdout with GitHub Actions' `::group::`
+/// markers. The runner reads stdout and stderr apart and writes each batch
+/// of lines out stderr first, so a log line on stderr lands before or after
+/// the group of the phase that wrote it, not inside.
+static LOGS_ON_STDOUT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, log lines go to stdout, in order with everything else
+/// printed there.
+pub fn send_logs_to_stdout() {
+    LOGS_ON_STDOUT.store(true, Ordering::Relaxed);
 }
 
 pub struct Stderr;

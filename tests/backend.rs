@@ -450,3 +450,100 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
         text(&out)
     );
 }
+
+/// Under GitHub Actions each phase's log folds into its group: the group
+/// opens when the phase starts, the phase's lines follow (its log, its
+/// progress, its result), it closes when the phase ends. The runner reads
+/// stdout and stderr apart and writes them out in batches (a batch's stderr
+/// lines first), so only lines on the markers' own stream can be inside a
+/// group.
+#[test]
+fn under_github_actions_each_phase_log_is_inside_its_group() {
+    let world = World::new(Duration::from_millis(300));
+    let run = |tag: &str, verbosity: &[&str]| {
+        let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        let out = world
+            .maily()
+            .env("GITHUB_ACTIONS", "true")
+            .env("CI", "true")
+            .arg("staging")
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .args(verbosity)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::SUCCESS);
+        out
+    };
+    /// The lines between `::group::<phase>` and the next `::endgroup::`
+    /// of the stream the groups are on, and the other stream.
+    fn group(out: &std::process::Output, phase: &str) -> (Vec<String>, String) {
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        let marker = format!("::group::{phase}");
+        let (stream, other) = if stdout.contains(&marker) {
+            (stdout, stderr)
+        } else {
+            (stderr, stdout)
+        };
+        let lines: Vec<&str> = stream.lines().collect();
+        let open = lines
+            .iter()
+            .position(|l| *l == marker)
+            .unwrap_or_else(|| panic!("no group for {phase}:\n{stream}"));
+        let close = lines[open..]
+            .iter()
+            .position(|l| *l == "::endgroup::")
+            .unwrap_or_else(|| panic!("the {phase} group never closes:\n{stream}"));
+        let inside: Vec<String> = lines[open + 1..open + close]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert!(
+            !inside.iter().any(|l| l.starts_with("::group::")),
+            "the {phase} group holds another group:\n{stream}"
+        );
+        (inside, other)
+    }
+
+    // With -v: deploy-backend's log lines are in its group, on its stream.
+    let out = run("v1", &["-v"]);
+    let (backend, other) = group(&out, "deploy-backend");
+    assert!(
+        backend.iter().any(|l| l.contains("INFO")
+            && l.contains("applying")
+            && l.contains("objects to slot blue")),
+        "deploy-backend's log is not in its group: {backend:#?}\n{}",
+        text(&out)
+    );
+    assert!(
+        !other.contains("objects to slot blue"),
+        "deploy-backend's log is on the other stream:\n{other}"
+    );
+    for phase in ["validate", "shift-traffic"] {
+        let (lines, _) = group(&out, phase);
+        assert!(
+            !lines.iter().any(|l| l.contains("objects to slot")),
+            "the {phase} group holds deploy-backend's lines: {lines:#?}"
+        );
+    }
+
+    // At the default verbosity no group is empty: each holds its phase's result.
+    let out = run("v2", &[]);
+    for (phase, result) in [
+        ("validate", "✓ validate"),
+        ("deploy-backend", "✓ deploy-backend"),
+        ("shift-traffic", "✓ shift-traffic"),
+    ] {
+        let (lines, _) = group(&out, phase);
+        assert!(
+            lines.iter().any(|l| l.starts_with(result)),
+            "the {phase} group does not hold its result: {lines:#?}\n{}",
+            text(&out)
+        );
+    }
+}

@@ -1,9 +1,11 @@
 //! GitHub Actions: each phase's log in a `::group::`, failures as `::error::`
 //! annotations, and a Markdown summary appended to `$GITHUB_STEP_SUMMARY`.
 //!
-//! Workflow commands are read from stdout (GitHub's "Workflow commands"
-//! reference), so with `--output json`, where stdout is the report alone,
-//! only the step summary is written.
+//! Workflow commands go to stdout (GitHub's "Workflow commands"
+//! reference), and so do the logs while they do: the runner reads stdout
+//! and stderr apart and interleaves them by the batch, so a group holds only
+//! lines of its own stream. With `--output json`, where stdout is the report
+//! alone, only the step summary is written.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,10 +38,14 @@ pub struct Github {
 
 impl Github {
     pub fn new(inner: Box<dyn Observer>, env: GithubEnv, format: OutputFormat) -> Self {
+        let commands = format == OutputFormat::Human;
+        if commands {
+            crate::logging::send_logs_to_stdout();
+        }
         Github {
             inner,
             env,
-            commands: format == OutputFormat::Human,
+            commands,
         }
     }
 }
@@ -108,7 +114,11 @@ impl Observer for Github {
         self.inner.phase_progress(id, update);
     }
 
+    /// The phase's own result line and details close its group, so even
+    /// at the default verbosity, where a phase may log nothing, a group
+    /// holds what the phase did; the table at the end shows every phase.
     fn phase_finished(&mut self, row: &PhaseRow) {
+        self.inner.phase_finished(row);
         if self.commands {
             if row.duration_ms.is_some() {
                 stdout_line("::endgroup::");
@@ -125,7 +135,6 @@ impl Observer for Github {
                 ));
             }
         }
-        self.inner.phase_finished(row);
     }
 
     fn run_finished(&mut self, report: &RunReport) {
