@@ -20,3 +20,4 @@ pub mod pipeline;
 pub mod providers;
 pub mod redact;
 pub mod traffic;
+pub mod warnings;

@@ -6,7 +6,10 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::redact::scrub;
 
@@ -72,11 +75,15 @@ pub fn init(verbose: u8, quiet: bool, color: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(Stderr)
         .with_ansi(color && io::stderr().is_terminal())
         .with_target(false)
+        .with_filter(filter);
+    // The report's warnings do not depend on what -q or RUST_LOG show.
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(crate::warnings::Collect.with_filter(LevelFilter::WARN))
         .try_init();
 
     // A panic message can carry anything, secrets included.

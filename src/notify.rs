@@ -152,6 +152,9 @@ where
         target,
     };
     send(webhook.as_deref(), &message(&finished, &actor)).await;
+    // A refused notification is a warning like any other: in the report too.
+    let mut report = report;
+    crate::warnings::merge_into(&mut report.warnings);
     report
 }
 

@@ -145,4 +145,43 @@ fn slack_failing_never_fails_a_deploy() {
     // Nothing listening at all: still green.
     let out = deploy_with_slack(&world, "http://127.0.0.1:9/services/T000/B000/XXXX", "v2");
     assert_exit(&out, 0);
+
+    // With --output json, the report says it too: the start message and the
+    // end message (sent after the phases, before the report is printed).
+    let env = world.env_file(&[("IMAGE_TAG", "v3"), ("SLACK_WEBHOOK_URL", &url)]);
+    let out = world
+        .maily()
+        .args([
+            "staging",
+            "--output",
+            "json",
+            "-q",
+            "--env-file",
+            path_str(&env),
+        ])
+        .args(BACKEND_ONLY)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.starts_with("Slack answered 500 Internal Server Error to a notification"))
+            .count(),
+        1,
+        "once, though both messages failed alike: {warnings:?}"
+    );
+    assert_eq!(
+        messages(&world, &server).len(),
+        4,
+        "the end message was sent"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("XXXX"));
 }

@@ -82,5 +82,6 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         runner.run(req.command, cx, observer.as_mut())
     })
     .await;
+    observer.run_finished(&report);
     Ok(report.exit_code)
 }

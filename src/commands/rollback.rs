@@ -205,6 +205,7 @@ pub async fn run(
         runner.run("rollback", cx, observer.as_mut())
     })
     .await;
+    observer.run_finished(&report);
     // The backend goes back first: the older code runs against the newer
     // schema (expand, then contract), never the other way round.
     match database_step {

@@ -86,7 +86,9 @@ impl Runner {
         self
     }
 
-    /// Run (or, with `cx.dry_run`, plan) the selected phases.
+    /// Run (or, with `cx.dry_run`, plan) the selected phases. The caller
+    /// shows the report (`Observer::run_finished`) once the run's last
+    /// notification is sent, so that its warnings are in it.
     pub async fn run(
         &mut self,
         command: &'static str,
@@ -318,11 +320,14 @@ impl Runner {
                 .as_ref()
                 .map_or(exit_code::SUCCESS, |e| e.kind.exit_code()),
             phases: rows,
-            warnings: cx.config.warnings.clone(),
+            warnings: {
+                let mut w = cx.config.warnings.clone();
+                crate::warnings::merge_into(&mut w);
+                w
+            },
             rollout: cx.records.rollout.clone(),
             error,
         };
-        observer.run_finished(&report);
         report
     }
 }
