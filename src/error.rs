@@ -87,6 +87,21 @@ impl Failure {
     }
 }
 
+/// Echoed input longer than this many bytes is clipped by [`clipped`].
+pub const ECHO_MAX_BYTES: usize = 80;
+
+/// A value the user gave, as a message may echo it: whole when short, else
+/// its first characters and its size (`abc… (1048576 bytes)`). A message
+/// that repeats a megabyte of input buries what it says, and can flood a
+/// CI log or a Slack message.
+pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= ECHO_MAX_BYTES {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let prefix: String = value.chars().take(32).collect();
+    std::borrow::Cow::Owned(format!("{prefix}… ({} bytes)", value.len()))
+}
+
 /// Shorthand for the common case: an `anyhow::Error` of a kind.
 pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
     Failure::new(kind, message).into()
@@ -118,6 +133,20 @@ mod tests {
             .context("taking the deploy lock")
             .unwrap_err();
         assert_eq!(exit_code_of(&err), exit_code::LOCK_HELD);
+    }
+
+    #[test]
+    fn long_input_is_echoed_as_a_prefix_and_its_size() {
+        assert_eq!(
+            clipped("production-20250101-120000"),
+            "production-20250101-120000"
+        );
+        let long = "x".repeat(1 << 20);
+        let shown = clipped(&long);
+        assert!(shown.len() < 64, "{shown}");
+        assert!(shown.ends_with("… (1048576 bytes)"), "{shown}");
+        // Never cut inside a character.
+        assert!(clipped(&"é".repeat(100)).starts_with(&"é".repeat(32)));
     }
 
     #[test]

@@ -12,8 +12,9 @@ pub const FAILURE: i32 = 1;
 /// deployment id, contradictory phase selection. Nothing was changed.
 pub const USAGE: i32 = 2;
 /// The configuration is wrong: a missing or malformed variable, an env file
-/// that cannot be read, an unknown environment, a broken environment profile.
-/// Every problem found is reported. Nothing was changed.
+/// or profile that cannot be read (or is not UTF-8), an unknown environment,
+/// a broken environment profile, a rollback target whose snapshot cannot be
+/// read. Every problem found is reported. Nothing was changed.
 pub const CONFIG: i32 = 3;
 /// A phase failed and what the run had changed that users can see was put
 /// back (or nothing needed putting back).

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::spec::{self, SPEC};
@@ -123,8 +122,7 @@ pub fn resolve_path(given: Option<&Path>, environment: &str) -> anyhow::Result<O
 /// quotes, `export`). A line that does not parse is reported by number only:
 /// its text may hold a secret.
 pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading env file {}", path.display()))?;
+    let text = super::read_text(path, "env file")?;
     let iter = dotenvy::from_read_iter(text.as_bytes());
     let mut pairs = Vec::new();
     let mut problems = Vec::new();
@@ -156,7 +154,11 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
                 });
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("reading env file {}", path.display()));
+                return Err(crate::error::Failure::new(
+                    Kind::Config,
+                    format!("env file {} cannot be read: {e}", path.display()),
+                )
+                .into());
             }
         }
     }
@@ -176,11 +178,14 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 pub fn unknown_names(file: &[(String, String)]) -> Vec<String> {
     file.iter()
         .filter(|(name, _)| spec::lookup(name).is_none())
-        .map(|(name, _)| match spec::closest(name) {
-            Some(close) => {
-                format!("{name} is not a variable maily-deploy reads; did you mean {close}?")
+        .map(|(name, _)| {
+            let shown = crate::error::clipped(name);
+            match spec::closest(name) {
+                Some(close) => {
+                    format!("{shown} is not a variable maily-deploy reads; did you mean {close}?")
+                }
+                None => format!("{shown} is not a variable maily-deploy reads; it is ignored"),
             }
-            None => format!("{name} is not a variable maily-deploy reads; it is ignored"),
         })
         .collect()
 }
@@ -273,6 +278,38 @@ mod tests {
             .map(|p| p.subject.rsplit(':').next().unwrap())
             .collect();
         assert_eq!(lines, vec!["2", "3"]);
+        let text = format!("{err:#} {:?}", failure.problems);
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_configuration_problem_named_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        std::fs::write(
+            &path,
+            b"IMAGE_TAG=v1\nVERCEL_TOKEN=hunter2\xff-secret\nX=\xc3\n",
+        )
+        .unwrap();
+        let err = read(&path).unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        assert_eq!(failure.kind, Kind::Config);
+        assert!(
+            failure.message.contains("is not UTF-8"),
+            "{}",
+            failure.message
+        );
+        let lines: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.rsplit(':').next().unwrap())
+            .collect();
+        assert_eq!(lines, vec!["2", "3"]);
+        assert!(
+            failure.problems[0]
+                .problem
+                .contains("byte 0xff at column 21")
+        );
         let text = format!("{err:#} {:?}", failure.problems);
         assert!(!text.contains("hunter2"), "{text}");
     }

@@ -95,6 +95,52 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
     }
 }
 
+/// A configuration file's text. A file that cannot be read, or that is not
+/// UTF-8, is the configuration's fault (exit 3), named by path and, for
+/// stray bytes, by line and column: never an unexpected failure, and never
+/// the line's text (an env file's line may hold a secret).
+pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            Kind::Config,
+            format!(
+                "cannot read the {what} {}: {e}; check the path and its permissions",
+                path.display()
+            ),
+        )
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let problems: Vec<Problem> = bytes
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .filter_map(|(i, line)| {
+                    let bad = std::str::from_utf8(line).err()?;
+                    let at = bad.valid_up_to();
+                    Some(Problem {
+                        phase: None,
+                        subject: format!("{}:{}", path.display(), i + 1),
+                        problem: format!(
+                            "is not UTF-8 text: byte 0x{:02x} at column {} (the line is not shown, it may hold a secret)",
+                            line[at],
+                            at + 1
+                        ),
+                        fix: "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or remove the stray bytes".into(),
+                    })
+                })
+                .collect();
+            Err(Failure::with_problems(
+                Kind::Config,
+                format!("the {what} {} is not UTF-8 text", path.display()),
+                problems,
+            )
+            .into())
+        }
+    }
+}
+
 /// Two configuration failures as one, so both are reported.
 fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
     let as_problems = |e: &anyhow::Error| -> Vec<Problem> {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, Kind, Problem, fail};
@@ -581,18 +580,18 @@ pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> 
         return Err(fail(
             Kind::Config,
             format!(
-                "unknown environment `{environment}`{close}; known environments: {}; add {} to define a new one",
+                "unknown environment `{}`{close}; known environments: {}; add {} to define a new one",
+                crate::error::clipped(environment),
                 if known.is_empty() {
                     "none".to_string()
                 } else {
                     known.join(", ")
                 },
-                path.display()
+                crate::error::clipped(&path.display().to_string())
             ),
         ));
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the profile {}", path.display()))?;
+    let text = super::read_text(&path, "profile")?;
     let profile: Profile = serde_saphyr::from_str(&text).map_err(|e| {
         fail(
             Kind::Config,

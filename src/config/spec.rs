@@ -183,6 +183,10 @@ pub fn lookup(name: &str) -> Option<&'static VarSpec> {
 /// The known name closest to a mistyped one, for "did you mean" hints.
 pub fn closest(name: &str) -> Option<&'static str> {
     SPEC.iter()
+        // Names whose lengths differ by more than the distance allowed are
+        // not close; skipping them keeps a megabyte-long name from costing
+        // minutes of edit-distance work.
+        .filter(|v| v.name.len().abs_diff(name.len()) <= 3)
         .map(|v| (strsim::levenshtein(v.name, name), v.name))
         .filter(|(d, _)| *d <= 3)
         .min()

@@ -44,7 +44,7 @@ fn shown(spec: &VarSpec, value: &str) -> String {
     if spec.secret && !vault_ref::is_vault_ref(value) {
         "[secret]".into()
     } else {
-        value.into()
+        crate::error::clipped(value).into_owned()
     }
 }
 
@@ -80,7 +80,10 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
             out.problems.push(Problem {
                 phase: Some(PhaseId::Provision.as_str().into()),
                 subject: "TERRAFORM_PROVIDES".into(),
-                problem: format!("names {name}, which is not a variable the tool reads"),
+                problem: format!(
+                    "names {}, which is not a variable the tool reads",
+                    crate::error::clipped(name)
+                ),
                 fix: match super::spec::closest(name) {
                     Some(c) => format!("did you mean {c}?"),
                     None => "list variables of the env template, comma-separated".into(),
@@ -189,7 +192,7 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
             let got = if spec.secret {
                 " (the value is a secret and is not shown)".to_string()
             } else {
-                format!(" (got {value:?})")
+                format!(" (got {:?})", crate::error::clipped(value))
             };
             out.problems.push(Problem {
                 phase,

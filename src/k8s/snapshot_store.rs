@@ -12,6 +12,7 @@ use kube::{Api, Client};
 
 use super::apply::FIELD_MANAGER;
 use super::client::retry;
+use crate::error::{Kind, fail};
 use crate::pipeline::snapshot::{self, Outcome, Snapshot};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=maily-deploy";
@@ -98,8 +99,9 @@ impl SnapshotStore {
             match decode_secret(&secret) {
                 Ok(s) => out.push(s),
                 Err(e) => tracing::warn!(
-                    "snapshot {} cannot be read: {e:#}",
-                    secret.metadata.name.unwrap_or_default()
+                    "skipping the snapshot of {}: {e:#} (Secret {}; kept for inspection, `kubectl delete secret` removes it)",
+                    id_of(&secret),
+                    secret.metadata.name.as_deref().unwrap_or_default()
                 ),
             }
         }
@@ -107,13 +109,42 @@ impl SnapshotStore {
         Ok(out)
     }
 
-    /// One snapshot, if it exists.
+    /// One snapshot, if it exists. One that cannot be read is a refusal
+    /// (exit 3) naming it and the deployments that can be used instead:
+    /// nothing can be done from a broken record, and the user needs to know
+    /// what to pick.
     pub async fn get(&self, deployment_id: &str) -> anyhow::Result<Option<Snapshot>> {
         let name = secret_name(deployment_id);
         let found = retry("reading a snapshot", || self.api.get_opt(&name))
             .await
             .with_context(|| format!("reading snapshot {deployment_id}"))?;
-        found.map(|s| decode_secret(&s)).transpose()
+        let Some(secret) = found else {
+            return Ok(None);
+        };
+        match decode_secret(&secret) {
+            Ok(s) => Ok(Some(s)),
+            Err(why) => {
+                let usable: Vec<String> = self
+                    .list()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .take(10)
+                    .map(|s| format!("{} ({})", s.deployment_id, s.outcome.as_str()))
+                    .collect();
+                Err(fail(
+                    Kind::Config,
+                    format!(
+                        "the snapshot of {deployment_id} cannot be used: {why:#} (Secret {name}, left in place for inspection); the usable deployments, newest first: {}",
+                        if usable.is_empty() {
+                            "none".to_string()
+                        } else {
+                            usable.join(", ")
+                        }
+                    ),
+                ))
+            }
+        }
     }
 
     /// Delete what `prune_plan` says to, keeping `keep`.
@@ -140,6 +171,18 @@ pub fn redacted(s: &Snapshot) -> anyhow::Result<Snapshot> {
     let mut value = serde_json::to_value(s).context("encoding the snapshot")?;
     crate::redact::scrub_json(&mut value);
     serde_json::from_value(value).context("encoding the snapshot")
+}
+
+/// The deployment a snapshot Secret is of, for messages about it.
+fn id_of(secret: &Secret) -> String {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("maily.ai/deployment-id"))
+        .or(secret.metadata.name.as_ref())
+        .map(|id| crate::error::clipped(id).into_owned())
+        .unwrap_or_default()
 }
 
 fn decode_secret(secret: &Secret) -> anyhow::Result<Snapshot> {

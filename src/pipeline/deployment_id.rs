@@ -25,9 +25,10 @@ impl DeploymentId {
 
     /// Parse an id a user typed for `environment`, naming what is wrong.
     pub fn parse(environment: &str, text: &str) -> anyhow::Result<Self> {
-        let example = format!("{environment}-20250101-120000");
+        let shown = crate::error::clipped(text);
+        let env = crate::error::clipped(environment);
         let hint = format!(
-            "expected {environment}-YYYYMMDD-HHMMSS (UTC), e.g. {example}; `maily-deploy history {environment}` lists the ids"
+            "expected {env}-YYYYMMDD-HHMMSS (UTC), e.g. {env}-20250101-120000; `maily-deploy history {env}` lists the ids"
         );
         let Some(stamp) = text
             .strip_prefix(environment)
@@ -36,7 +37,7 @@ impl DeploymentId {
             return Err(fail(
                 Kind::Usage,
                 format!(
-                    "invalid deployment id `{text}`: it does not start with `{environment}-`, the environment being rolled back; {hint}"
+                    "invalid deployment id `{shown}`: it does not start with `{env}-`, the environment being rolled back; {hint}"
                 ),
             ));
         };
@@ -49,14 +50,14 @@ impl DeploymentId {
         if !shape_ok {
             return Err(fail(
                 Kind::Usage,
-                format!("invalid deployment id `{text}`: {hint}"),
+                format!("invalid deployment id `{shown}`: {hint}"),
             ));
         }
         if NaiveDateTime::parse_from_str(stamp, STAMP).is_err() {
             return Err(fail(
                 Kind::Usage,
                 format!(
-                    "invalid deployment id `{text}`: `{stamp}` is not a real date and time; {hint}"
+                    "invalid deployment id `{shown}`: `{stamp}` is not a real date and time; {hint}"
                 ),
             ));
         }
@@ -120,6 +121,15 @@ mod tests {
             err.to_string()
                 .contains("does not start with `production-`")
         );
+    }
+
+    #[test]
+    fn an_oversized_id_is_named_by_its_size_not_echoed() {
+        let huge = format!("production-{}", "9".repeat(100_000));
+        let err = DeploymentId::parse("production", &huge).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.len() < 400, "{} bytes: {}", msg.len(), &msg[..400]);
+        assert!(msg.contains("(100011 bytes)"), "{msg}");
     }
 
     #[test]

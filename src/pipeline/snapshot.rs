@@ -25,6 +25,12 @@ pub const SCHEMA: u32 = 1;
 /// A Secret holds at most 1 MiB; keep clear of it.
 pub const MAX_BYTES: usize = 1_000_000;
 
+/// The most JSON a snapshot may decompress to: 16 MiB. Reading stops
+/// there, so a gzip bomb in a snapshot Secret (1 MB of gzip inflating to
+/// gigabytes) costs `history` 16 MiB, not the machine; `encode` refuses to
+/// write what could not be read back.
+pub const MAX_DECOMPRESSED_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -177,6 +183,13 @@ impl Snapshot {
 /// Gzip-compressed JSON, refused when it would not fit a Secret.
 pub fn encode(s: &Snapshot) -> anyhow::Result<Vec<u8>> {
     let json = serde_json::to_vec(s).context("encoding the snapshot")?;
+    if json.len() > MAX_DECOMPRESSED_BYTES {
+        anyhow::bail!(
+            "the snapshot of {} is {} bytes of JSON, over the {MAX_DECOMPRESSED_BYTES} (16 MiB) a snapshot may hold",
+            s.deployment_id,
+            json.len()
+        );
+    }
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(&json)?;
     let bytes = gz.finish()?;
@@ -191,12 +204,38 @@ pub fn encode(s: &Snapshot) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A snapshot from its stored bytes. Each way stored bytes can be broken
+/// (not gzip, cut short, inflating past [`MAX_DECOMPRESSED_BYTES`], not
+/// JSON, JSON of another shape) is said in its own words; none quotes the
+/// content, which is the cluster's and may be large.
 pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
     let mut json = Vec::new();
-    GzDecoder::new(bytes)
-        .read_to_end(&mut json)
-        .context("the snapshot is not gzip")?;
-    let s: Snapshot = serde_json::from_slice(&json).context("the snapshot is not a snapshot")?;
+    let read = GzDecoder::new(bytes)
+        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
+        .read_to_end(&mut json);
+    match read {
+        Ok(_) if json.len() > MAX_DECOMPRESSED_BYTES => anyhow::bail!(
+            "the snapshot decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes (16 MiB), more than maily-deploy ever writes; it was not read further"
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            anyhow::bail!("the snapshot is truncated: its gzip stream ends early")
+        }
+        Err(e) => anyhow::bail!("the snapshot is not gzip ({e})"),
+    }
+    let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+        anyhow::anyhow!(
+            "the snapshot is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let s: Snapshot = serde_json::from_value(value).map_err(|e| {
+        anyhow::anyhow!(
+            "the snapshot is JSON but not a snapshot of this format: {}",
+            crate::error::clipped(&e.to_string())
+        )
+    })?;
     if s.schema > SCHEMA {
         anyhow::bail!(
             "snapshot {} has format {}, newer than this maily-deploy understands ({SCHEMA}); upgrade maily-deploy",
@@ -292,6 +331,47 @@ mod tests {
             Ok(bytes) => panic!("encoded {} bytes without complaint", bytes.len()),
             Err(err) => assert!(err.to_string().contains("over the 1000000"), "{err}"),
         }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn each_way_a_stored_snapshot_breaks_is_named() {
+        let good = encode(&sample()).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{\"schema\":1}".to_vec(), "not gzip"),
+            (good[..good.len() / 2].to_vec(), "truncated"),
+            (gzip(b"not json at all"), "not JSON"),
+            (
+                gzip(br#"{"schema": 1, "deployment_id": "x"}"#),
+                "not a snapshot",
+            ),
+        ];
+        for (bytes, says) in cases {
+            let err = decode(&bytes).unwrap_err();
+            assert!(err.to_string().contains(says), "{says}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_read_no_further_than_the_cap() {
+        // 17 MiB of zeros: a few KB of gzip, one MiB past the cap.
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..17 {
+            gz.write_all(&zeros).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        let err = decode(&bomb).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more than 16777216 bytes (16 MiB)"),
+            "{err}"
+        );
     }
 
     #[test]
