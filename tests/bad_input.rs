@@ -151,6 +151,41 @@ fn oversized_input_is_named_by_its_size_never_echoed_whole() {
     assert!(all.contains("(100008 bytes)"), "{all}");
 }
 
+#[test]
+fn profile_values_past_kubernetes_limits_are_refused_by_validate_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let yaml = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("namespace: maily-staging", "namespace: 12345")
+        .replace("replicas: 1\n", "replicas: 2147483648\n")
+        .replace("    path: /webhooks", "    path: /webhooks//bounces");
+    std::fs::write(&profile, yaml).unwrap();
+    for command in [&["validate", "staging"][..], &["staging", "--dry-run"][..]] {
+        let out = offline()
+            .args(command)
+            .args(["--env-file", ".env.example", "--kubeconfig", "/nonexistent"])
+            .arg("--manifests-dir")
+            .arg(&manifests)
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::CONFIG);
+        let all = text(&out);
+        for expected in [
+            "staging.yaml: namespace is 12345, which Kubernetes accepts as a name but the manifests' YAML",
+            "staging.yaml: replicas is 2147483648, over 715827882",
+            "staging.yaml: services.email-sender.path is not a plain path prefix",
+        ] {
+            assert!(
+                all.contains(expected),
+                "{command:?}: {expected:?} in:\n{all}"
+            );
+        }
+    }
+}
+
 /// Store `data` as the snapshot Secret of `id`, as a broken writer (or a
 /// hostile one) might have left it.
 fn put_raw_snapshot(world: &World, id: &str, data: Vec<u8>) {

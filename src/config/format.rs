@@ -121,9 +121,23 @@ fn github_repo(value: &str) -> Result<(), String> {
 }
 
 /// Parse a duration in the form the variable spec accepts.
+/// The longest duration the tool takes: what an int32 seconds field
+/// (`progressDeadlineSeconds`, `leaseDurationSeconds`) holds, about 68
+/// years. Longer is a typo, and would wrap when written to one (or
+/// overflow a deadline computed from it).
+pub const MAX_DURATION_SECS: u64 = i32::MAX as u64;
+
+/// The problem with a duration past [`MAX_DURATION_SECS`].
+pub fn too_long() -> String {
+    format!(
+        "is longer than {MAX_DURATION_SECS} seconds (about 68 years), the most a Kubernetes seconds field (an int32) holds"
+    )
+}
+
 pub fn duration(value: &str) -> Result<Duration, String> {
     match humantime::parse_duration(value) {
         Ok(d) if d.is_zero() => Err("is zero; give a positive duration".into()),
+        Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(too_long()),
         Ok(d) => Ok(d),
         Err(_) => Err("is not a duration (a number with a unit: s, m, h)".into()),
     }
@@ -295,7 +309,12 @@ fn image_tag(value: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    Ok(())
+    // The manifests label each Deployment with its tag.
+    super::k8s_rules::label_value(value).map_err(|why| {
+        format!(
+            "is a valid image tag, but the manifests put it in the label app.kubernetes.io/version, and it {why}"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -486,6 +505,21 @@ mod tests {
         bad(Format::ImageTag, "-v1", "valid image tag");
         bad(Format::ImageTag, "v1 2", "valid image tag");
         bad(Format::ImageTag, &"a".repeat(129), "valid image tag");
+        // Valid tags that no label value can be.
+        bad(
+            Format::ImageTag,
+            &"a".repeat(64),
+            "over the 63 a label value",
+        );
+        bad(Format::ImageTag, "_v1", "app.kubernetes.io/version");
+        bad(Format::ImageTag, "v1.", "app.kubernetes.io/version");
+    }
+
+    #[test]
+    fn durations_past_an_int32_of_seconds_are_refused() {
+        assert!(duration("68y").is_ok());
+        bad(Format::Duration, "69y", "int32");
+        bad(Format::Duration, "100000000000s", "int32");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod ai;
 pub mod env_file;
 pub mod format;
+pub mod k8s_rules;
 pub mod profile;
 pub mod spec;
 pub mod template;

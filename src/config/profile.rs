@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::k8s_rules as rules;
 use crate::error::{Failure, Kind, Problem, fail};
 
 /// A service's role in the slot model.
@@ -280,15 +281,58 @@ impl Profile {
                 fix: fix.into(),
             })
         };
-        if !is_dns_label(&self.namespace) {
+        if let Err(why) = rules::dns1123_label(&self.namespace) {
             bad(
                 "namespace",
-                "is not a DNS label (lowercase letters, digits and -, at most 63)".into(),
+                format!(
+                    "{why}: a namespace name is a DNS-1123 label (lowercase letters, digits and -, at most 63)"
+                ),
                 "use a name such as maily-production",
+            );
+        } else if !rules::reads_as_text(&self.namespace) {
+            bad(
+                "namespace",
+                format!(
+                    "is {}, which Kubernetes accepts as a name but the manifests' YAML (namespace: ${{NAMESPACE}}) reads as a number, a bool or null",
+                    self.namespace
+                ),
+                "use a name with letters in it, e.g. maily-production",
+            );
+        }
+        if let Err(why) = rules::dns1123_subdomain(&self.gateway.name) {
+            bad(
+                "gateway.name",
+                format!("{why}: a Gateway's name is a DNS-1123 subdomain"),
+                "give the Gateway's name as kubectl get gateways -A shows it",
+            );
+        } else if !rules::reads_as_text(&self.gateway.name) {
+            bad(
+                "gateway.name",
+                "is read by the manifests' YAML as a number, a bool or null, not a name".into(),
+                "give the Gateway's name as kubectl get gateways -A shows it",
+            );
+        }
+        if let Err(why) = rules::dns1123_label(&self.gateway.namespace) {
+            bad(
+                "gateway.namespace",
+                format!("{why}: a namespace name is a DNS-1123 label"),
+                "give the Gateway's namespace, e.g. gateway-system",
+            );
+        } else if !rules::reads_as_text(&self.gateway.namespace) {
+            bad(
+                "gateway.namespace",
+                "is read by the manifests' YAML as a number, a bool or null, not a name".into(),
+                "give the Gateway's namespace, e.g. gateway-system",
             );
         }
         if self.replicas == 0 {
             bad("replicas", "is 0".into(), "give at least 1");
+        } else if u64::from(self.replicas) > MAX_HTTP_REPLICAS {
+            bad(
+                "replicas",
+                replicas_past(self.replicas, MAX_HTTP_REPLICAS, true),
+                "give the replicas a service really runs",
+            );
         }
         for why in crate::traffic::plan::step_problems(&self.traffic.steps) {
             bad(
@@ -297,21 +341,24 @@ impl Profile {
                 "e.g. [5, 25, 50, 100]; [100] switches at once",
             );
         }
-        if crate::traffic::plan::parse_pause(&self.traffic.pause).is_err() {
+        if let Err(why) = crate::traffic::plan::parse_pause(&self.traffic.pause) {
             bad(
                 "traffic.pause",
-                "is not a duration".into(),
+                why,
                 "e.g. 2m or 30s, or manual to hold each step until `maily-deploy promote --step`",
             );
         }
-        if let Some(grace) = &self.traffic.grace
-            && let Err(why) = crate::traffic::plan::Grace::parse(grace)
-        {
-            bad(
-                "traffic.grace",
-                why,
-                "e.g. 10m, or keep (the old slot stays up until the next deploy)",
-            );
+        if let Some(grace) = &self.traffic.grace {
+            let fix = "e.g. 10m, or keep (the old slot stays up until the next deploy)";
+            match crate::traffic::plan::Grace::parse(grace) {
+                Err(why) => bad("traffic.grace", why, fix),
+                Ok(crate::traffic::plan::Grace::For(d))
+                    if d.as_secs() > crate::config::format::MAX_DURATION_SECS =>
+                {
+                    bad("traffic.grace", crate::config::format::too_long(), fix)
+                }
+                Ok(_) => {}
+            }
         }
         if let Some(a) = &self.traffic.analysis {
             for (field, value) in [
@@ -325,11 +372,7 @@ impl Profile {
                         "give a duration such as 30s",
                     ),
                     Ok(_) => {}
-                    Err(_) => bad(
-                        &format!("traffic.analysis.{field}"),
-                        "is not a duration".into(),
-                        "e.g. 30s or 5m",
-                    ),
+                    Err(why) => bad(&format!("traffic.analysis.{field}"), why, "e.g. 30s or 5m"),
                 }
             }
             if a.samples.min == 0 {
@@ -385,8 +428,9 @@ impl Profile {
                 }
             }
         }
-        for (name, keys) in &self.secrets {
-            if !is_dns_label(name) {
+        for (full_name, keys) in &self.secrets {
+            let name = &*crate::error::clipped(full_name);
+            if !is_dns_label(full_name) {
                 bad(
                     &format!("secrets.{name}"),
                     "is not a valid Secret name (lowercase letters, digits and -, at most 63)"
@@ -395,20 +439,22 @@ impl Profile {
                 );
             }
             for (key, reference) in keys {
+                let shown = crate::error::clipped(key);
                 if key.is_empty()
+                    || key.len() > 253
                     || !key
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
                 {
                     bad(
-                        &format!("secrets.{name}.{key}"),
-                        "is not a valid Secret key (letters, digits, _ - .)".into(),
+                        &format!("secrets.{name}.{shown}"),
+                        "is not a valid Secret key (letters, digits, _ - ., at most 253)".into(),
                         "use the environment variable name the services read, e.g. DATABASE_URL",
                     );
                 }
                 if let Err(why) = crate::config::vault::parse_profile_ref(reference) {
                     bad(
-                        &format!("secrets.{name}.{key}"),
+                        &format!("secrets.{name}.{shown}"),
                         why,
                         "write <path>#<key>, e.g. secret/maily/production#database_url",
                     );
@@ -419,20 +465,61 @@ impl Profile {
             bad("services", "is empty".into(), "list the services to deploy");
         }
         for (name, svc) in &self.services {
-            if !is_dns_label(name) || name.len() > 40 {
+            let full_name = name;
+            let name = &*crate::error::clipped(name);
+            let naming = rules::dns1035_label(full_name).and_then(|()| {
+                if full_name.len() > MAX_SERVICE_NAME {
+                    Err(format!(
+                        "is {} characters long, over {MAX_SERVICE_NAME}",
+                        full_name.len()
+                    ))
+                } else if !rules::reads_as_text(full_name) {
+                    Err("is read by the manifests' YAML as a bool or null, not a name".into())
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(why) = naming {
                 bad(
                     &format!("services.{name}"),
-                    "is not a valid service name (lowercase letters, digits and -, at most 40 so that -blue/-green fit)".into(),
-                    "rename the service",
+                    format!(
+                        "{why}: a service's name becomes Kubernetes Service names (DNS-1035 labels: a lowercase letter first, then lowercase letters, digits and -), at most {MAX_SERVICE_NAME} characters so that -blue, -green and -metrics fit in 63"
+                    ),
+                    "rename the service, e.g. email-sender",
                 );
             }
             if let Some(path) = &svc.path
-                && (!path.starts_with('/') || path.contains(char::is_whitespace))
+                && let Err(why) = rules::route_path(path)
             {
                 bad(
                     &format!("services.{name}.path"),
-                    "is not a URL path prefix".into(),
-                    "start it with /, e.g. /webhooks",
+                    format!("{why}: it is the route's PathPrefix"),
+                    "give a path prefix such as /webhooks",
+                );
+            }
+            if let Some(image) = &svc.image
+                && (image.trim().is_empty()
+                    || image.contains(char::is_whitespace)
+                    || !rules::reads_as_text(image))
+            {
+                bad(
+                    &format!("services.{name}.image"),
+                    "is not an image reference (no white space; the manifests write it unquoted)"
+                        .into(),
+                    "give registry/repository:tag, e.g. ghcr.io/maily/maily-api:v1.4.2",
+                );
+            }
+            let limit = match svc.kind {
+                ServiceKind::Http => MAX_HTTP_REPLICAS,
+                ServiceKind::Worker => rules::MAX_INT32,
+            };
+            if let Some(n) = svc.replicas
+                && u64::from(n) > limit
+            {
+                bad(
+                    &format!("services.{name}.replicas"),
+                    replicas_past(n, limit, svc.kind == ServiceKind::Http),
+                    "give the replicas the service really runs",
                 );
             }
             if svc.path.is_some() && svc.kind == ServiceKind::Worker {
@@ -460,16 +547,106 @@ impl Profile {
             }
         }
         for (role, host) in &self.domains {
-            if host.is_empty() || host.contains("://") || host.contains('/') {
+            if let Err(why) = rules::hostname(host) {
                 bad(
-                    &format!("domains.{role}"),
-                    "is not a host name".into(),
+                    &format!("domains.{}", crate::error::clipped(role)),
+                    format!(
+                        "{why} (the route's hostnames take lowercase names, at most 253 characters)"
+                    ),
                     "give the bare host, e.g. app.maily.app",
+                );
+            }
+        }
+        for (i, queue) in self.verify.queues.iter().enumerate() {
+            if queue.is_empty() || queue.len() > 255 {
+                bad(
+                    &format!("verify.queues[{i}]"),
+                    format!(
+                        "is {} bytes long; a RabbitMQ queue name has 1 to 255",
+                        queue.len()
+                    ),
+                    "give the queue's name as the workers declare it",
+                );
+            }
+        }
+        for (i, check) in self.verify.checks.iter().enumerate() {
+            let field = format!(
+                "verify.checks[{i}] ({})",
+                crate::error::clipped(&check.name)
+            );
+            if !(100..=599).contains(&check.status) {
+                bad(
+                    &format!("{field}.status"),
+                    format!("is {}, not an HTTP status (100 to 599)", check.status),
+                    "give the status the check expects, e.g. 200",
+                );
+            }
+            if check.method.is_empty() || !check.method.bytes().all(|b| b.is_ascii_uppercase()) {
+                bad(
+                    &format!("{field}.method"),
+                    "is not an HTTP method".into(),
+                    "give GET, HEAD or POST",
+                );
+            }
+            if !check.path.starts_with('/') || check.path.contains(char::is_whitespace) {
+                bad(
+                    &format!("{field}.path"),
+                    "is not a URL path".into(),
+                    "start it with /, e.g. /api/v1/version",
                 );
             }
         }
         out
     }
+}
+
+/// The most replicas an http service may have: its HorizontalPodAutoscaler
+/// scales to three times them (`maxReplicas`), an int32.
+pub const MAX_HTTP_REPLICAS: u64 = rules::MAX_INT32 / 3;
+
+/// The longest service name: the objects named after it (`<name>-green`,
+/// `<name>-metrics`) must fit a DNS-1035 label's 63 characters.
+pub const MAX_SERVICE_NAME: usize = 40;
+
+fn replicas_past(n: u32, limit: u64, http: bool) -> String {
+    if http {
+        format!(
+            "is {n}, over {limit}: the HorizontalPodAutoscaler scales an http service to three times its replicas, and its maxReplicas is an int32 (at most {})",
+            rules::MAX_INT32
+        )
+    } else {
+        format!("is {n}, over {limit}, the most a Deployment's replicas (an int32) can hold")
+    }
+}
+
+/// What is wrong with an environment's name where it ends up: the
+/// `maily.ai/environment` label, the deployment ids
+/// (`<environment>-YYYYMMDD-HHMMSS`, also a label value, at most 63), the
+/// deployer's ClusterRole name.
+pub fn environment_problems(environment: &str, file: &str) -> Vec<Problem> {
+    let longest = 63 - "-YYYYMMDD-HHMMSS".len();
+    let why = if let Err(why) = rules::dns1123_label(environment) {
+        Some(why)
+    } else if environment.len() > longest {
+        Some(format!(
+            "is {} characters long, over {longest}: a deployment id (<environment>-YYYYMMDD-HHMMSS) is a label value of at most 63",
+            environment.len()
+        ))
+    } else if !rules::reads_as_text(environment) {
+        Some("is read by the manifests' YAML as a number, a bool or null, not a name".into())
+    } else {
+        None
+    };
+    why.map(|why| Problem {
+        phase: None,
+        subject: format!("{file}: the environment name"),
+        problem: format!(
+            "{why}: the environment's name (the profile's file name) is a DNS-1123 label of at most {longest} characters"
+        ),
+        fix: "rename the profile, e.g. environments/staging.yaml".into(),
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The placeholders an analysis query may use.
@@ -593,12 +770,31 @@ pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> 
     }
     let text = super::read_text(&path, "profile")?;
     let profile: Profile = serde_saphyr::from_str(&text).map_err(|e| {
+        // The parser quotes the lines around the error: a megabyte-long
+        // line is shown by its start and size.
+        let why: Vec<String> = e
+            .to_string()
+            .lines()
+            .map(|l| {
+                if l.len() > 200 {
+                    let head: String = l.chars().take(120).collect();
+                    format!("{head}… ({} bytes)", l.len())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
         fail(
             Kind::Config,
-            format!("the profile {} does not parse: {e}", path.display()),
+            format!(
+                "the profile {} does not parse: {}",
+                path.display(),
+                why.join("\n")
+            ),
         )
     })?;
-    let problems = profile.problems(&path.display().to_string());
+    let mut problems = environment_problems(environment, &path.display().to_string());
+    problems.extend(profile.problems(&path.display().to_string()));
     if !problems.is_empty() {
         return Err(Failure::with_problems(
             Kind::Config,
@@ -683,6 +879,90 @@ mod tests {
                 "domains.app"
             ]
         );
+    }
+
+    #[test]
+    fn every_value_past_its_kubernetes_field_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        std::fs::write(
+            dir.path().join("environments/limits.yaml"),
+            format!(
+                "namespace: 12345\n\
+                 domains: {{api: API.example.com, app: app.example.com}}\n\
+                 gateway: {{name: Public_GW, namespace: {long}}}\n\
+                 replicas: 2147483648\n\
+                 traffic: {{steps: [100], pause: 100000000000s, grace: 3000y}}\n\
+                 services:\n\
+                 \x20 9api: {{kind: http}}\n\
+                 \x20 api: {{kind: http, replicas: 715827883, path: /a//b}}\n\
+                 \x20 workers: {{kind: worker, replicas: 2147483647}}\n\
+                 \x20 {huge}: {{kind: worker}}\n\
+                 verify: {{checks: [{{name: v, path: /v, status: 42}}]}}\n",
+                long = "g".repeat(64),
+                huge = "s".repeat(1000),
+            ),
+        )
+        .unwrap();
+        let err = load(dir.path(), "limits").unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Config));
+        let failure = crate::error::failure_of(&err).unwrap();
+        let fields: Vec<String> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.rsplit(": ").next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "namespace",
+                "gateway.name",
+                "gateway.namespace",
+                "replicas",
+                "traffic.pause",
+                "traffic.grace",
+                "services.9api",
+                "services.api.path",
+                "services.api.replicas",
+                &format!("services.{}… (1000 bytes)", "s".repeat(32)),
+                "domains.api",
+                "verify.checks[0] (v).status",
+            ],
+            "{:#?}",
+            failure.problems
+        );
+        let about = |field: &str| {
+            failure
+                .problems
+                .iter()
+                .find(|p| p.subject.ends_with(field))
+                .unwrap()
+                .problem
+                .clone()
+        };
+        assert!(about(": namespace").contains("reads as a number"));
+        assert!(about(": replicas").contains("int32"));
+        assert!(about("services.api.replicas").contains("maxReplicas"));
+        assert!(about("services.9api").contains("DNS-1035"));
+        assert!(about("traffic.pause").contains("int32"));
+        let text = format!("{:?}", failure.problems);
+        assert!(
+            !text.contains(&"s".repeat(100)),
+            "a long name is not echoed whole"
+        );
+    }
+
+    #[test]
+    fn an_environment_name_must_fit_the_labels_it_ends_up_in() {
+        assert!(environment_problems("production", "f").is_empty());
+        let long = "e".repeat(48);
+        assert!(
+            environment_problems(&long, "f")[0]
+                .problem
+                .contains("over 47")
+        );
+        assert!(!environment_problems("Prod", "f").is_empty());
+        assert!(!environment_problems("2024", "f").is_empty());
     }
 
     #[test]
