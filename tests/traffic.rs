@@ -759,3 +759,23 @@ fn during_the_grace_period_an_abort_is_one_route_change_back_to_the_warm_old_slo
     assert_eq!(stage_selectors(&stage), all_on("blue"));
     assert_eq!(report["rollout"]["grace_period"]["scaled_down"], false);
 }
+
+/// A switch at once (`--traffic-steps 100`) pauses nowhere: only a step
+/// below 100% holds for the profile's pause, so the report says 0, not the
+/// profile's 30 s.
+#[test]
+fn a_switch_at_once_reports_no_pause() {
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), exit_code::SUCCESS);
+    std::thread::sleep(Duration::from_millis(1100)); // a new deployment id
+    let out = world.deploy("v2", &["--traffic-steps", "100", "--output", "json"]);
+    assert_exit(&out, exit_code::SUCCESS);
+    let rollout = &report(&out)["rollout"];
+    assert_eq!(
+        rollout["planned_steps"],
+        serde_json::json!([100]),
+        "{rollout}"
+    );
+    assert_eq!(rollout["pause_seconds"], 0, "{rollout}");
+    assert_eq!(world.selected_slot("api").as_deref(), Some("green"));
+}

@@ -65,7 +65,9 @@ pub struct RolloutReport {
     pub from: Option<Slot>,
     pub to: Slot,
     pub planned_steps: Vec<u32>,
-    /// `None`: a manual pause (each step held until `promote --step`).
+    /// The pause each step below 100% holds for; `None`: a manual pause
+    /// (each step held until `promote --step`). 0 when the only step is
+    /// 100%: the profile's pause is never used then.
     pub pause_seconds: Option<u64>,
     /// `keep`, or the seconds the old slot stays scaled after 100%.
     pub grace: String,
@@ -88,7 +90,11 @@ impl RolloutReport {
             from,
             to,
             planned_steps: plan.steps.clone(),
-            pause_seconds: (plan.pause != super::plan::MANUAL).then_some(plan.pause.as_secs()),
+            pause_seconds: if !plan.is_progressive() {
+                Some(0)
+            } else {
+                (plan.pause != super::plan::MANUAL).then_some(plan.pause.as_secs())
+            },
             grace: match plan.grace {
                 Grace::Keep => "keep".into(),
                 Grace::For(d) => format!("{}s", d.as_secs()),
