@@ -423,3 +423,65 @@ fn production_checks_all_three_providers_and_deploys_its_ai_services() {
     );
     assert!(!all.contains(GOOGLE_KEY), "the key never printed");
 }
+
+/// A run that deploys the AI services alone into the idle slot, without
+/// switching users, is listed by `history` with that slot, as a backend
+/// run is; it is still no state to roll back to (the backend in that slot
+/// is whatever an earlier run left).
+#[test]
+fn history_names_the_slot_an_ai_only_run_filled() {
+    let world = World::new(Duration::from_millis(300));
+    let p = providers(&world);
+    let first = deploy_with_ai(&world, &p, "v1", &[]);
+    assert_exit(&first, exit_code::SUCCESS);
+    std::thread::sleep(Duration::from_millis(1100)); // a new deployment id
+    let out = deploy_with_ai_args(&world, &p, "v2", &[], &["--skip-backend", "--skip-traffic"]);
+    assert_exit(&out, exit_code::SUCCESS);
+    let id = world.deployment_id(&out);
+    assert_eq!(
+        world.image("ai-orchestrator-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-ai-orchestrator:v2")
+    );
+    assert_eq!(
+        world.selected_slot("ai-orchestrator").as_deref(),
+        Some("blue"),
+        "users stay"
+    );
+
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let newest = &doc["deployments"][0];
+    assert_eq!(newest["deployment_id"], json!(id), "{doc}");
+    assert_eq!(newest["slot"], json!("green"), "{newest}");
+
+    let out = world.maily().args(["history", "staging"]).output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    let row = human
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{id} listed: {human}"));
+    // Columns: deployment, started, outcome, release, slot, ...; cells are
+    // set apart by two spaces or more.
+    let cells: Vec<&str> = row
+        .trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells.get(4), Some(&"green"), "the slot column: {row}");
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &id])
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_ne!(out.status.code(), Some(exit_code::SUCCESS), "{all}");
+    assert!(all.contains("did not deploy the backend"), "{all}");
+    assert_eq!(world.selected_slot("api").as_deref(), Some("blue"));
+}

@@ -364,6 +364,7 @@ impl Phase for ConfigureAi {
         // Recorded before the wait: a failed run's snapshot says which
         // config the idle slot was left with.
         cx.records.ai_config = Some(record(slot, &config));
+        cx.records.ai_slot = Some(slot);
 
         let names: Vec<String> = profile
             .ai_services()

@@ -68,6 +68,10 @@ pub struct Records {
     pub frontend: Option<serde_json::Value>,
     /// configure-ai: the AI configuration.
     pub ai_config: Option<serde_json::Value>,
+    /// configure-ai: the slot it deployed the AI services to. A run that
+    /// deploys AI alone and does not switch has no backend slot, yet it
+    /// filled this one, and its snapshot names it.
+    pub ai_slot: Option<Slot>,
     /// monitor: the Grafana folder, dashboards and the deployment's
     /// annotation, which the run's end closes.
     pub monitoring: Option<serde_json::Value>,

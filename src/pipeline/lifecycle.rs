@@ -453,7 +453,7 @@ impl Lifecycle for ClusterLifecycle {
             None => live::read(&applier, &cx.config.profile).await.ok(),
         };
         snapshot.finished_at = Some(Utc::now());
-        snapshot.target_slot = cx.backend.target_slot;
+        snapshot.target_slot = cx.backend.target_slot.or(cx.records.ai_slot);
         snapshot.after = after;
         snapshot.outcome = match (failure, &undo_error) {
             (None, _) => Outcome::Succeeded,

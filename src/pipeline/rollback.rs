@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::layers::Layer;
 use super::snapshot::{Outcome, Snapshot};
 use crate::k8s::live::{Active, PlatformState};
 use crate::k8s::slot::Slot;
@@ -70,7 +71,10 @@ pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, Str
             target.environment
         ));
     }
-    if target.release.is_none() || target.target_slot.is_none() {
+    // A run that deployed AI alone names its slot too, but the backend
+    // there is whatever an earlier run left: no state of its own.
+    let no_backend = !target.layers.is_empty() && !target.layers.contains_key(&Layer::Backend);
+    if target.release.is_none() || target.target_slot.is_none() || no_backend {
         return Err(format!(
             "deployment {} did not deploy the backend (its phases: {}); nothing to roll back to",
             target.deployment_id,
@@ -222,6 +226,24 @@ mod tests {
             plan(&live, &target),
             Ok(RollbackPlan::Redeploy { slot: Slot::Blue })
         );
+    }
+
+    #[test]
+    fn a_run_that_deployed_ai_alone_is_no_target() {
+        use crate::pipeline::layers::{How, LayerRecord};
+        let live = state(Some(Slot::Blue), "v1", "v2");
+        let mut target = snapshot_of("v2", Slot::Green, Outcome::Succeeded);
+        target.layers.insert(
+            Layer::Ai,
+            LayerRecord {
+                how: How::Deployed,
+                release: target.release.clone().unwrap(),
+                templates: Vec::new(),
+                carried_from: None,
+            },
+        );
+        let err = plan(&live, &target).unwrap_err();
+        assert!(err.contains("did not deploy the backend"), "{err}");
     }
 
     #[test]
