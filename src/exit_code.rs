@@ -19,8 +19,10 @@ pub const CONFIG: i32 = 3;
 /// A phase failed and what the run had changed that users can see was put
 /// back (or nothing needed putting back).
 pub const PHASE_FAILED_ROLLED_BACK: i32 = 4;
-/// A phase failed and putting things back failed too: the platform needs a
-/// person. The message says what is left where.
+/// A phase failed and putting things back failed too, or the run lost its
+/// lock mid-run (taken over, removed, or run out while the API server did
+/// not answer) and so put nothing back: the platform needs a person. The
+/// message says what is left where.
 pub const ROLLBACK_FAILED: i32 = 5;
 /// Another run holds this environment's deploy lock.
 pub const LOCK_HELD: i32 = 6;
