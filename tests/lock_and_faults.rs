@@ -380,8 +380,7 @@ fn a_run_whose_lock_is_taken_over_stops_and_never_undoes_the_new_holder() {
     assert_exit(&b, 0);
     let b_id = deployment_id_of(&b);
     assert!(
-        String::from_utf8_lossy(&b.stderr)
-            .contains(&format!("took over the expired deploy lock of tester@")),
+        String::from_utf8_lossy(&b.stderr).contains("took over the expired deploy lock of tester@"),
         "{}",
         text(&b)
     );

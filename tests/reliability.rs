@@ -274,7 +274,7 @@ fn leaks(n: usize) -> Row {
             ("ROLLOUT_TIMEOUT", "60s".to_string()),
             ("ETHEREUM_RPC_URL", rpc.clone()),
         ];
-        vars.extend(stub.vars().into_iter().map(|(k, v)| (k, v)));
+        vars.extend(stub.vars());
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let env = world.env_file(&vars);
         let summary = world.dir.path().join(format!("summary-{i}.md"));

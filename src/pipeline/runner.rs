@@ -306,7 +306,7 @@ impl Runner {
             (true, false) => Outcome::Planned,
             (true, true) => Outcome::PlanFailed,
         };
-        let report = RunReport {
+        RunReport {
             schema: SCHEMA,
             command,
             environment: cx.environment().to_string(),
@@ -327,8 +327,7 @@ impl Runner {
             },
             rollout: cx.records.rollout.clone(),
             error,
-        };
-        report
+        }
     }
 }
 
