@@ -1,5 +1,5 @@
 //! Backend deploy benchmark against kubesim and a real control plane, side
-//! by side with the baseline the seed's scripts use: `kubectl apply
+//! by side with the baseline a deploy script uses: `kubectl apply
 //! --server-side` then `kubectl rollout status`, one service after another.
 //!
 //! `cargo bench --bench backend` (release build) prints tables:

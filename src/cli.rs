@@ -157,7 +157,7 @@ pub enum OutputFormat {
     /// Lines and a table for people
     #[default]
     Human,
-    /// One JSON report on stdout (schema in the README)
+    /// One JSON report on stdout (schema in docs/ci.md)
     Json,
 }
 
@@ -370,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_command_lines_mean_what_the_guide_says() {
+    fn documented_command_lines_take_the_phases_their_flags_name() {
         assert_eq!(phases_of("maily-deploy production"), PhaseId::ALL.to_vec());
         assert_eq!(
             phases_of("maily-deploy production --skip-frontend"),

@@ -1,4 +1,4 @@
-//! The seed guide's partial deploys, on an environment where a full deploy
+//! The everyday partial deploys, backend only and AI only, where a full deploy
 //! (backend and AI at v1) ran before: a layer the run skips is carried over
 //! into the new slot as users run it, so the switch changes only the layer
 //! asked for, whatever an earlier run left in the idle slot.
@@ -16,9 +16,9 @@ use support::*;
 
 const IMAGES: &str = "registry.example.invalid/maily";
 
-/// The seed's backend-only line (monitor and verify, which need their own
+/// The backend-only command line (monitor and verify, which need their own
 /// stubs, are tested elsewhere).
-const SEED_BACKEND_ONLY: &[&str] = &[
+const BACKEND_ONLY_LINE: &[&str] = &[
     "--skip-infrastructure",
     "--skip-database",
     "--skip-frontend",
@@ -27,8 +27,8 @@ const SEED_BACKEND_ONLY: &[&str] = &[
     "--skip-verify",
 ];
 
-/// The seed's AI-only line, the same way.
-const SEED_AI_ONLY: &[&str] = &[
+/// The AI-only command line, the same way.
+const AI_ONLY_LINE: &[&str] = &[
     "--skip-infrastructure",
     "--skip-database",
     "--skip-frontend",
@@ -114,8 +114,8 @@ fn backend_only_then_ai_only_change_only_their_layer_and_rollback_restores_both(
     let p = providers(&world);
     let first = full_deploy_v1(&world, &p);
 
-    // The seed's backend-only line at v2: the AI layer comes along as it is.
-    let out = run(&world, &p, "v2", SEED_BACKEND_ONLY);
+    // The backend-only line at v2: the AI layer comes along as it is.
+    let out = run(&world, &p, "v2", BACKEND_ONLY_LINE);
     assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
     assert!(
@@ -138,8 +138,8 @@ fn backend_only_then_ai_only_change_only_their_layer_and_rollback_restores_both(
     );
     std::thread::sleep(Duration::from_millis(1100));
 
-    // The seed's AI-only line at v3: the backend users run (v2) comes along.
-    let out = run(&world, &p, "v3", SEED_AI_ONLY);
+    // The AI-only line at v3: the backend users run (v2) comes along.
+    let out = run(&world, &p, "v3", AI_ONLY_LINE);
     assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
     assert!(all.contains("backend v2 carried over from green"), "{all}");
@@ -190,7 +190,7 @@ fn a_failed_runs_leftovers_in_the_idle_slot_are_never_promoted() {
         .sim()
         .control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
-    let out = run(&world, &p, "broken-2", SEED_BACKEND_ONLY);
+    let out = run(&world, &p, "broken-2", BACKEND_ONLY_LINE);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert_eq!(
         world.image("api-green").as_deref(),
@@ -201,7 +201,7 @@ fn a_failed_runs_leftovers_in_the_idle_slot_are_never_promoted() {
 
     // AI-only at v3: green gets the backend users run (v1), not the
     // leftover.
-    let out = run(&world, &p, "v3", SEED_AI_ONLY);
+    let out = run(&world, &p, "v3", AI_ONLY_LINE);
     assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(serving(&world), ("green".into(), "v1".into(), "v3".into()));
     std::thread::sleep(Duration::from_millis(1100));
@@ -227,7 +227,7 @@ fn a_failed_runs_leftovers_in_the_idle_slot_are_never_promoted() {
     world.sim().control().clear_image_faults();
     std::thread::sleep(Duration::from_millis(1100));
     // ...and the backend-only line at v5 carries AI v3 over, not crash-4.
-    let out = run(&world, &p, "v5", SEED_BACKEND_ONLY);
+    let out = run(&world, &p, "v5", BACKEND_ONLY_LINE);
     assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(serving(&world), ("blue".into(), "v5".into(), "v3".into()));
 }
@@ -251,7 +251,7 @@ fn flags_that_cannot_work_are_refused_before_any_change() {
 
     // A first deploy without its backend: nothing to switch users to.
     world.sim().control().reset();
-    let out = run(&world, &p, "v1", SEED_AI_ONLY);
+    let out = run(&world, &p, "v1", AI_ONLY_LINE);
     assert_exit(&out, exit_code::USAGE);
     let all = text(&out);
     assert!(all.contains("first deploy"), "{all}");
@@ -261,7 +261,7 @@ fn flags_that_cannot_work_are_refused_before_any_change() {
     full_deploy_v1(&world, &p);
     // Both layers skipped, traffic still switched: nothing new to move to.
     world.sim().control().reset();
-    let mut both = SEED_AI_ONLY.to_vec();
+    let mut both = AI_ONLY_LINE.to_vec();
     both.push("--skip-ai");
     let out = run(&world, &p, "v2", &both);
     assert_exit(&out, exit_code::USAGE);
@@ -286,7 +286,7 @@ fn flags_that_cannot_work_are_refused_before_any_change() {
         .output()
         .unwrap();
     world.sim().control().reset();
-    let out = run(&world, &p, "v2", SEED_AI_ONLY);
+    let out = run(&world, &p, "v2", AI_ONLY_LINE);
     assert_exit(&out, exit_code::CONFIG);
     let all = text(&out);
     assert!(
@@ -343,7 +343,7 @@ fn gateway_answers(
 }
 
 #[test]
-fn the_seed_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version() {
+fn the_partial_deploy_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version() {
     use support::grafana::{TOKEN, grafana, metrics_endpoint};
     use support::postgres::Database;
     use support::prometheus::{PrometheusServer, slot_target};
@@ -352,7 +352,7 @@ fn the_seed_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version
     let world = World::new(Duration::from_millis(300));
     world.install_prometheus_operator_crds();
     let p = providers(&world);
-    let db = Database::new("seed_lines");
+    let db = Database::new("partial_lines");
     declare_queues(&world, "amqp://guest:guest@127.0.0.1:5672");
     let g = grafana(&world, "staging", 200);
     let checks = stubs(&world, "v1", "v0", "0x6080604052");
@@ -401,7 +401,7 @@ fn the_seed_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version
             ("VERIFY_BASE_URL", &checks.gateway.uri()),
         ])
     };
-    let seed = |tag: &str, skip: &str| {
+    let partial = |tag: &str, skip: &str| {
         world
             .maily()
             .arg("staging")
@@ -432,17 +432,17 @@ fn the_seed_lines_as_written_monitor_and_verify_the_carried_layer_at_its_version
     assert_eq!(serving(&world), ("blue".into(), "v1".into(), "v1".into()));
     std::thread::sleep(Duration::from_millis(1100));
 
-    // The seed's backend-only line, exactly: monitor finds backend v2 and
+    // The backend-only line, exactly: monitor finds backend v2 and
     // AI v1 scraped in green, verify finds each at its version.
     gateway_answers(&world, &checks.gateway, "green", "v2", "v1");
-    let out = seed("v2", "--skip-ai");
+    let out = partial("v2", "--skip-ai");
     assert_exit(&out, exit_code::SUCCESS);
     assert_eq!(serving(&world), ("green".into(), "v2".into(), "v1".into()));
     std::thread::sleep(Duration::from_millis(1100));
 
-    // The seed's AI-only line, exactly.
+    // The AI-only line, exactly.
     gateway_answers(&world, &checks.gateway, "blue", "v2", "v3");
-    let out = seed("v3", "--skip-backend");
+    let out = partial("v3", "--skip-backend");
     assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
     assert!(all.contains("backend v2 carried over from green"), "{all}");

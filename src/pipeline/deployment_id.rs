@@ -90,7 +90,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_seed_example() {
+    fn parses_the_documented_example() {
         let id = DeploymentId::parse("production", "production-20250101-120000").unwrap();
         assert_eq!(id.to_string(), "production-20250101-120000");
     }

@@ -455,13 +455,13 @@ mod tests {
         .unwrap()
     }
 
-    const SEED_BACKEND_ONLY: &[PhaseId] = &[
+    const BACKEND_ONLY: &[PhaseId] = &[
         PhaseId::Provision,
         PhaseId::Migrate,
         PhaseId::DeployFrontend,
         PhaseId::ConfigureAi,
     ];
-    const SEED_AI_ONLY: &[PhaseId] = &[
+    const AI_ONLY: &[PhaseId] = &[
         PhaseId::Provision,
         PhaseId::Migrate,
         PhaseId::DeployFrontend,
@@ -469,10 +469,10 @@ mod tests {
     ];
 
     #[test]
-    fn the_seeds_backend_only_line_carries_the_live_ai_layer_over() {
+    fn the_backend_only_line_carries_the_live_ai_layer_over() {
         let live = state(Slot::Blue, "v1", Some("v1"), "v0");
         let carry = decide(
-            &skipping(SEED_BACKEND_ONLY),
+            &skipping(BACKEND_ONLY),
             "staging",
             &profile(),
             &live,
@@ -503,12 +503,12 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_ai_only_line_carries_the_backend_over_whatever_the_idle_slot_holds() {
+    fn the_ai_only_line_carries_the_backend_over_whatever_the_idle_slot_holds() {
         // A failed run left v9 in the idle slot: irrelevant, the copy comes
         // from the record of what users run.
         let live = state(Slot::Green, "v2", Some("v1"), "v9");
         let carry = decide(
-            &skipping(SEED_AI_ONLY),
+            &skipping(AI_ONLY),
             "staging",
             &profile(),
             &live,
@@ -545,7 +545,7 @@ mod tests {
             },
         );
         let carry = decide(
-            &skipping(SEED_AI_ONLY),
+            &skipping(AI_ONLY),
             "staging",
             &profile(),
             &live,
@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn skipping_both_layers_leaves_nothing_to_switch_to() {
         let live = state(Slot::Blue, "v1", Some("v1"), "v0");
-        let mut flags = SEED_BACKEND_ONLY.to_vec();
+        let mut flags = BACKEND_ONLY.to_vec();
         flags.push(PhaseId::DeployBackend);
         let r = decide(
             &skipping(&flags),
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn a_first_deploy_cannot_skip_the_backend() {
         let r = decide(
-            &skipping(SEED_AI_ONLY),
+            &skipping(AI_ONLY),
             "staging",
             &profile(),
             &PlatformState::default(),
@@ -596,7 +596,7 @@ mod tests {
         let live = state(Slot::Blue, "hotfix", Some("v1"), "v0");
         let recorded = state(Slot::Blue, "v1", Some("v1"), "v0");
         let r = decide(
-            &skipping(SEED_AI_ONLY),
+            &skipping(AI_ONLY),
             "staging",
             &profile(),
             &live,
@@ -616,7 +616,7 @@ mod tests {
     fn ai_services_users_never_reached_are_not_carried() {
         let live = state(Slot::Blue, "v1", None, "v0");
         let carry = decide(
-            &skipping(SEED_BACKEND_ONLY),
+            &skipping(BACKEND_ONLY),
             "staging",
             &profile(),
             &live,
@@ -646,7 +646,7 @@ mod tests {
     #[test]
     fn a_run_that_does_not_switch_carries_nothing() {
         let live = state(Slot::Blue, "v1", Some("v1"), "v0");
-        let mut flags = SEED_AI_ONLY.to_vec();
+        let mut flags = AI_ONLY.to_vec();
         flags.push(PhaseId::ShiftTraffic);
         let carry = decide(&skipping(&flags), "staging", &profile(), &live, None).unwrap();
         assert!(carry.is_empty());

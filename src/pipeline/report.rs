@@ -1,5 +1,5 @@
 //! The run's report: one row per phase and the outcome, as printed at the
-//! end and as `--output json` emits it (the schema is in the README).
+//! end and as `--output json` emits it (the schema is in docs/ci.md).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! Which phases a run takes, from the skip, `--only` and `--from` flags.
 //!
-//! A pure function of the flags, so every command line of the seed guide can
+//! A pure function of the flags, so every command line the docs show can
 //! be pinned to its phase list in a test.
 
 use std::collections::BTreeSet;
