@@ -443,6 +443,8 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
         newest.deployment_id
     );
     assert_eq!(newest.release.as_ref().unwrap().image_tag, "v2");
+    // Decided once: the id the run announced first is the id it recorded.
+    assert_eq!(deployment_id_of(&out), newest.deployment_id);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("is taken by a run that began in the same second"),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use maily_deploy::exit_code;
-use support::postgres::Database;
+use support::postgres::{Database, psql};
 use support::*;
 
 /// The shipped migrations, optionally without the newest ones.
@@ -324,5 +324,105 @@ fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
     assert!(
         world.deployment("api-blue").is_none(),
         "no backend deployed"
+    );
+}
+
+#[test]
+fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("lockdown");
+    let backups = world.dir.path().join("backups");
+    let older = migrations(world.dir.path(), 0);
+    // A newer release with one more migration whose down step takes a while.
+    let newer = world.dir.path().join("migrations-slow");
+    support::copy_dir(&older, &newer);
+    std::fs::write(newer.join("20991231000000_slow_down.up.sql"), "SELECT 1;\n").unwrap();
+    std::fs::write(
+        newer.join("20991231000000_slow_down.down.sql"),
+        "SELECT pg_sleep(4);\n",
+    )
+    .unwrap();
+
+    let out = deploy(&world, &db, &backups, &older, "v1", &[]);
+    assert_exit(&out, 0);
+    let v1_schema = db.version();
+    let v1_id = deployment_id_of(&out);
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = deploy(&world, &db, &backups, &newer, "v2", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), 20991231000000);
+
+    let env = world.env_file(&[
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", newer.to_str().unwrap()),
+    ]);
+    let rollback = world
+        .process()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the down migration runs: the backend has gone back, the
+    // database is on its way.
+    let started = std::time::Instant::now();
+    while psql(
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()",
+            db.0
+        ),
+        "postgres",
+    ) != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the down migration never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = deploy(&world, &db, &backups, &newer, "v3", &[]);
+    assert_eq!(
+        second.status.code(),
+        Some(exit_code::LOCK_HELD),
+        "a deploy during the database step is refused: {}",
+        text(&second)
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr)
+            .contains("another run holds the deploy lock of staging"),
+        "{}",
+        text(&second)
+    );
+
+    let out = rollback.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), v1_schema, "the schema went back");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 down migrations"),
+        "{}",
+        text(&out)
+    );
+    let snapshots = world.snapshots();
+    let rb = snapshots.iter().find(|s| s.command == "rollback").unwrap();
+    assert_eq!(
+        rb.outcome,
+        maily_deploy::pipeline::snapshot::Outcome::Succeeded
     );
 }

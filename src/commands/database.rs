@@ -6,7 +6,6 @@ use std::fmt;
 use crate::cli::{DatabaseRollback, GlobalArgs};
 use crate::db;
 use crate::error::{Kind, fail};
-use crate::output;
 use crate::phases::migrate::{settings, typed};
 use crate::pipeline::Context;
 use crate::pipeline::snapshot::Snapshot;
@@ -93,8 +92,20 @@ pub fn decide(
     }
 }
 
-/// Do the step, printing what happened.
-pub async fn run(cx: &Context, global: &GlobalArgs, step: DatabaseStep) -> anyhow::Result<i32> {
+/// The step, asked for and its backup found: everything that can refuse
+/// has refused before the run begins, so a "no" at the prompt (or a backup
+/// that is not there) leaves nothing half rolled back.
+pub enum Confirmed {
+    Down { version: i64 },
+    Restore(Box<db::BackupRecord>),
+}
+
+/// Find what the step needs and ask the operator, before anything changes.
+pub async fn confirm(
+    cx: &Context,
+    global: &GlobalArgs,
+    step: &DatabaseStep,
+) -> anyhow::Result<Confirmed> {
     match step {
         DatabaseStep::Down { version } => {
             super::cluster::confirm(
@@ -105,27 +116,67 @@ pub async fn run(cx: &Context, global: &GlobalArgs, step: DatabaseStep) -> anyho
                     cx.environment()
                 ),
             )?;
-            let s = settings(cx)?;
-            let out = db::migrate_down_to(&s, version).await.map_err(typed)?;
-            output::stdout_line(&format!(
-                "database: {} down migrations, schema {} → {}{}",
-                out.reverted.len(),
-                out.version_before.map_or("-".into(), |v| v.to_string()),
-                out.version_after.map_or("-".into(), |v| v.to_string()),
-                out.backup
-                    .map(|b| format!("; backup first at {}", b.location))
-                    .unwrap_or_default()
-            ));
+            Ok(Confirmed::Down { version: *version })
         }
-        DatabaseStep::Restore { backup, .. } => {
-            let out = super::db::restore_backup(cx, global, &backup).await?;
-            output::stdout_line(&format!(
-                "database: restored {}; the database as it was is in {}",
-                out.restored.name, out.safety_backup.location
-            ));
-        }
+        DatabaseStep::Restore { backup, .. } => Ok(Confirmed::Restore(Box::new(
+            super::db::find_and_confirm(cx, global, backup).await?,
+        ))),
     }
-    Ok(crate::exit_code::SUCCESS)
+}
+
+/// The database going back, as the closing step of a rollback: after the
+/// backend switch (the older code runs against the newer schema, never the
+/// other way round), under the rollback's lock and in its snapshot.
+pub struct DatabaseBack {
+    pub step: DatabaseStep,
+    /// `None` in a dry run, which only plans.
+    pub confirmed: Option<Confirmed>,
+}
+
+#[async_trait::async_trait]
+impl crate::pipeline::Phase for DatabaseBack {
+    fn id(&self) -> crate::pipeline::PhaseId {
+        crate::pipeline::PhaseId::Migrate
+    }
+
+    async fn plan(&self, _cx: &Context) -> anyhow::Result<crate::pipeline::PhasePlan> {
+        Ok(crate::pipeline::PhasePlan {
+            summary: format!("would take the database back: {}", self.step),
+            steps: vec![],
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<crate::pipeline::PhaseReport> {
+        let s = settings(cx)?;
+        let Some(confirmed) = &self.confirmed else {
+            anyhow::bail!("the database step was not confirmed before the run (a bug)");
+        };
+        let summary = match confirmed {
+            Confirmed::Down { version } => {
+                let out = db::migrate_down_to(&s, *version).await.map_err(typed)?;
+                format!(
+                    "database: {} down migrations, schema {} → {}{}",
+                    out.reverted.len(),
+                    out.version_before.map_or("-".into(), |v| v.to_string()),
+                    out.version_after.map_or("-".into(), |v| v.to_string()),
+                    out.backup
+                        .map(|b| format!("; backup first at {}", b.location))
+                        .unwrap_or_default()
+                )
+            }
+            Confirmed::Restore(backup) => {
+                let out = db::restore(&s, backup).await.map_err(typed)?;
+                format!(
+                    "database: restored {}; the database as it was is in {}",
+                    out.restored.name, out.safety_backup.location
+                )
+            }
+        };
+        Ok(crate::pipeline::PhaseReport {
+            summary,
+            details: vec![],
+        })
+    }
 }
 
 #[cfg(test)]

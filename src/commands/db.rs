@@ -117,12 +117,12 @@ pub async fn backups(environment: &str, global: &GlobalArgs) -> anyhow::Result<i
     Ok(crate::exit_code::SUCCESS)
 }
 
-/// Restore a backup after a fresh one of the current database.
-pub async fn restore_backup(
+/// Find a backup and ask before replacing the database with it.
+pub async fn find_and_confirm(
     cx: &Context,
     global: &GlobalArgs,
     wanted: &str,
-) -> anyhow::Result<db::RestoreOutcome> {
+) -> anyhow::Result<BackupRecord> {
     let s = settings(cx)?;
     let backup = db::find_backup(&s, wanted).await.map_err(typed)?;
     cluster::confirm(
@@ -136,18 +136,61 @@ pub async fn restore_backup(
             backup.deployment_id
         ),
     )?;
-    db::restore(&s, &backup).await.map_err(typed)
+    Ok(backup)
+}
+
+/// `db restore` is a run like a deploy: under the environment's lock (no
+/// deploy migrates while the database is replaced), with its own snapshot
+/// and `history` entry.
+struct RestoreDatabase(Box<BackupRecord>);
+
+#[async_trait::async_trait]
+impl crate::pipeline::Phase for RestoreDatabase {
+    fn id(&self) -> PhaseId {
+        PhaseId::Migrate
+    }
+
+    async fn plan(&self, _cx: &Context) -> anyhow::Result<crate::pipeline::PhasePlan> {
+        Ok(crate::pipeline::PhasePlan {
+            summary: format!("would restore {}", self.0.name),
+            steps: vec![],
+        })
+    }
+
+    async fn run(&self, cx: &mut Context) -> anyhow::Result<crate::pipeline::PhaseReport> {
+        let s = settings(cx)?;
+        let outcome = db::restore(&s, &self.0).await.map_err(typed)?;
+        Ok(crate::pipeline::PhaseReport {
+            summary: format!(
+                "restored {} (schema {} → {}); the database as it was is in {}",
+                outcome.restored.name,
+                outcome.version_before.map_or("-".into(), |v| v.to_string()),
+                outcome.version_after.map_or("-".into(), |v| v.to_string()),
+                outcome.safety_backup.location
+            ),
+            details: vec![],
+        })
+    }
 }
 
 pub async fn restore(environment: &str, wanted: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
-    let cx = context(environment, global, true)?;
-    let outcome = restore_backup(&cx, global, wanted).await?;
-    output::stdout_line(&format!(
-        "restored {} (schema {} → {}); the database as it was is in {}",
-        outcome.restored.name,
-        outcome.version_before.map_or("-".into(), |v| v.to_string()),
-        outcome.version_after.map_or("-".into(), |v| v.to_string()),
-        outcome.safety_backup.location
-    ));
-    Ok(crate::exit_code::SUCCESS)
+    crate::interrupt::install()?;
+    let mut cx = context(environment, global, true)?;
+    let backup = find_and_confirm(&cx, global, wanted).await?;
+    cx.selection = cluster::only(&[PhaseId::Migrate]);
+    let opts = output::OutputOptions::detect(global.output, global.quiet, global.verbose);
+    let mut observer = output::observer(&opts);
+    let mut runner =
+        crate::pipeline::Runner::new(vec![Box::new(RestoreDatabase(Box::new(backup)))])
+            .with_lifecycle(Box::new(crate::pipeline::lifecycle::ClusterLifecycle::new(
+                "db restore",
+                None,
+            )));
+    crate::pipeline::lifecycle::settle_id(&mut cx).await;
+    let report = crate::notify::around("db restore", None, &mut cx, |cx| {
+        runner.run("db restore", cx, observer.as_mut())
+    })
+    .await;
+    observer.run_finished(&report);
+    Ok(report.exit_code)
 }

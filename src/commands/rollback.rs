@@ -194,30 +194,43 @@ pub async fn run(
     cx.backend.target_slot = Some(slot);
     tracing::info!("rolling back to {target_id}: {decision:?}");
 
+    // Asked before anything changes: a "no" must not leave the backend
+    // rolled back and the database not.
+    let closing = match database_step {
+        Some(step) => {
+            let confirmed = if dry_run {
+                None
+            } else {
+                Some(db_rollback::confirm(&cx, global, &step).await?)
+            };
+            Some(db_rollback::DatabaseBack { step, confirmed })
+        }
+        None => None,
+    };
+
     let opts = OutputOptions::detect(global.output, global.quiet, global.verbose);
     let mut observer = output::observer(&opts);
     let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
         "rollback",
         Some(target_id.to_string()),
     )));
+    // The backend goes back first, the database after it, both under the
+    // rollback's lock: the older code runs against the newer schema
+    // (expand, then contract), never the other way round.
+    if let Some(step) = closing {
+        runner = runner.with_closing(Box::new(step));
+    }
+    // The id is final before the first line announces it.
+    if !dry_run {
+        crate::pipeline::lifecycle::settle_id(&mut cx).await;
+    }
     let target_text = target_id.to_string();
     let report = crate::notify::around("rollback", Some(&target_text), &mut cx, |cx| {
         runner.run("rollback", cx, observer.as_mut())
     })
     .await;
     observer.run_finished(&report);
-    // The backend goes back first: the older code runs against the newer
-    // schema (expand, then contract), never the other way round.
-    match database_step {
-        Some(step) if report.exit_code == crate::exit_code::SUCCESS && !dry_run => {
-            db_rollback::run(&cx, global, step).await
-        }
-        Some(step) if dry_run => {
-            output::stdout_line(&format!("would take the database back: {step}"));
-            Ok(report.exit_code)
-        }
-        _ => Ok(report.exit_code),
-    }
+    Ok(report.exit_code)
 }
 
 /// The rollback whose release already serves users: nothing to switch, the

@@ -418,19 +418,8 @@ async fn finish_dead(
             cx.release_override = Some(release.clone());
             cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
             let frontend = deploy_frontend::promote_recorded(cx).await?;
-            let mut snapshot = store.get(&rollout.deployment_id).await?.unwrap_or(snapshot);
-            snapshot.outcome = Outcome::Succeeded;
-            snapshot.finished_at = Some(Utc::now());
-            snapshot.target_slot = Some(slot);
-            snapshot.frontend = cx.records.frontend.clone();
-            snapshot.after = Some(live::read(&applier, &cx.config.profile).await?);
-            snapshot.failure = None;
-            if snapshot.rollout.is_none() {
-                snapshot.rollout = record::read(applier.client(), &ns)
-                    .await?
-                    .report_of(&rollout.deployment_id);
-            }
-            store.put(&snapshot).await?;
+            crate::pipeline::lifecycle::close_promoted_dead_run(cx, &applier, &store, snapshot, slot)
+                .await?;
             let mut closed = rollout.clone();
             closed.stage = Stage::Completed;
             closed.percent = 100;

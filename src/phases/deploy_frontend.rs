@@ -392,7 +392,11 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
     cx.records.frontend = Some(record.to_value());
     // Written through to the run's snapshot before Vercel hears of it: if
     // this process dies now, the next run finds what to put back there.
-    record_in_snapshot(cx).await?;
+    crate::pipeline::lifecycle::write_through(cx, |s, records| {
+        s.frontend = records.frontend.clone()
+    })
+    .await
+    .map_err(|e| e.context("recording the frontend promotion in the snapshot"))?;
     api.promote_and_wait(
         &record.project_id,
         &record.deployment_id,
@@ -410,27 +414,6 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
             .map(describe)
             .unwrap_or_else(|| "nothing".into())
     )))
-}
-
-/// Save `cx.records.frontend` in the run's snapshot (when the run has one).
-async fn record_in_snapshot(cx: &Context) -> anyhow::Result<()> {
-    let Some(id) = &cx.deployment_id else {
-        return Ok(());
-    };
-    let applier = cx.applier().await?;
-    let store = SnapshotStore::new(
-        applier.client().clone(),
-        &cx.config.profile.namespace,
-        cx.environment(),
-    );
-    if let Some(mut snapshot) = store.get(id.as_str()).await? {
-        snapshot.frontend = cx.records.frontend.clone();
-        store
-            .put(&snapshot)
-            .await
-            .map_err(|e| e.context("recording the frontend promotion in the snapshot"))?;
-    }
-    Ok(())
 }
 
 /// Put production back on the deployment a failed run found there. Does

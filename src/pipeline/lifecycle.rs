@@ -250,34 +250,102 @@ pub async fn put_back_dead_run(
     Ok(())
 }
 
-/// The run's id, made unique: ids have one-second resolution, and a run
-/// that starts within the second another one began would write over that
-/// run's snapshot. Such a run waits for the next second and takes its id.
-async fn unique_id(
-    cx: &mut Context,
+/// Write what a phase has just recorded (in `cx.records`) through to the
+/// run's snapshot at once, before the outside world hears of the change:
+/// if the process dies next, the run that finishes it finds what to put
+/// back. The lifecycle writes every snapshot; phases say what changed.
+pub async fn write_through(
+    cx: &Context,
+    change: impl FnOnce(&mut Snapshot, &super::context::Records),
+) -> anyhow::Result<()> {
+    let Some(id) = &cx.deployment_id else {
+        return Ok(());
+    };
+    let applier = cx.applier().await?;
+    applier.may_change().await?;
+    let store = SnapshotStore::new(
+        applier.client().clone(),
+        &cx.config.profile.namespace,
+        cx.environment(),
+    );
+    if let Some(mut snapshot) = store.get(id.as_str()).await? {
+        change(&mut snapshot, &cx.records);
+        store.put(&snapshot).await?;
+    }
+    Ok(())
+}
+
+/// Close the snapshot of a run that died mid-rollout and that `promote`
+/// finished for it: succeeded, on `slot`, with the frontend it promoted.
+/// The caller holds the lock.
+pub async fn close_promoted_dead_run(
+    cx: &Context,
     applier: &Applier,
-    ns: &str,
-    env: &str,
-) -> anyhow::Result<String> {
-    let store = SnapshotStore::new(applier.client().clone(), ns, env);
-    loop {
-        let id = cx
-            .deployment_id
-            .as_ref()
-            .map(|d| d.to_string())
-            .context("a run without a deployment id")?;
-        if store.get(&id).await?.is_none() {
-            return Ok(id);
-        }
+    store: &SnapshotStore,
+    dead: Snapshot,
+    slot: crate::k8s::slot::Slot,
+) -> anyhow::Result<()> {
+    let ns = &cx.config.profile.namespace;
+    let mut snapshot = store.get(&dead.deployment_id).await?.unwrap_or(dead);
+    snapshot.outcome = Outcome::Succeeded;
+    snapshot.finished_at = Some(Utc::now());
+    snapshot.target_slot = Some(slot);
+    snapshot.frontend = cx.records.frontend.clone();
+    snapshot.after = Some(live::read(applier, &cx.config.profile).await?);
+    snapshot.failure = None;
+    if snapshot.rollout.is_none() {
+        snapshot.rollout = record::read(applier.client(), ns)
+            .await?
+            .report_of(&snapshot.deployment_id);
+    }
+    store.put(&snapshot).await
+}
+
+/// Decide the run's id once, before anything announces it (the first
+/// line, Slack): ids have one-second resolution, and a run that starts
+/// within the second another one began would write over that run's
+/// snapshot, so such a run waits for the next second and takes that id. A
+/// cluster that cannot be read leaves the id as it is: the run then fails
+/// at the lock, after validate has said what it found.
+pub async fn settle_id(cx: &mut Context) {
+    let Some(mut id) = cx.deployment_id.clone() else {
+        return;
+    };
+    let Ok(applier) = cx.applier().await else {
+        return;
+    };
+    let store = SnapshotStore::new(
+        applier.client().clone(),
+        &cx.config.profile.namespace,
+        cx.environment(),
+    );
+    while let Ok(Some(_)) = store.get(id.as_str()).await {
         let now = Utc::now();
         let wait = 1000 - u64::from(now.timestamp_subsec_millis().min(999));
         tokio::time::sleep(std::time::Duration::from_millis(wait + 5)).await;
-        let fresh = super::DeploymentId::new(env, Utc::now());
+        let fresh = super::DeploymentId::new(cx.environment(), Utc::now());
         tracing::warn!(
             "deployment id {id} is taken by a run that began in the same second; this run is {fresh}"
         );
-        cx.deployment_id = Some(fresh);
+        id = fresh;
     }
+    cx.deployment_id = Some(id);
+}
+
+/// Under the lock, the id must still be free: a run that began in the same
+/// second and finished before this one took the lock would otherwise lose
+/// its snapshot. The id was announced, so it is not changed here: the run
+/// stops with nothing changed.
+async fn id_still_free(store: &SnapshotStore, id: &str) -> anyhow::Result<()> {
+    if store.get(id).await?.is_some() {
+        return Err(fail(
+            Kind::LockHeld,
+            format!(
+                "deployment id {id} was taken by a run that began in the same second and finished before this one took the lock; nothing was changed; run again"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -289,7 +357,11 @@ impl Lifecycle for ClusterLifecycle {
         let env = cx.environment().to_string();
         self.applier = Some(applier.clone());
         ensure_namespace(&applier, cx, &release).await?;
-        let id = unique_id(cx, &applier, &ns, &env).await?;
+        let id = cx
+            .deployment_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .context("a run without a deployment id")?;
         let actor = Actor::current();
         let holder = Holder {
             user: actor.user.clone(),
@@ -314,6 +386,7 @@ impl Lifecycle for ClusterLifecycle {
         let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
 
         let result: anyhow::Result<()> = async {
+            id_still_free(&store, &id).await?;
             // A run that died holding the lock left its snapshot in
             // progress: put its users back and close it, so this run starts
             // from one consistent version.

@@ -13,7 +13,7 @@ use super::context::Context;
 use super::lifecycle::Lifecycle;
 use super::phase::{Phase, PhaseId};
 use super::report::{ErrorReport, Outcome, PhaseRow, PhaseStatus, RunReport, SCHEMA};
-use crate::error::{Kind, kind_of};
+use crate::error::Kind;
 use crate::exit_code;
 use crate::k8s::lease::Fence;
 
@@ -30,6 +30,10 @@ pub trait Observer {
 /// The phases of the pipeline, in order, and what surrounds them.
 pub struct Runner {
     phases: Vec<Box<dyn Phase>>,
+    /// A step after the phases, still under the lifecycle (lock, snapshot,
+    /// undo): `rollback --database` takes the schema back once the older
+    /// code serves, before the lock is released.
+    closing: Option<Box<dyn Phase>>,
     lifecycle: Option<Box<dyn Lifecycle>>,
 }
 
@@ -76,8 +80,16 @@ impl Runner {
         debug_assert!(phases.windows(2).all(|w| w[0].id() < w[1].id()));
         Runner {
             phases,
+            closing: None,
             lifecycle: None,
         }
+    }
+
+    /// Run `phase` after the phases, when they all succeeded, under the
+    /// same lock and snapshot; its failure undoes the run like any phase's.
+    pub fn with_closing(mut self, phase: Box<dyn Phase>) -> Self {
+        self.closing = Some(phase);
+        self
     }
 
     /// Surround the phases of a real run with a lifecycle.
@@ -97,31 +109,24 @@ impl Runner {
     ) -> RunReport {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let selected: Vec<PhaseId> = self
+        let mut selected: Vec<PhaseId> = self
             .phases
             .iter()
             .map(|p| p.id())
             .filter(|id| cx.selection.is_selected(*id))
             .collect();
+        selected.extend(self.closing.as_ref().map(|p| p.id()));
         observer.run_started(cx, &selected);
 
         let mut rows = Vec::with_capacity(self.phases.len());
         let mut error: Option<ErrorReport> = None;
         let mut begun = false;
 
-        // A real run refuses when it would reach a phase that is not built,
-        // rather than change things and fail half-way. Validate changes
-        // nothing, so it runs first and its problems are reported too.
-        let unbuilt: Vec<PhaseId> = self
-            .phases
-            .iter()
-            .filter(|p| selected.contains(&p.id()) && !p.is_built())
-            .map(|p| p.id())
-            .collect();
-
         let mut prepared = false;
-        for phase in &self.phases {
+        let pipeline = self.phases.len();
+        for (index, phase) in self.phases.iter().chain(self.closing.iter()).enumerate() {
             let id = phase.id();
+            let closing = index >= pipeline;
             // After validate, before anything changes: what the run does
             // beyond its flags (a layer carried over), or why they cannot
             // work, refused with nothing changed.
@@ -137,7 +142,7 @@ impl Runner {
                 .selection
                 .phases
                 .iter()
-                .find(|(p, _)| *p == id)
+                .find(|(p, _)| *p == id && !closing)
                 .and_then(|(_, reason)| *reason);
             if let Some(reason) = skip {
                 rows.push(PhaseRow {
@@ -146,24 +151,20 @@ impl Runner {
                 });
                 continue;
             }
-            if !cx.dry_run && error.is_none() && id != PhaseId::Validate {
-                if !unbuilt.is_empty() {
-                    error = Some(not_built_error(&unbuilt, false));
-                } else if !begun && let Some(lc) = self.lifecycle.as_mut() {
-                    // The lock, the snapshot: before the first change.
-                    match lc.begin(cx).await {
-                        Ok(()) => begun = true,
-                        Err(e) => error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
-                    }
+            if !cx.dry_run
+                && error.is_none()
+                && id != PhaseId::Validate
+                && !begun
+                && let Some(lc) = self.lifecycle.as_mut()
+            {
+                // The lock, the snapshot: before the first change.
+                match lc.begin(cx).await {
+                    Ok(()) => begun = true,
+                    Err(e) => error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
                 }
             }
             if error.is_some() && !cx.dry_run {
-                let status = if unbuilt.contains(&id) {
-                    PhaseStatus::NotImplemented
-                } else {
-                    PhaseStatus::NotRun
-                };
-                rows.push(row(id, status));
+                rows.push(row(id, PhaseStatus::NotRun));
                 continue;
             }
 
@@ -214,14 +215,7 @@ impl Runner {
                 },
                 Err(err) => {
                     let report = ErrorReport::from_error(&err, Kind::PhaseFailed);
-                    let (status, summary) = if kind_of(&err) == Some(Kind::NotImplemented) {
-                        (
-                            PhaseStatus::NotImplemented,
-                            format!("not implemented yet ({} to skip)", id.skip_flag()),
-                        )
-                    } else {
-                        (PhaseStatus::Failed, first_line(&report.message))
-                    };
+                    let summary = first_line(&report.message);
                     if error.is_none() {
                         error = Some(ErrorReport {
                             message: format!("{id}: {}", report.message),
@@ -232,22 +226,12 @@ impl Runner {
                         duration_ms,
                         summary,
                         error: Some(report),
-                        ..row(id, status)
+                        ..row(id, PhaseStatus::Failed)
                     }
                 }
             };
             observer.phase_finished(&done);
             rows.push(done);
-        }
-
-        // A plan that reaches unbuilt phases says so once, naming them all.
-        if cx.dry_run
-            && !unbuilt.is_empty()
-            && error
-                .as_ref()
-                .is_some_and(|e| e.kind == Kind::NotImplemented)
-        {
-            error = Some(not_built_error(&unbuilt, true));
         }
 
         if begun && let Some(lc) = self.lifecycle.as_mut() {
@@ -331,30 +315,10 @@ impl Runner {
     }
 }
 
-fn not_built_error(unbuilt: &[PhaseId], dry_run: bool) -> ErrorReport {
-    let names: Vec<&str> = unbuilt.iter().map(|p| p.as_str()).collect();
-    let flags: Vec<&str> = unbuilt.iter().map(|p| p.skip_flag()).collect();
-    ErrorReport {
-        kind: Kind::NotImplemented,
-        message: format!(
-            "{}: {} not implemented yet in this version of maily-deploy; nothing was changed. Skip {} with {}",
-            if dry_run {
-                "a real run would refuse to start"
-            } else {
-                "refusing to start"
-            },
-            if names.len() == 1 {
-                format!("phase {} is", names[0])
-            } else {
-                format!("phases {} are", names.join(", "))
-            },
-            if names.len() == 1 { "it" } else { "them" },
-            flags.join(" ")
-        ),
-        problems: Vec::new(),
-    }
-}
-
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
