@@ -238,16 +238,27 @@ pub struct GlobalArgs {
     pub lock_ttl: std::time::Duration,
 }
 
-fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::config::format::duration(s).map_err(|e| format!("the lock TTL {e}"))?;
+/// Why `--lock-ttl` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    #[error("the lock TTL {0}")]
+    Duration(crate::config::format::DurationError),
+    #[error("the lock TTL must be at least 2s (it is renewed every third of it)")]
+    TooShort,
+    #[error(
+        "the lock TTL must be at most {} (it is how long a killed run keeps every other run out; `maily-deploy unlock` frees the lock sooner)",
+        humantime::format_duration(MAX_LOCK_TTL)
+    )]
+    TooLong,
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, TtlError> {
+    let d = crate::config::format::duration(s).map_err(TtlError::Duration)?;
     if d < std::time::Duration::from_secs(2) {
-        return Err("the lock TTL must be at least 2s (it is renewed every third of it)".into());
+        return Err(TtlError::TooShort);
     }
     if d > MAX_LOCK_TTL {
-        return Err(format!(
-            "the lock TTL must be at most {} (it is how long a killed run keeps every other run out; `maily-deploy unlock` frees the lock sooner)",
-            humantime::format_duration(MAX_LOCK_TTL)
-        ));
+        return Err(TtlError::TooLong);
     }
     Ok(d)
 }

@@ -102,9 +102,10 @@ pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{prefix}… ({} bytes)", value.len()))
 }
 
-/// Shorthand for the common case: an `anyhow::Error` of a kind.
-pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
-    Failure::new(kind, message).into()
+/// Shorthand for the common case: an `anyhow::Error` of a kind, whose
+/// message is `message`'s text (a `String`, or a typed error's Display).
+pub fn fail(kind: Kind, message: impl std::fmt::Display) -> anyhow::Error {
+    Failure::new(kind, message.to_string()).into()
 }
 
 /// The [`Failure`] in an error's chain, if any.

@@ -181,7 +181,7 @@ fn traffic_overrides(
             problems.push(error::Problem {
                 phase: None,
                 subject: "--grace".into(),
-                problem: why,
+                problem: why.to_string(),
                 fix: "e.g. --grace 10m, --grace 0s (scale down at once) or --grace keep".into(),
             });
             None

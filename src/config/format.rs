@@ -97,7 +97,7 @@ impl Format {
             Format::BackupUrl => backup_url(value),
             Format::EthAddress => eth_address(value),
             Format::Integer { min, max } => integer(value, min, max),
-            Format::Duration => duration(value).map(drop),
+            Format::Duration => duration(value).map(drop).map_err(|e| e.to_string()),
             Format::Enum(words) => one_of(value, words),
             Format::ImageRegistry => image_registry(value),
             Format::ImageTag => image_tag(value),
@@ -120,7 +120,6 @@ fn github_repo(value: &str) -> Result<(), String> {
     }
 }
 
-/// Parse a duration in the form the variable spec accepts.
 /// The longest duration the tool takes: what an int32 seconds field
 /// (`progressDeadlineSeconds`, `leaseDurationSeconds`) holds, about 68
 /// years. Longer is a typo, and would wrap when written to one (or
@@ -134,12 +133,25 @@ pub fn too_long() -> String {
     )
 }
 
-pub fn duration(value: &str) -> Result<Duration, String> {
+/// What is wrong with a duration; the text follows the subject
+/// ("ROLLOUT_TIMEOUT is zero; ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("is zero; give a positive duration")]
+    Zero,
+    #[error("{}", too_long())]
+    TooLong,
+    #[error("is not a duration (a number with a unit: s, m, h)")]
+    NotADuration,
+}
+
+/// Parse a duration in the form the variable spec accepts.
+pub fn duration(value: &str) -> Result<Duration, DurationError> {
     match humantime::parse_duration(value) {
-        Ok(d) if d.is_zero() => Err("is zero; give a positive duration".into()),
-        Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(too_long()),
+        Ok(d) if d.is_zero() => Err(DurationError::Zero),
+        Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(DurationError::TooLong),
         Ok(d) => Ok(d),
-        Err(_) => Err("is not a duration (a number with a unit: s, m, h)".into()),
+        Err(_) => Err(DurationError::NotADuration),
     }
 }
 

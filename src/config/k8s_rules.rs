@@ -13,6 +13,42 @@
 /// int32 in the Kubernetes API.
 pub const MAX_INT32: u64 = i32::MAX as u64;
 
+/// The rule a value breaks, as the end of a sentence whose subject the
+/// caller names ("namespace is empty").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("is empty")]
+    Empty,
+    #[error("is {len} characters long, over {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("may hold only lowercase letters, digits and -")]
+    LabelChars,
+    #[error("must start and end with a letter or digit")]
+    LabelEnds,
+    #[error("must start with a lowercase letter")]
+    LetterFirst,
+    #[error(
+        "may hold only lowercase letters, digits, - and ., each dot-separated part starting and ending with a letter or digit"
+    )]
+    SubdomainChars,
+    #[error("is {len} characters long, over the 63 a label value may have")]
+    LabelValueTooLong { len: usize },
+    #[error(
+        "is not a valid label value (letters, digits, - _ ., starting and ending with a letter or digit)"
+    )]
+    LabelValueChars,
+    #[error("is not a host name: it {0}")]
+    NotAHostName(Box<RuleError>),
+    #[error("is an IP address; the route's hostnames must be names")]
+    IpAddress,
+    #[error("must start with /")]
+    PathStart,
+    #[error(
+        "is not a plain path prefix (no white space, //, /./, /../, %2f, # or ?, not ending in /. or /..)"
+    )]
+    PathChars,
+}
+
 fn label_chars_ok(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -22,48 +58,51 @@ fn label_chars_ok(s: &str) -> bool {
 /// starting and ending with a letter or digit (namespaces, container
 /// names). It may start with a digit: Kubernetes accepts `12345` as a
 /// namespace.
-pub fn dns1123_label(s: &str) -> Result<(), String> {
+pub fn dns1123_label(s: &str) -> Result<(), RuleError> {
     if s.is_empty() {
-        return Err("is empty".into());
+        return Err(RuleError::Empty);
     }
     if s.len() > 63 {
-        return Err(format!("is {} characters long, over 63", s.len()));
+        return Err(RuleError::TooLong {
+            len: s.len(),
+            max: 63,
+        });
     }
     if !label_chars_ok(s) {
-        return Err("may hold only lowercase letters, digits and -".into());
+        return Err(RuleError::LabelChars);
     }
     if s.starts_with('-') || s.ends_with('-') {
-        return Err("must start and end with a letter or digit".into());
+        return Err(RuleError::LabelEnds);
     }
     Ok(())
 }
 
 /// A DNS-1035 label: a DNS-1123 label that starts with a letter (Service
 /// names).
-pub fn dns1035_label(s: &str) -> Result<(), String> {
+pub fn dns1035_label(s: &str) -> Result<(), RuleError> {
     dns1123_label(s)?;
     if !s.as_bytes()[0].is_ascii_lowercase() {
-        return Err("must start with a lowercase letter".into());
+        return Err(RuleError::LetterFirst);
     }
     Ok(())
 }
 
 /// A DNS-1123 subdomain: at most 253 characters, DNS-1123 labels joined by
 /// `.` (most object names: Secrets, Gateways).
-pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
+pub fn dns1123_subdomain(s: &str) -> Result<(), RuleError> {
     if s.is_empty() {
-        return Err("is empty".into());
+        return Err(RuleError::Empty);
     }
     if s.len() > 253 {
-        return Err(format!("is {} characters long, over 253", s.len()));
+        return Err(RuleError::TooLong {
+            len: s.len(),
+            max: 253,
+        });
     }
     for part in s.split('.') {
         if part.is_empty() || !label_chars_ok(part) || part.starts_with('-') || part.ends_with('-')
         {
-            return Err(
-                "may hold only lowercase letters, digits, - and ., each dot-separated part starting and ending with a letter or digit"
-                    .into(),
-            );
+            return Err(RuleError::SubdomainChars);
         }
     }
     Ok(())
@@ -71,12 +110,9 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
 
 /// A label value: at most 63 letters, digits, `-`, `_` and `.`, starting
 /// and ending with a letter or digit (or empty).
-pub fn label_value(s: &str) -> Result<(), String> {
+pub fn label_value(s: &str) -> Result<(), RuleError> {
     if s.len() > 63 {
-        return Err(format!(
-            "is {} characters long, over the 63 a label value may have",
-            s.len()
-        ));
+        return Err(RuleError::LabelValueTooLong { len: s.len() });
     }
     let b = s.as_bytes();
     let chars_ok = b
@@ -85,24 +121,21 @@ pub fn label_value(s: &str) -> Result<(), String> {
     let ends_ok =
         b.is_empty() || (b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric());
     if !chars_ok || !ends_ok {
-        return Err(
-            "is not a valid label value (letters, digits, - _ ., starting and ending with a letter or digit)"
-                .into(),
-        );
+        return Err(RuleError::LabelValueChars);
     }
     Ok(())
 }
 
 /// A Gateway API hostname: a DNS-1123 subdomain of at most 253
 /// characters, optionally `*.` first; no IP address, no port.
-pub fn hostname(s: &str) -> Result<(), String> {
+pub fn hostname(s: &str) -> Result<(), RuleError> {
     let bare = s.strip_prefix("*.").unwrap_or(s);
-    dns1123_subdomain(bare).map_err(|why| format!("is not a host name: it {why}"))?;
+    dns1123_subdomain(bare).map_err(|why| RuleError::NotAHostName(Box::new(why)))?;
     if bare
         .split('.')
         .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err("is an IP address; the route's hostnames must be names".into());
+        return Err(RuleError::IpAddress);
     }
     Ok(())
 }
@@ -110,12 +143,15 @@ pub fn hostname(s: &str) -> Result<(), String> {
 /// A Gateway API `PathPrefix` value: starts with `/`, at most 1024
 /// characters, no `//`, `/./`, `/../`, `%2f`, `#` or `?`, and not ending in
 /// `/.` or `/..` (the CRD's validation rules), nothing YAML would split.
-pub fn route_path(s: &str) -> Result<(), String> {
+pub fn route_path(s: &str) -> Result<(), RuleError> {
     if !s.starts_with('/') {
-        return Err("must start with /".into());
+        return Err(RuleError::PathStart);
     }
     if s.len() > 1024 {
-        return Err(format!("is {} characters long, over 1024", s.len()));
+        return Err(RuleError::TooLong {
+            len: s.len(),
+            max: 1024,
+        });
     }
     let lower = s.to_ascii_lowercase();
     if s.chars().any(char::is_whitespace)
@@ -125,10 +161,7 @@ pub fn route_path(s: &str) -> Result<(), String> {
         || s.ends_with("/.")
         || s.ends_with("/..")
     {
-        return Err(
-            "is not a plain path prefix (no white space, //, /./, /../, %2f, # or ?, not ending in /. or /..)"
-                .into(),
-        );
+        return Err(RuleError::PathChars);
     }
     Ok(())
 }
@@ -159,12 +192,14 @@ mod tests {
         assert!(
             dns1123_label(&"a".repeat(64))
                 .unwrap_err()
+                .to_string()
                 .contains("over 63")
         );
         assert!(dns1035_label("api").is_ok());
         assert!(
             dns1035_label("9api")
                 .unwrap_err()
+                .to_string()
                 .contains("start with a lowercase letter")
         );
         assert!(dns1123_subdomain("maily-public.gateways").is_ok());
@@ -188,6 +223,7 @@ mod tests {
         assert!(
             label_value(&"a".repeat(64))
                 .unwrap_err()
+                .to_string()
                 .contains("over the 63")
         );
     }

@@ -344,14 +344,14 @@ impl Profile {
         if let Err(why) = crate::traffic::plan::parse_pause(&self.traffic.pause) {
             bad(
                 "traffic.pause",
-                why,
+                why.to_string(),
                 "e.g. 2m or 30s, or manual to hold each step until `maily-deploy promote --step`",
             );
         }
         if let Some(grace) = &self.traffic.grace {
             let fix = "e.g. 10m, or keep (the old slot stays up until the next deploy)";
             match crate::traffic::plan::Grace::parse(grace) {
-                Err(why) => bad("traffic.grace", why, fix),
+                Err(why) => bad("traffic.grace", why.to_string(), fix),
                 Ok(crate::traffic::plan::Grace::For(d))
                     if d.as_secs() > crate::config::format::MAX_DURATION_SECS =>
                 {
@@ -372,7 +372,11 @@ impl Profile {
                         "give a duration such as 30s",
                     ),
                     Ok(_) => {}
-                    Err(why) => bad(&format!("traffic.analysis.{field}"), why, "e.g. 30s or 5m"),
+                    Err(why) => bad(
+                        &format!("traffic.analysis.{field}"),
+                        why.to_string(),
+                        "e.g. 30s or 5m",
+                    ),
                 }
             }
             if a.samples.min == 0 {
@@ -455,7 +459,7 @@ impl Profile {
                 if let Err(why) = crate::config::vault::parse_profile_ref(reference) {
                     bad(
                         &format!("secrets.{name}.{shown}"),
-                        why,
+                        why.to_string(),
                         "write <path>#<key>, e.g. secret/maily/production#database_url",
                     );
                 }
@@ -467,18 +471,20 @@ impl Profile {
         for (name, svc) in &self.services {
             let full_name = name;
             let name = &*crate::error::clipped(name);
-            let naming = rules::dns1035_label(full_name).and_then(|()| {
-                if full_name.len() > MAX_SERVICE_NAME {
-                    Err(format!(
-                        "is {} characters long, over {MAX_SERVICE_NAME}",
-                        full_name.len()
-                    ))
-                } else if !rules::reads_as_text(full_name) {
-                    Err("is read by the manifests' YAML as a bool or null, not a name".into())
-                } else {
-                    Ok(())
-                }
-            });
+            let naming = rules::dns1035_label(full_name)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    if full_name.len() > MAX_SERVICE_NAME {
+                        Err(format!(
+                            "is {} characters long, over {MAX_SERVICE_NAME}",
+                            full_name.len()
+                        ))
+                    } else if !rules::reads_as_text(full_name) {
+                        Err("is read by the manifests' YAML as a bool or null, not a name".into())
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(why) = naming {
                 bad(
                     &format!("services.{name}"),
@@ -626,7 +632,7 @@ fn replicas_past(n: u32, limit: u64, http: bool) -> String {
 pub fn environment_problems(environment: &str, file: &str) -> Vec<Problem> {
     let longest = 63 - "-YYYYMMDD-HHMMSS".len();
     let why = if let Err(why) = rules::dns1123_label(environment) {
-        Some(why)
+        Some(why.to_string())
     } else if environment.len() > longest {
         Some(format!(
             "is {} characters long, over {longest}: a deployment id (<environment>-YYYYMMDD-HHMMSS) is a label value of at most 63",

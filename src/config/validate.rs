@@ -140,7 +140,7 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
                 out.problems.push(Problem {
                     phase,
                     subject: spec.name.into(),
-                    problem: why,
+                    problem: why.to_string(),
                     fix: format!(
                         "write {}=vault:<path>#<key>, e.g. vault:secret/maily/production#{}",
                         spec.name,

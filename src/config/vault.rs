@@ -48,7 +48,7 @@ enum Target {
 }
 
 /// A profile's secret reference: `vault:<path>#<key>` or `<path>#<key>`.
-pub fn parse_profile_ref(value: &str) -> Result<VaultRef, String> {
+pub fn parse_profile_ref(value: &str) -> Result<VaultRef, vault_ref::RefError> {
     if vault_ref::is_vault_ref(value) {
         vault_ref::parse(value)
     } else {

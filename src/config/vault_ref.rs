@@ -19,36 +19,52 @@ pub fn is_vault_ref(value: &str) -> bool {
     value.starts_with(PREFIX)
 }
 
+/// What is wrong with a reference's form; the text follows the subject
+/// ("DATABASE_URL is a Vault reference without #<key>...") and never
+/// quotes the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("does not start with vault:")]
+    NoPrefix,
+    #[error("is a Vault reference without #<key>; write vault:<path>#<key>")]
+    NoKey,
+    #[error("is a Vault reference with an empty path; write vault:<path>#<key>")]
+    EmptyPath,
+    #[error(
+        "is a Vault reference whose path has a leading, trailing or double /; write e.g. vault:secret/maily/production#key"
+    )]
+    PathSlashes,
+    #[error("is a Vault reference whose path contains white space")]
+    PathSpace,
+    #[error("is a Vault reference with an empty key after #")]
+    EmptyKey,
+    #[error("is a Vault reference whose key has characters other than letters, digits, _ - .")]
+    KeyChars,
+}
+
 /// Parse a reference; the error says what is wrong with its form.
-pub fn parse(value: &str) -> Result<VaultRef, String> {
-    let rest = value
-        .strip_prefix(PREFIX)
-        .ok_or_else(|| "does not start with vault:".to_string())?;
+pub fn parse(value: &str) -> Result<VaultRef, RefError> {
+    let rest = value.strip_prefix(PREFIX).ok_or(RefError::NoPrefix)?;
     let Some((path, key)) = rest.split_once('#') else {
-        return Err("is a Vault reference without #<key>; write vault:<path>#<key>".into());
+        return Err(RefError::NoKey);
     };
     if path.is_empty() {
-        return Err("is a Vault reference with an empty path; write vault:<path>#<key>".into());
+        return Err(RefError::EmptyPath);
     }
     if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
-        return Err(
-            "is a Vault reference whose path has a leading, trailing or double /; write e.g. vault:secret/maily/production#key".into(),
-        );
+        return Err(RefError::PathSlashes);
     }
     if path.chars().any(char::is_whitespace) {
-        return Err("is a Vault reference whose path contains white space".into());
+        return Err(RefError::PathSpace);
     }
     if key.is_empty() {
-        return Err("is a Vault reference with an empty key after #".into());
+        return Err(RefError::EmptyKey);
     }
     if !key
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
-        return Err(
-            "is a Vault reference whose key has characters other than letters, digits, _ - ."
-                .into(),
-        );
+        return Err(RefError::KeyChars);
     }
     Ok(VaultRef {
         path: path.to_string(),
@@ -82,7 +98,7 @@ mod tests {
             ("vault:secret/x#a key", "characters other than"),
             ("vault:sec ret/x#key", "white space"),
         ] {
-            let err = parse(bad).unwrap_err();
+            let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

@@ -110,21 +110,34 @@ impl PlatformState {
     }
 
     /// The slot a new release goes to: the one users are not on.
-    pub fn target_slot(&self) -> Result<Slot, String> {
+    pub fn target_slot(&self) -> Result<Slot, HalfSwitched> {
         match self.active() {
             Active::Fresh => Ok(Slot::Blue),
             Active::Slot(s) => Ok(s.other()),
-            Active::Mixed(by_service) => {
-                let list: Vec<String> = by_service
-                    .iter()
-                    .map(|(n, s)| format!("{n}={}", s.map_or("none", |s| s.as_str())))
-                    .collect();
-                Err(format!(
-                    "the services disagree on the active slot ({}): an earlier run was interrupted mid-switch; roll back to the last good deployment (`maily-deploy history`, then `maily-deploy rollback`)",
-                    list.join(", ")
-                ))
-            }
+            Active::Mixed(by_service) => Err(HalfSwitched { by_service }),
         }
+    }
+}
+
+/// Why no slot is the idle one: the services disagree on the active slot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the services disagree on the active slot ({}): an earlier run was interrupted mid-switch; roll back to the last good deployment (`maily-deploy history`, then `maily-deploy rollback`)",
+    self.list()
+)]
+pub struct HalfSwitched {
+    /// Each service's active slot (`None`: never switched).
+    pub by_service: BTreeMap<String, Option<Slot>>,
+}
+
+impl HalfSwitched {
+    fn list(&self) -> String {
+        let list: Vec<String> = self
+            .by_service
+            .iter()
+            .map(|(n, s)| format!("{n}={}", s.map_or("none", |s| s.as_str())))
+            .collect();
+        list.join(", ")
     }
 }
 
@@ -495,7 +508,7 @@ mod tests {
             &[service("api", "green")],
             &[],
         );
-        let err = s.target_slot().unwrap_err();
+        let err = s.target_slot().unwrap_err().to_string();
         assert!(err.contains("api=green, workers=blue"), "{err}");
         assert!(err.contains("rollback"), "{err}");
     }

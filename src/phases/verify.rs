@@ -26,9 +26,19 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const TRIES: u32 = 3;
 const PAUSE: Duration = Duration::from_millis(500);
 
-/// A check that had nothing to check says so with this prefix, and its row
-/// says "skipped", never "passed".
-const SKIP: &str = "skipped: ";
+/// What a check that did not fail saw. A check that had nothing to check
+/// is skipped: its row says "skipped", never "passed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Passed(String),
+    Skipped(String),
+}
+
+impl From<String> for Seen {
+    fn from(detail: String) -> Seen {
+        Seen::Passed(detail)
+    }
+}
 
 /// One check's outcome, a row of the report's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,21 +51,28 @@ pub struct Outcome {
     pub millis: u128,
 }
 
-/// Run a check with a timeout per try and a few tries.
-async fn checked<F, Fut>(name: String, check: F) -> Outcome
+/// Run a check with a timeout per try and a few tries. A check's error
+/// is the text of its row: each check fails in its own words (HTTP, Redis,
+/// AMQP, JSON-RPC), and nothing but the reader tells them apart.
+async fn checked<F, Fut, T>(name: String, check: F) -> Outcome
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<String, String>>,
+    Fut: Future<Output = Result<T, String>>,
+    T: Into<Seen>,
 {
     let started = Instant::now();
     let mut last = String::new();
     for attempt in 1..=TRIES {
         match tokio::time::timeout(TIMEOUT, check()).await {
-            Ok(Ok(detail)) => {
+            Ok(Ok(seen)) => {
+                let (skipped, detail) = match seen.into() {
+                    Seen::Passed(detail) => (false, detail),
+                    Seen::Skipped(why) => (true, format!("skipped: {why}")),
+                };
                 return Outcome {
                     name,
                     passed: true,
-                    skipped: detail.starts_with(SKIP),
+                    skipped,
                     detail,
                     millis: started.elapsed().as_millis(),
                 };
@@ -289,13 +306,13 @@ async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, Strin
     }
 }
 
-async fn certificates(cx: &Context) -> Result<String, String> {
+async fn certificates(cx: &Context) -> Result<Seen, String> {
     use kube::api::{DynamicObject, GroupVersionKind, ListParams};
     let applier = cx.applier().await.map_err(|e| e.to_string())?;
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
     let Ok((ar, _)) = applier.resource(&gvk).await else {
-        return Ok(format!(
-            "{SKIP}cert-manager is not installed; no Certificates to check"
+        return Ok(Seen::Skipped(
+            "cert-manager is not installed; no Certificates to check".into(),
         ));
     };
     let api: kube::Api<DynamicObject> =
@@ -322,7 +339,7 @@ async fn certificates(cx: &Context) -> Result<String, String> {
         }
     }
     if not_ready.is_empty() {
-        Ok(format!("{} Ready", list.items.len()))
+        Ok(Seen::Passed(format!("{} Ready", list.items.len())))
     } else {
         Err(format!("not Ready: {}", not_ready.join("; ")))
     }
@@ -506,8 +523,10 @@ impl Phase for Verify {
             let f = front.clone();
             async move {
                 match f {
-                    Some(url) => frontend(&url).await,
-                    None => Ok(format!("{SKIP}no new frontend deployment in this run")),
+                    Some(url) => frontend(&url).await.map(Seen::Passed),
+                    None => Ok(Seen::Skipped(
+                        "no new frontend deployment in this run".into(),
+                    )),
                 }
             }
         })));

@@ -56,37 +56,62 @@ fn everyone_on(state: &PlatformState, slot: Slot) -> bool {
     })
 }
 
+/// Why a deployment is no state to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoTarget {
+    /// It did not succeed, so it left users where they were.
+    #[error(
+        "deployment {deployment_id} {}; it left users where they were, so there is no state of its own to go back to; pick a succeeded deployment from `maily-deploy history {environment}`",
+        match outcome {
+            Outcome::InProgress => "is still in progress (or died mid-run)",
+            Outcome::Failed | Outcome::RollbackFailed => "failed",
+            Outcome::Abandoned => "was interrupted",
+            Outcome::Succeeded => "succeeded",
+        }
+    )]
+    NotSucceeded {
+        deployment_id: String,
+        outcome: Outcome,
+        environment: String,
+    },
+    /// It did not deploy the backend: the slots hold what an earlier run
+    /// left.
+    #[error(
+        "deployment {deployment_id} did not deploy the backend (its phases: {}); nothing to roll back to",
+        phases.join(", ")
+    )]
+    NoBackend {
+        deployment_id: String,
+        phases: Vec<String>,
+    },
+    /// Its snapshot names no image.
+    #[error("the snapshot of {deployment_id} records no images")]
+    NoImages { deployment_id: String },
+}
+
 /// Decide, or say why it cannot be done.
-pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, String> {
+pub fn plan(live: &PlatformState, target: &Snapshot) -> Result<RollbackPlan, NoTarget> {
     if target.outcome != Outcome::Succeeded {
-        return Err(format!(
-            "deployment {} {}; it left users where they were, so there is no state of its own to go back to; pick a succeeded deployment from `maily-deploy history {}`",
-            target.deployment_id,
-            match target.outcome {
-                Outcome::InProgress => "is still in progress (or died mid-run)",
-                Outcome::Failed | Outcome::RollbackFailed => "failed",
-                Outcome::Abandoned => "was interrupted",
-                Outcome::Succeeded => "succeeded",
-            },
-            target.environment
-        ));
+        return Err(NoTarget::NotSucceeded {
+            deployment_id: target.deployment_id.to_string(),
+            outcome: target.outcome,
+            environment: target.environment.clone(),
+        });
     }
     // A run that deployed AI alone names its slot too, but the backend
     // there is whatever an earlier run left: no state of its own.
     let no_backend = !target.layers.is_empty() && !target.layers.contains_key(&Layer::Backend);
     if target.release.is_none() || target.target_slot.is_none() || no_backend {
-        return Err(format!(
-            "deployment {} did not deploy the backend (its phases: {}); nothing to roll back to",
-            target.deployment_id,
-            target.phases.join(", ")
-        ));
+        return Err(NoTarget::NoBackend {
+            deployment_id: target.deployment_id.to_string(),
+            phases: target.phases.clone(),
+        });
     }
     let wanted: BTreeMap<String, String> = target.images().into_iter().collect();
     if wanted.is_empty() {
-        return Err(format!(
-            "the snapshot of {} records no images",
-            target.deployment_id
-        ));
+        return Err(NoTarget::NoImages {
+            deployment_id: target.deployment_id.to_string(),
+        });
     }
     let (active, idle) = match live.active() {
         Active::Slot(s) => (Some(s), s.other()),
@@ -242,7 +267,7 @@ mod tests {
                 carried_from: None,
             },
         );
-        let err = plan(&live, &target).unwrap_err();
+        let err = plan(&live, &target).unwrap_err().to_string();
         assert!(err.contains("did not deploy the backend"), "{err}");
     }
 
@@ -250,7 +275,7 @@ mod tests {
     fn a_failed_deployment_is_no_target() {
         let live = state(Some(Slot::Blue), "v1", "v2");
         let target = snapshot_of("v2", Slot::Green, Outcome::Failed);
-        let err = plan(&live, &target).unwrap_err();
+        let err = plan(&live, &target).unwrap_err().to_string();
         assert!(err.contains("failed"), "{err}");
         assert!(err.contains("maily-deploy history production"), "{err}");
     }

@@ -15,17 +15,17 @@
 //!
 //! Every call carries `Authorization: Bearer <GRAFANA_API_TOKEN>` (a
 //! service account token). A 5xx or a connection failure is retried with
-//! exponential backoff; anything else that is not 2xx is an error naming
-//! the call and Grafana's `message`.
+//! exponential backoff, a 429 waited out as its `Retry-After` says (both in
+//! [`super::http`], shared with the Vercel client); anything else that is
+//! not 2xx is an error naming the call and Grafana's `message`.
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Kind, fail};
+use super::http::{self, ApiError};
 
 /// The tag every annotation of maily-deploy carries; the dashboards'
 /// "Deployments" annotation query selects it.
@@ -37,17 +37,14 @@ pub const MAX_UID: usize = 40;
 /// A client of the Grafana HTTP API.
 #[derive(Clone)]
 pub struct Grafana {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    backoff: ExponentialBuilder,
+    api: http::Api,
 }
 
 impl std::fmt::Debug for Grafana {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("Grafana")
-            .field("base", &self.base)
+            .field("base", &self.api.base())
             .finish_non_exhaustive()
     }
 }
@@ -174,19 +171,7 @@ pub fn annotation_tags(environment: &str, deployment_id: &str, outcome: &str) ->
     ]
 }
 
-/// Grafana's error body: `{"message": "..."}`.
-fn error_text(body: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    match parsed
-        .as_ref()
-        .and_then(|v| v.get("message"))
-        .and_then(Value::as_str)
-    {
-        Some(m) => m.to_string(),
-        None => body.trim().chars().take(300).collect(),
-    }
-}
-
+/// What to check after a 4xx.
 fn hint(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 => "; check GRAFANA_API_TOKEN (a service account token of this Grafana)",
@@ -201,114 +186,67 @@ fn hint(status: StatusCode) -> &'static str {
 
 impl Grafana {
     pub fn new(url: &str, token: &str) -> anyhow::Result<Grafana> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("maily-deploy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Grafana {
-            http,
-            base: url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            backoff: ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(3))
-                .with_max_times(4)
-                .with_jitter(),
-        })
+        let api = http::Api::new(
+            "Grafana",
+            url,
+            token,
+            Duration::from_secs(10),
+            http::Backoff {
+                max_delay: Duration::from_secs(3),
+                retries: 4,
+            },
+            hint,
+        )?;
+        Ok(Grafana { api })
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.api.base()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+        self.api
+            .request(method, &format!("{}{path}", self.api.base()))
     }
 
-    /// Send, retrying 5xx and connection failures; a 404 is returned as
-    /// `None` when `absent_ok`, any other non-2xx is an error.
+    /// Send as [`http::Api::send`] does.
     async fn send(
         &self,
         what: &str,
-        absent_ok: bool,
         make: impl Fn() -> RequestBuilder,
-    ) -> anyhow::Result<Option<Response>> {
-        let mut backoff = self.backoff.build();
-        loop {
-            let why = match make().send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(Some(resp)),
-                Ok(resp) if absent_ok && resp.status() == StatusCode::NOT_FOUND => {
-                    return Ok(None);
-                }
-                Ok(resp) if resp.status().is_server_error() => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    format!("HTTP {} {}", status.as_u16(), error_text(&body))
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Err(fail(
-                        Kind::PhaseFailed,
-                        format!(
-                            "Grafana {what}: HTTP {} {}{}",
-                            status.as_u16(),
-                            error_text(&body),
-                            hint(status)
-                        ),
-                    ));
-                }
-                Err(e) => format!("{}", e.without_url()),
-            };
-            match backoff.next() {
-                Some(delay) => {
-                    tracing::warn!(
-                        "Grafana {what}: {why}; retrying in {}",
-                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    return Err(fail(
-                        Kind::PhaseFailed,
-                        format!(
-                            "Grafana {what} at {}: {why}; gave up after retrying",
-                            self.base
-                        ),
-                    ));
-                }
-            }
-        }
+    ) -> Result<Response, ApiError> {
+        self.api.send(what, make).await
     }
 
+    /// Send, and read the answer as `T`.
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
-        resp: Response,
+        make: impl Fn() -> RequestBuilder,
     ) -> anyhow::Result<T> {
-        let body = resp.text().await?;
-        serde_json::from_str(&body).map_err(|e| {
-            fail(
-                Kind::PhaseFailed,
-                format!(
-                    "Grafana {what}: the answer is not what the HTTP API reference describes ({e})"
-                ),
-            )
-        })
+        let resp = self
+            .send(what, make)
+            .await
+            .map_err(ApiError::into_failure)?;
+        self.api
+            .json(what, resp)
+            .await
+            .map_err(ApiError::into_failure)
     }
 
     /// `GET /api/folders/:uid`; `None` when there is no such folder.
     pub async fn folder(&self, uid: &str) -> anyhow::Result<Option<Folder>> {
         let what = format!("reading folder {uid}");
         let path = format!("/api/folders/{uid}");
-        match self
-            .send(&what, true, || self.request(Method::GET, &path))
-            .await?
-        {
-            Some(resp) => Ok(Some(self.json(&what, resp).await?)),
-            None => Ok(None),
+        match self.send(&what, || self.request(Method::GET, &path)).await {
+            Ok(resp) => Ok(Some(
+                self.api
+                    .json(&what, resp)
+                    .await
+                    .map_err(ApiError::into_failure)?,
+            )),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(e) => Err(e.into_failure()),
         }
     }
 
@@ -320,13 +258,12 @@ impl Grafana {
         }
         let what = format!("creating folder {uid}");
         let body = serde_json::json!({"uid": uid, "title": title});
-        let resp = self
-            .send(&what, false, || {
+        let folder = self
+            .json(&what, || {
                 self.request(Method::POST, "/api/folders").json(&body)
             })
-            .await?
-            .expect("only a GET may be absent");
-        Ok((self.json(&what, resp).await?, true))
+            .await?;
+        Ok((folder, true))
     }
 
     /// `POST /api/dashboards/db`: create or replace the dashboard with the
@@ -345,25 +282,20 @@ impl Grafana {
             "overwrite": true,
             "message": message,
         });
-        let resp = self
-            .send(&what, false, || {
-                self.request(Method::POST, "/api/dashboards/db").json(&body)
-            })
-            .await?
-            .expect("only a GET may be absent");
-        self.json(&what, resp).await
+        self.json(&what, || {
+            self.request(Method::POST, "/api/dashboards/db").json(&body)
+        })
+        .await
     }
 
     /// `POST /api/annotations`; the new annotation's id.
     pub async fn create_annotation(&self, a: &NewAnnotation) -> anyhow::Result<i64> {
         let what = "creating the deployment's annotation";
-        let resp = self
-            .send(what, false, || {
+        let created: Created = self
+            .json(what, || {
                 self.request(Method::POST, "/api/annotations").json(a)
             })
-            .await?
-            .expect("only a GET may be absent");
-        let created: Created = self.json(what, resp).await?;
+            .await?;
         Ok(created.id)
     }
 
@@ -371,8 +303,9 @@ impl Grafana {
     pub async fn patch_annotation(&self, id: i64, p: &AnnotationPatch) -> anyhow::Result<()> {
         let what = format!("closing annotation {id}");
         let path = format!("/api/annotations/{id}");
-        self.send(&what, false, || self.request(Method::PATCH, &path).json(p))
-            .await?;
+        self.send(&what, || self.request(Method::PATCH, &path).json(p))
+            .await
+            .map_err(ApiError::into_failure)?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod ai;
 pub mod grafana;
+pub mod http;
 pub mod prometheus;
 pub mod terraform;
 pub mod vault;

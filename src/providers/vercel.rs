@@ -15,26 +15,23 @@
 //! Every call carries `Authorization: Bearer <token>` and, for a team's
 //! project, the `teamId` query parameter. A 429 is waited out until its
 //! `X-RateLimit-Reset` (UTC epoch seconds), capped; a 5xx or a connection
-//! failure is retried with exponential backoff.
+//! failure is retried with exponential backoff (both in [`super::http`],
+//! shared with the Grafana client).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::http::{self, ApiError};
 use crate::error::{Kind, fail};
 
 /// Vercel's API, when `VERCEL_API_URL` does not say otherwise.
 pub const DEFAULT_API_URL: &str = "https://api.vercel.com";
 
-/// The longest a 429 is waited out, whatever its reset header says: a
-/// deploy should fail with a message rather than sit silent for an hour.
-pub const RATE_LIMIT_CAP: Duration = Duration::from_secs(60);
-
-/// How many 429s in a row one call waits out before giving up.
-const RATE_LIMIT_WAITS: usize = 5;
+/// The longest a 429 is waited out, whatever its headers say.
+pub use super::http::RATE_LIMIT_CAP;
 
 /// The longest wait for a promotion Vercel accepted to take effect (the
 /// `vercel promote` default).
@@ -54,19 +51,15 @@ pub struct Settings {
 /// A client of the Vercel REST API.
 #[derive(Clone)]
 pub struct Vercel {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    api: http::Api,
     team_id: Option<String>,
-    backoff: ExponentialBuilder,
-    rate_limit_cap: Duration,
 }
 
 impl std::fmt::Debug for Vercel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("Vercel")
-            .field("base", &self.base)
+            .field("base", &self.api.base())
             .field("team_id", &self.team_id)
             .finish_non_exhaustive()
     }
@@ -118,7 +111,7 @@ pub enum GitRepo {
 
 impl GitRepo {
     /// `owner/name` or a numeric GitHub repository id.
-    pub fn parse(text: &str) -> Result<GitRepo, String> {
+    pub fn parse(text: &str) -> Result<GitRepo, NotARepo> {
         let text = text.trim();
         if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
             return Ok(GitRepo::Id(text.to_string()));
@@ -130,12 +123,15 @@ impl GitRepo {
                     repo: repo.to_string(),
                 })
             }
-            _ => Err(format!(
-                "`{text}` is neither owner/name (maily/maily-frontend) nor a numeric GitHub repository id"
-            )),
+            _ => Err(NotARepo(text.to_string())),
         }
     }
 }
+
+/// A text that names no GitHub repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is neither owner/name (maily/maily-frontend) nor a numeric GitHub repository id")]
+pub struct NotARepo(pub String);
 
 impl std::fmt::Display for GitRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -365,49 +361,7 @@ pub fn log_lines(events: &serde_json::Value) -> Vec<String> {
     lines.into_iter().map(|(_, _, t)| t).collect()
 }
 
-/// How long to wait out a 429: until `X-RateLimit-Reset` (UTC epoch
-/// seconds), never more than `cap`; `None` when the header is absent or
-/// unreadable (then the call backs off like after a 5xx). The bool says
-/// whether the cap cut the wait short.
-pub fn rate_limit_wait(
-    reset: Option<&str>,
-    now: SystemTime,
-    cap: Duration,
-) -> Option<(Duration, bool)> {
-    let reset: u64 = reset?.trim().parse().ok()?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?;
-    let wait = Duration::from_secs(reset)
-        .saturating_sub(now)
-        // The reset is whole seconds: a little margin past it.
-        .max(Duration::from_millis(100));
-    Some(if wait > cap {
-        (cap, true)
-    } else {
-        (wait, false)
-    })
-}
-
-/// Vercel's error body: `{"error": {"code", "message"}}`.
-fn error_text(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let err = parsed.as_ref().and_then(|v| v.get("error"));
-    let code = err.and_then(|e| e.get("code")).and_then(|c| c.as_str());
-    let message = err.and_then(|e| e.get("message")).and_then(|c| c.as_str());
-    match (code, message) {
-        (Some(c), Some(m)) => format!("{m} ({c})"),
-        (None, Some(m)) => m.to_string(),
-        (Some(c), None) => c.to_string(),
-        (None, None) => {
-            let t = body.trim();
-            if t.chars().count() > 300 {
-                format!("{}…", t.chars().take(300).collect::<String>())
-            } else {
-                t.to_string()
-            }
-        }
-    }
-}
-
+/// What to check after a 4xx.
 fn hint(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 => "; check VERCEL_TOKEN",
@@ -421,27 +375,26 @@ fn hint(status: StatusCode) -> &'static str {
 
 impl Vercel {
     pub fn new(s: &Settings) -> anyhow::Result<Vercel> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("maily-deploy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let api = http::Api::new(
+            "Vercel",
+            &s.api_url,
+            &s.token,
+            Duration::from_secs(30),
+            http::Backoff {
+                max_delay: Duration::from_secs(5),
+                retries: 5,
+            },
+            hint,
+        )?;
         Ok(Vercel {
-            http,
-            base: s.api_url.trim_end_matches('/').to_string(),
-            token: s.token.clone(),
+            api,
             team_id: s.team_id.clone().filter(|t| !t.is_empty()),
-            backoff: ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(5)
-                .with_jitter(),
-            rate_limit_cap: RATE_LIMIT_CAP,
         })
     }
 
     /// Cap 429 waits at `cap` instead of [`RATE_LIMIT_CAP`].
     pub fn with_rate_limit_cap(mut self, cap: Duration) -> Self {
-        self.rate_limit_cap = cap;
+        self.api = self.api.with_rate_limit_cap(cap);
         self
     }
 
@@ -455,7 +408,7 @@ impl Vercel {
 
     /// A request with query parameters, `teamId` among them for a team.
     fn request_with(&self, method: Method, path: &str, query: &[(&str, &str)]) -> RequestBuilder {
-        let mut url = format!("{}{path}", self.base);
+        let mut url = format!("{}{path}", self.api.base());
         let mut pairs = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in query {
             pairs.append_pair(k, v);
@@ -468,118 +421,20 @@ impl Vercel {
             url.push('?');
             url.push_str(&pairs);
         }
-        self.http.request(method, url).bearer_auth(&self.token)
+        self.api.request(method, &url)
     }
 
-    /// Send a request, waiting out 429s and retrying 5xx and connection
-    /// failures; any other non-2xx is an error naming `what`.
+    /// Send a request as [`http::Api::send`] does; any other non-2xx is an
+    /// error naming `what`.
     async fn send(
         &self,
         what: &str,
         make: impl Fn() -> RequestBuilder,
     ) -> anyhow::Result<Response> {
-        let mut backoff = self.backoff.build();
-        let mut rate_limited = 0;
-        loop {
-            let (retry_reason, resp) = match make().send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
-                    let header = |name: &str| {
-                        resp.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(String::from)
-                    };
-                    let reset = header("x-ratelimit-reset");
-                    let remaining = header("x-ratelimit-remaining");
-                    if rate_limited < RATE_LIMIT_WAITS
-                        && let Some((wait, capped)) = rate_limit_wait(
-                            reset.as_deref(),
-                            SystemTime::now(),
-                            self.rate_limit_cap,
-                        )
-                    {
-                        rate_limited += 1;
-                        tracing::warn!(
-                            "Vercel rate limit on {what} (X-RateLimit-Remaining {}); waiting {} until X-RateLimit-Reset {}{}",
-                            remaining.as_deref().unwrap_or("?"),
-                            humantime::format_duration(Duration::from_millis(
-                                wait.as_millis() as u64
-                            )),
-                            reset.as_deref().unwrap_or("?"),
-                            if capped {
-                                format!(
-                                    ", capped at {}",
-                                    humantime::format_duration(self.rate_limit_cap)
-                                )
-                            } else {
-                                String::new()
-                            }
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    if rate_limited >= RATE_LIMIT_WAITS {
-                        // Given up on: the next match says so.
-                        ("rate limited".to_string(), Some(resp))
-                    } else {
-                        rate_limited += 1;
-                        (
-                            "HTTP 429 without a readable X-RateLimit-Reset".to_string(),
-                            Some(resp),
-                        )
-                    }
-                }
-                Ok(resp) if resp.status().is_server_error() => {
-                    (format!("HTTP {}", resp.status().as_u16()), Some(resp))
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Err(fail(
-                        Kind::PhaseFailed,
-                        format!(
-                            "Vercel {what}: HTTP {} {}{}",
-                            status.as_u16(),
-                            error_text(&body),
-                            hint(status)
-                        ),
-                    ));
-                }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                    (format!("{e}"), None)
-                }
-                Err(e) => {
-                    return Err(fail(Kind::PhaseFailed, format!("Vercel {what}: {e}")));
-                }
-            };
-            match backoff.next() {
-                Some(delay) if retry_reason != "rate limited" => {
-                    tracing::warn!(
-                        "Vercel {what}: {retry_reason}; retrying in {}",
-                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                _ => {
-                    let detail = match resp {
-                        Some(r) => {
-                            let status = r.status();
-                            format!(
-                                "HTTP {} {}",
-                                status.as_u16(),
-                                error_text(&r.text().await.unwrap_or_default())
-                            )
-                        }
-                        None => retry_reason,
-                    };
-                    return Err(fail(
-                        Kind::PhaseFailed,
-                        format!("Vercel {what}: {detail}; gave up after retrying"),
-                    ));
-                }
-            }
-        }
+        self.api
+            .send(what, make)
+            .await
+            .map_err(ApiError::into_failure)
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -588,13 +443,10 @@ impl Vercel {
         make: impl Fn() -> RequestBuilder,
     ) -> anyhow::Result<T> {
         let resp = self.send(what, make).await?;
-        let body = resp.text().await?;
-        serde_json::from_str(&body).map_err(|e| {
-            fail(
-                Kind::PhaseFailed,
-                format!("Vercel {what}: the answer is not what the API reference describes ({e})"),
-            )
-        })
+        self.api
+            .json(what, resp)
+            .await
+            .map_err(ApiError::into_failure)
     }
 
     /// `GET /v9/projects/{idOrName}`.
@@ -831,27 +683,6 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_limit_is_waited_out_until_its_reset_and_no_longer_than_the_cap() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let cap = Duration::from_secs(60);
-        assert_eq!(
-            rate_limit_wait(Some("1700000010"), now, cap),
-            Some((Duration::from_secs(10), false))
-        );
-        assert_eq!(
-            rate_limit_wait(Some("1700003600"), now, cap),
-            Some((cap, true))
-        );
-        // A reset already past still waits a moment rather than hammering.
-        assert_eq!(
-            rate_limit_wait(Some("1699999999"), now, cap),
-            Some((Duration::from_millis(100), false))
-        );
-        assert_eq!(rate_limit_wait(None, now, cap), None);
-        assert_eq!(rate_limit_wait(Some("soon"), now, cap), None);
-    }
-
-    #[test]
     fn the_project_says_what_production_serves_and_whether_it_auto_assigns() {
         let p: Project = serde_json::from_value(json!({
             "id": "prj_12HKQaOmR5t5Uy6vdcQsNIiZgHGB",
@@ -886,14 +717,5 @@ mod tests {
         );
         assert!(GitRepo::parse("frontend").is_err());
         assert!(GitRepo::parse("a/b/c").is_err());
-    }
-
-    #[test]
-    fn vercel_error_bodies_read_as_message_and_code() {
-        assert_eq!(
-            error_text(r#"{"error":{"code":"forbidden","message":"Not authorized"}}"#),
-            "Not authorized (forbidden)"
-        );
-        assert_eq!(error_text("upstream timeout"), "upstream timeout");
     }
 }

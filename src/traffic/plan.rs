@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::format::duration;
+use crate::config::format::{DurationError, duration};
 use crate::config::profile::{ServiceKind, Traffic, WorkerShift};
 use crate::k8s::live::PlatformState;
 use crate::k8s::route::{all_to, weights_for};
@@ -17,14 +17,22 @@ use crate::k8s::slot::Slot;
 pub const MANUAL: Duration = Duration::MAX;
 
 /// A step's pause: a duration such as `2m`, or `manual`.
-pub fn parse_pause(value: &str) -> Result<Duration, String> {
+pub fn parse_pause(value: &str) -> Result<Duration, PauseError> {
     if value == "manual" {
         return Ok(MANUAL);
     }
-    duration(value).map_err(|why| {
-        format!("{why}; or `manual` to hold each step until `maily-deploy promote --step`")
-    })
+    duration(value).map_err(PauseError)
 }
+
+/// A pause that is neither a good duration nor `manual`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}; or `manual` to hold each step until `maily-deploy promote --step`")]
+pub struct PauseError(pub DurationError);
+
+/// A grace that is neither a duration nor `keep`: the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is neither a duration (e.g. 10m, 0s) nor `keep`")]
+pub struct GraceError(pub String);
 
 /// How long the old slot stays scaled after 100%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +45,13 @@ pub enum Grace {
 
 impl Grace {
     /// `keep`, or a duration such as `10m`.
-    pub fn parse(value: &str) -> Result<Grace, String> {
+    pub fn parse(value: &str) -> Result<Grace, GraceError> {
         if value == "keep" {
             return Ok(Grace::Keep);
         }
         humantime::parse_duration(value)
             .map(Grace::For)
-            .map_err(|_| format!("`{value}` is neither a duration (e.g. 10m, 0s) nor `keep`"))
+            .map_err(|_| GraceError(value.to_string()))
     }
 }
 
@@ -309,14 +317,24 @@ mod tests {
     fn a_pause_is_a_duration_or_manual() {
         assert_eq!(parse_pause("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_pause("manual"), Ok(MANUAL));
-        assert!(parse_pause("soon").unwrap_err().contains("manual"));
+        assert!(
+            parse_pause("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("manual")
+        );
     }
 
     #[test]
     fn grace_is_a_duration_or_keep() {
         assert_eq!(Grace::parse("keep"), Ok(Grace::Keep));
         assert_eq!(Grace::parse("0s"), Ok(Grace::For(Duration::ZERO)));
-        assert!(Grace::parse("soon").unwrap_err().contains("keep"));
+        assert!(
+            Grace::parse("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("keep")
+        );
     }
 
     #[test]
