@@ -22,8 +22,6 @@ pub enum Kind {
     RollbackFailed,
     /// Another run holds the lock.
     LockHeld,
-    /// The phase or command is not built yet.
-    NotImplemented,
     /// A phase failed and `--no-rollback` kept its changes.
     PhaseFailedKept,
     /// SIGINT or SIGTERM.
@@ -38,7 +36,6 @@ impl Kind {
             Kind::PhaseFailed => exit_code::PHASE_FAILED_ROLLED_BACK,
             Kind::RollbackFailed => exit_code::ROLLBACK_FAILED,
             Kind::LockHeld => exit_code::LOCK_HELD,
-            Kind::NotImplemented => exit_code::NOT_IMPLEMENTED,
             Kind::PhaseFailedKept => exit_code::PHASE_FAILED_NOT_ROLLED_BACK,
             Kind::Interrupted => exit_code::INTERRUPTED,
         }
@@ -164,7 +161,6 @@ mod tests {
             Kind::PhaseFailed,
             Kind::RollbackFailed,
             Kind::LockHeld,
-            Kind::NotImplemented,
             Kind::PhaseFailedKept,
             Kind::Interrupted,
         ];

@@ -26,8 +26,10 @@ pub const PHASE_FAILED_ROLLED_BACK: i32 = 4;
 pub const ROLLBACK_FAILED: i32 = 5;
 /// Another run holds this environment's deploy lock.
 pub const LOCK_HELD: i32 = 6;
-/// A phase that would run is not built in this version of maily-deploy.
-/// A real run refuses before it changes anything; `--dry-run` says which.
+/// Reserved: no version returns it today. It stays taken, for a future
+/// version's phase that is in the pipeline but not built yet (a run that
+/// would reach one refuses before it changes anything), so that scripts
+/// branching on 7 never meet another meaning for it.
 pub const NOT_IMPLEMENTED: i32 = 7;
 /// A phase failed and `--no-rollback` left everything as the failure found
 /// it: users may be on a half-switched platform; the message says where.

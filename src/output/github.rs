@@ -123,10 +123,8 @@ impl Observer for Github {
             if row.duration_ms.is_some() {
                 stdout_line("::endgroup::");
             }
-            if matches!(
-                row.status,
-                PhaseStatus::Failed | PhaseStatus::NotImplemented
-            ) && let Some(err) = &row.error
+            if row.status == PhaseStatus::Failed
+                && let Some(err) = &row.error
             {
                 stdout_line(&format!(
                     "::error title={}::{}",

@@ -48,7 +48,6 @@ fn mark(status: PhaseStatus) -> (&'static str, Style) {
         PhaseStatus::Succeeded => ("✓", color(AnsiColor::Green)),
         PhaseStatus::Planned => ("○", color(AnsiColor::Cyan)),
         PhaseStatus::Failed => ("✗", color(AnsiColor::Red).bold()),
-        PhaseStatus::NotImplemented => ("!", color(AnsiColor::Yellow).bold()),
         PhaseStatus::Skipped => ("-", Style::new().dimmed()),
         PhaseStatus::NotRun => ("·", Style::new().dimmed()),
     }
@@ -60,7 +59,6 @@ pub fn status_word(status: PhaseStatus) -> &'static str {
         PhaseStatus::Failed => "failed",
         PhaseStatus::Skipped => "skipped",
         PhaseStatus::Planned => "planned",
-        PhaseStatus::NotImplemented => "not implemented",
         PhaseStatus::NotRun => "not run",
     }
 }

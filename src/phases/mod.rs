@@ -5,7 +5,6 @@ pub mod deploy_backend;
 pub mod deploy_frontend;
 pub mod migrate;
 pub mod monitor;
-pub mod not_built;
 pub mod provision;
 pub mod shift_traffic;
 pub mod validate;

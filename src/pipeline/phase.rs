@@ -120,13 +120,6 @@ pub struct PhaseReport {
 pub trait Phase: Send + Sync {
     fn id(&self) -> PhaseId;
 
-    /// Whether this version of the tool can run the phase at all. The runner
-    /// refuses a run that selects a phase that is not built before it changes
-    /// anything, rather than failing half-way through.
-    fn is_built(&self) -> bool {
-        true
-    }
-
     /// What the phase would do; must change nothing anywhere.
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan>;
 

@@ -19,8 +19,6 @@ pub enum PhaseStatus {
     Skipped,
     /// `--dry-run`: the phase described what it would do.
     Planned,
-    /// The phase is not built in this version.
-    NotImplemented,
     /// An earlier phase failed, so this one did not run.
     NotRun,
 }
