@@ -418,8 +418,10 @@ async fn finish_dead(
             cx.release_override = Some(release.clone());
             cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
             let frontend = deploy_frontend::promote_recorded(cx).await?;
-            crate::pipeline::lifecycle::close_promoted_dead_run(cx, &applier, &store, snapshot, slot)
-                .await?;
+            crate::pipeline::lifecycle::close_promoted_dead_run(
+                cx, &applier, &store, snapshot, slot,
+            )
+            .await?;
             let mut closed = rollout.clone();
             closed.stage = Stage::Completed;
             closed.percent = 100;

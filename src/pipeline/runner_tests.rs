@@ -117,7 +117,10 @@ fn context(selected: &[PhaseId], dry_run: bool) -> Context {
     })
     .expect("the shipped staging profile loads");
     Context::new(
-        Some(crate::pipeline::DeploymentId::new("staging", chrono::Utc::now())),
+        Some(crate::pipeline::DeploymentId::new(
+            "staging",
+            chrono::Utc::now(),
+        )),
         config,
         crate::commands::cluster::only(selected),
         dry_run,
@@ -194,7 +197,10 @@ fn a_failed_phase_stops_the_rest_and_finish_is_told_why() {
     );
     assert_eq!(report.exit_code, crate::exit_code::PHASE_FAILED_ROLLED_BACK);
     let rows: Vec<_> = report.phases.iter().map(|r| (r.id, r.status)).collect();
-    assert!(rows.contains(&(ShiftTraffic, PhaseStatus::NotRun)), "{rows:?}");
+    assert!(
+        rows.contains(&(ShiftTraffic, PhaseStatus::NotRun)),
+        "{rows:?}"
+    );
     let message = report.error.unwrap().message;
     assert!(message.ends_with("; users were not moved"), "{message}");
 }
@@ -216,8 +222,8 @@ fn a_lock_held_elsewhere_runs_no_phase_after_validate_and_finishes_nothing() {
 #[test]
 fn the_closing_step_runs_after_the_phases_under_the_lock_and_not_after_a_failure() {
     let log = log();
-    let mut r = runner(vec![phase(ShiftTraffic, &log)], &log, false)
-        .with_closing(phase(Migrate, &log));
+    let mut r =
+        runner(vec![phase(ShiftTraffic, &log)], &log, false).with_closing(phase(Migrate, &log));
     let mut cx = context(&[ShiftTraffic], false);
     let report = run(&mut r, &mut cx);
     assert_eq!(
@@ -227,8 +233,12 @@ fn the_closing_step_runs_after_the_phases_under_the_lock_and_not_after_a_failure
     assert_eq!(report.phases.last().map(|r| r.id), Some(Migrate));
 
     let log2 = self::log();
-    let mut r = runner(vec![failing(ShiftTraffic, &log2, Kind::PhaseFailed)], &log2, false)
-        .with_closing(phase(Migrate, &log2));
+    let mut r = runner(
+        vec![failing(ShiftTraffic, &log2, Kind::PhaseFailed)],
+        &log2,
+        false,
+    )
+    .with_closing(phase(Migrate, &log2));
     let report = run(&mut r, &mut context(&[ShiftTraffic], false));
     assert!(!entries(&log2).contains(&"run migrate".to_string()));
     assert_eq!(
