@@ -390,6 +390,7 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
     record.previous = current;
     record.promoted = true;
     cx.records.frontend = Some(record.to_value());
+    crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Frontend);
     // Written through to the run's snapshot before Vercel hears of it: if
     // this process dies now, the next run finds what to put back there.
     crate::pipeline::lifecycle::write_through(cx, |s, records| {

@@ -223,6 +223,7 @@ impl Phase for ShiftTraffic {
         // From the first step, users reach the new version: the runner's
         // undo must put them back.
         cx.backend.switched = true;
+        crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Routes);
         let walked = walk.steps().await;
         cx.records.rollout = Some(walk.report_value());
         let ending = walked?;

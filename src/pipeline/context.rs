@@ -111,6 +111,9 @@ pub struct Context {
     pub options: RunOptions,
     pub backend: BackendState,
     pub records: Records,
+    /// The changes users see this run has made, in order: what its undo
+    /// puts back (`pipeline::undo`).
+    pub undo: Vec<super::undo::Undo>,
     /// A rollback deploys the release a snapshot recorded, not the
     /// variables' one.
     pub release_override: Option<Release>,
@@ -155,6 +158,7 @@ impl Context {
             options: RunOptions::default(),
             backend: BackendState::default(),
             records: Records::default(),
+            undo: Vec::new(),
             release_override: None,
             layers: Default::default(),
             platform_secrets: Default::default(),

@@ -15,6 +15,7 @@ use chrono::Utc;
 use super::context::Context;
 use super::report::ErrorReport;
 use super::snapshot::{Actor, Outcome, SCHEMA, Snapshot};
+use super::undo;
 use crate::error::{Kind, fail};
 use crate::k8s::apply::Applier;
 use crate::k8s::client::health;
@@ -24,7 +25,7 @@ use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::values::{self, Release};
-use crate::phases::deploy_frontend::{FrontendRecord, undo_promotion};
+use crate::phases::deploy_frontend::FrontendRecord;
 use crate::traffic::record::{self, Stage};
 
 /// What the runner asks of the world around the phases.
@@ -177,7 +178,7 @@ pub fn users_on(state: &PlatformState) -> String {
 }
 
 /// Put users back where a snapshot's `before` had them.
-async fn restore_before(
+pub(super) async fn restore_before(
     cx: &Context,
     applier: &Applier,
     s: &Snapshot,
@@ -206,25 +207,25 @@ pub async fn put_back_dead_run(
     why: String,
 ) -> anyhow::Result<()> {
     let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
-    restore_before(cx, applier, &dead, &dead_release)
-        .await
-        .with_context(|| {
-            format!(
-                "finishing the interrupted deployment {}",
-                dead.deployment_id
-            )
-        })?;
-    // A promotion is written through to the snapshot before Vercel hears
-    // of it (`deploy_frontend::promote_recorded`).
-    if let Some(record) = dead.frontend.as_ref().and_then(FrontendRecord::from_value) {
-        let record = undo_promotion(&cx.config.vars, &record)
-            .await
-            .with_context(|| {
-                format!(
-                    "putting back the frontend of the interrupted deployment {}",
-                    dead.deployment_id
-                )
-            })?;
+    // It said nothing of what it changed before it died: everything it may
+    // have changed goes back.
+    let frontend = dead.frontend.as_ref().and_then(FrontendRecord::from_value);
+    let (frontend, error) = undo::put_back(
+        cx,
+        applier,
+        undo::EVERYTHING,
+        &dead,
+        &dead_release,
+        frontend,
+    )
+    .await;
+    if let Some(e) = error {
+        return Err(e.context(format!(
+            "finishing the interrupted deployment {}",
+            dead.deployment_id
+        )));
+    }
+    if let Some(record) = frontend {
         dead.frontend = Some(record.to_value());
     }
     let ns = &cx.config.profile.namespace;
@@ -491,34 +492,23 @@ impl Lifecycle for ClusterLifecycle {
             let why = fence.map_or(told, |f| format!("{:#}", f.loss_error(&loss)));
             return Err(fail(Kind::RollbackFailed, format!("{why}; {users}")));
         }
-        let mut undo_error: Option<anyhow::Error> = None;
-        // Only shift-traffic changes what users reach; before it, a failed
-        // run has nothing to put back (the idle slot is left for inspection).
-        if failure.is_some() && !cx.options.no_rollback && cx.backend.switched {
-            let release = cx.release_or_partial();
-            if let Err(e) = restore_before(cx, &applier, &snapshot, &release).await {
-                undo_error = Some(e);
-            }
-        }
-        // The frontend goes back after the backend, as it came after it.
-        if failure.is_some()
-            && !cx.options.no_rollback
-            && let Some(record) = cx
-                .records
-                .frontend
-                .as_ref()
-                .and_then(FrontendRecord::from_value)
-        {
-            match undo_promotion(&cx.config.vars, &record).await {
-                Ok(r) => cx.records.frontend = Some(r.to_value()),
-                Err(e) => {
-                    let e = e.context("putting the frontend back");
-                    undo_error = Some(match undo_error.take() {
-                        Some(first) => first.context(format!("{e:#}")),
-                        None => e,
-                    });
-                }
-            }
+        // What the run recorded as changed goes back, in order (nothing
+        // before shift-traffic: the idle slot is left for inspection).
+        let steps = if failure.is_some() && !cx.options.no_rollback {
+            cx.undo.clone()
+        } else {
+            Vec::new()
+        };
+        let release = cx.release_or_partial();
+        let frontend = cx
+            .records
+            .frontend
+            .as_ref()
+            .and_then(FrontendRecord::from_value);
+        let (frontend, undo_error) =
+            undo::put_back(cx, &applier, &steps, &snapshot, &release, frontend).await;
+        if let Some(record) = frontend {
+            cx.records.frontend = Some(record.to_value());
         }
         // Without an API server the state left is not there to read.
         let after: Option<PlatformState> = match health::outage() {

@@ -11,6 +11,7 @@ pub mod rollback;
 pub mod runner;
 pub mod selection;
 pub mod snapshot;
+pub mod undo;
 
 pub use context::Context;
 pub use deployment_id::DeploymentId;
