@@ -78,6 +78,10 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     if req.deployment {
         runner = runner.with_lifecycle(Box::new(ClusterLifecycle::new("deploy", None)));
     }
+    // The id is final before the first line announces it.
+    if req.deployment && !req.dry_run {
+        crate::pipeline::lifecycle::settle_id(&mut cx).await;
+    }
     let report = crate::notify::around(req.command, None, &mut cx, |cx| {
         runner.run(req.command, cx, observer.as_mut())
     })
