@@ -14,7 +14,7 @@ use chrono::Utc;
 use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::error::{Kind, fail};
-use crate::k8s::lease::{self, Holder};
+use crate::k8s::lease;
 use crate::k8s::live;
 use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
@@ -272,38 +272,9 @@ async fn through_the_run(
     }
 }
 
-/// Take the lock, waiting for a dead run's lease to expire; refuse if
-/// another run holds it.
-async fn take_lock(
-    cx: &Context,
-    environment: &str,
-    rollout: &Rollout,
-    by: Holder,
-) -> anyhow::Result<lease::LeaseGuard> {
-    let client = cx.kube().await?;
-    let ns = &cx.config.profile.namespace;
-    let mut said = false;
-    loop {
-        match lease::current(client.clone(), ns).await? {
-            Some((holder, expires)) if holder.deployment_id == rollout.deployment_id => {
-                if !said {
-                    output::stderr_line(&format!(
-                        "the run {} stopped answering; waiting for its lock to expire at {} (or `maily-deploy unlock {environment}`)",
-                        rollout.deployment_id,
-                        expires.format("%H:%M:%S UTC")
-                    ));
-                    said = true;
-                }
-                tokio::time::sleep(POLL).await;
-            }
-            _ => {
-                return lease::acquire(client, ns, environment, by, cx.options.lock_ttl).await;
-            }
-        }
-    }
-}
-
-/// Do what the dead run would have done, under the lock.
+/// Do what the dead run would have done, under the lock the lifecycle
+/// takes for it (waiting out the dead run's lease), every change fenced by
+/// it, the lock released at the end.
 async fn itself(
     cx: &mut Context,
     environment: &str,
@@ -311,18 +282,14 @@ async fn itself(
     action: Action,
     by: &str,
 ) -> anyhow::Result<String> {
-    let actor = Actor::current();
-    let holder = Holder {
-        user: actor.user.clone(),
-        host: actor.host.clone(),
-        deployment_id: format!("{}-{}", action.as_str(), rollout.deployment_id),
-        since: Utc::now(),
-    };
-    let guard = take_lock(cx, environment, rollout, holder).await?;
+    let lock = crate::pipeline::lifecycle::DeadRunLock::take(
+        cx,
+        &rollout.deployment_id,
+        &format!("{}-{}", action.as_str(), rollout.deployment_id),
+    )
+    .await?;
     let result = finish_dead(cx, environment, rollout, action, by).await;
-    if let Err(e) = guard.release().await {
-        tracing::warn!("releasing the deploy lock: {e:#}; it expires by itself");
-    }
+    lock.release(cx).await;
     result
 }
 

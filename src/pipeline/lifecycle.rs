@@ -276,6 +276,68 @@ pub async fn write_through(
     Ok(())
 }
 
+/// The lock `promote` and `abort` take to finish a run that died
+/// mid-rollout: the dead run's lease is waited out (or `unlock`ed), a live
+/// holder refuses, and every change is fenced by it as a run's are.
+pub struct DeadRunLock {
+    guard: LeaseGuard,
+}
+
+impl DeadRunLock {
+    /// Take the lock as `holder_id`, once the lease of `dead_id` expired.
+    pub async fn take(cx: &Context, dead_id: &str, holder_id: &str) -> anyhow::Result<Self> {
+        let applier = cx.applier().await?;
+        let client = applier.client().clone();
+        let ns = &cx.config.profile.namespace;
+        let environment = cx.environment();
+        let actor = Actor::current();
+        let me = Holder {
+            user: actor.user,
+            host: actor.host,
+            deployment_id: holder_id.to_string(),
+            since: Utc::now(),
+        };
+        let mut said = false;
+        let guard = loop {
+            match lease::current(client.clone(), ns).await? {
+                Some((holder, expires)) if holder.deployment_id == dead_id => {
+                    if !said {
+                        crate::output::stderr_line(&format!(
+                            "the run {dead_id} stopped answering; waiting for its lock to expire at {} (or `maily-deploy unlock {environment}`)",
+                            expires.format("%H:%M:%S UTC")
+                        ));
+                        said = true;
+                    }
+                    crate::interrupt::cancellable(
+                        "the wait for the dead run's lock",
+                        async {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            Ok(())
+                        },
+                    )
+                    .await?;
+                }
+                _ => {
+                    break lease::acquire(client, ns, environment, me, cx.options.lock_ttl)
+                        .await?;
+                }
+            }
+        };
+        applier.set_fence(Some(guard.fence()));
+        Ok(DeadRunLock { guard })
+    }
+
+    /// Release the lock (unless another run holds it now).
+    pub async fn release(self, cx: &Context) {
+        if let Ok(applier) = cx.applier().await {
+            applier.set_fence(None);
+        }
+        if let Err(e) = self.guard.release().await {
+            tracing::warn!("releasing the deploy lock: {e:#}; it expires by itself");
+        }
+    }
+}
+
 /// Close the snapshot of a run that died mid-rollout and that `promote`
 /// finished for it: succeeded, on `slot`, with the frontend it promoted.
 /// The caller holds the lock.
