@@ -4,12 +4,12 @@
 //! the exit code depends on what went wrong, a [`Failure`] sits somewhere in
 //! the chain and [`exit_code_of`] finds it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit_code;
 
 /// What kind of failure, as far as a caller deciding what to do next cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// The command line is wrong.
@@ -44,7 +44,7 @@ impl Kind {
 
 /// One thing wrong with the input, with how to fix it. Validation collects
 /// all of them before failing, so a user fixes everything in one round trip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// The phase that needs the thing, or `None` when the whole run does.
     #[serde(skip_serializing_if = "Option::is_none")]

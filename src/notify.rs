@@ -217,8 +217,8 @@ mod tests {
     fn report(outcome: Outcome) -> RunReport {
         let failed = outcome == Outcome::Failed;
         RunReport {
-            schema: SCHEMA,
-            command: "deploy",
+            schema: SCHEMA.to_string(),
+            command: "deploy".to_string(),
             environment: "production".into(),
             deployment_id: Some("production-20250101-120000".into()),
             dry_run: false,

@@ -2,7 +2,7 @@
 //! end and as `--output json` emits it (the schema is in docs/ci.md).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::phase::PhaseId;
 use super::selection::SkipReason;
@@ -11,7 +11,7 @@ use crate::error::{Kind, Problem};
 /// The schema id of the JSON report; bumped on incompatible changes.
 pub const SCHEMA: &str = "maily-deploy/run-report/v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PhaseStatus {
     Succeeded,
@@ -24,11 +24,11 @@ pub enum PhaseStatus {
 }
 
 /// An error as reported: its kind, its message with context, the problems.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReport {
     pub kind: Kind,
     pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
 }
 
@@ -44,7 +44,7 @@ impl ErrorReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseRow {
     pub id: PhaseId,
     pub status: PhaseStatus,
@@ -58,7 +58,7 @@ pub struct PhaseRow {
     pub error: Option<ErrorReport>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -69,11 +69,11 @@ pub enum Outcome {
     PlanFailed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
-    pub schema: &'static str,
+    pub schema: String,
     /// `deploy`, `validate`, ...
-    pub command: &'static str,
+    pub command: String,
     pub environment: String,
     pub deployment_id: Option<String>,
     pub dry_run: bool,
@@ -100,8 +100,8 @@ impl RunReport {
         let error = ErrorReport::from_error(err, Kind::PhaseFailed);
         let exit_code = crate::error::exit_code_of(err);
         RunReport {
-            schema: SCHEMA,
-            command,
+            schema: SCHEMA.to_string(),
+            command: command.to_string(),
             environment: environment.to_string(),
             deployment_id: None,
             dry_run: false,
@@ -115,5 +115,27 @@ impl RunReport {
             rollout: None,
             error: Some(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CI job (and a test) reads the report back typed, as printed.
+    #[test]
+    fn the_report_reads_back_as_it_was_printed() {
+        let err = crate::error::fail(Kind::LockHeld, "held by ci@runner");
+        let report = RunReport::stopped("deploy", "staging", &err);
+        let text = serde_json::to_string_pretty(&report).unwrap();
+        let back: RunReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report);
+        assert_eq!(back.error.unwrap().kind, Kind::LockHeld);
+        let row: PhaseRow = serde_json::from_value(serde_json::json!({
+            "id": "deploy-backend", "status": "skipped", "skip_reason": "not_in_only",
+            "summary": "", "details": []
+        }))
+        .unwrap();
+        assert_eq!(row.id, crate::pipeline::PhaseId::DeployBackend);
     }
 }

@@ -291,8 +291,8 @@ impl Runner {
             (true, true) => Outcome::PlanFailed,
         };
         RunReport {
-            schema: SCHEMA,
-            command,
+            schema: SCHEMA.to_string(),
+            command: command.to_string(),
             environment: cx.environment().to_string(),
             deployment_id: cx.deployment_id.as_ref().map(|d| d.to_string()),
             dry_run: cx.dry_run,

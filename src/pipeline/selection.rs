@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::phase::PhaseId;
 use crate::error::{Kind, fail};
@@ -19,7 +19,7 @@ pub struct SelectionFlags {
 }
 
 /// Why a phase is not taken, for the report's `skipped` rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// `--skip-<phase>` (or one of its aliases).
