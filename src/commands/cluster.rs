@@ -1,8 +1,6 @@
 //! What the cluster commands (rollback, history, status, unlock) share:
 //! the environment's configuration and a context to reach its cluster.
 
-use chrono::Utc;
-
 use crate::cli::GlobalArgs;
 use crate::config::{self, Sources};
 use crate::error::{Kind, fail};
@@ -35,7 +33,7 @@ pub fn context(
         manifests_dir: &global.manifests_dir,
         process_env: config::process_env(),
     })?;
-    let id = deployment.then(|| DeploymentId::new(environment, Utc::now()));
+    let id = deployment.then(|| DeploymentId::now(environment));
     let mut cx = Context::new(id, config, only(phases), dry_run);
     cx.cluster = ClusterTarget {
         kubeconfig: global.kubeconfig.clone(),

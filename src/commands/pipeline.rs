@@ -1,7 +1,5 @@
 //! Deploy and validate: load the configuration, select phases, run them.
 
-use chrono::Utc;
-
 use crate::cli::{GlobalArgs, PhaseFlags};
 use crate::config::{self, Sources};
 use crate::output::{self, OutputOptions};
@@ -28,9 +26,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         crate::interrupt::install()?;
     }
     // The id is made first, so that it names the run from its first moment.
-    let deployment_id = req
-        .deployment
-        .then(|| DeploymentId::new(req.environment, Utc::now()));
+    let deployment_id = req.deployment.then(|| DeploymentId::now(req.environment));
     let selection = select(&req.phases.selection_flags())?;
     let mut config = config::load(&Sources {
         environment: req.environment,

@@ -3,8 +3,16 @@
 //! The id is made once at the start of a run and names everything the run
 //! leaves behind (snapshot, backup, annotations), so it must sort by time and
 //! be typed back by hand for a rollback.
+//!
+//! Test hook: with `MAILY_DEPLOY_CLOCK_FILE` set, a new id is made of the
+//! second after the one that file holds (or of now, if later), and the file
+//! then holds that second. Runs sharing the file (a test's world) each get
+//! a second of their own, in the order they start, without waiting for the
+//! clock to reach one (see `docs/testing.md`).
 
 use std::fmt;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
@@ -21,6 +29,23 @@ impl DeploymentId {
     /// The id of a run of `environment` starting at `at`.
     pub fn new(environment: &str, at: DateTime<Utc>) -> Self {
         DeploymentId(format!("{environment}-{}", at.format(STAMP)))
+    }
+
+    /// The id of a run of `environment` starting now: the clock's time, or
+    /// under the test hook `MAILY_DEPLOY_CLOCK_FILE` the next second of the
+    /// test's clock (see the module's docs).
+    pub fn now(environment: &str) -> Self {
+        let now = Utc::now();
+        let at = match std::env::var_os(CLOCK_FILE) {
+            Some(path) if !path.is_empty() => {
+                next_second(Path::new(&path), now).unwrap_or_else(|e| {
+                    tracing::warn!("{CLOCK_FILE}: {e}; the id is made of the clock's time");
+                    now
+                })
+            }
+            _ => now,
+        };
+        DeploymentId::new(environment, at)
     }
 
     /// Parse an id a user typed for `environment`, naming what is wrong.
@@ -69,6 +94,38 @@ impl DeploymentId {
     }
 }
 
+/// The test hook's variable: a file holding the last second (Unix time) an
+/// id was made of.
+const CLOCK_FILE: &str = "MAILY_DEPLOY_CLOCK_FILE";
+
+/// The second after the one in `path` (none there: `now`'s), or `now`'s if
+/// that is later; written back to `path`. The file is locked meanwhile, so
+/// runs started together take different seconds.
+fn next_second(path: &Path, now: DateTime<Utc>) -> std::io::Result<DateTime<Utc>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.lock()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let second = match text.trim() {
+        "" => now.timestamp(),
+        last => last
+            .parse::<i64>()
+            .map_err(|e| std::io::Error::other(format!("`{last}` is not a Unix time: {e}")))?
+            .saturating_add(1)
+            .max(now.timestamp()),
+    };
+    file.seek(std::io::SeekFrom::Start(0))?;
+    file.set_len(0)?;
+    write!(file, "{second}")?;
+    DateTime::from_timestamp(second, 0)
+        .ok_or_else(|| std::io::Error::other(format!("{second} is out of range")))
+}
+
 impl fmt::Display for DeploymentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -87,6 +144,30 @@ mod tests {
             DeploymentId::new("production", at).as_str(),
             "production-20250101-120000"
         );
+    }
+
+    #[test]
+    fn the_test_clock_gives_each_id_the_next_second_never_one_before_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clock");
+        let at = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap();
+        // No file yet: now.
+        assert_eq!(next_second(&file, at).unwrap(), at);
+        // The same second again: the next one, and the next.
+        let one = chrono::Duration::seconds(1);
+        assert_eq!(next_second(&file, at).unwrap(), at + one);
+        assert_eq!(next_second(&file, at).unwrap(), at + one * 2);
+        // The clock moved past the file: now.
+        assert_eq!(next_second(&file, at + one * 60).unwrap(), at + one * 60);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            (at + one * 60).timestamp().to_string()
+        );
+        // A time set ahead (a test pinning its ids) is followed.
+        std::fs::write(&file, (at + one * 3600).timestamp().to_string()).unwrap();
+        assert_eq!(next_second(&file, at).unwrap(), at + one * 3601);
+        std::fs::write(&file, "soon").unwrap();
+        assert!(next_second(&file, at).is_err());
     }
 
     #[test]

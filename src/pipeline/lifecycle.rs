@@ -386,7 +386,7 @@ pub async fn settle_id(cx: &mut Context) {
         let now = Utc::now();
         let wait = 1000 - u64::from(now.timestamp_subsec_millis().min(999));
         tokio::time::sleep(std::time::Duration::from_millis(wait + 5)).await;
-        let fresh = super::DeploymentId::new(cx.environment(), Utc::now());
+        let fresh = super::DeploymentId::now(cx.environment());
         tracing::warn!(
             "deployment id {id} is taken by a run that began in the same second; this run is {fresh}"
         );
