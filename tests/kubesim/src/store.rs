@@ -1013,20 +1013,39 @@ mod tests {
             limit: Some(2),
             ..Default::default()
         };
-        let mut names = Vec::new();
+        // Each page: its names, the items left after it, and whether it came
+        // with a continue token.
+        let mut pages: Vec<(Vec<String>, Option<usize>, bool)> = Vec::new();
         loop {
             let page = s.list(&cm, Some("default"), &opts).unwrap();
-            names.extend(
-                page.items
-                    .iter()
-                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
-            );
+            let names = page
+                .items
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                .collect();
+            pages.push((names, page.remaining, page.continue_token.is_some()));
             match page.continue_token {
-                Some(tok) => opts.continue_token = Some(tok),
-                None => break,
+                Some(tok) if pages.len() < 10 => opts.continue_token = Some(tok),
+                _ => break,
             }
         }
-        assert_eq!(names, vec!["c0", "c1", "c2", "c3", "c4"]);
+        // Two to a page, a token on every page but the last: a store that
+        // ignored `limit` would give one page of five and no token.
+        let page = |names: &[&str], remaining, more| {
+            (
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                remaining,
+                more,
+            )
+        };
+        assert_eq!(
+            pages,
+            vec![
+                page(&["c0", "c1"], Some(3), true),
+                page(&["c2", "c3"], Some(1), true),
+                page(&["c4"], None, false),
+            ]
+        );
     }
 
     #[test]
