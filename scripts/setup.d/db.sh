@@ -4,7 +4,7 @@
 #   (MAILY_TEST_POSTGRES_URL, from services.sh; an older pg_dump refuses a
 #   newer server): Debian's postgresql-client-<major>;
 # - initdb/pg_ctl of that version, for the private password-auth cluster of
-#   tests/db_connect.rs: Debian's postgresql-<major>;
+#   tests/e2e/db_connect.rs: Debian's postgresql-<major>;
 # - moto's S3-compatible server (`moto_server`) from PyPI, for s3:// backups.
 # Idempotent: a second run installs nothing.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/monitor.rs checks the monitor phase's scrape-target check against a
+# tests/e2e/monitor.rs checks the monitor phase's scrape-target check against a
 # real Prometheus it starts itself: install Debian's prometheus package only
 # where the binary is missing. The package's own service is not needed (the
 # test runs its own server on a free loopback port). Safe to run repeatedly.

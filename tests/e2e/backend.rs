@@ -1,0 +1,557 @@
+//! The backend deploy as a user runs it: the built binary against a
+//! Kubernetes API (kubesim) that the real kube client talks to over HTTP.
+
+use std::time::Duration;
+
+use kubesim::ImageFault;
+use maily_deploy::exit_code;
+use maily_deploy::pipeline::snapshot::Outcome;
+
+use crate::support::*;
+
+const HTTP: [&str; 5] = [
+    "analytics",
+    "api",
+    "blockchain-verifier",
+    "campaigns",
+    "email-sender",
+];
+
+#[test]
+fn deploys_go_to_the_idle_slot_and_switch_users_to_it() {
+    let world = World::new(Duration::from_millis(300));
+
+    // 1. An empty cluster: everything to blue, users switched to blue.
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    for svc in HTTP.iter().chain(["workers"].iter()) {
+        assert_eq!(
+            world.image(&format!("{svc}-blue")).as_deref(),
+            Some(format!("registry.example.invalid/maily/maily-{svc}:v1").as_str())
+        );
+    }
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.replicas("workers-blue"),
+        Some(2),
+        "workers scaled up by the switch"
+    );
+    let first = deployment_id_of(&out);
+
+    // 2. A new tag goes to green and users follow; blue stays up.
+    let out = world.deploy("v2", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v2")
+    );
+    world.assert_all_on("green");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert_eq!(
+        world.replicas("api-blue"),
+        Some(1),
+        "the old http slot stays up for rollback"
+    );
+    assert_eq!(
+        world.replicas("workers-blue"),
+        Some(0),
+        "old workers stop consuming"
+    );
+    assert_eq!(world.replicas("workers-green"), Some(2));
+
+    // 3. The next returns to blue.
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v3")
+    );
+
+    // Each run left a snapshot that says how it went.
+    let snaps = world.snapshots();
+    assert_eq!(snaps.len(), 3);
+    assert!(snaps.iter().all(|s| s.outcome == Outcome::Succeeded));
+    assert_eq!(snaps.last().unwrap().deployment_id, first);
+}
+
+fn failing_deploy_leaves_users_alone(
+    fault_pattern: &str,
+    fault: ImageFault,
+    tag: &str,
+    extra_env: &[(&str, &str)],
+    reason: &str,
+) {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    world.sim().control().set_image_fault(fault_pattern, fault);
+
+    let mut env = vec![("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")];
+    env.extend_from_slice(extra_env);
+    let file = world.env_file(&env);
+    let started = std::time::Instant::now();
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&file)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let all = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PHASE_FAILED_ROLLED_BACK),
+        "{all}"
+    );
+    assert!(all.contains(reason), "the reason {reason} is named: {all}");
+    assert!(all.contains("deploy-backend"), "the phase is named: {all}");
+    assert!(
+        took < Duration::from_secs(30),
+        "failed fast, in {took:?}: {all}"
+    );
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
+    assert!(
+        snaps[0]
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains(reason)
+    );
+}
+
+#[test]
+fn a_bad_image_fails_fast_naming_the_pod_and_leaves_users_alone() {
+    failing_deploy_leaves_users_alone(
+        "*:broken-*",
+        ImageFault::ImagePullBackOff,
+        "broken-2",
+        &[],
+        "ImagePull",
+    );
+}
+
+#[test]
+fn a_crash_loop_fails_fast_and_leaves_users_alone() {
+    failing_deploy_leaves_users_alone(
+        "*:crash-*",
+        ImageFault::CrashLoopBackOff,
+        "crash-2",
+        &[],
+        "CrashLoopBackOff",
+    );
+}
+
+#[test]
+fn a_rollout_past_its_deadline_fails_and_leaves_users_alone() {
+    failing_deploy_leaves_users_alone(
+        "*:unready-*",
+        ImageFault::NeverReady,
+        "unready-2",
+        &[("ROLLOUT_TIMEOUT", "3s")],
+        "ProgressDeadlineExceeded",
+    );
+}
+
+#[test]
+fn rollback_while_the_old_release_still_runs_is_one_switch() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let first_id = deployment_id_of(&first);
+    let second = world.deploy("v2", &[]);
+    assert_exit(&second, 0);
+    world.assert_all_on("green");
+
+    world.sim().control().reset();
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    // One switch: no Deployment's template was written, only routes,
+    // Services and worker scales.
+    let writes: Vec<String> = world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.resource == "deployments"
+                && r.subresource.is_empty()
+                && matches!(r.verb.as_str(), "patch" | "create" | "update")
+        })
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a one-switch rollback rewrote deployments: {writes:?}"
+    );
+    assert_eq!(world.replicas("workers-blue"), Some(2));
+    assert_eq!(world.replicas("workers-green"), Some(0));
+
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].command, "rollback");
+    assert_eq!(snaps[0].rollback_to.as_deref(), Some(first_id.as_str()));
+    assert_eq!(snaps[0].outcome, Outcome::Succeeded);
+}
+
+#[test]
+fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
+    let world = World::new(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for tag in ["v1", "v2", "v3"] {
+        let out = world.deploy(tag, &[]);
+        assert_exit(&out, 0);
+        ids.push(deployment_id_of(&out));
+    }
+    // v3 on blue, v2 on green: v1 runs nowhere.
+    world.assert_all_on("blue");
+    let dry = world
+        .maily()
+        .args(["rollback", "staging", &ids[0], "--dry-run"])
+        .output()
+        .unwrap();
+    assert_exit(&dry, 0);
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v2"),
+        "a dry run changes nothing"
+    );
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &ids[0]])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    world.assert_all_on("green");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v3"),
+        "the release rolled back from stays up"
+    );
+}
+
+#[test]
+fn rollback_to_an_unknown_id_lists_the_recent_ones() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    let id = deployment_id_of(&out);
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "staging-20200101-000000"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no deployment staging-20200101-000000 in staging"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{id} (succeeded)")), "{stderr}");
+}
+
+#[test]
+fn history_and_status_tell_what_ran_and_what_runs() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-2", &[]);
+    assert_eq!(failed.status.code(), Some(4));
+
+    let out = world.maily().args(["history", "staging"]).output().unwrap();
+    assert_exit(&out, 0);
+    let human = String::from_utf8_lossy(&out.stdout);
+    let (first_id, failed_id) = (deployment_id_of(&first), deployment_id_of(&failed));
+    let (a, b) = (
+        human.find(&failed_id).unwrap(),
+        human.find(&first_id).unwrap(),
+    );
+    assert!(a < b, "newest first:\n{human}");
+    assert!(
+        human.contains("succeeded") && human.contains("failed") && human.contains("tester@"),
+        "{human}"
+    );
+
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "maily-deploy/history/v1");
+    assert_eq!(doc["deployments"][0]["deployment_id"], failed_id);
+    assert_eq!(doc["deployments"][0]["outcome"], "failed");
+    assert_eq!(
+        doc["deployments"][1]["images"]["api"],
+        "registry.example.invalid/maily/maily-api:v1"
+    );
+    assert_eq!(doc["deployments"][1]["user"], "tester");
+
+    let out = world
+        .maily()
+        .args(["status", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["active_slot"], "blue");
+    assert_eq!(
+        doc["services"]["api"]["weights"],
+        serde_json::json!([100, 0])
+    );
+    assert_eq!(
+        doc["services"]["api"]["slots"]["green"]["image"],
+        "registry.example.invalid/maily/maily-api:broken-2"
+    );
+    assert_eq!(doc["last_deployment"]["outcome"], "failed");
+    assert_eq!(doc["last_good_deployment"], first_id);
+    assert_eq!(doc["drift"], serde_json::json!([]));
+
+    // A hand edit of the live route is drift.
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ));
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(world.client.clone(), NAMESPACE, &ar);
+    let patch = serde_json::json!({"spec": {"rules": [{"backendRefs": [{"name": "api-blue", "port": 80, "weight": 90}, {"name": "api-green", "port": 80, "weight": 10}]}]}});
+    world
+        .rt
+        .block_on(api.patch(
+            "api",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .unwrap();
+    let out = world.maily().args(["status", "staging"]).output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("users on blue"), "{human}");
+    assert!(human.contains(&format!("drift from {first_id}")), "{human}");
+    assert!(
+        human.contains("api: route weights Some((90, 10))"),
+        "{human}"
+    );
+}
+
+#[test]
+fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
+    let world = World::new(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for tag in ["v1", "v2"] {
+        let out = world.deploy(tag, &["--keep-snapshots", "1"]);
+        assert_exit(&out, 0);
+        ids.push(deployment_id_of(&out));
+    }
+    let kept: Vec<String> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| s.deployment_id)
+        .collect();
+    assert_eq!(kept, vec![ids[1].clone()], "keep 1: the newest");
+
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let out = world.deploy("broken-3", &["--keep-snapshots", "1"]);
+    assert_eq!(out.status.code(), Some(exit_code::PHASE_FAILED_ROLLED_BACK));
+    world.sim().control().clear_image_faults();
+    let out = world.deploy("v4", &["--keep-snapshots", "1"]);
+    assert_exit(&out, 0);
+    let kept: Vec<(String, Outcome)> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| (s.deployment_id, s.outcome))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, Outcome::Succeeded);
+}
+
+#[test]
+fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+    // Snapshots for this second and the next two, as if runs had just
+    // taken those ids.
+    let template = world.snapshots().remove(0);
+    let store = SnapshotStore::new(world.client.clone(), NAMESPACE, "staging");
+    let now = chrono::Utc::now();
+    let taken: Vec<String> = (0..3)
+        .map(|s| {
+            maily_deploy::pipeline::DeploymentId::new("staging", now + chrono::Duration::seconds(s))
+                .to_string()
+        })
+        .collect();
+    for id in &taken {
+        let mut s = template.clone();
+        s.deployment_id = id.clone();
+        world.rt.block_on(store.put(&s)).unwrap();
+    }
+    // On the clock a user's run reads (not the test clock of `World`'s
+    // runs): the run waits for a second no snapshot has taken.
+    let env = world.env_file(&[("IMAGE_TAG", "v2"), ("ROLLOUT_TIMEOUT", "60s")]);
+    let out = world
+        .maily()
+        .env_remove("MAILY_DEPLOY_CLOCK_FILE")
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let ids: Vec<String> = world
+        .snapshots()
+        .into_iter()
+        .map(|s| s.deployment_id)
+        .collect();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    for id in &taken {
+        assert!(ids.contains(id), "{id} kept: {ids:?}");
+    }
+    let newest = &world.snapshots()[0];
+    assert!(
+        !taken.contains(&newest.deployment_id),
+        "a fresh id: {}",
+        newest.deployment_id
+    );
+    assert_eq!(newest.release.as_ref().unwrap().image_tag, "v2");
+    // Decided once: the id the run announced first is the id it recorded.
+    assert_eq!(deployment_id_of(&out), newest.deployment_id);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is taken by a run that began in the same second"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Under GitHub Actions each phase's log folds into its group: the group
+/// opens when the phase starts, the phase's lines follow (its log, its
+/// progress, its result), it closes when the phase ends. The runner reads
+/// stdout and stderr apart and writes them out in batches (a batch's stderr
+/// lines first), so only lines on the markers' own stream can be inside a
+/// group.
+#[test]
+fn under_github_actions_each_phase_log_is_inside_its_group() {
+    let world = World::new(Duration::from_millis(300));
+    let run = |tag: &str, verbosity: &[&str]| {
+        let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        let out = world
+            .maily()
+            .env("GITHUB_ACTIONS", "true")
+            .env("CI", "true")
+            .arg("staging")
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .args(verbosity)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::SUCCESS);
+        out
+    };
+    /// The lines between `::group::<phase>` and the next `::endgroup::`
+    /// of the stream the groups are on, and the other stream.
+    fn group(out: &std::process::Output, phase: &str) -> (Vec<String>, String) {
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        let marker = format!("::group::{phase}");
+        let (stream, other) = if stdout.contains(&marker) {
+            (stdout, stderr)
+        } else {
+            (stderr, stdout)
+        };
+        let lines: Vec<&str> = stream.lines().collect();
+        let open = lines
+            .iter()
+            .position(|l| *l == marker)
+            .unwrap_or_else(|| panic!("no group for {phase}:\n{stream}"));
+        let close = lines[open..]
+            .iter()
+            .position(|l| *l == "::endgroup::")
+            .unwrap_or_else(|| panic!("the {phase} group never closes:\n{stream}"));
+        let inside: Vec<String> = lines[open + 1..open + close]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert!(
+            !inside.iter().any(|l| l.starts_with("::group::")),
+            "the {phase} group holds another group:\n{stream}"
+        );
+        (inside, other)
+    }
+
+    // With -v: deploy-backend's log lines are in its group, on its stream.
+    let out = run("v1", &["-v"]);
+    let (backend, other) = group(&out, "deploy-backend");
+    assert!(
+        backend.iter().any(|l| l.contains("INFO")
+            && l.contains("applying")
+            && l.contains("objects to slot blue")),
+        "deploy-backend's log is not in its group: {backend:#?}\n{}",
+        text(&out)
+    );
+    assert!(
+        !other.contains("objects to slot blue"),
+        "deploy-backend's log is on the other stream:\n{other}"
+    );
+    for phase in ["validate", "shift-traffic"] {
+        let (lines, _) = group(&out, phase);
+        assert!(
+            !lines.iter().any(|l| l.contains("objects to slot")),
+            "the {phase} group holds deploy-backend's lines: {lines:#?}"
+        );
+    }
+
+    // At the default verbosity no group is empty: each holds its phase's result.
+    let out = run("v2", &[]);
+    for (phase, result) in [
+        ("validate", "✓ validate"),
+        ("deploy-backend", "✓ deploy-backend"),
+        ("shift-traffic", "✓ shift-traffic"),
+    ] {
+        let (lines, _) = group(&out, phase);
+        assert!(
+            lines.iter().any(|l| l.starts_with(result)),
+            "the {phase} group does not hold its result: {lines:#?}\n{}",
+            text(&out)
+        );
+    }
+}

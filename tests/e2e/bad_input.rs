@@ -1,0 +1,358 @@
+//! Bad input as a fuzzer (or a bad day) produces it: bytes that are not
+//! UTF-8, snapshots broken in every way, megabyte-long values. Each is a
+//! named refusal (exit 3, or 2 for the command line) that says where the
+//! problem is without echoing it, never an unexpected failure (exit 1) and
+//! never a blow-up.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use maily_deploy::exit_code;
+
+use crate::support::*;
+
+/// The binary with a clean environment and no cluster.
+fn offline() -> Command {
+    let mut cmd = Command::cargo_bin("maily-deploy").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .current_dir(repo());
+    cmd
+}
+
+/// `.env.example` with these lines replaced, as bytes, in `dir`.
+fn env_file(dir: &Path, changes: &[(&str, &[u8])]) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+    let mut bytes: Vec<u8> = Vec::new();
+    for line in text.lines() {
+        if !changes
+            .iter()
+            .any(|(k, _)| line.starts_with(&format!("{k}=")))
+        {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+    }
+    for (k, v) in changes {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(v);
+        bytes.push(b'\n');
+    }
+    let path = dir.join(format!("env-{}", rand_suffix()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn bytes_that_are_not_utf8_in_an_env_file_or_a_profile_exit_3_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(
+        dir.path(),
+        &[("VERCEL_TOKEN", b"tok-\xff\xfe-secret-value")],
+    );
+    let lines = std::fs::read(&env).unwrap();
+    let line = lines.split(|b| *b == b'\n').count() - 1;
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains(&format!("{}:{line} is not UTF-8 text", env.display())),
+        "{all}"
+    );
+    assert!(
+        !all.contains("secret-value"),
+        "the line is not shown: {all}"
+    );
+
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let mut yaml = std::fs::read(&profile).unwrap();
+    yaml.extend_from_slice(b"# caf\xe9 (latin-1)\n");
+    let line = yaml.split(|b| *b == b'\n').count() - 1;
+    std::fs::write(&profile, yaml).unwrap();
+    let out = offline()
+        .args(["validate", "staging", "--env-file", ".env.example"])
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains(&format!("{}:{line} is not UTF-8 text", profile.display())),
+        "{all}"
+    );
+    assert!(all.contains("byte 0xe9 at column 6"), "{all}");
+}
+
+#[test]
+fn oversized_input_is_named_by_its_size_never_echoed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "A".repeat(1 << 20);
+    let huge_tag = "v".repeat(1 << 20);
+
+    // A 1 MB variable name: a warning about an unknown name, clipped.
+    let env = env_file(dir.path(), &[(&huge, b"x")]);
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&env)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(all.len() < 20_000, "{} bytes of output", all.len());
+    assert!(all.contains("(1048576 bytes) is not a variable"), "{all}");
+
+    // A 1 MB image tag: refused by name, shown by size.
+    let env = env_file(dir.path(), &[("IMAGE_TAG", huge_tag.as_bytes())]);
+    for format in ["human", "json"] {
+        let out = offline()
+            .args(["validate", "staging", "--output", format, "--env-file"])
+            .arg(&env)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::CONFIG);
+        let all = text(&out);
+        assert!(
+            all.len() < 20_000,
+            "{format}: {} bytes of output",
+            all.len()
+        );
+        assert!(all.contains("IMAGE_TAG"), "{all}");
+        assert!(all.contains("(1048576 bytes)"), "{all}");
+    }
+
+    // A rollback id of 100 KB (an argument may not exceed 128 KiB).
+    let id = format!("staging-{}", "9".repeat(100_000));
+    let out = offline()
+        .args(["rollback", "staging", &id])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+    let all = text(&out);
+    assert!(all.len() < 2_000, "{} bytes of output", all.len());
+    assert!(all.contains("(100008 bytes)"), "{all}");
+}
+
+#[test]
+fn profile_values_past_kubernetes_limits_are_refused_by_validate_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let yaml = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("namespace: maily-staging", "namespace: 12345")
+        .replace("replicas: 1\n", "replicas: 2147483648\n")
+        .replace("    path: /webhooks", "    path: /webhooks//bounces");
+    std::fs::write(&profile, yaml).unwrap();
+    for command in [&["validate", "staging"][..], &["staging", "--dry-run"][..]] {
+        let out = offline()
+            .args(command)
+            .args(["--env-file", ".env.example", "--kubeconfig", "/nonexistent"])
+            .arg("--manifests-dir")
+            .arg(&manifests)
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::CONFIG);
+        let all = text(&out);
+        for expected in [
+            "staging.yaml: namespace is 12345, which Kubernetes accepts as a name but the manifests' YAML",
+            "staging.yaml: replicas is 2147483648, over 715827882",
+            "staging.yaml: services.email-sender.path is not a plain path prefix",
+        ] {
+            assert!(
+                all.contains(expected),
+                "{command:?}: {expected:?} in:\n{all}"
+            );
+        }
+    }
+}
+
+/// Store `data` as the snapshot Secret of `id`, as a broken writer (or a
+/// hostile one) might have left it.
+fn put_raw_snapshot(world: &World, id: &str, data: Vec<u8>) {
+    let api: Api<Secret> = Api::namespaced(world.client.clone(), &world.namespace);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("maily-deploy.snapshot.{id}")),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "maily-deploy".to_string(),
+                ),
+                ("maily.ai/environment".to_string(), "staging".to_string()),
+                ("maily.ai/deployment-id".to_string(), id.to_string()),
+                ("maily.ai/outcome".to_string(), "succeeded".to_string()),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("maily.ai/deployment-snapshot".into()),
+        data: Some(BTreeMap::from([(
+            "snapshot.json.gz".to_string(),
+            ByteString(data),
+        )])),
+        ..Default::default()
+    };
+    world
+        .rt
+        .block_on(api.create(&PostParams::default(), &secret))
+        .unwrap();
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// 512 MiB of zeros, gzipped by the system's gzip: about half a megabyte.
+fn gzip_bomb() -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "head -c 536870912 /dev/zero | gzip -9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.len() < 900_000, "{} bytes", out.stdout.len());
+    out.stdout
+}
+
+/// The peak resident memory of a command, in KiB, and its output.
+fn peak_rss(mut cmd: std::process::Command) -> (u64, std::process::Output) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(text) = std::fs::read_to_string(&status) {
+                    let hwm = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                    peak = peak.max(hwm.unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    (watcher.join().unwrap(), out)
+}
+
+#[test]
+fn corrupt_snapshots_are_skipped_by_history_and_refused_by_rollback_naming_usable_ids() {
+    let world = World::new(Duration::from_millis(200));
+    let good = world.deploy("v1", &[]);
+    assert_exit(&good, exit_code::SUCCESS);
+    let good_id = world.deployment_id(&good);
+
+    let valid = {
+        let mut json = serde_json::to_value(&world.snapshots()[0]).unwrap();
+        json["deployment_id"] = "staging-20200101-000002".into();
+        serde_json::to_vec(&json).unwrap()
+    };
+    let broken: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "staging-20200101-000001",
+            b"{\"schema\":1}".to_vec(),
+            "not gzip",
+        ),
+        (
+            "staging-20200101-000002",
+            gzip(&valid)[..200].to_vec(),
+            "truncated",
+        ),
+        ("staging-20200101-000003", gzip(b"<html>"), "not JSON"),
+        (
+            "staging-20200101-000004",
+            gzip(br#"{"schema": 1, "releases": []}"#),
+            "not a snapshot",
+        ),
+        (
+            "staging-20200101-000005",
+            gzip_bomb(),
+            "more than 16777216 bytes (16 MiB)",
+        ),
+    ];
+    for (id, data, _) in &broken {
+        put_raw_snapshot(&world, id, data.clone());
+    }
+
+    // history: the good one listed, each broken one a warning by name, and
+    // the bomb read no further than the cap.
+    let mut history = world.process();
+    history.args(["history", "staging"]);
+    let (peak_kib, out) = peak_rss(history);
+    assert_exit(&out, exit_code::SUCCESS);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains(&good_id), "{stdout}");
+    for (id, _, why) in &broken {
+        assert!(
+            stderr.contains(&format!("skipping the snapshot of {id}")) && stderr.contains(why),
+            "{id} ({why}) in:\n{stderr}"
+        );
+    }
+    assert!(
+        peak_kib > 1024,
+        "the watcher saw the process: {peak_kib} KiB"
+    );
+    assert!(
+        peak_kib < 200 * 1024,
+        "history peaked at {} MiB",
+        peak_kib / 1024
+    );
+
+    // rollback: a named refusal that lists what can be used.
+    for (id, _, why) in &broken {
+        let out = world
+            .maily()
+            .args(["rollback", "staging", id])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_exit(&out, exit_code::CONFIG);
+        let all = text(&out);
+        assert!(
+            all.contains(&format!("the snapshot of {id} cannot be used")),
+            "{all}"
+        );
+        assert!(all.contains(why), "{why}: {all}");
+        assert!(
+            all.contains(&format!("{good_id} (succeeded)")),
+            "lists the usable ids: {all}"
+        );
+    }
+    assert_eq!(
+        world
+            .image("api-blue")
+            .as_deref()
+            .map(|i| i.ends_with(":v1")),
+        Some(true)
+    );
+}

@@ -1,0 +1,425 @@
+//! The database side as a user runs it: the binary migrating the real
+//! PostgreSQL of this machine inside a deploy, `db` commands, and
+//! `rollback --database`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use maily_deploy::exit_code;
+
+use crate::support;
+use crate::support::postgres::{Database, psql};
+use crate::support::*;
+
+/// The shipped migrations, optionally without the newest ones.
+fn migrations(dir: &Path, drop_newest: usize) -> PathBuf {
+    let out = dir.join(format!("migrations-{drop_newest}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    let mut versions: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('_')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    versions.dedup();
+    let keep = &versions[..versions.len() - drop_newest];
+    for f in files {
+        let v = f
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split('_')
+            .next()
+            .unwrap()
+            .to_string();
+        if keep.contains(&v) {
+            std::fs::copy(&f, out.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    out
+}
+
+const WITH_DATABASE: &[&str] = &[
+    "--skip-provision",
+    "--skip-frontend",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+fn deploy(
+    world: &World,
+    db: &Database,
+    backups: &Path,
+    migrations_dir: &Path,
+    tag: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let env = world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", migrations_dir.to_str().unwrap()),
+    ]);
+    world
+        .maily()
+        .arg("staging")
+        .args(WITH_DATABASE)
+        .arg("--env-file")
+        .arg(&env)
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+fn dumps(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".dump"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+
+    let out = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_exit(&out, 0);
+    let latest = db.version();
+    assert!(latest > 0);
+    // A fresh database has nothing to lose, yet the backup is taken: the
+    // rule is "never migrate without one".
+    assert_eq!(
+        dumps(&backups).len(),
+        1,
+        "one backup: {:?}",
+        dumps(&backups)
+    );
+    let snap = &world.snapshots()[0];
+    let record = snap
+        .database
+        .as_ref()
+        .expect("the snapshot records the migration");
+    assert_eq!(record["version_after"], latest);
+    assert!(
+        record["backup"]["sha256"].as_str().unwrap().len() == 64,
+        "{record}"
+    );
+
+    let out = deploy(&world, &db, &backups, &all, "v2", &[]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing pending"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        dumps(&backups).len(),
+        1,
+        "no backup when nothing is pending"
+    );
+
+    let out = world
+        .maily()
+        .args(["db", "status", "staging", "--env-file"])
+        .arg(world.env_file(&[
+            ("DATABASE_URL", &db.url()),
+            ("MIGRATIONS_DIR", all.to_str().unwrap()),
+        ]))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("schema at {latest} of {latest}")),
+        "{}",
+        text(&out)
+    );
+
+    let out = world
+        .maily()
+        .args(["db", "backups", "staging", "--env-file"])
+        .arg(world.env_file(&[(
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        )]))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let first_id = &world.snapshots()[1].deployment_id;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(first_id.as_str()),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn rollback_with_database_down_returns_the_schema_after_the_code() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let older = migrations(world.dir.path(), 1);
+    let all = repo().join("migrations");
+
+    let out = deploy(&world, &db, &backups, &older, "v1", &[]);
+    assert_exit(&out, 0);
+    let v1_schema = db.version();
+    let v1_id = deployment_id_of(&out);
+    let out = deploy(&world, &db, &backups, &all, "v2", &[]);
+    assert_exit(&out, 0);
+    assert!(db.version() > v1_schema);
+
+    let env = world.env_file(&[
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", all.to_str().unwrap()),
+    ]);
+    let out = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::USAGE),
+        "asks for confirmation without a terminal: {}",
+        text(&out)
+    );
+    assert!(
+        db.version() > v1_schema,
+        "nothing changed without confirmation"
+    );
+
+    let out = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), v1_schema);
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("down migrations"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_database_fails_before_any_change_without_the_password() {
+    let world = World::new(Duration::from_millis(300));
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        (
+            "DATABASE_URL",
+            "postgres://maily:Hunter2-pg-secret@127.0.0.1:1/maily",
+        ),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ]);
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(WITH_DATABASE)
+        .arg("--env-file")
+        .arg(&env)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{all}");
+    assert!(!all.contains("Hunter2"), "the password leaked: {all}");
+    assert!(all.contains("127.0.0.1:1"), "the target is named: {all}");
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "nothing was deployed"
+    );
+}
+
+#[test]
+fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let env = world.env_file(&[
+        ("IMAGE_REGISTRY", ""),
+        ("IMAGE_TAG", ""),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ]);
+    let out = world
+        .maily()
+        .args(["staging", "--only", "migrate", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(db.version() > 0);
+    let snap = &world.snapshots()[0];
+    assert_eq!(snap.phases, vec!["validate", "migrate"]);
+    assert!(snap.database.is_some());
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "no backend deployed"
+    );
+}
+
+#[test]
+fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("lockdown");
+    let backups = world.dir.path().join("backups");
+    let older = migrations(world.dir.path(), 0);
+    // A newer release with one more migration whose down step takes a while.
+    let newer = world.dir.path().join("migrations-slow");
+    support::copy_dir(&older, &newer);
+    std::fs::write(newer.join("20991231000000_slow_down.up.sql"), "SELECT 1;\n").unwrap();
+    std::fs::write(
+        newer.join("20991231000000_slow_down.down.sql"),
+        "SELECT pg_sleep(4);\n",
+    )
+    .unwrap();
+
+    let out = deploy(&world, &db, &backups, &older, "v1", &[]);
+    assert_exit(&out, 0);
+    let v1_schema = db.version();
+    let v1_id = deployment_id_of(&out);
+    let out = deploy(&world, &db, &backups, &newer, "v2", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), 20991231000000);
+
+    let env = world.env_file(&[
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", newer.to_str().unwrap()),
+    ]);
+    let rollback = world
+        .process()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "down",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the down migration runs: the backend has gone back, the
+    // database is on its way.
+    let started = std::time::Instant::now();
+    while psql(
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()",
+            db.0
+        ),
+        "postgres",
+    ) != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the down migration never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = deploy(&world, &db, &backups, &newer, "v3", &[]);
+    assert_eq!(
+        second.status.code(),
+        Some(exit_code::LOCK_HELD),
+        "a deploy during the database step is refused: {}",
+        text(&second)
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr)
+            .contains("another run holds the deploy lock of staging"),
+        "{}",
+        text(&second)
+    );
+
+    let out = rollback.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), v1_schema, "the schema went back");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 down migrations"),
+        "{}",
+        text(&out)
+    );
+    let snapshots = world.snapshots();
+    let rb = snapshots.iter().find(|s| s.command == "rollback").unwrap();
+    assert_eq!(
+        rb.outcome,
+        maily_deploy::pipeline::snapshot::Outcome::Succeeded
+    );
+}

@@ -1,0 +1,648 @@
+//! One run at a time, and runs that survive a flaky API server, a kill, or
+//! a signal: the built binary against kubesim.
+
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::PostParams;
+use kubesim::{ApiFault, ImageFault};
+use maily_deploy::exit_code;
+use maily_deploy::pipeline::snapshot::Outcome;
+
+use crate::support::*;
+
+/// The deploy command line as a `std::process::Command`, to spawn and kill.
+fn spawn_deploy(world: &World, tag: &str, extra: &[&str]) -> std::process::Child {
+    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+    world
+        .process()
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Every service on one slot running one tag: (slot, tag).
+fn consistent(world: &World) -> (String, String) {
+    let traffic = world.traffic();
+    let slot = traffic[0].1.clone().expect("a stable Service");
+    for (svc, selected, weights) in &traffic {
+        assert_eq!(
+            selected.as_deref(),
+            Some(slot.as_str()),
+            "{svc} is on another slot: {traffic:?}"
+        );
+        let want = if slot == "blue" { (100, 0) } else { (0, 100) };
+        assert_eq!(
+            *weights,
+            Some(want),
+            "{svc}'s route is half-switched: {traffic:?}"
+        );
+    }
+    let tag = |svc: &str| {
+        world
+            .image(&format!("{svc}-{slot}"))
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let t = tag("api");
+    for svc in [
+        "analytics",
+        "blockchain-verifier",
+        "campaigns",
+        "email-sender",
+        "workers",
+    ] {
+        assert_eq!(tag(svc), t, "{svc} runs another release on {slot}");
+    }
+    let other = if slot == "blue" { "green" } else { "blue" };
+    assert_eq!(
+        world.replicas(&format!("workers-{slot}")),
+        Some(2),
+        "live workers up"
+    );
+    assert_eq!(
+        world.replicas(&format!("workers-{other}")).unwrap_or(0),
+        0,
+        "idle workers down"
+    );
+    (slot, t)
+}
+
+#[test]
+fn two_runs_at_once_exactly_one_proceeds() {
+    let world = World::new(Duration::from_millis(1500));
+    let a = spawn_deploy(&world, "v1", &[]);
+    let b = spawn_deploy(&world, "v1", &[]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut codes = vec![a.status.code().unwrap(), b.status.code().unwrap()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![exit_code::SUCCESS, exit_code::LOCK_HELD],
+        "a: {}\nb: {}",
+        text(&a),
+        text(&b)
+    );
+    let refused = if a.status.code() == Some(exit_code::LOCK_HELD) {
+        &a
+    } else {
+        &b
+    };
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("another run holds the deploy lock of staging: tester@"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(deployment staging-"), "{stderr}");
+    consistent(&world);
+}
+
+fn put_lease(world: &World, renewed_secs_ago: i64, ttl: i32) {
+    let now = chrono::Utc::now() - chrono::Duration::seconds(renewed_secs_ago);
+    let ts = k8s_openapi::jiff::Timestamp::from_microsecond(now.timestamp_micros()).unwrap();
+    let holder = serde_json::json!({"user": "ghost", "host": "old-runner", "deployment_id": "staging-20250101-000000", "since": "2025-01-01T00:00:00Z"});
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "maily-deploy", "annotations": {"maily.ai/holder": holder.to_string()}},
+        "spec": {"holderIdentity": "ghost@old-runner staging-20250101-000000", "leaseDurationSeconds": ttl,
+                 "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(ts)}
+    }))
+    .unwrap();
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let _ = world
+        .rt
+        .block_on(api.delete("maily-deploy", &Default::default()));
+    world
+        .rt
+        .block_on(api.create(&PostParams::default(), &lease))
+        .unwrap();
+}
+
+#[test]
+fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    // Renewed an hour ago with a 30 s lease: its holder is gone.
+    put_lease(&world, 3600, 30);
+    let out = world.deploy("v2", &[]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("took over the expired deploy lock of ghost@old-runner"),
+        "{}",
+        text(&out)
+    );
+
+    // Renewed just now: a live run elsewhere.
+    put_lease(&world, 0, 300);
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, exit_code::LOCK_HELD);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ghost@old-runner (deployment staging-20250101-000000")
+    );
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1"),
+        "nothing changed"
+    );
+
+    let out = world.maily().args(["unlock", "staging"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::USAGE),
+        "no terminal, no --yes: {}",
+        text(&out)
+    );
+    let out = world
+        .maily()
+        .args(["unlock", "staging", "--yes"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held by ghost@old-runner"));
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(consistent(&world).1, "v3");
+}
+
+#[test]
+fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
+    let world = World::new(Duration::from_millis(800));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    let control = world.sim().control();
+    control.add_api_fault(ApiFault {
+        verb: None,
+        resource: None,
+        rate: 0.1,
+        code: 500,
+        retry_after_seconds: None,
+    });
+    control.add_api_fault(ApiFault {
+        verb: None,
+        resource: None,
+        rate: 0.1,
+        code: 429,
+        retry_after_seconds: Some(1),
+    });
+    let child = spawn_deploy(&world, "v2", &[]);
+    // Drop every open watch a few times while the rollout runs.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        control.drop_watches();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    let failed: usize = control.requests().iter().filter(|r| r.code >= 429).count();
+    assert!(failed > 5, "the faults fired ({failed} failed requests)");
+    control.clear_api_faults();
+    assert_eq!(consistent(&world), ("green".to_string(), "v2".to_string()));
+}
+
+#[test]
+fn an_api_server_that_refuses_everything_fails_cleanly() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    world
+        .sim()
+        .control()
+        .add_api_fault(ApiFault::always(None, None, 503));
+    let started = Instant::now();
+    let out = world.deploy("v2", &[]);
+    let took = started.elapsed();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "the cause is named: {}",
+        text(&out)
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "gave up in bounded time ({took:?})"
+    );
+    world.sim().control().clear_api_faults();
+    assert_eq!(
+        consistent(&world),
+        ("blue".to_string(), "v1".to_string()),
+        "nothing half switched"
+    );
+}
+
+#[test]
+fn a_killed_run_is_finished_by_the_next_one_or_by_a_rollback() {
+    let world = World::new(Duration::from_millis(600));
+    let first = world.deploy("v1", &["--lock-ttl", "2s"]);
+    assert_exit(&first, 0);
+    let first_id = deployment_id_of(&first);
+    let mut tag = 1;
+    // Kill points spread over validate, apply, rollout and the switch.
+    for (i, kill_after) in [150u64, 500, 900, 1300].into_iter().enumerate() {
+        tag += 1;
+        let mut child = spawn_deploy(&world, &format!("v{tag}"), &["--lock-ttl", "2s"]);
+        std::thread::sleep(Duration::from_millis(kill_after));
+        child.kill().unwrap();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(2200)); // the lease expires
+        if i % 2 == 0 {
+            // A rerun finishes cleanly.
+            let out = world.deploy(&format!("v{tag}"), &["--lock-ttl", "2s"]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "rerun after a kill at {kill_after} ms: {}",
+                text(&out)
+            );
+            assert_eq!(consistent(&world).1, format!("v{tag}"));
+        } else {
+            // A rollback finishes cleanly too.
+            let out = world
+                .maily()
+                .args(["rollback", "staging", &first_id, "--lock-ttl", "2s"])
+                .timeout(Duration::from_secs(60))
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "rollback after a kill at {kill_after} ms: {}",
+                text(&out)
+            );
+            assert_eq!(consistent(&world).1, "v1");
+        }
+        assert!(
+            world
+                .snapshots()
+                .iter()
+                .all(|s| s.outcome != Outcome::InProgress),
+            "no run is left in progress: {:?}",
+            world
+                .snapshots()
+                .iter()
+                .map(|s| (&s.deployment_id, s.outcome))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn sigterm_puts_users_back_and_releases_the_lock() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:slow-*", ImageFault::Slow(30.0));
+    let child = spawn_deploy(&world, "slow-2", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    StdCommand::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, exit_code::INTERRUPTED);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("interrupted by SIGTERM during deploy-backend"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
+    // The lock was released: the next run starts at once.
+    world.sim().control().clear_image_faults();
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(world.snapshots()[1].outcome, Outcome::Failed);
+}
+
+/// The run's lease as the cluster has it: (holder's deployment id).
+fn lease_holder(world: &World) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let lease = world.rt.block_on(api.get_opt("maily-deploy")).unwrap()?;
+    let text = lease.metadata.annotations?.get("maily.ai/holder")?.clone();
+    let holder: serde_json::Value = serde_json::from_str(&text).ok()?;
+    holder["deployment_id"].as_str().map(String::from)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_whose_lock_is_taken_over_stops_and_never_undoes_the_new_holder() {
+    let world = World::new(Duration::from_secs(3));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    // A takes the lock with a short TTL, then stops (SIGSTOP: a frozen VM,
+    // a suspended laptop) while it waits for its rollout.
+    let mut a = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    wait_until("A holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    let a_id = lease_holder(&world).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = a.id().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // A's lease runs out
+
+    // B takes the expired lock over, finishes A as a dead run, deploys v3.
+    let b = world.deploy("v3", &[]);
+    assert_exit(&b, 0);
+    let b_id = deployment_id_of(&b);
+    assert!(
+        String::from_utf8_lossy(&b.stderr).contains("took over the expired deploy lock of tester@"),
+        "{}",
+        text(&b)
+    );
+    let after_b = consistent(&world);
+    assert_eq!(after_b.1, "v3");
+    // B holds nothing now; a C stands in for "another run holds it" while A
+    // wakes up, so A has someone to name and something it must not delete.
+    put_lease(&world, 0, 300);
+
+    assert!(
+        StdCommand::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let a_out = loop {
+        if let Some(_status) = a.try_wait().unwrap() {
+            break a.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = String::from_utf8_lossy(&a_out.stderr);
+    assert_eq!(
+        a_out.status.code(),
+        Some(exit_code::ROLLBACK_FAILED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the deploy lock of staging was taken over by ghost@old-runner (deployment staging-20250101-000000"),
+        "A names the new holder: {stderr}"
+    );
+    assert!(
+        stderr.contains("stopped changing things at once and put nothing back"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("users as this run last saw them: as this run found them: all on blue"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("was taken over by").count(),
+        2,
+        "said once (and logged once when it happened): {stderr}"
+    );
+    // Nothing of B's undone, the new holder's lease left alone.
+    assert_eq!(
+        consistent(&world),
+        after_b,
+        "A changed nothing after it woke"
+    );
+    assert_eq!(
+        lease_holder(&world).as_deref(),
+        Some("staging-20250101-000000")
+    );
+    // A's snapshot stays as B closed it.
+    let snapshots = world.snapshots();
+    let a_snap = snapshots.iter().find(|s| s.deployment_id == a_id).unwrap();
+    assert_eq!(
+        a_snap.outcome,
+        Outcome::Abandoned,
+        "B's record of A is kept"
+    );
+    assert!(
+        a_snap
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&b_id),
+        "{:?}",
+        a_snap.failure
+    );
+}
+
+/// A TCP proxy in front of the API server that can disappear: the listener
+/// closes and every open connection is cut, as when the API server's
+/// machine goes away.
+struct Vanishing {
+    port: u16,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Vanishing {
+    fn to(upstream: &str) -> Vanishing {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::spawn(move || {
+            let mut open: Vec<TcpStream> = Vec::new();
+            loop {
+                if flag.load(Ordering::SeqCst) {
+                    for s in &open {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    return; // the listener drops: connections are refused
+                }
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(&upstream) else {
+                            continue;
+                        };
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                            });
+                        }
+                        open.push(client);
+                        open.push(server);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Vanishing { port, gone }
+    }
+
+    fn vanish(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_api_server_that_disappears_mid_run_is_named_with_where_users_were() {
+    let world = World::new(Duration::from_secs(3));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    let proxy = Vanishing::to(world.sim().url());
+    let kubeconfig = world.dir.path().join("through-proxy.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubesim::kubeconfig::render(&format!("http://127.0.0.1:{}", proxy.port), None, None),
+    )
+    .unwrap();
+    let env = world.env_file(&[("IMAGE_TAG", "v2"), ("ROLLOUT_TIMEOUT", "60s")]);
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("maily-deploy"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", world.dir.path())
+        .env("USER", "tester")
+        .env("MAILY_DEPLOY_CLOCK_FILE", world.clock_file())
+        .envs(SWITCH_AT_ONCE)
+        .current_dir(repo())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .args(["--env-file", path_str(&env), "--lock-ttl", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500)); // into the rollout wait
+    proxy.vanish();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::ROLLBACK_FAILED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the Kubernetes API server stopped answering at "),
+        "what happened, and when: {stderr}"
+    );
+    assert!(
+        stderr.contains(" failed since"),
+        "how many requests failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("users as this run last saw them: as this run found them: all on blue"),
+        "where users were: {stderr}"
+    );
+    assert!(
+        !stderr.contains("was lost (taken over or unlocked)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("stopped answering").count(),
+        2,
+        "said once (and logged once when it happened): {stderr}"
+    );
+
+    // The API server back (straight to kubesim), the next run finishes the
+    // dead one and deploys.
+    assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
+    std::thread::sleep(Duration::from_millis(3100)); // the lease runs out
+    let out = world.deploy("v3", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(consistent(&world).1, "v3");
+}
+
+#[test]
+fn a_rollback_to_the_live_release_finishes_a_killed_run_first() {
+    let world = World::new(Duration::from_secs(3));
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let first_id = deployment_id_of(&first);
+
+    // Killed while it waits for its rollout: users never moved.
+    let mut child = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    wait_until("the run holds the lock", Duration::from_secs(30), || {
+        lease_holder(&world).is_some()
+    });
+    let dead_id = lease_holder(&world).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(2200)); // its lease runs out
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "staging already runs {first_id}'s release on blue"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("deployment {dead_id} died mid-run")),
+        "{}",
+        text(&out)
+    );
+    let snapshots = world.snapshots();
+    let outcomes: Vec<_> = snapshots
+        .iter()
+        .map(|s| (s.deployment_id.clone(), s.command.clone(), s.outcome))
+        .collect();
+    assert!(
+        snapshots.iter().all(|s| s.outcome != Outcome::InProgress),
+        "the dead run is closed: {outcomes:?}"
+    );
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| s.command == "rollback" && s.outcome == Outcome::Succeeded),
+        "the rollback has its own record: {outcomes:?}"
+    );
+    assert!(lease_holder(&world).is_none(), "the lock is released");
+    assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
+}

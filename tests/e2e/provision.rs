@@ -1,0 +1,301 @@
+//! provision as a user runs it: the binary driving a terraform stand-in
+//! (`tests/fixtures/bin/terraform`, which records each command line and
+//! answers as terraform documents) inside a deploy against kubesim.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use maily_deploy::exit_code;
+use maily_deploy::phases::provision::InfrastructureRecord;
+
+use crate::support::terraform::StandIn;
+use crate::support::*;
+
+struct Infra {
+    world: World,
+    terraform: StandIn,
+    dir: PathBuf,
+}
+
+impl Infra {
+    fn new() -> Infra {
+        let world = World::new(Duration::from_millis(200));
+        let terraform = StandIn::new(world.dir.path());
+        let dir = terraform.dir.clone();
+        Infra {
+            world,
+            terraform,
+            dir,
+        }
+    }
+
+    /// `maily-deploy staging <args>` with the stand-in answering `scenario`.
+    fn run(&self, scenario: &str, outputs: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut vars = self.terraform.vars();
+        vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let env_file = self.world.env_file(&vars);
+        let mut cmd = self.world.maily();
+        cmd.arg("staging")
+            .arg("--env-file")
+            .arg(&env_file)
+            .args(args)
+            .timeout(Duration::from_secs(60));
+        self.terraform
+            .answer(&mut cmd, scenario, outputs)
+            .output()
+            .unwrap()
+    }
+
+    /// The command lines terraform received, and forget them.
+    fn commands(&self) -> Vec<String> {
+        self.terraform.commands()
+    }
+}
+
+const ONLY: &[&str] = &["--only", "provision", "--output", "json"];
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn provision(doc: &serde_json::Value) -> &serde_json::Value {
+    doc["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "provision")
+        .expect("a provision phase in the report")
+}
+
+#[test]
+fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects_it() {
+    let infra = Infra::new();
+    let mut verbose = ONLY.to_vec();
+    verbose.push("-v");
+    let out = infra.run("changes", "{}", &[], &verbose);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        infra.commands(),
+        [
+            "init -input=false -no-color",
+            "workspace select staging",
+            "workspace new staging",
+            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
+            "show -json maily-deploy.tfplan",
+            "apply -input=false -no-color maily-deploy.tfplan",
+            "output -json",
+        ]
+    );
+    let doc = report(&out);
+    let p = provision(&doc);
+    assert_eq!(p["status"], "succeeded");
+    assert_eq!(
+        p["summary"],
+        "Plan: 2 to add, 1 to change, 0 to destroy; applied"
+    );
+    assert!(
+        p["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("workspace staging created"),
+        "{p}"
+    );
+    assert!(
+        !infra.dir.join("maily-deploy.tfplan").exists(),
+        "the saved plan is removed"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("terraform apply: Apply complete!"),
+        "terraform's output streams to the log, prefixed: {stderr}"
+    );
+
+    let out = infra.run("changes", "{}", &[], ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        infra.commands(),
+        [
+            "init -input=false -no-color",
+            "workspace select staging",
+            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
+            "show -json maily-deploy.tfplan",
+            "apply -input=false -no-color maily-deploy.tfplan",
+            "output -json",
+        ]
+    );
+}
+
+#[test]
+fn no_changes_skips_the_apply() {
+    let infra = Infra::new();
+    let out = infra.run("no-changes", "{}", &[], ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    let cmds = infra.commands();
+    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.starts_with("show")), "{cmds:?}");
+    assert_eq!(cmds.last().map(String::as_str), Some("output -json"));
+    assert_eq!(
+        provision(&report(&out))["summary"],
+        "no changes: the infrastructure matches the configuration"
+    );
+}
+
+#[test]
+fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
+    let infra = Infra::new();
+    let out = infra.run("plan-error", "{}", &[], ONLY);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let cmds = infra.commands();
+    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
+    let doc = report(&out);
+    let msg = doc["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+        + &doc.to_string();
+    assert!(msg.contains("exit 1"), "{msg}");
+    assert!(
+        msg.contains("No valid credential sources found for AWS Provider"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_plan_that_destroys_stops_the_run_unless_allowed() {
+    let infra = Infra::new();
+    let out = infra.run("destroy", "{}", &[], ONLY);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let cmds = infra.commands();
+    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
+    let all = report(&out).to_string();
+    assert!(all.contains("--allow-destroy"), "{all}");
+    assert!(all.contains("aws_db_instance.legacy"), "{all}");
+    assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+
+    let mut args = ONLY.to_vec();
+    args.push("--allow-destroy");
+    let out = infra.run("destroy", "{}", &[], &args);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert!(
+        infra
+            .commands()
+            .contains(&"apply -input=false -no-color maily-deploy.tfplan".to_string())
+    );
+    assert_eq!(
+        provision(&report(&out))["summary"],
+        "Plan: 1 to add, 0 to change, 2 to destroy; applied"
+    );
+}
+
+#[test]
+fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
+    let infra = Infra::new();
+    let outputs = r#"{
+      "redis_url": {"sensitive": true, "type": "string", "value": "rediss://:tf-redis-Secret77@cache.internal:6380/0"},
+      "image_tag": {"sensitive": false, "type": "string", "value": "from-terraform"},
+      "vpc_id": {"sensitive": false, "type": "string", "value": "vpc-0abc"}
+    }"#;
+    let out = infra.run("no-changes", outputs, &[("REDIS_URL", "")], ONLY);
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(!all.contains("tf-redis-Secret77"), "{all}");
+    let p = provision(&report(&out)).clone();
+    let details = p["details"].to_string();
+    assert!(
+        details.contains("filled from terraform outputs: REDIS_URL"),
+        "IMAGE_TAG is set, so only REDIS_URL is filled: {details}"
+    );
+    assert!(!details.contains("IMAGE_TAG"), "{details}");
+    // The snapshot names the variables filled, never their values.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.filled, ["REDIS_URL"]);
+    assert!(!record.applied, "no changes, nothing applied");
+    let snapshots = serde_json::to_string(&infra.world.snapshots()).unwrap();
+    assert!(!snapshots.contains("tf-redis-Secret77"), "{snapshots}");
+}
+
+#[test]
+fn a_dry_run_plans_and_never_applies() {
+    let infra = Infra::new();
+    // First dry run: no workspace yet, and none is created.
+    let mut args = ONLY.to_vec();
+    args.push("--dry-run");
+    let out = infra.run("changes", "{}", &[], &args);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        infra.commands(),
+        ["init -input=false -no-color", "workspace list"]
+    );
+    assert!(!infra.dir.join("terraform.tfstate.d/staging").exists());
+
+    // Once the workspace exists, a dry run plans in it.
+    infra.run("no-changes", "{}", &[], ONLY);
+    infra.commands();
+    let out = infra.run("destroy", "{}", &[], &args);
+    assert_exit(&out, exit_code::SUCCESS);
+    let cmds = infra.commands();
+    assert_eq!(
+        cmds,
+        [
+            "init -input=false -no-color",
+            "workspace list",
+            "workspace select staging",
+            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
+            "show -json maily-deploy.tfplan",
+        ]
+    );
+    let all = report(&out).to_string();
+    assert!(
+        all.contains("Plan: 1 to add, 0 to change, 2 to destroy"),
+        "{all}"
+    );
+    assert!(all.contains("--allow-destroy"), "{all}");
+}
+
+#[test]
+fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
+    let infra = Infra::new();
+    let out = infra.run(
+        "no-changes",
+        r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"}}"#,
+        &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
+        &["--only", "provision,migrate", "--output", "json"],
+    );
+    assert_exit(&out, exit_code::CONFIG);
+    let all = report(&out).to_string();
+    assert!(
+        all.contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
+        "{all}"
+    );
+    // The failed run's snapshot still says what terraform did.
+    let snap = &infra.world.snapshots()[0];
+    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    assert_eq!(record.workspace, "staging");
+    assert!(!record.applied && record.filled.is_empty(), "{record:?}");
+}
+
+#[test]
+fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() {
+    let infra = Infra::new();
+    let out = infra.run("apply-error", "{}", &[], ONLY);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let cmds = infra.commands();
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("apply -input=false -no-color maily-deploy.tfplan"),
+        "no outputs are read after a failed apply: {cmds:?}"
+    );
+    let all = report(&out).to_string();
+    assert!(
+        all.contains("apply -input=false -no-color maily-deploy.tfplan failed (exit 1)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Cannot upgrade postgres from 15 to 14"),
+        "{all}"
+    );
+    assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+}

@@ -1,0 +1,403 @@
+//! The product's main flows on a real Kubernetes control plane
+//! (`tests/controlplane`: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, kwok's fake nodes), built from Go source by
+//! `scripts/setup.d/kubernetes.sh`.
+//!
+//! Every run of the tool here is the deployer of `maily-deploy bootstrap`:
+//! a ServiceAccount token, judged by the real RBAC authorizer against the
+//! shipped Role. The namespace enforces Pod Security `restricted`. Failures
+//! come from kwok stages matching the image tag (`broken-*` never pulls,
+//! `crash-*` crash-loops), so the reasons are the ones Kubernetes' own
+//! status carries.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use maily_deploy::exit_code;
+use maily_deploy::pipeline::snapshot::Outcome;
+
+use crate::support;
+use crate::support::*;
+
+const REGISTRY: &str = "registry.example.invalid/maily";
+
+/// No call the tool made was forbidden: the real authorizer answers 403
+/// with `User "system:serviceaccount:<ns>:maily-deployer" cannot <verb>
+/// resource "<resource>"`, which the tool prints.
+#[track_caller]
+fn nothing_forbidden(out: &std::process::Output) {
+    let all = text(out);
+    assert!(
+        !all.contains("forbidden") && !all.contains("Forbidden") && !all.contains("cannot "),
+        "the shipped Role refused a call the tool made:\n{all}"
+    );
+}
+
+#[track_caller]
+fn deployed(world: &World, tag: &str) -> String {
+    let out = world.deploy(tag, &[]);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    world.deployment_id(&out)
+}
+
+/// A release that fails its rollout: fast, with Kubernetes' own reason, and
+/// users stay on the release before.
+fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users_on: &str) {
+    let out = world.deploy(tag, &[]);
+    let all = text(&out);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let reason = reasons
+        .iter()
+        .find(|r| all.contains(**r))
+        .unwrap_or_else(|| panic!("one of Kubernetes' reasons {reasons:?}: {all}"));
+    assert!(all.contains("deploy-backend"), "the phase is named: {all}");
+    // Failed on the pod's own reason, not by waiting out ROLLOUT_TIMEOUT
+    // (how fast is the benchmark's to measure).
+    assert!(
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "waited out the deadline instead of failing fast: {all}"
+    );
+    world.assert_all_on(users_on);
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
+    assert!(
+        snaps[0]
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains(reason),
+        "{:?}",
+        snaps[0].failure
+    );
+}
+
+#[test]
+fn releases_switch_users_bad_ones_fail_fast_and_rollback_brings_the_first_back() {
+    let world = World::real("staging");
+    let v1 = deployed(&world, "v1");
+    world.assert_all_on("blue");
+    deployed(&world, "v2");
+    world.assert_all_on("green");
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some(format!("{REGISTRY}/maily-api:v2").as_str())
+    );
+
+    // v3's image cannot be pulled; v4 crash-loops. Both go to the idle
+    // slot (blue) and fail there; users stay on v2.
+    // The kubelet reports ErrImagePull first, ImagePullBackOff after.
+    fails_fast_leaving_users_on(
+        &world,
+        "broken-3",
+        &["ErrImagePull", "ImagePullBackOff"],
+        "green",
+    );
+    fails_fast_leaving_users_on(&world, "crash-4", &["CrashLoopBackOff"], "green");
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some(format!("{REGISTRY}/maily-api:v2").as_str()),
+        "the release users are on is untouched"
+    );
+
+    // v1 runs nowhere now (blue holds crash-4): rollback re-applies it to
+    // the idle slot, waits, and switches.
+    let out = world
+        .maily()
+        .args(["rollback", &world.environment, &v1])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some(format!("{REGISTRY}/maily-api:v1").as_str())
+    );
+    // The real controllers finished the rollout: every pod of the slot is
+    // Running and Ready on a fake node.
+    let ready = world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "get",
+        "deployment",
+        "api-blue",
+        "-o",
+        "jsonpath={.status.readyReplicas}/{.status.replicas}/{.status.updatedReplicas}",
+    ]);
+    let parts: Vec<&str> = ready.split('/').collect();
+    assert!(
+        parts.len() == 3 && parts[0] == parts[1] && parts[1] == parts[2] && parts[0] != "0",
+        "api-blue ready/replicas/updated: {ready}"
+    );
+
+    // history: newest first, each outcome.
+    let out = world
+        .maily()
+        .args(["history", &world.environment, "--output", "json"])
+        .output()
+        .unwrap();
+    nothing_forbidden(&out);
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> = doc["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["succeeded", "failed", "failed", "succeeded", "succeeded"],
+        "{doc}"
+    );
+    assert_eq!(doc["deployments"][4]["deployment_id"], v1.as_str());
+}
+
+#[test]
+fn status_reports_drift_after_a_kubectl_scale_by_hand() {
+    let world = World::real("staging");
+    let id = deployed(&world, "v1");
+    let status = |world: &World| {
+        let out = world
+            .maily()
+            .args(["status", &world.environment, "--output", "json"])
+            .output()
+            .unwrap();
+        nothing_forbidden(&out);
+        assert_exit(&out, 0);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let doc = status(&world);
+    assert_eq!(doc["active_slot"], "blue");
+    assert_eq!(doc["last_good_deployment"], id.as_str());
+    assert_eq!(doc["drift"], serde_json::json!([]), "{doc}");
+
+    // An operator scales the live workers by hand.
+    world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "scale",
+        "deployment",
+        "workers-blue",
+        "--replicas=5",
+    ]);
+    let doc = status(&world);
+    assert_eq!(
+        doc["drift"],
+        serde_json::json!(["workers-blue: replicas 5 (recorded: 2)"]),
+        "{doc}"
+    );
+}
+
+#[test]
+fn two_runs_at_once_one_holds_the_lease_and_the_other_is_refused() {
+    let world = World::real("staging");
+    let spawn = || {
+        let env = world.env_file(&[("IMAGE_TAG", "v1"), ("ROLLOUT_TIMEOUT", "60s")]);
+        world
+            .process()
+            .arg(&world.environment)
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut codes = vec![a.status.code().unwrap(), b.status.code().unwrap()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![exit_code::SUCCESS, exit_code::LOCK_HELD],
+        "a: {}\nb: {}",
+        text(&a),
+        text(&b)
+    );
+    let refused = if a.status.code() == Some(exit_code::LOCK_HELD) {
+        &a
+    } else {
+        &b
+    };
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "another run holds the deploy lock of {}: tester@",
+            world.environment
+        )),
+        "{stderr}"
+    );
+    world.assert_all_on("blue");
+    // The lease is gone once the run ended.
+    let leases = world.kubectl_admin(&["-n", &world.namespace, "get", "leases", "-o", "name"]);
+    assert!(
+        !leases.contains("maily-deploy"),
+        "the lock outlived the run: {leases}"
+    );
+}
+
+#[test]
+fn replicas_a_person_took_over_with_kubectl_are_taken_back_by_the_next_deploy() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    deployed(&world, "v2");
+    world.assert_all_on("green");
+    let profile_replicas = world.replicas("api-green").unwrap();
+    // Someone scales the idle slot's api by hand: kubectl's field manager
+    // now owns spec.replicas there (and the slot's HPA may clamp it).
+    world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "scale",
+        "deployment",
+        "api-blue",
+        "--replicas=4",
+    ]);
+    let owners_of_replicas = |world: &World| -> (i64, Vec<String>) {
+        let json = world.kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            "deployment",
+            "api-blue",
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ]);
+        let d: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let owners = d["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["fieldsV1"]["f:spec"]["f:replicas"].is_object())
+            .map(|m| m["manager"].as_str().unwrap().to_string())
+            .collect();
+        (d["spec"]["replicas"].as_i64().unwrap(), owners)
+    };
+    let (_, before) = owners_of_replicas(&world);
+    assert!(
+        before.iter().any(|m| m != "maily-deploy"),
+        "another manager owns replicas after kubectl scale: {before:?}"
+    );
+
+    // The next deploy applies with force, as documented: the tool owns
+    // what it applies, and a hand edit is drift to overwrite.
+    deployed(&world, "v3");
+    let (replicas, after) = owners_of_replicas(&world);
+    assert_eq!(replicas, i64::from(profile_replicas));
+    assert_eq!(after, ["maily-deploy"]);
+    world.assert_all_on("blue");
+}
+
+#[test]
+fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    // A template that asks to run as root: the apply is admitted (a
+    // Deployment is not a pod), the ReplicaSet's pods are not.
+    let support::Cluster::Real(real) = &world.cluster else {
+        unreachable!()
+    };
+    let template = real.manifests.join("slot/deployment.yaml");
+    let shipped = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        shipped
+            .replace("runAsNonRoot: true", "runAsNonRoot: false")
+            .replace("runAsUser: 10001", "runAsUser: 0"),
+    )
+    .unwrap();
+    let out = world.deploy("v2", &[]);
+    let all = text(&out);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert!(
+        all.contains("FailedCreate"),
+        "the ReplicaSet's reason: {all}"
+    );
+    assert!(
+        all.contains("violates PodSecurity \"restricted:latest\""),
+        "admission's own words: {all}"
+    );
+    assert!(
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "named, not waited out: {all}"
+    );
+    world.assert_all_on("blue");
+}
+
+#[test]
+fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
+    use support::grafana::{TOKEN, grafana, metrics_endpoint};
+    use support::prometheus::{PrometheusServer, slot_target};
+
+    let world = World::real("staging");
+    let g = grafana(&world, &world.environment, 200);
+    let metrics = metrics_endpoint(&world);
+    let targets: Vec<_> = HTTP
+        .iter()
+        .map(|s| {
+            slot_target(
+                &metrics.address().to_string(),
+                &world.namespace,
+                s,
+                "blue",
+                "v1",
+            )
+        })
+        .collect();
+    let prom = PrometheusServer::start(&targets);
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("GRAFANA_URL", &g.uri()),
+        ("GRAFANA_API_TOKEN", TOKEN),
+        ("PROMETHEUS_URL", &prom.url),
+        ("MONITOR_TARGETS_TIMEOUT", "20s"),
+    ]);
+    let out = world
+        .maily()
+        .arg(&world.environment)
+        .args([
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-frontend",
+            "--skip-ai",
+            "--skip-verify",
+            "--env-file",
+        ])
+        .arg(&env)
+        .timeout(Duration::from_secs(180))
+        .output()
+        .unwrap();
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    // The API server validated them against the operator's own schemas.
+    let rules = world.monitoring_objects("PrometheusRule");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule_text = serde_json::to_string(&rules[0].data["spec"]).unwrap();
+    assert!(
+        rule_text.contains(&format!("namespace=\\\"{}\\\"", world.namespace)),
+        "{rule_text}"
+    );
+    let monitors: Vec<String> = world
+        .monitoring_objects("ServiceMonitor")
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        monitors,
+        [
+            "analytics",
+            "api",
+            "blockchain-verifier",
+            "campaigns",
+            "email-sender",
+            "workers"
+        ]
+    );
+}

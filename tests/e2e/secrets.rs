@@ -1,0 +1,184 @@
+//! Secrets as a leak-hunter meets them: what the run writes to the cluster
+//! (snapshots, printed again by `history` on machines without the env
+//! file), what validate accepts as a secret, and what a Vault error says.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::ListParams;
+use maily_deploy::exit_code;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::vercel::{TOKEN, stub};
+use crate::support::*;
+
+/// The binary with a clean environment and no cluster.
+fn offline() -> Command {
+    let mut cmd = Command::cargo_bin("maily-deploy").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .current_dir(repo());
+    cmd
+}
+
+/// `.env.example` with these lines replaced, in `dir`.
+fn env_file(dir: &std::path::Path, changes: &[(&str, &str)]) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !changes.iter().any(|(k, _)| l.starts_with(&format!("{k}="))))
+        .map(String::from)
+        .collect();
+    for (k, v) in changes {
+        lines.push(format!("{k}={v}"));
+    }
+    let file = dir.join(format!("env-{}", rand_suffix()));
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    file
+}
+
+/// Every snapshot Secret's data, decompressed, as stored.
+fn stored_snapshots(world: &World) -> String {
+    let api: Api<Secret> = Api::namespaced(world.client.clone(), &world.namespace);
+    let list = world
+        .rt
+        .block_on(
+            api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=maily-deploy")),
+        )
+        .unwrap();
+    let mut all = String::new();
+    for s in list.items {
+        for bytes in s.data.unwrap_or_default().values() {
+            let mut json = String::new();
+            let _ = std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&bytes.0[..]),
+                &mut json,
+            );
+            all.push_str(&json);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_provider_error_repeating_the_token_is_kept_by_no_snapshot_and_printed_by_no_history() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    stub.vercel.state().echo_request = true;
+    let mut vars = vec![("IMAGE_TAG", "v1"), ("ROLLOUT_TIMEOUT", "60s")];
+    let vercel = stub.vars();
+    vars.extend(vercel.iter().map(|(k, v)| (*k, v.as_str())));
+    let env = world.env_file(&vars);
+    let out = world
+        .maily()
+        .arg("staging")
+        .args([
+            "--skip-provision",
+            "--skip-migrate",
+            "--skip-ai",
+            "--skip-monitor",
+            "--skip-verify",
+            "--env-file",
+        ])
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let all = text(&out);
+    assert!(all.contains("Invalid request"), "Vercel's message: {all}");
+    assert!(!all.contains(TOKEN), "printed: {all}");
+
+    let stored = stored_snapshots(&world);
+    assert!(
+        stored.contains("Invalid request"),
+        "the failure is kept: {stored}"
+    );
+    assert!(
+        !stored.contains(TOKEN),
+        "the token is in a snapshot: {stored}"
+    );
+    assert!(stored.contains("[REDACTED"), "{stored}");
+
+    // Another machine, without the env file that registered the token.
+    let history = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&history, exit_code::SUCCESS);
+    let all = text(&history);
+    assert!(all.contains("Invalid request"), "{all}");
+    assert!(!all.contains(TOKEN), "history printed the token: {all}");
+}
+
+#[test]
+fn a_blank_or_short_secret_is_refused_naming_the_variable_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_file(
+        dir.path(),
+        &[
+            ("VERCEL_TOKEN", "\"   \""),
+            ("GRAFANA_API_TOKEN", "gl_ab12"),
+        ],
+    );
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(all.contains("VERCEL_TOKEN is blank"), "{all}");
+    assert!(
+        all.contains("GRAFANA_API_TOKEN is shorter than 8 characters"),
+        "{all}"
+    );
+    assert!(!all.contains("gl_ab12"), "{all}");
+    // Nothing else was blotted out: the env file's words are all there.
+    assert!(all.contains("deploy-frontend"), "{all}");
+}
+
+#[test]
+fn a_vault_error_names_the_variable_and_its_reference() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let vault = rt.block_on(async {
+        let vault = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/secret/data/maily/staging"))
+            .respond_with(
+                ResponseTemplate::new(404).set_body_json(serde_json::json!({"errors": []})),
+            )
+            .mount(&vault)
+            .await;
+        vault
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_file(
+        dir.path(),
+        &[
+            ("VAULT_ADDR", &vault.uri()),
+            ("VAULT_TOKEN", "hvs.secrets-test-token-77"),
+            ("VERCEL_TOKEN", "vault:secret/maily/staging#vercel_token"),
+        ],
+    );
+    let out = offline()
+        .args(["staging", "--dry-run", "--env-file"])
+        .arg(&file)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("VERCEL_TOKEN (vault:secret/maily/staging#vercel_token) cannot be resolved: secret/maily/staging does not exist in Vault (404)"),
+        "{all}"
+    );
+    assert!(!all.contains("[REDACTED:VERCEL_TOKEN]"), "{all}");
+    assert!(!all.contains("hvs.secrets-test-token-77"), "{all}");
+}

@@ -1,0 +1,320 @@
+//! Vault as a user meets it: `vault:<path>#<key>` values resolved at
+//! start-up and the profile's platform secrets written as Secrets, by the
+//! binary, against a stub that answers as Vault's KV v2 and Kubernetes auth
+//! APIs document and checks the token on every request.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use maily_deploy::exit_code;
+use serde_json::json;
+use wiremock::matchers::{body_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support;
+use crate::support::*;
+
+const TOKEN: &str = "hvs.test-Vault-token-9f3a";
+
+struct VaultWorld {
+    world: World,
+    vault: MockServer,
+}
+
+impl VaultWorld {
+    fn new() -> VaultWorld {
+        let world = World::new(Duration::from_millis(200));
+        let vault = world.rt.block_on(MockServer::start());
+        VaultWorld { world, vault }
+    }
+
+    fn mount(&self, mock: Mock) {
+        self.world.rt.block_on(mock.mount(&self.vault));
+    }
+
+    /// A KV v2 secret the stub serves to `token` only, read once.
+    fn secret(&self, at: &str, token: &str, data: serde_json::Value) {
+        self.mount(support::vault::secret(at, token, data));
+    }
+
+    /// The manifests with the staging profile listing platform secrets.
+    fn manifests_with_secrets(&self, secrets_yaml: &str) -> PathBuf {
+        manifests_with(self.world.dir.path(), "staging", secrets_yaml)
+    }
+
+    fn deploy(&self, env: &[(&str, &str)], extra: &[&str]) -> Output {
+        let mut vars = vec![("ROLLOUT_TIMEOUT", "60s")];
+        vars.extend_from_slice(env);
+        let file = self.world.env_file(&vars);
+        self.world
+            .maily()
+            .arg("staging")
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&file)
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    }
+
+    fn addr(&self) -> String {
+        self.vault.uri()
+    }
+}
+
+#[test]
+fn references_resolve_one_request_per_path_and_the_token_never_shows() {
+    let w = VaultWorld::new();
+    w.secret(
+        "secret/data/maily/staging",
+        TOKEN,
+        json!({"image_tag": "v7-from-vault", "registry": "registry.example.invalid/maily"}),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+            ("IMAGE_REGISTRY", "vault:secret/maily/staging#registry"),
+        ],
+        &["-vv"],
+    );
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        w.world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v7-from-vault")
+    );
+    let all = text(&out);
+    assert!(!all.contains(TOKEN), "the token leaked: {all}");
+    assert!(
+        all.contains("from Vault"),
+        "validate says where values came from: {all}"
+    );
+    // One request for the path both references share (expect(1) checks it).
+    w.world.rt.block_on(w.vault.verify());
+}
+
+#[test]
+fn each_failure_is_one_clear_error_per_reference_before_anything_changes() {
+    let w = VaultWorld::new();
+    w.secret(
+        "secret/data/maily/staging",
+        TOKEN,
+        json!({"image_tag": "v1"}),
+    );
+    w.mount(
+        Mock::given(method("GET"))
+            .and(path("/v1/secret/data/maily/forbidden"))
+            .respond_with(
+                ResponseTemplate::new(403).set_body_json(json!({"errors": ["permission denied"]})),
+            ),
+    );
+    w.mount(
+        Mock::given(method("GET"))
+            .and(path("/v1/secret/data/maily/missing"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({"errors": []}))),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("IMAGE_TAG", "vault:secret/maily/staging#no_such_key"),
+            ("IMAGE_REGISTRY", "vault:secret/maily/missing#registry"),
+            ("ROLLOUT_TIMEOUT", "vault:secret/maily/forbidden#timeout"),
+        ],
+        &["--output", "json"],
+    );
+    assert_exit(&out, exit_code::CONFIG);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = doc["error"]["problems"].as_array().unwrap();
+    let about = |subject: &str| -> String {
+        problems
+            .iter()
+            .find(|p| p["subject"] == subject)
+            .unwrap_or_else(|| panic!("no problem about {subject}: {doc}"))
+            .to_string()
+    };
+    assert!(about("IMAGE_TAG").contains("has no key no_such_key (it has: image_tag)"));
+    assert!(about("IMAGE_REGISTRY").contains("does not exist in Vault (404)"));
+    assert!(about("ROLLOUT_TIMEOUT").contains("denied"));
+    assert!(about("ROLLOUT_TIMEOUT").contains("permission denied"));
+    assert_eq!(problems.len(), 3, "{doc}");
+    assert!(!text(&out).contains(TOKEN));
+    assert!(
+        w.world.deployment("api-blue").is_none(),
+        "nothing was applied"
+    );
+    assert!(w.world.snapshots().is_empty(), "the run never started");
+}
+
+#[test]
+fn an_unreachable_vault_stops_a_run_and_a_dry_run_alike() {
+    let w = VaultWorld::new();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = w.deploy(
+            &[
+                ("VAULT_ADDR", "http://127.0.0.1:9"),
+                ("VAULT_TOKEN", TOKEN),
+                ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+            ],
+            extra,
+        );
+        assert_exit(&out, exit_code::CONFIG);
+        let all = text(&out);
+        assert!(all.contains("IMAGE_TAG"), "{all}");
+        assert!(
+            all.contains("Vault at http://127.0.0.1:9 cannot be reached"),
+            "{all}"
+        );
+        assert!(!all.contains(TOKEN));
+    }
+    assert!(w.world.deployment("api-blue").is_none());
+}
+
+#[test]
+fn kubernetes_auth_logs_in_with_the_service_account_token_and_role() {
+    let w = VaultWorld::new();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.service-account-jwt.sig";
+    let jwt_file = w.world.dir.path().join("sa-token");
+    std::fs::write(&jwt_file, format!("{jwt}\n")).unwrap();
+    let client_token = "hvs.from-kubernetes-login-77";
+    w.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/auth/kubernetes/login"))
+            .and(body_json(json!({"role": "maily-deploy", "jwt": jwt})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "auth": {"client_token": client_token, "accessor": "acc", "policies": ["maily"],
+                         "lease_duration": 3600, "renewable": true}
+            })))
+            .expect(1),
+    );
+    w.secret(
+        "secret/data/maily/staging",
+        client_token,
+        json!({"image_tag": "v8-k8s"}),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_AUTH_METHOD", "kubernetes"),
+            ("VAULT_ROLE", "maily-deploy"),
+            ("VAULT_SERVICE_ACCOUNT_TOKEN_FILE", path_str(&jwt_file)),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+        ],
+        &["-vv"],
+    );
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        w.world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v8-k8s")
+    );
+    let all = text(&out);
+    assert!(!all.contains(client_token), "{all}");
+    assert!(!all.contains("service-account-jwt"), "{all}");
+    w.world.rt.block_on(w.vault.verify());
+}
+
+#[test]
+fn platform_secrets_from_the_profile_become_secrets_never_snapshots() {
+    let w = VaultWorld::new();
+    let db = "postgres://maily:Db-pass-from-vault-1@db.internal:5432/maily";
+    w.secret(
+        "secret/data/maily/staging",
+        TOKEN,
+        json!({"database_url": db, "openai": "sk-vault-openai-123"}),
+    );
+    w.secret(
+        "secret/data/maily/signer",
+        TOKEN,
+        json!({"private_key": "0xdeadbeef-signer-key"}),
+    );
+    let manifests = w.manifests_with_secrets(
+        "secrets:\n  maily-platform-secrets:\n    DATABASE_URL: secret/maily/staging#database_url\n    OPENAI_API_KEY: vault:secret/maily/staging#openai\n    SIGNER_PRIVATE_KEY: secret/maily/signer#private_key\n",
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("IMAGE_TAG", "v1"),
+        ],
+        &["--manifests-dir", path_str(&manifests), "-v"],
+    );
+    assert_exit(&out, exit_code::SUCCESS);
+
+    let api: Api<Secret> = Api::namespaced(w.world.client.clone(), NAMESPACE);
+    let secret = w
+        .world
+        .rt
+        .block_on(api.get("maily-platform-secrets"))
+        .expect("the platform Secret exists");
+    let data = secret.data.unwrap();
+    let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    assert_eq!(get("DATABASE_URL"), db);
+    assert_eq!(get("OPENAI_API_KEY"), "sk-vault-openai-123");
+    assert_eq!(get("SIGNER_PRIVATE_KEY"), "0xdeadbeef-signer-key");
+
+    let all = text(&out);
+    for value in [
+        "Db-pass-from-vault-1",
+        "sk-vault-openai-123",
+        "0xdeadbeef-signer-key",
+        TOKEN,
+    ] {
+        assert!(!all.contains(value), "{value} shown: {all}");
+    }
+    let snapshots = serde_json::to_string(&w.world.snapshots()).unwrap();
+    for value in [
+        "Db-pass-from-vault-1",
+        "sk-vault-openai-123",
+        "0xdeadbeef-signer-key",
+    ] {
+        assert!(!snapshots.contains(value), "{value} is in a snapshot");
+    }
+    w.world.rt.block_on(w.vault.verify());
+}
+
+#[test]
+fn a_refused_kubernetes_login_is_named_for_each_reference() {
+    let w = VaultWorld::new();
+    let jwt_file = w.world.dir.path().join("sa-token");
+    std::fs::write(&jwt_file, "eyJ.some-sa-jwt.sig").unwrap();
+    w.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/auth/kubernetes/login"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .set_body_json(json!({"errors": ["service account name not authorized"]})),
+            ),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_AUTH_METHOD", "kubernetes"),
+            ("VAULT_ROLE", "maily-deploy"),
+            ("VAULT_SERVICE_ACCOUNT_TOKEN_FILE", path_str(&jwt_file)),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+            ("IMAGE_REGISTRY", "vault:secret/maily/images#registry"),
+        ],
+        &[],
+    );
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    for subject in ["IMAGE_TAG", "IMAGE_REGISTRY"] {
+        assert!(all.contains(subject), "{all}");
+    }
+    assert!(
+        all.contains("the Kubernetes login to Vault failed: Vault answered 403: service account name not authorized"),
+        "{all}"
+    );
+    assert!(!all.contains("some-sa-jwt"), "{all}");
+    assert!(w.world.deployment("api-blue").is_none());
+}
