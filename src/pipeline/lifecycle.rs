@@ -308,18 +308,14 @@ impl DeadRunLock {
                         ));
                         said = true;
                     }
-                    crate::interrupt::cancellable(
-                        "the wait for the dead run's lock",
-                        async {
-                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                            Ok(())
-                        },
-                    )
+                    crate::interrupt::cancellable("the wait for the dead run's lock", async {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        Ok(())
+                    })
                     .await?;
                 }
                 _ => {
-                    break lease::acquire(client, ns, environment, me, cx.options.lock_ttl)
-                        .await?;
+                    break lease::acquire(client, ns, environment, me, cx.options.lock_ttl).await?;
                 }
             }
         };

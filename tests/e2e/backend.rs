@@ -403,15 +403,23 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
     let world = World::new(Duration::from_millis(300));
     let out = world.deploy("v1", &[]);
     assert_exit(&out, 0);
+    let v1 = deployment_id_of(&out);
+    let v1_at = chrono::NaiveDateTime::parse_from_str(&v1["staging-".len()..], "%Y%m%d-%H%M%S")
+        .unwrap()
+        .and_utc();
     // Snapshots for this second and the next two, as if runs had just
-    // taken those ids.
+    // taken those ids; after v1's second, which a quick v1 shares with
+    // now (its snapshot is not to be written over here).
     let template = world.snapshots().remove(0);
     let store = SnapshotStore::new(world.client.clone(), NAMESPACE, "staging");
-    let now = chrono::Utc::now();
+    let from = chrono::Utc::now().max(v1_at + chrono::Duration::seconds(1));
     let taken: Vec<String> = (0..3)
         .map(|s| {
-            maily_deploy::pipeline::DeploymentId::new("staging", now + chrono::Duration::seconds(s))
-                .to_string()
+            maily_deploy::pipeline::DeploymentId::new(
+                "staging",
+                from + chrono::Duration::seconds(s),
+            )
+            .to_string()
         })
         .collect();
     for id in &taken {
@@ -439,6 +447,7 @@ fn a_run_in_the_same_second_as_another_never_overwrites_its_snapshot() {
         .map(|s| s.deployment_id)
         .collect();
     assert_eq!(ids.len(), 5, "{ids:?}");
+    assert!(ids.contains(&v1), "{v1} kept: {ids:?}");
     for id in &taken {
         assert!(ids.contains(id), "{id} kept: {ids:?}");
     }
