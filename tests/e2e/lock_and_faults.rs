@@ -13,22 +13,6 @@ use maily_deploy::pipeline::snapshot::Outcome;
 
 use crate::support::*;
 
-/// The deploy command line as a `std::process::Command`, to spawn and kill.
-fn spawn_deploy(world: &World, tag: &str, extra: &[&str]) -> std::process::Child {
-    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    world
-        .process()
-        .arg("staging")
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Every service on one slot running one tag: (slot, tag).
 fn consistent(world: &World) -> (String, String) {
     let traffic = world.traffic();
@@ -82,8 +66,8 @@ fn consistent(world: &World) -> (String, String) {
 #[test]
 fn two_runs_at_once_exactly_one_proceeds() {
     let world = World::new(Duration::from_millis(1500));
-    let a = spawn_deploy(&world, "v1", &[]);
-    let b = spawn_deploy(&world, "v1", &[]);
+    let a = world.spawn_deploy("v1", &[]);
+    let b = world.spawn_deploy("v1", &[]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let mut codes = vec![a.status.code().unwrap(), b.status.code().unwrap()];
     codes.sort();
@@ -199,7 +183,7 @@ fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
         code: 429,
         retry_after_seconds: Some(1),
     });
-    let child = spawn_deploy(&world, "v2", &[]);
+    let child = world.spawn_deploy("v2", &[]);
     // Drop every open watch a few times while the rollout runs.
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(400));
@@ -254,7 +238,7 @@ fn a_killed_run_is_finished_by_the_next_one_or_by_a_rollback() {
     // Kill points spread over validate, apply, rollout and the switch.
     for (i, kill_after) in [150u64, 500, 900, 1300].into_iter().enumerate() {
         tag += 1;
-        let mut child = spawn_deploy(&world, &format!("v{tag}"), &["--lock-ttl", "2s"]);
+        let mut child = world.spawn_deploy(&format!("v{tag}"), &["--lock-ttl", "2s"]);
         std::thread::sleep(Duration::from_millis(kill_after));
         child.kill().unwrap();
         let _ = child.wait();
@@ -309,7 +293,7 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
         .sim()
         .control()
         .set_image_fault("*:slow-*", ImageFault::Slow(30.0));
-    let child = spawn_deploy(&world, "slow-2", &[]);
+    let child = world.spawn_deploy("slow-2", &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let pid = child.id().to_string();
     StdCommand::new("kill")
@@ -332,15 +316,6 @@ fn sigterm_puts_users_back_and_releases_the_lock() {
     assert_eq!(world.snapshots()[1].outcome, Outcome::Failed);
 }
 
-/// The run's lease as the cluster has it: (holder's deployment id).
-fn lease_holder(world: &World) -> Option<String> {
-    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
-    let lease = world.rt.block_on(api.get_opt("maily-deploy")).unwrap()?;
-    let text = lease.metadata.annotations?.get("maily.ai/holder")?.clone();
-    let holder: serde_json::Value = serde_json::from_str(&text).ok()?;
-    holder["deployment_id"].as_str().map(String::from)
-}
-
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -357,11 +332,11 @@ fn a_run_whose_lock_is_taken_over_stops_and_never_undoes_the_new_holder() {
 
     // A takes the lock with a short TTL, then stops (SIGSTOP: a frozen VM,
     // a suspended laptop) while it waits for its rollout.
-    let mut a = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    let mut a = world.spawn_deploy("v2", &["--lock-ttl", "2s"]);
     wait_until("A holds the lock", Duration::from_secs(30), || {
-        lease_holder(&world).is_some()
+        world.lease_holder().is_some()
     });
-    let a_id = lease_holder(&world).unwrap();
+    let a_id = world.lease_holder().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = a.id().to_string();
     assert!(
@@ -436,7 +411,7 @@ fn a_run_whose_lock_is_taken_over_stops_and_never_undoes_the_new_holder() {
         "A changed nothing after it woke"
     );
     assert_eq!(
-        lease_holder(&world).as_deref(),
+        world.lease_holder().as_deref(),
         Some("staging-20250101-000000")
     );
     // A's snapshot stays as B closed it.
@@ -547,7 +522,7 @@ fn an_api_server_that_disappears_mid_run_is_named_with_where_users_were() {
         .spawn()
         .unwrap();
     wait_until("the run holds the lock", Duration::from_secs(30), || {
-        lease_holder(&world).is_some()
+        world.lease_holder().is_some()
     });
     std::thread::sleep(Duration::from_millis(500)); // into the rollout wait
     proxy.vanish();
@@ -597,11 +572,11 @@ fn a_rollback_to_the_live_release_finishes_a_killed_run_first() {
     let first_id = deployment_id_of(&first);
 
     // Killed while it waits for its rollout: users never moved.
-    let mut child = spawn_deploy(&world, "v2", &["--lock-ttl", "2s"]);
+    let mut child = world.spawn_deploy("v2", &["--lock-ttl", "2s"]);
     wait_until("the run holds the lock", Duration::from_secs(30), || {
-        lease_holder(&world).is_some()
+        world.lease_holder().is_some()
     });
-    let dead_id = lease_holder(&world).unwrap();
+    let dead_id = world.lease_holder().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     let _ = child.wait();
@@ -643,6 +618,6 @@ fn a_rollback_to_the_live_release_finishes_a_killed_run_first() {
             .any(|s| s.command == "rollback" && s.outcome == Outcome::Succeeded),
         "the rollback has its own record: {outcomes:?}"
     );
-    assert!(lease_holder(&world).is_none(), "the lock is released");
+    assert!(world.lease_holder().is_none(), "the lock is released");
     assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
 }

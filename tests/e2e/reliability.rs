@@ -5,13 +5,9 @@
 //! times). `MAILY_RELIABILITY_SCALE` multiplies the trial counts.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command as StdCommand, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
 use kubesim::ApiFault;
 use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
@@ -35,21 +31,6 @@ fn scale() -> usize {
         .clamp(1, 20)
 }
 
-fn spawn(world: &World, tag: &str, extra: &[&str]) -> std::process::Child {
-    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    world
-        .process()
-        .arg("staging")
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Users on one slot, every service at one tag, no route half-switched:
 /// `Some((slot, tag))`, or `None` with the split printed.
 fn consistent(world: &World) -> Option<(String, String)> {
@@ -71,11 +52,6 @@ fn consistent(world: &World) -> Option<(String, String)> {
     (tags.len() == 1).then(|| (slot, tags.into_iter().next().unwrap()))
 }
 
-fn lease(world: &World) -> Option<Lease> {
-    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
-    world.rt.block_on(api.get_opt("maily-deploy")).unwrap()
-}
-
 fn none_in_progress(world: &World) -> bool {
     world
         .snapshots()
@@ -93,8 +69,8 @@ fn lock_races(n: usize) -> Row {
     let world = World::new(Duration::from_millis(800));
     let mut held = 0;
     for i in 0..n {
-        let a = spawn(&world, &format!("r{i}"), &[]);
-        let b = spawn(&world, &format!("r{i}"), &[]);
+        let a = world.spawn_deploy(&format!("r{i}"), &[]);
+        let b = world.spawn_deploy(&format!("r{i}"), &[]);
         let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
         let mut codes = vec![a.status.code(), b.status.code()];
         codes.sort();
@@ -119,7 +95,7 @@ fn sigkills(n: usize) -> Row {
     assert_exit(&world.deploy("k0", &["--lock-ttl", "2s"]), 0);
     let mut held = 0;
     for (i, at) in offsets(n, 2500).into_iter().enumerate() {
-        let mut child = spawn(&world, &format!("k{}", i + 1), &["--lock-ttl", "2s"]);
+        let mut child = world.spawn_deploy(&format!("k{}", i + 1), &["--lock-ttl", "2s"]);
         std::thread::sleep(Duration::from_millis(at));
         let _ = child.kill();
         let _ = child.wait();
@@ -150,24 +126,12 @@ fn signals(n: usize) -> Row {
     let world = World::new(Duration::from_secs(3));
     assert_exit(&world.deploy("s0", &[]), 0);
     let before = consistent(&world);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..2)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut x = 1u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    std::hint::black_box(x);
-                }
-            })
-        })
-        .collect();
+    let hog = CpuHog::start(2);
     let mut held = 0;
     let mut latencies = Vec::new();
     for (i, at) in offsets(n, 2800).into_iter().enumerate() {
         let signal = if i % 2 == 0 { "INT" } else { "TERM" };
-        let mut child = spawn(&world, &format!("s{}", i + 1), &[]);
+        let mut child = world.spawn_deploy(&format!("s{}", i + 1), &[]);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         let _ = stdout.read_line(&mut first);
@@ -184,7 +148,7 @@ fn signals(n: usize) -> Row {
         let _ = drain.join();
         let ok = out.status.code() == Some(exit_code::INTERRUPTED)
             && consistent(&world) == before
-            && lease(&world).is_none()
+            && world.lease_holder().is_none()
             && none_in_progress(&world);
         if ok {
             held += 1;
@@ -196,10 +160,7 @@ fn signals(n: usize) -> Row {
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in hogs {
-        let _ = h.join();
-    }
+    drop(hog);
     latencies.sort();
     let median = latencies
         .get(latencies.len() / 2)
@@ -234,7 +195,7 @@ fn api_faults(n: usize) -> Row {
             code: 429,
             retry_after_seconds: Some(1),
         });
-        let child = spawn(&world, &format!("f{}", i + 1), &[]);
+        let child = world.spawn_deploy(&format!("f{}", i + 1), &[]);
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(400));
             control.drop_watches();

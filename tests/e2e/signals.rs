@@ -4,56 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
 use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
 
 use crate::support::*;
-
-/// Two threads spinning until dropped: the load under which the outside
-/// run lost signals.
-struct CpuHog {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl CpuHog {
-    fn start(threads: usize) -> CpuHog {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..threads)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x: u64 = 1;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
-        CpuHog { stop, threads }
-    }
-}
-
-impl Drop for CpuHog {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn lease_left(world: &World) -> Option<Lease> {
-    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
-    world.rt.block_on(api.get_opt("maily-deploy")).unwrap()
-}
 
 #[test]
 fn a_signal_at_any_moment_of_a_busy_run_stops_it_and_puts_users_back() {
@@ -132,7 +88,7 @@ fn a_signal_at_any_moment_of_a_busy_run_stops_it_and_puts_users_back() {
         );
         world.assert_all_on(&before.0);
         assert!(
-            lease_left(&world).is_none(),
+            world.lease_holder().is_none(),
             "the lock is released (SIG{signal} at {offset} ms)"
         );
     }

@@ -232,6 +232,33 @@ impl World {
             .unwrap()
     }
 
+    /// The same deploy, spawned with its output piped: to signal, kill or
+    /// race it while it runs.
+    pub fn spawn_deploy(&self, tag: &str, extra: &[&str]) -> std::process::Child {
+        let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        self.process()
+            .arg(&self.environment)
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The deployment id holding this world's deploy lock, if a Lease is
+    /// there.
+    pub fn lease_holder(&self) -> Option<String> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let lease = self.rt.block_on(api.get_opt("maily-deploy")).unwrap()?;
+        let text = lease.metadata.annotations?.get("maily.ai/holder")?.clone();
+        let holder: serde_json::Value = serde_json::from_str(&text).ok()?;
+        holder["deployment_id"].as_str().map(String::from)
+    }
+
     pub fn deployment(&self, name: &str) -> Option<Deployment> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         self.rt.block_on(api.get_opt(name)).unwrap()
@@ -462,4 +489,40 @@ pub fn all_on(slot: &str) -> String {
         .map(|s| format!("{s}={slot}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Busy loops spinning until dropped: the load under which signals were
+/// once lost.
+pub struct CpuHog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    pub fn start(threads: usize) -> CpuHog {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x: u64 = 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        CpuHog { stop, threads }
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
