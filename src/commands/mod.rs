@@ -157,12 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// reported at once.
 fn traffic_overrides(
     args: &crate::cli::DeployArgs,
-) -> anyhow::Result<(Option<Vec<u32>>, Option<crate::traffic::plan::Grace>)> {
+) -> anyhow::Result<(Option<Vec<u32>>, Option<crate::config::traffic::Grace>)> {
     let mut problems = Vec::new();
     for why in args
         .traffic_steps
         .as_deref()
-        .map(crate::traffic::plan::step_problems)
+        .map(crate::config::traffic::step_problems)
         .unwrap_or_default()
     {
         problems.push(error::Problem {
@@ -175,7 +175,7 @@ fn traffic_overrides(
     let grace = match args
         .grace
         .as_deref()
-        .map(crate::traffic::plan::Grace::parse)
+        .map(crate::config::traffic::Grace::parse)
     {
         Some(Err(why)) => {
             problems.push(error::Problem {

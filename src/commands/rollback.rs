@@ -44,7 +44,7 @@ pub async fn run(
     // change, no steps, and the slot it leaves stays up (rolling back the
     // rollback is one switch too).
     cx.options.traffic_steps = Some(vec![100]);
-    cx.options.grace = Some(crate::traffic::plan::Grace::Keep);
+    cx.options.grace = Some(crate::config::traffic::Grace::Keep);
     // A rollback reads the env file its deploys read, Vault references and
     // all: it resolves them as a deploy does, for what it may use (the
     // backend and its platform secrets, the frontend's token, the database

@@ -2,11 +2,13 @@
 
 pub mod ai;
 pub mod env_file;
+pub mod form;
 pub mod format;
 pub mod k8s_rules;
 pub mod profile;
 pub mod spec;
 pub mod template;
+pub mod traffic;
 pub mod validate;
 pub mod vault;
 pub mod vault_ref;

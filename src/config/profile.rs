@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::form::{Form, Parsed, Written};
 use super::k8s_rules as rules;
+use super::traffic::TrafficOf;
 use crate::error::{Failure, Kind, Problem, fail};
 
 /// A service's role in the slot model.
@@ -85,112 +87,15 @@ fn ok() -> u16 {
     200
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// An environment's profile, in the form its traffic section's durations
+/// and its AI section are held in ([`Written`] while it is checked,
+/// [`Parsed`] once loaded).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Traffic {
-    /// Percent of traffic on the new slot at each step, ending at 100.
-    pub steps: Vec<u32>,
-    /// How long each step holds before the next, e.g. `2m`; `manual` holds
-    /// each until `maily-deploy promote --step` (analysis still aborts).
-    pub pause: String,
-    /// After 100%: how long the old slot stays scaled (an abort or a failed
-    /// analysis is then one route change), before it scales to 0. Absent:
-    /// the old slot stays up until the next deploy reuses it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace: Option<String>,
-    /// How workers (RabbitMQ consumers, no route) follow the steps.
-    #[serde(default)]
-    pub workers: WorkerShift,
-    /// The metrics that gate each step; without them the steps only pause.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<Analysis>,
-}
-
-/// How a slot's workers follow the traffic steps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkerShift {
-    /// All of the new slot's workers start, and the old slot's stop, at 100%.
-    #[default]
-    Switch,
-    /// At each step the new slot runs the step's share of its workers and
-    /// the old slot the rest, so messages split as requests do.
-    Proportional,
-}
-
-/// Analysis: PromQL queries run against `PROMETHEUS_URL` at each step.
-///
-/// Queries are templates: `{{namespace}}`, `{{slot}}` (the slot measured:
-/// the new one, or the old one for a comparison), `{{version}}` (the image
-/// tag it runs) and `{{interval}}` (the analysis interval, e.g. `30s`) are
-/// replaced before the query is sent; any other `{{...}}` is a profile error.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Analysis {
-    /// How often the queries run during a step, e.g. `30s`.
-    #[serde(default = "default_interval")]
-    pub interval: String,
-    /// Failed measurements tolerated over the whole rollout; one more aborts.
-    #[serde(default)]
-    pub failure_limit: u32,
-    /// How long a step may hold past its pause without a verdict (too few
-    /// samples, no data) before the rollout aborts. No traffic is not success.
-    #[serde(default = "default_inconclusive_timeout")]
-    pub inconclusive_timeout: String,
-    /// What counts as enough traffic on the new slot for a verdict.
-    pub samples: Samples,
-    /// The checks; each needs a threshold (`max`, `min` or `max_ratio_to_old`).
-    pub metrics: Vec<Metric>,
-}
-
-fn default_interval() -> String {
-    "30s".into()
-}
-
-fn default_inconclusive_timeout() -> String {
-    "5m".into()
-}
-
-/// A query that counts the new slot's requests in the interval, and the
-/// least count that allows a verdict.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Samples {
-    pub query: String,
-    pub min: u64,
-}
-
-/// One metric of the analysis and its thresholds.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metric {
-    pub name: String,
-    /// PromQL giving one number for a slot (a scalar or a one-element vector).
-    pub query: String,
-    /// The new slot fails above this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    /// The new slot fails below this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    /// The new slot fails above this multiple of the old slot's value (the
-    /// same query on the old slot, at the same time). Not compared once the
-    /// old slot serves nobody (after 100%); while it serves users, a
-    /// baseline without data means no verdict yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_ratio_to_old: Option<f64>,
-    /// How values are shown (`%`, `ms`); display only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// Measured, judged and reported, but never holding or failing the
-    /// rollout: for trying a new metric or threshold on real releases first.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub observe_only: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
+#[serde(bound(
+    deserialize = "F::Pause: Deserialize<'de>, F::Grace: Deserialize<'de>, F::Span: Deserialize<'de>, F::Ai: Deserialize<'de>"
+))]
+pub struct ProfileOf<F: Form = Parsed> {
     /// The Kubernetes namespace of the environment.
     pub namespace: String,
     /// Public host names, by role (`app`, `api`).
@@ -198,7 +103,7 @@ pub struct Profile {
     pub gateway: Gateway,
     /// Default replicas of a service.
     pub replicas: u32,
-    pub traffic: Traffic,
+    pub traffic: TrafficOf<F>,
     /// The services to deploy, by name.
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
@@ -206,29 +111,31 @@ pub struct Profile {
     /// The platform's own secrets: Kubernetes Secret name → key → Vault
     /// reference (`<path>#<key>`, `vault:` optional). deploy-backend reads
     /// them from Vault and applies them as Secrets in the namespace.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
     /// The AI configuration (providers, task models, fallback, limits),
     /// checked by `config::ai`; required when a service is `ai: true`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai: Option<serde_json::Value>,
+    #[serde(default)]
+    pub ai: Option<F::Ai>,
 }
 
+/// A loaded profile: checked, every value typed.
+pub type Profile = ProfileOf<Parsed>;
+
 impl Profile {
+    /// The AI configuration; `None` without an `ai:` section.
+    pub fn ai_config(&self) -> Option<&crate::config::ai::AiConfig> {
+        self.ai.as_ref()
+    }
+}
+
+impl<F: Form> ProfileOf<F> {
     /// Replicas of a service, falling back to the profile's default.
     pub fn replicas_of(&self, service: &str) -> u32 {
         self.services
             .get(service)
             .and_then(|s| s.replicas)
             .unwrap_or(self.replicas)
-    }
-
-    /// The checked AI configuration; `None` without an `ai:` section (a
-    /// loaded profile's section is known to be valid).
-    pub fn ai_config(&self) -> Option<crate::config::ai::AiConfig> {
-        self.ai
-            .as_ref()
-            .and_then(|raw| crate::config::ai::parse(raw, "profile").ok())
     }
 
     /// Whether a service is an AI service (configure-ai deploys it).
@@ -242,7 +149,7 @@ impl Profile {
     }
 
     /// This profile without its AI services: what deploy-backend deploys.
-    pub fn without_ai(&self) -> Profile {
+    pub fn without_ai(&self) -> ProfileOf<F> {
         let mut p = self.clone();
         p.services.retain(|_, s| !s.ai);
         p
@@ -252,16 +159,21 @@ impl Profile {
     pub fn ai_services(&self) -> impl Iterator<Item = (&String, &Service)> {
         self.services.iter().filter(|(_, s)| s.ai)
     }
+}
 
-    /// Every problem with the profile's values, not just the first.
-    pub fn problems(&self, file: &str) -> Vec<Problem> {
+impl ProfileOf<Written> {
+    /// The profile typed, or every problem with its values (not just the
+    /// first), in the order of its fields.
+    pub fn check(self, file: &str) -> Result<Profile, Vec<Problem>> {
         let mut out = Vec::new();
-        match &self.ai {
-            Some(raw) => {
-                if let Err(problems) = crate::config::ai::parse(raw, file) {
+        let ai = match &self.ai {
+            Some(raw) => match crate::config::ai::parse(raw, file) {
+                Ok(config) => Some(config),
+                Err(problems) => {
                     out.extend(problems);
+                    None
                 }
-            }
+            },
             None => {
                 if let Some((name, _)) = self.ai_services().next() {
                     out.push(Problem {
@@ -271,8 +183,9 @@ impl Profile {
                         fix: "add the ai: section (providers, tasks, fallback)".into(),
                     });
                 }
+                None
             }
-        }
+        };
         let mut bad = |field: &str, problem: String, fix: &str| {
             out.push(Problem {
                 phase: None,
@@ -334,104 +247,15 @@ impl Profile {
                 "give the replicas a service really runs",
             );
         }
-        for why in crate::traffic::plan::step_problems(&self.traffic.steps) {
-            bad(
-                "traffic.steps",
-                why,
-                "e.g. [5, 25, 50, 100]; [100] switches at once",
-            );
-        }
-        if let Err(why) = crate::traffic::plan::parse_pause(&self.traffic.pause) {
-            bad(
-                "traffic.pause",
-                why.to_string(),
-                "e.g. 2m or 30s, or manual to hold each step until `maily-deploy promote --step`",
-            );
-        }
-        if let Some(grace) = &self.traffic.grace {
-            let fix = "e.g. 10m, or keep (the old slot stays up until the next deploy)";
-            match crate::traffic::plan::Grace::parse(grace) {
-                Err(why) => bad("traffic.grace", why.to_string(), fix),
-                Ok(crate::traffic::plan::Grace::For(d))
-                    if d.as_secs() > crate::config::format::MAX_DURATION_SECS =>
-                {
-                    bad("traffic.grace", crate::config::format::too_long(), fix)
+        let traffic = match self.traffic.clone().parse() {
+            Ok(traffic) => Some(traffic),
+            Err(problems) => {
+                for p in problems {
+                    bad(&p.field, p.problem, &p.fix);
                 }
-                Ok(_) => {}
+                None
             }
-        }
-        if let Some(a) = &self.traffic.analysis {
-            for (field, value) in [
-                ("interval", &a.interval),
-                ("inconclusive_timeout", &a.inconclusive_timeout),
-            ] {
-                match crate::config::format::duration(value) {
-                    Ok(d) if d.is_zero() => bad(
-                        &format!("traffic.analysis.{field}"),
-                        "is 0".into(),
-                        "give a duration such as 30s",
-                    ),
-                    Ok(_) => {}
-                    Err(why) => bad(
-                        &format!("traffic.analysis.{field}"),
-                        why.to_string(),
-                        "e.g. 30s or 5m",
-                    ),
-                }
-            }
-            if a.samples.min == 0 {
-                bad(
-                    "traffic.analysis.samples.min",
-                    "is 0, so a slot nobody reaches would pass".into(),
-                    "give the least number of requests a verdict needs, e.g. 100",
-                );
-            }
-            let mut queries = vec![(
-                "traffic.analysis.samples.query".to_string(),
-                &a.samples.query,
-            )];
-            if a.metrics.is_empty() {
-                bad(
-                    "traffic.analysis.metrics",
-                    "is empty".into(),
-                    "list at least one metric with a threshold, or remove analysis:",
-                );
-            }
-            for (i, m) in a.metrics.iter().enumerate() {
-                let field = format!("traffic.analysis.metrics[{i}] ({})", m.name);
-                if m.max.is_none() && m.min.is_none() && m.max_ratio_to_old.is_none() {
-                    bad(
-                        &field,
-                        "has no threshold".into(),
-                        "give max, min or max_ratio_to_old",
-                    );
-                }
-                if m.max_ratio_to_old.is_some_and(|r| r.is_nan() || r <= 0.0) {
-                    bad(
-                        &format!("{field}.max_ratio_to_old"),
-                        "is not above 0".into(),
-                        "e.g. 1.5: the new slot may be at most 1.5 times the old one",
-                    );
-                }
-                if a.metrics[..i].iter().any(|o| o.name == m.name) {
-                    bad(
-                        &field,
-                        "repeats a metric name".into(),
-                        "give each metric its own name",
-                    );
-                }
-                queries.push((format!("{field}.query"), &m.query));
-            }
-            for (field, query) in queries {
-                for problem in query_problems(query) {
-                    bad(
-                        &field,
-                        problem,
-                        "use {{namespace}}, {{slot}}, {{version}} and {{interval}}; {{slot}} is required so the query tells the slots apart",
-                    );
-                }
-            }
-        }
+        };
         for (full_name, keys) in &self.secrets {
             let name = &*crate::error::clipped(full_name);
             if !is_dns_label(full_name) {
@@ -602,7 +426,20 @@ impl Profile {
                 );
             }
         }
-        out
+        match traffic {
+            Some(traffic) if out.is_empty() => Ok(ProfileOf {
+                namespace: self.namespace,
+                domains: self.domains,
+                gateway: self.gateway,
+                replicas: self.replicas,
+                traffic,
+                services: self.services,
+                verify: self.verify,
+                secrets: self.secrets,
+                ai,
+            }),
+            _ => Err(out),
+        }
     }
 }
 
@@ -653,59 +490,6 @@ pub fn environment_problems(environment: &str, file: &str) -> Vec<Problem> {
     })
     .into_iter()
     .collect()
-}
-
-/// The placeholders an analysis query may use.
-pub const QUERY_PLACEHOLDERS: &[&str] = &["namespace", "slot", "version", "interval"];
-
-/// What is wrong with an analysis query's placeholders: unknown or
-/// unclosed ones, and a missing `{{slot}}` (without it the new and old
-/// slots would measure the same thing).
-pub fn query_problems(query: &str) -> Vec<String> {
-    let (found, unclosed) = placeholders(query);
-    let mut out: Vec<String> = found
-        .iter()
-        .map(|p| p.name)
-        .filter(|name| !QUERY_PLACEHOLDERS.contains(name))
-        .map(|name| format!("uses the unknown placeholder {{{{{name}}}}}"))
-        .collect();
-    if unclosed {
-        out.push("has a {{ without its }}".to_string());
-    }
-    if !found.iter().any(|p| p.name == "slot") {
-        out.push("does not use {{slot}}".to_string());
-    }
-    out
-}
-
-/// One `{{ name }}` in a query: where it stands (braces included) and the
-/// name inside, trimmed.
-pub struct Placeholder<'a> {
-    pub start: usize,
-    pub end: usize,
-    pub name: &'a str,
-}
-
-/// The placeholders of a query, in order, and whether a `{{` is left
-/// without its `}}` (the scan stops there). The one scanner behind both
-/// checking a profile's queries and rendering them.
-pub fn placeholders(query: &str) -> (Vec<Placeholder<'_>>, bool) {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(open) = query[from..].find("{{") {
-        let start = from + open;
-        let Some(close) = query[start + 2..].find("}}") else {
-            return (out, true);
-        };
-        let end = start + 2 + close + 2;
-        out.push(Placeholder {
-            start,
-            end,
-            name: query[start + 2..end - 2].trim(),
-        });
-        from = end;
-    }
-    (out, false)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -775,7 +559,12 @@ pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> 
         ));
     }
     let text = super::read_text(&path, "profile")?;
-    let profile: Profile = serde_saphyr::from_str(&text).map_err(|e| {
+    parse(&text, environment, &path.display().to_string())
+}
+
+/// Check a profile's text for `environment`; `file` names it in messages.
+pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profile> {
+    let written: ProfileOf<Written> = serde_saphyr::from_str(text).map_err(|e| {
         // The parser quotes the lines around the error: a megabyte-long
         // line is shown by its start and size.
         let why: Vec<String> = e
@@ -792,24 +581,22 @@ pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> 
             .collect();
         fail(
             Kind::Config,
-            format!(
-                "the profile {} does not parse: {}",
-                path.display(),
-                why.join("\n")
-            ),
+            format!("the profile {file} does not parse: {}", why.join("\n")),
         )
     })?;
-    let mut problems = environment_problems(environment, &path.display().to_string());
-    problems.extend(profile.problems(&path.display().to_string()));
-    if !problems.is_empty() {
-        return Err(Failure::with_problems(
-            Kind::Config,
-            format!("the profile {} has problems", path.display()),
-            problems,
-        )
-        .into());
+    let mut problems = environment_problems(environment, file);
+    match written.check(file) {
+        Ok(profile) if problems.is_empty() => Ok(profile),
+        checked => {
+            problems.extend(checked.err().unwrap_or_default());
+            Err(Failure::with_problems(
+                Kind::Config,
+                format!("the profile {file} has problems"),
+                problems,
+            )
+            .into())
+        }
     }
-    Ok(profile)
 }
 
 #[cfg(test)]

@@ -350,7 +350,8 @@ pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::profile::{Gateway, Service, Traffic};
+    use crate::config::profile::{Gateway, Service};
+    use crate::config::traffic::{Pause, Traffic};
 
     fn profile() -> Profile {
         Profile {
@@ -367,7 +368,7 @@ mod tests {
             replicas: 2,
             traffic: Traffic {
                 steps: vec![100],
-                pause: "1m".into(),
+                pause: Pause::For(std::time::Duration::from_secs(60)),
                 grace: None,
                 workers: Default::default(),
                 analysis: None,

@@ -77,7 +77,7 @@ fn config_of(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiConfig> {
             .and_then(recorded)
             .ok_or_else(|| fail(Kind::Config, "the recorded AI layer has no AI config"));
     }
-    cx.config.profile.ai_config().ok_or_else(|| {
+    cx.config.profile.ai_config().cloned().ok_or_else(|| {
         fail(
             Kind::Config,
             format!(
@@ -431,7 +431,7 @@ mod tests {
             backup_url: String::new(),
             rollout_timeout_secs: 60,
         };
-        let objects = ai_objects(&templates, &profile, &release, Slot::Green, &config).unwrap();
+        let objects = ai_objects(&templates, &profile, &release, Slot::Green, config).unwrap();
         let cm = serde_json::to_value(&objects[0]).unwrap();
         assert_eq!(cm["kind"], "ConfigMap");
         assert_eq!(cm["metadata"]["name"], "ai-config-green");
@@ -463,8 +463,8 @@ mod tests {
             );
         }
         assert_eq!(
-            recorded(&record(Slot::Green, &config)).as_ref(),
-            Some(&config)
+            recorded(&record(Slot::Green, config)).as_ref(),
+            Some(config)
         );
     }
 }

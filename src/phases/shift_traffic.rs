@@ -11,12 +11,13 @@
 use async_trait::async_trait;
 
 use super::deploy_frontend::{self, FrontendRecord};
+use crate::config::traffic::{Grace, Pause};
 use crate::error::{Kind, fail};
 use crate::k8s::live::{self, Active};
 use crate::k8s::slot::Slot;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::prometheus::Prometheus;
-use crate::traffic::plan::{Grace, RolloutPlan, percents};
+use crate::traffic::plan::{RolloutPlan, percents};
 use crate::traffic::report::human;
 use crate::traffic::shift::{Ending, Walk};
 
@@ -124,7 +125,7 @@ impl Phase for ShiftTraffic {
                 let analysis = match &profile.traffic.analysis {
                     Some(a) => format!(
                         "; analysis every {} ({}; at least {} samples; {} failure(s) tolerated; no verdict {} past the pause aborts)",
-                        a.interval,
+                        human(a.interval),
                         a.metrics
                             .iter()
                             .map(|m| m.name.as_str())
@@ -132,14 +133,13 @@ impl Phase for ShiftTraffic {
                             .join(", "),
                         a.samples.min,
                         a.failure_limit,
-                        a.inconclusive_timeout
+                        human(a.inconclusive_timeout)
                     ),
                     None => "; no analysis in the profile".into(),
                 };
-                let hold = if plan.pause == crate::traffic::plan::MANUAL {
-                    "until `maily-deploy promote --step`".to_string()
-                } else {
-                    format!("for {}", human(plan.pause))
+                let hold = match plan.pause {
+                    Pause::Manual => "until `maily-deploy promote --step`".to_string(),
+                    Pause::For(d) => format!("for {}", human(d)),
                 };
                 steps.push(format!(
                     "{percent}% of users on the new slot {hold}{analysis}"

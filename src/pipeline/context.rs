@@ -39,7 +39,7 @@ pub struct RunOptions {
     /// `--traffic-steps`: the steps instead of the profile's.
     pub traffic_steps: Option<Vec<u32>>,
     /// `--grace`: the old slot's grace period instead of the profile's.
-    pub grace: Option<crate::traffic::plan::Grace>,
+    pub grace: Option<crate::config::traffic::Grace>,
 }
 
 impl Default for RunOptions {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::profile::{Analysis, Metric};
+use crate::config::traffic::{Analysis, Metric, Pause};
 use crate::error::{Kind, fail};
 use crate::providers::prometheus::{Prometheus, QueryError, QueryValue};
 
@@ -40,12 +40,12 @@ pub struct QueryVars {
 /// and versions image tags, none of which can hold a quote that would need
 /// escaping inside a PromQL string. A placeholder this function does not
 /// know is left in place; profiles are checked by
-/// [`crate::config::profile::query_problems`] before any query is rendered,
+/// [`crate::config::traffic::query_problems`] before any query is rendered,
 /// so it only shows up in a query Prometheus then rejects, which names it.
 pub fn render(query: &str, vars: &QueryVars) -> String {
     let mut out = String::with_capacity(query.len() + 32);
     let mut at = 0;
-    for p in crate::config::profile::placeholders(query).0 {
+    for p in crate::config::traffic::placeholders(query).0 {
         let value = match p.name {
             "namespace" => &vars.namespace,
             "slot" => &vars.slot,
@@ -413,13 +413,13 @@ pub enum Decision {
 /// earlier in the step does not count once a later one says otherwise.
 pub fn decide(
     analysis: Option<&Analysis>,
-    pause: Duration,
+    pause: Pause,
     elapsed: Duration,
     this_step: &[Measurement],
     failures_so_far: u32,
 ) -> Decision {
     let Some(analysis) = analysis else {
-        return if elapsed >= pause {
+        return if pause.is_over(elapsed) {
             Decision::Advance
         } else {
             Decision::Wait
@@ -438,19 +438,19 @@ pub fn decide(
             analysis.failure_limit
         ));
     }
-    if elapsed < pause {
+    if !pause.is_over(elapsed) {
         return Decision::Wait;
     }
     let last = this_step.last();
     if last.is_some_and(|m| m.verdict == Verdict::Pass) {
         return Decision::Advance;
     }
-    // A profile is checked before a rollout starts; the default only
-    // keeps this function total.
-    let timeout = crate::config::format::duration(&analysis.inconclusive_timeout)
-        .unwrap_or(Duration::from_secs(300));
-    // A manual pause (`plan::MANUAL`) never ends by itself.
-    let limit = pause.saturating_add(timeout);
+    // A manual pause never ends by itself, so it never runs out of time
+    // for a verdict either.
+    let Some(length) = pause.length() else {
+        return Decision::Wait;
+    };
+    let limit = length.saturating_add(analysis.inconclusive_timeout);
     if elapsed >= limit {
         let why = last.map_or("no measurement", |m| m.reason.as_str());
         return Decision::Abort(format!(
@@ -577,15 +577,23 @@ mod tests {
     /// p99-latency ≤ 1000 ms and ≤ 1.5× old, 200 samples, failure_limit 1,
     /// inconclusive_timeout 5m.
     fn production() -> Analysis {
-        let profile: Profile =
-            serde_saphyr::from_str(include_str!("../../manifests/environments/production.yaml"))
-                .unwrap();
+        let profile: Profile = crate::config::profile::parse(
+            include_str!("../../manifests/environments/production.yaml"),
+            "production",
+            "production.yaml",
+        )
+        .unwrap();
         profile.traffic.analysis.expect("production has analysis")
     }
 
     /// An analysis section as a profile would write it.
     fn analysis(yaml: &str) -> Analysis {
-        serde_saphyr::from_str(yaml).unwrap()
+        serde_saphyr::from_str::<crate::config::traffic::AnalysisOf<crate::config::form::Written>>(
+            yaml,
+        )
+        .unwrap()
+        .check()
+        .unwrap()
     }
 
     fn ratio_only() -> Analysis {
@@ -1026,7 +1034,7 @@ metrics:
 
     // decide
 
-    const PAUSE: Duration = Duration::from_secs(120);
+    const PAUSE: Pause = Pause::For(Duration::from_secs(120));
 
     fn measured(verdict: Verdict, reason: &str) -> Measurement {
         Measurement {

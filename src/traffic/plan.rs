@@ -3,57 +3,11 @@
 //! Pure functions of the profile and the state the run found, so the
 //! decisions are tested on fixtures and the phase only applies them.
 
-use std::time::Duration;
-
-use crate::config::format::{DurationError, duration};
-use crate::config::profile::{ServiceKind, Traffic, WorkerShift};
+use crate::config::profile::ServiceKind;
+use crate::config::traffic::{Grace, Pause, Traffic, WorkerShift};
 use crate::k8s::live::PlatformState;
 use crate::k8s::route::{all_to, weights_for};
 use crate::k8s::slot::Slot;
-
-/// The pause of a step held until `promote --step` (or `promote`, or
-/// `abort`): `pause: manual` in a profile. Analysis still runs and a
-/// failure still aborts; only the clock never moves the rollout on.
-pub const MANUAL: Duration = Duration::MAX;
-
-/// A step's pause: a duration such as `2m`, or `manual`.
-pub fn parse_pause(value: &str) -> Result<Duration, PauseError> {
-    if value == "manual" {
-        return Ok(MANUAL);
-    }
-    duration(value).map_err(PauseError)
-}
-
-/// A pause that is neither a good duration nor `manual`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; or `manual` to hold each step until `maily-deploy promote --step`")]
-pub struct PauseError(pub DurationError);
-
-/// A grace that is neither a duration nor `keep`: the text given.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is neither a duration (e.g. 10m, 0s) nor `keep`")]
-pub struct GraceError(pub String);
-
-/// How long the old slot stays scaled after 100%.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grace {
-    /// Until the next deploy reuses it: no wait, no scale-down.
-    Keep,
-    /// This long, then it scales to 0.
-    For(Duration),
-}
-
-impl Grace {
-    /// `keep`, or a duration such as `10m`.
-    pub fn parse(value: &str) -> Result<Grace, GraceError> {
-        if value == "keep" {
-            return Ok(Grace::Keep);
-        }
-        humantime::parse_duration(value)
-            .map(Grace::For)
-            .map_err(|_| GraceError(value.to_string()))
-    }
-}
 
 /// The rollout this run walks: the profile's traffic section, with what the
 /// command line overrides.
@@ -61,7 +15,7 @@ impl Grace {
 pub struct RolloutPlan {
     /// Percent of users on the new slot at each step, ending at 100.
     pub steps: Vec<u32>,
-    pub pause: Duration,
+    pub pause: Pause,
     pub grace: Grace,
     pub workers: WorkerShift,
     /// Why the steps are not the profile's (an override, a first switch).
@@ -78,11 +32,8 @@ impl RolloutPlan {
         grace_override: Option<Grace>,
         first_switch: bool,
     ) -> RolloutPlan {
-        let pause = parse_pause(&traffic.pause).unwrap_or_default();
-        let grace = grace_override.unwrap_or(match &traffic.grace {
-            Some(g) => Grace::parse(g).unwrap_or(Grace::Keep),
-            None => Grace::Keep,
-        });
+        let pause = traffic.pause;
+        let grace = grace_override.or(traffic.grace).unwrap_or(Grace::Keep);
         let (steps, note) = if first_switch {
             (
                 vec![100],
@@ -124,19 +75,6 @@ pub fn percents(steps: &[u32]) -> String {
         .map(|s| format!("{s}%"))
         .collect::<Vec<_>>()
         .join(" → ")
-}
-
-/// What is wrong with traffic steps (a profile's or the command line's),
-/// every problem: they must rise, each in 1..=100, and end at 100.
-pub fn step_problems(steps: &[u32]) -> Vec<String> {
-    let mut out = Vec::new();
-    if steps.last() != Some(&100) {
-        out.push("must end at 100 (a single 100 switches at once)".into());
-    }
-    if steps.iter().any(|s| *s == 0 || *s > 100) || steps.windows(2).any(|w| w[0] >= w[1]) {
-        out.push("must rise strictly, each between 1 and 100, e.g. 10,50,100".into());
-    }
-    out
 }
 
 /// Where one http service's users go at a step: the slot its stable
@@ -252,15 +190,15 @@ pub fn switchable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::profile::Traffic;
     use crate::k8s::live::{ServiceState, SlotState};
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     fn traffic(steps: &[u32]) -> Traffic {
         Traffic {
             steps: steps.to_vec(),
-            pause: "2m".into(),
-            grace: Some("10m".into()),
+            pause: Pause::For(Duration::from_secs(120)),
+            grace: Some(Grace::For(Duration::from_secs(600))),
             workers: WorkerShift::Proportional,
             analysis: None,
         }
@@ -301,7 +239,7 @@ mod tests {
         let t = traffic(&[5, 25, 50, 100]);
         let p = RolloutPlan::new(&t, None, None, false);
         assert_eq!(p.steps, vec![5, 25, 50, 100]);
-        assert_eq!(p.pause, Duration::from_secs(120));
+        assert_eq!(p.pause, Pause::For(Duration::from_secs(120)));
         assert_eq!(p.grace, Grace::For(Duration::from_secs(600)));
         assert!(p.is_progressive());
         let p = RolloutPlan::new(&t, Some(&[100]), Some(Grace::Keep), false);
@@ -311,41 +249,6 @@ mod tests {
         let p = RolloutPlan::new(&t, Some(&[50, 100]), None, true);
         assert_eq!(p.steps, vec![100]);
         assert!(p.note.unwrap().contains("first switch"));
-    }
-
-    #[test]
-    fn a_pause_is_a_duration_or_manual() {
-        assert_eq!(parse_pause("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_pause("manual"), Ok(MANUAL));
-        assert!(
-            parse_pause("soon")
-                .unwrap_err()
-                .to_string()
-                .contains("manual")
-        );
-    }
-
-    #[test]
-    fn grace_is_a_duration_or_keep() {
-        assert_eq!(Grace::parse("keep"), Ok(Grace::Keep));
-        assert_eq!(Grace::parse("0s"), Ok(Grace::For(Duration::ZERO)));
-        assert!(
-            Grace::parse("soon")
-                .unwrap_err()
-                .to_string()
-                .contains("keep")
-        );
-    }
-
-    #[test]
-    fn steps_on_the_command_line_are_checked() {
-        assert!(step_problems(&[100]).is_empty());
-        assert!(step_problems(&[10, 50, 100]).is_empty());
-        assert_eq!(step_problems(&[10, 50]).len(), 1);
-        assert_eq!(step_problems(&[50, 10, 100]).len(), 1);
-        assert_eq!(step_problems(&[0, 100]).len(), 1);
-        assert_eq!(step_problems(&[50, 10]).len(), 2, "both said");
-        assert_eq!(step_problems(&[]).len(), 1);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{Measurement, Verdict};
-use super::plan::{Grace, RolloutPlan};
-use crate::config::profile::WorkerShift;
+use super::plan::RolloutPlan;
+use crate::config::traffic::Grace;
+use crate::config::traffic::WorkerShift;
 use crate::k8s::slot::Slot;
 
 /// How a step ended.
@@ -93,7 +94,7 @@ impl RolloutReport {
             pause_seconds: if !plan.is_progressive() {
                 Some(0)
             } else {
-                (plan.pause != super::plan::MANUAL).then_some(plan.pause.as_secs())
+                plan.pause.length().map(|d| d.as_secs())
             },
             grace: match plan.grace {
                 Grace::Keep => "keep".into(),
@@ -241,7 +242,7 @@ mod tests {
     fn walked(steps: &[(u32, StepOutcome)]) -> RolloutReport {
         let plan = RolloutPlan {
             steps: vec![10, 25, 100],
-            pause: std::time::Duration::from_secs(60),
+            pause: crate::config::traffic::Pause::For(std::time::Duration::from_secs(60)),
             grace: Grace::Keep,
             workers: WorkerShift::Switch,
             note: None,

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::analysis::{self, Decision, Measurement, QueryVars, Verdict};
-use super::plan::{self, Grace, RolloutPlan};
+use super::plan::{self, RolloutPlan};
 use super::record::{self, Action, Answer, Request, Rollout, Stage};
 use super::report::{self, GraceReport, RolloutReport, StepOutcome, StepReport};
 use crate::config::Profile;
-use crate::config::profile::Analysis;
+use crate::config::traffic::Analysis;
+use crate::config::traffic::{Grace, Pause};
 use crate::error::{Kind, fail};
 use crate::k8s::apply::Applier;
 use crate::k8s::live::PlatformState;
@@ -147,9 +148,7 @@ impl Walk {
 
     /// How often analysis measures; `None` without analysis.
     fn interval(&self) -> Option<Duration> {
-        self.analysis
-            .as_ref()
-            .and_then(|a| crate::config::format::duration(&a.interval).ok())
+        self.analysis.as_ref().map(|a| a.interval)
     }
 
     fn vars(&self, slot: Slot, version: &str) -> QueryVars {
@@ -160,7 +159,7 @@ impl Walk {
             interval: self
                 .analysis
                 .as_ref()
-                .map(|a| a.interval.clone())
+                .map(|a| crate::config::traffic::promql_duration(a.interval))
                 .unwrap_or_default(),
         }
     }
@@ -458,22 +457,22 @@ impl Walk {
                 }
                 Decision::Wait => {}
             }
-            if elapsed >= self.plan.pause && self.rollout.stage != Stage::Holding {
+            if self.plan.pause.is_over(elapsed) && self.rollout.stage != Stage::Holding {
                 self.rollout.stage = Stage::Holding;
                 self.save().await?;
             }
             if Instant::now() >= next_tick {
                 next_tick += TICK;
-                let clock = if self.plan.pause == plan::MANUAL {
-                    format!("held {} until `promote --step`", report::human(elapsed))
-                } else if elapsed >= self.plan.pause {
-                    format!("holding for a verdict, {}", report::human(elapsed))
-                } else {
-                    format!(
-                        "pausing {} of {}",
-                        report::human(elapsed),
-                        report::human(self.plan.pause)
-                    )
+                let clock = match self.plan.pause {
+                    Pause::Manual => {
+                        format!("held {} until `promote --step`", report::human(elapsed))
+                    }
+                    Pause::For(d) if elapsed >= d => {
+                        format!("holding for a verdict, {}", report::human(elapsed))
+                    }
+                    Pause::For(d) => {
+                        format!("pausing {} of {}", report::human(elapsed), report::human(d))
+                    }
                 };
                 let last = this_step
                     .last()

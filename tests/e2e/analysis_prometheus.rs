@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use maily_deploy::config::profile::{Analysis, Profile};
+use maily_deploy::config::traffic::Analysis;
 use maily_deploy::providers::prometheus::Prometheus;
 use maily_deploy::traffic::analysis::{Measurement, QueryVars, Verdict, measure};
 use wiremock::matchers::{method, path};
@@ -85,12 +85,11 @@ async fn serve(started: Instant, rps: f64, error_share: f64, latency: f64) -> Mo
 /// The shipped production analysis, measured over 5 s instead of 30 s so
 /// that a few seconds of scrapes fill the window.
 fn production_analysis() -> Analysis {
-    let text =
-        std::fs::read_to_string(support::repo().join("manifests/environments/production.yaml"))
+    let profile =
+        maily_deploy::config::profile::load(&support::repo().join("manifests"), "production")
             .unwrap();
-    let profile: Profile = serde_saphyr::from_str(&text).unwrap();
     let mut analysis = profile.traffic.analysis.expect("production has analysis");
-    analysis.interval = "5s".into();
+    analysis.interval = std::time::Duration::from_secs(5);
     analysis
 }
 

@@ -31,6 +31,7 @@ mod db_failure;
 mod db_migrate;
 mod frontend;
 mod infra_end_to_end;
+mod layering;
 mod lock_and_faults;
 mod monitor;
 mod notifications;
