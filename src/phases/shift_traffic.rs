@@ -203,7 +203,8 @@ impl Phase for ShiftTraffic {
                             "the profile's traffic analysis needs PROMETHEUS_URL",
                         )
                     })?;
-                Some(Prometheus::new(url)?)
+                Some(std::sync::Arc::new(Prometheus::new(url)?)
+                    as std::sync::Arc<dyn crate::traffic::analysis::MetricSource>)
             }
             _ => None,
         };

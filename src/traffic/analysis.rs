@@ -21,6 +21,27 @@ use crate::config::traffic::{Analysis, Metric, Pause};
 use crate::error::{Kind, fail};
 use crate::providers::prometheus::{Prometheus, QueryError, QueryValue};
 
+/// Where analysis reads its numbers: Prometheus in a run. The walk holds
+/// this seam, not the client, so what it does with each kind of answer (a
+/// number, no data, a Prometheus that is away, a query it refuses) is
+/// tested on answers the test chooses.
+#[async_trait::async_trait]
+pub trait MetricSource: Send + Sync {
+    /// One instant query's value.
+    async fn instant(&self, promql: &str) -> Result<QueryValue, QueryError>;
+}
+
+#[async_trait::async_trait]
+impl MetricSource for Prometheus {
+    async fn instant(&self, promql: &str) -> Result<QueryValue, QueryError> {
+        self.query(promql).await.map_err(|e| {
+            QueryError::of(&e)
+                .cloned()
+                .unwrap_or_else(|| QueryError::Unreachable(format!("{e:#}")))
+        })
+    }
+}
+
 /// The values of a query's placeholders for one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryVars {
@@ -469,7 +490,7 @@ pub fn decide(
 /// error, because it stays wrong until the profile changes and waiting out
 /// the inconclusive timeout would only hide that.
 pub async fn measure(
-    prom: &Prometheus,
+    prom: &dyn MetricSource,
     analysis: &Analysis,
     new: &QueryVars,
     old: Option<&QueryVars>,
@@ -515,21 +536,18 @@ pub async fn measure(
 }
 
 /// One query's reading; an error only for a query that will never work.
-async fn read(prom: &Prometheus, name: &str, query: &str) -> anyhow::Result<Reading> {
-    match prom.query(query).await {
+async fn read(prom: &dyn MetricSource, name: &str, query: &str) -> anyhow::Result<Reading> {
+    match prom.instant(query).await {
         Ok(QueryValue::Number(v)) => Ok(Reading::Value(v)),
         Ok(QueryValue::NoData) => Ok(Reading::NoData),
-        Err(e) => match QueryError::of(&e) {
-            Some(QueryError::Rejected(why)) => Err(fail(
-                Kind::PhaseFailed,
-                format!(
-                    "analysis query {name} is rejected by Prometheus: {why}; fix traffic.analysis in the profile"
-                ),
-            )),
-            Some(QueryError::NotPrometheus(why)) => Err(fail(Kind::PhaseFailed, why.clone())),
-            Some(QueryError::Unreachable(why)) => Ok(Reading::Failed(why.clone())),
-            None => Ok(Reading::Failed(format!("{e:#}"))),
-        },
+        Err(QueryError::Rejected(why)) => Err(fail(
+            Kind::PhaseFailed,
+            format!(
+                "analysis query {name} is rejected by Prometheus: {why}; fix traffic.analysis in the profile"
+            ),
+        )),
+        Err(QueryError::NotPrometheus(why)) => Err(fail(Kind::PhaseFailed, why)),
+        Err(QueryError::Unreachable(why)) => Ok(Reading::Failed(why)),
     }
 }
 
@@ -1158,6 +1176,103 @@ metrics:
             decide(Some(&a), PAUSE, secs(600), &late, 0),
             Decision::Advance
         );
+    }
+
+    // measure, through the metric source seam: answers chosen per slot
+
+    /// Answers by slot: the new slot's (samples, error rate, p99) and the
+    /// old slot's p99, or the old slot's Prometheus error. Keeps what was
+    /// asked.
+    struct BySlot {
+        new: (f64, f64, f64),
+        old: Result<f64, QueryError>,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricSource for BySlot {
+        async fn instant(&self, promql: &str) -> Result<QueryValue, QueryError> {
+            self.asked.lock().unwrap().push(promql.to_string());
+            let (samples, errors, p99) = self.new;
+            if promql.contains("slot=\"blue\"") {
+                return self.old.clone().map(QueryValue::Number);
+            }
+            Ok(QueryValue::Number(if promql.starts_with("sum(increase") {
+                samples
+            } else if promql.starts_with("100 *") {
+                errors
+            } else {
+                p99
+            }))
+        }
+    }
+
+    fn by_slot(new: (f64, f64, f64), old: Result<f64, QueryError>) -> BySlot {
+        BySlot {
+            new,
+            old,
+            asked: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_old_slot_is_asked_only_for_the_metrics_compared_with_it() {
+        let source = by_slot((500.0, 0.2, 400.0), Ok(200.0));
+        let m = measure(
+            &source,
+            &production(),
+            &vars("green"),
+            Some(&vars("blue")),
+            25,
+        )
+        .await
+        .unwrap();
+        // p99 400 ms is twice the old slot's 200: over max_ratio_to_old 1.5.
+        assert_eq!(m.verdict, Verdict::Fail, "{}", m.reason);
+        assert!(m.reason.contains("p99-latency"), "{}", m.reason);
+        let asked = source.asked.lock().unwrap();
+        let old: Vec<&String> = asked
+            .iter()
+            .filter(|q| q.contains("slot=\"blue\""))
+            .collect();
+        assert_eq!(
+            asked.len(),
+            4,
+            "samples, two metrics, p99 on blue: {asked:?}"
+        );
+        assert_eq!(old.len(), 1, "{asked:?}");
+        assert!(old[0].starts_with("1000 * histogram_quantile"), "{old:?}");
+    }
+
+    #[tokio::test]
+    async fn a_baseline_prometheus_cannot_give_leaves_the_step_without_a_verdict() {
+        let away = QueryError::Unreachable("Prometheus at http://prom: timed out".into());
+        let m = measure(
+            &by_slot((500.0, 0.2, 400.0), Err(away)),
+            &production(),
+            &vars("green"),
+            Some(&vars("blue")),
+            25,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.verdict, Verdict::Inconclusive, "{}", m.reason);
+        assert!(m.reason.contains("timed out"), "{}", m.reason);
+        // The same numbers at 100%: nothing is compared, and 400 ms is
+        // under the 1000 ms ceiling.
+        let m = measure(
+            &by_slot(
+                (500.0, 0.2, 400.0),
+                Err(QueryError::Rejected("never asked".into())),
+            ),
+            &production(),
+            &vars("green"),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.verdict, Verdict::Pass, "{}", m.reason);
     }
 
     // measure, against Prometheus's documented answers

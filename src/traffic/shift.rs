@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::analysis::{self, Decision, Measurement, QueryVars, Verdict};
+use super::analysis::{self, Decision, Measurement, MetricSource, QueryVars, Verdict};
 use super::plan::{self, RolloutPlan};
 use super::record::{self, Action, Answer, Request, Rollout, Stage};
 use super::report::{self, GraceReport, RolloutReport, StepOutcome, StepReport};
@@ -26,7 +26,6 @@ use crate::k8s::slot::Slot;
 use crate::k8s::values::Release;
 use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::Progress;
-use crate::providers::prometheus::Prometheus;
 
 /// How often the run looks for a request from another terminal: the
 /// bound on how long `promote`/`abort` wait for the run to act.
@@ -45,7 +44,8 @@ pub struct Walk {
     pub target: Slot,
     pub plan: RolloutPlan,
     pub analysis: Option<Analysis>,
-    pub prometheus: Option<Prometheus>,
+    /// Where analysis measures (Prometheus); `None` without analysis.
+    pub metrics: Option<std::sync::Arc<dyn MetricSource>>,
     pub progress: Progress,
     pub rollout: Rollout,
     pub report: RolloutReport,
@@ -91,7 +91,7 @@ impl Walk {
         before: PlatformState,
         target: Slot,
         plan: RolloutPlan,
-        prometheus: Option<Prometheus>,
+        metrics: Option<std::sync::Arc<dyn MetricSource>>,
         progress: Progress,
         // The frontend deploy-frontend built, kept in the record for a
         // `promote` that finishes a dead run's rollout.
@@ -134,7 +134,7 @@ impl Walk {
             target,
             plan,
             analysis,
-            prometheus,
+            metrics,
             progress,
             rollout,
             report,
@@ -338,14 +338,21 @@ impl Walk {
     }
 
     async fn measure(&mut self, percent: u32) -> anyhow::Result<Option<Measurement>> {
-        let (Some(analysis), Some(prom)) = (self.analysis.clone(), self.prometheus.clone()) else {
+        let (Some(analysis), Some(source)) = (self.analysis.clone(), self.metrics.clone()) else {
             return Ok(None);
         };
         let new = self.vars(self.target, &self.release.image_tag.clone());
         let old_version = self.old_version();
         let old = self.vars(self.target.other(), &old_version);
         let compare = self.rollout.from.is_some() && percent < 100;
-        let m = analysis::measure(&prom, &analysis, &new, compare.then_some(&old), percent).await?;
+        let m = analysis::measure(
+            source.as_ref(),
+            &analysis,
+            &new,
+            compare.then_some(&old),
+            percent,
+        )
+        .await?;
         if m.verdict == Verdict::Fail {
             self.report.failures += 1;
         }
