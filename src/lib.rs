@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod exit_code;
+pub mod image;
 pub mod interrupt;
 pub mod k8s;
 pub mod logging;

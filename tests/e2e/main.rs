@@ -30,6 +30,7 @@ mod db_connect;
 mod db_failure;
 mod db_migrate;
 mod frontend;
+mod images;
 mod infra_end_to_end;
 mod layering;
 mod lock_and_faults;

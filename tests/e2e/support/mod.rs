@@ -10,6 +10,7 @@ pub mod ai;
 pub mod grafana;
 pub mod postgres;
 pub mod real;
+pub mod registry;
 pub mod terraform;
 pub mod traffic;
 pub mod vault;

@@ -1,0 +1,8 @@
+//! Container images: pinned by digest before anything changes.
+//!
+//! Not yet part of a run: `deploy` still applies tags. This module is the
+//! registry side (logins, tag to digest) the deploy-by-digest work builds
+//! on, tested against a real OCI registry on loopback.
+
+pub mod credentials;
+pub mod resolve;

@@ -1,0 +1,135 @@
+//! Tags to digests against a real OCI registry on loopback: what a re-push
+//! does to a tag, what a login changes, and every failure named at once.
+
+use std::time::Duration;
+
+use maily_deploy::image::credentials::Credentials;
+use maily_deploy::image::resolve::{ResolveError, resolve};
+
+use crate::support::registry::Registry;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Docker config file holding `login` for `registry`, as `docker login`
+/// writes it.
+fn login_file(dir: &std::path::Path, registry: &str, user: &str, password: &str) -> Credentials {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let path = dir.join("auth.json");
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    Credentials::read(Some(&path)).unwrap()
+}
+
+#[tokio::test]
+async fn a_tag_resolves_to_the_digest_it_names_now_and_a_repush_moves_it() {
+    let registry = Registry::open();
+    let first = registry.push("maily/maily-api", "v1", "first build").await;
+    let image = format!("{}/maily/maily-api:v1", registry.host);
+    let pinned = resolve([image.clone()], &Credentials::default(), TIMEOUT).await;
+    let pinned = pinned[&image].as_ref().unwrap();
+    assert_eq!(pinned.digest, first);
+    assert!(pinned.digest.starts_with("sha256:"), "{}", pinned.digest);
+    assert_eq!(
+        pinned.reference,
+        format!("{}/maily/maily-api@{first}", registry.host)
+    );
+
+    // The same tag pushed again names other bytes; the old digest still
+    // names the first build, which is what a rollback must run.
+    let second = registry.push("maily/maily-api", "v1", "second build").await;
+    assert_ne!(first, second);
+    let again = resolve([image.clone()], &Credentials::default(), TIMEOUT).await;
+    assert_eq!(again[&image].as_ref().unwrap().digest, second);
+    let old = format!("{}/maily/maily-api@{first}", registry.host);
+    let still = resolve([old.clone()], &Credentials::default(), TIMEOUT).await;
+    assert_eq!(
+        still[&old].as_ref().unwrap().digest,
+        first,
+        "a digest keeps naming the first build after the re-push"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_with_logins_takes_only_the_right_one() {
+    let registry = Registry::with_login("ci", "registry-pass-1234");
+    registry.push("maily/maily-api", "v1", "build").await;
+    let image = format!("{}/maily/maily-api:v1", registry.host);
+    let dir = tempfile::tempdir().unwrap();
+
+    let anonymous = resolve([image.clone()], &Credentials::default(), TIMEOUT).await;
+    match &anonymous[&image] {
+        Err(
+            e @ ResolveError::Refused {
+                had_login: false, ..
+            },
+        ) => {
+            assert!(e.to_string().contains("without a login"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let wrong = login_file(dir.path(), &registry.host, "ci", "not-the-password");
+    let refused = resolve([image.clone()], &wrong, TIMEOUT).await;
+    match &refused[&image] {
+        Err(
+            e @ ResolveError::Refused {
+                had_login: true, ..
+            },
+        ) => {
+            let fix = e.fix(&wrong);
+            assert!(fix.contains("auth.json"), "names the file to fix: {fix}");
+            assert!(!format!("{e} {fix}").contains("not-the-password"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let right = login_file(dir.path(), &registry.host, "ci", "registry-pass-1234");
+    let pinned = resolve([image.clone()], &right, TIMEOUT).await;
+    assert!(pinned[&image].is_ok(), "{:?}", pinned[&image]);
+}
+
+#[tokio::test]
+async fn every_image_that_cannot_be_pinned_is_named_at_once() {
+    let registry = Registry::open();
+    registry.push("maily/maily-api", "v2", "build").await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let good = format!("{}/maily/maily-api:v2", registry.host);
+    let missing_tag = format!("{}/maily/maily-api:v3", registry.host);
+    let missing_repo = format!("{}/maily/maily-nothing:v2", registry.host);
+    let unreachable = format!("127.0.0.1:{down}/maily/maily-api:v2");
+    let answers = resolve(
+        [
+            good.clone(),
+            missing_tag.clone(),
+            missing_repo.clone(),
+            unreachable.clone(),
+        ],
+        &Credentials::default(),
+        TIMEOUT,
+    )
+    .await;
+    assert!(answers[&good].is_ok(), "{:?}", answers[&good]);
+    assert!(
+        matches!(answers[&missing_tag], Err(ResolveError::NotFound { .. })),
+        "{:?}",
+        answers[&missing_tag]
+    );
+    assert!(
+        matches!(answers[&missing_repo], Err(ResolveError::NotFound { .. })),
+        "{:?}",
+        answers[&missing_repo]
+    );
+    assert!(
+        matches!(answers[&unreachable], Err(ResolveError::Unreachable { .. })),
+        "{:?}",
+        answers[&unreachable]
+    );
+}
