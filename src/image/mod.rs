@@ -5,4 +5,5 @@
 //! on, tested against a real OCI registry on loopback.
 
 pub mod credentials;
+pub mod pin;
 pub mod resolve;
