@@ -82,6 +82,12 @@ pub const SPEC: &[VarSpec] = &[
         "Tag of the release being deployed; verify checks the new slot reports it"),
     var("ROLLOUT_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("10m"), "Images",
         "Longest wait for a rollout that is still progressing"),
+    var("IMAGE_PINNING", &[DeployBackend, ConfigureAi], Format::Enum(&["on", "off"]), Default("on"), "Images",
+        "on: every image is resolved to its digest before the first change and deployed by digest; off: deployed by tag (a registry this machine cannot reach)"),
+    var("REGISTRY_AUTH_FILE", &[DeployBackend, ConfigureAi], Format::NonEmpty, Optional, "Images",
+        "Registry logins (docker or podman format); unset means $DOCKER_CONFIG/config.json or ~/.docker/config.json"),
+    var("REGISTRY_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("30s"), "Images",
+        "Longest wait for a registry to answer one image's tag"),
     // Infrastructure
     var("TERRAFORM_DIR", &[Provision], Format::NonEmpty, Default("infrastructure/terraform"), "Infrastructure",
         "Directory of the Terraform configuration"),
