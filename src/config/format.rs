@@ -9,6 +9,8 @@ use std::time::Duration;
 use sha3::{Digest, Keccak256};
 use url::Url;
 
+use super::k8s_rules::RuleError;
+
 /// A variable's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -81,23 +83,27 @@ impl Format {
     }
 
     /// Check a value; the error says what is wrong without quoting it.
-    pub fn check(self, value: &str) -> Result<(), String> {
+    pub fn check(self, value: &str) -> Result<(), FormatError> {
         if value.trim().is_empty() {
-            return Err("is empty".into());
+            return Err(FormatError::Empty);
         }
         if value.trim() != value {
-            return Err("has leading or trailing white space".into());
+            return Err(FormatError::Padded);
         }
         match self {
             Format::NonEmpty => Ok(()),
-            Format::HttpUrl => url_with_host(value, &["http", "https"]).map(drop),
+            Format::HttpUrl => url_with_host(value, &["http", "https"])
+                .map(drop)
+                .map_err(FormatError::Url),
             Format::PostgresUrl => postgres_url(value),
             Format::RedisUrl => redis_url(value),
-            Format::AmqpUrl => url_with_host(value, &["amqp", "amqps"]).map(drop),
+            Format::AmqpUrl => url_with_host(value, &["amqp", "amqps"])
+                .map(drop)
+                .map_err(FormatError::Url),
             Format::BackupUrl => backup_url(value),
             Format::EthAddress => eth_address(value),
             Format::Integer { min, max } => integer(value, min, max),
-            Format::Duration => duration(value).map(drop).map_err(|e| e.to_string()),
+            Format::Duration => duration(value).map(drop).map_err(FormatError::Duration),
             Format::Enum(words) => one_of(value, words),
             Format::ImageRegistry => image_registry(value),
             Format::ImageTag => image_tag(value),
@@ -106,9 +112,121 @@ impl Format {
     }
 }
 
+/// What is wrong with a value, as the end of a sentence whose subject the
+/// caller names ("DATABASE_URL has no database name after the host"). A
+/// kind rather than a text so that a caller can tell the problems apart
+/// (and a test can pin which one it got); no variant holds the value, so
+/// no message can leak a malformed secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("is empty")]
+    Empty,
+    #[error("has leading or trailing white space")]
+    Padded,
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// Kept apart from [`FormatError::Url`]: the reader of a
+    /// `DATABASE_URL` problem is told which kind of URL was expected.
+    #[error("is not a PostgreSQL URL: it {0}")]
+    NotPostgresUrl(UrlError),
+    #[error("has no database name after the host")]
+    NoDatabase,
+    #[error("has an unknown sslmode; use one of {}", SSL_MODES.join(", "))]
+    UnknownSslMode,
+    /// As [`FormatError::NotPostgresUrl`], for `REDIS_URL`.
+    #[error("is not a Redis URL: it {0}")]
+    NotRedisUrl(UrlError),
+    #[error("has a database index that is not a number (the path must be /0, /1, ...)")]
+    RedisIndex,
+    #[error("names a host; a file URL needs three slashes: file:///absolute/dir/")]
+    FileUrlHost,
+    #[error("has no bucket: s3://BUCKET/PREFIX/")]
+    NoBucket,
+    #[error("does not start with 0x")]
+    No0x,
+    /// `len` is all that may be said of a wrong address: the count of what
+    /// follows the `0x`, never the characters.
+    #[error("is not 40 hex digits after 0x ({len} characters)")]
+    NotFortyHexDigits { len: usize },
+    #[error("fails its EIP-55 checksum (a mistyped character?); copy the address again")]
+    Checksum,
+    #[error("is not a whole number")]
+    NotWholeNumber,
+    #[error("{}", out_of_range(*.min, *.max))]
+    OutOfRange { min: i64, max: i64 },
+    /// `closest` is one of `words` (never the value), offered when the
+    /// value is a near miss.
+    #[error("{}", not_one_of(.words, *.closest))]
+    NotOneOf {
+        words: &'static [&'static str],
+        closest: Option<&'static str>,
+    },
+    #[error("has a scheme; give the registry without it, e.g. ghcr.io/maily")]
+    RegistryScheme,
+    #[error("ends with /; drop it, the image name is appended")]
+    RegistryTrailingSlash,
+    #[error("has white space or capitals; registry paths are lowercase")]
+    RegistryCase,
+    #[error("has an empty path segment (//)")]
+    RegistryEmptySegment,
+    #[error(
+        "is not a valid image tag (letters, digits, _ . -, not starting with . or -, at most 128)"
+    )]
+    BadTag,
+    /// The manifests label each Deployment with its tag, so a tag a
+    /// registry takes can still be one no label can hold.
+    #[error(
+        "is a valid image tag, but the manifests put it in the label app.kubernetes.io/version, and it {0}"
+    )]
+    TagNotLabelValue(RuleError),
+    #[error(transparent)]
+    Duration(DurationError),
+    #[error("is neither owner/name nor a numeric GitHub repository id")]
+    NotGithubRepo,
+}
+
+/// What is wrong with a URL before its kind's own rules are checked;
+/// shared by the http, amqp, PostgreSQL, Redis and backup URLs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// `url`'s parse errors name the rule broken ("invalid port number"),
+    /// never the text, so they may be shown.
+    #[error("is not a URL ({0})")]
+    NotAUrl(url::ParseError),
+    /// The schemes that would have done, for the message.
+    #[error("has the wrong scheme; expected {}", schemes(.0))]
+    WrongScheme(&'static [&'static str]),
+    #[error("has no host")]
+    NoHost,
+}
+
+fn schemes(expected: &[&str]) -> String {
+    expected
+        .iter()
+        .map(|s| format!("{s}://"))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// An unbounded maximum is no bound the reader needs to hear about.
+fn out_of_range(min: i64, max: i64) -> String {
+    if max == i64::MAX {
+        format!("must be at least {min}")
+    } else {
+        format!("must be between {min} and {max}")
+    }
+}
+
+fn not_one_of(words: &[&str], closest: Option<&str>) -> String {
+    match closest {
+        Some(w) => format!("is not one of {}; did you mean {w}?", words.join(", ")),
+        None => format!("is not one of {}", words.join(", ")),
+    }
+}
+
 /// `owner/name` (one slash, both sides non-empty) or a numeric repository id;
 /// the same rule as `providers::vercel::GitRepo::parse`.
-fn github_repo(value: &str) -> Result<(), String> {
+fn github_repo(value: &str) -> Result<(), FormatError> {
     if value.chars().all(|c| c.is_ascii_digit()) {
         return Ok(());
     }
@@ -116,7 +234,7 @@ fn github_repo(value: &str) -> Result<(), String> {
         Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok(())
         }
-        _ => Err("is neither owner/name nor a numeric GitHub repository id".into()),
+        _ => Err(FormatError::NotGithubRepo),
     }
 }
 
@@ -155,95 +273,81 @@ pub fn duration(value: &str) -> Result<Duration, DurationError> {
     }
 }
 
-fn url_with_host(value: &str, schemes: &[&str]) -> Result<Url, String> {
-    let url = Url::parse(value).map_err(|e| format!("is not a URL ({e})"))?;
+fn url_with_host(value: &str, schemes: &'static [&'static str]) -> Result<Url, UrlError> {
+    let url = Url::parse(value).map_err(UrlError::NotAUrl)?;
     if !schemes.contains(&url.scheme()) {
-        let expected: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
-        return Err(format!(
-            "has the wrong scheme; expected {}",
-            expected.join(" or ")
-        ));
+        return Err(UrlError::WrongScheme(schemes));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
+        return Err(UrlError::NoHost);
     }
     Ok(url)
 }
 
-fn postgres_url(value: &str) -> Result<(), String> {
-    let url = url_with_host(value, &["postgres", "postgresql"])
-        .map_err(|e| format!("is not a PostgreSQL URL: it {e}"))?;
+/// The sslmodes libpq knows; any other is refused by the driver at connect
+/// time, in the middle of a deploy.
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn postgres_url(value: &str) -> Result<(), FormatError> {
+    let url =
+        url_with_host(value, &["postgres", "postgresql"]).map_err(FormatError::NotPostgresUrl)?;
     if url.path().trim_start_matches('/').is_empty() {
-        return Err("has no database name after the host".into());
+        return Err(FormatError::NoDatabase);
     }
-    const SSL_MODES: &[&str] = &[
-        "disable",
-        "allow",
-        "prefer",
-        "require",
-        "verify-ca",
-        "verify-full",
-    ];
     for (key, mode) in url.query_pairs() {
         if key == "sslmode" && !SSL_MODES.contains(&mode.as_ref()) {
-            return Err(format!(
-                "has an unknown sslmode; use one of {}",
-                SSL_MODES.join(", ")
-            ));
+            return Err(FormatError::UnknownSslMode);
         }
     }
     Ok(())
 }
 
-fn redis_url(value: &str) -> Result<(), String> {
-    let url = url_with_host(value, &["redis", "rediss"])
-        .map_err(|e| format!("is not a Redis URL: it {e}"))?;
+fn redis_url(value: &str) -> Result<(), FormatError> {
+    let url = url_with_host(value, &["redis", "rediss"]).map_err(FormatError::NotRedisUrl)?;
     let db = url.path().trim_start_matches('/');
     if !db.is_empty() && db.parse::<u32>().is_err() {
-        return Err(
-            "has a database index that is not a number (the path must be /0, /1, ...)".into(),
-        );
+        return Err(FormatError::RedisIndex);
     }
     Ok(())
 }
 
-fn backup_url(value: &str) -> Result<(), String> {
-    let url = Url::parse(value).map_err(|e| format!("is not a URL ({e})"))?;
+fn backup_url(value: &str) -> Result<(), FormatError> {
+    let url = Url::parse(value).map_err(UrlError::NotAUrl)?;
     match url.scheme() {
         "file" => {
             if url.host_str().is_some_and(|h| !h.is_empty()) {
-                return Err(
-                    "names a host; a file URL needs three slashes: file:///absolute/dir/".into(),
-                );
+                return Err(FormatError::FileUrlHost);
             }
             Ok(())
         }
         "s3" => {
             if url.host_str().is_none_or(str::is_empty) {
-                return Err("has no bucket: s3://BUCKET/PREFIX/".into());
+                return Err(FormatError::NoBucket);
             }
             Ok(())
         }
-        _ => Err("has the wrong scheme; expected file:// or s3://".into()),
+        _ => Err(UrlError::WrongScheme(&["file", "s3"]).into()),
     }
 }
 
-fn eth_address(value: &str) -> Result<(), String> {
+fn eth_address(value: &str) -> Result<(), FormatError> {
     let Some(hex) = value.strip_prefix("0x") else {
-        return Err("does not start with 0x".into());
+        return Err(FormatError::No0x);
     };
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "is not 40 hex digits after 0x ({} characters)",
-            hex.len()
-        ));
+        return Err(FormatError::NotFortyHexDigits { len: hex.len() });
     }
     let mixed_case =
         hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed_case && !eip55_checksum_ok(hex) {
-        return Err(
-            "fails its EIP-55 checksum (a mistyped character?); copy the address again".into(),
-        );
+        return Err(FormatError::Checksum);
     }
     Ok(())
 }
@@ -263,70 +367,56 @@ fn eip55_checksum_ok(hex: &str) -> bool {
     })
 }
 
-fn integer(value: &str, min: i64, max: i64) -> Result<(), String> {
-    let n: i64 = value
-        .parse()
-        .map_err(|_| "is not a whole number".to_string())?;
+fn integer(value: &str, min: i64, max: i64) -> Result<(), FormatError> {
+    let n: i64 = value.parse().map_err(|_| FormatError::NotWholeNumber)?;
     if n < min || n > max {
-        return Err(if max == i64::MAX {
-            format!("must be at least {min}")
-        } else {
-            format!("must be between {min} and {max}")
-        });
+        return Err(FormatError::OutOfRange { min, max });
     }
     Ok(())
 }
 
-fn one_of(value: &str, words: &[&str]) -> Result<(), String> {
+fn one_of(value: &str, words: &'static [&'static str]) -> Result<(), FormatError> {
     if words.contains(&value) {
         return Ok(());
     }
-    let close = words
+    let closest = words
         .iter()
-        .find(|w| strsim::levenshtein(w, value) <= 2 || w.eq_ignore_ascii_case(value));
-    Err(match close {
-        Some(w) => format!("is not one of {}; did you mean {w}?", words.join(", ")),
-        None => format!("is not one of {}", words.join(", ")),
-    })
+        .find(|w| strsim::levenshtein(w, value) <= 2 || w.eq_ignore_ascii_case(value))
+        .copied();
+    Err(FormatError::NotOneOf { words, closest })
 }
 
-fn image_registry(value: &str) -> Result<(), String> {
+fn image_registry(value: &str) -> Result<(), FormatError> {
     if value.contains("://") {
-        return Err("has a scheme; give the registry without it, e.g. ghcr.io/maily".into());
+        return Err(FormatError::RegistryScheme);
     }
     if value.ends_with('/') {
-        return Err("ends with /; drop it, the image name is appended".into());
+        return Err(FormatError::RegistryTrailingSlash);
     }
     if value
         .chars()
         .any(|c| c.is_whitespace() || c.is_ascii_uppercase())
     {
-        return Err("has white space or capitals; registry paths are lowercase".into());
+        return Err(FormatError::RegistryCase);
     }
     if value.split('/').any(str::is_empty) {
-        return Err("has an empty path segment (//)".into());
+        return Err(FormatError::RegistryEmptySegment);
     }
     Ok(())
 }
 
-fn image_tag(value: &str) -> Result<(), String> {
+fn image_tag(value: &str) -> Result<(), FormatError> {
     let bytes = value.as_bytes();
-    let first_ok = bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_';
+    let first_ok = bytes
+        .first()
+        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
     let rest_ok = bytes
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !first_ok || !rest_ok || bytes.len() > 128 {
-        return Err(
-            "is not a valid image tag (letters, digits, _ . -, not starting with . or -, at most 128)"
-                .into(),
-        );
+        return Err(FormatError::BadTag);
     }
-    // The manifests label each Deployment with its tag.
-    super::k8s_rules::label_value(value).map_err(|why| {
-        format!(
-            "is a valid image tag, but the manifests put it in the label app.kubernetes.io/version, and it {why}"
-        )
-    })
+    super::k8s_rules::label_value(value).map_err(FormatError::TagNotLabelValue)
 }
 
 #[cfg(test)]
@@ -342,7 +432,10 @@ mod tests {
     }
 
     fn bad(f: Format, v: &str, why: &str) {
-        let err = f.check(v).expect_err(&format!("{f:?} should reject {v:?}"));
+        let err = f
+            .check(v)
+            .expect_err(&format!("{f:?} should reject {v:?}"))
+            .to_string();
         assert!(
             err.contains(why),
             "{f:?} {v:?}: {err:?} should mention {why:?}"
@@ -538,8 +631,335 @@ mod tests {
     fn messages_never_quote_the_value() {
         let secretish = "postgres://maily:hunter2-XYZ@db.example.com";
         let err = Format::PostgresUrl.check(secretish).unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = Format::HttpUrl.check("hunter2-XYZ").unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    fn kind(f: Format, v: &str) -> FormatError {
+        f.check(v).expect_err(&format!("{f:?} should reject {v:?}"))
+    }
+
+    #[test]
+    fn every_format_refuses_empty_and_padded_values_first() {
+        for f in [Format::NonEmpty, Format::PostgresUrl, Format::ImageTag] {
+            assert!(matches!(kind(f, ""), FormatError::Empty));
+            assert!(matches!(kind(f, " \t"), FormatError::Empty));
+            assert!(matches!(kind(f, "x "), FormatError::Padded));
+        }
+    }
+
+    #[test]
+    fn url_kinds() {
+        use url::ParseError;
+        assert!(matches!(
+            kind(Format::HttpUrl, "example.com"),
+            FormatError::Url(UrlError::NotAUrl(ParseError::RelativeUrlWithoutBase))
+        ));
+        assert!(matches!(
+            kind(Format::HttpUrl, "ftp://example.com"),
+            FormatError::Url(UrlError::WrongScheme(["http", "https"]))
+        ));
+        assert!(matches!(
+            kind(Format::AmqpUrl, "amqp://"),
+            FormatError::Url(UrlError::NoHost)
+        ));
+        assert!(matches!(
+            kind(Format::PostgresUrl, "mysql://u:p@h/d"),
+            FormatError::NotPostgresUrl(UrlError::WrongScheme(_))
+        ));
+        assert!(matches!(
+            kind(Format::PostgresUrl, "postgres://h:99999/d"),
+            FormatError::NotPostgresUrl(UrlError::NotAUrl(ParseError::InvalidPort))
+        ));
+        assert!(matches!(
+            kind(Format::PostgresUrl, "postgres://u:p@h:5432/"),
+            FormatError::NoDatabase
+        ));
+        assert!(matches!(
+            kind(Format::PostgresUrl, "postgres://u@h/d?sslmode=required"),
+            FormatError::UnknownSslMode
+        ));
+        assert!(matches!(
+            kind(Format::RedisUrl, "http://localhost:6379"),
+            FormatError::NotRedisUrl(UrlError::WrongScheme(["redis", "rediss"]))
+        ));
+        assert!(matches!(
+            kind(Format::RedisUrl, "redis://localhost/zero"),
+            FormatError::RedisIndex
+        ));
+        assert!(matches!(
+            kind(Format::BackupUrl, "file://var/backups"),
+            FormatError::FileUrlHost
+        ));
+        assert!(matches!(
+            kind(Format::BackupUrl, "s3:///prefix/"),
+            FormatError::NoBucket
+        ));
+        assert!(matches!(
+            kind(Format::BackupUrl, "gs://bucket/x"),
+            FormatError::Url(UrlError::WrongScheme(["file", "s3"]))
+        ));
+        assert!(matches!(
+            kind(Format::BackupUrl, "/var/backups"),
+            FormatError::Url(UrlError::NotAUrl(_))
+        ));
+    }
+
+    #[test]
+    fn address_and_number_kinds() {
+        assert!(matches!(
+            kind(
+                Format::EthAddress,
+                "52908400098527886e0f7030069857d2e4169ee7"
+            ),
+            FormatError::No0x
+        ));
+        assert!(matches!(
+            kind(
+                Format::EthAddress,
+                "0x52908400098527886e0f7030069857d2e4169e"
+            ),
+            FormatError::NotFortyHexDigits { len: 38 }
+        ));
+        assert!(matches!(
+            kind(
+                Format::EthAddress,
+                "0x52908400098527886e0f7030069857d2e4169eeg"
+            ),
+            FormatError::NotFortyHexDigits { len: 40 }
+        ));
+        assert!(matches!(
+            kind(
+                Format::EthAddress,
+                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
+            ),
+            FormatError::Checksum
+        ));
+        let pct = Format::Integer { min: 0, max: 100 };
+        assert!(matches!(kind(pct, "1.5"), FormatError::NotWholeNumber));
+        assert!(matches!(
+            kind(pct, "101"),
+            FormatError::OutOfRange { min: 0, max: 100 }
+        ));
+        assert!(matches!(
+            kind(pct, "-1"),
+            FormatError::OutOfRange { min: 0, max: 100 }
+        ));
+        assert!(matches!(
+            kind(Format::Duration, "30"),
+            FormatError::Duration(DurationError::NotADuration)
+        ));
+        assert!(matches!(
+            kind(Format::Duration, "0s"),
+            FormatError::Duration(DurationError::Zero)
+        ));
+        assert!(matches!(
+            kind(Format::Duration, "69y"),
+            FormatError::Duration(DurationError::TooLong)
+        ));
+    }
+
+    #[test]
+    fn word_and_name_kinds() {
+        let f = Format::Enum(&["token", "kubernetes"]);
+        assert!(matches!(
+            kind(f, "tokn"),
+            FormatError::NotOneOf {
+                closest: Some("token"),
+                ..
+            }
+        ));
+        assert!(matches!(
+            kind(f, "Kubernetes"),
+            FormatError::NotOneOf {
+                closest: Some("kubernetes"),
+                ..
+            }
+        ));
+        assert!(matches!(
+            kind(f, "ldap"),
+            FormatError::NotOneOf { closest: None, .. }
+        ));
+        assert!(matches!(
+            kind(Format::ImageRegistry, "https://ghcr.io/maily"),
+            FormatError::RegistryScheme
+        ));
+        assert!(matches!(
+            kind(Format::ImageRegistry, "ghcr.io/maily/"),
+            FormatError::RegistryTrailingSlash
+        ));
+        assert!(matches!(
+            kind(Format::ImageRegistry, "ghcr.io/Maily"),
+            FormatError::RegistryCase
+        ));
+        assert!(matches!(
+            kind(Format::ImageRegistry, "ghcr.io//maily"),
+            FormatError::RegistryEmptySegment
+        ));
+        assert!(matches!(kind(Format::ImageTag, "-v1"), FormatError::BadTag));
+        assert!(matches!(
+            kind(Format::ImageTag, &"a".repeat(129)),
+            FormatError::BadTag
+        ));
+        assert!(matches!(
+            kind(Format::ImageTag, &"a".repeat(64)),
+            FormatError::TagNotLabelValue(RuleError::LabelValueTooLong { len: 64 })
+        ));
+        assert!(matches!(
+            kind(Format::ImageTag, "_v1"),
+            FormatError::TagNotLabelValue(RuleError::LabelValueChars)
+        ));
+        assert!(matches!(
+            kind(Format::GithubRepo, "maily/web/app"),
+            FormatError::NotGithubRepo
+        ));
+    }
+
+    /// The texts as they were when the checks returned strings: validate's
+    /// report, provision's terraform problems and the e2e tests read them.
+    #[test]
+    fn messages_are_the_texts_users_know() {
+        let cases: &[(Format, &str, &str)] = &[
+            (Format::NonEmpty, " ", "is empty"),
+            (
+                Format::NonEmpty,
+                " x",
+                "has leading or trailing white space",
+            ),
+            (
+                Format::HttpUrl,
+                "example.com",
+                "is not a URL (relative URL without a base)",
+            ),
+            (
+                Format::HttpUrl,
+                "ftp://example.com",
+                "has the wrong scheme; expected http:// or https://",
+            ),
+            (Format::AmqpUrl, "amqp://", "has no host"),
+            (
+                Format::PostgresUrl,
+                "mysql://u:p@h/d",
+                "is not a PostgreSQL URL: it has the wrong scheme; expected postgres:// or postgresql://",
+            ),
+            (
+                Format::PostgresUrl,
+                "postgres://u@h",
+                "has no database name after the host",
+            ),
+            (
+                Format::PostgresUrl,
+                "postgres://u@h/d?sslmode=on",
+                "has an unknown sslmode; use one of disable, allow, prefer, require, verify-ca, verify-full",
+            ),
+            (
+                Format::RedisUrl,
+                "redis://",
+                "is not a Redis URL: it has no host",
+            ),
+            (
+                Format::RedisUrl,
+                "redis://h/x",
+                "has a database index that is not a number (the path must be /0, /1, ...)",
+            ),
+            (
+                Format::BackupUrl,
+                "file://var/backups",
+                "names a host; a file URL needs three slashes: file:///absolute/dir/",
+            ),
+            (
+                Format::BackupUrl,
+                "s3:///x",
+                "has no bucket: s3://BUCKET/PREFIX/",
+            ),
+            (
+                Format::BackupUrl,
+                "gs://b/x",
+                "has the wrong scheme; expected file:// or s3://",
+            ),
+            (Format::EthAddress, "1234", "does not start with 0x"),
+            (
+                Format::EthAddress,
+                "0x12",
+                "is not 40 hex digits after 0x (2 characters)",
+            ),
+            (
+                Format::EthAddress,
+                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+                "fails its EIP-55 checksum (a mistyped character?); copy the address again",
+            ),
+            (
+                Format::Integer { min: 1, max: 9 },
+                "x",
+                "is not a whole number",
+            ),
+            (
+                Format::Integer {
+                    min: 1,
+                    max: i64::MAX,
+                },
+                "0",
+                "must be at least 1",
+            ),
+            (
+                Format::Integer { min: 0, max: 100 },
+                "101",
+                "must be between 0 and 100",
+            ),
+            (
+                Format::Duration,
+                "30",
+                "is not a duration (a number with a unit: s, m, h)",
+            ),
+            (
+                Format::Enum(&["token", "kubernetes"]),
+                "tokn",
+                "is not one of token, kubernetes; did you mean token?",
+            ),
+            (
+                Format::Enum(&["token", "kubernetes"]),
+                "ldap",
+                "is not one of token, kubernetes",
+            ),
+            (
+                Format::ImageRegistry,
+                "https://ghcr.io",
+                "has a scheme; give the registry without it, e.g. ghcr.io/maily",
+            ),
+            (
+                Format::ImageRegistry,
+                "ghcr.io/",
+                "ends with /; drop it, the image name is appended",
+            ),
+            (
+                Format::ImageRegistry,
+                "GHCR.io",
+                "has white space or capitals; registry paths are lowercase",
+            ),
+            (
+                Format::ImageRegistry,
+                "a//b",
+                "has an empty path segment (//)",
+            ),
+            (
+                Format::ImageTag,
+                ".v1",
+                "is not a valid image tag (letters, digits, _ . -, not starting with . or -, at most 128)",
+            ),
+            (
+                Format::ImageTag,
+                "v1-",
+                "is a valid image tag, but the manifests put it in the label app.kubernetes.io/version, and it is not a valid label value (letters, digits, - _ ., starting and ending with a letter or digit)",
+            ),
+            (
+                Format::GithubRepo,
+                "x",
+                "is neither owner/name nor a numeric GitHub repository id",
+            ),
+        ];
+        for (f, v, text) in cases {
+            assert_eq!(kind(*f, v).to_string(), *text, "{f:?} {v:?}");
+        }
     }
 }
