@@ -139,6 +139,7 @@ fn baseline(kubeconfig: &Path, dir: &Path, manifests: &Path, n: usize) -> Durati
         image_tag: "v1".into(),
         backup_url: String::new(),
         rollout_timeout_secs: 120,
+        digests: Default::default(),
     };
     // Setup the baseline would share with the tool: namespace and settings.
     let platform = manifest::render(

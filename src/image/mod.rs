@@ -1,8 +1,9 @@
 //! Container images: pinned by digest before anything changes.
 //!
-//! Not yet part of a run: `deploy` still applies tags. This module is the
-//! registry side (logins, tag to digest) the deploy-by-digest work builds
-//! on, tested against a real OCI registry on loopback.
+//! A deploy asks each image's registry for the digest its tag names now
+//! (`pin`), before the lock and the first change, and the Deployments run
+//! `image@sha256:...`; the snapshot's release keeps the pins, so a rollback
+//! re-applies exactly what ran, whatever the tag names by then.
 
 pub mod credentials;
 pub mod pin;

@@ -9,7 +9,9 @@ use super::credentials::Credentials;
 use super::resolve::{Pinned, resolve};
 use crate::config::Profile;
 use crate::error::{Failure, Kind, Problem};
-use crate::k8s::values::{Release, image_of};
+use crate::k8s::values::{Release, tagged_image_of};
+use crate::pipeline::Context;
+use crate::pipeline::layers::Layer;
 
 /// Whether a run pins its images (`IMAGE_PINNING`, on unless turned off).
 pub fn is_on(vars: &crate::config::Vars) -> bool {
@@ -25,7 +27,7 @@ pub fn wanted<'a>(
 ) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for service in services {
-        out.entry(image_of(release, profile, service))
+        out.entry(tagged_image_of(release, profile, service))
             .or_default()
             .push(service.clone());
     }
@@ -49,10 +51,7 @@ pub fn settle(
                 let services = wanted.get(&image).map(|s| s.join(", ")).unwrap_or_default();
                 problems.push(Problem {
                     phase: None,
-                    subject: format!(
-                        "image {} ({services})",
-                        crate::error::clipped(&image)
-                    ),
+                    subject: format!("image {} ({services})", crate::error::clipped(&image)),
                     problem: e.to_string(),
                     fix: e.fix(credentials),
                 });
@@ -101,6 +100,44 @@ pub fn credentials(
     })
 }
 
+/// The pins of a run: each image of the layers it deploys, as tagged, and
+/// the digest reference it names now. Empty when pinning is off, when the
+/// run deploys no image, or when its release is not known (validation has
+/// said why, or the phase that needs it will, before it changes anything).
+pub async fn for_run(
+    cx: &Context,
+    process_env: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let profile = &cx.config.profile;
+    let services: Vec<String> = Layer::ALL
+        .into_iter()
+        .filter(|l| cx.selection.is_selected(l.phase()))
+        .flat_map(|l| l.services(profile))
+        .collect();
+    if !is_on(&cx.config.vars) || services.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let Ok(release) = cx.release() else {
+        return Ok(BTreeMap::new());
+    };
+    let timeout = cx
+        .config
+        .vars
+        .get("REGISTRY_TIMEOUT")
+        .and_then(|t| crate::config::format::duration(t).ok())
+        .unwrap_or(Duration::from_secs(30));
+    let wanted = wanted(profile, &release, &services);
+    let credentials = credentials(&cx.config.vars, process_env)?;
+    let pins = pin(&wanted, &credentials, timeout).await?;
+    for p in pins.values() {
+        tracing::info!(image = %p.image, digest = %p.digest, "pinned");
+    }
+    Ok(pins
+        .into_iter()
+        .map(|(image, p)| (image, p.reference))
+        .collect())
+}
+
 /// Ask every registry, within `timeout` each.
 pub async fn pin(
     wanted: &BTreeMap<String, Vec<String>>,
@@ -123,7 +160,10 @@ mod tests {
                 "r.io/maily/maily-api:v2".to_string(),
                 vec!["api".to_string(), "campaigns".to_string()],
             ),
-            ("r.io/maily/maily-workers:v2".to_string(), vec!["workers".to_string()]),
+            (
+                "r.io/maily/maily-workers:v2".to_string(),
+                vec!["workers".to_string()],
+            ),
             ("r.io/maily/maily-ai:v2".to_string(), vec!["ai".to_string()]),
         ]);
         let answers = BTreeMap::from([
@@ -152,7 +192,11 @@ mod tests {
         let err = settle(&wanted, answers, &Credentials::default()).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Config));
         let failure = crate::error::failure_of(&err).unwrap();
-        let subjects: Vec<&str> = failure.problems.iter().map(|p| p.subject.as_str()).collect();
+        let subjects: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.as_str())
+            .collect();
         assert_eq!(
             subjects,
             vec![
@@ -168,7 +212,11 @@ mod tests {
         let vars = |v: Option<&str>| {
             let mut vars = crate::config::Vars::default();
             if let Some(v) = v {
-                vars.set("IMAGE_PINNING", v.to_string(), crate::config::Source::Environment);
+                vars.set(
+                    "IMAGE_PINNING",
+                    v.to_string(),
+                    crate::config::Source::Environment,
+                );
             }
             vars
         };

@@ -21,6 +21,13 @@ pub struct Release {
     pub backup_url: String,
     /// `ROLLOUT_TIMEOUT`, which becomes each Deployment's progress deadline.
     pub rollout_timeout_secs: u64,
+    /// Each image as tagged (`registry/repo:tag`) and the digest reference
+    /// it was pinned to (`registry/repo@sha256:...`) before the run's first
+    /// change: what the Deployments run, and what a rollback re-applies,
+    /// whatever the tag names by then. Empty when pinning was off, and in
+    /// snapshots from before pinning: those images run by tag.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub digests: std::collections::BTreeMap<String, String>,
 }
 
 impl Release {
@@ -29,8 +36,16 @@ impl Release {
     }
 }
 
-/// The image of a service: the profile's override, or the registry's.
+/// The image a service runs: its digest reference where the release
+/// pinned it, else its tagged image.
 pub fn image_of(release: &Release, profile: &Profile, service: &str) -> String {
+    let tagged = tagged_image_of(release, profile, service);
+    release.digests.get(&tagged).cloned().unwrap_or(tagged)
+}
+
+/// The image of a service as tagged, for people: the profile's override,
+/// or the registry's.
+pub fn tagged_image_of(release: &Release, profile: &Profile, service: &str) -> String {
     profile
         .services
         .get(service)
@@ -86,6 +101,7 @@ pub fn for_slot(release: &Release, profile: &Profile, service: &str, slot: Slot)
         ("SLOT", slot.to_string()),
         ("KIND", kind_word(kind).to_string()),
         ("IMAGE", image_of(release, profile, service)),
+        ("IMAGE_TAGGED", tagged_image_of(release, profile, service)),
         ("REPLICAS", applied.to_string()),
         ("MAX_REPLICAS", (replicas * 3).to_string()),
         (
@@ -170,6 +186,7 @@ mod tests {
             image_tag: "v1.4.2".into(),
             backup_url: "s3://maily-backups/production/".into(),
             rollout_timeout_secs: 600,
+            digests: Default::default(),
         }
     }
 

@@ -430,6 +430,7 @@ mod tests {
             image_tag: "v1".into(),
             backup_url: String::new(),
             rollout_timeout_secs: 60,
+            digests: Default::default(),
         };
         let objects = ai_objects(&templates, &profile, &release, Slot::Green, config).unwrap();
         let cm = serde_json::to_value(&objects[0]).unwrap();

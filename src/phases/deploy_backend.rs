@@ -239,10 +239,14 @@ impl Phase for DeployBackend {
         }
         let backend = &b.profile;
         for name in backend.services.keys() {
-            steps.push(format!(
-                "{name}-{slot}: {}",
-                values::image_of(&release, backend, name)
-            ));
+            let tagged = values::tagged_image_of(&release, backend, name);
+            steps.push(match release.digests.get(&tagged) {
+                Some(pinned) => format!(
+                    "{name}-{slot}: {tagged}, pinned to {}",
+                    pinned.rsplit_once('@').map_or(pinned.as_str(), |(_, d)| d)
+                ),
+                None => format!("{name}-{slot}: {tagged}"),
+            });
         }
         steps.push(format!(
             "wait for {} rollouts (fail fast on image pull, crash loop, config errors; deadline {})",

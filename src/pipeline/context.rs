@@ -124,6 +124,9 @@ pub struct Context {
     /// The platform's secrets read from Vault at start-up, for deploy-backend
     /// to apply; never recorded.
     pub platform_secrets: crate::config::vault::PlatformSecrets,
+    /// The images this run deploys, as tagged, and the digest reference
+    /// each was pinned to before anything changed (see `crate::image`).
+    pub image_pins: std::collections::BTreeMap<String, String>,
     /// Where the running phase reports progress (set by the runner).
     pub progress: super::Progress,
     applier: OnceCell<Applier>,
@@ -162,6 +165,7 @@ impl Context {
             release_override: None,
             layers: Default::default(),
             platform_secrets: Default::default(),
+            image_pins: Default::default(),
             progress: Default::default(),
             applier: OnceCell::new(),
             templates: OnceCell::new(),
@@ -267,6 +271,7 @@ impl Context {
                 image_tag: var("IMAGE_TAG"),
                 backup_url: var("DATABASE_BACKUP_URL"),
                 rollout_timeout_secs: 600,
+                digests: self.image_pins.clone(),
             }
         })
     }
@@ -370,6 +375,7 @@ impl Context {
                 .unwrap_or_default()
                 .to_string(),
             rollout_timeout_secs: timeout.as_secs(),
+            digests: self.image_pins.clone(),
         })
     }
 }

@@ -392,6 +392,7 @@ mod tests {
             image_tag: tag.into(),
             backup_url: String::new(),
             rollout_timeout_secs: 60,
+            digests: Default::default(),
         }
     }
 

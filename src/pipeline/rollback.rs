@@ -185,6 +185,7 @@ mod tests {
             image_tag: tag.into(),
             backup_url: String::new(),
             rollout_timeout_secs: 60,
+            digests: Default::default(),
         });
         s.after = Some(match slot {
             Slot::Blue => state(Some(Slot::Blue), tag, ""),

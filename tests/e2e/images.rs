@@ -133,3 +133,139 @@ async fn every_image_that_cannot_be_pinned_is_named_at_once() {
         answers[&unreachable]
     );
 }
+
+/// Every backend image of staging pushed as `tag`, its layer's bytes
+/// saying `build`; the digests by service.
+fn push_backend(
+    world: &crate::support::World,
+    registry: &Registry,
+    tag: &str,
+    build: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let profile =
+        maily_deploy::config::profile::load(&crate::support::repo().join("manifests"), "staging")
+            .unwrap();
+    profile
+        .backend_services()
+        .map(|(name, _)| {
+            let digest = world.rt.block_on(registry.push(
+                &format!("maily/maily-{name}"),
+                tag,
+                &format!("{name} {build}"),
+            ));
+            (name.clone(), digest)
+        })
+        .collect()
+}
+
+/// A pinned deploy of `tag` from `registry`.
+fn deploy_pinned(
+    world: &crate::support::World,
+    registry: &Registry,
+    tag: &str,
+) -> std::process::Output {
+    let env = world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("IMAGE_REGISTRY", &format!("{}/maily", registry.host)),
+        ("IMAGE_PINNING", "on"),
+        ("ROLLOUT_TIMEOUT", "60s"),
+    ]);
+    world
+        .maily()
+        .arg("staging")
+        .args(crate::support::BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_deploy_runs_digests_and_a_rollback_after_a_repush_runs_what_ran() {
+    use crate::support::{World, assert_exit, deployment_id_of};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    let v1 = push_backend(&world, &registry, "v1", "first build");
+    push_backend(&world, &registry, "v2", "build");
+    push_backend(&world, &registry, "v3", "build");
+
+    let out = deploy_pinned(&world, &registry, "v1");
+    assert_exit(&out, 0);
+    let first_id = deployment_id_of(&out);
+    let api = format!("{}/maily/maily-api", registry.host);
+    assert_eq!(
+        world.image("api-blue"),
+        Some(format!("{api}@{}", v1["api"])),
+        "the Deployment runs the digest, not the tag"
+    );
+    let annotations = world
+        .deployment("api-blue")
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations.get("maily.ai/image"),
+        Some(&format!("{api}:v1")),
+        "the tag stays readable for people"
+    );
+    let snapshot = world
+        .snapshots()
+        .into_iter()
+        .find(|s| s.deployment_id == first_id)
+        .unwrap();
+    let recorded = &snapshot.release.as_ref().unwrap().digests;
+    assert_eq!(
+        recorded.get(&format!("{api}:v1")),
+        Some(&format!("{api}@{}", v1["api"])),
+        "the snapshot keeps tag and digest"
+    );
+
+    // v2 to green, v3 to blue: v1 runs nowhere any more.
+    for tag in ["v2", "v3"] {
+        assert_exit(&deploy_pinned(&world, &registry, tag), 0);
+    }
+    // Someone pushes v1 again: the tag now names code that never ran.
+    let rebuilt = push_backend(&world, &registry, "v1", "rebuilt");
+    assert_ne!(rebuilt["api"], v1["api"]);
+
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &first_id])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    world.assert_all_on("green");
+    for (service, digest) in &v1 {
+        assert_eq!(
+            world.image(&format!("{service}-green")),
+            Some(format!("{}/maily/maily-{service}@{digest}", registry.host)),
+            "{service}: the rollback runs the recorded digest, not the re-pushed tag"
+        );
+    }
+}
+
+#[test]
+fn a_tag_that_is_not_there_stops_the_deploy_before_anything_changes() {
+    use crate::support::{World, assert_exit, text};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    push_backend(&world, &registry, "v1", "build");
+    let out = deploy_pinned(&world, &registry, "v9");
+    assert_exit(&out, 3);
+    let all = text(&out);
+    assert!(all.contains("cannot be pinned to a digest"), "{all}");
+    assert!(
+        all.contains(&format!("image {}/maily/maily-api:v9 (api)", registry.host)),
+        "{all}"
+    );
+    assert!(all.contains("does not exist"), "{all}");
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "nothing was applied"
+    );
+    assert!(world.snapshots().is_empty(), "no run was recorded");
+    assert!(world.lease_holder().is_none(), "the lock was never taken");
+}
