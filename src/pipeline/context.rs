@@ -61,9 +61,9 @@ impl Default for RunOptions {
 pub struct Records {
     /// provision: the Terraform plan's summary, whether it was applied, the
     /// variables its outputs filled (names only, never values).
-    pub infrastructure: Option<serde_json::Value>,
+    pub infrastructure: Option<crate::phases::provision::InfrastructureRecord>,
     /// migrate: schema versions, applied migrations, the backup taken.
-    pub database: Option<serde_json::Value>,
+    pub database: Option<crate::db::MigrateOutcome>,
     /// deploy-frontend: the Vercel deployment.
     pub frontend: Option<serde_json::Value>,
     /// configure-ai: the AI configuration.
@@ -74,7 +74,7 @@ pub struct Records {
     pub ai_slot: Option<Slot>,
     /// monitor: the Grafana folder, dashboards and the deployment's
     /// annotation, which the run's end closes.
-    pub monitoring: Option<serde_json::Value>,
+    pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and every analysis measurement.
     pub rollout: Option<serde_json::Value>,
 }

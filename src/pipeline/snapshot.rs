@@ -127,18 +127,18 @@ pub struct Snapshot {
     /// The backend when the run ended.
     pub after: Option<PlatformState>,
     /// Filled by the phases that own them (infrastructure, frontend, AI,
-    /// database).
+    /// database), each record typed where its phase defines it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infrastructure: Option<serde_json::Value>,
+    pub infrastructure: Option<crate::phases::provision::InfrastructureRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frontend: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<serde_json::Value>,
+    pub database: Option<crate::db::MigrateOutcome>,
     /// monitor: the Grafana folder, dashboards and annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitoring: Option<serde_json::Value>,
+    pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<serde_json::Value>,
@@ -385,7 +385,9 @@ mod tests {
     /// Fixtures every later snapshot format must still read, as the code
     /// of their time wrote them: a snapshot with every record filled, and
     /// one as `begin` writes it (no record yet, every optional part left
-    /// out).
+    /// out). Both were written while the records were still untyped JSON
+    /// (the ignored test `write_all_records_fixture` of commit dde0951), so
+    /// they are what clusters already hold.
     const FIXTURES: [&str; 2] = ["all-records-v1.json", "in-progress-v1.json"];
 
     fn fixture_path(name: &str) -> std::path::PathBuf {
@@ -404,299 +406,6 @@ mod tests {
             assert_eq!(serde_json::to_value(&s).unwrap(), stored, "{name}");
             // Through the store's own path too: gzip and back.
             assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s, "{name}");
-        }
-    }
-
-    /// Writes the fixture above from the code of its time; run by hand
-    /// (`cargo test --lib -- --ignored write_all_records_fixture`) only
-    /// when the format changes on purpose.
-    #[test]
-    #[ignore]
-    fn write_all_records_fixture() {
-        use crate::config::ai::AiConfig;
-        use crate::k8s::live::{ServiceState, SlotState};
-        use crate::k8s::manifest::Scope;
-        use crate::k8s::values::Release;
-        use crate::pipeline::layers::{CarriedFrom, How, Layer, LayerRecord};
-        use crate::traffic::analysis::{Measurement, MetricResult, Verdict};
-        use crate::traffic::report::{GraceReport, RolloutReport, StepOutcome, StepReport};
-        use std::collections::BTreeMap;
-
-        let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
-        let release = |id: &str, tag: &str| Release {
-            environment: "production".into(),
-            deployment_id: id.into(),
-            image_registry: "ghcr.io/maily".into(),
-            image_tag: tag.into(),
-            backup_url: "s3://maily-backups/production/".into(),
-            rollout_timeout_secs: 600,
-        };
-        let slot = |tag: Option<&str>, replicas: i32, id: Option<&str>| SlotState {
-            image: tag.map(|t| format!("ghcr.io/maily/maily-api:{t}")),
-            replicas,
-            ready: replicas,
-            deployment_id: id.map(String::from),
-        };
-        let state = |active: Slot, green: &str, weights: (u32, u32)| PlatformState {
-            services: BTreeMap::from([(
-                "api".to_string(),
-                ServiceState {
-                    kind: crate::config::profile::ServiceKind::Http,
-                    active: Some(active),
-                    weights: Some(weights),
-                    slots: BTreeMap::from([
-                        (
-                            Slot::Blue,
-                            slot(Some("v1.4.2"), 3, Some("production-20250101-120000")),
-                        ),
-                        (
-                            Slot::Green,
-                            slot(Some(green), 3, Some("production-20250301-090000")),
-                        ),
-                    ]),
-                },
-            )]),
-        };
-        let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-        let profile = crate::config::profile::load(&manifests, "production").unwrap();
-        let ai: AiConfig = profile.ai_config().unwrap();
-        let templates: Vec<Template> = crate::k8s::manifest::load(&manifests)
-            .unwrap()
-            .into_iter()
-            .filter(|t| t.scope == Scope::Route)
-            .collect();
-        let measurement = |percent: u32, t: &str, verdict: Verdict| Measurement {
-            at: at(t),
-            percent,
-            samples: Some(412.0),
-            min_samples: 100,
-            verdict,
-            metrics: vec![
-                MetricResult {
-                    name: "error-rate".into(),
-                    value: Some(0.25),
-                    old_value: Some(0.5),
-                    verdict: Verdict::Pass,
-                    threshold: "≤ 1 %".into(),
-                    unit: Some("%".into()),
-                    note: None,
-                },
-                MetricResult {
-                    name: "p99-latency".into(),
-                    value: Some(f64::INFINITY),
-                    old_value: None,
-                    verdict,
-                    threshold: "≤ 1000 ms, ≤ 1.5× old".into(),
-                    unit: Some("ms".into()),
-                    note: Some("the old slot had no data: not compared".into()),
-                },
-            ],
-            reason: "all metrics within their thresholds".into(),
-        };
-        let mut rollout = RolloutReport::new(
-            &crate::traffic::plan::RolloutPlan {
-                steps: vec![25, 100],
-                pause: std::time::Duration::from_secs(60),
-                grace: crate::traffic::plan::Grace::For(std::time::Duration::from_secs(300)),
-                workers: crate::config::profile::WorkerShift::Proportional,
-                note: Some("a note the plan left".into()),
-            },
-            Some(Slot::Blue),
-            Slot::Green,
-        );
-        rollout.steps = vec![
-            StepReport {
-                percent: 25,
-                weights: (75, 25),
-                workers: vec![("worker".into(), 1, 3)],
-                started_at: at("2025-03-01T09:05:00Z"),
-                ended_at: Some(at("2025-03-01T09:06:00Z")),
-                outcome: StepOutcome::Promoted,
-                measurements: vec![measurement(25, "2025-03-01T09:05:30Z", Verdict::Pass)],
-            },
-            StepReport {
-                percent: 100,
-                weights: (0, 100),
-                workers: vec![("worker".into(), 3, 0)],
-                started_at: at("2025-03-01T09:06:00Z"),
-                ended_at: None,
-                outcome: StepOutcome::Reached,
-                measurements: Vec::new(),
-            },
-        ];
-        rollout.grace_period = Some(GraceReport {
-            started_at: at("2025-03-01T09:06:00Z"),
-            until: at("2025-03-01T09:11:00Z"),
-            ended_at: Some(at("2025-03-01T09:11:00Z")),
-            scaled_down: true,
-            measurements: vec![measurement(
-                100,
-                "2025-03-01T09:07:00Z",
-                Verdict::Inconclusive,
-            )],
-        });
-        rollout.request = Some("promote by ops@laptop".into());
-        rollout.failures = 1;
-        let backup = crate::db::BackupRecord {
-            name: "production-20250301-090000.pre-migrate".into(),
-            location: "s3://maily-backups/production/production-20250301-090000.pre-migrate.dump"
-                .into(),
-            deployment_id: "production-20250301-090000".into(),
-            reason: crate::db::BackupReason::PreMigrate,
-            size_bytes: 48_213,
-            sha256: "9f".repeat(32),
-            verified: true,
-            schema_version: Some(6),
-            database: "db.internal:5432/maily as deployer".into(),
-            schemas: vec!["public".into(), "mail".into()],
-            pg_dump_version: "pg_dump (PostgreSQL) 17.2".into(),
-            created_at: at("2025-03-01T09:01:00Z"),
-            duration_ms: 2_400,
-        };
-        let database = crate::db::MigrateOutcome {
-            deployment_id: "production-20250301-090000".into(),
-            action: crate::db::MigrateAction::Applied,
-            version_before: Some(6),
-            version_after: Some(7),
-            applied: vec![crate::db::StepReport {
-                version: 7,
-                name: "add_campaign_tags".into(),
-                duration_ms: 31,
-            }],
-            backup: Some(backup),
-            source: crate::db::MigrationSource::Directory("migrations".into()),
-            duration_ms: 2_600,
-        };
-        let s = Snapshot {
-            schema: SCHEMA,
-            deployment_id: "production-20250301-090000".into(),
-            environment: "production".into(),
-            command: "deploy".into(),
-            rollback_to: Some("production-20250101-120000".into()),
-            actor: Actor {
-                user: "ada".into(),
-                host: "ci-runner-7".into(),
-                ci_job: Some("github:maily/platform/actions/runs/42".into()),
-            },
-            started_at: at("2025-03-01T09:00:00Z"),
-            finished_at: Some(at("2025-03-01T09:12:00Z")),
-            outcome: Outcome::Succeeded,
-            failure: Some("verify: a warning kept as the failure text".into()),
-            phases: [
-                "validate",
-                "provision",
-                "migrate",
-                "deploy-backend",
-                "deploy-frontend",
-                "configure-ai",
-                "monitor",
-                "shift-traffic",
-                "verify",
-            ]
-            .map(String::from)
-            .to_vec(),
-            release: Some(release("production-20250301-090000", "v1.5.0")),
-            target_slot: Some(Slot::Green),
-            templates: templates.clone(),
-            before: state(Slot::Blue, "v1.4.1", (100, 0)),
-            after: Some(state(Slot::Green, "v1.5.0", (0, 100))),
-            infrastructure: Some(
-                crate::phases::provision::InfrastructureRecord {
-                    workspace: "production".into(),
-                    plan: crate::providers::terraform::PlanSummary {
-                        add: 2,
-                        change: 1,
-                        destroy: 0,
-                    },
-                    applied: true,
-                    filled: vec!["DATABASE_URL".into(), "REDIS_URL".into()],
-                }
-                .to_value(),
-            ),
-            frontend: Some(
-                crate::phases::deploy_frontend::FrontendRecord {
-                    project_id: "prj_maily".into(),
-                    team_id: Some("team_maily".into()),
-                    deployment_id: "dpl_2v150".into(),
-                    url: Some("maily-2v150.vercel.app".into()),
-                    git_ref: Some("v1.5.0".into()),
-                    state: Some("READY".into()),
-                    previous: Some(crate::providers::vercel::TargetDeployment {
-                        id: "dpl_1v142".into(),
-                        url: Some("maily-1v142.vercel.app".into()),
-                    }),
-                    promoted: true,
-                    undone: false,
-                }
-                .to_value(),
-            ),
-            ai_config: Some(crate::phases::configure_ai::record(Slot::Green, &ai)),
-            database: serde_json::to_value(&database).ok(),
-            monitoring: Some(
-                crate::phases::monitor::MonitoringRecord {
-                    grafana_url: "https://grafana.example".into(),
-                    folder_uid: "maily-production".into(),
-                    dashboards: vec!["maily-platform-production".into()],
-                    annotation_id: Some(7),
-                    annotation_start_ms: 1_740_819_600_000,
-                    slot: Some(Slot::Green),
-                    closed: true,
-                }
-                .to_value(),
-            ),
-            rollout: serde_json::to_value(&rollout).ok(),
-            layers: BTreeMap::from([
-                (
-                    Layer::Backend,
-                    LayerRecord {
-                        how: How::Deployed,
-                        release: release("production-20250301-090000", "v1.5.0"),
-                        templates: Vec::new(),
-                        carried_from: None,
-                    },
-                ),
-                (
-                    Layer::Ai,
-                    LayerRecord {
-                        how: How::CarriedOver,
-                        release: release("production-20250301-090000", "v1.4.2"),
-                        templates,
-                        carried_from: Some(CarriedFrom {
-                            slot: Slot::Blue,
-                            deployment_id: "production-20250101-120000".into(),
-                        }),
-                    },
-                ),
-            ]),
-        };
-        let begun = Snapshot {
-            rollback_to: None,
-            actor: Actor {
-                ci_job: None,
-                ..s.actor.clone()
-            },
-            finished_at: None,
-            outcome: Outcome::InProgress,
-            failure: None,
-            release: None,
-            target_slot: None,
-            templates: Vec::new(),
-            after: None,
-            infrastructure: None,
-            frontend: None,
-            ai_config: None,
-            database: None,
-            monitoring: None,
-            rollout: None,
-            layers: BTreeMap::new(),
-            ..s.clone()
-        };
-        for (name, s) in FIXTURES.into_iter().zip([s, begun]) {
-            let mut text = serde_json::to_string_pretty(&s).unwrap();
-            text.push('\n');
-            let path = fixture_path(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, text).unwrap();
         }
     }
 
