@@ -7,7 +7,6 @@ use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output;
-use crate::phases::deploy_frontend::FrontendRecord;
 use crate::pipeline::snapshot::Snapshot;
 use crate::traffic::report::RolloutReport;
 
@@ -58,10 +57,7 @@ fn entry(s: &Snapshot) -> Entry<'_> {
 }
 
 fn frontend_of(s: &Snapshot) -> Option<String> {
-    s.frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
-        .map(|r| r.deployment_id)
+    s.frontend.as_ref().map(|r| r.deployment_id.clone())
 }
 
 fn traffic_of(s: &Snapshot) -> Option<String> {

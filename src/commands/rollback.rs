@@ -95,11 +95,7 @@ pub async fn run(
     // The frontend goes back to the Vercel deployment ID recorded, promoted
     // by shift-traffic after the backend switch (an undo like a deploy's
     // if the rollback fails after it).
-    if let Some(record) = target
-        .frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
-    {
+    if let Some(record) = target.frontend.clone() {
         if cx.config.vars.get("VERCEL_TOKEN").is_none_or(str::is_empty) {
             return Err(fail(
                 Kind::Config,
@@ -109,15 +105,12 @@ pub async fn run(
                 ),
             ));
         }
-        cx.records.frontend = Some(
-            FrontendRecord {
-                previous: None,
-                promoted: false,
-                undone: false,
-                ..record
-            }
-            .to_value(),
-        );
+        cx.records.frontend = Some(FrontendRecord {
+            previous: None,
+            promoted: false,
+            undone: false,
+            ..record
+        });
     }
 
     // Render with the release and templates the snapshot kept (platform

@@ -206,7 +206,17 @@ mod tests {
             "deploy-frontend: Vercel answered 400: {\"headers\":{\"authorization\":\"Bearer vrcl-Unregistered-9f3a7c\"}}"
                 .into(),
         );
-        s.frontend = Some(serde_json::json!({"error": "Bearer vrcl-Unregistered-9f3a7c"}));
+        s.frontend = Some(crate::phases::deploy_frontend::FrontendRecord {
+            project_id: "prj_1".into(),
+            team_id: None,
+            deployment_id: "dpl_1".into(),
+            url: None,
+            git_ref: None,
+            state: Some("ERROR: Bearer vrcl-Unregistered-9f3a7c".into()),
+            previous: None,
+            promoted: false,
+            undone: false,
+        });
         let clean = redacted(&s).unwrap();
         let stored = String::from_utf8_lossy(
             &std::io::Read::bytes(flate2::read::GzDecoder::new(

@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 
-use super::deploy_frontend::{self, FrontendRecord};
+use super::deploy_frontend;
 use crate::error::{Kind, fail};
 use crate::k8s::live::{self, Active};
 use crate::k8s::slot::Slot;
@@ -150,12 +150,7 @@ impl Phase for ShiftTraffic {
                 );
             }
         }
-        if let Some(r) = cx
-            .records
-            .frontend
-            .as_ref()
-            .and_then(FrontendRecord::from_value)
-        {
+        if let Some(r) = &cx.records.frontend {
             steps.push(format!(
                 "promote the Vercel deployment {} to production (POST /v10/projects/{}/promote/{})",
                 r.deployment_id, r.project_id, r.deployment_id

@@ -65,7 +65,7 @@ pub struct Records {
     /// migrate: schema versions, applied migrations, the backup taken.
     pub database: Option<crate::db::MigrateOutcome>,
     /// deploy-frontend: the Vercel deployment.
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     /// configure-ai: the AI configuration.
     pub ai_config: Option<serde_json::Value>,
     /// configure-ai: the slot it deployed the AI services to. A run that

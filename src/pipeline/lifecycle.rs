@@ -25,7 +25,6 @@ use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::values::{self, Release};
-use crate::phases::deploy_frontend::FrontendRecord;
 use crate::traffic::record::{self, Stage};
 
 /// What the runner asks of the world around the phases.
@@ -209,7 +208,7 @@ pub async fn put_back_dead_run(
     let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
     // It said nothing of what it changed before it died: everything it may
     // have changed goes back.
-    let frontend = dead.frontend.as_ref().and_then(FrontendRecord::from_value);
+    let frontend = dead.frontend.clone();
     let (frontend, error) = undo::put_back(
         cx,
         applier,
@@ -226,7 +225,7 @@ pub async fn put_back_dead_run(
         )));
     }
     if let Some(record) = frontend {
-        dead.frontend = Some(record.to_value());
+        dead.frontend = Some(record);
     }
     let ns = &cx.config.profile.namespace;
     let rec = record::read(applier.client(), ns).await?;
@@ -558,15 +557,11 @@ impl Lifecycle for ClusterLifecycle {
             Vec::new()
         };
         let release = cx.release_or_partial();
-        let frontend = cx
-            .records
-            .frontend
-            .as_ref()
-            .and_then(FrontendRecord::from_value);
+        let frontend = cx.records.frontend.clone();
         let (frontend, undo_error) =
             undo::put_back(cx, &applier, &steps, &snapshot, &release, frontend).await;
         if let Some(record) = frontend {
-            cx.records.frontend = Some(record.to_value());
+            cx.records.frontend = Some(record);
         }
         // Without an API server the state left is not there to read.
         let after: Option<PlatformState> = match health::outage() {

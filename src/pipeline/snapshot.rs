@@ -131,7 +131,7 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<crate::phases::provision::InfrastructureRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

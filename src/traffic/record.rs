@@ -95,7 +95,7 @@ pub struct Rollout {
     /// The frontend deployment to promote at 100% (deploy-frontend's
     /// record), so `promote` can finish a rollout whose run died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     /// The last request the run acted on, and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered: Option<Answer>,

@@ -94,7 +94,7 @@ impl Walk {
         progress: Progress,
         // The frontend deploy-frontend built, kept in the record for a
         // `promote` that finishes a dead run's rollout.
-        frontend: Option<serde_json::Value>,
+        frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     ) -> Walk {
         let from = match before.active() {
             crate::k8s::live::Active::Slot(s) => Some(s),
