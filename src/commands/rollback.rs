@@ -14,7 +14,7 @@ use crate::k8s::live;
 use crate::k8s::manifest::Scope;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output::{self, OutputOptions};
-use crate::phases::configure_ai::{self, ConfigureAi};
+use crate::phases::configure_ai::ConfigureAi;
 use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
 use crate::pipeline::layers;
@@ -163,7 +163,7 @@ pub async fn run(
         RollbackPlan::Redeploy { slot } => {
             // The AI services come back with the config they ran with, from
             // the snapshot, without asking the providers again.
-            match target.ai_config.as_ref().and_then(configure_ai::recorded) {
+            match target.ai_config.as_ref().map(|r| r.config.clone()) {
                 Some(config) if profile.ai_services().next().is_some() => {
                     cx.selection = cluster::only(&[
                         PhaseId::DeployBackend,

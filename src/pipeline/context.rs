@@ -67,7 +67,7 @@ pub struct Records {
     /// deploy-frontend: the Vercel deployment.
     pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     /// configure-ai: the AI configuration.
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     /// configure-ai: the slot it deployed the AI services to. A run that
     /// deploys AI alone and does not switch has no backend slot, yet it
     /// filled this one, and its snapshot names it.

@@ -94,9 +94,9 @@ pub struct Recorded {
     /// empty for all of the layer's services at the profile's replicas.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, u32>,
-    /// The AI layer's config (`configure_ai::record`), for the AI layer.
+    /// The AI layer's config as its snapshot recorded it, for the AI layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_from: Option<CarriedFrom>,
 }
@@ -443,7 +443,10 @@ mod tests {
         s.outcome = Outcome::Succeeded;
         s.release = Some(release(tag));
         s.after = Some(after);
-        s.ai_config = Some(serde_json::json!({"config_map": "ai-config-blue", "config": {}}));
+        s.ai_config = Some(crate::phases::configure_ai::AiConfigRecord::new(
+            Slot::Blue,
+            &profile().ai_config().unwrap(),
+        ));
         s
     }
 

@@ -133,7 +133,7 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::db::MigrateOutcome>,
     /// monitor: the Grafana folder, dashboards and annotation.
