@@ -61,7 +61,7 @@ fn frontend_of(s: &Snapshot) -> Option<String> {
 }
 
 fn traffic_of(s: &Snapshot) -> Option<String> {
-    s.rollout.as_ref().and_then(RolloutReport::summary_of)
+    s.rollout.as_ref().map(RolloutReport::summary)
 }
 
 /// The release of a snapshot in a few words: its tag (each layer's, when

@@ -220,13 +220,13 @@ impl Phase for ShiftTraffic {
         cx.backend.switched = true;
         crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Routes);
         let walked = walk.steps().await;
-        cx.records.rollout = Some(walk.report_value());
+        cx.records.rollout = Some(walk.report.clone());
         let ending = walked?;
         // The frontend follows the backend, never leads it: promoted only
         // once every route points at the new slot.
         let frontend = deploy_frontend::promote_recorded(cx).await?;
         let graced = walk.grace(matches!(ending, Ending::Walked)).await;
-        cx.records.rollout = Some(walk.report_value());
+        cx.records.rollout = Some(walk.report.clone());
         graced?;
         walk.complete().await?;
         let mut details = walk.report.lines();

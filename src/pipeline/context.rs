@@ -76,7 +76,7 @@ pub struct Records {
     /// annotation, which the run's end closes.
     pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and every analysis measurement.
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
 }
 
 /// What the backend phases learn and leave for later ones.

@@ -69,7 +69,8 @@ pub enum Outcome {
     PlanFailed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PartialEq` only: the rollout's measurements are floating-point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub schema: String,
     /// `deploy`, `validate`, ...
@@ -87,7 +88,7 @@ pub struct RunReport {
     /// shift-traffic's steps and every analysis measurement (absent when it
     /// did not run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
     pub error: Option<ErrorReport>,
 }
 

@@ -141,7 +141,7 @@ pub struct Snapshot {
     pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
     /// Per layer (backend, AI), whether the run deployed it or carried it
     /// over from the slot users were on, and at which release. Absent in
     /// snapshots from before layers were recorded: there `release` is

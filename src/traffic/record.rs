@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::Measurement;
+use super::report::RolloutReport;
 use crate::k8s::client::{retry, status_code};
 use crate::k8s::slot::Slot;
 
@@ -154,8 +155,8 @@ pub struct Record {
     pub request: Option<Request>,
     /// When the run driving the rollout last said it was alive.
     pub heartbeat: Option<DateTime<Utc>>,
-    /// The rollout's report (`traffic::report::RolloutReport`) so far.
-    pub report: Option<serde_json::Value>,
+    /// The rollout's report so far.
+    pub report: Option<RolloutReport>,
 }
 
 impl Record {
@@ -188,7 +189,7 @@ pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
 
 impl Record {
     /// The report of `deployment_id`'s rollout, if the record is still its.
-    pub fn report_of(&self, deployment_id: &str) -> Option<serde_json::Value> {
+    pub fn report_of(&self, deployment_id: &str) -> Option<RolloutReport> {
         self.rollout
             .as_ref()
             .filter(|r| r.deployment_id == deployment_id)
@@ -299,7 +300,7 @@ pub async fn write_rollout(
     client: &Client,
     namespace: &str,
     r: &Rollout,
-    report: Option<&serde_json::Value>,
+    report: Option<&RolloutReport>,
 ) -> anyhow::Result<()> {
     let mut data = BTreeMap::new();
     data.insert(STATE_KEY, redacted_json(r)?);

@@ -183,19 +183,13 @@ impl Walk {
         // holds the lock, it is that run's to write.
         self.applier.may_change().await?;
         self.rollout.updated_at = Utc::now();
-        let report = self.report_value();
         record::write_rollout(
             self.applier.client(),
             self.namespace(),
             &self.rollout,
-            Some(&report),
+            Some(&self.report),
         )
         .await
-    }
-
-    /// The report as the context records it.
-    pub fn report_value(&self) -> serde_json::Value {
-        serde_json::to_value(&self.report).unwrap_or_default()
     }
 
     /// Set everything for `percent`: the new slot's workers up (waited
