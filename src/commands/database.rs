@@ -72,7 +72,7 @@ pub fn decide(
             later.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
             let (backup, taken_by) = later
                 .iter()
-                .find_map(|s| backup_of(s).map(|b| (b, s.deployment_id.clone())))
+                .find_map(|s| backup_of(s).map(|b| (b, s.deployment_id.to_string())))
                 .ok_or_else(|| {
                     fail(
                         Kind::Usage,
@@ -181,7 +181,7 @@ mod tests {
 
     fn snap(id: &str, version: Option<i64>, backup: Option<&str>) -> Snapshot {
         let mut s = sample();
-        s.deployment_id = id.into();
+        s.deployment_id = id.parse().unwrap();
         let backup = backup.map(|name| db::BackupRecord {
             name: name.into(),
             location: format!("file:///backups/{name}.dump"),

@@ -34,9 +34,9 @@ struct Entry<'a> {
 
 fn entry(s: &Snapshot) -> Entry<'_> {
     Entry {
-        deployment_id: &s.deployment_id,
+        deployment_id: s.deployment_id.as_str(),
         command: &s.command,
-        rollback_to: s.rollback_to.as_deref(),
+        rollback_to: s.rollback_to.as_ref().map(|id| id.as_str()),
         started_at: s.started_at,
         finished_at: s.finished_at,
         outcome: s.outcome.as_str(),
@@ -122,7 +122,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
             ]);
             for s in &all {
                 table.add_row(vec![
-                    s.deployment_id.clone(),
+                    s.deployment_id.to_string(),
                     s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     s.outcome.as_str().to_string(),
                     release_words(s),

@@ -205,7 +205,7 @@ pub async fn run(
     let mut observer = output::observer(&opts);
     let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
         "rollback",
-        Some(target_id.to_string()),
+        Some(target_id.clone()),
     )));
     // The backend goes back first, the database after it, both under the
     // rollback's lock: the older code runs against the newer schema

@@ -213,6 +213,9 @@ impl Phase for ShiftTraffic {
             prometheus,
             cx.progress.clone(),
             cx.records.frontend.clone(),
+            cx.deployment_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("shift-traffic run without a deployment id"))?,
         );
 
         // From the first step, users reach the new version: the runner's

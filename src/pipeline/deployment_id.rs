@@ -121,6 +121,14 @@ impl TryFrom<String> for DeploymentId {
     }
 }
 
+impl std::str::FromStr for DeploymentId {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        DeploymentId::try_from(text.to_string())
+    }
+}
+
 impl Serialize for DeploymentId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)

@@ -78,7 +78,7 @@ impl std::fmt::Display for Layer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CarriedFrom {
     pub slot: Slot,
-    pub deployment_id: String,
+    pub deployment_id: super::DeploymentId,
 }
 
 /// A layer rendered from a record instead of this run's release and
@@ -439,7 +439,7 @@ mod tests {
 
     fn good(tag: &str, after: PlatformState) -> Snapshot {
         let mut s = sample();
-        s.deployment_id = "staging-20250101-000000".into();
+        s.deployment_id = "staging-20250101-000000".parse().unwrap();
         s.outcome = Outcome::Succeeded;
         s.release = Some(release(tag));
         s.after = Some(after);
@@ -489,7 +489,7 @@ mod tests {
             ai.carried_from,
             Some(CarriedFrom {
                 slot: Slot::Blue,
-                deployment_id: "staging-20250101-000000".into()
+                deployment_id: "staging-20250101-000000".parse().unwrap()
             })
         );
         // Exactly the AI services users reach, at the replicas they run with.
@@ -543,7 +543,7 @@ mod tests {
                 templates: Vec::new(),
                 carried_from: Some(CarriedFrom {
                     slot: Slot::Green,
-                    deployment_id: "staging-20250102-000000".into(),
+                    deployment_id: "staging-20250102-000000".parse().unwrap(),
                 }),
             },
         );

@@ -99,7 +99,7 @@ pub async fn plan_layers(cx: &mut Context) -> anyhow::Result<()> {
 /// The lifecycle of a deploy or rollback against the cluster.
 pub struct ClusterLifecycle {
     command: &'static str,
-    rollback_to: Option<String>,
+    rollback_to: Option<super::DeploymentId>,
     guard: Option<LeaseGuard>,
     store: Option<SnapshotStore>,
     snapshot: Option<Snapshot>,
@@ -107,7 +107,7 @@ pub struct ClusterLifecycle {
 }
 
 impl ClusterLifecycle {
-    pub fn new(command: &'static str, rollback_to: Option<String>) -> Self {
+    pub fn new(command: &'static str, rollback_to: Option<super::DeploymentId>) -> Self {
         ClusterLifecycle {
             command,
             rollback_to,
@@ -344,7 +344,10 @@ pub async fn close_promoted_dead_run(
     slot: crate::k8s::slot::Slot,
 ) -> anyhow::Result<()> {
     let ns = &cx.config.profile.namespace;
-    let mut snapshot = store.get(&dead.deployment_id).await?.unwrap_or(dead);
+    let mut snapshot = store
+        .get(dead.deployment_id.as_str())
+        .await?
+        .unwrap_or(dead);
     snapshot.outcome = Outcome::Succeeded;
     snapshot.finished_at = Some(Utc::now());
     snapshot.target_slot = Some(slot);
@@ -417,14 +420,13 @@ impl Lifecycle for ClusterLifecycle {
         ensure_namespace(&applier, cx, &release).await?;
         let id = cx
             .deployment_id
-            .as_ref()
-            .map(|d| d.to_string())
+            .clone()
             .context("a run without a deployment id")?;
         let actor = Actor::current();
         let holder = Holder {
             user: actor.user.clone(),
             host: actor.host.clone(),
-            deployment_id: id.clone(),
+            deployment_id: id.to_string(),
             since: Utc::now(),
         };
         let guard = lease::acquire(
@@ -444,7 +446,7 @@ impl Lifecycle for ClusterLifecycle {
         let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
 
         let result: anyhow::Result<()> = async {
-            id_still_free(&store, &id).await?;
+            id_still_free(&store, id.as_str()).await?;
             // A run that died holding the lock left its snapshot in
             // progress: put its users back and close it, so this run starts
             // from one consistent version.

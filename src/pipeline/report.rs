@@ -76,7 +76,7 @@ pub struct RunReport {
     /// `deploy`, `validate`, ...
     pub command: String,
     pub environment: String,
-    pub deployment_id: Option<String>,
+    pub deployment_id: Option<super::DeploymentId>,
     pub dry_run: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,

@@ -102,12 +102,12 @@ impl std::fmt::Display for Actor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub schema: u32,
-    pub deployment_id: String,
+    pub deployment_id: crate::pipeline::DeploymentId,
     pub environment: String,
     /// `deploy` or `rollback`.
     pub command: String,
     /// For a rollback: the deployment it went back to.
-    pub rollback_to: Option<String>,
+    pub rollback_to: Option<crate::pipeline::DeploymentId>,
     pub actor: Actor,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -272,7 +272,11 @@ pub(crate) mod tests_support {
     pub fn sample() -> Snapshot {
         Snapshot {
             schema: SCHEMA,
-            deployment_id: "production-20250101-120000".into(),
+            deployment_id: crate::pipeline::DeploymentId::parse(
+                "production",
+                "production-20250101-120000",
+            )
+            .unwrap(),
             environment: "production".into(),
             command: "deploy".into(),
             rollback_to: None,

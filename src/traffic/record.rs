@@ -22,6 +22,7 @@ use super::analysis::Measurement;
 use super::report::RolloutReport;
 use crate::k8s::client::{retry, status_code};
 use crate::k8s::slot::Slot;
+use crate::pipeline::DeploymentId;
 
 pub const NAME: &str = "maily-deploy-rollout";
 const STATE_KEY: &str = "rollout.json";
@@ -75,7 +76,7 @@ impl Stage {
 /// The rollout's state, as the run last wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     /// The slot users were on; `None` on an environment's first switch.
     pub from: Option<Slot>,
     pub to: Slot,
@@ -133,7 +134,7 @@ pub struct Request {
     pub id: String,
     /// The rollout it is meant for: a request left over from an earlier
     /// rollout is never acted on.
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub action: Action,
     /// `user@host`.
     pub by: String,
@@ -189,10 +190,10 @@ pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
 
 impl Record {
     /// The report of `deployment_id`'s rollout, if the record is still its.
-    pub fn report_of(&self, deployment_id: &str) -> Option<RolloutReport> {
+    pub fn report_of(&self, deployment_id: &DeploymentId) -> Option<RolloutReport> {
         self.rollout
             .as_ref()
-            .filter(|r| r.deployment_id == deployment_id)
+            .filter(|r| &r.deployment_id == deployment_id)
             .and(self.report.clone())
     }
 
@@ -330,14 +331,14 @@ pub async fn close(
     client: &Client,
     namespace: &str,
     record: &Record,
-    deployment_id: &str,
+    deployment_id: &DeploymentId,
     stage: Stage,
     failure: Option<String>,
 ) -> anyhow::Result<()> {
     let Some(mut rollout) = record.rollout.clone() else {
         return Ok(());
     };
-    if rollout.deployment_id != deployment_id || rollout.stage.is_final() {
+    if &rollout.deployment_id != deployment_id || rollout.stage.is_final() {
         return Ok(());
     }
     rollout.stage = stage;
@@ -350,9 +351,13 @@ pub async fn close(
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> DeploymentId {
+        DeploymentId::parse("staging", text).unwrap()
+    }
+
     fn rollout(stage: Stage) -> Rollout {
         Rollout {
-            deployment_id: "staging-20260101-120000".into(),
+            deployment_id: id("staging-20260101-120000"),
             from: Some(Slot::Blue),
             to: Slot::Green,
             version: "v2".into(),
@@ -373,7 +378,7 @@ mod tests {
     fn request(deployment_id: &str) -> Request {
         Request {
             id: "r1".into(),
-            deployment_id: deployment_id.into(),
+            deployment_id: id(deployment_id),
             action: Action::Abort,
             by: "ops@laptop".into(),
             at: Utc::now(),

@@ -95,6 +95,7 @@ impl Walk {
         // The frontend deploy-frontend built, kept in the record for a
         // `promote` that finishes a dead run's rollout.
         frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
+        deployment_id: crate::pipeline::DeploymentId,
     ) -> Walk {
         let from = match before.active() {
             crate::k8s::live::Active::Slot(s) => Some(s),
@@ -102,7 +103,7 @@ impl Walk {
         };
         let now = Utc::now();
         let rollout = Rollout {
-            deployment_id: release.deployment_id.clone(),
+            deployment_id,
             from,
             to: target,
             version: release.image_tag.clone(),

@@ -593,7 +593,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     // killed at 25% on blue.
     let status = killed_at_first_step(&stage, "v3", (25, 75));
     assert!(status.contains("25% on blue"), "{status}");
-    let rollback = stage.other(&["rollback", "staging", &promoted.deployment_id]);
+    let rollback = stage.other(&["rollback", "staging", promoted.deployment_id.as_str()]);
     assert_exit(&rollback, 0);
     assert_eq!(stage.world.weights("api"), Some((0, 100)));
     assert_eq!(stage_selectors(&stage), all_on("green"));
