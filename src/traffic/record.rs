@@ -430,6 +430,53 @@ mod tests {
         assert_eq!(back.stage, Stage::RolledBack);
     }
 
+    /// The record's halves as a run before the records were typed wrote
+    /// them: the report and the frontend are the ones of the snapshot
+    /// fixture of that time, the rest is the unchanged `Rollout`.
+    #[test]
+    fn a_record_written_before_the_records_were_typed_reads_back_whole() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/snapshots/all-records-v1.json");
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let measurement = snapshot["rollout"]["steps"][0]["measurements"][0].clone();
+        let rollout = serde_json::json!({
+            "deployment_id": "production-20250301-090000",
+            "from": "blue",
+            "to": "green",
+            "version": "v1.5.0",
+            "steps": [25, 100],
+            "step": 1,
+            "percent": 100,
+            "stage": "grace",
+            "since": "2025-03-01T09:06:00Z",
+            "updated_at": "2025-03-01T09:07:00Z",
+            "grace_until": "2025-03-01T09:11:00Z",
+            "last_measurement": measurement,
+            "frontend": snapshot["frontend"],
+            "answered": {
+                "request": "promote-1",
+                "action": "promote",
+                "by": "ops@laptop",
+                "at": "2025-03-01T09:05:45Z"
+            },
+            "failure": "a failure kept as text"
+        });
+        let report = snapshot["rollout"].clone();
+        let data = BTreeMap::from([
+            (STATE_KEY.to_string(), rollout.to_string()),
+            (REPORT_KEY.to_string(), report.to_string()),
+        ]);
+        let record = decode(Some(&data));
+        let (Some(r), Some(kept)) = (&record.rollout, &record.report) else {
+            panic!("a half was dropped: {record:?}");
+        };
+        assert_eq!(serde_json::to_value(r).unwrap(), rollout);
+        assert_eq!(serde_json::to_value(kept).unwrap(), report);
+        let id: DeploymentId = "production-20250301-090000".parse().unwrap();
+        assert!(record.report_of(&id).is_some());
+    }
+
     #[test]
     fn halves_decode_independently() {
         let mut data = BTreeMap::new();
