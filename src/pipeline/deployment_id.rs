@@ -142,6 +142,8 @@ impl<'de> Deserialize<'de> for DeploymentId {
     }
 }
 
+// Compared with the ids kept as text where they may be something else (a
+// lease holder's name, a typed argument not yet parsed).
 impl PartialEq<str> for DeploymentId {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
