@@ -63,7 +63,11 @@ pub fn message(event: &Event<'_>, actor: &Actor) -> Value {
             report,
             target,
         } => {
-            let id = report.deployment_id.clone().unwrap_or_default();
+            let id = report
+                .deployment_id
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
             let secs = format!("{:.1} s", report.duration_ms as f64 / 1000.0);
             let mut fields = vec![
                 ("Environment", report.environment.clone()),
@@ -220,7 +224,7 @@ mod tests {
             schema: SCHEMA.to_string(),
             command: "deploy".to_string(),
             environment: "production".into(),
-            deployment_id: Some("production-20250101-120000".into()),
+            deployment_id: Some("production-20250101-120000".parse().unwrap()),
             dry_run: false,
             started_at: chrono::Utc::now(),
             finished_at: chrono::Utc::now(),

@@ -30,16 +30,11 @@ impl fmt::Display for DatabaseStep {
 }
 
 fn schema_after(s: &Snapshot) -> Option<i64> {
-    s.database.as_ref()?.get("version_after")?.as_i64()
+    s.database.as_ref()?.version_after
 }
 
 fn backup_of(s: &Snapshot) -> Option<String> {
-    s.database
-        .as_ref()?
-        .get("backup")?
-        .get("name")?
-        .as_str()
-        .map(String::from)
+    Some(s.database.as_ref()?.backup.as_ref()?.name.clone())
 }
 
 /// Decide the database step for going back to `target`, given every
@@ -77,7 +72,7 @@ pub fn decide(
             later.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
             let (backup, taken_by) = later
                 .iter()
-                .find_map(|s| backup_of(s).map(|b| (b, s.deployment_id.clone())))
+                .find_map(|s| backup_of(s).map(|b| (b, s.deployment_id.to_string())))
                 .ok_or_else(|| {
                     fail(
                         Kind::Usage,
@@ -186,10 +181,32 @@ mod tests {
 
     fn snap(id: &str, version: Option<i64>, backup: Option<&str>) -> Snapshot {
         let mut s = sample();
-        s.deployment_id = id.into();
-        s.database = Some(
-            serde_json::json!({"version_after": version, "backup": backup.map(|b| serde_json::json!({"name": b}))}),
-        );
+        s.deployment_id = id.parse().unwrap();
+        let backup = backup.map(|name| db::BackupRecord {
+            name: name.into(),
+            location: format!("file:///backups/{name}.dump"),
+            deployment_id: id.into(),
+            reason: db::BackupReason::PreMigrate,
+            size_bytes: 1,
+            sha256: String::new(),
+            verified: true,
+            schema_version: version.map(|v| v - 1),
+            database: "db:5432/maily as deployer".into(),
+            schemas: vec!["public".into()],
+            pg_dump_version: "17".into(),
+            created_at: s.started_at,
+            duration_ms: 1,
+        });
+        s.database = Some(db::MigrateOutcome {
+            deployment_id: id.into(),
+            action: db::MigrateAction::Applied,
+            version_before: version.map(|v| v - 1),
+            version_after: version,
+            applied: Vec::new(),
+            backup,
+            source: db::MigrationSource::Embedded,
+            duration_ms: 1,
+        });
         s
     }
 

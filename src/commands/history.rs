@@ -7,7 +7,6 @@ use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output;
-use crate::phases::deploy_frontend::FrontendRecord;
 use crate::pipeline::snapshot::Snapshot;
 use crate::traffic::report::RolloutReport;
 
@@ -35,9 +34,9 @@ struct Entry<'a> {
 
 fn entry(s: &Snapshot) -> Entry<'_> {
     Entry {
-        deployment_id: &s.deployment_id,
+        deployment_id: s.deployment_id.as_str(),
         command: &s.command,
-        rollback_to: s.rollback_to.as_deref(),
+        rollback_to: s.rollback_to.as_ref().map(|id| id.as_str()),
         started_at: s.started_at,
         finished_at: s.finished_at,
         outcome: s.outcome.as_str(),
@@ -58,14 +57,11 @@ fn entry(s: &Snapshot) -> Entry<'_> {
 }
 
 fn frontend_of(s: &Snapshot) -> Option<String> {
-    s.frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
-        .map(|r| r.deployment_id)
+    s.frontend.as_ref().map(|r| r.deployment_id.clone())
 }
 
 fn traffic_of(s: &Snapshot) -> Option<String> {
-    s.rollout.as_ref().and_then(RolloutReport::summary_of)
+    s.rollout.as_ref().map(RolloutReport::summary)
 }
 
 /// The release of a snapshot in a few words: its tag (each layer's, when
@@ -126,7 +122,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
             ]);
             for s in &all {
                 table.add_row(vec![
-                    s.deployment_id.clone(),
+                    s.deployment_id.to_string(),
                     s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     s.outcome.as_str().to_string(),
                     release_words(s),

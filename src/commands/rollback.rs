@@ -14,7 +14,7 @@ use crate::k8s::live;
 use crate::k8s::manifest::Scope;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::output::{self, OutputOptions};
-use crate::phases::configure_ai::{self, ConfigureAi};
+use crate::phases::configure_ai::ConfigureAi;
 use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
 use crate::pipeline::layers;
@@ -95,11 +95,7 @@ pub async fn run(
     // The frontend goes back to the Vercel deployment ID recorded, promoted
     // by shift-traffic after the backend switch (an undo like a deploy's
     // if the rollback fails after it).
-    if let Some(record) = target
-        .frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
-    {
+    if let Some(record) = target.frontend.clone() {
         if cx.config.vars.get("VERCEL_TOKEN").is_none_or(str::is_empty) {
             return Err(fail(
                 Kind::Config,
@@ -109,15 +105,12 @@ pub async fn run(
                 ),
             ));
         }
-        cx.records.frontend = Some(
-            FrontendRecord {
-                previous: None,
-                promoted: false,
-                undone: false,
-                ..record
-            }
-            .to_value(),
-        );
+        cx.records.frontend = Some(FrontendRecord {
+            previous: None,
+            promoted: false,
+            undone: false,
+            ..record
+        });
     }
 
     // Render with the release and templates the snapshot kept (platform
@@ -170,7 +163,7 @@ pub async fn run(
         RollbackPlan::Redeploy { slot } => {
             // The AI services come back with the config they ran with, from
             // the snapshot, without asking the providers again.
-            match target.ai_config.as_ref().and_then(configure_ai::recorded) {
+            match target.ai_config.as_ref().map(|r| r.config.clone()) {
                 Some(config) if profile.ai_services().next().is_some() => {
                     cx.selection = cluster::only(&[
                         PhaseId::DeployBackend,
@@ -212,7 +205,7 @@ pub async fn run(
     let mut observer = output::observer(&opts);
     let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
         "rollback",
-        Some(target_id.to_string()),
+        Some(target_id.clone()),
     )));
     // The backend goes back first, the database after it, both under the
     // rollback's lock: the older code runs against the newer schema

@@ -118,7 +118,7 @@ async fn run_holds_lock(
 ) -> anyhow::Result<bool> {
     Ok(lease::current(client.clone(), ns)
         .await?
-        .is_some_and(|(h, _)| h.deployment_id == rollout.deployment_id))
+        .is_some_and(|(h, _)| rollout.deployment_id == h.deployment_id))
 }
 
 /// Hand the request to the live run and wait until it has acted. `None`
@@ -284,7 +284,7 @@ async fn itself(
 ) -> anyhow::Result<String> {
     let lock = crate::pipeline::lifecycle::DeadRunLock::take(
         cx,
-        &rollout.deployment_id,
+        rollout.deployment_id.as_str(),
         &format!("{}-{}", action.as_str(), rollout.deployment_id),
     )
     .await?;
@@ -304,7 +304,7 @@ async fn finish_dead(
     let ns = cx.config.profile.namespace.clone();
     let store = SnapshotStore::new(applier.client().clone(), &ns, environment);
     let snapshot = store
-        .get(&rollout.deployment_id)
+        .get(rollout.deployment_id.as_str())
         .await?
         .filter(|s| s.outcome == Outcome::InProgress)
         .ok_or_else(|| {
@@ -381,7 +381,8 @@ async fn finish_dead(
             .await?;
             route::switch_to(&applier, &profile, &templates, &release, slot).await?;
             // The frontend follows at 100%, as the run would have.
-            cx.deployment_id = DeploymentId::parse(environment, &rollout.deployment_id).ok();
+            cx.deployment_id =
+                DeploymentId::parse(environment, rollout.deployment_id.as_str()).ok();
             cx.release_override = Some(release.clone());
             cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
             let frontend = deploy_frontend::promote_recorded(cx).await?;

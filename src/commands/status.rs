@@ -35,7 +35,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
             && !rec.run_is_silent(chrono::Utc::now())
             && lock
                 .as_ref()
-                .is_some_and(|(h, _)| h.deployment_id == r.deployment_id)
+                .is_some_and(|(h, _)| r.deployment_id == h.deployment_id)
     });
     let rollout_lines = rollout
         .as_ref()

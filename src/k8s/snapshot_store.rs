@@ -49,7 +49,7 @@ impl SnapshotStore {
     pub async fn put(&self, s: &Snapshot) -> anyhow::Result<()> {
         let s = &redacted(s)?;
         let bytes = snapshot::encode(s)?;
-        let name = secret_name(&s.deployment_id);
+        let name = secret_name(s.deployment_id.as_str());
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -61,7 +61,7 @@ impl SnapshotStore {
                     ("maily.ai/environment".to_string(), s.environment.clone()),
                     (
                         "maily.ai/deployment-id".to_string(),
-                        s.deployment_id.clone(),
+                        s.deployment_id.to_string(),
                     ),
                     (
                         "maily.ai/outcome".to_string(),
@@ -152,7 +152,7 @@ impl SnapshotStore {
         let all = self.list().await?;
         let ids: Vec<(String, Outcome)> = all
             .iter()
-            .map(|s| (s.deployment_id.clone(), s.outcome))
+            .map(|s| (s.deployment_id.to_string(), s.outcome))
             .collect();
         let doomed = snapshot::prune_plan(&ids, keep);
         let dp = DeleteParams::default();
@@ -206,7 +206,17 @@ mod tests {
             "deploy-frontend: Vercel answered 400: {\"headers\":{\"authorization\":\"Bearer vrcl-Unregistered-9f3a7c\"}}"
                 .into(),
         );
-        s.frontend = Some(serde_json::json!({"error": "Bearer vrcl-Unregistered-9f3a7c"}));
+        s.frontend = Some(crate::phases::deploy_frontend::FrontendRecord {
+            project_id: "prj_1".into(),
+            team_id: None,
+            deployment_id: "dpl_1".into(),
+            url: None,
+            git_ref: None,
+            state: Some("ERROR: Bearer vrcl-Unregistered-9f3a7c".into()),
+            previous: None,
+            promoted: false,
+            undone: false,
+        });
         let clean = redacted(&s).unwrap();
         let stored = String::from_utf8_lossy(
             &std::io::Read::bytes(flate2::read::GzDecoder::new(

@@ -67,7 +67,8 @@ pub fn summary_markdown(report: &RunReport) -> String {
     let mut md = String::new();
     let title = report
         .deployment_id
-        .clone()
+        .as_ref()
+        .map(|d| d.to_string())
         .unwrap_or_else(|| format!("{} configuration check", report.environment));
     md.push_str(&format!(
         "### maily-deploy {}: {:?}{}\n\n",

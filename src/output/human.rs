@@ -194,7 +194,10 @@ impl Observer for Human {
             Outcome::Failed => ("failed", color(AnsiColor::Red).bold()),
             Outcome::PlanFailed => ("plan incomplete", color(AnsiColor::Red).bold()),
         };
-        let id = report.deployment_id.as_deref().unwrap_or("check");
+        let id = report
+            .deployment_id
+            .as_ref()
+            .map_or("check", |d| d.as_str());
         self.say(&format!(
             "{style}{word}{style:#}: {} {id} in {} (exit {})",
             report.environment,

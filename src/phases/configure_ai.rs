@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kube::api::DynamicObject;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::Profile;
@@ -56,14 +57,22 @@ pub fn config_map_name(slot: Slot) -> String {
     format!("ai-config-{slot}")
 }
 
-/// What a snapshot records: the slot's ConfigMap and the config in it.
-pub fn record(slot: Slot, config: &AiConfig) -> Value {
-    json!({"config_map": config_map_name(slot), "config": config.to_json()})
+/// What a snapshot records of the AI layer: the config a rollback or a
+/// carry-over applies again without asking the providers, and the slot's
+/// ConfigMap that held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AiConfigRecord {
+    pub config_map: String,
+    pub config: AiConfig,
 }
 
-/// The config a snapshot recorded, if any.
-pub fn recorded(value: &Value) -> Option<AiConfig> {
-    serde_json::from_value(value.get("config")?.clone()).ok()
+impl AiConfigRecord {
+    pub fn new(slot: Slot, config: &AiConfig) -> Self {
+        AiConfigRecord {
+            config_map: config_map_name(slot),
+            config: config.clone(),
+        }
+    }
 }
 
 fn config_of(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiConfig> {
@@ -74,7 +83,7 @@ fn config_of(phase: &ConfigureAi, cx: &Context) -> anyhow::Result<AiConfig> {
         return r
             .ai_config
             .as_ref()
-            .and_then(recorded)
+            .map(|a| a.config.clone())
             .ok_or_else(|| fail(Kind::Config, "the recorded AI layer has no AI config"));
     }
     cx.config.profile.ai_config().cloned().ok_or_else(|| {
@@ -363,7 +372,7 @@ impl Phase for ConfigureAi {
         // every service before it switches.
         // Recorded before the wait: a failed run's snapshot says which
         // config the idle slot was left with.
-        cx.records.ai_config = Some(record(slot, &config));
+        cx.records.ai_config = Some(AiConfigRecord::new(slot, &config));
         cx.records.ai_slot = Some(slot);
 
         let names: Vec<String> = profile
@@ -412,6 +421,7 @@ impl Phase for ConfigureAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::path::PathBuf;
 
     fn shipped() -> PathBuf {
@@ -463,9 +473,9 @@ mod tests {
                 CONFIG_DIR
             );
         }
-        assert_eq!(
-            recorded(&record(Slot::Green, config)).as_ref(),
-            Some(config)
-        );
+        let kept = serde_json::to_value(AiConfigRecord::new(Slot::Green, config)).unwrap();
+        let back: AiConfigRecord = serde_json::from_value(kept).unwrap();
+        assert_eq!(back.config_map, "ai-config-green");
+        assert_eq!(&back.config, config);
     }
 }

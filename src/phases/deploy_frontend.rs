@@ -53,16 +53,6 @@ pub struct FrontendRecord {
     pub undone: bool,
 }
 
-impl FrontendRecord {
-    pub fn from_value(v: &serde_json::Value) -> Option<FrontendRecord> {
-        serde_json::from_value(v.clone()).ok()
-    }
-
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
-
 fn https(url: &str) -> String {
     if url.starts_with("http://") || url.starts_with("https://") {
         url.to_string()
@@ -231,7 +221,7 @@ impl Phase for DeployFrontend {
         };
         // Recorded before the wait: a failed or interrupted run still says
         // which deployment it started.
-        cx.records.frontend = Some(record.to_value());
+        cx.records.frontend = Some(record.clone());
         tracing::info!(
             "Vercel deployment {} created from {}@{}; following its build",
             created.id,
@@ -246,7 +236,7 @@ impl Phase for DeployFrontend {
             .await?;
         record.url = done.url.clone().or(record.url);
         record.state = done.ready_state.clone().or(done.status.clone());
-        cx.records.frontend = Some(record.to_value());
+        cx.records.frontend = Some(record.clone());
         let production_now = previous
             .as_ref()
             .map(describe)
@@ -316,8 +306,8 @@ pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
             let found = store
                 .list()
                 .await?
-                .iter()
-                .filter_map(|s| s.frontend.as_ref().and_then(FrontendRecord::from_value))
+                .into_iter()
+                .filter_map(|s| s.frontend)
                 .find(|r| {
                     r.project_id == project
                         && r.git_ref.as_deref() == Some(git_ref.as_str())
@@ -329,15 +319,12 @@ pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
                         "resuming: the frontend {} built earlier from {git_ref} will be promoted",
                         r.deployment_id
                     );
-                    cx.records.frontend = Some(
-                        FrontendRecord {
-                            previous: None,
-                            promoted: false,
-                            undone: false,
-                            ..r
-                        }
-                        .to_value(),
-                    );
+                    cx.records.frontend = Some(FrontendRecord {
+                        previous: None,
+                        promoted: false,
+                        undone: false,
+                        ..r
+                    });
                 }
                 None => tracing::warn!(
                     "resuming at shift-traffic: no earlier run built the frontend from {git_ref}; it stays as it is (run deploy-frontend to build it)"
@@ -345,11 +332,7 @@ pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(r) = cx
-        .records
-        .frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
+    if let Some(r) = &cx.records.frontend
         && var(&cx.config.vars, "VERCEL_TOKEN").is_none()
     {
         return Err(fail(
@@ -368,12 +351,7 @@ pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
 /// (and a rollback through it). The production deployment it replaces is
 /// recorded first, so a failure from here on can be undone.
 pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>> {
-    let Some(mut record) = cx
-        .records
-        .frontend
-        .as_ref()
-        .and_then(FrontendRecord::from_value)
-    else {
+    let Some(mut record) = cx.records.frontend.clone() else {
         return Ok(None);
     };
     let api = client(&cx.config.vars, record.team_id.as_deref())?;
@@ -389,7 +367,7 @@ pub async fn promote_recorded(cx: &mut Context) -> anyhow::Result<Option<String>
     cx.applier().await?.may_change().await?;
     record.previous = current;
     record.promoted = true;
-    cx.records.frontend = Some(record.to_value());
+    cx.records.frontend = Some(record.clone());
     crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Frontend);
     // Written through to the run's snapshot before Vercel hears of it: if
     // this process dies now, the next run finds what to put back there.
@@ -474,9 +452,10 @@ mod tests {
             promoted: true,
             undone: false,
         };
-        assert_eq!(FrontendRecord::from_value(&r.to_value()), Some(r));
+        let kept = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<FrontendRecord>(kept).ok(), Some(r));
         let minimal = serde_json::json!({"project_id": "prj_1", "deployment_id": "dpl_1"});
-        let m = FrontendRecord::from_value(&minimal).unwrap();
+        let m: FrontendRecord = serde_json::from_value(minimal).unwrap();
         assert!(!m.promoted && m.previous.is_none());
     }
 

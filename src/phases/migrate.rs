@@ -131,7 +131,7 @@ impl Phase for Migrate {
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
         let s = settings(cx)?;
         let outcome = db::migrate(&s).await.map_err(typed)?;
-        cx.records.database = serde_json::to_value(&outcome).ok();
+        cx.records.database = Some(outcome.clone());
         let report = match outcome.action {
             MigrateAction::NothingPending => PhaseReport {
                 summary: format!(

@@ -64,16 +64,6 @@ pub struct MonitoringRecord {
     pub closed: bool,
 }
 
-impl MonitoringRecord {
-    pub fn from_value(v: &Value) -> Option<MonitoringRecord> {
-        serde_json::from_value(v.clone()).ok()
-    }
-
-    pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
-
 /// The rules and monitors a deploy applies: the environment's PrometheusRule
 /// and each service's metrics Service and ServiceMonitor.
 pub fn objects_for(cx: &Context, release: &Release) -> anyhow::Result<Vec<DynamicObject>> {
@@ -307,12 +297,7 @@ fn annotation_text(cx: &Context, release: &Release, slot: Slot, outcome: Option<
 /// and its tags carry the outcome. A Grafana that fails here is a warning,
 /// never a failed run.
 pub async fn close_annotation(cx: &mut Context, outcome: &str) {
-    let Some(mut record) = cx
-        .records
-        .monitoring
-        .as_ref()
-        .and_then(MonitoringRecord::from_value)
-    else {
+    let Some(mut record) = cx.records.monitoring.clone() else {
         return;
     };
     let Some(id) = record.annotation_id.filter(|_| !record.closed) else {
@@ -342,7 +327,7 @@ pub async fn close_annotation(cx: &mut Context, outcome: &str) {
     match result {
         Ok(()) => {
             record.closed = true;
-            cx.records.monitoring = Some(record.to_value());
+            cx.records.monitoring = Some(record);
         }
         Err(e) => tracing::warn!(
             "closing the deployment's Grafana annotation {id}: {e:#}; it stays open (outcome:in-progress)"
@@ -477,7 +462,7 @@ impl Phase for Monitor {
         };
         let id = grafana.create_annotation(&annotation).await?;
         record.annotation_id = Some(id);
-        cx.records.monitoring = Some(record.to_value());
+        cx.records.monitoring = Some(record.clone());
 
         let mut details = Vec::new();
         let counts = objects.len();
@@ -510,7 +495,7 @@ impl Phase for Monitor {
             ));
             record.dashboards.push(saved.uid);
         }
-        cx.records.monitoring = Some(record.to_value());
+        cx.records.monitoring = Some(record.clone());
         details.push(format!("annotation {id} opened for {deployment_id}"));
 
         let prom = Prometheus::new(&prometheus_url)?;
@@ -576,6 +561,10 @@ mod tests {
             slot: Some(Slot::Green),
             closed: false,
         };
-        assert_eq!(MonitoringRecord::from_value(&r.to_value()), Some(r));
+        let kept = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            serde_json::from_value::<MonitoringRecord>(kept).ok(),
+            Some(r)
+        );
     }
 }

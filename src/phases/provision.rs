@@ -34,16 +34,6 @@ pub struct InfrastructureRecord {
     pub filled: Vec<String>,
 }
 
-impl InfrastructureRecord {
-    pub fn from_value(v: &serde_json::Value) -> Option<InfrastructureRecord> {
-        serde_json::from_value(v.clone()).ok()
-    }
-
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
-
 /// The Terraform executable and directory from the run's variables.
 pub fn terraform_of(cx: &Context) -> anyhow::Result<Terraform> {
     let var = |name: &str, default: &str| {
@@ -212,7 +202,7 @@ impl Phase for Provision {
             applied: applied.is_some(),
             filled: Vec::new(),
         };
-        cx.records.infrastructure = Some(record.to_value());
+        cx.records.infrastructure = Some(record.clone());
         let summary = match applied {
             Some(s) => {
                 details.push(format!("applied: {s}"));
@@ -287,7 +277,7 @@ impl Phase for Provision {
                 .set(f.variable, f.value.clone(), Source::Terraform);
         }
         record.filled = fills.iter().map(|f| f.variable.to_string()).collect();
-        cx.records.infrastructure = Some(record.to_value());
+        cx.records.infrastructure = Some(record);
         details.push(format!("{} outputs read", outputs.len()));
         if !fills.is_empty() {
             details.push(format!(
@@ -319,7 +309,7 @@ mod tests {
             applied: true,
             filled: vec!["DATABASE_URL".into()],
         };
-        let v = r.to_value();
+        let v = serde_json::to_value(&r).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -329,6 +319,9 @@ mod tests {
                 "filled": ["DATABASE_URL"]
             })
         );
-        assert_eq!(InfrastructureRecord::from_value(&v), Some(r));
+        assert_eq!(
+            serde_json::from_value::<InfrastructureRecord>(v).ok(),
+            Some(r)
+        );
     }
 }

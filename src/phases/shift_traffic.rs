@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 
-use super::deploy_frontend::{self, FrontendRecord};
+use super::deploy_frontend;
 use crate::config::traffic::{Grace, Pause};
 use crate::error::{Kind, fail};
 use crate::k8s::live::{self, Active};
@@ -150,12 +150,7 @@ impl Phase for ShiftTraffic {
                 );
             }
         }
-        if let Some(r) = cx
-            .records
-            .frontend
-            .as_ref()
-            .and_then(FrontendRecord::from_value)
-        {
+        if let Some(r) = &cx.records.frontend {
             steps.push(format!(
                 "promote the Vercel deployment {} to production (POST /v10/projects/{}/promote/{})",
                 r.deployment_id, r.project_id, r.deployment_id
@@ -219,6 +214,9 @@ impl Phase for ShiftTraffic {
             prometheus,
             cx.progress.clone(),
             cx.records.frontend.clone(),
+            cx.deployment_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("shift-traffic run without a deployment id"))?,
         );
 
         // From the first step, users reach the new version: the runner's
@@ -226,13 +224,13 @@ impl Phase for ShiftTraffic {
         cx.backend.switched = true;
         crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Routes);
         let walked = walk.steps().await;
-        cx.records.rollout = Some(walk.report_value());
+        cx.records.rollout = Some(walk.report.clone());
         let ending = walked?;
         // The frontend follows the backend, never leads it: promoted only
         // once every route points at the new slot.
         let frontend = deploy_frontend::promote_recorded(cx).await?;
         let graced = walk.grace(matches!(ending, Ending::Walked)).await;
-        cx.records.rollout = Some(walk.report_value());
+        cx.records.rollout = Some(walk.report.clone());
         graced?;
         walk.complete().await?;
         let mut details = walk.report.lines();

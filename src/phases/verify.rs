@@ -512,13 +512,7 @@ impl Phase for Verify {
         checks.push(Box::pin(checked("certificates".into(), move || {
             certificates(cx)
         })));
-        let front = cx
-            .records
-            .frontend
-            .as_ref()
-            .and_then(|f| f.get("url"))
-            .and_then(Value::as_str)
-            .map(String::from);
+        let front = cx.records.frontend.as_ref().and_then(|f| f.url.clone());
         checks.push(Box::pin(checked("frontend".into(), move || {
             let f = front.clone();
             async move {

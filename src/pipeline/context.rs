@@ -61,22 +61,22 @@ impl Default for RunOptions {
 pub struct Records {
     /// provision: the Terraform plan's summary, whether it was applied, the
     /// variables its outputs filled (names only, never values).
-    pub infrastructure: Option<serde_json::Value>,
+    pub infrastructure: Option<crate::phases::provision::InfrastructureRecord>,
     /// migrate: schema versions, applied migrations, the backup taken.
-    pub database: Option<serde_json::Value>,
+    pub database: Option<crate::db::MigrateOutcome>,
     /// deploy-frontend: the Vercel deployment.
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     /// configure-ai: the AI configuration.
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     /// configure-ai: the slot it deployed the AI services to. A run that
     /// deploys AI alone and does not switch has no backend slot, yet it
     /// filled this one, and its snapshot names it.
     pub ai_slot: Option<Slot>,
     /// monitor: the Grafana folder, dashboards and the deployment's
     /// annotation, which the run's end closes.
-    pub monitoring: Option<serde_json::Value>,
+    pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and every analysis measurement.
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
 }
 
 /// What the backend phases learn and leave for later ones.

@@ -15,14 +15,16 @@ use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Kind, fail};
 
 const STAMP: &str = "%Y%m%d-%H%M%S";
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+/// Its text is its only form, in JSON too: records written before ids were
+/// typed hold the same string, and read back through [`DeploymentId::parse`]
+/// so a record can never carry an id the command line would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeploymentId(String);
 
 impl DeploymentId {
@@ -91,6 +93,72 @@ impl DeploymentId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// An id read back from a record, which does not say its environment apart
+/// from the id: the environment is what comes before the stamp, and the
+/// rest is checked as [`DeploymentId::parse`] checks a typed one.
+impl TryFrom<String> for DeploymentId {
+    type Error = anyhow::Error;
+
+    fn try_from(text: String) -> anyhow::Result<Self> {
+        let environment = text
+            .len()
+            .checked_sub("-YYYYMMDD-HHMMSS".len())
+            .and_then(|end| text.get(..end))
+            .filter(|env| !env.is_empty());
+        match environment {
+            Some(environment) => DeploymentId::parse(environment, &text),
+            None => Err(fail(
+                Kind::Usage,
+                format!(
+                    "invalid deployment id `{}`: expected <environment>-YYYYMMDD-HHMMSS (UTC), e.g. production-20250101-120000",
+                    crate::error::clipped(&text)
+                ),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for DeploymentId {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        DeploymentId::try_from(text.to_string())
+    }
+}
+
+impl Serialize for DeploymentId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeploymentId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DeploymentId::try_from(text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+// Compared with the ids kept as text where they may be something else (a
+// lease holder's name, a typed argument not yet parsed).
+impl PartialEq<str> for DeploymentId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DeploymentId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for DeploymentId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
     }
 }
 
@@ -211,6 +279,33 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.len() < 400, "{} bytes: {}", msg.len(), &msg[..400]);
         assert!(msg.contains("(100011 bytes)"), "{msg}");
+    }
+
+    #[test]
+    fn reads_back_from_json_as_the_same_string_and_checked_as_parse_checks() {
+        let id = DeploymentId::parse("production", "production-20250101-120000").unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"production-20250101-120000\"");
+        assert_eq!(serde_json::from_str::<DeploymentId>(&json).unwrap(), id);
+        // An environment with dashes of its own is what precedes the stamp.
+        let dashed: DeploymentId = serde_json::from_str("\"eu-west-20250101-120000\"").unwrap();
+        assert_eq!(dashed.as_str(), "eu-west-20250101-120000");
+        for bad in [
+            "production-20250101",
+            "production-20251301-120000",
+            "-20250101-120000",
+            "20250101-120000",
+            "production-2025010a-120000",
+            "x",
+            "",
+        ] {
+            let err = serde_json::from_value::<DeploymentId>(serde_json::json!(bad)).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid deployment id"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(serde_json::from_str::<DeploymentId>("7").is_err());
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl std::fmt::Display for Layer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CarriedFrom {
     pub slot: Slot,
-    pub deployment_id: String,
+    pub deployment_id: super::DeploymentId,
 }
 
 /// A layer rendered from a record instead of this run's release and
@@ -94,9 +94,9 @@ pub struct Recorded {
     /// empty for all of the layer's services at the profile's replicas.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, u32>,
-    /// The AI layer's config (`configure_ai::record`), for the AI layer.
+    /// The AI layer's config as its snapshot recorded it, for the AI layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_from: Option<CarriedFrom>,
 }
@@ -440,11 +440,14 @@ mod tests {
 
     fn good(tag: &str, after: PlatformState) -> Snapshot {
         let mut s = sample();
-        s.deployment_id = "staging-20250101-000000".into();
+        s.deployment_id = "staging-20250101-000000".parse().unwrap();
         s.outcome = Outcome::Succeeded;
         s.release = Some(release(tag));
         s.after = Some(after);
-        s.ai_config = Some(serde_json::json!({"config_map": "ai-config-blue", "config": {}}));
+        s.ai_config = Some(crate::phases::configure_ai::AiConfigRecord::new(
+            Slot::Blue,
+            &profile().ai_config().unwrap(),
+        ));
         s
     }
 
@@ -487,7 +490,7 @@ mod tests {
             ai.carried_from,
             Some(CarriedFrom {
                 slot: Slot::Blue,
-                deployment_id: "staging-20250101-000000".into()
+                deployment_id: "staging-20250101-000000".parse().unwrap()
             })
         );
         // Exactly the AI services users reach, at the replicas they run with.
@@ -541,7 +544,7 @@ mod tests {
                 templates: Vec::new(),
                 carried_from: Some(CarriedFrom {
                     slot: Slot::Green,
-                    deployment_id: "staging-20250102-000000".into(),
+                    deployment_id: "staging-20250102-000000".parse().unwrap(),
                 }),
             },
         );

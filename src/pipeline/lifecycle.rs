@@ -25,7 +25,6 @@ use crate::k8s::manifest::{self, Scope, Template};
 use crate::k8s::route;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::values::{self, Release};
-use crate::phases::deploy_frontend::FrontendRecord;
 use crate::traffic::record::{self, Stage};
 
 /// What the runner asks of the world around the phases.
@@ -100,7 +99,7 @@ pub async fn plan_layers(cx: &mut Context) -> anyhow::Result<()> {
 /// The lifecycle of a deploy or rollback against the cluster.
 pub struct ClusterLifecycle {
     command: &'static str,
-    rollback_to: Option<String>,
+    rollback_to: Option<super::DeploymentId>,
     guard: Option<LeaseGuard>,
     store: Option<SnapshotStore>,
     snapshot: Option<Snapshot>,
@@ -108,7 +107,7 @@ pub struct ClusterLifecycle {
 }
 
 impl ClusterLifecycle {
-    pub fn new(command: &'static str, rollback_to: Option<String>) -> Self {
+    pub fn new(command: &'static str, rollback_to: Option<super::DeploymentId>) -> Self {
         ClusterLifecycle {
             command,
             rollback_to,
@@ -209,7 +208,7 @@ pub async fn put_back_dead_run(
     let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
     // It said nothing of what it changed before it died: everything it may
     // have changed goes back.
-    let frontend = dead.frontend.as_ref().and_then(FrontendRecord::from_value);
+    let frontend = dead.frontend.clone();
     let (frontend, error) = undo::put_back(
         cx,
         applier,
@@ -226,7 +225,7 @@ pub async fn put_back_dead_run(
         )));
     }
     if let Some(record) = frontend {
-        dead.frontend = Some(record.to_value());
+        dead.frontend = Some(record);
     }
     let ns = &cx.config.profile.namespace;
     let rec = record::read(applier.client(), ns).await?;
@@ -345,7 +344,10 @@ pub async fn close_promoted_dead_run(
     slot: crate::k8s::slot::Slot,
 ) -> anyhow::Result<()> {
     let ns = &cx.config.profile.namespace;
-    let mut snapshot = store.get(&dead.deployment_id).await?.unwrap_or(dead);
+    let mut snapshot = store
+        .get(dead.deployment_id.as_str())
+        .await?
+        .unwrap_or(dead);
     snapshot.outcome = Outcome::Succeeded;
     snapshot.finished_at = Some(Utc::now());
     snapshot.target_slot = Some(slot);
@@ -418,14 +420,13 @@ impl Lifecycle for ClusterLifecycle {
         ensure_namespace(&applier, cx, &release).await?;
         let id = cx
             .deployment_id
-            .as_ref()
-            .map(|d| d.to_string())
+            .clone()
             .context("a run without a deployment id")?;
         let actor = Actor::current();
         let holder = Holder {
             user: actor.user.clone(),
             host: actor.host.clone(),
-            deployment_id: id.clone(),
+            deployment_id: id.to_string(),
             since: Utc::now(),
         };
         let guard = lease::acquire(
@@ -445,7 +446,7 @@ impl Lifecycle for ClusterLifecycle {
         let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
 
         let result: anyhow::Result<()> = async {
-            id_still_free(&store, &id).await?;
+            id_still_free(&store, id.as_str()).await?;
             // A run that died holding the lock left its snapshot in
             // progress: put its users back and close it, so this run starts
             // from one consistent version.
@@ -558,15 +559,11 @@ impl Lifecycle for ClusterLifecycle {
             Vec::new()
         };
         let release = cx.release_or_partial();
-        let frontend = cx
-            .records
-            .frontend
-            .as_ref()
-            .and_then(FrontendRecord::from_value);
+        let frontend = cx.records.frontend.clone();
         let (frontend, undo_error) =
             undo::put_back(cx, &applier, &steps, &snapshot, &release, frontend).await;
         if let Some(record) = frontend {
-            cx.records.frontend = Some(record.to_value());
+            cx.records.frontend = Some(record);
         }
         // Without an API server the state left is not there to read.
         let after: Option<PlatformState> = match health::outage() {

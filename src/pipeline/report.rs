@@ -69,13 +69,14 @@ pub enum Outcome {
     PlanFailed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PartialEq` only: the rollout's measurements are floating-point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub schema: String,
     /// `deploy`, `validate`, ...
     pub command: String,
     pub environment: String,
-    pub deployment_id: Option<String>,
+    pub deployment_id: Option<super::DeploymentId>,
     pub dry_run: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -87,7 +88,7 @@ pub struct RunReport {
     /// shift-traffic's steps and every analysis measurement (absent when it
     /// did not run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
     pub error: Option<ErrorReport>,
 }
 

@@ -180,7 +180,7 @@ mod tests {
         s.target_slot = Some(slot);
         s.release = Some(Release {
             environment: "production".into(),
-            deployment_id: s.deployment_id.clone(),
+            deployment_id: s.deployment_id.to_string(),
             image_registry: "ghcr.io/maily".into(),
             image_tag: tag.into(),
             backup_url: String::new(),

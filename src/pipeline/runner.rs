@@ -294,7 +294,7 @@ impl Runner {
             schema: SCHEMA.to_string(),
             command: command.to_string(),
             environment: cx.environment().to_string(),
-            deployment_id: cx.deployment_id.as_ref().map(|d| d.to_string()),
+            deployment_id: cx.deployment_id.clone(),
             dry_run: cx.dry_run,
             started_at,
             finished_at: Utc::now(),

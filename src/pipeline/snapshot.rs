@@ -102,12 +102,12 @@ impl std::fmt::Display for Actor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub schema: u32,
-    pub deployment_id: String,
+    pub deployment_id: crate::pipeline::DeploymentId,
     pub environment: String,
     /// `deploy` or `rollback`.
     pub command: String,
     /// For a rollback: the deployment it went back to.
-    pub rollback_to: Option<String>,
+    pub rollback_to: Option<crate::pipeline::DeploymentId>,
     pub actor: Actor,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -127,21 +127,21 @@ pub struct Snapshot {
     /// The backend when the run ended.
     pub after: Option<PlatformState>,
     /// Filled by the phases that own them (infrastructure, frontend, AI,
-    /// database).
+    /// database), each record typed where its phase defines it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infrastructure: Option<serde_json::Value>,
+    pub infrastructure: Option<crate::phases::provision::InfrastructureRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_config: Option<serde_json::Value>,
+    pub ai_config: Option<crate::phases::configure_ai::AiConfigRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<serde_json::Value>,
+    pub database: Option<crate::db::MigrateOutcome>,
     /// monitor: the Grafana folder, dashboards and annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitoring: Option<serde_json::Value>,
+    pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::traffic::report::RolloutReport>,
     /// Per layer (backend, AI), whether the run deployed it or carried it
     /// over from the slot users were on, and at which release. Absent in
     /// snapshots from before layers were recorded: there `release` is
@@ -272,7 +272,11 @@ pub(crate) mod tests_support {
     pub fn sample() -> Snapshot {
         Snapshot {
             schema: SCHEMA,
-            deployment_id: "production-20250101-120000".into(),
+            deployment_id: crate::pipeline::DeploymentId::parse(
+                "production",
+                "production-20250101-120000",
+            )
+            .unwrap(),
             environment: "production".into(),
             command: "deploy".into(),
             rollback_to: None,
@@ -380,6 +384,33 @@ mod tests {
         s.schema = SCHEMA + 1;
         let err = decode(&encode(&s).unwrap()).unwrap_err();
         assert!(err.to_string().contains("upgrade maily-deploy"));
+    }
+
+    /// Fixtures every later snapshot format must still read, as the code
+    /// of their time wrote them: a snapshot with every record filled, and
+    /// one as `begin` writes it (no record yet, every optional part left
+    /// out). Both were written while the records were still untyped JSON
+    /// (the ignored test `write_all_records_fixture` of commit dde0951), so
+    /// they are what clusters already hold.
+    const FIXTURES: [&str; 2] = ["all-records-v1.json", "in-progress-v1.json"];
+
+    fn fixture_path(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/snapshots")
+            .join(name)
+    }
+
+    #[test]
+    fn snapshots_written_earlier_read_and_write_back_the_same() {
+        for name in FIXTURES {
+            let text = std::fs::read_to_string(fixture_path(name)).unwrap();
+            let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let s: Snapshot =
+                serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(serde_json::to_value(&s).unwrap(), stored, "{name}");
+            // Through the store's own path too: gzip and back.
+            assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s, "{name}");
+        }
     }
 
     #[test]

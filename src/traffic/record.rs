@@ -19,8 +19,10 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::Measurement;
+use super::report::RolloutReport;
 use crate::k8s::client::{retry, status_code};
 use crate::k8s::slot::Slot;
+use crate::pipeline::DeploymentId;
 
 pub const NAME: &str = "maily-deploy-rollout";
 const STATE_KEY: &str = "rollout.json";
@@ -74,7 +76,7 @@ impl Stage {
 /// The rollout's state, as the run last wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     /// The slot users were on; `None` on an environment's first switch.
     pub from: Option<Slot>,
     pub to: Slot,
@@ -95,7 +97,7 @@ pub struct Rollout {
     /// The frontend deployment to promote at 100% (deploy-frontend's
     /// record), so `promote` can finish a rollout whose run died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frontend: Option<serde_json::Value>,
+    pub frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
     /// The last request the run acted on, and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered: Option<Answer>,
@@ -132,7 +134,7 @@ pub struct Request {
     pub id: String,
     /// The rollout it is meant for: a request left over from an earlier
     /// rollout is never acted on.
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub action: Action,
     /// `user@host`.
     pub by: String,
@@ -154,8 +156,8 @@ pub struct Record {
     pub request: Option<Request>,
     /// When the run driving the rollout last said it was alive.
     pub heartbeat: Option<DateTime<Utc>>,
-    /// The rollout's report (`traffic::report::RolloutReport`) so far.
-    pub report: Option<serde_json::Value>,
+    /// The rollout's report so far.
+    pub report: Option<RolloutReport>,
 }
 
 impl Record {
@@ -188,10 +190,10 @@ pub fn decode(data: Option<&BTreeMap<String, String>>) -> Record {
 
 impl Record {
     /// The report of `deployment_id`'s rollout, if the record is still its.
-    pub fn report_of(&self, deployment_id: &str) -> Option<serde_json::Value> {
+    pub fn report_of(&self, deployment_id: &DeploymentId) -> Option<RolloutReport> {
         self.rollout
             .as_ref()
-            .filter(|r| r.deployment_id == deployment_id)
+            .filter(|r| &r.deployment_id == deployment_id)
             .and(self.report.clone())
     }
 
@@ -299,7 +301,7 @@ pub async fn write_rollout(
     client: &Client,
     namespace: &str,
     r: &Rollout,
-    report: Option<&serde_json::Value>,
+    report: Option<&RolloutReport>,
 ) -> anyhow::Result<()> {
     let mut data = BTreeMap::new();
     data.insert(STATE_KEY, redacted_json(r)?);
@@ -329,14 +331,14 @@ pub async fn close(
     client: &Client,
     namespace: &str,
     record: &Record,
-    deployment_id: &str,
+    deployment_id: &DeploymentId,
     stage: Stage,
     failure: Option<String>,
 ) -> anyhow::Result<()> {
     let Some(mut rollout) = record.rollout.clone() else {
         return Ok(());
     };
-    if rollout.deployment_id != deployment_id || rollout.stage.is_final() {
+    if &rollout.deployment_id != deployment_id || rollout.stage.is_final() {
         return Ok(());
     }
     rollout.stage = stage;
@@ -349,9 +351,13 @@ pub async fn close(
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> DeploymentId {
+        DeploymentId::parse("staging", text).unwrap()
+    }
+
     fn rollout(stage: Stage) -> Rollout {
         Rollout {
-            deployment_id: "staging-20260101-120000".into(),
+            deployment_id: id("staging-20260101-120000"),
             from: Some(Slot::Blue),
             to: Slot::Green,
             version: "v2".into(),
@@ -372,7 +378,7 @@ mod tests {
     fn request(deployment_id: &str) -> Request {
         Request {
             id: "r1".into(),
-            deployment_id: deployment_id.into(),
+            deployment_id: id(deployment_id),
             action: Action::Abort,
             by: "ops@laptop".into(),
             at: Utc::now(),
@@ -422,6 +428,53 @@ mod tests {
         }
         let back: Rollout = serde_json::from_str(&redacted_json(&r).unwrap()).unwrap();
         assert_eq!(back.stage, Stage::RolledBack);
+    }
+
+    /// The record's halves as a run before the records were typed wrote
+    /// them: the report and the frontend are the ones of the snapshot
+    /// fixture of that time, the rest is the unchanged `Rollout`.
+    #[test]
+    fn a_record_written_before_the_records_were_typed_reads_back_whole() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/snapshots/all-records-v1.json");
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let measurement = snapshot["rollout"]["steps"][0]["measurements"][0].clone();
+        let rollout = serde_json::json!({
+            "deployment_id": "production-20250301-090000",
+            "from": "blue",
+            "to": "green",
+            "version": "v1.5.0",
+            "steps": [25, 100],
+            "step": 1,
+            "percent": 100,
+            "stage": "grace",
+            "since": "2025-03-01T09:06:00Z",
+            "updated_at": "2025-03-01T09:07:00Z",
+            "grace_until": "2025-03-01T09:11:00Z",
+            "last_measurement": measurement,
+            "frontend": snapshot["frontend"],
+            "answered": {
+                "request": "promote-1",
+                "action": "promote",
+                "by": "ops@laptop",
+                "at": "2025-03-01T09:05:45Z"
+            },
+            "failure": "a failure kept as text"
+        });
+        let report = snapshot["rollout"].clone();
+        let data = BTreeMap::from([
+            (STATE_KEY.to_string(), rollout.to_string()),
+            (REPORT_KEY.to_string(), report.to_string()),
+        ]);
+        let record = decode(Some(&data));
+        let (Some(r), Some(kept)) = (&record.rollout, &record.report) else {
+            panic!("a half was dropped: {record:?}");
+        };
+        assert_eq!(serde_json::to_value(r).unwrap(), rollout);
+        assert_eq!(serde_json::to_value(kept).unwrap(), report);
+        let id: DeploymentId = "production-20250301-090000".parse().unwrap();
+        assert!(record.report_of(&id).is_some());
     }
 
     #[test]

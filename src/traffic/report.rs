@@ -174,13 +174,6 @@ impl RolloutReport {
         }
         out
     }
-
-    /// The summary of a report kept as JSON (a snapshot's).
-    pub fn summary_of(value: &serde_json::Value) -> Option<String> {
-        serde_json::from_value::<RolloutReport>(value.clone())
-            .ok()
-            .map(|r| r.summary())
-    }
 }
 
 /// A value with its unit (`0.42 %`, `120 ms`), as analysis writes its
@@ -276,11 +269,9 @@ mod tests {
         assert_eq!(walked(&[(25, NoVerdict)]).summary(), "25 no verdict");
         let promoted = walked(&[(25, Promoted), (100, Reached)]);
         assert_eq!(promoted.summary(), "25 promoted→100");
-        let kept = serde_json::to_value(&promoted).unwrap();
-        assert_eq!(
-            RolloutReport::summary_of(&kept).as_deref(),
-            Some("25 promoted→100")
-        );
+        let kept: RolloutReport =
+            serde_json::from_value(serde_json::to_value(&promoted).unwrap()).unwrap();
+        assert_eq!(kept.summary(), "25 promoted→100");
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl Walk {
         progress: Progress,
         // The frontend deploy-frontend built, kept in the record for a
         // `promote` that finishes a dead run's rollout.
-        frontend: Option<serde_json::Value>,
+        frontend: Option<crate::phases::deploy_frontend::FrontendRecord>,
+        deployment_id: crate::pipeline::DeploymentId,
     ) -> Walk {
         let from = match before.active() {
             crate::k8s::live::Active::Slot(s) => Some(s),
@@ -103,7 +104,7 @@ impl Walk {
         };
         let now = Utc::now();
         let rollout = Rollout {
-            deployment_id: release.deployment_id.clone(),
+            deployment_id,
             from,
             to: target,
             version: release.image_tag.clone(),
@@ -182,19 +183,13 @@ impl Walk {
         // holds the lock, it is that run's to write.
         self.applier.may_change().await?;
         self.rollout.updated_at = Utc::now();
-        let report = self.report_value();
         record::write_rollout(
             self.applier.client(),
             self.namespace(),
             &self.rollout,
-            Some(&report),
+            Some(&self.report),
         )
         .await
-    }
-
-    /// The report as the context records it.
-    pub fn report_value(&self) -> serde_json::Value {
-        serde_json::to_value(&self.report).unwrap_or_default()
     }
 
     /// Set everything for `percent`: the new slot's workers up (waited

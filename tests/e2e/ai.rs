@@ -81,7 +81,7 @@ fn the_ai_services_go_to_the_idle_slot_with_their_config_and_users_follow() {
     let snap = &world.snapshots()[0];
     assert_eq!(snap.outcome, Outcome::Succeeded);
     assert_eq!(
-        snap.ai_config.as_ref().unwrap()["config_map"],
+        snap.ai_config.as_ref().unwrap().config_map,
         "ai-config-blue"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -14,7 +14,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use maily_deploy::exit_code;
-use maily_deploy::phases::deploy_frontend::FrontendRecord;
 use maily_deploy::pipeline::snapshot::Outcome;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
@@ -352,13 +351,16 @@ fn production_runs_all_nine_phases_and_users_end_on_the_new_slot() {
         .expect("the run's snapshot");
     assert_eq!(snap.outcome, Outcome::Succeeded);
     assert!(snap.infrastructure.is_some(), "infrastructure");
-    assert_eq!(snap.database.as_ref().unwrap()["action"], "applied");
-    let frontend = FrontendRecord::from_value(snap.frontend.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        snap.database.as_ref().unwrap().action,
+        maily_deploy::db::MigrateAction::Applied
+    );
+    let frontend = snap.frontend.clone().unwrap();
     assert_eq!(frontend.deployment_id, built);
     assert!(frontend.promoted);
     assert!(snap.ai_config.is_some(), "AI config");
     let monitoring = snap.monitoring.as_ref().expect("a monitoring record");
-    assert_eq!(monitoring["closed"], true);
+    assert!(monitoring.closed);
 
     // No secret anywhere a user looks.
     let snapshots = serde_json::to_string(&world.snapshots()).unwrap();

@@ -135,10 +135,10 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
         .database
         .as_ref()
         .expect("the snapshot records the migration");
-    assert_eq!(record["version_after"], latest);
+    assert_eq!(record.version_after, Some(latest));
     assert!(
-        record["backup"]["sha256"].as_str().unwrap().len() == 64,
-        "{record}"
+        record.backup.as_ref().unwrap().sha256.len() == 64,
+        "{record:?}"
     );
 
     let out = deploy(&world, &db, &backups, &all, "v2", &[]);

@@ -269,3 +269,71 @@ fn a_tag_that_is_not_there_stops_the_deploy_before_anything_changes() {
     assert!(world.snapshots().is_empty(), "no run was recorded");
     assert!(world.lease_holder().is_none(), "the lock was never taken");
 }
+
+#[test]
+fn status_shows_a_slot_running_a_digest_the_deployment_did_not_record() {
+    use crate::support::{World, assert_exit, deployment_id_of};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    let v1 = push_backend(&world, &registry, "v1", "build");
+
+    // A dry run asks the registry too, and shows what it would run.
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v1"),
+        ("IMAGE_REGISTRY", &format!("{}/maily", registry.host)),
+        ("IMAGE_PINNING", "on"),
+    ]);
+    let dry = world
+        .maily()
+        .arg("staging")
+        .args(crate::support::BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_exit(&dry, 0);
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    let api = format!("{}/maily/maily-api", registry.host);
+    assert!(
+        plan.contains(&format!("api-blue: {api}:v1, pinned to {}", v1["api"])),
+        "{plan}"
+    );
+    assert!(world.deployment("api-blue").is_none(), "a dry run changes nothing");
+
+    let out = deploy_pinned(&world, &registry, "v1");
+    assert_exit(&out, 0);
+    let id = deployment_id_of(&out);
+    let status = world.maily().args(["status", "staging"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!("drift: none since {id}")),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    // The tag pushed again and set by hand: same tag, other code.
+    let rebuilt = push_backend(&world, &registry, "v1", "rebuilt");
+    world
+        .sim()
+        .kubectl()
+        .args([
+            "-n",
+            &world.namespace,
+            "set",
+            "image",
+            "deployment/api-blue",
+            &format!("api={api}@{}", rebuilt["api"]),
+        ])
+        .output()
+        .unwrap();
+    let status = world.maily().args(["status", "staging"]).output().unwrap();
+    let human = String::from_utf8_lossy(&status.stdout);
+    assert!(human.contains(&format!("drift from {id}")), "{human}");
+    assert!(
+        human.contains(&format!(
+            "api-blue: runs {api}@{} (recorded: {api}@{})",
+            rebuilt["api"], v1["api"]
+        )),
+        "{human}"
+    );
+}

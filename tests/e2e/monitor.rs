@@ -201,9 +201,9 @@ fn a_deploy_applies_rules_and_monitors_saves_dashboards_annotates_and_finds_the_
     }
     let snapshot = &world.snapshots()[0];
     let m = snapshot.monitoring.as_ref().expect("a monitoring record");
-    assert_eq!(m["annotation_id"], 42);
-    assert_eq!(m["closed"], true);
-    assert_eq!(m["dashboards"], json!(["maily-platform-staging"]));
+    assert_eq!(m.annotation_id, Some(42));
+    assert!(m.closed);
+    assert_eq!(m.dashboards, ["maily-platform-staging"]);
 }
 
 fn deployment_id_of_json(out: &std::process::Output) -> String {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use maily_deploy::db::MigrateAction;
 use maily_deploy::exit_code;
 use maily_deploy::phases::deploy_frontend::FrontendRecord;
 use maily_deploy::phases::provision::InfrastructureRecord;
@@ -251,17 +252,13 @@ fn newest_migration() -> i64 {
 }
 
 fn infrastructure_of(snap: &Snapshot) -> InfrastructureRecord {
-    InfrastructureRecord::from_value(
-        snap.infrastructure
-            .as_ref()
-            .expect("an infrastructure record"),
-    )
-    .expect("an infrastructure record of the documented shape")
+    snap.infrastructure
+        .clone()
+        .expect("an infrastructure record")
 }
 
 fn frontend_of(snap: &Snapshot) -> FrontendRecord {
-    FrontendRecord::from_value(snap.frontend.as_ref().expect("a frontend record"))
-        .expect("a frontend record of the documented shape")
+    snap.frontend.clone().expect("a frontend record")
 }
 
 #[test]
@@ -397,14 +394,16 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         }
     );
     let database = snap.database.as_ref().expect("a database record");
-    assert_eq!(database["action"], "applied");
-    assert_eq!(database["version_after"], json!(newest_migration()));
+    assert_eq!(database.action, MigrateAction::Applied);
+    assert_eq!(database.version_after, Some(newest_migration()));
     assert!(
-        database["backup"]["location"]
-            .as_str()
+        database
+            .backup
+            .as_ref()
             .unwrap()
+            .location
             .starts_with(&format!("file://{}/", p.backups.display())),
-        "{database}"
+        "{database:?}"
     );
     let frontend = frontend_of(&snap);
     assert_eq!(frontend.deployment_id, "dpl_1v240");
@@ -466,8 +465,8 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         }
     );
     let database = snap.database.as_ref().expect("a database record");
-    assert_eq!(database["action"], "nothing_pending");
-    assert_eq!(database["version_after"], json!(newest_migration()));
+    assert_eq!(database.action, MigrateAction::NothingPending);
+    assert_eq!(database.version_after, Some(newest_migration()));
     let frontend = frontend_of(&snap);
     assert_eq!(frontend.deployment_id, "dpl_2v250");
     assert_eq!(frontend.previous.map(|d| d.id), Some("dpl_1v240".into()));
@@ -511,7 +510,10 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
     let back = world.deployment_id(&out);
     let snap = p.snapshot(&back);
     assert_eq!(snap.command, "rollback");
-    assert_eq!(snap.rollback_to.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        snap.rollback_to.as_ref().map(|id| id.as_str()),
+        Some(first.as_str())
+    );
     assert_eq!(snap.outcome, Outcome::Succeeded);
     let frontend = frontend_of(&snap);
     assert_eq!(frontend.deployment_id, "dpl_1v240");

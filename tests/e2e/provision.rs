@@ -210,7 +210,7 @@ fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
     assert!(!details.contains("IMAGE_TAG"), "{details}");
     // The snapshot names the variables filled, never their values.
     let snap = &infra.world.snapshots()[0];
-    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    let record: &InfrastructureRecord = snap.infrastructure.as_ref().unwrap();
     assert_eq!(record.filled, ["REDIS_URL"]);
     assert!(!record.applied, "no changes, nothing applied");
     let snapshots = serde_json::to_string(&infra.world.snapshots()).unwrap();
@@ -272,7 +272,7 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
     );
     // The failed run's snapshot still says what terraform did.
     let snap = &infra.world.snapshots()[0];
-    let record = InfrastructureRecord::from_value(snap.infrastructure.as_ref().unwrap()).unwrap();
+    let record: &InfrastructureRecord = snap.infrastructure.as_ref().unwrap();
     assert_eq!(record.workspace, "staging");
     assert!(!record.applied && record.filled.is_empty(), "{record:?}");
 }

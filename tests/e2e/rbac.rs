@@ -40,6 +40,7 @@ fn shipped_rules() -> (Vec<Rule>, Vec<Rule>) {
         image_tag: "t".into(),
         backup_url: String::new(),
         rollout_timeout_secs: 60,
+        digests: Default::default(),
     };
     let objects = manifest::render(
         &templates,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use maily_deploy::exit_code;
 use maily_deploy::pipeline::snapshot::Outcome;
+use maily_deploy::traffic::report::StepOutcome;
 use serde_json::Value;
 
 use crate::support;
@@ -314,13 +315,7 @@ fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
         "{}",
         text(&history)
     );
-    assert_eq!(
-        snapshot.rollout.as_ref().unwrap()["steps"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(snapshot.rollout.as_ref().unwrap().steps.len(), 4);
 }
 
 fn stage_selectors(stage: &Stage) -> String {
@@ -583,7 +578,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
         .rollout
         .as_ref()
         .expect("the dead run's rollout report");
-    assert_eq!(walked["steps"][0]["percent"], 25, "{walked}");
+    assert_eq!(walked.steps[0].percent, 25, "{walked:?}");
 
     // promote: every user to green, the run's snapshot succeeds.
     killed_at_first_step(&stage, "v2", (75, 25));
@@ -598,7 +593,7 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     // killed at 25% on blue.
     let status = killed_at_first_step(&stage, "v3", (25, 75));
     assert!(status.contains("25% on blue"), "{status}");
-    let rollback = stage.other(&["rollback", "staging", &promoted.deployment_id]);
+    let rollback = stage.other(&["rollback", "staging", promoted.deployment_id.as_str()]);
     assert_exit(&rollback, 0);
     assert_eq!(stage.world.weights("api"), Some((0, 100)));
     assert_eq!(stage_selectors(&stage), all_on("green"));
@@ -689,7 +684,7 @@ fn in_ci_the_progress_is_plain_lines_with_the_step_weights_and_live_metrics() {
     );
     // The snapshot keeps the steps for `history` and later reading.
     let rollout = stage.world.snapshots()[0].rollout.clone().unwrap();
-    assert_eq!(rollout["steps"][0]["outcome"], "failed");
+    assert_eq!(rollout.steps[0].outcome, StepOutcome::Failed);
 }
 
 #[test]
