@@ -446,7 +446,7 @@ mod tests {
         s.after = Some(after);
         s.ai_config = Some(crate::phases::configure_ai::AiConfigRecord::new(
             Slot::Blue,
-            &profile().ai_config().unwrap(),
+            profile().ai_config().unwrap(),
         ));
         s
     }

@@ -299,7 +299,10 @@ fn status_shows_a_slot_running_a_digest_the_deployment_did_not_record() {
         plan.contains(&format!("api-blue: {api}:v1, pinned to {}", v1["api"])),
         "{plan}"
     );
-    assert!(world.deployment("api-blue").is_none(), "a dry run changes nothing");
+    assert!(
+        world.deployment("api-blue").is_none(),
+        "a dry run changes nothing"
+    );
 
     let out = deploy_pinned(&world, &registry, "v1");
     assert_exit(&out, 0);
