@@ -49,10 +49,7 @@ pub fn settle(
                 let services = wanted.get(&image).map(|s| s.join(", ")).unwrap_or_default();
                 problems.push(Problem {
                     phase: None,
-                    subject: format!(
-                        "image {} ({services})",
-                        crate::error::clipped(&image)
-                    ),
+                    subject: format!("image {} ({services})", crate::error::clipped(&image)),
                     problem: e.to_string(),
                     fix: e.fix(credentials),
                 });
@@ -123,7 +120,10 @@ mod tests {
                 "r.io/maily/maily-api:v2".to_string(),
                 vec!["api".to_string(), "campaigns".to_string()],
             ),
-            ("r.io/maily/maily-workers:v2".to_string(), vec!["workers".to_string()]),
+            (
+                "r.io/maily/maily-workers:v2".to_string(),
+                vec!["workers".to_string()],
+            ),
             ("r.io/maily/maily-ai:v2".to_string(), vec!["ai".to_string()]),
         ]);
         let answers = BTreeMap::from([
@@ -152,7 +152,11 @@ mod tests {
         let err = settle(&wanted, answers, &Credentials::default()).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Config));
         let failure = crate::error::failure_of(&err).unwrap();
-        let subjects: Vec<&str> = failure.problems.iter().map(|p| p.subject.as_str()).collect();
+        let subjects: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.as_str())
+            .collect();
         assert_eq!(
             subjects,
             vec![
@@ -168,7 +172,11 @@ mod tests {
         let vars = |v: Option<&str>| {
             let mut vars = crate::config::Vars::default();
             if let Some(v) = v {
-                vars.set("IMAGE_PINNING", v.to_string(), crate::config::Source::Environment);
+                vars.set(
+                    "IMAGE_PINNING",
+                    v.to_string(),
+                    crate::config::Source::Environment,
+                );
             }
             vars
         };
