@@ -10,3 +10,4 @@ pub mod allowlist;
 pub mod credentials;
 pub mod pin;
 pub mod resolve;
+pub mod scan;
