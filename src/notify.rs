@@ -249,6 +249,7 @@ mod tests {
                 }),
             }],
             warnings: vec![],
+            image_scan: None,
             rollout: None,
             error: failed.then(|| ErrorReport {
                 kind: Kind::PhaseFailed,

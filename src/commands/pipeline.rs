@@ -61,10 +61,13 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     cx.manifests_dir = req.global.manifests_dir.clone();
     cx.options = req.options.clone();
     cx.platform_secrets = platform_secrets;
-    // Every image to its digest, before the lock and the first change: a
-    // missing tag or a refused login stops the run while nothing changed.
+    // Every image to its digest and scanned, before the lock and the first
+    // change: a missing tag, a refused login or a critical finding stops
+    // the run while nothing changed.
     if req.deployment {
-        cx.image_pins = crate::image::pin::for_run(&cx, &config::process_env()).await?;
+        let gate = crate::image::gate::before_first_change(&cx, &config::process_env()).await?;
+        cx.image_pins = gate.pins;
+        cx.image_scan = gate.scan;
     }
     let opts = OutputOptions::detect(req.global.output, req.global.quiet, req.global.verbose);
     let mut observer = output::observer(&opts);

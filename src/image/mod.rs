@@ -9,6 +9,7 @@
 
 pub mod allowlist;
 pub mod credentials;
+pub mod gate;
 pub mod pin;
 pub mod resolve;
 pub mod scan;

@@ -101,25 +101,29 @@ pub fn credentials(
 }
 
 /// The pins of a run: each image of the layers it deploys, as tagged, and
-/// the digest reference it names now. Empty when pinning is off, when the
-/// run deploys no image, or when its release is not known (validation has
-/// said why, or the phase that needs it will, before it changes anything).
+/// what it names now, with the logins used to ask. `None` when the run
+/// deploys no image, or its release is not known (validation has said why,
+/// or the phase that needs it will, before it changes anything); no pins
+/// when pinning is off.
 pub async fn for_run(
     cx: &Context,
     process_env: &BTreeMap<String, String>,
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> anyhow::Result<Option<(BTreeMap<String, Pinned>, Credentials)>> {
     let profile = &cx.config.profile;
     let services: Vec<String> = Layer::ALL
         .into_iter()
         .filter(|l| cx.selection.is_selected(l.phase()))
         .flat_map(|l| l.services(profile))
         .collect();
-    if !is_on(&cx.config.vars) || services.is_empty() {
-        return Ok(BTreeMap::new());
+    if services.is_empty() {
+        return Ok(None);
     }
     let Ok(release) = cx.release() else {
-        return Ok(BTreeMap::new());
+        return Ok(None);
     };
+    if !is_on(&cx.config.vars) {
+        return Ok(Some((BTreeMap::new(), Credentials::default())));
+    }
     let timeout = cx
         .config
         .vars
@@ -132,10 +136,7 @@ pub async fn for_run(
     for p in pins.values() {
         tracing::info!(image = %p.image, digest = %p.digest, "pinned");
     }
-    Ok(pins
-        .into_iter()
-        .map(|(image, p)| (image, p.reference))
-        .collect())
+    Ok(Some((pins, credentials)))
 }
 
 /// Ask every registry, within `timeout` each.

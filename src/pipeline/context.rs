@@ -127,6 +127,8 @@ pub struct Context {
     /// The images this run deploys, as tagged, and the digest reference
     /// each was pinned to before anything changed (see `crate::image`).
     pub image_pins: std::collections::BTreeMap<String, String>,
+    /// What the scan gate found, for the report and the snapshot.
+    pub image_scan: Option<crate::image::gate::ImageScan>,
     /// Where the running phase reports progress (set by the runner).
     pub progress: super::Progress,
     applier: OnceCell<Applier>,
@@ -166,6 +168,7 @@ impl Context {
             layers: Default::default(),
             platform_secrets: Default::default(),
             image_pins: Default::default(),
+            image_scan: None,
             progress: Default::default(),
             applier: OnceCell::new(),
             templates: OnceCell::new(),

@@ -501,6 +501,7 @@ impl Lifecycle for ClusterLifecycle {
                 ai_config: None,
                 database: None,
                 monitoring: None,
+                image_scan: cx.image_scan.clone(),
                 rollout: None,
                 layers: cx.layer_records(),
             };

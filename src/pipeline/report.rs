@@ -85,6 +85,10 @@ pub struct RunReport {
     pub exit_code: i32,
     pub phases: Vec<PhaseRow>,
     pub warnings: Vec<String>,
+    /// The scan gate's findings, or that scanning was off (absent when the
+    /// run deployed no image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_scan: Option<crate::image::gate::ImageScan>,
     /// shift-traffic's steps and every analysis measurement (absent when it
     /// did not run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,7 @@ impl RunReport {
             exit_code,
             phases: Vec::new(),
             warnings: Vec::new(),
+            image_scan: None,
             rollout: None,
             error: Some(error),
         }

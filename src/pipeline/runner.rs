@@ -309,6 +309,7 @@ impl Runner {
                 crate::warnings::merge_into(&mut w);
                 w
             },
+            image_scan: cx.image_scan.clone(),
             rollout: cx.records.rollout.clone(),
             error,
         }

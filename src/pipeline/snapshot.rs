@@ -139,6 +139,10 @@ pub struct Snapshot {
     /// monitor: the Grafana folder, dashboards and annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<crate::phases::monitor::MonitoringRecord>,
+    /// The scan gate's findings (or that scanning was off); absent when
+    /// the run deployed no image, and in snapshots from before the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_scan: Option<crate::image::gate::ImageScan>,
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::traffic::report::RolloutReport>,
@@ -300,6 +304,7 @@ pub(crate) mod tests_support {
             ai_config: None,
             database: None,
             monitoring: None,
+            image_scan: None,
             rollout: None,
             layers: Default::default(),
         }

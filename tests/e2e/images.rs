@@ -158,27 +158,66 @@ fn push_backend(
         .collect()
 }
 
-/// A pinned deploy of `tag` from `registry`.
-fn deploy_pinned(
+/// The Trivy stand-in (`tests/fixtures/bin/trivy`).
+fn trivy() -> String {
+    crate::support::repo()
+        .join("tests/fixtures/bin/trivy")
+        .display()
+        .to_string()
+}
+
+/// A pinned and scanned deploy of `tag` from `registry`, the stand-in
+/// Trivy answering with `findings` (its `TRIVY_STANDIN_FINDINGS`) and
+/// logging to `scan_log`; `extra` variables on top.
+fn deploy_scanned(
     world: &crate::support::World,
     registry: &Registry,
     tag: &str,
+    findings: &str,
+    scan_log: &std::path::Path,
+    extra: &[(&str, &str)],
+    args: &[&str],
 ) -> std::process::Output {
-    let env = world.env_file(&[
+    let registry_prefix = format!("{}/maily", registry.host);
+    let trivy = trivy();
+    let mut vars = vec![
         ("IMAGE_TAG", tag),
-        ("IMAGE_REGISTRY", &format!("{}/maily", registry.host)),
+        ("IMAGE_REGISTRY", registry_prefix.as_str()),
         ("IMAGE_PINNING", "on"),
+        ("IMAGE_SCAN", "on"),
+        ("TRIVY_BIN", trivy.as_str()),
         ("ROLLOUT_TIMEOUT", "60s"),
-    ]);
+    ];
+    for (k, v) in extra {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k, v));
+    }
+    let env = world.env_file(&vars);
     world
         .maily()
         .arg("staging")
         .args(crate::support::BACKEND_ONLY)
         .arg("--env-file")
         .arg(&env)
+        .args(args)
+        .env("TRIVY_STANDIN_FINDINGS", findings)
+        .env("TRIVY_STANDIN_LOG", scan_log)
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap()
+}
+
+/// A pinned deploy of `tag` from `registry`, its scan finding nothing.
+fn deploy_pinned(
+    world: &crate::support::World,
+    registry: &Registry,
+    tag: &str,
+) -> std::process::Output {
+    let log = world
+        .dir
+        .path()
+        .join(format!("trivy-{}.log", crate::support::rand_suffix()));
+    deploy_scanned(world, registry, tag, "{}", &log, &[], &[])
 }
 
 #[test]
@@ -278,20 +317,8 @@ fn status_shows_a_slot_running_a_digest_the_deployment_did_not_record() {
     let v1 = push_backend(&world, &registry, "v1", "build");
 
     // A dry run asks the registry too, and shows what it would run.
-    let env = world.env_file(&[
-        ("IMAGE_TAG", "v1"),
-        ("IMAGE_REGISTRY", &format!("{}/maily", registry.host)),
-        ("IMAGE_PINNING", "on"),
-    ]);
-    let dry = world
-        .maily()
-        .arg("staging")
-        .args(crate::support::BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .arg("--dry-run")
-        .output()
-        .unwrap();
+    let log = world.dir.path().join("trivy.log");
+    let dry = deploy_scanned(&world, &registry, "v1", "{}", &log, &[], &["--dry-run"]);
     assert_exit(&dry, 0);
     let plan = String::from_utf8_lossy(&dry.stdout);
     let api = format!("{}/maily/maily-api", registry.host);
@@ -339,4 +366,207 @@ fn status_shows_a_slot_running_a_digest_the_deployment_did_not_record() {
         )),
         "{human}"
     );
+}
+
+/// A finding in Trivy's JSON shape.
+fn vulnerability(id: &str, package: &str, installed: &str, fixed: &str, severity: &str) -> String {
+    format!(
+        r#"{{"VulnerabilityID": "{id}", "PkgName": "{package}", "InstalledVersion": "{installed}", "FixedVersion": "{fixed}", "Severity": "{severity}", "Title": "a test finding"}}"#
+    )
+}
+
+#[test]
+fn a_critical_finding_stops_the_run_before_the_first_write_unless_allowlisted() {
+    use crate::support::{World, assert_exit, text};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    push_backend(&world, &registry, "v1", "build");
+    let findings = format!(
+        r#"{{"maily-api@": [{}, {}], "maily-workers@": [{}]}}"#,
+        vulnerability("CVE-2026-0001", "openssl", "3.0.1", "3.0.9", "CRITICAL"),
+        vulnerability("CVE-2026-0002", "zlib", "1.2.11", "1.2.13", "HIGH"),
+        vulnerability("CVE-2026-0003", "curl", "7.88.1", "8.0.0", "MEDIUM"),
+    );
+    let log = world.dir.path().join("trivy.log");
+    world.sim().control().reset();
+    let out = deploy_scanned(&world, &registry, "v1", &findings, &log, &[], &[]);
+    assert_exit(&out, 3);
+    let all = text(&out);
+    let api = format!("{}/maily/maily-api:v1", registry.host);
+    assert!(all.contains(&format!("image {api}")), "{all}");
+    assert!(
+        all.contains("CVE-2026-0001 in openssl 3.0.1 (fixed in 3.0.9), CRITICAL"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("CVE-2026-0002"),
+        "HIGH is under the default threshold: {all}"
+    );
+    let writes: Vec<String> = world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .map(|r| format!("{} {} {}", r.verb, r.resource, r.name))
+        .collect();
+    assert_eq!(writes, Vec::<String>::new(), "nothing written: {all}");
+    assert!(world.lease_holder().is_none());
+
+    // Shipped on purpose: allowlisted with a reason, until a date.
+    let ignore = world.dir.path().join("scan-ignore.yaml");
+    std::fs::write(
+        &ignore,
+        "- id: CVE-2026-0001\n  image: \"*/maily-api:*\"\n  reason: the vulnerable function is never called; patched build due next sprint\n  expires: 2099-01-01\n",
+    )
+    .unwrap();
+    let ignore_var = ignore.display().to_string();
+    let out = deploy_scanned(
+        &world,
+        &registry,
+        "v1",
+        &findings,
+        &log,
+        &[("IMAGE_SCAN_IGNORE_FILE", &ignore_var)],
+        &["--output", "json"],
+    );
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scan = &report["image_scan"];
+    assert_eq!(scan["status"], "scanned", "{scan}");
+    let api_scan = scan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == api.as_str())
+        .unwrap();
+    assert_eq!(api_scan["allowed"][0]["id"], "CVE-2026-0001", "{api_scan}");
+    assert!(
+        api_scan["allowed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never called"),
+        "{api_scan}"
+    );
+    assert_eq!(
+        api_scan["counts"]["HIGH"], 1,
+        "below the threshold, counted: {api_scan}"
+    );
+    let snapshot = &world.snapshots()[0];
+    assert!(
+        matches!(
+            snapshot.image_scan,
+            Some(maily_deploy::image::gate::ImageScan::Scanned(_))
+        ),
+        "the snapshot keeps the findings"
+    );
+
+    // The entry ran out: the finding stops the run again, and says so.
+    std::fs::write(
+        &ignore,
+        "- id: CVE-2026-0001\n  image: \"*/maily-api:*\"\n  reason: the vulnerable function is never called\n  expires: 2026-01-01\n",
+    )
+    .unwrap();
+    let out = deploy_scanned(
+        &world,
+        &registry,
+        "v1",
+        &findings,
+        &log,
+        &[("IMAGE_SCAN_IGNORE_FILE", &ignore_var)],
+        &[],
+    );
+    assert_exit(&out, 3);
+    let all = text(&out);
+    assert!(all.contains("CVE-2026-0001"), "{all}");
+    assert!(all.contains("expired on 2026-01-01"), "{all}");
+}
+
+#[test]
+fn a_digest_scanned_clean_is_not_scanned_again_within_the_ttl() {
+    use crate::support::{World, assert_exit};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    push_backend(&world, &registry, "v1", "build");
+    push_backend(&world, &registry, "v2", "build 2");
+    let log = world.dir.path().join("trivy.log");
+    let scans = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("--scanners vuln"))
+            .count()
+    };
+    assert_exit(
+        &deploy_scanned(&world, &registry, "v1", "{}", &log, &[], &[]),
+        0,
+    );
+    let first = scans();
+    assert!(first > 0, "the first deploy scans");
+    // v2 to the other slot: new digests, scanned.
+    assert_exit(
+        &deploy_scanned(&world, &registry, "v2", "{}", &log, &[], &[]),
+        0,
+    );
+    let second = scans();
+    assert!(second > first);
+    // v1 again: its digests were scanned clean minutes ago.
+    assert_exit(
+        &deploy_scanned(&world, &registry, "v1", "{}", &log, &[], &[]),
+        0,
+    );
+    assert_eq!(scans(), second, "no digest of v1 scanned again");
+    // A TTL shorter than the time since: scanned again.
+    assert_exit(
+        &deploy_scanned(
+            &world,
+            &registry,
+            "v2",
+            "{}",
+            &log,
+            &[("IMAGE_SCAN_TTL", "1ms")],
+            &[],
+        ),
+        0,
+    );
+    assert!(scans() > second);
+}
+
+#[test]
+fn scanning_off_is_said_in_the_report_and_needs_pinning_to_be_on() {
+    use crate::support::{World, assert_exit, text};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    push_backend(&world, &registry, "v1", "build");
+    let log = world.dir.path().join("trivy.log");
+    let out = deploy_scanned(
+        &world,
+        &registry,
+        "v1",
+        "{}",
+        &log,
+        &[("IMAGE_SCAN", "off")],
+        &["--output", "json"],
+    );
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["image_scan"]["status"], "off", "{report}");
+    assert!(
+        report["warnings"].to_string().contains("IMAGE_SCAN=off"),
+        "{}",
+        report["warnings"]
+    );
+    assert!(!log.exists(), "trivy never ran");
+
+    let out = deploy_scanned(
+        &world,
+        &registry,
+        "v1",
+        "{}",
+        &log,
+        &[("IMAGE_PINNING", "off")],
+        &[],
+    );
+    assert_exit(&out, 3);
+    assert!(text(&out).contains("IMAGE_SCAN"), "{}", text(&out));
 }
