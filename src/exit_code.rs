@@ -14,7 +14,8 @@ pub const USAGE: i32 = 2;
 /// The configuration is wrong: a missing or malformed variable, an env file
 /// or profile that cannot be read (or is not UTF-8), an unknown environment,
 /// a broken environment profile, a rollback target whose snapshot cannot be
-/// read. Every problem found is reported. Nothing was changed.
+/// read, an image that cannot be pinned to a digest, a scan finding at the
+/// threshold. Every problem found is reported. Nothing was changed.
 pub const CONFIG: i32 = 3;
 /// A phase failed and what the run had changed that users can see was put
 /// back (or nothing needed putting back).
