@@ -51,13 +51,31 @@ pub struct Outcome {
     pub millis: u128,
 }
 
-/// Run a check with a timeout per try and a few tries. A check's error
-/// is the text of its row: each check fails in its own words (HTTP, Redis,
-/// AMQP, JSON-RPC), and nothing but the reader tells them apart.
+/// Why a check failed, in its own words (HTTP, Redis, AMQP, JSON-RPC), and
+/// whether asking again could change the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CheckError {
+    /// What is checked may still be starting or catching up (a refused
+    /// connection, a 503, a version not yet served): asked again.
+    Retry(String),
+    /// Asking again cannot help: a setting the check cannot use, a node on
+    /// another chain, no contract code, a schema behind the migrations. The
+    /// row fails at once instead of after every try.
+    Final(String),
+}
+
+impl From<String> for CheckError {
+    fn from(why: String) -> CheckError {
+        CheckError::Retry(why)
+    }
+}
+
+/// Run a check with a timeout per try and a few tries; a final failure
+/// ends it at the first.
 async fn checked<F, Fut, T>(name: String, check: F) -> Outcome
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, CheckError>>,
     T: Into<Seen>,
 {
     let started = Instant::now();
@@ -77,7 +95,16 @@ where
                     millis: started.elapsed().as_millis(),
                 };
             }
-            Ok(Err(why)) => last = why,
+            Ok(Err(CheckError::Retry(why))) => last = why,
+            Ok(Err(CheckError::Final(why))) => {
+                return Outcome {
+                    name,
+                    passed: false,
+                    skipped: false,
+                    detail: why,
+                    millis: started.elapsed().as_millis(),
+                };
+            }
             Err(_) => last = format!("no answer within {}", humantime::format_duration(TIMEOUT)),
         }
         if attempt < TRIES {
@@ -106,7 +133,7 @@ pub fn field<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// A service's health on the new slot: 200, and the release it reports.
-async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String, String> {
+async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String, CheckError> {
     let url = format!(
         "{}{}/health",
         base.trim_end_matches('/'),
@@ -121,7 +148,7 @@ async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String,
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        return Err(format!("{url} answered {status}: {}", clip(&body)));
+        return Err(format!("{url} answered {status}: {}", clip(&body)).into());
     }
     let doc: Value = serde_json::from_str(&body)
         .map_err(|_| format!("{url} answered {status} but not JSON: {}", clip(&body)))?;
@@ -129,15 +156,15 @@ async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String,
         Some(v) if v == tag => Ok(format!("{status}, version {v}")),
         Some(v) => Err(format!(
             "{url} reports version {v}, not {tag}: the request reached another release (the old slot?)"
-        )),
-        None => Err(format!("{url} reports no version: {}", clip(&body))),
+        ).into()),
+        None => Err(format!("{url} reports no version: {}", clip(&body)).into()),
     }
 }
 
-async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String, String> {
+async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String, CheckError> {
     let url = format!("{}{}", base.trim_end_matches('/'), check.path);
     let method = reqwest::Method::from_bytes(check.method.as_bytes())
-        .map_err(|_| format!("unknown method {}", check.method))?;
+        .map_err(|_| CheckError::Final(format!("unknown method {}", check.method)))?;
     let resp = http()
         .request(method, &url)
         .header("x-maily-slot", slot.as_str())
@@ -151,7 +178,8 @@ async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String,
             "{url} answered {status}, expected {}: {}",
             check.status,
             clip(&body)
-        ));
+        )
+        .into());
     }
     if !check.json.is_empty() {
         let doc: Value = serde_json::from_str(&body)
@@ -162,15 +190,17 @@ async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String,
                 return Err(format!(
                     "{url}: {path} is {}, expected {want}",
                     got.map_or("absent".into(), |g| g.to_string())
-                ));
+                )
+                .into());
             }
         }
     }
     Ok(format!("{status}"))
 }
 
-async fn postgres(cx: &Context) -> Result<String, String> {
-    let settings = crate::phases::migrate::settings(cx).map_err(|e| e.to_string())?;
+async fn postgres(cx: &Context) -> Result<String, CheckError> {
+    let settings =
+        crate::phases::migrate::settings(cx).map_err(|e| CheckError::Final(e.to_string()))?;
     let status = db::status(&settings)
         .await
         .map_err(|e| crate::phases::migrate::typed(e).to_string())?;
@@ -178,18 +208,18 @@ async fn postgres(cx: &Context) -> Result<String, String> {
         (c, l) if c == l && status.pending.is_empty() => {
             Ok(format!("schema at {}", c.unwrap_or(0)))
         }
-        (c, l) => Err(format!(
+        (c, l) => Err(CheckError::Final(format!(
             "schema at {}, the release's newest migration is {} ({} pending): run migrate",
             c.map_or("nothing".into(), |v| v.to_string()),
             l.map_or("none".into(), |v| v.to_string()),
             status.pending.len()
-        )),
+        ))),
     }
 }
 
-async fn redis(url: &str) -> Result<String, String> {
-    let client =
-        redis::Client::open(url).map_err(|e| format!("REDIS_URL is not usable: {:?}", e.kind()))?;
+async fn redis(url: &str) -> Result<String, CheckError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| CheckError::Final(format!("REDIS_URL is not usable: {:?}", e.kind())))?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -201,11 +231,11 @@ async fn redis(url: &str) -> Result<String, String> {
     Ok(pong)
 }
 
-async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, String> {
+async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, CheckError> {
     use amqprs::channel::QueueDeclareArguments;
     use amqprs::connection::{Connection, OpenConnectionArguments};
     let args = OpenConnectionArguments::try_from(amqp_uri(url).as_str())
-        .map_err(|_| "RABBITMQ_URL is not an AMQP URI".to_string())?;
+        .map_err(|_| CheckError::Final("RABBITMQ_URL is not an AMQP URI".to_string()))?;
     let conn = Connection::open(&args)
         .await
         .map_err(|e| format!("cannot connect to RabbitMQ: {e}"))?;
@@ -236,7 +266,7 @@ async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, String> {
     if missing.is_empty() {
         Ok(format!("connected; queues present: {}", queues.join(", ")))
     } else {
-        Err(format!("queues missing: {}", missing.join(", ")))
+        Err(format!("queues missing: {}", missing.join(", ")).into())
     }
 }
 
@@ -264,7 +294,7 @@ pub fn amqp_uri(url: &str) -> String {
     format!("{head}/{vhost}{rest}")
 }
 
-async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
+async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, CheckError> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let resp = http()
         .post(url)
@@ -278,27 +308,29 @@ async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
         .await
         .map_err(|_| format!("{method}: answered {status} without JSON"))?;
     if let Some(err) = doc.get("error") {
-        return Err(format!("{method}: {err}"));
+        return Err(format!("{method}: {err}").into());
     }
     doc.get("result")
         .cloned()
-        .ok_or_else(|| format!("{method}: no result in {}", clip(&doc.to_string())))
+        .ok_or_else(|| format!("{method}: no result in {}", clip(&doc.to_string())).into())
 }
 
-async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, String> {
+async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, CheckError> {
     let id = rpc(url, "eth_chainId", json!([])).await?;
     let got = id
         .as_str()
         .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
         .ok_or_else(|| format!("eth_chainId: not a hex quantity: {id}"))?;
     if got != chain_id {
-        return Err(format!("the node is on chain {got}, expected {chain_id}"));
+        return Err(CheckError::Final(format!(
+            "the node is on chain {got}, expected {chain_id}"
+        )));
     }
     let code = rpc(url, "eth_getCode", json!([contract, "latest"])).await?;
     match code.as_str() {
-        Some("0x") | Some("") | None => {
-            Err(format!("no contract code at {contract} on chain {got}"))
-        }
+        Some("0x") | Some("") | None => Err(CheckError::Final(format!(
+            "no contract code at {contract} on chain {got}"
+        ))),
         Some(c) => Ok(format!(
             "chain {got}, contract {contract} has {} bytes of code",
             (c.len() - 2) / 2
@@ -306,7 +338,7 @@ async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, Strin
     }
 }
 
-async fn certificates(cx: &Context) -> Result<Seen, String> {
+async fn certificates(cx: &Context) -> Result<Seen, CheckError> {
     use kube::api::{DynamicObject, GroupVersionKind, ListParams};
     let applier = cx.applier().await.map_err(|e| e.to_string())?;
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
@@ -341,11 +373,11 @@ async fn certificates(cx: &Context) -> Result<Seen, String> {
     if not_ready.is_empty() {
         Ok(Seen::Passed(format!("{} Ready", list.items.len())))
     } else {
-        Err(format!("not Ready: {}", not_ready.join("; ")))
+        Err(format!("not Ready: {}", not_ready.join("; ")).into())
     }
 }
 
-async fn frontend(url: &str) -> Result<String, String> {
+async fn frontend(url: &str) -> Result<String, CheckError> {
     let url = if url.starts_with("http") {
         url.to_string()
     } else {
@@ -359,7 +391,7 @@ async fn frontend(url: &str) -> Result<String, String> {
     if resp.status().as_u16() == 200 {
         Ok("200".into())
     } else {
-        Err(format!("{url} answered {}", resp.status()))
+        Err(format!("{url} answered {}", resp.status()).into())
     }
 }
 
@@ -578,6 +610,45 @@ impl Phase for Verify {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_check_that_may_recover_is_asked_again_and_a_final_failure_is_not() {
+        let asked = AtomicU32::new(0);
+        let out = checked("starting".into(), || async {
+            match asked.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(CheckError::Retry("connection refused".into())),
+                _ => Ok("200".to_string()),
+            }
+        })
+        .await;
+        assert!(out.passed, "{out:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+        let asked = AtomicU32::new(0);
+        let out = checked("rpc".into(), || async {
+            asked.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>(CheckError::Final(
+                "the node is on chain 1, expected 137".into(),
+            ))
+        })
+        .await;
+        assert!(!out.passed);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked once");
+        assert_eq!(out.detail, "the node is on chain 1, expected 137");
+
+        let asked = AtomicU32::new(0);
+        let out = checked("redis".into(), || async {
+            asked.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>(CheckError::Retry("connection refused".into()))
+        })
+        .await;
+        assert_eq!(asked.load(Ordering::SeqCst), TRIES);
+        assert_eq!(
+            out.detail,
+            format!("connection refused (after {TRIES} tries)")
+        );
+    }
 
     #[test]
     fn the_default_vhost_escape_becomes_no_vhost() {
