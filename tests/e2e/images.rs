@@ -142,11 +142,24 @@ fn push_backend(
     tag: &str,
     build: &str,
 ) -> std::collections::BTreeMap<String, String> {
+    push(world, registry, tag, build, false)
+}
+
+/// Every image of staging (`ai`: the AI services' too) pushed as `tag`.
+fn push(
+    world: &crate::support::World,
+    registry: &Registry,
+    tag: &str,
+    build: &str,
+    ai: bool,
+) -> std::collections::BTreeMap<String, String> {
     let profile =
         maily_deploy::config::profile::load(&crate::support::repo().join("manifests"), "staging")
             .unwrap();
     profile
-        .backend_services()
+        .services
+        .iter()
+        .filter(|(_, s)| ai || !s.ai)
         .map(|(name, _)| {
             let digest = world.rt.block_on(registry.push(
                 &format!("maily/maily-{name}"),
@@ -569,4 +582,46 @@ fn scanning_off_is_said_in_the_report_and_needs_pinning_to_be_on() {
     );
     assert_exit(&out, 3);
     assert!(text(&out).contains("IMAGE_SCAN"), "{}", text(&out));
+}
+
+#[test]
+fn the_ai_services_are_pinned_and_scanned_with_the_backend() {
+    use crate::support::ai::{deploy_with_ai, providers};
+    use crate::support::{World, assert_exit};
+    let world = World::new(Duration::from_millis(300));
+    let registry = Registry::open();
+    let digests = push(&world, &registry, "v1", "build", true);
+    let p = providers(&world);
+    let prefix = format!("{}/maily", registry.host);
+    let trivy = trivy();
+    let out = deploy_with_ai(
+        &world,
+        &p,
+        "v1",
+        &[
+            ("IMAGE_REGISTRY", &prefix),
+            ("IMAGE_PINNING", "on"),
+            ("IMAGE_SCAN", "on"),
+            ("TRIVY_BIN", &trivy),
+        ],
+    );
+    assert_exit(&out, 0);
+    for service in ["ai-orchestrator", "ai-workers", "api"] {
+        assert_eq!(
+            world.image(&format!("{service}-blue")),
+            Some(format!("{prefix}/maily-{service}@{}", digests[service])),
+            "{service}"
+        );
+    }
+    let snapshot = &world.snapshots()[0];
+    let Some(maily_deploy::image::gate::ImageScan::Scanned(report)) = &snapshot.image_scan else {
+        panic!("{:?}", snapshot.image_scan)
+    };
+    assert!(
+        report
+            .images
+            .iter()
+            .any(|i| i.image == format!("{prefix}/maily-ai-orchestrator:v1")),
+        "the AI images are scanned too: {report:?}"
+    );
 }
