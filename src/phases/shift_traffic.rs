@@ -204,7 +204,7 @@ impl Phase for ShiftTraffic {
             _ => None,
         };
         let mut walk = Walk::new(
-            applier,
+            std::sync::Arc::new(crate::traffic::router::ClusterRouter { applier }),
             profile,
             cx.templates()?.to_vec(),
             release.clone(),

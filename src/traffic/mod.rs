@@ -10,4 +10,7 @@ pub mod analysis;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod router;
 pub mod shift;
+#[cfg(test)]
+mod shift_tests;

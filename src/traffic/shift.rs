@@ -12,19 +12,18 @@ use chrono::Utc;
 
 use super::analysis::{self, Decision, Measurement, MetricSource, QueryVars, Verdict};
 use super::plan::{self, RolloutPlan};
-use super::record::{self, Action, Answer, Request, Rollout, Stage};
+use super::record::{Action, Answer, Request, Rollout, Stage};
 use super::report::{self, GraceReport, RolloutReport, StepOutcome, StepReport};
+use super::router::TrafficRouter;
 use crate::config::Profile;
 use crate::config::traffic::Analysis;
 use crate::config::traffic::{Grace, Pause};
 use crate::error::{Kind, fail};
-use crate::k8s::apply::Applier;
 use crate::k8s::live::PlatformState;
 use crate::k8s::manifest::Template;
 use crate::k8s::route;
 use crate::k8s::slot::Slot;
 use crate::k8s::values::Release;
-use crate::k8s::watch::wait_for_slot;
 use crate::pipeline::Progress;
 
 /// How often the run looks for a request from another terminal: the
@@ -36,7 +35,8 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Everything a walk needs, gathered by the phase before the first step.
 pub struct Walk {
-    pub applier: Applier,
+    /// Where the walk's changes land: the cluster in a run.
+    pub router: std::sync::Arc<dyn TrafficRouter>,
     pub profile: Profile,
     pub templates: Vec<Template>,
     pub release: Release,
@@ -84,7 +84,7 @@ pub enum Ending {
 impl Walk {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        applier: Applier,
+        router: std::sync::Arc<dyn TrafficRouter>,
         profile: Profile,
         templates: Vec<Template>,
         release: Release,
@@ -127,7 +127,7 @@ impl Walk {
             None
         };
         Walk {
-            applier,
+            router,
             profile,
             templates,
             release,
@@ -179,17 +179,10 @@ impl Walk {
     }
 
     async fn save(&mut self) -> anyhow::Result<()> {
-        // The record is the environment's, not the run's: once another run
-        // holds the lock, it is that run's to write.
-        self.applier.may_change().await?;
         self.rollout.updated_at = Utc::now();
-        record::write_rollout(
-            self.applier.client(),
-            self.namespace(),
-            &self.rollout,
-            Some(&self.report),
-        )
-        .await
+        self.router
+            .save(&self.profile.namespace, &self.rollout, &self.report)
+            .await
     }
 
     /// Set everything for `percent`: the new slot's workers up (waited
@@ -249,51 +242,37 @@ impl Walk {
             .iter()
             .map(|(w, n, _)| (format!("{w}-{target}"), *n as i32))
             .collect();
-        route::scale_all(&self.applier, &ns, up.clone()).await?;
+        self.router.scale(&ns, up.clone()).await?;
         let waiting: Vec<String> = up
             .iter()
             .filter(|(_, n)| *n > 0)
             .map(|(name, _)| name.clone())
             .collect();
         if !waiting.is_empty() {
-            wait_for_slot(
-                self.applier.client(),
-                &ns,
-                target,
-                &waiting,
-                self.release.rollout_timeout(),
-            )
-            .await?;
+            self.router
+                .wait_ready(&ns, target, &waiting, self.release.rollout_timeout())
+                .await?;
         }
         if percent >= 100 {
-            route::switch_to(
-                &self.applier,
-                &self.profile,
-                &self.templates,
-                &self.release,
-                target,
-            )
-            .await?;
+            self.router
+                .switch_to(&self.profile, &self.templates, &self.release, target)
+                .await?;
         } else {
             let before = &self.before;
-            route::set_each(
-                &self.applier,
-                &self.profile,
-                &self.templates,
-                &self.release,
-                |service| {
-                    let at = plan::route_at(before, service, target, percent);
-                    (at.active, at.weights)
-                },
-            )
-            .await?;
+            let at = |service: &str| {
+                let at = plan::route_at(before, service, target, percent);
+                (at.active, at.weights)
+            };
+            self.router
+                .set_routes(&self.profile, &self.templates, &self.release, &at)
+                .await?;
             let down: Vec<(String, i32)> = workers
                 .iter()
                 .map(|(w, _, o)| (format!("{w}-{}", target.other()), *o as i32))
                 .collect();
-            route::scale_all(&self.applier, &ns, down).await?;
+            self.router.scale(&ns, down).await?;
         }
-        self.applier
+        self.router
             .note_users(if percent >= 100 || self.rollout.from.is_none() {
                 format!("all on {target} (step {}/{total})", index + 1)
             } else {
@@ -310,7 +289,7 @@ impl Walk {
     /// A request from another terminal meant for this rollout, answered in
     /// the record so the requester knows it was heard.
     async fn request(&mut self) -> anyhow::Result<Option<Request>> {
-        let rec = record::read(self.applier.client(), self.namespace()).await?;
+        let rec = self.router.read_record(self.namespace()).await?;
         // `pending` is only ever a request for the record's rollout: ours.
         let pending = rec.pending().cloned();
         let Some(request) = pending else {
@@ -368,10 +347,7 @@ impl Walk {
 
     /// Walk the steps below 100% and then 100%.
     pub async fn steps(&mut self) -> anyhow::Result<Ending> {
-        self.heartbeat = Some(record::beat(
-            self.applier.client().clone(),
-            self.profile.namespace.clone(),
-        ));
+        self.heartbeat = self.router.heartbeat(&self.profile.namespace);
         let steps = self.plan.steps.clone();
         for (index, percent) in steps.iter().copied().enumerate() {
             self.apply_step(index, percent).await?;
@@ -571,7 +547,7 @@ impl Walk {
             }
             tokio::time::sleep(POLL).await;
         }
-        let names = route::scale_down_http(&self.applier, &self.profile, old).await?;
+        let names = self.router.scale_down_http(&self.profile, old).await?;
         if let Some(g) = self.report.grace_period.as_mut() {
             g.ended_at = Some(Utc::now());
             g.scaled_down = true;

@@ -1,0 +1,247 @@
+//! The walk against a recording router and numbers chosen by the test:
+//! what it asks of the cluster at each step, and in what order, when
+//! analysis passes and when it fails.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::analysis::MetricSource;
+use super::plan::RolloutPlan;
+use super::record::{Record, Rollout};
+use super::report::{RolloutReport, StepOutcome};
+use super::router::{RouteAt, TrafficRouter};
+use super::shift::{Ending, Walk};
+use crate::config::Profile;
+use crate::config::profile::ServiceKind;
+use crate::config::traffic::{Grace, Pause, WorkerShift};
+use crate::k8s::live::{PlatformState, ServiceState, SlotState};
+use crate::k8s::manifest::Template;
+use crate::k8s::slot::Slot;
+use crate::k8s::values::Release;
+use crate::providers::prometheus::{QueryError, QueryValue};
+
+/// Every change the walk asked for, as one line each.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<String>>,
+    saved: Mutex<Vec<Rollout>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn push(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for Recorder {
+    async fn scale(&self, _ns: &str, replicas: Vec<(String, i32)>) -> anyhow::Result<()> {
+        let mut replicas = replicas;
+        replicas.sort();
+        self.push(format!("scale {replicas:?}"));
+        Ok(())
+    }
+    async fn wait_ready(
+        &self,
+        _ns: &str,
+        slot: Slot,
+        names: &[String],
+        _timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.push(format!("wait {slot} {names:?}"));
+        Ok(())
+    }
+    async fn switch_to(
+        &self,
+        _profile: &Profile,
+        _templates: &[Template],
+        _release: &Release,
+        target: Slot,
+    ) -> anyhow::Result<()> {
+        self.push(format!("switch to {target}"));
+        Ok(())
+    }
+    async fn set_routes(
+        &self,
+        profile: &Profile,
+        _templates: &[Template],
+        _release: &Release,
+        at: RouteAt<'_>,
+    ) -> anyhow::Result<()> {
+        for (name, s) in &profile.services {
+            if s.kind == ServiceKind::Http {
+                let (active, weights) = at(name);
+                self.push(format!(
+                    "route {name}: stable {active}, weights {weights:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+    async fn scale_down_http(&self, profile: &Profile, slot: Slot) -> anyhow::Result<Vec<String>> {
+        self.push(format!("scale down http of {slot}"));
+        Ok(profile
+            .services
+            .keys()
+            .map(|n| format!("{n}-{slot}"))
+            .collect())
+    }
+    async fn read_record(&self, _ns: &str) -> anyhow::Result<Record> {
+        Ok(Record::default())
+    }
+    async fn save(
+        &self,
+        _ns: &str,
+        rollout: &Rollout,
+        _report: &RolloutReport,
+    ) -> anyhow::Result<()> {
+        self.saved.lock().unwrap().push(rollout.clone());
+        Ok(())
+    }
+    fn heartbeat(&self, _ns: &str) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+    fn note_users(&self, _where: String) {}
+}
+
+/// The new slot's error rate is `errors` percent, its traffic plenty.
+struct ErrorRate(f64);
+
+#[async_trait]
+impl MetricSource for ErrorRate {
+    async fn instant(&self, promql: &str) -> Result<QueryValue, QueryError> {
+        Ok(QueryValue::Number(if promql.starts_with("sum(increase") {
+            1000.0
+        } else if promql.starts_with("100 *") {
+            self.0
+        } else {
+            100.0
+        }))
+    }
+}
+
+/// Production's profile, its analysis measuring every 20 ms, with an api
+/// and workers on blue.
+fn fixture() -> (Profile, PlatformState) {
+    let mut profile = crate::config::profile::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests"),
+        "production",
+    )
+    .unwrap();
+    profile
+        .services
+        .retain(|name, _| name == "api" || name == "workers");
+    let analysis = profile.traffic.analysis.as_mut().unwrap();
+    analysis.interval = Duration::from_millis(20);
+    analysis.failure_limit = 0;
+    let slot = |replicas| SlotState {
+        image: Some("ghcr.io/maily/x:v1".into()),
+        replicas,
+        ready: replicas,
+        deployment_id: None,
+    };
+    let state = |kind, weights, blue| ServiceState {
+        kind,
+        active: Some(Slot::Blue),
+        weights,
+        slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(0))].into(),
+    };
+    let before = PlatformState {
+        services: BTreeMap::from([
+            (
+                "api".to_string(),
+                state(ServiceKind::Http, Some((100, 0)), 4),
+            ),
+            ("workers".to_string(), state(ServiceKind::Worker, None, 6)),
+        ]),
+    };
+    (profile, before)
+}
+
+fn walk(errors: f64, router: Arc<Recorder>) -> Walk {
+    let (profile, before) = fixture();
+    let plan = RolloutPlan {
+        steps: vec![25, 100],
+        pause: Pause::For(Duration::from_millis(60)),
+        grace: Grace::Keep,
+        workers: WorkerShift::Proportional,
+        note: None,
+    };
+    let release = Release {
+        environment: "production".into(),
+        deployment_id: "production-20261130-120000".into(),
+        image_registry: "ghcr.io/maily".into(),
+        image_tag: "v2".into(),
+        backup_url: String::new(),
+        rollout_timeout_secs: 60,
+        digests: Default::default(),
+    };
+    Walk::new(
+        router,
+        profile,
+        Vec::new(),
+        release,
+        before,
+        Slot::Green,
+        plan,
+        Some(Arc::new(ErrorRate(errors))),
+        crate::pipeline::Progress::default(),
+        None,
+        crate::pipeline::DeploymentId::parse("production", "production-20261130-120000").unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_passing_rollout_shares_users_then_switches_with_workers_in_proportion() {
+    let router = Arc::new(Recorder::default());
+    let mut w = walk(0.1, router.clone());
+    assert_eq!(w.steps().await.unwrap(), Ending::Walked);
+    assert_eq!(
+        router.calls(),
+        vec![
+            // 25%: a quarter of the workers up on green (waited for), the
+            // route shared, blue's workers down to their share.
+            "scale [(\"workers-green\", 2)]",
+            "wait green [\"workers-green\"]",
+            "route api: stable blue, weights (75, 25)",
+            "scale [(\"workers-blue\", 5)]",
+            // 100%: green's workers up, then everything to green at once.
+            "scale [(\"workers-green\", 6)]",
+            "wait green [\"workers-green\"]",
+            "switch to green",
+        ]
+    );
+    let saved = router.saved.lock().unwrap();
+    assert!(saved.iter().any(|r| r.percent == 25));
+    assert_eq!(saved.last().unwrap().percent, 100);
+}
+
+#[tokio::test]
+async fn a_failing_measurement_aborts_at_its_step_and_never_switches() {
+    let router = Arc::new(Recorder::default());
+    let mut w = walk(5.0, router.clone());
+    let err = w.steps().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("analysis at 25%:"), "{msg}");
+    assert!(msg.contains("error-rate"), "{msg}");
+    let calls = router.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("switch")),
+        "users never all moved: {calls:?}"
+    );
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("scale [(\"workers-blue\", 5)]"),
+        "nothing after the step that failed: {calls:?}"
+    );
+    assert_eq!(
+        w.report.steps.last().map(|s| s.outcome),
+        Some(StepOutcome::Failed)
+    );
+}
