@@ -377,6 +377,7 @@ async fn finish_dead(
                 slot,
                 &workers,
                 release.rollout_timeout(),
+                crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
             )
             .await?;
             route::switch_to(&applier, &profile, &templates, &release, slot).await?;

@@ -82,6 +82,8 @@ pub const SPEC: &[VarSpec] = &[
         "Tag of the release being deployed; verify checks the new slot reports it"),
     var("ROLLOUT_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("10m"), "Images",
         "Longest wait for a rollout that is still progressing"),
+    var("UNSCHEDULABLE_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration, Default("30s"), "Images",
+        "How long a new pod may wait for a node (PodScheduled=False, Unschedulable) before its rollout fails; raise it where a cluster autoscaler adds nodes"),
     var("IMAGE_PINNING", &[DeployBackend, ConfigureAi], Format::Enum(&["on", "off"]), Default("on"), "Images",
         "on: every image is resolved to its digest before the first change and deployed by digest; off: deployed by tag (a registry this machine cannot reach)"),
     var("REGISTRY_AUTH_FILE", &[DeployBackend, ConfigureAi], Format::NonEmpty, Optional, "Images",

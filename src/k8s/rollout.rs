@@ -220,9 +220,73 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String, String)> {
     None
 }
 
+/// How long a new pod may wait for a node before its rollout fails, and
+/// the time to judge at.
+///
+/// A pod the scheduler cannot place (`PodScheduled=False`, `Unschedulable`:
+/// "0/3 nodes are available: 3 Insufficient cpu") will not be placed by
+/// waiting, unless a cluster autoscaler is adding a node: the grace
+/// (`UNSCHEDULABLE_GRACE`) is that wait, and past it the rollout fails
+/// instead of sitting out its progress deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub unschedulable: std::time::Duration,
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+}
+
+impl Patience {
+    /// The default grace, judged now.
+    pub fn now(unschedulable: std::time::Duration) -> Patience {
+        Patience {
+            unschedulable,
+            now: chrono::Utc::now().timestamp(),
+        }
+    }
+}
+
+/// The default of `UNSCHEDULABLE_GRACE`: a scheduler's verdict is seconds
+/// old by the time it is seen, and a cluster without an autoscaler never
+/// changes it.
+pub const DEFAULT_UNSCHEDULABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `UNSCHEDULABLE_GRACE` of a run's variables (validated as a duration by
+/// then; unset means the default).
+pub fn unschedulable_grace(vars: &crate::config::Vars) -> std::time::Duration {
+    vars.get("UNSCHEDULABLE_GRACE")
+        .and_then(|v| crate::config::format::duration(v).ok())
+        .unwrap_or(DEFAULT_UNSCHEDULABLE_GRACE)
+}
+
+/// A pod the scheduler could not place: since when (seconds since the
+/// epoch) and the scheduler's message.
+pub fn pod_unschedulable(pod: &Pod) -> Option<(i64, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    if c.reason.as_deref() != Some("Unschedulable") {
+        return None;
+    }
+    let since = c
+        .last_transition_time
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    Some((since, c.message.clone().unwrap_or_default()))
+}
+
 /// The rollout's state: the Deployment's own verdict, failed early by any
-/// pod of its new ReplicaSet that reports a fatal reason.
-pub fn rollout_state(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> RolloutState {
+/// pod of its new ReplicaSet that reports a fatal reason, or that the
+/// scheduler has not placed for longer than the grace.
+pub fn rollout_state(
+    d: &Deployment,
+    sets: &[ReplicaSet],
+    pods: &[Pod],
+    patience: Patience,
+) -> RolloutState {
     let own = deployment_state(d);
     if matches!(own, RolloutState::Failed(_) | RolloutState::Complete) {
         return own;
@@ -241,6 +305,7 @@ pub fn rollout_state(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> Rollo
             })
             .collect();
         new_pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut waiting_for_a_node = None;
         for pod in new_pods {
             if let Some((container, reason, message)) = pod_failure(pod) {
                 return RolloutState::Failed(RolloutFailure {
@@ -251,6 +316,28 @@ pub fn rollout_state(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> Rollo
                     message,
                 });
             }
+            if let Some((since, message)) = pod_unschedulable(pod) {
+                let waited = patience.now.saturating_sub(since).max(0) as u64;
+                if waited >= patience.unschedulable.as_secs() {
+                    return RolloutState::Failed(RolloutFailure {
+                        deployment: name_of(d),
+                        pod: pod.metadata.name.clone(),
+                        container: None,
+                        reason: "Unschedulable".into(),
+                        message,
+                    });
+                }
+                let since = chrono::DateTime::from_timestamp(since, 0)
+                    .map_or_else(String::new, |t| t.format("%H:%M:%SZ").to_string());
+                waiting_for_a_node.get_or_insert(format!(
+                    "pod {} unschedulable since {since} ({message}); fails {}s after (UNSCHEDULABLE_GRACE)",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    patience.unschedulable.as_secs()
+                ));
+            }
+        }
+        if let (RolloutState::Progressing(_), Some(why)) = (&own, waiting_for_a_node) {
+            return RolloutState::Progressing(why);
         }
     }
     own
@@ -270,15 +357,49 @@ mod tests {
         serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    fn patience() -> Patience {
+        Patience::now(DEFAULT_UNSCHEDULABLE_GRACE)
+    }
+
     fn sets() -> Vec<ReplicaSet> {
         vec![fixture("replicaset-old"), fixture("replicaset-new")]
+    }
+
+    #[test]
+    fn a_pod_no_node_can_take_fails_the_rollout_after_the_grace() {
+        let d: Deployment = fixture("deployment-progressing");
+        let pods = vec![fixture::<Pod>("pod-unschedulable")];
+        // 2026-11-30T12:00:00Z, when the scheduler gave its verdict.
+        let verdict = 1_796_040_000;
+        let at = |secs: i64| Patience {
+            unschedulable: DEFAULT_UNSCHEDULABLE_GRACE,
+            now: verdict + secs,
+        };
+        match rollout_state(&d, &sets(), &pods, at(10)) {
+            RolloutState::Progressing(why) => {
+                assert!(why.contains("unschedulable since 12:00:00Z"), "{why}");
+                assert!(why.contains("3 Insufficient cpu"), "{why}");
+            }
+            other => panic!("within the grace it waits: {other:?}"),
+        }
+        match rollout_state(&d, &sets(), &pods, at(30)) {
+            RolloutState::Failed(f) => {
+                assert_eq!(f.reason, "Unschedulable");
+                assert_eq!(f.pod.as_deref(), Some("api-green-6d8f9c7b5d-q8w2e"));
+                assert_eq!(
+                    f.to_string(),
+                    "deployment api-green, pod api-green-6d8f9c7b5d-q8w2e: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+                );
+            }
+            other => panic!("past the grace it fails: {other:?}"),
+        }
     }
 
     #[test]
     fn a_complete_rollout_is_complete() {
         let d: Deployment = fixture("deployment-complete");
         assert_eq!(
-            rollout_state(&d, &sets(), &[fixture("pod-ready")]),
+            rollout_state(&d, &sets(), &[fixture("pod-ready")], patience()),
             RolloutState::Complete
         );
     }
@@ -297,7 +418,7 @@ mod tests {
         let d: Deployment = fixture("deployment-progressing");
         let pods: Vec<Pod> = vec![fixture("pod-ready"), fixture("pod-container-creating")];
         assert_eq!(
-            rollout_state(&d, &sets(), &pods),
+            rollout_state(&d, &sets(), &pods, patience()),
             RolloutState::Progressing("1 of 3 new replicas updated".into())
         );
     }
@@ -313,7 +434,7 @@ mod tests {
     fn failed_with(pod: &str) -> RolloutFailure {
         let d: Deployment = fixture("deployment-progressing");
         let pods: Vec<Pod> = vec![fixture("pod-ready"), fixture(pod)];
-        match rollout_state(&d, &sets(), &pods) {
+        match rollout_state(&d, &sets(), &pods, patience()) {
             RolloutState::Failed(f) => f,
             other => panic!("{pod}: expected a failure, got {other:?}"),
         }
@@ -361,7 +482,7 @@ mod tests {
             fixture("pod-container-creating"),
         ];
         assert!(matches!(
-            rollout_state(&d, &sets(), &pods),
+            rollout_state(&d, &sets(), &pods, patience()),
             RolloutState::Progressing(_)
         ));
     }
@@ -374,7 +495,7 @@ mod tests {
         let pods: Vec<Pod> = vec![fixture("pod-old-crash-loop")];
         assert_eq!(new_replica_set(&d, &sets()), None);
         assert!(matches!(
-            rollout_state(&d, &sets(), &pods),
+            rollout_state(&d, &sets(), &pods, patience()),
             RolloutState::Progressing(_)
         ));
     }
@@ -382,7 +503,7 @@ mod tests {
     #[test]
     fn progress_deadline_exceeded_fails() {
         let d: Deployment = fixture("deployment-deadline-exceeded");
-        match rollout_state(&d, &sets(), &[]) {
+        match rollout_state(&d, &sets(), &[], patience()) {
             RolloutState::Failed(f) => {
                 assert_eq!(f.reason, "ProgressDeadlineExceeded");
                 assert_eq!(

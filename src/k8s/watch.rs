@@ -18,7 +18,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::rollout::{RolloutState, rollout_state};
+use super::rollout::{Patience, RolloutState, rollout_state};
 use crate::error::{Kind, fail};
 
 /// Objects of one kind, kept current from watch events.
@@ -75,6 +75,9 @@ enum Change {
     ReplicaSet(Event<ReplicaSet>),
     Pod(Event<Pod>),
     Error(watcher::Error),
+    /// A second passed: a verdict that depends on time (a pod unschedulable
+    /// past its grace) is due even when nothing changed.
+    Tick,
 }
 
 fn watch<K>(
@@ -106,6 +109,7 @@ pub async fn wait_for_rollouts(
     labels: &str,
     names: &[String],
     timeout: Duration,
+    unschedulable_grace: Duration,
     mut on_progress: impl FnMut(&Progress),
 ) -> anyhow::Result<()> {
     if names.is_empty() {
@@ -121,6 +125,11 @@ pub async fn wait_for_rollouts(
         watch::<Pod>(client, namespace, labels)
             .map(|r| r.map_or_else(Change::Error, Change::Pod))
             .boxed(),
+        futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Change::Tick, ()))
+        })
+        .boxed(),
     ]);
     let mut deployments = Mirror::<Deployment>::new();
     let mut sets = Mirror::<ReplicaSet>::new();
@@ -139,7 +148,9 @@ pub async fn wait_for_rollouts(
                     tracing::debug!("watch interrupted, resuming: {e}");
                     continue;
                 }
+                Change::Tick => {}
             }
+            let patience = Patience::now(unschedulable_grace);
             let all_deployments = deployments.values();
             let all_sets = sets.values();
             let all_pods = pods.values();
@@ -149,7 +160,7 @@ pub async fn wait_for_rollouts(
                     progress.insert(name.clone(), "waiting for the Deployment to appear".into());
                     continue;
                 };
-                match rollout_state(d, &all_sets, &all_pods) {
+                match rollout_state(d, &all_sets, &all_pods, patience) {
                     RolloutState::Complete => {}
                     RolloutState::Progressing(why) => {
                         progress.insert(name.clone(), why);
@@ -195,6 +206,7 @@ pub async fn wait_for_slot(
     slot: crate::k8s::slot::Slot,
     names: &[String],
     rollout_timeout: Duration,
+    unschedulable_grace: Duration,
 ) -> anyhow::Result<()> {
     let labels = format!(
         "{},{}={slot}",
@@ -207,6 +219,7 @@ pub async fn wait_for_slot(
         &labels,
         names,
         rollout_timeout + Duration::from_secs(30),
+        unschedulable_grace,
         |progress| {
             for (name, why) in progress {
                 tracing::info!("{name}: {why}");

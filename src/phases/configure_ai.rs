@@ -385,6 +385,7 @@ impl Phase for ConfigureAi {
             slot,
             &names,
             release.rollout_timeout(),
+            crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
         )
         .await?;
         details.push(format!(

@@ -311,6 +311,7 @@ impl Phase for DeployBackend {
             slot,
             &names,
             release.rollout_timeout(),
+            crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
         )
         .await?;
         cx.backend.deployed = true;

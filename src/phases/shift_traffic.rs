@@ -204,7 +204,10 @@ impl Phase for ShiftTraffic {
             _ => None,
         };
         let mut walk = Walk::new(
-            std::sync::Arc::new(crate::traffic::router::ClusterRouter { applier }),
+            std::sync::Arc::new(crate::traffic::router::ClusterRouter {
+                applier,
+                unschedulable_grace: crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+            }),
             profile,
             cx.templates()?.to_vec(),
             release.clone(),

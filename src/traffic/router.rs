@@ -74,6 +74,8 @@ pub trait TrafficRouter: Send + Sync {
 /// The cluster, through the run's applier (and its lease fence).
 pub struct ClusterRouter {
     pub applier: Applier,
+    /// `UNSCHEDULABLE_GRACE` for the workers a step scales up.
+    pub unschedulable_grace: Duration,
 }
 
 #[async_trait]
@@ -89,8 +91,15 @@ impl TrafficRouter for ClusterRouter {
         names: &[String],
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        crate::k8s::watch::wait_for_slot(self.applier.client(), namespace, slot, names, timeout)
-            .await
+        crate::k8s::watch::wait_for_slot(
+            self.applier.client(),
+            namespace,
+            slot,
+            names,
+            timeout,
+            self.unschedulable_grace,
+        )
+        .await
     }
 
     async fn switch_to(

@@ -331,6 +331,94 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
 }
 
 #[test]
+fn pods_no_node_can_take_fail_the_rollout_after_the_grace_not_the_deadline() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    // Each pod asks for more CPU than any of kwok's nodes has (32).
+    let support::Cluster::Real(real) = &world.cluster else {
+        unreachable!()
+    };
+    let template = real.manifests.join("slot/deployment.yaml");
+    let shipped = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        shipped
+            .replace("requests: {cpu: 250m,", "requests: {cpu: \"64\",")
+            .replace("limits: {cpu: \"1\",", "limits: {cpu: \"64\","),
+    )
+    .unwrap();
+    let env = world.env_file(&[
+        ("IMAGE_TAG", "v2"),
+        ("ROLLOUT_TIMEOUT", "10m"),
+        ("UNSCHEDULABLE_GRACE", "2s"),
+    ]);
+    let out = world
+        .maily()
+        .arg(&world.environment)
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert!(
+        all.contains("Unschedulable"),
+        "the scheduler's reason: {all}"
+    );
+    assert!(
+        all.contains("Insufficient cpu"),
+        "the scheduler's own words: {all}"
+    );
+    assert!(
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "failed on the verdict, not after a 10m deadline: {all}"
+    );
+    world.assert_all_on("blue");
+}
+
+#[test]
+fn a_quota_the_new_pods_exceed_is_named_not_waited_for() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    // The namespace may run no more pods than it runs now.
+    let running = world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "get",
+        "pods",
+        "--no-headers",
+        "-o",
+        "name",
+    ]);
+    let count = running.lines().filter(|l| !l.trim().is_empty()).count();
+    let quota = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: pods, namespace: {}}}\nspec: {{hard: {{pods: \"{count}\"}}}}\n",
+        world.namespace
+    );
+    world.kubectl_admin_stdin(&["apply", "-f", "-"], quota.as_bytes());
+    let out = world.deploy("v2", &[]);
+    let all = text(&out);
+    // (The quota's message says "forbidden": admission's word, not RBAC's.)
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert!(
+        all.contains("FailedCreate"),
+        "the ReplicaSet's reason: {all}"
+    );
+    assert!(
+        all.contains("exceeded quota"),
+        "the quota's own words: {all}"
+    );
+    assert!(
+        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
+        "named, not waited out: {all}"
+    );
+    world.assert_all_on("blue");
+}
+
+#[test]
 fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
     use support::grafana::{TOKEN, grafana, metrics_endpoint};
     use support::prometheus::{PrometheusServer, slot_target};
