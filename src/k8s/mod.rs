@@ -1,6 +1,7 @@
 //! Kubernetes: rollouts, slots and routes, the snapshot store, the lease.
 
 pub mod apply;
+pub mod capacity;
 pub mod client;
 pub mod lease;
 pub mod live;

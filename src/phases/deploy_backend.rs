@@ -9,6 +9,7 @@
 //! The AI services of the profile (`ai: true`) are not this phase's:
 //! configure-ai deploys them, with their config, into the same slot.
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use kube::api::DynamicObject;
 
@@ -180,6 +181,93 @@ async fn preflight(cx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuse, before the first apply, a release the namespace's
+/// ResourceQuotas cannot hold once both slots run (`k8s::capacity`). A
+/// note instead when the quotas cannot be read (a deployer Role from
+/// before this check): the rollout then finds out, as before.
+pub async fn fits_the_quota(
+    cx: &Context,
+    profile: &crate::config::Profile,
+    slot: Slot,
+    objects: &[DynamicObject],
+) -> anyhow::Result<Option<String>> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use kube::api::{Api, ListParams};
+    let client = cx.applier().await?.client().clone();
+    let ns = &profile.namespace;
+    let quotas = match Api::<ResourceQuota>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Ok(Some(format!(
+                "the namespace's ResourceQuotas cannot be read ({}); the release's size was not checked against them: re-apply `maily-deploy bootstrap` for the Role that may",
+                e.message
+            )));
+        }
+        Err(e) => return Err(e).context("reading the namespace's ResourceQuotas"),
+    };
+    if quotas.is_empty() {
+        return Ok(None);
+    }
+    let new: Vec<(Deployment, i32)> = objects
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))
+        .filter_map(|o| {
+            let d: Deployment = serde_json::to_value(o)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())?;
+            let service = d
+                .metadata
+                .labels
+                .as_ref()?
+                .get("app.kubernetes.io/name")?
+                .clone();
+            // Full replicas, workers too: after the switch they all run.
+            let replicas = i32::try_from(profile.replicas_of(&service)).unwrap_or(i32::MAX);
+            Some((d, replicas))
+        })
+        .collect();
+    let labels = format!(
+        "{},{}={slot}",
+        crate::k8s::live::PART_OF,
+        crate::k8s::slot::SLOT_LABEL
+    );
+    let idle: Vec<Deployment> = Api::<Deployment>::namespaced(client, ns)
+        .list(&ListParams::default().labels(&labels))
+        .await
+        .context("reading the idle slot's Deployments")?
+        .items;
+    let need = crate::k8s::capacity::demand(new.iter().map(|(d, r)| (d, *r)));
+    let freed = crate::k8s::capacity::demand(
+        idle.iter()
+            .map(|d| (d, d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))),
+    );
+    let short = crate::k8s::capacity::shortfalls(&quotas, &need, &freed);
+    if short.is_empty() {
+        return Ok(None);
+    }
+    Err(crate::error::Failure::with_problems(
+        Kind::PhaseFailed,
+        format!(
+            "the release does not fit the namespace's ResourceQuota{} once both slots run; nothing was applied",
+            if short.len() == 1 { "" } else { "s" }
+        ),
+        short
+            .into_iter()
+            .map(|problem| crate::error::Problem {
+                phase: Some(PhaseId::DeployBackend.as_str().to_string()),
+                subject: "capacity".into(),
+                problem,
+                fix: "raise the quota, or lower the profile's replicas or the manifests' requests".into(),
+            })
+            .collect(),
+    )
+    .into())
+}
+
 fn summarize(objects: &[DynamicObject]) -> Vec<String> {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for o in objects {
@@ -220,6 +308,12 @@ impl Phase for DeployBackend {
             ),
         };
         let objects = objects_for(cx, &b, slot)?;
+        // With a cluster at hand, a release its quotas cannot hold fails
+        // the plan as it would fail the run.
+        let quota_note = match &live {
+            Ok(_) => fits_the_quota(cx, &b.profile, slot, &objects).await?,
+            Err(_) => None,
+        };
         let mut steps = vec![
             slot_note,
             format!(
@@ -248,6 +342,7 @@ impl Phase for DeployBackend {
                 None => format!("{name}-{slot}: {tagged}"),
             });
         }
+        steps.extend(quota_note);
         steps.push(format!(
             "wait for {} rollouts (fail fast on image pull, crash loop, config errors; deadline {})",
             backend.services.len(),
@@ -284,6 +379,9 @@ impl Phase for DeployBackend {
         };
         preflight(cx).await?;
         let objects = objects_for(cx, &b, slot)?;
+        if let Some(note) = fits_the_quota(cx, &b.profile, slot, &objects).await? {
+            tracing::warn!("{note}");
+        }
         // A carried-over backend is the slot's objects alone: the
         // platform's secrets are the deployed layer's to write.
         let secrets = if b.carried.is_none() {

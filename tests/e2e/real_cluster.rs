@@ -379,8 +379,17 @@ fn pods_no_node_can_take_fail_the_rollout_after_the_grace_not_the_deadline() {
     world.assert_all_on("blue");
 }
 
+/// A ResourceQuota in this world's namespace, applied by the admin.
+fn quota(world: &World, hard: &str) {
+    let quota = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: team, namespace: {}}}\nspec: {{hard: {{{hard}}}}}\n",
+        world.namespace
+    );
+    world.kubectl_admin_stdin(&["apply", "-f", "-"], quota.as_bytes());
+}
+
 #[test]
-fn a_quota_the_new_pods_exceed_is_named_not_waited_for() {
+fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers() {
     let world = World::real("staging");
     deployed(&world, "v1");
     // The namespace may run no more pods than it runs now.
@@ -394,26 +403,44 @@ fn a_quota_the_new_pods_exceed_is_named_not_waited_for() {
         "name",
     ]);
     let count = running.lines().filter(|l| !l.trim().is_empty()).count();
-    let quota = format!(
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: pods, namespace: {}}}\nspec: {{hard: {{pods: \"{count}\"}}}}\n",
-        world.namespace
-    );
-    world.kubectl_admin_stdin(&["apply", "-f", "-"], quota.as_bytes());
+    quota(&world, &format!("pods: \"{count}\""));
+    // What is used is the quota controller's to fill in: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while world
+        .kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            "resourcequota",
+            "team",
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ])
+        .trim()
+        != count.to_string()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota controller never counted the pods"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = world.deploy("v2", &[]);
     let all = text(&out);
-    // (The quota's message says "forbidden": admission's word, not RBAC's.)
+    nothing_forbidden(&out);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     assert!(
-        all.contains("FailedCreate"),
-        "the ReplicaSet's reason: {all}"
+        all.contains("ResourceQuota team: pods: the new slot needs"),
+        "the quota and the numbers: {all}"
     );
     assert!(
-        all.contains("exceeded quota"),
-        "the quota's own words: {all}"
+        all.contains(&format!("hard {count}, used {count}")),
+        "{all}"
     );
+    assert!(all.contains("nothing was applied"), "{all}");
     assert!(
-        !all.contains("ProgressDeadlineExceeded") && !all.contains("still not done"),
-        "named, not waited out: {all}"
+        world.deployment("api-green").is_none(),
+        "no Deployment of the new slot was created"
     );
     world.assert_all_on("blue");
 }

@@ -186,6 +186,18 @@ pub fn builtin() -> Vec<ResourceType> {
             false,
         ),
         rt("", "v1", "Secret", "secrets", true, &[], false, false),
+        // Stored as given: kubesim counts nothing against a quota (the real
+        // control plane's tests do), but the tool lists them before it applies.
+        rt(
+            "",
+            "v1",
+            "ResourceQuota",
+            "resourcequotas",
+            true,
+            &["quota"],
+            true,
+            false,
+        ),
         rt("", "v1", "Node", "nodes", false, &["no"], true, false),
         rt(
             "",
