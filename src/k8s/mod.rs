@@ -8,6 +8,7 @@ pub mod live;
 pub mod manifest;
 pub mod rollout;
 pub mod route;
+pub mod server_plan;
 pub mod slot;
 pub mod snapshot_store;
 pub mod values;

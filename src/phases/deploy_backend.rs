@@ -314,6 +314,39 @@ impl Phase for DeployBackend {
             Ok(_) => fits_the_quota(cx, &b.profile, slot, &objects).await?,
             Err(_) => None,
         };
+        // With a cluster, the server judges every object (admission,
+        // validation) and says what would change; nothing is stored.
+        let server = match &live {
+            Ok(_) => {
+                let applier = cx.applier().await?;
+                match crate::k8s::server_plan::dry_run(applier, &objects).await {
+                    Ok(verdicts) => crate::k8s::server_plan::lines(&verdicts),
+                    Err(rejected) => {
+                        let n = rejected.len();
+                        return Err(crate::error::Failure::with_problems(
+                            Kind::PhaseFailed,
+                            format!(
+                                "the server rejects {n} object{} of the plan",
+                                if n == 1 { "" } else { "s" }
+                            ),
+                            rejected
+                                .into_iter()
+                                .map(|problem| crate::error::Problem {
+                                    phase: Some(PhaseId::DeployBackend.as_str().to_string()),
+                                    subject: "server dry run".into(),
+                                    problem,
+                                    fix: "fix the manifest or the profile value the server names".into(),
+                                })
+                                .collect(),
+                        )
+                        .into());
+                    }
+                }
+            }
+            Err(_) => vec![
+                "not checked by the server: no cluster at hand, so admission and validation have not seen the objects".into(),
+            ],
+        };
         let mut steps = vec![
             slot_note,
             format!(
@@ -322,6 +355,7 @@ impl Phase for DeployBackend {
                 summarize(&objects).join(", ")
             ),
         ];
+        steps.extend(server);
         if b.carried.is_none() {
             for (name, keys) in &cx.config.profile.secrets {
                 steps.push(format!(

@@ -445,6 +445,101 @@ fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers
     world.assert_all_on("blue");
 }
 
+/// What a write would move, object by object: each Deployment's
+/// generation (its status is the controller's to update at any time), and
+/// the resourceVersion of the other kinds the tool applies.
+fn resource_versions(world: &World) -> String {
+    let list = |kinds: &str, field: &str| {
+        world.kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            kinds,
+            "-o",
+            &format!(
+                "jsonpath={{range .items[*]}}{{.kind}}/{{.metadata.name}}={{.metadata.{field}}}{{\"\\n\"}}{{end}}"
+            ),
+        ])
+    };
+    list("deployments,cronjobs", "generation")
+        + &list(
+            "services,configmaps,serviceaccounts,httproutes,networkpolicies,poddisruptionbudgets",
+            "resourceVersion",
+        )
+}
+
+fn dry_run(world: &World, tag: &str) -> std::process::Output {
+    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+    world
+        .maily()
+        .arg(&world.environment)
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .arg("--dry-run")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    deployed(&world, "v2");
+    let before = resource_versions(&world);
+    // v3 goes to blue, which runs v1.
+    let out = dry_run(&world, "v3");
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(plan.contains("the server's dry run: 0 created"), "{plan}");
+    let changes: Vec<&str> = plan
+        .lines()
+        .map(str::trim_start)
+        .filter_map(|l| l.find("~ ").map(|i| &l[i..]))
+        .collect();
+    assert!(
+        changes.contains(&format!(
+            "~ Deployment api-blue: spec.template.spec.containers[api].image: {REGISTRY}/maily-api:v1 → {REGISTRY}/maily-api:v3"
+        ).as_str()),
+        "{plan}"
+    );
+    // Only what carries the release's tag changes (images, the version
+    // label and variable, the image annotation): v1 (blue's) or v2 (the
+    // platform's) to v3, and nothing the server defaults.
+    for c in &changes {
+        let (from, to) = c.split_once(" → ").unwrap();
+        assert!(
+            to.ends_with("v3") && (from.ends_with("v1") || from.ends_with("v2")),
+            "a change that is not the release's tag: {c}\n{plan}"
+        );
+    }
+    assert_eq!(resource_versions(&world), before, "nothing was stored");
+
+    // A value the API server's validation refuses fails the plan with
+    // the server's words.
+    let support::Cluster::Real(real) = &world.cluster else {
+        unreachable!()
+    };
+    let template = real.manifests.join("slot/deployment.yaml");
+    let shipped = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        shipped.replace("revisionHistoryLimit: 3", "revisionHistoryLimit: -3"),
+    )
+    .unwrap();
+    let out = dry_run(&world, "v3");
+    let all = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("the server rejects"), "{all}");
+    assert!(
+        all.contains("revisionHistoryLimit") && all.contains("must be greater than or equal to 0"),
+        "the server's own words: {all}"
+    );
+    assert_eq!(resource_versions(&world), before, "nothing was stored");
+}
+
 #[test]
 fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
     use support::grafana::{TOKEN, grafana, metrics_endpoint};
