@@ -40,7 +40,77 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
     // layers would multiply each other's attempts.
     let mut config = config;
     config.default_retry = false;
-    Client::try_from(config).context("building the Kubernetes client")
+    let builder =
+        kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    Ok(builder
+        .with_layer(&tower::util::MapResponseLayer::new(warnings::keep))
+        .build())
+}
+
+/// The `Warning` headers the API server sends (deprecated APIs, and Pod
+/// Security's verdict on a workload whose pods it would refuse), which
+/// kube's client drops. Kept for the code that asked, and logged as
+/// kubectl prints them.
+pub mod warnings {
+    use std::sync::Mutex;
+
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// The most kept at once: a client that nobody drains stays bounded.
+    const MAX_KEPT: usize = 256;
+
+    /// Keep every `Warning` header of a response (RFC 7234: `299 - "text"`).
+    pub fn keep<B>(resp: http::Response<B>) -> http::Response<B> {
+        let texts: Vec<String> = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(text_of)
+            .collect();
+        if !texts.is_empty() {
+            let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+            for t in texts {
+                tracing::debug!(warning = %t, "the API server warns");
+                if seen.len() < MAX_KEPT {
+                    seen.push(t);
+                }
+            }
+        }
+        resp
+    }
+
+    /// The warnings kept since the last call, oldest first.
+    pub fn take() -> Vec<String> {
+        std::mem::take(&mut *SEEN.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `299 - "would violate ..."` → `would violate ...`.
+    pub fn text_of(header: &str) -> String {
+        let rest = header.trim();
+        let rest = rest
+            .split_once(' ')
+            .map(|(code, r)| if code.len() == 3 { r } else { rest })
+            .unwrap_or(rest);
+        let rest = rest
+            .split_once(' ')
+            .map(|(agent, r)| if agent == "-" { r } else { rest })
+            .unwrap_or(rest);
+        rest.trim().trim_matches('"').replace("\\\"", "\"")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_warning_header_reads_as_its_text() {
+            assert_eq!(
+                super::text_of(
+                    r#"299 - "would violate PodSecurity \"restricted:latest\": runAsNonRoot != true""#
+                ),
+                r#"would violate PodSecurity "restricted:latest": runAsNonRoot != true"#
+            );
+        }
+    }
 }
 
 /// Whether an API error is worth another try: throttling, a server error,

@@ -2,6 +2,10 @@
 //! apply with `dryRun=All` under the tool's own field manager, so admission
 //! and validation judge it as they would for real, and nothing is stored.
 //!
+//! A workload whose pods Pod Security would refuse is admitted itself: the
+//! server only warns (`Warning: would violate PodSecurity ...`), and the
+//! plan fails on that warning, since the rollout would fail on it.
+//!
 //! What the plan shows of a change is the fields this tool applies (its
 //! manifest's leaves), as the cluster has them now and as it would have
 //! them: fields other managers own, and the server's defaults, are not the
@@ -125,7 +129,18 @@ pub async fn dry_run(
                     .await
                     .map_err(|e| format!("{title}: {e}"))?;
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-                let dry = match api.patch(&name, &params, &Patch::Apply(o)).await {
+                // One object at a time (below), so the warnings of this
+                // answer are this object's.
+                super::client::warnings::take();
+                let answer = api.patch(&name, &params, &Patch::Apply(o)).await;
+                if let Some(psa) = super::client::warnings::take()
+                    .into_iter()
+                    .find(|w| w.contains("would violate PodSecurity"))
+                {
+                    // Admitted as a workload, its pods would be refused.
+                    return Err(format!("{title}: the server rejects its pods: {psa}"));
+                }
+                let dry = match answer {
                     Ok(dry) => dry,
                     Err(kube::Error::Api(s))
                         if s.code == 404
@@ -159,7 +174,10 @@ pub async fn dry_run(
                 Ok((title, verdict))
             }
         }))
-        .buffer_unordered(16)
+        // One at a time: a dry run is a plan's, and the server's warnings
+        // (Pod Security's verdict) come back without the request they
+        // answer.
+        .buffered(1)
         .collect()
         .await;
     let mut verdicts = Vec::new();

@@ -538,6 +538,26 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
         "the server's own words: {all}"
     );
     assert_eq!(resource_versions(&world), before, "nothing was stored");
+
+    // Pods the namespace's Pod Security `restricted` would refuse: the
+    // Deployment itself is admitted with a warning, and the plan fails on
+    // it, with Pod Security's words.
+    std::fs::write(
+        &template,
+        shipped
+            .replace("runAsNonRoot: true", "runAsNonRoot: false")
+            .replace("runAsUser: 10001", "runAsUser: 0"),
+    )
+    .unwrap();
+    let out = dry_run(&world, "v3");
+    let all = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("the server rejects its pods"), "{all}");
+    assert!(
+        all.contains("would violate PodSecurity \"restricted:latest\""),
+        "Pod Security's own words: {all}"
+    );
+    assert_eq!(resource_versions(&world), before, "nothing was stored");
 }
 
 #[test]
