@@ -20,7 +20,7 @@ use crate::pipeline::Context;
 /// What the scan gate did, as the report and the snapshot keep it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum ImageScan {
+pub enum ScanOutcome {
     /// `IMAGE_SCAN=off`: nothing was scanned, on purpose.
     Off,
     /// Every pinned digest scanned (or spared by a recent clean scan).
@@ -33,12 +33,13 @@ pub struct Gate {
     /// Each image as tagged and the digest reference it was pinned to.
     pub pins: BTreeMap<String, String>,
     /// `None` when the run deploys no image.
-    pub scan: Option<ImageScan>,
+    pub scan: Option<ScanOutcome>,
 }
 
 /// The gate's settings, read from the run's variables (validated by then:
 /// a value that does not read is refused here, not replaced).
 struct Settings {
+    registry_timeout: Duration,
     scan: bool,
     fail_on: Severity,
     ttl: Duration,
@@ -61,6 +62,7 @@ fn settings(vars: &Vars) -> anyhow::Result<Settings> {
             default
         }),
     };
+    let registry_timeout = duration("REGISTRY_TIMEOUT", Duration::from_secs(30));
     let ttl = duration("IMAGE_SCAN_TTL", cache::DEFAULT_TTL);
     let timeout = duration("IMAGE_SCAN_TIMEOUT", trivy::DEFAULT_TIMEOUT);
     let fail_on = match vars.get("IMAGE_SCAN_FAIL_ON").filter(|v| !v.is_empty()) {
@@ -93,6 +95,7 @@ fn settings(vars: &Vars) -> anyhow::Result<Settings> {
         .into());
     }
     Ok(Settings {
+        registry_timeout,
         scan,
         fail_on,
         ttl,
@@ -126,7 +129,7 @@ async fn earlier_scans(cx: &Context) -> Vec<ScanRecord> {
         Ok(history) => history
             .iter()
             .filter_map(|s| match &s.image_scan {
-                Some(ImageScan::Scanned(report)) => Some(report.records()),
+                Some(ScanOutcome::Scanned(report)) => Some(report.records()),
                 _ => None,
             })
             .flatten()
@@ -144,7 +147,9 @@ pub async fn before_first_change(
     process_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<Gate> {
     let settings = settings(&cx.config.vars)?;
-    let Some((pinned, credentials)) = super::pin::for_run(cx, process_env).await? else {
+    let Some((pinned, credentials)) =
+        super::pin::for_run(cx, process_env, settings.registry_timeout).await?
+    else {
         return Ok(Gate::default());
     };
     let pins: BTreeMap<String, String> = pinned
@@ -155,7 +160,7 @@ pub async fn before_first_change(
         tracing::warn!("IMAGE_SCAN=off: the images were not scanned for vulnerabilities");
         return Ok(Gate {
             pins,
-            scan: Some(ImageScan::Off),
+            scan: Some(ScanOutcome::Off),
         });
     }
     if pinned.is_empty() {
@@ -196,7 +201,7 @@ pub async fn before_first_change(
     }
     Ok(Gate {
         pins,
-        scan: Some(ImageScan::Scanned(report)),
+        scan: Some(ScanOutcome::Scanned(report)),
     })
 }
 

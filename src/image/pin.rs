@@ -108,6 +108,7 @@ pub fn credentials(
 pub async fn for_run(
     cx: &Context,
     process_env: &BTreeMap<String, String>,
+    timeout: Duration,
 ) -> anyhow::Result<Option<(BTreeMap<String, Pinned>, Credentials)>> {
     let profile = &cx.config.profile;
     let services: Vec<String> = Layer::ALL
@@ -124,12 +125,6 @@ pub async fn for_run(
     if !is_on(&cx.config.vars) {
         return Ok(Some((BTreeMap::new(), Credentials::default())));
     }
-    let timeout = cx
-        .config
-        .vars
-        .get("REGISTRY_TIMEOUT")
-        .and_then(|t| crate::config::format::duration(t).ok())
-        .unwrap_or(Duration::from_secs(30));
     let wanted = wanted(profile, &release, &services);
     let credentials = credentials(&cx.config.vars, process_env)?;
     let pins = pin(&wanted, &credentials, timeout).await?;

@@ -21,6 +21,11 @@ use crate::config::profile::ServiceKind;
 /// The selector of every object the tool manages.
 pub const PART_OF: &str = "app.kubernetes.io/part-of=maily";
 
+/// The selector of the tool's objects in one slot.
+pub fn slot_selector(slot: crate::k8s::slot::Slot) -> String {
+    format!("{PART_OF},{}={slot}", crate::k8s::slot::SLOT_LABEL)
+}
+
 /// One slot of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotState {

@@ -208,11 +208,7 @@ pub async fn wait_for_slot(
     rollout_timeout: Duration,
     unschedulable_grace: Duration,
 ) -> anyhow::Result<()> {
-    let labels = format!(
-        "{},{}={slot}",
-        crate::k8s::live::PART_OF,
-        crate::k8s::slot::SLOT_LABEL
-    );
+    let labels = crate::k8s::live::slot_selector(slot);
     wait_for_rollouts(
         client,
         namespace,

@@ -230,11 +230,7 @@ pub async fn fits_the_quota(
             Some((d, replicas))
         })
         .collect();
-    let labels = format!(
-        "{},{}={slot}",
-        crate::k8s::live::PART_OF,
-        crate::k8s::slot::SLOT_LABEL
-    );
+    let labels = crate::k8s::live::slot_selector(slot);
     let idle: Vec<Deployment> = Api::<Deployment>::namespaced(client, ns)
         .list(&ListParams::default().labels(&labels))
         .await

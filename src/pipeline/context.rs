@@ -128,7 +128,7 @@ pub struct Context {
     /// each was pinned to before anything changed (see `crate::image`).
     pub image_pins: std::collections::BTreeMap<String, String>,
     /// What the scan gate found, for the report and the snapshot.
-    pub image_scan: Option<crate::image::gate::ImageScan>,
+    pub image_scan: Option<crate::image::gate::ScanOutcome>,
     /// Where the running phase reports progress (set by the runner).
     pub progress: super::Progress,
     applier: OnceCell<Applier>,

@@ -88,7 +88,7 @@ pub struct RunReport {
     /// The scan gate's findings, or that scanning was off (absent when the
     /// run deployed no image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_scan: Option<crate::image::gate::ImageScan>,
+    pub image_scan: Option<crate::image::gate::ScanOutcome>,
     /// shift-traffic's steps and every analysis measurement (absent when it
     /// did not run).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -142,7 +142,7 @@ pub struct Snapshot {
     /// The scan gate's findings (or that scanning was off); absent when
     /// the run deployed no image, and in snapshots from before the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_scan: Option<crate::image::gate::ImageScan>,
+    pub image_scan: Option<crate::image::gate::ScanOutcome>,
     /// shift-traffic: the steps walked and the analysis at each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::traffic::report::RolloutReport>,

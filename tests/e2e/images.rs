@@ -469,7 +469,7 @@ fn a_critical_finding_stops_the_run_before_the_first_write_unless_allowlisted() 
     assert!(
         matches!(
             snapshot.image_scan,
-            Some(maily_deploy::image::gate::ImageScan::Scanned(_))
+            Some(maily_deploy::image::gate::ScanOutcome::Scanned(_))
         ),
         "the snapshot keeps the findings"
     );
@@ -614,7 +614,7 @@ fn the_ai_services_are_pinned_and_scanned_with_the_backend() {
         );
     }
     let snapshot = &world.snapshots()[0];
-    let Some(maily_deploy::image::gate::ImageScan::Scanned(report)) = &snapshot.image_scan else {
+    let Some(maily_deploy::image::gate::ScanOutcome::Scanned(report)) = &snapshot.image_scan else {
         panic!("{:?}", snapshot.image_scan)
     };
     assert!(

@@ -21,6 +21,13 @@ use crate::support::*;
 
 const REGISTRY: &str = "registry.example.invalid/maily";
 
+/// A slot template whose pods ask to run as root, which the namespace's
+/// Pod Security `restricted` refuses.
+const AS_ROOT: &[(&str, &str)] = &[
+    ("runAsNonRoot: true", "runAsNonRoot: false"),
+    ("runAsUser: 10001", "runAsUser: 0"),
+];
+
 /// No call the tool made was forbidden: the real authorizer answers 403
 /// with `User "system:serviceaccount:<ns>:maily-deployer" cannot <verb>
 /// resource "<resource>"`, which the tool prints.
@@ -300,18 +307,7 @@ fn a_pod_the_namespace_pod_security_rejects_is_named_not_waited_for() {
     deployed(&world, "v1");
     // A template that asks to run as root: the apply is admitted (a
     // Deployment is not a pod), the ReplicaSet's pods are not.
-    let support::Cluster::Real(real) = &world.cluster else {
-        unreachable!()
-    };
-    let template = real.manifests.join("slot/deployment.yaml");
-    let shipped = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &template,
-        shipped
-            .replace("runAsNonRoot: true", "runAsNonRoot: false")
-            .replace("runAsUser: 10001", "runAsUser: 0"),
-    )
-    .unwrap();
+    world.rewrite_manifest("slot/deployment.yaml", AS_ROOT);
     let out = world.deploy("v2", &[]);
     let all = text(&out);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
@@ -335,32 +331,21 @@ fn pods_no_node_can_take_fail_the_rollout_after_the_grace_not_the_deadline() {
     let world = World::real("staging");
     deployed(&world, "v1");
     // Each pod asks for more CPU than any of kwok's nodes has (32).
-    let support::Cluster::Real(real) = &world.cluster else {
-        unreachable!()
-    };
-    let template = real.manifests.join("slot/deployment.yaml");
-    let shipped = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &template,
-        shipped
-            .replace("requests: {cpu: 250m,", "requests: {cpu: \"64\",")
-            .replace("limits: {cpu: \"1\",", "limits: {cpu: \"64\","),
-    )
-    .unwrap();
-    let env = world.env_file(&[
-        ("IMAGE_TAG", "v2"),
-        ("ROLLOUT_TIMEOUT", "10m"),
-        ("UNSCHEDULABLE_GRACE", "2s"),
-    ]);
-    let out = world
-        .maily()
-        .arg(&world.environment)
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .timeout(Duration::from_secs(300))
-        .output()
-        .unwrap();
+    world.rewrite_manifest(
+        "slot/deployment.yaml",
+        &[
+            ("requests: {cpu: 250m,", "requests: {cpu: \"64\","),
+            ("limits: {cpu: \"1\",", "limits: {cpu: \"64\","),
+        ],
+    );
+    let out = world.deploy_with(
+        &[
+            ("IMAGE_TAG", "v2"),
+            ("ROLLOUT_TIMEOUT", "10m"),
+            ("UNSCHEDULABLE_GRACE", "2s"),
+        ],
+        &[],
+    );
     let all = text(&out);
     nothing_forbidden(&out);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
@@ -469,17 +454,7 @@ fn resource_versions(world: &World) -> String {
 }
 
 fn dry_run(world: &World, tag: &str) -> std::process::Output {
-    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    world
-        .maily()
-        .arg(&world.environment)
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .arg("--dry-run")
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap()
+    world.deploy(tag, &["--dry-run"])
 }
 
 #[test]
@@ -519,16 +494,10 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
 
     // A value the API server's validation refuses fails the plan with
     // the server's words.
-    let support::Cluster::Real(real) = &world.cluster else {
-        unreachable!()
-    };
-    let template = real.manifests.join("slot/deployment.yaml");
-    let shipped = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &template,
-        shipped.replace("revisionHistoryLimit: 3", "revisionHistoryLimit: -3"),
-    )
-    .unwrap();
+    world.rewrite_manifest(
+        "slot/deployment.yaml",
+        &[("revisionHistoryLimit: 3", "revisionHistoryLimit: -3")],
+    );
     let out = dry_run(&world, "v3");
     let all = text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");
@@ -542,13 +511,7 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
     // Pods the namespace's Pod Security `restricted` would refuse: the
     // Deployment itself is admitted with a warning, and the plan fails on
     // it, with Pod Security's words.
-    std::fs::write(
-        &template,
-        shipped
-            .replace("runAsNonRoot: true", "runAsNonRoot: false")
-            .replace("runAsUser: 10001", "runAsUser: 0"),
-    )
-    .unwrap();
+    world.rewrite_manifest("slot/deployment.yaml", AS_ROOT);
     let out = dry_run(&world, "v3");
     let all = text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");

@@ -221,7 +221,12 @@ impl World {
 
     /// Deploy the backend of this world's environment at `tag`.
     pub fn deploy(&self, tag: &str, extra: &[&str]) -> Output {
-        let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        self.deploy_with(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")], extra)
+    }
+
+    /// The same, with these variables in its env file.
+    pub fn deploy_with(&self, vars: &[(&str, &str)], extra: &[&str]) -> Output {
+        let env = self.env_file(vars);
         self.maily()
             .arg(&self.environment)
             .args(BACKEND_ONLY)

@@ -91,6 +91,22 @@ impl World {
         world
     }
 
+    /// Rewrite one of this world's manifests (`slot/deployment.yaml`)
+    /// from the shipped one, each `(from, to)` replaced; a `from` the
+    /// shipped file lacks fails the test, which would otherwise deploy the
+    /// shipped manifest and prove nothing.
+    pub fn rewrite_manifest(&self, file: &str, replacements: &[(&str, &str)]) {
+        let Cluster::Real(real) = &self.cluster else {
+            panic!("this world runs on kubesim, not the real control plane")
+        };
+        let mut text = std::fs::read_to_string(repo().join("manifests").join(file)).unwrap();
+        for (from, to) in replacements {
+            assert!(text.contains(from), "{file} has no `{from}`");
+            text = text.replace(from, to);
+        }
+        std::fs::write(real.manifests.join(file), text).unwrap();
+    }
+
     /// The real control plane of this world.
     pub fn control_plane(&self) -> &'static ControlPlane {
         match &self.cluster {
