@@ -344,6 +344,16 @@ pub enum Command {
         #[command(flatten)]
         phases: PhaseFlags,
     },
+    /// What a deploy would change in the cluster, as the cluster judges it; exit 0 none, 1 some.
+    #[command(
+        after_help = "Every object the deploy would apply goes through a server-side dry run; the diff is the fields maily-deploy owns, at the run's end (the release in the idle slot, users on it). Nothing is locked or written; Secrets are never shown.\nExit codes: 0 no changes, 1 changes, any other the README's table (an unexpected error is 11, not 1).\n\nExamples:\n  maily-deploy diff production\n  maily-deploy diff production --skip-monitor --output json"
+    )]
+    Diff {
+        /// The environment to compare with
+        environment: String,
+        #[command(flatten)]
+        phases: PhaseFlags,
+    },
     /// Print the env file template, every variable with its description.
     #[command(
         name = "env-template",

@@ -35,6 +35,13 @@ pub const NOT_IMPLEMENTED: i32 = 7;
 /// A phase failed and `--no-rollback` left everything as the failure found
 /// it: users may be on a half-switched platform; the message says where.
 pub const PHASE_FAILED_NOT_ROLLED_BACK: i32 = 8;
+/// `diff` only: the deploy would change something (1 is [`FAILURE`] for
+/// every other command; `diff(1)` and `kubectl diff` say "differences"
+/// with it, and CI review steps branch on that).
+pub const DIFF_CHANGES: i32 = 1;
+/// `diff` only: an unexpected error, which other commands report as
+/// [`FAILURE`]: for `diff`, 1 means changes, so an error must not say 1.
+pub const DIFF_ERROR: i32 = 11;
 /// The run was interrupted (SIGINT, SIGTERM) and put things back before
 /// exiting.
 pub const INTERRUPTED: i32 = 130;
@@ -50,5 +57,6 @@ pub const ALL: &[(i32, &str)] = &[
     (LOCK_HELD, "LOCK_HELD"),
     (NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
     (PHASE_FAILED_NOT_ROLLED_BACK, "PHASE_FAILED_NOT_ROLLED_BACK"),
+    (DIFF_ERROR, "DIFF_ERROR"),
     (INTERRUPTED, "INTERRUPTED"),
 ];

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod database;
 pub mod db;
+pub mod diff;
 pub mod history;
 pub mod pipeline;
 pub mod rollback;
@@ -28,11 +29,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let (command, environment) = name_and_environment(&cli);
     match run(cli).await {
         Err(err) if json => {
-            crate::output::json::print_report(&RunReport::stopped(command, &environment, &err));
+            let mut report = RunReport::stopped(command, &environment, &err);
+            report.exit_code = exit_code_of(command, &err);
+            crate::output::json::print_report(&report);
             crate::output::print_error(&err);
-            Ok(error::exit_code_of(&err))
+            Ok(report.exit_code)
         }
-        other => other,
+        Err(err) => {
+            crate::output::print_error(&err);
+            Ok(exit_code_of(command, &err))
+        }
+        ok => ok,
+    }
+}
+
+/// The exit code of a command that failed with `err`.
+fn exit_code_of(command: &str, err: &anyhow::Error) -> i32 {
+    if command == "diff" {
+        diff::exit_code_of(err)
+    } else {
+        error::exit_code_of(err)
     }
 }
 
@@ -54,6 +70,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
             ("db restore", environment.clone())
         }
         Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
+        Some(Command::Diff { environment, .. }) => ("diff", environment.clone()),
         Some(Command::EnvTemplate) => ("env-template", String::new()),
         Some(Command::Completions { .. }) => ("completions", String::new()),
     }
@@ -119,6 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ref environment,
             ref backup,
         })) => db::restore(environment, backup, global).await,
+        Some(Command::Diff {
+            ref environment,
+            ref phases,
+        }) => diff::run(environment, phases, global).await,
         Some(Command::History { ref environment }) => history::run(environment, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,

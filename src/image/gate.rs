@@ -141,6 +141,24 @@ async fn earlier_scans(cx: &Context) -> Vec<ScanRecord> {
     }
 }
 
+/// The pins alone, for what a deploy would write (`diff`): each image as
+/// tagged and its digest reference; none when pinning is off.
+pub async fn pins_only(
+    cx: &Context,
+    process_env: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let settings = settings(&cx.config.vars)?;
+    let pinned = super::pin::for_run(cx, process_env, settings.registry_timeout).await?;
+    Ok(pinned
+        .map(|(pinned, _)| {
+            pinned
+                .iter()
+                .map(|(image, p)| (image.clone(), p.reference.clone()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Pin, then scan: the gate of a deploy.
 pub async fn before_first_change(
     cx: &Context,

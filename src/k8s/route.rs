@@ -95,6 +95,19 @@ pub async fn set_each(
     release: &Release,
     at: impl Fn(&str) -> (Slot, (u32, u32)),
 ) -> anyhow::Result<()> {
+    applier
+        .apply_all(routes_at(profile, templates, release, at)?)
+        .await?;
+    Ok(())
+}
+
+/// Each http service's route and stable Service, pointed where `at` says.
+pub fn routes_at(
+    profile: &Profile,
+    templates: &[Template],
+    release: &Release,
+    at: impl Fn(&str) -> (Slot, (u32, u32)),
+) -> anyhow::Result<Vec<DynamicObject>> {
     let mut objects: Vec<DynamicObject> = Vec::new();
     for name in http_services(profile) {
         let (active, weights) = at(name);
@@ -105,8 +118,7 @@ pub async fn set_each(
                 .map(|(_, o)| o),
         );
     }
-    applier.apply_all(objects).await?;
-    Ok(())
+    Ok(objects)
 }
 
 /// Scale Deployments (name, replicas) together, skipping absent ones.

@@ -64,6 +64,13 @@ fn leaves(applied: &Value, pointer: String, shown: String, out: &mut Vec<(String
                 );
             }
         }
+        // Items without names (a route's rules, their matches) by index;
+        // a list of plain values (args, ports' protocols) is one field.
+        Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+            for (i, item) in items.iter().enumerate() {
+                leaves(item, format!("{pointer}/{i}"), format!("{shown}[{i}]"), out);
+            }
+        }
         _ => out.push((pointer, shown)),
     }
 }
@@ -101,14 +108,18 @@ pub fn title(o: &DynamicObject) -> String {
 pub async fn dry_run(
     applier: &Applier,
     objects: &[DynamicObject],
+    run_namespace: Option<&str>,
 ) -> Result<Vec<(String, Verdict)>, Vec<String>> {
-    // A namespace the plan creates does not exist for a dry run: the
-    // objects in it are new, and the server can judge them only once it is.
-    let new_namespaces: Vec<String> = objects
+    // A namespace the run creates (the plan's Namespace object, or the
+    // environment's, which a run's lifecycle creates before its first
+    // phase) does not exist for a dry run: the objects in it are new, and
+    // the server can judge them only once it is.
+    let mut new_namespaces: Vec<String> = objects
         .iter()
         .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Namespace"))
         .filter_map(|o| o.metadata.name.clone())
         .collect();
+    new_namespaces.extend(run_namespace.map(str::to_string));
     let new_namespaces = &new_namespaces;
     // Owned futures (each its own applier handle and object), as
     // `Applier::apply_all` has them: borrowed ones do not make a `Send`
@@ -195,6 +206,45 @@ pub async fn dry_run(
         rejected.sort();
         Err(rejected)
     }
+}
+
+/// [`dry_run`], with the server's refusals as one failure that lists each
+/// object and the server's words, for `phase`.
+pub async fn judge(
+    applier: &Applier,
+    objects: &[DynamicObject],
+    run_namespace: &str,
+    phase: &str,
+) -> anyhow::Result<Vec<(String, Verdict)>> {
+    dry_run(applier, objects, Some(run_namespace))
+        .await
+        .map_err(|rejected| {
+            let n = rejected.len();
+            crate::error::Failure::with_problems(
+                crate::error::Kind::PhaseFailed,
+                format!(
+                    "the server rejects {n} object{} of the plan",
+                    if n == 1 { "" } else { "s" }
+                ),
+                rejected
+                    .into_iter()
+                    .map(|problem| crate::error::Problem {
+                        phase: Some(phase.to_string()),
+                        subject: "server dry run".into(),
+                        problem,
+                        fix: "fix the manifest or the profile value the server names".into(),
+                    })
+                    .collect(),
+            )
+            .into()
+        })
+}
+
+/// Whether any verdict is a change (created or changed).
+pub fn any_change(verdicts: &[(String, Verdict)]) -> bool {
+    verdicts
+        .iter()
+        .any(|(_, v)| !matches!(v, Verdict::Unchanged))
 }
 
 /// The plan's lines: a count, then each change as `~ Kind name: path: from

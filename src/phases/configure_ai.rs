@@ -272,22 +272,26 @@ impl Phase for ConfigureAi {
         let config = config_of(self, cx)?;
         let layer = ai_layer(self, cx)?;
         let release = layer.release.clone();
-        let (slot, note) = match cx.backend.target_slot {
-            Some(s) => (s, format!("slot {s}")),
+        // The slot, and whether a cluster answered (then it judges the
+        // objects too).
+        let (slot, note, cluster) = match cx.backend.target_slot {
+            Some(s) => (s, format!("slot {s}"), true),
             None => match cx.applier().await {
                 Ok(a) => match live::read(a, &cx.config.profile).await {
                     Ok(state) => match state.target_slot() {
-                        Ok(s) => (s, format!("idle slot {s}")),
+                        Ok(s) => (s, format!("idle slot {s}"), true),
                         Err(why) => return Err(fail(Kind::PhaseFailed, why)),
                     },
                     Err(e) => (
                         Slot::Blue,
                         format!("idle slot unknown ({e}); shown for blue"),
+                        false,
                     ),
                 },
                 Err(e) => (
                     Slot::Blue,
                     format!("idle slot unknown ({e}); shown for blue"),
+                    false,
                 ),
             },
         };
@@ -311,6 +315,18 @@ impl Phase for ConfigureAi {
             config_map_name(slot),
             objects.len() - 1
         ));
+        if cluster {
+            let verdicts = crate::k8s::server_plan::judge(
+                cx.applier().await?,
+                &objects,
+                &cx.config.profile.namespace,
+                PhaseId::ConfigureAi.as_str(),
+            )
+            .await?;
+            steps.extend(crate::k8s::server_plan::lines(&verdicts));
+        } else {
+            steps.push("not checked by the server: no cluster at hand".into());
+        }
         for (name, _) in layer.profile.ai_services() {
             steps.push(format!(
                 "{name}-{slot}: {}",
@@ -325,6 +341,18 @@ impl Phase for ConfigureAi {
             ),
             steps,
         })
+    }
+
+    async fn applies(&self, cx: &Context) -> anyhow::Result<Vec<DynamicObject>> {
+        let config = config_of(self, cx)?;
+        let layer = ai_layer(self, cx)?;
+        ai_objects(
+            &layer.templates,
+            &layer.profile,
+            &layer.release,
+            target(cx).await?,
+            &config,
+        )
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {

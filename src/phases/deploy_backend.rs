@@ -315,29 +315,14 @@ impl Phase for DeployBackend {
         let server = match &live {
             Ok(_) => {
                 let applier = cx.applier().await?;
-                match crate::k8s::server_plan::dry_run(applier, &objects).await {
-                    Ok(verdicts) => crate::k8s::server_plan::lines(&verdicts),
-                    Err(rejected) => {
-                        let n = rejected.len();
-                        return Err(crate::error::Failure::with_problems(
-                            Kind::PhaseFailed,
-                            format!(
-                                "the server rejects {n} object{} of the plan",
-                                if n == 1 { "" } else { "s" }
-                            ),
-                            rejected
-                                .into_iter()
-                                .map(|problem| crate::error::Problem {
-                                    phase: Some(PhaseId::DeployBackend.as_str().to_string()),
-                                    subject: "server dry run".into(),
-                                    problem,
-                                    fix: "fix the manifest or the profile value the server names".into(),
-                                })
-                                .collect(),
-                        )
-                        .into());
-                    }
-                }
+                let verdicts = crate::k8s::server_plan::judge(
+                    applier,
+                    &objects,
+&cx.config.profile.namespace,
+                    PhaseId::DeployBackend.as_str(),
+                )
+                .await?;
+                crate::k8s::server_plan::lines(&verdicts)
             }
             Err(_) => vec![
                 "not checked by the server: no cluster at hand, so admission and validation have not seen the objects".into(),
@@ -388,6 +373,11 @@ impl Phase for DeployBackend {
             },
             steps,
         })
+    }
+
+    async fn applies(&self, cx: &Context) -> anyhow::Result<Vec<DynamicObject>> {
+        let b = backend(cx)?;
+        objects_for(cx, &b, cx.target_slot().await?)
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {

@@ -349,15 +349,26 @@ impl Phase for Monitor {
         // A dry run may have no cluster at hand: the plan says what it
         // could not learn; a cluster that answers without the CRDs fails
         // the plan as it would fail the run.
+        let mut server = Vec::new();
         match cx.applier().await {
             Ok(applier) => match missing_kinds(applier).await {
                 Ok(missing) if !missing.is_empty() => {
                     return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
                 }
-                Ok(_) => steps.push(
-                    "the cluster serves PrometheusRule and ServiceMonitor (monitoring.coreos.com/v1)"
-                        .to_string(),
-                ),
+                Ok(_) => {
+                    steps.push(
+                        "the cluster serves PrometheusRule and ServiceMonitor (monitoring.coreos.com/v1)"
+                            .to_string(),
+                    );
+                    let verdicts = crate::k8s::server_plan::judge(
+                        applier,
+                        &objects,
+                        &cx.config.profile.namespace,
+                        PhaseId::Monitor.as_str(),
+                    )
+                    .await?;
+                    server = crate::k8s::server_plan::lines(&verdicts);
+                }
                 Err(e) => steps.push(format!(
                     "cannot tell whether the cluster serves monitoring.coreos.com/v1 ({e})"
                 )),
@@ -381,6 +392,7 @@ impl Phase for Monitor {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        steps.extend(server);
         let (folder_uid, folder_title) = grafana::folder_for(cx.environment());
         let grafana_url = cx.config.vars.get("GRAFANA_URL").unwrap_or("GRAFANA_URL");
         steps.push(format!(
@@ -411,6 +423,14 @@ impl Phase for Monitor {
             ),
             steps,
         })
+    }
+
+    async fn applies(&self, cx: &Context) -> anyhow::Result<Vec<DynamicObject>> {
+        let missing = missing_kinds(cx.applier().await?).await?;
+        if !missing.is_empty() {
+            return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+        }
+        objects_for(cx, &cx.release_or_partial())
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {

@@ -173,6 +173,20 @@ impl Phase for ShiftTraffic {
         })
     }
 
+    async fn applies(&self, cx: &Context) -> anyhow::Result<Vec<kube::api::DynamicObject>> {
+        let slot = cx.target_slot().await?;
+        // With configure-ai in the run, its services are in the slot by the
+        // time users move; without it, only those the slot runs move.
+        let profile = if cx.runs_ai() {
+            cx.config.profile.clone()
+        } else {
+            switched_profile(cx, slot).await?
+        };
+        crate::k8s::route::routes_at(&profile, cx.templates()?, &cx.release()?, |_| {
+            (slot, crate::k8s::route::all_to(slot))
+        })
+    }
+
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
         let slot = target(cx).await?;
         deploy_frontend::prepare_promotion(cx).await?;

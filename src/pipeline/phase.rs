@@ -137,4 +137,13 @@ pub trait Phase: Send + Sync {
 
     /// Do the phase's work.
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport>;
+
+    /// The objects a run of this phase would server-side apply, as they
+    /// stand when the run ends (routes all on the new slot): what
+    /// `maily-deploy diff` asks the server about. Phases that write nothing
+    /// to the cluster through manifests keep the default. Reads, never
+    /// changes; Secrets are never among them (their values would show).
+    async fn applies(&self, _cx: &Context) -> anyhow::Result<Vec<kube::api::DynamicObject>> {
+        Ok(Vec::new())
+    }
 }

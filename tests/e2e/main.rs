@@ -29,6 +29,7 @@ mod db_backup;
 mod db_connect;
 mod db_failure;
 mod db_migrate;
+mod diff;
 mod frontend;
 mod images;
 mod infra_end_to_end;

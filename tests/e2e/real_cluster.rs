@@ -523,6 +523,52 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
     assert_eq!(resource_versions(&world), before, "nothing was stored");
 }
 
+fn diff(world: &World, tag: &str) -> std::process::Output {
+    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+    world
+        .maily()
+        .args(["diff", &world.environment])
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn diff_exits_0_for_the_release_users_run_and_1_for_a_new_one() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    deployed(&world, "v2");
+    let before = resource_versions(&world);
+    // Users run v2 on green: the same release again changes nothing the
+    // server would store for them.
+    let out = diff(&world, "v2");
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{}", text(&out));
+    // v3: each field carrying the tag, v2 to v3, and nothing else.
+    let out = diff(&world, "v3");
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::DIFF_CHANGES);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        plan.lines().any(|l| l
+            == format!(
+                "~ Deployment api-green: spec.template.spec.containers[api].image: {REGISTRY}/maily-api:v2 → {REGISTRY}/maily-api:v3"
+            )),
+        "{plan}"
+    );
+    for line in plan.lines() {
+        assert!(
+            line.starts_with("~ ") && line.ends_with("v3") && line.contains("v2 → "),
+            "a change that is not the release's tag: {line}\n{plan}"
+        );
+    }
+    assert_eq!(resource_versions(&world), before, "nothing was stored");
+}
+
 #[test]
 fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
     use support::grafana::{TOKEN, grafana, metrics_endpoint};
