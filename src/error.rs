@@ -26,6 +26,13 @@ pub enum Kind {
     PhaseFailedKept,
     /// SIGINT or SIGTERM.
     Interrupted,
+    /// A system the run needs (the Kubernetes API server) could not be
+    /// reached, or refused the credentials, before anything changed.
+    Unreachable,
+    /// A check before the first change refused the run (the server rejects
+    /// an object, the release does not fit the quota, a CRD is missing, a
+    /// dry run cannot plan); nothing was changed.
+    Refused,
 }
 
 impl Kind {
@@ -38,6 +45,8 @@ impl Kind {
             Kind::LockHeld => exit_code::LOCK_HELD,
             Kind::PhaseFailedKept => exit_code::PHASE_FAILED_NOT_ROLLED_BACK,
             Kind::Interrupted => exit_code::INTERRUPTED,
+            Kind::Unreachable => exit_code::UNREACHABLE,
+            Kind::Refused => exit_code::REFUSED,
         }
     }
 }
@@ -103,6 +112,42 @@ pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
 /// message is `message`'s text (a `String`, or a typed error's Display).
 pub fn fail(kind: Kind, message: impl std::fmt::Display) -> anyhow::Error {
     Failure::new(kind, message.to_string()).into()
+}
+
+/// A Kubernetes client error as people read it: the server's message,
+/// code and reason for an answer (kube's own text repeats the whole
+/// status in Rust's debug form), the text otherwise.
+pub fn kube_text(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(s) => {
+            if s.reason.is_empty() {
+                format!("{} ({})", s.message, s.code)
+            } else {
+                format!("{} ({} {})", s.message, s.code, s.reason)
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An error's chain as one line (`a: b: c`, as `{:#}` prints it), with a
+/// Kubernetes answer in [`kube_text`]'s words and its repeated sources
+/// left out.
+pub fn chain_text(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in err.chain() {
+        if let Some(k) = e.downcast_ref::<kube::Error>() {
+            parts.push(kube_text(k));
+            break;
+        }
+        let text = e.to_string();
+        // A cause whose text its wrapper already quoted says nothing new.
+        if parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 /// The [`Failure`] in an error's chain, if any.

@@ -4,7 +4,8 @@
 //! name, a doc comment saying when it happens, a row in the README, and a test
 //! that pins it to its cause. Anything unexpected is [`FAILURE`].
 
-/// The command did what was asked (for `--dry-run`: every phase could plan).
+/// The command did what was asked (for `--dry-run`: every phase could plan;
+/// for `diff`: nothing would change).
 pub const SUCCESS: i32 = 0;
 /// An unexpected error: a bug, or a failure no other code describes.
 pub const FAILURE: i32 = 1;
@@ -17,8 +18,9 @@ pub const USAGE: i32 = 2;
 /// read, an image that cannot be pinned to a digest, a scan finding at the
 /// threshold. Every problem found is reported. Nothing was changed.
 pub const CONFIG: i32 = 3;
-/// A phase failed and what the run had changed that users can see was put
-/// back (or nothing needed putting back).
+/// A phase failed after the run had changed something, and what users can
+/// see was put back (or nothing they can see had changed). A failure before
+/// the first change is [`REFUSED`] or [`UNREACHABLE`] instead.
 pub const PHASE_FAILED_ROLLED_BACK: i32 = 4;
 /// A phase failed and putting things back failed too, or the run lost its
 /// lock mid-run (taken over, removed, or run out while the API server did
@@ -35,6 +37,16 @@ pub const NOT_IMPLEMENTED: i32 = 7;
 /// A phase failed and `--no-rollback` left everything as the failure found
 /// it: users may be on a half-switched platform; the message says where.
 pub const PHASE_FAILED_NOT_ROLLED_BACK: i32 = 8;
+/// A system the run needs could not be reached, or refused the tool's
+/// credentials, before anything changed: the Kubernetes API server (the
+/// message says what kubectl would: the server, the context, connection
+/// refused, no such host, the TLS failure). Worth a retry once it answers.
+pub const UNREACHABLE: i32 = 9;
+/// The run stopped before its first change: a check refused the release
+/// (the server's dry run rejects an object, it does not fit the namespace's
+/// ResourceQuota, a CRD it needs is missing, the AI providers refuse a key)
+/// or a dry run could not plan. Nothing was changed.
+pub const REFUSED: i32 = 10;
 /// `diff` only: the deploy would change something (1 is [`FAILURE`] for
 /// every other command; `diff(1)` and `kubectl diff` say "differences"
 /// with it, and CI review steps branch on that).
@@ -57,6 +69,8 @@ pub const ALL: &[(i32, &str)] = &[
     (LOCK_HELD, "LOCK_HELD"),
     (NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
     (PHASE_FAILED_NOT_ROLLED_BACK, "PHASE_FAILED_NOT_ROLLED_BACK"),
+    (UNREACHABLE, "UNREACHABLE"),
+    (REFUSED, "REFUSED"),
     (DIFF_ERROR, "DIFF_ERROR"),
     (INTERRUPTED, "INTERRUPTED"),
 ];

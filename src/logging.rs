@@ -74,7 +74,13 @@ pub fn init(verbose: u8, quiet: bool, color: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // kube's client logs every failed request at ERROR, once per retry: an
+    // unreachable API server printed seven lines before the tool's one
+    // message. The tool says what failed, once, after its retries; kube's
+    // own lines show from -vv.
+    let kube = if verbose >= 2 && !quiet { level } else { "off" };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},kube_client={kube}")));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(Stderr)
         .with_ansi(color && io::stderr().is_terminal())
@@ -83,7 +89,13 @@ pub fn init(verbose: u8, quiet: bool, color: bool) {
     // The report's warnings do not depend on what -q or RUST_LOG show.
     let _ = tracing_subscriber::registry()
         .with(stderr)
-        .with(crate::warnings::Collect.with_filter(LevelFilter::WARN))
+        .with(
+            crate::warnings::Collect.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(LevelFilter::WARN)
+                    .with_target("kube_client", LevelFilter::OFF),
+            ),
+        )
         .try_init();
 
     // A panic message can carry anything, secrets included.

@@ -6,35 +6,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 
 /// A client for the kubeconfig and context the user chose, or the usual
-/// defaults (`$KUBECONFIG`, `~/.kube/config`, in-cluster).
+/// defaults (`$KUBECONFIG`, `~/.kube/config`, in-cluster), that has been
+/// answered once.
+///
+/// A kubeconfig that cannot be used (missing, unreadable, an unknown
+/// context) is a configuration problem, named once with what exists. An
+/// API server that does not answer is said once, after the retries, as
+/// kubectl says it: the server, the context, and what the network said.
 pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions {
-        context: context.map(String::from),
-        ..Default::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .with_context(|| format!("using the kubeconfig {}", path.display()))?
-        }
-        None if context.is_some() => Config::from_kubeconfig(&options)
-            .await
-            .context("reading the kubeconfig for --context")?,
-        // kube's own message repeats its causes three times; one line says it.
-        None => Config::infer().await.map_err(|_| {
-            crate::error::fail(
-                crate::error::Kind::Config,
-                "no kubeconfig found ($KUBECONFIG, ~/.kube/config, or in-cluster service account); pass --kubeconfig",
-            )
-        })?,
-    };
+    let (config, target) = super::kubeconfig::load(kubeconfig, context).await?;
     // kube retries 429/503/504 on its own by default; `retry` below does
     // that and more (500s, dropped connections) under one budget, and two
     // layers would multiply each other's attempts.
@@ -42,9 +25,36 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
     config.default_retry = false;
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
-    Ok(builder
+    let client = builder
         .with_layer(&tower::util::MapResponseLayer::new(warnings::keep))
-        .build())
+        .build();
+    // One request before any other, outside the outage count: a server
+    // that never answered has no outage to report, only an address.
+    let started = std::time::Instant::now();
+    let mut attempts = 0u32;
+    let probe = (|| {
+        attempts += 1;
+        let client = client.clone();
+        async move { client.apiserver_version().await }
+    })
+    .retry(backoff())
+    // A name that does not resolve or a certificate that does not verify
+    // will not on the next try either.
+    .when(|e| {
+        is_transient(e)
+            && !matches!(
+                super::kubeconfig::cause_of(e),
+                super::kubeconfig::Cause::NoSuchHost | super::kubeconfig::Cause::Tls(_)
+            )
+    })
+    .await;
+    match probe {
+        Ok(_) => Ok(client),
+        Err(e) => Err(crate::error::fail(
+            crate::error::Kind::Unreachable,
+            super::kubeconfig::unreachable(&target, &e, attempts, started.elapsed()),
+        )),
+    }
 }
 
 /// The `Warning` headers the API server sends (deprecated APIs, and Pod

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod capacity;
 pub mod client;
+pub mod kubeconfig;
 pub mod lease;
 pub mod live;
 pub mod manifest;

@@ -135,15 +135,17 @@ pub async fn dry_run(
                     .api_for(o)
                     .await
                     .map_err(|e| format!("{title}: {e:#}"))?;
-                let live = api
-                    .get_opt(&name)
+                let live = super::client::retry("reading an object to plan", || api.get_opt(&name))
                     .await
-                    .map_err(|e| format!("{title}: {e}"))?;
+                    .map_err(|e| format!("{title}: {}", crate::error::kube_text(&e)))?;
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
                 // One object at a time (below), so the warnings of this
                 // answer are this object's.
                 super::client::warnings::take();
-                let answer = api.patch(&name, &params, &Patch::Apply(o)).await;
+                let patch = Patch::Apply(o);
+                let answer =
+                    super::client::retry("a dry-run apply", || api.patch(&name, &params, &patch))
+                        .await;
                 if let Some(psa) = super::client::warnings::take()
                     .into_iter()
                     .find(|w| w.contains("would violate PodSecurity"))
@@ -167,7 +169,9 @@ pub async fn dry_run(
                     Err(kube::Error::Api(s)) => {
                         return Err(format!("{title}: the server rejects it: {}", s.message));
                     }
-                    Err(other) => return Err(format!("{title}: {other}")),
+                    Err(other) => {
+                        return Err(format!("{title}: {}", crate::error::kube_text(&other)));
+                    }
                 };
                 let verdict = match live {
                     None => Verdict::Created,
@@ -221,7 +225,7 @@ pub async fn judge(
         .map_err(|rejected| {
             let n = rejected.len();
             crate::error::Failure::with_problems(
-                crate::error::Kind::PhaseFailed,
+                crate::error::Kind::Refused,
                 format!(
                     "the server rejects {n} object{} of the plan",
                     if n == 1 { "" } else { "s" }

@@ -104,7 +104,10 @@ pub fn print_error(err: &anyhow::Error) {
     let style = anstyle::Style::new()
         .bold()
         .fg_color(Some(anstyle::AnsiColor::Red.into()));
-    stderr_line(&format!("{style}error:{style:#} {err:#}"));
+    stderr_line(&format!(
+        "{style}error:{style:#} {}",
+        crate::error::chain_text(err)
+    ));
     if let Some(f) = failure_of(err) {
         for line in problem_lines(&f.problems) {
             stderr_line(&line);

@@ -379,7 +379,7 @@ impl Phase for ConfigureAi {
                 Err(problems) => {
                     let n = problems.len();
                     return Err(Failure::with_problems(
-                        Kind::PhaseFailed,
+                        Kind::Refused,
                         format!(
                             "the AI providers' check found {n} problem{}; nothing was applied",
                             if n == 1 { "" } else { "s" }

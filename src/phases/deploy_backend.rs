@@ -174,7 +174,7 @@ async fn preflight(cx: &Context) -> anyhow::Result<()> {
             .is_err()
     {
         return Err(fail(
-            Kind::PhaseFailed,
+            Kind::Refused,
             "the cluster does not serve Gateway API HTTPRoutes (gateway.networking.k8s.io/v1), which route users between the slots; install the Gateway API CRDs and a Gateway, then run again",
         ));
     }
@@ -196,9 +196,12 @@ pub async fn fits_the_quota(
     use kube::api::{Api, ListParams};
     let client = cx.applier().await?.client().clone();
     let ns = &profile.namespace;
-    let quotas = match Api::<ResourceQuota>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
+    let quota_api = Api::<ResourceQuota>::namespaced(client.clone(), ns);
+    let all = ListParams::default();
+    let quotas = match crate::k8s::client::retry("reading the namespace's ResourceQuotas", || {
+        quota_api.list(&all)
+    })
+    .await
     {
         Ok(list) => list.items,
         Err(kube::Error::Api(e)) if e.code == 403 => {
@@ -231,11 +234,13 @@ pub async fn fits_the_quota(
         })
         .collect();
     let labels = crate::k8s::live::slot_selector(slot);
-    let idle: Vec<Deployment> = Api::<Deployment>::namespaced(client, ns)
-        .list(&ListParams::default().labels(&labels))
-        .await
-        .context("reading the idle slot's Deployments")?
-        .items;
+    let idle_api = Api::<Deployment>::namespaced(client, ns);
+    let in_slot = ListParams::default().labels(&labels);
+    let idle: Vec<Deployment> =
+        crate::k8s::client::retry("reading the idle slot", || idle_api.list(&in_slot))
+            .await
+            .context("reading the idle slot's Deployments")?
+            .items;
     let need = crate::k8s::capacity::demand(new.iter().map(|(d, r)| (d, *r)));
     let freed = crate::k8s::capacity::demand(
         idle.iter()
@@ -246,7 +251,7 @@ pub async fn fits_the_quota(
         return Ok(None);
     }
     Err(crate::error::Failure::with_problems(
-        Kind::PhaseFailed,
+        Kind::Refused,
         format!(
             "the release does not fit the namespace's ResourceQuota{} once both slots run; nothing was applied",
             if short.len() == 1 { "" } else { "s" }

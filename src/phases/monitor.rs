@@ -353,7 +353,7 @@ impl Phase for Monitor {
         match cx.applier().await {
             Ok(applier) => match missing_kinds(applier).await {
                 Ok(missing) if !missing.is_empty() => {
-                    return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+                    return Err(fail(Kind::Refused, missing_crds_message(&missing)));
                 }
                 Ok(_) => {
                     steps.push(
@@ -428,7 +428,7 @@ impl Phase for Monitor {
     async fn applies(&self, cx: &Context) -> anyhow::Result<Vec<DynamicObject>> {
         let missing = missing_kinds(cx.applier().await?).await?;
         if !missing.is_empty() {
-            return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+            return Err(fail(Kind::Refused, missing_crds_message(&missing)));
         }
         objects_for(cx, &cx.release_or_partial())
     }
@@ -439,7 +439,7 @@ impl Phase for Monitor {
         // Before any change: the operator's kinds, the dashboards' files.
         let missing = missing_kinds(&applier).await?;
         if !missing.is_empty() {
-            return Err(fail(Kind::PhaseFailed, missing_crds_message(&missing)));
+            return Err(fail(Kind::Refused, missing_crds_message(&missing)));
         }
         let objects = objects_for(cx, &release)?;
         let boards = dashboards(&cx.manifests_dir)?;

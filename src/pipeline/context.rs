@@ -131,7 +131,7 @@ pub struct Context {
     pub image_scan: Option<crate::image::gate::ScanOutcome>,
     /// Where the running phase reports progress (set by the runner).
     pub progress: super::Progress,
-    applier: OnceCell<Applier>,
+    applier: OnceCell<Result<Applier, (crate::error::Kind, String)>>,
     templates: OnceCell<Vec<Template>>,
 }
 
@@ -206,17 +206,31 @@ impl Context {
     }
 
     /// The applier (client plus discovery cache), connected on first use.
+    /// A cluster that could not be reached is not asked again by the same
+    /// run: the first attempt's retries were its chance, and its message
+    /// is the one to repeat.
     pub async fn applier(&self) -> anyhow::Result<&Applier> {
-        self.applier
-            .get_or_try_init(|| async {
-                let client = crate::k8s::client::connect(
+        let connected = self
+            .applier
+            .get_or_init(|| async {
+                crate::k8s::client::connect(
                     self.cluster.kubeconfig.as_deref(),
                     self.cluster.context.as_deref(),
                 )
-                .await?;
-                Ok::<_, anyhow::Error>(Applier::new(client))
+                .await
+                .map(Applier::new)
+                .map_err(|e| {
+                    (
+                        crate::error::kind_of(&e).unwrap_or(crate::error::Kind::Unreachable),
+                        format!("{e:#}"),
+                    )
+                })
             })
-            .await
+            .await;
+        match connected {
+            Ok(applier) => Ok(applier),
+            Err((kind, message)) => Err(crate::error::fail(*kind, message)),
+        }
     }
 
     /// The manifest templates, read on first use.

@@ -38,7 +38,7 @@ impl ErrorReport {
         let failure = crate::error::failure_of(err);
         ErrorReport {
             kind: failure.map_or(default_kind, |f| f.kind),
-            message: format!("{err:#}"),
+            message: crate::error::chain_text(err),
             problems: failure.map(|f| f.problems.clone()).unwrap_or_default(),
         }
     }

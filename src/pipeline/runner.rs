@@ -123,6 +123,10 @@ impl Runner {
         let mut begun = false;
 
         let mut prepared = false;
+        // Whether a phase of this run has changed something yet (one that
+        // succeeded for real): a failure before that is no phase failure
+        // users need to hear was put back.
+        let mut changed = false;
         let pipeline = self.phases.len();
         for (index, phase) in self.phases.iter().chain(self.closing.iter()).enumerate() {
             let id = phase.id();
@@ -135,7 +139,7 @@ impl Runner {
                 if let Some(lc) = self.lifecycle.as_mut()
                     && let Err(e) = crate::interrupt::cancellable(id.as_str(), lc.prepare(cx)).await
                 {
-                    error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed));
+                    error = Some(ErrorReport::from_error(&e, unchanged_kind()));
                 }
             }
             let skip = cx
@@ -160,7 +164,7 @@ impl Runner {
                 // The lock, the snapshot: before the first change.
                 match lc.begin(cx).await {
                     Ok(()) => begun = true,
-                    Err(e) => error = Some(ErrorReport::from_error(&e, Kind::PhaseFailed)),
+                    Err(e) => error = Some(ErrorReport::from_error(&e, unchanged_kind())),
                 }
             }
             if error.is_some() && !cx.dry_run {
@@ -199,6 +203,9 @@ impl Runner {
                 result
             };
             let duration_ms = Some(t.elapsed().as_millis() as u64);
+            if result.is_ok() && !cx.dry_run && id != PhaseId::Validate {
+                changed = true;
+            }
             let done = match result {
                 Ok((summary, details)) => PhaseRow {
                     duration_ms,
@@ -214,7 +221,8 @@ impl Runner {
                     )
                 },
                 Err(err) => {
-                    let report = ErrorReport::from_error(&err, Kind::PhaseFailed);
+                    let mut report = ErrorReport::from_error(&err, Kind::PhaseFailed);
+                    report.kind = settled(report.kind, cx.dry_run, changed);
                     let summary = first_line(&report.message);
                     if error.is_none() {
                         error = Some(ErrorReport {
@@ -251,6 +259,10 @@ impl Runner {
                             .push_str("; users were put back where they were");
                     } else if failed.kind == Kind::PhaseFailed {
                         failed.message.push_str("; users were not moved");
+                    } else if matches!(failed.kind, Kind::Refused | Kind::Unreachable)
+                        && !failed.message.contains("nothing was")
+                    {
+                        failed.message.push_str("; nothing was changed");
                     }
                     Some(failed)
                 }
@@ -313,6 +325,30 @@ impl Runner {
             rollout: cx.records.rollout.clone(),
             error,
         }
+    }
+}
+
+/// The kind of a failure before any phase (the lifecycle's preparation,
+/// the lock, the snapshot): nothing changed; if the API server stopped
+/// answering, that is why.
+fn unchanged_kind() -> Kind {
+    if crate::k8s::client::health::outage().is_some() {
+        Kind::Unreachable
+    } else {
+        Kind::Refused
+    }
+}
+
+/// The kind a phase's failure ends the run with. Before the run's first
+/// change a refusal or an unreachable system says so (exit 10 or 9); once
+/// something changed, it is a phase failure whose changes were put back
+/// (exit 4). A dry run changes nothing, so a plan that fails is refused,
+/// unless the configuration or the command line is why.
+pub fn settled(kind: Kind, dry_run: bool, changed: bool) -> Kind {
+    match kind {
+        Kind::Refused | Kind::Unreachable if changed && !dry_run => Kind::PhaseFailed,
+        Kind::PhaseFailed if dry_run => Kind::Refused,
+        other => other,
     }
 }
 

@@ -270,3 +270,68 @@ fn a_dry_run_plans_every_selected_phase_and_never_takes_the_lock() {
         .map(|r| r.status);
     assert_eq!(skipped, Some(PhaseStatus::Skipped));
 }
+
+#[test]
+fn a_refusal_before_the_first_change_exits_refused_and_after_it_a_phase_failure() {
+    use crate::exit_code;
+    // The first changing phase refuses: nothing changed, exit 10.
+    let log1 = log();
+    let mut r = runner(
+        vec![
+            phase(Validate, &log1),
+            failing(DeployBackend, &log1, Kind::Refused),
+            phase(ShiftTraffic, &log1),
+        ],
+        &log1,
+        false,
+    );
+    let report = run(
+        &mut r,
+        &mut context(&[Validate, DeployBackend, ShiftTraffic], false),
+    );
+    assert_eq!(report.exit_code, exit_code::REFUSED);
+    assert!(
+        report
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .ends_with("; nothing was changed"),
+        "{:?}",
+        report.error
+    );
+    // The same refusal after migrate changed the database: exit 4.
+    let log2 = log();
+    let mut r = runner(
+        vec![
+            phase(Validate, &log2),
+            phase(Migrate, &log2),
+            failing(DeployBackend, &log2, Kind::Refused),
+        ],
+        &log2,
+        false,
+    );
+    let report = run(
+        &mut r,
+        &mut context(&[Validate, Migrate, DeployBackend], false),
+    );
+    assert_eq!(report.exit_code, exit_code::PHASE_FAILED_ROLLED_BACK);
+}
+
+#[test]
+fn settled_kinds_follow_whether_anything_changed() {
+    use Kind::*;
+    // A dry run changes nothing: a plan that fails is refused, unless the
+    // configuration, the command line or the network is why.
+    assert_eq!(settled(PhaseFailed, true, false), Refused);
+    assert_eq!(settled(Config, true, false), Config);
+    assert_eq!(settled(Unreachable, true, true), Unreachable);
+    // A real run: refused or unreachable before the first change, a phase
+    // failure after it.
+    assert_eq!(settled(Refused, false, false), Refused);
+    assert_eq!(settled(Unreachable, false, false), Unreachable);
+    assert_eq!(settled(Refused, false, true), PhaseFailed);
+    assert_eq!(settled(Unreachable, false, true), PhaseFailed);
+    assert_eq!(settled(PhaseFailed, false, false), PhaseFailed);
+    assert_eq!(settled(LockHeld, false, true), LockHeld);
+}

@@ -294,6 +294,17 @@ fn cluster_commands_without_a_kubeconfig_say_how_to_give_one() {
             .args(args)
             .assert()
             .code(exit_code::CONFIG)
+            .stderr(predicate::str::contains(
+                "the kubeconfig /nonexistent/kubeconfig ($KUBECONFIG) does not exist",
+            ))
+            .stderr(predicate::str::contains("pass --kubeconfig"));
+        // No $KUBECONFIG, no ~/.kube/config, not in a pod.
+        let home = tempfile::tempdir().unwrap();
+        maily()
+            .env("HOME", home.path())
+            .args(args)
+            .assert()
+            .code(exit_code::CONFIG)
             .stderr(predicate::str::contains("no kubeconfig found"))
             .stderr(predicate::str::contains("pass --kubeconfig"));
     }

@@ -24,6 +24,7 @@ mod analysis_prometheus;
 mod backend;
 mod bad_input;
 mod cli;
+mod cluster_errors;
 mod database;
 mod db_backup;
 mod db_connect;

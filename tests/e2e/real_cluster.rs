@@ -413,7 +413,7 @@ fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers
     let out = world.deploy("v2", &[]);
     let all = text(&out);
     nothing_forbidden(&out);
-    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_exit(&out, exit_code::REFUSED);
     assert!(
         all.contains("ResourceQuota team: pods: the new slot needs"),
         "the quota and the numbers: {all}"
@@ -500,7 +500,7 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
     );
     let out = dry_run(&world, "v3");
     let all = text(&out);
-    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert_exit(&out, exit_code::REFUSED);
     assert!(all.contains("the server rejects"), "{all}");
     assert!(
         all.contains("revisionHistoryLimit") && all.contains("must be greater than or equal to 0"),
@@ -514,7 +514,7 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
     world.rewrite_manifest("slot/deployment.yaml", AS_ROOT);
     let out = dry_run(&world, "v3");
     let all = text(&out);
-    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert_exit(&out, exit_code::REFUSED);
     assert!(all.contains("the server rejects its pods"), "{all}");
     assert!(
         all.contains("would violate PodSecurity \"restricted:latest\""),
