@@ -22,3 +22,4 @@ pub mod providers;
 pub mod redact;
 pub mod traffic;
 pub mod warnings;
+pub mod wording;

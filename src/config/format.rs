@@ -63,6 +63,17 @@ impl Format {
         }
     }
 
+    /// What a value must be, as the object of "set X to …": with its
+    /// article where it takes one (`an amqp URL`, `a non-empty value`),
+    /// bare where it does not (`one of on, off`).
+    pub fn wanted(self) -> String {
+        match self {
+            Format::NonEmpty => "a non-empty value".into(),
+            Format::Enum(_) => self.describe(),
+            other => crate::wording::a_or_an(&other.describe()),
+        }
+    }
+
     /// An example of a good value, for the "how to fix" line.
     pub fn example(self) -> String {
         match self {

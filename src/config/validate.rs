@@ -11,6 +11,7 @@ use super::spec::{Need, SPEC, VarSpec};
 use super::vault_ref;
 use crate::error::Problem;
 use crate::pipeline::PhaseId;
+use crate::wording;
 
 /// A variable that was checked, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +39,16 @@ fn readers(spec: &VarSpec, selected: &[PhaseId]) -> Vec<PhaseId> {
         .copied()
         .filter(|p| selected.contains(p))
         .collect()
+}
+
+/// The phases that read a missing variable, as the subject of "… it":
+/// `migrate needs`, `migrate and verify need`.
+fn needed_by_words(phases: &[&str]) -> String {
+    format!(
+        "{} {}",
+        wording::and_list(phases),
+        wording::agree(phases.len(), "needs", "need")
+    )
 }
 
 fn shown(spec: &VarSpec, value: &str) -> String {
@@ -111,23 +122,20 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
                 && !unneeded.contains(&spec.name)
             {
                 let needed_by: Vec<&str> = readers.iter().map(|p| p.as_str()).collect();
+                let skips: Vec<&str> = readers.iter().map(|p| p.skip_flag()).collect();
                 out.problems.push(Problem {
                     phase,
                     subject: spec.name.into(),
                     problem: format!(
-                        "is not set; {} needs it ({})",
-                        needed_by.join(", "),
+                        "is not set; {} it ({})",
+                        needed_by_words(&needed_by),
                         spec.description
                     ),
                     fix: format!(
                         "set {}={} in the env file or the environment, or skip {}",
                         spec.name,
                         spec.format.example(),
-                        readers
-                            .iter()
-                            .map(|p| p.skip_flag())
-                            .collect::<Vec<_>>()
-                            .join(" and ")
+                        wording::and_list(&skips)
                     ),
                 });
             }
@@ -199,9 +207,9 @@ pub fn validate_except(vars: &Vars, selected: &[PhaseId], unneeded: &[&str]) -> 
                 subject: spec.name.into(),
                 problem: format!("{why}{got}"),
                 fix: format!(
-                    "set {} to a {}, e.g. {}",
+                    "set {} to {}, e.g. {}",
                     spec.name,
-                    spec.format.describe(),
+                    spec.format.wanted(),
                     spec.format.example()
                 ),
             });
@@ -421,5 +429,52 @@ mod tests {
         let some = validate_except(&vars, &[PhaseId::ConfigureAi], &["GOOGLE_API_KEY"]);
         assert!(!subjects(&some).contains(&"GOOGLE_API_KEY".to_string()));
         assert!(subjects(&some).contains(&"OPENAI_API_KEY".to_string()));
+    }
+
+    /// The problem a variable gets, by name.
+    fn problem_of(v: &Validation, name: &str) -> Problem {
+        v.problems
+            .iter()
+            .find(|p| p.subject == name)
+            .unwrap_or_else(|| panic!("no problem with {name}: {:?}", v.problems))
+            .clone()
+    }
+
+    #[test]
+    fn a_missing_variable_names_its_phases_as_a_sentence() {
+        let vars = vars_with(&[("DATABASE_URL", "")]);
+        let both = problem_of(&validate(&vars, &PhaseId::ALL), "DATABASE_URL");
+        assert!(
+            both.problem
+                .starts_with("is not set; migrate and verify need it ("),
+            "{}",
+            both.problem
+        );
+        assert!(
+            both.fix
+                .ends_with("or skip --skip-migrate and --skip-verify"),
+            "{}",
+            both.fix
+        );
+        let one = problem_of(&validate(&vars, &[PhaseId::Verify]), "DATABASE_URL");
+        assert!(
+            one.problem.starts_with("is not set; verify needs it ("),
+            "{}",
+            one.problem
+        );
+    }
+
+    #[test]
+    fn the_fix_of_a_malformed_value_says_what_it_must_be_with_its_article() {
+        let vars = vars_with(&[
+            ("RABBITMQ_URL", "http://rabbit:5672"),
+            ("DATABASE_URL", "mysql://maily@db/maily"),
+            ("IMAGE_SCAN", "maybe"),
+        ]);
+        let v = validate(&vars, &PhaseId::ALL);
+        let fix = |name| problem_of(&v, name).fix;
+        assert!(fix("RABBITMQ_URL").starts_with("set RABBITMQ_URL to an amqp URL, e.g. amqp://"));
+        assert!(fix("DATABASE_URL").starts_with("set DATABASE_URL to a postgres URL, e.g."));
+        assert!(fix("IMAGE_SCAN").starts_with("set IMAGE_SCAN to one of on, off, e.g."));
     }
 }

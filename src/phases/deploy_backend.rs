@@ -269,6 +269,19 @@ pub async fn fits_the_quota(
     .into())
 }
 
+/// Where users are once the release is in the idle slot, for the run's
+/// summary: the run has not moved them. On a first deploy no user was ever on any
+/// slot, so the summary says that rather than naming the other slot.
+fn where_users_are(active: &live::Active) -> String {
+    match active {
+        live::Active::Fresh => "first deploy: no users on any slot yet".into(),
+        live::Active::Slot(on) => format!("users still on {on}"),
+        live::Active::Mixed(_) => {
+            "users still split between the slots as an interrupted switch left them".into()
+        }
+    }
+}
+
 fn summarize(objects: &[DynamicObject]) -> Vec<String> {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for o in objects {
@@ -448,26 +461,37 @@ impl Phase for DeployBackend {
                 values::image_of(&release, &profile, s)
             )
         }));
-        // Users are where the run found them: on the other slot, or on no
-        // slot yet.
-        let users = if matches!(state.active(), live::Active::Fresh) {
-            "first deploy: users reach it at shift-traffic".to_string()
-        } else {
-            format!("users still on {}", slot.other())
-        };
+        let users = where_users_are(&state.active());
         Ok(PhaseReport {
             summary: match &b.carried {
                 Some(what) => format!(
-                    "{what}: {} services rolled out to {slot}; {users}",
-                    profile.services.len()
+                    "{what}: {} rolled out to {slot}; {users}",
+                    crate::wording::count(profile.services.len(), "service", "services")
                 ),
                 None => format!(
-                    "backend {} deployed: {} services rolled out to {slot}; {users}",
+                    "backend {} deployed: {} rolled out to {slot}; {users}",
                     release.image_tag,
-                    profile.services.len()
+                    crate::wording::count(profile.services.len(), "service", "services")
                 ),
             },
             details,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_where_users_are_and_that_a_first_deploy_has_none() {
+        assert_eq!(
+            where_users_are(&live::Active::Fresh),
+            "first deploy: no users on any slot yet"
+        );
+        assert_eq!(
+            where_users_are(&live::Active::Slot(Slot::Green)),
+            "users still on green"
+        );
     }
 }

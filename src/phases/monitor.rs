@@ -31,6 +31,7 @@ use crate::k8s::values::{self, Release};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 use crate::providers::grafana::{self, AnnotationPatch, Grafana, NewAnnotation};
 use crate::providers::prometheus::{self, Prometheus, ServiceTargets};
+use crate::wording;
 
 pub struct Monitor;
 
@@ -90,6 +91,27 @@ pub fn objects_for(cx: &Context, release: &Release) -> anyhow::Result<Vec<Dynami
         );
     }
     Ok(out)
+}
+
+/// The plan's line: what monitor would set up, each count with its noun
+/// in the number it takes.
+fn plan_summary(service_monitors: usize, dashboards: usize) -> String {
+    format!(
+        "alert rules, {}, {}, the deployment's annotation",
+        wording::count(service_monitors, "ServiceMonitor", "ServiceMonitors"),
+        wording::count(dashboards, "dashboard", "dashboards")
+    )
+}
+
+/// The run's line: what monitor set up and which of the new slot's
+/// services Prometheus scrapes.
+fn run_summary(service_monitors: usize, dashboards: usize, scraped: usize, slot: Slot) -> String {
+    format!(
+        "rules and {} applied, {} saved, {} of {slot} scraped and up",
+        wording::count(service_monitors, "ServiceMonitor", "ServiceMonitors"),
+        wording::count(dashboards, "dashboard", "dashboards"),
+        wording::count(scraped, "service", "services")
+    )
 }
 
 /// The dashboards of `<manifests>/dashboards/*.json`, by file name.
@@ -396,7 +418,8 @@ impl Phase for Monitor {
         let (folder_uid, folder_title) = grafana::folder_for(cx.environment());
         let grafana_url = cx.config.vars.get("GRAFANA_URL").unwrap_or("GRAFANA_URL");
         steps.push(format!(
-            "Grafana {grafana_url}: folder \"{folder_title}\" ({folder_uid}), dashboards {}",
+            "Grafana {grafana_url}: folder \"{folder_title}\" ({folder_uid}), {} {}",
+            wording::agree(boards.len(), "dashboard", "dashboards"),
             boards
                 .iter()
                 .map(|(f, _)| f.as_str())
@@ -416,11 +439,7 @@ impl Phase for Monitor {
             scraped_services(cx).join(", ")
         ));
         Ok(PhasePlan {
-            summary: format!(
-                "alert rules, {} ServiceMonitors, {} dashboards, the deployment's annotation",
-                cx.watched_services().len(),
-                boards.len()
-            ),
+            summary: plan_summary(cx.watched_services().len(), boards.len()),
             steps,
         })
     }
@@ -538,11 +557,11 @@ impl Phase for Monitor {
         .await?;
         details.extend(lines);
         Ok(PhaseReport {
-            summary: format!(
-                "rules and {} ServiceMonitors applied, {} dashboards saved, {} services of {slot} scraped and up",
+            summary: run_summary(
                 cx.watched_services().len(),
                 record.dashboards.len(),
-                services.len()
+                services.len(),
+                slot,
             ),
             details,
         })
@@ -568,6 +587,26 @@ mod tests {
         let boards = dashboards(&dir).unwrap();
         assert!(!boards.is_empty());
         assert!(boards.iter().all(|(_, d)| d["uid"].is_string()));
+    }
+
+    #[test]
+    fn the_summaries_count_in_the_singular_for_one() {
+        assert_eq!(
+            plan_summary(1, 1),
+            "alert rules, 1 ServiceMonitor, 1 dashboard, the deployment's annotation"
+        );
+        assert_eq!(
+            plan_summary(6, 0),
+            "alert rules, 6 ServiceMonitors, 0 dashboards, the deployment's annotation"
+        );
+        assert_eq!(
+            run_summary(1, 1, 1, Slot::Blue),
+            "rules and 1 ServiceMonitor applied, 1 dashboard saved, 1 service of blue scraped and up"
+        );
+        assert_eq!(
+            run_summary(6, 2, 5, Slot::Green),
+            "rules and 6 ServiceMonitors applied, 2 dashboards saved, 5 services of green scraped and up"
+        );
     }
 
     #[test]

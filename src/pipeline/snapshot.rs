@@ -67,14 +67,53 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The person or job running this process, from the environment.
+    /// The person or job running this process: its environment, its OS
+    /// account and the machine's name.
     pub fn current() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let user = var("USER")
+        Self::from_env(
+            |k| std::env::var(k).ok(),
+            os_user,
+            gethostname::gethostname().to_string_lossy().into_owned(),
+        )
+    }
+
+    /// Who runs, from the variables `var` reads (empty counts as unset).
+    ///
+    /// The user is the first of:
+    /// 1. under GitHub Actions (`GITHUB_ACTIONS=true`), `GITHUB_ACTOR`: the
+    ///    person who triggered the workflow, not the runner's account;
+    /// 2. under GitLab CI (`GITLAB_CI=true`), `GITLAB_USER_LOGIN`, likewise;
+    /// 3. `USER`, then `USERNAME` (Windows): the login the shell names;
+    /// 4. the process's OS account (`os_user`), for a shell or a container
+    ///    that sets neither;
+    /// 5. `unknown`.
+    ///
+    /// A CI actor needs its CI's own marker beside it, so a variable left
+    /// exported in a developer's shell does not sign their runs.
+    pub fn from_env(
+        var: impl Fn(&str) -> Option<String>,
+        os_user: impl FnOnce() -> Option<String>,
+        host: String,
+    ) -> Self {
+        let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let under = |marker: &str| var(marker).is_some_and(|v| v == "true");
+        let ci_actor = if under("GITHUB_ACTIONS") {
+            var("GITHUB_ACTOR")
+        } else {
+            None
+        }
+        .or_else(|| {
+            if under("GITLAB_CI") {
+                var("GITLAB_USER_LOGIN")
+            } else {
+                None
+            }
+        });
+        let user = ci_actor
+            .or_else(|| var("USER"))
             .or_else(|| var("USERNAME"))
-            .or_else(|| var("GITHUB_ACTOR"))
+            .or_else(|| os_user().filter(|u| !u.trim().is_empty()))
             .unwrap_or_else(|| "unknown".into());
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
         let ci_job =
             if let (Some(repo), Some(run)) = (var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
                 Some(format!("github:{repo}/actions/runs/{run}"))
@@ -87,6 +126,23 @@ impl Actor {
             };
         Actor { user, host, ci_job }
     }
+}
+
+/// The name of the account this process runs as (its effective uid's
+/// passwd entry, as `id -un` prints it), or `uid N` when the account has no
+/// entry (a container run with an arbitrary uid).
+#[cfg(unix)]
+fn os_user() -> Option<String> {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => Some(user.name),
+        Ok(None) | Err(_) => Some(format!("uid {uid}")),
+    }
+}
+
+#[cfg(not(unix))]
+fn os_user() -> Option<String> {
+    None
 }
 
 impl std::fmt::Display for Actor {
@@ -429,5 +485,123 @@ mod tests {
         ];
         assert_eq!(prune_plan(&ids, 2), vec!["p-20250101-000003".to_string()]);
         assert_eq!(prune_plan(&ids, 30), Vec::<String>::new());
+    }
+
+    /// Who a run is signed by, for an environment given as `KEY=value`
+    /// pairs and an OS account.
+    fn actor_in(env: &[(&str, &str)], os_user: Option<&str>) -> Actor {
+        let env: std::collections::BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Actor::from_env(
+            |k| env.get(k).cloned(),
+            || os_user.map(String::from),
+            "runner-7".into(),
+        )
+    }
+
+    #[test]
+    fn a_shell_run_is_signed_by_its_user_variable() {
+        let a = actor_in(&[("USER", "ada"), ("USERNAME", "ada-win")], Some("root"));
+        assert_eq!(a.to_string(), "ada@runner-7");
+        assert_eq!(
+            actor_in(&[("USERNAME", "grace")], Some("root")).user,
+            "grace"
+        );
+    }
+
+    #[test]
+    fn without_user_variables_the_os_account_signs_not_unknown() {
+        assert_eq!(actor_in(&[], Some("deployer")).user, "deployer");
+        assert_eq!(
+            actor_in(&[("USER", ""), ("USERNAME", " ")], Some("deployer")).user,
+            "deployer"
+        );
+        // An account without a passwd entry is named by its uid.
+        assert_eq!(
+            actor_in(&[], Some("uid 1001")).to_string(),
+            "uid 1001@runner-7"
+        );
+        assert_eq!(actor_in(&[], None).user, "unknown");
+        assert_eq!(actor_in(&[], Some("")).user, "unknown");
+    }
+
+    #[test]
+    fn under_github_actions_the_actor_signs_not_the_runner_account() {
+        let github = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITHUB_REPOSITORY", "maily/maily"),
+            ("GITHUB_RUN_ID", "42"),
+            ("USER", "runner"),
+            ("CI", "true"),
+        ];
+        let a = actor_in(&github, Some("runner"));
+        assert_eq!(a.user, "octocat");
+        assert_eq!(
+            a.to_string(),
+            "octocat@runner-7 (github:maily/maily/actions/runs/42)"
+        );
+        // An empty actor falls through to the shell's user.
+        let mut no_actor = github;
+        no_actor[1] = ("GITHUB_ACTOR", "");
+        assert_eq!(actor_in(&no_actor, None).user, "runner");
+    }
+
+    #[test]
+    fn under_gitlab_ci_the_login_of_the_pipeline_user_signs() {
+        let gitlab = [
+            ("GITLAB_CI", "true"),
+            ("GITLAB_USER_LOGIN", "ada.l"),
+            (
+                "CI_JOB_URL",
+                "https://gitlab.example.com/maily/maily/-/jobs/9",
+            ),
+            ("USER", "gitlab-runner"),
+        ];
+        let a = actor_in(&gitlab, Some("gitlab-runner"));
+        assert_eq!(
+            a.to_string(),
+            "ada.l@runner-7 (https://gitlab.example.com/maily/maily/-/jobs/9)"
+        );
+    }
+
+    #[test]
+    fn a_ci_actor_counts_only_beside_its_ci_marker() {
+        // Left exported in a developer's shell, or with the marker off.
+        let stray = [
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITLAB_USER_LOGIN", "ada.l"),
+            ("USER", "grace"),
+        ];
+        assert_eq!(actor_in(&stray, Some("root")).user, "grace");
+        let off = [
+            ("GITHUB_ACTIONS", "false"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITLAB_CI", "false"),
+            ("GITLAB_USER_LOGIN", "ada.l"),
+        ];
+        assert_eq!(actor_in(&off, Some("root")).user, "root");
+        // GitHub's actor first, should both markers be set.
+        let both = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITLAB_CI", "true"),
+            ("GITLAB_USER_LOGIN", "ada.l"),
+        ];
+        assert_eq!(actor_in(&both, None).user, "octocat");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_os_account_is_the_one_id_names() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        assert!(id.status.success());
+        let name = String::from_utf8(id.stdout).unwrap().trim().to_string();
+        assert_eq!(os_user().as_deref(), Some(name.as_str()));
     }
 }

@@ -219,18 +219,7 @@ impl Walk {
         self.rollout.last_measurement = None;
         self.save().await?;
         let total = self.plan.steps.len();
-        let worker_text = if workers.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; workers {}",
-                workers
-                    .iter()
-                    .map(|(w, n, o)| format!("{w} {n} {target}/{o} {}", target.other()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let worker_text = worker_replicas_words(&workers, target, self.rollout.from.is_some());
         self.progress.say(format!(
             "step {}/{total}: {percent}% on {target} (weights blue {} / green {}){worker_text}",
             index + 1,
@@ -562,4 +551,40 @@ impl Walk {
         self.rollout.stage = Stage::Completed;
         self.save().await
     }
+}
+
+/// The step line's part about workers, each named once with its replicas
+/// per slot in the order the weights give them
+/// (`; worker replicas: workers blue 4 / green 2`). A first deploy has no
+/// old slot to speak of: only the new one is named
+/// (`; worker replicas on blue: workers 6`).
+pub(crate) fn worker_replicas_words(
+    workers: &[(String, u32, u32)],
+    target: Slot,
+    had_users: bool,
+) -> String {
+    if workers.is_empty() {
+        return String::new();
+    }
+    if !had_users {
+        let each: Vec<String> = workers
+            .iter()
+            .map(|(name, new, _)| format!("{name} {new}"))
+            .collect();
+        return format!(
+            "; worker replicas on {target}: {}",
+            crate::wording::and_list(&each)
+        );
+    }
+    let each: Vec<String> = workers
+        .iter()
+        .map(|(name, new, old)| {
+            let (blue, green) = match target {
+                Slot::Blue => (new, old),
+                Slot::Green => (old, new),
+            };
+            format!("{name} blue {blue} / green {green}")
+        })
+        .collect();
+    format!("; worker replicas: {}", crate::wording::and_list(&each))
 }

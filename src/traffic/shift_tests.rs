@@ -245,3 +245,28 @@ async fn a_failing_measurement_aborts_at_its_step_and_never_switches() {
         Some(StepOutcome::Failed)
     );
 }
+
+#[test]
+fn a_step_line_names_each_worker_once_with_its_replicas_per_slot() {
+    use super::shift::worker_replicas_words;
+    // (name, replicas in the new slot, replicas in the old one)
+    let workers = vec![
+        ("ai-workers".to_string(), 1, 2),
+        ("workers".to_string(), 2, 4),
+    ];
+    assert_eq!(
+        worker_replicas_words(&workers, Slot::Green, true),
+        "; worker replicas: ai-workers blue 2 / green 1 and workers blue 4 / green 2"
+    );
+    assert_eq!(
+        worker_replicas_words(&workers[1..], Slot::Blue, true),
+        "; worker replicas: workers blue 2 / green 4"
+    );
+    // A first deploy: no old slot users were on.
+    let first = vec![("workers".to_string(), 6, 0)];
+    assert_eq!(
+        worker_replicas_words(&first, Slot::Blue, false),
+        "; worker replicas on blue: workers 6"
+    );
+    assert_eq!(worker_replicas_words(&[], Slot::Green, true), "");
+}

@@ -279,6 +279,75 @@ fn rollback_to_an_unknown_id_lists_the_recent_ones() {
     assert!(stderr.contains(&format!("{id} (succeeded)")), "{stderr}");
 }
 
+/// `history` signs each deployment by who a user would say ran it: under
+/// GitHub Actions the person who triggered the workflow (not the runner's
+/// `USER`), with the run's link; from a shell without `USER`, the OS
+/// account, never `unknown`.
+#[test]
+fn history_names_the_ci_actor_and_without_user_the_os_account() {
+    let world = World::new(Duration::from_millis(300));
+    let deploy = |tag: &str| {
+        let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        let mut cmd = world.maily();
+        cmd.arg("staging")
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(env)
+            .timeout(Duration::from_secs(120));
+        cmd
+    };
+    let from_ci = deploy("v1")
+        .envs([
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("GITHUB_REPOSITORY", "maily/maily"),
+            ("GITHUB_RUN_ID", "4242"),
+            ("CI", "true"),
+            ("USER", "runner"),
+        ])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&from_ci, exit_code::SUCCESS);
+    let report: serde_json::Value = serde_json::from_slice(&from_ci.stdout).unwrap();
+    let from_shell = deploy("v2").env_remove("USER").output().unwrap();
+    assert_exit(&from_shell, exit_code::SUCCESS);
+
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert!(id.status.success(), "id -un: {id:?}");
+    let account = String::from_utf8(id.stdout).unwrap().trim().to_string();
+
+    let out = world.maily().args(["history", "staging"]).output().unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("octocat@") && human.contains("(github:maily/maily/actions/runs/4242)"),
+        "{human}"
+    );
+    assert!(human.contains(&format!("{account}@")), "{human}");
+    assert!(
+        !human.contains("unknown@") && !human.contains("runner@"),
+        "{human}"
+    );
+
+    let out = world
+        .maily()
+        .args(["history", "staging", "--output", "json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let newest = &doc["deployments"][0];
+    assert_eq!(newest["deployment_id"], deployment_id_of(&from_shell));
+    assert_eq!(newest["user"], account.as_str());
+    let ci = &doc["deployments"][1];
+    assert_eq!(ci["deployment_id"], report["deployment_id"]);
+    assert_eq!(ci["user"], "octocat");
+    assert_eq!(ci["ci_job"], "github:maily/maily/actions/runs/4242");
+}
+
 #[test]
 fn history_and_status_tell_what_ran_and_what_runs() {
     let world = World::new(Duration::from_millis(300));

@@ -23,6 +23,7 @@ mod all_phases_end_to_end;
 mod analysis_prometheus;
 mod backend;
 mod bad_input;
+mod ci_workflow;
 mod cli;
 mod cluster_errors;
 mod database;
