@@ -76,6 +76,24 @@ pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
+/// The regular English plural of a noun (a Kubernetes kind):
+/// `NetworkPolicy` → `NetworkPolicies`, `Ingress` → `Ingresses`,
+/// `Service` → `Services`.
+pub fn plural(noun: &str) -> String {
+    let lower = noun.to_ascii_lowercase();
+    let before_last = lower.chars().rev().nth(1);
+    if lower.ends_with('y') && before_last.is_some_and(|c| !"aeiou".contains(c)) {
+        format!("{}ies", &noun[..noun.len() - 1])
+    } else if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        format!("{noun}es")
+    } else {
+        format!("{noun}s")
+    }
+}
+
 /// The verb agreeing with a subject of `n` things: `needs` for one, `need`
 /// for more.
 pub fn agree<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -162,5 +180,14 @@ mod tests {
             and_list(&["migrate", "monitor", "verify"]),
             "migrate, monitor and verify"
         );
+    }
+
+    #[test]
+    fn kinds_take_their_plurals() {
+        assert_eq!(plural("NetworkPolicy"), "NetworkPolicies");
+        assert_eq!(plural("Ingress"), "Ingresses");
+        assert_eq!(plural("Service"), "Services");
+        assert_eq!(plural("Gateway"), "Gateways");
+        assert_eq!(count(1, "Service", &plural("Service")), "1 Service");
     }
 }

@@ -43,7 +43,7 @@ fn color(c: AnsiColor) -> Style {
 }
 
 /// The mark and colour of a status.
-fn mark(status: PhaseStatus) -> (&'static str, Style) {
+pub fn mark(status: PhaseStatus) -> (&'static str, Style) {
     match status {
         PhaseStatus::Succeeded => ("✓", color(AnsiColor::Green)),
         PhaseStatus::Planned => ("○", color(AnsiColor::Cyan)),

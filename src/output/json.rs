@@ -1,15 +1,80 @@
-//! `--output json`: one report on stdout when the run ends, nothing else there.
+//! `--output json`: one report on stdout when the run ends, nothing else
+//! there; the run's event lines on stderr meanwhile.
+//!
+//! A CI job parses stdout, and its no-output timeout watches both: a
+//! rollout pausing between traffic steps for fifteen minutes would look
+//! hung if stderr stayed silent. So what people would see (a phase starts
+//! and ends, a traffic step, a measurement, a warning) goes to stderr as
+//! plain lines, with no table and no spinner; `-q` silences it.
 
 use crate::pipeline::{Context, Observer, PhaseId, PhaseRow, RunReport};
 
-pub struct Json;
+use super::{human, stderr_line};
+
+pub struct Json {
+    quiet: bool,
+}
+
+impl Json {
+    pub fn new(opts: &super::OutputOptions) -> Self {
+        Json { quiet: opts.quiet }
+    }
+
+    fn log(&self, text: &str) {
+        if !self.quiet {
+            stderr_line(text);
+        }
+    }
+}
 
 impl Observer for Json {
-    fn run_started(&mut self, _cx: &Context, _phases: &[PhaseId]) {}
-    fn phase_started(&mut self, _id: PhaseId) {}
-    fn phase_finished(&mut self, _row: &PhaseRow) {}
+    fn run_started(&mut self, cx: &Context, phases: &[PhaseId]) {
+        let what = match &cx.deployment_id {
+            Some(id) => format!("deployment {id}"),
+            None => "configuration check".to_string(),
+        };
+        let dry = if cx.dry_run {
+            " (dry run: nothing will be changed)"
+        } else {
+            ""
+        };
+        self.log(&format!("maily-deploy {}: {what}{dry}", cx.environment()));
+        let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
+        self.log(&format!("phases: {}", names.join(" → ")));
+        for w in &cx.config.warnings {
+            self.log(&format!("warning: {w}"));
+        }
+    }
+
+    fn phase_started(&mut self, id: PhaseId) {
+        self.log(&format!("… {id}"));
+    }
+
+    fn phase_progress(&mut self, id: PhaseId, update: &crate::pipeline::progress::Update) {
+        if let crate::pipeline::progress::Update::Event(line) = update {
+            self.log(&format!("  {id}: {line}"));
+        }
+    }
+
+    fn phase_finished(&mut self, row: &PhaseRow) {
+        let (m, _) = human::mark(row.status);
+        self.log(&format!(
+            "{m} {:<16} {:>6}  {}",
+            row.id.as_str(),
+            human::seconds(row.duration_ms),
+            row.summary
+        ));
+    }
+
     fn run_finished(&mut self, report: &RunReport) {
         print_report(report);
+        // Errors show even with -q, as they do without --output json.
+        if let Some(err) = &report.error {
+            stderr_line(&format!("error: {}", err.message));
+            for line in super::problem_lines(&err.problems) {
+                stderr_line(&line);
+            }
+        }
     }
 }
 

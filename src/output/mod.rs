@@ -45,7 +45,7 @@ impl OutputOptions {
 pub fn observer(opts: &OutputOptions) -> Box<dyn Observer> {
     let inner: Box<dyn Observer> = match opts.format {
         OutputFormat::Human => Box::new(human::Human::new(opts)),
-        OutputFormat::Json => Box::new(json::Json),
+        OutputFormat::Json => Box::new(json::Json::new(opts)),
     };
     match &opts.github {
         Some(env) => Box::new(github::Github::new(inner, env.clone(), opts.format)),

@@ -290,7 +290,7 @@ fn summarize(objects: &[DynamicObject]) -> Vec<String> {
     }
     counts
         .into_iter()
-        .map(|(k, n)| format!("{n} {k}"))
+        .map(|(k, n)| crate::wording::count(n, &k, &crate::wording::plural(&k)))
         .collect()
 }
 

@@ -410,7 +410,7 @@ impl Phase for Monitor {
             objects.len(),
             kinds
                 .iter()
-                .map(|(k, n)| format!("{n} {k}"))
+                .map(|(k, n)| crate::wording::count(*n, k, &crate::wording::plural(k)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

@@ -778,3 +778,26 @@ fn an_unknown_environment_and_a_missing_env_file_are_reported_together() {
         .stderr(predicate::str::contains("unknown environment `prod`"))
         .stderr(predicate::str::contains("/nonexistent/.env does not exist"));
 }
+
+#[test]
+fn json_output_keeps_the_event_lines_on_stderr_and_q_silences_them() {
+    let run = |extra: &[&str]| {
+        let out = maily()
+            .args(["validate", "production", "--output", "json", "--env-file"])
+            .arg(example_env())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(exit_code::SUCCESS));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .expect("stdout is the JSON report alone");
+        assert_eq!(report["outcome"], "succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let log = run(&[]);
+    assert!(
+        log.lines().any(|l| l.starts_with("✓ validate")),
+        "the phase's line on stderr: {log}"
+    );
+    assert_eq!(run(&["-q"]), "", "-q: errors only");
+}

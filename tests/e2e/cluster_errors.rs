@@ -81,7 +81,10 @@ fn a_server_that_refuses_connections_is_said_once_with_its_address_and_context()
         )),
         "{err}"
     );
-    assert!(!err.contains("ERROR") && !err.contains("(Connect)"), "{err}");
+    assert!(
+        !err.contains("ERROR") && !err.contains("(Connect)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,7 +108,10 @@ fn a_name_that_does_not_resolve_is_no_such_host_at_once() {
             && err.contains("no such host"),
         "{err}"
     );
-    assert!(err.contains("(1 attempt over"), "a name is not retried: {err}");
+    assert!(
+        err.contains("(1 attempt over"),
+        "a name is not retried: {err}"
+    );
 }
 
 #[test]
@@ -113,7 +119,10 @@ fn an_unknown_context_lists_the_contexts_there_are() {
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(
         dir.path(),
-        &[("prod", "https://127.0.0.1:1"), ("staging", "https://127.0.0.1:2")],
+        &[
+            ("prod", "https://127.0.0.1:1"),
+            ("staging", "https://127.0.0.1:2"),
+        ],
     );
     let out = deploy(
         dir.path(),

@@ -383,8 +383,8 @@ fn a_dry_run_says_what_monitor_would_do_and_calls_nothing() {
     let steps = row["details"].to_string();
     for said in [
         "the cluster serves PrometheusRule and ServiceMonitor",
-        "server-side apply 13 objects: 1 PrometheusRule, 6 Service, 6 ServiceMonitor",
-        "folder \\\"Maily staging\\\" (maily-staging), dashboards dashboards/maily-platform.json",
+        "server-side apply 13 objects: 1 PrometheusRule, 6 Services, 6 ServiceMonitors",
+        "folder \\\"Maily staging\\\" (maily-staging), dashboard dashboards/maily-platform.json",
         "analytics, api, blockchain-verifier, campaigns, email-sender are scraped and up",
     ] {
         assert!(steps.contains(said), "{said}: {steps}");

@@ -238,6 +238,23 @@ fn a_healthy_rollout_walks_every_step_then_scales_the_old_slot_down() {
     let out = stage.deploy("v2", &[]);
     assert_exit(&out, 0);
     let report = report(&out);
+    // With --output json the report is alone on stdout (it parsed) and the
+    // run's events still reach stderr while the steps pause: a CI job's
+    // no-output timeout sees the run alive.
+    let log = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "… deploy-backend",
+        "✓ deploy-backend",
+        "  shift-traffic: step 1/4: 10% on green (weights blue 90 / green 10)",
+        "  shift-traffic: step 4/4: 100% on green",
+        "✓ shift-traffic",
+    ] {
+        assert!(
+            log.lines().any(|l| l.starts_with(said)),
+            "{said:?} on stderr:\n{log}"
+        );
+    }
+    assert!(!log.contains('┌'), "no table on stderr: {log}");
     assert_eq!(
         outcomes(&report),
         vec![
