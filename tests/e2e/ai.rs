@@ -184,6 +184,17 @@ fn a_bad_key_stops_configure_ai_before_anything_is_applied() {
         "nothing applied"
     );
     assert!(world.deployment("ai-orchestrator-blue").is_none());
+    // The backend had been applied above (exit 4). The same refusal as a
+    // run's first change leaves nothing changed at all: exit 10.
+    let out = deploy_with_ai_args(
+        &world,
+        &p,
+        "v1",
+        &[("OPENAI_API_KEY", wrong)],
+        &["--only", "configure-ai"],
+    );
+    assert_exit(&out, exit_code::REFUSED);
+    assert!(text(&out).contains("nothing was"), "{}", text(&out));
 }
 
 #[test]

@@ -636,3 +636,19 @@ fn under_github_actions_each_phase_log_is_inside_its_group() {
         );
     }
 }
+
+#[test]
+fn a_cluster_without_the_gateway_api_is_refused_before_anything_changes() {
+    let world = World::without_gateway_api("staging", Duration::from_millis(200));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, maily_deploy::exit_code::REFUSED);
+    let all = text(&out);
+    assert!(
+        all.contains("the cluster does not serve Gateway API HTTPRoutes")
+            && all.contains("install the Gateway API CRDs"),
+        "{all}"
+    );
+    assert!(all.contains("nothing was changed"), "{all}");
+    assert!(world.deployment("api-blue").is_none(), "nothing applied");
+    assert!(world.lease_holder().is_none(), "the lock was released");
+}

@@ -87,6 +87,14 @@ impl World {
     /// A cluster with the Gateway API, pods ready after `rollout`, looked at
     /// as `environment` (its namespace read from the shipped profile).
     pub fn for_environment(environment: &str, rollout: Duration) -> World {
+        let world = World::without_gateway_api(environment, rollout);
+        world.install_gateway_api();
+        world
+    }
+
+    /// A cluster as `for_environment` has it, but without the Gateway
+    /// API's CRDs: the routes cannot be served.
+    pub fn without_gateway_api(environment: &str, rollout: Duration) -> World {
         let namespace = maily_deploy::config::profile::load(&repo().join("manifests"), environment)
             .expect("a shipped environment profile")
             .namespace;
@@ -97,16 +105,14 @@ impl World {
         .expect("kubesim starts");
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(async { sim.client() });
-        let world = World {
+        World {
             cluster: Cluster::Sim(sim),
             dir: tempfile::tempdir().unwrap(),
             rt,
             client,
             environment: environment.to_string(),
             namespace,
-        };
-        world.install_gateway_api();
-        world
+        }
     }
 
     fn install_gateway_api(&self) {
