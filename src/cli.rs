@@ -18,10 +18,21 @@ Examples:
   maily-deploy production --from verify         resume a failed run at verify
   maily-deploy rollback production production-20250101-120000";
 
+/// `--version` and `maily-deploy version`: the version, the commit and
+/// the build date (`build.rs`), as a bug report needs them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MAILY_COMMIT"),
+    ", built ",
+    env!("MAILY_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "maily-deploy",
-    version,
+    version = VERSION,
     about = "Deploy the Maily platform: prove the new version works before users see it, and take it back in seconds.",
     after_help = DEPLOY_EXAMPLES,
     subcommand_negates_reqs = true,
@@ -60,6 +71,10 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub keep_snapshots: u16,
 
+    /// How long each rollout may take (ROLLOUT_TIMEOUT, as Helm's --timeout): a duration such as 10m; wins over the env file and the environment
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<String>,
+
     /// Let provision apply a Terraform plan that destroys resources (without it, such a plan stops the run before anything is applied)
     #[arg(long)]
     pub allow_destroy: bool,
@@ -84,6 +99,22 @@ pub struct DeployArgs {
     pub grace: Option<String>,
 }
 
+/// The phase names `--only` and `--from` take, with their aliases (the
+/// seed's words), which clap's derive would hide.
+macro_rules! phase_names {
+    () => {
+        "[phases: validate, provision (alias: infrastructure), migrate (database), deploy-backend (backend), deploy-frontend (frontend), configure-ai (ai), monitor (monitoring), verify, shift-traffic (traffic)]"
+    };
+}
+const PHASE_NAMES_HELP_ONLY: &str = concat!(
+    "Run only these phases (comma-separated), after validate\n",
+    phase_names!()
+);
+const PHASE_NAMES_HELP_FROM: &str = concat!(
+    "Resume a failed run at this phase, after validate\n",
+    phase_names!()
+);
+
 /// Flags that choose the phases of a run.
 #[derive(Debug, Args, Default, Clone)]
 pub struct PhaseFlags {
@@ -91,10 +122,10 @@ pub struct PhaseFlags {
     #[arg(long, help_heading = "Phases")]
     pub skip_validate: bool,
     /// Skip provision (Terraform)
-    #[arg(long, alias = "skip-infrastructure", help_heading = "Phases")]
+    #[arg(long, visible_alias = "skip-infrastructure", help_heading = "Phases")]
     pub skip_provision: bool,
     /// Skip migrate (database backup and migrations)
-    #[arg(long, alias = "skip-database", help_heading = "Phases")]
+    #[arg(long, visible_alias = "skip-database", help_heading = "Phases")]
     pub skip_migrate: bool,
     /// Skip deploy-backend (the Kubernetes services)
     #[arg(long, help_heading = "Phases")]
@@ -106,7 +137,7 @@ pub struct PhaseFlags {
     #[arg(long, help_heading = "Phases")]
     pub skip_ai: bool,
     /// Skip monitor (alert rules, dashboards)
-    #[arg(long, alias = "skip-monitoring", help_heading = "Phases")]
+    #[arg(long, visible_alias = "skip-monitoring", help_heading = "Phases")]
     pub skip_monitor: bool,
     /// Skip verify (checks of the new slot before traffic moves)
     #[arg(long, help_heading = "Phases")]
@@ -119,11 +150,19 @@ pub struct PhaseFlags {
         long,
         value_delimiter = ',',
         value_name = "PHASE",
-        help_heading = "Phases"
+        help_heading = "Phases",
+        hide_possible_values = true,
+        long_help = PHASE_NAMES_HELP_ONLY
     )]
     pub only: Vec<PhaseId>,
     /// Resume a failed run at this phase, after validate
-    #[arg(long, value_name = "PHASE", help_heading = "Phases")]
+    #[arg(
+        long,
+        value_name = "PHASE",
+        help_heading = "Phases",
+        hide_possible_values = true,
+        long_help = PHASE_NAMES_HELP_FROM
+    )]
     pub from: Option<PhaseId>,
 }
 
@@ -219,7 +258,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
     /// More log detail (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -236,6 +275,12 @@ pub struct GlobalArgs {
     /// How long the deploy lock outlives a run that stops renewing it (killed, runner gone)
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_ttl)]
     pub lock_ttl: std::time::Duration,
+}
+
+/// `--timeout`: a duration, kept as typed for ROLLOUT_TIMEOUT (whose
+/// bounds validate checks with the variable's own).
+fn parse_timeout(s: &str) -> Result<String, crate::config::format::DurationError> {
+    crate::config::format::duration(s).map(|_| s.to_string())
 }
 
 /// Why `--lock-ttl` is refused.
@@ -360,6 +405,9 @@ pub enum Command {
         after_help = "Example:\n  maily-deploy env-template > .env.staging"
     )]
     EnvTemplate,
+    /// Print the version, the commit and the build date.
+    #[command(after_help = "Example:\n  maily-deploy version")]
+    Version,
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  maily-deploy completions bash > /etc/bash_completion.d/maily-deploy"
@@ -373,6 +421,30 @@ pub enum Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_has_an_example_in_its_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.has_subcommands() {
+                    walk(sub, &name, missing);
+                    continue;
+                }
+                let after = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(name);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "maily-deploy", &mut missing);
+        assert!(missing.is_empty(), "no example: {missing:?}");
+    }
     use crate::pipeline::select;
     use PhaseId::*;
 

@@ -21,5 +21,6 @@ pub mod pipeline;
 pub mod providers;
 pub mod redact;
 pub mod traffic;
+pub mod usage;
 pub mod warnings;
 pub mod wording;

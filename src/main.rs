@@ -3,18 +3,33 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use maily_deploy::{cli::Cli, commands, error, exit_code, logging, output};
+use clap::{CommandFactory, FromArgMatches};
+use maily_deploy::{cli::Cli, commands, error, exit_code, logging, output, usage};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // clap prints help and version to stdout with 0, errors to stderr with 2.
+    let args: Vec<String> = std::env::args().collect();
+    let parsed = Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        // clap prints help and version to stdout with 0, errors to stderr
+        // with 2; a misspelled verb is said as such.
         Err(e) => {
+            if e.use_stderr()
+                && let Some(message) = usage::misspelled_command(&args)
+            {
+                output::print_error(&error::fail(error::Kind::Usage, message));
+                return code(exit_code::USAGE);
+            }
             let _ = e.print();
             return code(e.exit_code());
         }
     };
+    if let Err(e) = usage::check(&matches) {
+        output::print_error(&e);
+        return code(error::exit_code_of(&e));
+    }
     let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if !color {
         anstream::ColorChoice::Never.write_global();

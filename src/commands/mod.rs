@@ -72,6 +72,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
         Some(Command::Validate { environment, .. }) => ("validate", environment.clone()),
         Some(Command::Diff { environment, .. }) => ("diff", environment.clone()),
         Some(Command::EnvTemplate) => ("env-template", String::new()),
+        Some(Command::Version) => ("version", String::new()),
         Some(Command::Completions { .. }) => ("completions", String::new()),
     }
 }
@@ -82,6 +83,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         None => {
             // clap guarantees the environment when there is no subcommand.
             let environment = cli.deploy.environment.clone().unwrap_or_default();
+            let known = crate::config::profile::known_environments(&global.manifests_dir);
+            if let Some(typo) = crate::usage::environment_or_command(&environment, &known) {
+                return Err(typo);
+            }
             let (traffic_steps, grace) = traffic_overrides(&cli.deploy)?;
             pipeline::run(pipeline::Request {
                 command: "deploy",
@@ -98,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     traffic_steps,
                     grace,
                 },
+                rollout_timeout: cli.deploy.timeout.as_deref(),
             })
             .await
         }
@@ -117,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 deployment: false,
                 global,
                 options: Default::default(),
+                rollout_timeout: None,
             })
             .await
         }
@@ -160,6 +167,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Bootstrap { ref environment }) => bootstrap::run(environment, global),
         Some(Command::EnvTemplate) => {
             print!("{}", crate::config::template::render());
+            Ok(exit_code::SUCCESS)
+        }
+        Some(Command::Version) => {
+            println!("maily-deploy {}", crate::cli::VERSION);
             Ok(exit_code::SUCCESS)
         }
         Some(Command::Completions { shell }) => {

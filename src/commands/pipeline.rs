@@ -17,6 +17,9 @@ pub struct Request<'a> {
     pub deployment: bool,
     pub global: &'a GlobalArgs,
     pub options: RunOptions,
+    /// `--timeout`: ROLLOUT_TIMEOUT from the command line, over the env
+    /// file and the environment.
+    pub rollout_timeout: Option<&'a str>,
 }
 
 pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
@@ -28,11 +31,15 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // The id is made first, so that it names the run from its first moment.
     let deployment_id = req.deployment.then(|| DeploymentId::now(req.environment));
     let selection = select(&req.phases.selection_flags())?;
+    let mut process_env = config::process_env();
+    if let Some(timeout) = req.rollout_timeout {
+        process_env.insert("ROLLOUT_TIMEOUT".into(), timeout.into());
+    }
     let mut config = config::load(&Sources {
         environment: req.environment,
         env_file: req.global.env_file.as_deref(),
         manifests_dir: &req.global.manifests_dir,
-        process_env: config::process_env(),
+        process_env,
     })?;
     // A deploy (a dry run too: it only reads) resolves Vault references
     // before any phase; `validate` alone stays offline and checks their form.

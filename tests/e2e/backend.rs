@@ -652,3 +652,15 @@ fn a_cluster_without_the_gateway_api_is_refused_before_anything_changes() {
     assert!(world.deployment("api-blue").is_none(), "nothing applied");
     assert!(world.lease_holder().is_none(), "the lock was released");
 }
+
+#[test]
+fn timeout_is_rollout_timeout_from_the_command_line() {
+    let world = World::new(Duration::from_millis(200));
+    let out = world.deploy("v1", &["--dry-run", "--timeout", "7m"]);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert!(
+        text(&out).contains("deadline 7m"),
+        "--timeout wins over the env file's 60s: {}",
+        text(&out)
+    );
+}

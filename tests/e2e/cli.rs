@@ -789,8 +789,8 @@ fn json_output_keeps_the_event_lines_on_stderr_and_q_silences_them() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(exit_code::SUCCESS));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .expect("stdout is the JSON report alone");
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("stdout is the JSON report alone");
         assert_eq!(report["outcome"], "succeeded");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
@@ -800,4 +800,91 @@ fn json_output_keeps_the_event_lines_on_stderr_and_q_silences_them() {
         "the phase's line on stderr: {log}"
     );
     assert_eq!(run(&["-q"]), "", "-q: errors only");
+}
+
+#[test]
+fn a_misspelled_verb_is_named_with_the_command_meant() {
+    maily()
+        .arg("histroy")
+        .assert()
+        .code(exit_code::USAGE)
+        .stderr(predicate::str::contains(
+            "`histroy` is neither a command nor an environment; did you mean the command `maily-deploy history`? (environments: production, staging)",
+        ));
+    // Followed by an environment, clap alone would say "unexpected argument".
+    maily()
+        .args(["histroy", "production"])
+        .assert()
+        .code(exit_code::USAGE)
+        .stderr(predicate::str::contains(
+            "did you mean `maily-deploy history production`?",
+        ))
+        .stderr(predicate::str::contains("unexpected argument").not());
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    for args in [&["version"][..], &["--version"][..]] {
+        let out = maily().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(exit_code::SUCCESS));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let form = predicate::str::is_match(
+            r"^maily-deploy \d+\.\d+\.\d+ \(commit ([0-9a-f]{12}|unknown), built \d{4}-\d{2}-\d{2}\)\n$",
+        )
+        .unwrap();
+        assert!(form.eval(&text), "{args:?}: {text:?}");
+    }
+}
+
+#[test]
+fn options_a_command_ignores_are_refused_each_by_name() {
+    for (args, flag) in [
+        (&["env-template", "--lock-ttl", "1m"][..], "--lock-ttl"),
+        (
+            &["bootstrap", "staging", "--output", "json"][..],
+            "--output",
+        ),
+        (
+            &["validate", "staging", "--skip-validate"][..],
+            "--skip-validate",
+        ),
+        (&["history", "staging", "--yes"][..], "--yes"),
+    ] {
+        maily()
+            .args(args)
+            .assert()
+            .code(exit_code::USAGE)
+            .stdout("")
+            .stderr(predicate::str::contains(format!("{flag} cannot apply to")))
+            .stderr(predicate::str::contains(format!("fix: drop {flag}")));
+    }
+}
+
+#[test]
+fn the_help_shows_the_seeds_aliases_and_o_is_output() {
+    let out = maily().args(["production", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for alias in [
+        "--skip-infrastructure",
+        "--skip-database",
+        "--skip-monitoring",
+        "provision (alias: infrastructure)",
+        "migrate (database)",
+        "-o, --output",
+        "--timeout <DURATION>",
+    ] {
+        assert!(help.contains(alias), "{alias} in:\n{help}");
+    }
+    let out = maily()
+        .args(["validate", "production", "-o", "json", "--env-file"])
+        .arg(example_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::SUCCESS));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("-o json is --output json");
+    maily()
+        .args(["production", "--timeout", "soon"])
+        .assert()
+        .code(exit_code::USAGE)
+        .stderr(predicate::str::contains("--timeout"));
 }
