@@ -308,10 +308,15 @@ pub enum Command {
         environment: String,
     },
     /// List the environment's deployments, newest first.
-    #[command(after_help = "Example:\n  maily-deploy history production")]
+    #[command(
+        after_help = "On a terminal the table fits its width (COLUMNS, when set, overrides it); in a pipe, plain columns, one line per deployment, for grep and awk.\n\nExamples:\n  maily-deploy history production\n  maily-deploy history production --max 5\n  maily-deploy history production | awk '$3 == \"succeeded\" {print $1}'"
+    )]
     History {
         /// The environment
         environment: String,
+        /// Show only the newest N deployments [default: every one kept, at most --keep-snapshots]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max: Option<u32>,
     },
     /// Show the live state: active slot, images, route weights, drift.
     #[command(after_help = "Example:\n  maily-deploy status production")]

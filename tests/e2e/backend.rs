@@ -366,6 +366,173 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     );
 }
 
+/// The widest line of what a terminal showed, in display columns (every
+/// character the tool prints in a table is one column wide: ASCII, box
+/// drawing, arrows).
+fn widest(screen: &str) -> usize {
+    without_escapes(screen)
+        .lines()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn history_and_the_run_table_fit_the_terminal_and_a_pipe_gets_plain_columns() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let second = world.deploy("v2", &[]);
+    assert_exit(&second, 0);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-3", &[]);
+    assert_exit(&failed, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let ids = [
+        world.deployment_id(&failed),
+        world.deployment_id(&second),
+        world.deployment_id(&first),
+    ];
+
+    // On a terminal: the table is as wide as the terminal (the failure's
+    // words fill the details column), never wider; COLUMNS overrides it.
+    for (columns_env, stty, want) in [(None, 80, 80), (None, 100, 100), (Some("72"), 200, 72)] {
+        let mut cmd = world.process();
+        cmd.args(["history", "staging"]);
+        if let Some(c) = columns_env {
+            cmd.env("COLUMNS", c);
+        }
+        let (code, screen) = on_a_terminal(&cmd, Some(stty));
+        assert_eq!(code, Some(0), "{screen}");
+        assert_eq!(
+            widest(&screen),
+            want,
+            "stty cols {stty}, COLUMNS {columns_env:?}:\n{screen}"
+        );
+        assert!(screen.contains('┌'), "a table on a terminal:\n{screen}");
+        for id in &ids {
+            assert!(screen.contains(id.as_str()), "{id} whole:\n{screen}");
+        }
+        assert!(screen.contains("ErrImagePull"), "{screen}");
+    }
+
+    // In a pipe: plain columns, a line per deployment, whatever COLUMNS.
+    let out = world
+        .maily()
+        .env("COLUMNS", "80")
+        .args(["history", "staging"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !plain.contains(['│', '─', '┌', '╞', '└']),
+        "no box drawing in a pipe:\n{plain}"
+    );
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "a header and a line per deployment:\n{plain}"
+    );
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "DEPLOYMENT",
+            "STARTED",
+            "OUTCOME",
+            "RELEASE",
+            "SLOT",
+            "BY",
+            "TRAFFIC",
+            "NOTE"
+        ]
+    );
+    // As awk splits them: id, started, outcome, release, slot, by.
+    let awk: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(awk[0][0], ids[0]);
+    assert_eq!(&awk[0][2..5], ["failed", "broken-3", "blue"], "{plain}");
+    assert_eq!(&awk[1][2..5], ["succeeded", "v2", "green"], "{plain}");
+    assert_eq!(&awk[2][2..5], ["succeeded", "v1", "blue"], "{plain}");
+    assert!(awk[2][5].starts_with("tester@"), "{plain}");
+    assert!(
+        lines[1].contains("deploy-backend: rollout failed"),
+        "{plain}"
+    );
+
+    // --max 2: the newest two, and on stderr how many there are.
+    let out = world
+        .maily()
+        .args(["history", "staging", "--max", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = plain.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{plain}");
+    assert!(
+        rows[0].starts_with(&ids[0]) && rows[1].starts_with(&ids[1]),
+        "{plain}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the newest 2 of 3 deployments"),
+        "{}",
+        text(&out)
+    );
+    let out = world
+        .maily()
+        .args(["history", "staging", "--max", "0"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+
+    // The run's table: on an 80-column terminal no line of it is wider;
+    // in a pipe the phases the flags left out are one line, not rows.
+    let env = world.env_file(&[("IMAGE_TAG", "v4"), ("ROLLOUT_TIMEOUT", "60s")]);
+    let mut deploy = world.process();
+    deploy
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env);
+    let (code, screen) = on_a_terminal(&deploy, Some(80));
+    assert_eq!(code, Some(0), "{screen}");
+    let screen = without_escapes(&screen);
+    let table: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with(['┌', '│', '╞', '└']))
+        .collect();
+    assert!(table.len() >= 5, "{screen}");
+    for line in &table {
+        assert!(line.chars().count() <= 80, "{line:?} in:\n{screen}");
+    }
+    let out = world.deploy("v5", &[]);
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l
+            == "skipped: provision, migrate, deploy-frontend, configure-ai, monitor, verify (--skip-*)"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("PHASE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("skipped:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        rows,
+        ["validate", "deploy-backend", "shift-traffic"],
+        "{stdout}"
+    );
+}
+
 #[test]
 fn only_the_newest_snapshots_are_kept_and_always_the_last_good_one() {
     let world = World::new(Duration::from_millis(300));
