@@ -272,12 +272,13 @@ pub const MAX_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(360
 pub enum Command {
     /// Bring the platform back to the state a deployment left.
     #[command(
-        after_help = "Example:\n  maily-deploy rollback production production-20250101-120000"
+        after_help = "`previous` is the newest deployment that succeeded and moved users, before the one users are on now; run twice, it goes back where it started, as `kubectl rollout undo` does.\n\nExamples:\n  maily-deploy rollback production previous\n  maily-deploy rollback production production-20250101-120000\n  maily-deploy rollback production previous --dry-run"
     )]
     Rollback {
         /// The environment to roll back
         environment: String,
-        /// The deployment to go back to, as `history` lists it: <ENV>-YYYYMMDD-HHMMSS
+        /// The deployment to go back to, as `history` lists it (<ENV>-YYYYMMDD-HHMMSS), or `previous`: the last good deployment before the one users are on
+        #[arg(value_name = "DEPLOYMENT_ID|previous")]
         deployment_id: String,
         /// Show what would change; change nothing
         #[arg(long)]

@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     allow_destroy: cli.deploy.allow_destroy,
                     traffic_steps,
                     grace,
+                    rollback_to: None,
                 },
             })
             .await

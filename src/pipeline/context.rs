@@ -40,6 +40,10 @@ pub struct RunOptions {
     pub traffic_steps: Option<Vec<u32>>,
     /// `--grace`: the old slot's grace period instead of the profile's.
     pub grace: Option<crate::config::traffic::Grace>,
+    /// A rollback's target and its release's name (`v1`): the run goes back
+    /// in one switch, so shift-traffic's plan says where to, not a
+    /// deploy's steps nobody asked for.
+    pub rollback_to: Option<(DeploymentId, String)>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +55,7 @@ impl Default for RunOptions {
             allow_destroy: false,
             traffic_steps: None,
             grace: None,
+            rollback_to: None,
         }
     }
 }

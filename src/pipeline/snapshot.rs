@@ -170,6 +170,30 @@ impl Snapshot {
         Some(crate::k8s::values::image_of(&release, profile, service))
     }
 
+    /// The release as people name it: its tag (`v12`), or each layer's
+    /// where the layers run different ones (`backend v2, AI v3`: a run
+    /// that carried one over); `-` for a run that deployed none.
+    pub fn release_name(&self) -> String {
+        let tags: Vec<(String, &str)> = self
+            .layers
+            .iter()
+            .map(|(l, r)| (l.title().to_string(), r.release.image_tag.as_str()))
+            .collect();
+        let differ = tags.windows(2).any(|w| w[0].1 != w[1].1);
+        if differ {
+            return tags
+                .iter()
+                .map(|(l, t)| format!("{l} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        self.release
+            .as_ref()
+            .map(|r| r.image_tag.clone())
+            .or_else(|| tags.first().map(|(_, t)| t.to_string()))
+            .unwrap_or_else(|| "-".into())
+    }
+
     /// The images the run left, by service: its `after` state's target slot.
     pub fn images(&self) -> Vec<(String, String)> {
         let Some(slot) = self.target_slot else {
@@ -248,6 +272,28 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
         );
     }
     Ok(s)
+}
+
+/// Deployments as a message lists them for a person to pick from: one a
+/// line, newest first, with its release, when it started and how it ended,
+/// in aligned columns.
+pub fn id_lines(snapshots: &[Snapshot]) -> Vec<String> {
+    let rows: Vec<[String; 4]> = snapshots
+        .iter()
+        .map(|s| {
+            [
+                s.deployment_id.to_string(),
+                s.release_name(),
+                s.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                s.outcome.as_str().to_string(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (id, release) = (width(0), width(1));
+    rows.iter()
+        .map(|[a, b, c, d]| format!("  {a:<id$}  release {b:<release$}  {c}  {d}"))
+        .collect()
 }
 
 /// Which snapshots to delete to keep `keep`: the oldest beyond the newest

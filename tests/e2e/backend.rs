@@ -261,10 +261,12 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
 }
 
 #[test]
-fn rollback_to_an_unknown_id_lists_the_recent_ones() {
+fn rollback_to_an_unknown_id_lists_the_kept_ones_one_a_line() {
     let world = World::new(Duration::from_millis(300));
-    let out = world.deploy("v1", &[]);
-    let id = deployment_id_of(&out);
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let second = world.deploy("v2", &[]);
+    assert_exit(&second, 0);
     let out = world
         .maily()
         .args(["rollback", "staging", "staging-20200101-000000"])
@@ -273,10 +275,139 @@ fn rollback_to_an_unknown_id_lists_the_recent_ones() {
     assert_exit(&out, exit_code::USAGE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no deployment staging-20200101-000000 in staging"),
+        stderr.contains(
+            "no deployment staging-20200101-000000 in staging; the deployments kept, newest first:"
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("{id} (succeeded)")), "{stderr}");
+    // One a line, newest first, each with its release, when and how.
+    let listed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("staging-"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{stderr}");
+    for (line, (out, tag)) in listed.iter().zip([(&second, "v2"), (&first, "v1")]) {
+        let id = deployment_id_of(out);
+        let started = world
+            .snapshots()
+            .into_iter()
+            .find(|s| s.deployment_id.as_str() == id)
+            .unwrap()
+            .started_at
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], id, "{line}");
+        assert_eq!(&words[1..3], ["release", tag], "{line}");
+        assert!(line.contains(&started), "{started} in {line}");
+        assert!(line.ends_with("succeeded"), "{line}");
+    }
+}
+
+#[test]
+fn rollback_previous_goes_back_to_the_last_good_release_before_the_live_one() {
+    let world = World::new(Duration::from_millis(300));
+    // Alone, a first deployment has nothing before it: refused, naming
+    // what there is.
+    let v1 = world.deploy("v1", &[]);
+    assert_exit(&v1, 0);
+    let v1_id = deployment_id_of(&v1);
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no good deployment of staging before the one users are on ({v1_id}, release v1) to roll back to"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with(&v1_id) && l.contains("release v1")),
+        "{stderr}"
+    );
+
+    let v2 = world.deploy("v2", &[]);
+    assert_exit(&v2, 0);
+    let v2_id = deployment_id_of(&v2);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-3", &[]);
+    assert_exit(&failed, exit_code::PHASE_FAILED_ROLLED_BACK);
+    world.assert_all_on("green");
+
+    // The dry run: which deployment, which release, one switch; none of
+    // a deploy's steps.
+    let dry = world
+        .maily()
+        .args(["rollback", "staging", "previous", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_exit(&dry, 0);
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        plan.lines().next() == Some(&format!("rollback to {v1_id} (release v1)")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("users back to release v1 ({v1_id}) on blue")),
+        "{plan}"
+    );
+    assert!(plan.contains("one switch"), "{plan}");
+    for step in ["steps from the command line", "% of users", "100%:"] {
+        assert!(!plan.contains(step), "{step:?} in:\n{plan}");
+    }
+    world.assert_all_on("green");
+
+    // The failed run left users on v2: previous is v1.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("rollback to {v1_id} (release v1)").as_str()),
+        "{stdout}"
+    );
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].command, "rollback");
+    assert_eq!(
+        snaps[0].rollback_to.as_ref().map(|id| id.as_str()),
+        Some(v1_id.as_str())
+    );
+
+    // Again: back to the release the rollback left, as a second
+    // `kubectl rollout undo` does.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("rollback to {v2_id} (release v2)\n")),
+        "{}",
+        text(&out)
+    );
+    world.assert_all_on("green");
 }
 
 #[test]
