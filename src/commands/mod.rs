@@ -98,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     traffic_steps,
                     grace,
                     rollback_to: None,
+                    command_line: cli.deploy.command_line(),
                 },
             })
             .await

@@ -197,6 +197,21 @@ pub async fn run(
     };
     cx.backend.target_slot = Some(slot);
     cx.options.rollback_to = Some((target_id.clone(), release_name.clone()));
+    // Repeated, it goes to the same deployment (`previous` resolved: a
+    // rerun after this one must not pick another).
+    cx.options.command_line = vec![
+        "rollback".to_string(),
+        environment.to_string(),
+        target_id.to_string(),
+    ];
+    if let Some(how) = database {
+        use clap::ValueEnum as _;
+        if let Some(v) = how.to_possible_value() {
+            cx.options
+                .command_line
+                .extend(["--database".to_string(), v.get_name().to_string()]);
+        }
+    }
     tracing::info!("rolling back to {target_id}: {}", decision.words());
 
     // Asked before anything changes: a "no" must not leave the backend

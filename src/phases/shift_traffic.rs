@@ -270,6 +270,7 @@ impl Phase for ShiftTraffic {
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("shift-traffic run without a deployment id"))?,
         );
+        walk.rollout.command_line = cx.options.command_line.clone();
 
         // From the first step, users reach the new version: the runner's
         // undo must put them back.

@@ -44,6 +44,11 @@ pub struct RunOptions {
     /// in one switch, so shift-traffic's plan says where to, not a
     /// deploy's steps nobody asked for.
     pub rollback_to: Option<(DeploymentId, String)>,
+    /// The run's command line after `maily-deploy`, its own flags only
+    /// (`cli::DeployArgs::command_line`): kept in the snapshot and the
+    /// rollout record so `status` can suggest repeating the run as it was
+    /// started. Empty for a run started some other way.
+    pub command_line: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -56,6 +61,7 @@ impl Default for RunOptions {
             traffic_steps: None,
             grace: None,
             rollback_to: None,
+            command_line: Vec::new(),
         }
     }
 }

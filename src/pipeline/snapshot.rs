@@ -116,6 +116,11 @@ pub struct Snapshot {
     pub failure: Option<String>,
     /// The phases the run selected.
     pub phases: Vec<String>,
+    /// The run's command line after `maily-deploy`, its own flags only (no
+    /// secret is ever one): how to run it again. Absent in snapshots from
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_line: Vec<String>,
     /// What was deployed, so the same objects can be rendered again.
     pub release: Option<Release>,
     /// The slot the run deployed to.
@@ -340,6 +345,7 @@ pub(crate) mod tests_support {
             outcome: Outcome::InProgress,
             failure: None,
             phases: vec!["deploy-backend".into()],
+            command_line: Vec::new(),
             release: None,
             target_slot: Some(Slot::Green),
             templates: Vec::new(),
@@ -361,6 +367,50 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::sample;
     use super::*;
+
+    #[test]
+    fn a_release_is_named_by_its_tag_or_each_layers_where_they_differ() {
+        use crate::pipeline::layers::{How, Layer, LayerRecord};
+        let release = |tag: &str| crate::k8s::values::Release {
+            environment: "production".into(),
+            deployment_id: "production-20250101-120000".into(),
+            image_registry: "ghcr.io/maily".into(),
+            image_tag: tag.into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: 60,
+            digests: Default::default(),
+        };
+        let mut s = sample();
+        assert_eq!(s.release_name(), "-");
+        s.release = Some(release("v12"));
+        assert_eq!(s.release_name(), "v12");
+        for (layer, tag, how) in [
+            (Layer::Backend, "v11", How::CarriedOver),
+            (Layer::Ai, "v12", How::Deployed),
+        ] {
+            s.layers.insert(
+                layer,
+                LayerRecord {
+                    how,
+                    release: release(tag),
+                    templates: Vec::new(),
+                    carried_from: None,
+                },
+            );
+        }
+        assert_eq!(s.release_name(), "backend v11, AI v12");
+        let lines = id_lines(&[s.clone(), sample()]);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("  production-20250101-120000  release backend v11, AI v12  "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("release -                   "),
+            "aligned: {lines:?}"
+        );
+        assert!(lines[0].ends_with("in-progress"), "{lines:?}");
+    }
 
     #[test]
     fn round_trips_through_gzip_json() {

@@ -492,7 +492,17 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     assert!(human.contains("users on blue"), "{human}");
     assert!(human.contains(&format!("drift from {first_id}")), "{human}");
     assert!(
-        human.contains("api: route weights Some((90, 10))"),
+        human.contains("api: route weights blue/green 90/10 (recorded: 100/0)"),
+        "{human}"
+    );
+    assert!(!human.contains("Some("), "{human}");
+    // The failed run, as it was started (MAILY_TRAFFIC_STEPS and
+    // MAILY_GRACE set its traffic flags), to run again.
+    assert!(
+        human.contains(&format!(
+            "to run it again as it was started: maily-deploy staging {} --traffic-steps 100 --grace keep\n",
+            BACKEND_ONLY.join(" ")
+        )),
         "{human}"
     );
 }
