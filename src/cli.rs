@@ -68,7 +68,7 @@ pub struct DeployArgs {
     pub no_rollback: bool,
 
     /// How many deployment snapshots to keep in the cluster (the last good one is always kept)
-    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_SNAPSHOTS, value_parser = clap::value_parser!(u16).range(1..))]
     pub keep_snapshots: u16,
 
     /// How long each rollout may take (ROLLOUT_TIMEOUT, as Helm's --timeout): a duration such as 10m; wins over the env file and the environment
@@ -114,6 +114,70 @@ const PHASE_NAMES_HELP_FROM: &str = concat!(
     "Resume a failed run at this phase, after validate\n",
     phase_names!()
 );
+
+impl DeployArgs {
+    /// This run's command line after `maily-deploy`: the environment and
+    /// the run's own flags (phases, traffic, rollback behaviour), in their
+    /// canonical spelling, so a run can be repeated as it was started
+    /// (`status` suggests it). The options every command takes
+    /// (`--env-file`, `--kubeconfig`, `--output`, ...) are left out: they
+    /// say where the person repeating it keeps their files, not what the
+    /// run did. No flag of a deploy holds a secret.
+    pub fn command_line(&self) -> Vec<String> {
+        let mut out = vec![self.environment.clone().unwrap_or_default()];
+        out.extend(self.phases.words());
+        if let Some(steps) = &self.traffic_steps {
+            let steps: Vec<String> = steps.iter().map(u32::to_string).collect();
+            out.extend(["--traffic-steps".to_string(), steps.join(",")]);
+        }
+        if let Some(grace) = &self.grace {
+            out.extend(["--grace".to_string(), grace.clone()]);
+        }
+        if let Some(timeout) = &self.timeout {
+            out.extend(["--timeout".to_string(), timeout.clone()]);
+        }
+        if self.no_rollback {
+            out.push("--no-rollback".into());
+        }
+        if self.allow_destroy {
+            out.push("--allow-destroy".into());
+        }
+        if self.keep_snapshots != DEFAULT_KEEP_SNAPSHOTS {
+            out.extend([
+                "--keep-snapshots".to_string(),
+                self.keep_snapshots.to_string(),
+            ]);
+        }
+        out
+    }
+}
+
+/// `--keep-snapshots`'s default.
+const DEFAULT_KEEP_SNAPSHOTS: u16 = 30;
+
+/// `maily-deploy` and `words`, as a person types them into a shell: a word
+/// with anything but letters, digits and `-_.,:/=@%+` single-quoted.
+pub fn command_text(words: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.,:/=@%+".contains(c))
+    };
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    std::iter::once("maily-deploy".to_string())
+        .chain(quoted)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Flags that choose the phases of a run.
 #[derive(Debug, Args, Default, Clone)]
@@ -167,6 +231,25 @@ pub struct PhaseFlags {
 }
 
 impl PhaseFlags {
+    /// The flags as typed: each `--skip-*` by its own name, then `--only`
+    /// and `--from`.
+    pub fn words(&self) -> Vec<String> {
+        let flags = self.selection_flags();
+        let mut out: Vec<String> = PhaseId::ALL
+            .iter()
+            .filter(|id| flags.skip.contains(id))
+            .map(|id| id.skip_flag().to_string())
+            .collect();
+        if !flags.only.is_empty() {
+            let only: Vec<&str> = flags.only.iter().map(|p| p.as_str()).collect();
+            out.extend(["--only".to_string(), only.join(",")]);
+        }
+        if let Some(from) = flags.from {
+            out.extend(["--from".to_string(), from.as_str().to_string()]);
+        }
+        out
+    }
+
     pub fn selection_flags(&self) -> SelectionFlags {
         let pairs = [
             (self.skip_validate, PhaseId::Validate),
@@ -317,12 +400,13 @@ pub const MAX_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(360
 pub enum Command {
     /// Bring the platform back to the state a deployment left.
     #[command(
-        after_help = "Example:\n  maily-deploy rollback production production-20250101-120000"
+        after_help = "`previous` is the newest deployment that succeeded and moved users, before the one users are on now; run twice, it goes back where it started, as `kubectl rollout undo` does.\n\nExamples:\n  maily-deploy rollback production previous\n  maily-deploy rollback production production-20250101-120000\n  maily-deploy rollback production previous --dry-run"
     )]
     Rollback {
         /// The environment to roll back
         environment: String,
-        /// The deployment to go back to, as `history` lists it: <ENV>-YYYYMMDD-HHMMSS
+        /// The deployment to go back to, as `history` lists it (<ENV>-YYYYMMDD-HHMMSS), or `previous`: the last good deployment before the one users are on
+        #[arg(value_name = "DEPLOYMENT_ID|previous")]
         deployment_id: String,
         /// Show what would change; change nothing
         #[arg(long)]
@@ -353,12 +437,17 @@ pub enum Command {
         environment: String,
     },
     /// List the environment's deployments, newest first.
-    #[command(after_help = "Example:\n  maily-deploy history production")]
+    #[command(
+        after_help = "On a terminal the table fits its width (COLUMNS, when set, overrides it); in a pipe, plain columns, one line per deployment, for grep and awk.\n\nExamples:\n  maily-deploy history production\n  maily-deploy history production --max 5\n  maily-deploy history production | awk '$3 == \"succeeded\" {print $1}'"
+    )]
     History {
         /// The environment
         environment: String,
+        /// Show only the newest N deployments [default: every one kept, at most --keep-snapshots]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max: Option<u32>,
     },
-    /// Show the live state: active slot, images, route weights, drift.
+    /// Show the live state: active slot, images, route weights, the rollout in progress, drift.
     #[command(after_help = "Example:\n  maily-deploy status production")]
     Status {
         /// The environment
@@ -587,6 +676,51 @@ mod tests {
         assert_eq!(
             cli.global.env_file.as_deref(),
             Some(std::path::Path::new("x"))
+        );
+    }
+
+    #[test]
+    fn a_runs_command_line_parses_back_to_the_same_run() {
+        for line in [
+            "maily-deploy production",
+            "maily-deploy --env-file .env.ci staging --skip-infrastructure --skip-database --skip-frontend --skip-ai --traffic-steps 25,50,100 --grace 0s",
+            "maily-deploy production --only database,traffic --no-rollback --keep-snapshots 5",
+            "maily-deploy production --from verify --skip-monitoring --allow-destroy --grace keep",
+        ] {
+            let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+            let words = cli.deploy.command_line();
+            let again = Cli::try_parse_from(
+                std::iter::once("maily-deploy".to_string()).chain(words.clone()),
+            )
+            .unwrap();
+            let (a, b) = (&cli.deploy, &again.deploy);
+            assert_eq!(a.environment, b.environment, "{words:?}");
+            assert_eq!(
+                a.phases.selection_flags(),
+                b.phases.selection_flags(),
+                "{words:?}"
+            );
+            assert_eq!(a.traffic_steps, b.traffic_steps, "{words:?}");
+            assert_eq!(a.grace, b.grace, "{words:?}");
+            assert_eq!(
+                (a.no_rollback, a.allow_destroy, a.keep_snapshots),
+                (b.no_rollback, b.allow_destroy, b.keep_snapshots),
+                "{words:?}"
+            );
+            assert!(!words.iter().any(|w| w.contains("env")), "{words:?}");
+        }
+        let cli = Cli::try_parse_from(
+            "maily-deploy staging --skip-database --skip-frontend --traffic-steps 25,100"
+                .split_whitespace(),
+        )
+        .unwrap();
+        assert_eq!(
+            command_text(&cli.deploy.command_line()),
+            "maily-deploy staging --skip-migrate --skip-frontend --traffic-steps 25,100"
+        );
+        assert_eq!(
+            command_text(&["staging".into(), "it's here".into()]),
+            r"maily-deploy staging 'it'\''s here'"
         );
     }
 

@@ -10,7 +10,8 @@ pub const SUCCESS: i32 = 0;
 /// An unexpected error: a bug, or a failure no other code describes.
 pub const FAILURE: i32 = 1;
 /// The command line is wrong: unknown flag, missing argument, a malformed
-/// deployment id, contradictory phase selection. Nothing was changed.
+/// deployment id, a `rollback` target that is not kept (or no `previous`
+/// one), contradictory phase selection. Nothing was changed.
 pub const USAGE: i32 = 2;
 /// The configuration is wrong: a missing or malformed variable, an env file
 /// or profile that cannot be read (or is not UTF-8), an unknown environment,

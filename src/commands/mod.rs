@@ -56,7 +56,7 @@ fn name_and_environment(cli: &Cli) -> (&'static str, String) {
     match &cli.command {
         None => ("deploy", cli.deploy.environment.clone().unwrap_or_default()),
         Some(Command::Rollback { environment, .. }) => ("rollback", environment.clone()),
-        Some(Command::History { environment }) => ("history", environment.clone()),
+        Some(Command::History { environment, .. }) => ("history", environment.clone()),
         Some(Command::Status { environment }) => ("status", environment.clone()),
         Some(Command::Unlock { environment }) => ("unlock", environment.clone()),
         Some(Command::Promote { environment, .. }) => ("promote", environment.clone()),
@@ -102,6 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     allow_destroy: cli.deploy.allow_destroy,
                     traffic_steps,
                     grace,
+                    rollback_to: None,
+                    command_line: cli.deploy.command_line(),
                 },
                 rollout_timeout: cli.deploy.timeout.as_deref(),
             })
@@ -147,7 +149,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ref environment,
             ref phases,
         }) => diff::run(environment, phases, global).await,
-        Some(Command::History { ref environment }) => history::run(environment, global).await,
+        Some(Command::History {
+            ref environment,
+            max,
+        }) => history::run(environment, max, global).await,
         Some(Command::Status { ref environment }) => status::run(environment, global).await,
         Some(Command::Unlock { ref environment }) => unlock::run(environment, global).await,
         Some(Command::Promote {

@@ -1,6 +1,9 @@
 //! `maily-deploy rollback ENV ID`: back to the state deployment ID left.
 //!
-//! Where ID's release still runs in the idle slot, one switch; otherwise it
+//! ID is a deployment id, or `previous`: the last good deployment before
+//! the one users are on (`pipeline::rollback::previous`), as `kubectl
+//! rollout undo` and a revision-less `helm rollback` go back one. Where
+//! ID's release still runs in the idle slot, one switch; otherwise it
 //! is rendered from the templates its snapshot kept, applied to the idle
 //! slot (the AI services with the AI config the snapshot recorded), waited
 //! for, and switched. The rollback is itself a deployment,
@@ -19,7 +22,8 @@ use crate::phases::deploy_frontend::{self, FrontendRecord};
 use crate::phases::{deploy_backend::DeployBackend, shift_traffic::ShiftTraffic};
 use crate::pipeline::layers;
 use crate::pipeline::lifecycle::ClusterLifecycle;
-use crate::pipeline::rollback::{RollbackPlan, plan};
+use crate::pipeline::rollback::{PREVIOUS, RollbackPlan, plan, previous};
+use crate::pipeline::snapshot::{Snapshot, id_lines};
 use crate::pipeline::{DeploymentId, Phase, PhaseId, Runner};
 
 pub async fn run(
@@ -32,7 +36,12 @@ pub async fn run(
     if !dry_run {
         crate::interrupt::install()?;
     }
-    let target_id = DeploymentId::parse(environment, id_text)?;
+    // A malformed id is a usage error before anything is read.
+    let wanted = if id_text == PREVIOUS {
+        None
+    } else {
+        Some(DeploymentId::parse(environment, id_text)?)
+    };
     let mut cx = cluster::context(
         environment,
         global,
@@ -63,27 +72,29 @@ pub async fn run(
     let applier = cx.applier().await?.clone();
     let profile = cx.config.profile.clone();
     let store = SnapshotStore::new(applier.client().clone(), &profile.namespace, environment);
-    let Some(target) = store.get(target_id.as_str()).await? else {
-        let recent: Vec<String> = store
-            .list()
-            .await?
-            .into_iter()
-            .take(10)
-            .map(|s| format!("{} ({})", s.deployment_id, s.outcome.as_str()))
-            .collect();
-        return Err(fail(
-            Kind::Usage,
-            format!(
-                "no deployment {target_id} in {environment}; the most recent are: {}",
-                if recent.is_empty() {
-                    "none".to_string()
-                } else {
-                    recent.join(", ")
-                }
-            ),
-        ));
-    };
     let live = live::read(&applier, &profile).await?;
+    let target = match &wanted {
+        Some(id) => match store.get(id.as_str()).await? {
+            Some(target) => target,
+            None => {
+                return Err(fail(
+                    Kind::Usage,
+                    format!(
+                        "no deployment {id} in {environment}; {}",
+                        kept(&store.list().await?)
+                    ),
+                ));
+            }
+        },
+        None => {
+            let all = store.list().await?;
+            previous(&live, &all)
+                .map_err(|why| fail(Kind::Usage, format!("{why}; {}", kept(&all))))?
+                .clone()
+        }
+    };
+    let target_id = target.deployment_id.clone();
+    let release_name = target.release_name();
     let decision = plan(&live, &target).map_err(|why| fail(Kind::Usage, why))?;
     // Decide the database half before changing anything, so a request that
     // cannot be met is refused with nothing done.
@@ -185,7 +196,23 @@ pub async fn run(
         }
     };
     cx.backend.target_slot = Some(slot);
-    tracing::info!("rolling back to {target_id}: {decision:?}");
+    cx.options.rollback_to = Some((target_id.clone(), release_name.clone()));
+    // Repeated, it goes to the same deployment (`previous` resolved: a
+    // rerun after this one must not pick another).
+    cx.options.command_line = vec![
+        "rollback".to_string(),
+        environment.to_string(),
+        target_id.to_string(),
+    ];
+    if let Some(how) = database {
+        use clap::ValueEnum as _;
+        if let Some(v) = how.to_possible_value() {
+            cx.options
+                .command_line
+                .extend(["--database".to_string(), v.get_name().to_string()]);
+        }
+    }
+    tracing::info!("rolling back to {target_id}: {}", decision.words());
 
     // Asked before anything changes: a "no" must not leave the backend
     // rolled back and the database not.
@@ -202,6 +229,11 @@ pub async fn run(
     };
 
     let opts = OutputOptions::detect(global.output, global.quiet, global.verbose);
+    // Which deployment and which release, before anything else is said:
+    // `previous` names it here.
+    if global.output == crate::cli::OutputFormat::Human && !global.quiet {
+        output::stdout_line(&format!("rollback to {target_id} (release {release_name})"));
+    }
     let mut observer = output::observer(&opts);
     let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
         "rollback",
@@ -224,6 +256,19 @@ pub async fn run(
     .await;
     observer.run_finished(&report);
     Ok(report.exit_code)
+}
+
+/// The deployments kept, for a message whose target was not there: one a
+/// line, newest first, with release and time (the ten newest).
+fn kept(all: &[Snapshot]) -> String {
+    if all.is_empty() {
+        return "none is recorded yet".to_string();
+    }
+    let shown = &all[..all.len().min(10)];
+    format!(
+        "the deployments kept, newest first:\n{}",
+        id_lines(shown).join("\n")
+    )
 }
 
 /// The rollback whose release already serves users: nothing to switch, the
@@ -276,8 +321,10 @@ impl Phase for AlreadyServing {
                 return Err(fail(
                     Kind::PhaseFailed,
                     format!(
-                        "users moved since this rollback looked (a run that died mid-run was finished first): it would now {now:?}; run `maily-deploy rollback {} {}` again",
-                        self.target.environment, self.target.deployment_id
+                        "users moved since this rollback looked (a run that died mid-run was finished first): it would now {}; run `maily-deploy rollback {} {}` again",
+                        now.words(),
+                        self.target.environment,
+                        self.target.deployment_id
                     ),
                 ));
             }

@@ -303,13 +303,20 @@ async fn restore_and_verify(
     let fingerprint = schema_fingerprint(conn, &settings.schemas).await?;
     if version != expected.version || fingerprint != expected.fingerprint {
         anyhow::bail!(
-            "after the restore the schema is at version {version:?} with fingerprint {fingerprint}, \
-             expected version {:?} with fingerprint {}",
-            expected.version,
+            "after the restore the schema is at version {} with fingerprint {fingerprint}, \
+             expected version {} with fingerprint {}",
+            version_words(version),
+            version_words(expected.version),
             expected.fingerprint
         );
     }
     Ok(())
+}
+
+/// A schema version as a message says it: the number, or `none` before the
+/// first migration.
+fn version_words(version: Option<i64>) -> String {
+    version.map_or("none".to_string(), |v| v.to_string())
 }
 
 async fn current_version(conn: &mut PgConnection) -> Result<Option<i64>> {
@@ -515,7 +522,14 @@ pub async fn restore(settings: &MigrateSettings, backup: &BackupRecord) -> Resul
     migrator::lock(&mut conn, settings.migration_lock_wait).await?;
     let result = async {
         let version_before = current_version(&mut conn).await?;
-        let safety = take_backup(&db, &store, settings, BackupReason::PreRestore, version_before).await?;
+        let safety = take_backup(
+            &db,
+            &store,
+            settings,
+            BackupReason::PreRestore,
+            version_before,
+        )
+        .await?;
         restore_file(
             &mut conn,
             RestoreRequest {
@@ -532,9 +546,11 @@ pub async fn restore(settings: &MigrateSettings, backup: &BackupRecord) -> Resul
             return Err(anyhow::Error::new(DbError::RestoreFailed {
                 location: backup.location.clone(),
                 reason: format!(
-                    "after the restore the schema is at version {version_after:?}, but the backup recorded {:?}; \
+                    "after the restore the schema is at version {}, but the backup recorded {}; \
                      the database as it was is in {}",
-                    backup.schema_version, safety.location
+                    version_words(version_after),
+                    version_words(backup.schema_version),
+                    safety.location
                 ),
             }));
         }

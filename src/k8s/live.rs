@@ -291,8 +291,6 @@ pub fn httproute_gvk() -> GroupVersionKind {
     GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
 }
 
-/// How the live state differs from a recorded one, one line per difference:
-/// the drift `status` reports against the last good deployment.
 /// Whether `live` replicas of a serving slot are what a deployment that
 /// left `recorded` would show now: exactly that for a worker; for an http
 /// service anything its HorizontalPodAutoscaler may choose, from the
@@ -305,6 +303,15 @@ fn replicas_as_left(kind: ServiceKind, recorded: i32, live: i32) -> bool {
     }
 }
 
+/// Route weights as the status table shows them: `75/25` (blue/green), or
+/// `none` without a route.
+pub fn weights_words(weights: Option<(u32, u32)>) -> String {
+    weights.map_or("none".to_string(), |(b, g)| format!("{b}/{g}"))
+}
+
+/// How the live state differs from a recorded one, one line per difference:
+/// the drift `status` reports against the last good deployment (or, while
+/// a rollout is in progress, against what its step is meant to leave).
 pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String> {
     let mut out = Vec::new();
     for (name, want) in &recorded.services {
@@ -321,8 +328,9 @@ pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String
         }
         if want.weights != have.weights {
             out.push(format!(
-                "{name}: route weights {:?} (recorded: {:?})",
-                have.weights, want.weights
+                "{name}: route weights blue/green {} (recorded: {})",
+                weights_words(have.weights),
+                weights_words(want.weights)
             ));
         }
         if let Some(active) = have.active {
@@ -580,7 +588,7 @@ mod tests {
         assert_eq!(
             differences(&recorded, &live),
             vec![
-                "api: route weights Some((10, 90)) (recorded: Some((0, 100)))".to_string(),
+                "api: route weights blue/green 10/90 (recorded: 0/100)".to_string(),
                 "api-green: runs r/maily-api:hotfix (recorded: r/maily-api:v2)".to_string(),
             ]
         );

@@ -124,22 +124,16 @@ impl SnapshotStore {
         match decode_secret(&secret) {
             Ok(s) => Ok(Some(s)),
             Err(why) => {
-                let usable: Vec<String> = self
-                    .list()
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .take(10)
-                    .map(|s| format!("{} ({})", s.deployment_id, s.outcome.as_str()))
-                    .collect();
+                let mut usable = self.list().await.unwrap_or_default();
+                usable.truncate(10);
                 Err(fail(
                     Kind::Config,
                     format!(
-                        "the snapshot of {deployment_id} cannot be used: {why:#} (Secret {name}, left in place for inspection); the usable deployments, newest first: {}",
+                        "the snapshot of {deployment_id} cannot be used: {why:#} (Secret {name}, left in place for inspection); the usable deployments, newest first:{}",
                         if usable.is_empty() {
-                            "none".to_string()
+                            " none".to_string()
                         } else {
-                            usable.join(", ")
+                            format!("\n{}", snapshot::id_lines(&usable).join("\n"))
                         }
                     ),
                 ))

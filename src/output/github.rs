@@ -71,9 +71,9 @@ pub fn summary_markdown(report: &RunReport) -> String {
         .map(|d| d.to_string())
         .unwrap_or_else(|| format!("{} configuration check", report.environment));
     md.push_str(&format!(
-        "### maily-deploy {}: {:?}{}\n\n",
+        "### maily-deploy {}: {}{}\n\n",
         title,
-        report.outcome,
+        report.outcome.words(),
         if report.dry_run { " (dry run)" } else { "" }
     ));
     md.push_str("| phase | status | time | summary |\n|---|---|---|---|\n");

@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
-use comfy_table::{Table, presets};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{OutputOptions, problem_lines, stderr_line, stdout_line};
-use crate::pipeline::{Context, Observer, Outcome, PhaseId, PhaseRow, PhaseStatus, RunReport};
+use super::{OutputOptions, problem_lines, stderr_line, stdout_line, table};
+use crate::pipeline::{
+    Context, Observer, Outcome, PhaseId, PhaseRow, PhaseStatus, RunReport, SkipReason,
+};
 
 pub struct Human {
     quiet: bool,
@@ -71,6 +72,48 @@ fn clip(s: &str, max: usize) -> String {
         let cut: String = s.chars().take(max - 1).collect();
         format!("{cut}…")
     }
+}
+
+/// The run's table: a row for each phase the run took. The phases its
+/// flags left out are not rows: [`skipped_line`] names them under it.
+pub fn run_table(rows: &[PhaseRow], layout: table::Layout) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .filter(|r| r.skip_reason.is_none())
+        .map(|row| {
+            vec![
+                row.id.as_str().to_string(),
+                status_word(row.status).to_string(),
+                seconds(row.duration_ms),
+                clip(&row.summary, 90),
+            ]
+        })
+        .collect();
+    table::render(layout, &["phase", "status", "time", "summary"], &cells)
+}
+
+/// The phases the run's flags left out, in one line, pipeline order kept
+/// within each reason: `skipped: provision, migrate (--skip-*)`, or
+/// `skipped: provision, migrate (before --from); monitor (--skip-*)`.
+pub fn skipped_line(rows: &[PhaseRow]) -> Option<String> {
+    let mut groups: Vec<(SkipReason, Vec<&str>)> = Vec::new();
+    for row in rows {
+        let Some(reason) = row.skip_reason else {
+            continue;
+        };
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, ids)) => ids.push(row.id.as_str()),
+            None => groups.push((reason, vec![row.id.as_str()])),
+        }
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(reason, ids)| format!("{} ({})", ids.join(", "), reason.words()))
+        .collect();
+    Some(format!("skipped: {}", parts.join("; ")))
 }
 
 pub fn seconds(ms: Option<u64>) -> String {
@@ -160,26 +203,11 @@ impl Observer for Human {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            let mut table = Table::new();
-            table.load_preset(presets::UTF8_BORDERS_ONLY);
-            table.set_header(vec!["phase", "status", "time", "summary"]);
-            for row in &report.phases {
-                let summary = match row.skip_reason {
-                    Some(reason) => format!("{reason:?}")
-                        .replace("Flag", "skipped by flag")
-                        .replace("NotInOnly", "not in --only")
-                        .replace("BeforeFrom", "before --from"),
-                    None => row.summary.clone(),
-                };
-                table.add_row(vec![
-                    row.id.as_str().to_string(),
-                    status_word(row.status).to_string(),
-                    seconds(row.duration_ms),
-                    clip(&summary, 90),
-                ]);
-            }
             stdout_line("");
-            stdout_line(&table.to_string());
+            stdout_line(&run_table(&report.phases, table::detect()));
+            if let Some(line) = skipped_line(&report.phases) {
+                stdout_line(&line);
+            }
         }
         if let Some(err) = &report.error {
             let red = color(AnsiColor::Red).bold();
@@ -204,5 +232,76 @@ impl Observer for Human {
             seconds(Some(report.duration_ms)),
             report.exit_code
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: PhaseId, status: PhaseStatus, skip: Option<SkipReason>) -> PhaseRow {
+        PhaseRow {
+            id,
+            status,
+            skip_reason: skip,
+            duration_ms: Some(1200),
+            summary: match status {
+                PhaseStatus::Succeeded => format!(
+                    "{id}: 7 objects applied to the green slot, every rollout ready within its deadline, users untouched"
+                ),
+                _ => String::new(),
+            },
+            details: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A backend-only run resumed at deploy-backend: validate, then the
+    /// rest before --from, or skipped by flag.
+    fn backend_only() -> Vec<PhaseRow> {
+        use PhaseId::*;
+        use PhaseStatus::*;
+        vec![
+            row(Validate, Succeeded, None),
+            row(Provision, Skipped, Some(SkipReason::BeforeFrom)),
+            row(Migrate, Skipped, Some(SkipReason::BeforeFrom)),
+            row(DeployBackend, Succeeded, None),
+            row(DeployFrontend, Skipped, Some(SkipReason::Flag)),
+            row(ConfigureAi, Skipped, Some(SkipReason::Flag)),
+            row(Monitor, Skipped, Some(SkipReason::Flag)),
+            row(Verify, Skipped, Some(SkipReason::Flag)),
+            row(ShiftTraffic, Succeeded, None),
+        ]
+    }
+
+    #[test]
+    fn phases_left_out_are_one_line_not_rows() {
+        assert_eq!(
+            skipped_line(&backend_only()).as_deref(),
+            Some(
+                "skipped: provision, migrate (before --from); deploy-frontend, configure-ai, monitor, verify (--skip-*)"
+            )
+        );
+        let text = run_table(&backend_only(), table::Layout::Plain);
+        let phases: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(phases, ["validate", "deploy-backend", "shift-traffic"]);
+        let all_run: Vec<PhaseRow> = backend_only()
+            .into_iter()
+            .filter(|r| r.skip_reason.is_none())
+            .collect();
+        assert_eq!(skipped_line(&all_run), None);
+    }
+
+    #[test]
+    fn the_run_table_fits_80_columns() {
+        let text = run_table(&backend_only(), table::Layout::Fit(80));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}\n{text}");
+        }
+        assert!(text.contains("deploy-backend"), "{text}");
     }
 }

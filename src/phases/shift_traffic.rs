@@ -103,6 +103,38 @@ fn rollout_plan(cx: &Context, before: Option<&live::PlatformState>) -> RolloutPl
     )
 }
 
+/// A rollback's plan: users back to a release they ran, in one switch
+/// (the rollback sets its steps to 100 and keeps the slot it leaves), in
+/// those words.
+fn switch_back_plan(cx: &Context, id: &crate::pipeline::DeploymentId, release: &str) -> PhasePlan {
+    let slot = cx
+        .backend
+        .target_slot
+        .map_or("its slot".to_string(), |s| s.to_string());
+    let other = cx
+        .backend
+        .target_slot
+        .map_or("the slot users leave".to_string(), |s| {
+            s.other().to_string()
+        });
+    let mut steps = vec![format!(
+        "one switch: every route and stable Service to {slot}, its workers up and {other}'s to 0"
+    )];
+    if let Some(r) = &cx.records.frontend {
+        steps.push(format!(
+            "promote the Vercel deployment {} to production (POST /v10/projects/{}/promote/{})",
+            r.deployment_id, r.project_id, r.deployment_id
+        ));
+    }
+    steps.push(format!(
+        "{other} stays up: going forward again is one switch too"
+    ));
+    PhasePlan {
+        summary: format!("users back to release {release} ({id}) on {slot}"),
+        steps,
+    }
+}
+
 #[async_trait]
 impl Phase for ShiftTraffic {
     fn id(&self) -> PhaseId {
@@ -110,6 +142,9 @@ impl Phase for ShiftTraffic {
     }
 
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
+        if let Some((id, release)) = &cx.options.rollback_to {
+            return Ok(switch_back_plan(cx, id, release));
+        }
         let profile = &cx.config.profile;
         let before = match cx.applier().await {
             Ok(applier) => live::read(applier, profile).await.ok(),
@@ -235,6 +270,7 @@ impl Phase for ShiftTraffic {
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("shift-traffic run without a deployment id"))?,
         );
+        walk.rollout.command_line = cx.options.command_line.clone();
 
         // From the first step, users reach the new version: the runner's
         // undo must put them back.

@@ -40,6 +40,15 @@ pub struct RunOptions {
     pub traffic_steps: Option<Vec<u32>>,
     /// `--grace`: the old slot's grace period instead of the profile's.
     pub grace: Option<crate::config::traffic::Grace>,
+    /// A rollback's target and its release's name (`v1`): the run goes back
+    /// in one switch, so shift-traffic's plan says where to, not a
+    /// deploy's steps nobody asked for.
+    pub rollback_to: Option<(DeploymentId, String)>,
+    /// The run's command line after `maily-deploy`, its own flags only
+    /// (`cli::DeployArgs::command_line`): kept in the snapshot and the
+    /// rollout record so `status` can suggest repeating the run as it was
+    /// started. Empty for a run started some other way.
+    pub command_line: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +60,8 @@ impl Default for RunOptions {
             allow_destroy: false,
             traffic_steps: None,
             grace: None,
+            rollback_to: None,
+            command_line: Vec::new(),
         }
     }
 }

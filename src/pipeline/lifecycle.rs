@@ -491,6 +491,7 @@ impl Lifecycle for ClusterLifecycle {
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
+                command_line: cx.options.command_line.clone(),
                 release: cx.release().ok(),
                 target_slot: None,
                 templates: kept_templates(cx.templates()?),

@@ -69,6 +69,18 @@ pub enum Outcome {
     PlanFailed,
 }
 
+impl Outcome {
+    /// The outcome in the words the end of a run says it.
+    pub fn words(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Planned => "planned",
+            Outcome::PlanFailed => "plan incomplete",
+        }
+    }
+}
+
 /// `PartialEq` only: the rollout's measurements are floating-point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {

@@ -28,6 +28,19 @@ fn images_in(state: &PlatformState, slot: Slot) -> BTreeMap<String, Option<Strin
         .collect()
 }
 
+impl RollbackPlan {
+    /// What it takes, in words.
+    pub fn words(&self) -> String {
+        match self {
+            RollbackPlan::AlreadyThere { slot } => format!("nothing: users are on it, on {slot}"),
+            RollbackPlan::Switch { slot } => format!("one switch to {slot}"),
+            RollbackPlan::Redeploy { slot } => {
+                format!("a redeploy to {slot}, then a switch")
+            }
+        }
+    }
+}
+
 /// Whether `slot` runs `wanted` and is up (http slots are kept scaled for
 /// exactly this; workers are scaled by the switch).
 fn runs(state: &PlatformState, slot: Slot, wanted: &BTreeMap<String, String>) -> bool {
@@ -87,6 +100,87 @@ pub enum NoTarget {
     /// Its snapshot names no image.
     #[error("the snapshot of {deployment_id} records no images")]
     NoImages { deployment_id: String },
+}
+
+/// The word `rollback` takes for the last good deployment before the live
+/// one, as `kubectl rollout undo` and a revision-less `helm rollback` go
+/// back one.
+pub const PREVIOUS: &str = "previous";
+
+/// Why `previous` names no deployment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no good deployment of {environment} before {} to roll back to",
+    match (live_id, live_release) {
+        (Some(id), Some(release)) => format!("the one users are on ({id}, release {release})"),
+        _ => "the one users are on".to_string(),
+    }
+)]
+pub struct NoPrevious {
+    pub environment: String,
+    /// The deployment users are on, when a snapshot says so.
+    pub live_id: Option<String>,
+    pub live_release: Option<String>,
+}
+
+/// Whether a deployment moved users to its release: it succeeded, took
+/// shift-traffic, and left a state of its own to go back to. A run with
+/// `--skip-traffic` filled the idle slot but users never ran it.
+fn users_ran(live: &PlatformState, s: &Snapshot) -> bool {
+    s.outcome == Outcome::Succeeded
+        && s.phases
+            .iter()
+            .any(|p| p == crate::pipeline::PhaseId::ShiftTraffic.as_str())
+        && plan(live, s).is_ok()
+}
+
+/// `previous`: the newest deployment users ran before the one they are on
+/// now, from the live state and the snapshots (newest first).
+///
+/// The one users are on is the newest that users ran whose release the
+/// live state serves to everyone; when none is (a rollout stopped between
+/// steps, a hand edit), the newest users ran. Before it, the first that
+/// users ran and whose release is not the live one: a second
+/// `rollback previous` goes back to the release the first left, as a
+/// second `kubectl rollout undo` does. A rollback found there stands for
+/// the deployment it went back to (the same release), when that one's
+/// snapshot is still kept.
+pub fn previous<'a>(
+    live: &PlatformState,
+    history: &'a [Snapshot],
+) -> Result<&'a Snapshot, NoPrevious> {
+    let ran: Vec<(usize, &Snapshot)> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| users_ran(live, s))
+        .collect();
+    let serving = |s: &Snapshot| matches!(plan(live, s), Ok(RollbackPlan::AlreadyThere { .. }));
+    let current = ran
+        .iter()
+        .find(|(_, s)| serving(s))
+        .or_else(|| ran.first())
+        .copied();
+    let after = current.map_or(0, |(i, _)| i + 1);
+    let found = ran
+        .iter()
+        .find(|(i, s)| *i >= after && !serving(s))
+        .map(|(_, s)| *s);
+    match found {
+        Some(s) => Ok(s
+            .rollback_to
+            .as_ref()
+            .and_then(|to| history.iter().find(|t| &t.deployment_id == to))
+            .filter(|t| users_ran(live, t))
+            .unwrap_or(s)),
+        None => Err(NoPrevious {
+            environment: history
+                .first()
+                .map(|s| s.environment.clone())
+                .unwrap_or_default(),
+            live_id: current.map(|(_, s)| s.deployment_id.to_string()),
+            live_release: current.map(|(_, s)| s.release_name()),
+        }),
+    }
 }
 
 /// Decide, or say why it cannot be done.
@@ -270,6 +364,101 @@ mod tests {
         );
         let err = plan(&live, &target).unwrap_err().to_string();
         assert!(err.contains("did not deploy the backend"), "{err}");
+    }
+
+    /// Deployment `n` of production (ids a day apart), of `tag` to `slot`,
+    /// users moved to it.
+    fn deployed(n: u32, tag: &str, slot: Slot) -> Snapshot {
+        let mut s = snapshot_of(tag, slot, Outcome::Succeeded);
+        s.deployment_id = crate::pipeline::DeploymentId::parse(
+            "production",
+            &format!("production-202501{n:02}-120000"),
+        )
+        .unwrap();
+        s.phases = vec![
+            "validate".into(),
+            "deploy-backend".into(),
+            "shift-traffic".into(),
+        ];
+        s
+    }
+
+    fn rollback(n: u32, to: &Snapshot) -> Snapshot {
+        let mut s = deployed(
+            n,
+            &to.release.as_ref().unwrap().image_tag,
+            to.target_slot.unwrap(),
+        );
+        s.command = "rollback".into();
+        s.rollback_to = Some(to.deployment_id.clone());
+        s.phases = vec!["shift-traffic".into()];
+        s
+    }
+
+    fn id(s: Result<&Snapshot, NoPrevious>) -> String {
+        s.map(|s| s.deployment_id.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn previous_is_the_release_users_ran_before_the_live_one() {
+        let (v1, v3) = (
+            deployed(1, "v1", Slot::Blue),
+            deployed(3, "v3", Slot::Green),
+        );
+        let live = state(Some(Slot::Green), "v1", "v3");
+        assert_eq!(
+            id(previous(&live, &[v3.clone(), v1.clone()])),
+            v1.deployment_id.as_str()
+        );
+        // A failed run left users where they were, and a run with
+        // --skip-traffic filled the idle slot users never reached: neither
+        // is what they ran.
+        let mut failed = deployed(4, "v4", Slot::Blue);
+        failed.outcome = Outcome::Failed;
+        let mut idle_only = deployed(2, "v2", Slot::Green);
+        idle_only.phases.retain(|p| p != "shift-traffic");
+        assert_eq!(
+            id(previous(&live, &[failed, v3, idle_only, v1.clone()])),
+            v1.deployment_id.as_str()
+        );
+    }
+
+    #[test]
+    fn previous_twice_goes_back_and_forth_as_rollout_undo_does() {
+        let (v1, v2) = (
+            deployed(1, "v1", Slot::Blue),
+            deployed(2, "v2", Slot::Green),
+        );
+        // Rolled back to v1: users on blue again; previous is v2.
+        let back = rollback(3, &v1);
+        let on_v1 = state(Some(Slot::Blue), "v1", "v2");
+        let history = [back.clone(), v2.clone(), v1.clone()];
+        assert_eq!(id(previous(&on_v1, &history)), v2.deployment_id.as_str());
+        // Then v4 on green: previous is the rollback's release, named by
+        // the deployment it went back to.
+        let v4 = deployed(4, "v4", Slot::Green);
+        let on_v4 = state(Some(Slot::Green), "v1", "v4");
+        let history = [v4, back.clone(), v2.clone(), v1.clone()];
+        assert_eq!(id(previous(&on_v4, &history)), v1.deployment_id.as_str());
+        // With that deployment's snapshot pruned, the rollback itself.
+        let history = [history[0].clone(), back.clone(), v2];
+        assert_eq!(id(previous(&on_v4, &history)), back.deployment_id.as_str());
+    }
+
+    #[test]
+    fn a_first_deployment_has_no_previous() {
+        let v1 = deployed(1, "v1", Slot::Blue);
+        let live = state(Some(Slot::Blue), "v1", "");
+        assert_eq!(
+            previous(&live, std::slice::from_ref(&v1)),
+            Err(NoPrevious {
+                environment: "production".into(),
+                live_id: Some(v1.deployment_id.to_string()),
+                live_release: Some("v1".into()),
+            })
+        );
+        assert!(previous(&live, &[]).is_err());
     }
 
     #[test]

@@ -30,6 +30,17 @@ pub enum SkipReason {
     BeforeFrom,
 }
 
+impl SkipReason {
+    /// The flag that left a phase out, as a person would name it.
+    pub fn words(self) -> &'static str {
+        match self {
+            SkipReason::Flag => "--skip-*",
+            SkipReason::NotInOnly => "not in --only",
+            SkipReason::BeforeFrom => "before --from",
+        }
+    }
+}
+
 /// The decision: for each phase in pipeline order, run or skip and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {

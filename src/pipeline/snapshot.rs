@@ -172,6 +172,11 @@ pub struct Snapshot {
     pub failure: Option<String>,
     /// The phases the run selected.
     pub phases: Vec<String>,
+    /// The run's command line after `maily-deploy`, its own flags only (no
+    /// secret is ever one): how to run it again. Absent in snapshots from
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_line: Vec<String>,
     /// What was deployed, so the same objects can be rendered again.
     pub release: Option<Release>,
     /// The slot the run deployed to.
@@ -224,6 +229,30 @@ impl Snapshot {
         let layer = crate::pipeline::layers::Layer::of(profile, service);
         let (release, _) = crate::pipeline::layers::source_of(self, layer)?;
         Some(crate::k8s::values::image_of(&release, profile, service))
+    }
+
+    /// The release as people name it: its tag (`v12`), or each layer's
+    /// where the layers run different ones (`backend v2, AI v3`: a run
+    /// that carried one over); `-` for a run that deployed none.
+    pub fn release_name(&self) -> String {
+        let tags: Vec<(String, &str)> = self
+            .layers
+            .iter()
+            .map(|(l, r)| (l.title().to_string(), r.release.image_tag.as_str()))
+            .collect();
+        let differ = tags.windows(2).any(|w| w[0].1 != w[1].1);
+        if differ {
+            return tags
+                .iter()
+                .map(|(l, t)| format!("{l} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        self.release
+            .as_ref()
+            .map(|r| r.image_tag.clone())
+            .or_else(|| tags.first().map(|(_, t)| t.to_string()))
+            .unwrap_or_else(|| "-".into())
     }
 
     /// The images the run left, by service: its `after` state's target slot.
@@ -306,6 +335,28 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
     Ok(s)
 }
 
+/// Deployments as a message lists them for a person to pick from: one a
+/// line, newest first, with its release, when it started and how it ended,
+/// in aligned columns.
+pub fn id_lines(snapshots: &[Snapshot]) -> Vec<String> {
+    let rows: Vec<[String; 4]> = snapshots
+        .iter()
+        .map(|s| {
+            [
+                s.deployment_id.to_string(),
+                s.release_name(),
+                s.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                s.outcome.as_str().to_string(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (id, release) = (width(0), width(1));
+    rows.iter()
+        .map(|[a, b, c, d]| format!("  {a:<id$}  release {b:<release$}  {c}  {d}"))
+        .collect()
+}
+
 /// Which snapshots to delete to keep `keep`: the oldest beyond the newest
 /// `keep`, but never one in progress and never the newest success (the last
 /// known good state must survive any pruning). `ids` are (id, outcome).
@@ -350,6 +401,7 @@ pub(crate) mod tests_support {
             outcome: Outcome::InProgress,
             failure: None,
             phases: vec!["deploy-backend".into()],
+            command_line: Vec::new(),
             release: None,
             target_slot: Some(Slot::Green),
             templates: Vec::new(),
@@ -371,6 +423,50 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::sample;
     use super::*;
+
+    #[test]
+    fn a_release_is_named_by_its_tag_or_each_layers_where_they_differ() {
+        use crate::pipeline::layers::{How, Layer, LayerRecord};
+        let release = |tag: &str| crate::k8s::values::Release {
+            environment: "production".into(),
+            deployment_id: "production-20250101-120000".into(),
+            image_registry: "ghcr.io/maily".into(),
+            image_tag: tag.into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: 60,
+            digests: Default::default(),
+        };
+        let mut s = sample();
+        assert_eq!(s.release_name(), "-");
+        s.release = Some(release("v12"));
+        assert_eq!(s.release_name(), "v12");
+        for (layer, tag, how) in [
+            (Layer::Backend, "v11", How::CarriedOver),
+            (Layer::Ai, "v12", How::Deployed),
+        ] {
+            s.layers.insert(
+                layer,
+                LayerRecord {
+                    how,
+                    release: release(tag),
+                    templates: Vec::new(),
+                    carried_from: None,
+                },
+            );
+        }
+        assert_eq!(s.release_name(), "backend v11, AI v12");
+        let lines = id_lines(&[s.clone(), sample()]);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("  production-20250101-120000  release backend v11, AI v12  "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("release -                   "),
+            "aligned: {lines:?}"
+        );
+        assert!(lines[0].ends_with("in-progress"), "{lines:?}");
+    }
 
     #[test]
     fn round_trips_through_gzip_json() {

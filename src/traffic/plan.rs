@@ -157,6 +157,72 @@ pub fn worker_replicas(
         .collect()
 }
 
+/// The live state a rollout at `percent` on `to` is meant to leave, from
+/// the state the last good deployment recorded (`recorded`): each http
+/// route at the step's weights and stable slot ([`route_at`]), each worker
+/// at the step's replicas in both slots ([`worker_replicas`]), and the new
+/// slot as `live` has it (it holds the rollout's release, which nothing
+/// recorded yet). `status` compares the live state with this while a
+/// rollout is in progress, so the split the rollout made on purpose is
+/// not called drift, and a hand edit beside it still is.
+pub fn state_at(
+    recorded: &PlatformState,
+    profile: &crate::config::Profile,
+    to: Slot,
+    percent: u32,
+    live: &PlatformState,
+) -> PlatformState {
+    let workers = worker_replicas(
+        recorded,
+        &crate::k8s::route::workers_of(profile),
+        profile.traffic.workers,
+        to,
+        percent,
+    );
+    let mut out = recorded.clone();
+    for (name, svc) in out.services.iter_mut() {
+        if let Some(new) = live.services.get(name).and_then(|s| s.slots.get(&to)) {
+            svc.slots.insert(to, new.clone());
+        }
+        // A service users never reached joins the rollout if this run
+        // deploys it, or waits for one that does: either way nobody's
+        // traffic moved off a record, so it is taken as it is.
+        if svc.active.is_none() {
+            if let Some(now) = live.services.get(name) {
+                *svc = now.clone();
+            }
+            continue;
+        }
+        match svc.kind {
+            ServiceKind::Http => {
+                let at = route_at(recorded, name, to, percent);
+                svc.active = Some(at.active);
+                // Only a route the deployment recorded has weights to move.
+                if svc.weights.is_some() {
+                    svc.weights = Some(at.weights);
+                }
+            }
+            ServiceKind::Worker => {
+                let Some((_, new, old)) = workers.iter().find(|(w, _, _)| w == name) else {
+                    continue;
+                };
+                for (slot, n) in [(to, *new), (to.other(), *old)] {
+                    if let Some(st) = svc.slots.get_mut(&slot) {
+                        st.replicas = n as i32;
+                    }
+                }
+                // As `live::state_from` reads it: both up, the older slot.
+                svc.active = match (*new > 0, *old > 0) {
+                    (_, true) => Some(to.other()),
+                    (true, false) => Some(to),
+                    (false, false) => svc.active,
+                };
+            }
+        }
+    }
+    out
+}
+
 /// The profile of the services a switch to `slot` moves: those of `which`
 /// that run what they should there (`expected`, by service: the image of
 /// its layer's release), and of the rest, those users have never reached
@@ -232,6 +298,126 @@ mod tests {
             },
         );
         PlatformState { services }
+    }
+
+    /// api (http) and workers on `active`, as `live::state_from` reads
+    /// them: api weights (blue, green), each slot's tag and replicas.
+    fn state(
+        active: Slot,
+        weights: (u32, u32),
+        api: [(&str, i32); 2],
+        workers: [(&str, i32); 2],
+    ) -> PlatformState {
+        let slots = |cells: [(&str, i32); 2]| -> BTreeMap<Slot, SlotState> {
+            Slot::BOTH
+                .into_iter()
+                .zip(cells)
+                .map(|(slot, (tag, replicas))| {
+                    (
+                        slot,
+                        SlotState {
+                            image: (!tag.is_empty()).then(|| format!("r/x:{tag}")),
+                            replicas,
+                            ready: replicas,
+                            deployment_id: None,
+                        },
+                    )
+                })
+                .collect()
+        };
+        let mut services = BTreeMap::new();
+        services.insert(
+            "api".to_string(),
+            ServiceState {
+                kind: ServiceKind::Http,
+                active: Some(active),
+                weights: Some(weights),
+                slots: slots(api),
+            },
+        );
+        services.insert(
+            "workers".to_string(),
+            ServiceState {
+                kind: ServiceKind::Worker,
+                active: Some(active),
+                weights: None,
+                slots: slots(workers),
+            },
+        );
+        PlatformState { services }
+    }
+
+    #[test]
+    fn a_rollouts_split_is_what_it_is_meant_to_leave_and_a_hand_edit_beside_it_is_not() {
+        use crate::k8s::live::differences;
+        // Staging: workers at 2 replicas, split in proportion.
+        let profile = crate::config::profile::load(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("manifests")
+                .as_path(),
+            "staging",
+        )
+        .unwrap();
+        let recorded = state(
+            Slot::Blue,
+            (100, 0),
+            [("v1", 1), ("", 0)],
+            [("v1", 2), ("", 0)],
+        );
+        // At 25% on green: a quarter of the route, one new worker beside
+        // the old slot's two; the stable selector still on blue.
+        let at_25 = state(
+            Slot::Blue,
+            (75, 25),
+            [("v1", 1), ("v2", 1)],
+            [("v1", 2), ("v2", 1)],
+        );
+        assert!(
+            !differences(&recorded, &at_25).is_empty(),
+            "against the record alone it differs"
+        );
+        let meant = state_at(&recorded, &profile, Slot::Green, 25, &at_25);
+        assert_eq!(differences(&meant, &at_25), Vec::<String>::new());
+        // A service users never reached (an AI service this run does not
+        // deploy) is no drift whatever the rollout does.
+        let (mut recorded_ai, mut at_25_ai) = (recorded.clone(), at_25.clone());
+        for (name, kind) in [
+            ("ai-orchestrator", ServiceKind::Http),
+            ("ai-workers", ServiceKind::Worker),
+        ] {
+            let unreached = ServiceState {
+                kind,
+                active: None,
+                weights: None,
+                slots: BTreeMap::new(),
+            };
+            recorded_ai.services.insert(name.into(), unreached.clone());
+            at_25_ai.services.insert(name.into(), unreached);
+        }
+        let meant = state_at(&recorded_ai, &profile, Slot::Green, 25, &at_25_ai);
+        assert_eq!(differences(&meant, &at_25_ai), Vec::<String>::new());
+        // At 100% in the grace period: everyone on green, old workers at 0.
+        let at_100 = state(
+            Slot::Green,
+            (0, 100),
+            [("v1", 1), ("v2", 1)],
+            [("v1", 0), ("v2", 2)],
+        );
+        let meant = state_at(&recorded, &profile, Slot::Green, 100, &at_100);
+        assert_eq!(differences(&meant, &at_100), Vec::<String>::new());
+        // A route edited by hand mid-rollout is still drift, in the
+        // rollout's terms.
+        let edited = state(
+            Slot::Blue,
+            (90, 10),
+            [("v1", 1), ("v2", 1)],
+            [("v1", 2), ("v2", 1)],
+        );
+        let meant = state_at(&recorded, &profile, Slot::Green, 25, &edited);
+        assert_eq!(
+            differences(&meant, &edited),
+            vec!["api: route weights blue/green 90/10 (recorded: 75/25)".to_string()]
+        );
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub struct Rollout {
     /// Why the rollout ended, when it did not complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The command line of the run walking it, after `maily-deploy` (its
+    /// own flags only): what `status` suggests to rerun it with when the
+    /// run is gone. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_line: Vec<String>,
 }
 
 /// What another terminal asks of the rollout.
@@ -372,6 +377,7 @@ mod tests {
             frontend: None,
             answered: None,
             failure: None,
+            command_line: Vec::new(),
         }
     }
 

@@ -35,6 +35,22 @@ pub enum StepOutcome {
     Reached,
 }
 
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Running => "running",
+            StepOutcome::Passed => "passed",
+            StepOutcome::Failed => "failed",
+            StepOutcome::NoVerdict => "no verdict",
+            StepOutcome::Promoted => "promoted",
+            StepOutcome::Advanced => "advanced",
+            StepOutcome::Aborted => "aborted",
+            StepOutcome::Stopped => "stopped",
+            StepOutcome::Reached => "reached",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     pub percent: u32,
@@ -126,9 +142,9 @@ impl RolloutReport {
                     .map(|m| format!(": {}", m.reason))
                     .unwrap_or_default();
                 format!(
-                    "{:>3}% {:?} after {} measurement(s){last}",
+                    "{:>3}% {} after {} measurement(s){last}",
                     s.percent,
-                    s.outcome,
+                    s.outcome.as_str(),
                     s.measurements.len()
                 )
             })

@@ -119,6 +119,7 @@ impl Walk {
             frontend,
             answered: None,
             failure: None,
+            command_line: Vec::new(),
         };
         let report = RolloutReport::new(&plan, from, target);
         let analysis = if plan.is_analysed() {

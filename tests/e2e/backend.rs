@@ -261,10 +261,12 @@ fn rollback_to_a_release_no_longer_running_reapplies_waits_and_switches() {
 }
 
 #[test]
-fn rollback_to_an_unknown_id_lists_the_recent_ones() {
+fn rollback_to_an_unknown_id_lists_the_kept_ones_one_a_line() {
     let world = World::new(Duration::from_millis(300));
-    let out = world.deploy("v1", &[]);
-    let id = deployment_id_of(&out);
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let second = world.deploy("v2", &[]);
+    assert_exit(&second, 0);
     let out = world
         .maily()
         .args(["rollback", "staging", "staging-20200101-000000"])
@@ -273,10 +275,139 @@ fn rollback_to_an_unknown_id_lists_the_recent_ones() {
     assert_exit(&out, exit_code::USAGE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no deployment staging-20200101-000000 in staging"),
+        stderr.contains(
+            "no deployment staging-20200101-000000 in staging; the deployments kept, newest first:"
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("{id} (succeeded)")), "{stderr}");
+    // One a line, newest first, each with its release, when and how.
+    let listed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("staging-"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{stderr}");
+    for (line, (out, tag)) in listed.iter().zip([(&second, "v2"), (&first, "v1")]) {
+        let id = deployment_id_of(out);
+        let started = world
+            .snapshots()
+            .into_iter()
+            .find(|s| s.deployment_id.as_str() == id)
+            .unwrap()
+            .started_at
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], id, "{line}");
+        assert_eq!(&words[1..3], ["release", tag], "{line}");
+        assert!(line.contains(&started), "{started} in {line}");
+        assert!(line.ends_with("succeeded"), "{line}");
+    }
+}
+
+#[test]
+fn rollback_previous_goes_back_to_the_last_good_release_before_the_live_one() {
+    let world = World::new(Duration::from_millis(300));
+    // Alone, a first deployment has nothing before it: refused, naming
+    // what there is.
+    let v1 = world.deploy("v1", &[]);
+    assert_exit(&v1, 0);
+    let v1_id = deployment_id_of(&v1);
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no good deployment of staging before the one users are on ({v1_id}, release v1) to roll back to"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with(&v1_id) && l.contains("release v1")),
+        "{stderr}"
+    );
+
+    let v2 = world.deploy("v2", &[]);
+    assert_exit(&v2, 0);
+    let v2_id = deployment_id_of(&v2);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-3", &[]);
+    assert_exit(&failed, exit_code::PHASE_FAILED_ROLLED_BACK);
+    world.assert_all_on("green");
+
+    // The dry run: which deployment, which release, one switch; none of
+    // a deploy's steps.
+    let dry = world
+        .maily()
+        .args(["rollback", "staging", "previous", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_exit(&dry, 0);
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        plan.lines().next() == Some(&format!("rollback to {v1_id} (release v1)")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("users back to release v1 ({v1_id}) on blue")),
+        "{plan}"
+    );
+    assert!(plan.contains("one switch"), "{plan}");
+    for step in ["steps from the command line", "% of users", "100%:"] {
+        assert!(!plan.contains(step), "{step:?} in:\n{plan}");
+    }
+    world.assert_all_on("green");
+
+    // The failed run left users on v2: previous is v1.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("rollback to {v1_id} (release v1)").as_str()),
+        "{stdout}"
+    );
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v1")
+    );
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].command, "rollback");
+    assert_eq!(
+        snaps[0].rollback_to.as_ref().map(|id| id.as_str()),
+        Some(v1_id.as_str())
+    );
+
+    // Again: back to the release the rollback left, as a second
+    // `kubectl rollout undo` does.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("rollback to {v2_id} (release v2)\n")),
+        "{}",
+        text(&out)
+    );
+    world.assert_all_on("green");
 }
 
 /// `history` signs each deployment by who a user would say ran it: under
@@ -430,8 +561,185 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     assert!(human.contains("users on blue"), "{human}");
     assert!(human.contains(&format!("drift from {first_id}")), "{human}");
     assert!(
-        human.contains("api: route weights Some((90, 10))"),
+        human.contains("api: route weights blue/green 90/10 (recorded: 100/0)"),
         "{human}"
+    );
+    assert!(!human.contains("Some("), "{human}");
+    // The failed run, as it was started (MAILY_TRAFFIC_STEPS and
+    // MAILY_GRACE set its traffic flags), to run again.
+    assert!(
+        human.contains(&format!(
+            "to run it again as it was started: maily-deploy staging {} --traffic-steps 100 --grace keep\n",
+            BACKEND_ONLY.join(" ")
+        )),
+        "{human}"
+    );
+}
+
+/// The widest line of what a terminal showed, in display columns (every
+/// character the tool prints in a table is one column wide: ASCII, box
+/// drawing, arrows).
+fn widest(screen: &str) -> usize {
+    without_escapes(screen)
+        .lines()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn history_and_the_run_table_fit_the_terminal_and_a_pipe_gets_plain_columns() {
+    let world = World::new(Duration::from_millis(300));
+    let first = world.deploy("v1", &[]);
+    assert_exit(&first, 0);
+    let second = world.deploy("v2", &[]);
+    assert_exit(&second, 0);
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
+    let failed = world.deploy("broken-3", &[]);
+    assert_exit(&failed, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let ids = [
+        world.deployment_id(&failed),
+        world.deployment_id(&second),
+        world.deployment_id(&first),
+    ];
+
+    // On a terminal: the table is as wide as the terminal (the failure's
+    // words fill the details column), never wider; COLUMNS overrides it.
+    for (columns_env, stty, want) in [(None, 80, 80), (None, 100, 100), (Some("72"), 200, 72)] {
+        let mut cmd = world.process();
+        cmd.args(["history", "staging"]);
+        if let Some(c) = columns_env {
+            cmd.env("COLUMNS", c);
+        }
+        let (code, screen) = on_a_terminal(&cmd, Some(stty));
+        assert_eq!(code, Some(0), "{screen}");
+        assert_eq!(
+            widest(&screen),
+            want,
+            "stty cols {stty}, COLUMNS {columns_env:?}:\n{screen}"
+        );
+        assert!(screen.contains('┌'), "a table on a terminal:\n{screen}");
+        for id in &ids {
+            assert!(screen.contains(id.as_str()), "{id} whole:\n{screen}");
+        }
+        assert!(screen.contains("ErrImagePull"), "{screen}");
+    }
+
+    // In a pipe: plain columns, a line per deployment, whatever COLUMNS.
+    let out = world
+        .maily()
+        .env("COLUMNS", "80")
+        .args(["history", "staging"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !plain.contains(['│', '─', '┌', '╞', '└']),
+        "no box drawing in a pipe:\n{plain}"
+    );
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "a header and a line per deployment:\n{plain}"
+    );
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "DEPLOYMENT",
+            "STARTED",
+            "OUTCOME",
+            "RELEASE",
+            "SLOT",
+            "BY",
+            "TRAFFIC",
+            "NOTE"
+        ]
+    );
+    // As awk splits them: id, started, outcome, release, slot, by.
+    let awk: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(awk[0][0], ids[0]);
+    assert_eq!(&awk[0][2..5], ["failed", "broken-3", "blue"], "{plain}");
+    assert_eq!(&awk[1][2..5], ["succeeded", "v2", "green"], "{plain}");
+    assert_eq!(&awk[2][2..5], ["succeeded", "v1", "blue"], "{plain}");
+    assert!(awk[2][5].starts_with("tester@"), "{plain}");
+    assert!(
+        lines[1].contains("deploy-backend: rollout failed"),
+        "{plain}"
+    );
+
+    // --max 2: the newest two, and on stderr how many there are.
+    let out = world
+        .maily()
+        .args(["history", "staging", "--max", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = plain.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{plain}");
+    assert!(
+        rows[0].starts_with(&ids[0]) && rows[1].starts_with(&ids[1]),
+        "{plain}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the newest 2 of 3 deployments"),
+        "{}",
+        text(&out)
+    );
+    let out = world
+        .maily()
+        .args(["history", "staging", "--max", "0"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+
+    // The run's table: on an 80-column terminal no line of it is wider;
+    // in a pipe the phases the flags left out are one line, not rows.
+    let env = world.env_file(&[("IMAGE_TAG", "v4"), ("ROLLOUT_TIMEOUT", "60s")]);
+    let mut deploy = world.process();
+    deploy
+        .arg("staging")
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env);
+    let (code, screen) = on_a_terminal(&deploy, Some(80));
+    assert_eq!(code, Some(0), "{screen}");
+    let screen = without_escapes(&screen);
+    let table: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with(['┌', '│', '╞', '└']))
+        .collect();
+    assert!(table.len() >= 5, "{screen}");
+    for line in &table {
+        assert!(line.chars().count() <= 80, "{line:?} in:\n{screen}");
+    }
+    let out = world.deploy("v5", &[]);
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l
+            == "skipped: provision, migrate, deploy-frontend, configure-ai, monitor, verify (--skip-*)"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("PHASE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("skipped:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        rows,
+        ["validate", "deploy-backend", "shift-traffic"],
+        "{stdout}"
     );
 }
 

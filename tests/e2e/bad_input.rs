@@ -344,8 +344,10 @@ fn corrupt_snapshots_are_skipped_by_history_and_refused_by_rollback_naming_usabl
         );
         assert!(all.contains(why), "{why}: {all}");
         assert!(
-            all.contains(&format!("{good_id} (succeeded)")),
-            "lists the usable ids: {all}"
+            all.lines().any(|l| l.trim_start().starts_with(&good_id)
+                && l.contains("release v1")
+                && l.ends_with("succeeded")),
+            "lists the usable ids, one a line: {all}"
         );
     }
     assert_eq!(

@@ -481,6 +481,55 @@ fn promote_from_a_second_terminal_finishes_a_paused_step_at_once() {
 }
 
 #[test]
+fn status_mid_rollout_reports_the_rollout_not_drift_and_its_rerun_repeats_the_runs_flags() {
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
+    let flags = ["--traffic-steps", "25,50,100", "--grace", "keep"];
+    let mut child = stage.spawn("v2", &[&["--lock-ttl", "2s"][..], &flags[..]].concat());
+    stage.wait_for_weights((75, 25));
+
+    // The run is live at 25%: status tells the rollout, not drift.
+    let out = stage.other(&["status", "staging"]);
+    assert_exit(&out, 0);
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("users on blue, 25% of them on green by the rollout in progress"),
+        "{status}"
+    );
+    assert!(
+        status.contains("rollout in progress: step 1 of 3, 25% on green (v2 of staging-"),
+        "{status}"
+    );
+    assert!(
+        status.contains("drift: none beside the rollout since"),
+        "{status}"
+    );
+    assert!(!status.contains("drift from"), "{status}");
+    assert!(!status.contains("Some("), "{status}");
+    let json = stage.other(&["status", "staging", "--output", "json"]);
+    let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["drift"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["rollout_in_progress"], true, "{doc}");
+    assert!(!doc.to_string().contains("Some("), "{doc}");
+
+    // The run dies there: the rerun status suggests is the run's own
+    // command line, flags and all.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = stage.other(&["status", "staging"]);
+    assert_exit(&out, 0);
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let rerun = format!(
+        "rerun     maily-deploy staging {} {}  (",
+        stage.phases.join(" "),
+        flags.join(" ")
+    );
+    assert!(status.contains(&rerun), "{rerun:?} in:\n{status}");
+    assert!(!status.contains("drift from"), "{status}");
+    assert!(!status.contains("Some("), "{status}");
+}
+
+#[test]
 fn a_manual_pause_holds_each_step_until_promote_step_and_the_walk_goes_on() {
     let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "manual", "keep", "20s"));
     let mut child = stage.spawn("v2", &[]);

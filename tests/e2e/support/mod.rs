@@ -436,6 +436,64 @@ pub fn deployment_id_in(out: &Output, environment: &str) -> String {
     stdout[start..start + prefix.len() + "20250101-120000".len()].to_string()
 }
 
+/// `cmd` run on a pseudo-terminal (util-linux `script`) whose window is
+/// `columns` wide (`stty cols`; `None` leaves it unset, which reads as 0),
+/// with `cmd`'s environment and working directory: what a person at a
+/// terminal sees, its `\r\n` line ends made `\n`. The exit code is the
+/// command's (`script -e`).
+pub fn on_a_terminal(cmd: &std::process::Command, columns: Option<u16>) -> (Option<i32>, String) {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let mut line: Vec<String> = vec![quote(cmd.get_program())];
+    line.extend(cmd.get_args().map(quote));
+    let stty = columns.map_or(String::new(), |c| format!("stty cols {c} rows 40; "));
+    let mut script = std::process::Command::new("script");
+    script.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let out = script
+        .args([
+            "-qefc",
+            &format!("{stty}exec {}", line.join(" ")),
+            "/dev/null",
+        ])
+        .output()
+        .expect("script (util-linux) runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"),
+    )
+}
+
+/// `text` without its terminal control sequences (colours, cursor moves).
+pub fn without_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A copy of a directory tree (the manifests, to change a profile in).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
