@@ -53,7 +53,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The environment to deploy (a profile in manifests/environments/: production, staging)
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
     pub environment: Option<String>,
 
     #[command(flatten)]
@@ -216,7 +216,8 @@ pub struct PhaseFlags {
         value_name = "PHASE",
         help_heading = "Phases",
         hide_possible_values = true,
-        long_help = PHASE_NAMES_HELP_ONLY
+        long_help = PHASE_NAMES_HELP_ONLY,
+        add = clap_complete::engine::ArgValueCompleter::new(crate::completion::phases)
     )]
     pub only: Vec<PhaseId>,
     /// Resume a failed run at this phase, after validate
@@ -225,7 +226,8 @@ pub struct PhaseFlags {
         value_name = "PHASE",
         help_heading = "Phases",
         hide_possible_values = true,
-        long_help = PHASE_NAMES_HELP_FROM
+        long_help = PHASE_NAMES_HELP_FROM,
+        add = clap_complete::engine::ArgValueCompleter::new(crate::completion::phases)
     )]
     pub from: Option<PhaseId>,
 }
@@ -299,12 +301,14 @@ pub enum DbCommand {
     #[command(after_help = "Example:\n  maily-deploy db status production")]
     Status {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// The backups at DATABASE_BACKUP_URL, newest first, with sizes and deployment ids.
     #[command(after_help = "Example:\n  maily-deploy db backups production")]
     Backups {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// Restore a backup (by name or deployment id), after a fresh backup; asks first.
@@ -313,6 +317,7 @@ pub enum DbCommand {
     )]
     Restore {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         /// The backup: its name, its location, or the deployment that took it
         backup: String,
@@ -335,10 +340,15 @@ pub struct GlobalArgs {
     )]
     pub manifests_dir: PathBuf,
     /// Kubeconfig to use [default: $KUBECONFIG or ~/.kube/config]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use [default: the current context]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        add = clap_complete::engine::ArgValueCompleter::new(crate::completion::contexts)
+    )]
     pub context: Option<String>,
     /// Output format
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Human)]
@@ -404,9 +414,13 @@ pub enum Command {
     )]
     Rollback {
         /// The environment to roll back
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         /// The deployment to go back to, as `history` lists it (<ENV>-YYYYMMDD-HHMMSS), or `previous`: the last good deployment before the one users are on
-        #[arg(value_name = "DEPLOYMENT_ID|previous")]
+        #[arg(
+            value_name = "DEPLOYMENT_ID|previous",
+            add = clap_complete::engine::ArgValueCompleter::new(crate::completion::deployment_ids)
+        )]
         deployment_id: String,
         /// Show what would change; change nothing
         #[arg(long)]
@@ -423,6 +437,7 @@ pub enum Command {
     )]
     Promote {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         /// Only end the current step (its pause and analysis) and go on to the next
         #[arg(long)]
@@ -434,6 +449,7 @@ pub enum Command {
     )]
     Abort {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// List the environment's deployments, newest first.
@@ -442,6 +458,7 @@ pub enum Command {
     )]
     History {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         /// Show only the newest N deployments [default: every one kept, at most --keep-snapshots]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -451,6 +468,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  maily-deploy status production")]
     Status {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// The database: migration status, backups, restore.
@@ -460,12 +478,14 @@ pub enum Command {
     #[command(after_help = "Example:\n  maily-deploy bootstrap production | kubectl apply -f -")]
     Bootstrap {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// Remove a stuck deploy lock (a run that died holding it), after confirmation.
     #[command(after_help = "Example:\n  maily-deploy unlock production --yes")]
     Unlock {
         /// The environment
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
     /// Check the configuration alone, for the phases selected (was validate-env-vars.sh).
@@ -474,6 +494,7 @@ pub enum Command {
     )]
     Validate {
         /// The environment whose configuration to check
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         #[command(flatten)]
         phases: PhaseFlags,
@@ -484,6 +505,7 @@ pub enum Command {
     )]
     Diff {
         /// The environment to compare with
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         #[command(flatten)]
         phases: PhaseFlags,

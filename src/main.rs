@@ -7,6 +7,9 @@ use clap::{CommandFactory, FromArgMatches};
 use maily_deploy::{cli::Cli, commands, error, exit_code, logging, output, usage};
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash maily-deploy ...`: the shell asking for a Tab's
+    // candidates (see `maily_deploy::completion`); answered, then exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let args: Vec<String> = std::env::args().collect();
     let parsed = Cli::command()
         .try_get_matches_from(&args)

@@ -109,7 +109,10 @@ pub fn environment_or_command(environment: &str, known: &[String]) -> Option<any
     ))
 }
 
-/// The global options each command does nothing with.
+/// The global options each command does nothing with. `--kubeconfig`,
+/// `--context` and `--yes` are let through everywhere but where nothing at
+/// all is read: wrappers, aliases and CI scripts pass them to every
+/// command, and they change nothing where unused.
 fn ignored_by(command: &str) -> &'static [&'static str] {
     const ALL: &[&str] = &[
         "env_file",
@@ -122,11 +125,10 @@ fn ignored_by(command: &str) -> &'static [&'static str] {
     ];
     match command {
         "env-template" | "completions" | "version" => ALL,
-        "bootstrap" => &["kubeconfig", "context", "output", "yes", "lock_ttl"],
-        "validate" => &["kubeconfig", "context", "yes", "lock_ttl"],
-        "history" | "status" | "diff" | "db status" | "db backups" => &["yes", "lock_ttl"],
-        "unlock" => &["lock_ttl"],
-        "promote" | "abort" | "deploy" => &["yes"],
+        "bootstrap" => &["output", "lock_ttl"],
+        "validate" | "history" | "status" | "diff" | "db status" | "db backups" | "unlock" => {
+            &["lock_ttl"]
+        }
         _ => &[],
     }
 }
@@ -273,8 +275,9 @@ mod tests {
         );
         assert_eq!(
             problems("maily-deploy status staging --yes --lock-ttl 1m"),
-            ["--yes", "--lock-ttl"]
+            ["--lock-ttl"]
         );
+        assert!(problems("maily-deploy validate staging --kubeconfig k --yes").is_empty());
         assert!(problems("maily-deploy staging --lock-ttl 1m -o json").is_empty());
         assert!(problems("maily-deploy unlock staging --yes").is_empty());
         assert!(problems("maily-deploy db restore staging b --yes --lock-ttl 1m").is_empty());

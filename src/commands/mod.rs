@@ -12,8 +12,6 @@ pub mod rollout;
 pub mod status;
 pub mod unlock;
 
-use clap::CommandFactory;
-
 use crate::cli::{Cli, Command, DbCommand};
 use crate::error;
 use crate::exit_code;
@@ -179,12 +177,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit_code::SUCCESS)
         }
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "maily-deploy",
-                &mut std::io::stdout(),
-            );
+            // The script calls this very binary for each Tab.
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "maily-deploy".into());
+            print!("{}", crate::completion::registration(shell, &exe)?);
             Ok(exit_code::SUCCESS)
         }
     }

@@ -455,7 +455,7 @@ fn history_names_the_ci_actor_and_without_user_the_os_account() {
     assert_exit(&out, exit_code::SUCCESS);
     let human = String::from_utf8_lossy(&out.stdout);
     assert!(
-        human.contains("octocat@") && human.contains("(github:maily/maily/actions/runs/4242)"),
+        human.contains("octocat@") && human.contains("github:maily/maily/actions/runs/4242"),
         "{human}"
     );
     assert!(human.contains(&format!("{account}@")), "{human}");
@@ -971,4 +971,31 @@ fn timeout_is_rollout_timeout_from_the_command_line() {
         "--timeout wins over the env file's 60s: {}",
         text(&out)
     );
+}
+
+#[test]
+fn bash_completes_a_rollbacks_deployment_ids_from_the_cluster() {
+    let world = World::new(Duration::from_millis(200));
+    let first = world.deployment_id(&world.deploy("v1", &[]));
+    let second = world.deployment_id(&world.deploy("v2", &[]));
+    let script = crate::cli::bash_script(world.dir.path());
+    let kubeconfig = world.kubeconfig_path().to_str().unwrap().to_string();
+    let got = crate::cli::bash_complete(
+        &script,
+        &[
+            "maily-deploy",
+            "rollback",
+            "staging",
+            "--kubeconfig",
+            &kubeconfig,
+            "",
+        ],
+        &[],
+    )
+    .into_iter()
+    .filter(|c| !c.starts_with('-'))
+    .collect::<Vec<_>>();
+    let mut want = vec![first, second, "previous".to_string()];
+    want.sort();
+    assert_eq!(got, want);
 }

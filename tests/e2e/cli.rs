@@ -681,44 +681,140 @@ fn skipping_validate_warns() {
         .stderr(predicate::str::contains("warning: --skip-validate given"));
 }
 
-#[test]
-fn completions_are_printed_for_a_shell() {
+/// The bash script `completions bash` prints, sourced in a bash as a
+/// user's shell does, and the candidates its function offers for `words`
+/// (the last one being typed), with `env` for the binary it calls.
+pub fn bash_complete(script: &Path, words: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let cword = words.len() - 1;
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let line = format!(
+        "source '{script}'; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{joined}'; \
+         COMP_POINT=${{#COMP_LINE}}; COMP_TYPE=9; \
+         _clap_complete_maily_deploy maily-deploy '{cur}' '{prev}'; \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script = script.display(),
+        words = quoted.join(" "),
+        joined = words.join(" "),
+        cur = words[cword],
+        prev = words[cword - 1],
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .current_dir(repo())
+        .args(["--norc", "--noprofile", "-c", &line]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    got.sort();
+    got
+}
+
+/// `completions bash`, written where a user keeps it.
+pub fn bash_script(dir: &Path) -> PathBuf {
     let out = maily().args(["completions", "bash"]).output().unwrap();
     assert_eq!(out.status.code(), Some(exit_code::SUCCESS));
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("maily-deploy.bash");
+    let script = dir.join("maily-deploy.bash");
     std::fs::write(&script, &out.stdout).unwrap();
-    // What bash offers after sourcing the script, as a user's Tab gets it:
-    // a subcommand from its first letters, a deploy flag from its prefix.
-    let complete = |words: &[&str]| {
-        let cword = words.len() - 1;
-        let line = format!(
-            "source {script}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
-             _maily__deploy maily-deploy {cur} {prev}; echo \"${{COMPREPLY[*]}}\"",
-            script = script.display(),
-            words = words.join(" "),
-            cur = words[cword],
-            prev = words[cword - 1],
-        );
-        let out = std::process::Command::new("bash")
-            .args(["--norc", "-c", &line])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    script
+}
+
+#[test]
+fn bash_completes_commands_environments_phases_and_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = bash_script(dir.path());
+    // Values only: on an empty word clap's engine offers the flags too.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let all = bash_complete(&script, words, &[]);
+        if words.last().is_some_and(|w| w.starts_with('-')) {
+            all
+        } else {
+            all.into_iter().filter(|c| !c.starts_with('-')).collect()
+        }
     };
-    assert_eq!(complete(&["maily-deploy", "rollb"]), "rollback");
+    assert_eq!(complete(&["maily-deploy", "rollb"]), ["rollback"]);
+    // After a subcommand: its own subcommands, not files.
+    assert!(
+        ["backups", "restore", "status"]
+            .iter()
+            .all(|c| complete(&["maily-deploy", "db", ""]).contains(&c.to_string())),
+        "{:?}",
+        complete(&["maily-deploy", "db", ""])
+    );
+    // Environments from the profiles, for a deploy and for a command.
+    assert_eq!(complete(&["maily-deploy", "produ"]), ["production"]);
     assert_eq!(
-        complete(&["maily-deploy", "production", "--skip-back"]),
-        "--skip-backend"
+        complete(&["maily-deploy", "history", ""]),
+        ["production", "staging"]
+    );
+    // Phase names and their aliases.
+    assert_eq!(
+        complete(&["maily-deploy", "production", "--only", "infra"]),
+        ["infrastructure"]
     );
     assert_eq!(
-        complete(&["maily-deploy", "production", "--lock-t"]),
-        "--lock-ttl"
+        complete(&["maily-deploy", "production", "--from", "deploy-"]),
+        ["deploy-backend", "deploy-frontend"]
+    );
+    // Flags, and the values of --database.
+    assert_eq!(
+        complete(&["maily-deploy", "production", "--skip-back"]),
+        ["--skip-backend"]
+    );
+    assert_eq!(
+        complete(&[
+            "maily-deploy",
+            "rollback",
+            "staging",
+            "previous",
+            "--database",
+            ""
+        ]),
+        ["down", "restore"]
+    );
+    // The kubeconfig's contexts.
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: prod-eu, context: {cluster: c, user: u}}, {name: prod-us, context: {cluster: c, user: u}}, {name: dev, context: {cluster: c, user: u}}]\ncurrent-context: dev\n",
+    )
+    .unwrap();
+    assert_eq!(
+        complete(&[
+            "maily-deploy",
+            "status",
+            "staging",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--context",
+            "prod"
+        ]),
+        ["prod-eu", "prod-us"]
+    );
+    // A rollback's id with no cluster at hand: `previous`, and nothing
+    // printed besides.
+    assert_eq!(
+        complete(&[
+            "maily-deploy",
+            "rollback",
+            "staging",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            ""
+        ]),
+        ["previous"]
     );
 }
 
@@ -848,7 +944,11 @@ fn options_a_command_ignores_are_refused_each_by_name() {
             &["validate", "staging", "--skip-validate"][..],
             "--skip-validate",
         ),
-        (&["history", "staging", "--yes"][..], "--yes"),
+        (
+            &["history", "staging", "--lock-ttl", "1m"][..],
+            "--lock-ttl",
+        ),
+        (&["version", "--kubeconfig", "k"][..], "--kubeconfig"),
     ] {
         maily()
             .args(args)
