@@ -7,15 +7,15 @@
 //! after dropped connections and re-lists after a 410, so a flaky API
 //! server costs time, not correctness.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::rollout::{Patience, RolloutState, rollout_state};
@@ -64,10 +64,6 @@ impl<K: Resource + Clone> Mirror<K> {
             }
         }
     }
-
-    fn values(&self) -> Vec<K> {
-        self.items.values().cloned().collect()
-    }
 }
 
 enum Change {
@@ -96,6 +92,112 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     watcher::watcher(api, watcher::Config::default().labels(labels)).default_backoff()
+}
+
+/// The awaited Deployments an event touches: the one it is about, or (a
+/// relist beginning or ending) all of them.
+fn touched_by<K>(
+    event: &Event<K>,
+    deployment_of: impl Fn(&K) -> Option<String>,
+    dirty: &mut HashSet<String>,
+    names: &[String],
+) {
+    match event {
+        Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) => {
+            if let Some(d) = deployment_of(o)
+                && names.contains(&d)
+            {
+                dirty.insert(d);
+            }
+        }
+        Event::Init | Event::InitDone => dirty.extend(names.iter().cloned()),
+    }
+}
+
+fn owner_deployment_of_deployment(d: &Deployment) -> Option<String> {
+    d.metadata.name.clone()
+}
+
+/// The Deployment that owns a ReplicaSet.
+fn owner_deployment_of_set(rs: &ReplicaSet) -> Option<String> {
+    rs.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Deployment")
+        .map(|o| o.name.clone())
+}
+
+/// The Deployment that owns a pod, through its ReplicaSet.
+fn owner_deployment_of_pod(pod: &Pod, sets: &Mirror<ReplicaSet>) -> Option<String> {
+    let rs = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "ReplicaSet")?;
+    match sets.items.get(&rs.uid) {
+        Some(set) => owner_deployment_of_set(set),
+        // Not seen yet: the ReplicaSet's own event marks its Deployment.
+        None => None,
+    }
+}
+
+/// The mirrors indexed by owner, built once per batch of events, so that
+/// judging one Deployment reads its own ReplicaSets and pods only.
+struct Index<'a> {
+    deployments: HashMap<&'a str, &'a Deployment>,
+    sets_of: HashMap<&'a str, Vec<&'a ReplicaSet>>,
+    pods_of: HashMap<&'a str, Vec<&'a Pod>>,
+}
+
+impl<'a> Index<'a> {
+    fn of(
+        deployments: &'a Mirror<Deployment>,
+        sets: &'a Mirror<ReplicaSet>,
+        pods: &'a Mirror<Pod>,
+    ) -> Self {
+        let mut index = Index {
+            deployments: HashMap::new(),
+            sets_of: HashMap::new(),
+            pods_of: HashMap::new(),
+        };
+        for d in deployments.items.values() {
+            if let Some(name) = d.metadata.name.as_deref() {
+                index.deployments.insert(name, d);
+            }
+        }
+        for rs in sets.items.values() {
+            for o in rs.metadata.owner_references.iter().flatten() {
+                index.sets_of.entry(o.uid.as_str()).or_default().push(rs);
+            }
+        }
+        for p in pods.items.values() {
+            for o in p.metadata.owner_references.iter().flatten() {
+                index.pods_of.entry(o.uid.as_str()).or_default().push(p);
+            }
+        }
+        index
+    }
+
+    /// The verdict on one Deployment, from its own objects; `None` while
+    /// it has not appeared.
+    fn judge(&self, name: &str, patience: Patience) -> Option<RolloutState> {
+        let d = self.deployments.get(name)?;
+        let uid = d.metadata.uid.as_deref().unwrap_or_default();
+        let sets: Vec<ReplicaSet> = self
+            .sets_of
+            .get(uid)
+            .map(|v| v.iter().map(|rs| (*rs).clone()).collect())
+            .unwrap_or_default();
+        let pods: Vec<Pod> = sets
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.as_deref())
+            .flat_map(|rs_uid| self.pods_of.get(rs_uid).into_iter().flatten())
+            .map(|p| (*p).clone())
+            .collect();
+        Some(rollout_state(d, &sets, &pods, patience))
+    }
 }
 
 /// What each awaited Deployment is waiting for, for progress lines.
@@ -135,47 +237,85 @@ pub async fn wait_for_rollouts(
     let mut sets = Mirror::<ReplicaSet>::new();
     let mut pods = Mirror::<Pod>::new();
     let mut last = Progress::new();
+    // What each awaited Deployment waits for (absent: rolled out), and
+    // which to judge again: only those an event touched. Judging every
+    // Deployment on every event was quadratic in services (each event of
+    // each pod of 100 services re-judged all 100, over copies of all).
+    let mut waiting: Progress = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                "waiting for the Deployment to appear".to_string(),
+            )
+        })
+        .collect();
+    let mut dirty: HashSet<String> = names.iter().cloned().collect();
 
     let judge = async {
-        while let Some(change) = changes.next().await {
-            match change {
-                Change::Deployment(e) => deployments.apply(e),
-                Change::ReplicaSet(e) => sets.apply(e),
-                Change::Pod(e) => pods.apply(e),
-                // The watcher backs off and resumes by itself; an error is
-                // news, not the end.
-                Change::Error(e) => {
-                    tracing::debug!("watch interrupted, resuming: {e}");
-                    continue;
+        while let Some(first) = changes.next().await {
+            // Everything already arrived is one batch: a burst of events
+            // (a relist, a hundred pods going Ready) is judged once.
+            let mut batch = vec![first];
+            while let Some(Some(more)) = changes.next().now_or_never() {
+                batch.push(more);
+            }
+            for change in batch {
+                match change {
+                    Change::Deployment(e) => {
+                        touched_by(&e, owner_deployment_of_deployment, &mut dirty, names);
+                        deployments.apply(e);
+                    }
+                    Change::ReplicaSet(e) => {
+                        touched_by(&e, owner_deployment_of_set, &mut dirty, names);
+                        sets.apply(e);
+                    }
+                    Change::Pod(e) => {
+                        touched_by(&e, |p| owner_deployment_of_pod(p, &sets), &mut dirty, names);
+                        pods.apply(e);
+                    }
+                    // The watcher backs off and resumes by itself; an error
+                    // is news, not the end.
+                    Change::Error(e) => {
+                        tracing::debug!("watch interrupted, resuming: {e}");
+                    }
+                    // A verdict that depends on time: a pod unschedulable
+                    // past its grace.
+                    Change::Tick => dirty.extend(
+                        waiting
+                            .iter()
+                            .filter(|(_, why)| why.contains("unschedulable since"))
+                            .map(|(n, _)| n.clone()),
+                    ),
                 }
-                Change::Tick => {}
+            }
+            if dirty.is_empty() {
+                continue;
             }
             let patience = Patience::now(unschedulable_grace);
-            let all_deployments = deployments.values();
-            let all_sets = sets.values();
-            let all_pods = pods.values();
-            let mut progress = Progress::new();
-            for name in names {
-                let Some(d) = all_deployments.iter().find(|d| d.name_any() == *name) else {
-                    progress.insert(name.clone(), "waiting for the Deployment to appear".into());
-                    continue;
-                };
-                match rollout_state(d, &all_sets, &all_pods, patience) {
-                    RolloutState::Complete => {}
-                    RolloutState::Progressing(why) => {
-                        progress.insert(name.clone(), why);
+            let index = Index::of(&deployments, &sets, &pods);
+            for name in dirty.drain() {
+                match index.judge(&name, patience) {
+                    None => {
+                        waiting.insert(name, "waiting for the Deployment to appear".into());
                     }
-                    RolloutState::Failed(f) => {
+                    Some(RolloutState::Complete) => {
+                        waiting.remove(&name);
+                    }
+                    Some(RolloutState::Progressing(why)) => {
+                        waiting.insert(name, why);
+                    }
+                    Some(RolloutState::Failed(f)) => {
                         return Err(fail(Kind::PhaseFailed, format!("rollout failed: {f}")));
                     }
                 }
             }
-            if progress.is_empty() {
+            if waiting.is_empty() {
                 return Ok(());
             }
-            if progress != last {
-                on_progress(&progress);
-                last = progress;
+            if waiting != last {
+                on_progress(&waiting);
+                last = waiting.clone();
             }
         }
         Err(anyhow::anyhow!("the watches ended before the rollouts did"))
