@@ -79,14 +79,23 @@ fn env_file(dir: &Path, tag: &str) -> PathBuf {
     path
 }
 
-fn maily(
-    kubeconfig: &Path,
-    manifests: &Path,
-    env: &Path,
-    args: &[&str],
-) -> (Duration, bool, String) {
+/// What one run of the tool cost: wall time, its own CPU (user + system)
+/// and peak resident memory, as `/usr/bin/time` measures a child.
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_mb: f64,
+    ok: bool,
+    stderr: String,
+}
+
+fn maily(kubeconfig: &Path, manifests: &Path, env: &Path, args: &[&str]) -> Run {
+    let stats = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%U %S %M", "-o"])
+        .arg(stats.path())
+        .arg(env!("CARGO_BIN_EXE_maily-deploy"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--manifests-dir")
@@ -97,11 +106,55 @@ fn maily(
         .env("HOME", "/tmp")
         .output()
         .unwrap();
-    (
-        started.elapsed(),
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let wall = started.elapsed();
+    let text = std::fs::read_to_string(stats.path()).unwrap_or_default();
+    // The last line: `time` writes a note above it when the child fails.
+    let fields: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let (cpu, rss_kb) = match fields.as_slice() {
+        [user, sys, rss] => (user + sys, *rss),
+        _ => (f64::NAN, f64::NAN),
+    };
+    Run {
+        wall,
+        cpu: Duration::from_secs_f64(if cpu.is_nan() { 0.0 } else { cpu }),
+        peak_rss_mb: rss_kb / 1024.0,
+        ok: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// CPU this process has used so far (user + system): kubesim runs in it,
+/// so the difference around a run is the emulator's share.
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12
+    // after the name and state; the kernel counts them in 1/100 s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// A comma-separated list from the environment, or the default.
+fn list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn crd(sim: &Sim, rt: &tokio::runtime::Runtime) {
@@ -128,8 +181,18 @@ fn requests(sim: &Sim) -> u64 {
 }
 
 /// The baseline: each service's objects applied and waited for in turn,
-/// with kubectl as the user of `kubeconfig`.
-fn baseline(kubeconfig: &Path, dir: &Path, manifests: &Path, n: usize) -> Duration {
+/// with kubectl as the user of `kubeconfig`; for more than `sample`
+/// services, the first `sample` are measured and the time scaled to `n`
+/// (serial work is linear: each service costs the same round trips and
+/// the same rollout), which the table marks.
+fn baseline(
+    kubeconfig: &Path,
+    dir: &Path,
+    manifests: &Path,
+    n: usize,
+    sample: usize,
+) -> (Duration, bool) {
+    let measured = n.min(sample);
     let profile = profile::load(manifests, "bench").unwrap();
     let templates = manifest::load(manifests).unwrap();
     let release = Release {
@@ -178,7 +241,7 @@ fn baseline(kubeconfig: &Path, dir: &Path, manifests: &Path, n: usize) -> Durati
         "-f",
         files[0].to_str().unwrap(),
     ]);
-    for i in 0..n {
+    for i in 0..measured {
         let svc = format!("svc-{i:03}");
         let objects = manifest::render(
             &templates,
@@ -211,7 +274,8 @@ fn baseline(kubeconfig: &Path, dir: &Path, manifests: &Path, n: usize) -> Durati
             "--timeout=120s",
         ]);
     }
-    started.elapsed()
+    let took = started.elapsed();
+    (took.mul_f64(n as f64 / measured as f64), measured < n)
 }
 
 fn fresh_sim() -> (Sim, tokio::runtime::Runtime) {
@@ -226,9 +290,9 @@ fn fresh_sim() -> (Sim, tokio::runtime::Runtime) {
 }
 
 /// A fresh real control plane and how long it took to start.
-fn fresh_control_plane() -> (ControlPlane, Duration) {
+fn fresh_control_plane(options: controlplane::Options) -> (ControlPlane, Duration) {
     let started = Instant::now();
-    let cp = ControlPlane::start(controlplane::Options::default()).unwrap_or_else(|e| {
+    let cp = ControlPlane::start(options).unwrap_or_else(|e| {
         panic!("the real control plane (scripts/setup.d/kubernetes.sh) did not start: {e:#}")
     });
     (cp, started.elapsed())
@@ -243,87 +307,147 @@ fn main() {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    println!(
-        "backend deploy vs serial kubectl (kubesim, {}s rollout, release build)\n",
-        ROLLOUT.as_secs()
-    );
-    println!(
-        "| services | maily-deploy | kubectl serial | ratio | API requests/service (tool) | (kubectl) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [5usize, 20, 100] {
+    // MAILY_BENCH_PARTS (kubesim, real, failfast, rollback) and
+    // MAILY_BENCH_SERVICES pick what to measure; all by default.
+    let parts = list("MAILY_BENCH_PARTS", "kubesim,real,failfast,rollback");
+    let part = |p: &str| parts.iter().any(|x| x == p);
+    let sizes: Vec<usize> = list("MAILY_BENCH_SERVICES", "5,20,100,500")
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // kubectl serial at 500 services takes over 15 minutes: measured on
+    // the first 100, scaled.
+    let sample = 100;
+    if part("kubesim") {
+        println!(
+            "backend deploy vs serial kubectl (kubesim, {}s rollout, release build)\n",
+            ROLLOUT.as_secs()
+        );
+        println!(
+            "| services | maily-deploy | its CPU | its peak RSS | kubesim CPU meanwhile | kubectl serial | ratio | API requests/service (tool) | (kubectl) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    for &n in sizes.iter().filter(|_| part("kubesim")) {
         let manifests = manifests_with(dir.path(), n);
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
-        let (tool, ok, err) = maily(
+        let before = own_cpu();
+        let tool = maily(
             sim.kubeconfig_path(),
             &manifests,
             &env_file(dir.path(), "v1"),
             &["bench", "--only", "deploy-backend", "-q"],
         );
-        assert!(ok, "{err}");
+        let sim_cpu = own_cpu().saturating_sub(before);
+        assert!(tool.ok, "{}", tool.stderr);
         let tool_requests = requests(&sim);
         drop(sim);
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
-        let base = baseline(sim.kubeconfig_path(), dir.path(), &manifests, n);
+        let (base, scaled) = baseline(sim.kubeconfig_path(), dir.path(), &manifests, n, sample);
         let base_requests = requests(&sim);
         println!(
-            "| {n} | {:.1} s | {:.1} s | {:.1}× | {:.1} | {:.1} |",
-            tool.as_secs_f64(),
+            "| {n} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s | {:.1} s{} | {:.1}× | {:.1} | {:.1} |",
+            tool.wall.as_secs_f64(),
+            tool.cpu.as_secs_f64(),
+            tool.peak_rss_mb,
+            sim_cpu.as_secs_f64(),
             base.as_secs_f64(),
-            base.as_secs_f64() / tool.as_secs_f64(),
+            if scaled {
+                format!(" (first {sample} measured, scaled)")
+            } else {
+                String::new()
+            },
+            base.as_secs_f64() / tool.wall.as_secs_f64(),
             tool_requests as f64 / n as f64,
-            base_requests as f64 / n as f64
+            base_requests as f64 / sample.min(n) as f64
         );
     }
 
     // The same on a real control plane, as its admin: a fresh one for each
     // measurement, as kubesim above, so neither side finds the other's
-    // pods, autoscalers and events. Its start-up is not counted.
-    println!(
-        "\nbackend deploy vs serial kubectl (real control plane: kube-apiserver, controller-manager, scheduler, kwok nodes; pods Ready as soon as scheduled, no rollout delay, where kubesim's above is {}s)\n",
-        ROLLOUT.as_secs()
-    );
-    println!("| services | maily-deploy (real) | kubectl serial (real) | ratio |");
-    println!("|---:|---:|---:|---:|");
-    let mut startups = vec![];
-    for n in [20usize, 100] {
-        let manifests = manifests_with(dir.path(), n);
-        let (cp, startup) = fresh_control_plane();
-        startups.push(startup);
-        let (tool, ok, err) = maily(
-            cp.kubeconfig_path(),
-            &manifests,
-            &env_file(dir.path(), "v1"),
-            &["bench", "--only", "deploy-backend", "-q"],
-        );
-        assert!(ok, "{err}");
-        drop(cp);
-        let (cp, startup) = fresh_control_plane();
-        startups.push(startup);
-        let base = baseline(cp.kubeconfig_path(), dir.path(), &manifests, n);
-        drop(cp);
+    // pods, autoscalers and events. Its start-up is not counted. Its
+    // controller-manager runs with Kubernetes' defaults (5 Deployment and
+    // 5 ReplicaSet workers, 20 requests/s), then with 50 workers and 200
+    // requests/s, to show when it is the limit.
+    if part("real") {
         println!(
-            "| {n} | {:.1} s | {:.1} s | {:.1}× |",
-            tool.as_secs_f64(),
-            base.as_secs_f64(),
-            base.as_secs_f64() / tool.as_secs_f64()
+            "\nbackend deploy vs serial kubectl (real control plane: kube-apiserver, controller-manager, scheduler, kwok nodes; pods Ready as soon as scheduled, no rollout delay, where kubesim's above is {}s)\n",
+            ROLLOUT.as_secs()
+        );
+        println!(
+            "| services | controller-manager | maily-deploy (real) | its CPU | its peak RSS | kubectl serial (real) | ratio |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|");
+    }
+    let mut startups = vec![];
+    let real_sizes: Vec<usize> = sizes.iter().copied().filter(|n| *n >= 20).collect();
+    for &n in real_sizes.iter().filter(|_| part("real")) {
+        let manifests = manifests_with(dir.path(), n);
+        for (label, syncs, qps) in [
+            ("defaults (5 workers, 20 qps)", None, None),
+            ("50 workers, 200 qps", Some(50), Some(200)),
+        ] {
+            let options = || {
+                let mut o = controlplane::Options {
+                    controller_syncs: syncs,
+                    controller_qps: qps,
+                    ..Default::default()
+                };
+                // Two slots of n pods each: room on the fake nodes.
+                o.node_pods = o
+                    .node_pods
+                    .max((2 * n as u32).div_ceil(o.nodes as u32) + 20);
+                o
+            };
+            let (cp, startup) = fresh_control_plane(options());
+            startups.push(startup);
+            let tool = maily(
+                cp.kubeconfig_path(),
+                &manifests,
+                &env_file(dir.path(), "v1"),
+                &["bench", "--only", "deploy-backend", "-q"],
+            );
+            assert!(tool.ok, "{}", tool.stderr);
+            drop(cp);
+            let (cp, startup) = fresh_control_plane(options());
+            startups.push(startup);
+            let (base, scaled) = baseline(cp.kubeconfig_path(), dir.path(), &manifests, n, sample);
+            drop(cp);
+            println!(
+                "| {n} | {label} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s{} | {:.1}× |",
+                tool.wall.as_secs_f64(),
+                tool.cpu.as_secs_f64(),
+                tool.peak_rss_mb,
+                base.as_secs_f64(),
+                if scaled {
+                    format!(" (first {sample} measured, scaled)")
+                } else {
+                    String::new()
+                },
+                base.as_secs_f64() / tool.wall.as_secs_f64()
+            );
+        }
+    }
+    if part("real") {
+        println!(
+            "\n(control plane start-ups, not counted: {})",
+            startups
+                .iter()
+                .map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    println!(
-        "\n(control plane start-ups, not counted: {})",
-        startups
-            .iter()
-            .map(|d| format!("{:.1} s", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if !part("failfast") && !part("rollback") {
+        return;
+    }
 
     // Fail fast: from the first pod reporting an image pull failure to exit.
     let manifests = manifests_with(dir.path(), 20);
     let (sim, rt) = fresh_sim();
-    let (_, ok, err) = maily(
+    let run = maily(
         sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v1"),
@@ -338,7 +462,7 @@ fn main() {
             "-q",
         ],
     );
-    assert!(ok, "{err}");
+    assert!(run.ok, "{}", run.stderr);
     sim.control()
         .set_image_fault("*:broken-*", ImageFault::ImagePullBackOff);
     let client = rt.block_on(async { sim.client() });
@@ -368,7 +492,7 @@ fn main() {
             }
         }
     });
-    let (_, ok, _) = maily(
+    let run = maily(
         sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "broken-2"),
@@ -384,7 +508,7 @@ fn main() {
         ],
     );
     let exited = Instant::now();
-    assert!(!ok);
+    assert!(!run.ok);
     let first = seen
         .lock()
         .unwrap()
@@ -399,7 +523,7 @@ fn main() {
 
     // One-switch rollback of 20 services whose old slot is still up.
     sim.control().clear_image_faults();
-    let (_, ok, err) = maily(
+    let run = maily(
         sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v2"),
@@ -416,7 +540,7 @@ fn main() {
             "json",
         ],
     );
-    assert!(ok, "{err}");
+    assert!(run.ok, "{}", run.stderr);
     let history = Command::new(env!("CARGO_BIN_EXE_maily-deploy"))
         .arg("--kubeconfig")
         .arg(sim.kubeconfig_path())
@@ -437,16 +561,16 @@ fn main() {
         .as_str()
         .unwrap()
         .to_string();
-    let (took, ok, err) = maily(
+    let run = maily(
         sim.kubeconfig_path(),
         &manifests,
         &env_file(dir.path(), "v2"),
         &["rollback", "bench", &first_good, "-q"],
     );
-    assert!(ok, "{err}");
+    assert!(run.ok, "{}", run.stderr);
     println!("\n| rollback | wall time |\n|---|---:|");
     println!(
         "| one switch, 20 services (old slot up) | {:.2} s |",
-        took.as_secs_f64()
+        run.wall.as_secs_f64()
     );
 }

@@ -34,6 +34,12 @@ pub struct Options {
     pub node_cpu: &'static str,
     pub node_memory: &'static str,
     pub node_pods: u32,
+    /// The controller-manager's Deployment and ReplicaSet workers
+    /// (`--concurrent-deployment-syncs`, `--concurrent-replicaset-syncs`)
+    /// and its API client's rate (`--kube-api-qps`, burst twice that);
+    /// `None` keeps Kubernetes' defaults (5, 5, 20 qps).
+    pub controller_syncs: Option<u32>,
+    pub controller_qps: Option<u32>,
 }
 
 impl Default for Options {
@@ -46,6 +52,8 @@ impl Default for Options {
             node_cpu: "32",
             node_memory: "128Gi",
             node_pods: 250,
+            controller_syncs: None,
+            controller_qps: None,
         }
     }
 }
@@ -232,20 +240,29 @@ impl ControlPlane {
             .unwrap_or_default();
 
         // The controllers and the scheduler, as the admin.
+        let mut controller_args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+            "--controllers=*".into(),
+            format!("--service-account-private-key-file={}", sa_key.display()),
+            format!("--root-ca-file={}", ca.display()),
+            "--use-service-account-credentials=false".into(),
+            "--v=1".into(),
+        ];
+        if let Some(n) = options.controller_syncs {
+            controller_args.push(format!("--concurrent-deployment-syncs={n}"));
+            controller_args.push(format!("--concurrent-replicaset-syncs={n}"));
+        }
+        if let Some(q) = options.controller_qps {
+            controller_args.push(format!("--kube-api-qps={q}"));
+            controller_args.push(format!("--kube-api-burst={}", q * 2));
+        }
         self.spawn(
             "kube-controller-manager",
             &assets.bin.join("kube-controller-manager"),
-            &[
-                format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--bind-address=127.0.0.1".into(),
-                "--secure-port=0".into(),
-                "--leader-elect=false".into(),
-                "--controllers=*".into(),
-                format!("--service-account-private-key-file={}", sa_key.display()),
-                format!("--root-ca-file={}", ca.display()),
-                "--use-service-account-credentials=false".into(),
-                "--v=1".into(),
-            ],
+            &controller_args,
         )?;
         self.spawn(
             "kube-scheduler",
