@@ -29,6 +29,7 @@ use crate::resources::ResourceType;
 use crate::store::{Store, WriteCtx, now_rfc3339, random_suffix};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The shortest time between two passes, well under any rollout time a
@@ -58,6 +59,35 @@ fn owned_by(o: &Value, uid: &str) -> bool {
     o["metadata"]["ownerReferences"]
         .as_array()
         .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+}
+
+/// Objects grouped by the uid of each owner they name: built once per
+/// step of a pass, so finding a ReplicaSet's pods (a Deployment's
+/// ReplicaSets) reads its own, not every pod of the store. Scanning all of
+/// them for each owner made a pass quadratic in services.
+fn by_owner(objects: &[Arc<Value>]) -> HashMap<String, Vec<Arc<Value>>> {
+    let mut out: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+    for o in objects {
+        for r in o["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+            if let Some(uid) = r["uid"].as_str() {
+                out.entry(uid.to_string()).or_default().push(o.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The objects owned by `uid` in `ns`, from a [`by_owner`] index.
+fn owned<'a>(
+    index: &'a HashMap<String, Vec<Arc<Value>>>,
+    ns: &'a str,
+    uid: &str,
+) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
+    index
+        .get(uid)
+        .into_iter()
+        .flatten()
+        .filter(move |o| md(o, "namespace") == ns)
 }
 
 fn owner_ref(owner: &Value, rt: &ResourceType) -> Value {

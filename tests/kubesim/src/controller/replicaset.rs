@@ -1,7 +1,7 @@
 //! The ReplicaSet controller: as many pods as `.spec.replicas`, and the
 //! counts of ready and available ones in `.status`.
 
-use super::{Controller, MANAGER, Types, ctx, md, owned_by, owner_ref, pod, terminating};
+use super::{Controller, MANAGER, Types, by_owner, ctx, md, owned, owner_ref, pod, terminating};
 use crate::store::{Propagation, Store, random_suffix};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -10,12 +10,11 @@ use std::time::Instant;
 impl Controller {
     pub(super) fn replicasets(&mut self, store: &mut Store, t: &Types) {
         let av = t.pod.api_version();
-        let pods = store.all_of(&t.pod.key());
+        let pods = by_owner(&store.all_of(&t.pod.key()));
         for rs in store.all_of(&t.rs.key()) {
             let (ns, uid) = (md(&rs, "namespace").to_string(), md(&rs, "uid").to_string());
-            let mut mine: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| md(p, "namespace") == ns && owned_by(p, &uid) && !terminating(p))
+            let mut mine: Vec<&Arc<Value>> = owned(&pods, &ns, &uid)
+                .filter(|p| !terminating(p))
                 .collect();
             let want = rs["spec"]["replicas"].as_i64().unwrap_or(0).max(0) as usize;
             if terminating(&rs) {
@@ -61,12 +60,11 @@ impl Controller {
     }
 
     pub(super) fn replicaset_status(&mut self, store: &mut Store, t: &Types) {
-        let pods = store.all_of(&t.pod.key());
+        let pods = by_owner(&store.all_of(&t.pod.key()));
         for rs in store.all_of(&t.rs.key()) {
             let (ns, uid) = (md(&rs, "namespace"), md(&rs, "uid"));
-            let mine: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| md(p, "namespace") == ns && owned_by(p, uid) && !terminating(p))
+            let mine: Vec<&Arc<Value>> = owned(&pods, ns, uid)
+                .filter(|p| !terminating(p))
                 .collect();
             let ready = mine.iter().filter(|p| pod::is_ready(p)).count();
             let status = json!({

@@ -3,8 +3,8 @@
 //! `deployment`.
 
 use super::{
-    Controller, MANAGER, Types, ctx, deployment, md, owned_by, owner_ref, record_event, revision,
-    terminating,
+    Controller, MANAGER, Types, by_owner, ctx, deployment, md, owned, owner_ref, record_event,
+    revision, terminating,
 };
 use crate::store::{Propagation, Store, now_rfc3339};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 impl Controller {
     pub(super) fn deployments(&mut self, store: &mut Store, t: &Types) {
         let av = t.rs.api_version();
+        let sets = by_owner(&store.all_of(&t.rs.key()));
         for d in store.all_of(&t.deploy.key()) {
             // A paused Deployment does not roll (kubectl rollout pause).
             if terminating(&d) || deployment::is_paused(&d) {
@@ -31,11 +32,7 @@ impl Controller {
                     deployment::surge_and_unavailable(&d["spec"], desired).0
                 };
             let hash = deployment::template_hash(&d["spec"]["template"]);
-            let owned: Vec<Arc<Value>> = store
-                .all_of(&t.rs.key())
-                .into_iter()
-                .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
-                .collect();
+            let owned: Vec<Arc<Value>> = owned(&sets, &ns, &uid).cloned().collect();
             let max_rev = owned.iter().map(|r| revision(r)).max().unwrap_or(0);
             let new = owned
                 .iter()
@@ -242,7 +239,7 @@ impl Controller {
     }
 
     pub(super) fn deployment_status(&mut self, store: &mut Store, t: &Types, scale: f64) {
-        let all_rs = store.all_of(&t.rs.key());
+        let all_rs = by_owner(&store.all_of(&t.rs.key()));
         let now = now_rfc3339();
         let live: HashSet<String> = store
             .all_of(&t.deploy.key())
@@ -253,10 +250,7 @@ impl Controller {
         for d in store.all_of(&t.deploy.key()) {
             let (ns, uid) = (md(&d, "namespace"), md(&d, "uid").to_string());
             let hash = deployment::template_hash(&d["spec"]["template"]);
-            let owned: Vec<&Arc<Value>> = all_rs
-                .iter()
-                .filter(|r| md(r, "namespace") == ns && owned_by(r, &uid))
-                .collect();
+            let owned: Vec<&Arc<Value>> = owned(&all_rs, ns, &uid).collect();
             let paused = deployment::is_paused(&d);
             let current = owned
                 .iter()
