@@ -430,9 +430,11 @@ fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers
     world.assert_all_on("blue");
 }
 
-/// What a write would move, object by object: each Deployment's
-/// generation (its status is the controller's to update at any time), and
-/// the resourceVersion of the other kinds the tool applies.
+/// What a write would move, object by object: the generation of the kinds
+/// whose status a controller updates at any time (Deployments, CronJobs,
+/// PodDisruptionBudgets: the disruption controller rewrites a budget's
+/// status when its pods come and go), and the resourceVersion of the
+/// other kinds the tool applies.
 fn resource_versions(world: &World) -> String {
     let list = |kinds: &str, field: &str| {
         world.kubectl_admin(&[
@@ -446,9 +448,9 @@ fn resource_versions(world: &World) -> String {
             ),
         ])
     };
-    list("deployments,cronjobs", "generation")
+    list("deployments,cronjobs,poddisruptionbudgets", "generation")
         + &list(
-            "services,configmaps,serviceaccounts,httproutes,networkpolicies,poddisruptionbudgets",
+            "services,configmaps,serviceaccounts,httproutes,networkpolicies",
             "resourceVersion",
         )
 }
