@@ -343,10 +343,17 @@ fn main() {
         assert!(tool.ok, "{}", tool.stderr);
         let tool_requests = requests(&sim);
         drop(sim);
-        let (sim, _rt) = fresh_sim();
-        sim.control().reset();
-        let (base, scaled) = baseline(sim.kubeconfig_path(), dir.path(), &manifests, n, sample);
-        let base_requests = requests(&sim);
+        // MAILY_BENCH_BASELINE=skip: the tool alone, while working on it.
+        let (base, scaled, base_requests) = if std::env::var("MAILY_BENCH_BASELINE").as_deref()
+            == Ok("skip")
+        {
+            (Duration::ZERO, false, 0)
+        } else {
+            let (sim, _rt) = fresh_sim();
+            sim.control().reset();
+            let (base, scaled) = baseline(sim.kubeconfig_path(), dir.path(), &manifests, n, sample);
+            (base, scaled, requests(&sim))
+        };
         println!(
             "| {n} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s | {:.1} s{} | {:.1}× | {:.1} | {:.1} |",
             tool.wall.as_secs_f64(),

@@ -4,7 +4,7 @@
 use super::{Controller, Types, ctx, deployment, md, owner_ref, pod, terminating};
 use crate::store::{Propagation, Store};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 impl Controller {
@@ -13,6 +13,17 @@ impl Controller {
     pub(super) fn endpoints(&mut self, store: &mut Store, t: &Types) {
         let pods = store.all_of(&t.pod.key());
         let services = store.all_of(&t.svc.key());
+        let newest = pods
+            .iter()
+            .chain(services.iter())
+            .filter_map(|o| md(o, "resourceVersion").parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let from = (pods.len() + services.len(), newest);
+        if self.endpoints_from == Some(from) {
+            return;
+        }
+        self.endpoints_from = Some(from);
         let live: HashSet<(String, String)> = services
             .iter()
             .map(|s| (md(s, "namespace").to_string(), md(s, "name").to_string()))
@@ -24,6 +35,21 @@ impl Controller {
             let _ = store.delete(&t.ep, ns, name, Propagation::Background);
             false
         });
+        // Pods by namespace and each label they carry: a Service's
+        // candidates are the pods with its selector's first label, not
+        // every pod (services × pods made a pass quadratic).
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&Arc<Value>>> = HashMap::new();
+        for p in &pods {
+            if terminating(p) || !p["status"]["podIP"].is_string() {
+                continue;
+            }
+            let ns = md(p, "namespace");
+            for (k, v) in p["metadata"]["labels"].as_object().into_iter().flatten() {
+                if let Some(v) = v.as_str() {
+                    by_label.entry((ns, k.as_str(), v)).or_default().push(p);
+                }
+            }
+        }
         for svc in &services {
             let Some(selector) = svc["spec"]["selector"]
                 .as_object()
@@ -33,15 +59,20 @@ impl Controller {
             };
             let ns = md(svc, "namespace").to_string();
             let name = md(svc, "name").to_string();
-            let mut members: Vec<&Arc<Value>> = pods
-                .iter()
+            let (first_key, first_value) = selector.iter().next().expect("not empty");
+            let mut members: Vec<&Arc<Value>> = by_label
+                .get(&(
+                    ns.as_str(),
+                    first_key.as_str(),
+                    first_value.as_str().unwrap_or(""),
+                ))
+                .into_iter()
+                .flatten()
+                .copied()
                 .filter(|p| {
-                    md(p, "namespace") == ns
-                        && !terminating(p)
-                        && p["status"]["podIP"].is_string()
-                        && selector
-                            .iter()
-                            .all(|(k, v)| p["metadata"]["labels"][k] == *v)
+                    selector
+                        .iter()
+                        .all(|(k, v)| p["metadata"]["labels"][k] == *v)
                 })
                 .collect();
             members.sort_by_key(|p| md(p, "name").to_string());

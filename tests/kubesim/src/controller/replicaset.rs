@@ -63,9 +63,8 @@ impl Controller {
         let pods = by_owner(&store.all_of(&t.pod.key()));
         for rs in store.all_of(&t.rs.key()) {
             let (ns, uid) = (md(&rs, "namespace"), md(&rs, "uid"));
-            let mine: Vec<&Arc<Value>> = owned(&pods, ns, uid)
-                .filter(|p| !terminating(p))
-                .collect();
+            let mine: Vec<&Arc<Value>> =
+                owned(&pods, ns, uid).filter(|p| !terminating(p)).collect();
             let ready = mine.iter().filter(|p| pod::is_ready(p)).count();
             let status = json!({
                 "replicas": mine.len(),

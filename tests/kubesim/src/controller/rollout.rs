@@ -31,7 +31,7 @@ impl Controller {
                 } else {
                     deployment::surge_and_unavailable(&d["spec"], desired).0
                 };
-            let hash = deployment::template_hash(&d["spec"]["template"]);
+            let hash = self.template_hash_of(&d);
             let owned: Vec<Arc<Value>> = owned(&sets, &ns, &uid).cloned().collect();
             let max_rev = owned.iter().map(|r| revision(r)).max().unwrap_or(0);
             let new = owned
@@ -247,9 +247,10 @@ impl Controller {
             .map(|d| md(d, "uid").to_string())
             .collect();
         self.last_progress.retain(|uid, _| live.contains(uid));
+        self.template_hashes.retain(|uid, _| live.contains(uid));
         for d in store.all_of(&t.deploy.key()) {
             let (ns, uid) = (md(&d, "namespace"), md(&d, "uid").to_string());
-            let hash = deployment::template_hash(&d["spec"]["template"]);
+            let hash = self.template_hash_of(&d);
             let owned: Vec<&Arc<Value>> = owned(&all_rs, ns, &uid).collect();
             let paused = deployment::is_paused(&d);
             let current = owned
