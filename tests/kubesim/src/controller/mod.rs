@@ -210,6 +210,7 @@ impl Controller {
         loop {
             let pass_started = tokio::time::Instant::now();
             self.reconcile();
+            let took = pass_started.elapsed();
             let due = self
                 .next_due
                 .map(|at| tokio::time::Instant::from_std(at + DUE_MARGIN));
@@ -223,8 +224,11 @@ impl Controller {
                 } => {}
                 _ = stop.changed() => return,
             }
+            // A pass holds the store: the next waits at least as long as
+            // this one took, so API requests (the tool's, kubectl's) get
+            // half of the time however big the world grows.
             tokio::select! {
-                _ = tokio::time::sleep_until(pass_started + TICK) => {}
+                _ = tokio::time::sleep_until(pass_started + took + TICK.max(took)) => {}
                 _ = stop.changed() => return,
             }
         }
