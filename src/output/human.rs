@@ -121,22 +121,31 @@ pub fn seconds(ms: Option<u64>) -> String {
         .unwrap_or_default()
 }
 
+/// The run's first two lines: what runs (the deployment id in `id_style`)
+/// and its phases.
+pub fn header(cx: &Context, phases: &[PhaseId], id_style: Style) -> [String; 2] {
+    let what = match &cx.deployment_id {
+        Some(id) => format!("deployment {id_style}{id}{id_style:#}"),
+        None => "configuration check".to_string(),
+    };
+    let dry = if cx.dry_run {
+        " (dry run: nothing will be changed)"
+    } else {
+        ""
+    };
+    let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
+    [
+        format!("maily-deploy {}: {what}{dry}", cx.environment()),
+        format!("phases: {}", names.join(" → ")),
+    ]
+}
+
 impl Observer for Human {
     fn run_started(&mut self, cx: &Context, phases: &[PhaseId]) {
         self.dry_run = cx.dry_run;
-        let bold = Style::new().bold();
-        let what = match &cx.deployment_id {
-            Some(id) => format!("deployment {bold}{id}{bold:#}"),
-            None => "configuration check".to_string(),
-        };
-        let dry = if cx.dry_run {
-            " (dry run: nothing will be changed)"
-        } else {
-            ""
-        };
-        self.say(&format!("maily-deploy {}: {what}{dry}", cx.environment()));
-        let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
-        self.say(&format!("phases: {}", names.join(" → ")));
+        for line in header(cx, phases, Style::new().bold()) {
+            self.say(&line);
+        }
         for w in &cx.config.warnings {
             let y = color(AnsiColor::Yellow);
             stderr_line(&format!("{y}warning:{y:#} {w}"));

@@ -29,18 +29,9 @@ impl Json {
 
 impl Observer for Json {
     fn run_started(&mut self, cx: &Context, phases: &[PhaseId]) {
-        let what = match &cx.deployment_id {
-            Some(id) => format!("deployment {id}"),
-            None => "configuration check".to_string(),
-        };
-        let dry = if cx.dry_run {
-            " (dry run: nothing will be changed)"
-        } else {
-            ""
-        };
-        self.log(&format!("maily-deploy {}: {what}{dry}", cx.environment()));
-        let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
-        self.log(&format!("phases: {}", names.join(" → ")));
+        for line in human::header(cx, phases, anstyle::Style::new()) {
+            self.log(&line);
+        }
         for w in &cx.config.warnings {
             self.log(&format!("warning: {w}"));
         }

@@ -14,19 +14,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// `maily-deploy diff staging` with the backend's phases and `tag`.
 fn diff(world: &World, tag: &str, extra: &[&str]) -> std::process::Output {
-    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    world
-        .maily()
-        .args(["diff", &world.environment])
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .args(extra)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap()
+    world.diff(tag, extra)
 }
 
 /// Every stored object the tool writes, by kind and name, at its

@@ -526,16 +526,7 @@ fn a_dry_run_asks_the_server_and_shows_only_what_would_change() {
 }
 
 fn diff(world: &World, tag: &str) -> std::process::Output {
-    let env = world.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-    world
-        .maily()
-        .args(["diff", &world.environment])
-        .args(BACKEND_ONLY)
-        .arg("--env-file")
-        .arg(&env)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap()
+    world.diff(tag, &[])
 }
 
 #[test]

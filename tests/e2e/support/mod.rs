@@ -244,6 +244,21 @@ impl World {
             .unwrap()
     }
 
+    /// `maily-deploy diff` of this world's environment with the backend's
+    /// phases and `tag`.
+    pub fn diff(&self, tag: &str, extra: &[&str]) -> Output {
+        let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
+        self.maily()
+            .args(["diff", &self.environment])
+            .args(BACKEND_ONLY)
+            .arg("--env-file")
+            .arg(&env)
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    }
+
     /// The same deploy, spawned with its output piped: to signal, kill or
     /// race it while it runs.
     pub fn spawn_deploy(&self, tag: &str, extra: &[&str]) -> std::process::Child {
