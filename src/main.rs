@@ -48,13 +48,7 @@ fn main() -> ExitCode {
             return code(exit_code::FAILURE);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
-        Ok(status) => code(status),
-        Err(err) => {
-            output::print_error(&err);
-            code(error::exit_code_of(&err))
-        }
-    }
+    code(runtime.block_on(commands::dispatch(cli)))
 }
 
 fn code(status: i32) -> ExitCode {

@@ -27,6 +27,18 @@ pub fn context(
     phases: &[PhaseId],
     dry_run: bool,
 ) -> anyhow::Result<Context> {
+    context_selecting(environment, global, deployment, only(phases), dry_run)
+}
+
+/// [`context`] with a selection of the command's own (`diff` takes the
+/// deploy's phase flags).
+pub fn context_selecting(
+    environment: &str,
+    global: &GlobalArgs,
+    deployment: bool,
+    selection: Selection,
+    dry_run: bool,
+) -> anyhow::Result<Context> {
     let config = config::load(&Sources {
         environment,
         env_file: global.env_file.as_deref(),
@@ -34,7 +46,7 @@ pub fn context(
         process_env: config::process_env(),
     })?;
     let id = deployment.then(|| DeploymentId::now(environment));
-    let mut cx = Context::new(id, config, only(phases), dry_run);
+    let mut cx = Context::new(id, config, selection, dry_run);
     cx.cluster = ClusterTarget {
         kubeconfig: global.kubeconfig.clone(),
         context: global.context.clone(),

@@ -19,14 +19,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, OutputFormat, PhaseFlags};
-use crate::config::{self, Sources};
+use crate::config;
 use crate::error;
 use crate::exit_code;
 use crate::k8s::server_plan::{self, Verdict};
 use crate::k8s::slot::Slot;
 use crate::phases;
 use crate::pipeline::selection::SkipReason;
-use crate::pipeline::{Context, DeploymentId, Phase, PhaseId, Selection, select};
+use crate::pipeline::{Phase, PhaseId, Selection, select};
 
 /// The phases whose objects a diff shows: those that apply manifests. The
 /// others (Terraform, migrations, Vercel, checks) change nothing a server
@@ -129,27 +129,12 @@ pub async fn run(
     global: &GlobalArgs,
 ) -> anyhow::Result<i32> {
     let full = select(&phases_flags.selection_flags())?;
-    let mut config = config::load(&Sources {
-        environment,
-        env_file: global.env_file.as_deref(),
-        manifests_dir: &global.manifests_dir,
-        process_env: config::process_env(),
-    })?;
-    let selection = narrowed(full.clone());
+    let mut cx =
+        super::cluster::context_selecting(environment, global, true, narrowed(full.clone()), true)?;
     // Vault references read as a deploy reads them (values land in
     // manifests); the platform's Secrets are not asked for: never shown.
-    config::vault::resolve(&mut config.vars, &selection.selected(), None).await?;
-    let mut cx = Context::new(
-        Some(DeploymentId::now(environment)),
-        config,
-        selection,
-        true,
-    );
-    cx.cluster = crate::pipeline::context::ClusterTarget {
-        kubeconfig: global.kubeconfig.clone(),
-        context: global.context.clone(),
-    };
-    cx.manifests_dir = global.manifests_dir.clone();
+    let selected = cx.selection.selected();
+    config::vault::resolve(&mut cx.config.vars, &selected, None).await?;
     if cx.selection.is_selected(PhaseId::Validate) {
         phases::validate::Validate.plan(&cx).await?;
     }
@@ -174,10 +159,8 @@ pub async fn run(
     let applier = cx.applier().await?;
     let verdicts =
         server_plan::judge(applier, &objects, &cx.config.profile.namespace, "diff").await?;
-    let counts = server_plan::lines(&verdicts)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let mut lines = server_plan::lines(&verdicts).into_iter();
+    let counts = lines.next().unwrap_or_default();
     if !global.quiet {
         crate::output::stderr_line(&format!(
             "{environment}: the release compared with slot {slot}, {}; {counts}",
@@ -194,7 +177,7 @@ pub async fn run(
             crate::output::stdout_line(&serde_json::to_string_pretty(&doc)?);
         }
         OutputFormat::Human => {
-            for line in server_plan::lines(&verdicts).into_iter().skip(1) {
+            for line in lines {
                 crate::output::stdout_line(&line);
             }
         }
@@ -206,7 +189,8 @@ pub async fn run(
 #[derive(Debug, Serialize)]
 pub struct Document<'a> {
     pub environment: &'a str,
-    /// The slot the release would go to.
+    /// The slot the release is compared with: the one users are on (on a
+    /// first deploy, the idle one).
     pub slot: Slot,
     pub created: Vec<&'a str>,
     pub changed: Vec<Changed<'a>>,

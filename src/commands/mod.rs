@@ -17,27 +17,27 @@ use crate::error;
 use crate::exit_code;
 use crate::pipeline::RunReport;
 
-/// Run the command the user asked for; `Ok` carries the exit code of a
-/// command that reported its own outcome.
+/// Run the command the user asked for and say how it ended: its exit
+/// code, the error printed when it failed.
 ///
 /// With `--output json`, a command that stops before it has a report of its
 /// own still prints one, so a CI job parsing stdout always gets JSON.
-pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+pub async fn dispatch(cli: Cli) -> i32 {
     let json = cli.global.output == crate::cli::OutputFormat::Json;
     let (command, environment) = name_and_environment(&cli);
     match run(cli).await {
+        Ok(code) => code,
         Err(err) if json => {
             let mut report = RunReport::stopped(command, &environment, &err);
             report.exit_code = exit_code_of(command, &err);
             crate::output::json::print_report(&report);
             crate::output::print_error(&err);
-            Ok(report.exit_code)
+            report.exit_code
         }
         Err(err) => {
             crate::output::print_error(&err);
-            Ok(exit_code_of(command, &err))
+            exit_code_of(command, &err)
         }
-        ok => ok,
     }
 }
 

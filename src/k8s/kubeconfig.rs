@@ -155,13 +155,14 @@ pub async fn load(
         None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             Some(value) => {
                 let source = format!("$KUBECONFIG ({})", value.to_string_lossy());
-                let paths: Vec<PathBuf> = std::env::split_paths(&value).collect();
-                for p in &paths {
-                    read_file(p, "$KUBECONFIG")?;
+                // Each file checked and read once, merged as kubectl
+                // merges them (the first to set a value wins).
+                let mut merged = Kubeconfig::default();
+                for p in std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()) {
+                    merged = merged.merge(read_file(&p, "$KUBECONFIG")?).map_err(|e| {
+                        config_error(format!("{source} cannot be used: {}", innermost(&e)))
+                    })?;
                 }
-                let merged = Kubeconfig::read().map_err(|e| {
-                    config_error(format!("{source} cannot be used: {}", innermost(&e)))
-                })?;
                 (merged, source)
             }
             None => match default_path().filter(|p| p.exists()) {

@@ -232,8 +232,15 @@ impl World {
 
     /// The same, with these variables in its env file.
     pub fn deploy_with(&self, vars: &[(&str, &str)], extra: &[&str]) -> Output {
+        self.backend(&[], vars, extra)
+    }
+
+    /// `maily-deploy [verb] <environment>` with the backend's phases and
+    /// `vars` in its env file.
+    fn backend(&self, verb: &[&str], vars: &[(&str, &str)], extra: &[&str]) -> Output {
         let env = self.env_file(vars);
         self.maily()
+            .args(verb)
             .arg(&self.environment)
             .args(BACKEND_ONLY)
             .arg("--env-file")
@@ -247,16 +254,11 @@ impl World {
     /// `maily-deploy diff` of this world's environment with the backend's
     /// phases and `tag`.
     pub fn diff(&self, tag: &str, extra: &[&str]) -> Output {
-        let env = self.env_file(&[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")]);
-        self.maily()
-            .args(["diff", &self.environment])
-            .args(BACKEND_ONLY)
-            .arg("--env-file")
-            .arg(&env)
-            .args(extra)
-            .timeout(Duration::from_secs(120))
-            .output()
-            .unwrap()
+        self.backend(
+            &["diff"],
+            &[("IMAGE_TAG", tag), ("ROLLOUT_TIMEOUT", "60s")],
+            extra,
+        )
     }
 
     /// The same deploy, spawned with its output piped: to signal, kill or
