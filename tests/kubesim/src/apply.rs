@@ -75,23 +75,37 @@ pub fn view(obj: &Value, scope: Scope) -> Value {
             None => json!({}),
         },
         Scope::Main { strip_status } => {
-            let mut v = obj.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-                if strip_status {
-                    m.remove("status");
-                }
-                if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-                    for k in SERVER_METADATA {
-                        md.remove(*k);
-                    }
-                    if md.is_empty() {
-                        m.remove("metadata");
+            // Built from the kept parts, not cloned whole and trimmed: the
+            // managedFields it drops are often the object's biggest part.
+            let Some(m) = obj.as_object() else {
+                return obj.clone();
+            };
+            let mut v = serde_json::Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "apiVersion" | "kind" => {}
+                    "status" if strip_status => {}
+                    "metadata" => match x.as_object() {
+                        Some(md) => {
+                            let kept: serde_json::Map<String, Value> = md
+                                .iter()
+                                .filter(|(k, _)| !SERVER_METADATA.contains(&k.as_str()))
+                                .map(|(k, x)| (k.clone(), x.clone()))
+                                .collect();
+                            if !kept.is_empty() {
+                                v.insert(k.clone(), Value::Object(kept));
+                            }
+                        }
+                        None => {
+                            v.insert(k.clone(), x.clone());
+                        }
+                    },
+                    _ => {
+                        v.insert(k.clone(), x.clone());
                     }
                 }
             }
-            v
+            Value::Object(v)
         }
     }
 }
@@ -100,22 +114,34 @@ pub fn view(obj: &Value, scope: Scope) -> Value {
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
     obj["metadata"]["managedFields"]
         .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .filter_map(|e| {
-                    Some(ManagedEntry {
-                        manager: e["manager"].as_str()?.to_string(),
-                        operation: e["operation"].as_str().unwrap_or("Update").to_string(),
-                        api_version: e["apiVersion"].as_str().unwrap_or_default().to_string(),
-                        time: e["time"].as_str().unwrap_or_default().to_string(),
-                        subresource: e["subresource"].as_str().map(String::from),
-                        fields: fields::from_fields_v1(&e["fieldsV1"]),
-                    })
-                })
-                .collect()
-        })
+        .map(|entries| entries.iter().filter_map(parse_entry).collect())
         .unwrap_or_default()
+}
+
+fn parse_entry(e: &Value) -> Option<ManagedEntry> {
+    Some(ManagedEntry {
+        manager: e["manager"].as_str()?.to_string(),
+        operation: e["operation"].as_str().unwrap_or("Update").to_string(),
+        api_version: e["apiVersion"].as_str().unwrap_or_default().to_string(),
+        time: e["time"].as_str().unwrap_or_default().to_string(),
+        subresource: e["subresource"].as_str().map(String::from),
+        fields: fields::from_fields_v1(&e["fieldsV1"]),
+    })
+}
+
+fn entry_json(e: &ManagedEntry) -> Value {
+    let mut v = json!({
+        "manager": e.manager,
+        "operation": e.operation,
+        "apiVersion": e.api_version,
+        "time": e.time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields::to_fields_v1(&e.fields),
+    });
+    if let Some(s) = &e.subresource {
+        v["subresource"] = json!(s);
+    }
+    v
 }
 
 /// Writes `metadata.managedFields`, dropping entries that own nothing.
@@ -123,21 +149,12 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
     let arr: Vec<Value> = entries
         .iter()
         .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            let mut v = json!({
-                "manager": e.manager,
-                "operation": e.operation,
-                "apiVersion": e.api_version,
-                "time": e.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": fields::to_fields_v1(&e.fields),
-            });
-            if let Some(s) = &e.subresource {
-                v["subresource"] = json!(s);
-            }
-            v
-        })
+        .map(entry_json)
         .collect();
+    set_managed(obj, arr);
+}
+
+fn set_managed(obj: &mut Value, arr: Vec<Value>) {
     if let Some(md) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if arr.is_empty() {
             md.remove("managedFields");
@@ -263,37 +280,65 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
         .cloned()
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
-    let mut entries = old.map(read_managed).unwrap_or_default();
     let sub = w.scope.subresource().map(String::from);
+    // Only the entries of the written subresource can gain or lose fields:
+    // the others stay as stored, unparsed. Re-reading and re-writing a
+    // Deployment's whole spec entry for each status write was most of a
+    // controller pass at 500 services.
+    enum Entry {
+        Kept(Value),
+        Open(ManagedEntry),
+    }
+    // The stored entries, moved out of `new` when it carries them
+    // unchanged (a controller's copy of the object), else copied from `old`.
+    let stored = old.and_then(|o| o["metadata"]["managedFields"].as_array());
+    let raw: Vec<Value> = match (stored, new["metadata"]["managedFields"].take()) {
+        (Some(s), Value::Array(mine)) if *s == mine => mine,
+        (Some(s), _) => s.clone(),
+        (None, _) => Vec::new(),
+    };
+    let mut entries: Vec<Entry> = raw
+        .into_iter()
+        .filter(|e| e["manager"].is_string())
+        .map(|e| match e["subresource"].as_str() == sub.as_deref() {
+            true => parse_entry(&e).map_or(Entry::Kept(e), Entry::Open),
+            false => Entry::Kept(e),
+        })
+        .collect();
     for e in entries.iter_mut() {
-        if e.subresource != sub {
-            continue;
-        }
+        let Entry::Open(e) = e else { continue };
         e.fields.retain(|p| !removed.contains(p));
         if !(e.manager == w.manager && e.operation == "Update") {
             e.fields.retain(|p| !changed.contains(p));
         }
     }
     if !changed.is_empty() {
-        match entries
-            .iter_mut()
-            .find(|e| e.manager == w.manager && e.operation == "Update" && e.subresource == sub)
-        {
+        match entries.iter_mut().find_map(|e| match e {
+            Entry::Open(e) if e.manager == w.manager && e.operation == "Update" => Some(e),
+            _ => None,
+        }) {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = w.now.to_string();
             }
-            None => entries.push(ManagedEntry {
+            None => entries.push(Entry::Open(ManagedEntry {
                 manager: w.manager.to_string(),
                 operation: "Update".into(),
                 api_version: w.api_version.to_string(),
                 time: w.now.to_string(),
                 subresource: sub,
                 fields: changed,
-            }),
+            })),
         }
     }
-    write_managed(new, &entries);
+    let arr = entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Kept(v) => Some(v),
+            Entry::Open(e) => (!e.fields.is_empty()).then(|| entry_json(&e)),
+        })
+        .collect();
+    set_managed(new, arr);
 }
 
 #[cfg(test)]
@@ -374,5 +419,39 @@ mod tests {
         assert_eq!(scaler.fields.len(), 1);
         let again = apply(Some(&new), &deploy(1, "a:1"), &w("alice"), false).unwrap_err();
         assert_eq!(again[0].manager, "kubectl-scale");
+    }
+
+    #[test]
+    fn a_status_write_leaves_the_main_entries_as_stored() {
+        let live = apply(None, &deploy(1, "a:1"), &w("alice"), false).unwrap();
+        let status_writer = |m| Writer {
+            scope: Scope::Status,
+            ..w(m)
+        };
+        let mut first = live.clone();
+        first["status"] = json!({"replicas": 1});
+        record_update(Some(&live), &mut first, &status_writer("controller"));
+        let mut second = first.clone();
+        second["status"] = json!({"replicas": 1, "readyReplicas": 1});
+        record_update(Some(&first), &mut second, &status_writer("controller"));
+
+        let entries = read_managed(&second);
+        let alice = entries.iter().find(|e| e.manager == "alice").unwrap();
+        assert_eq!(
+            alice.fields,
+            read_managed(&live)[0].fields,
+            "the spec's owner keeps exactly its fields"
+        );
+        let controller = entries.iter().find(|e| e.manager == "controller").unwrap();
+        assert_eq!(controller.subresource.as_deref(), Some("status"));
+        let owned: Vec<String> = controller.fields.iter().map(fields::display).collect();
+        assert_eq!(owned, [".status.readyReplicas", ".status.replicas"]);
+
+        // The caller's copy carried other entries: the stored ones win.
+        let mut forged = first.clone();
+        forged["metadata"]["managedFields"] = json!([]);
+        forged["status"] = json!({"replicas": 2});
+        record_update(Some(&first), &mut forged, &status_writer("controller"));
+        assert!(read_managed(&forged).iter().any(|e| e.manager == "alice"));
     }
 }

@@ -128,7 +128,7 @@ impl Controller {
                     if let Some(m) = upd["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
                     }
-                    let _ = store.update(&t.ep, &ns, &name, upd, &ctx(&av, false), false);
+                    let _ = store.update_shared(&t.ep, &ns, &name, upd, &ctx(&av, false), false);
                 }
                 Err(_) => {
                     let ep = json!({"metadata": {"name": name, "namespace": ns, "labels": svc["metadata"]["labels"]},
@@ -166,7 +166,14 @@ impl Controller {
                     if let Some(m) = upd["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
                     }
-                    let _ = store.update(&t.eps, &ns, &slice_name, upd, &ctx(&sav, false), false);
+                    let _ = store.update_shared(
+                        &t.eps,
+                        &ns,
+                        &slice_name,
+                        upd,
+                        &ctx(&sav, false),
+                        false,
+                    );
                 }
                 Err(_) => {
                     let slice = json!({

@@ -136,6 +136,15 @@ fn record_event(
     let _ = store.create(t, &ns, ev, &ctx(&av, false));
 }
 
+/// This thread's CPU time so far (user + system), from /proc.
+fn thread_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) * 10.0
+}
+
 /// The loop's memory: when each pod appeared, when each Deployment last progressed.
 pub struct Controller {
     control: Control,
@@ -209,8 +218,19 @@ impl Controller {
         let changed = self.control.changed.clone();
         loop {
             let pass_started = tokio::time::Instant::now();
+            // RUST_LOG=kubesim=debug: each pass's wall and CPU time, and its
+            // steps', to see where a big world's time goes.
+            let debug = tracing::enabled!(tracing::Level::DEBUG);
+            let cpu0 = if debug { thread_cpu_ms() } else { 0.0 };
             self.reconcile();
             let took = pass_started.elapsed();
+            if debug {
+                tracing::debug!(
+                    took_ms = took.as_secs_f64() * 1000.0,
+                    cpu_ms = thread_cpu_ms() - cpu0,
+                    "controller pass"
+                );
+            }
             let due = self
                 .next_due
                 .map(|at| tokio::time::Instant::from_std(at + DUE_MARGIN));
@@ -269,15 +289,43 @@ impl Controller {
             eps: find(&store, "discovery.k8s.io", "endpointslices"),
             ing: find(&store, "networking.k8s.io", "ingresses"),
         };
+        let mut steps = [std::time::Duration::ZERO; 9];
+        let mut at = Instant::now();
+        let mut step = |i: usize| {
+            let now = Instant::now();
+            steps[i] = now - at;
+            at = now;
+        };
         self.deployments(&mut store, &t);
+        step(0);
         self.replicasets(&mut store, &t);
+        step(1);
         self.jobs(&mut store, &t);
+        step(2);
         self.pods(&mut store, &t, &faults, unit, scale);
+        step(3);
         self.replicaset_status(&mut store, &t);
+        step(4);
         self.deployment_status(&mut store, &t, scale);
+        step(5);
         self.statefulsets(&mut store, &t);
+        step(6);
         self.endpoints(&mut store, &t);
+        step(7);
         self.load_balancers(&mut store, &t);
+        step(8);
+        tracing::debug!(
+            "pass steps (ms): deployments {:.0}, replicasets {:.0}, jobs {:.0}, pods {:.0}, replicaset status {:.0}, deployment status {:.0}, statefulsets {:.0}, endpoints {:.0}, load balancers {:.0}",
+            steps[0].as_secs_f64() * 1e3,
+            steps[1].as_secs_f64() * 1e3,
+            steps[2].as_secs_f64() * 1e3,
+            steps[3].as_secs_f64() * 1e3,
+            steps[4].as_secs_f64() * 1e3,
+            steps[5].as_secs_f64() * 1e3,
+            steps[6].as_secs_f64() * 1e3,
+            steps[7].as_secs_f64() * 1e3,
+            steps[8].as_secs_f64() * 1e3
+        );
     }
 
     fn write_status(
@@ -290,18 +338,9 @@ impl Controller {
         if obj["status"] == status {
             return;
         }
-        let mut new = obj.clone();
-        new["status"] = status;
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-        }
-        let av = rt.api_version();
-        let w = WriteCtx {
-            manager,
-            api_version: &av,
-            subresource: Some("status"),
-        };
-        if let Err(e) = store.update(rt, md(obj, "namespace"), md(obj, "name"), new, &w, false) {
+        if let Err(e) =
+            store.update_status(rt, md(obj, "namespace"), md(obj, "name"), status, manager)
+        {
             tracing::debug!("status write of {} failed: {}", md(obj, "name"), e.message);
         }
     }

@@ -48,7 +48,7 @@ impl Controller {
                         bumped["metadata"]
                             .as_object_mut()
                             .map(|m| m.remove("resourceVersion"));
-                        let _ = store.update(
+                        let _ = store.update_shared(
                             &t.rs,
                             &ns,
                             md(&n, "name"),
@@ -142,7 +142,7 @@ impl Controller {
                     m.remove("resourceVersion");
                 }
                 let dav = t.deploy.api_version();
-                let _ = store.update(
+                let _ = store.update_shared(
                     &t.deploy,
                     &ns,
                     md(&d, "name"),
