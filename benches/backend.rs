@@ -29,10 +29,6 @@ use maily_deploy::k8s::manifest::{self, Scope};
 use maily_deploy::k8s::slot::Slot;
 use maily_deploy::k8s::values::{self, Release};
 
-// kubesim runs in this process.
-#[global_allocator]
-static ALLOCATOR: kubesim::Allocator = kubesim::Allocator;
-
 const ROLLOUT: Duration = Duration::from_secs(2);
 
 fn repo() -> PathBuf {

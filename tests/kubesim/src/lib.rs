@@ -13,12 +13,6 @@
 //! # let _ = (client, patches); Ok(()) }
 //! ```
 
-/// The allocator a process hosting the emulator should use: it copies JSON
-/// trees all day, and glibc's malloc was a third of its CPU at 500
-/// services (docs/benchmarks.md). `#[global_allocator] static A:
-/// kubesim::Allocator = kubesim::Allocator;`
-pub use mimalloc::MiMalloc as Allocator;
-
 pub mod admission;
 pub mod apply;
 pub mod control;

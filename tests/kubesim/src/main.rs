@@ -7,9 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[global_allocator]
-static ALLOCATOR: kubesim::Allocator = kubesim::Allocator;
-
 /// A Kubernetes API emulator that kubectl and the kube crate talk to.
 #[derive(Parser)]
 #[command(name = "kubesim", version)]

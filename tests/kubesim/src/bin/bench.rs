@@ -15,9 +15,6 @@ use kubesim::{Sim, SimOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-#[global_allocator]
-static ALLOCATOR: kubesim::Allocator = kubesim::Allocator;
-
 const CONCURRENCY: usize = 16;
 
 fn configmap(i: usize, rev: usize) -> serde_json::Value {
