@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Api, Client};
 use tokio::sync::Mutex;
@@ -18,12 +18,75 @@ use tokio::sync::Mutex;
 use super::client::retry;
 use super::lease::Fence;
 use super::manifest::apply_rank;
+use super::unchanged;
 use crate::error::{Kind, fail};
 
 pub const FIELD_MANAGER: &str = "maily-deploy";
 
 /// How many applies are in flight at once.
 const CONCURRENCY: usize = 16;
+
+/// A kind with fewer objects in a batch is applied without looking: a
+/// list would cost as many requests as it could save.
+const LIST_FROM: usize = 4;
+
+/// Objects per page of a list, and the most pages read: past 20,000
+/// objects of one kind in one namespace, everything is applied.
+const PAGE: u32 = 500;
+const MOST_PAGES: usize = 40;
+
+/// What `apply_all` did: objects written, and objects the cluster already
+/// held as they would be applied, not written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub written: usize,
+    pub unchanged: usize,
+}
+
+impl Applied {
+    pub fn total(&self) -> usize {
+        self.written + self.unchanged
+    }
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unchanged {
+            0 => write!(f, "applied {} objects", self.written),
+            n => write!(
+                f,
+                "applied {} objects ({n} already as applied, not written)",
+                self.total()
+            ),
+        }
+    }
+}
+
+/// The live objects of a kind whose names are in `wanted`, page by page;
+/// the rest of each page is dropped as it comes.
+async fn live_named(
+    api: &Api<DynamicObject>,
+    wanted: &HashMap<&str, usize>,
+) -> anyhow::Result<Vec<(String, DynamicObject)>> {
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MOST_PAGES {
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let page = retry("list", || api.list(&params)).await?;
+        found.extend(page.items.into_iter().filter_map(|o| {
+            let name = o.metadata.name.clone()?;
+            wanted.contains_key(name.as_str()).then_some((name, o))
+        }));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(found);
+        }
+    }
+    anyhow::bail!("more than {} objects", PAGE as usize * MOST_PAGES)
+}
 
 /// Applies objects, remembering what discovery said about each kind.
 #[derive(Clone)]
@@ -153,11 +216,13 @@ impl Applier {
     }
 
     /// Apply every object, rank by rank; fails on the first error with the
-    /// object named.
-    pub async fn apply_all(&self, mut objects: Vec<DynamicObject>) -> anyhow::Result<usize> {
+    /// object named. Objects an apply would leave as they are are not
+    /// written (`unchanged`); the answer counts both.
+    pub async fn apply_all(&self, mut objects: Vec<DynamicObject>) -> anyhow::Result<Applied> {
         let rank = |o: &DynamicObject| o.types.as_ref().map_or(u8::MAX, |t| apply_rank(&t.kind));
         objects.sort_by_key(rank);
-        let count = objects.len();
+        objects.iter_mut().for_each(unchanged::stamp);
+        let mut applied = Applied::default();
         while !objects.is_empty() {
             let first = rank(&objects[0]);
             let split = objects
@@ -166,6 +231,9 @@ impl Applier {
                 .unwrap_or(objects.len());
             let rest = objects.split_off(split);
             let batch = std::mem::replace(&mut objects, rest);
+            let (batch, unchanged) = self.without_unchanged(batch).await;
+            applied.unchanged += unchanged;
+            applied.written += batch.len();
             // Owned futures: each carries its own applier handle and object.
             stream::iter(batch.into_iter().map(|o| {
                 let applier = self.clone();
@@ -175,7 +243,51 @@ impl Applier {
             .try_collect::<Vec<_>>()
             .await?;
         }
-        Ok(count)
+        Ok(applied)
+    }
+
+    /// `batch` without the objects the cluster already holds as they would
+    /// be applied, and how many those were. One list per kind and
+    /// namespace, for kinds with enough objects to be worth it; a list
+    /// that fails (RBAC without `list`, a flaky server) skips nothing.
+    async fn without_unchanged(&self, batch: Vec<DynamicObject>) -> (Vec<DynamicObject>, usize) {
+        let mut groups: HashMap<(GroupVersionKind, Option<String>), Vec<usize>> = HashMap::new();
+        for (i, o) in batch.iter().enumerate() {
+            if let (true, Ok(gvk)) = (unchanged::skippable(o), gvk_of(o)) {
+                groups
+                    .entry((gvk, o.metadata.namespace.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut skip = vec![false; batch.len()];
+        for ((gvk, _), members) in groups.into_iter().filter(|(_, m)| m.len() >= LIST_FROM) {
+            let api = match self.api_for(&batch[members[0]]).await {
+                Ok(api) => api,
+                Err(_) => continue,
+            };
+            let wanted: HashMap<&str, usize> = members
+                .iter()
+                .filter_map(|&i| batch[i].metadata.name.as_deref().map(|n| (n, i)))
+                .collect();
+            match live_named(&api, &wanted).await {
+                Ok(live) => {
+                    for (name, obj) in live {
+                        if let Some(&i) = wanted.get(name.as_str()) {
+                            skip[i] = unchanged::unchanged(&batch[i], &obj);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("listing {}: {e}; applying them all", gvk.kind),
+            }
+        }
+        let skipped = skip.iter().filter(|s| **s).count();
+        let kept = batch
+            .into_iter()
+            .zip(skip)
+            .filter_map(|(o, s)| (!s).then_some(o))
+            .collect();
+        (kept, skipped)
     }
 
     pub fn client(&self) -> &Client {

@@ -12,5 +12,6 @@ pub mod route;
 pub mod server_plan;
 pub mod slot;
 pub mod snapshot_store;
+pub mod unchanged;
 pub mod values;
 pub mod watch;

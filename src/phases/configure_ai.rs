@@ -417,7 +417,7 @@ impl Phase for ConfigureAi {
         )
         .await?;
         details.push(format!(
-            "applied {applied} objects; ConfigMap {} holds the AI config",
+            "{applied}; ConfigMap {} holds the AI config",
             config_map_name(slot)
         ));
         details.extend(profile.ai_services().map(|(s, _)| {

@@ -451,7 +451,7 @@ impl Phase for DeployBackend {
         )
         .await?;
         cx.backend.deployed = true;
-        let mut details = vec![format!("applied {applied} objects: {}", counts.join(", "))];
+        let mut details = vec![format!("{applied}: {}", counts.join(", "))];
         for name in &secret_names {
             details.push(format!("Secret {name} written from Vault"));
         }

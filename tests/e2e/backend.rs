@@ -999,3 +999,104 @@ fn bash_completes_a_rollbacks_deployment_ids_from_the_cluster() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// The object writes (create, patch, update; not status) the sim received,
+/// as `resource/name`.
+fn object_writes(world: &World) -> Vec<String> {
+    world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.subresource.is_empty() && matches!(r.verb.as_str(), "patch" | "create" | "update")
+        })
+        .map(|r| format!("{}/{}", r.resource, r.name))
+        .collect()
+}
+
+#[test]
+fn a_routine_deploy_writes_only_what_changed_and_overwrites_hand_edits() {
+    let world = World::new(Duration::from_millis(300));
+    for tag in ["v1", "v2"] {
+        assert_exit(&world.deploy(tag, &[]), exit_code::SUCCESS);
+    }
+    // v1 on blue, v2 on green with users. A hand edit on the idle slot:
+    world
+        .sim()
+        .kubectl()
+        .args([
+            "-n", NAMESPACE, "patch", "pdb", "api-blue", "--type", "merge",
+        ])
+        .args(["-p", r#"{"spec":{"maxUnavailable":3}}"#])
+        .output()
+        .unwrap();
+
+    world.sim().control().reset();
+    let out = world.deploy("v3", &["-v"]);
+    assert_exit(&out, exit_code::SUCCESS);
+    world.assert_all_on("blue");
+    let writes = object_writes(&world);
+    for svc in HTTP {
+        // The new release is written...
+        assert!(
+            writes.contains(&format!("deployments/{svc}-blue")),
+            "{writes:?}"
+        );
+        // ...what did not change is not.
+        for unchanged in ["services", "serviceaccounts", "horizontalpodautoscalers"] {
+            assert!(
+                !writes.contains(&format!("{unchanged}/{svc}-blue")),
+                "{unchanged}/{svc}-blue rewritten: {writes:?}"
+            );
+        }
+    }
+    // The hand edit is drift: written back, and only that budget.
+    let budgets: Vec<&String> = writes
+        .iter()
+        .filter(|w| w.starts_with("poddisruptionbudgets/"))
+        .collect();
+    assert_eq!(budgets, ["poddisruptionbudgets/api-blue"], "{writes:?}");
+    let pdb = world
+        .sim()
+        .kubectl()
+        .args([
+            "-n",
+            NAMESPACE,
+            "get",
+            "pdb",
+            "api-blue",
+            "-o",
+            "jsonpath={.spec.maxUnavailable}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&pdb.stdout), "1");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already as applied, not written"),
+        "{}",
+        text(&out)
+    );
+
+    // A change to the manifests reaches every object it touches: a label
+    // added to the slot Services' template.
+    let manifests = manifests_with(world.dir.path(), "staging", "");
+    let service = manifests.join("slot-http/service.yaml");
+    let yaml = std::fs::read_to_string(&service).unwrap();
+    let labelled = yaml.replace(
+        "    maily.ai/slot: ${SLOT}\nspec:",
+        "    maily.ai/slot: ${SLOT}\n    team: mail\nspec:",
+    );
+    assert_ne!(yaml, labelled, "the slot Service template changed shape");
+    std::fs::write(&service, labelled).unwrap();
+    world.sim().control().reset();
+    let out = world.deploy("v4", &["--manifests-dir", path_str(&manifests)]);
+    assert_exit(&out, exit_code::SUCCESS);
+    let writes = object_writes(&world);
+    for svc in HTTP {
+        assert!(
+            writes.contains(&format!("services/{svc}-green")),
+            "{writes:?}"
+        );
+    }
+}

@@ -272,14 +272,14 @@ pub fn apply(
 pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
     let old_view = old.map(|o| view(o, w.scope)).unwrap_or_else(|| json!({}));
     let new_view = view(new, w.scope);
-    let old_set = fields::field_set(&old_view);
-    let new_set = fields::field_set(&new_view);
-    let changed: FieldSet = new_set
-        .iter()
-        .filter(|p| fields::get(&old_view, p) != fields::get(&new_view, p))
-        .cloned()
-        .collect();
-    let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
+    let (new_set, changed) = fields::field_set_and_changes(&old_view, &new_view);
+    let removed: FieldSet = match old {
+        Some(_) => fields::field_set(&old_view)
+            .difference(&new_set)
+            .cloned()
+            .collect(),
+        None => FieldSet::new(),
+    };
     let sub = w.scope.subresource().map(String::from);
     // Only the entries of the written subresource can gain or lose fields:
     // the others stay as stored, unparsed. Re-reading and re-writing a

@@ -77,6 +77,64 @@ pub fn field_set(obj: &Value) -> FieldSet {
     out
 }
 
+/// The fields `new` sets, and those of them whose value differs from
+/// `old`'s (a keyed list item counts as changed when anything in it does):
+/// one walk over both, where looking each path up in `old` and `new`
+/// again parsed every item key twice per field.
+pub fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+    fn rec(
+        new: &Value,
+        old: Option<&Value>,
+        field: &str,
+        path: &mut Path,
+        set: &mut FieldSet,
+        changed: &mut FieldSet,
+    ) {
+        let leaf = |path: &Path, set: &mut FieldSet, changed: &mut FieldSet| {
+            set.insert(path.clone());
+            if old != Some(new) {
+                changed.insert(path.clone());
+            }
+        };
+        match new {
+            Value::Object(m) if !m.is_empty() => {
+                let old = old.and_then(Value::as_object);
+                for (k, child) in m {
+                    path.push(format!("f:{k}"));
+                    rec(child, old.and_then(|o| o.get(k)), k, path, set, changed);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                let refs: Vec<&Value> = items.iter().collect();
+                match list_key(field, &refs) {
+                    Some(key) => {
+                        let old_items = old.and_then(Value::as_array);
+                        for item in items {
+                            let before = old_items
+                                .and_then(|o| o.iter().find(|i| i.get(key) == item.get(key)));
+                            path.push(item_segment(key, item));
+                            set.insert(path.clone());
+                            if before != Some(item) {
+                                changed.insert(path.clone());
+                            }
+                            rec(item, before, "", path, set, changed);
+                            path.pop();
+                        }
+                    }
+                    None => leaf(path, set, changed),
+                }
+            }
+            _ => leaf(path, set, changed),
+        }
+    }
+    let (mut set, mut changed) = (FieldSet::new(), FieldSet::new());
+    rec(new, Some(old), "", &mut Vec::new(), &mut set, &mut changed);
+    set.remove(&Vec::new());
+    changed.remove(&Vec::new());
+    (set, changed)
+}
+
 /// Whether `path` names a keyed list item rather than a value.
 pub fn is_item(path: &Path) -> bool {
     path.last().is_some_and(|s| s.starts_with("k:"))
@@ -242,5 +300,61 @@ mod tests {
         remove(&mut obj, &path[..3]);
         assert_eq!(obj["spec"]["containers"].as_array().unwrap().len(), 1);
         assert_eq!(display(&path), ".spec.containers[name=\"b\"].image");
+    }
+
+    #[test]
+    fn one_walk_finds_what_looking_up_each_field_finds() {
+        let pod = |image: &str, env: Value, ports: Value| {
+            json!({"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [
+                    {"name": "web", "image": image, "env": env, "ports": ports},
+                    {"name": "side", "image": "s:1"}],
+                  "volumes": [], "nodeSelector": {}}})
+        };
+        let base = pod(
+            "a:1",
+            json!([{"name": "A", "value": "1"}]),
+            json!([{"containerPort": 80}]),
+        );
+        let cases = [
+            (json!({}), base.clone()),
+            (base.clone(), base.clone()),
+            (
+                base.clone(),
+                pod(
+                    "a:2",
+                    json!([{"name": "A", "value": "1"}]),
+                    json!([{"containerPort": 80}]),
+                ),
+            ),
+            (
+                base.clone(),
+                pod(
+                    "a:1",
+                    json!([{"name": "B", "value": "1"}, {"name": "A", "value": "2"}]),
+                    json!([{"containerPort": 80}]),
+                ),
+            ),
+            (
+                base.clone(),
+                pod(
+                    "a:1",
+                    json!([]),
+                    json!([{"containerPort": 81}, {"containerPort": 80}]),
+                ),
+            ),
+            (json!({"spec": {"containers": "not a list"}}), base.clone()),
+        ];
+        for (old, new) in cases {
+            let looked_up: FieldSet = field_set(&new)
+                .into_iter()
+                .filter(|p| get(&old, p) != get(&new, p))
+                .collect();
+            assert_eq!(
+                field_set_and_changes(&old, &new),
+                (field_set(&new), looked_up),
+                "{old} -> {new}"
+            );
+        }
     }
 }
