@@ -5,7 +5,8 @@
 //! `cargo bench --bench backend` (release build) prints tables:
 //! - wall time of a deploy of 5, 20 and 100 services on kubesim with a 2 s
 //!   rollout, the tool against the serial kubectl baseline, and the ratio;
-//! - API requests per service, both ways;
+//! - API requests per service, both ways, and for the next release over
+//!   the same slot (what a routine deploy writes: the Deployments alone);
 //! - the same wall times for 20 and 100 services on the real control plane
 //!   of `tests/controlplane` (kube-apiserver, controller-manager, scheduler,
 //!   kwok nodes whose pods are Ready as soon as they are scheduled), a fresh
@@ -324,9 +325,9 @@ fn main() {
             ROLLOUT.as_secs()
         );
         println!(
-            "| services | maily-deploy | its CPU | its peak RSS | kubesim CPU meanwhile | kubectl serial | ratio | API requests/service (tool) | (kubectl) |"
+            "| services | maily-deploy | its CPU | its peak RSS | kubesim CPU meanwhile | kubectl serial | ratio | API requests/service (tool) | (kubectl) | next release, same slot | its requests/service |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     for &n in sizes.iter().filter(|_| part("kubesim")) {
         let manifests = manifests_with(dir.path(), n);
@@ -342,6 +343,17 @@ fn main() {
         let sim_cpu = own_cpu().saturating_sub(before);
         assert!(tool.ok, "{}", tool.stderr);
         let tool_requests = requests(&sim);
+        // A routine deploy: the next release over the same slot, whose
+        // Services, ServiceAccounts, budgets and autoscalers stay as they were.
+        sim.control().reset();
+        let routine = maily(
+            sim.kubeconfig_path(),
+            &manifests,
+            &env_file(dir.path(), "v2"),
+            &["bench", "--only", "deploy-backend", "-q"],
+        );
+        assert!(routine.ok, "{}", routine.stderr);
+        let routine_requests = requests(&sim);
         drop(sim);
         // MAILY_BENCH_BASELINE=skip: the tool alone, while working on it.
         let (base, scaled, base_requests) = if std::env::var("MAILY_BENCH_BASELINE").as_deref()
@@ -355,7 +367,7 @@ fn main() {
             (base, scaled, requests(&sim))
         };
         println!(
-            "| {n} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s | {:.1} s{} | {:.1}× | {:.1} | {:.1} |",
+            "| {n} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s | {:.1} s{} | {:.1}× | {:.1} | {:.1} | {:.1} s | {:.1} |",
             tool.wall.as_secs_f64(),
             tool.cpu.as_secs_f64(),
             tool.peak_rss_mb,
@@ -368,7 +380,9 @@ fn main() {
             },
             base.as_secs_f64() / tool.wall.as_secs_f64(),
             tool_requests as f64 / n as f64,
-            base_requests as f64 / sample.min(n) as f64
+            base_requests as f64 / sample.min(n) as f64,
+            routine.wall.as_secs_f64(),
+            routine_requests as f64 / n as f64,
         );
     }
 

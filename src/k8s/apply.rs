@@ -4,6 +4,8 @@
 //! applied concurrently; ranks follow each other, so a Deployment never
 //! lands before its ServiceAccount. Field manager `maily-deploy`, forced:
 //! the tool owns what it applies, and a hand edit is drift to overwrite.
+//! Objects the cluster already holds as they would be applied are not
+//! written (`unchanged`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

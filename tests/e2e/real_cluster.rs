@@ -633,3 +633,45 @@ fn monitor_applies_rules_and_service_monitors_that_the_real_crds_admit() {
         ]
     );
 }
+
+#[test]
+fn a_routine_deploy_leaves_what_the_server_holds_as_applied_and_restores_a_hand_edit() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    deployed(&world, "v2");
+    world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "patch",
+        "pdb",
+        "api-blue",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"maxUnavailable":3}}"#,
+    ]);
+
+    let out = world.deploy("v3", &["-v"]);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    // The real API server's defaults and normalisation do not hide that
+    // the slot's objects are as applied: the six ServiceAccounts, the five
+    // Services and autoscalers, and every budget but the edited one.
+    let all = text(&out);
+    let unchanged: usize = all
+        .split_once(" already as applied, not written")
+        .and_then(|(before, _)| before.rsplit_once('(')?.1.parse().ok())
+        .unwrap_or_else(|| panic!("no count of unchanged objects:\n{all}"));
+    assert!(unchanged >= 6 + 5 + 5 + 5, "{unchanged} unchanged:\n{all}");
+    let budget = world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "get",
+        "pdb",
+        "api-blue",
+        "-o",
+        "jsonpath={.spec.maxUnavailable}",
+    ]);
+    assert_eq!(budget, "1", "the hand edit was not overwritten");
+    world.assert_all_on("blue");
+}
