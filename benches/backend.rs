@@ -130,6 +130,16 @@ fn maily(kubeconfig: &Path, manifests: &Path, env: &Path, args: &[&str]) -> Run 
     }
 }
 
+/// `maily-deploy bench --only deploy-backend` of release `tag`.
+fn deploy_backend(kubeconfig: &Path, manifests: &Path, dir: &Path, tag: &str) -> Run {
+    maily(
+        kubeconfig,
+        manifests,
+        &env_file(dir, tag),
+        &["bench", "--only", "deploy-backend", "-q"],
+    )
+}
+
 /// CPU this process has used so far (user + system): kubesim runs in it,
 /// so the difference around a run is the emulator's share.
 fn own_cpu() -> Duration {
@@ -334,24 +344,14 @@ fn main() {
         let (sim, _rt) = fresh_sim();
         sim.control().reset();
         let before = own_cpu();
-        let tool = maily(
-            sim.kubeconfig_path(),
-            &manifests,
-            &env_file(dir.path(), "v1"),
-            &["bench", "--only", "deploy-backend", "-q"],
-        );
+        let tool = deploy_backend(sim.kubeconfig_path(), &manifests, dir.path(), "v1");
         let sim_cpu = own_cpu().saturating_sub(before);
         assert!(tool.ok, "{}", tool.stderr);
         let tool_requests = requests(&sim);
         // A routine deploy: the next release over the same slot, whose
         // Services, ServiceAccounts, budgets and autoscalers stay as they were.
         sim.control().reset();
-        let routine = maily(
-            sim.kubeconfig_path(),
-            &manifests,
-            &env_file(dir.path(), "v2"),
-            &["bench", "--only", "deploy-backend", "-q"],
-        );
+        let routine = deploy_backend(sim.kubeconfig_path(), &manifests, dir.path(), "v2");
         assert!(routine.ok, "{}", routine.stderr);
         let routine_requests = requests(&sim);
         drop(sim);
@@ -429,12 +429,7 @@ fn main() {
             };
             let (cp, startup) = fresh_control_plane(options());
             startups.push(startup);
-            let tool = maily(
-                cp.kubeconfig_path(),
-                &manifests,
-                &env_file(dir.path(), "v1"),
-                &["bench", "--only", "deploy-backend", "-q"],
-            );
+            let tool = deploy_backend(cp.kubeconfig_path(), &manifests, dir.path(), "v1");
             assert!(tool.ok, "{}", tool.stderr);
             drop(cp);
             let (cp, startup) = fresh_control_plane(options());

@@ -74,7 +74,8 @@ pub fn unchanged(desired: &DynamicObject, live: &DynamicObject) -> bool {
     let ours = live.metadata.managed_fields.iter().flatten().any(|m| {
         m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
     });
-    if stamp(desired).is_none() || stamp(desired) != stamp(live) || !ours {
+    let wanted = stamp(desired);
+    if wanted.is_none() || wanted != stamp(live) || !ours {
         return false;
     }
     let (Ok(mut want), Ok(have)) = (serde_json::to_value(desired), serde_json::to_value(live))
