@@ -272,19 +272,23 @@ pub fn apply(
 pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
     let old_view = old.map(|o| view(o, w.scope)).unwrap_or_else(|| json!({}));
     let new_view = view(new, w.scope);
-    let (new_set, changed) = fields::field_set_and_changes(&old_view, &new_view);
-    let removed: FieldSet = match old {
-        Some(_) => fields::field_set(&old_view)
-            .difference(&new_set)
-            .cloned()
-            .collect(),
-        None => FieldSet::new(),
-    };
+    let (changed, removed) = fields::changes(&old_view, &new_view);
     let sub = w.scope.subresource().map(String::from);
-    // Only the entries of the written subresource can gain or lose fields:
-    // the others stay as stored, unparsed. Re-reading and re-writing a
-    // Deployment's whole spec entry for each status write was most of a
-    // controller pass at 500 services.
+    // Only the entries that gain or lose fields are read and written again:
+    // those of the written subresource that own a removed field, or a
+    // changed one (the writer's own Update entry takes them). The others
+    // stay as stored, unparsed: re-reading and re-writing a Deployment's
+    // whole spec entry for each controller write was most of a controller
+    // pass at 500 services.
+    let touched = |e: &Value| {
+        let held = |set: &FieldSet| {
+            set.iter()
+                .any(|p| fields::fields_v1_holds(&e["fieldsV1"], p))
+        };
+        let own_update =
+            e["manager"] == w.manager && e["operation"].as_str().unwrap_or("Update") == "Update";
+        (own_update && !changed.is_empty()) || held(&removed) || (!own_update && held(&changed))
+    };
     enum Entry {
         Kept(Value),
         Open(ManagedEntry),
@@ -300,10 +304,12 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
     let mut entries: Vec<Entry> = raw
         .into_iter()
         .filter(|e| e["manager"].is_string())
-        .map(|e| match e["subresource"].as_str() == sub.as_deref() {
-            true => parse_entry(&e).map_or(Entry::Kept(e), Entry::Open),
-            false => Entry::Kept(e),
-        })
+        .map(
+            |e| match e["subresource"].as_str() == sub.as_deref() && touched(&e) {
+                true => parse_entry(&e).map_or(Entry::Kept(e), Entry::Open),
+                false => Entry::Kept(e),
+            },
+        )
         .collect();
     for e in entries.iter_mut() {
         let Entry::Open(e) = e else { continue };

@@ -82,57 +82,141 @@ pub fn field_set(obj: &Value) -> FieldSet {
 /// one walk over both, where looking each path up in `old` and `new`
 /// again parsed every item key twice per field.
 pub fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+    let (mut set, mut changed) = (FieldSet::new(), FieldSet::new());
+    set_and_changes(new, Some(old), "", &mut Vec::new(), &mut set, &mut changed);
+    set.remove(&Vec::new());
+    changed.remove(&Vec::new());
+    (set, changed)
+}
+
+/// `field_set_and_changes` of the subtree at `path`.
+fn set_and_changes(
+    new: &Value,
+    old: Option<&Value>,
+    field: &str,
+    path: &mut Path,
+    set: &mut FieldSet,
+    changed: &mut FieldSet,
+) {
+    let leaf = |path: &Path, set: &mut FieldSet, changed: &mut FieldSet| {
+        set.insert(path.clone());
+        if old != Some(new) {
+            changed.insert(path.clone());
+        }
+    };
+    match new {
+        Value::Object(m) if !m.is_empty() => {
+            let old = old.and_then(Value::as_object);
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                set_and_changes(child, old.and_then(|o| o.get(k)), k, path, set, changed);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            let refs: Vec<&Value> = items.iter().collect();
+            match list_key(field, &refs) {
+                Some(key) => {
+                    let old_items = old.and_then(Value::as_array);
+                    for item in items {
+                        let before =
+                            old_items.and_then(|o| o.iter().find(|i| i.get(key) == item.get(key)));
+                        path.push(item_segment(key, item));
+                        set.insert(path.clone());
+                        if before != Some(item) {
+                            changed.insert(path.clone());
+                        }
+                        set_and_changes(item, before, "", path, set, changed);
+                        path.pop();
+                    }
+                }
+                None => leaf(path, set, changed),
+            }
+        }
+        _ => leaf(path, set, changed),
+    }
+}
+
+/// What a write changed: the fields `new` sets whose value differs from
+/// `old`'s (as `field_set_and_changes` finds them), and the fields `old`
+/// set that `new` no longer does. Subtrees equal on both sides are not
+/// walked: a controller's write changes a few fields of a big object, and
+/// walking all of it twice was most of recording that write.
+pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+    fn keyed(field: &str, items: &[Value]) -> Option<&'static str> {
+        list_key(field, &items.iter().collect::<Vec<_>>())
+    }
     fn rec(
         new: &Value,
         old: Option<&Value>,
         field: &str,
         path: &mut Path,
-        set: &mut FieldSet,
         changed: &mut FieldSet,
+        removed: &mut FieldSet,
     ) {
-        let leaf = |path: &Path, set: &mut FieldSet, changed: &mut FieldSet| {
-            set.insert(path.clone());
-            if old != Some(new) {
-                changed.insert(path.clone());
-            }
-        };
-        match new {
-            Value::Object(m) if !m.is_empty() => {
-                let old = old.and_then(Value::as_object);
+        if old == Some(new) {
+            return;
+        }
+        match (new, old) {
+            (Value::Object(m), Some(Value::Object(o))) if !m.is_empty() && !o.is_empty() => {
                 for (k, child) in m {
                     path.push(format!("f:{k}"));
-                    rec(child, old.and_then(|o| o.get(k)), k, path, set, changed);
+                    rec(child, o.get(k), k, path, changed, removed);
+                    path.pop();
+                }
+                for (k, gone) in o.iter().filter(|(k, _)| !m.contains_key(*k)) {
+                    path.push(format!("f:{k}"));
+                    walk(gone, k, path, removed);
                     path.pop();
                 }
             }
-            Value::Array(items) => {
-                let refs: Vec<&Value> = items.iter().collect();
-                match list_key(field, &refs) {
-                    Some(key) => {
-                        let old_items = old.and_then(Value::as_array);
-                        for item in items {
-                            let before = old_items
-                                .and_then(|o| o.iter().find(|i| i.get(key) == item.get(key)));
-                            path.push(item_segment(key, item));
-                            set.insert(path.clone());
-                            if before != Some(item) {
-                                changed.insert(path.clone());
-                            }
-                            rec(item, before, "", path, set, changed);
-                            path.pop();
-                        }
+            (Value::Array(items), Some(Value::Array(olds)))
+                if keyed(field, items).is_some() && keyed(field, items) == keyed(field, olds) =>
+            {
+                let key = keyed(field, items).expect("a keyed list");
+                for item in items {
+                    let before = olds.iter().find(|i| i.get(key) == item.get(key));
+                    path.push(item_segment(key, item));
+                    if before != Some(item) {
+                        changed.insert(path.clone());
                     }
-                    None => leaf(path, set, changed),
+                    rec(item, before, "", path, changed, removed);
+                    path.pop();
+                }
+                let gone = olds
+                    .iter()
+                    .filter(|o| !items.iter().any(|i| i.get(key) == o.get(key)));
+                for item in gone {
+                    path.push(item_segment(key, item));
+                    removed.insert(path.clone());
+                    walk(item, "", path, removed);
+                    path.pop();
                 }
             }
-            _ => leaf(path, set, changed),
+            // Shapes differ, or a leaf changed: this subtree in full.
+            _ => {
+                let mut set = FieldSet::new();
+                set_and_changes(new, old, field, path, &mut set, changed);
+                if let Some(o) = old {
+                    let mut before = FieldSet::new();
+                    walk(o, field, path, &mut before);
+                    removed.extend(before.difference(&set).cloned());
+                }
+            }
         }
     }
-    let (mut set, mut changed) = (FieldSet::new(), FieldSet::new());
-    rec(new, Some(old), "", &mut Vec::new(), &mut set, &mut changed);
-    set.remove(&Vec::new());
+    let (mut changed, mut removed) = (FieldSet::new(), FieldSet::new());
+    rec(
+        new,
+        Some(old),
+        "",
+        &mut Vec::new(),
+        &mut changed,
+        &mut removed,
+    );
     changed.remove(&Vec::new());
-    (set, changed)
+    removed.remove(&Vec::new());
+    (changed, removed)
 }
 
 /// Whether `path` names a keyed list item rather than a value.
@@ -230,6 +314,14 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
         }
     }
     root
+}
+
+/// Whether a FieldsV1 object holds `path` (as `from_fields_v1` would
+/// read it), looked up without reading the rest.
+pub fn fields_v1_holds(v: &Value, path: &Path) -> bool {
+    let node = path.iter().try_fold(v, |node, seg| node.get(seg.as_str()));
+    node.and_then(Value::as_object)
+        .is_some_and(|m| !path.is_empty() && (m.is_empty() || m.contains_key(".")))
 }
 
 /// Reads a FieldsV1 object back into a field set.
@@ -355,6 +447,82 @@ mod tests {
                 (field_set(&new), looked_up),
                 "{old} -> {new}"
             );
+        }
+    }
+
+    #[test]
+    fn a_fields_v1_lookup_agrees_with_reading_it_all() {
+        let obj = json!({"metadata": {"labels": {"a": "1"}, "annotations": {}},
+            "spec": {"containers": [{"name": "web", "image": "x", "ports": [{"containerPort": 80}]}]}});
+        let v1 = to_fields_v1(&field_set(&obj));
+        let all = from_fields_v1(&v1);
+        let mut probes: Vec<Path> = all.iter().cloned().collect();
+        probes.extend([
+            p(&["f:metadata"]),
+            p(&["f:spec", "f:containers"]),
+            p(&["f:spec", "f:replicas"]),
+            p(&["f:metadata", "f:labels", "f:a", "f:deeper"]),
+            Vec::new(),
+        ]);
+        for path in probes {
+            assert_eq!(fields_v1_holds(&v1, &path), all.contains(&path), "{path:?}");
+        }
+    }
+
+    /// `changes` skips what is equal on both sides; it must find what the
+    /// full walks of both objects find, both ways, whatever the shapes.
+    #[test]
+    fn the_pruned_diff_finds_what_the_full_walks_find() {
+        let pod = |image: &str, env: Value, ports: Value| {
+            json!({"metadata": {"labels": {"app": "web"}, "annotations": {"a": "1"}},
+                "spec": {"containers": [
+                    {"name": "web", "image": image, "env": env, "ports": ports},
+                    {"name": "side", "image": "s:1"}],
+                  "volumes": [], "nodeSelector": {}}})
+        };
+        let env = json!([{"name": "A", "value": "1"}]);
+        let ports = json!([{"containerPort": 80}]);
+        let base = pod("a:1", env.clone(), ports.clone());
+        let mut annotated = base.clone();
+        annotated["metadata"]["annotations"]["b"] = json!("2");
+        let mut side_gone = base.clone();
+        side_gone["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        let mut selector = base.clone();
+        selector["spec"]["nodeSelector"] = json!({"zone": "a"});
+        let mut leaf_to_map = base.clone();
+        leaf_to_map["metadata"]["labels"]["app"] = json!({"x": 1});
+        let variants = [
+            json!({}),
+            base.clone(),
+            pod("a:2", env.clone(), ports.clone()),
+            pod(
+                "a:1",
+                json!([{"name": "B", "value": "1"}, {"name": "A", "value": "2"}]),
+                ports.clone(),
+            ),
+            pod(
+                "a:1",
+                json!([]),
+                json!([{"containerPort": 81}, {"containerPort": 80}]),
+            ),
+            pod("a:1", json!(["atomic", "now"]), ports.clone()),
+            pod("a:1", env.clone(), json!([{"port": 80}])),
+            annotated,
+            side_gone,
+            selector,
+            leaf_to_map,
+            json!({"spec": {"containers": "not a list"}}),
+            json!({"metadata": {}, "spec": null}),
+        ];
+        for old in &variants {
+            for new in &variants {
+                let (new_set, changed) = field_set_and_changes(old, new);
+                let removed: FieldSet = field_set(old).difference(&new_set).cloned().collect();
+                assert_eq!(changes(old, new), (changed, removed), "{old} -> {new}");
+            }
         }
     }
 }
