@@ -9,6 +9,8 @@
 //! that reports a waiting reason the kubelet will not recover from on its own
 //! fails the rollout at once, instead of waiting out a timeout.
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
@@ -141,7 +143,10 @@ fn template_without_hash(rs: &ReplicaSet) -> Option<serde_json::Value> {
 }
 
 /// The ReplicaSet of the Deployment's current template, among `sets`.
-pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+pub fn new_replica_set<'a, S: Borrow<ReplicaSet>>(
+    d: &Deployment,
+    sets: &'a [S],
+) -> Option<&'a ReplicaSet> {
     let uid = d.metadata.uid.as_deref()?;
     let want = serde_json::to_value(&d.spec.as_ref()?.template).ok()?;
     let owned = |rs: &&ReplicaSet| {
@@ -165,7 +170,8 @@ pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a
         .as_ref()
         .and_then(|s| s.observed_generation)
         .is_some_and(|o| Some(o) >= d.metadata.generation);
-    sets.iter()
+    let sets = || sets.iter().map(Borrow::borrow);
+    sets()
         .filter(owned)
         .find(|rs| template_without_hash(rs).as_ref() == Some(&want))
         // A server that defaults template fields on the ReplicaSet alone
@@ -175,7 +181,7 @@ pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a
                 return None;
             }
             let want = revision(&d.metadata)?;
-            sets.iter()
+            sets()
                 .filter(owned)
                 .find(|rs| revision(&rs.metadata).as_deref() == Some(want.as_str()))
         })
@@ -281,10 +287,10 @@ pub fn pod_unschedulable(pod: &Pod) -> Option<(i64, String)> {
 /// The rollout's state: the Deployment's own verdict, failed early by any
 /// pod of its new ReplicaSet that reports a fatal reason, or that the
 /// scheduler has not placed for longer than the grace.
-pub fn rollout_state(
+pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
     d: &Deployment,
-    sets: &[ReplicaSet],
-    pods: &[Pod],
+    sets: &[S],
+    pods: &[P],
     patience: Patience,
 ) -> RolloutState {
     let own = deployment_state(d);
@@ -296,6 +302,7 @@ pub fn rollout_state(
     {
         let mut new_pods: Vec<&Pod> = pods
             .iter()
+            .map(Borrow::borrow)
             .filter(|p| {
                 p.metadata
                     .owner_references
@@ -399,7 +406,7 @@ mod tests {
     fn a_complete_rollout_is_complete() {
         let d: Deployment = fixture("deployment-complete");
         assert_eq!(
-            rollout_state(&d, &sets(), &[fixture("pod-ready")], patience()),
+            rollout_state(&d, &sets(), &[fixture::<Pod>("pod-ready")], patience()),
             RolloutState::Complete
         );
     }
@@ -503,7 +510,7 @@ mod tests {
     #[test]
     fn progress_deadline_exceeded_fails() {
         let d: Deployment = fixture("deployment-deadline-exceeded");
-        match rollout_state(&d, &sets(), &[], patience()) {
+        match rollout_state(&d, &sets(), &[] as &[Pod], patience()) {
             RolloutState::Failed(f) => {
                 assert_eq!(f.reason, "ProgressDeadlineExceeded");
                 assert_eq!(

@@ -7,7 +7,7 @@
 //! after dropped connections and re-lists after a 410, so a flaky API
 //! server costs time, not correctness.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
@@ -21,11 +21,18 @@ use serde::de::DeserializeOwned;
 use super::rollout::{Patience, RolloutState, rollout_state};
 use crate::error::{Kind, fail};
 
-/// Objects of one kind, kept current from watch events.
+/// Objects of one kind, kept current from watch events, with the indexes
+/// judging needs kept current with them: by owner and by name. Rebuilding
+/// those from every object after each batch of events was linear in
+/// services per batch.
 struct Mirror<K> {
     items: HashMap<String, K>,
     /// A re-list in progress: items gathered until `InitDone` replaces `items`.
     relisting: Option<HashMap<String, K>>,
+    /// The keys of the items each owner (by uid) owns.
+    owned: HashMap<String, BTreeSet<String>>,
+    /// Each name's item key.
+    named: HashMap<String, String>,
 }
 
 impl<K: Resource + Clone> Mirror<K> {
@@ -33,6 +40,8 @@ impl<K: Resource + Clone> Mirror<K> {
         Mirror {
             items: HashMap::new(),
             relisting: None,
+            owned: HashMap::new(),
+            named: HashMap::new(),
         }
     }
 
@@ -45,12 +54,8 @@ impl<K: Resource + Clone> Mirror<K> {
 
     fn apply(&mut self, event: Event<K>) {
         match event {
-            Event::Apply(obj) => {
-                self.items.insert(Self::key(&obj), obj);
-            }
-            Event::Delete(obj) => {
-                self.items.remove(&Self::key(&obj));
-            }
+            Event::Apply(obj) => self.insert(obj),
+            Event::Delete(obj) => self.remove(&Self::key(&obj)),
             Event::Init => self.relisting = Some(HashMap::new()),
             Event::InitApply(obj) => {
                 self.relisting
@@ -59,10 +64,59 @@ impl<K: Resource + Clone> Mirror<K> {
             }
             Event::InitDone => {
                 if let Some(fresh) = self.relisting.take() {
-                    self.items = fresh;
+                    self.items.clear();
+                    self.owned.clear();
+                    self.named.clear();
+                    fresh.into_values().for_each(|obj| self.insert(obj));
                 }
             }
         }
+    }
+
+    fn insert(&mut self, obj: K) {
+        let key = Self::key(&obj);
+        self.remove(&key);
+        for o in obj.meta().owner_references.iter().flatten() {
+            self.owned
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(name) = &obj.meta().name {
+            self.named.insert(name.clone(), key.clone());
+        }
+        self.items.insert(key, obj);
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(old) = self.items.remove(key) else {
+            return;
+        };
+        for o in old.meta().owner_references.iter().flatten() {
+            if let Some(keys) = self.owned.get_mut(&o.uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.owned.remove(&o.uid);
+                }
+            }
+        }
+        if let Some(name) = &old.meta().name
+            && self.named.get(name).is_some_and(|k| k == key)
+        {
+            self.named.remove(name);
+        }
+    }
+
+    fn named(&self, name: &str) -> Option<&K> {
+        self.items.get(self.named.get(name)?)
+    }
+
+    fn owned_by<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a K> + 'a {
+        self.owned
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.items.get(k))
     }
 }
 
@@ -100,17 +154,17 @@ fn touched_by<K>(
     event: &Event<K>,
     deployment_of: impl Fn(&K) -> Option<String>,
     dirty: &mut HashSet<String>,
-    names: &[String],
+    awaited: &HashSet<String>,
 ) {
     match event {
         Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) => {
             if let Some(d) = deployment_of(o)
-                && names.contains(&d)
+                && awaited.contains(&d)
             {
                 dirty.insert(d);
             }
         }
-        Event::Init | Event::InitDone => dirty.extend(names.iter().cloned()),
+        Event::Init | Event::InitDone => dirty.extend(awaited.iter().cloned()),
     }
 }
 
@@ -143,61 +197,24 @@ fn owner_deployment_of_pod(pod: &Pod, sets: &Mirror<ReplicaSet>) -> Option<Strin
     }
 }
 
-/// The mirrors indexed by owner, built once per batch of events, so that
-/// judging one Deployment reads its own ReplicaSets and pods only.
-struct Index<'a> {
-    deployments: HashMap<&'a str, &'a Deployment>,
-    sets_of: HashMap<&'a str, Vec<&'a ReplicaSet>>,
-    pods_of: HashMap<&'a str, Vec<&'a Pod>>,
-}
-
-impl<'a> Index<'a> {
-    fn of(
-        deployments: &'a Mirror<Deployment>,
-        sets: &'a Mirror<ReplicaSet>,
-        pods: &'a Mirror<Pod>,
-    ) -> Self {
-        let mut index = Index {
-            deployments: HashMap::new(),
-            sets_of: HashMap::new(),
-            pods_of: HashMap::new(),
-        };
-        for d in deployments.items.values() {
-            if let Some(name) = d.metadata.name.as_deref() {
-                index.deployments.insert(name, d);
-            }
-        }
-        for rs in sets.items.values() {
-            for o in rs.metadata.owner_references.iter().flatten() {
-                index.sets_of.entry(o.uid.as_str()).or_default().push(rs);
-            }
-        }
-        for p in pods.items.values() {
-            for o in p.metadata.owner_references.iter().flatten() {
-                index.pods_of.entry(o.uid.as_str()).or_default().push(p);
-            }
-        }
-        index
-    }
-
-    /// The verdict on one Deployment, from its own objects; `None` while
-    /// it has not appeared.
-    fn judge(&self, name: &str, patience: Patience) -> Option<RolloutState> {
-        let d = self.deployments.get(name)?;
-        let uid = d.metadata.uid.as_deref().unwrap_or_default();
-        let sets: Vec<ReplicaSet> = self
-            .sets_of
-            .get(uid)
-            .map(|v| v.iter().map(|rs| (*rs).clone()).collect())
-            .unwrap_or_default();
-        let pods: Vec<Pod> = sets
-            .iter()
-            .filter_map(|rs| rs.metadata.uid.as_deref())
-            .flat_map(|rs_uid| self.pods_of.get(rs_uid).into_iter().flatten())
-            .map(|p| (*p).clone())
-            .collect();
-        Some(rollout_state(d, &sets, &pods, patience))
-    }
+/// The verdict on one Deployment, from its own ReplicaSets and their
+/// pods; `None` while it has not appeared.
+fn judge(
+    deployments: &Mirror<Deployment>,
+    sets: &Mirror<ReplicaSet>,
+    pods: &Mirror<Pod>,
+    name: &str,
+    patience: Patience,
+) -> Option<RolloutState> {
+    let d = deployments.named(name)?;
+    let uid = d.metadata.uid.as_deref().unwrap_or_default();
+    let own_sets: Vec<&ReplicaSet> = sets.owned_by(uid).collect();
+    let own_pods: Vec<&Pod> = own_sets
+        .iter()
+        .filter_map(|rs| rs.metadata.uid.as_deref())
+        .flat_map(|rs_uid| pods.owned_by(rs_uid))
+        .collect();
+    Some(rollout_state(d, &own_sets, &own_pods, patience))
 }
 
 /// What each awaited Deployment is waiting for, for progress lines.
@@ -236,7 +253,6 @@ pub async fn wait_for_rollouts(
     let mut deployments = Mirror::<Deployment>::new();
     let mut sets = Mirror::<ReplicaSet>::new();
     let mut pods = Mirror::<Pod>::new();
-    let mut last = Progress::new();
     // What each awaited Deployment waits for (absent: rolled out), and
     // which to judge again: only those an event touched. Judging every
     // Deployment on every event was quadratic in services (each event of
@@ -250,7 +266,9 @@ pub async fn wait_for_rollouts(
             )
         })
         .collect();
-    let mut dirty: HashSet<String> = names.iter().cloned().collect();
+    let awaited: HashSet<String> = names.iter().cloned().collect();
+    let mut reported = false;
+    let mut dirty = awaited.clone();
 
     let judge = async {
         while let Some(first) = changes.next().await {
@@ -263,15 +281,20 @@ pub async fn wait_for_rollouts(
             for change in batch {
                 match change {
                     Change::Deployment(e) => {
-                        touched_by(&e, owner_deployment_of_deployment, &mut dirty, names);
+                        touched_by(&e, owner_deployment_of_deployment, &mut dirty, &awaited);
                         deployments.apply(e);
                     }
                     Change::ReplicaSet(e) => {
-                        touched_by(&e, owner_deployment_of_set, &mut dirty, names);
+                        touched_by(&e, owner_deployment_of_set, &mut dirty, &awaited);
                         sets.apply(e);
                     }
                     Change::Pod(e) => {
-                        touched_by(&e, |p| owner_deployment_of_pod(p, &sets), &mut dirty, names);
+                        touched_by(
+                            &e,
+                            |p| owner_deployment_of_pod(p, &sets),
+                            &mut dirty,
+                            &awaited,
+                        );
                         pods.apply(e);
                     }
                     // The watcher backs off and resumes by itself; an error
@@ -293,29 +316,34 @@ pub async fn wait_for_rollouts(
                 continue;
             }
             let patience = Patience::now(unschedulable_grace);
-            let index = Index::of(&deployments, &sets, &pods);
+            // Whether any verdict moved: found per judged Deployment, not
+            // by comparing every Deployment's line after each batch.
+            let mut moved = false;
             for name in dirty.drain() {
-                match index.judge(&name, patience) {
-                    None => {
-                        waiting.insert(name, "waiting for the Deployment to appear".into());
-                    }
-                    Some(RolloutState::Complete) => {
-                        waiting.remove(&name);
-                    }
-                    Some(RolloutState::Progressing(why)) => {
-                        waiting.insert(name, why);
-                    }
+                let why = match judge(&deployments, &sets, &pods, &name, patience) {
+                    None => Some("waiting for the Deployment to appear".to_string()),
+                    Some(RolloutState::Complete) => None,
+                    Some(RolloutState::Progressing(why)) => Some(why),
                     Some(RolloutState::Failed(f)) => {
                         return Err(fail(Kind::PhaseFailed, format!("rollout failed: {f}")));
                     }
-                }
+                };
+                moved |= match why {
+                    Some(why) => {
+                        waiting.get(&name) != Some(&why) && {
+                            waiting.insert(name, why);
+                            true
+                        }
+                    }
+                    None => waiting.remove(&name).is_some(),
+                };
             }
             if waiting.is_empty() {
                 return Ok(());
             }
-            if waiting != last {
+            if moved || !reported {
                 on_progress(&waiting);
-                last = waiting.clone();
+                reported = true;
             }
         }
         Err(anyhow::anyhow!("the watches ended before the rollouts did"))
@@ -327,7 +355,8 @@ pub async fn wait_for_rollouts(
             format!(
                 "rollouts still not done after {}: {}",
                 humantime::format_duration(timeout),
-                last.iter()
+                waiting
+                    .iter()
                     .map(|(n, why)| format!("{n}: {why}"))
                     .collect::<Vec<_>>()
                     .join("; ")

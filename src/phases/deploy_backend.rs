@@ -117,18 +117,22 @@ pub fn slot_objects(
     release: &Release,
     slot: Slot,
 ) -> anyhow::Result<Vec<DynamicObject>> {
-    let mut out = Vec::new();
-    let mut problems = Vec::new();
-    for (name, svc) in &profile.services {
+    let services: Vec<_> = profile.services.iter().collect();
+    let rendered = manifest::side_by_side(&services, |(name, svc)| {
         let mut scopes = vec![Scope::Slot];
         if svc.kind == ServiceKind::Http {
             scopes.push(Scope::SlotHttp);
         }
-        match manifest::render(
+        manifest::render(
             templates,
             &scopes,
             &values::for_slot(release, profile, name, slot),
-        ) {
+        )
+    });
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for result in rendered {
+        match result {
             Ok(objects) => out.extend(objects.into_iter().map(|(_, o)| o)),
             Err(e) => match crate::error::failure_of(&e) {
                 Some(f) if !f.problems.is_empty() => problems.extend(f.problems.clone()),
@@ -416,7 +420,13 @@ impl Phase for DeployBackend {
                 .map_err(|why| fail(Kind::PhaseFailed, why))?,
         };
         preflight(cx).await?;
+        let rendering = std::time::Instant::now();
         let objects = objects_for(cx, &b, slot)?;
+        tracing::debug!(
+            "rendered {} objects in {} ms",
+            objects.len(),
+            rendering.elapsed().as_millis()
+        );
         if let Some(note) = fits_the_quota(cx, &b.profile, slot, &objects).await? {
             tracing::warn!("{note}");
         }
