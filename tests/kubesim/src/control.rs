@@ -5,7 +5,7 @@ use crate::faults::{ApiFault, ApiFaults, ImageFault, ImageFaultRule};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -57,6 +57,26 @@ pub struct Control {
     /// Controller passes so far: a test can see the loop sleep while
     /// nothing changes, without timing the process's CPU.
     pub(crate) passes: Arc<AtomicU64>,
+    /// API requests being served now, watches aside: the controllers give
+    /// way to them after a long pass, and only to them.
+    pub(crate) requests_in_flight: Arc<AtomicUsize>,
+}
+
+/// One API request being served, counted in `requests_in_flight` until
+/// dropped (whatever way the handler returns).
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn enter(control: &Control) -> Self {
+        control.requests_in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(control.requests_in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Control {
@@ -80,6 +100,7 @@ impl Control {
             drop_watches: Arc::new(tx),
             changed,
             passes: Arc::new(AtomicU64::new(0)),
+            requests_in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 

@@ -92,6 +92,8 @@ pub async fn handle(
         _ => None,
     };
     let verb = info.as_ref().map_or("get".to_string(), |i| i.verb.clone());
+    // A watch holds no store lock while it streams: it is no one waiting.
+    let _in_flight = (verb != "watch").then(|| crate::control::InFlight::enter(&state.control));
     // Fault rules name a resource (`deployments`) or a subresource (`deployments/status`).
     let resource = info.as_ref().map_or(String::new(), |i| {
         if i.subresource.is_empty() {

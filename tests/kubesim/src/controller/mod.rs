@@ -41,6 +41,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// moment passed (the decisions compare with `>=` and `>`).
 const DUE_MARGIN: Duration = Duration::from_millis(1);
 
+/// How often a controller giving way to API requests looks whether they
+/// are done.
+const GIVE_WAY_STEP: Duration = Duration::from_millis(5);
+
 const MANAGER: &str = "kube-controller-manager";
 
 fn ctx(api_version: &str, status: bool) -> WriteCtx<'_> {
@@ -244,12 +248,31 @@ impl Controller {
                 } => {}
                 _ = stop.changed() => return,
             }
-            // A pass holds the store: the next waits at least as long as
-            // this one took, so API requests (the tool's, kubectl's) get
-            // half of the time however big the world grows.
+            // A pass holds the store: while API requests (the tool's,
+            // kubectl's) are being served, the next waits as long as this
+            // one took, so they get half of the time however big the world
+            // grows. A client that only watches waits for no lock: then the
+            // next pass comes at the tick, and a pod is not seen Ready a
+            // long pass later than it became so.
+            let ended = pass_started + took;
             tokio::select! {
-                _ = tokio::time::sleep_until(pass_started + took + TICK.max(took)) => {}
+                _ = tokio::time::sleep_until(ended + TICK) => {}
                 _ = stop.changed() => return,
+            }
+            let give_way_until = ended + TICK.max(took);
+            while tokio::time::Instant::now() < give_way_until
+                && self
+                    .control
+                    .requests_in_flight
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    > 0
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(GIVE_WAY_STEP.min(
+                        give_way_until.saturating_duration_since(tokio::time::Instant::now()),
+                    )) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
     }
