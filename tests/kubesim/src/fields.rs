@@ -50,14 +50,9 @@ fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
         Value::Array(items) => {
             let refs: Vec<&Value> = items.iter().collect();
             match list_key(field, &refs) {
-                Some(key) => {
-                    for item in items {
-                        path.push(item_segment(key, item));
-                        out.insert(path.clone());
-                        walk(item, "", path, out);
-                        path.pop();
-                    }
-                }
+                Some(key) => items
+                    .iter()
+                    .for_each(|item| walk_item(key, item, path, out)),
                 None => {
                     out.insert(path.clone());
                 }
@@ -67,6 +62,14 @@ fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
             out.insert(path.clone());
         }
     }
+}
+
+/// The paths of a keyed list item: the item itself and what it sets.
+fn walk_item(key: &str, item: &Value, path: &mut Path, out: &mut FieldSet) {
+    path.push(item_segment(key, item));
+    out.insert(path.clone());
+    walk(item, "", path, out);
+    path.pop();
 }
 
 /// The fields an object (already stripped of server-owned metadata) sets.
@@ -186,12 +189,7 @@ pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
                 let gone = olds
                     .iter()
                     .filter(|o| !items.iter().any(|i| i.get(key) == o.get(key)));
-                for item in gone {
-                    path.push(item_segment(key, item));
-                    removed.insert(path.clone());
-                    walk(item, "", path, removed);
-                    path.pop();
-                }
+                gone.for_each(|item| walk_item(key, item, path, removed));
             }
             // Shapes differ, or a leaf changed: this subtree in full.
             _ => {
