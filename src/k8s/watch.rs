@@ -217,11 +217,13 @@ fn judge(
     Some(rollout_state(d, &own_sets, &own_pods, patience))
 }
 
-/// What each awaited Deployment is waiting for, for progress lines.
+/// What awaited Deployments are waiting for ("rolled out" once done), for
+/// progress lines.
 pub type Progress = BTreeMap<String, String>;
 
 /// Wait until every named Deployment has rolled out; fail at the first
 /// fatal sign, naming the deployment, the pod and Kubernetes' reason.
+/// `on_progress` hears every Deployment's state first, then each change.
 pub async fn wait_for_rollouts(
     client: &Client,
     namespace: &str,
@@ -316,9 +318,9 @@ pub async fn wait_for_rollouts(
                 continue;
             }
             let patience = Patience::now(unschedulable_grace);
-            // Whether any verdict moved: found per judged Deployment, not
-            // by comparing every Deployment's line after each batch.
-            let mut moved = false;
+            // The lines that moved: found per judged Deployment, not by
+            // comparing every Deployment's line after each batch.
+            let mut moved = Progress::new();
             for name in dirty.drain() {
                 let why = match judge(&deployments, &sets, &pods, &name, patience) {
                     None => Some("waiting for the Deployment to appear".to_string()),
@@ -328,22 +330,32 @@ pub async fn wait_for_rollouts(
                         return Err(fail(Kind::PhaseFailed, format!("rollout failed: {f}")));
                     }
                 };
-                moved |= match why {
+                match why {
                     Some(why) => {
-                        waiting.get(&name) != Some(&why) && {
-                            waiting.insert(name, why);
-                            true
+                        if waiting.get(&name) != Some(&why) {
+                            moved.insert(name.clone(), why.clone());
+                        }
+                        waiting.insert(name, why);
+                    }
+                    None => {
+                        if waiting.remove(&name).is_some() {
+                            moved.insert(name, "rolled out".to_string());
                         }
                     }
-                    None => waiting.remove(&name).is_some(),
-                };
+                }
+            }
+            // The first report says where every rollout stands; then only
+            // what changed, so 500 services do not repeat 500 lines.
+            if !reported {
+                let mut all = waiting.clone();
+                all.extend(moved);
+                on_progress(&all);
+                reported = true;
+            } else if !moved.is_empty() {
+                on_progress(&moved);
             }
             if waiting.is_empty() {
                 return Ok(());
-            }
-            if moved || !reported {
-                on_progress(&waiting);
-                reported = true;
             }
         }
         Err(anyhow::anyhow!("the watches ended before the rollouts did"))
@@ -365,8 +377,8 @@ pub async fn wait_for_rollouts(
     }
 }
 
-/// Wait for a slot's Deployments, logging what each still waits for (seen
-/// with `-v`). The margin over the rollout timeout only guards against a
+/// Wait for a slot's Deployments, logging each one's state as it changes
+/// (seen with `-v`). The margin over the rollout timeout only guards against a
 /// controller that never answers: the controller itself reports a missed
 /// progress deadline, which fails the rollout at once.
 pub async fn wait_for_slot(

@@ -1100,3 +1100,45 @@ fn a_routine_deploy_writes_only_what_changed_and_overwrites_hand_edits() {
         );
     }
 }
+
+#[test]
+fn a_first_deploy_starts_every_rollout_before_the_services_and_shows_each_ones_progress() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &["-v"]);
+    assert_exit(&out, exit_code::SUCCESS);
+    let writes = object_writes(&world);
+    let at = |what: &str| writes.iter().position(|w| w == what);
+    let last_deployment = HTTP
+        .iter()
+        .filter_map(|svc| at(&format!("deployments/{svc}-blue")))
+        .max()
+        .expect("the Deployments were written");
+    for svc in HTTP {
+        let service = at(&format!("services/{svc}-blue")).expect("the slot Service was written");
+        assert!(
+            service > last_deployment,
+            "services/{svc}-blue written before the last Deployment: {writes:?}"
+        );
+    }
+    // With -v, where each rollout stands, each state once, then that it
+    // rolled out.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for svc in HTTP {
+        let prefix = format!(" {svc}-blue: ");
+        let states: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.split_once(&prefix).map(|(_, why)| why))
+            .collect();
+        assert!(
+            states
+                .iter()
+                .any(|s| s.contains("updated replicas available")),
+            "{svc}-blue: {states:?}"
+        );
+        assert_eq!(states.last(), Some(&"rolled out"), "{svc}-blue: {states:?}");
+        assert!(
+            states.windows(2).all(|w| w[0] != w[1]),
+            "{svc}-blue repeats a state: {states:?}"
+        );
+    }
+}
