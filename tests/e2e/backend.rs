@@ -1110,9 +1110,9 @@ fn a_first_deploy_starts_every_rollout_before_the_services_and_shows_each_ones_p
     let at = |what: &str| writes.iter().position(|w| w == what);
     let last_deployment = HTTP
         .iter()
-        .filter_map(|svc| at(&format!("deployments/{svc}-blue")))
+        .map(|svc| at(&format!("deployments/{svc}-blue")).expect("the Deployment was written"))
         .max()
-        .expect("the Deployments were written");
+        .expect("http services");
     for svc in HTTP {
         let service = at(&format!("services/{svc}-blue")).expect("the slot Service was written");
         assert!(

@@ -81,10 +81,10 @@ pub fn field_set(obj: &Value) -> FieldSet {
 }
 
 /// The fields `new` sets, and those of them whose value differs from
-/// `old`'s (a keyed list item counts as changed when anything in it does):
-/// one walk over both, where looking each path up in `old` and `new`
-/// again parsed every item key twice per field.
-pub fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+/// `old`'s (a keyed list item counts as changed when anything in it does),
+/// walking all of `new`: the reference `changes` is checked against.
+#[cfg(test)]
+fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     let (mut set, mut changed) = (FieldSet::new(), FieldSet::new());
     set_and_changes(new, Some(old), "", &mut Vec::new(), &mut set, &mut changed);
     set.remove(&Vec::new());
@@ -92,7 +92,8 @@ pub fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     (set, changed)
 }
 
-/// `field_set_and_changes` of the subtree at `path`.
+/// The fields the subtree at `path` sets in `new`, and those of them whose
+/// value differs from `old`'s, in one walk over both.
 fn set_and_changes(
     new: &Value,
     old: Option<&Value>,
@@ -149,6 +150,23 @@ pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     fn keyed(field: &str, items: &[Value]) -> Option<&'static str> {
         list_key(field, &items.iter().collect::<Vec<_>>())
     }
+    /// Shapes differ, or a leaf changed: this subtree in full.
+    fn whole(
+        new: &Value,
+        old: Option<&Value>,
+        field: &str,
+        path: &mut Path,
+        changed: &mut FieldSet,
+        removed: &mut FieldSet,
+    ) {
+        let mut set = FieldSet::new();
+        set_and_changes(new, old, field, path, &mut set, changed);
+        if let Some(o) = old {
+            let mut before = FieldSet::new();
+            walk(o, field, path, &mut before);
+            removed.extend(before.difference(&set).cloned());
+        }
+    }
     fn rec(
         new: &Value,
         old: Option<&Value>,
@@ -173,34 +191,27 @@ pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
                     path.pop();
                 }
             }
-            (Value::Array(items), Some(Value::Array(olds)))
-                if keyed(field, items).is_some() && keyed(field, items) == keyed(field, olds) =>
-            {
-                let key = keyed(field, items).expect("a keyed list");
-                for item in items {
-                    let before = olds.iter().find(|i| i.get(key) == item.get(key));
-                    path.push(item_segment(key, item));
-                    if before != Some(item) {
-                        changed.insert(path.clone());
+            (Value::Array(items), Some(Value::Array(olds))) => {
+                match (keyed(field, items), keyed(field, olds)) {
+                    (Some(key), Some(was)) if key == was => {
+                        for item in items {
+                            let before = olds.iter().find(|i| i.get(key) == item.get(key));
+                            path.push(item_segment(key, item));
+                            if before != Some(item) {
+                                changed.insert(path.clone());
+                            }
+                            rec(item, before, "", path, changed, removed);
+                            path.pop();
+                        }
+                        let gone = olds
+                            .iter()
+                            .filter(|o| !items.iter().any(|i| i.get(key) == o.get(key)));
+                        gone.for_each(|item| walk_item(key, item, path, removed));
                     }
-                    rec(item, before, "", path, changed, removed);
-                    path.pop();
-                }
-                let gone = olds
-                    .iter()
-                    .filter(|o| !items.iter().any(|i| i.get(key) == o.get(key)));
-                gone.for_each(|item| walk_item(key, item, path, removed));
-            }
-            // Shapes differ, or a leaf changed: this subtree in full.
-            _ => {
-                let mut set = FieldSet::new();
-                set_and_changes(new, old, field, path, &mut set, changed);
-                if let Some(o) = old {
-                    let mut before = FieldSet::new();
-                    walk(o, field, path, &mut before);
-                    removed.extend(before.difference(&set).cloned());
+                    _ => whole(new, old, field, path, changed, removed),
                 }
             }
+            _ => whole(new, old, field, path, changed, removed),
         }
     }
     let (mut changed, mut removed) = (FieldSet::new(), FieldSet::new());
