@@ -191,6 +191,12 @@ fn requests(sim: &Sim) -> u64 {
         .count() as u64
 }
 
+/// `MAILY_BENCH_BASELINE=skip`: the tool alone, without serial kubectl,
+/// while working on the tool.
+fn skip_baseline() -> bool {
+    std::env::var("MAILY_BENCH_BASELINE").as_deref() == Ok("skip")
+}
+
 /// The baseline: each service's objects applied and waited for in turn,
 /// with kubectl as the user of `kubeconfig`; for more than `sample`
 /// services, the first `sample` are measured and the time scaled to `n`
@@ -355,10 +361,7 @@ fn main() {
         assert!(routine.ok, "{}", routine.stderr);
         let routine_requests = requests(&sim);
         drop(sim);
-        // MAILY_BENCH_BASELINE=skip: the tool alone, while working on it.
-        let (base, scaled, base_requests) = if std::env::var("MAILY_BENCH_BASELINE").as_deref()
-            == Ok("skip")
-        {
+        let (base, scaled, base_requests) = if skip_baseline() {
             (Duration::ZERO, false, 0)
         } else {
             let (sim, _rt) = fresh_sim();
@@ -421,10 +424,12 @@ fn main() {
                     controller_qps: qps,
                     ..Default::default()
                 };
-                // Two slots of n pods each: room on the fake nodes.
-                o.node_pods = o
-                    .node_pods
-                    .max((2 * n as u32).div_ceil(o.nodes as u32) + 20);
+                // Two slots of n pods each (250m CPU, 256 MiB apiece, as
+                // shipped): room on the fake nodes.
+                let per_node = (2 * n as u32).div_ceil(o.nodes as u32) + 20;
+                o.node_pods = o.node_pods.max(per_node);
+                o.node_cpu = o.node_cpu.max(per_node.div_ceil(4));
+                o.node_memory_gib = o.node_memory_gib.max(per_node.div_ceil(4));
                 o
             };
             let (cp, startup) = fresh_control_plane(options());
@@ -432,10 +437,15 @@ fn main() {
             let tool = deploy_backend(cp.kubeconfig_path(), &manifests, dir.path(), "v1");
             assert!(tool.ok, "{}", tool.stderr);
             drop(cp);
-            let (cp, startup) = fresh_control_plane(options());
-            startups.push(startup);
-            let (base, scaled) = baseline(cp.kubeconfig_path(), dir.path(), &manifests, n, sample);
-            drop(cp);
+            let (base, scaled) = if skip_baseline() {
+                (Duration::ZERO, false)
+            } else {
+                let (cp, startup) = fresh_control_plane(options());
+                startups.push(startup);
+                let base = baseline(cp.kubeconfig_path(), dir.path(), &manifests, n, sample);
+                drop(cp);
+                base
+            };
             println!(
                 "| {n} | {label} | {:.1} s | {:.2} s | {:.0} MB | {:.1} s{} | {:.1}× |",
                 tool.wall.as_secs_f64(),

@@ -30,9 +30,10 @@ use process::Supervised;
 pub struct Options {
     /// Fake nodes, named `kwok-node-0`, `kwok-node-1`, ...
     pub nodes: usize,
-    /// Each node's capacity (and allocatable): CPU cores, memory, pods.
-    pub node_cpu: &'static str,
-    pub node_memory: &'static str,
+    /// Each node's capacity (and allocatable): CPU cores, memory in GiB,
+    /// pods.
+    pub node_cpu: u32,
+    pub node_memory_gib: u32,
     pub node_pods: u32,
     /// The controller-manager's Deployment and ReplicaSet workers
     /// (`--concurrent-deployment-syncs`, `--concurrent-replicaset-syncs`)
@@ -49,8 +50,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             nodes: 3,
-            node_cpu: "32",
-            node_memory: "128Gi",
+            node_cpu: 32,
+            node_memory_gib: 128,
             node_pods: 250,
             controller_syncs: None,
             controller_qps: None,
@@ -588,7 +589,7 @@ fn split_documents(text: &str) -> Vec<&str> {
 /// labels the scheduler and topology spread read, and its capacity.
 fn node_json(i: usize, o: &Options) -> serde_json::Value {
     let name = format!("kwok-node-{i}");
-    let resources = serde_json::json!({"cpu": o.node_cpu, "memory": o.node_memory, "pods": o.node_pods.to_string()});
+    let resources = serde_json::json!({"cpu": o.node_cpu.to_string(), "memory": format!("{}Gi", o.node_memory_gib), "pods": o.node_pods.to_string()});
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Node",
