@@ -32,6 +32,10 @@ use maily_deploy::k8s::values::{self, Release};
 
 const ROLLOUT: Duration = Duration::from_secs(2);
 
+/// The round trip of the latency part: a laptop in Europe to a cloud
+/// region in the US east is 80-100 ms, within one continent 20-50 ms.
+const LINK: Duration = Duration::from_millis(50);
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -324,9 +328,12 @@ fn main() {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    // MAILY_BENCH_PARTS (kubesim, real, failfast, rollback) and
+    // MAILY_BENCH_PARTS (kubesim, latency, real, failfast, rollback) and
     // MAILY_BENCH_SERVICES pick what to measure; all by default.
-    let parts = list("MAILY_BENCH_PARTS", "kubesim,real,failfast,rollback");
+    let parts = list(
+        "MAILY_BENCH_PARTS",
+        "kubesim,latency,real,failfast,rollback",
+    );
     let part = |p: &str| parts.iter().any(|x| x == p);
     let sizes: Vec<usize> = list("MAILY_BENCH_SERVICES", "5,20,100,500")
         .iter()
@@ -386,6 +393,69 @@ fn main() {
             base_requests as f64 / sample.min(n) as f64,
             routine.wall.as_secs_f64(),
             routine_requests as f64 / n as f64,
+        );
+    }
+
+    // The same over a distant API server: a laptop deploying to a cloud
+    // cluster pays a round trip for every request in series. kubesim
+    // delays every request by LINK; the extra wall time over loopback,
+    // divided by it, is the number of round trips in series. Serial
+    // kubectl is measured on a few services and scaled (linear).
+    if part("latency") {
+        println!(
+            "\nbackend deploy over a {} ms link (kubesim delays every request; {}s rollout)\n",
+            LINK.as_millis(),
+            ROLLOUT.as_secs()
+        );
+        println!(
+            "| services | first deploy, loopback | over the link | round trips in series | routine deploy, loopback | over the link | round trips in series | kubectl serial over the link | ratio |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    let link_sample = 5;
+    let mut link_baseline: Option<(Duration, usize)> = None;
+    for &n in sizes.iter().filter(|_| part("latency")) {
+        let manifests = manifests_with(dir.path(), n);
+        let mut walls = vec![];
+        for latency in [Duration::ZERO, LINK] {
+            let (sim, _rt) = fresh_sim();
+            sim.control().set_latency(latency);
+            let first = deploy_backend(sim.kubeconfig_path(), &manifests, dir.path(), "v1");
+            assert!(first.ok, "{}", first.stderr);
+            let routine = deploy_backend(sim.kubeconfig_path(), &manifests, dir.path(), "v2");
+            assert!(routine.ok, "{}", routine.stderr);
+            walls.push((first.wall, routine.wall));
+        }
+        let trips = |over: Duration, loopback: Duration| {
+            over.saturating_sub(loopback).as_secs_f64() / LINK.as_secs_f64()
+        };
+        let (base, measured) = *link_baseline.get_or_insert_with(|| {
+            if skip_baseline() {
+                return (Duration::ZERO, 0);
+            }
+            let manifests = manifests_with(dir.path(), link_sample);
+            let (sim, _rt) = fresh_sim();
+            sim.control().set_latency(LINK);
+            let (base, _) = baseline(
+                sim.kubeconfig_path(),
+                dir.path(),
+                &manifests,
+                link_sample,
+                link_sample,
+            );
+            (base, link_sample)
+        });
+        let base = base.mul_f64(n as f64 / measured.max(1) as f64);
+        println!(
+            "| {n} | {:.1} s | {:.1} s | {:.0} | {:.1} s | {:.1} s | {:.0} | {:.1} s (first {measured} measured, scaled) | {:.1}× |",
+            walls[0].0.as_secs_f64(),
+            walls[1].0.as_secs_f64(),
+            trips(walls[1].0, walls[0].0),
+            walls[0].1.as_secs_f64(),
+            walls[1].1.as_secs_f64(),
+            trips(walls[1].1, walls[0].1),
+            base.as_secs_f64(),
+            base.as_secs_f64() / walls[1].0.as_secs_f64(),
         );
     }
 

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::core::GroupVersion;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Api, Client};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use super::client::retry;
 use super::lease::Fence;
@@ -26,7 +27,7 @@ use crate::error::{Kind, fail};
 pub const FIELD_MANAGER: &str = "maily-deploy";
 
 /// How many applies are in flight at once.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 64;
 
 /// A kind with fewer objects in a batch is applied without looking: a
 /// list would cost as many requests as it could save.
@@ -90,11 +91,18 @@ async fn live_named(
     anyhow::bail!("more than {} objects", PAGE as usize * MOST_PAGES)
 }
 
-/// Applies objects, remembering what discovery said about each kind.
+/// What discovery said about one group/version: its resources.
+pub type GroupResources = Vec<(ApiResource, ApiCapabilities)>;
+
+/// Applies objects, remembering what discovery said about each group.
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
-    kinds: Arc<Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>,
+    /// By `apiVersion` (`v1`, `apps/v1`): one discovery request per group
+    /// and version for the whole run, whatever the number of its kinds (the
+    /// core group alone has six of ours). A cell per group, so different
+    /// groups are asked at once and callers of one wait for one answer.
+    groups: Arc<std::sync::Mutex<HashMap<String, Arc<OnceCell<GroupResources>>>>>,
     /// The run's lock, once taken: every change asks it first. Shared by
     /// every clone, so the phases' appliers see the lock the lifecycle took.
     fence: Arc<std::sync::RwLock<Option<Fence>>>,
@@ -123,7 +131,7 @@ impl Applier {
     pub fn new(client: Client) -> Self {
         Applier {
             client,
-            kinds: Arc::default(),
+            groups: Arc::default(),
             fence: Arc::default(),
             users: Arc::default(),
         }
@@ -160,23 +168,53 @@ impl Applier {
         &self,
         gvk: &GroupVersionKind,
     ) -> anyhow::Result<(ApiResource, ApiCapabilities)> {
-        if let Some(found) = self.kinds.lock().await.get(gvk) {
-            return Ok(found.clone());
-        }
-        let found = retry("discovery", || kube::discovery::pinned_kind(&self.client, gvk))
+        let gv = GroupVersion::gv(&gvk.group, &gvk.version);
+        let not_served = |why: String| {
+            let group = if gvk.group.is_empty() {
+                "core"
+            } else {
+                gvk.group.as_str()
+            };
+            fail(
+                Kind::PhaseFailed,
+                format!(
+                    "the cluster does not serve {} ({group}/{}): {why}; install its CustomResourceDefinition first",
+                    gvk.kind, gvk.version
+                ),
+            )
+        };
+        let resources = self
+            .served(&gv)
             .await
-            .map_err(|e| {
-                let group = if gvk.group.is_empty() { "core".to_string() } else { gvk.group.clone() };
-                fail(
-                    Kind::PhaseFailed,
-                    format!(
-                        "the cluster does not serve {} ({group}/{}): {e}; install its CustomResourceDefinition first",
-                        gvk.kind, gvk.version
-                    ),
-                )
-            })?;
-        self.kinds.lock().await.insert(gvk.clone(), found.clone());
-        Ok(found)
+            .map_err(|e| not_served(e.to_string()))?;
+        resources
+            .iter()
+            .find(|(ar, _)| ar.kind == gvk.kind)
+            .cloned()
+            .ok_or_else(|| not_served(format!("{} has no kind {}", gv.api_version(), gvk.kind)))
+    }
+
+    /// What the cluster serves in one group and version, asked once per
+    /// run (an answer that failed is asked again next time). The error is
+    /// kube's, so a caller can tell a group that is not there (404) from a
+    /// server that did not answer.
+    pub async fn served(&self, gv: &GroupVersion) -> Result<GroupResources, kube::Error> {
+        let cell = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(gv.api_version())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            retry("discovery", || {
+                kube::discovery::pinned_group(&self.client, gv)
+            })
+            .await
+            .map(|group| group.versioned_resources(&gv.version))
+        })
+        .await
+        .cloned()
     }
 
     /// The dynamic API for an object's kind and namespace.
@@ -220,11 +258,22 @@ impl Applier {
     /// Apply every object, rank by rank; fails on the first error with the
     /// object named. Objects an apply would leave as they are are not
     /// written (`unchanged`); the answer counts both.
+    ///
+    /// Round trips in series are what a deploy from a laptop to a distant
+    /// cluster pays for: every group is discovered and every kind listed at
+    /// once before the first write, so a kind the cluster does not serve
+    /// fails the call before anything changed, and each rank costs only
+    /// its writes.
     pub async fn apply_all(&self, mut objects: Vec<DynamicObject>) -> anyhow::Result<Applied> {
         let rank = |o: &DynamicObject| o.types.as_ref().map_or(u8::MAX, |t| apply_rank(&t.kind));
         objects.sort_by_key(rank);
         objects.iter_mut().for_each(unchanged::stamp);
-        let mut applied = Applied::default();
+        self.discover(&objects).await?;
+        let (mut objects, unchanged) = self.without_unchanged(objects).await;
+        let applied = Applied {
+            written: objects.len(),
+            unchanged,
+        };
         while !objects.is_empty() {
             let first = rank(&objects[0]);
             let split = objects
@@ -233,9 +282,6 @@ impl Applier {
                 .unwrap_or(objects.len());
             let rest = objects.split_off(split);
             let batch = std::mem::replace(&mut objects, rest);
-            let (batch, unchanged) = self.without_unchanged(batch).await;
-            applied.unchanged += unchanged;
-            applied.written += batch.len();
             // Owned futures: each carries its own applier handle and object.
             stream::iter(batch.into_iter().map(|o| {
                 let applier = self.clone();
@@ -246,6 +292,32 @@ impl Applier {
             .await?;
         }
         Ok(applied)
+    }
+
+    /// Discovers every kind among `objects` at once; every kind the cluster
+    /// does not serve is named, not only the first.
+    async fn discover(&self, objects: &[DynamicObject]) -> anyhow::Result<()> {
+        let mut kinds: Vec<GroupVersionKind> = Vec::new();
+        for o in objects {
+            let gvk = gvk_of(o)?;
+            if !kinds.contains(&gvk) {
+                kinds.push(gvk);
+            }
+        }
+        let answers = futures::future::join_all(kinds.iter().map(|k| self.resource(k))).await;
+        let problems: Vec<anyhow::Error> = answers.into_iter().filter_map(Result::err).collect();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().expect("one problem")),
+            _ => Err(fail(
+                Kind::PhaseFailed,
+                problems
+                    .iter()
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
     }
 
     /// `batch` without the objects the cluster already holds as they would
@@ -262,26 +334,38 @@ impl Applier {
                     .push(i);
             }
         }
-        let mut skip = vec![false; batch.len()];
-        for ((gvk, _), members) in groups.into_iter().filter(|(_, m)| m.len() >= LIST_FROM) {
-            let api = match self.api_for(&batch[members[0]]).await {
-                Ok(api) => api,
-                Err(_) => continue,
-            };
-            let wanted: HashMap<&str, usize> = members
-                .iter()
-                .filter_map(|&i| batch[i].metadata.name.as_deref().map(|n| (n, i)))
-                .collect();
-            match live_named(&api, &wanted).await {
-                Ok(live) => {
-                    for (name, obj) in live {
-                        if let Some(&i) = wanted.get(name.as_str()) {
-                            skip[i] = unchanged::unchanged(&batch[i], &obj);
+        let batch_ref = &batch;
+        // Every kind at once: one round trip for all of them.
+        let verdicts = futures::future::join_all(
+            groups
+                .into_iter()
+                .filter(|(_, m)| m.len() >= LIST_FROM)
+                .map(|((gvk, _), members)| async move {
+                    let api = self.api_for(&batch_ref[members[0]]).await.ok()?;
+                    let wanted: HashMap<&str, usize> = members
+                        .iter()
+                        .filter_map(|&i| batch_ref[i].metadata.name.as_deref().map(|n| (n, i)))
+                        .collect();
+                    match live_named(&api, &wanted).await {
+                        Ok(live) => Some(
+                            live.into_iter()
+                                .filter_map(|(name, obj)| {
+                                    let i = *wanted.get(name.as_str())?;
+                                    unchanged::unchanged(&batch_ref[i], &obj).then_some(i)
+                                })
+                                .collect::<Vec<usize>>(),
+                        ),
+                        Err(e) => {
+                            tracing::debug!("listing {}: {e}; applying them all", gvk.kind);
+                            None
                         }
                     }
-                }
-                Err(e) => tracing::debug!("listing {}: {e}; applying them all", gvk.kind),
-            }
+                }),
+        )
+        .await;
+        let mut skip = vec![false; batch.len()];
+        for i in verdicts.into_iter().flatten().flatten() {
+            skip[i] = true;
         }
         let skipped = skip.iter().filter(|s| **s).count();
         let kept = batch

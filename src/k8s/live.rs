@@ -269,16 +269,20 @@ pub async fn read(applier: &Applier, profile: &Profile) -> anyhow::Result<Platfo
     let service_api = Api::<Service>::namespaced(client.clone(), ns);
     let deployments = retry("listing deployments", || deploy_api.list(&lp));
     let services = retry("listing services", || service_api.list(&lp));
-    let (deployments, services) = tokio::try_join!(deployments, services)?;
-    let routes = match applier.resource(&httproute_gvk()).await {
-        Ok((ar, _)) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-            retry("listing httproutes", || api.list(&lp)).await?.items
+    let routes = async {
+        match applier.resource(&httproute_gvk()).await {
+            Ok((ar, _)) => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+                Ok(retry("listing httproutes", || api.list(&lp)).await?.items)
+            }
+            // No Gateway API in the cluster: no routes yet; deploy-backend
+            // checks for it before anything changes.
+            Err(_) => Ok(Vec::new()),
         }
-        // No Gateway API in the cluster: no routes yet; deploy-backend
-        // checks for it before anything changes.
-        Err(_) => Vec::new(),
     };
+    // All three at once: a read is one round trip (two the first time,
+    // when the routes' group is discovered), not three.
+    let (deployments, services, routes) = tokio::try_join!(deployments, services, routes)?;
     Ok(state_from(
         profile,
         &deployments.items,

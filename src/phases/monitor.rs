@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use kube::api::{DynamicObject, GroupVersionKind};
+use kube::core::GroupVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,7 +25,6 @@ use crate::config::format::duration;
 use crate::config::profile::ServiceKind;
 use crate::error::{Failure, Kind, Problem, fail};
 use crate::k8s::apply::Applier;
-use crate::k8s::client::retry;
 use crate::k8s::manifest::{self, Scope};
 use crate::k8s::slot::Slot;
 use crate::k8s::values::{self, Release};
@@ -152,27 +152,29 @@ pub fn dashboards(manifests_dir: &Path) -> anyhow::Result<Vec<(String, Value)>> 
 }
 
 /// The kinds among the operator's that the cluster does not serve; an
-/// unreachable API is an error, not a missing kind.
+/// unreachable API is an error, not a missing kind. One discovery request
+/// for both (they share a group), which the applies reuse.
 async fn missing_kinds(applier: &Applier) -> anyhow::Result<Vec<GroupVersionKind>> {
-    let mut missing = Vec::new();
-    for gvk in operator_kinds() {
-        match retry("discovery", || {
-            kube::discovery::pinned_kind(applier.client(), &gvk)
-        })
-        .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => missing.push(gvk),
-            Err(kube::Error::Discovery(_)) => missing.push(gvk),
-            Err(e) => {
-                return Err(fail(
-                    Kind::PhaseFailed,
-                    format!("reading the cluster's API discovery for {}: {e}", gvk.kind),
-                ));
-            }
+    let kinds = operator_kinds();
+    let gv = GroupVersion::gv(&kinds[0].group, &kinds[0].version);
+    let served = match applier.served(&gv).await {
+        Ok(served) => served,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(kube::Error::Discovery(_)) => Vec::new(),
+        Err(e) => {
+            return Err(fail(
+                Kind::PhaseFailed,
+                format!(
+                    "reading the cluster's API discovery for {}: {e}",
+                    gv.api_version()
+                ),
+            ));
         }
-    }
-    Ok(missing)
+    };
+    Ok(kinds
+        .into_iter()
+        .filter(|k| !served.iter().any(|(ar, _)| ar.kind == k.kind))
+        .collect())
 }
 
 /// The message for a cluster without the Prometheus operator's CRDs: what is

@@ -446,16 +446,22 @@ impl Lifecycle for ClusterLifecycle {
         let store = SnapshotStore::new(applier.client().clone(), &ns, &env);
 
         let result: anyhow::Result<()> = async {
-            id_still_free(&store, id.as_str()).await?;
+            // Three reads at once, one round trip: the id, the snapshots
+            // (for runs that died), and the platform as it is.
+            let (_, snapshots, mut before) = tokio::try_join!(
+                id_still_free(&store, id.as_str()),
+                store.list(),
+                live::read(&applier, &cx.config.profile),
+            )?;
             // A run that died holding the lock left its snapshot in
             // progress: put its users back and close it, so this run starts
             // from one consistent version.
-            for dead in store
-                .list()
-                .await?
+            let dead_runs: Vec<Snapshot> = snapshots
                 .into_iter()
                 .filter(|s| s.outcome == Outcome::InProgress && s.deployment_id != id)
-            {
+                .collect();
+            let put_back = !dead_runs.is_empty();
+            for dead in dead_runs {
                 tracing::warn!(
                     "deployment {} died mid-run; putting users back where it found them",
                     dead.deployment_id
@@ -472,7 +478,9 @@ impl Lifecycle for ClusterLifecycle {
                 .await?;
             }
 
-            let before = live::read(&applier, &cx.config.profile).await?;
+            if put_back {
+                before = live::read(&applier, &cx.config.profile).await?;
+            }
             applier.note_users(format!("as this run found them: {}", users_on(&before)));
             let snapshot = Snapshot {
                 schema: SCHEMA,
