@@ -1142,3 +1142,101 @@ fn a_first_deploy_starts_every_rollout_before_the_services_and_shows_each_ones_p
         );
     }
 }
+
+/// A deploy from a laptop to a distant cluster pays a round trip for each
+/// request in series. These are the ones it does not make: a group's
+/// discovery asked again, a kind listed only when its rank comes, the lock
+/// read before it is taken and again before it is released.
+#[test]
+fn a_deploy_discovers_each_group_once_lists_before_it_writes_and_locks_in_one_request_each_way() {
+    let world = World::new(Duration::from_millis(200));
+    world.sim().control().reset();
+    assert_exit(&world.deploy("v1", &[]), exit_code::SUCCESS);
+    let log = world.sim().control().requests();
+
+    let mut discovery = std::collections::BTreeMap::<&str, usize>::new();
+    for r in log
+        .iter()
+        .filter(|r| !r.is_resource() && r.path.starts_with("/api"))
+    {
+        *discovery.entry(r.path.as_str()).or_default() += 1;
+    }
+    assert!(
+        discovery.contains_key("/api/v1") && discovery.contains_key("/apis/apps/v1"),
+        "{discovery:?}"
+    );
+    let again: Vec<_> = discovery.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(again.is_empty(), "discovered more than once: {again:?}");
+
+    let lease: Vec<&str> = log
+        .iter()
+        .filter(|r| r.resource == "leases")
+        .map(|r| r.verb.as_str())
+        .collect();
+    assert_eq!(lease.first(), Some(&"create"), "{lease:?}");
+    assert_eq!(lease.last(), Some(&"delete"), "{lease:?}");
+    assert!(!lease.contains(&"get"), "the lease was read: {lease:?}");
+
+    // The slot's objects: every kind listed (to skip what is as applied)
+    // before the first of them is written.
+    let first = |verb: &str, resource: &str| {
+        log.iter()
+            .position(|r| r.verb == verb && r.resource == resource)
+            .unwrap_or_else(|| panic!("no {verb} of {resource}"))
+    };
+    let first_write = first("patch", "serviceaccounts");
+    for kind in [
+        "serviceaccounts",
+        "deployments",
+        "services",
+        "poddisruptionbudgets",
+        "horizontalpodautoscalers",
+    ] {
+        assert!(
+            first("list", kind) < first_write,
+            "{kind} listed after the slot's first write"
+        );
+    }
+}
+
+/// Every kind of a batch is discovered before anything is written: a kind
+/// the cluster does not serve (a CRD not installed) fails the batch with
+/// nothing changed, and every such kind is named, not only the first.
+#[test]
+fn kinds_the_cluster_does_not_serve_are_all_named_before_anything_is_written() {
+    use kube::api::DynamicObject;
+    use maily_deploy::k8s::apply::Applier;
+    let world = World::new(Duration::from_millis(200));
+    let object = |v: serde_json::Value| -> DynamicObject { serde_json::from_value(v).unwrap() };
+    let batch = vec![
+        object(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "kinds-test"}})),
+        object(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "kinds-test"}})),
+        object(serde_json::json!({"apiVersion": "widgets.example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "kinds-test"}})),
+        object(serde_json::json!({"apiVersion": "v1", "kind": "Gadget",
+            "metadata": {"name": "g", "namespace": "kinds-test"}})),
+    ];
+    world.sim().control().reset();
+    let applier = Applier::new(world.client.clone());
+    let err = world
+        .rt
+        .block_on(applier.apply_all(batch))
+        .expect_err("unserved kinds");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("does not serve Widget (widgets.example.com/v1)")
+            && message.contains("does not serve Gadget (core/v1)"),
+        "{message}"
+    );
+    let writes: Vec<String> = world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .map(|r| format!("{} {}", r.verb, r.path))
+        .collect();
+    assert!(writes.is_empty(), "written before the refusal: {writes:?}");
+}

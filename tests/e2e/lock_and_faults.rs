@@ -621,3 +621,92 @@ fn a_rollback_to_the_live_release_finishes_a_killed_run_first() {
     assert!(world.lease_holder().is_none(), "the lock is released");
     assert_eq!(consistent(&world), ("blue".to_string(), "v1".to_string()));
 }
+
+/// The lock is taken with one request and given back with one, as this run
+/// last wrote it; a lease changed since (a label, a renewal that landed
+/// late) is read and still released when it is this run's, and one that
+/// another run took over is left to that run.
+#[test]
+fn the_lock_is_released_as_last_written_as_changed_since_and_never_when_taken_over() {
+    use maily_deploy::k8s::lease::{self, Holder};
+    use serde_json::json;
+    let world = World::new(Duration::from_millis(200));
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
+    let namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
+    world
+        .rt
+        .block_on(namespaces.create(&PostParams::default(), &namespace))
+        .unwrap();
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let holder = |id: &str| Holder {
+        user: "dev".into(),
+        host: "laptop".into(),
+        deployment_id: id.into(),
+        since: chrono::Utc::now(),
+    };
+    let take = |id: &str| {
+        world
+            .rt
+            .block_on(lease::acquire(
+                world.client.clone(),
+                NAMESPACE,
+                "staging",
+                holder(id),
+                Duration::from_secs(30),
+            ))
+            .expect("the lock")
+    };
+    let lease_verbs = || -> Vec<String> {
+        world
+            .sim()
+            .control()
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource == "leases")
+            .map(|r| r.verb)
+            .collect()
+    };
+
+    // As last written: one request each way.
+    world.sim().control().reset();
+    let guard = take("staging-20250101-000001");
+    world.rt.block_on(guard.release()).unwrap();
+    assert_eq!(lease_verbs(), ["create", "delete"]);
+    assert!(world.lease_holder().is_none());
+
+    // Changed since: read, still ours, released.
+    let guard = take("staging-20250101-000002");
+    world
+        .rt
+        .block_on(api.patch(
+            "maily-deploy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        ))
+        .unwrap();
+    world.sim().control().reset();
+    world.rt.block_on(guard.release()).unwrap();
+    assert_eq!(lease_verbs(), ["delete", "get", "delete"]);
+    assert!(world.lease_holder().is_none(), "released");
+
+    // Taken over by another run (replaced as `take over` does): kept.
+    let guard = take("staging-20250101-000003");
+    let mut theirs = world.rt.block_on(api.get("maily-deploy")).unwrap();
+    theirs.metadata.annotations = Some(
+        [(
+            "maily.ai/holder".to_string(),
+            serde_json::to_string(&holder("staging-20250101-000004")).unwrap(),
+        )]
+        .into(),
+    );
+    world
+        .rt
+        .block_on(api.replace("maily-deploy", &PostParams::default(), &theirs))
+        .unwrap();
+    world.rt.block_on(guard.release()).unwrap();
+    assert_eq!(
+        world.lease_holder().as_deref(),
+        Some("staging-20250101-000004"),
+        "the other run's lock stays"
+    );
+}

@@ -257,6 +257,7 @@ differential!(
     configmap_crud_and_errors,
     deployment_crud_and_errors,
     delete_answers,
+    delete_preconditions,
     custom_resources,
     kubectl_crud_and_errors,
     label_and_field_selectors,
@@ -694,6 +695,83 @@ async fn delete_answers(t: &Target) {
         (code, &body["kind"], &body["metadata"]["name"]),
         (200, &json!("ServiceAccount"), &json!("gone")),
         "[{}] deleting a ServiceAccount: {body}",
+        t.name
+    );
+}
+
+/// A DELETE with preconditions (`DeleteOptions.preconditions`): a uid or
+/// resourceVersion that is not the object's is 409 Conflict and the object
+/// stays; matching ones delete it. The deploy lock is released this way,
+/// as it was last written.
+async fn delete_preconditions(t: &Target) {
+    let api: Api<ConfigMap> = t.api();
+    let cm = api
+        .create(
+            &PostParams::default(),
+            &config_map("pre", json!({}), json!({})),
+        )
+        .await
+        .unwrap();
+    let uid = cm.metadata.uid.clone().unwrap();
+    let rv = cm.metadata.resource_version.clone().unwrap();
+    let stale = (rv.parse::<u64>().unwrap() - 1).to_string();
+    let path = t.core("configmaps/pre");
+    let body = |uid: &str, rv: &str| {
+        json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "preconditions": {"uid": uid, "resourceVersion": rv}})
+    };
+
+    let (code, answer) = t.raw("DELETE", &path, Some(&body(&uid, &stale))).await;
+    assert_eq!(
+        (code, answer),
+        (
+            409,
+            failure(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on ConfigMap \"pre\": the ResourceVersion in the precondition ({stale}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+                ),
+                json!({"name": "pre", "kind": "ConfigMap"})
+            )
+        ),
+        "[{}] a stale resourceVersion",
+        t.name
+    );
+    let (code, answer) = t
+        .raw(
+            "DELETE",
+            &path,
+            Some(&body("00000000-0000-0000-0000-000000000000", &rv)),
+        )
+        .await;
+    assert_eq!(
+        (code, answer),
+        (
+            409,
+            failure(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on ConfigMap \"pre\": the UID in the precondition (00000000-0000-0000-0000-000000000000) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+                ),
+                json!({"name": "pre", "kind": "ConfigMap"})
+            )
+        ),
+        "[{}] another uid",
+        t.name
+    );
+    assert!(
+        api.get_opt("pre").await.unwrap().is_some(),
+        "[{}] kept",
+        t.name
+    );
+
+    let (code, _) = t.raw("DELETE", &path, Some(&body(&uid, &rv))).await;
+    assert_eq!(code, 200, "[{}] matching preconditions", t.name);
+    assert!(
+        api.get_opt("pre").await.unwrap().is_none(),
+        "[{}] deleted",
         t.name
     );
 }

@@ -495,6 +495,7 @@ async fn resource(
             let body = parse_body(&read_body(req).await).unwrap_or(Value::Null);
             let prop = propagation(query, &body);
             let mut store = state.store();
+            preconditions_hold(&store, &rt, &ns, &info.name, &body)?;
             let out = with_dry_run(&mut store, dry_run, |s| {
                 s.delete(&rt, &ns, &info.name, prop)
             })?;
@@ -611,6 +612,33 @@ fn with_dry_run<T>(
     } else {
         f(store)
     }
+}
+
+/// `DeleteOptions.preconditions`: the uid, then the resourceVersion, must
+/// be the object's (a missing object is the delete's own 404).
+fn preconditions_hold(
+    store: &Store,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
+    let pre = &body["preconditions"];
+    if !pre.is_object() {
+        return Ok(());
+    }
+    let Ok(obj) = store.get(rt, ns, name) else {
+        return Ok(());
+    };
+    for (what, field) in [("UID", "uid"), ("ResourceVersion", "resourceVersion")] {
+        let found = obj["metadata"][field].as_str().unwrap_or_default();
+        if let Some(wanted) = pre[field].as_str()
+            && wanted != found
+        {
+            return Err(ApiError::precondition_failed(rt, name, what, wanted, found));
+        }
+    }
+    Ok(())
 }
 
 fn propagation(query: &HashMap<String, String>, body: &Value) -> Propagation {

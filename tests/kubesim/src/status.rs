@@ -86,6 +86,41 @@ impl ApiError {
         )
     }
 
+    /// A DELETE whose preconditions (uid, then resourceVersion) are not the
+    /// object's. kube-apiserver checks them before deleting
+    /// (`rest.BeforeDelete`) and names the kind, not the resource: `on
+    /// ConfigMap "x"`, `on Lease.coordination.k8s.io "x"`.
+    pub fn precondition_failed(
+        rt: &ResourceType,
+        name: &str,
+        what: &str,
+        wanted: &str,
+        found: &str,
+    ) -> Self {
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let why = if what == "UID" {
+            "The object might have been deleted and then recreated"
+        } else {
+            "The object might have been modified"
+        };
+        let mut details = json!({"name": name, "kind": rt.kind});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {kind} \"{name}\": the {what} in the precondition ({wanted}) does not match the {what} in record ({found}). {why}"
+            ),
+            details,
+        )
+    }
+
     /// Server-side apply conflicts as kube-apiserver words them: one cause
     /// per field, `conflict with "<manager>"` (plus ` using <apiVersion>`
     /// for an Update manager, ` with subresource "<s>"` for a
