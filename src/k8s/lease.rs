@@ -372,38 +372,43 @@ impl LeaseGuard {
         // sure it is still exactly that, so one round trip in the usual
         // case. Anything else (409) is read and judged.
         let last = self.fence.0.lease.lock().await.clone();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: last.metadata.resource_version.clone(),
-                uid: last.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        };
-        match retry("releasing the lease", || api.delete(LEASE_NAME, &dp)).await {
-            Ok(_) => return Ok(()),
-            Err(e) if matches!(status_code(&e), Some(404)) => return Ok(()),
-            Err(e) if matches!(status_code(&e), Some(409)) => {}
-            Err(e) => return Err(e).context("releasing the deploy lock"),
+        if delete_exactly(api, &last).await? != Deleted::Changed {
+            return Ok(());
         }
         let current = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
-        if let Some(lease) = current {
-            if holder_of(&lease).as_ref() != Some(&self.fence.0.me) {
-                return Ok(());
-            }
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    resource_version: lease.metadata.resource_version.clone(),
-                    uid: lease.metadata.uid.clone(),
-                }),
-                ..Default::default()
-            };
-            match retry("releasing the lease", || api.delete(LEASE_NAME, &dp)).await {
-                Ok(_) => {}
-                Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
-                Err(e) => return Err(e).context("releasing the deploy lock"),
-            }
+        if let Some(lease) = current
+            && holder_of(&lease).as_ref() == Some(&self.fence.0.me)
+        {
+            // Changed again meanwhile: whoever did it owns it now.
+            delete_exactly(api, &lease).await?;
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Deleted {
+    /// Deleted, or already gone.
+    Gone,
+    /// Not that version any more (409): left as it is.
+    Changed,
+}
+
+/// Delete the lease only if it is still exactly `lease` (uid and
+/// resourceVersion as preconditions).
+async fn delete_exactly(api: &Api<Lease>, lease: &Lease) -> anyhow::Result<Deleted> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: lease.metadata.resource_version.clone(),
+            uid: lease.metadata.uid.clone(),
+        }),
+        ..Default::default()
+    };
+    match retry("releasing the lease", || api.delete(LEASE_NAME, &dp)).await {
+        Ok(_) => Ok(Deleted::Gone),
+        Err(e) if matches!(status_code(&e), Some(404)) => Ok(Deleted::Gone),
+        Err(e) if matches!(status_code(&e), Some(409)) => Ok(Deleted::Changed),
+        Err(e) => Err(e).context("releasing the deploy lock"),
     }
 }
 

@@ -1213,8 +1213,10 @@ fn kinds_the_cluster_does_not_serve_are_all_named_before_anything_is_written() {
             "metadata": {"name": "kinds-test"}})),
         object(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "settings", "namespace": "kinds-test"}})),
-        object(serde_json::json!({"apiVersion": "widgets.example.com/v1", "kind": "Widget",
-            "metadata": {"name": "w", "namespace": "kinds-test"}})),
+        object(
+            serde_json::json!({"apiVersion": "widgets.example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "kinds-test"}}),
+        ),
         object(serde_json::json!({"apiVersion": "v1", "kind": "Gadget",
             "metadata": {"name": "g", "namespace": "kinds-test"}})),
     ];
