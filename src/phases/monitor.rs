@@ -159,8 +159,8 @@ async fn missing_kinds(applier: &Applier) -> anyhow::Result<Vec<GroupVersionKind
     let gv = GroupVersion::gv(&kinds[0].group, &kinds[0].version);
     let served = match applier.served(&gv).await {
         Ok(served) => served,
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(kube::Error::Discovery(_)) => Vec::new(),
+        Err(kube::Error::Api(s)) if s.code == 404 => Default::default(),
+        Err(kube::Error::Discovery(_)) => Default::default(),
         Err(e) => {
             return Err(fail(
                 Kind::PhaseFailed,
