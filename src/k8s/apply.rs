@@ -312,23 +312,17 @@ impl Applier {
             }
         }
         let answers = futures::future::join_all(kinds.iter().map(|k| self.resource(k))).await;
-        let problems: Vec<anyhow::Error> = answers.into_iter().filter_map(Result::err).collect();
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.into_iter().next().expect("one problem")),
-            _ => Err(fail(
-                Kind::PhaseFailed,
-                problems
-                    .iter()
-                    .map(|e| format!("{e:#}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
+        let mut problems: Vec<anyhow::Error> =
+            answers.into_iter().filter_map(Result::err).collect();
+        if problems.len() > 1 {
+            let all: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+            return Err(fail(Kind::PhaseFailed, all.join("; ")));
         }
+        problems.pop().map_or(Ok(()), Err)
     }
 
-    /// `batch` without the objects the cluster already holds as they would
-    /// be applied, and how many those were. One list per kind and
+    /// `batch` (every rank of a call) without the objects the cluster
+    /// already holds as they would be applied, and how many those were. One list per kind and
     /// namespace, for kinds with enough objects to be worth it; a list
     /// that fails (RBAC without `list`, a flaky server) skips nothing.
     async fn without_unchanged(&self, batch: Vec<DynamicObject>) -> (Vec<DynamicObject>, usize) {
