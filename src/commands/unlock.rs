@@ -13,7 +13,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
     let cx = cluster::context(environment, global, false, &[], false)?;
     let client = cx.kube().await?;
     let ns = &cx.config.profile.namespace;
-    let Some((holder, expires)) = lease::current(client.clone(), ns).await? else {
+    let Some(held) = lease::held(client.clone(), ns).await? else {
         output::stdout_line(&format!(
             "the deploy lock of {environment} is free; nothing to do"
         ));
@@ -23,16 +23,15 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         global,
         environment,
         &format!(
-            "Removing the deploy lock of {environment}, held by {holder} until {} (only if that run is dead)",
-            expires.format("%H:%M:%S UTC")
+            "Removing the deploy lock of {environment}, held by {} until {} (only if that run is dead)",
+            held.holder,
+            held.expires.format("%H:%M:%S UTC")
         ),
     )?;
-    let removed = lease::force_unlock(client, ns).await?;
+    lease::force_unlock(client, ns, environment, &held).await?;
     output::stdout_line(&format!(
-        "removed the deploy lock of {environment}{}",
-        removed
-            .map(|h| format!(", held by {h}"))
-            .unwrap_or_default()
+        "removed the deploy lock of {environment}, held by {}",
+        held.holder
     ));
     Ok(crate::exit_code::SUCCESS)
 }

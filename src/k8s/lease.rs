@@ -418,6 +418,12 @@ impl Drop for LeaseGuard {
     }
 }
 
+/// The lease's namespace does not exist: the environment's first run,
+/// which makes it (nobody can hold a lock there) and asks again.
+#[derive(Debug, thiserror::Error)]
+#[error("namespace {0} does not exist yet")]
+pub struct NoNamespace(pub String);
+
 /// Take the environment's lock, or fail at once with the holder named.
 pub async fn acquire(
     client: Client,
@@ -473,6 +479,10 @@ pub async fn acquire(
                 });
             }
             Err(e) if matches!(status_code(&e), Some(409)) => continue,
+            // A create answered 404: the namespace is not there yet.
+            Err(e) if matches!(status_code(&e), Some(404)) && found.is_none() => {
+                return Err(anyhow::Error::new(NoNamespace(namespace.to_owned())));
+            }
             Err(e) => return Err(e).context("taking the deploy lock"),
         }
     }
@@ -504,21 +514,41 @@ async fn renew(fence: Fence) {
     }
 }
 
-/// Delete the lease whoever holds it: `maily-deploy unlock`. Returns the
-/// holder it removed.
-pub async fn force_unlock(client: Client, namespace: &str) -> anyhow::Result<Option<Holder>> {
+/// A lock held and alive, as read: what `unlock` shows and then removes.
+pub struct HeldLock {
+    pub holder: Holder,
+    pub expires: DateTime<Utc>,
+    lease: Lease,
+}
+
+/// Delete the lease `unlock` showed, and only that one: if it changed
+/// while the operator confirmed (the holder renewed it, or it expired and
+/// a new run took it), nothing is removed and the error names who holds
+/// it now.
+pub async fn force_unlock(
+    client: Client,
+    namespace: &str,
+    environment: &str,
+    shown: &HeldLock,
+) -> anyhow::Result<()> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
-    let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
-    let Some(lease) = found else {
-        return Ok(None);
-    };
-    let dp = DeleteParams::default();
-    match retry("deleting the lease", || api.delete(LEASE_NAME, &dp)).await {
-        Ok(_) => {}
-        Err(e) if status_code(&e) == Some(404) => {}
-        Err(e) => return Err(e).context("deleting the deploy lock"),
+    if delete_exactly(&api, &shown.lease).await? == Deleted::Gone {
+        return Ok(());
     }
-    Ok(holder_of(&lease))
+    let now = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+    let who = match decide(now.as_ref(), Utc::now()) {
+        Decision::Held { holder, expires } => format!(
+            "it is held by {holder} until {}",
+            expires.format("%H:%M:%S UTC")
+        ),
+        _ => "it has expired since".to_owned(),
+    };
+    Err(fail(
+        Kind::LockHeld,
+        format!(
+            "the deploy lock of {environment} changed while you confirmed ({who}); nothing was removed: that run renewed it, so it is alive; run unlock again only if it is dead"
+        ),
+    ))
 }
 
 /// The current holder, if the lease is held and alive.
@@ -526,10 +556,21 @@ pub async fn current(
     client: Client,
     namespace: &str,
 ) -> anyhow::Result<Option<(Holder, DateTime<Utc>)>> {
+    Ok(held(client, namespace)
+        .await?
+        .map(|h| (h.holder, h.expires)))
+}
+
+/// The lock, if the lease is held and alive, with the lease as read.
+pub async fn held(client: Client, namespace: &str) -> anyhow::Result<Option<HeldLock>> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let found = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
-    Ok(match decide(found.as_ref(), Utc::now()) {
-        Decision::Held { holder, expires } => Some((holder, expires)),
+    Ok(match (decide(found.as_ref(), Utc::now()), found) {
+        (Decision::Held { holder, expires }, Some(lease)) => Some(HeldLock {
+            holder,
+            expires,
+            lease,
+        }),
         _ => None,
     })
 }

@@ -417,7 +417,6 @@ impl Lifecycle for ClusterLifecycle {
         let ns = cx.config.profile.namespace.clone();
         let env = cx.environment().to_string();
         self.applier = Some(applier.clone());
-        ensure_namespace(&applier, cx, &release).await?;
         let id = cx
             .deployment_id
             .clone()
@@ -429,14 +428,26 @@ impl Lifecycle for ClusterLifecycle {
             deployment_id: id.to_string(),
             since: Utc::now(),
         };
-        let guard = lease::acquire(
-            applier.client().clone(),
-            &ns,
-            &env,
-            holder,
-            cx.options.lock_ttl,
-        )
-        .await?;
+        let acquire = || {
+            lease::acquire(
+                applier.client().clone(),
+                &ns,
+                &env,
+                holder.clone(),
+                cx.options.lock_ttl,
+            )
+        };
+        // The lock first: a run that finds it held has changed nothing,
+        // not even the namespace's labels. Only the environment's first
+        // run, whose namespace is not there yet, writes before the lock;
+        // the namespace is applied again under it with the platform.
+        let guard = match acquire().await {
+            Err(e) if e.downcast_ref::<lease::NoNamespace>().is_some() => {
+                ensure_namespace(&applier, cx, &release).await?;
+                acquire().await?
+            }
+            taken => taken?,
+        };
         if let Some(previous) = &guard.taken_over {
             tracing::warn!("took over the expired deploy lock of {previous}");
         }

@@ -131,8 +131,20 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
 
     // Renewed just now: a live run elsewhere.
     put_lease(&world, 0, 300);
+    world.sim().control().reset();
     let out = world.deploy("v3", &[]);
     assert_exit(&out, exit_code::LOCK_HELD);
+    // Refused before its first change: the one write it tried is the
+    // lease's create, not even the namespace the live run works in.
+    let writes: Vec<String> = world
+        .sim()
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.is_resource() && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .map(|r| format!("{} {}", r.verb, r.resource))
+        .collect();
+    assert_eq!(writes, ["create leases"], "a refused run wrote");
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("ghost@old-runner (deployment staging-20250101-000000")
@@ -709,4 +721,62 @@ fn the_lock_is_released_as_last_written_as_changed_since_and_never_when_taken_ov
         Some("staging-20250101-000004"),
         "the other run's lock stays"
     );
+}
+
+/// `unlock` removes the lock it showed the operator and no other: if the
+/// holder renewed it while the operator read the prompt, it is alive, and
+/// nothing is removed.
+#[test]
+fn unlock_removes_only_the_lock_it_showed() {
+    use maily_deploy::k8s::lease;
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), 0);
+
+    put_lease(&world, 0, 300);
+    let shown = world
+        .rt
+        .block_on(lease::held(world.client.clone(), NAMESPACE))
+        .unwrap()
+        .expect("held");
+    // The holder renews while the prompt waits.
+    put_lease(&world, 0, 300);
+    let err = world
+        .rt
+        .block_on(lease::force_unlock(
+            world.client.clone(),
+            NAMESPACE,
+            "staging",
+            &shown,
+        ))
+        .expect_err("a renewed lock is alive");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("changed while you confirmed")
+            && message.contains("held by ghost@old-runner")
+            && message.contains("nothing was removed"),
+        "{message}"
+    );
+    assert_eq!(
+        maily_deploy::error::kind_of(&err),
+        Some(maily_deploy::error::Kind::LockHeld),
+        "{message}"
+    );
+    assert!(world.lease_holder().is_some(), "the live lock is kept");
+
+    // Unchanged since it was shown: removed.
+    let shown = world
+        .rt
+        .block_on(lease::held(world.client.clone(), NAMESPACE))
+        .unwrap()
+        .expect("held");
+    world
+        .rt
+        .block_on(lease::force_unlock(
+            world.client.clone(),
+            NAMESPACE,
+            "staging",
+            &shown,
+        ))
+        .unwrap();
+    assert!(world.lease_holder().is_none());
 }
