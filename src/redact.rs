@@ -150,7 +150,10 @@ fn scrub_registered(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Headers whose value is a credential, lower-case.
+/// Headers and keys whose value is a credential, lower-case: the HTTP
+/// headers, and a kubeconfig user's keys, which a YAML parser's error
+/// (the kubeconfig's, or an exec plugin's answer) quotes with the lines
+/// around the fault.
 const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -158,6 +161,13 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "api-key",
     "x-goog-api-key",
     "x-vault-token",
+    "token",
+    "password",
+    "client-key-data",
+    "client-secret",
+    "id-token",
+    "refresh-token",
+    "access-token",
 ];
 
 /// Credentials as an echoed request shows them, whoever's they are:

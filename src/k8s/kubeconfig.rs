@@ -80,8 +80,15 @@ fn read_file(path: &Path, named_by: &str) -> anyhow::Result<Kubeconfig> {
 }
 
 /// The deepest cause's words: kube's errors repeat their sources in their
-/// own text.
+/// own text. A YAML error is told by its place alone: its parser quotes
+/// the lines around the fault, and a kubeconfig's lines are tokens and
+/// keys.
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(kube::config::KubeconfigError::Parse(yaml)) =
+        e.downcast_ref::<kube::config::KubeconfigError>()
+    {
+        return format!("not a kubeconfig: {}", yaml.without_snippet());
+    }
     let mut last = e;
     while let Some(next) = last.source() {
         last = next;
@@ -320,6 +327,35 @@ users:
 
     fn file(text: &str) -> Kubeconfig {
         Kubeconfig::from_yaml(text).unwrap()
+    }
+
+    #[test]
+    fn a_kubeconfig_that_is_not_valid_yaml_is_told_by_place_without_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            TWO_CONTEXTS.replace(
+                "user: {token: abcdefgh12345678}",
+                "user:\n    token: kubeTOKEN-s3cr3t-0123456789abcdef\n    client-certificate-data: [not, a, string]",
+            ),
+        )
+        .unwrap();
+        let err = read_file(&path, "--kubeconfig").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("line 17, column 30"),
+            "where the fault is: {message}"
+        );
+        assert!(!message.contains("s3cr3t"), "{message}");
+        // What any other path prints is scrubbed as well.
+        let quoted =
+            "16 |     token: kubeTOKEN-s3cr3t-0123456789abcdef\n17 |     password: hunter2hunter2";
+        let scrubbed = crate::redact::scrub(quoted);
+        assert!(
+            !scrubbed.contains("s3cr3t") && !scrubbed.contains("hunter2"),
+            "{scrubbed}"
+        );
     }
 
     #[test]
