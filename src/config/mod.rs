@@ -166,10 +166,37 @@ fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
 /// A `vault:<path>#<key>` value is where a secret is, not the secret: it is
 /// left readable, so a Vault error can say which reference failed; the
 /// value Vault answers is registered when it is read.
+///
+/// A URL that carries credentials (`https://user:key@prometheus...`, the
+/// way a hosted Prometheus or Grafana is reached) is a secret too, whatever
+/// the variable: its password (or a token as its user name) is hidden
+/// wherever the URL or the credential would be printed or stored.
 fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     for (name, value) in pairs {
-        if spec::lookup(name).is_some_and(|s| s.secret) && !vault_ref::is_vault_ref(value) {
-            redact::register(name, value);
+        if vault_ref::is_vault_ref(value) {
+            continue;
         }
+        if spec::lookup(name).is_some_and(|s| s.secret) {
+            redact::register(name, value);
+        } else if let Some(credential) = url_credential(value) {
+            redact::register(name, value);
+            redact::register(name, &credential);
+        }
+    }
+}
+
+/// The credential a URL carries in its user info: the password, or the
+/// user name alone when there is no password (a token as the user).
+fn url_credential(value: &str) -> Option<String> {
+    let url = url::Url::parse(value).ok()?;
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match (url.username(), url.password()) {
+        (_, Some(password)) if !password.is_empty() => Some(decoded(password)),
+        (user, None) if !user.is_empty() => Some(decoded(user)),
+        _ => None,
     }
 }

@@ -144,6 +144,44 @@ fn a_blank_or_short_secret_is_refused_naming_the_variable_never_its_value() {
     assert!(all.contains("deploy-frontend"), "{all}");
 }
 
+/// A hosted Prometheus or Grafana is reached with credentials in its URL;
+/// such a URL is a secret whatever the variable, in `validate`'s list, a
+/// dry run's plan and every error that names the server.
+#[test]
+fn credentials_in_any_url_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_file(
+        dir.path(),
+        &[
+            (
+                "PROMETHEUS_URL",
+                "https://123456:glc_S3cretKey0123456789@prom.example.invalid/api/prom",
+            ),
+            (
+                "GRAFANA_URL",
+                "https://ghp0Token0123456789abcd@grafana.example.invalid",
+            ),
+        ],
+    );
+    for args in [
+        &["validate", "staging", "-v", "--env-file"][..],
+        &[
+            "staging",
+            "--dry-run",
+            "--only",
+            "validate,monitor",
+            "-v",
+            "--env-file",
+        ][..],
+    ] {
+        let out = offline().args(args).arg(&file).output().unwrap();
+        let all = text(&out);
+        assert!(all.contains("PROMETHEUS_URL"), "{args:?}: {all}");
+        assert!(!all.contains("glc_S3cretKey0123456789"), "{args:?}: {all}");
+        assert!(!all.contains("ghp0Token0123456789abcd"), "{args:?}: {all}");
+    }
+}
+
 #[test]
 fn a_vault_error_names_the_variable_and_its_reference() {
     let rt = tokio::runtime::Runtime::new().unwrap();
