@@ -159,6 +159,42 @@ pub async fn cancellable<T>(
     latch().cancellable(what, work).await
 }
 
+/// Work that puts back what a stopped step left half done (a restore's
+/// schemas set aside), started when that step was dropped mid-way: a
+/// future cannot run async code as it is dropped, so it hands the work
+/// over here, and the runner waits for it before it releases the lock.
+static PUT_BACKS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Start `work` now, on the runtime; [`put_backs_done`] waits for it.
+/// Outside a runtime (which no caller is) it is logged and not run.
+pub fn put_back_later(what: &str, work: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let task = rt.spawn(work);
+            PUT_BACKS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
+        }
+        Err(_) => tracing::error!("{what} was stopped mid-way and could not be put back"),
+    }
+}
+
+/// Waits for every put-back started so far.
+pub async fn put_backs_done() {
+    loop {
+        let pending: Vec<_> =
+            std::mem::take(&mut *PUT_BACKS.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

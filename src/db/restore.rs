@@ -37,16 +37,24 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
     let list = toc_without_schema_entries(req.tools, req.dump, &req.record.schemas).await?;
     let suffix = format!("_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
 
-    let mut moved = Vec::new();
+    let mut aside = SetAside {
+        db: req.db.clone(),
+        moved: Vec::new(),
+        suffix: suffix.clone(),
+        app: format!("maily-deploy restore{suffix}"),
+        ended: false,
+    };
     for schema in &req.record.schemas {
         if let Err(e) = set_aside(conn, schema, &suffix).await {
-            put_back(conn, &moved, &suffix).await;
+            aside.put_back(conn).await;
             return Err(restore_failed(req.record, e));
         }
-        moved.push(schema.clone());
+        aside.moved.push(schema.clone());
     }
 
     let mut cmd = req.tools.command("pg_restore", Some(req.db));
+    // Its sessions are found by this name if the restore is stopped.
+    cmd.env("PGAPPNAME", &aside.app);
     cmd.arg("--exit-on-error")
         .arg(format!("--use-list={}", list.path().display()))
         .arg(format!("--jobs={}", req.jobs.max(1)))
@@ -54,10 +62,12 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
         .arg(req.dump);
     tracing::debug!(elapsed = ?started.elapsed(), "schemas set aside");
     if let Err(e) = req.tools.run(cmd, "pg_restore", Some(req.db)).await {
-        put_back(conn, &moved, &suffix).await;
+        aside.put_back(conn).await;
         return Err(restore_failed(req.record, e));
     }
     tracing::debug!(elapsed = ?started.elapsed(), "pg_restore done");
+    aside.ended = true;
+    let moved = std::mem::take(&mut aside.moved);
 
     // The restore is done once pg_restore succeeded; dropping the old copy
     // only frees space, so a session still holding a lock on one of its
@@ -141,19 +151,106 @@ async fn set_aside(conn: &mut PgConnection, schema: &str, suffix: &str) -> Resul
     Ok(())
 }
 
+/// The schemas a restore has set aside, until it ends. A restore stopped
+/// mid-way (Ctrl-C, the lock lost: its future is dropped, and `pg_restore`
+/// is killed with it) would otherwise leave the application on a half
+/// filled schema with its data renamed out of the way: when dropped before
+/// the end, this puts them back on a session of its own, and the runner
+/// waits for that before it releases the lock.
+struct SetAside {
+    db: DatabaseUrl,
+    moved: Vec<String>,
+    suffix: String,
+    /// `pg_restore`'s `application_name`, to end its sessions.
+    app: String,
+    ended: bool,
+}
+
+impl SetAside {
+    async fn put_back(&mut self, conn: &mut PgConnection) {
+        self.ended = true;
+        put_back(conn, &self.moved, &self.suffix).await;
+    }
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        if self.ended || self.moved.is_empty() {
+            return;
+        }
+        let (db, moved, suffix, app) = (
+            self.db.clone(),
+            std::mem::take(&mut self.moved),
+            self.suffix.clone(),
+            self.app.clone(),
+        );
+        tracing::warn!(
+            "the restore was stopped mid-way; putting schema{} {} back as {} were",
+            if moved.len() == 1 { "" } else { "s" },
+            moved.join(", "),
+            if moved.len() == 1 { "it" } else { "they" },
+        );
+        crate::interrupt::put_back_later("a restore", async move {
+            match put_back_stopped(&db, &moved, &suffix, &app).await {
+                Ok(()) => tracing::warn!(
+                    "the stopped restore was undone: {} as before it",
+                    moved.join(", ")
+                ),
+                Err(e) => tracing::error!(
+                    "{}",
+                    db.redact(&format!(
+                        "could not put back what the stopped restore set aside: {e:#}; \
+                         rename each {{schema}}{suffix} back to its name by hand"
+                    ))
+                ),
+            }
+        });
+    }
+}
+
+/// Ends the killed `pg_restore`'s sessions (a backend in the middle of
+/// building an index would hold its locks until the statement ends), then
+/// puts the schemas back.
+async fn put_back_stopped(
+    db: &DatabaseUrl,
+    moved: &[String],
+    suffix: &str,
+    app: &str,
+) -> Result<()> {
+    let mut conn = db.connect().await?;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(app)
+    .execute(&mut conn)
+    .await
+    .context("ending the stopped pg_restore's sessions")?;
+    for schema in moved {
+        rename_back(&mut conn, schema, suffix).await?;
+    }
+    Ok(())
+}
+
+/// Drops what the restore wrote into `schema` and renames the set-aside
+/// copy back, in one transaction.
+async fn rename_back(conn: &mut PgConnection, schema: &str, suffix: &str) -> Result<()> {
+    let quoted = quote_ident(schema);
+    let aside = quote_ident(&format!("{schema}{suffix}"));
+    conn.execute(AssertSqlSafe(format!(
+        "BEGIN; DROP SCHEMA IF EXISTS {quoted} CASCADE; ALTER SCHEMA {aside} RENAME TO {quoted}; COMMIT;"
+    )))
+    .await
+    .with_context(|| format!("could not put schema {schema} back from {aside}; rename it by hand"))?;
+    Ok(())
+}
+
 /// Undoes [`set_aside`] for every schema moved so far. Best effort: it runs
 /// while another error is being reported.
 async fn put_back(conn: &mut PgConnection, moved: &[String], suffix: &str) {
     for schema in moved {
-        let quoted = quote_ident(schema);
-        let aside = quote_ident(&format!("{schema}{suffix}"));
-        let sql = format!(
-            "BEGIN; DROP SCHEMA IF EXISTS {quoted} CASCADE; ALTER SCHEMA {aside} RENAME TO {quoted}; COMMIT;"
-        );
-        if let Err(e) = conn.execute(AssertSqlSafe(sql)).await {
-            tracing::error!(
-                "could not put schema {schema} back from {aside}: {e}; rename it by hand"
-            );
+        if let Err(e) = rename_back(conn, schema, suffix).await {
+            tracing::error!("{e:#}");
         }
     }
 }

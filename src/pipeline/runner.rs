@@ -242,6 +242,9 @@ impl Runner {
             rows.push(done);
         }
 
+        // A step stopped mid-way may have left work to put back (a
+        // restore's schemas): done before the lock is released.
+        crate::interrupt::put_backs_done().await;
         if begun && let Some(lc) = self.lifecycle.as_mut() {
             let finished = lc.finish(cx, error.as_ref()).await;
             error = match (error, finished) {

@@ -169,3 +169,94 @@ async fn s3_backups_are_stored_listed_and_restored_through_an_s3_server() {
             .starts_with("s3://maily-backups/production/db/")
     );
 }
+
+/// A restore stopped mid-way (Ctrl-C, the lock lost) drops its future with
+/// the schema renamed aside and `pg_restore` at work. What was set aside
+/// is put back on a session of its own, `pg_restore`'s sessions are ended
+/// (one here holds a lock on a restored table, as a backend building an
+/// index would), and the database is as it was before the restore.
+#[tokio::test]
+async fn a_restore_stopped_mid_way_puts_the_database_back_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = TestDb::create("stopped_restore").await;
+    let settings = test.settings("production-20250601-120000");
+    db::migrate(&settings).await.unwrap();
+    seed(&test, 2_000).await;
+    let record = db::backup(&settings, BackupReason::PreMigrate)
+        .await
+        .unwrap();
+    test.execute("DELETE FROM contacts WHERE id % 2 = 0").await;
+    let before = test.state().await;
+
+    // pg_restore restores, then its session keeps a restored table locked
+    // and never ends, until it is killed.
+    let which = |tool: &str| {
+        let out = std::process::Command::new("which")
+            .arg(tool)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let bin = tempfile::tempdir().unwrap();
+    let script = bin.path().join("pg_restore");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\ncase \" $* \" in *' --dbname='*) ;; *) exec \"{real}\" \"$@\";; esac\n\
+             \"{real}\" \"$@\" || exit $?\n\
+             exec \"{psql}\" -X --no-password -c 'BEGIN; LOCK TABLE public.contacts; SELECT pg_sleep(600);'\n",
+            real = which("pg_restore"),
+            psql = which("psql"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(which("pg_dump"), bin.path().join("pg_dump")).unwrap();
+    let mut restore_settings = test.settings("production-20250601-130000");
+    restore_settings.backup_url = Some(test.backup_url());
+    restore_settings.pg_bin_dir = Some(bin.path().to_path_buf());
+
+    let locked = async {
+        loop {
+            let mut c = test.conn().await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name LIKE 'maily-deploy restore%' AND query LIKE '%pg_sleep%'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            if n > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = db::restore(&restore_settings, &record) => panic!("the restore ended: {:?}", r.err()),
+        () = locked => {}
+    }
+    // The restore's future is dropped: stopped as the runner stops a step.
+    // A generous bound only so that a put-back stuck on the lock fails the
+    // test instead of hanging it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        maily_deploy::interrupt::put_backs_done(),
+    )
+    .await
+    .expect("the put-back ended pg_restore's sessions rather than wait for them");
+
+    assert_eq!(
+        test.state().await,
+        before,
+        "the database as before the restore"
+    );
+    let mut c = test.conn().await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE '%_replaced_%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "schemas left aside: {left:?}");
+}
