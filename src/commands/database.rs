@@ -103,6 +103,11 @@ pub async fn confirm(
 ) -> anyhow::Result<Confirmed> {
     match step {
         DatabaseStep::Down { version } => {
+            // Everything the down migrations need, checked before users
+            // are moved: after the switch a refusal would only move them
+            // back.
+            let s = settings(cx)?;
+            db::check_down_to(&s, *version).await.map_err(typed)?;
             super::cluster::confirm(
                 global,
                 cx.environment(),

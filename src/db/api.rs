@@ -375,14 +375,27 @@ pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<
     result
 }
 
-async fn down_locked(
-    conn: &mut PgConnection,
-    db: &DatabaseUrl,
-    set: &MigrationSet,
-    settings: &MigrateSettings,
+/// Whether [`migrate_down_to`] `target` can run, asked before anything
+/// changes (a rollback asks it before it moves users): the backup
+/// location, the database reachable, the target an applied version, and
+/// a `.down.sql` for every migration to revert. Changes nothing.
+pub async fn check_down_to(settings: &MigrateSettings, target: i64) -> Result<()> {
+    let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
+    settings.store("migrating down")?;
+    let db = DatabaseUrl::parse(&settings.database_url)?;
+    let mut conn = db.connect().await?;
+    let rows = migrator::applied_rows(&mut conn).await;
+    let _ = conn.close().await;
+    down_steps(&plan(&rows?, &set), &set, target).map(|_| ())
+}
+
+/// The down migrations that take the database from `status` to `target`,
+/// newest first, or why they cannot.
+fn down_steps<'a>(
+    status: &MigrationStatus,
+    set: &'a MigrationSet,
     target: i64,
-) -> Result<DownOutcome> {
-    let status = plan(&migrator::applied_rows(conn).await?, set);
+) -> Result<Vec<&'a sqlx::migrate::Migration>> {
     if let Some(err) = status.blocking_error() {
         return Err(err.into());
     }
@@ -402,6 +415,28 @@ async fn down_locked(
         .rev()
         .filter(|m| m.version > target)
         .collect();
+    to_revert
+        .iter()
+        .map(|m| {
+            set.down(m.version).ok_or_else(|| {
+                refuse(format!(
+                    "migration {} ({}) has no .down.sql; restore a backup instead",
+                    m.version, m.name
+                ))
+            })
+        })
+        .collect()
+}
+
+async fn down_locked(
+    conn: &mut PgConnection,
+    db: &DatabaseUrl,
+    set: &MigrationSet,
+    settings: &MigrateSettings,
+    target: i64,
+) -> Result<DownOutcome> {
+    let status = plan(&migrator::applied_rows(conn).await?, set);
+    let steps = down_steps(&status, set, target)?;
     let mut outcome = DownOutcome {
         deployment_id: settings.deployment_id.clone(),
         version_before: status.current_version,
@@ -409,20 +444,8 @@ async fn down_locked(
         reverted: Vec::new(),
         backup: None,
     };
-    if to_revert.is_empty() {
+    if steps.is_empty() {
         return Ok(outcome);
-    }
-    let mut steps = Vec::new();
-    for m in &to_revert {
-        match set.down(m.version) {
-            Some(down) => steps.push(down),
-            None => {
-                return Err(refuse(format!(
-                    "migration {} ({}) has no .down.sql; restore a backup instead",
-                    m.version, m.name
-                )));
-            }
-        }
     }
 
     let store = settings.store("migrating down")?;

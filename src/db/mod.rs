@@ -19,7 +19,7 @@ mod api;
 
 pub use api::{
     DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, RestoreOutcome, backup,
-    find_backup, list_backups, migrate, migrate_down_to, restore, status,
+    check_down_to, find_backup, list_backups, migrate, migrate_down_to, restore, status,
 };
 pub use backup::{BackupReason, BackupRecord};
 pub use error::{ConnectFailure, DbError};

@@ -25,7 +25,12 @@ pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
             .filter(|v| !v.is_empty())
             .map(String::from)
     };
-    let url = var("DATABASE_URL").ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set"))?;
+    let url = var("DATABASE_URL").ok_or_else(|| {
+        crate::error::fail(
+            Kind::Config,
+            "DATABASE_URL is not set; the database step needs it: set it in the env file (a postgres:// URL or a vault: reference)",
+        )
+    })?;
     let id = cx
         .deployment_id
         .as_ref()

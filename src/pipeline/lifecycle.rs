@@ -551,6 +551,13 @@ impl Lifecycle for ClusterLifecycle {
             return Ok(());
         };
         let applier = cx.applier().await?.clone();
+        // The lock as it is now, not as last seen: a run frozen (SIGSTOP,
+        // a suspended laptop) past its lease after its last change asks
+        // the server before it writes its outcome (free while the lease
+        // is fresh).
+        if let Some(guard) = self.guard.as_ref() {
+            let _ = guard.fence().check().await;
+        }
         // A lock another run holds now (or that ran out while the API
         // server was gone): that run owns the environment. Nothing is put
         // back, nothing written, the lease not touched; the next run

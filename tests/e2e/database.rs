@@ -236,6 +236,83 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
         "nothing changed without confirmation"
     );
 
+    // What the down migrations need is checked before users are moved:
+    // each refusal leaves them where they were, with the database's own
+    // exit code, not a switch there and back.
+    let users = world.selected_slot("api");
+    let no_down = world.dir.path().join("no-down");
+    std::fs::create_dir_all(&no_down).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&all)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let newest_down = names
+        .iter()
+        .rev()
+        .find(|n| n.ends_with(".down.sql"))
+        .unwrap();
+    for name in &names {
+        if name != newest_down {
+            std::fs::copy(all.join(name), no_down.join(name)).unwrap();
+        }
+    }
+    let backup_url = format!("file://{}/", backups.display());
+    for (vars, code, says) in [
+        (
+            [
+                ("DATABASE_URL", ""),
+                ("DATABASE_BACKUP_URL", backup_url.as_str()),
+                ("MIGRATIONS_DIR", all.to_str().unwrap()),
+            ],
+            exit_code::CONFIG,
+            "DATABASE_URL is not set",
+        ),
+        (
+            [
+                ("DATABASE_URL", db.url().as_str()),
+                ("DATABASE_BACKUP_URL", ""),
+                ("MIGRATIONS_DIR", all.to_str().unwrap()),
+            ],
+            exit_code::CONFIG,
+            "DATABASE_BACKUP_URL",
+        ),
+        (
+            [
+                ("DATABASE_URL", db.url().as_str()),
+                ("DATABASE_BACKUP_URL", backup_url.as_str()),
+                ("MIGRATIONS_DIR", no_down.to_str().unwrap()),
+            ],
+            exit_code::USAGE,
+            "has no .down.sql",
+        ),
+    ] {
+        let env = world.env_file(&vars);
+        let out = world
+            .maily()
+            .args([
+                "rollback",
+                "staging",
+                &v1_id,
+                "--database",
+                "down",
+                "--yes",
+                "--env-file",
+            ])
+            .arg(&env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{says}: {}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+        assert_eq!(
+            world.selected_slot("api"),
+            users,
+            "users moved: {}",
+            text(&out)
+        );
+        assert!(db.version() > v1_schema);
+    }
+
     let out = world
         .maily()
         .args([
