@@ -424,6 +424,68 @@ impl Drop for LeaseGuard {
 #[error("namespace {0} does not exist yet")]
 pub struct NoNamespace(pub String);
 
+/// How far apart two machines' clocks may be. A lease judged expired by
+/// its holder's renewal time is taken over at once only when it ran out
+/// longer ago than this; one that ran out lately may belong to a live run
+/// whose clock is behind, and is watched for a renewal first.
+pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Whether `lease` ran out within [`CLOCK_SKEW`] of `now`.
+fn ran_out_lately(lease: &Lease, now: DateTime<Utc>) -> bool {
+    expiry(lease).is_some_and(|e| e > now - CLOCK_SKEW)
+}
+
+/// The lease's own duration, bounded as an outside input.
+fn ttl_of(lease: &Lease) -> Duration {
+    let secs = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(0)
+        .clamp(1, 600);
+    Duration::from_secs(secs as u64)
+}
+
+/// What watching a lease that ran out lately found.
+enum Watched {
+    /// Renewed, or taken by another run: alive.
+    Renewed,
+    /// Released meanwhile.
+    Gone,
+    /// Unchanged for its whole duration: its run is dead.
+    Unchanged,
+}
+
+/// Watches `seen` for one lease duration, timed by this machine's clock
+/// alone (as client-go's leader election judges a lease): a run that is
+/// alive renews within a third of it, whatever its clock says.
+async fn watch_for_renewal(
+    api: &Api<Lease>,
+    environment: &str,
+    seen: &Lease,
+) -> anyhow::Result<Watched> {
+    let ttl = ttl_of(seen);
+    tracing::warn!(
+        "the deploy lock of {environment} ran out by the clock of the run that holds it ({}); watching it for {}s in case that run is alive on a clock behind this one",
+        holder_of(seen).map_or_else(|| "unknown".into(), |h| h.to_string()),
+        ttl.as_secs()
+    );
+    let every = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let until = tokio::time::Instant::now() + ttl;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(every).await;
+        let now = retry("reading the lease", || api.get_opt(LEASE_NAME)).await?;
+        match now {
+            None => return Ok(Watched::Gone),
+            Some(l) if l.metadata.resource_version != seen.metadata.resource_version => {
+                return Ok(Watched::Renewed);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Watched::Unchanged)
+}
+
 /// Take the environment's lock, or fail at once with the holder named.
 pub async fn acquire(
     client: Client,
@@ -457,6 +519,24 @@ pub async fn acquire(
                 )
             }
             Decision::TakeOver { previous } => {
+                let watched = match found.as_ref().filter(|l| ran_out_lately(l, now)) {
+                    Some(seen) => Some((seen, watch_for_renewal(&api, environment, seen).await?)),
+                    None => None,
+                };
+                if let Some((_, Watched::Gone)) = watched {
+                    continue;
+                }
+                if let Some((seen, Watched::Renewed)) = watched {
+                    // Expired by this machine's clock, renewed all the same:
+                    // its run lives on a clock behind this one.
+                    let holder = previous.unwrap_or_else(|| Holder {
+                        user: "unknown".into(),
+                        host: "unknown".into(),
+                        deployment_id: String::new(),
+                        since: now,
+                    });
+                    return Err(held_error(environment, &holder, Utc::now() + ttl_of(seen)));
+                }
                 let lease = lease_for(&me, ttl, found.as_ref(), now);
                 let pp = PostParams::default();
                 (

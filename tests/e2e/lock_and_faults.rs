@@ -112,6 +112,52 @@ fn put_lease(world: &World, renewed_secs_ago: i64, ttl: i32) {
         .unwrap();
 }
 
+/// A run on a machine whose clock is behind stamps renewals that look
+/// stale here: its lease seems to have run out moments ago. It is watched
+/// for one lease duration by this machine's clock first; renewed, it is
+/// alive and the run is refused; left alone for that long, it is dead and
+/// taken over.
+#[test]
+fn a_live_run_on_a_clock_behind_keeps_its_lock_and_a_dead_one_loses_it() {
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), 0);
+
+    // Renewed "20 s ago" by its clock, lease of 4 s: ran out 16 s ago here.
+    put_lease(&world, 20, 4);
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let renewing = world.rt.spawn(async move {
+        loop {
+            let renewed = chrono::Utc::now() - chrono::Duration::seconds(20);
+            let patch = serde_json::json!({"spec": {"renewTime": renewed.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}});
+            let _ = api
+                .patch(
+                    "maily-deploy",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let out = world.deploy("v2", &[]);
+    assert_exit(&out, exit_code::LOCK_HELD);
+    let all = text(&out);
+    assert!(all.contains("watching it for 4s"), "{all}");
+    assert!(all.contains("ghost@old-runner"), "{all}");
+    assert_eq!(consistent(&world).1, "v1", "nothing changed");
+
+    // Its run dies: no renewal for a whole lease, taken over.
+    renewing.abort();
+    let out = world.deploy("v2", &[]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("took over the expired deploy lock of ghost@old-runner"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(consistent(&world).1, "v2");
+}
+
 #[test]
 fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
     let world = World::new(Duration::from_millis(300));
