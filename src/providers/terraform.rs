@@ -222,6 +222,65 @@ pub struct Terraform {
     pub dir: PathBuf,
 }
 
+/// A terraform process until it exits. A run stopped meanwhile (a
+/// signal, the lock lost) drops it: then terraform gets SIGINT, its own
+/// graceful stop (it finishes the resource calls in flight, writes its
+/// state and releases the state lock; SIGKILL would leave the lock held
+/// and created resources out of the state), a bounded time to finish, and
+/// the saved plan, which may hold sensitive values, is removed. The runner
+/// waits for this before it releases the deploy lock.
+struct Running {
+    child: Option<tokio::process::Child>,
+    what: String,
+    plan: PathBuf,
+}
+
+/// How long a stopped terraform may take to finish its graceful stop.
+const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Running {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = match self.child.as_mut() {
+            Some(child) => child.wait().await,
+            None => Err(std::io::Error::other("no process")),
+        };
+        self.child = None;
+        status
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let (what, plan) = (self.what.clone(), self.plan.clone());
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        tracing::warn!(
+            "stopping {what}: SIGINT, up to {}s to finish",
+            GRACEFUL_STOP.as_secs()
+        );
+        crate::interrupt::put_back_later(&what.clone(), async move {
+            match tokio::time::timeout(GRACEFUL_STOP, child.wait()).await {
+                Ok(_) => tracing::warn!("{what} stopped"),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    tracing::error!(
+                        "{what} did not stop within {}s of SIGINT and was killed; its state lock may still be held (terraform force-unlock)",
+                        GRACEFUL_STOP.as_secs()
+                    );
+                }
+            }
+            let _ = std::fs::remove_file(&plan);
+        });
+    }
+}
+
 impl Terraform {
     pub fn new(bin: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Terraform {
@@ -249,7 +308,10 @@ impl Terraform {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C at the terminal reaches the
+            // tool alone, which then sends terraform exactly one SIGINT (a
+            // second one makes terraform exit at once).
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -269,11 +331,16 @@ impl Terraform {
             })?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+        let mut running = Running {
+            child: Some(child),
+            what: format!("{} {sub}", self.bin),
+            plan: self.plan_file(),
+        };
         let prefix = format!("terraform {sub}");
         let (out, err, status) = tokio::join!(
             read_lines(stdout, (!capture).then_some(prefix.as_str()), false),
             read_lines(stderr, Some(prefix.as_str()), true),
-            child.wait()
+            running.wait()
         );
         let status = status.map_err(|e| anyhow::anyhow!("waiting for {} {sub}: {e}", self.bin))?;
         Ok(Ran {

@@ -299,3 +299,65 @@ fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() 
     );
     assert!(!infra.dir.join("maily-deploy.tfplan").exists());
 }
+
+/// A run stopped during `terraform apply` stops terraform the way
+/// terraform wants to be stopped: one SIGINT, time to finish the calls in
+/// flight and write its state (SIGKILL would leave its state lock held
+/// and resources out of the state), and the saved plan removed.
+#[test]
+fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() {
+    use std::process::Stdio;
+    let infra = Infra::new();
+    let mut vars = infra.terraform.vars();
+    vars.push(("IMAGE_TAG", "v1".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_file = infra.world.env_file(&vars);
+    let mut child = infra
+        .world
+        .process()
+        .args(["staging", "--only", "provision", "--env-file"])
+        .arg(&env_file)
+        .env("TF_STANDIN_LOG", &infra.terraform.log)
+        .env("TF_STANDIN_SCENARIO", "apply-slow")
+        .env("TF_STANDIN_OUTPUTS", "{}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&infra.terraform.log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("apply "))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "terraform apply never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give the stand-in a moment to be inside its work.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    let cmds = infra.commands();
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("interrupted"),
+        "terraform was stopped by SIGINT, not killed: {cmds:?}"
+    );
+    assert!(
+        !infra.dir.join("maily-deploy.tfplan").exists(),
+        "the saved plan was left behind"
+    );
+}
