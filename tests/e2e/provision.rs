@@ -312,7 +312,7 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
     vars.push(("IMAGE_TAG", "v1".into()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let env_file = infra.world.env_file(&vars);
-    let mut child = infra
+    let child = infra
         .world
         .process()
         .args(["staging", "--only", "provision", "--env-file"])
