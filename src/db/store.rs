@@ -26,6 +26,10 @@ use url::Url;
 use super::backup::BackupRecord;
 use super::error::DbError;
 
+/// The most a backup record's JSON may be: 1 MiB (one is a few hundred
+/// bytes).
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+
 /// Where backups are kept.
 #[derive(Debug, Clone)]
 pub struct BackupStore {
@@ -211,6 +215,11 @@ impl BackupStore {
             if !meta.location.as_ref().ends_with(".json") {
                 continue;
             }
+            // A record is a few hundred bytes; anything far larger is not one.
+            if meta.size > MAX_RECORD_BYTES {
+                tracing::warn!(object = %meta.location, size = meta.size, "skipping a backup record larger than {MAX_RECORD_BYTES} bytes");
+                continue;
+            }
             let bytes = self.read_all(&meta.location).await?;
             match serde_json::from_slice::<BackupRecord>(&bytes) {
                 Ok(record) => records.push(record),
@@ -223,6 +232,7 @@ impl BackupStore {
         Ok(records)
     }
 
+    /// Reads a small object whole (a record, listed with its size first).
     async fn read_all(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
         let result = self.store.get(key).await?;
         Ok(result.bytes().await?)

@@ -146,7 +146,9 @@ async fn health(base: &str, path: &str, slot: Slot, tag: &str) -> Result<String,
         .await
         .map_err(|e| format!("{}", e.without_url()))?;
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
+    let body = crate::providers::http::read_body(resp)
+        .await
+        .unwrap_or_else(|why| why);
     if !status.is_success() {
         return Err(format!("{url} answered {status}: {}", clip(&body)).into());
     }
@@ -172,7 +174,9 @@ async fn http_check(base: &str, check: &HttpCheck, slot: Slot) -> Result<String,
         .await
         .map_err(|e| format!("{}", e.without_url()))?;
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
+    let body = crate::providers::http::read_body(resp)
+        .await
+        .unwrap_or_else(|why| why);
     if status.as_u16() != check.status {
         return Err(format!(
             "{url} answered {status}, expected {}: {}",

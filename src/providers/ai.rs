@@ -256,7 +256,7 @@ pub async fn list_models(http: &reqwest::Client, e: &Endpoint) -> Result<Vec<Str
         }
     };
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = super::http::read_body(resp).await.unwrap_or_else(|why| why);
     if !(200..300).contains(&status) {
         let (why, fix) = classify_failure(e.provider, status, &body);
         return Err(problem(why, fix));

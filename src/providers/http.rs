@@ -227,16 +227,43 @@ impl Api {
             what: what.to_string(),
             detail,
         };
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| unexpected(transport_text(e)))?;
+        let body = read_body(resp).await.map_err(unexpected)?;
         serde_json::from_str(&body).map_err(|e| unexpected(e.to_string()))
     }
 
     async fn body_text(&self, resp: Response) -> String {
-        error_text(&resp.text().await.unwrap_or_default())
+        error_text(&read_body(resp).await.unwrap_or_else(|why| why))
     }
+}
+
+/// The most of an answer the tool reads: 16 MiB. Every answer it reads is
+/// a small JSON document (a Vault secret, a PromQL vector, a deployment, a
+/// health check); a larger one is a wrong URL or a broken proxy, and
+/// reading it whole would only cost memory.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// An answer's body as text, read to at most [`MAX_ANSWER_BYTES`]; the
+/// error is one line.
+pub async fn read_body(mut resp: Response) -> Result<String, String> {
+    let too_large = || {
+        format!(
+            "the answer is larger than {MAX_ANSWER_BYTES} bytes (16 MiB), more than any answer of this API; is the URL right?"
+        )
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_text)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A reqwest error as one line: what failed and why (the URL left out: the

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::http::read_body;
 use crate::error::{Kind, fail};
 
 /// One active target (the fields used).
@@ -102,11 +103,10 @@ impl Prometheus {
             ))
         })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| {
+        let body = read_body(resp).await.map_err(|why| {
             QueryError::Unreachable(format!(
-                "Prometheus at {}: reading the answer to `{promql}`: {}; check PROMETHEUS_URL",
+                "Prometheus at {}: reading the answer to `{promql}`: {why}; check PROMETHEUS_URL",
                 self.base,
-                e.without_url()
             ))
         })?;
         Ok(read_answer(&self.base, promql, status, &body)?)
@@ -126,7 +126,7 @@ impl Prometheus {
             )
         })?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let body = read_body(resp).await.unwrap_or_else(|why| why);
         let parsed: Result<Envelope, _> = serde_json::from_str(&body);
         match parsed {
             Ok(Envelope {
@@ -623,6 +623,28 @@ mod tests {
             .await;
         let prom = Prometheus::new(&format!("{}/", server.uri())).unwrap();
         assert_eq!(prom.query(promql).await.unwrap(), QueryValue::Number(0.25));
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_any_prometheus_gives_is_not_read_whole() {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let huge = format!(
+            r#"{{"status":"success","data":{{"resultType":"string","result":[1,"{}"]}}}}"#,
+            "x".repeat(super::super::http::MAX_ANSWER_BYTES)
+        );
+        Mock::given(path("/api/v1/query"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+            .mount(&server)
+            .await;
+        let prom = Prometheus::new(&server.uri()).unwrap();
+        let err = prom.query("up").await.unwrap_err();
+        let qe = QueryError::of(&err).expect("a QueryError");
+        assert!(
+            matches!(qe, QueryError::Unreachable(m) if m.contains("larger than 16777216 bytes")),
+            "{err:#}"
+        );
     }
 
     #[tokio::test]

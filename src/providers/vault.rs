@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use super::http::read_body;
 use serde::Deserialize;
 
 /// Where a pod's service account token is mounted.
@@ -230,7 +231,12 @@ impl Vault {
             .await
             .map_err(|e| transport(&addr, e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(&addr, e))?;
+        let body = read_body(resp)
+            .await
+            .map_err(|why| VaultError::Unreachable {
+                addr: addr.clone(),
+                why,
+            })?;
         let token = parse_login(status, &body)?;
         Ok(Vault { addr, token, http })
     }
@@ -258,7 +264,12 @@ impl Vault {
             .await
             .map_err(|e| transport(&self.addr, e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(&self.addr, e))?;
+        let body = read_body(resp)
+            .await
+            .map_err(|why| VaultError::Unreachable {
+                addr: self.addr.clone(),
+                why,
+            })?;
         parse_kv(path, status, &body)
     }
 }
