@@ -239,6 +239,22 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
     // What the down migrations need is checked before users are moved:
     // each refusal leaves them where they were, with the database's own
     // exit code, not a switch there and back.
+    let rollback_down = |env: &Path| {
+        world
+            .maily()
+            .args([
+                "rollback",
+                "staging",
+                &v1_id,
+                "--database",
+                "down",
+                "--yes",
+                "--env-file",
+            ])
+            .arg(env)
+            .output()
+            .unwrap()
+    };
     let users = world.selected_slot("api");
     let no_down = world.dir.path().join("no-down");
     std::fs::create_dir_all(&no_down).unwrap();
@@ -287,21 +303,7 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
             "has no .down.sql",
         ),
     ] {
-        let env = world.env_file(&vars);
-        let out = world
-            .maily()
-            .args([
-                "rollback",
-                "staging",
-                &v1_id,
-                "--database",
-                "down",
-                "--yes",
-                "--env-file",
-            ])
-            .arg(&env)
-            .output()
-            .unwrap();
+        let out = rollback_down(&world.env_file(&vars));
         assert_eq!(out.status.code(), Some(code), "{says}: {}", text(&out));
         assert!(text(&out).contains(says), "{}", text(&out));
         assert_eq!(
@@ -313,20 +315,7 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
         assert!(db.version() > v1_schema);
     }
 
-    let out = world
-        .maily()
-        .args([
-            "rollback",
-            "staging",
-            &v1_id,
-            "--database",
-            "down",
-            "--yes",
-            "--env-file",
-        ])
-        .arg(&env)
-        .output()
-        .unwrap();
+    let out = rollback_down(&env);
     assert_exit(&out, 0);
     assert_eq!(db.version(), v1_schema);
     assert_eq!(

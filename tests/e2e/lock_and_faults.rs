@@ -778,23 +778,26 @@ fn unlock_removes_only_the_lock_it_showed() {
     let world = World::new(Duration::from_millis(200));
     assert_exit(&world.deploy("v1", &[]), 0);
 
-    put_lease(&world, 0, 300);
-    let shown = world
-        .rt
-        .block_on(lease::held(world.client.clone(), NAMESPACE))
-        .unwrap()
-        .expect("held");
-    // The holder renews while the prompt waits.
-    put_lease(&world, 0, 300);
-    let err = world
-        .rt
-        .block_on(lease::force_unlock(
+    let shown = || {
+        world
+            .rt
+            .block_on(lease::held(world.client.clone(), NAMESPACE))
+            .unwrap()
+            .expect("held")
+    };
+    let unlock = |held: &lease::HeldLock| {
+        world.rt.block_on(lease::force_unlock(
             world.client.clone(),
             NAMESPACE,
             "staging",
-            &shown,
+            held,
         ))
-        .expect_err("a renewed lock is alive");
+    };
+    put_lease(&world, 0, 300);
+    let seen = shown();
+    // The holder renews while the prompt waits.
+    put_lease(&world, 0, 300);
+    let err = unlock(&seen).expect_err("a renewed lock is alive");
     let message = format!("{err:#}");
     assert!(
         message.contains("changed while you confirmed")
@@ -810,19 +813,6 @@ fn unlock_removes_only_the_lock_it_showed() {
     assert!(world.lease_holder().is_some(), "the live lock is kept");
 
     // Unchanged since it was shown: removed.
-    let shown = world
-        .rt
-        .block_on(lease::held(world.client.clone(), NAMESPACE))
-        .unwrap()
-        .expect("held");
-    world
-        .rt
-        .block_on(lease::force_unlock(
-            world.client.clone(),
-            NAMESPACE,
-            "staging",
-            &shown,
-        ))
-        .unwrap();
+    unlock(&shown()).unwrap();
     assert!(world.lease_holder().is_none());
 }
