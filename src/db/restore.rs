@@ -41,7 +41,7 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
         db: req.db.clone(),
         moved: Vec::new(),
         suffix: suffix.clone(),
-        app: format!("maily-deploy restore{suffix}"),
+        app: restore_app_name(),
         ended: false,
     };
     for schema in &req.record.schemas {
@@ -208,6 +208,18 @@ impl Drop for SetAside {
     }
 }
 
+/// A name no other restore has, on this machine or another (the process
+/// id and a count in it, then the time), within PostgreSQL's 63 bytes.
+fn restore_app_name() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "maily-deploy restore {}-{n}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
 /// Ends the killed `pg_restore`'s sessions (a backend in the middle of
 /// building an index would hold its locks until the statement ends), then
 /// puts the schemas back.
@@ -220,7 +232,8 @@ async fn put_back_stopped(
     let mut conn = db.connect().await?;
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE application_name = $1 AND pid <> pg_backend_pid()",
+          WHERE application_name = $1 AND datname = current_database()
+            AND pid <> pg_backend_pid()",
     )
     .bind(app)
     .execute(&mut conn)

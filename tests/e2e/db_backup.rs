@@ -221,7 +221,8 @@ async fn a_restore_stopped_mid_way_puts_the_database_back_as_it_was() {
             let mut c = test.conn().await;
             let n: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name LIKE 'maily-deploy restore%' AND query LIKE '%pg_sleep%'",
+                  WHERE application_name LIKE 'maily-deploy restore%' AND datname = current_database()
+                    AND query LIKE '%pg_sleep%'",
             )
             .fetch_one(&mut c)
             .await
