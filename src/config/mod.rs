@@ -178,25 +178,16 @@ fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
         }
         if spec::lookup(name).is_some_and(|s| s.secret) {
             redact::register(name, value);
-        } else if let Some(credential) = url_credential(value) {
+        } else if carries_credentials(value) {
+            // Registering the URL registers its password and a token-like
+            // user name as forms of their own.
             redact::register(name, value);
-            redact::register(name, &credential);
         }
     }
 }
 
-/// The credential a URL carries in its user info: the password, or the
-/// user name alone when there is no password (a token as the user).
-fn url_credential(value: &str) -> Option<String> {
-    let url = url::Url::parse(value).ok()?;
-    let decoded = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    match (url.username(), url.password()) {
-        (_, Some(password)) if !password.is_empty() => Some(decoded(password)),
-        (user, None) if !user.is_empty() => Some(decoded(user)),
-        _ => None,
-    }
+/// Whether `value` is a URL with user info (a password, or a token as
+/// the user name).
+fn carries_credentials(value: &str) -> bool {
+    url::Url::parse(value).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }

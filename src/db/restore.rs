@@ -167,9 +167,16 @@ struct SetAside {
 }
 
 impl SetAside {
+    /// Undoes [`set_aside`] for every schema moved so far, on the
+    /// restore's own session. Best effort: it runs while another error is
+    /// being reported.
     async fn put_back(&mut self, conn: &mut PgConnection) {
         self.ended = true;
-        put_back(conn, &self.moved, &self.suffix).await;
+        for schema in &self.moved {
+            if let Err(e) = rename_back(conn, schema, &self.suffix).await {
+                tracing::error!("{e:#}");
+            }
+        }
     }
 }
 
@@ -256,16 +263,6 @@ async fn rename_back(conn: &mut PgConnection, schema: &str, suffix: &str) -> Res
     .await
     .with_context(|| format!("could not put schema {schema} back from {aside}; rename it by hand"))?;
     Ok(())
-}
-
-/// Undoes [`set_aside`] for every schema moved so far. Best effort: it runs
-/// while another error is being reported.
-async fn put_back(conn: &mut PgConnection, moved: &[String], suffix: &str) {
-    for schema in moved {
-        if let Err(e) = rename_back(conn, schema, suffix).await {
-            tracing::error!("{e:#}");
-        }
-    }
 }
 
 /// The dump's table of contents without the `CREATE SCHEMA` entries of the

@@ -106,26 +106,30 @@ pub fn decide(found: Option<&Lease>, now: DateTime<Utc>) -> Decision {
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
         .is_some_and(|h| !h.is_empty());
-    let previous = holder_of(lease);
     match (holder_set, expiry(lease)) {
-        (true, Some(expires)) if expires > now => match previous {
-            Some(holder) => Decision::Held { holder, expires },
-            None => Decision::Held {
-                holder: Holder {
-                    user: "unknown".into(),
-                    host: "unknown".into(),
-                    deployment_id: lease
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.holder_identity.clone())
-                        .unwrap_or_default(),
-                    since: now,
-                },
-                expires,
-            },
+        (true, Some(expires)) if expires > now => Decision::Held {
+            holder: holder_named(lease, now),
+            expires,
         },
-        _ => Decision::TakeOver { previous },
+        _ => Decision::TakeOver {
+            previous: holder_of(lease),
+        },
     }
+}
+
+/// Who holds `lease`, as the refusal tells it: its holder annotation, or
+/// its bare `holderIdentity` when another tool wrote it.
+fn holder_named(lease: &Lease, now: DateTime<Utc>) -> Holder {
+    holder_of(lease).unwrap_or_else(|| Holder {
+        user: "unknown".into(),
+        host: "unknown".into(),
+        deployment_id: lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default(),
+        since: now,
+    })
 }
 
 fn lease_for(holder: &Holder, ttl: Duration, base: Option<&Lease>, now: DateTime<Utc>) -> Lease {
@@ -448,8 +452,8 @@ fn ttl_of(lease: &Lease) -> Duration {
 
 /// What watching a lease that ran out lately found.
 enum Watched {
-    /// Renewed, or taken by another run: alive.
-    Renewed,
+    /// Renewed, or taken by another run: alive, as it is now.
+    Renewed(Box<Lease>),
     /// Released meanwhile.
     Gone,
     /// Unchanged for its whole duration: its run is dead.
@@ -478,7 +482,7 @@ async fn watch_for_renewal(
         match now {
             None => return Ok(Watched::Gone),
             Some(l) if l.metadata.resource_version != seen.metadata.resource_version => {
-                return Ok(Watched::Renewed);
+                return Ok(Watched::Renewed(Box::new(l)));
             }
             Some(_) => {}
         }
@@ -519,23 +523,18 @@ pub async fn acquire(
                 )
             }
             Decision::TakeOver { previous } => {
-                let watched = match found.as_ref().filter(|l| ran_out_lately(l, now)) {
-                    Some(seen) => Some((seen, watch_for_renewal(&api, environment, seen).await?)),
-                    None => None,
-                };
-                if let Some((_, Watched::Gone)) = watched {
-                    continue;
-                }
-                if let Some((seen, Watched::Renewed)) = watched {
-                    // Expired by this machine's clock, renewed all the same:
-                    // its run lives on a clock behind this one.
-                    let holder = previous.unwrap_or_else(|| Holder {
-                        user: "unknown".into(),
-                        host: "unknown".into(),
-                        deployment_id: String::new(),
-                        since: now,
-                    });
-                    return Err(held_error(environment, &holder, Utc::now() + ttl_of(seen)));
+                if let Some(seen) = found.as_ref().filter(|l| ran_out_lately(l, now)) {
+                    match watch_for_renewal(&api, environment, seen).await? {
+                        Watched::Gone => continue,
+                        // Expired by this machine's clock, renewed all the
+                        // same: its run lives on a clock behind this one.
+                        Watched::Renewed(lease) => {
+                            let holder = holder_named(&lease, Utc::now());
+                            let expires = Utc::now() + ttl_of(&lease);
+                            return Err(held_error(environment, &holder, expires));
+                        }
+                        Watched::Unchanged => {}
+                    }
                 }
                 let lease = lease_for(&me, ttl, found.as_ref(), now);
                 let pp = PostParams::default();
