@@ -115,12 +115,19 @@ impl MigrateSettings {
 
 /// Where the database stands: applied, pending, drift. Changes nothing.
 pub async fn status(settings: &MigrateSettings) -> Result<MigrationStatus> {
+    Ok(read_status(settings).await?.1)
+}
+
+/// The migrations and where the database stands against them, on a
+/// session of its own.
+async fn read_status(settings: &MigrateSettings) -> Result<(MigrationSet, MigrationStatus)> {
     let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
     let rows = migrator::applied_rows(&mut conn).await?;
     let _ = conn.close().await;
-    Ok(plan(&rows, &set))
+    let status = plan(&rows, &set);
+    Ok((set, status))
 }
 
 /// What `migrate` did.
@@ -380,13 +387,9 @@ pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<
 /// location, the database reachable, the target an applied version, and
 /// a `.down.sql` for every migration to revert. Changes nothing.
 pub async fn check_down_to(settings: &MigrateSettings, target: i64) -> Result<()> {
-    let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
     settings.store("migrating down")?;
-    let db = DatabaseUrl::parse(&settings.database_url)?;
-    let mut conn = db.connect().await?;
-    let rows = migrator::applied_rows(&mut conn).await;
-    let _ = conn.close().await;
-    down_steps(&plan(&rows?, &set), &set, target).map(|_| ())
+    let (set, status) = read_status(settings).await?;
+    down_steps(&status, &set, target).map(|_| ())
 }
 
 /// The down migrations that take the database from `status` to `target`,
