@@ -266,6 +266,13 @@ impl ProfileOf<Written> {
                     "rename it, e.g. maily-platform-secrets",
                 );
             }
+            if full_name == crate::db::daily_backup::SECRET {
+                bad(
+                    &format!("secrets.{name}"),
+                    "is the Secret maily-deploy writes for the daily backup job (libpq's variables from maily-platform-secrets' DATABASE_URL)".into(),
+                    "rename it; the backup job's Secret needs no entry here",
+                );
+            }
             for (key, reference) in keys {
                 let shown = crate::error::clipped(key);
                 if key.is_empty()
@@ -806,6 +813,24 @@ mod tests {
                 .problems
                 .iter()
                 .any(|p| p.problem.contains("without #<key>")),
+            "{:?}",
+            failure.problems
+        );
+        std::fs::write(
+            dir.path().join("environments/taken.yaml"),
+            format!(
+                "{base}secrets:\n  maily-database-backup:\n    PGPASSWORD: secret/maily/x#pw\n"
+            ),
+        )
+        .unwrap();
+        let err = load(dir.path(), "taken").unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        assert!(
+            failure
+                .problems
+                .iter()
+                .any(|p| p.subject.ends_with("secrets.maily-database-backup")
+                    && p.problem.contains("daily backup job")),
             "{:?}",
             failure.problems
         );

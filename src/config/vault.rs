@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::env_file::{Source, Vars};
 use super::spec::{self, SPEC};
 use super::vault_ref::{self, VaultRef};
+use crate::db::daily_backup;
 use crate::error::{Failure, Kind, Problem};
 use crate::pipeline::PhaseId;
 use crate::providers::vault::{SERVICE_ACCOUNT_TOKEN, Vault, VaultError, key_of};
@@ -246,6 +247,9 @@ pub async fn resolve(
             }
         }
     }
+    if problems.is_empty() {
+        with_backup_connection(&mut platform, &wanted, &mut problems);
+    }
     if !problems.is_empty() {
         let n = problems.len();
         return Err(Failure::with_problems(
@@ -262,6 +266,47 @@ pub async fn resolve(
         vars.set(name, value, Source::Vault(path));
     }
     Ok(platform)
+}
+
+/// Adds the daily backup job's Secret, libpq's variables from the platform
+/// Secret's `DATABASE_URL`, so the job's `pg_dump` never carries the password
+/// on its command line ([`daily_backup`]).
+fn with_backup_connection(
+    platform: &mut PlatformSecrets,
+    wanted: &[Wanted],
+    problems: &mut Vec<Problem>,
+) {
+    match daily_backup::connection_secret(&platform.0) {
+        Ok(None) => {}
+        Ok(Some(keys)) => {
+            if let Some(password) = keys.get("PGPASSWORD") {
+                redact::register("PGPASSWORD", password);
+            }
+            platform.0.insert(daily_backup::SECRET.to_string(), keys);
+        }
+        Err(why) => {
+            let from = wanted.iter().find(|w| {
+                matches!(&w.target, Target::Secret { name, key }
+                    if name == daily_backup::SOURCE && key == daily_backup::KEY)
+            });
+            problems.push(Problem {
+                phase: None,
+                subject: format!(
+                    "profile secrets.{}.{}",
+                    daily_backup::SOURCE,
+                    daily_backup::KEY
+                ),
+                problem: match from {
+                    Some(w) => format!(
+                        "(vault:{}#{}) is not a PostgreSQL URL: {why}",
+                        w.reference.path, w.reference.key
+                    ),
+                    None => format!("is not a PostgreSQL URL: {why}"),
+                },
+                fix: "store postgres://USER:PASSWORD@HOST:PORT/DATABASE there (the services and the daily backup job connect with it)".into(),
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +351,32 @@ mod tests {
         let w = wanted_vars(&vars, &[PhaseId::ShiftTraffic]);
         let names: Vec<&str> = w.iter().map(|w| w.subject.as_str()).collect();
         assert_eq!(names, ["VERCEL_TOKEN"]);
+    }
+
+    #[test]
+    fn a_platform_database_url_that_is_not_postgres_is_one_problem_without_its_password() {
+        let mut p = PlatformSecrets::default();
+        p.0.entry(daily_backup::SOURCE.into())
+            .or_default()
+            .insert(daily_backup::KEY.into(), "mysql://root:hunter2@db/m".into());
+        let wanted = wanted_secrets(
+            &[(
+                daily_backup::SOURCE.to_string(),
+                [(
+                    daily_backup::KEY.to_string(),
+                    "secret/maily/x#db".to_string(),
+                )]
+                .into(),
+            )]
+            .into(),
+        );
+        let mut problems = Vec::new();
+        with_backup_connection(&mut p, &wanted, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let shown = format!("{problems:?}");
+        assert!(shown.contains("vault:secret/maily/x#db"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!p.0.contains_key(daily_backup::SECRET));
     }
 
     #[test]

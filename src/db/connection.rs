@@ -153,6 +153,8 @@ impl DatabaseUrl {
             ("sslkey", "PGSSLKEY"),
             ("application_name", "PGAPPNAME"),
             ("options", "PGOPTIONS"),
+            ("connect_timeout", "PGCONNECT_TIMEOUT"),
+            ("target_session_attrs", "PGTARGETSESSIONATTRS"),
         ] {
             if let Some(value) = self.query(param) {
                 env.push((var, value));

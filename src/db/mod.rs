@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod connection;
+pub mod daily_backup;
 pub mod error;
 pub mod fingerprint;
 pub mod migrations;

@@ -367,6 +367,21 @@ impl Phase for DeployBackend {
                     keys.keys().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
+            use crate::db::daily_backup;
+            if cx
+                .config
+                .profile
+                .secrets
+                .get(daily_backup::SOURCE)
+                .is_some_and(|keys| keys.contains_key(daily_backup::KEY))
+            {
+                steps.push(format!(
+                    "Secret {}: the daily backup job's libpq variables, from {}'s {}",
+                    daily_backup::SECRET,
+                    daily_backup::SOURCE,
+                    daily_backup::KEY
+                ));
+            }
         }
         let backend = &b.profile;
         for name in backend.services.keys() {

@@ -281,6 +281,137 @@ fn platform_secrets_from_the_profile_become_secrets_never_snapshots() {
     w.world.rt.block_on(w.vault.verify());
 }
 
+/// The daily backup CronJob as the node runs it: its command line, with the
+/// environment its two Secrets give the pod, through the real `pg_dump` to
+/// the tests' PostgreSQL. `ps` on a node shows every process's argv to
+/// every user, so the password must reach pg_dump through its environment.
+#[test]
+fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    use support::postgres::{Database, psql};
+
+    let w = VaultWorld::new();
+    let db = Database::new("cron");
+    psql(
+        "CREATE TABLE contacts_kept_by_cron (id int); INSERT INTO contacts_kept_by_cron VALUES (1)",
+        &db.0,
+    );
+    // Percent-encoded in the URL; libpq must get it decoded.
+    let url = db.url_with_password("Cron%2Fpass%40vault-7");
+    let password = "Cron/pass@vault-7";
+    w.secret(
+        "secret/data/maily/staging",
+        TOKEN,
+        json!({"database_url": url}),
+    );
+    let manifests = w.manifests_with_secrets(
+        "secrets:\n  maily-platform-secrets:\n    DATABASE_URL: secret/maily/staging#database_url\n",
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("IMAGE_TAG", "v1"),
+        ],
+        &["--manifests-dir", path_str(&manifests), "-v"],
+    );
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    for shown in [password, "Cron%2Fpass%40vault-7"] {
+        assert!(!all.contains(shown), "{shown} shown: {all}");
+    }
+
+    let rt = &w.world.rt;
+    let jobs: Api<CronJob> = Api::namespaced(w.world.client.clone(), NAMESPACE);
+    let job = rt.block_on(jobs.get("database-backup")).unwrap();
+    let pod = job
+        .spec
+        .unwrap()
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let container = &pod.containers[0];
+    let command_line = [
+        container.command.clone().unwrap_or_default(),
+        container.args.clone().unwrap_or_default(),
+    ]
+    .concat();
+    let script = command_line.last().unwrap().clone();
+    assert!(
+        !script.contains("DATABASE_URL") && !script.contains("--dbname"),
+        "pg_dump is handed the URL on its command line: {script}"
+    );
+
+    // The pod's environment: its envFrom Secrets, in order (a later one
+    // wins), as the kubelet builds it.
+    let secrets: Api<Secret> = Api::namespaced(w.world.client.clone(), NAMESPACE);
+    let mut env = std::collections::BTreeMap::new();
+    for from in container.env_from.clone().unwrap_or_default() {
+        let name = from
+            .secret_ref
+            .expect("the job's env comes from Secrets")
+            .name;
+        let secret = rt
+            .block_on(secrets.get(&name))
+            .unwrap_or_else(|e| panic!("the job's Secret {name} is not there: {e}"));
+        for (k, v) in secret.data.unwrap_or_default() {
+            env.insert(k, String::from_utf8(v.0).unwrap());
+        }
+    }
+    assert_eq!(env.get("PGPASSWORD").map(String::as_str), Some(password));
+    assert_eq!(env.get("PGDATABASE"), Some(&db.0));
+    assert_eq!(env.get("PGSSLMODE").map(String::as_str), Some("disable"));
+
+    // The node: /tmp is the pod's emptyDir, upload-backup the image's
+    // uploader (here: a copy to the "bucket" directory).
+    let node = tempfile::tempdir().unwrap();
+    let bin = node.path().join("bin");
+    let bucket = node.path().join("bucket");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&bucket).unwrap();
+    let uploader = bin.join("upload-backup");
+    std::fs::write(
+        &uploader,
+        format!("#!/bin/sh\ncp \"$1\" {}/uploaded.dump\n", bucket.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&uploader, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script.replace("/tmp/", &format!("{}/", node.path().display()));
+    let ran = std::process::Command::new(&command_line[0])
+        .args(&command_line[1..command_line.len() - 1])
+        .arg(&script)
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .envs(&env)
+        .env("DATABASE_BACKUP_URL", "s3://maily-backups/staging/")
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "the job failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let listed = std::process::Command::new("pg_restore")
+        .arg("--list")
+        .arg(bucket.join("uploaded.dump"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("contacts_kept_by_cron"),
+        "the uploaded dump is not this database's: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    w.world.rt.block_on(w.vault.verify());
+}
+
 #[test]
 fn a_refused_kubernetes_login_is_named_for_each_reference() {
     let w = VaultWorld::new();
