@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::Utc;
 
 use super::cluster;
@@ -282,6 +283,12 @@ async fn itself(
     action: Action,
     by: &str,
 ) -> anyhow::Result<String> {
+    // From here this command changes the cluster under the lock: a Ctrl-C
+    // must not kill it between two writes with the lock held. The latch
+    // stops the waits (for the dead run's lock, for the new slot's
+    // workers), where nothing has changed yet; the changes themselves (a
+    // switch, a put-back) are short and finish first.
+    crate::interrupt::install()?;
     let lock = crate::pipeline::lifecycle::DeadRunLock::take(
         cx,
         rollout.deployment_id.as_str(),
@@ -290,6 +297,12 @@ async fn itself(
     .await?;
     let result = finish_dead(cx, environment, rollout, action, by).await;
     lock.release(cx).await;
+    if let (Ok(_), Some(signal)) = (&result, crate::interrupt::received()) {
+        output::stderr_line(&format!(
+            "{signal} came while the {} was changing the cluster; it was finished first, so that users are not left split between slots",
+            action.as_str()
+        ));
+    }
     result
 }
 
@@ -370,16 +383,43 @@ async fn finish_dead(
                     ),
                 ));
             }
+            // The workers of the new slot stay down while the run walks; a
+            // promote that stops before the switch puts them back so.
+            let workers_before: Vec<(String, i32)> = route::workers_of(&profile)
+                .into_iter()
+                .map(|(w, _)| {
+                    let now = state
+                        .services
+                        .get(&w)
+                        .and_then(|s| s.slots.get(&slot))
+                        .map_or(0, |s| s.replicas);
+                    (format!("{w}-{slot}"), now)
+                })
+                .collect();
             let workers = route::workers_up(&applier, &profile, slot).await?;
-            wait_for_slot(
-                applier.client(),
-                &ns,
-                slot,
-                &workers,
-                release.rollout_timeout(),
-                crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+            let waited = crate::interrupt::cancellable(
+                &format!(
+                    "the wait for {slot}'s workers, before the switch; they are back as they were and the rollout stays at {}% as the run left it: promote or abort again",
+                    rollout.percent
+                ),
+                wait_for_slot(
+                    applier.client(),
+                    &ns,
+                    slot,
+                    &workers,
+                    release.rollout_timeout(),
+                    crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+                ),
             )
-            .await?;
+            .await;
+            if let Err(e) = waited {
+                route::scale_all(&applier, &ns, workers_before)
+                    .await
+                    .with_context(|| {
+                        format!("{e:#}; then putting the new slot's workers back as they were")
+                    })?;
+                return Err(e);
+            }
             route::switch_to(&applier, &profile, &templates, &release, slot).await?;
             // The frontend follows at 100%, as the run would have.
             cx.deployment_id =

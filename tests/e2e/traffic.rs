@@ -688,6 +688,85 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     );
 }
 
+/// `promote` of a dead run waits for the new slot's workers before the
+/// switch. Ctrl-C there stops it: the workers go back down, the lock is
+/// released at once, and the rollout stays where the run left it, ready
+/// for the next promote or abort. (A Ctrl-C used to kill the command with
+/// the workers up and its lock held for a lease duration.)
+#[test]
+fn ctrl_c_while_promote_waits_for_the_workers_puts_them_back_and_frees_the_lock() {
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
+    killed_at_first_step(&stage, "v2", (75, 25));
+    // An operator scaled the new slot's workers down while the run was
+    // dead, and new ones now take a minute to be ready.
+    stage
+        .world
+        .sim()
+        .control()
+        .set_image_fault("*/maily-workers:v2", kubesim::ImageFault::Slow(60.0));
+    let scaled = stage
+        .world
+        .sim()
+        .kubectl()
+        .args(["scale", "deployment/workers-green", "--replicas=0", "-n"])
+        .arg(&stage.world.namespace)
+        .output()
+        .unwrap();
+    assert!(scaled.status.success(), "{scaled:?}");
+    let workers_before = stage.world.replicas("workers-green");
+    assert_eq!(workers_before, Some(0));
+
+    let promote = stage
+        .world
+        .process()
+        .arg("--manifests-dir")
+        .arg(&stage.manifests)
+        .args(["promote", "staging"])
+        .arg("--env-file")
+        .arg(stage.env("v2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting_since = Instant::now();
+    while stage.world.replicas("workers-green") == workers_before {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(60),
+            "promote never scaled the workers up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &promote.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = promote.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "Ctrl-C during promote: {stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted by SIGINT during the wait for green's workers"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("promote or abort again"), "{stderr}");
+    // Nothing moved, and nothing is held.
+    assert_eq!(stage.world.replicas("workers-green"), workers_before);
+    assert_eq!(stage.world.weights("api"), Some((75, 25)));
+    assert_eq!(stage.world.lease_holder(), None, "the lock was left held");
+    assert_eq!(stage.world.snapshots()[0].outcome, Outcome::InProgress);
+
+    // The way out works at once.
+    let abort = stage.other(&["abort", "staging"]);
+    assert_exit(&abort, 0);
+    assert_eq!(stage.world.weights("api"), Some((100, 0)));
+    assert_eq!(stage_selectors(&stage), all_on("blue"));
+}
+
 #[test]
 fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before() {
     let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
