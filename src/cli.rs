@@ -290,7 +290,7 @@ pub enum OutputFormat {
 pub enum DatabaseRollback {
     /// Down migrations to the schema version the deployment recorded
     Down,
-    /// Restore the backup the next deployment took before migrating
+    /// Restore the backup the next run that changed the database took first
     Restore,
 }
 

@@ -63,8 +63,9 @@ pub fn decide(
             Ok(DatabaseStep::Down { version })
         }
         DatabaseRollback::Restore => {
-            // The backup the first deployment after ID took before migrating
-            // is the database as ID left it.
+            // The backup the first run after ID took before it changed the
+            // database (a migration, a migration down, a restore) is the
+            // database as ID left it.
             let mut later: Vec<&Snapshot> = all
                 .iter()
                 .filter(|s| s.deployment_id > target.deployment_id)
@@ -77,7 +78,7 @@ pub fn decide(
                     fail(
                         Kind::Usage,
                         format!(
-                            "no deployment after {} took a database backup (none migrated), so the database is still as {} left it; nothing to restore",
+                            "no run after {} took a database backup (none migrated, went down or restored), so the database is still as {} left it; nothing to restore",
                             target.deployment_id, target.deployment_id
                         ),
                     )
@@ -154,6 +155,7 @@ impl crate::pipeline::Phase for DatabaseBack {
         let summary = match confirmed {
             Confirmed::Down { version } => {
                 let out = db::migrate_down_to(&s, *version).await.map_err(typed)?;
+                cx.records.database = Some(out.clone().into());
                 format!(
                     "database: {} down migrations, schema {} → {}{}",
                     out.reverted.len(),
@@ -166,6 +168,7 @@ impl crate::pipeline::Phase for DatabaseBack {
             }
             Confirmed::Restore(backup) => {
                 let out = db::restore(&s, backup).await.map_err(typed)?;
+                cx.records.database = Some(out.clone().into());
                 format!(
                     "database: restored {}; the database as it was is in {}",
                     out.restored.name, out.safety_backup.location
@@ -209,7 +212,7 @@ mod tests {
             version_after: version,
             applied: Vec::new(),
             backup,
-            source: db::MigrationSource::Embedded,
+            source: Some(db::MigrationSource::Embedded),
             duration_ms: 1,
         });
         s

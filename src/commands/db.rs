@@ -160,6 +160,7 @@ impl crate::pipeline::Phase for RestoreDatabase {
     async fn run(&self, cx: &mut Context) -> anyhow::Result<crate::pipeline::PhaseReport> {
         let s = settings(cx)?;
         let outcome = db::restore(&s, &self.0).await.map_err(typed)?;
+        cx.records.database = Some(outcome.clone().into());
         Ok(crate::pipeline::PhaseReport {
             summary: format!(
                 "restored {} (schema {} → {}); the database as it was is in {}",

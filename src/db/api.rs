@@ -138,6 +138,12 @@ pub enum MigrateAction {
     NothingPending,
     /// The pending migrations were applied after a verified backup.
     Applied,
+    /// Down migrations ran after a verified backup (`rollback --database
+    /// down`); `applied` lists them, newest first.
+    Reverted,
+    /// A backup replaced the schemas (`db restore`, `rollback --database
+    /// restore`); `backup` is the database as it was just before.
+    Restored,
 }
 
 /// The record of a `migrate` run, for the deployment snapshot.
@@ -148,8 +154,12 @@ pub struct MigrateOutcome {
     pub version_before: Option<i64>,
     pub version_after: Option<i64>,
     pub applied: Vec<StepReport>,
+    /// Taken before the change: the database as the one before left it,
+    /// which `rollback --database restore` to that one restores.
     pub backup: Option<BackupRecord>,
-    pub source: MigrationSource,
+    /// The migrations run; `None` for a restore, which runs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<MigrationSource>,
     pub duration_ms: u64,
 }
 
@@ -193,7 +203,7 @@ async fn migrate_locked(
         version_after: status.current_version,
         applied: Vec::new(),
         backup: None,
-        source: set.source.clone(),
+        source: Some(set.source.clone()),
         duration_ms: 0,
     };
     if status.pending.is_empty() {
@@ -365,6 +375,30 @@ pub struct DownOutcome {
     pub reverted: Vec<StepReport>,
     /// Taken before the first down migration; `None` when nothing was to revert.
     pub backup: Option<BackupRecord>,
+    pub source: MigrationSource,
+    pub duration_ms: u64,
+}
+
+/// What the snapshot of the run that migrated down records, so a later
+/// `rollback --database` knows the schema it left and the backup of the
+/// database before it.
+impl From<DownOutcome> for MigrateOutcome {
+    fn from(d: DownOutcome) -> Self {
+        MigrateOutcome {
+            deployment_id: d.deployment_id,
+            action: if d.reverted.is_empty() {
+                MigrateAction::NothingPending
+            } else {
+                MigrateAction::Reverted
+            },
+            version_before: d.version_before,
+            version_after: d.version_after,
+            applied: d.reverted,
+            backup: d.backup,
+            source: Some(d.source),
+            duration_ms: d.duration_ms,
+        }
+    }
 }
 
 /// Runs down migrations until `target` is the newest applied version (0:
@@ -372,6 +406,7 @@ pub struct DownOutcome {
 /// [`DbError::CannotMigrateDown`] when the target is not an applied version
 /// or a migration to revert has no `.down.sql`.
 pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<DownOutcome> {
+    let started = Instant::now();
     let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
@@ -379,7 +414,10 @@ pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<
     let result = down_locked(&mut conn, &db, &set, settings, target).await;
     migrator::unlock(&mut conn).await;
     let _ = conn.close().await;
-    result
+    result.map(|mut outcome| {
+        outcome.duration_ms = started.elapsed().as_millis() as u64;
+        outcome
+    })
 }
 
 /// Whether [`migrate_down_to`] `target` can run, asked before anything
@@ -446,6 +484,8 @@ async fn down_locked(
         version_after: status.current_version,
         reverted: Vec::new(),
         backup: None,
+        source: set.source.clone(),
+        duration_ms: 0,
     };
     if steps.is_empty() {
         return Ok(outcome);
@@ -524,6 +564,23 @@ pub struct RestoreOutcome {
     pub version_before: Option<i64>,
     pub version_after: Option<i64>,
     pub duration_ms: u64,
+}
+
+/// What the snapshot of the run that restored records: as for a migration,
+/// the schema left and the backup of the database before.
+impl From<RestoreOutcome> for MigrateOutcome {
+    fn from(r: RestoreOutcome) -> Self {
+        MigrateOutcome {
+            deployment_id: r.deployment_id,
+            action: MigrateAction::Restored,
+            version_before: r.version_before,
+            version_after: r.version_after,
+            applied: Vec::new(),
+            backup: Some(r.safety_backup),
+            source: None,
+            duration_ms: r.duration_ms,
+        }
+    }
 }
 
 /// Replaces the database's schemas with `backup`, after checking the backup

@@ -145,7 +145,8 @@ impl Phase for Migrate {
                 ),
                 details: Vec::new(),
             },
-            MigrateAction::Applied => {
+            // migrate applies; only rollback and restore revert or restore.
+            MigrateAction::Applied | MigrateAction::Reverted | MigrateAction::Restored => {
                 let mut details: Vec<String> = outcome
                     .applied
                     .iter()

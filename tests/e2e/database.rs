@@ -202,7 +202,9 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
     let v1_id = deployment_id_of(&out);
     let out = deploy(&world, &db, &backups, &all, "v2", &[]);
     assert_exit(&out, 0);
-    assert!(db.version() > v1_schema);
+    let v2_schema = db.version();
+    assert!(v2_schema > v1_schema);
+    let v2_id = deployment_id_of(&out);
 
     let env = world.env_file(&[
         ("DATABASE_URL", &db.url()),
@@ -326,6 +328,45 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
         String::from_utf8_lossy(&out.stdout).contains("down migrations"),
         "{}",
         text(&out)
+    );
+    // The rollback's snapshot records what it did to the database: the
+    // schema it left and the backup of the database as v2 had left it.
+    let newest = world.snapshots()[0].clone();
+    assert!(
+        ![v1_id.as_str(), v2_id.as_str()].contains(&newest.deployment_id.as_str()),
+        "the newest snapshot is the rollback's"
+    );
+    let recorded = newest
+        .database
+        .expect("the rollback's snapshot records the database change");
+    assert_eq!(recorded.version_after, Some(v1_schema));
+    assert_eq!(recorded.action, maily_deploy::db::MigrateAction::Reverted);
+    assert!(recorded.backup.is_some());
+
+    // So going forward to v2 again, database and all, restores that
+    // backup (it used to say v2's database was untouched since).
+    let out = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v2_id,
+            "--database",
+            "restore",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), v2_schema, "{}", text(&out));
+    let restored = world.snapshots()[0].database.clone().unwrap();
+    assert_eq!(restored.action, maily_deploy::db::MigrateAction::Restored);
+    assert_eq!(restored.version_after, Some(v2_schema));
+    assert_eq!(
+        world.image("api-green").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v2")
     );
 }
 

@@ -251,7 +251,7 @@ async fn the_embedded_migrations_are_used_when_the_directory_is_missing() {
     let mut settings = test.settings("production-1");
     settings.migrations_dir = Some("/nonexistent/migrations".into());
     let outcome = db::migrate(&settings).await.unwrap();
-    assert_eq!(outcome.source, db::MigrationSource::Embedded);
+    assert_eq!(outcome.source, Some(db::MigrationSource::Embedded));
     assert_eq!(outcome.applied.len(), repo_migration_count());
 }
 
