@@ -260,10 +260,12 @@ async fn through_the_run(
             return Ok(None);
         }
         if started.elapsed() > EFFECT_TIMEOUT {
+            // Nothing was changed by this command: the live run holds the
+            // lock, and only it may act.
             return Err(fail(
-                Kind::PhaseFailed,
+                Kind::LockHeld,
                 format!(
-                    "the run {} did not carry out the {} within {} s; `maily-deploy status` shows where it stands",
+                    "the run {} holds the lock and did not carry out the {} within {} s; `maily-deploy status` shows where it stands (the request stays in the record for it)",
                     rollout.deployment_id,
                     action.as_str(),
                     EFFECT_TIMEOUT.as_secs()
@@ -375,9 +377,9 @@ async fn finish_dead(
             );
             if !stale.is_empty() {
                 return Err(fail(
-                    Kind::PhaseFailed,
+                    Kind::Refused,
                     format!(
-                        "cannot promote: the slot {slot} does not run {} for {}; `maily-deploy abort {environment}` puts users back instead",
+                        "cannot promote: the slot {slot} does not run {} for {}; nothing was changed; `maily-deploy abort {environment}` puts users back instead",
                         release.image_tag,
                         stale.join(", ")
                     ),

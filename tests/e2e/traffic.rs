@@ -688,15 +688,53 @@ fn after_sigkill_mid_step_status_shows_the_weights_and_every_way_out_and_each_wo
     );
 }
 
-/// `promote` of a dead run waits for the new slot's workers before the
-/// switch. Ctrl-C there stops it: the workers go back down, the lock is
-/// released at once, and the rollout stays where the run left it, ready
-/// for the next promote or abort. (A Ctrl-C used to kill the command with
-/// the workers up and its lock held for a lease duration.)
+/// `promote` of a dead run: a new slot that no longer runs the release is
+/// refused before any change (exit 10, not 4: nothing was put back). It
+/// waits for the new slot's workers before the switch; Ctrl-C there stops
+/// it: the workers go back as they were, the lock is released at once, and
+/// the rollout stays where the run left it, ready for the next promote or
+/// abort. (A Ctrl-C used to kill the command with the workers up and its
+/// lock held for a lease duration.)
 #[test]
-fn ctrl_c_while_promote_waits_for_the_workers_puts_them_back_and_frees_the_lock() {
+fn promote_of_a_dead_run_refused_or_stopped_by_ctrl_c_changes_nothing_and_frees_the_lock() {
     let stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
     killed_at_first_step(&stage, "v2", (75, 25));
+    let kubectl = |args: &[&str]| {
+        let out = stage
+            .world
+            .sim()
+            .kubectl()
+            .args(args)
+            .args(["-n", &stage.world.namespace])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+    };
+
+    // The new slot no longer runs the release: promote refuses before any
+    // change, and holds no lock after.
+    kubectl(&[
+        "set",
+        "image",
+        "deployment/api-green",
+        "api=registry.example.invalid/maily/maily-api:hotfix",
+    ]);
+    let refused = stage.other(&["promote", "staging"]);
+    assert_exit(&refused, exit_code::REFUSED);
+    assert!(
+        text(&refused).contains("does not run v2 for api"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(stage.world.weights("api"), Some((75, 25)));
+    assert_eq!(stage.world.lease_holder(), None);
+    kubectl(&[
+        "set",
+        "image",
+        "deployment/api-green",
+        "api=registry.example.invalid/maily/maily-api:v2",
+    ]);
+
     // An operator scaled the new slot's workers down while the run was
     // dead, and new ones now take a minute to be ready.
     stage
@@ -704,15 +742,7 @@ fn ctrl_c_while_promote_waits_for_the_workers_puts_them_back_and_frees_the_lock(
         .sim()
         .control()
         .set_image_fault("*/maily-workers:v2", kubesim::ImageFault::Slow(60.0));
-    let scaled = stage
-        .world
-        .sim()
-        .kubectl()
-        .args(["scale", "deployment/workers-green", "--replicas=0", "-n"])
-        .arg(&stage.world.namespace)
-        .output()
-        .unwrap();
-    assert!(scaled.status.success(), "{scaled:?}");
+    kubectl(&["scale", "deployment/workers-green", "--replicas=0"]);
     let workers_before = stage.world.replicas("workers-green");
     assert_eq!(workers_before, Some(0));
 
