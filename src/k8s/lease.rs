@@ -191,6 +191,9 @@ pub enum Loss {
     Removed,
     /// The API server stopped answering and the lease ran out unrenewed.
     Expired(super::client::health::Outage),
+    /// The API server answered but refused every renewal (RBAC changed
+    /// mid-run, an admission webhook) until the lease ran out.
+    Refused(String),
 }
 
 impl Loss {
@@ -206,6 +209,9 @@ impl Loss {
             Loss::Expired(outage) => {
                 format!("{outage}, and the deploy lock of {environment} expired unrenewed")
             }
+            Loss::Refused(why) => format!(
+                "the API server refused every renewal of the deploy lock of {environment} until it ran out ({why}), so another run may hold it now"
+            ),
         }
     }
 }
@@ -317,10 +323,23 @@ impl Fence {
                 Ok(None) => Some(Loss::Removed),
                 Ok(Some(now)) => match holder_of(&now) {
                     Some(h) if h == self.0.me => {
-                        // Still ours (a renewal that landed but whose answer
-                        // was lost): the next one starts from this version.
+                        // Still ours. A renewal that landed but whose answer
+                        // was lost shows our renewTime: renewed. Otherwise
+                        // the update was refused, and the lease runs out
+                        // unrenewed however often it is read back.
+                        let sent_time = lease.spec.as_ref().and_then(|s| s.renew_time.clone());
+                        let landed = sent_time.is_some()
+                            && now.spec.as_ref().and_then(|s| s.renew_time.clone()) == sent_time;
                         *lease = now;
-                        None
+                        if landed {
+                            *self.0.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                            None
+                        } else if self.since_renewal() >= self.0.ttl {
+                            Some(Loss::Refused(e.to_string()))
+                        } else {
+                            tracing::warn!("renewing the deploy lock: {e}; trying again");
+                            None
+                        }
                     }
                     Some(h) => Some(Loss::TakenOver(h)),
                     None => {

@@ -220,6 +220,35 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
     assert_eq!(consistent(&world).1, "v3");
 }
 
+/// An API server that answers but refuses every renewal of the lease (the
+/// run's RBAC changed mid-run, say) lets the lease run out: the run must
+/// count its lock lost then, not go on because it still reads its own name
+/// in the lease, which any other run may now take.
+#[test]
+fn a_lease_whose_renewals_are_all_refused_is_lost_when_it_runs_out() {
+    let world = World::new(Duration::from_secs(4));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, 0);
+
+    world
+        .sim()
+        .control()
+        .add_api_fault(ApiFault::always(Some("update"), Some("leases"), 403));
+    let out = world.deploy("v2", &["--lock-ttl", "2s"]);
+    world.sim().control().clear_api_faults();
+    assert_exit(&out, exit_code::ROLLBACK_FAILED);
+    assert!(
+        text(&out).contains("refused every renewal of the deploy lock"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        consistent(&world),
+        ("blue".to_string(), "v1".to_string()),
+        "users never moved"
+    );
+}
+
 #[test]
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
