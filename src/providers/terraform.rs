@@ -427,8 +427,43 @@ pub fn workspace_listed(list: &str, workspace: &str) -> bool {
         .any(|l| l == workspace)
 }
 
+/// The blocks where terraform prints output values: apply's `Outputs:`
+/// (its last lines) and plan's `Changes to Outputs:` (indented lines). An
+/// output not marked sensitive shows its value in the clear there, before
+/// the tool has read the outputs (`terraform output -json`) and registered
+/// those named like a secret (`database_url`), so their lines are not logged.
+#[derive(Debug, Default)]
+pub struct OutputValues {
+    hiding: Option<OutputsBlock>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutputsBlock {
+    Apply,
+    Plan,
+}
+
+impl OutputValues {
+    /// Whether `line`, the next of terraform's stdout, may be logged.
+    pub fn shows(&mut self, line: &str) -> bool {
+        match self.hiding {
+            Some(OutputsBlock::Apply) => false,
+            Some(OutputsBlock::Plan) if line.is_empty() || line.starts_with(' ') => false,
+            _ => {
+                self.hiding = match line.trim_end() {
+                    "Outputs:" => Some(OutputsBlock::Apply),
+                    "Changes to Outputs:" => Some(OutputsBlock::Plan),
+                    _ => None,
+                };
+                true
+            }
+        }
+    }
+}
+
 /// Read a stream to its end, logging each line (stdout at info, seen with
-/// `-v`; stderr, where terraform reports errors and warnings, at warn).
+/// `-v`; stderr, where terraform reports errors and warnings, at warn),
+/// but no output value.
 async fn read_lines<R: AsyncRead + Unpin>(
     reader: R,
     log_prefix: Option<&str>,
@@ -436,8 +471,12 @@ async fn read_lines<R: AsyncRead + Unpin>(
 ) -> String {
     let mut lines = BufReader::new(reader).lines();
     let mut all = String::new();
+    let mut values = OutputValues::default();
+    let mut hidden = 0usize;
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(prefix) = log_prefix
+        if !values.shows(&line) {
+            hidden += usize::from(!line.trim().is_empty());
+        } else if let Some(prefix) = log_prefix
             && !line.trim().is_empty()
         {
             if is_stderr {
@@ -448,6 +487,13 @@ async fn read_lines<R: AsyncRead + Unpin>(
         }
         all.push_str(&line);
         all.push('\n');
+    }
+    if hidden > 0
+        && let Some(prefix) = log_prefix
+    {
+        tracing::info!(
+            "{prefix}: ({hidden} lines of output values not shown: they may be secrets; maily-deploy reads them with terraform output -json)"
+        );
     }
     all
 }
@@ -571,6 +617,36 @@ mod tests {
         assert!(workspace_listed(list, "staging"));
         assert!(workspace_listed(list, "production"));
         assert!(!workspace_listed(list, "prod"));
+    }
+
+    #[test]
+    fn output_values_are_never_logged_from_plan_or_apply() {
+        let plan = "Plan: 1 to add, 0 to change, 0 to destroy.\n\nChanges to Outputs:\n  + database_url = \"postgres://u:pw@db/m\"\n  + settings     = {\n      + key = \"v\"\n    }\n\n───────\n\nSaved the plan to: maily-deploy.tfplan";
+        let mut f = OutputValues::default();
+        let shown: Vec<&str> = plan.lines().filter(|l| f.shows(l)).collect();
+        assert_eq!(
+            shown,
+            [
+                "Plan: 1 to add, 0 to change, 0 to destroy.",
+                "",
+                "Changes to Outputs:",
+                "───────",
+                "",
+                "Saved the plan to: maily-deploy.tfplan"
+            ]
+        );
+        let apply = "aws_db_instance.main: Modifying...\nApply complete! Resources: 0 added, 1 changed, 0 destroyed.\n\nOutputs:\n\ndatabase_url = \"postgres://u:pw@db/m\"\nredis_url = <sensitive>\nmap = {\n  \"a\" = 1\n}";
+        let mut f = OutputValues::default();
+        let shown: Vec<&str> = apply.lines().filter(|l| f.shows(l)).collect();
+        assert_eq!(
+            shown,
+            [
+                "aws_db_instance.main: Modifying...",
+                "Apply complete! Resources: 0 added, 1 changed, 0 destroyed.",
+                "",
+                "Outputs:"
+            ]
+        );
     }
 
     #[test]

@@ -217,6 +217,34 @@ fn outputs_fill_unset_variables_and_sensitive_values_stay_hidden() {
     assert!(!snapshots.contains("tf-redis-Secret77"), "{snapshots}");
 }
 
+/// terraform prints output values in its plan and at the end of its apply,
+/// in the clear for an output the module did not mark sensitive, before
+/// the tool reads the outputs and knows `database_url` is a secret: those
+/// lines are never shown, even with `-v`, which shows the rest.
+#[test]
+fn an_output_not_marked_sensitive_is_shown_by_neither_plan_nor_apply() {
+    let infra = Infra::new();
+    let outputs = r#"{
+      "database_url": {"sensitive": false, "type": "string", "value": "postgres://maily:tf-Db-pass-42@db.internal:5432/maily"}
+    }"#;
+    let mut args = ONLY.to_vec();
+    args.push("-v");
+    let out = infra.run("changes", outputs, &[("DATABASE_URL", "")], &args);
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    assert!(!all.contains("tf-Db-pass-42"), "{all}");
+    assert!(
+        all.contains("Apply complete!"),
+        "apply's own lines are shown: {all}"
+    );
+    assert!(all.contains("output values not shown"), "{all}");
+    let details = provision(&report(&out))["details"].to_string();
+    assert!(
+        details.contains("filled from terraform outputs: DATABASE_URL"),
+        "{details}"
+    );
+}
+
 #[test]
 fn a_dry_run_plans_and_never_applies() {
     let infra = Infra::new();
