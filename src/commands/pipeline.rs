@@ -44,6 +44,9 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // A deploy (a dry run too: it only reads) resolves Vault references
     // before any phase; `validate` alone stays offline and checks their form.
     let mut platform_secrets = Default::default();
+    if req.deployment && !selection.validate_skipped() {
+        phases::validate::before_any_request(&config, &selection.selected())?;
+    }
     if req.deployment {
         let wants_secrets = selection.is_selected(PhaseId::DeployBackend);
         let secrets = config.profile.secrets.clone();

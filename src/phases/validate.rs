@@ -5,23 +5,34 @@
 
 use async_trait::async_trait;
 
-use crate::config::Source;
 use crate::config::validate::{Validation, validate_except};
+use crate::config::{Config, Source};
 use crate::error::{Failure, Kind};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
 
 pub struct Validate;
 
 fn check(cx: &Context) -> anyhow::Result<Validation> {
-    let selected = cx.selection.selected();
+    check_config(&cx.config, &cx.selection.selected())
+}
+
+/// The check a deploy makes before it asks anyone anything (Vault, the
+/// registry, the cluster): the variables as written, a Vault reference by
+/// its form. A typo then is reported with every other one at once, not
+/// after a Vault login, or hidden behind Vault being down. The validate
+/// phase checks again once the references are resolved.
+pub fn before_any_request(config: &Config, selected: &[PhaseId]) -> anyhow::Result<()> {
+    check_config(config, selected).map(|_| ())
+}
+
+fn check_config(config: &Config, selected: &[PhaseId]) -> anyhow::Result<Validation> {
     // An AI provider the profile turns off needs no key.
-    let unneeded = cx
-        .config
+    let unneeded = config
         .profile
         .ai_config()
         .map(|c| c.unneeded_vars())
         .unwrap_or_default();
-    let v = validate_except(&cx.config.vars, &selected, &unneeded);
+    let v = validate_except(&config.vars, selected, &unneeded);
     if v.problems.is_empty() {
         Ok(v)
     } else {

@@ -177,6 +177,31 @@ fn an_unreachable_vault_stops_a_run_and_a_dry_run_alike() {
     assert!(w.world.deployment("api-blue").is_none());
 }
 
+/// Variables as written are checked before Vault is asked anything: a typo
+/// is named with every other problem at once, and Vault never sees a run
+/// that could not go ahead anyway.
+#[test]
+fn bad_variables_are_all_named_before_vault_is_asked() {
+    let w = VaultWorld::new();
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+            ("UNSCHEDULABLE_GRACE", "soon"),
+            ("IMAGE_PINNING", "maybe"),
+        ],
+        &[],
+    );
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(all.contains("UNSCHEDULABLE_GRACE"), "{all}");
+    assert!(all.contains("IMAGE_PINNING"), "{all}");
+    let requests = w.world.rt.block_on(w.vault.received_requests()).unwrap();
+    assert!(requests.is_empty(), "Vault was asked: {requests:?}");
+}
+
 #[test]
 fn kubernetes_auth_logs_in_with_the_service_account_token_and_role() {
     let w = VaultWorld::new();
