@@ -140,6 +140,12 @@ impl crate::pipeline::Phase for DatabaseBack {
         crate::pipeline::PhaseId::Migrate
     }
 
+    /// Down migrations stop between two (a restore stopped mid-way puts the
+    /// database back as it was instead, see `db::restore`).
+    fn stops_at_a_safe_point(&self) -> bool {
+        matches!(self.confirmed, Some(Confirmed::Down { .. }))
+    }
+
     async fn plan(&self, _cx: &Context) -> anyhow::Result<crate::pipeline::PhasePlan> {
         Ok(crate::pipeline::PhasePlan {
             summary: format!("would take the database back: {}", self.step),
@@ -214,6 +220,7 @@ mod tests {
             backup,
             source: Some(db::MigrationSource::Embedded),
             duration_ms: 1,
+            stopped: false,
         });
         s
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub struct MigrateSettings {
     pub pg_bin_dir: Option<PathBuf>,
     /// Parallel workers for `pg_restore --jobs`.
     pub restore_jobs: usize,
+    /// Cancelled when the run must stop (a signal, the deploy lock lost):
+    /// a migration then stops at its next safe point ([`migrator::run_steps`])
+    /// and says so in its outcome, rather than being cut mid-statement.
+    pub stop: CancellationToken,
 }
 
 impl std::fmt::Debug for MigrateSettings {
@@ -86,6 +91,7 @@ impl MigrateSettings {
             restore_jobs: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -161,6 +167,23 @@ pub struct MigrateOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<MigrationSource>,
     pub duration_ms: u64,
+    /// The run was stopped at a safe point: `applied` lists what was done
+    /// before, the rest was not begun (or rolled back with its transaction).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+}
+
+/// `work`, unless `stop` is cancelled first (`None`): for the waits before
+/// a migration's first change (the migration lock, the backup).
+async fn until_stopped<T>(
+    stop: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        r = work => Some(r),
+    }
 }
 
 /// Applies the pending migrations: under the migration lock, after a
@@ -177,7 +200,26 @@ pub async fn migrate(settings: &MigrateSettings) -> Result<MigrateOutcome> {
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");
-    migrator::lock(&mut conn, settings.migration_lock_wait).await?;
+    let lock = migrator::lock(&mut conn, settings.migration_lock_wait);
+    if until_stopped(&settings.stop, lock)
+        .await
+        .transpose()?
+        .is_none()
+    {
+        let version = current_version(&mut conn).await.ok().flatten();
+        let _ = conn.close().await;
+        return Ok(MigrateOutcome {
+            deployment_id: settings.deployment_id.clone(),
+            action: MigrateAction::NothingPending,
+            version_before: version,
+            version_after: version,
+            applied: Vec::new(),
+            backup: None,
+            source: Some(set.source.clone()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            stopped: true,
+        });
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "migration lock taken");
     let result = migrate_locked(&mut conn, &db, &set, settings, started).await;
     migrator::unlock(&mut conn).await;
@@ -205,6 +247,7 @@ async fn migrate_locked(
         backup: None,
         source: Some(set.source.clone()),
         duration_ms: 0,
+        stopped: false,
     };
     if status.pending.is_empty() {
         outcome.duration_ms = started.elapsed().as_millis() as u64;
@@ -213,27 +256,44 @@ async fn migrate_locked(
 
     let store = settings.store("migrating")?;
     let fingerprint_before = schema_fingerprint(conn, &settings.schemas).await?;
-    let record = take_backup(
+    let backup = take_backup(
         db,
         &store,
         settings,
         BackupReason::PreMigrate,
         status.current_version,
-    )
-    .await?;
+    );
+    let Some(record) = until_stopped(&settings.stop, backup).await.transpose()? else {
+        outcome.stopped = true;
+        outcome.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(outcome);
+    };
 
     let steps: Vec<_> = status
         .pending
         .iter()
         .filter_map(|m| set.up(m.version))
         .collect();
-    match migrator::run_steps(conn, &steps, Direction::Up, settings.limits()).await {
-        Ok(applied) => {
-            outcome.action = MigrateAction::Applied;
+    let run = migrator::run_steps(
+        conn,
+        db,
+        &steps,
+        Direction::Up,
+        settings.limits(),
+        &settings.stop,
+    );
+    match run.await {
+        Ok(steps) => {
+            outcome.action = if steps.done.is_empty() {
+                MigrateAction::NothingPending
+            } else {
+                MigrateAction::Applied
+            };
             // Read back rather than taken from the last step: an older
             // migration applied out of order is not the newest version.
             outcome.version_after = current_version(conn).await?;
-            outcome.applied = applied;
+            outcome.applied = steps.done;
+            outcome.stopped = steps.stopped;
             outcome.backup = Some(record);
             outcome.duration_ms = started.elapsed().as_millis() as u64;
             Ok(outcome)
@@ -377,6 +437,8 @@ pub struct DownOutcome {
     pub backup: Option<BackupRecord>,
     pub source: MigrationSource,
     pub duration_ms: u64,
+    /// Stopped at a safe point, as [`MigrateOutcome::stopped`].
+    pub stopped: bool,
 }
 
 /// What the snapshot of the run that migrated down records, so a later
@@ -397,6 +459,7 @@ impl From<DownOutcome> for MigrateOutcome {
             backup: d.backup,
             source: Some(d.source),
             duration_ms: d.duration_ms,
+            stopped: d.stopped,
         }
     }
 }
@@ -486,6 +549,7 @@ async fn down_locked(
         backup: None,
         source: set.source.clone(),
         duration_ms: 0,
+        stopped: false,
     };
     if steps.is_empty() {
         return Ok(outcome);
@@ -493,18 +557,30 @@ async fn down_locked(
 
     let store = settings.store("migrating down")?;
     let fingerprint_before = schema_fingerprint(conn, &settings.schemas).await?;
-    let record = take_backup(
+    let backup = take_backup(
         db,
         &store,
         settings,
         BackupReason::PreDown,
         status.current_version,
-    )
-    .await?;
-    match migrator::run_steps(conn, &steps, Direction::Down, settings.limits()).await {
-        Ok(reverted) => {
+    );
+    let Some(record) = until_stopped(&settings.stop, backup).await.transpose()? else {
+        outcome.stopped = true;
+        return Ok(outcome);
+    };
+    let run = migrator::run_steps(
+        conn,
+        db,
+        &steps,
+        Direction::Down,
+        settings.limits(),
+        &settings.stop,
+    );
+    match run.await {
+        Ok(steps) => {
             outcome.version_after = current_version(conn).await?;
-            outcome.reverted = reverted;
+            outcome.reverted = steps.done;
+            outcome.stopped = steps.stopped;
             outcome.backup = Some(record);
             Ok(outcome)
         }
@@ -579,6 +655,7 @@ impl From<RestoreOutcome> for MigrateOutcome {
             backup: Some(r.safety_backup),
             source: None,
             duration_ms: r.duration_ms,
+            stopped: false,
         }
     }
 }

@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migrate, MigrateError, Migration};
 use sqlx::{Executor, PgConnection};
+use tokio_util::sync::CancellationToken;
 
+use super::connection::DatabaseUrl;
 use super::error::DbError;
 use super::migrations::{AppliedRow, MigrationInfo};
 use super::timeouts;
@@ -51,6 +53,16 @@ pub struct StepReport {
     pub version: i64,
     pub name: String,
     pub duration_ms: u64,
+}
+
+/// What a run's steps did: every one, or those before it was told to stop.
+#[derive(Debug, Default)]
+pub struct StepsDone {
+    pub done: Vec<StepReport>,
+    /// Told to stop (a signal, the deploy lock lost): the steps after
+    /// `done` were not begun, or were begun in a transaction and rolled
+    /// back.
+    pub stopped: bool,
 }
 
 /// A run's steps up to a failure.
@@ -134,13 +146,32 @@ pub enum Direction {
 
 /// Runs `steps` in order (up: apply; down: revert), each in its own
 /// transaction unless marked otherwise, stopping at the first failure.
+///
+/// `stop` stops them at a safe point: before the next step, or in the
+/// middle of a step that runs in a transaction, which is cancelled on the
+/// server (`pg_cancel_backend` from a second session, so the statement
+/// does not run on unseen) and rolls back. A `-- no-transaction` step is
+/// never cut: half of one is a state no release knows, so it runs to its
+/// end first.
 pub async fn run_steps(
     conn: &mut PgConnection,
+    db: &DatabaseUrl,
     steps: &[&Migration],
     direction: Direction,
     limits: Limits,
-) -> std::result::Result<Vec<StepReport>, StepFailure> {
+    stop: &CancellationToken,
+) -> std::result::Result<StepsDone, StepFailure> {
     let mut done = Vec::new();
+    let first = || {
+        steps
+            .first()
+            .map(|m| MigrationInfo::of(m))
+            .unwrap_or(MigrationInfo {
+                version: 0,
+                name: String::new(),
+                no_transaction: false,
+            })
+    };
     if let Err(e) = conn
         .execute(sqlx::AssertSqlSafe(timeouts::session_limits_sql(
             limits.statement_timeout,
@@ -150,23 +181,51 @@ pub async fn run_steps(
     {
         return Err(StepFailure {
             done,
-            failed: steps
-                .first()
-                .map(|m| MigrationInfo::of(m))
-                .unwrap_or(MigrationInfo {
-                    version: 0,
-                    name: String::new(),
-                    no_transaction: false,
-                }),
+            failed: first(),
             cause: format!("could not set the session limits: {e}"),
         });
     }
+    let pid: i32 = match sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(pid) => pid,
+        Err(e) => {
+            return Err(StepFailure {
+                done,
+                failed: first(),
+                cause: format!("could not read the session's process id: {e}"),
+            });
+        }
+    };
+    let mut stopped = false;
     for migration in steps {
+        if stop.is_cancelled() {
+            stopped = true;
+            break;
+        }
         let started = Instant::now();
         tracing::info!(version = migration.version, name = %migration.description, ?direction, "running migration");
-        let result = match direction {
-            Direction::Up => conn.apply(MIGRATIONS_TABLE, migration).await,
-            Direction::Down => conn.revert(MIGRATIONS_TABLE, migration).await,
+        let (result, cancelled) = {
+            let step = async {
+                match direction {
+                    Direction::Up => conn.apply(MIGRATIONS_TABLE, migration).await,
+                    Direction::Down => conn.revert(MIGRATIONS_TABLE, migration).await,
+                }
+            };
+            tokio::pin!(step);
+            if migration.no_tx {
+                (step.await, false)
+            } else {
+                tokio::select! {
+                    biased;
+                    r = &mut step => (r, false),
+                    () = stop.cancelled() => {
+                        cancel_backend(db, pid).await;
+                        ((&mut step).await, true)
+                    }
+                }
+            }
         };
         match result {
             Ok(_) => done.push(StepReport {
@@ -174,6 +233,14 @@ pub async fn run_steps(
                 name: migration.description.to_string(),
                 duration_ms: started.elapsed().as_millis() as u64,
             }),
+            Err(e) if cancelled && is_query_cancelled(&e) => {
+                tracing::warn!(
+                    version = migration.version,
+                    "migration cancelled mid-way and rolled back: the run was told to stop"
+                );
+                stopped = true;
+                break;
+            }
             Err(e) => {
                 return Err(StepFailure {
                     done,
@@ -185,7 +252,40 @@ pub async fn run_steps(
     }
     // Back to no limits: a restore or the caller may use the session next.
     let _ = conn.execute(timeouts::NO_LIMITS_SQL).await;
-    Ok(done)
+    Ok(StepsDone { done, stopped })
+}
+
+/// Ask the server to cancel the statement session `pid` runs, from a
+/// session of its own. Best effort: if it cannot, the step runs to its
+/// end, which is safe too, only slower.
+async fn cancel_backend(db: &DatabaseUrl, pid: i32) {
+    let cancelled = async {
+        let mut other = db.connect().await?;
+        let ok: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut other)
+            .await?;
+        let _ = sqlx::Connection::close(other).await;
+        anyhow::Ok(ok)
+    }
+    .await;
+    match cancelled {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("the migration's statement could not be cancelled; it runs to its end")
+        }
+        Err(e) => tracing::warn!("cancelling the migration's statement: {e:#}; it runs to its end"),
+    }
+}
+
+/// Whether a migration failed because its statement was cancelled
+/// (`query_canceled`, SQLSTATE 57014).
+fn is_query_cancelled(err: &MigrateError) -> bool {
+    match err {
+        MigrateError::ExecuteMigration(sqlx::Error::Database(db), _)
+        | MigrateError::Execute(sqlx::Error::Database(db)) => db.code().as_deref() == Some("57014"),
+        _ => false,
+    }
 }
 
 /// The error PostgreSQL gave, with the timeout explained when it was one.

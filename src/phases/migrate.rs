@@ -37,6 +37,7 @@ pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
         .map(|d| d.to_string())
         .unwrap_or_else(|| format!("{}-manual", cx.environment()));
     let mut s = MigrateSettings::new(url, id);
+    s.stop = cx.stop.clone();
     s.migrations_dir = var("MIGRATIONS_DIR").map(PathBuf::from);
     s.backup_url = var("DATABASE_BACKUP_URL");
     if let Some(t) = var("DATABASE_STATEMENT_TIMEOUT") {
@@ -94,6 +95,10 @@ impl Phase for Migrate {
         PhaseId::Migrate
     }
 
+    fn stops_at_a_safe_point(&self) -> bool {
+        true
+    }
+
     async fn plan(&self, cx: &Context) -> anyhow::Result<PhasePlan> {
         let s = settings(cx)?;
         match db::status(&s).await {
@@ -137,6 +142,22 @@ impl Phase for Migrate {
         let s = settings(cx)?;
         let outcome = db::migrate(&s).await.map_err(typed)?;
         cx.records.database = Some(outcome.clone());
+        if outcome.stopped {
+            // The runner ends the run as stopped; this is what the
+            // database was left as, for the log (the snapshot has it all).
+            tracing::warn!(
+                "migrate stopped at a safe point: {} of the pending migrations applied, the rest not begun; schema at {}{}",
+                outcome.applied.len(),
+                outcome
+                    .version_after
+                    .map_or("no version".into(), |v| v.to_string()),
+                outcome
+                    .backup
+                    .as_ref()
+                    .map(|b| format!("; the database before is in {}", b.location))
+                    .unwrap_or_default()
+            );
+        }
         let report = match outcome.action {
             MigrateAction::NothingPending => PhaseReport {
                 summary: format!(

@@ -142,6 +142,9 @@ pub struct Context {
     pub image_scan: Option<crate::image::gate::ScanOutcome>,
     /// Where the running phase reports progress (set by the runner).
     pub progress: super::Progress,
+    /// Cancelled by the runner when the run must stop while a phase that
+    /// stops itself at a safe point runs ([`super::Phase::stops_at_a_safe_point`]).
+    pub stop: tokio_util::sync::CancellationToken,
     applier: OnceCell<Result<Applier, (crate::error::Kind, String)>>,
     templates: OnceCell<Vec<Template>>,
 }
@@ -181,6 +184,7 @@ impl Context {
             image_pins: Default::default(),
             image_scan: None,
             progress: Default::default(),
+            stop: Default::default(),
             applier: OnceCell::new(),
             templates: OnceCell::new(),
         }

@@ -138,6 +138,15 @@ pub trait Phase: Send + Sync {
     /// Do the phase's work.
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport>;
 
+    /// Whether a stop (a signal, the deploy lock lost) must let the phase
+    /// reach a safe point rather than drop it mid-way: a migration cut
+    /// between two statements of a `-- no-transaction` file leaves a schema
+    /// no release knows. Such a phase watches `cx.stop`, which the runner
+    /// cancels, and returns soon after; the run still ends as stopped.
+    fn stops_at_a_safe_point(&self) -> bool {
+        false
+    }
+
     /// The objects a run of this phase would server-side apply, as they
     /// stand when the run ends (routes all on the new slot): what
     /// `maily-deploy diff` asks the server about. Phases that write nothing

@@ -180,18 +180,32 @@ impl Runner {
             } else {
                 let (progress, mut lines) = super::Progress::channel();
                 cx.progress = progress;
+                let told = tokio_util::sync::CancellationToken::new();
+                cx.stop = told.clone();
+                let safe_point = phase.stops_at_a_safe_point();
                 let result = {
                     let work = phase.run(cx);
                     tokio::pin!(work);
                     let stop = interruption(fence, id);
                     tokio::pin!(stop);
+                    let mut stopping: Option<anyhow::Error> = None;
                     loop {
                         tokio::select! {
                             // A stop that came before the phase began wins
                             // over the phase's first step.
                             biased;
-                            why = &mut stop => break Err(why),
-                            r = &mut work => break r.map(|r| (r.summary, r.details)),
+                            why = &mut stop, if stopping.is_none() => {
+                                if !safe_point {
+                                    break Err(why);
+                                }
+                                tracing::warn!("{why:#}: {id} stops at its next safe point first");
+                                told.cancel();
+                                stopping = Some(why);
+                            }
+                            r = &mut work => break match stopping.take() {
+                                Some(why) => Err(why),
+                                None => r.map(|r| (r.summary, r.details)),
+                            },
                             Some(update) = lines.recv() => observer.phase_progress(id, &update),
                         }
                     }

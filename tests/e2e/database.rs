@@ -530,3 +530,157 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
         maily_deploy::pipeline::snapshot::Outcome::Succeeded
     );
 }
+
+/// `-- no-transaction` on its first line, as sqlx reads it.
+const NO_TX: &str = "-- no-transaction\n";
+
+/// How many sessions of database `db` run a statement containing `text`.
+fn running(db: &Database, text: &str) -> i64 {
+    psql(
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%{text}%' AND pid <> pg_backend_pid()",
+            db.0
+        ),
+        "postgres",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Ctrl-C while migrations run stops them at a safe point: a
+/// `-- no-transaction` migration is finished first (half of one is a schema
+/// no release knows), one in a transaction is cancelled on the server and
+/// rolled back, and the migrations after are not begun. The snapshot
+/// records what was applied, and that the run stopped.
+#[test]
+fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() {
+    use std::process::Stdio;
+
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    let out = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_exit(&out, 0);
+    let shipped = db.version();
+
+    let slow = world.dir.path().join("slow-migrations");
+    std::fs::create_dir_all(&slow).unwrap();
+    for e in std::fs::read_dir(&all).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, slow.join(p.file_name().unwrap())).unwrap();
+    }
+    let (no_tx, in_tx, after) = (29990101000001i64, 29990101000002i64, 29990101000003i64);
+    std::fs::write(
+        slow.join(format!("{no_tx}_slow_no_tx.up.sql")),
+        format!("{NO_TX}SELECT pg_sleep(3);\nCREATE TABLE e2e_no_tx_done (id int);\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        slow.join(format!("{in_tx}_slow_in_tx.up.sql")),
+        "SELECT pg_sleep(600);\nCREATE TABLE e2e_in_tx_done (id int);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        slow.join(format!("{after}_after.up.sql")),
+        "CREATE TABLE e2e_after (id int);\n",
+    )
+    .unwrap();
+
+    let applied = || {
+        psql(
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE version > 29990000000000 AND success",
+            &db.0,
+        )
+    };
+    let stop_when_running = |tag: &str, statement: &str| {
+        let env = world.env_file(&[
+            ("IMAGE_TAG", tag),
+            ("DATABASE_URL", &db.url()),
+            (
+                "DATABASE_BACKUP_URL",
+                &format!("file://{}/", backups.display()),
+            ),
+            ("MIGRATIONS_DIR", slow.to_str().unwrap()),
+        ]);
+        let child = world
+            .process()
+            .arg("staging")
+            .args(WITH_DATABASE)
+            .arg("--env-file")
+            .arg(&env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let since = std::time::Instant::now();
+        while running(&db, statement) == 0 {
+            assert!(
+                since.elapsed() < Duration::from_secs(120),
+                "{statement} never ran"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        // Bounded by the test's own patience, far beyond the 600 s sleep
+        // only if the statement is not cancelled.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        rx.recv_timeout(Duration::from_secs(300))
+            .expect("the run ended")
+            .unwrap()
+    };
+
+    // In the middle of the migration without a transaction: it is
+    // finished, the next two are not begun.
+    let out = stop_when_running("v2", "pg_sleep(3)");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(applied(), no_tx.to_string(), "{}", text(&out));
+    psql("SELECT 1 FROM e2e_no_tx_done", &db.0);
+    let recorded = world.snapshots()[0].database.clone().expect("recorded");
+    assert!(recorded.stopped, "{recorded:?}");
+    assert_eq!(recorded.version_before, Some(shipped));
+    assert_eq!(recorded.version_after, Some(no_tx));
+    assert_eq!(
+        recorded
+            .applied
+            .iter()
+            .map(|s| s.version)
+            .collect::<Vec<_>>(),
+        [no_tx]
+    );
+    assert!(recorded.backup.is_some());
+
+    // In the middle of the one in a transaction: cancelled on the server,
+    // rolled back, nothing after it begun.
+    let out = stop_when_running("v3", "pg_sleep(600)");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(applied(), no_tx.to_string());
+    assert_eq!(running(&db, "pg_sleep(600)"), 0, "the statement runs on");
+    assert_eq!(
+        psql("SELECT to_regclass('e2e_in_tx_done') IS NULL", &db.0),
+        "t"
+    );
+    let recorded = world.snapshots()[0].database.clone().expect("recorded");
+    assert!(
+        recorded.stopped && recorded.applied.is_empty(),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded.version_after, Some(no_tx));
+}
