@@ -59,6 +59,25 @@ const WITH_DATABASE: &[&str] = &[
     "--skip-verify",
 ];
 
+/// The env file of a deploy of `tag` that migrates `db` with `migrations_dir`.
+fn env_of(
+    world: &World,
+    db: &Database,
+    backups: &Path,
+    migrations_dir: &Path,
+    tag: &str,
+) -> PathBuf {
+    world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+        ("MIGRATIONS_DIR", migrations_dir.to_str().unwrap()),
+    ])
+}
+
 fn deploy(
     world: &World,
     db: &Database,
@@ -67,15 +86,7 @@ fn deploy(
     tag: &str,
     extra: &[&str],
 ) -> std::process::Output {
-    let env = world.env_file(&[
-        ("IMAGE_TAG", tag),
-        ("DATABASE_URL", &db.url()),
-        (
-            "DATABASE_BACKUP_URL",
-            &format!("file://{}/", backups.display()),
-        ),
-        ("MIGRATIONS_DIR", migrations_dir.to_str().unwrap()),
-    ]);
+    let env = env_of(world, db, backups, migrations_dir, tag);
     world
         .maily()
         .arg("staging")
@@ -594,15 +605,7 @@ fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() 
         )
     };
     let stop_when_running = |tag: &str, statement: &str| {
-        let env = world.env_file(&[
-            ("IMAGE_TAG", tag),
-            ("DATABASE_URL", &db.url()),
-            (
-                "DATABASE_BACKUP_URL",
-                &format!("file://{}/", backups.display()),
-            ),
-            ("MIGRATIONS_DIR", slow.to_str().unwrap()),
-        ]);
+        let env = env_of(&world, &db, &backups, &slow, tag);
         let child = world
             .process()
             .arg("staging")
