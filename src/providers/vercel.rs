@@ -502,14 +502,31 @@ impl Vercel {
 
     /// `POST /v10/projects/{projectId}/promote/{deploymentId}`: point the
     /// production domains at a deployment, without rebuilding it. Vercel
-    /// answers 201 or 202 (it may finish the promotion asynchronously).
+    /// answers 201 or 202 (it may finish the promotion asynchronously), and
+    /// 409 when production already serves the deployment: a promotion
+    /// retried after its first answer was lost, or a put-back of one that
+    /// never took. That is the state wanted, so it counts as done once the
+    /// project confirms it.
     pub async fn promote(&self, project_id: &str, deployment_id: &str) -> anyhow::Result<()> {
         let path = format!("/v10/projects/{project_id}/promote/{deployment_id}");
-        self.send(&format!("promoting {deployment_id}"), || {
-            self.request(Method::POST, &path)
-        })
-        .await?;
-        Ok(())
+        let sent = self
+            .api
+            .send(&format!("promoting {deployment_id}"), || {
+                self.request(Method::POST, &path)
+            })
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(StatusCode::CONFLICT) => {
+                let project = self.project(project_id).await?;
+                if project.production().map(|t| t.id.as_str()) == Some(deployment_id) {
+                    Ok(())
+                } else {
+                    Err(e.into_failure())
+                }
+            }
+            Err(e) => Err(e.into_failure()),
+        }
     }
 
     /// Promote, then read the project every `every` until its production
@@ -523,6 +540,9 @@ impl Vercel {
         every: Duration,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        // Asked even when production seems on it already: a promotion of
+        // another deployment may still be in progress, and this one
+        // supersedes it.
         self.promote(project_id, deployment_id).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -180,7 +180,9 @@ fn a_failure_after_the_promotion_puts_the_old_frontend_and_backend_back() {
     assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
 
     // Vercel refuses the second promotion (409): shift-traffic fails after
-    // the backend switched and after the promotion was asked for.
+    // the backend switched and after the promotion was asked for. The
+    // put-back asks for dpl_1v1 again, which production never left: Vercel
+    // answers 409 to that too, and the project says it is done.
     stub.vercel.state().refuse_promotion = vec!["dpl_2v2".into()];
     let out = deploy(&world, &stub, "v2", &[]);
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);

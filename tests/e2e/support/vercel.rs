@@ -274,6 +274,14 @@ impl Respond for FakeVercel {
                 if !s.deployments.contains_key(&id) && s.production.as_deref() != Some(&id) {
                     return vercel_error(404, "not_found", "Deployment not found");
                 }
+                // As Vercel: production already on it is a conflict.
+                if s.production.as_deref() == Some(&id) && s.pending_production.is_none() {
+                    return vercel_error(
+                        409,
+                        "conflict",
+                        "This deployment is already the current production deployment",
+                    );
+                }
                 // A later promotion supersedes one still in progress.
                 s.pending_production = None;
                 if s.promotion_lag > 0 {
