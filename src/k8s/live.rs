@@ -365,12 +365,13 @@ pub fn differences(recorded: &PlatformState, live: &PlatformState) -> Vec<String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::profile::{Gateway, Service};
     use crate::config::traffic::{Pause, Traffic};
 
-    fn profile() -> Profile {
+    /// An http service `api` (2 replicas) and a worker `workers` (3).
+    pub(crate) fn profile() -> Profile {
         Profile {
             namespace: "maily-production".into(),
             domains: [

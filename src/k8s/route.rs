@@ -226,6 +226,49 @@ async fn scale_if_present(
     }
 }
 
+/// The http Deployments users go back to that hold fewer replicas `now`
+/// than `before` had: (Deployment, its slot, the replicas `before` had).
+/// The slots users go back to are those `before`'s weights send anyone to
+/// (its active slot, without a route). An old slot scaled to 0 after its
+/// grace period is the case this is for: routing users to it is an outage,
+/// and its HPA cannot help, since Kubernetes stops autoscaling a target
+/// scaled to 0.
+pub fn short_of_before(
+    profile: &Profile,
+    before: &PlatformState,
+    now: &PlatformState,
+) -> Vec<(String, Slot, i32)> {
+    let mut out = Vec::new();
+    for name in http_services(profile) {
+        let Some(was) = before.services.get(name) else {
+            continue;
+        };
+        let reached: Vec<Slot> = match (was.weights, was.active) {
+            (Some((blue, green)), _) => Slot::BOTH
+                .into_iter()
+                .filter(|s| match s {
+                    Slot::Blue => blue > 0,
+                    Slot::Green => green > 0,
+                })
+                .collect(),
+            (None, Some(active)) => vec![active],
+            (None, None) => Vec::new(),
+        };
+        for slot in reached {
+            let want = was.slots.get(&slot).map_or(0, |s| s.replicas);
+            let have = now
+                .services
+                .get(name)
+                .and_then(|s| s.slots.get(&slot))
+                .map_or(0, |s| s.replicas);
+            if want > have {
+                out.push((format!("{name}-{slot}"), slot, want));
+            }
+        }
+    }
+    out
+}
+
 /// Put users back where `before` had them. Where `before` had no route
 /// (an environment's first switch), the route and stable Service go.
 pub async fn restore(
@@ -297,5 +340,54 @@ mod tests {
         assert_eq!(weights_for(Slot::Blue, 25), (25, 75));
         assert_eq!(weights_for(Slot::Green, 5), (95, 5));
         assert_eq!(weights_for(Slot::Green, 150), (0, 100));
+    }
+
+    fn api(active: Slot, weights: Option<(u32, u32)>, blue: i32, green: i32) -> PlatformState {
+        let slot = |replicas| super::super::live::SlotState {
+            replicas,
+            ready: replicas,
+            ..Default::default()
+        };
+        PlatformState {
+            services: [(
+                "api".to_string(),
+                super::super::live::ServiceState {
+                    kind: ServiceKind::Http,
+                    active: Some(active),
+                    weights,
+                    slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn users_go_back_only_to_deployments_holding_what_they_held() {
+        let profile = super::super::live::tests::profile();
+        // Users were on blue (2 pods); the grace period scaled it to 0.
+        let before = api(Slot::Blue, Some((100, 0)), 2, 0);
+        let now = api(Slot::Green, Some((0, 100)), 0, 2);
+        assert_eq!(
+            short_of_before(&profile, &before, &now),
+            [("api-blue".to_string(), Slot::Blue, 2)]
+        );
+        // Still up (the grace period kept it): nothing to scale.
+        let kept = api(Slot::Green, Some((0, 100)), 2, 2);
+        assert!(short_of_before(&profile, &before, &kept).is_empty());
+        // Mid-rollout before (75/25): both slots must hold their pods.
+        let split = api(Slot::Blue, Some((75, 25)), 2, 2);
+        let both_down = api(Slot::Green, Some((0, 100)), 0, 1);
+        assert_eq!(
+            short_of_before(&profile, &split, &both_down),
+            [
+                ("api-blue".to_string(), Slot::Blue, 2),
+                ("api-green".to_string(), Slot::Green, 2)
+            ]
+        );
+        // Before the first switch (no route, no active slot): nothing.
+        let mut first = api(Slot::Blue, None, 0, 0);
+        first.services.get_mut("api").unwrap().active = None;
+        assert!(short_of_before(&profile, &first, &now).is_empty());
     }
 }

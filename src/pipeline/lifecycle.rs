@@ -188,8 +188,62 @@ pub(super) async fn restore_before(
     } else {
         &s.templates
     };
+    capacity_back(cx, applier, s, release).await?;
     route::restore(applier, &cx.config.profile, templates, release, &s.before).await?;
     applier.note_users(format!("put back: {}", users_on(&s.before)));
+    Ok(())
+}
+
+/// Before users go back: the http Deployments they go back to scaled to
+/// what `before` had where they hold fewer now (the old slot scaled to 0
+/// after its grace period), and waited for. Should they not come up, the
+/// undo fails (exit 5) with users left where they are, on pods that run,
+/// rather than sent to none.
+async fn capacity_back(
+    cx: &Context,
+    applier: &Applier,
+    s: &Snapshot,
+    release: &Release,
+) -> anyhow::Result<()> {
+    let profile = &cx.config.profile;
+    let now = live::read(applier, profile).await?;
+    let short = route::short_of_before(profile, &s.before, &now);
+    if short.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "users go back to Deployments scaled down since: {} back up first",
+        short
+            .iter()
+            .map(|(name, _, r)| format!("{name} to {r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    route::scale_all(
+        applier,
+        &profile.namespace,
+        short.iter().map(|(n, _, r)| (n.clone(), *r)).collect(),
+    )
+    .await?;
+    for slot in crate::k8s::slot::Slot::BOTH {
+        let names: Vec<String> = short
+            .iter()
+            .filter(|(_, s, _)| *s == slot)
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        if !names.is_empty() {
+            crate::k8s::watch::wait_for_slot(
+                applier.client(),
+                &profile.namespace,
+                slot,
+                &names,
+                release.rollout_timeout(),
+                crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+            )
+            .await
+            .context("waiting for the Deployments users go back to")?;
+        }
+    }
     Ok(())
 }
 

@@ -249,6 +249,64 @@ fn a_lease_whose_renewals_are_all_refused_is_lost_when_it_runs_out() {
     );
 }
 
+/// A run that dies after its grace period scaled the old slot to 0, before
+/// it closed its rollout, is put back by the next command that finds it
+/// (here `abort`) on the old slot only once that slot runs again: every
+/// http service's old Deployment back to its replicas and ready before the
+/// routes move. (Users used to be sent to Deployments with no pods: an
+/// outage the HPA never ends, since Kubernetes stops autoscaling a target
+/// scaled to 0.)
+#[test]
+fn a_run_dead_after_its_grace_period_is_put_back_on_an_old_slot_that_runs() {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+    use maily_deploy::traffic::record::{self, Stage};
+
+    let world = World::new(Duration::from_millis(500));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let out = world.deploy("v2", &["--grace", "1s"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("scaled to 0"), "{}", text(&out));
+    assert_eq!(world.replicas("api-blue"), Some(0));
+
+    // As the run stood had it died between the scale-down and its last
+    // writes: its snapshot in progress, its rollout in the grace period.
+    let id = deployment_id_of(&out);
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
+    let mut snapshot = world.rt.block_on(store.get(&id)).unwrap().unwrap();
+    snapshot.outcome = Outcome::InProgress;
+    snapshot.finished_at = None;
+    world.rt.block_on(store.put(&snapshot)).unwrap();
+    let mut rollout = world
+        .rt
+        .block_on(record::read(&world.client, &world.namespace))
+        .unwrap()
+        .rollout
+        .unwrap();
+    rollout.stage = Stage::Grace;
+    world
+        .rt
+        .block_on(record::write_rollout(
+            &world.client,
+            &world.namespace,
+            &rollout,
+            None,
+        ))
+        .unwrap();
+
+    let abort = world.maily().args(["abort", "staging"]).output().unwrap();
+    assert_exit(&abort, 0);
+    world.assert_all_on("blue");
+    for (svc, _, _) in world.traffic() {
+        let blue = world.deployment(&format!("{svc}-blue")).unwrap();
+        let ready = blue.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        assert!(
+            ready > 0,
+            "users are back on {svc}-blue, which has no pod ready: {}",
+            text(&abort)
+        );
+    }
+}
+
 #[test]
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
