@@ -79,23 +79,17 @@ pub struct DeployArgs {
     #[arg(long)]
     pub allow_destroy: bool,
 
-    /// Percent of users on the new slot at each traffic step, instead of the profile's (comma-separated, rising, ending at 100); `100` switches at once
+    /// Percent of users on the new slot at each traffic step, instead of the profile's (comma-separated, rising, ending at 100); `100` switches at once [env: MAILY_TRAFFIC_STEPS]
     #[arg(
         long,
         value_delimiter = ',',
         value_name = "PERCENT",
-        env = "MAILY_TRAFFIC_STEPS",
         help_heading = "Traffic"
     )]
     pub traffic_steps: Option<Vec<u32>>,
 
-    /// How long the old slot stays scaled after 100%, instead of the profile's `traffic.grace` (a duration such as 10m or 0s), or `keep` to leave it up until the next deploy
-    #[arg(
-        long,
-        value_name = "DURATION|keep",
-        env = "MAILY_GRACE",
-        help_heading = "Traffic"
-    )]
+    /// How long the old slot stays scaled after 100%, instead of the profile's `traffic.grace` (a duration such as 10m or 0s), or `keep` to leave it up until the next deploy [env: MAILY_GRACE]
+    #[arg(long, value_name = "DURATION|keep", help_heading = "Traffic")]
     pub grace: Option<String>,
 }
 
@@ -149,6 +143,59 @@ impl DeployArgs {
             ]);
         }
         out
+    }
+}
+
+impl DeployArgs {
+    /// `--traffic-steps` and `--grace` from `MAILY_TRAFFIC_STEPS` and
+    /// `MAILY_GRACE` (a CI job's inputs) where the flags are not given. Read
+    /// for a deploy only, so a variable set for deploys never breaks another
+    /// command (`version`, an emergency `rollback`); an empty one is unset.
+    /// A bad value is named by its variable, every one at once.
+    pub fn with_environment(
+        mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<crate::error::Problem>> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let mut problems = Vec::new();
+        if self.traffic_steps.is_none()
+            && let Some(text) = set("MAILY_TRAFFIC_STEPS")
+        {
+            let parsed: Result<Vec<u32>, _> =
+                text.split(',').map(|p| p.trim().parse::<u32>()).collect();
+            let why = match &parsed {
+                Err(e) => vec![format!("is not a comma-separated list of percents ({e})")],
+                Ok(steps) => crate::config::traffic::step_problems(steps),
+            };
+            if why.is_empty() {
+                self.traffic_steps = parsed.ok();
+            }
+            problems.extend(why.into_iter().map(|why| crate::error::Problem {
+                phase: None,
+                subject: "MAILY_TRAFFIC_STEPS".into(),
+                problem: why,
+                fix: "e.g. MAILY_TRAFFIC_STEPS=10,50,100 (or 100 to switch at once), or unset it for the profile's steps".into(),
+            }));
+        }
+        if self.grace.is_none()
+            && let Some(text) = set("MAILY_GRACE")
+        {
+            match crate::config::traffic::Grace::parse(&text) {
+                Ok(_) => self.grace = Some(text),
+                Err(why) => problems.push(crate::error::Problem {
+                    phase: None,
+                    subject: "MAILY_GRACE".into(),
+                    problem: why.to_string(),
+                    fix: "e.g. MAILY_GRACE=10m, 0s or keep, or unset it for the profile's grace"
+                        .into(),
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -751,5 +798,43 @@ mod tests {
         let err =
             Cli::try_parse_from(["maily-deploy", "production", "--only", "deploy"]).unwrap_err();
         assert_eq!(err.exit_code(), crate::exit_code::USAGE);
+    }
+
+    #[test]
+    fn traffic_variables_fill_absent_flags_for_a_deploy_and_are_named_when_bad() {
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace()).unwrap().deploy;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let d = parse("maily-deploy staging")
+            .with_environment(env(&[
+                ("MAILY_TRAFFIC_STEPS", "10,100"),
+                ("MAILY_GRACE", "keep"),
+            ]))
+            .unwrap();
+        assert_eq!(d.traffic_steps, Some(vec![10, 100]));
+        assert_eq!(d.grace.as_deref(), Some("keep"));
+        assert!(d.command_line().contains(&"--traffic-steps".to_string()));
+        // A flag wins; an empty variable is unset.
+        let d = parse("maily-deploy staging --traffic-steps 100")
+            .with_environment(env(&[("MAILY_TRAFFIC_STEPS", "abc"), ("MAILY_GRACE", "")]))
+            .unwrap();
+        assert_eq!(d.traffic_steps, Some(vec![100]));
+        assert_eq!(d.grace, None);
+        // Bad values, each named by its variable.
+        let problems = parse("maily-deploy staging")
+            .with_environment(env(&[
+                ("MAILY_TRAFFIC_STEPS", "50,10"),
+                ("MAILY_GRACE", "forever"),
+            ]))
+            .unwrap_err();
+        let subjects: Vec<&str> = problems.iter().map(|p| p.subject.as_str()).collect();
+        assert!(subjects.contains(&"MAILY_TRAFFIC_STEPS"), "{problems:?}");
+        assert!(subjects.contains(&"MAILY_GRACE"), "{problems:?}");
     }
 }

@@ -165,6 +165,29 @@ pub fn pointless_globals(matches: &ArgMatches) -> Vec<Problem> {
             fix: format!("drop {}", flag(id)),
         })
         .collect();
+    // A deploy's own flags given before a subcommand are the deploy's, not
+    // the subcommand's: `--dry-run rollback ...` would roll back for real.
+    if matches.subcommand().is_some() {
+        use clap::Args as _;
+        let deploy = crate::cli::DeployArgs::augment_args(clap::Command::new("deploy"));
+        for arg in deploy.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches.try_contains_id(id).unwrap_or(false)
+                && matches.value_source(id) == Some(ValueSource::CommandLine)
+            {
+                problems.push(Problem {
+                    phase: None,
+                    subject: flag(id),
+                    problem: format!(
+                        "is a deploy's flag, given before `{command}`: it does nothing there"
+                    ),
+                    fix: format!(
+                        "drop it, or give it after the command if `{command}` takes it (`maily-deploy {command} --help`)"
+                    ),
+                });
+            }
+        }
+    }
     // validate checks the configuration: skipping that is no check.
     if command == "validate"
         && m.try_get_one::<bool>("skip_validate")
@@ -281,5 +304,16 @@ mod tests {
         assert!(problems("maily-deploy staging --lock-ttl 1m -o json").is_empty());
         assert!(problems("maily-deploy unlock staging --yes").is_empty());
         assert!(problems("maily-deploy db restore staging b --yes --lock-ttl 1m").is_empty());
+        // A deploy's flags before a subcommand would be dropped silently.
+        assert_eq!(
+            problems("maily-deploy --dry-run rollback staging previous"),
+            ["--dry-run"]
+        );
+        assert_eq!(
+            problems("maily-deploy --skip-frontend --grace keep validate staging"),
+            ["--skip-frontend", "--grace"]
+        );
+        assert!(problems("maily-deploy rollback staging previous --dry-run").is_empty());
+        assert!(problems("maily-deploy staging --dry-run --skip-frontend").is_empty());
     }
 }

@@ -85,25 +85,35 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(typo) = crate::usage::environment_or_command(&environment, &known) {
                 return Err(typo);
             }
-            let (traffic_steps, grace) = traffic_overrides(&cli.deploy)?;
+            let deploy = cli
+                .deploy
+                .with_environment(|name| std::env::var(name).ok())
+                .map_err(|problems| {
+                    error::Failure::with_problems(
+                        error::Kind::Usage,
+                        "the traffic variables have problems; nothing was changed",
+                        problems,
+                    )
+                })?;
+            let (traffic_steps, grace) = traffic_overrides(&deploy)?;
             pipeline::run(pipeline::Request {
                 command: "deploy",
                 environment: &environment,
-                phases: &cli.deploy.phases,
-                dry_run: cli.deploy.dry_run,
+                phases: &deploy.phases,
+                dry_run: deploy.dry_run,
                 deployment: true,
                 global,
                 options: crate::pipeline::context::RunOptions {
-                    no_rollback: cli.deploy.no_rollback,
-                    keep_snapshots: usize::from(cli.deploy.keep_snapshots),
+                    no_rollback: deploy.no_rollback,
+                    keep_snapshots: usize::from(deploy.keep_snapshots),
                     lock_ttl: cli.global.lock_ttl,
-                    allow_destroy: cli.deploy.allow_destroy,
+                    allow_destroy: deploy.allow_destroy,
                     traffic_steps,
                     grace,
                     rollback_to: None,
-                    command_line: cli.deploy.command_line(),
+                    command_line: deploy.command_line(),
                 },
-                rollout_timeout: cli.deploy.timeout.as_deref(),
+                rollout_timeout: deploy.timeout.as_deref(),
             })
             .await
         }

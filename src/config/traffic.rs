@@ -186,7 +186,9 @@ impl Grace {
         match humantime::parse_duration(value) {
             Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(GraceError::TooLong),
             Ok(d) => Ok(Grace::For(d)),
-            Err(_) => Err(GraceError::Neither(value.to_string())),
+            Err(_) => Err(GraceError::Neither(
+                crate::error::clipped(value).into_owned(),
+            )),
         }
     }
 }

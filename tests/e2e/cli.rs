@@ -988,3 +988,46 @@ fn the_help_shows_the_seeds_aliases_and_o_is_output() {
         .code(exit_code::USAGE)
         .stderr(predicate::str::contains("--timeout"));
 }
+
+/// `MAILY_TRAFFIC_STEPS` and `MAILY_GRACE` are a deploy's: set (even empty
+/// or wrong) for a CI job's deploys, they never stop another command, an
+/// emergency rollback least of all, and a deploy names the variable.
+#[test]
+fn traffic_variables_never_break_other_commands_and_a_deploy_names_them() {
+    let out = maily()
+        .env("MAILY_TRAFFIC_STEPS", "")
+        .env("MAILY_GRACE", "forever")
+        .arg("version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{out:?}");
+
+    let out = maily()
+        .env("MAILY_TRAFFIC_STEPS", "abc")
+        .args(["staging", "--dry-run", "--env-file"])
+        .arg(example_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MAILY_TRAFFIC_STEPS is not a comma-separated list"),
+        "{stderr}"
+    );
+}
+
+/// A deploy's flag given before a subcommand would be dropped silently:
+/// `--dry-run rollback` would roll back for real. It is refused instead.
+#[test]
+fn a_deploy_flag_before_a_subcommand_is_refused() {
+    let out = maily()
+        .args(["--dry-run", "rollback", "staging", "previous"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--dry-run is a deploy's flag, given before `rollback`"),
+        "{stderr}"
+    );
+}
