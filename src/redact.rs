@@ -103,7 +103,7 @@ fn token_like(part: &str) -> bool {
 }
 
 /// Whether a query parameter's name says its value is a credential.
-fn secret_key_name(key: &str) -> bool {
+pub fn secret_key_name(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
         "key",

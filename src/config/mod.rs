@@ -187,7 +187,13 @@ fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
 }
 
 /// Whether `value` is a URL with user info (a password, or a token as
-/// the user name).
+/// the user name), or with a query parameter named like a credential
+/// (`?access_token=...`, `?api_key=...`, as some hosted services take it).
 fn carries_credentials(value: &str) -> bool {
-    url::Url::parse(value).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    url::Url::parse(value).is_ok_and(|u| {
+        !u.username().is_empty()
+            || u.password().is_some()
+            || u.query_pairs()
+                .any(|(k, v)| redact::secret_key_name(&k) && !v.is_empty())
+    })
 }

@@ -161,6 +161,10 @@ fn credentials_in_any_url_are_never_printed() {
                 "GRAFANA_URL",
                 "https://ghp0Token0123456789abcd@grafana.example.invalid",
             ),
+            (
+                "VERIFY_BASE_URL",
+                "https://verify.example.invalid/?access_token=Qtok3nInTheQuery42",
+            ),
         ],
     );
     for args in [
@@ -179,6 +183,7 @@ fn credentials_in_any_url_are_never_printed() {
         assert!(all.contains("PROMETHEUS_URL"), "{args:?}: {all}");
         assert!(!all.contains("glc_S3cretKey0123456789"), "{args:?}: {all}");
         assert!(!all.contains("ghp0Token0123456789abcd"), "{args:?}: {all}");
+        assert!(!all.contains("Qtok3nInTheQuery42"), "{args:?}: {all}");
     }
 }
 
