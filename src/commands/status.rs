@@ -168,10 +168,7 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                         s.slots.get(&slot).map_or("-".to_string(), |st| {
                             format!(
                                 "{} {}/{}",
-                                st.image
-                                    .as_deref()
-                                    .and_then(|i| i.rsplit(':').next())
-                                    .unwrap_or("?"),
+                                st.release().unwrap_or_else(|| "?".into()),
                                 st.ready,
                                 st.replicas
                             )

@@ -34,6 +34,30 @@ pub struct SlotState {
     pub ready: i32,
     /// The deployment that last wrote this slot.
     pub deployment_id: Option<String>,
+    /// The release tag it runs: the Deployment's `app.kubernetes.io/version`
+    /// label. With images pinned to their digests (the default), the image
+    /// reference carries no tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl SlotState {
+    /// The release this slot runs, as people name it: its tag (the version
+    /// label, else the image's tag), or a short digest for an image pinned
+    /// without either.
+    pub fn release(&self) -> Option<String> {
+        if let Some(v) = self.version.as_deref().filter(|v| !v.is_empty()) {
+            return Some(v.to_string());
+        }
+        let image = self.image.as_deref()?;
+        match image.rsplit_once('@') {
+            Some((_, digest)) => Some(digest.chars().take("sha256:".len() + 12).collect()),
+            None => {
+                let last = image.rsplit('/').next().unwrap_or(image);
+                last.split_once(':').map(|(_, tag)| tag.to_string())
+            }
+        }
+    }
 }
 
 /// One service.
@@ -202,6 +226,12 @@ pub fn state_from(
                     .as_ref()
                     .and_then(|a| a.get("maily.ai/deployment-id"))
                     .cloned();
+                let version = d
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app.kubernetes.io/version"))
+                    .cloned();
                 slots.insert(
                     slot,
                     SlotState {
@@ -209,6 +239,7 @@ pub fn state_from(
                         replicas,
                         ready,
                         deployment_id,
+                        version,
                     },
                 );
             }
@@ -369,6 +400,32 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::profile::{Gateway, Service};
     use crate::config::traffic::{Pause, Traffic};
+
+    #[test]
+    fn a_slot_is_named_by_its_release_tag_even_when_pinned_to_a_digest() {
+        let slot = |image: &str, version: Option<&str>| SlotState {
+            image: Some(image.into()),
+            version: version.map(String::from),
+            ..Default::default()
+        };
+        let pinned =
+            "registry.example:5000/maily/maily-api@sha256:e3b0c44298fc1c149afbf4c8996fb924";
+        assert_eq!(slot(pinned, Some("v42")).release().as_deref(), Some("v42"));
+        assert_eq!(
+            slot(pinned, None).release().as_deref(),
+            Some("sha256:e3b0c44298fc")
+        );
+        assert_eq!(
+            slot("registry.example:5000/maily/maily-api:v7", None)
+                .release()
+                .as_deref(),
+            Some("v7")
+        );
+        assert_eq!(
+            slot("registry.example:5000/maily/maily-api", None).release(),
+            None
+        );
+    }
 
     /// An http service `api` (2 replicas) and a worker `workers` (3).
     pub(crate) fn profile() -> Profile {

@@ -412,6 +412,7 @@ mod tests {
                     replicas: 2,
                     ready: 2,
                     deployment_id: None,
+                    version: None,
                 },
             );
             if let Some(t) = tag {
@@ -422,6 +423,7 @@ mod tests {
                         replicas: 3,
                         ready: 3,
                         deployment_id: None,
+                        version: None,
                     },
                 );
             }

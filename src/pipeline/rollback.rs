@@ -254,6 +254,7 @@ mod tests {
             replicas: 2,
             ready: 2,
             deployment_id: None,
+            version: None,
         };
         let mut services = BTreeMap::new();
         services.insert(

@@ -277,6 +277,7 @@ mod tests {
             replicas,
             ready: replicas,
             deployment_id: None,
+            version: None,
         };
         let mut services = BTreeMap::new();
         services.insert(
@@ -320,6 +321,7 @@ mod tests {
                             replicas,
                             ready: replicas,
                             deployment_id: None,
+                            version: None,
                         },
                     )
                 })

@@ -173,10 +173,8 @@ impl Walk {
             .services
             .values()
             .filter(|s| s.active == Some(old))
-            .find_map(|s| s.image_in(old))
-            .and_then(|i| i.rsplit(':').next())
+            .find_map(|s| s.slots.get(&old)?.release())
             .unwrap_or_default()
-            .to_string()
     }
 
     async fn save(&mut self) -> anyhow::Result<()> {

@@ -145,6 +145,7 @@ fn fixture() -> (Profile, PlatformState) {
         replicas,
         ready: replicas,
         deployment_id: None,
+        version: None,
     };
     let state = |kind, weights, blue| ServiceState {
         kind,

@@ -262,6 +262,17 @@ fn a_deploy_runs_digests_and_a_rollback_after_a_repush_runs_what_ran() {
         Some(&format!("{api}:v1")),
         "the tag stays readable for people"
     );
+    // status names the release by its tag, not by the digest it runs.
+    let status = world
+        .maily()
+        .args(["status", "staging"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert_exit(&status, 0);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("v1 "), "{shown}");
+    assert!(!shown.contains("sha256"), "{shown}");
     let snapshot = world
         .snapshots()
         .into_iter()
