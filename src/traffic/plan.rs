@@ -3,6 +3,7 @@
 //! Pure functions of the profile and the state the run found, so the
 //! decisions are tested on fixtures and the phase only applies them.
 
+use crate::config::Profile;
 use crate::config::profile::ServiceKind;
 use crate::config::traffic::{Grace, Pause, Traffic, WorkerShift};
 use crate::k8s::live::PlatformState;
@@ -130,6 +131,40 @@ pub fn workers_at(
             (share(new_full, percent), share(old_full, 100 - percent))
         }
     }
+}
+
+/// The http Deployments of `target` to scale up before `percent`% of users
+/// reach it: enough for that share of what the old slot serves them with
+/// (its replicas in `before`, where its HPA may have taken them under
+/// load), rounded up; never fewer than they hold `now` (Deployment name →
+/// replicas). Without it, 100% at once sends a busy service's users from
+/// many pods to the few a new slot starts with, and a rollback to a slot
+/// its HPA had shrunk does the same.
+pub fn http_replicas(
+    before: &PlatformState,
+    profile: &Profile,
+    target: Slot,
+    percent: u32,
+    now: &std::collections::BTreeMap<String, i32>,
+) -> Vec<(String, i32)> {
+    let old = target.other();
+    profile
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Http)
+        .filter_map(|(name, _)| {
+            let was = before.services.get(name)?;
+            // Only users the old slot serves move.
+            if was.active != Some(old) {
+                return None;
+            }
+            let serving = i64::from(was.slots.get(&old)?.replicas.max(0));
+            let need = (serving * i64::from(percent.min(100)) + 99) / 100;
+            let deployment = format!("{name}-{target}");
+            let have = i64::from(now.get(&deployment).copied().unwrap_or(0));
+            (need > have).then(|| (deployment, i32::try_from(need).unwrap_or(i32::MAX)))
+        })
+        .collect()
 }
 
 /// Every worker of `services` (name, full replicas in the new slot) and its
@@ -486,6 +521,50 @@ mod tests {
                 25
             ),
             vec![("workers".into(), 2, 5), ("ai-workers".into(), 3, 0)]
+        );
+    }
+
+    #[test]
+    fn the_new_slot_carries_its_share_of_what_the_old_slot_serves_with() {
+        let profile = crate::k8s::live::tests::profile();
+        let state = |active, blue, green| {
+            let slot = |replicas| crate::k8s::live::SlotState {
+                replicas,
+                ready: replicas,
+                ..Default::default()
+            };
+            PlatformState {
+                services: [(
+                    "api".to_string(),
+                    crate::k8s::live::ServiceState {
+                        kind: ServiceKind::Http,
+                        active: Some(active),
+                        weights: None,
+                        slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
+                    },
+                )]
+                .into(),
+            }
+        };
+        // Blue's HPA took it to 7 under load; green starts with 2.
+        let before = state(Slot::Blue, 7, 0);
+        let now: std::collections::BTreeMap<String, i32> = [("api-green".to_string(), 2)].into();
+        assert!(http_replicas(&before, &profile, Slot::Green, 25, &now).is_empty());
+        assert_eq!(
+            http_replicas(&before, &profile, Slot::Green, 50, &now),
+            [("api-green".to_string(), 4)],
+            "rounded up"
+        );
+        assert_eq!(
+            http_replicas(&before, &profile, Slot::Green, 100, &now),
+            [("api-green".to_string(), 7)]
+        );
+        // Never fewer than it holds.
+        let big: std::collections::BTreeMap<String, i32> = [("api-green".to_string(), 9)].into();
+        assert!(http_replicas(&before, &profile, Slot::Green, 100, &big).is_empty());
+        // Users not on the other slot: nothing moves, nothing to carry.
+        assert!(
+            http_replicas(&state(Slot::Green, 7, 0), &profile, Slot::Green, 100, &now).is_empty()
         );
     }
 }

@@ -62,7 +62,30 @@ pub struct StepReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
     pub outcome: StepOutcome,
+    /// The newest [`MEASUREMENTS_KEPT`] measurements.
     pub measurements: Vec<Measurement>,
+    /// Older measurements left out, so that a step held for hours does not
+    /// outgrow the rollout record (a ConfigMap: 1 MiB at most).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub measurements_left_out: u32,
+}
+
+/// How many measurements a step (or the grace period) keeps in the record
+/// and the snapshot: the newest ones, about 20 KB of JSON.
+pub const MEASUREMENTS_KEPT: usize = 50;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Add `m` to `kept`, leaving out the oldest beyond [`MEASUREMENTS_KEPT`].
+pub fn keep(kept: &mut Vec<Measurement>, left_out: &mut u32, m: Measurement) {
+    kept.push(m);
+    if kept.len() > MEASUREMENTS_KEPT {
+        let over = kept.len() - MEASUREMENTS_KEPT;
+        kept.drain(..over);
+        *left_out = left_out.saturating_add(over as u32);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +96,10 @@ pub struct GraceReport {
     pub ended_at: Option<DateTime<Utc>>,
     /// Whether the old slot was scaled to 0 at its end.
     pub scaled_down: bool,
+    /// The newest [`MEASUREMENTS_KEPT`] measurements.
     pub measurements: Vec<Measurement>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub measurements_left_out: u32,
 }
 
 /// The rollout as the run report and the snapshot carry it.
@@ -145,7 +171,7 @@ impl RolloutReport {
                     "{:>3}% {} after {} measurement(s){last}",
                     s.percent,
                     s.outcome.as_str(),
-                    s.measurements.len()
+                    s.measurements.len() as u64 + u64::from(s.measurements_left_out)
                 )
             })
             .collect();
@@ -153,7 +179,7 @@ impl RolloutReport {
             out.push(format!(
                 "grace until {}: {} measurement(s), old slot {}",
                 g.until.format("%H:%M:%S UTC"),
-                g.measurements.len(),
+                g.measurements.len() as u64 + u64::from(g.measurements_left_out),
                 if g.scaled_down {
                     "scaled to 0"
                 } else {
@@ -266,6 +292,7 @@ mod tests {
                 ended_at: None,
                 outcome: *outcome,
                 measurements: Vec::new(),
+                measurements_left_out: 0,
             });
         }
         r
@@ -327,5 +354,26 @@ mod tests {
         assert_eq!(human(std::time::Duration::from_secs(90)), "1m30s");
         assert_eq!(human(std::time::Duration::from_secs(120)), "2m");
         assert_eq!(value(None, Some("ms")), "-");
+    }
+
+    #[test]
+    fn a_step_held_for_hours_keeps_its_newest_measurements_and_counts_the_rest() {
+        let m = |i: usize| Measurement {
+            at: Utc::now(),
+            percent: 25,
+            samples: Some(100.0),
+            min_samples: 10,
+            verdict: Verdict::Pass,
+            metrics: Vec::new(),
+            reason: format!("m{i}"),
+        };
+        let (mut kept, mut left_out) = (Vec::new(), 0u32);
+        for i in 0..3000 {
+            keep(&mut kept, &mut left_out, m(i));
+        }
+        assert_eq!(kept.len(), MEASUREMENTS_KEPT);
+        assert_eq!(left_out as usize, 3000 - MEASUREMENTS_KEPT);
+        assert_eq!(kept.last().unwrap().reason, "m2999");
+        assert_eq!(kept[0].reason, format!("m{}", 3000 - MEASUREMENTS_KEPT));
     }
 }

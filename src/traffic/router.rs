@@ -27,6 +27,12 @@ pub type RouteAt<'a> = &'a (dyn Fn(&str) -> (Slot, (u32, u32)) + Send + Sync);
 pub trait TrafficRouter: Send + Sync {
     /// Scale Deployments that exist to these replicas.
     async fn scale(&self, namespace: &str, replicas: Vec<(String, i32)>) -> anyhow::Result<()>;
+    /// The replicas the Deployments of `slot` hold now, by name.
+    async fn replicas(
+        &self,
+        namespace: &str,
+        slot: Slot,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, i32>>;
     /// Wait until these Deployments of `slot` have rolled out.
     async fn wait_ready(
         &self,
@@ -82,6 +88,24 @@ pub struct ClusterRouter {
 impl TrafficRouter for ClusterRouter {
     async fn scale(&self, namespace: &str, replicas: Vec<(String, i32)>) -> anyhow::Result<()> {
         route::scale_all(&self.applier, namespace, replicas).await
+    }
+
+    async fn replicas(
+        &self,
+        namespace: &str,
+        slot: Slot,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, i32>> {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let api: kube::Api<Deployment> =
+            kube::Api::namespaced(self.applier.client().clone(), namespace);
+        let lp = kube::api::ListParams::default().labels(&crate::k8s::live::slot_selector(slot));
+        let list =
+            crate::k8s::client::retry("listing the slot's Deployments", || api.list(&lp)).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|d| Some((d.metadata.name?, d.spec?.replicas.unwrap_or(1))))
+            .collect())
     }
 
     async fn wait_ready(

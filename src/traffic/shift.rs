@@ -166,6 +166,32 @@ impl Walk {
         }
     }
 
+    /// The new slot's http Deployments scaled to carry `percent`% of what
+    /// the old slot serves with, and waited for, before users move
+    /// ([`plan::http_replicas`]).
+    async fn http_capacity(&mut self, percent: u32) -> anyhow::Result<()> {
+        let ns = self.profile.namespace.clone();
+        let target = self.target;
+        let now = self.router.replicas(&ns, target).await?;
+        let up = plan::http_replicas(&self.before, &self.profile, target, percent, &now);
+        if up.is_empty() {
+            return Ok(());
+        }
+        self.progress.say(format!(
+            "{} scaled up first, to carry {percent}% of what {} serves with",
+            up.iter()
+                .map(|(name, n)| format!("{name} to {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            target.other()
+        ));
+        let names: Vec<String> = up.iter().map(|(n, _)| n.clone()).collect();
+        self.router.scale(&ns, up).await?;
+        self.router
+            .wait_ready(&ns, target, &names, self.release.rollout_timeout())
+            .await
+    }
+
     /// The image tag the old slot runs (for `{{version}}` of the old slot).
     fn old_version(&self) -> String {
         let old = self.target.other();
@@ -210,6 +236,7 @@ impl Walk {
             ended_at: None,
             outcome: StepOutcome::Running,
             measurements: Vec::new(),
+            measurements_left_out: 0,
         });
         self.rollout.step = index;
         self.rollout.percent = percent;
@@ -226,6 +253,7 @@ impl Walk {
             shown.1
         ));
 
+        self.http_capacity(percent).await?;
         let up: Vec<(String, i32)> = workers
             .iter()
             .map(|(w, n, _)| (format!("{w}-{target}"), *n as i32))
@@ -321,10 +349,10 @@ impl Walk {
         // Into the grace period's measurements once it has begun, else the
         // current step's; saved with the record at once.
         match self.report.grace_period.as_mut() {
-            Some(g) => g.measurements.push(m.clone()),
+            Some(g) => report::keep(&mut g.measurements, &mut g.measurements_left_out, m.clone()),
             None => {
                 if let Some(s) = self.report.current() {
-                    s.measurements.push(m.clone());
+                    report::keep(&mut s.measurements, &mut s.measurements_left_out, m.clone());
                 }
             }
         }
@@ -475,6 +503,7 @@ impl Walk {
             ended_at: None,
             scaled_down: false,
             measurements: Vec::new(),
+            measurements_left_out: 0,
         });
         self.rollout.stage = Stage::Grace;
         self.rollout.grace_until = Some(until);

@@ -28,6 +28,9 @@ use crate::providers::prometheus::{QueryError, QueryValue};
 struct Recorder {
     calls: Mutex<Vec<String>>,
     saved: Mutex<Vec<Rollout>>,
+    /// The new slot's Deployments' replicas (2 each, as deploy-backend
+    /// leaves them, unless set).
+    replicas: Mutex<BTreeMap<String, i32>>,
 }
 
 impl Recorder {
@@ -46,6 +49,17 @@ impl TrafficRouter for Recorder {
         replicas.sort();
         self.push(format!("scale {replicas:?}"));
         Ok(())
+    }
+    async fn replicas(&self, _ns: &str, slot: Slot) -> anyhow::Result<BTreeMap<String, i32>> {
+        let set = self.replicas.lock().unwrap().clone();
+        Ok(["api", "workers"]
+            .iter()
+            .map(|n| {
+                let name = format!("{n}-{slot}");
+                let r = set.get(&name).copied().unwrap_or(2);
+                (name, r)
+            })
+            .collect())
     }
     async fn wait_ready(
         &self,
@@ -212,7 +226,11 @@ async fn a_passing_rollout_shares_users_then_switches_with_workers_in_proportion
             "wait green [\"workers-green\"]",
             "route api: stable blue, weights (75, 25)",
             "scale [(\"workers-blue\", 5)]",
-            // 100%: green's workers up, then everything to green at once.
+            // 100%: green's api up to what blue serves with (4, from the
+            // 2 it starts with), waited for; green's workers up; then
+            // everything to green at once.
+            "scale [(\"api-green\", 4)]",
+            "wait green [\"api-green\"]",
             "scale [(\"workers-green\", 6)]",
             "wait green [\"workers-green\"]",
             "switch to green",

@@ -1242,3 +1242,36 @@ fn kinds_the_cluster_does_not_serve_are_all_named_before_anything_is_written() {
         .collect();
     assert!(writes.is_empty(), "written before the refusal: {writes:?}");
 }
+
+/// Users move to a new slot only once it can carry them: where the old
+/// slot serves with more pods than the new one starts with (its HPA took
+/// it up under load), the new slot's Deployment is scaled to match and
+/// waited for before the switch. (A switch at once used to send them from
+/// 5 pods to the 2 a slot starts with.)
+#[test]
+fn a_switch_waits_for_the_new_slot_to_match_what_the_old_one_serves_with() {
+    let world = World::new(Duration::from_millis(300));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let scaled = world
+        .sim()
+        .kubectl()
+        .args(["scale", "deployment/api-blue", "--replicas=5", "-n"])
+        .arg(&world.namespace)
+        .output()
+        .unwrap();
+    assert!(scaled.status.success(), "{scaled:?}");
+    let starts_with = world.replicas("api-green");
+
+    let out = world.deploy("v2", &[]);
+    assert_exit(&out, 0);
+    world.assert_all_on("green");
+    assert!(starts_with.unwrap_or(0) < 5, "{starts_with:?}");
+    let green = world.deployment("api-green").unwrap();
+    assert_eq!(green.spec.unwrap().replicas, Some(5));
+    assert_eq!(green.status.unwrap().ready_replicas, Some(5));
+    assert!(
+        text(&out).contains("api-green to 5 scaled up first"),
+        "{}",
+        text(&out)
+    );
+}
