@@ -272,6 +272,39 @@ pub async fn list_models(http: &reqwest::Client, e: &Endpoint) -> Result<Vec<Str
     })
 }
 
+/// Whether Anthropic knows `name` as an alias of a model: its model list
+/// gives ids only, while the Messages API also takes aliases
+/// (`claude-sonnet-4-5` for the newest snapshot), which `GET
+/// /v1/models/{model_id}` resolves ("Model identifier or alias").
+async fn anthropic_alias(http: &reqwest::Client, e: &Endpoint, name: &str) -> bool {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'/')
+        .add(b'?')
+        .add(b'#')
+        .add(b'%');
+    let url = format!(
+        "{}/v1/models/{}",
+        e.base_url.trim_end_matches('/'),
+        percent_encoding::utf8_percent_encode(name, SEGMENT)
+    );
+    let answer = http
+        .get(&url)
+        .timeout(e.timeout)
+        .header("x-api-key", &e.key)
+        .header("anthropic-version", ANTHROPIC_VERSION)
+        .send()
+        .await;
+    match answer {
+        Ok(resp) if resp.status().is_success() => super::http::read_body(resp)
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .is_some_and(|v| v.get("id").and_then(Value::as_str).is_some()),
+        _ => false,
+    }
+}
+
 /// Check every endpoint at once; `wanted` gives each provider's models.
 /// Returns each provider's model count, or every problem found.
 pub async fn check_all(
@@ -280,7 +313,17 @@ pub async fn check_all(
 ) -> Result<Vec<(Provider, usize)>, Vec<Problem>> {
     let results = futures::future::join_all(checks.iter().map(|(e, wanted)| async move {
         let available = list_models(http, e).await.map_err(|p| vec![p])?;
-        let missing = missing_models(e.provider, wanted, &available);
+        let mut wanted = wanted.clone();
+        if e.provider == Provider::Anthropic {
+            let mut kept = Vec::new();
+            for name in wanted {
+                if available.contains(&name) || !anthropic_alias(http, e, &name).await {
+                    kept.push(name);
+                }
+            }
+            wanted = kept;
+        }
+        let missing = missing_models(e.provider, &wanted, &available);
         if missing.is_empty() {
             Ok((e.provider, available.len()))
         } else {

@@ -161,6 +161,51 @@ async fn each_provider_is_asked_once_with_its_documented_auth_and_all_at_once() 
     }
 }
 
+/// Anthropic's list gives model ids only; an alias the Messages API takes
+/// (`claude-sonnet-4-5`) is resolved with `GET /v1/models/{alias}`, as its
+/// reference documents, and a name that is neither stays refused.
+#[tokio::test]
+async fn an_anthropic_alias_is_resolved_and_an_unknown_name_still_refused() {
+    let a = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models/claude-sonnet-4-5"))
+        .and(header("x-api-key", ANTHROPIC_KEY))
+        .and(header("anthropic-version", "2023-06-01"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "type": "model", "id": "claude-sonnet-4-5-20250929",
+            "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"
+        })))
+        .mount(&a)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models/claude-sonnet-9"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "type": "error", "error": {"type": "not_found_error", "message": "model: claude-sonnet-9"}
+        })))
+        .mount(&a)
+        .await;
+    anthropic_stub(&a).await;
+    let http = ai::client().unwrap();
+    let ok = vec![(
+        endpoint(Provider::Anthropic, &a, ANTHROPIC_KEY),
+        strings(&["claude-sonnet-4-5", "claude-sonnet-4-20250514"]),
+    )];
+    assert_eq!(
+        ai::check_all(&http, &ok).await.unwrap(),
+        vec![(Provider::Anthropic, 2)]
+    );
+    let bad = vec![(
+        endpoint(Provider::Anthropic, &a, ANTHROPIC_KEY),
+        strings(&["claude-sonnet-9"]),
+    )];
+    let problems = ai::check_all(&http, &bad).await.unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].subject.contains("claude-sonnet-9"),
+        "{problems:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_keys_are_named_by_their_variable_and_never_printed() {
     let (o, a, g) = (
