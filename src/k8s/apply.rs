@@ -193,7 +193,7 @@ impl Applier {
         let resources = self
             .served(&gv)
             .await
-            .map_err(|e| not_served(e.to_string()))?;
+            .map_err(|e| not_served(crate::error::kube_text(&e)))?;
         resources
             .iter()
             .find(|(ar, _)| ar.kind == gvk.kind)

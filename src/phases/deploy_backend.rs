@@ -162,7 +162,7 @@ pub fn deployment_names(profile: &crate::config::Profile, slot: Slot) -> Vec<Str
 }
 
 /// Fail before any change when the cluster cannot take the routes later.
-async fn preflight(cx: &Context) -> anyhow::Result<()> {
+pub(crate) async fn preflight(cx: &Context) -> anyhow::Result<()> {
     let has_http = cx
         .config
         .profile

@@ -751,6 +751,21 @@ impl Lifecycle for ClusterLifecycle {
     /// decides its layers from the snapshot it goes back to.
     async fn prepare(&mut self, cx: &mut Context) -> anyhow::Result<()> {
         if self.command == "deploy" {
+            // A cluster that cannot route between slots is refused before
+            // provision or migrate change anything, and a dry run says so
+            // too, when it has a cluster to ask.
+            if cx.selection.is_selected(super::PhaseId::DeployBackend)
+                || cx.selection.is_selected(super::PhaseId::ShiftTraffic)
+            {
+                match crate::phases::deploy_backend::preflight(cx).await {
+                    Err(e) if crate::error::kind_of(&e) == Some(Kind::Refused) => {
+                        return Err(fail(Kind::Refused, format!("{e:#}; nothing was changed")));
+                    }
+                    // A dry run may have no cluster at hand.
+                    Err(_) if cx.dry_run => {}
+                    other => other?,
+                }
+            }
             plan_layers(cx).await?;
         }
         Ok(())

@@ -959,6 +959,15 @@ fn a_cluster_without_the_gateway_api_is_refused_before_anything_changes() {
     assert!(all.contains("nothing was changed"), "{all}");
     assert!(world.deployment("api-blue").is_none(), "nothing applied");
     assert!(world.lease_holder().is_none(), "the lock was released");
+    // A dry run asks the same cluster and says the same (it said
+    // `planned`, exit 0, and the real run then failed).
+    let dry = world.deploy("v1", &["--dry-run"]);
+    assert_exit(&dry, maily_deploy::exit_code::REFUSED);
+    assert!(
+        text(&dry).contains("the cluster does not serve Gateway API HTTPRoutes"),
+        "{}",
+        text(&dry)
+    );
 }
 
 #[test]
@@ -1231,6 +1240,10 @@ fn kinds_the_cluster_does_not_serve_are_all_named_before_anything_is_written() {
         message.contains("does not serve Widget (widgets.example.com/v1)")
             && message.contains("does not serve Gadget (core/v1)"),
         "{message}"
+    );
+    assert!(
+        !message.contains("Status {"),
+        "the server's answer as a person reads it, not Rust's debug form: {message}"
     );
     let writes: Vec<String> = world
         .sim()
