@@ -73,6 +73,16 @@ fn name_of(d: &Deployment) -> String {
 
 /// The Deployment's own verdict, from its status alone.
 pub fn deployment_state(d: &Deployment) -> RolloutState {
+    deployment_state_since(d, 0)
+}
+
+/// As [`deployment_state`], for a wait that began at `began` (seconds since
+/// the epoch; 0: unknown). A `ProgressDeadlineExceeded` last updated before
+/// then is an earlier run's verdict: Kubernetes keeps it on a Deployment
+/// whose template did not change (a rerun after the cause was fixed
+/// outside) until progress resumes, so it is not this wait's failure. This
+/// wait's own deadline still bounds it.
+pub fn deployment_state_since(d: &Deployment, began: i64) -> RolloutState {
     let name = name_of(d);
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(status) = &d.status else {
@@ -83,7 +93,11 @@ pub fn deployment_state(d: &Deployment) -> RolloutState {
     }
     let conditions = status.conditions.as_deref().unwrap_or_default();
     if let Some(c) = conditions.iter().find(|c| {
-        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        c.type_ == "Progressing"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            && c.last_update_time
+                .as_ref()
+                .is_none_or(|t| t.0.as_second() >= began)
     }) {
         return RolloutState::Failed(RolloutFailure {
             deployment: name,
@@ -239,6 +253,9 @@ pub struct Patience {
     pub unschedulable: std::time::Duration,
     /// Seconds since the Unix epoch.
     pub now: i64,
+    /// When the wait began (seconds since the epoch; 0: unknown): verdicts
+    /// the Deployment carries from before are not this wait's.
+    pub began: i64,
 }
 
 impl Patience {
@@ -247,6 +264,7 @@ impl Patience {
         Patience {
             unschedulable,
             now: chrono::Utc::now().timestamp(),
+            began: 0,
         }
     }
 }
@@ -293,7 +311,7 @@ pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
     pods: &[P],
     patience: Patience,
 ) -> RolloutState {
-    let own = deployment_state(d);
+    let own = deployment_state_since(d, patience.began);
     if matches!(own, RolloutState::Failed(_) | RolloutState::Complete) {
         return own;
     }
@@ -379,6 +397,7 @@ mod tests {
         // 2026-11-30T12:00:00Z, when the scheduler gave its verdict.
         let verdict = 1_796_040_000;
         let at = |secs: i64| Patience {
+            began: 0,
             unschedulable: DEFAULT_UNSCHEDULABLE_GRACE,
             now: verdict + secs,
         };
@@ -521,6 +540,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_deadline_exceeded_before_this_wait_began_is_an_earlier_runs_verdict() {
+        let d: Deployment = fixture("deployment-deadline-exceeded");
+        // Its condition: 2026-11-30T12:00:00Z. A rerun waits from a minute
+        // after: the stale verdict is not its failure; its own is.
+        let verdict = 1_796_040_000;
+        let waiting_since = |began: i64| Patience {
+            began,
+            ..patience()
+        };
+        assert!(matches!(
+            rollout_state(&d, &sets(), &[] as &[Pod], waiting_since(verdict + 60)),
+            RolloutState::Progressing(_)
+        ));
+        assert!(matches!(
+            rollout_state(&d, &sets(), &[] as &[Pod], waiting_since(verdict - 60)),
+            RolloutState::Failed(_)
+        ));
     }
 
     #[test]

@@ -236,6 +236,7 @@ pub async fn wait_for_rollouts(
     if names.is_empty() {
         return Ok(());
     }
+    let began = chrono::Utc::now().timestamp();
     let mut changes = futures::stream::select_all(vec![
         watch::<Deployment>(client, namespace, labels)
             .map(|r| r.map_or_else(Change::Error, Change::Deployment))
@@ -317,7 +318,10 @@ pub async fn wait_for_rollouts(
             if dirty.is_empty() {
                 continue;
             }
-            let patience = Patience::now(unschedulable_grace);
+            let patience = Patience {
+                began,
+                ..Patience::now(unschedulable_grace)
+            };
             // The lines that moved: found per judged Deployment, not by
             // comparing every Deployment's line after each batch.
             let mut moved = Progress::new();
