@@ -89,7 +89,11 @@ pub async fn run(
         None => {
             let all = store.list().await?;
             previous(&live, &all)
-                .map_err(|why| fail(Kind::Usage, format!("{why}; {}", kept(&all))))?
+                .map_err(|mut why| {
+                    // No history at all names no environment of its own.
+                    why.environment = environment.to_string();
+                    fail(Kind::Usage, format!("{why}; {}", kept(&all)))
+                })?
                 .clone()
         }
     };

@@ -1288,3 +1288,21 @@ fn a_switch_waits_for_the_new_slot_to_match_what_the_old_one_serves_with() {
         text(&out)
     );
 }
+
+/// `rollback previous` on an environment with no deployment yet names the
+/// environment (it said "no good deployment of  before ...").
+#[test]
+fn rollback_previous_with_no_history_names_the_environment() {
+    let world = World::new(Duration::from_millis(200));
+    let out = world
+        .maily()
+        .args(["rollback", "staging", "previous"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::USAGE);
+    assert!(
+        text(&out).contains("no good deployment of staging"),
+        "{}",
+        text(&out)
+    );
+}

@@ -215,6 +215,17 @@ fn an_expired_lease_is_taken_over_and_a_live_one_needs_unlock() {
         .unwrap();
     assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("held by ghost@old-runner"));
+    // A script asks in JSON: the lock is free now, and it says so as JSON.
+    let out = world
+        .maily()
+        .args(["unlock", "staging", "--yes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("unlock -o json: {e}: {}", text(&out)));
+    assert_eq!(said["schema"], "maily-deploy/unlock/v1");
+    assert_eq!(said["removed"], false);
     let out = world.deploy("v3", &[]);
     assert_exit(&out, 0);
     assert_eq!(consistent(&world).1, "v3");
