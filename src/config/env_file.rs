@@ -129,19 +129,27 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     // dotenvy reports the text it could not parse (the whole line, or the
     // value part of it); find that line's number, searching on from the
     // last one reported.
+    let lines: Vec<&str> = text.lines().collect();
     let mut searched_to = 0;
+    let mut unparsed = 0usize;
     for item in iter {
         match item {
             Ok(pair) => pairs.push(pair),
             Err(dotenvy::Error::LineParse(fragment, _)) => {
-                let found = text
-                    .lines()
-                    .enumerate()
-                    .skip(searched_to)
-                    .find(|(_, l)| l.contains(fragment.trim()))
-                    .map(|(i, _)| i);
+                unparsed += 1;
+                let found = lines
+                    .get(searched_to..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|l| l.contains(fragment.trim()))
+                    .map(|i| i + searched_to);
                 if let Some(i) = found {
                     searched_to = i + 1;
+                }
+                // A file that is not an env file at all (a dump passed by
+                // mistake) fails on every line: its first few say enough.
+                if problems.len() >= MAX_LINE_PROBLEMS {
+                    continue;
                 }
                 let number = found.map_or("?".to_string(), |i| (i + 1).to_string());
                 problems.push(Problem {
@@ -163,15 +171,31 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     if !problems.is_empty() {
+        let more = unparsed - problems.len();
         return Err(crate::error::Failure::with_problems(
             Kind::Config,
-            format!("env file {} has lines that do not parse", path.display()),
+            format!(
+                "env file {} has {unparsed} line{} that do not parse{}",
+                path.display(),
+                if unparsed == 1 { "" } else { "s" },
+                if more > 0 {
+                    format!(
+                        " (the first {} are listed, {more} more are not)",
+                        problems.len()
+                    )
+                } else {
+                    String::new()
+                }
+            ),
             problems,
         )
         .into());
     }
     Ok(pairs)
 }
+
+/// The most unparseable lines an env file's error lists one by one.
+const MAX_LINE_PROBLEMS: usize = 20;
 
 /// Names in the env file that the spec does not know: almost always a typo,
 /// so each comes with the closest known name.
@@ -280,6 +304,27 @@ mod tests {
         assert_eq!(lines, vec!["2", "3"]);
         let text = format!("{err:#} {:?}", failure.problems);
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_file_that_is_no_env_file_at_all_is_said_in_a_few_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dump.sql");
+        let dump: String = (0..5000)
+            .map(|i| format!("INSERT INTO t VALUES ({i}, 'a b');\n"))
+            .collect();
+        std::fs::write(&path, dump).unwrap();
+        let err = read(&path).unwrap_err();
+        let failure = crate::error::failure_of(&err).unwrap();
+        assert_eq!(failure.problems.len(), MAX_LINE_PROBLEMS);
+        assert!(
+            failure.message.contains("5000 lines that do not parse")
+                && failure.message.contains("4980 more are not"),
+            "{}",
+            failure.message
+        );
+        // Numbered in order, each line found once.
+        assert!(failure.problems[19].subject.ends_with(":20"));
     }
 
     #[test]
