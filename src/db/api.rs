@@ -109,13 +109,22 @@ impl MigrateSettings {
     }
 
     fn store(&self, what: &str) -> Result<BackupStore> {
-        let url = self
-            .backup_url
+        BackupStore::open(self.backup_location(what)?, &self.backup_store_options)
+    }
+
+    /// The store, to read from only: a `file://` directory not there yet is
+    /// an empty location, not created.
+    fn store_to_read(&self, what: &str) -> Result<BackupStore> {
+        BackupStore::open_to_read(self.backup_location(what)?, &self.backup_store_options)
+    }
+
+    /// `DATABASE_BACKUP_URL`, which `what` needs.
+    fn backup_location(&self, what: &str) -> Result<&str, DbError> {
+        self.backup_url
             .as_deref()
             .ok_or_else(|| DbError::NoBackupLocation {
                 what: what.to_owned(),
-            })?;
-        BackupStore::open(url, &self.backup_store_options)
+            })
     }
 }
 
@@ -488,7 +497,7 @@ pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<
 /// location, the database reachable, the target an applied version, and
 /// a `.down.sql` for every migration to revert. Changes nothing.
 pub async fn check_down_to(settings: &MigrateSettings, target: i64) -> Result<()> {
-    settings.store("migrating down")?;
+    settings.store_to_read("migrating down")?;
     let (set, status) = read_status(settings).await?;
     down_steps(&status, &set, target).map(|_| ())
 }
@@ -621,13 +630,18 @@ pub async fn list_backups(
     backup_url: &str,
     store_options: &[(String, String)],
 ) -> Result<Vec<BackupRecord>> {
-    BackupStore::open(backup_url, store_options)?.list().await
+    BackupStore::open_to_read(backup_url, store_options)?
+        .list()
+        .await
 }
 
 /// The backup named `wanted` (its name or location) or, failing that, the
 /// newest one taken by deployment `wanted`, in `settings.backup_url`.
 pub async fn find_backup(settings: &MigrateSettings, wanted: &str) -> Result<BackupRecord> {
-    settings.store("finding a backup")?.find(wanted).await
+    settings
+        .store_to_read("finding a backup")?
+        .find(wanted)
+        .await
 }
 
 /// The record of a restore.

@@ -79,6 +79,13 @@ pub enum DbError {
     )]
     NoBackupLocation { what: String },
 
+    /// `DATABASE_BACKUP_URL` names no place backups can be kept.
+    #[error(
+        "DATABASE_BACKUP_URL {location} cannot hold backups: {reason}; \
+         point it at a directory (file:///path/) or a bucket (s3://bucket/prefix/)"
+    )]
+    BadBackupLocation { location: String, reason: String },
+
     /// The backup could not be taken, stored or verified; nothing was changed.
     #[error("backup failed, the database was not changed: {reason}")]
     BackupFailed { reason: String },

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures_util::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
@@ -55,24 +55,57 @@ impl BackupStore {
     /// (`aws_endpoint`, `aws_allow_http`, `aws_access_key_id`, ...) on top of
     /// the `AWS_*` environment variables; a `file://` location ignores them.
     pub fn open(location: &str, options: &[(String, String)]) -> Result<Self> {
+        Self::open_with(location, options, true)
+    }
+
+    /// As [`BackupStore::open`], for reading only (listing, finding): a
+    /// `file://` directory that is not there yet is an empty location, not
+    /// one to create, since a command that only reads changes nothing.
+    pub fn open_to_read(location: &str, options: &[(String, String)]) -> Result<Self> {
+        Self::open_with(location, options, false)
+    }
+
+    fn open_with(location: &str, options: &[(String, String)], create: bool) -> Result<Self> {
+        let bad = |reason: String| DbError::BadBackupLocation {
+            location: crate::error::clipped(location).into_owned(),
+            reason,
+        };
         let base = if location.ends_with('/') {
             location.to_owned()
         } else {
             format!("{location}/")
         };
-        let url = Url::parse(&base).with_context(|| {
-            format!("backup location {location:?} is not a URL; use file:///path/ or s3://bucket/prefix/")
-        })?;
+        let url = Url::parse(&base).map_err(|e| bad(format!("it is not a URL ({e})")))?;
         match url.scheme() {
             "file" => {
-                let dir = url.to_file_path().map_err(|()| {
-                    anyhow::anyhow!("backup location {location:?} is not a local path")
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| bad("it is not a local path".into()))?;
+                // Without its trailing `/`: a file named with one is "not
+                // there" to stat, which would hide it.
+                let dir: std::path::PathBuf = dir.components().collect();
+                if dir.exists() && !dir.is_dir() {
+                    return Err(bad(format!("{} is a file, not a directory", dir.display())).into());
+                }
+                if !dir.exists() && !create {
+                    return Ok(Self {
+                        base,
+                        store: Arc::new(object_store::memory::InMemory::new()),
+                        prefix: String::new(),
+                        local_dir: Some(dir),
+                    });
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    bad(format!(
+                        "the directory {} cannot be created ({e})",
+                        dir.display()
+                    ))
                 })?;
-                std::fs::create_dir_all(&dir).with_context(|| {
-                    format!("could not create the backup directory {}", dir.display())
-                })?;
-                let store = LocalFileSystem::new_with_prefix(&dir).with_context(|| {
-                    format!("could not open the backup directory {}", dir.display())
+                let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
+                    bad(format!(
+                        "the directory {} cannot be opened ({e})",
+                        dir.display()
+                    ))
                 })?;
                 Ok(Self {
                     base,
@@ -107,9 +140,7 @@ impl BackupStore {
                     local_dir: None,
                 })
             }
-            other => bail!(
-                "backup location {location:?} has scheme {other:?}; use file:///path/ or s3://bucket/prefix/"
-            ),
+            other => Err(bad(format!("its scheme is {other:?}")).into()),
         }
     }
 
@@ -300,5 +331,51 @@ impl Staged {
     /// The staged file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_a_location_not_there_yet_creates_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("backups/staging");
+        let url = format!("file://{}/", dir.display());
+        let store = BackupStore::open_to_read(&url, &[]).unwrap();
+        assert!(store.list().await.unwrap().is_empty());
+        assert!(!dir.exists(), "a listing created {}", dir.display());
+        // Writing creates it.
+        BackupStore::open(&url, &[]).unwrap();
+        assert!(dir.is_dir());
+    }
+
+    #[test]
+    fn a_location_that_is_a_file_is_a_configuration_problem() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let url = format!("file://{}/", file.display());
+        for result in [
+            BackupStore::open_to_read(&url, &[]),
+            BackupStore::open(&url, &[]),
+        ] {
+            let Err(err) = result else {
+                panic!("a file as the backup directory was taken");
+            };
+            assert!(
+                matches!(DbError::find(&err), Some(DbError::BadBackupLocation { .. })),
+                "{err:#}"
+            );
+            assert!(
+                err.to_string().contains("is a file, not a directory"),
+                "{err:#}"
+            );
+        }
+        let Err(err) = BackupStore::open("ftp://host/x/", &[]) else {
+            panic!("ftp taken as a backup location");
+        };
+        assert!(err.to_string().contains("its scheme is \"ftp\""), "{err:#}");
     }
 }

@@ -58,7 +58,8 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             | DbError::ChecksumDrift { .. }
             | DbError::UnknownAppliedMigration { .. }
             | DbError::Dirty { .. }
-            | DbError::NoBackupLocation { .. },
+            | DbError::NoBackupLocation { .. }
+            | DbError::BadBackupLocation { .. },
         ) => Kind::Config,
         Some(DbError::LockWaitTimeout { .. }) => Kind::LockHeld,
         Some(
