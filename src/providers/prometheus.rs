@@ -126,7 +126,15 @@ impl Prometheus {
             )
         })?;
         let status = resp.status();
-        let body = read_body(resp).await.unwrap_or_else(|why| why);
+        // An answer too large to read is said as such, not as one in
+        // another format: a Prometheus with thousands of targets (each
+        // with its discovered labels) can outgrow the bound.
+        let body = read_body(resp).await.map_err(|why| {
+            fail(
+                Kind::PhaseFailed,
+                format!("Prometheus {url}: reading its targets: {why}"),
+            )
+        })?;
         let parsed: Result<Envelope, _> = serde_json::from_str(&body);
         match parsed {
             Ok(Envelope {
@@ -645,6 +653,25 @@ mod tests {
             matches!(qe, QueryError::Unreachable(m) if m.contains("larger than 16777216 bytes")),
             "{err:#}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_target_list_too_large_to_read_says_so() {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let huge = format!(
+            r#"{{"status":"success","data":{{"activeTargets":[],"pad":"{}"}}}}"#,
+            "x".repeat(super::super::http::MAX_ANSWER_BYTES)
+        );
+        Mock::given(path("/api/v1/targets"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+            .mount(&server)
+            .await;
+        let prom = Prometheus::new(&server.uri()).unwrap();
+        let err = prom.targets().await.unwrap_err().to_string();
+        assert!(err.contains("larger than 16777216 bytes"), "{err}");
+        assert!(!err.contains("not its HTTP API's JSON"), "{err}");
     }
 
     #[tokio::test]
