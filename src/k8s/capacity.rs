@@ -4,9 +4,11 @@
 //!
 //! After a deploy both slots run: the slot users are on (already counted in
 //! each quota's `used`) and the new one at its full replicas. Whatever the
-//! idle slot runs now is replaced, so its share of `used` is freed. The
-//! rollout's surge (25%, one pod at a time per Deployment) is not counted:
-//! a quota with no room for it slows the rollout, it does not stop it.
+//! idle slot runs now is replaced, so its share of `used` is freed. Where
+//! the idle slot still runs a Deployment's pods (a grace period kept), the
+//! rollout replaces them with `maxUnavailable: 0`: the surge pods must come
+//! first, so they are counted ([`surge`]); a quota with no room for them
+//! would stop the rollout, not slow it.
 
 use std::collections::BTreeMap;
 
@@ -185,6 +187,29 @@ pub fn demand<'a>(deployments: impl IntoIterator<Item = (&'a Deployment, i32)>) 
     out
 }
 
+/// The pods a rolling update of `d` to `replicas` adds above them at its
+/// peak: its `maxSurge` (a count, or a percentage of `replicas` rounded
+/// up, as the Deployment controller rounds it; 25% when unset).
+pub fn surge(d: &Deployment, replicas: i32) -> i32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let max_surge = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_surge.clone())
+        .unwrap_or(IntOrString::String("25%".into()));
+    let replicas = i64::from(replicas.max(0));
+    let pods = match max_surge {
+        IntOrString::Int(n) => i64::from(n.max(0)),
+        IntOrString::String(text) => text
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+            .map_or(0, |pct| (replicas * pct.clamp(0, 100) + 99) / 100),
+    };
+    i32::try_from(pods).unwrap_or(i32::MAX)
+}
+
 /// Every quota the release would not fit, with the numbers: what it
 /// needs, and what is free (hard − used + what the idle slot frees).
 pub fn shortfalls(quotas: &[ResourceQuota], need: &Amounts, freed: &Amounts) -> Vec<String> {
@@ -257,6 +282,23 @@ mod tests {
 
     fn q(text: &str) -> Amount {
         amount(text).unwrap()
+    }
+
+    #[test]
+    fn the_surge_is_the_deployments_max_surge_rounded_up() {
+        let mut d = deployment("100m", "64Mi", "200m");
+        assert_eq!(surge(&d, 4), 1, "25% when unset");
+        assert_eq!(surge(&d, 5), 2, "rounded up");
+        let mut set = |v: serde_json::Value| {
+            let mut spec = serde_json::to_value(d.spec.clone().unwrap()).unwrap();
+            spec["strategy"] =
+                serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": v}});
+            d.spec = Some(serde_json::from_value(spec).unwrap());
+            d.clone()
+        };
+        assert_eq!(surge(&set(serde_json::json!("50%")), 3), 2);
+        assert_eq!(surge(&set(serde_json::json!(3)), 10), 3);
+        assert_eq!(surge(&set(serde_json::json!("0%")), 10), 0);
     }
 
     #[test]

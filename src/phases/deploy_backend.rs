@@ -245,7 +245,21 @@ pub async fn fits_the_quota(
             .await
             .context("reading the idle slot's Deployments")?
             .items;
-    let need = crate::k8s::capacity::demand(new.iter().map(|(d, r)| (d, *r)));
+    // Pods the idle slot runs are replaced surge first: those counted too.
+    let running = |name: Option<&String>| {
+        idle.iter().any(|d| {
+            d.metadata.name.as_ref() == name
+                && d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) > 0
+        })
+    };
+    let need = crate::k8s::capacity::demand(new.iter().map(|(d, r)| {
+        let peak = if running(d.metadata.name.as_ref()) {
+            r.saturating_add(crate::k8s::capacity::surge(d, *r))
+        } else {
+            *r
+        };
+        (d, peak)
+    }));
     let freed = crate::k8s::capacity::demand(
         idle.iter()
             .map(|d| (d, d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))),

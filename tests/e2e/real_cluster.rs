@@ -430,6 +430,80 @@ fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers
     world.assert_all_on("blue");
 }
 
+/// Where the idle slot still runs pods (the grace period kept them), the
+/// rollout replaces them surge first (`maxUnavailable: 0`): a quota with no
+/// room for the surge pods would stop it at its first pod. The check
+/// counts them, and refuses before anything is applied. (It credited the
+/// old pods as freed and let the rollout fail on `exceeded quota`.)
+#[test]
+fn a_quota_with_no_room_for_the_surge_is_refused_before_it_applies() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    deployed(&world, "v2"); // blue keeps running v1: the tests keep the grace
+    let running = world.kubectl_admin(&[
+        "-n",
+        &world.namespace,
+        "get",
+        "pods",
+        "--no-headers",
+        "-o",
+        "name",
+    ]);
+    let count = running.lines().filter(|l| !l.trim().is_empty()).count();
+    // Room for blue at green's full replicas, and not one pod more: the
+    // release fits once the rollout is over, but not during it.
+    let replicas = |slot: &str| -> usize {
+        world
+            .kubectl_admin(&[
+                "-n",
+                &world.namespace,
+                "get",
+                "deployments",
+                "-l",
+                &format!("maily.ai/slot={slot}"),
+                "-o",
+                "jsonpath={.items[*].spec.replicas}",
+            ])
+            .split_whitespace()
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum()
+    };
+    let hard = count + replicas("green") - replicas("blue");
+    quota(&world, &format!("pods: \"{hard}\""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while world
+        .kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            "resourcequota",
+            "team",
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ])
+        .trim()
+        != count.to_string()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota controller never counted the pods"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let image_before = world.image("api-blue");
+    let out = world.deploy("v3", &[]);
+    let all = text(&out);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::REFUSED);
+    assert!(
+        all.contains("ResourceQuota team: pods: the new slot needs"),
+        "{all}"
+    );
+    assert!(all.contains("nothing was applied"), "{all}");
+    assert_eq!(world.image("api-blue"), image_before, "blue untouched");
+    world.assert_all_on("green");
+}
+
 /// What a write would move, object by object: the generation of the kinds
 /// whose status a controller updates at any time (Deployments, CronJobs,
 /// PodDisruptionBudgets: the disruption controller rewrites a budget's
