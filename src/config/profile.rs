@@ -577,6 +577,8 @@ pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profil
         let why: Vec<String> = e
             .to_string()
             .lines()
+            // The parser knows no file name: it says `<input>`.
+            .map(|l| l.replace("<input>", file))
             .map(|l| {
                 if l.len() > 200 {
                     let head: String = l.chars().take(120).collect();
@@ -834,5 +836,13 @@ mod tests {
             "{:?}",
             failure.problems
         );
+    }
+
+    #[test]
+    fn a_profile_that_does_not_parse_is_pointed_at_by_its_file_name() {
+        let err = parse("namespce: x\n", "x", "manifests/environments/x.yaml").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("manifests/environments/x.yaml:1:1"), "{text}");
+        assert!(!text.contains("<input>"), "{text}");
     }
 }
