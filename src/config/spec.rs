@@ -190,6 +190,8 @@ pub const SPEC: &[VarSpec] = &[
         "Vault role, for VAULT_AUTH_METHOD=kubernetes"),
     var("VAULT_SERVICE_ACCOUNT_TOKEN_FILE", &[], Format::NonEmpty, Default("/var/run/secrets/kubernetes.io/serviceaccount/token"), "Vault",
         "The pod's service account token, sent to Vault's Kubernetes login with VAULT_ROLE"),
+    var("VAULT_NAMESPACE", &[], Format::NonEmpty, Optional, "Vault",
+        "Vault namespace (HCP Vault, Vault Enterprise), sent as X-Vault-Namespace with every request, the login too"),
     // Notifications
     secret("SLACK_WEBHOOK_URL", &[], Format::HttpUrl, Optional, "Notifications",
         "Slack incoming webhook for start, success, failure and rollback messages"),

@@ -141,6 +141,7 @@ fn fix_for(err: &VaultError, r: &VaultRef) -> String {
 /// Log in as the settings say.
 async fn connect(vars: &Vars) -> Result<Vault, VaultError> {
     let addr = vars.get("VAULT_ADDR").unwrap_or_default();
+    let namespace = vars.get("VAULT_NAMESPACE").filter(|n| !n.is_empty());
     match vars.get("VAULT_AUTH_METHOD") {
         Some("kubernetes") => {
             let role = vars.get("VAULT_ROLE").unwrap_or_default();
@@ -155,12 +156,13 @@ async fn connect(vars: &Vars) -> Result<Vault, VaultError> {
             })?;
             let jwt = jwt.trim();
             redact::register("VAULT_SERVICE_ACCOUNT_TOKEN", jwt);
-            let vault = Vault::kubernetes_login(addr, role, jwt).await?;
+            let vault = Vault::kubernetes_login(addr, namespace, role, jwt).await?;
             redact::register("VAULT_TOKEN", vault.token());
             Ok(vault)
         }
         _ => Ok(Vault::with_token(
             addr,
+            namespace,
             vars.get("VAULT_TOKEN").unwrap_or_default(),
         )),
     }

@@ -177,20 +177,30 @@ pub struct Vault {
     http: reqwest::Client,
 }
 
+/// The client every request goes through: with `X-Vault-Namespace` on
+/// each one when a namespace is given (HCP Vault and Vault Enterprise
+/// serve a namespace's mounts only to requests that name it).
+fn http_in(namespace: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(ns) = namespace.filter(|n| !n.is_empty())
+        && let Ok(value) = reqwest::header::HeaderValue::from_str(ns)
+    {
+        headers.insert("X-Vault-Namespace", value);
+    }
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(15))
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .unwrap_or_default()
 }
 
 /// A transport error's text, without the URL (it holds nothing secret, but
@@ -210,20 +220,26 @@ fn transport(addr: &str, e: reqwest::Error) -> VaultError {
 }
 
 impl Vault {
-    /// A client with a token (`VAULT_AUTH_METHOD=token`).
-    pub fn with_token(addr: &str, token: &str) -> Vault {
+    /// A client with a token (`VAULT_AUTH_METHOD=token`), in `namespace`
+    /// when given (`VAULT_NAMESPACE`).
+    pub fn with_token(addr: &str, namespace: Option<&str>, token: &str) -> Vault {
         Vault {
             addr: addr.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: http(),
+            http: http_in(namespace),
         }
     }
 
     /// Log in with a Kubernetes service account token and a role
-    /// (`VAULT_AUTH_METHOD=kubernetes`).
-    pub async fn kubernetes_login(addr: &str, role: &str, jwt: &str) -> Result<Vault, VaultError> {
+    /// (`VAULT_AUTH_METHOD=kubernetes`), in `namespace` when given.
+    pub async fn kubernetes_login(
+        addr: &str,
+        namespace: Option<&str>,
+        role: &str,
+        jwt: &str,
+    ) -> Result<Vault, VaultError> {
         let addr = addr.trim_end_matches('/').to_string();
-        let http = http();
+        let http = http_in(namespace);
         let resp = http
             .post(format!("{addr}/v1/auth/kubernetes/login"))
             .json(&serde_json::json!({"role": role, "jwt": jwt}))

@@ -202,6 +202,38 @@ fn bad_variables_are_all_named_before_vault_is_asked() {
     assert!(requests.is_empty(), "Vault was asked: {requests:?}");
 }
 
+/// HCP Vault and Vault Enterprise serve a namespace's mounts only to
+/// requests that name it in `X-Vault-Namespace`.
+#[test]
+fn a_vault_namespace_is_named_on_every_request() {
+    use wiremock::matchers::header;
+    let w = VaultWorld::new();
+    w.mount(
+        Mock::given(method("GET"))
+            .and(path("/v1/secret/data/maily/staging"))
+            .and(header("X-Vault-Token", TOKEN))
+            .and(header("X-Vault-Namespace", "admin/maily"))
+            .respond_with(support::vault::kv(json!({"image_tag": "v9-ns"})))
+            .expect(1),
+    );
+    let addr = w.addr();
+    let out = w.deploy(
+        &[
+            ("VAULT_ADDR", &addr),
+            ("VAULT_TOKEN", TOKEN),
+            ("VAULT_NAMESPACE", "admin/maily"),
+            ("IMAGE_TAG", "vault:secret/maily/staging#image_tag"),
+        ],
+        &[],
+    );
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        w.world.image("api-blue").as_deref(),
+        Some("registry.example.invalid/maily/maily-api:v9-ns")
+    );
+    w.world.rt.block_on(w.vault.verify());
+}
+
 #[test]
 fn kubernetes_auth_logs_in_with_the_service_account_token_and_role() {
     let w = VaultWorld::new();
