@@ -168,6 +168,8 @@ pub const SPEC: &[VarSpec] = &[
         "Chain id the Ethereum endpoint must report"),
     var("POLYGON_CHAIN_ID", &[Verify], Format::Integer { min: 1, max: i64::MAX }, Default("137"), "Blockchain",
         "Chain id the Polygon endpoint must report"),
+    secret("VERCEL_AUTOMATION_BYPASS_SECRET", &[Verify], Format::NonEmpty, Optional, "Verification",
+        "Vercel's Protection Bypass for Automation secret: verify opens a protected preview with it (x-vercel-protection-bypass)"),
     var("VERIFY_BASE_URL", &[Verify], Format::HttpUrl, Optional, "Verification",
         "Gateway URL verify reaches the new slot through (https://<api domain> when unset)"),
     // Observability

@@ -381,21 +381,70 @@ async fn certificates(cx: &Context) -> Result<Seen, CheckError> {
     }
 }
 
-async fn frontend(url: &str) -> Result<String, CheckError> {
+/// The new frontend's preview URL answers 200, itself. Redirects are
+/// followed on its own host only: a preview behind Vercel's Deployment
+/// Protection redirects to Vercel's login, whose page answers 200 too and
+/// must not pass for the frontend. `bypass` is the project's Protection
+/// Bypass for Automation secret, sent as Vercel documents it.
+async fn frontend(url: &str, bypass: Option<&str>) -> Result<String, CheckError> {
     let url = if url.starts_with("http") {
         url.to_string()
     } else {
         format!("https://{url}")
     };
-    let resp = http()
-        .get(&url)
+    // The process's one crypto provider (main installs it too; a library
+    // caller may not have).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let own = reqwest::Url::parse(&url)
+        .ok()
+        .map(|u| (u.host_str().map(str::to_owned), u.port_or_known_default()));
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let here = (
+                attempt.url().host_str().map(str::to_owned),
+                attempt.url().port_or_known_default(),
+            );
+            if Some(here) != own || attempt.previous().len() >= 10 {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .unwrap_or_default();
+    let mut req = client.get(&url);
+    if let Some(secret) = bypass {
+        req = req.header("x-vercel-protection-bypass", secret);
+    }
+    let resp = req
         .send()
         .await
         .map_err(|e| format!("{}", e.without_url()))?;
-    if resp.status().as_u16() == 200 {
-        Ok("200".into())
-    } else {
-        Err(format!("{url} answered {}", resp.status()).into())
+    let status = resp.status();
+    let protected = "the preview is behind Vercel's Deployment Protection: set VERCEL_AUTOMATION_BYPASS_SECRET to the project's Protection Bypass for Automation secret";
+    match status.as_u16() {
+        200 => Ok("200".into()),
+        300..=399 => {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .map_or("another host".to_string(), |l| {
+                    format!("{}{}", l.host_str().unwrap_or("?"), l.path())
+                });
+            Err(CheckError::Final(format!(
+                "{url} redirects to {to}, not a page of its own; {protected}"
+            )))
+        }
+        401 | 403 if bypass.is_none() => Err(CheckError::Final(format!(
+            "{url} answered {status}; {protected}"
+        ))),
+        401 | 403 => Err(CheckError::Final(format!(
+            "{url} answered {status} to the bypass secret in VERCEL_AUTOMATION_BYPASS_SECRET; check it is the project's current one"
+        ))),
+        _ => Err(format!("{url} answered {status}").into()),
     }
 }
 
@@ -549,11 +598,18 @@ impl Phase for Verify {
             certificates(cx)
         })));
         let front = cx.records.frontend.as_ref().and_then(|f| f.url.clone());
+        let bypass = cx
+            .config
+            .vars
+            .get("VERCEL_AUTOMATION_BYPASS_SECRET")
+            .filter(|v| !v.is_empty())
+            .map(String::from);
         checks.push(Box::pin(checked("frontend".into(), move || {
             let f = front.clone();
+            let bypass = bypass.clone();
             async move {
                 match f {
-                    Some(url) => frontend(&url).await.map(Seen::Passed),
+                    Some(url) => frontend(&url, bypass.as_deref()).await.map(Seen::Passed),
                     None => Ok(Seen::Skipped(
                         "no new frontend deployment in this run".into(),
                     )),
@@ -615,6 +671,72 @@ impl Phase for Verify {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn final_text(r: Result<String, CheckError>) -> String {
+        match r {
+            Err(CheckError::Final(why)) => why,
+            other => panic!("a final failure, not {other:?}"),
+        }
+    }
+
+    /// A preview behind Vercel's Deployment Protection redirects to Vercel's
+    /// login (another host, whose page answers 200) or answers 401: neither
+    /// passes for the frontend; the bypass secret opens it; a redirect on
+    /// the frontend's own host is followed.
+    #[tokio::test]
+    async fn a_protected_preview_never_passes_for_the_frontend() {
+        use wiremock::matchers::{header, method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let vercel_login = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/login"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string("<html>Log in to Vercel</html>"),
+            )
+            .mount(&vercel_login)
+            .await;
+        let preview = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/sso"))
+            .respond_with(
+                ResponseTemplate::new(302)
+                    .insert_header("location", format!("{}/login", vercel_login.uri()).as_str()),
+            )
+            .mount(&preview)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .and(header("x-vercel-protection-bypass", "bypass-Secret-42"))
+            .respond_with(ResponseTemplate::new(302).insert_header("location", "/en"))
+            .mount(&preview)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/en"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("Maily"))
+            .mount(&preview)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/"))
+            .respond_with(ResponseTemplate::new(401))
+            .with_priority(10)
+            .mount(&preview)
+            .await;
+
+        let why = final_text(frontend(&format!("{}/sso", preview.uri()), None).await);
+        assert!(why.contains("redirects to 127.0.0.1/login"), "{why}");
+        assert!(why.contains("VERCEL_AUTOMATION_BYPASS_SECRET"), "{why}");
+        let why = final_text(frontend(&format!("{}/", preview.uri()), None).await);
+        assert!(why.contains("401"), "{why}");
+        assert!(why.contains("Deployment Protection"), "{why}");
+        let why = final_text(frontend(&format!("{}/", preview.uri()), Some("wrong")).await);
+        assert!(why.contains("to the bypass secret"), "{why}");
+        assert_eq!(
+            frontend(&format!("{}/", preview.uri()), Some("bypass-Secret-42"))
+                .await
+                .unwrap(),
+            "200"
+        );
+    }
 
     #[tokio::test]
     async fn a_check_that_may_recover_is_asked_again_and_a_final_failure_is_not() {
