@@ -38,6 +38,10 @@ pub const MAX_UID: usize = 40;
 #[derive(Clone)]
 pub struct Grafana {
     api: http::Api,
+    /// The same API, asked once per call: for a create that must not be
+    /// sent again blindly (a retried `POST /api/annotations` whose first
+    /// answer was lost makes a second annotation).
+    once: http::Api,
 }
 
 impl std::fmt::Debug for Grafana {
@@ -186,18 +190,23 @@ fn hint(status: StatusCode) -> &'static str {
 
 impl Grafana {
     pub fn new(url: &str, token: &str) -> anyhow::Result<Grafana> {
-        let api = http::Api::new(
-            "Grafana",
-            url,
-            token,
-            Duration::from_secs(10),
-            http::Backoff {
-                max_delay: Duration::from_secs(3),
-                retries: 4,
-            },
-            hint,
-        )?;
-        Ok(Grafana { api })
+        let with = |retries| {
+            http::Api::new(
+                "Grafana",
+                url,
+                token,
+                Duration::from_secs(10),
+                http::Backoff {
+                    max_delay: Duration::from_secs(3),
+                    retries,
+                },
+                hint,
+            )
+        };
+        Ok(Grafana {
+            api: with(4)?,
+            once: with(0)?,
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -288,15 +297,63 @@ impl Grafana {
         .await
     }
 
-    /// `POST /api/annotations`; the new annotation's id.
+    /// `POST /api/annotations`; the new annotation's id. Each call makes
+    /// one, so it is not simply sent again: after a failure that may have
+    /// landed (a timeout, a 5xx from a proxy), the deployment's annotation
+    /// is looked up by its `deployment:` tag first, and only when Grafana
+    /// has none is the create asked again.
     pub async fn create_annotation(&self, a: &NewAnnotation) -> anyhow::Result<i64> {
         let what = "creating the deployment's annotation";
-        let created: Created = self
-            .json(what, || {
-                self.request(Method::POST, "/api/annotations").json(a)
+        let tag = a.tags.iter().find(|t| t.starts_with("deployment:"));
+        let mut last = None;
+        for attempt in 0..4u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+                if let Some(tag) = tag
+                    && let Some(id) = self.annotation_tagged(tag).await?
+                {
+                    return Ok(id);
+                }
+            }
+            let sent = self
+                .once
+                .send(what, || {
+                    self.request(Method::POST, "/api/annotations").json(a)
+                })
+                .await;
+            match sent {
+                Ok(resp) => {
+                    let created: Created = self
+                        .api
+                        .json(what, resp)
+                        .await
+                        .map_err(ApiError::into_failure)?;
+                    return Ok(created.id);
+                }
+                // Refused (4xx): asking again gets the same answer.
+                Err(e @ ApiError::Rejected { .. }) => return Err(e.into_failure()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .map(ApiError::into_failure)
+            .unwrap_or_else(|| anyhow::anyhow!("{what}: no answer")))
+    }
+
+    /// `GET /api/annotations?tags=<tag>&type=annotation`: the newest
+    /// annotation with `tag`, if any.
+    async fn annotation_tagged(&self, tag: &str) -> anyhow::Result<Option<i64>> {
+        let what = format!("looking for the annotation tagged {tag}");
+        let found: Vec<Created> = self
+            .json(&what, || {
+                self.request(Method::GET, "/api/annotations").query(&[
+                    ("tags", tag),
+                    ("type", "annotation"),
+                    ("limit", "1"),
+                ])
             })
             .await?;
-        Ok(created.id)
+        Ok(found.first().map(|c| c.id))
     }
 
     /// `PATCH /api/annotations/:id`.
@@ -395,5 +452,43 @@ mod tests {
                 "maily-deploy", "environment:staging",
                 "deployment:staging-20250101-120000", "outcome:in-progress"]})
         );
+    }
+
+    /// A create whose answer was lost (a 502 from a proxy after Grafana
+    /// made it) is not sent again: the deployment's annotation is found by
+    /// its tag, and there is one annotation, not two.
+    #[tokio::test]
+    async fn an_annotation_whose_create_answer_was_lost_is_found_not_made_twice() {
+        use wiremock::matchers::{method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/annotations"))
+            .respond_with(ResponseTemplate::new(502))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/annotations"))
+            .and(query_param("tags", "deployment:staging-20261201-110000"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+                {"id": 77, "dashboardUID": "", "time": 1, "timeEnd": 1,
+                 "tags": ["maily-deploy", "deployment:staging-20261201-110000"], "text": "x"}
+            ])))
+            .mount(&server)
+            .await;
+        let grafana = Grafana::new(&server.uri(), "glsa_token_0123456789").unwrap();
+        let id = grafana
+            .create_annotation(&NewAnnotation {
+                time: 1,
+                time_end: 1,
+                tags: annotation_tags("staging", "staging-20261201-110000", "in-progress"),
+                text: "deploying".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(id, 77);
+        server.verify().await;
     }
 }

@@ -84,6 +84,9 @@ impl Api {
         backoff: Backoff,
         hint: fn(StatusCode) -> &'static str,
     ) -> anyhow::Result<Api> {
+        // The process's one crypto provider (main installs it too; a
+        // library caller may not have).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("maily-deploy/", env!("CARGO_PKG_VERSION")))
