@@ -315,7 +315,7 @@ impl BackupStore {
             .cloned()
             .ok_or_else(|| {
                 DbError::BackupNotFound {
-                    wanted: wanted.to_owned(),
+                    wanted: crate::error::clipped(wanted).into_owned(),
                     store: self.base.clone(),
                 }
                 .into()
@@ -349,6 +349,17 @@ mod tests {
         // Writing creates it.
         BackupStore::open(&url, &[]).unwrap();
         assert!(dir.is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_name_no_backup_has_is_echoed_clipped() {
+        let root = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/", root.path().display());
+        let store = BackupStore::open(&url, &[]).unwrap();
+        let Err(err) = store.find(&"x".repeat(5000)).await else {
+            panic!("found a backup in an empty store");
+        };
+        assert!(err.to_string().len() < 400, "{err}");
     }
 
     #[test]
