@@ -48,7 +48,10 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         phases::validate::before_any_request(&config, &selection.selected())?;
     }
     if req.deployment {
-        let wants_secrets = selection.is_selected(PhaseId::DeployBackend);
+        // The slots' pods read them: whatever puts pods into a slot writes
+        // that slot's copies.
+        let wants_secrets = selection.is_selected(PhaseId::DeployBackend)
+            || selection.is_selected(PhaseId::ConfigureAi);
         let secrets = config.profile.secrets.clone();
         platform_secrets = config::vault::resolve(
             &mut config.vars,

@@ -69,45 +69,64 @@ fn objects_for(cx: &Context, b: &Backend, slot: Slot) -> anyhow::Result<Vec<Dyna
     Ok(out)
 }
 
-/// The platform's Secrets, from the values read from Vault at start-up.
+/// The platform's Secrets, from the values read from Vault at start-up:
+/// the environment's (`shared`: what platform jobs such as the daily
+/// backup read), and each profile Secret's copy for `slot`
+/// (`<name>-<slot>`), which that slot's pods read. A slot's copy is written
+/// only when a release goes into that slot, so a deploy never changes what
+/// the slot users are on reads (its pods restarting meanwhile included),
+/// and a rollback to it finds the values it ran with.
 ///
 /// They are applied with the other objects but never come from
 /// `objects_for`, whose objects a snapshot keeps: no secret value is ever
 /// rendered into a manifest or a snapshot.
-pub fn platform_secret_objects(cx: &Context) -> Vec<DynamicObject> {
+pub fn platform_secret_objects(
+    cx: &Context,
+    slot: Option<Slot>,
+    shared: bool,
+) -> Vec<DynamicObject> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::ObjectMeta;
-    cx.platform_secrets
-        .0
-        .iter()
-        .map(|(name, keys)| {
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(cx.config.profile.namespace.clone()),
-                    labels: Some(
-                        [
-                            ("app.kubernetes.io/part-of".to_string(), "maily".to_string()),
-                            ("maily.ai/source".to_string(), "vault".to_string()),
-                        ]
-                        .into(),
-                    ),
-                    ..Default::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(
-                    keys.iter()
-                        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-                        .collect(),
+    let secret = |name: String, keys: &std::collections::BTreeMap<String, String>| {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(cx.config.profile.namespace.clone()),
+                labels: Some(
+                    [
+                        ("app.kubernetes.io/part-of".to_string(), "maily".to_string()),
+                        ("maily.ai/source".to_string(), "vault".to_string()),
+                    ]
+                    .into(),
                 ),
                 ..Default::default()
-            };
-            serde_json::to_value(&secret)
-                .and_then(serde_json::from_value)
-                .expect("a Secret is a DynamicObject")
-        })
-        .collect()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(
+                keys.iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        serde_json::to_value(&secret)
+            .and_then(serde_json::from_value)
+            .expect("a Secret is a DynamicObject")
+    };
+    let mut out = Vec::new();
+    for (name, keys) in &cx.platform_secrets.0 {
+        if shared {
+            out.push(secret(name.clone(), keys));
+        }
+        // The backup job's Secret is the environment's alone.
+        if let Some(slot) = slot
+            && name != crate::db::daily_backup::SECRET
+        {
+            out.push(secret(format!("{name}-{slot}"), keys));
+        }
+    }
+    out
 }
 
 /// The objects of every service in a slot (what a rollback re-applies).
@@ -373,14 +392,19 @@ impl Phase for DeployBackend {
             ),
         ];
         steps.extend(server);
+        for (name, keys) in &cx.config.profile.secrets {
+            let which = if b.carried.is_none() {
+                format!("Secrets {name} and {name}-{slot} (the slot's copy)")
+            } else {
+                format!("Secret {name}-{slot} (the slot's copy)")
+            };
+            steps.push(format!(
+                "{which}: {} keys from Vault ({})",
+                keys.len(),
+                keys.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         if b.carried.is_none() {
-            for (name, keys) in &cx.config.profile.secrets {
-                steps.push(format!(
-                    "Secret {name}: {} keys from Vault ({})",
-                    keys.len(),
-                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
             use crate::db::daily_backup;
             if cx
                 .config
@@ -459,13 +483,10 @@ impl Phase for DeployBackend {
         if let Some(note) = fits_the_quota(cx, &b.profile, slot, &objects).await? {
             tracing::warn!("{note}");
         }
-        // A carried-over backend is the slot's objects alone: the
-        // platform's secrets are the deployed layer's to write.
-        let secrets = if b.carried.is_none() {
-            platform_secret_objects(cx)
-        } else {
-            Vec::new()
-        };
+        // A carried-over backend writes the slot's copies of the secrets
+        // (its pods read them) but not the environment's: those are the
+        // deployed layer's to write.
+        let secrets = platform_secret_objects(cx, Some(slot), b.carried.is_none());
         let secret_names: Vec<String> = secrets
             .iter()
             .filter_map(|o| o.metadata.name.clone())

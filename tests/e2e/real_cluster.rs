@@ -41,6 +41,44 @@ fn nothing_forbidden(out: &std::process::Output) {
 }
 
 #[track_caller]
+/// The namespace's pods once none is terminating: what its quota's `used`
+/// counts (pods being deleted, the old slot's workers after a switch, are
+/// listed but no longer counted).
+fn settled_pod_count(world: &World) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let terminating = world.kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].metadata.deletionTimestamp}",
+        ]);
+        if terminating.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods still terminating: {terminating}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    world
+        .kubectl_admin(&[
+            "-n",
+            &world.namespace,
+            "get",
+            "pods",
+            "--no-headers",
+            "-o",
+            "name",
+        ])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
 fn deployed(world: &World, tag: &str) -> String {
     let out = world.deploy(tag, &[]);
     nothing_forbidden(&out);
@@ -378,16 +416,7 @@ fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers
     let world = World::real("staging");
     deployed(&world, "v1");
     // The namespace may run no more pods than it runs now.
-    let running = world.kubectl_admin(&[
-        "-n",
-        &world.namespace,
-        "get",
-        "pods",
-        "--no-headers",
-        "-o",
-        "name",
-    ]);
-    let count = running.lines().filter(|l| !l.trim().is_empty()).count();
+    let count = settled_pod_count(&world);
     quota(&world, &format!("pods: \"{count}\""));
     // What is used is the quota controller's to fill in: wait for it.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -440,16 +469,7 @@ fn a_quota_with_no_room_for_the_surge_is_refused_before_it_applies() {
     let world = World::real("staging");
     deployed(&world, "v1");
     deployed(&world, "v2"); // blue keeps running v1: the tests keep the grace
-    let running = world.kubectl_admin(&[
-        "-n",
-        &world.namespace,
-        "get",
-        "pods",
-        "--no-headers",
-        "-o",
-        "name",
-    ]);
-    let count = running.lines().filter(|l| !l.trim().is_empty()).count();
+    let count = settled_pod_count(&world);
     // Room for blue at green's full replicas, and not one pod more: the
     // release fits once the rollout is over, but not during it.
     let replicas = |slot: &str| -> usize {

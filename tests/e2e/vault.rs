@@ -469,6 +469,62 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
     w.world.rt.block_on(w.vault.verify());
 }
 
+/// Each slot's pods read their own copy of the platform's secrets, written
+/// when a release goes into that slot: a deploy whose Vault values changed
+/// (a rotated key) never changes what the slot users are on reads, even as
+/// its pods restart, and a rollback finds the values it ran with.
+#[test]
+fn a_deploy_never_changes_the_secrets_the_slot_users_are_on_reads() {
+    let w = VaultWorld::new();
+    w.mount(
+        support::vault::serve(
+            "secret/data/maily/staging",
+            TOKEN,
+            json!({"openai": "sk-before-rotation-1"}),
+        )
+        .up_to_n_times(1)
+        .with_priority(1),
+    );
+    w.mount(support::vault::serve(
+        "secret/data/maily/staging",
+        TOKEN,
+        json!({"openai": "sk-after-rotation-2"}),
+    ));
+    let manifests = w.manifests_with_secrets(
+        "secrets:\n  maily-platform-secrets:\n    OPENAI_API_KEY: secret/maily/staging#openai\n",
+    );
+    let addr = w.addr();
+    let vars = [("VAULT_ADDR", addr.as_str()), ("VAULT_TOKEN", TOKEN)];
+    for tag in ["v1", "v2"] {
+        let mut env = vars.to_vec();
+        env.push(("IMAGE_TAG", tag));
+        let out = w.deploy(&env, &["--manifests-dir", path_str(&manifests)]);
+        assert_exit(&out, exit_code::SUCCESS);
+    }
+    let api: Api<Secret> = Api::namespaced(w.world.client.clone(), NAMESPACE);
+    let key = |name: &str| {
+        let s = w.world.rt.block_on(api.get(name)).unwrap();
+        String::from_utf8(s.data.unwrap()["OPENAI_API_KEY"].0.clone()).unwrap()
+    };
+    assert_eq!(key("maily-platform-secrets-blue"), "sk-before-rotation-1");
+    assert_eq!(key("maily-platform-secrets-green"), "sk-after-rotation-2");
+    assert_eq!(key("maily-platform-secrets"), "sk-after-rotation-2");
+    for slot in ["blue", "green"] {
+        let d = w.world.deployment(&format!("api-{slot}")).unwrap();
+        let from = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env_from
+            .clone()
+            .unwrap();
+        assert!(
+            from.iter().any(|f| f
+                .secret_ref
+                .as_ref()
+                .is_some_and(|r| r.name == format!("maily-platform-secrets-{slot}"))),
+            "api-{slot} reads {from:?}"
+        );
+    }
+}
+
 #[test]
 fn a_refused_kubernetes_login_is_named_for_each_reference() {
     let w = VaultWorld::new();
