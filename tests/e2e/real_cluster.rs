@@ -411,34 +411,59 @@ fn quota(world: &World, hard: &str) {
     world.kubectl_admin_stdin(&["apply", "-f", "-"], quota.as_bytes());
 }
 
+/// A quota on pods whose hard limit is `hard(used)`, `used` being what the
+/// quota controller counts once the namespace's pods have settled (its
+/// status is the controller's to fill in, and it lags behind the pods on a
+/// busy machine); returns `used`.
+fn pods_quota(world: &World, hard: impl Fn(usize) -> usize) -> usize {
+    let read = |field: &str| {
+        world
+            .kubectl_admin(&[
+                "-n",
+                &world.namespace,
+                "get",
+                "resourcequota",
+                "team",
+                "-o",
+                &format!("jsonpath={{.status.{field}.pods}}"),
+            ])
+            .trim()
+            .to_string()
+    };
+    quota(world, "pods: \"100000\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    let used = loop {
+        let now = read("used");
+        let pods = settled_pod_count(world);
+        if !now.is_empty() && now == last && now == pods.to_string() {
+            break pods;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota controller never settled on the pods (it counts {now:?}, the namespace runs {pods})"
+        );
+        last = now;
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let limit = hard(used);
+    quota(world, &format!("pods: \"{limit}\""));
+    while read("hard") != limit.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota's hard limit never became {limit}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    used
+}
+
 #[test]
 fn a_release_the_quota_cannot_hold_is_refused_before_it_applies_with_the_numbers() {
     let world = World::real("staging");
     deployed(&world, "v1");
     // The namespace may run no more pods than it runs now.
-    let count = settled_pod_count(&world);
-    quota(&world, &format!("pods: \"{count}\""));
-    // What is used is the quota controller's to fill in: wait for it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while world
-        .kubectl_admin(&[
-            "-n",
-            &world.namespace,
-            "get",
-            "resourcequota",
-            "team",
-            "-o",
-            "jsonpath={.status.used.pods}",
-        ])
-        .trim()
-        != count.to_string()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the quota controller never counted the pods"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let count = pods_quota(&world, |used| used);
     let out = world.deploy("v2", &[]);
     let all = text(&out);
     nothing_forbidden(&out);
@@ -469,7 +494,6 @@ fn a_quota_with_no_room_for_the_surge_is_refused_before_it_applies() {
     let world = World::real("staging");
     deployed(&world, "v1");
     deployed(&world, "v2"); // blue keeps running v1: the tests keep the grace
-    let count = settled_pod_count(&world);
     // Room for blue at green's full replicas, and not one pod more: the
     // release fits once the rollout is over, but not during it.
     let replicas = |slot: &str| -> usize {
@@ -488,28 +512,8 @@ fn a_quota_with_no_room_for_the_surge_is_refused_before_it_applies() {
             .map(|n| n.parse::<usize>().unwrap())
             .sum()
     };
-    let hard = count + replicas("green") - replicas("blue");
-    quota(&world, &format!("pods: \"{hard}\""));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while world
-        .kubectl_admin(&[
-            "-n",
-            &world.namespace,
-            "get",
-            "resourcequota",
-            "team",
-            "-o",
-            "jsonpath={.status.used.pods}",
-        ])
-        .trim()
-        != count.to_string()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the quota controller never counted the pods"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (green, blue) = (replicas("green"), replicas("blue"));
+    pods_quota(&world, |used| used + green - blue);
     let image_before = world.image("api-blue");
     let out = world.deploy("v3", &[]);
     let all = text(&out);
