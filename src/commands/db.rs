@@ -29,7 +29,16 @@ pub async fn status(environment: &str, global: &GlobalArgs) -> anyhow::Result<i3
     let cx = context(environment, global, false)?;
     let s = db::status(&settings(&cx)?).await.map_err(typed)?;
     match global.output {
-        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(&s)?),
+        OutputFormat::Json => {
+            // The status's own fields, with the schema and environment as
+            // the other commands' JSON carries them.
+            let mut doc = serde_json::to_value(&s)?;
+            if let Some(map) = doc.as_object_mut() {
+                map.insert("schema".into(), "maily-deploy/db-status/v1".into());
+                map.insert("environment".into(), environment.into());
+            }
+            output::stdout_line(&serde_json::to_string_pretty(&doc)?)
+        }
         OutputFormat::Human => {
             output::stdout_line(&format!(
                 "{environment}: schema at {} of {}",

@@ -180,6 +180,20 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
         "{}",
         text(&out)
     );
+    let out = world
+        .maily()
+        .args(["db", "status", "staging", "-o", "json", "--env-file"])
+        .arg(world.env_file(&[
+            ("DATABASE_URL", &db.url()),
+            ("MIGRATIONS_DIR", all.to_str().unwrap()),
+        ]))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "maily-deploy/db-status/v1");
+    assert_eq!(doc["environment"], "staging");
+    assert_eq!(doc["current_version"], latest);
 
     let out = world
         .maily()
