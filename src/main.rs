@@ -30,8 +30,7 @@ fn main() -> ExitCode {
         }
     };
     if let Err(e) = usage::check(&matches) {
-        output::print_error(&e);
-        return code(error::exit_code_of(&e));
+        return code(commands::refused(&cli, &e));
     }
     let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if !color {

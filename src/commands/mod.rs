@@ -23,22 +23,36 @@ use crate::pipeline::RunReport;
 /// With `--output json`, a command that stops before it has a report of its
 /// own still prints one, so a CI job parsing stdout always gets JSON.
 pub async fn dispatch(cli: Cli) -> i32 {
-    let json = cli.global.output == crate::cli::OutputFormat::Json;
     let (command, environment) = name_and_environment(&cli);
+    let json = cli.global.output == crate::cli::OutputFormat::Json;
     match run(cli).await {
         Ok(code) => code,
-        Err(err) if json => {
-            let mut report = RunReport::stopped(command, &environment, &err);
-            report.exit_code = exit_code_of(command, &err);
-            crate::output::json::print_report(&report);
-            crate::output::print_error(&err);
-            report.exit_code
-        }
-        Err(err) => {
-            crate::output::print_error(&err);
-            exit_code_of(command, &err)
-        }
+        Err(err) => stopped(command, &environment, json, &err),
     }
+}
+
+/// A command line refused before any command ran (`usage::check`): said
+/// as a stopped command's report says it, JSON included when asked for.
+pub fn refused(cli: &Cli, err: &anyhow::Error) -> i32 {
+    let (command, environment) = name_and_environment(cli);
+    // Not when `--output` itself is what the command cannot take.
+    let output_refused =
+        error::failure_of(err).is_some_and(|f| f.problems.iter().any(|p| p.subject == "--output"));
+    let json = cli.global.output == crate::cli::OutputFormat::Json && !output_refused;
+    stopped(command, &environment, json, err)
+}
+
+/// Print how `command` stopped on `err` (a report on stdout first with
+/// `--output json`); its exit code.
+fn stopped(command: &'static str, environment: &str, json: bool, err: &anyhow::Error) -> i32 {
+    let code = exit_code_of(command, err);
+    if json {
+        let mut report = RunReport::stopped(command, environment, err);
+        report.exit_code = code;
+        crate::output::json::print_report(&report);
+    }
+    crate::output::print_error(err);
+    code
 }
 
 /// The exit code of a command that failed with `err`.

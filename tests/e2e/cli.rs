@@ -958,6 +958,15 @@ fn options_a_command_ignores_are_refused_each_by_name() {
             .stderr(predicate::str::contains(format!("{flag} cannot apply to")))
             .stderr(predicate::str::contains(format!("fix: drop {flag}")));
     }
+    // Asked for JSON, a refusal is a JSON report too, as docs/ci.md says.
+    let out = maily()
+        .args(["validate", "staging", "--lock-ttl", "1m", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE));
+    let report = json_of(&out.stdout);
+    assert_eq!(report["error"]["kind"], "usage");
+    assert_eq!(report["exit_code"], exit_code::USAGE);
 }
 
 #[test]
