@@ -427,6 +427,33 @@ pub(crate) mod tests {
         );
     }
 
+    /// The state of one http service `api`: users on `active` (and
+    /// `weights`, when it has a route), `blue` and `green` replicas, all ready.
+    pub(crate) fn api_state(
+        active: Slot,
+        weights: Option<(u32, u32)>,
+        blue: i32,
+        green: i32,
+    ) -> PlatformState {
+        let slot = |replicas| SlotState {
+            replicas,
+            ready: replicas,
+            ..Default::default()
+        };
+        PlatformState {
+            services: [(
+                "api".to_string(),
+                ServiceState {
+                    kind: ServiceKind::Http,
+                    active: Some(active),
+                    weights,
+                    slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
     /// An http service `api` (2 replicas) and a worker `workers` (3).
     pub(crate) fn profile() -> Profile {
         Profile {

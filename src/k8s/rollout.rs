@@ -71,18 +71,14 @@ fn name_of(d: &Deployment) -> String {
     d.metadata.name.clone().unwrap_or_default()
 }
 
-/// The Deployment's own verdict, from its status alone.
-pub fn deployment_state(d: &Deployment) -> RolloutState {
-    deployment_state_since(d, 0)
-}
-
-/// As [`deployment_state`], for a wait that began at `began` (seconds since
-/// the epoch; 0: unknown). A `ProgressDeadlineExceeded` last updated before
+/// The Deployment's own verdict, from its status alone, for a wait that
+/// began at `began` (seconds since the epoch; 0: unknown). A
+/// `ProgressDeadlineExceeded` last updated before
 /// then is an earlier run's verdict: Kubernetes keeps it on a Deployment
 /// whose template did not change (a rerun after the cause was fixed
 /// outside) until progress resumes, so it is not this wait's failure. This
 /// wait's own deadline still bounds it.
-pub fn deployment_state_since(d: &Deployment, began: i64) -> RolloutState {
+pub fn deployment_state(d: &Deployment, began: i64) -> RolloutState {
     let name = name_of(d);
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(status) = &d.status else {
@@ -311,7 +307,7 @@ pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
     pods: &[P],
     patience: Patience,
 ) -> RolloutState {
-    let own = deployment_state_since(d, patience.began);
+    let own = deployment_state(d, patience.began);
     if matches!(own, RolloutState::Failed(_) | RolloutState::Complete) {
         return own;
     }
@@ -434,7 +430,7 @@ mod tests {
     fn an_unobserved_spec_is_not_believed_complete() {
         let d: Deployment = fixture("deployment-not-observed");
         assert_eq!(
-            deployment_state(&d),
+            deployment_state(&d, 0),
             RolloutState::Progressing("waiting for the new spec to be observed".into())
         );
     }
@@ -565,7 +561,7 @@ mod tests {
     #[test]
     fn replica_failure_fails_with_the_quota_message() {
         let d: Deployment = fixture("deployment-replica-failure");
-        match deployment_state(&d) {
+        match deployment_state(&d, 0) {
             RolloutState::Failed(f) => {
                 assert_eq!(f.reason, "FailedCreate");
                 assert!(f.message.contains("exceeded quota"));

@@ -342,25 +342,7 @@ mod tests {
         assert_eq!(weights_for(Slot::Green, 150), (0, 100));
     }
 
-    fn api(active: Slot, weights: Option<(u32, u32)>, blue: i32, green: i32) -> PlatformState {
-        let slot = |replicas| super::super::live::SlotState {
-            replicas,
-            ready: replicas,
-            ..Default::default()
-        };
-        PlatformState {
-            services: [(
-                "api".to_string(),
-                super::super::live::ServiceState {
-                    kind: ServiceKind::Http,
-                    active: Some(active),
-                    weights,
-                    slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
-                },
-            )]
-            .into(),
-        }
-    }
+    use super::super::live::tests::api_state as api;
 
     #[test]
     fn users_go_back_only_to_deployments_holding_what_they_held() {

@@ -393,12 +393,16 @@ impl Phase for ConfigureAi {
         let slot = target(cx).await?;
         let profile = layer.profile.clone();
         let mut objects = ai_objects(&layer.templates, &profile, &release, slot, &config)?;
-        // The AI services read the slot's copies of the platform's secrets.
-        objects.extend(crate::phases::deploy_backend::platform_secret_objects(
-            cx,
-            Some(slot),
-            false,
-        ));
+        // The AI services read the slot's copies of the platform's secrets:
+        // written here unless deploy-backend wrote them to this slot in
+        // this run.
+        if cx.backend.target_slot != Some(slot) {
+            objects.extend(crate::phases::deploy_backend::platform_secret_objects(
+                cx,
+                Some(slot),
+                false,
+            ));
+        }
         let applier = cx.applier().await?.clone();
         let applied = applier.apply_all(objects).await?;
         // `cx.backend.target_slot` stays deploy-backend's: without it,

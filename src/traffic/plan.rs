@@ -527,25 +527,8 @@ mod tests {
     #[test]
     fn the_new_slot_carries_its_share_of_what_the_old_slot_serves_with() {
         let profile = crate::k8s::live::tests::profile();
-        let state = |active, blue, green| {
-            let slot = |replicas| crate::k8s::live::SlotState {
-                replicas,
-                ready: replicas,
-                ..Default::default()
-            };
-            PlatformState {
-                services: [(
-                    "api".to_string(),
-                    crate::k8s::live::ServiceState {
-                        kind: ServiceKind::Http,
-                        active: Some(active),
-                        weights: None,
-                        slots: [(Slot::Blue, slot(blue)), (Slot::Green, slot(green))].into(),
-                    },
-                )]
-                .into(),
-            }
-        };
+        let state =
+            |active, blue, green| crate::k8s::live::tests::api_state(active, None, blue, green);
         // Blue's HPA took it to 7 under load; green starts with 2.
         let before = state(Slot::Blue, 7, 0);
         let now: std::collections::BTreeMap<String, i32> = [("api-green".to_string(), 2)].into();
