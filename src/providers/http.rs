@@ -6,7 +6,9 @@
 //! - A 429 is waited out until the time its headers give
 //!   (`X-RateLimit-Reset`, else `Retry-After`), at most [`RATE_LIMIT_CAP`]
 //!   per wait and [`RATE_LIMIT_WAITS`] 429s in a row; a 429 that gives no
-//!   readable time is backed off like a 5xx.
+//!   readable time is backed off like a 5xx. A limit that resets later
+//!   than the waits left could reach fails at once, naming when it
+//!   resets: waiting part of the way would only get another 429.
 //! - A 5xx, or a connection that failed or timed out, is retried with
 //!   jittered exponential backoff until the backoff runs out.
 //! - Any other status is an error at once: asking again would get the same
@@ -168,6 +170,17 @@ impl Api {
                                 message: self.body_text(resp).await,
                             }
                         }
+                        Next::ResetsTooLate(wait) => {
+                            return Err(ApiError::ResetsTooLate {
+                                api: self.name,
+                                what: what.to_string(),
+                                resets: wait.resets_at(SystemTime::now()),
+                                waits_left: RATE_LIMIT_WAITS - rate_limited,
+                                cap: self.rate_limit_cap,
+                                wait,
+                                message: self.body_text(resp).await,
+                            });
+                        }
                         Next::GiveUp => {
                             return Err(ApiError::RateLimited {
                                 api: self.name,
@@ -290,6 +303,9 @@ pub enum Next {
     /// A 429 whose headers say when the limit resets: wait that long, then
     /// ask again. Waiting does not use up the backoff.
     WaitOut(RateLimitWait),
+    /// A 429 whose limit resets later than the waits this call has left
+    /// could reach: give up now, saying when it resets.
+    ResetsTooLate(RateLimitWait),
     /// A 5xx, or a 429 with no readable reset: back off, ask again.
     Backoff,
     /// [`RATE_LIMIT_WAITS`] 429s came in a row already: give up.
@@ -311,10 +327,17 @@ pub fn decide(
     if status.is_success() {
         Next::Done
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        if rate_limited >= RATE_LIMIT_WAITS {
+        let waits_left = RATE_LIMIT_WAITS.saturating_sub(rate_limited);
+        if waits_left == 0 {
             Next::GiveUp
         } else {
-            rate_limit_wait(headers, now, cap).map_or(Next::Backoff, Next::WaitOut)
+            match rate_limit_wait(headers, now, cap) {
+                None => Next::Backoff,
+                Some(wait) if wait.full > cap.saturating_mul(waits_left as u32) => {
+                    Next::ResetsTooLate(wait)
+                }
+                Some(wait) => Next::WaitOut(wait),
+            }
         }
     } else if status.is_server_error() {
         Next::Backoff
@@ -327,6 +350,8 @@ pub fn decide(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitWait {
     pub wait: Duration,
+    /// How far off the headers put the reset, before the cap.
+    pub full: Duration,
     /// Whether the cap cut the wait short, and the cap.
     pub capped: Option<Duration>,
     /// The header that gave the time, and its value.
@@ -341,6 +366,24 @@ pub enum LimitHeader {
     RetryAfter,
     /// `X-RateLimit-Reset`: UTC epoch seconds (Vercel), or seconds from now.
     RateLimitReset,
+}
+
+impl std::fmt::Display for LimitHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitHeader::RetryAfter => "Retry-After",
+            LimitHeader::RateLimitReset => "X-RateLimit-Reset",
+        })
+    }
+}
+
+impl RateLimitWait {
+    /// When the limit resets, in UTC, for a person to read.
+    pub fn resets_at(&self, now: SystemTime) -> String {
+        chrono::DateTime::<chrono::Utc>::from(now + self.full)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    }
 }
 
 impl std::fmt::Display for RateLimitWait {
@@ -403,6 +446,7 @@ pub fn rate_limit_wait(
     // The times are whole seconds: a little margin past them, and a reset
     // already past still waits a moment rather than hammering.
     let wait = wait.max(Duration::from_millis(100));
+    let full = wait;
     let (wait, capped) = if wait > cap {
         (cap, Some(cap))
     } else {
@@ -410,6 +454,7 @@ pub fn rate_limit_wait(
     };
     Some(RateLimitWait {
         wait,
+        full,
         capped,
         header: name,
         value: value.to_string(),
@@ -486,6 +531,23 @@ pub enum ApiError {
         times: usize,
         message: String,
     },
+    /// A 429 whose limit resets later than the waits left could reach.
+    #[error(
+        "{api} {what}: HTTP 429 {message}; the limit resets at {resets} (in {}, {} {}), later than a run waits for a rate limit ({waits_left} × {}); run again after it",
+        humantime::format_duration(Duration::from_secs(wait.full.as_secs())),
+        wait.header,
+        wait.value,
+        humantime::format_duration(*cap)
+    )]
+    ResetsTooLate {
+        api: &'static str,
+        what: String,
+        resets: String,
+        wait: RateLimitWait,
+        waits_left: usize,
+        cap: Duration,
+        message: String,
+    },
     /// 5xx or connection failures until the backoff ran out; `last` is the
     /// last of them.
     #[error("{api} {what} at {base}: {last}; gave up after retrying")]
@@ -516,7 +578,9 @@ impl ApiError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ApiError::Rejected { status, .. } => Some(*status),
-            ApiError::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            ApiError::RateLimited { .. } | ApiError::ResetsTooLate { .. } => {
+                Some(StatusCode::TOO_MANY_REQUESTS)
+            }
             _ => None,
         }
     }
@@ -599,6 +663,7 @@ mod tests {
             next(429, &vercel_429(10), 0),
             Next::WaitOut(RateLimitWait {
                 wait: Duration::from_secs(10),
+                full: Duration::from_secs(10),
                 capped: None,
                 header: LimitHeader::RateLimitReset,
                 value: (NOW + 10).to_string(),
@@ -614,13 +679,49 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_far_away_is_waited_only_up_to_the_cap() {
-        let Next::WaitOut(wait) = next(429, &vercel_429(3600), 0) else {
-            panic!("a 429 with a reset is waited out")
+    fn a_reset_past_the_cap_is_waited_in_capped_steps_while_the_waits_left_reach_it() {
+        // 90 s: one capped wait of 60 s, then the rest.
+        let Next::WaitOut(wait) = next(429, &vercel_429(90), 0) else {
+            panic!("a reset the waits reach is waited out")
         };
         assert_eq!(wait.wait, CAP);
+        assert_eq!(wait.full, Duration::from_secs(90));
         assert_eq!(wait.capped, Some(CAP));
         assert!(wait.to_string().ends_with(", capped at 1m"), "{wait}");
+        // Five waits of 60 s reach a reset 300 s away, four do not.
+        assert!(matches!(next(429, &vercel_429(300), 0), Next::WaitOut(_)));
+        assert!(matches!(
+            next(429, &vercel_429(300), 1),
+            Next::ResetsTooLate(_)
+        ));
+    }
+
+    #[test]
+    fn a_reset_hours_away_gives_up_at_once_saying_when() {
+        let Next::ResetsTooLate(wait) = next(429, &vercel_429(3 * 3600), 0) else {
+            panic!("a reset three hours away is not waited for")
+        };
+        assert_eq!(wait.full, Duration::from_secs(3 * 3600));
+        assert_eq!(wait.resets_at(now()), "2023-11-15 01:13:20 UTC");
+        let err = ApiError::ResetsTooLate {
+            api: "Vercel",
+            what: "reading deployment dpl_1".into(),
+            resets: wait.resets_at(now()),
+            waits_left: RATE_LIMIT_WAITS,
+            cap: CAP,
+            wait,
+            message: "Rate limit exceeded (rate_limited)".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Vercel reading deployment dpl_1: HTTP 429 Rate limit exceeded (rate_limited); \
+             the limit resets at 2023-11-15 01:13:20 UTC (in 3h, X-RateLimit-Reset 1700010800), \
+             later than a run waits for a rate limit (5 × 1m); run again after it"
+        );
+        assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+        // Retry-After far off too.
+        let h = headers(&[("retry-after", "7200")]);
+        assert!(matches!(next(429, &h, 0), Next::ResetsTooLate(_)));
     }
 
     #[test]

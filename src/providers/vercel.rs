@@ -14,7 +14,8 @@
 //!
 //! Every call carries `Authorization: Bearer <token>` and, for a team's
 //! project, the `teamId` query parameter. A 429 is waited out until its
-//! `X-RateLimit-Reset` (UTC epoch seconds), capped; a 5xx or a connection
+//! `X-RateLimit-Reset` (UTC epoch seconds), capped, unless it is further off
+//! than the waits left reach (then it fails at once); a 5xx or a connection
 //! failure is retried with exponential backoff (both in [`super::http`],
 //! shared with the Grafana client).
 

@@ -343,7 +343,24 @@ fn a_429_without_a_reset_header_is_retried_with_backoff() {
 }
 
 #[test]
-fn a_rate_limit_reset_far_away_is_waited_out_only_up_to_the_cap() {
+fn a_rate_limit_reset_past_the_cap_is_waited_out_in_capped_steps() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, None);
+    stub.vercel
+        .state()
+        .deployments
+        .insert("dpl_v".into(), (Script(vec!["READY"]), 0, "main".into()));
+    stub.vercel.state().rate_limited = 1;
+    // Over a second away: past a 1 s cap, within five waits of it.
+    stub.vercel.state().reset_in = 2;
+    let api = client(&world, &stub).with_rate_limit_cap(Duration::from_secs(1));
+    let d = world.rt.block_on(api.deployment("dpl_v")).unwrap();
+    assert_eq!(vercel::progress(&d), Progress::Ready);
+    assert_eq!(stub.vercel.state().log.len(), 2);
+}
+
+#[test]
+fn a_rate_limit_reset_hours_away_fails_at_once_saying_when() {
     let world = World::new(Duration::from_millis(300));
     let stub = stub(&world, None);
     stub.vercel
@@ -353,14 +370,14 @@ fn a_rate_limit_reset_far_away_is_waited_out_only_up_to_the_cap() {
     stub.vercel.state().rate_limited = 1;
     stub.vercel.state().reset_in = 3600;
     let api = client(&world, &stub).with_rate_limit_cap(Duration::from_millis(300));
-    let started = std::time::Instant::now();
-    let d = world.rt.block_on(api.deployment("dpl_v")).unwrap();
-    assert_eq!(vercel::progress(&d), Progress::Ready);
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
-        "{took:?}"
-    );
+    let err = world.rt.block_on(api.deployment("dpl_v")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("HTTP 429"), "{msg}");
+    assert!(msg.contains("the limit resets at "), "{msg}");
+    assert!(msg.contains("(in 59m") || msg.contains("(in 1h"), "{msg}");
+    assert!(msg.contains("run again after it"), "{msg}");
+    // Asked once: no wait that could not reach the reset.
+    assert_eq!(stub.vercel.state().log.len(), 1);
 }
 
 #[test]
