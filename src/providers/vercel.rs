@@ -11,6 +11,7 @@
 //! | read a deployment | `GET /v13/deployments/{idOrUrl}` |
 //! | build log | `GET /v3/deployments/{idOrUrl}/events` |
 //! | promote | `POST /v10/projects/{projectId}/promote/{deploymentId}` |
+//! | domains a failed promotion left | `GET /v9/projects/{projectId}/promote/aliases?failedOnly=true` |
 //!
 //! Every call carries `Authorization: Bearer <token>` and, for a team's
 //! project, the `teamId` query parameter. A 429 is waited out until its
@@ -80,6 +81,74 @@ pub struct Project {
     /// The deployment each target serves; `production` is what users see.
     #[serde(default)]
     pub targets: BTreeMap<String, Option<TargetDeployment>>,
+    /// The newest promotion or rollback asked of the project, and how its
+    /// move of the domains went: what `vercel promote` waits on.
+    #[serde(default)]
+    pub last_alias_request: Option<AliasRequest>,
+}
+
+/// A project's `lastAliasRequest`: a promotion or rollback moves every
+/// production domain to `toDeploymentId` as a job, which Vercel reports
+/// as `pending`, `in-progress`, `succeeded`, `failed` or `skipped`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasRequest {
+    #[serde(default)]
+    pub to_deployment_id: Option<String>,
+    #[serde(default)]
+    pub from_deployment_id: Option<String>,
+    #[serde(default)]
+    pub job_status: Option<String>,
+    /// `promote` or `rollback`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// When it was asked, in milliseconds since the epoch (Vercel's clock).
+    #[serde(default)]
+    pub requested_at: Option<f64>,
+}
+
+/// How far Vercel's clock and this machine's may disagree when telling an
+/// earlier request from this run's.
+const CLOCK_SKEW_MS: f64 = 60_000.0;
+
+/// Where a promotion stands, read from the project after asking for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// Production serves the deployment.
+    Done,
+    /// Not yet: Vercel is still moving the domains, or has not said.
+    Moving,
+    /// Vercel gave up moving the domains to it.
+    Failed,
+    /// A later promotion or rollback, to another deployment, took over.
+    Superseded { by: String },
+}
+
+/// Where the promotion of `deployment_id`, asked at `asked_at_ms` (this
+/// machine's clock), stands in `project`. Production serving it is the
+/// only proof of success: a `succeeded` job whose target has not shown up
+/// yet is still moving. Vercel writes the request before it answers the
+/// promotion, so a request after the ask to another deployment is a later
+/// one; one from well before the ask is an earlier run's, and says nothing
+/// of this one.
+pub fn promotion(project: &Project, deployment_id: &str, asked_at_ms: f64) -> Promotion {
+    if project.production().map(|t| t.id.as_str()) == Some(deployment_id) {
+        return Promotion::Done;
+    }
+    let Some(request) = &project.last_alias_request else {
+        return Promotion::Moving;
+    };
+    if request
+        .requested_at
+        .is_some_and(|at| at < asked_at_ms - CLOCK_SKEW_MS)
+    {
+        return Promotion::Moving;
+    }
+    match request.to_deployment_id.as_deref() {
+        Some(to) if to != deployment_id => Promotion::Superseded { by: to.to_string() },
+        _ if request.job_status.as_deref() == Some("failed") => Promotion::Failed,
+        _ => Promotion::Moving,
+    }
 }
 
 impl Project {
@@ -544,13 +613,36 @@ impl Vercel {
         // Asked even when production seems on it already: a promotion of
         // another deployment may still be in progress, and this one
         // supersedes it.
+        let asked_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as f64;
         self.promote(project_id, deployment_id).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let project = self.project(project_id).await?;
             let serving = project.production().map(|t| t.id.clone());
-            if serving.as_deref() == Some(deployment_id) {
-                return Ok(());
+            let serving_text = serving.as_deref().unwrap_or("nothing");
+            match promotion(&project, deployment_id, asked_at_ms) {
+                Promotion::Done => return Ok(()),
+                Promotion::Moving => {}
+                Promotion::Failed => {
+                    let domains = self.failed_domains(project_id).await;
+                    return Err(fail(
+                        Kind::PhaseFailed,
+                        format!(
+                            "Vercel could not move the production domains to {deployment_id} (its promotion job failed{domains}); production still serves {serving_text}; look at the project's domains in Vercel's dashboard"
+                        ),
+                    ));
+                }
+                Promotion::Superseded { by } => {
+                    return Err(fail(
+                        Kind::PhaseFailed,
+                        format!(
+                            "the promotion of {deployment_id} was superseded by a promotion or rollback to {by}, asked of Vercel by someone else meanwhile; production serves {serving_text}"
+                        ),
+                    ));
+                }
             }
             if tokio::time::Instant::now() + every > deadline {
                 return Err(fail(
@@ -563,6 +655,52 @@ impl Vercel {
                 ));
             }
             tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The domains a failed promotion left behind, as `; not moved: a, b`
+    /// for a message (the first 20, as `vercel promote` lists them), or
+    /// nothing when Vercel does not say: the failure is reported either way.
+    async fn failed_domains(&self, project_id: &str) -> String {
+        #[derive(Deserialize)]
+        struct Aliases {
+            #[serde(default)]
+            aliases: Vec<FailedAlias>,
+        }
+        #[derive(Deserialize)]
+        struct FailedAlias {
+            alias: AliasName,
+        }
+        #[derive(Deserialize)]
+        struct AliasName {
+            alias: String,
+        }
+        let path = format!("/v9/projects/{project_id}/promote/aliases");
+        let what = "listing the domains the promotion did not move";
+        let listed: Result<Aliases, _> = async {
+            let resp = self
+                .api
+                .send(what, || {
+                    self.request_with(
+                        Method::GET,
+                        &path,
+                        &[("failedOnly", "true"), ("limit", "20")],
+                    )
+                })
+                .await?;
+            self.api.json::<Aliases>(what, resp).await
+        }
+        .await;
+        match listed {
+            Ok(a) if !a.aliases.is_empty() => {
+                let names: Vec<String> = a.aliases.into_iter().map(|a| a.alias.alias).collect();
+                format!("; not moved: {}", names.join(", "))
+            }
+            Ok(_) => String::new(),
+            Err(e) => {
+                tracing::warn!("{e}");
+                String::new()
+            }
         }
     }
 
@@ -722,6 +860,81 @@ mod tests {
         let fresh: Project = serde_json::from_value(json!({"id": "prj_2", "name": "new"})).unwrap();
         assert_eq!(fresh.production(), None);
         assert!(fresh.assigns_domains_on_deploy(), "Vercel's default is on");
+    }
+
+    /// A project as `GET /v9/projects/{id}` answers during a promotion.
+    fn promoting(production: &str, request: serde_json::Value) -> Project {
+        serde_json::from_value(json!({
+            "id": "prj_1",
+            "name": "maily-frontend",
+            "targets": {"production": {"id": production, "readyState": "READY"}},
+            "lastAliasRequest": request,
+        }))
+        .unwrap()
+    }
+
+    const ASKED: f64 = 1_764_590_000_000.0;
+
+    fn request(to: &str, status: &str, at: f64) -> serde_json::Value {
+        json!({
+            "fromDeploymentId": "dpl_old",
+            "toDeploymentId": to,
+            "jobStatus": status,
+            "requestedAt": at,
+            "type": "promote",
+        })
+    }
+
+    #[test]
+    fn a_promotion_is_done_only_when_production_serves_it() {
+        let done = promoting("dpl_new", request("dpl_new", "succeeded", ASKED + 100.0));
+        assert_eq!(promotion(&done, "dpl_new", ASKED), Promotion::Done);
+        for status in [
+            "pending",
+            "in-progress",
+            "succeeded",
+            "skipped",
+            "queued-someday",
+        ] {
+            let p = promoting("dpl_old", request("dpl_new", status, ASKED + 100.0));
+            assert_eq!(
+                promotion(&p, "dpl_new", ASKED),
+                Promotion::Moving,
+                "{status}"
+            );
+        }
+        let none: Project = serde_json::from_value(json!({
+            "id": "prj_1", "name": "f", "lastAliasRequest": null
+        }))
+        .unwrap();
+        assert_eq!(promotion(&none, "dpl_new", ASKED), Promotion::Moving);
+    }
+
+    #[test]
+    fn a_failed_job_or_a_later_request_elsewhere_ends_the_wait() {
+        let failed = promoting("dpl_old", request("dpl_new", "failed", ASKED + 100.0));
+        assert_eq!(promotion(&failed, "dpl_new", ASKED), Promotion::Failed);
+        let other = promoting(
+            "dpl_old",
+            request("dpl_other", "in-progress", ASKED + 5_000.0),
+        );
+        assert_eq!(
+            promotion(&other, "dpl_new", ASKED),
+            Promotion::Superseded {
+                by: "dpl_other".into()
+            }
+        );
+        // A little behind this machine's clock is still this run's.
+        let skewed = promoting("dpl_old", request("dpl_new", "failed", ASKED - 20_000.0));
+        assert_eq!(promotion(&skewed, "dpl_new", ASKED), Promotion::Failed);
+    }
+
+    #[test]
+    fn an_earlier_runs_request_says_nothing_of_this_promotion() {
+        for (to, status) in [("dpl_new", "failed"), ("dpl_other", "succeeded")] {
+            let p = promoting("dpl_old", request(to, status, ASKED - 3_600_000.0));
+            assert_eq!(promotion(&p, "dpl_new", ASKED), Promotion::Moving, "{to}");
+        }
     }
 
     #[test]

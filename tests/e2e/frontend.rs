@@ -11,7 +11,7 @@ use maily_deploy::pipeline::snapshot::Outcome;
 use maily_deploy::providers::vercel::{self, Progress, ReadyState, Vercel};
 use serde_json::Value;
 
-use crate::support::vercel::{Script, Stub, TEAM, TOKEN, assert_clean, stub};
+use crate::support::vercel::{PROJECT, Script, Stub, TEAM, TOKEN, assert_clean, stub};
 use crate::support::*;
 
 const WITH_FRONTEND: &[&str] = &[
@@ -203,6 +203,43 @@ fn a_failure_after_the_promotion_puts_the_old_frontend_and_backend_back() {
     let record = frontend_of(&world, &deployment_id_of(&out));
     assert!(record.promoted && record.undone, "{record:?}");
     assert_eq!(record.previous.map(|p| p.id), Some("dpl_1v1".into()));
+}
+
+#[test]
+fn a_promotion_vercel_reports_failed_ends_the_wait_naming_the_domains_and_puts_both_back() {
+    let world = World::new(Duration::from_millis(300));
+    let stub = stub(&world, Some("dpl_old"));
+    let first = deploy(&world, &stub, "v1", &[]);
+    assert_exit(&first, 0);
+
+    // Vercel accepts the next promotion, then its job fails to move the
+    // domains: production stays on dpl_1v1, and the project says so.
+    stub.vercel.state().fail_promotion = vec!["dpl_2v2".into()];
+    stub.vercel.state().promotion_lag = 1;
+    let out = deploy(&world, &stub, "v2", &[]);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_clean(&stub);
+    let msg = text(&out);
+    assert!(
+        msg.contains("could not move the production domains to dpl_2v2")
+            && msg.contains("not moved: app.maily.test, www.maily.test"),
+        "{msg}"
+    );
+    // The project was read a few times, not polled for three minutes.
+    let reads = stub
+        .vercel
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.ends_with(&format!("/v9/projects/{PROJECT}")))
+        .count();
+    assert!(reads < 20, "{reads} reads of the project");
+    assert_eq!(stub.vercel.state().production.as_deref(), Some("dpl_1v1"));
+    for (svc, selected, _) in world.traffic() {
+        assert_eq!(selected.as_deref(), Some("blue"), "{svc} back on blue");
+    }
+    let record = frontend_of(&world, &deployment_id_of(&out));
+    assert!(record.promoted && record.undone, "{record:?}");
 }
 
 #[test]

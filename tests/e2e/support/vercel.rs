@@ -38,6 +38,12 @@ pub struct State {
     pub violations: Vec<String>,
     /// Promotions of these ids answer 409.
     pub refuse_promotion: Vec<String>,
+    /// Promotions of these ids are accepted (202), and their job fails
+    /// after `promotion_lag` reads of the project, leaving the domains
+    /// where they were (`lastAliasRequest.jobStatus: failed`).
+    pub fail_promotion: Vec<String>,
+    /// The project's `lastAliasRequest`, as the last promotion set it.
+    pub last_alias_request: Option<Value>,
     /// The next reads of a deployment answer 429 this many times.
     pub rate_limited: usize,
     /// The `X-RateLimit-Reset` of the last 429, and when the next read came.
@@ -147,10 +153,13 @@ impl Respond for FakeVercel {
         match (req.method.as_str(), parts.as_slice()) {
             ("GET", ["v9", "projects", id]) if *id == PROJECT => {
                 if let Some((id, reads)) = s.pending_production.take() {
-                    if reads == 0 {
-                        s.production = Some(id);
-                    } else {
+                    if reads > 0 {
                         s.pending_production = Some((id, reads - 1));
+                    } else if s.fail_promotion.contains(&id) {
+                        set_job_status(&mut s, "failed");
+                    } else {
+                        s.production = Some(id);
+                        set_job_status(&mut s, "succeeded");
                     }
                 }
                 let production = s
@@ -164,7 +173,33 @@ impl Respond for FakeVercel {
                     "autoAssignCustomDomains": s.auto_assign,
                     "framework": "nextjs",
                     "targets": {"production": production},
+                    "lastAliasRequest": s.last_alias_request,
                 }))
+            }
+            ("GET", ["v9", "projects", project, "promote", "aliases"]) if *project == PROJECT => {
+                let failed_only = req
+                    .url
+                    .query_pairs()
+                    .any(|(k, v)| k == "failedOnly" && v == "true");
+                let failed = s
+                    .last_alias_request
+                    .as_ref()
+                    .filter(|r| r["jobStatus"] == "failed");
+                let aliases: Vec<Value> = match failed {
+                    Some(r) if failed_only => ["app.maily.test", "www.maily.test"]
+                        .iter()
+                        .map(|a| {
+                            json!({
+                                "id": format!("alias_{a}"),
+                                "alias": {"alias": a, "deploymentId": r["fromDeploymentId"]},
+                                "status": "failed",
+                            })
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"aliases": aliases, "pagination": null}))
             }
             ("POST", ["v13", "deployments"]) if s.echo_request => vercel_error(
                 400,
@@ -284,12 +319,24 @@ impl Respond for FakeVercel {
                 }
                 // A later promotion supersedes one still in progress.
                 s.pending_production = None;
-                if s.promotion_lag > 0 {
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                s.last_alias_request = Some(json!({
+                    "fromDeploymentId": s.production,
+                    "toDeploymentId": id,
+                    "jobStatus": "in-progress",
+                    "requestedAt": now_ms,
+                    "type": "promote",
+                }));
+                if s.promotion_lag > 0 || s.fail_promotion.contains(&id) {
                     // Accepted; done a little later, as Vercel may.
                     s.pending_production = Some((id, s.promotion_lag));
                     return ResponseTemplate::new(202);
                 }
                 s.production = Some(id);
+                set_job_status(&mut s, "succeeded");
                 ResponseTemplate::new(201)
             }
             _ => {
@@ -298,6 +345,12 @@ impl Respond for FakeVercel {
                 vercel_error(404, "not_found", "Not found")
             }
         }
+    }
+}
+
+fn set_job_status(s: &mut State, status: &str) {
+    if let Some(r) = s.last_alias_request.as_mut() {
+        r["jobStatus"] = json!(status);
     }
 }
 
