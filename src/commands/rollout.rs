@@ -410,7 +410,7 @@ async fn finish_dead(
                     slot,
                     &workers,
                     release.rollout_timeout(),
-                    crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+                    crate::k8s::rollout::graces(&cx.config.vars),
                 ),
             )
             .await;

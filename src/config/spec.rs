@@ -84,6 +84,8 @@ pub const SPEC: &[VarSpec] = &[
         "Longest wait for a rollout that is still progressing"),
     var("UNSCHEDULABLE_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration, Default("30s"), "Images",
         "How long a new pod may wait for a node (PodScheduled=False, Unschedulable) before its rollout fails; raise it where a cluster autoscaler adds nodes"),
+    var("IMAGE_PULL_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration, Default("2m"), "Images",
+        "How long after its creation a new pod whose image pulls fail for a passing cause (a registry timeout, a reset connection, a 5xx or 429) may keep retrying before its rollout fails; a pull refused for good (not found, denied) fails at once"),
     var("IMAGE_PINNING", &[DeployBackend, ConfigureAi], Format::Enum(&["on", "off"]), Default("on"), "Images",
         "on: every image is resolved to its digest before the first change and deployed by digest; off: deployed by tag (a registry this machine cannot reach)"),
     var("REGISTRY_AUTH_FILE", &[DeployBackend, ConfigureAi], Format::NonEmpty, Optional, "Images",

@@ -17,10 +17,14 @@ use serde::Serialize;
 
 /// Waiting reasons of a container that mean the rollout will not finish by
 /// itself (kubelet's `ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`,
-/// `CreateContainerConfigError`, and their kin).
+/// `CreateContainerConfigError`, and their kin). A failed pull whose cause
+/// reads as passing (a registry timing out or answering 503) is the
+/// exception: see [`pull_cause`].
 pub const FATAL_WAITING_REASONS: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
+    "RegistryUnavailable",
+    "SignatureValidationFailed",
     "InvalidImageName",
     "ErrImageNeverPull",
     "CrashLoopBackOff",
@@ -236,6 +240,96 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String, String)> {
     None
 }
 
+/// What a failed image pull's message says of its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullCause {
+    /// The image or the node's access to it is wrong: not found, denied,
+    /// no build for the node's platform, a bad signature. Pulling again
+    /// gets the same answer.
+    Lasting,
+    /// The registry or the way to it failed this time: a timeout, a reset
+    /// connection, a 5xx or 429. The kubelet pulls again by itself.
+    Passing,
+    /// The message does not say: treated as lasting, so a rollout that
+    /// will not finish still fails at once.
+    Unknown,
+}
+
+/// Substrings of a pull error that mean the image, or the node's right to
+/// it, is wrong (containerd, CRI-O and registry wording). Checked before
+/// the passing ones: "401 Unauthorized ... timeout" is still a 401. Words,
+/// not status numbers: a digest in the message is full of digits.
+const LASTING_PULL_CAUSES: &[&str] = &[
+    "not found",
+    "manifest unknown",
+    "name unknown",
+    "unauthorized",
+    "forbidden",
+    "denied",
+    "no match for platform",
+    "invalid reference",
+    "signature",
+];
+
+/// Substrings of a pull error that mean the registry or the network failed
+/// this time.
+const PASSING_PULL_CAUSES: &[&str] = &[
+    "registry is unavailable",
+    "i/o timeout",
+    "timed out",
+    "timeout",
+    "deadline exceeded",
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "tls handshake",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "too many requests",
+    "toomanyrequests",
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway",
+    "unexpected eof",
+    ": eof",
+];
+
+/// The cause of a failed pull, from the waiting `reason` and `message`:
+/// `ErrImagePull`'s message is the runtime's error; `ImagePullBackOff`'s is
+/// `Back-off pulling image "…": <the last pull's error>` on kubelets that
+/// keep it (1.34 does), else only the image, which says nothing.
+pub fn pull_cause(reason: &str, message: &str) -> PullCause {
+    match reason {
+        "RegistryUnavailable" => return PullCause::Passing,
+        "ErrImagePull" | "ImagePullBackOff" => {}
+        _ => return PullCause::Lasting,
+    }
+    let cause = match reason {
+        // The image between the quotes is no cause.
+        "ImagePullBackOff" => match message.split_once("\": ") {
+            Some((_, cause)) => cause,
+            None => return PullCause::Unknown,
+        },
+        _ => message,
+    };
+    // Quoted image references are no cause either ("…/timeout-svc").
+    let cause: String = cause
+        .split('"')
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
+    if LASTING_PULL_CAUSES.iter().any(|c| cause.contains(c)) {
+        PullCause::Lasting
+    } else if PASSING_PULL_CAUSES.iter().any(|c| cause.contains(c)) {
+        PullCause::Passing
+    } else {
+        PullCause::Unknown
+    }
+}
+
 /// How long a new pod may wait for a node before its rollout fails, and
 /// the time to judge at.
 ///
@@ -244,9 +338,13 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String, String)> {
 /// waiting, unless a cluster autoscaler is adding a node: the grace
 /// (`UNSCHEDULABLE_GRACE`) is that wait, and past it the rollout fails
 /// instead of sitting out its progress deadline.
+///
+/// A pull that failed for a passing cause ([`PullCause::Passing`]) is
+/// pulled again by the kubelet: the pod is given `IMAGE_PULL_GRACE` from
+/// its creation before its rollout fails.
 #[derive(Debug, Clone, Copy)]
 pub struct Patience {
-    pub unschedulable: std::time::Duration,
+    pub graces: Graces,
     /// Seconds since the Unix epoch.
     pub now: i64,
     /// When the wait began (seconds since the epoch; 0: unknown): verdicts
@@ -255,12 +353,30 @@ pub struct Patience {
 }
 
 impl Patience {
-    /// The default grace, judged now.
-    pub fn now(unschedulable: std::time::Duration) -> Patience {
+    /// These graces, judged now.
+    pub fn now(graces: Graces) -> Patience {
         Patience {
-            unschedulable,
+            graces,
             now: chrono::Utc::now().timestamp(),
             began: 0,
+        }
+    }
+}
+
+/// How long a rollout bears what may pass by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Graces {
+    /// `UNSCHEDULABLE_GRACE`: a new pod no node takes.
+    pub unschedulable: std::time::Duration,
+    /// `IMAGE_PULL_GRACE`: a new pod whose pulls fail for a passing cause.
+    pub image_pull: std::time::Duration,
+}
+
+impl Default for Graces {
+    fn default() -> Self {
+        Graces {
+            unschedulable: DEFAULT_UNSCHEDULABLE_GRACE,
+            image_pull: DEFAULT_IMAGE_PULL_GRACE,
         }
     }
 }
@@ -270,12 +386,28 @@ impl Patience {
 /// changes it.
 pub const DEFAULT_UNSCHEDULABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `UNSCHEDULABLE_GRACE` of a run's variables (validated as a duration by
-/// then; unset means the default).
-pub fn unschedulable_grace(vars: &crate::config::Vars) -> std::time::Duration {
-    vars.get("UNSCHEDULABLE_GRACE")
-        .and_then(|v| crate::config::format::duration(v).ok())
-        .unwrap_or(DEFAULT_UNSCHEDULABLE_GRACE)
+/// The default of `IMAGE_PULL_GRACE`: the kubelet pulls again after 10 s,
+/// 20 s, 40 s; two minutes is three more tries.
+pub const DEFAULT_IMAGE_PULL_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The graces of a run's variables (validated as durations by then; unset
+/// means the defaults).
+pub fn graces(vars: &crate::config::Vars) -> Graces {
+    let get = |name: &str, default| {
+        vars.get(name)
+            .and_then(|v| crate::config::format::duration(v).ok())
+            .unwrap_or(default)
+    };
+    Graces {
+        unschedulable: get("UNSCHEDULABLE_GRACE", DEFAULT_UNSCHEDULABLE_GRACE),
+        image_pull: get("IMAGE_PULL_GRACE", DEFAULT_IMAGE_PULL_GRACE),
+    }
+}
+
+/// Whether a rollout's waiting line is a grace running out, to be judged
+/// again as time passes even when nothing changes.
+pub fn waits_on_a_grace(why: &str) -> bool {
+    why.ends_with("_GRACE)")
 }
 
 /// A pod the scheduler could not place: since when (seconds since the
@@ -326,9 +458,25 @@ pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
             })
             .collect();
         new_pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let mut waiting_for_a_node = None;
+        // The first pod waiting out a grace, said instead of the
+        // Deployment's own line.
+        let mut waiting_out_a_grace = None;
         for pod in new_pods {
             if let Some((container, reason, message)) = pod_failure(pod) {
+                let since = pod
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_second());
+                let waited = patience.now.saturating_sub(since).max(0) as u64;
+                let grace = patience.graces.image_pull.as_secs();
+                if pull_cause(&reason, &message) == PullCause::Passing && waited < grace {
+                    waiting_out_a_grace.get_or_insert(format!(
+                        "pod {} {reason} ({message}); the kubelet pulls again, fails {grace}s after the pod's creation (IMAGE_PULL_GRACE)",
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                    ));
+                    continue;
+                }
                 return RolloutState::Failed(RolloutFailure {
                     deployment: name_of(d),
                     pod: pod.metadata.name.clone(),
@@ -339,7 +487,7 @@ pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
             }
             if let Some((since, message)) = pod_unschedulable(pod) {
                 let waited = patience.now.saturating_sub(since).max(0) as u64;
-                if waited >= patience.unschedulable.as_secs() {
+                if waited >= patience.graces.unschedulable.as_secs() {
                     return RolloutState::Failed(RolloutFailure {
                         deployment: name_of(d),
                         pod: pod.metadata.name.clone(),
@@ -350,14 +498,14 @@ pub fn rollout_state<S: Borrow<ReplicaSet>, P: Borrow<Pod>>(
                 }
                 let since = chrono::DateTime::from_timestamp(since, 0)
                     .map_or_else(String::new, |t| t.format("%H:%M:%SZ").to_string());
-                waiting_for_a_node.get_or_insert(format!(
+                waiting_out_a_grace.get_or_insert(format!(
                     "pod {} unschedulable since {since} ({message}); fails {}s after (UNSCHEDULABLE_GRACE)",
                     pod.metadata.name.as_deref().unwrap_or_default(),
-                    patience.unschedulable.as_secs()
+                    patience.graces.unschedulable.as_secs()
                 ));
             }
         }
-        if let (RolloutState::Progressing(_), Some(why)) = (&own, waiting_for_a_node) {
+        if let (RolloutState::Progressing(_), Some(why)) = (&own, waiting_out_a_grace) {
             return RolloutState::Progressing(why);
         }
     }
@@ -379,7 +527,7 @@ mod tests {
     }
 
     fn patience() -> Patience {
-        Patience::now(DEFAULT_UNSCHEDULABLE_GRACE)
+        Patience::now(Graces::default())
     }
 
     fn sets() -> Vec<ReplicaSet> {
@@ -394,7 +542,7 @@ mod tests {
         let verdict = 1_796_040_000;
         let at = |secs: i64| Patience {
             began: 0,
-            unschedulable: DEFAULT_UNSCHEDULABLE_GRACE,
+            graces: Graces::default(),
             now: verdict + secs,
         };
         match rollout_state(&d, &sets(), &pods, at(10)) {
@@ -476,6 +624,128 @@ mod tests {
     #[test]
     fn err_image_pull_fails_at_once() {
         assert_eq!(failed_with("pod-err-image-pull").reason, "ErrImagePull");
+    }
+
+    #[test]
+    fn a_pull_that_timed_out_is_borne_for_the_grace_then_fails() {
+        let d: Deployment = fixture("deployment-progressing");
+        let pods: Vec<Pod> = vec![fixture("pod-ready"), fixture("pod-err-image-pull-timeout")];
+        // The pod was created at 2026-11-30T12:00:00Z.
+        let created = 1_796_040_000;
+        let at = |secs: i64| Patience {
+            began: 0,
+            graces: Graces::default(),
+            now: created + secs,
+        };
+        match rollout_state(&d, &sets(), &pods, at(15)) {
+            RolloutState::Progressing(why) => {
+                assert!(
+                    why.contains("api-green-6d8f9c7b5d-t1m30 ErrImagePull"),
+                    "{why}"
+                );
+                assert!(why.contains("i/o timeout"), "{why}");
+                assert!(waits_on_a_grace(&why), "{why}");
+            }
+            other => panic!("within the grace the kubelet pulls again: {other:?}"),
+        }
+        match rollout_state(&d, &sets(), &pods, at(120)) {
+            RolloutState::Failed(f) => {
+                assert_eq!(f.reason, "ErrImagePull");
+                assert!(f.message.ends_with("i/o timeout"), "{}", f.message);
+            }
+            other => panic!("past the grace it fails: {other:?}"),
+        }
+    }
+
+    /// Pull errors as containerd, CRI-O and the kubelet word them.
+    #[test]
+    fn a_pull_errors_cause_is_read_from_its_message() {
+        let image = "ghcr.io/maily/maily-api@sha256:4013c2e1b5a7d9f08e6c3b2a1d4f5e6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e";
+        let lasting = [
+            format!(
+                "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
+            ),
+            format!(
+                "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://ghcr.io/token?scope=repository%3Amaily%2Fmaily-api%3Apull&service=ghcr.io: 401 Unauthorized"
+            ),
+            format!(
+                "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": no match for platform in manifest: not found"
+            ),
+            "rpc error: code = Unknown desc = reading manifest v1.4.2 in registry.example/maily/maily-api: manifest unknown".to_string(),
+            "rpc error: code = Unknown desc = Error response from daemon: pull access denied for maily-api, repository does not exist or may require 'docker login'".to_string(),
+        ];
+        for m in &lasting {
+            assert_eq!(pull_cause("ErrImagePull", m), PullCause::Lasting, "{m}");
+        }
+        let passing = [
+            format!(
+                "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to copy: httpReadSeeker: failed open: unexpected status code https://ghcr.io/v2/maily/maily-api/blobs/sha256:4013: 503 Service Unavailable"
+            ),
+            format!(
+                "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to copy: read tcp 10.0.0.4:51234->140.82.112.34:443: read: connection reset by peer"
+            ),
+            "rpc error: code = Unknown desc = toomanyrequests: You have reached your pull rate limit.".to_string(),
+            "rpc error: code = Unknown desc = pinging container registry registry.example: Get \"https://registry.example/v2/\": net/http: TLS handshake timeout".to_string(),
+        ];
+        for m in &passing {
+            assert_eq!(pull_cause("ErrImagePull", m), PullCause::Passing, "{m}");
+        }
+        // The kubelet's back-off keeps the last pull's error after the image.
+        assert_eq!(
+            pull_cause(
+                "ImagePullBackOff",
+                &format!(
+                    "Back-off pulling image \"{image}\": ErrImagePull: {}",
+                    passing[1]
+                )
+            ),
+            PullCause::Passing
+        );
+        assert_eq!(
+            pull_cause(
+                "ImagePullBackOff",
+                &format!(
+                    "Back-off pulling image \"{image}\": ErrImagePull: {}",
+                    lasting[0]
+                )
+            ),
+            PullCause::Lasting
+        );
+        // Without it (older kubelets, kubesim), nothing says the pull will
+        // ever work: the rollout fails at once, as before.
+        assert_eq!(
+            pull_cause(
+                "ImagePullBackOff",
+                &format!("Back-off pulling image \"{image}\"")
+            ),
+            PullCause::Unknown
+        );
+        // An image named for a passing cause is not one.
+        assert_eq!(
+            pull_cause(
+                "ErrImagePull",
+                "failed to pull and unpack image \"registry.example/timeout-svc:v1\": something odd"
+            ),
+            PullCause::Unknown
+        );
+        assert_eq!(
+            pull_cause(
+                "RegistryUnavailable",
+                "image pull failed for x because the registry is unavailable"
+            ),
+            PullCause::Passing
+        );
+        assert_eq!(
+            pull_cause(
+                "SignatureValidationFailed",
+                "image pull failed for x because the signature validation failed"
+            ),
+            PullCause::Lasting
+        );
+        assert_eq!(
+            pull_cause("CrashLoopBackOff", "timeout"),
+            PullCause::Lasting
+        );
     }
 
     #[test]

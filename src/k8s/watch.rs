@@ -230,7 +230,7 @@ pub async fn wait_for_rollouts(
     labels: &str,
     names: &[String],
     timeout: Duration,
-    unschedulable_grace: Duration,
+    graces: super::rollout::Graces,
     mut on_progress: impl FnMut(&Progress),
 ) -> anyhow::Result<()> {
     if names.is_empty() {
@@ -305,12 +305,13 @@ pub async fn wait_for_rollouts(
                     Change::Error(e) => {
                         tracing::debug!("watch interrupted, resuming: {e}");
                     }
-                    // A verdict that depends on time: a pod unschedulable
-                    // past its grace.
+                    // A verdict that depends on time: a pod unschedulable,
+                    // or failing its pulls for a passing cause, past its
+                    // grace.
                     Change::Tick => dirty.extend(
                         waiting
                             .iter()
-                            .filter(|(_, why)| why.contains("unschedulable since"))
+                            .filter(|(_, why)| super::rollout::waits_on_a_grace(why))
                             .map(|(n, _)| n.clone()),
                     ),
                 }
@@ -320,7 +321,7 @@ pub async fn wait_for_rollouts(
             }
             let patience = Patience {
                 began,
-                ..Patience::now(unschedulable_grace)
+                ..Patience::now(graces)
             };
             // The lines that moved: found per judged Deployment, not by
             // comparing every Deployment's line after each batch.
@@ -391,7 +392,7 @@ pub async fn wait_for_slot(
     slot: crate::k8s::slot::Slot,
     names: &[String],
     rollout_timeout: Duration,
-    unschedulable_grace: Duration,
+    graces: super::rollout::Graces,
 ) -> anyhow::Result<()> {
     let labels = crate::k8s::live::slot_selector(slot);
     wait_for_rollouts(
@@ -400,7 +401,7 @@ pub async fn wait_for_slot(
         &labels,
         names,
         rollout_timeout + Duration::from_secs(30),
-        unschedulable_grace,
+        graces,
         |progress| {
             for (name, why) in progress {
                 tracing::info!("{name}: {why}");

@@ -423,7 +423,7 @@ impl Phase for ConfigureAi {
             slot,
             &names,
             release.rollout_timeout(),
-            crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+            crate::k8s::rollout::graces(&cx.config.vars),
         )
         .await?;
         details.push(format!(

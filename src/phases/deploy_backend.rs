@@ -507,7 +507,7 @@ impl Phase for DeployBackend {
             slot,
             &names,
             release.rollout_timeout(),
-            crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+            crate::k8s::rollout::graces(&cx.config.vars),
         )
         .await?;
         cx.backend.deployed = true;

@@ -255,7 +255,7 @@ impl Phase for ShiftTraffic {
         let mut walk = Walk::new(
             std::sync::Arc::new(crate::traffic::router::ClusterRouter {
                 applier,
-                unschedulable_grace: crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+                graces: crate::k8s::rollout::graces(&cx.config.vars),
             }),
             profile,
             cx.templates()?.to_vec(),

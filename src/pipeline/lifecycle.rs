@@ -238,7 +238,7 @@ async fn capacity_back(
                 slot,
                 &names,
                 release.rollout_timeout(),
-                crate::k8s::rollout::unschedulable_grace(&cx.config.vars),
+                crate::k8s::rollout::graces(&cx.config.vars),
             )
             .await
             .context("waiting for the Deployments users go back to")?;

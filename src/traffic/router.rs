@@ -80,8 +80,8 @@ pub trait TrafficRouter: Send + Sync {
 /// The cluster, through the run's applier (and its lease fence).
 pub struct ClusterRouter {
     pub applier: Applier,
-    /// `UNSCHEDULABLE_GRACE` for the workers a step scales up.
-    pub unschedulable_grace: Duration,
+    /// The graces for the workers a step scales up.
+    pub graces: crate::k8s::rollout::Graces,
 }
 
 #[async_trait]
@@ -121,7 +121,7 @@ impl TrafficRouter for ClusterRouter {
             slot,
             names,
             timeout,
-            self.unschedulable_grace,
+            self.graces,
         )
         .await
     }

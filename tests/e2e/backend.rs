@@ -144,6 +144,38 @@ fn a_bad_image_fails_fast_naming_the_pod_and_leaves_users_alone() {
 }
 
 #[test]
+fn a_registry_that_times_out_for_a_while_is_pulled_through() {
+    let world = World::new(Duration::from_millis(300));
+    let out = world.deploy("v1", &[]);
+    assert_exit(&out, exit_code::SUCCESS);
+    // The registry times out for the first second and a half of each new
+    // pod: ErrImagePull, then ImagePullBackOff, both with `i/o timeout`.
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:flaky-*", ImageFault::FlakyPull(1.5));
+    let out = world.deploy("flaky-2", &["-v"]);
+    let all = text(&out);
+    assert_exit(&out, exit_code::SUCCESS);
+    assert!(
+        all.contains("i/o timeout") && all.contains("(IMAGE_PULL_GRACE)"),
+        "the wait says why it goes on: {all}"
+    );
+    world.assert_all_on("green");
+}
+
+#[test]
+fn a_registry_that_keeps_timing_out_fails_the_deploy_after_the_pull_grace() {
+    failing_deploy_leaves_users_alone(
+        "*:flaky-*",
+        ImageFault::FlakyPull(1e6),
+        "flaky-2",
+        &[("IMAGE_PULL_GRACE", "2s")],
+        "i/o timeout",
+    );
+}
+
+#[test]
 fn a_crash_loop_fails_fast_and_leaves_users_alone() {
     failing_deploy_leaves_users_alone(
         "*:crash-*",

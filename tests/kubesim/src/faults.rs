@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 pub enum ImageFault {
     /// The pull fails: `ErrImagePull`, then `ImagePullBackOff`.
     ImagePullBackOff,
+    /// The registry times out for this many (scaled) seconds after the
+    /// pod starts: `ErrImagePull` with containerd's `i/o timeout`, then
+    /// `ImagePullBackOff` keeping that error, as kubelet 1.34 words it;
+    /// then the pull works and the pod runs.
+    FlakyPull(f64),
     /// Starts, exits 1, restarts with back-off: `CrashLoopBackOff`, rising restartCount.
     CrashLoopBackOff,
     /// Runs but its readiness probe never passes.
@@ -32,13 +37,18 @@ impl FromStr for ImageFault {
             ("ImagePullBackOff" | "ErrImagePull", None) => Ok(ImageFault::ImagePullBackOff),
             ("CrashLoopBackOff", None) => Ok(ImageFault::CrashLoopBackOff),
             ("NeverReady", None) => Ok(ImageFault::NeverReady),
+            ("FlakyPull", Some(secs)) => secs
+                .trim_end_matches('s')
+                .parse::<f64>()
+                .map(ImageFault::FlakyPull)
+                .map_err(|e| format!("FlakyPull needs seconds, as in FlakyPull:5: {e}")),
             ("Slow" | "SlowRollout", Some(secs)) => secs
                 .trim_end_matches('s')
                 .parse::<f64>()
                 .map(ImageFault::Slow)
                 .map_err(|e| format!("Slow needs seconds, as in Slow:5: {e}")),
             _ => Err(format!(
-                "unknown image fault {s:?}: expected ImagePullBackOff, CrashLoopBackOff, NeverReady or Slow:<seconds>"
+                "unknown image fault {s:?}: expected ImagePullBackOff, CrashLoopBackOff, NeverReady, FlakyPull:<seconds> or Slow:<seconds>"
             )),
         }
     }
@@ -48,6 +58,7 @@ impl fmt::Display for ImageFault {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             ImageFault::Slow(s) => write!(f, "Slow:{s}"),
+            ImageFault::FlakyPull(s) => write!(f, "FlakyPull:{s}"),
             other => write!(f, "{other:?}"),
         }
     }

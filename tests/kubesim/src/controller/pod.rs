@@ -56,7 +56,15 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
     for c in &containers {
         let name = c["name"].as_str().unwrap_or("");
         let image = c["image"].as_str().unwrap_or("");
-        let fault = image_fault(clock.faults, image);
+        let fault = match image_fault(clock.faults, image) {
+            // Past its flaky spell the pull works.
+            Some(ImageFault::FlakyPull(secs))
+                if running_for.as_secs_f64() >= secs * clock.time_scale =>
+            {
+                None
+            }
+            f => f,
+        };
         let base = json!({"name": name, "image": image, "imageID": "", "containerID": ""});
         let (state, last_state, ready, restarts, started_flag) = if !up {
             all_done = false;
@@ -78,6 +86,20 @@ pub fn pod_status(pod: &Value, clock: &PodClock) -> Value {
                     } else {
                         json!({"waiting": {"reason": "ImagePullBackOff",
                             "message": format!("Back-off pulling image \"{image}\"")}})
+                    };
+                    (st, json!({}), false, 0, false)
+                }
+                Some(ImageFault::FlakyPull(_)) => {
+                    all_done = false;
+                    phase = "Pending";
+                    let cause = format!(
+                        "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to do request: Head \"https://registry.example/v2/maily/manifests/latest\": dial tcp 10.96.0.20:443: i/o timeout"
+                    );
+                    let st = if running_for < clock.unit {
+                        json!({"waiting": {"reason": "ErrImagePull", "message": cause}})
+                    } else {
+                        json!({"waiting": {"reason": "ImagePullBackOff",
+                            "message": format!("Back-off pulling image \"{image}\": ErrImagePull: {cause}")}})
                     };
                     (st, json!({}), false, 0, false)
                 }
@@ -214,6 +236,16 @@ pub fn next_change(pod: &Value, clock: &PodClock) -> Option<Duration> {
                     let ready_after = Duration::try_from_secs_f64(extra * clock.time_scale).ok()?;
                     (running_for < ready_after).then_some(ready_after)?
                 }
+                // Back-off after the first unit, the pull working after
+                // the spell.
+                ImageFault::FlakyPull(secs) => {
+                    let works_after = Duration::try_from_secs_f64(secs * clock.time_scale).ok()?;
+                    if running_for < clock.unit.min(works_after) {
+                        clock.unit.min(works_after)
+                    } else {
+                        (running_for < works_after).then_some(works_after)?
+                    }
+                }
                 ImageFault::CrashLoopBackOff | ImageFault::NeverReady => return None,
             };
             clock.unit.checked_add(after_start)
@@ -246,10 +278,16 @@ pub fn transitions(
             continue;
         }
         match now.as_deref() {
+            // As the kubelet: the runtime's error after the image.
             Some("ErrImagePull") => out.push((
                 "Failed",
                 "Warning",
-                format!("Failed to pull image \"{image}\": not found"),
+                format!(
+                    "Failed to pull image \"{image}\": {}",
+                    c["state"]["waiting"]["message"]
+                        .as_str()
+                        .unwrap_or("not found")
+                ),
             )),
             Some("ImagePullBackOff") => out.push((
                 "BackOff",
