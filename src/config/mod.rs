@@ -6,6 +6,7 @@ pub mod form;
 pub mod format;
 pub mod k8s_rules;
 pub mod profile;
+pub mod shape;
 pub mod spec;
 pub mod template;
 pub mod traffic;

@@ -570,42 +570,106 @@ pub fn load(manifests_dir: &Path, environment: &str) -> anyhow::Result<Profile> 
 }
 
 /// Check a profile's text for `environment`; `file` names it in messages.
+/// A profile whose fields are wrong gets every such problem at once, by
+/// path; one that is not YAML gets the parser's words and place.
 pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profile> {
-    let written: ProfileOf<Written> = serde_saphyr::from_str(text).map_err(|e| {
-        // The parser quotes the lines around the error: a megabyte-long
-        // line is shown by its start and size.
-        let why: Vec<String> = e
-            .to_string()
-            .lines()
-            // The parser knows no file name: it says `<input>`.
-            .map(|l| l.replace("<input>", file))
-            .map(|l| {
-                if l.len() > 200 {
-                    let head: String = l.chars().take(120).collect();
-                    format!("{head}… ({} bytes)", l.len())
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        fail(
-            Kind::Config,
-            format!("the profile {file} does not parse: {}", why.join("\n")),
-        )
-    })?;
+    // Where the parser stopped first, for a profile whose fields are wrong.
+    let mut first_at = String::new();
+    let checked = match serde_saphyr::from_str::<ProfileOf<Written>>(text) {
+        Ok(written) => written.check(file),
+        Err(e) => {
+            let shape = shape_problems(text, file);
+            if shape.is_empty() {
+                return Err(does_not_parse(&e, file));
+            }
+            first_at = e
+                .to_string()
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("--> "))
+                .map(|at| format!(" (the first at {})", at.replace("<input>", file)))
+                .unwrap_or_default();
+            Err(shape)
+        }
+    };
     let mut problems = environment_problems(environment, file);
-    match written.check(file) {
+    match checked {
         Ok(profile) if problems.is_empty() => Ok(profile),
         checked => {
             problems.extend(checked.err().unwrap_or_default());
             Err(Failure::with_problems(
                 Kind::Config,
-                format!("the profile {file} has problems"),
+                format!("the profile {file} has problems{first_at}"),
                 problems,
             )
             .into())
         }
     }
+}
+
+/// The parser's error for a profile that is not YAML, or whose fields
+/// [`shape_problems`] could not place: its words and the lines around the
+/// place, each clipped.
+fn does_not_parse(e: &serde_saphyr::Error, file: &str) -> anyhow::Error {
+    let why: Vec<String> = e
+        .to_string()
+        .lines()
+        // The parser knows no file name: it says `<input>`.
+        .map(|l| l.replace("<input>", file))
+        .map(|l| {
+            if l.len() > 200 {
+                let head: String = l.chars().take(120).collect();
+                format!("{head}… ({} bytes)", l.len())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    fail(
+        Kind::Config,
+        format!("the profile {file} does not parse: {}", why.join("\n")),
+    )
+}
+
+/// Every unknown field, wrong type and missing field of a profile that is
+/// YAML, as problems naming their paths; empty when the text is not YAML.
+fn shape_problems(text: &str, file: &str) -> Vec<Problem> {
+    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    super::shape::problems::<ProfileOf<Written>>(doc)
+        .into_iter()
+        .map(|p| {
+            let fix = match &p.did_you_mean {
+                Some(name) => format!("did you mean `{name}`?"),
+                None if p.problem.starts_with("unknown field") => {
+                    "remove it, or use one of the fields listed".to_string()
+                }
+                None if p.problem.starts_with("unknown variant") => {
+                    "use one of the values listed".to_string()
+                }
+                None if p.problem.starts_with("missing field") => {
+                    "add it; manifests/environments/production.yaml shows every field".to_string()
+                }
+                None => "give it a value of the kind named".to_string(),
+            };
+            let problem = if p.problem.len() > 300 {
+                let head: String = p.problem.chars().take(200).collect();
+                format!("{head}… ({} bytes)", p.problem.len())
+            } else {
+                p.problem
+            };
+            Problem {
+                phase: None,
+                subject: if p.path.is_empty() {
+                    file.to_string()
+                } else {
+                    format!("{file}: {}", p.path)
+                },
+                problem,
+                fix,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -777,7 +841,51 @@ mod tests {
         )
         .unwrap();
         let err = load(dir.path(), "x").unwrap_err();
-        assert!(err.to_string().contains("replica"), "{err}");
+        let failure = err.downcast_ref::<Failure>().expect("a typed failure");
+        assert!(
+            failure.problems[0].subject.ends_with("x.yaml: replica"),
+            "{:?}",
+            failure.problems
+        );
+        assert_eq!(failure.problems[0].fix, "did you mean `replicas`?");
+    }
+
+    #[test]
+    fn every_wrong_field_of_a_profile_is_named_at_once() {
+        let text = "namespace: x\nreplica: 3\ndomains: {}\ngateway: {name: g, namespace: gw}\nreplicas: 1\ntraffic: {steps: [100], pause: 1m}\nservices:\n  api: {kind: http, path: /api}\n  campaigns: {kind: htp}\n  workers: {knd: worker}\nverify:\n  checks:\n    - {name: a, path: /a, status: 99999}\n";
+        let err = parse(text, "staging", "staging.yaml").unwrap_err();
+        let failure = err.downcast_ref::<Failure>().expect("a typed failure");
+        let got: Vec<(&str, &str, &str)> = failure
+            .problems
+            .iter()
+            .map(|p| (p.subject.as_str(), p.problem.as_str(), p.fix.as_str()))
+            .collect();
+        let subjects: Vec<&str> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            subjects,
+            vec![
+                "staging.yaml: replica",
+                "staging.yaml: services.campaigns.kind",
+                "staging.yaml: services.workers.knd",
+                "staging.yaml: services.workers.kind",
+                "staging.yaml: verify.checks[0].status",
+            ],
+            "{got:#?}"
+        );
+        assert_eq!(got[0].2, "did you mean `replicas`?");
+        assert!(got[1].1.contains("unknown variant `htp`"), "{got:?}");
+        assert_eq!(got[1].2, "use one of the values listed");
+        assert_eq!(got[2].2, "did you mean `kind`?");
+        assert_eq!(got[3].1, "missing field `kind`");
+        assert!(got[4].1.contains("99999"), "{got:?}");
+
+        // Not YAML at all: the parser's words and place.
+        let err = parse("namespace: [x\n", "staging", "staging.yaml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the profile staging.yaml does not parse"),
+            "{err}"
+        );
     }
 
     #[test]
