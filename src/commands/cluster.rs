@@ -44,6 +44,8 @@ pub fn context_selecting(
         env_file: global.env_file.as_deref(),
         manifests_dir: &global.manifests_dir,
         process_env: config::process_env(),
+        // These commands check no variables.
+        check_for: None,
     })?;
     let id = deployment.then(|| DeploymentId::now(environment));
     let mut cx = Context::new(id, config, selection, dry_run);

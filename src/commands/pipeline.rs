@@ -40,6 +40,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
         env_file: req.global.env_file.as_deref(),
         manifests_dir: &req.global.manifests_dir,
         process_env,
+        check_for: (!selection.validate_skipped()).then(|| selection.selected()),
     })?;
     // A deploy (a dry run too: it only reads) resolves Vault references
     // before any phase; `validate` alone stays offline and checks their form.

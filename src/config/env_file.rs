@@ -122,6 +122,27 @@ pub fn resolve_path(given: Option<&Path>, environment: &str) -> anyhow::Result<O
 /// quotes, `export`). A line that does not parse is reported by number only:
 /// its text may hold a secret.
 pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let read = read_partial(path)?;
+    match read.unparsed {
+        Some(failure) => Err(failure.into()),
+        None => Ok(read.pairs),
+    }
+}
+
+/// An env file as far as it parses.
+#[derive(Debug)]
+pub struct PartialRead {
+    /// The lines that parse, in order.
+    pub pairs: Vec<(String, String)>,
+    /// The lines that do not, as one failure naming each by number; the
+    /// file is not usable while there is one.
+    pub unparsed: Option<crate::error::Failure>,
+}
+
+/// Read an env file as [`read`] does, keeping the lines that parse beside
+/// the failure of those that do not, so a caller can report the variables'
+/// problems in the same run.
+pub fn read_partial(path: &Path) -> anyhow::Result<PartialRead> {
     let text = super::read_text(path, "env file")?;
     let iter = dotenvy::from_read_iter(text.as_bytes());
     let mut pairs = Vec::new();
@@ -170,14 +191,18 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             }
         }
     }
-    if !problems.is_empty() {
+    let unparsed = (!problems.is_empty()).then(|| {
         let more = unparsed - problems.len();
-        return Err(crate::error::Failure::with_problems(
+        crate::error::Failure::with_problems(
             Kind::Config,
             format!(
-                "env file {} has {unparsed} line{} that do not parse{}",
+                "env file {} has {unparsed} {} not parse{}",
                 path.display(),
-                if unparsed == 1 { "" } else { "s" },
+                if unparsed == 1 {
+                    "line that does"
+                } else {
+                    "lines that do"
+                },
                 if more > 0 {
                     format!(
                         " (the first {} are listed, {more} more are not)",
@@ -189,9 +214,8 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             ),
             problems,
         )
-        .into());
-    }
-    Ok(pairs)
+    });
+    Ok(PartialRead { pairs, unparsed })
 }
 
 /// The most unparseable lines an env file's error lists one by one.

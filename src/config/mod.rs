@@ -43,6 +43,11 @@ pub struct Sources<'a> {
     pub env_file: Option<&'a Path>,
     pub manifests_dir: &'a Path,
     pub process_env: BTreeMap<String, String>,
+    /// The phases whose variables to check when the env file has lines
+    /// that do not parse, so their problems come in the same report
+    /// instead of after the lines are fixed (a deploy or `validate`; other
+    /// commands check no variables).
+    pub check_for: Option<Vec<crate::pipeline::PhaseId>>,
 }
 
 /// The process environment, as far as it is text.
@@ -66,19 +71,26 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
 
     let profile = profile::load(src.manifests_dir, src.environment);
     let file = env_file::resolve_path(src.env_file, src.environment).and_then(|path| {
-        let pairs = match &path {
-            Some(p) => env_file::read(p)?,
-            None => Vec::new(),
+        let read = match &path {
+            Some(p) => env_file::read_partial(p)?,
+            None => env_file::PartialRead {
+                pairs: Vec::new(),
+                unparsed: None,
+            },
         };
-        Ok((path, pairs))
+        Ok((path, read))
     });
-    if let Ok((_, pairs)) = &file {
-        register_secrets(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Ok((_, read)) = &file {
+        register_secrets(read.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
 
     match (profile, file) {
-        (Ok(profile), Ok((path, pairs))) => {
+        (Ok(profile), Ok((path, read))) => {
+            let pairs = read.pairs;
             let vars = env_file::merge(&pairs, path.as_deref(), &src.process_env);
+            if let Some(unparsed) = read.unparsed {
+                return Err(with_variable_problems(unparsed, &profile, &vars, src));
+            }
             let mut warnings = env_file::unknown_names(&pairs);
             if path.is_none() && src.env_file.is_none() {
                 warnings.push(format!(
@@ -94,7 +106,11 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
                 warnings,
             })
         }
-        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok((_, read))) => match read.unparsed {
+            Some(unparsed) => Err(combine(e, unparsed.into())),
+            None => Err(e),
+        },
+        (Ok(_), Err(e)) => Err(e),
         (Err(a), Err(b)) => Err(combine(a, b)),
     }
 }
@@ -143,6 +159,35 @@ pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
             .into())
         }
     }
+}
+
+/// The env file's unparsed lines, with the problems of the variables of
+/// the lines that did parse when `src` asks for them: one run names both.
+/// A variable on a line that does not parse is reported unset: the lines
+/// come first, and say why.
+fn with_variable_problems(
+    mut unparsed: Failure,
+    profile: &Profile,
+    vars: &Vars,
+    src: &Sources<'_>,
+) -> anyhow::Error {
+    let Some(phases) = &src.check_for else {
+        return unparsed.into();
+    };
+    let unneeded = profile
+        .ai_config()
+        .map(|c| c.unneeded_vars())
+        .unwrap_or_default();
+    let v = validate::validate_except(vars, phases, &unneeded);
+    if !v.problems.is_empty() {
+        let n = v.problems.len();
+        unparsed.message.push_str(&format!(
+            "; and {n} problem{} with the variables of the lines that parse",
+            if n == 1 { "" } else { "s" }
+        ));
+        unparsed.problems.extend(v.problems);
+    }
+    unparsed.into()
 }
 
 /// Two configuration failures as one, so both are reported.

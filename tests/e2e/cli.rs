@@ -616,6 +616,54 @@ fn a_bad_line_in_the_env_file_is_named_without_its_text() {
 }
 
 #[test]
+fn a_bad_line_and_bad_variables_are_reported_in_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = env_file(dir.path(), &[("ROLLOUT_TIMEOUT", Some("forever"))]);
+    let mut text = std::fs::read_to_string(&good).unwrap();
+    text.push_str("VERCEL_TOKEN Tr0ub4dor-line\n");
+    let path = dir.path().join(".env.both");
+    std::fs::write(&path, text).unwrap();
+    let out = maily()
+        .args(["validate", "production", "-o", "json", "--env-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("Tr0ub4dor"), "{all}");
+    let report = json_of(&out.stdout);
+    let subjects: Vec<String> = report["error"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("problems in {report:#}"))
+        .iter()
+        .map(|p| p["subject"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.contains(".env.both:")),
+        "the line is named: {subjects:?}"
+    );
+    assert!(
+        subjects.iter().any(|s| s.contains("ROLLOUT_TIMEOUT")),
+        "the variable is named in the same run: {subjects:?}"
+    );
+
+    // Other commands check no variables: the line alone.
+    let out = maily()
+        .args(["history", "production", "--env-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(".env.both:"), "{stderr}");
+    assert!(!stderr.contains("ROLLOUT_TIMEOUT"), "{stderr}");
+}
+
+#[test]
 fn under_github_actions_phases_are_grouped_failures_annotated_and_summarised() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.md");
