@@ -216,8 +216,39 @@ async fn wait_for_targets(
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
+    let pools: Vec<String> = services
+        .iter()
+        .map(|(s, _)| prometheus::service_monitor_pool(namespace, s))
+        .collect();
+    let mut whole_list = false;
     loop {
-        let targets = prom.targets().await;
+        let targets = if whole_list {
+            prom.targets().await
+        } else {
+            match prom.targets_in_pools(&pools).await {
+                // Nothing in the ServiceMonitors' pools: a first deploy
+                // not discovered yet, or a Prometheus that scrapes the
+                // services by configuration of its own. Its whole list
+                // tells, when it can be read.
+                Ok(none) if none.is_empty() => match prom.targets().await {
+                    Ok(all)
+                        if prometheus::scrapes_any(
+                            &all,
+                            namespace,
+                            services.iter().map(|(s, _)| s.as_str()),
+                        ) =>
+                    {
+                        tracing::info!(
+                            "Prometheus scrapes the services outside the ServiceMonitors' scrape pools; reading its whole target list"
+                        );
+                        whole_list = true;
+                        Ok(all)
+                    }
+                    _ => Ok(none),
+                },
+                other => other,
+            }
+        };
         let verdicts: Vec<(String, ServiceTargets)> = match &targets {
             Ok(t) => services
                 .iter()
@@ -627,5 +658,95 @@ mod tests {
             serde_json::from_value::<MonitoringRecord>(kept).ok(),
             Some(r)
         );
+    }
+
+    /// A target as `GET /api/v1/targets` lists it.
+    fn target(pool: &str, service: &str, slot: &str) -> serde_json::Value {
+        serde_json::json!({
+            "discoveredLabels": {},
+            "labels": {"namespace": "maily-staging", "job": service, "slot": slot, "instance": "10.0.0.1:8080"},
+            "scrapePool": pool,
+            "scrapeUrl": "http://10.0.0.1:8080/metrics",
+            "health": "up",
+            "lastError": "",
+        })
+    }
+
+    fn answer(targets: Vec<serde_json::Value>) -> wiremock::ResponseTemplate {
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "status": "success",
+            "data": {"activeTargets": targets, "droppedTargets": []},
+        }))
+    }
+
+    /// A shared Prometheus whose whole target list is more than the tool
+    /// reads: the ServiceMonitors' pools, asked one by one, still tell.
+    #[tokio::test]
+    async fn a_prometheus_too_large_to_list_is_asked_pool_by_pool() {
+        use wiremock::matchers::{path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        for s in ["api", "campaigns"] {
+            let pool = prometheus::service_monitor_pool("maily-staging", s);
+            Mock::given(path("/api/v1/targets"))
+                .and(query_param("scrapePool", pool.as_str()))
+                .respond_with(answer(vec![
+                    target(&pool, s, "blue"),
+                    target(&pool, s, "green"),
+                ]))
+                .with_priority(1)
+                .mount(&server)
+                .await;
+        }
+        let huge = format!(
+            r#"{{"status":"success","data":{{"activeTargets":[],"pad":"{}"}}}}"#,
+            "x".repeat(crate::providers::http::MAX_ANSWER_BYTES)
+        );
+        Mock::given(path("/api/v1/targets"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+            .with_priority(2)
+            .expect(0)
+            .mount(&server)
+            .await;
+        let prom = Prometheus::new(&server.uri()).unwrap();
+        let services = vec![("api".to_string(), None), ("campaigns".to_string(), None)];
+        let up = wait_for_targets(
+            &prom,
+            "maily-staging",
+            &services,
+            Slot::Green,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            up,
+            vec![
+                "api-green: 1 target(s) scraped and up",
+                "campaigns-green: 1 target(s) scraped and up"
+            ]
+        );
+    }
+
+    /// A Prometheus that ignores `scrapePool` (before 2.42) answers every
+    /// target to each pool's request: each keeps only its pool's.
+    #[tokio::test]
+    async fn a_prometheus_that_ignores_the_pool_parameter_is_counted_once() {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer};
+        let server = MockServer::start().await;
+        let api = prometheus::service_monitor_pool("maily-staging", "api");
+        let campaigns = prometheus::service_monitor_pool("maily-staging", "campaigns");
+        Mock::given(path("/api/v1/targets"))
+            .respond_with(answer(vec![
+                target(&api, "api", "green"),
+                target(&campaigns, "campaigns", "green"),
+                target("kubernetes-nodes", "node", "green"),
+            ]))
+            .mount(&server)
+            .await;
+        let prom = Prometheus::new(&server.uri()).unwrap();
+        let got = prom.targets_in_pools(&[api, campaigns]).await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 }

@@ -40,7 +40,20 @@ pub struct Target {
     pub last_error: String,
     #[serde(default)]
     pub scrape_url: String,
+    /// The scrape pool (the job's configuration) the target belongs to;
+    /// for a ServiceMonitor's, [`service_monitor_pool`].
+    #[serde(default)]
+    pub scrape_pool: String,
 }
+
+/// The scrape pool the Prometheus operator makes of a ServiceMonitor's
+/// first endpoint: `serviceMonitor/<namespace>/<name>/0`.
+pub fn service_monitor_pool(namespace: &str, name: &str) -> String {
+    format!("serviceMonitor/{namespace}/{name}/0")
+}
+
+/// How many pools are asked for at once.
+const POOLS_AT_ONCE: usize = 8;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,9 +125,40 @@ impl Prometheus {
         Ok(read_answer(&self.base, promql, status, &body)?)
     }
 
-    /// `GET /api/v1/targets?state=active`.
+    /// `GET /api/v1/targets?state=active`: every active target, which on a
+    /// Prometheus shared by many teams may be too many to read (see
+    /// [`Prometheus::targets_in_pools`]).
     pub async fn targets(&self) -> anyhow::Result<Vec<Target>> {
-        let url = format!("{}/api/v1/targets?state=active", self.base);
+        self.targets_at(format!("{}/api/v1/targets?state=active", self.base))
+            .await
+    }
+
+    /// The active targets of these scrape pools only, one request per pool
+    /// (`scrapePool=`, Prometheus 2.42 and later), a few at once: the
+    /// answers stay small however many targets the Prometheus has. A
+    /// Prometheus that ignores the parameter answers every target; only
+    /// the pool's are kept.
+    pub async fn targets_in_pools(&self, pools: &[String]) -> anyhow::Result<Vec<Target>> {
+        use futures::{StreamExt, TryStreamExt};
+        let lists: Vec<Vec<Target>> = futures::stream::iter(pools.iter().cloned())
+            .map(|pool| self.pool_targets(pool))
+            .buffered(POOLS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    async fn pool_targets(&self, pool: String) -> anyhow::Result<Vec<Target>> {
+        let url = format!(
+            "{}/api/v1/targets?state=active&scrapePool={}",
+            self.base,
+            percent_encoding::utf8_percent_encode(&pool, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let all = self.targets_at(url).await?;
+        Ok(all.into_iter().filter(|t| t.scrape_pool == pool).collect())
+    }
+
+    async fn targets_at(&self, url: String) -> anyhow::Result<Vec<Target>> {
         let resp = self.http.get(&url).send().await.map_err(|e| {
             fail(
                 Kind::PhaseFailed,
@@ -355,6 +399,21 @@ pub enum ServiceTargets {
     },
     /// Prometheus has no target of the service in the slot.
     Missing,
+}
+
+/// Whether any of `targets` is one of these services' in `namespace`, in
+/// any slot (the labels monitor judges by).
+pub fn scrapes_any<'a>(
+    targets: &[Target],
+    namespace: &str,
+    mut services: impl Iterator<Item = &'a str>,
+) -> bool {
+    services.any(|s| {
+        targets.iter().any(|t| {
+            t.labels.get("namespace").map(String::as_str) == Some(namespace)
+                && t.labels.get("job").map(String::as_str) == Some(s)
+        })
+    })
 }
 
 /// Which targets belong to a service in a slot: `namespace`, `job` (the

@@ -206,6 +206,37 @@ fn a_deploy_applies_rules_and_monitors_saves_dashboards_annotates_and_finds_the_
     assert_eq!(m.dashboards, ["maily-platform-staging"]);
 }
 
+#[test]
+fn a_prometheus_configured_by_hand_is_read_whole() {
+    // Its jobs are its own (`target-<i>`), not the ServiceMonitors' pools:
+    // the targets carry the labels monitor judges by, so monitor reads the
+    // whole list once the pools turn out empty.
+    let world = World::new(Duration::from_millis(300));
+    world.install_prometheus_operator_crds();
+    let g = grafana(&world, "staging", 200);
+    let metrics = metrics_endpoint(&world);
+    let prom =
+        PrometheusServer::start_hand_configured(&slot_targets(&address(&metrics), "blue", "v1"));
+    let out = world
+        .maily()
+        .arg("staging")
+        .args(PHASES)
+        .args(["--output", "json", "--env-file"])
+        .arg(env(&world, &g, &prom, "v1"))
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let details = monitor_row(&report)["details"].to_string();
+    for s in HTTP_SERVICES {
+        assert!(
+            details.contains(&format!("{s}-blue: 1 target(s) scraped and up")),
+            "{details}"
+        );
+    }
+}
+
 fn deployment_id_of_json(out: &std::process::Output) -> String {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     report["deployment_id"].as_str().unwrap().to_string()

@@ -55,20 +55,63 @@ fn free_port() -> u16 {
 }
 
 impl PrometheusServer {
-    /// Start Prometheus scraping `targets` every second; returns once it is
-    /// ready (`/-/ready`).
+    /// Start Prometheus scraping `targets` every second, each service's in
+    /// the scrape pool the Prometheus operator makes of its ServiceMonitor
+    /// (`serviceMonitor/<namespace>/<service>/0`); returns once it is ready
+    /// (`/-/ready`).
     pub fn start(targets: &[ScrapeTarget]) -> PrometheusServer {
+        // One job per namespace, service and path, as the operator makes
+        // one per ServiceMonitor endpoint.
+        let mut jobs: BTreeMap<(String, String, String), Vec<&ScrapeTarget>> = BTreeMap::new();
+        for t in targets {
+            let label = |k: &str| t.labels.get(k).cloned().unwrap_or_default();
+            jobs.entry((label("namespace"), label("job"), t.metrics_path.clone()))
+                .or_default()
+                .push(t);
+        }
+        let mut endpoint: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let jobs: Vec<(String, Vec<&ScrapeTarget>)> = jobs
+            .into_iter()
+            .map(|((ns, job, _), ts)| {
+                let i = endpoint.entry((ns.clone(), job.clone())).or_default();
+                let name = format!("serviceMonitor/{ns}/{job}/{i}");
+                *i += 1;
+                (name, ts)
+            })
+            .collect();
+        Self::start_jobs(&jobs)
+    }
+
+    /// Start Prometheus with one scrape job of its own per target
+    /// (`target-<i>`), as a Prometheus configured by hand rather than by
+    /// ServiceMonitors: the targets carry the same labels, in other pools.
+    pub fn start_hand_configured(targets: &[ScrapeTarget]) -> PrometheusServer {
+        let jobs: Vec<(String, Vec<&ScrapeTarget>)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("target-{i}"), vec![t]))
+            .collect();
+        Self::start_jobs(&jobs)
+    }
+
+    fn start_jobs(jobs: &[(String, Vec<&ScrapeTarget>)]) -> PrometheusServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n",
         );
-        for (i, t) in targets.iter().enumerate() {
+        for (name, targets) in jobs {
             config.push_str(&format!(
-                "  - job_name: target-{i}\n    metrics_path: {}\n    static_configs:\n      - targets: [\"{}\"]\n        labels:\n",
-                t.metrics_path, t.address
+                "  - job_name: \"{name}\"\n    metrics_path: {}\n    static_configs:\n",
+                targets[0].metrics_path
             ));
-            for (k, v) in &t.labels {
-                config.push_str(&format!("          {k}: \"{v}\"\n"));
+            for t in targets {
+                config.push_str(&format!(
+                    "      - targets: [\"{}\"]\n        labels:\n",
+                    t.address
+                ));
+                for (k, v) in &t.labels {
+                    config.push_str(&format!("          {k}: \"{v}\"\n"));
+                }
             }
         }
         let config_path = dir.path().join("prometheus.yml");
