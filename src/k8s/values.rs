@@ -67,12 +67,24 @@ pub fn common(release: &Release, profile: &Profile) -> Values {
         ("DEPLOYMENT_ID", release.deployment_id.clone()),
         ("IMAGE_REGISTRY", release.image_registry.clone()),
         ("IMAGE_TAG", release.image_tag.clone()),
-        ("DATABASE_BACKUP_URL", release.backup_url.clone()),
+        // A directory, as the tool's own store reads it: the daily job
+        // appends `daily/<time>.dump`, which after `s3://b/prod` would
+        // name `s3://b/proddaily/...`.
+        ("DATABASE_BACKUP_URL", as_directory(&release.backup_url)),
         ("DOMAIN_API", domain("api")),
         ("DOMAIN_APP", domain("app")),
         ("GATEWAY_NAME", profile.gateway.name.clone()),
         ("GATEWAY_NAMESPACE", profile.gateway.namespace.clone()),
     ])
+}
+
+/// A backup location with one trailing `/` (unset stays unset).
+fn as_directory(location: &str) -> String {
+    if location.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", location.trim_end_matches('/'))
+    }
 }
 
 fn kind_word(kind: ServiceKind) -> &'static str {
@@ -220,6 +232,39 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_daily_backup_uploads_under_the_backup_location_however_it_is_written() {
+        let profile = crate::config::profile::load(&shipped(), "production").unwrap();
+        let templates = manifest::load(&shipped()).unwrap();
+        for (written, under) in [
+            ("s3://maily-backups", "s3://maily-backups/daily/"),
+            ("s3://maily-backups/prod", "s3://maily-backups/prod/daily/"),
+            ("s3://maily-backups/prod/", "s3://maily-backups/prod/daily/"),
+            (
+                "file:///var/backups/maily",
+                "file:///var/backups/maily/daily/",
+            ),
+        ] {
+            let mut rel = release();
+            rel.backup_url = written.into();
+            let rendered =
+                manifest::render(&templates, &[Scope::Platform], &common(&rel, &profile)).unwrap();
+            let job = rendered
+                .iter()
+                .map(|(_, o)| serde_json::to_value(o).unwrap())
+                .find(|o| o["kind"] == "CronJob")
+                .expect("the daily backup CronJob");
+            let command = job
+                .pointer("/spec/jobTemplate/spec/template/spec/containers/0/args/0")
+                .and_then(Value::as_str)
+                .unwrap();
+            assert!(
+                command.contains(&format!("\"{under}$(date")),
+                "{written}: {command}"
+            );
+        }
     }
 
     #[test]
