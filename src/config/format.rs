@@ -32,6 +32,10 @@ pub enum Format {
     Integer { min: i64, max: i64 },
     /// A duration such as `30s`, `5m`, `1h 30m`.
     Duration,
+    /// A duration PostgreSQL takes as a timeout setting
+    /// (`statement_timeout`, `lock_timeout`): whole milliseconds in an
+    /// int32, at most about 24.8 days.
+    PgTimeout,
     /// One of a fixed set of words.
     Enum(&'static [&'static str]),
     /// A container registry and repository prefix, e.g. `ghcr.io/maily`.
@@ -56,6 +60,7 @@ impl Format {
             Format::Integer { min, max } if max == i64::MAX => format!("integer >= {min}"),
             Format::Integer { min, max } => format!("integer {min}..={max}"),
             Format::Duration => "duration".into(),
+            Format::PgTimeout => "duration of at most 24 days".into(),
             Format::Enum(words) => format!("one of {}", words.join(", ")),
             Format::ImageRegistry => "image registry".into(),
             Format::ImageTag => "image tag".into(),
@@ -86,6 +91,7 @@ impl Format {
             Format::EthAddress => "0x followed by 40 hex digits".into(),
             Format::Integer { min, .. } => format!("a whole number such as {}", min.max(1)),
             Format::Duration => "30s, 5m or 1h 30m".into(),
+            Format::PgTimeout => "30s, 10m or 2h".into(),
             Format::Enum(words) => words.join(" or "),
             Format::ImageRegistry => "ghcr.io/maily or registry.example.com:5000/maily".into(),
             Format::ImageTag => "v1.4.2 or sha-1a2b3c4".into(),
@@ -115,6 +121,7 @@ impl Format {
             Format::EthAddress => eth_address(value),
             Format::Integer { min, max } => integer(value, min, max),
             Format::Duration => duration(value).map(drop).map_err(FormatError::Duration),
+            Format::PgTimeout => pg_timeout(value).map(drop).map_err(FormatError::Duration),
             Format::Enum(words) => one_of(value, words),
             Format::ImageRegistry => image_registry(value),
             Format::ImageTag => image_tag(value),
@@ -272,6 +279,19 @@ pub enum DurationError {
     TooLong,
     #[error("is not a duration (a number with a unit: s, m, h)")]
     NotADuration,
+    #[error(
+        "is longer than PostgreSQL takes for a timeout: 2147483647 ms (about 24 days 20 hours); a longer setting fails, and the migration with it"
+    )]
+    TooLongForPostgres,
+}
+
+/// Parse a duration PostgreSQL takes as a timeout setting.
+pub fn pg_timeout(value: &str) -> Result<Duration, DurationError> {
+    let d = duration(value)?;
+    if d.as_millis() > i32::MAX as u128 {
+        return Err(DurationError::TooLongForPostgres);
+    }
+    Ok(d)
 }
 
 /// Parse a duration in the form the variable spec accepts.
@@ -629,6 +649,16 @@ mod tests {
         );
         bad(Format::ImageTag, "_v1", "app.kubernetes.io/version");
         bad(Format::ImageTag, "v1.", "app.kubernetes.io/version");
+    }
+
+    #[test]
+    fn postgres_timeouts_fit_an_int32_of_milliseconds() {
+        ok(Format::PgTimeout, "10m");
+        ok(Format::PgTimeout, "24days");
+        bad(Format::PgTimeout, "30days", "PostgreSQL");
+        bad(Format::PgTimeout, "0s", "zero");
+        assert!(pg_timeout("2147483647ms").is_ok());
+        assert!(pg_timeout("2147483648ms").is_err());
     }
 
     #[test]

@@ -118,9 +118,9 @@ pub const SPEC: &[VarSpec] = &[
         "Where pre-migration backups go: s3://bucket/prefix/ or file:///dir/"),
     var("MIGRATIONS_DIR", &[Migrate], Format::NonEmpty, Default("migrations"), "Database",
         "Folder of sqlx migrations; the embedded copy is used when it is absent"),
-    var("DATABASE_STATEMENT_TIMEOUT", &[Migrate], Format::Duration, Default("60s"), "Database",
+    var("DATABASE_STATEMENT_TIMEOUT", &[Migrate], Format::PgTimeout, Default("60s"), "Database",
         "Longest a single migration statement may run"),
-    var("DATABASE_LOCK_TIMEOUT", &[Migrate], Format::Duration, Default("5s"), "Database",
+    var("DATABASE_LOCK_TIMEOUT", &[Migrate], Format::PgTimeout, Default("5s"), "Database",
         "Longest a migration may wait for a table lock before giving up"),
     // Cache and queue
     secret("REDIS_URL", &[Verify], Format::RedisUrl, Required, "Cache and queue",

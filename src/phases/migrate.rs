@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::config::format::duration;
+use crate::config::format::pg_timeout;
 use crate::db::{self, DbError, MigrateAction, MigrateSettings};
 use crate::error::{Failure, Kind};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
@@ -42,10 +42,11 @@ pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
     s.backup_url = var("DATABASE_BACKUP_URL");
     if let Some(t) = var("DATABASE_STATEMENT_TIMEOUT") {
         s.statement_timeout =
-            duration(&t).map_err(|e| anyhow::anyhow!("DATABASE_STATEMENT_TIMEOUT {e}"))?;
+            pg_timeout(&t).map_err(|e| anyhow::anyhow!("DATABASE_STATEMENT_TIMEOUT {e}"))?;
     }
     if let Some(t) = var("DATABASE_LOCK_TIMEOUT") {
-        s.lock_timeout = duration(&t).map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
+        s.lock_timeout =
+            pg_timeout(&t).map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
     }
     Ok(s)
 }
