@@ -232,8 +232,8 @@ struct FenceInner {
     /// The lease as last written by this run (its resourceVersion is the
     /// precondition of the next renewal).
     lease: tokio::sync::Mutex<Lease>,
-    /// When the last renewal that succeeded was sent (local monotonic).
-    renewed: std::sync::Mutex<std::time::Instant>,
+    /// When the last renewal that succeeded was sent.
+    renewed: std::sync::Mutex<Stamp>,
     lost: watch::Sender<Option<Loss>>,
 }
 
@@ -245,7 +245,7 @@ impl Fence {
             me,
             ttl,
             lease: tokio::sync::Mutex::new(lease),
-            renewed: std::sync::Mutex::new(std::time::Instant::now()),
+            renewed: std::sync::Mutex::new(Stamp::now()),
             lost: watch::channel(None).0,
         }))
     }
@@ -298,7 +298,7 @@ impl Fence {
         if self.loss().is_some() || self.since_renewal() < self.0.ttl / 3 {
             return;
         }
-        let sent = std::time::Instant::now();
+        let sent = Stamp::now();
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(micro(Utc::now()));
         }
@@ -354,6 +354,36 @@ impl Fence {
             tracing::error!("{}", loss.describe(&self.0.environment));
             let _ = self.0.lost.send(Some(loss));
         }
+    }
+}
+
+/// A moment on two clocks. The monotonic one stands still while a laptop
+/// sleeps (Linux's `CLOCK_MONOTONIC`, macOS's uptime clock, both behind
+/// `Instant`), so a run woken hours later would think its lease fresh and
+/// write without renewing; the wall clock goes on through sleep. Time since
+/// a stamp is the longer of the two: a wall clock stepped back leaves the
+/// monotonic one, a step forward only renews early.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    mono: std::time::Instant,
+    wall: std::time::SystemTime,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp {
+            mono: std::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.elapsed_at(std::time::Instant::now(), std::time::SystemTime::now())
+    }
+
+    fn elapsed_at(&self, mono: std::time::Instant, wall: std::time::SystemTime) -> Duration {
+        let on_wall = wall.duration_since(self.wall).unwrap_or_default();
+        mono.saturating_duration_since(self.mono).max(on_wall)
     }
 }
 
@@ -691,6 +721,22 @@ mod tests {
         let mut l = lease_for(&me(), Duration::from_secs(ttl as u64), None, now);
         l.metadata.resource_version = Some("7".into());
         l
+    }
+
+    #[test]
+    fn time_asleep_counts_since_a_renewal() {
+        let t = Stamp::now();
+        let hour = Duration::from_secs(3600);
+        // A laptop lid closed for an hour: the monotonic clock moved a
+        // second, the wall clock an hour.
+        let woke = t.elapsed_at(t.mono + Duration::from_secs(1), t.wall + hour);
+        assert_eq!(woke, hour);
+        // A wall clock stepped back: the monotonic clock still counts.
+        let stepped = t.elapsed_at(
+            t.mono + Duration::from_secs(20),
+            t.wall - Duration::from_secs(300),
+        );
+        assert_eq!(stepped, Duration::from_secs(20));
     }
 
     #[test]
