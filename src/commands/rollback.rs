@@ -239,10 +239,29 @@ pub async fn run(
         output::stdout_line(&format!("rollback to {target_id} (release {release_name})"));
     }
     let mut observer = output::observer(&opts);
-    let mut runner = Runner::new(phases).with_lifecycle(Box::new(ClusterLifecycle::new(
-        "rollback",
-        Some(target_id.clone()),
-    )));
+    // The plan was made from the platform as read before the lock. Taking
+    // the lock may finish a run that died mid-run, moving users; a plan
+    // made before that could redeploy the slot they are on now. So it is
+    // made again there, and must come out the same.
+    let still_holds = {
+        let target = target.clone();
+        let decision = decision.clone();
+        let environment = environment.to_string();
+        move |now: &crate::k8s::live::PlatformState| match plan(now, &target) {
+            Ok(again) if again == decision => Ok(()),
+            Ok(again) => Err(format!(
+                "users moved since this rollback looked (a run that died mid-run was finished first): it would now {} instead of {}; nothing was changed for the rollback; run `maily-deploy rollback {environment} {}` again",
+                again.words(),
+                decision.words(),
+                target.deployment_id
+            )),
+            Err(why) => Err(why.to_string()),
+        }
+    };
+    let mut runner = Runner::new(phases).with_lifecycle(Box::new(
+        ClusterLifecycle::new("rollback", Some(target_id.clone()))
+            .with_precondition(Box::new(still_holds)),
+    ));
     // The backend goes back first, the database after it, both under the
     // rollback's lock: the older code runs against the newer schema
     // (expand, then contract), never the other way round.

@@ -104,7 +104,13 @@ pub struct ClusterLifecycle {
     store: Option<SnapshotStore>,
     snapshot: Option<Snapshot>,
     applier: Option<Applier>,
+    still_holds: Option<Precondition>,
 }
+
+/// What a command decided from the platform as it read it before the
+/// lock, checked again on the platform as the lock finds it (after dead
+/// runs were put back): `Err` says what changed, and the run stops there.
+pub type Precondition = Box<dyn Fn(&PlatformState) -> Result<(), String> + Send + Sync>;
 
 impl ClusterLifecycle {
     pub fn new(command: &'static str, rollback_to: Option<super::DeploymentId>) -> Self {
@@ -115,7 +121,15 @@ impl ClusterLifecycle {
             store: None,
             snapshot: None,
             applier: None,
+            still_holds: None,
         }
+    }
+
+    /// Refuse to go on, under the lock and before this run's first change,
+    /// when `check` fails on the platform as the lock finds it.
+    pub fn with_precondition(mut self, check: Precondition) -> Self {
+        self.still_holds = Some(check);
+        self
     }
 }
 
@@ -545,6 +559,9 @@ impl Lifecycle for ClusterLifecycle {
 
             if put_back {
                 before = live::read(&applier, &cx.config.profile).await?;
+            }
+            if let Some(check) = &self.still_holds {
+                check(&before).map_err(|why| fail(Kind::Refused, why))?;
             }
             applier.note_users(format!("as this run found them: {}", users_on(&before)));
             let snapshot = Snapshot {

@@ -319,6 +319,69 @@ fn a_run_dead_after_its_grace_period_is_put_back_on_an_old_slot_that_runs() {
 }
 
 #[test]
+fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_users_land_on() {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+
+    let world = World::new(Duration::from_millis(300));
+    let v1 = world.deploy("v1", &[]);
+    assert_exit(&v1, 0);
+    let v1_id = deployment_id_of(&v1);
+    assert_exit(&world.deploy("v2", &[]), 0);
+    let v3 = world.deploy("v3", &[]);
+    assert_exit(&v3, 0);
+    world.assert_all_on("blue");
+    assert!(
+        world.image("api-green").unwrap().ends_with(":v2"),
+        "{:?}",
+        world.image("api-green")
+    );
+
+    // v3's run as it stood had it died after its switch: its snapshot in
+    // progress, so the next run to take the lock puts users back on green.
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
+    let v3_id = deployment_id_of(&v3);
+    let mut snapshot = world.rt.block_on(store.get(&v3_id)).unwrap().unwrap();
+    snapshot.outcome = Outcome::InProgress;
+    snapshot.finished_at = None;
+    world.rt.block_on(store.put(&snapshot)).unwrap();
+
+    // Read before the lock, v1 runs nowhere and green is idle: redeploy
+    // there. Under the lock, users are back on green: that plan would roll
+    // v1 over them. It is refused there, before any change of its own.
+    let out = world
+        .maily()
+        .args(["rollback", "staging", &v1_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::REFUSED),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("users moved since this rollback looked"),
+        "{}",
+        text(&out)
+    );
+    world.assert_all_on("green");
+    assert!(world.image("api-green").unwrap().ends_with(":v2"));
+    assert!(world.lease_holder().is_none(), "the lock is released");
+
+    // Asked again, it plans from where users are now.
+    let again = world
+        .maily()
+        .args(["rollback", "staging", &v1_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&again, 0);
+    world.assert_all_on("blue");
+    assert!(world.image("api-blue").unwrap().ends_with(":v1"));
+}
+
+#[test]
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
     let out = world.deploy("v1", &[]);
