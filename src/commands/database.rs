@@ -154,13 +154,20 @@ impl crate::pipeline::Phase for DatabaseBack {
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<crate::pipeline::PhaseReport> {
-        let s = settings(cx)?;
+        let recording = crate::phases::migrate::settings_recording_backups(cx).await?;
+        let s = &recording.settings;
         let Some(confirmed) = &self.confirmed else {
             anyhow::bail!("the database step was not confirmed before the run (a bug)");
         };
         let summary = match confirmed {
             Confirmed::Down { version } => {
-                let out = db::migrate_down_to(&s, *version).await.map_err(typed)?;
+                let out = match db::migrate_down_to(s, *version).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        recording.keep_backup(cx);
+                        return Err(typed(e));
+                    }
+                };
                 cx.records.database = Some(out.clone().into());
                 format!(
                     "database: {} down migrations, schema {} → {}{}",
@@ -173,7 +180,13 @@ impl crate::pipeline::Phase for DatabaseBack {
                 )
             }
             Confirmed::Restore(backup) => {
-                let out = db::restore(&s, backup).await.map_err(typed)?;
+                let out = match db::restore(s, backup).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        recording.keep_backup(cx);
+                        return Err(typed(e));
+                    }
+                };
                 cx.records.database = Some(out.clone().into());
                 format!(
                     "database: restored {}; the database as it was is in {}",

@@ -167,8 +167,14 @@ impl crate::pipeline::Phase for RestoreDatabase {
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<crate::pipeline::PhaseReport> {
-        let s = settings(cx)?;
-        let outcome = db::restore(&s, &self.0).await.map_err(typed)?;
+        let recording = crate::phases::migrate::settings_recording_backups(cx).await?;
+        let outcome = match db::restore(&recording.settings, &self.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                recording.keep_backup(cx);
+                return Err(typed(e));
+            }
+        };
         cx.records.database = Some(outcome.clone().into());
         Ok(crate::pipeline::PhaseReport {
             summary: format!(

@@ -53,7 +53,17 @@ pub struct MigrateSettings {
     /// a migration then stops at its next safe point ([`migrator::run_steps`])
     /// and says so in its outcome, rather than being cut mid-statement.
     pub stop: CancellationToken,
+    /// Told of each backup once it is taken and verified, before the
+    /// database changes; an error stops the operation there. A deploy
+    /// writes it into the run's snapshot, so a run killed mid-migration
+    /// still says which backup holds the database as it was.
+    pub on_backup: Option<OnBackup>,
 }
+
+/// See [`MigrateSettings::on_backup`].
+pub type OnBackup = std::sync::Arc<
+    dyn Fn(BackupRecord) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync,
+>;
 
 impl std::fmt::Debug for MigrateSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +102,7 @@ impl MigrateSettings {
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
             stop: CancellationToken::new(),
+            on_backup: None,
         }
     }
 
@@ -421,7 +432,7 @@ async fn take_backup(
     reason: BackupReason,
     schema_version: Option<i64>,
 ) -> Result<BackupRecord> {
-    backup::take(BackupRequest {
+    let record = backup::take(BackupRequest {
         db,
         store,
         tools: &settings.tools(),
@@ -431,7 +442,16 @@ async fn take_backup(
         schemas: &settings.schemas,
         lock_timeout: settings.lock_timeout,
     })
-    .await
+    .await?;
+    if let Some(told) = &settings.on_backup {
+        told(record.clone()).await.with_context(|| {
+            format!(
+                "recording the backup {} before the database changes; nothing was changed",
+                record.location
+            )
+        })?;
+    }
+    Ok(record)
 }
 
 /// The record of a `migrate_down_to` run.
@@ -453,6 +473,29 @@ pub struct DownOutcome {
 /// What the snapshot of the run that migrated down records, so a later
 /// `rollback --database` knows the schema it left and the backup of the
 /// database before it.
+impl MigrateOutcome {
+    /// What a run has done to the database once `backup` is taken and
+    /// before anything else: the record of an operation begun, whose end
+    /// is not known (no version after, nothing applied yet).
+    pub fn backup_taken(backup: BackupRecord) -> MigrateOutcome {
+        MigrateOutcome {
+            deployment_id: backup.deployment_id.clone(),
+            action: match backup.reason {
+                BackupReason::PreMigrate => MigrateAction::Applied,
+                BackupReason::PreDown => MigrateAction::Reverted,
+                BackupReason::PreRestore => MigrateAction::Restored,
+            },
+            version_before: backup.schema_version,
+            version_after: None,
+            applied: Vec::new(),
+            backup: Some(backup),
+            source: None,
+            duration_ms: 0,
+            stopped: false,
+        }
+    }
+}
+
 impl From<DownOutcome> for MigrateOutcome {
     fn from(d: DownOutcome) -> Self {
         MigrateOutcome {

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+use std::sync::{Arc, Mutex};
+
 use crate::config::format::pg_timeout;
 use crate::db::{self, DbError, MigrateAction, MigrateSettings};
 use crate::error::{Failure, Kind};
@@ -49,6 +51,49 @@ pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
             pg_timeout(&t).map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
     }
     Ok(s)
+}
+
+/// [`settings`], with each backup written into the run's snapshot as soon
+/// as it is taken and before the database changes: a run killed
+/// mid-migration (or mid-restore) leaves a snapshot that names the backup
+/// of the database as it found it, for `rollback --database restore`.
+pub async fn settings_recording_backups(cx: &Context) -> anyhow::Result<RecordingBackups> {
+    let mut settings = settings(cx)?;
+    let taken: Arc<Mutex<Option<db::BackupRecord>>> = Arc::default();
+    if let Some(writer) = crate::pipeline::lifecycle::SnapshotWriter::of(cx).await? {
+        let kept = taken.clone();
+        settings.on_backup = Some(Arc::new(move |record| {
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
+            let writer = writer.clone();
+            Box::pin(async move {
+                writer
+                    .update(|snapshot| {
+                        snapshot.database = Some(db::MigrateOutcome::backup_taken(record));
+                    })
+                    .await
+            })
+        }));
+    }
+    Ok(RecordingBackups { settings, taken })
+}
+
+/// Settings whose backups go into the run's snapshot as they are taken.
+pub struct RecordingBackups {
+    pub settings: MigrateSettings,
+    taken: Arc<Mutex<Option<db::BackupRecord>>>,
+}
+
+impl RecordingBackups {
+    /// After an operation that failed: the backup it took stays the run's
+    /// database record (the run's end writes `cx.records` over what was
+    /// written through).
+    pub fn keep_backup(&self, cx: &mut Context) {
+        if cx.records.database.is_none()
+            && let Some(backup) = self.taken.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            cx.records.database = Some(db::MigrateOutcome::backup_taken(backup));
+        }
+    }
 }
 
 /// The kind of a database failure: what it means for the run's exit code.
@@ -141,8 +186,14 @@ impl Phase for Migrate {
     }
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
-        let s = settings(cx)?;
-        let outcome = db::migrate(&s).await.map_err(typed)?;
+        let recording = settings_recording_backups(cx).await?;
+        let outcome = match db::migrate(&recording.settings).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                recording.keep_backup(cx);
+                return Err(typed(e));
+            }
+        };
         cx.records.database = Some(outcome.clone());
         if outcome.stopped {
             // The runner ends the run as stopped; this is what the

@@ -326,21 +326,51 @@ pub async fn write_through(
     cx: &Context,
     change: impl FnOnce(&mut Snapshot, &super::context::Records),
 ) -> anyhow::Result<()> {
-    let Some(id) = &cx.deployment_id else {
+    let Some(writer) = SnapshotWriter::of(cx).await? else {
         return Ok(());
     };
-    let applier = cx.applier().await?;
-    applier.may_change().await?;
-    let store = SnapshotStore::new(
-        applier.client().clone(),
-        &cx.config.profile.namespace,
-        cx.environment(),
-    );
-    if let Some(mut snapshot) = store.get(id.as_str()).await? {
-        change(&mut snapshot, &cx.records);
-        store.put(&snapshot).await?;
+    writer.update(|s| change(s, &cx.records)).await
+}
+
+/// The run's snapshot, to change from code that outlives a borrow of the
+/// context (a callback the database API calls mid-operation).
+#[derive(Clone)]
+pub struct SnapshotWriter {
+    applier: Applier,
+    namespace: String,
+    environment: String,
+    id: super::DeploymentId,
+}
+
+impl SnapshotWriter {
+    /// The writer of `cx`'s snapshot; `None` for a run without one (no
+    /// deployment id).
+    pub async fn of(cx: &Context) -> anyhow::Result<Option<SnapshotWriter>> {
+        let Some(id) = cx.deployment_id.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(SnapshotWriter {
+            applier: cx.applier().await?.clone(),
+            namespace: cx.config.profile.namespace.clone(),
+            environment: cx.environment().to_string(),
+            id,
+        }))
     }
-    Ok(())
+
+    /// Change the snapshot as stored, under the run's lock.
+    pub async fn update(&self, change: impl FnOnce(&mut Snapshot)) -> anyhow::Result<()> {
+        self.applier.may_change().await?;
+        let store = SnapshotStore::new(
+            self.applier.client().clone(),
+            &self.namespace,
+            &self.environment,
+        );
+        if let Some(mut snapshot) = store.get(self.id.as_str()).await? {
+            change(&mut snapshot);
+            store.put(&snapshot).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The lock `promote` and `abort` take to finish a run that died

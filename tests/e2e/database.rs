@@ -578,6 +578,98 @@ fn running(db: &Database, text: &str) -> i64 {
 /// rolled back, and the migrations after are not begun. The snapshot
 /// records what was applied, and that the run stopped.
 #[test]
+fn a_run_killed_mid_migration_leaves_its_backup_in_its_snapshot() {
+    use std::process::Stdio;
+
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    let v1 = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_exit(&v1, 0);
+    let v1_id = deployment_id_of(&v1);
+
+    let slow = world.dir.path().join("slow-migrations");
+    std::fs::create_dir_all(&slow).unwrap();
+    for e in std::fs::read_dir(&all).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, slow.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        slow.join("29990101000001_slow.up.sql"),
+        "SELECT pg_sleep(600);\nCREATE TABLE e2e_slow_done (id int);\n",
+    )
+    .unwrap();
+    let env = env_of(&world, &db, &backups, &slow, "v2");
+    let mut child = world
+        .process()
+        .arg("staging")
+        .args(WITH_DATABASE)
+        .arg("--env-file")
+        .arg(&env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let since = std::time::Instant::now();
+    while running(&db, "pg_sleep(600)") == 0 {
+        assert!(since.elapsed() < Duration::from_secs(120), "never migrated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL: no handler runs, nothing is written at the end.
+    child.kill().unwrap();
+    let _ = child.wait();
+    psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+        &db.0,
+    );
+
+    let dead = world
+        .snapshots()
+        .into_iter()
+        .find(|s| s.deployment_id.as_str() != v1_id)
+        .expect("the killed run's snapshot");
+    let recorded = dead
+        .database
+        .clone()
+        .expect("the database record, written before the change");
+    let backup = recorded.backup.clone().expect("its backup");
+    assert!(
+        dumps(&backups).contains(&format!("{}.dump", backup.name)),
+        "{:?} in {:?}",
+        backup.name,
+        dumps(&backups)
+    );
+    assert_eq!(recorded.version_after, None, "{recorded:?}");
+
+    // So a restore to the deployment before it takes that backup.
+    let plan = world
+        .maily()
+        .args([
+            "rollback",
+            "staging",
+            &v1_id,
+            "--database",
+            "restore",
+            "--dry-run",
+        ])
+        .env("DATABASE_URL", db.url())
+        .env(
+            "DATABASE_BACKUP_URL",
+            format!("file://{}/", backups.display()),
+        )
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        text(&plan).contains(&backup.name),
+        "the restore names {}: {}",
+        backup.name,
+        text(&plan)
+    );
+}
+
+#[test]
 fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() {
     use std::process::Stdio;
 
