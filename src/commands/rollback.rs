@@ -248,7 +248,17 @@ pub async fn run(
         let decision = decision.clone();
         let environment = environment.to_string();
         move |now: &crate::k8s::live::PlatformState| match plan(now, &target) {
-            Ok(again) if again == decision => Ok(()),
+            // A switch that became nothing to do (or the reverse) still
+            // ends on the same slot without writing a release: the phase
+            // chosen handles both.
+            Ok(again)
+                if again == decision
+                    || (!again.deploys()
+                        && !decision.deploys()
+                        && again.slot() == decision.slot()) =>
+            {
+                Ok(())
+            }
             Ok(again) => Err(format!(
                 "users moved since this rollback looked (a run that died mid-run was finished first): it would now {} instead of {}; nothing was changed for the rollback; run `maily-deploy rollback {environment} {}` again",
                 again.words(),

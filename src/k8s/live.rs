@@ -138,6 +138,34 @@ impl PlatformState {
         }
     }
 
+    /// What of `slot` users still reach, by service: an http service whose
+    /// route sends it a share, a worker running there (consuming the
+    /// queues). Empty for an idle slot; a rollout stopped between its steps
+    /// and left so (`--no-rollback`) leaves it otherwise.
+    pub fn reached_in(&self, slot: Slot) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                let how = match s.kind {
+                    ServiceKind::Http => {
+                        let (blue, green) = s.weights?;
+                        let share = match slot {
+                            Slot::Blue => blue,
+                            Slot::Green => green,
+                        };
+                        (share > 0).then(|| format!("route weights blue {blue} / green {green}"))?
+                    }
+                    ServiceKind::Worker => {
+                        let replicas = s.slots.get(&slot)?.replicas;
+                        (replicas > 0 && s.active != Some(slot))
+                            .then(|| format!("{replicas} worker replica(s) consuming in {slot}"))?
+                    }
+                };
+                Some((name.clone(), how))
+            })
+            .collect()
+    }
+
     /// The slot a new release goes to: the one users are not on.
     pub fn target_slot(&self) -> Result<Slot, HalfSwitched> {
         match self.active() {
@@ -532,6 +560,38 @@ pub(crate) mod tests {
             ]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_slot_users_reach_is_named_by_service_and_how() {
+        let idle = api_state(Slot::Green, Some((0, 100)), 2, 2);
+        assert!(idle.reached_in(Slot::Blue).is_empty());
+        assert_eq!(idle.reached_in(Slot::Green).len(), 1);
+        let mut split = api_state(Slot::Green, Some((25, 75)), 2, 2);
+        assert_eq!(
+            split.reached_in(Slot::Blue),
+            vec![(
+                "api".to_string(),
+                "route weights blue 25 / green 75".to_string()
+            )]
+        );
+        // Workers left consuming in the slot users are not on.
+        let slot = |replicas| SlotState {
+            replicas,
+            ..Default::default()
+        };
+        split.services.insert(
+            "workers".into(),
+            ServiceState {
+                kind: ServiceKind::Worker,
+                active: Some(Slot::Green),
+                weights: None,
+                slots: [(Slot::Blue, slot(1)), (Slot::Green, slot(3))].into(),
+            },
+        );
+        let reached = split.reached_in(Slot::Blue);
+        assert_eq!(reached.len(), 2, "{reached:?}");
+        assert_eq!(reached[1].1, "1 worker replica(s) consuming in blue");
     }
 
     #[test]

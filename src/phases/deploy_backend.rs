@@ -350,7 +350,11 @@ impl Phase for DeployBackend {
         };
         let (slot, slot_note) = match &live {
             Ok(state) => match state.target_slot() {
-                Ok(s) => (s, format!("idle slot {s}")),
+                Ok(s) => {
+                    let s = cx.backend.target_slot.unwrap_or(s);
+                    unreached(state, s, cx.environment())?;
+                    (s, format!("idle slot {s}"))
+                }
                 Err(why) => return Err(fail(Kind::PhaseFailed, why)),
             },
             Err(why) => (
@@ -472,6 +476,7 @@ impl Phase for DeployBackend {
                 .target_slot()
                 .map_err(|why| fail(Kind::PhaseFailed, why))?,
         };
+        unreached(&state, slot, cx.environment())?;
         preflight(cx).await?;
         let rendering = std::time::Instant::now();
         let objects = objects_for(cx, &b, slot)?;
@@ -537,6 +542,39 @@ impl Phase for DeployBackend {
             details,
         })
     }
+}
+
+/// A release is applied only to a slot users do not reach: its rollout
+/// replaces every pod there, under them. A rollout stopped between its
+/// steps and left so (`--no-rollback`) leaves users split; they go to one
+/// slot first.
+fn unreached(state: &live::PlatformState, slot: Slot, environment: &str) -> anyhow::Result<()> {
+    let reached = state.reached_in(slot);
+    if reached.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = reached
+        .iter()
+        .map(|(service, how)| format!("{service} ({how})"))
+        .collect();
+    // The run that wrote the slot most users are on: rolling back to it is
+    // one switch that puts them all there.
+    let serving = slot.other();
+    let way_out = state
+        .services
+        .values()
+        .find_map(|s| s.slots.get(&serving)?.deployment_id.clone())
+        .map_or_else(
+            || format!("`maily-deploy rollback {environment} previous` moves them all back in one switch"),
+            |id| format!("`maily-deploy rollback {environment} {id}` puts them all on {serving} in one switch"),
+        );
+    Err(fail(
+        Kind::Refused,
+        format!(
+            "users still reach slot {slot}, which this release would replace: {}; an earlier run left them split between the slots (--no-rollback, or a failure while moving them back). Put them on one slot first: {way_out}",
+            list.join(", ")
+        ),
+    ))
 }
 
 #[cfg(test)]

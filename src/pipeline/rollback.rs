@@ -29,6 +29,20 @@ fn images_in(state: &PlatformState, slot: Slot) -> BTreeMap<String, Option<Strin
 }
 
 impl RollbackPlan {
+    /// The slot users end on.
+    pub fn slot(&self) -> Slot {
+        match self {
+            RollbackPlan::AlreadyThere { slot }
+            | RollbackPlan::Switch { slot }
+            | RollbackPlan::Redeploy { slot } => *slot,
+        }
+    }
+
+    /// Whether it writes the release into a slot.
+    pub fn deploys(&self) -> bool {
+        matches!(self, RollbackPlan::Redeploy { .. })
+    }
+
     /// What it takes, in words.
     pub fn words(&self) -> String {
         match self {

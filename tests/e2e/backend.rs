@@ -176,6 +176,69 @@ fn a_registry_that_keeps_timing_out_fails_the_deploy_after_the_pull_grace() {
 }
 
 #[test]
+fn a_release_is_never_applied_to_a_slot_users_still_reach() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let world = World::new(Duration::from_millis(300));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let v2 = world.deploy("v2", &[]);
+    assert_exit(&v2, 0);
+    world.assert_all_on("green");
+
+    // As a rollout stopped at its 25 % step with --no-rollback leaves api:
+    // the stable Service on green, a quarter of the route to blue.
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ));
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(world.client.clone(), &world.namespace, &ar);
+    let mut route = world.rt.block_on(routes.get("api")).unwrap();
+    for rule in route.data["spec"]["rules"].as_array_mut().unwrap() {
+        if let Some(refs) = rule["backendRefs"].as_array_mut()
+            && refs.len() == 2
+        {
+            refs[0]["weight"] = 25.into();
+            refs[1]["weight"] = 75.into();
+        }
+    }
+    world
+        .rt
+        .block_on(routes.replace("api", &PostParams::default(), &route))
+        .unwrap();
+    let blue_before = world.image("api-blue");
+
+    let out = world.deploy("v3", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::REFUSED),
+        "{}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("users still reach slot blue")
+            && all.contains("api (route weights blue 25 / green 75)")
+            && all.contains(&format!("rollback staging {}", deployment_id_of(&v2))),
+        "{all}"
+    );
+    assert_eq!(world.image("api-blue"), blue_before, "blue untouched");
+    assert_eq!(world.weights("api"), Some((25, 75)));
+
+    // The way out it names puts everyone on green; then the deploy goes.
+    let back = world
+        .maily()
+        .args(["rollback", "staging", &deployment_id_of(&v2)])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&back, 0);
+    world.assert_all_on("green");
+    assert_exit(&world.deploy("v3", &[]), 0);
+    world.assert_all_on("blue");
+}
+
+#[test]
 fn a_crash_loop_fails_fast_and_leaves_users_alone() {
     failing_deploy_leaves_users_alone(
         "*:crash-*",
