@@ -352,8 +352,15 @@ impl Phase for DeployBackend {
             Ok(state) => match state.target_slot() {
                 Ok(s) => {
                     let s = cx.backend.target_slot.unwrap_or(s);
-                    unreached(state, s, cx.environment())?;
-                    (s, format!("idle slot {s}"))
+                    // Not refused here: the run puts back a run that died
+                    // mid-rollout first, which may reunite users.
+                    let note = match unreached(state, s, cx.environment()) {
+                        Ok(()) => format!("idle slot {s}"),
+                        Err(why) => format!(
+                            "slot {s}; the run refuses unless putting back a run that died mid-rollout moves users off it: {why}"
+                        ),
+                    };
+                    (s, note)
                 }
                 Err(why) => return Err(fail(Kind::PhaseFailed, why)),
             },
