@@ -368,6 +368,12 @@ pub enum DbCommand {
         environment: String,
         /// The backup: its name, its location, or the deployment that took it
         backup: String,
+        /// Restore a backup taken of another database (another host, port
+        /// or database name than DATABASE_URL's), as when moving to a new
+        /// server; refused without it, so a staging backup never lands in
+        /// production by a slip of the id
+        #[arg(long)]
+        from_another_database: bool,
     },
 }
 

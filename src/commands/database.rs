@@ -120,7 +120,7 @@ pub async fn confirm(
             Ok(Confirmed::Down { version: *version })
         }
         DatabaseStep::Restore { backup, .. } => Ok(Confirmed::Restore(Box::new(
-            super::db::find_and_confirm(cx, global, backup).await?,
+            super::db::find_and_confirm(cx, global, backup, false).await?,
         ))),
     }
 }

@@ -131,16 +131,33 @@ pub async fn find_and_confirm(
     cx: &Context,
     global: &GlobalArgs,
     wanted: &str,
+    from_another_database: bool,
 ) -> anyhow::Result<BackupRecord> {
     let s = settings(cx)?;
     let backup = db::find_backup(&s, wanted).await.map_err(typed)?;
+    let target = s.target();
+    if !from_another_database && !db::same_database(&backup.database, &target) {
+        return Err(crate::error::fail(
+            crate::error::Kind::Usage,
+            format!(
+                "backup {} was taken of {}, not of the {} database ({}): restoring it would put another database's rows here. If that is what you mean (a move to a new server), run `maily-deploy db restore {} {} --from-another-database`",
+                backup.name,
+                backup.database,
+                cx.environment(),
+                target,
+                cx.environment(),
+                backup.name
+            ),
+        ));
+    }
     cluster::confirm(
         global,
         cx.environment(),
         &format!(
-            "This replaces the {} database with backup {} (taken {} by {}); a fresh backup of the current database is taken first",
+            "This replaces the {} database ({target}) with backup {} of {} (taken {} by {}); a fresh backup of the current database is taken first",
             cx.environment(),
             backup.name,
+            backup.database,
             backup.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
             backup.deployment_id
         ),
@@ -189,10 +206,15 @@ impl crate::pipeline::Phase for RestoreDatabase {
     }
 }
 
-pub async fn restore(environment: &str, wanted: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
+pub async fn restore(
+    environment: &str,
+    wanted: &str,
+    from_another_database: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<i32> {
     crate::interrupt::install()?;
     let mut cx = context(environment, global, true)?;
-    let backup = find_and_confirm(&cx, global, wanted).await?;
+    let backup = find_and_confirm(&cx, global, wanted, from_another_database).await?;
     cx.selection = cluster::only(&[PhaseId::Migrate]);
     let opts = output::OutputOptions::detect(global.output, global.quiet, global.verbose);
     let mut observer = output::observer(&opts);

@@ -166,7 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Db(DbCommand::Restore {
             ref environment,
             ref backup,
-        })) => db::restore(environment, backup, global).await,
+            from_another_database,
+        })) => db::restore(environment, backup, from_another_database, global).await,
         Some(Command::Diff {
             ref environment,
             ref phases,

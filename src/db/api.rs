@@ -106,6 +106,14 @@ impl MigrateSettings {
         }
     }
 
+    /// The database these settings reach, as backups record it
+    /// (`host:port/database as user`), never with the password.
+    pub fn target(&self) -> String {
+        DatabaseUrl::parse(&self.database_url)
+            .map(|u| u.target())
+            .unwrap_or_else(|_| "<invalid DATABASE_URL>".into())
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             statement_timeout: self.statement_timeout,
@@ -473,6 +481,14 @@ pub struct DownOutcome {
 /// What the snapshot of the run that migrated down records, so a later
 /// `rollback --database` knows the schema it left and the backup of the
 /// database before it.
+/// Whether a backup recorded as taken of `recorded` is of the database
+/// `target` reaches: the same host, port and database, whoever logged in
+/// (both as [`MigrateSettings::target`] words them).
+pub fn same_database(recorded: &str, target: &str) -> bool {
+    let place = |t: &str| t.split(" as ").next().unwrap_or(t).trim().to_string();
+    place(recorded) == place(target)
+}
+
 impl MigrateOutcome {
     /// What a run has done to the database once `backup` is taken and
     /// before anything else: the record of an operation begun, whose end

@@ -20,7 +20,8 @@ mod api;
 
 pub use api::{
     DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, RestoreOutcome, backup,
-    check_down_to, find_backup, list_backups, migrate, migrate_down_to, restore, status,
+    check_down_to, find_backup, list_backups, migrate, migrate_down_to, restore, same_database,
+    status,
 };
 pub use backup::{BackupReason, BackupRecord};
 pub use error::{ConnectFailure, DbError};

@@ -395,6 +395,82 @@ fn rollback_with_database_down_returns_the_schema_after_the_code() {
     );
 }
 
+fn port_of(db: &Database) -> u16 {
+    url::Url::parse(&db.url()).unwrap().port().unwrap_or(5432)
+}
+
+#[test]
+fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    let v1 = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_exit(&v1, 0);
+    let taken = world.snapshots()[0]
+        .database
+        .clone()
+        .and_then(|d| d.backup)
+        .expect("v1's backup");
+    let restore = |env: &Path, extra: &[&str]| {
+        world
+            .maily()
+            .args([
+                "db",
+                "restore",
+                "staging",
+                &taken.name,
+                "--yes",
+                "--env-file",
+            ])
+            .arg(env)
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+
+    // Its own database: restored (the fresh database it was taken of).
+    let env = env_of(&world, &db, &backups, &all, "v1");
+    let out = restore(&env, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(db.version(), 0, "{}", text(&out));
+
+    // Another database (staging's backup, say, sharing the bucket with
+    // production): refused before anything changes, naming both.
+    let other = Database::new("e2e_other");
+    psql(
+        "CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1)",
+        &other.0,
+    );
+    let env = env_of(&world, &other, &backups, &all, "v1");
+    let out = restore(&env, &[]);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{}", text(&out));
+    let all_text = text(&out);
+    // (The target's own name may show redacted: a database name that
+    // looks like a token is hidden as a URL's path would be.)
+    assert!(
+        all_text.contains(&format!(
+            "was taken of 127.0.0.1:{}/{} as ",
+            port_of(&db),
+            db.0
+        )) && all_text.contains("not of the staging database")
+            && all_text.contains("--from-another-database"),
+        "{all_text}"
+    );
+    assert_eq!(psql("SELECT count(*) FROM keep_me", &other.0), "1");
+
+    // Told so, it restores.
+    let out = restore(&env, &["--from-another-database"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        psql("SELECT to_regclass('public.keep_me') IS NULL", &other.0),
+        "t",
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn an_unreachable_database_fails_before_any_change_without_the_password() {
     let world = World::new(Duration::from_millis(300));
