@@ -228,11 +228,8 @@ pub async fn migrate(settings: &MigrateSettings) -> Result<MigrateOutcome> {
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");
-    let lock = migrator::lock(&mut conn, settings.migration_lock_wait);
-    if until_stopped(&settings.stop, lock)
-        .await
-        .transpose()?
-        .is_none()
+    if !migrator::lock_unless_stopped(&mut conn, &db, settings.migration_lock_wait, &settings.stop)
+        .await?
     {
         let version = current_version(&mut conn).await.ok().flatten();
         let _ = conn.close().await;
@@ -478,9 +475,6 @@ pub struct DownOutcome {
     pub stopped: bool,
 }
 
-/// What the snapshot of the run that migrated down records, so a later
-/// `rollback --database` knows the schema it left and the backup of the
-/// database before it.
 /// Whether a backup recorded as taken of `recorded` is of the database
 /// `target` reaches: the same host, port and database, whoever logged in
 /// (both as [`MigrateSettings::target`] words them).
@@ -512,6 +506,9 @@ impl MigrateOutcome {
     }
 }
 
+/// What the snapshot of the run that migrated down records, so a later
+/// `rollback --database` knows the schema it left and the backup of the
+/// database before it.
 impl From<DownOutcome> for MigrateOutcome {
     fn from(d: DownOutcome) -> Self {
         MigrateOutcome {
@@ -541,7 +538,23 @@ pub async fn migrate_down_to(settings: &MigrateSettings, target: i64) -> Result<
     let set = MigrationSet::load(settings.migrations_dir.as_deref()).await?;
     let db = DatabaseUrl::parse(&settings.database_url)?;
     let mut conn = db.connect().await?;
-    migrator::lock(&mut conn, settings.migration_lock_wait).await?;
+    if !migrator::lock_unless_stopped(&mut conn, &db, settings.migration_lock_wait, &settings.stop)
+        .await?
+    {
+        // Stopped while another run held the lock: nothing begun.
+        let version = current_version(&mut conn).await.ok().flatten();
+        let _ = conn.close().await;
+        return Ok(DownOutcome {
+            deployment_id: settings.deployment_id.clone(),
+            version_before: version,
+            version_after: version,
+            reverted: Vec::new(),
+            backup: None,
+            source: set.source.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            stopped: true,
+        });
+    }
     let result = down_locked(&mut conn, &db, &set, settings, target).await;
     migrator::unlock(&mut conn).await;
     let _ = conn.close().await;

@@ -94,6 +94,41 @@ pub async fn lock(conn: &mut PgConnection, wait: Duration) -> Result<()> {
         .context("could not create _sqlx_migrations")
 }
 
+/// [`lock`], unless `stop` comes first: then the session's wait is
+/// cancelled on the server and `false` comes back, the session usable.
+/// Merely dropping the wait would leave the session queued for the lock,
+/// and its next statement (or its close) waiting behind it until the other
+/// run lets go, minutes later.
+pub async fn lock_unless_stopped(
+    conn: &mut PgConnection,
+    db: &DatabaseUrl,
+    wait: Duration,
+    stop: &CancellationToken,
+) -> Result<bool> {
+    if stop.is_cancelled() {
+        return Ok(false);
+    }
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let taken = {
+        let locking = lock(conn, wait);
+        tokio::pin!(locking);
+        tokio::select! {
+            biased;
+            r = &mut locking => return r.map(|()| true),
+            () = stop.cancelled() => {}
+        }
+        cancel_backend(db, pid).await;
+        // The wait ends cancelled; or the lock came just before the cancel.
+        locking.await.is_ok()
+    };
+    if taken {
+        unlock(conn).await;
+    }
+    Ok(false)
+}
+
 /// Releases the migration lock. Best effort: closing the session releases
 /// it too.
 pub async fn unlock(conn: &mut PgConnection) {

@@ -745,6 +745,114 @@ fn a_run_killed_mid_migration_leaves_its_backup_in_its_snapshot() {
     );
 }
 
+/// sqlx's migration lock key for a database: 0x3d32ad9e times the
+/// CRC-32 (IEEE) of its name.
+fn migration_lock_key(database: &str) -> i64 {
+    let mut crc = 0xffff_ffffu32;
+    for b in database.bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    0x3d32_ad9e * i64::from(!crc)
+}
+
+fn advisory_locks(db: &Database, granted: bool) -> i64 {
+    psql(
+        &format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{}' AND l.granted = {granted}",
+            db.0
+        ),
+        "postgres",
+    )
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn ctrl_c_while_another_run_holds_the_migration_lock_stops_at_once() {
+    use std::process::Stdio;
+
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let env = world.env_file(&[
+        ("IMAGE_REGISTRY", ""),
+        ("IMAGE_TAG", ""),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ]);
+    // Another run's migration, somewhere else, holding the lock.
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-d", &db.url()])
+        .arg("-c")
+        .arg(format!(
+            "SELECT pg_advisory_lock({})",
+            migration_lock_key(&db.0)
+        ))
+        .args(["-c", "SELECT pg_sleep(600)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let since = std::time::Instant::now();
+    while advisory_locks(&db, true) == 0 {
+        assert!(since.elapsed() < Duration::from_secs(60), "no lock held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let child = world
+        .process()
+        .args(["staging", "--only", "migrate", "--env-file"])
+        .arg(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while advisory_locks(&db, false) == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "the run never waited for the migration lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    // It used to wait for the other run's lock (ten minutes here) first.
+    let out = rx.recv_timeout(Duration::from_secs(60));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = out
+        .expect("the run stopped while the lock was held")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(advisory_locks(&db, false), 0, "no session left queued");
+    assert_eq!(
+        psql("SELECT to_regclass('_sqlx_migrations') IS NULL", &db.0),
+        "t",
+        "nothing migrated"
+    );
+}
+
 #[test]
 fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() {
     use std::process::Stdio;
