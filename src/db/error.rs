@@ -123,6 +123,19 @@ pub enum DbError {
     #[error("restore of {location} failed: {reason}")]
     RestoreFailed { location: String, reason: String },
 
+    /// A restore would take objects outside what it puts back with it.
+    #[error(
+        "restoring {location} replaces schema {schemas} whole, which would take these with it: {}; \
+         move extensions to a schema of their own (ALTER EXTENSION <name> SET SCHEMA extensions) \
+         and the objects elsewhere off it, or restore by hand with pg_restore; nothing was changed",
+        objects.join(", ")
+    )]
+    RestoreBlocked {
+        location: String,
+        schemas: String,
+        objects: Vec<String>,
+    },
+
     /// Another migrate run held the migration lock for too long.
     #[error(
         "another migrate run has held the migration lock on this database for more than {waited_secs}s; \

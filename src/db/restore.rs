@@ -19,6 +19,47 @@ use super::backup::{BackupRecord, PgTools};
 use super::connection::DatabaseUrl;
 use super::error::DbError;
 
+/// What a restore would take with the schemas it replaces: extensions
+/// installed in them (a dump of one schema holds no `CREATE EXTENSION`, so
+/// their types and functions would be gone, and the drop of the old schema
+/// would drop them), and views and foreign keys elsewhere that point into
+/// them (dropped with it by `CASCADE`). At most 50, named.
+pub async fn obstacles(conn: &mut PgConnection, schemas: &[String]) -> Result<Vec<String>> {
+    let rows = sqlx::query_scalar::<_, String>(
+        r#"
+        SELECT format('extension %s (in schema %s)', e.extname, n.nspname)
+          FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE n.nspname = ANY($1)
+        UNION ALL
+        SELECT DISTINCT format('%s %I.%I (reads %I.%I)',
+                 CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END,
+                 vn.nspname, v.relname, tn.nspname, t.relname)
+          FROM pg_depend d
+          JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+          JOIN pg_class v ON v.oid = r.ev_class
+          JOIN pg_namespace vn ON vn.oid = v.relnamespace
+          JOIN pg_class t ON d.refclassid = 'pg_class'::regclass AND t.oid = d.refobjid
+          JOIN pg_namespace tn ON tn.oid = t.relnamespace
+         WHERE tn.nspname = ANY($1) AND NOT (vn.nspname = ANY($1)) AND v.oid <> t.oid
+        UNION ALL
+        SELECT format('foreign key %I on %I.%I (references %I.%I)',
+                 c.conname, sn.nspname, s.relname, tn.nspname, t.relname)
+          FROM pg_constraint c
+          JOIN pg_class s ON s.oid = c.conrelid
+          JOIN pg_namespace sn ON sn.oid = s.relnamespace
+          JOIN pg_class t ON t.oid = c.confrelid
+          JOIN pg_namespace tn ON tn.oid = t.relnamespace
+         WHERE c.contype = 'f' AND tn.nspname = ANY($1) AND NOT (sn.nspname = ANY($1))
+         LIMIT 50
+        "#,
+    )
+    .bind(schemas)
+    .fetch_all(&mut *conn)
+    .await
+    .context("looking for what a restore would take with the schemas it replaces")?;
+    Ok(rows)
+}
+
 /// What [`restore_file`] needs to know.
 pub struct RestoreRequest<'a> {
     pub db: &'a DatabaseUrl,
@@ -34,6 +75,15 @@ pub struct RestoreRequest<'a> {
 /// `conn` is the caller's session (which holds the migration lock).
 pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> Result<()> {
     let started = std::time::Instant::now();
+    let in_the_way = obstacles(conn, &req.record.schemas).await?;
+    if !in_the_way.is_empty() {
+        return Err(DbError::RestoreBlocked {
+            location: req.record.location.clone(),
+            schemas: req.record.schemas.join(", "),
+            objects: in_the_way,
+        }
+        .into());
+    }
     let list = toc_without_schema_entries(req.tools, req.dump, &req.record.schemas).await?;
     let suffix = format!("_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
 

@@ -108,6 +108,7 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             | DbError::BadBackupLocation { .. },
         ) => Kind::Config,
         Some(DbError::LockWaitTimeout { .. }) => Kind::LockHeld,
+        Some(DbError::RestoreBlocked { .. }) => Kind::Refused,
         Some(
             DbError::MigrationFailed {
                 restored: false, ..

@@ -69,6 +69,57 @@ async fn a_backup_restores_100_000_rows_exactly_after_the_database_was_changed()
 }
 
 #[tokio::test]
+async fn a_restore_that_would_take_an_extension_or_a_view_elsewhere_with_it_is_refused() {
+    let test = TestDb::create("in_the_way").await;
+    let settings = test.settings("production-20250601-120000");
+    db::migrate(&settings).await.unwrap();
+    let record = db::backup(&settings, BackupReason::PreMigrate)
+        .await
+        .unwrap();
+    // Objects outside what a restore puts back: an extension installed in
+    // public (its types and functions are in no dump of public), and a
+    // reporting view in a schema of its own that reads public's table.
+    test.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public")
+        .await;
+    test.execute("CREATE SCHEMA reporting").await;
+    test.execute(
+        "CREATE VIEW reporting.contact_count AS SELECT count(*) AS n FROM public.contacts",
+    )
+    .await;
+    let before = test.state().await;
+
+    let err = db::restore(&test.settings("production-20250601-130000"), &record)
+        .await
+        .unwrap_err();
+    match DbError::find(&err) {
+        Some(DbError::RestoreBlocked { objects, .. }) => {
+            assert!(
+                objects.contains(&"extension pgcrypto (in schema public)".to_string()),
+                "{objects:?}"
+            );
+            assert!(
+                objects
+                    .contains(&"view reporting.contact_count (reads public.contacts)".to_string()),
+                "{objects:?}"
+            );
+        }
+        other => panic!("expected RestoreBlocked, got {other:?}: {err:#}"),
+    }
+    assert!(
+        format!("{err:#}").contains("nothing was changed"),
+        "{err:#}"
+    );
+    assert_eq!(test.state().await, before, "the database was touched");
+    let mut conn = test.conn().await;
+    let view: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('reporting.contact_count')::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(view.is_some(), "the view is still there");
+}
+
+#[tokio::test]
 async fn a_truncated_backup_file_is_refused_before_the_restore_touches_the_database() {
     let test = TestDb::create("damaged").await;
     let settings = test.settings("production-20250601-120000");
