@@ -96,8 +96,8 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
     };
     for schema in &req.record.schemas {
         if let Err(e) = set_aside(conn, schema, &suffix).await {
-            aside.put_back(conn).await;
-            return Err(restore_failed(req.record, e));
+            let stuck = aside.put_back(conn).await;
+            return Err(restore_failed(req.record, e, &stuck));
         }
         aside.moved.push(schema.clone());
     }
@@ -112,8 +112,8 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
         .arg(req.dump);
     tracing::debug!(elapsed = ?started.elapsed(), "schemas set aside");
     if let Err(e) = req.tools.run(cmd, "pg_restore", Some(req.db)).await {
-        aside.put_back(conn).await;
-        return Err(restore_failed(req.record, e));
+        let stuck = aside.put_back(conn).await;
+        return Err(restore_failed(req.record, e, &stuck));
     }
     tracing::debug!(elapsed = ?started.elapsed(), "pg_restore done");
     aside.ended = true;
@@ -138,10 +138,21 @@ pub async fn restore_file(conn: &mut PgConnection, req: RestoreRequest<'_>) -> R
     Ok(())
 }
 
-fn restore_failed(record: &BackupRecord, e: anyhow::Error) -> anyhow::Error {
+/// A restore that failed, saying where the database stands: as before it
+/// when every set-aside schema went back, and otherwise which did not and
+/// how to put them back by hand.
+fn restore_failed(record: &BackupRecord, e: anyhow::Error, stuck: &[String]) -> anyhow::Error {
+    let after = if stuck.is_empty() {
+        "the database was left as it was before the restore".to_string()
+    } else {
+        format!(
+            "putting the database back failed too, so it is NOT as before: {}",
+            stuck.join("; ")
+        )
+    };
     DbError::RestoreFailed {
         location: record.location.clone(),
-        reason: format!("{e:#}; the database was left as it was before the restore"),
+        reason: format!("{e:#}; {after}"),
     }
     .into()
 }
@@ -220,13 +231,18 @@ impl SetAside {
     /// Undoes [`set_aside`] for every schema moved so far, on the
     /// restore's own session. Best effort: it runs while another error is
     /// being reported.
-    async fn put_back(&mut self, conn: &mut PgConnection) {
+    /// Put every set-aside schema back; what could not be, each with how
+    /// to do it by hand.
+    async fn put_back(&mut self, conn: &mut PgConnection) -> Vec<String> {
         self.ended = true;
+        let mut stuck = Vec::new();
         for schema in &self.moved {
             if let Err(e) = rename_back(conn, schema, &self.suffix).await {
                 tracing::error!("{e:#}");
+                stuck.push(format!("{e:#}"));
             }
         }
+        stuck
     }
 }
 
@@ -307,12 +323,30 @@ async fn put_back_stopped(
 async fn rename_back(conn: &mut PgConnection, schema: &str, suffix: &str) -> Result<()> {
     let quoted = quote_ident(schema);
     let aside = quote_ident(&format!("{schema}{suffix}"));
-    conn.execute(AssertSqlSafe(format!(
-        "BEGIN; DROP SCHEMA IF EXISTS {quoted} CASCADE; ALTER SCHEMA {aside} RENAME TO {quoted}; COMMIT;"
-    )))
-    .await
-    .with_context(|| format!("could not put schema {schema} back from {aside}; rename it by hand"))?;
-    Ok(())
+    // A transaction of the driver's: a failure rolls it back and leaves
+    // the session usable for the next schema. The drop waits for the
+    // application's locks, longer than a migration's lock timeout (which
+    // the session may still carry) but not for ever.
+    let put_back = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        tx.execute("SET LOCAL lock_timeout = '60s'").await?;
+        tx.execute("SET LOCAL statement_timeout = 0").await?;
+        tx.execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {quoted} CASCADE"
+        )))
+        .await?;
+        tx.execute(AssertSqlSafe(format!(
+            "ALTER SCHEMA {aside} RENAME TO {quoted}"
+        )))
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    put_back.await.with_context(|| {
+        format!(
+            "schema {schema} could not be put back: the database as it was is in schema {aside}; put it back by hand with BEGIN; DROP SCHEMA {quoted} CASCADE; ALTER SCHEMA {aside} RENAME TO {quoted}; COMMIT"
+        )
+    })
 }
 
 /// The dump's table of contents without the `CREATE SCHEMA` entries of the
@@ -361,6 +395,38 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_restore_says_whether_the_database_is_as_before() {
+        let record = BackupRecord {
+            name: "production-20250101-120000.pre-migrate".into(),
+            location: "file:///backups/production-20250101-120000.pre-migrate.dump".into(),
+            deployment_id: "production-20250101-120000".into(),
+            reason: super::super::backup::BackupReason::PreMigrate,
+            size_bytes: 1,
+            sha256: String::new(),
+            verified: true,
+            schema_version: Some(1),
+            database: "db:5432/maily as deployer".into(),
+            schemas: vec!["public".into()],
+            pg_dump_version: "15".into(),
+            created_at: chrono::Utc::now(),
+            duration_ms: 1,
+        };
+        let put_back = restore_failed(&record, anyhow::anyhow!("pg_restore exited 1"), &[]);
+        assert!(
+            put_back
+                .to_string()
+                .ends_with("the database was left as it was before the restore"),
+            "{put_back}"
+        );
+        let stuck = vec!["schema public could not be put back: the database as it was is in schema public_replaced_20250101120000; put it back by hand with ...".to_string()];
+        let not = restore_failed(&record, anyhow::anyhow!("pg_restore exited 1"), &stuck);
+        let text = not.to_string();
+        assert!(text.contains("it is NOT as before"), "{text}");
+        assert!(text.contains("public_replaced_20250101120000"), "{text}");
+        assert!(!text.contains("left as it was"), "{text}");
+    }
 
     #[test]
     fn only_the_create_schema_entries_of_replaced_schemas_are_left_out() {
