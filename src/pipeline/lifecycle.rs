@@ -133,6 +133,14 @@ impl ClusterLifecycle {
     }
 }
 
+/// Whether the rollout record says `dead` walked its rollout to the end:
+/// everyone on its slot, the run's last phase done.
+fn completed_by_record(rec: &record::Record, dead: &Snapshot) -> bool {
+    rec.rollout
+        .as_ref()
+        .is_some_and(|r| r.deployment_id == dead.deployment_id && r.stage == Stage::Completed)
+}
+
 /// The templates a snapshot keeps: what it takes to render this release's
 /// slot and route objects again.
 fn kept_templates(all: &[Template]) -> Vec<Template> {
@@ -570,6 +578,33 @@ impl Lifecycle for ClusterLifecycle {
                 .filter(|s| s.outcome == Outcome::InProgress && s.deployment_id != id)
                 .collect();
             let put_back = !dead_runs.is_empty();
+            // A run whose rollout record says it completed did all its
+            // work and lost only its last write (the snapshot's outcome):
+            // it is closed as the success it was, not undone.
+            let rollouts = if put_back {
+                Some(record::read(applier.client(), &ns).await?)
+            } else {
+                None
+            };
+            let (finished, dead_runs): (Vec<Snapshot>, Vec<Snapshot>) = dead_runs
+                .into_iter()
+                .partition(|d| rollouts.as_ref().is_some_and(|r| completed_by_record(r, d)));
+            for mut done in finished {
+                tracing::warn!(
+                    "deployment {} completed its rollout but its end was never recorded; closing it as succeeded",
+                    done.deployment_id
+                );
+                let rec = rollouts.as_ref().expect("read above");
+                if done.rollout.is_none() {
+                    done.rollout = rec.report_of(&done.deployment_id);
+                }
+                done.target_slot = rec.rollout.as_ref().map(|r| r.to);
+                done.outcome = Outcome::Succeeded;
+                done.finished_at = Some(Utc::now());
+                done.failure = None;
+                done.after = Some(before.clone());
+                store.put(&done).await?;
+            }
             for dead in dead_runs {
                 tracing::warn!(
                     "deployment {} died mid-run; putting users back where it found them",

@@ -382,6 +382,51 @@ fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_use
 }
 
 #[test]
+fn a_run_whose_rollout_completed_but_whose_end_was_not_written_is_closed_as_succeeded() {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+
+    let world = World::new(Duration::from_millis(300));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let v2 = world.deploy("v2", &[]);
+    assert_exit(&v2, 0);
+    world.assert_all_on("green");
+
+    // As v2 stood had its last write (the snapshot's outcome) failed: the
+    // snapshot still in progress, its rollout record closed as completed.
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
+    let v2_id = deployment_id_of(&v2);
+    let mut snapshot = world.rt.block_on(store.get(&v2_id)).unwrap().unwrap();
+    snapshot.outcome = Outcome::InProgress;
+    snapshot.finished_at = None;
+    snapshot.target_slot = None;
+    world.rt.block_on(store.put(&snapshot)).unwrap();
+
+    let v3 = world.deploy("v3", &[]);
+    assert_exit(&v3, 0);
+    assert!(
+        text(&v3).contains(&format!(
+            "deployment {v2_id} completed its rollout but its end was never recorded"
+        )),
+        "{}",
+        text(&v3)
+    );
+    // v2 was not undone: v3 went to blue, the slot users were not on.
+    world.assert_all_on("blue");
+    assert!(world.image("api-blue").unwrap().ends_with(":v3"));
+    let closed = world.rt.block_on(store.get(&v2_id)).unwrap().unwrap();
+    assert_eq!(closed.outcome, Outcome::Succeeded, "{closed:?}");
+    // And it is a state to roll back to.
+    let back = world
+        .maily()
+        .args(["rollback", "staging", &v2_id])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&back, 0);
+    world.assert_all_on("green");
+}
+
+#[test]
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
     let out = world.deploy("v1", &[]);
