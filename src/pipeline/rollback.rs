@@ -152,8 +152,11 @@ fn users_ran(live: &PlatformState, s: &Snapshot) -> bool {
 /// now, from the live state and the snapshots (newest first).
 ///
 /// The one users are on is the newest that users ran whose release the
-/// live state serves to everyone; when none is (a rollout stopped between
-/// steps, a hand edit), the newest users ran. Before it, the first that
+/// live state serves to everyone; when none is, the newest users ran
+/// (a rollout stopped between steps, a hand edit), unless everyone is on
+/// one slot whose release no good deployment ran (a run that died after
+/// its switch): then none is current, and `previous` is the newest good
+/// one. Before it, the first that
 /// users ran and whose release is not the live one: a second
 /// `rollback previous` goes back to the release the first left, as a
 /// second `kubectl rollout undo` does. A rollback found there stands for
@@ -169,11 +172,19 @@ pub fn previous<'a>(
         .filter(|(_, s)| users_ran(live, s))
         .collect();
     let serving = |s: &Snapshot| matches!(plan(live, s), Ok(RollbackPlan::AlreadyThere { .. }));
-    let current = ran
-        .iter()
-        .find(|(_, s)| serving(s))
-        .or_else(|| ran.first())
-        .copied();
+    // Everyone on one slot whose release no good deployment ran (a run
+    // that died after its switch): the newest good one is what they go
+    // back to, not the one before it.
+    let on_a_release_of_no_good_run = matches!(live.active(), Active::Slot(a) if everyone_on(live, a))
+        && !ran.iter().any(|(_, s)| serving(s));
+    let current = if on_a_release_of_no_good_run {
+        None
+    } else {
+        ran.iter()
+            .find(|(_, s)| serving(s))
+            .or_else(|| ran.first())
+            .copied()
+    };
     let after = current.map_or(0, |(i, _)| i + 1);
     let found = ran
         .iter()
@@ -436,6 +447,21 @@ mod tests {
         assert_eq!(
             id(previous(&live, &[failed, v3, idle_only, v1.clone()])),
             v1.deployment_id.as_str()
+        );
+    }
+
+    #[test]
+    fn previous_after_a_run_that_died_after_its_switch_is_the_newest_good_one() {
+        let (v1, v2) = (
+            deployed(1, "v1", Slot::Blue),
+            deployed(2, "v2", Slot::Green),
+        );
+        // v3's run switched everyone to blue, then died: no good
+        // deployment ran v3, so going back from it is going to v2.
+        let live = state(Some(Slot::Blue), "v3", "v2");
+        assert_eq!(
+            id(previous(&live, &[v2.clone(), v1.clone()])),
+            v2.deployment_id.as_str()
         );
     }
 
