@@ -49,12 +49,41 @@ impl DatabaseUrl {
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid(&format!("scheme {:?} is not postgres", url.scheme())).into());
         }
-        let raw_password = url.password().map(str::to_owned);
-        let password = raw_password
+        let mut raw_password = url.password().map(str::to_owned);
+        let mut password = raw_password
             .as_deref()
             .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned());
         url.set_password(None)
             .map_err(|()| invalid("the URL cannot carry a password"))?;
+        // libpq also takes it as `?password=`: kept apart the same way, so
+        // pg_dump gets it (libpq's variables carry no query string) and the
+        // URL carried around holds none.
+        let from_query = url
+            .query_pairs()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.into_owned());
+        if let Some(p) = from_query {
+            let raw = url
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("password="))
+                .map(str::to_owned);
+            let rest: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "password")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if rest.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(rest);
+            }
+            if password.is_none() {
+                raw_password = raw.or_else(|| Some(p.clone()));
+                password = Some(p);
+            }
+        }
         Ok(Self {
             url,
             password,
@@ -280,6 +309,29 @@ mod tests {
         assert!(env.contains(&("PGSSLMODE", "require".into())));
         assert!(env.contains(&("PGHOST", "db.example.com".into())));
         assert!(env.contains(&("PGPORT", "6543".into())));
+    }
+
+    #[test]
+    fn a_password_given_in_the_query_reaches_pg_dump_and_leaves_the_url() {
+        let url = DatabaseUrl::parse(
+            "postgres://maily@db.example.com/maily_prod?sslmode=require&password=s3cr%40t-pw",
+        )
+        .unwrap();
+        let env = url.libpq_env();
+        assert!(env.contains(&("PGPASSWORD", "s3cr@t-pw".into())), "{env:?}");
+        assert!(env.contains(&("PGSSLMODE", "require".into())));
+        assert!(!format!("{url:?}").contains("s3cr"));
+        assert_eq!(
+            url.redact("FATAL: s3cr@t-pw / s3cr%40t-pw"),
+            "FATAL: *** / ***"
+        );
+        let alone = DatabaseUrl::parse("postgres://maily@h/db?password=pw-only-here").unwrap();
+        assert!(
+            alone
+                .libpq_env()
+                .contains(&("PGPASSWORD", "pw-only-here".into()))
+        );
+        assert!(!format!("{alone:?}").contains("pw-only"));
     }
 
     #[test]
