@@ -72,8 +72,14 @@ impl Latch {
     /// Resolves when a signal has been received, at once if one already was.
     pub async fn requested(&self) -> Signal {
         let mut rx = self.0.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.unwrap_or(Signal::Interrupt),
+        // The borrow ends here, before any other await: a future holding it
+        // would not be `Send`.
+        let got = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|s| s.unwrap_or(Signal::Interrupt));
+        match got {
+            Ok(s) => s,
             // The sender lives in `self`, which outlives this borrow.
             Err(_) => std::future::pending().await,
         }

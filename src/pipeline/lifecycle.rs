@@ -534,13 +534,19 @@ impl Lifecycle for ClusterLifecycle {
             deployment_id: id.to_string(),
             since: Utc::now(),
         };
+        // A signal while waiting for the lock (watching a lease that ran
+        // out, up to its whole duration) stops the run at once: nothing is
+        // held yet, nothing to put back.
         let acquire = || {
-            lease::acquire(
-                applier.client().clone(),
-                &ns,
-                &env,
-                holder.clone(),
-                cx.options.lock_ttl,
+            crate::interrupt::cancellable(
+                "the wait for the deploy lock",
+                lease::acquire(
+                    applier.client().clone(),
+                    &ns,
+                    &env,
+                    holder.clone(),
+                    cx.options.lock_ttl,
+                ),
             )
         };
         // The lock first: a run that finds it held has changed nothing,

@@ -427,6 +427,80 @@ fn a_run_whose_rollout_completed_but_whose_end_was_not_written_is_closed_as_succ
 }
 
 #[test]
+fn ctrl_c_while_watching_a_run_out_lease_stops_at_once() {
+    use serde_json::json;
+    let world = World::new(Duration::from_millis(300));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    // A lock whose holder's clock says it ran out a second ago: the next
+    // run watches it for its whole duration (300 s) in case that run is
+    // alive on a clock behind.
+    let api: Api<Lease> = Api::namespaced(world.client.clone(), &world.namespace);
+    let renewed = chrono::Utc::now() - chrono::Duration::seconds(301);
+    let holder = json!({
+        "user": "ghost", "host": "elsewhere",
+        "deployment_id": "staging-20250101-120000",
+        "since": renewed.to_rfc3339(),
+    });
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {
+            "name": "maily-deploy",
+            "labels": {"app.kubernetes.io/managed-by": "maily-deploy"},
+            "annotations": {"maily.ai/holder": holder.to_string()},
+        },
+        "spec": {
+            "holderIdentity": "ghost@elsewhere/staging-20250101-120000",
+            "leaseDurationSeconds": 300,
+            "acquireTime": renewed.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "renewTime": renewed.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        },
+    }))
+    .unwrap();
+    world
+        .rt
+        .block_on(api.create(&PostParams::default(), &lease))
+        .unwrap();
+
+    let child = world.spawn_deploy("v2", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        world.lease_holder().as_deref(),
+        Some("staging-20250101-120000"),
+        "still watching"
+    );
+    let sent = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    // It used to sit out the watch (five minutes here) first.
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run stopped")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("watching it for 300s"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        world.lease_holder().as_deref(),
+        Some("staging-20250101-120000"),
+        "the lease is left as it was"
+    );
+    world.assert_all_on("blue");
+}
+
+#[test]
 fn a_flaky_api_server_and_dropped_watches_do_not_fail_a_deploy() {
     let world = World::new(Duration::from_millis(800));
     let out = world.deploy("v1", &[]);
