@@ -159,6 +159,33 @@ impl Applier {
         }
     }
 
+    /// [`retry`] for a change: every attempt first asks whether the lock is
+    /// still this run's, as the background renewal last found it, so a
+    /// retry never lands after another run took the environment over (an
+    /// attempt can hang for its connect timeout, longer than the lease).
+    pub async fn retry_change<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let fence = self.fence.read().unwrap_or_else(|e| e.into_inner()).clone();
+        retry(what, || {
+            let lost = fence
+                .as_ref()
+                .and_then(|f| f.loss().map(|loss| f.loss_error(&loss).to_string()));
+            let attempt = call();
+            async move {
+                match lost {
+                    // An answer of no HTTP code: neither retried nor
+                    // counted as the API server not answering.
+                    Some(why) => Err(kube::Error::Api(Box::new(lock_lost_status(&why)))),
+                    None => attempt.await,
+                }
+            }
+        })
+        .await
+    }
+
     /// Remember what users reach now (after a route change or a read).
     pub fn note_users(&self, what: impl Into<String>) {
         *self.users.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
@@ -257,7 +284,7 @@ impl Applier {
         self.may_change().await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(obj);
-        retry("apply", || api.patch(&name, &params, &patch))
+        self.retry_change("apply", || api.patch(&name, &params, &patch))
             .await
             .with_context(|| format!("applying {kind} {name}"))
     }
@@ -380,4 +407,14 @@ impl Applier {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+/// The answer a change not sent for a lost lock gets, in the client's
+/// error type.
+fn lock_lost_status(why: &str) -> kube::core::Status {
+    serde_json::from_value(serde_json::json!({
+        "status": "Failure",
+        "reason": "LockLost",
+        "message": format!("not sent: {why}"),
+    }))
+    .unwrap_or_default()
 }

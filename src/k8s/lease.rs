@@ -352,7 +352,10 @@ impl Fence {
         };
         if let Some(loss) = loss {
             tracing::error!("{}", loss.describe(&self.0.environment));
-            let _ = self.0.lost.send(Some(loss));
+            // `send_replace`: kept whether or not anyone is subscribed
+            // (`send` drops the value when no receiver is alive, and the
+            // loss would be forgotten between phases).
+            self.0.lost.send_replace(Some(loss));
         }
     }
 }

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 
 use super::apply::Applier;
-use super::client::{retry, status_code};
+use super::client::status_code;
 use super::live::{PlatformState, httproute_gvk};
 use super::manifest::{self, Scope, Template};
 use super::slot::Slot;
@@ -66,7 +66,8 @@ pub async fn scale(
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
     let params = PatchParams::default();
     let p = Patch::Merge(&patch);
-    retry("scaling", || api.patch_scale(name, &params, &p))
+    applier
+        .retry_change("scaling", || api.patch_scale(name, &params, &p))
         .await
         .with_context(|| format!("scaling {name} to {replicas}"))?;
     Ok(())
@@ -314,14 +315,20 @@ async fn remove_route(applier: &Applier, ns: &str, name: &str) -> anyhow::Result
     applier.may_change().await?;
     let dp = DeleteParams::default();
     let services: Api<Service> = Api::namespaced(applier.client().clone(), ns);
-    match retry("deleting a stable service", || services.delete(name, &dp)).await {
+    match applier
+        .retry_change("deleting a stable service", || services.delete(name, &dp))
+        .await
+    {
         Ok(_) => {}
         Err(e) if status_code(&e) == Some(404) => {}
         Err(e) => return Err(e).with_context(|| format!("deleting Service {name}")),
     }
     if let Ok((ar, _)) = applier.resource(&httproute_gvk()).await {
         let routes: Api<DynamicObject> = Api::namespaced_with(applier.client().clone(), ns, &ar);
-        match retry("deleting a route", || routes.delete(name, &dp)).await {
+        match applier
+            .retry_change("deleting a route", || routes.delete(name, &dp))
+            .await
+        {
             Ok(_) => {}
             Err(e) if status_code(&e) == Some(404) => {}
             Err(e) => return Err(e).with_context(|| format!("deleting HTTPRoute {name}")),

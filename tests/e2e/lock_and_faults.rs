@@ -336,14 +336,34 @@ fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_use
         world.image("api-green")
     );
 
-    // v3's run as it stood had it died after its switch: its snapshot in
-    // progress, so the next run to take the lock puts users back on green.
+    // v3's run as it stood had it died after its switch, in its grace
+    // period: its snapshot in progress, its rollout not completed, so the
+    // next run to take the lock puts users back on green.
     let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
     let v3_id = deployment_id_of(&v3);
     let mut snapshot = world.rt.block_on(store.get(&v3_id)).unwrap().unwrap();
     snapshot.outcome = Outcome::InProgress;
     snapshot.finished_at = None;
     world.rt.block_on(store.put(&snapshot)).unwrap();
+    {
+        use maily_deploy::traffic::record::{self, Stage};
+        let mut rollout = world
+            .rt
+            .block_on(record::read(&world.client, &world.namespace))
+            .unwrap()
+            .rollout
+            .unwrap();
+        rollout.stage = Stage::Grace;
+        world
+            .rt
+            .block_on(record::write_rollout(
+                &world.client,
+                &world.namespace,
+                &rollout,
+                None,
+            ))
+            .unwrap();
+    }
 
     // Read before the lock, v1 runs nowhere and green is idle: redeploy
     // there. Under the lock, users are back on green: that plan would roll
@@ -498,6 +518,70 @@ fn ctrl_c_while_watching_a_run_out_lease_stops_at_once() {
         "the lease is left as it was"
     );
     world.assert_all_on("blue");
+}
+
+#[test]
+fn a_change_retried_after_the_lock_was_lost_is_never_sent() {
+    use kube::api::DynamicObject;
+    use maily_deploy::k8s::apply::Applier;
+    use maily_deploy::k8s::lease::{self, Holder};
+
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let guard = world
+        .rt
+        .block_on(lease::acquire(
+            world.client.clone(),
+            &world.namespace,
+            "staging",
+            Holder {
+                user: "dev".into(),
+                host: "laptop".into(),
+                deployment_id: "staging-20250101-120000".into(),
+                since: chrono::Utc::now(),
+            },
+            Duration::from_secs(2),
+        ))
+        .expect("the lock");
+    let applier = Applier::new(world.client.clone());
+    applier.set_fence(Some(guard.fence()));
+
+    // Every write of the object fails (500), so it is retried; meanwhile
+    // the lock goes (`unlock` from another terminal).
+    world
+        .sim()
+        .control()
+        .add_api_fault(ApiFault::always(Some("patch"), Some("configmaps"), 500));
+    let leases: Api<Lease> = Api::namespaced(world.client.clone(), &world.namespace);
+    world
+        .rt
+        .block_on(leases.delete("maily-deploy", &Default::default()))
+        .unwrap();
+    let probe: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "probe", "namespace": world.namespace},
+        "data": {"a": "b"},
+    }))
+    .unwrap();
+    let err = world.rt.block_on(applier.apply(&probe)).unwrap_err();
+    world.sim().control().clear_api_faults();
+    let sent = world
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "patch" && r.resource == "configmaps" && r.name == "probe")
+        .count();
+    assert!(
+        format!("{err:#}").contains("not sent") && format!("{err:#}").contains("removed"),
+        "{err:#}"
+    );
+    assert!(
+        sent < 7,
+        "{sent} attempts: the retries went on after the lock was lost"
+    );
+    drop(guard);
 }
 
 #[test]
