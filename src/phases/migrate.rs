@@ -108,18 +108,20 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             | DbError::BadBackupLocation { .. },
         ) => Kind::Config,
         Some(DbError::LockWaitTimeout { .. }) => Kind::LockHeld,
-        Some(DbError::RestoreBlocked { .. }) => Kind::Refused,
+        // Nothing was changed: the database is as it was (a backup that
+        // failed, or one found damaged before the restore began).
+        Some(
+            DbError::RestoreBlocked { .. }
+            | DbError::BackupFailed { .. }
+            | DbError::BackupCorrupt { .. },
+        ) => Kind::Refused,
         Some(
             DbError::MigrationFailed {
                 restored: false, ..
             }
             | DbError::RestoreFailed { .. },
         ) => Kind::RollbackFailed,
-        Some(
-            DbError::CannotMigrateDown { .. }
-            | DbError::BackupNotFound { .. }
-            | DbError::BackupCorrupt { .. },
-        ) => Kind::Usage,
+        Some(DbError::CannotMigrateDown { .. } | DbError::BackupNotFound { .. }) => Kind::Usage,
         _ => Kind::PhaseFailed,
     }
 }

@@ -472,6 +472,48 @@ fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told()
 }
 
 #[test]
+fn db_restore_of_a_damaged_backup_is_refused_with_nothing_changed() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    assert_exit(&deploy(&world, &db, &backups, &all, "v1", &[]), 0);
+    let taken = world.snapshots()[0]
+        .database
+        .clone()
+        .and_then(|d| d.backup)
+        .expect("v1's backup");
+    let version = db.version();
+    let dump = backups.join(taken.file_name());
+    let file = std::fs::OpenOptions::new().write(true).open(&dump).unwrap();
+    file.set_len(taken.size_bytes / 2).unwrap();
+
+    let env = env_of(&world, &db, &backups, &all, "v1");
+    let out = world
+        .maily()
+        .args([
+            "db",
+            "restore",
+            "staging",
+            &taken.name,
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::REFUSED),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("SHA-256"), "{}", text(&out));
+    assert_eq!(db.version(), version, "the database is as it was");
+}
+
+#[test]
 fn an_unreachable_database_fails_before_any_change_without_the_password() {
     let world = World::new(Duration::from_millis(300));
     let env = world.env_file(&[
