@@ -181,6 +181,34 @@ async fn through_the_run(
             Action::Abort => answered && now.stage.is_final(),
         };
         if done {
+            // A run that ended without users on the new slot did not do
+            // what a promote asked; one that kept users split did not do
+            // what an abort asked.
+            match (action, now.stage) {
+                (Action::Promote | Action::Step, Stage::RolledBack | Stage::Failed) => {
+                    return Err(fail(
+                        Kind::PhaseFailed,
+                        format!(
+                            "the run {} ended {} at {}% before it could {}: {}",
+                            now.deployment_id,
+                            now.stage.as_str(),
+                            now.percent,
+                            action.as_str(),
+                            now.failure.clone().unwrap_or_default()
+                        ),
+                    ));
+                }
+                (Action::Abort, Stage::Failed) => {
+                    return Err(fail(
+                        Kind::PhaseFailedKept,
+                        format!(
+                            "the run {} ended failed with --no-rollback and left users where the failure found them ({}% on {}); `maily-deploy rollback {} previous` puts them back",
+                            now.deployment_id, now.percent, now.to, environment
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             return Ok(Some(match (action, now.stage) {
                 (Action::Abort, Stage::RolledBack) => format!(
                     "aborted: users are back on {}; the run {} failed (exit 4)",
@@ -214,6 +242,12 @@ async fn through_the_run(
                     now.steps.len(),
                     now.percent,
                     now.to
+                ),
+                // Asked during the grace period, a promote ends it.
+                (Action::Promote, _) if rollout.stage == Stage::Grace => format!(
+                    "promoted: the grace period of {} ended; {} scales down",
+                    now.deployment_id,
+                    now.from.map_or("the old slot".into(), |s| s.to_string())
                 ),
                 (Action::Promote, _) => format!(
                     "promoted: every user on {} ({}); the run {} goes on with {}",

@@ -238,12 +238,6 @@ impl Walk {
             measurements: Vec::new(),
             measurements_left_out: 0,
         });
-        self.rollout.step = index;
-        self.rollout.percent = percent;
-        self.rollout.stage = Stage::Step;
-        self.rollout.since = Utc::now();
-        self.rollout.last_measurement = None;
-        self.save().await?;
         let total = self.plan.steps.len();
         let worker_text = worker_replicas_words(&workers, target, self.rollout.from.is_some());
         self.progress.say(format!(
@@ -299,6 +293,15 @@ impl Walk {
                     index + 1
                 )
             });
+        // Recorded once users are there, not before: `promote` and `status`
+        // read the record as where users are (a step whose scale-up fails
+        // never reached them).
+        self.rollout.step = index;
+        self.rollout.percent = percent;
+        self.rollout.stage = Stage::Step;
+        self.rollout.since = Utc::now();
+        self.rollout.last_measurement = None;
+        self.save().await?;
         Ok(())
     }
 

@@ -31,6 +31,8 @@ struct Recorder {
     /// The new slot's Deployments' replicas (2 each, as deploy-backend
     /// leaves them, unless set).
     replicas: Mutex<BTreeMap<String, i32>>,
+    /// Waits for these Deployments fail (their pods never come up).
+    never_ready: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -69,6 +71,10 @@ impl TrafficRouter for Recorder {
         _timeout: Duration,
     ) -> anyhow::Result<()> {
         self.push(format!("wait {slot} {names:?}"));
+        let never = self.never_ready.lock().unwrap().clone();
+        if let Some(name) = names.iter().find(|n| never.contains(n)) {
+            anyhow::bail!("deployment {name}: FailedCreate: exceeded quota");
+        }
         Ok(())
     }
     async fn switch_to(
@@ -239,6 +245,32 @@ async fn a_passing_rollout_shares_users_then_switches_with_workers_in_proportion
     let saved = router.saved.lock().unwrap();
     assert!(saved.iter().any(|r| r.percent == 25));
     assert_eq!(saved.last().unwrap().percent, 100);
+}
+
+#[tokio::test]
+async fn a_step_is_recorded_only_once_users_are_there() {
+    let router = Arc::new(Recorder::default());
+    // The 100% step's capacity never comes up: users stay at 25%.
+    router
+        .never_ready
+        .lock()
+        .unwrap()
+        .push("api-green".to_string());
+    let mut w = walk(0.1, router.clone());
+    let err = w.steps().await.unwrap_err();
+    assert!(err.to_string().contains("exceeded quota"), "{err:#}");
+    assert!(
+        !router.calls().iter().any(|c| c.starts_with("switch")),
+        "{:?}",
+        router.calls()
+    );
+    let saved = router.saved.lock().unwrap();
+    assert!(saved.iter().any(|r| r.percent == 25), "{saved:?}");
+    assert!(
+        saved.iter().all(|r| r.percent < 100),
+        "the record said 100% while users were at 25%: {:?}",
+        saved.iter().map(|r| r.percent).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -594,6 +594,25 @@ fn abort_from_a_second_terminal_sends_users_back_and_fails_the_run() {
     );
 }
 
+#[test]
+fn abort_of_a_run_with_no_rollback_says_users_were_left_split() {
+    let stage = Stage::new(&traffic_yaml("[25, 50, 100]", "10m", "keep", "20s"));
+    let child = stage.spawn("v2", &["--no-rollback"]);
+    stage.wait_for_weights((75, 25));
+    let abort = stage.other(&["abort", "staging"]);
+    // The run fails and keeps everything as the failure found it: the
+    // abort did not send users back, and says so.
+    assert_exit(&abort, exit_code::PHASE_FAILED_NOT_ROLLED_BACK);
+    assert!(
+        text(&abort).contains("left users where the failure found them (25% on green)")
+            && text(&abort).contains("rollback staging previous"),
+        "{}",
+        text(&abort)
+    );
+    let _ = finish(child);
+    assert_eq!(stage.world.weights("api"), Some((75, 25)));
+}
+
 fn host() -> String {
     maily_deploy::pipeline::snapshot::Actor::current().host
 }
