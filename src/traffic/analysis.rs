@@ -326,10 +326,11 @@ fn judge_metric(m: &Metric, new: &Reading, old: &Reading) -> (MetricResult, Opti
         // nothing else can be held against it. While it serves most users,
         // though, a baseline without data is Prometheus not there yet (a
         // missed scrape), and passing then would wave a regression through:
-        // no verdict until it has one. A 0 baseline is skipped: any value
-        // would be "infinitely" worse.
+        // no verdict until it has one. A 0 baseline (an old slot with no
+        // errors) allows 0: any more is above every multiple of it, and
+        // skipping it waved through a new slot failing 40 % of requests.
         match old {
-            Reading::Value(o) if *o > 0.0 => {
+            Reading::Value(o) => {
                 if v > ratio * o {
                     fails.push(format!(
                         "{} {} > {}× old ({})",
@@ -340,7 +341,6 @@ fn judge_metric(m: &Metric, new: &Reading, old: &Reading) -> (MetricResult, Opti
                     ));
                 }
             }
-            Reading::Value(_) => result.note = Some("old slot is 0; not compared".into()),
             Reading::NotAsked => {
                 result.note = Some("old slot serves no users; not compared".into())
             }
@@ -928,18 +928,23 @@ metrics:
             Some("old slot serves no users; not compared")
         );
         assert_eq!(none.metrics[0].threshold, "≤ 1.5× old");
+        // An old slot at 0 allows 0, and nothing above it.
         let zero = judge(
             &ratio_only(),
-            100,
+            25,
             Some(150.0),
-            &[(Some(5000.0), Some(0.0))],
+            &[(Some(40.0), Some(0.0))],
             at(),
         );
-        assert_eq!(zero.verdict, Verdict::Pass);
-        assert_eq!(
-            zero.metrics[0].note.as_deref(),
-            Some("old slot is 0; not compared")
+        assert_eq!(zero.verdict, Verdict::Fail);
+        let still = judge(
+            &ratio_only(),
+            25,
+            Some(150.0),
+            &[(Some(0.0), Some(0.0))],
+            at(),
         );
+        assert_eq!(still.verdict, Verdict::Pass);
     }
 
     #[test]
