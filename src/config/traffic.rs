@@ -320,6 +320,14 @@ impl AnalysisOf<Written> {
             self.inconclusive_timeout,
             DEFAULT_INCONCLUSIVE_TIMEOUT,
         );
+        // Prometheus itself scrapes no faster than every second or so.
+        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+            bad(
+                "analysis.interval",
+                "is under a second, faster than any scrape".into(),
+                "e.g. 15s or 30s",
+            );
+        }
         if self.samples.min == 0 {
             bad(
                 "analysis.samples.min",

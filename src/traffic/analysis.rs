@@ -693,7 +693,9 @@ metrics:
             assert!(!r.contains("{{") && !r.contains("}}"), "{r}");
             assert!(r.contains(r#"slot="green""#), "{r}");
             assert!(r.contains(r#"namespace="maily-production""#), "{r}");
-            assert!(r.contains("[30s]"), "{r}");
+            // Four scrapes of the ServiceMonitors (15s each), whatever the
+            // measurement interval.
+            assert!(r.contains("[1m]"), "{r}");
         }
     }
 
