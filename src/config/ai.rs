@@ -143,6 +143,10 @@ impl AiConfig {
 }
 
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// The longest a provider's request may take: also how long configure-ai
+/// waits on one model listing, so a proxy that never answers cannot hold
+/// a deploy for as long as a typo says.
+const MAX_TIMEOUT_SECS: u64 = 600;
 
 /// Check the `ai:` section; every problem, each naming its field.
 pub fn parse(raw: &Value, file: &str) -> Result<AiConfig, Vec<Problem>> {
@@ -231,11 +235,15 @@ pub fn parse(raw: &Value, file: &str) -> Result<AiConfig, Vec<Problem>> {
         let timeout_secs = match settings.get("timeout") {
             None => DEFAULT_TIMEOUT_SECS,
             Some(Value::String(s)) => match crate::config::format::duration(s) {
-                Ok(d) if d.as_secs() > 0 => d.as_secs(),
+                Ok(d) if d.as_secs() > 0 && d.as_secs() <= MAX_TIMEOUT_SECS => d.as_secs(),
                 _ => {
                     bad(
                         &field("timeout"),
-                        format!("is not a duration of at least 1s (got {s:?})"),
+                        format!(
+                            "is not a duration from 1s to {}m (got {})",
+                            MAX_TIMEOUT_SECS / 60,
+                            crate::error::clipped(s)
+                        ),
                         "e.g. 30s or 2m",
                     );
                     0
@@ -244,7 +252,10 @@ pub fn parse(raw: &Value, file: &str) -> Result<AiConfig, Vec<Problem>> {
             Some(other) => {
                 bad(
                     &field("timeout"),
-                    format!("is not a duration (got {other})"),
+                    format!(
+                        "is not a duration (got {})",
+                        crate::error::clipped(&other.to_string())
+                    ),
                     "e.g. 30s or 2m",
                 );
                 0

@@ -120,9 +120,17 @@ where
     }
 }
 
+/// The client of the checks against the new slot and the chain nodes. It
+/// follows no redirect: a check is of the answer the slot gives, and a
+/// redirect to a login or error page that answers 200 is no health (a
+/// check that expects a 301 or 302 can say so).
 fn http() -> reqwest::Client {
+    // The process's one crypto provider (main installs it too; a library
+    // caller may not have).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
@@ -307,9 +315,11 @@ async fn rpc(url: &str, method: &str, params: Value) -> Result<Value, CheckError
         .await
         .map_err(|e| format!("{method}: {}", e.without_url()))?;
     let status = resp.status();
-    let doc: Value = resp
-        .json()
+    // Read to the same bound as every answer the tool reads.
+    let body = crate::providers::http::read_body(resp)
         .await
+        .map_err(|why| format!("{method}: {why}"))?;
+    let doc: Value = serde_json::from_str(&body)
         .map_err(|_| format!("{method}: answered {status} without JSON"))?;
     if let Some(err) = doc.get("error") {
         return Err(format!("{method}: {err}").into());
@@ -331,22 +341,60 @@ async fn chain(url: &str, chain_id: u64, contract: &str) -> Result<String, Check
         )));
     }
     let code = rpc(url, "eth_getCode", json!([contract, "latest"])).await?;
-    match code.as_str() {
-        Some("0x") | Some("") | None => Err(CheckError::Final(format!(
+    match code_bytes(&code) {
+        Ok(0) => Err(CheckError::Final(format!(
             "no contract code at {contract} on chain {got}"
         ))),
-        Some(c) => Ok(format!(
-            "chain {got}, contract {contract} has {} bytes of code",
-            (c.len() - 2) / 2
+        Ok(n) => Ok(format!(
+            "chain {got}, contract {contract} has {n} bytes of code"
         )),
+        Err(why) => Err(CheckError::Final(format!(
+            "eth_getCode for {contract} answered {why}"
+        ))),
     }
+}
+
+/// The size of the code `eth_getCode` answered (`0x` and hex bytes; no
+/// code is `0x`, and a node that pads it answers zeros), or why it is not
+/// an answer of that shape.
+pub fn code_bytes(answer: &Value) -> Result<usize, String> {
+    let text = answer
+        .as_str()
+        .ok_or_else(|| format!("{}, not a hex string", clip(&answer.to_string())))?;
+    let hex = text
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("{}, not 0x-prefixed hex", clip(text)))?;
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{}, not hex", clip(text)));
+    }
+    if hex.chars().all(|c| c == '0') {
+        return Ok(0);
+    }
+    Ok(hex.len().div_ceil(2))
 }
 
 async fn certificates(cx: &Context) -> Result<Seen, CheckError> {
     use kube::api::{DynamicObject, GroupVersionKind, ListParams};
     let applier = cx.applier().await.map_err(|e| e.to_string())?;
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
-    let Ok((ar, _)) = applier.resource(&gvk).await else {
+    // Only a cluster that does not serve the kind is one without
+    // cert-manager; discovery that fails (a 503, a timeout) is no skip.
+    let gv = kube::core::GroupVersion::gv(&gvk.group, &gvk.version);
+    let served = match applier.served(&gv).await {
+        Ok(served) => served,
+        Err(kube::Error::Api(s)) if s.code == 404 => Default::default(),
+        Err(kube::Error::Discovery(_)) => Default::default(),
+        Err(e) => {
+            return Err(
+                format!("reading the cluster's API discovery for cert-manager.io/v1: {e}").into(),
+            );
+        }
+    };
+    let Some(ar) = served
+        .iter()
+        .find(|(ar, _)| ar.kind == gvk.kind)
+        .map(|(ar, _)| ar.clone())
+    else {
         return Ok(Seen::Skipped(
             "cert-manager is not installed; no Certificates to check".into(),
         ));
@@ -736,6 +784,61 @@ mod tests {
                 .unwrap(),
             "200"
         );
+    }
+
+    /// A profile check whose answer is a redirect to a login page (on
+    /// another host, answering 200) fails; one that expects the redirect
+    /// passes.
+    #[tokio::test]
+    async fn a_profile_check_judges_the_answer_not_where_a_redirect_leads() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let login = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<html>Sign in</html>"))
+            .mount(&login)
+            .await;
+        let slot = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/status"))
+            .respond_with(
+                ResponseTemplate::new(302)
+                    .insert_header("location", format!("{}/sso", login.uri()).as_str()),
+            )
+            .mount(&slot)
+            .await;
+        let check = |status: u16| HttpCheck {
+            name: "status".into(),
+            method: "GET".into(),
+            path: "/api/v1/status".into(),
+            status,
+            json: Default::default(),
+        };
+        let err = http_check(&slot.uri(), &check(200), Slot::Green)
+            .await
+            .unwrap_err();
+        let why = match err {
+            CheckError::Retry(w) | CheckError::Final(w) => w,
+        };
+        assert!(why.contains("answered 302"), "{why}");
+        assert!(
+            http_check(&slot.uri(), &check(302), Slot::Green)
+                .await
+                .is_ok(),
+            "a check that expects the redirect"
+        );
+    }
+
+    #[test]
+    fn contract_code_is_read_as_hex_bytes() {
+        assert_eq!(code_bytes(&json!("0x")), Ok(0));
+        assert_eq!(code_bytes(&json!("0x0")), Ok(0));
+        assert_eq!(code_bytes(&json!("0x0000")), Ok(0));
+        assert_eq!(code_bytes(&json!("0x6080604052")), Ok(5));
+        assert!(code_bytes(&json!("")).is_err());
+        assert!(code_bytes(&json!("0")).is_err());
+        assert!(code_bytes(&json!("0xzz")).is_err());
+        assert!(code_bytes(&json!(null)).is_err());
     }
 
     #[tokio::test]

@@ -212,8 +212,13 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
     // The process's one crypto provider (main installs it too; a library
     // caller may not have).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // No redirect is followed: Anthropic's and Google's keys travel in
+    // headers of their own (`x-api-key`, `x-goog-api-key`), which a
+    // redirect to another host would carry along (only `Authorization`
+    // is dropped there); the APIs answer in place.
     Ok(reqwest::Client::builder()
         .user_agent(concat!("maily-deploy/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()?)
 }
 
@@ -349,6 +354,38 @@ pub async fn check_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy in ANTHROPIC_BASE_URL that redirects elsewhere gets an
+    /// error, and the key never reaches the other host.
+    #[tokio::test]
+    async fn a_key_in_its_own_header_is_never_carried_to_a_redirects_host() {
+        use wiremock::matchers::any;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let elsewhere = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"data":[]}"#))
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        let proxy = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(307).insert_header(
+                "location",
+                format!("{}/v1/models", elsewhere.uri()).as_str(),
+            ))
+            .mount(&proxy)
+            .await;
+        for provider in [Provider::Anthropic, Provider::Google] {
+            let e = Endpoint {
+                provider,
+                base_url: proxy.uri(),
+                key: "sk-ant-test-key-123456".into(),
+                timeout: Duration::from_secs(5),
+            };
+            let problem = list_models(&client().unwrap(), &e).await.unwrap_err();
+            assert!(problem.problem.contains("307"), "{problem:?}");
+        }
+    }
 
     #[test]
     fn each_provider_lists_its_models_in_its_documented_shape() {
