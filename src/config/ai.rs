@@ -506,6 +506,21 @@ fallback: [openai, anthropic]
     }
 
     #[test]
+    fn a_provider_timeout_is_from_a_second_to_ten_minutes() {
+        let text = GOOD.replace("timeout: 1m", "timeout: 30d");
+        let problems = parse(&yaml(&text), "p.yaml").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.subject.ends_with("providers.anthropic.timeout")
+                    && p.problem == "is not a duration from 1s to 10m (got 30d)"),
+            "{problems:?}"
+        );
+        let ten = GOOD.replace("timeout: 1m", "timeout: 10m");
+        assert!(parse(&yaml(&ten), "p.yaml").is_ok());
+    }
+
+    #[test]
     fn a_fallback_to_a_provider_that_is_off_is_refused() {
         let text = GOOD.replace("[openai, anthropic]", "[openai, google, mistral]");
         let problems = parse(&yaml(&text), "p.yaml").unwrap_err();
