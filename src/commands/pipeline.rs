@@ -25,7 +25,10 @@ pub struct Request<'a> {
 pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // Before anything else, and long before the lock: a CI job cancelled
     // at any moment of a real run stops it (see `crate::interrupt`).
-    if req.deployment && !req.dry_run {
+    // A dry run too: its plan may run `terraform plan`, which holds the
+    // state lock and writes a plan file; a Ctrl-C must stop it gracefully
+    // rather than leave it running on its own.
+    if req.deployment {
         crate::interrupt::install()?;
     }
     // The id is made first, so that it names the run from its first moment.

@@ -85,7 +85,7 @@ async fn plan(tf: &Terraform) -> anyhow::Result<Planned> {
 fn destroy_guard(planned: &Planned, allow: bool) -> anyhow::Result<()> {
     if planned.summary.destroy > 0 && !allow {
         return Err(fail(
-            Kind::PhaseFailed,
+            Kind::Refused,
             format!(
                 "the Terraform plan destroys {} resource{} ({}); nothing was applied. Check the plan, then run again with --allow-destroy if that is intended",
                 planned.summary.destroy,

@@ -176,7 +176,11 @@ impl Runner {
             let t = Instant::now();
             let fence = self.lifecycle.as_ref().and_then(|l| l.fence());
             let result = if cx.dry_run {
-                phase.plan(cx).await.map(|p| (p.summary, p.steps))
+                // A signal stops a plan at once; dropping it stops what it
+                // started (a `terraform plan`) gracefully.
+                crate::interrupt::cancellable(id.as_str(), phase.plan(cx))
+                    .await
+                    .map(|p| (p.summary, p.steps))
             } else {
                 let (progress, mut lines) = super::Progress::channel();
                 cx.progress = progress;

@@ -367,8 +367,16 @@ impl Terraform {
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".into(),
         };
+        // Only an apply changes the infrastructure; a failed init, workspace
+        // step, plan or show leaves it as it was: a refusal (exit 10, or 4
+        // once an earlier phase of the run changed something).
+        let kind = if args.first().map(String::as_str) == Some("apply") {
+            Kind::PhaseFailed
+        } else {
+            Kind::Refused
+        };
         fail(
-            Kind::PhaseFailed,
+            kind,
             format!(
                 "{} {} failed ({status}) in {}: {}",
                 self.bin,

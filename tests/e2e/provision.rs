@@ -146,7 +146,8 @@ fn no_changes_skips_the_apply() {
 fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
     let infra = Infra::new();
     let out = infra.run("plan-error", "{}", &[], ONLY);
-    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    // Nothing changed: a refusal.
+    assert_exit(&out, exit_code::REFUSED);
     let cmds = infra.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
     let doc = report(&out);
@@ -166,7 +167,7 @@ fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
 fn a_plan_that_destroys_stops_the_run_unless_allowed() {
     let infra = Infra::new();
     let out = infra.run("destroy", "{}", &[], ONLY);
-    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_exit(&out, exit_code::REFUSED);
     let cmds = infra.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
     let all = report(&out).to_string();
@@ -326,6 +327,66 @@ fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() 
         "{all}"
     );
     assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+}
+
+/// A dry run stopped during `terraform plan` stops it as a run does: one
+/// SIGINT, and the plan file (which holds values in the clear) removed.
+/// (A dry run kept Ctrl-C's default: the tool died, terraform ran on in
+/// its own process group, state lock and plan file left behind.)
+#[test]
+fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan() {
+    use std::process::Stdio;
+    let infra = Infra::new();
+    let mut vars = infra.terraform.vars();
+    vars.push(("IMAGE_TAG", "v1".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_file = infra.world.env_file(&vars);
+    // A dry run plans in a workspace that exists: a first run makes it.
+    infra.run("no-changes", "{}", &[], ONLY);
+    infra.commands();
+    let child = infra
+        .world
+        .process()
+        .args(["staging", "--only", "provision", "--dry-run", "--env-file"])
+        .arg(&env_file)
+        .env("TF_STANDIN_LOG", &infra.terraform.log)
+        .env("TF_STANDIN_SCENARIO", "plan-slow")
+        .env("TF_STANDIN_OUTPUTS", "{}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !infra.dir.join("maily-deploy.tfplan").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "terraform plan never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    let cmds = infra.commands();
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("interrupted"),
+        "terraform was stopped by SIGINT: {cmds:?}"
+    );
+    assert!(
+        !infra.dir.join("maily-deploy.tfplan").exists(),
+        "the saved plan was left behind"
+    );
 }
 
 /// A run stopped during `terraform apply` stops terraform the way
