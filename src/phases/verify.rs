@@ -246,8 +246,15 @@ async fn redis(url: &str) -> Result<String, CheckError> {
 async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, CheckError> {
     use amqprs::channel::QueueDeclareArguments;
     use amqprs::connection::{Connection, OpenConnectionArguments};
-    let args = OpenConnectionArguments::try_from(amqp_uri(url).as_str())
+    let mut args = OpenConnectionArguments::try_from(amqp_uri(url).as_str())
         .map_err(|_| CheckError::Final("RABBITMQ_URL is not an AMQP URI".to_string()))?;
+    // amqprs sends the user and password as the URI spells them; the AMQP
+    // URI spec has them percent-encoded (`p%40ss` for `p@ss`).
+    if let Some((user, password)) = amqp_credentials(url) {
+        args.credentials(amqprs::security::SecurityCredentials::new_plain(
+            &user, &password,
+        ));
+    }
     let conn = Connection::open(&args)
         .await
         .map_err(|e| format!("cannot connect to RabbitMQ: {e}"))?;
@@ -280,6 +287,24 @@ async fn rabbitmq(url: &str, queues: &[String]) -> Result<String, CheckError> {
     } else {
         Err(format!("queues missing: {}", missing.join(", ")).into())
     }
+}
+
+/// The user and password of an AMQP URI, percent-decoded as the AMQP URI
+/// spec has them; `None` when it names no user (amqprs's default).
+pub fn amqp_credentials(url: &str) -> Option<(String, String)> {
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some((
+        decode(parsed.username()),
+        decode(parsed.password().unwrap_or_default()),
+    ))
 }
 
 /// The URI as amqprs reads it: it takes the path verbatim as the vhost, so
@@ -827,6 +852,15 @@ mod tests {
                 .is_ok(),
             "a check that expects the redirect"
         );
+    }
+
+    #[test]
+    fn amqp_credentials_are_percent_decoded() {
+        assert_eq!(
+            amqp_credentials("amqps://maily:p%40ss%3Aw0rd@mq.example.com:5671/%2f"),
+            Some(("maily".into(), "p@ss:w0rd".into()))
+        );
+        assert_eq!(amqp_credentials("amqp://mq.example.com"), None);
     }
 
     #[test]
