@@ -339,19 +339,27 @@ pub fn read_answer(
                 [] => return Ok(QueryValue::NoData),
                 [one] => one.value.1.clone(),
                 many => {
+                    // The first few, each clipped: the message goes into
+                    // the rollout record and the snapshot.
                     let labels: Vec<String> = many
                         .iter()
+                        .take(3)
                         .map(|s| {
                             let pairs: Vec<String> = s
                                 .metric
                                 .iter()
                                 .map(|(k, v)| format!("{k}=\"{v}\""))
                                 .collect();
-                            format!("{{{}}}", pairs.join(", "))
+                            crate::error::clipped(&format!("{{{}}}", pairs.join(", "))).into_owned()
                         })
                         .collect();
+                    let more = if many.len() > labels.len() {
+                        format!(" and {} more", many.len() - labels.len())
+                    } else {
+                        String::new()
+                    };
                     return Err(QueryError::Rejected(format!(
-                        "`{promql}` gives {} series ({}), not one number; aggregate it, e.g. with sum(...)",
+                        "`{promql}` gives {} series ({}{more}), not one number; aggregate it, e.g. with sum(...)",
                         many.len(),
                         labels.join(" ")
                     )));
@@ -618,6 +626,21 @@ mod tests {
             msg.contains(r#"{instance="10.0.0.2:8080", slot="green"}"#),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn thousands_of_series_are_named_by_the_first_few() {
+        let result: Vec<serde_json::Value> = (0..5000)
+            .map(|i| json!({"metric": {"instance": format!("10.0.{}.{}:8080", i / 256, i % 256)}, "value": [1, "1"]}))
+            .collect();
+        let answer =
+            json!({"status": "success", "data": {"resultType": "vector", "result": result}});
+        let Err(QueryError::Rejected(msg)) = read(200, answer) else {
+            panic!("several series must be rejected")
+        };
+        assert!(msg.contains("5000 series"), "{msg}");
+        assert!(msg.contains("and 4997 more"), "{msg}");
+        assert!(msg.len() < 1000, "{} bytes", msg.len());
     }
 
     #[test]
