@@ -74,6 +74,12 @@ pub struct StepReport {
 /// and the snapshot: the newest ones, about 20 KB of JSON.
 pub const MEASUREMENTS_KEPT: usize = 50;
 
+/// How many measurements the whole rollout keeps, over all its steps and
+/// its grace period: a rollout of many steps held long, each measurement
+/// carrying several metrics, must still fit the rollout record (a
+/// ConfigMap, 1 MiB at most).
+pub const MEASUREMENTS_KEPT_IN_ALL: usize = 200;
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -128,6 +134,38 @@ pub struct RolloutReport {
 }
 
 impl RolloutReport {
+    /// Leave out the oldest measurements of the earliest steps first until
+    /// the whole report keeps at most [`MEASUREMENTS_KEPT_IN_ALL`]; each
+    /// step says how many it left out.
+    pub fn bound_measurements(&mut self) {
+        let grace = self
+            .grace_period
+            .as_ref()
+            .map_or(0, |g| g.measurements.len());
+        let mut total: usize = self
+            .steps
+            .iter()
+            .map(|s| s.measurements.len())
+            .sum::<usize>()
+            + grace;
+        for step in &mut self.steps {
+            if total <= MEASUREMENTS_KEPT_IN_ALL {
+                return;
+            }
+            let drop = (total - MEASUREMENTS_KEPT_IN_ALL).min(step.measurements.len());
+            step.measurements.drain(..drop);
+            step.measurements_left_out = step.measurements_left_out.saturating_add(drop as u32);
+            total -= drop;
+        }
+        if let Some(g) = self.grace_period.as_mut()
+            && total > MEASUREMENTS_KEPT_IN_ALL
+        {
+            let drop = (total - MEASUREMENTS_KEPT_IN_ALL).min(g.measurements.len());
+            g.measurements.drain(..drop);
+            g.measurements_left_out = g.measurements_left_out.saturating_add(drop as u32);
+        }
+    }
+
     pub fn new(plan: &RolloutPlan, from: Option<Slot>, to: Slot) -> Self {
         RolloutReport {
             from,
@@ -375,5 +413,43 @@ mod tests {
         assert_eq!(left_out as usize, 3000 - MEASUREMENTS_KEPT);
         assert_eq!(kept.last().unwrap().reason, "m2999");
         assert_eq!(kept[0].reason, format!("m{}", 3000 - MEASUREMENTS_KEPT));
+    }
+
+    #[test]
+    fn a_rollout_of_many_steps_keeps_its_newest_measurements_and_fits_the_record() {
+        use StepOutcome::*;
+        let metric = |name: &str| MetricResult {
+            name: name.into(),
+            value: Some(7.25),
+            old_value: Some(1.5),
+            verdict: Verdict::Pass,
+            threshold: "≤ 10 %, ≤ 1.5× old".into(),
+            unit: Some("%".into()),
+            note: Some("x".repeat(100)),
+        };
+        let steps: Vec<(u32, StepOutcome)> = (1..=99).map(|p| (p, Passed)).collect();
+        let mut r = walked(&steps);
+        for (i, step) in r.steps.iter_mut().enumerate() {
+            for j in 0..MEASUREMENTS_KEPT {
+                step.measurements.push(Measurement {
+                    at: Utc::now(),
+                    percent: step.percent,
+                    samples: Some(100.0),
+                    min_samples: 10,
+                    verdict: Verdict::Pass,
+                    metrics: (0..6).map(|k| metric(&format!("metric-{k}"))).collect(),
+                    reason: format!("s{i}m{j}"),
+                });
+            }
+        }
+        r.bound_measurements();
+        let kept: usize = r.steps.iter().map(|s| s.measurements.len()).sum();
+        assert_eq!(kept, MEASUREMENTS_KEPT_IN_ALL);
+        // The newest stay: the last steps whole, the first ones counted.
+        assert_eq!(r.steps[98].measurements.len(), MEASUREMENTS_KEPT);
+        assert!(r.steps[0].measurements.is_empty());
+        assert_eq!(r.steps[0].measurements_left_out as usize, MEASUREMENTS_KEPT);
+        let bytes = serde_json::to_vec(&r).unwrap().len();
+        assert!(bytes < 1 << 20, "{bytes} bytes");
     }
 }

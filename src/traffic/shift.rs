@@ -205,6 +205,7 @@ impl Walk {
 
     async fn save(&mut self) -> anyhow::Result<()> {
         self.rollout.updated_at = Utc::now();
+        self.report.bound_measurements();
         self.router
             .save(&self.profile.namespace, &self.rollout, &self.report)
             .await
