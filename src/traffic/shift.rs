@@ -187,9 +187,47 @@ impl Walk {
         ));
         let names: Vec<String> = up.iter().map(|(n, _)| n.clone()).collect();
         self.router.scale(&ns, up).await?;
-        self.router
-            .wait_ready(&ns, target, &names, self.release.rollout_timeout())
-            .await
+        self.ready_unless_aborted(&ns, &names, percent).await
+    }
+
+    /// Wait for `names` in the new slot to be ready, unless an abort is
+    /// asked for meanwhile: pods coming up for a step can take minutes,
+    /// and an operator who has seen enough must not wait them out (nor
+    /// see users moved on once they are up).
+    async fn ready_unless_aborted(
+        &mut self,
+        ns: &str,
+        names: &[String],
+        percent: u32,
+    ) -> anyhow::Result<()> {
+        let router = self.router.clone();
+        let wait = router.wait_ready(ns, self.target, names, self.release.rollout_timeout());
+        tokio::pin!(wait);
+        let asked = async {
+            loop {
+                tokio::time::sleep(POLL).await;
+                if let Ok(rec) = router.read_record(ns).await
+                    && rec.pending().is_some_and(|r| r.action == Action::Abort)
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = &mut wait => r,
+            () = asked => {
+                if let Some(request) = self.request().await?
+                    && request.action == Action::Abort
+                {
+                    self.end_step(StepOutcome::Aborted);
+                    return Err(fail(
+                        Kind::PhaseFailed,
+                        format!("aborted by {} while the new slot came up for {percent}%", request.by),
+                    ));
+                }
+                wait.await
+            }
+        }
     }
 
     /// The image tag the old slot runs (for `{{version}}` of the old slot).
@@ -260,9 +298,7 @@ impl Walk {
             .map(|(name, _)| name.clone())
             .collect();
         if !waiting.is_empty() {
-            self.router
-                .wait_ready(&ns, target, &waiting, self.release.rollout_timeout())
-                .await?;
+            self.ready_unless_aborted(&ns, &waiting, percent).await?;
         }
         if percent >= 100 {
             self.router

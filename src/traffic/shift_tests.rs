@@ -33,6 +33,10 @@ struct Recorder {
     replicas: Mutex<BTreeMap<String, i32>>,
     /// Waits for these Deployments fail (their pods never come up).
     never_ready: Mutex<Vec<String>>,
+    /// Every wait takes this long (pods slow to come up).
+    slow_waits: Mutex<Option<Duration>>,
+    /// What `read_record` answers (requests from another terminal).
+    record: Mutex<Record>,
 }
 
 impl Recorder {
@@ -71,6 +75,10 @@ impl TrafficRouter for Recorder {
         _timeout: Duration,
     ) -> anyhow::Result<()> {
         self.push(format!("wait {slot} {names:?}"));
+        let slow = *self.slow_waits.lock().unwrap();
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
         let never = self.never_ready.lock().unwrap().clone();
         if let Some(name) = names.iter().find(|n| never.contains(n)) {
             anyhow::bail!("deployment {name}: FailedCreate: exceeded quota");
@@ -113,7 +121,7 @@ impl TrafficRouter for Recorder {
             .collect())
     }
     async fn read_record(&self, _ns: &str) -> anyhow::Result<Record> {
-        Ok(Record::default())
+        Ok(self.record.lock().unwrap().clone())
     }
     async fn save(
         &self,
@@ -270,6 +278,66 @@ async fn a_step_is_recorded_only_once_users_are_there() {
         saved.iter().all(|r| r.percent < 100),
         "the record said 100% while users were at 25%: {:?}",
         saved.iter().map(|r| r.percent).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_abort_while_the_new_slot_comes_up_stops_before_users_move() {
+    use super::record::{Action, Request, Stage};
+    let router = Arc::new(Recorder::default());
+    *router.slow_waits.lock().unwrap() = Some(Duration::from_secs(600));
+    let id =
+        crate::pipeline::DeploymentId::parse("production", "production-20261130-120000").unwrap();
+    *router.record.lock().unwrap() = Record {
+        rollout: Some(Rollout {
+            deployment_id: id.clone(),
+            from: Some(Slot::Blue),
+            to: Slot::Green,
+            version: "v2".into(),
+            steps: vec![25, 100],
+            step: 0,
+            percent: 0,
+            stage: Stage::Step,
+            since: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+            grace_until: None,
+            last_measurement: None,
+            frontend: None,
+            answered: None,
+            failure: None,
+            command_line: Vec::new(),
+        }),
+        request: Some(Request {
+            id: "abort-1".into(),
+            deployment_id: id,
+            action: Action::Abort,
+            by: "ops@laptop".into(),
+            at: chrono::Utc::now(),
+        }),
+        heartbeat: None,
+        report: None,
+    };
+    let mut w = walk(0.1, router.clone());
+    let err = tokio::time::timeout(Duration::from_secs(30), w.steps())
+        .await
+        .expect("the abort was read while the pods came up")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("aborted by ops@laptop while the new slot came up for 25%"),
+        "{err:#}"
+    );
+    assert!(
+        !router
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("route") || c.starts_with("switch")),
+        "users never moved: {:?}",
+        router.calls()
+    );
+    assert_eq!(
+        w.report.steps.last().map(|s| s.outcome),
+        Some(StepOutcome::Aborted)
     );
 }
 
