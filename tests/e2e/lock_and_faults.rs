@@ -269,8 +269,7 @@ fn a_lease_whose_renewals_are_all_refused_is_lost_when_it_runs_out() {
 /// scaled to 0.)
 #[test]
 fn a_run_dead_after_its_grace_period_is_put_back_on_an_old_slot_that_runs() {
-    use maily_deploy::k8s::snapshot_store::SnapshotStore;
-    use maily_deploy::traffic::record::{self, Stage};
+    use maily_deploy::traffic::record::Stage;
 
     let world = World::new(Duration::from_millis(500));
     assert_exit(&world.deploy("v1", &[]), 0);
@@ -281,28 +280,7 @@ fn a_run_dead_after_its_grace_period_is_put_back_on_an_old_slot_that_runs() {
 
     // As the run stood had it died between the scale-down and its last
     // writes: its snapshot in progress, its rollout in the grace period.
-    let id = deployment_id_of(&out);
-    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
-    let mut snapshot = world.rt.block_on(store.get(&id)).unwrap().unwrap();
-    snapshot.outcome = Outcome::InProgress;
-    snapshot.finished_at = None;
-    world.rt.block_on(store.put(&snapshot)).unwrap();
-    let mut rollout = world
-        .rt
-        .block_on(record::read(&world.client, &world.namespace))
-        .unwrap()
-        .rollout
-        .unwrap();
-    rollout.stage = Stage::Grace;
-    world
-        .rt
-        .block_on(record::write_rollout(
-            &world.client,
-            &world.namespace,
-            &rollout,
-            None,
-        ))
-        .unwrap();
+    as_if_it_died(&world, &deployment_id_of(&out), Some(Stage::Grace));
 
     let abort = world.maily().args(["abort", "staging"]).output().unwrap();
     assert_exit(&abort, 0);
@@ -320,7 +298,7 @@ fn a_run_dead_after_its_grace_period_is_put_back_on_an_old_slot_that_runs() {
 
 #[test]
 fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_users_land_on() {
-    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+    use maily_deploy::traffic::record::Stage;
 
     let world = World::new(Duration::from_millis(300));
     let v1 = world.deploy("v1", &[]);
@@ -339,31 +317,7 @@ fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_use
     // v3's run as it stood had it died after its switch, in its grace
     // period: its snapshot in progress, its rollout not completed, so the
     // next run to take the lock puts users back on green.
-    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
-    let v3_id = deployment_id_of(&v3);
-    let mut snapshot = world.rt.block_on(store.get(&v3_id)).unwrap().unwrap();
-    snapshot.outcome = Outcome::InProgress;
-    snapshot.finished_at = None;
-    world.rt.block_on(store.put(&snapshot)).unwrap();
-    {
-        use maily_deploy::traffic::record::{self, Stage};
-        let mut rollout = world
-            .rt
-            .block_on(record::read(&world.client, &world.namespace))
-            .unwrap()
-            .rollout
-            .unwrap();
-        rollout.stage = Stage::Grace;
-        world
-            .rt
-            .block_on(record::write_rollout(
-                &world.client,
-                &world.namespace,
-                &rollout,
-                None,
-            ))
-            .unwrap();
-    }
+    as_if_it_died(&world, &deployment_id_of(&v3), Some(Stage::Grace));
 
     // Read before the lock, v1 runs nowhere and green is idle: redeploy
     // there. Under the lock, users are back on green: that plan would roll
@@ -413,13 +367,9 @@ fn a_run_whose_rollout_completed_but_whose_end_was_not_written_is_closed_as_succ
 
     // As v2 stood had its last write (the snapshot's outcome) failed: the
     // snapshot still in progress, its rollout record closed as completed.
-    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
     let v2_id = deployment_id_of(&v2);
-    let mut snapshot = world.rt.block_on(store.get(&v2_id)).unwrap().unwrap();
-    snapshot.outcome = Outcome::InProgress;
-    snapshot.finished_at = None;
-    snapshot.target_slot = None;
-    world.rt.block_on(store.put(&snapshot)).unwrap();
+    as_if_it_died(&world, &v2_id, None);
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
 
     let v3 = world.deploy("v3", &[]);
     assert_exit(&v3, 0);
@@ -1179,4 +1129,36 @@ fn unlock_removes_only_the_lock_it_showed() {
     // Unchanged since it was shown: removed.
     unlock(&shown()).unwrap();
     assert!(world.lease_holder().is_none());
+}
+
+/// Leave deployment `id` as it stood had its run died before its last
+/// write: its snapshot in progress (with no target slot, as before the
+/// end writes it), and its rollout record at `stage` when given.
+fn as_if_it_died(world: &World, id: &str, stage: Option<maily_deploy::traffic::record::Stage>) {
+    use maily_deploy::k8s::snapshot_store::SnapshotStore;
+    use maily_deploy::traffic::record;
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
+    let mut snapshot = world.rt.block_on(store.get(id)).unwrap().unwrap();
+    snapshot.outcome = Outcome::InProgress;
+    snapshot.finished_at = None;
+    snapshot.target_slot = None;
+    world.rt.block_on(store.put(&snapshot)).unwrap();
+    if let Some(stage) = stage {
+        let mut rollout = world
+            .rt
+            .block_on(record::read(&world.client, &world.namespace))
+            .unwrap()
+            .rollout
+            .unwrap();
+        rollout.stage = stage;
+        world
+            .rt
+            .block_on(record::write_rollout(
+                &world.client,
+                &world.namespace,
+                &rollout,
+                None,
+            ))
+            .unwrap();
+    }
 }
