@@ -108,6 +108,23 @@ pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{prefix}… ({} bytes)", value.len()))
 }
 
+/// A parser's message with any line it quotes clipped: a megabyte-long
+/// line of input is shown by its start and size.
+pub fn clipped_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| {
+            if l.len() > 200 {
+                let head: String = l.chars().take(120).collect();
+                format!("{head}… ({} bytes)", l.len())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Shorthand for the common case: an `anyhow::Error` of a kind, whose
 /// message is `message`'s text (a `String`, or a typed error's Display).
 pub fn fail(kind: Kind, message: impl std::fmt::Display) -> anyhow::Error {

@@ -610,23 +610,11 @@ pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profil
 /// [`shape_problems`] could not place: its words and the lines around the
 /// place, each clipped.
 fn does_not_parse(e: &serde_saphyr::Error, file: &str) -> anyhow::Error {
-    let why: Vec<String> = e
-        .to_string()
-        .lines()
-        // The parser knows no file name: it says `<input>`.
-        .map(|l| l.replace("<input>", file))
-        .map(|l| {
-            if l.len() > 200 {
-                let head: String = l.chars().take(120).collect();
-                format!("{head}… ({} bytes)", l.len())
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
+    // The parser knows no file name: it says `<input>`.
+    let why = crate::error::clipped_lines(&e.to_string().replace("<input>", file));
     fail(
         Kind::Config,
-        format!("the profile {file} does not parse: {}", why.join("\n")),
+        format!("the profile {file} does not parse: {why}"),
     )
 }
 

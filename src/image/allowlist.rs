@@ -156,7 +156,7 @@ impl Allowlist {
             vec![Problem {
                 phase: None,
                 subject: file.to_string(),
-                problem: format!("does not parse: {}", parse_error(&e.to_string())),
+                problem: format!("does not parse: {}", crate::error::clipped_lines(&e.to_string())),
                 fix: "write a YAML list of entries, each with id, image, reason and expires (YYYY-MM-DD), and nothing else".into(),
             }]
         })?;
@@ -266,23 +266,6 @@ fn check(w: Written) -> Result<Entry, EntryProblems> {
         }),
         (id, ..) => Err((id, wrong)),
     }
-}
-
-/// The parser's message, with any line it quotes clipped: a megabyte-long
-/// line is shown by its start and size.
-fn parse_error(message: &str) -> String {
-    message
-        .lines()
-        .map(|l| {
-            if l.len() > 200 {
-                let head: String = l.chars().take(120).collect();
-                format!("{head}… ({} bytes)", l.len())
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
