@@ -42,7 +42,19 @@ pub fn register(name: &str, value: &str) {
             // Long user names are tokens (e.g. Slack, Infura) rather than names.
             forms.push(url.username().to_string());
         }
-        for segment in url.path_segments().into_iter().flatten() {
+        // A database's, a cache's or a broker's path names the database,
+        // its index or the vhost, never a key: hiding a database named
+        // like `maily_pr_2024` would blank it out of every message.
+        let path_names_a_place = matches!(
+            url.scheme(),
+            "postgres" | "postgresql" | "redis" | "rediss" | "amqp" | "amqps"
+        );
+        for segment in url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|_| !path_names_a_place)
+        {
             let decoded = percent_decoded(segment);
             if token_like(&decoded) {
                 forms.push(segment.to_string());
@@ -375,6 +387,19 @@ mod tests {
             scrub("the bearer token and the Authorization header were refused"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_database_urls_name_stays_readable_and_its_password_does_not() {
+        register(
+            "TEST_DATABASE_URL",
+            "postgres://maily:Pw-0f-The-Db-9x@db.example.com:5432/maily_pr_2024_eu1?sslmode=require",
+        );
+        let said = scrub(
+            "restore of db.example.com:5432/maily_pr_2024_eu1 as maily: password Pw-0f-The-Db-9x refused",
+        );
+        assert!(said.contains("/maily_pr_2024_eu1 as maily"), "{said}");
+        assert!(!said.contains("Pw-0f-The-Db-9x"), "{said}");
     }
 
     #[test]

@@ -447,15 +447,16 @@ fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told()
     let out = restore(&env, &[]);
     assert_eq!(out.status.code(), Some(exit_code::USAGE), "{}", text(&out));
     let all_text = text(&out);
-    // (The target's own name may show redacted: a database name that
-    // looks like a token is hidden as a URL's path would be.)
     assert!(
         all_text.contains(&format!(
             "was taken of 127.0.0.1:{}/{} as ",
             port_of(&db),
             db.0
-        )) && all_text.contains("not of the staging database")
-            && all_text.contains("--from-another-database"),
+        )) && all_text.contains(&format!(
+            "not of the staging database (127.0.0.1:{}/{} as ",
+            port_of(&other),
+            other.0
+        )) && all_text.contains("--from-another-database"),
         "{all_text}"
     );
     assert_eq!(psql("SELECT count(*) FROM keep_me", &other.0), "1");
