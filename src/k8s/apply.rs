@@ -413,7 +413,7 @@ impl Applier {
 fn lock_lost_status(why: &str) -> kube::core::Status {
     serde_json::from_value(serde_json::json!({
         "status": "Failure",
-        "reason": "LockLost",
+        "reason": super::client::health::NOT_SENT_REASON,
         "message": format!("not sent: {why}"),
     }))
     .unwrap_or_default()

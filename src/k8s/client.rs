@@ -205,6 +205,10 @@ pub mod health {
         )
     }
 
+    /// The reason of the answer a change gets that was never sent, its
+    /// lock lost (see `Applier::retry_change`).
+    pub const NOT_SENT_REASON: &str = "LockLost";
+
     /// Count one attempt's result.
     pub fn observe<T>(result: &Result<T, kube::Error>) {
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,6 +220,9 @@ pub mod health {
                 });
                 o.failed_requests += 1;
             }
+            // A change not sent (the lock was lost) says nothing of the
+            // server either way.
+            Err(kube::Error::Api(s)) if s.reason == NOT_SENT_REASON => {}
             // Any answer, even a refusal, means the server is there.
             _ => *state = None,
         }
