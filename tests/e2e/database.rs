@@ -866,22 +866,11 @@ fn ctrl_c_while_another_run_holds_the_migration_lock_stops_at_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
     // It used to wait for the other run's lock (ten minutes here) first.
-    let out = rx.recv_timeout(Duration::from_secs(60));
+    let out = interrupt(child, Duration::from_secs(60));
     let _ = holder.kill();
     let _ = holder.wait();
-    let out = out
-        .expect("the run stopped while the lock was held")
-        .unwrap();
+    let out = out.expect("the run stopped while the lock was held");
     assert_eq!(
         out.status.code(),
         Some(exit_code::INTERRUPTED),
@@ -957,20 +946,9 @@ fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() 
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
         // Bounded by the test's own patience, far beyond the 600 s sleep
         // only if the statement is not cancelled.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        rx.recv_timeout(Duration::from_secs(300))
-            .expect("the run ended")
-            .unwrap()
+        interrupt(child, Duration::from_secs(300)).expect("the run ended")
     };
 
     // In the middle of the migration without a transaction: it is

@@ -437,20 +437,8 @@ fn ctrl_c_while_watching_a_run_out_lease_stops_at_once() {
         Some("staging-20250101-120000"),
         "still watching"
     );
-    let sent = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
     // It used to sit out the watch (five minutes here) first.
-    let out = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the run stopped")
-        .unwrap();
+    let out = interrupt(child, Duration::from_secs(60)).expect("the run stopped");
     assert_eq!(
         out.status.code(),
         Some(exit_code::INTERRUPTED),

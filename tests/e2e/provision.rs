@@ -365,12 +365,7 @@ fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
     assert_eq!(
         out.status.code(),
         Some(exit_code::INTERRUPTED),
@@ -427,12 +422,7 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
     }
     // Give the stand-in a moment to be inside its work.
     std::thread::sleep(Duration::from_millis(500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
     assert_eq!(
         out.status.code(),
         Some(exit_code::INTERRUPTED),

@@ -431,6 +431,22 @@ pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{}", text(out));
 }
 
+/// Send `child` SIGINT, as Ctrl-C or a CI job's cancel does, and wait for
+/// it to end: its output, or `None` if it still runs after `within` (the
+/// run did not stop; the test says what it waited for).
+pub fn interrupt(child: std::process::Child, within: Duration) -> Option<Output> {
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "SIGINT not sent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(within).ok().map(|out| out.unwrap())
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
