@@ -174,11 +174,7 @@ fn with_variable_problems(
     let Some(phases) = &src.check_for else {
         return unparsed.into();
     };
-    let unneeded = profile
-        .ai_config()
-        .map(|c| c.unneeded_vars())
-        .unwrap_or_default();
-    let v = validate::validate_except(vars, phases, &unneeded);
+    let v = validate::validate_for(vars, profile, phases);
     if !v.problems.is_empty() {
         let n = v.problems.len();
         unparsed.message.push_str(&format!(

@@ -74,6 +74,16 @@ pub fn validate(vars: &Vars, selected: &[PhaseId]) -> Validation {
     validate_except(vars, selected, &[])
 }
 
+/// Validate the variables `selected` phases need under `profile`: the key
+/// of an AI provider it turns off is not asked for.
+pub fn validate_for(vars: &Vars, profile: &super::Profile, selected: &[PhaseId]) -> Validation {
+    let unneeded = profile
+        .ai_config()
+        .map(|c| c.unneeded_vars())
+        .unwrap_or_default();
+    validate_except(vars, selected, &unneeded)
+}
+
 /// Validate as [`validate`] does, without asking for the variables in
 /// `unneeded`: what the profile makes unnecessary (the key of an AI
 /// provider it turns off). A value given for one is still checked.

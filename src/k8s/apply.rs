@@ -251,6 +251,20 @@ impl Applier {
         .cloned()
     }
 
+    /// [`Applier::served`], with a group version the cluster does not serve
+    /// at all (404: its CRDs are not installed) as serving nothing: an error
+    /// is only a discovery that failed (a 503, a timeout).
+    pub async fn served_or_none(
+        &self,
+        gv: &GroupVersion,
+    ) -> Result<Arc<GroupResources>, kube::Error> {
+        match self.served(gv).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Default::default()),
+            Err(kube::Error::Discovery(_)) => Ok(Default::default()),
+            other => other,
+        }
+    }
+
     /// The dynamic API for an object's kind and namespace.
     pub async fn api_for(&self, obj: &DynamicObject) -> anyhow::Result<Api<DynamicObject>> {
         let gvk = gvk_of(obj)?;

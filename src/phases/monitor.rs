@@ -157,10 +157,8 @@ pub fn dashboards(manifests_dir: &Path) -> anyhow::Result<Vec<(String, Value)>> 
 async fn missing_kinds(applier: &Applier) -> anyhow::Result<Vec<GroupVersionKind>> {
     let kinds = operator_kinds();
     let gv = GroupVersion::gv(&kinds[0].group, &kinds[0].version);
-    let served = match applier.served(&gv).await {
+    let served = match applier.served_or_none(&gv).await {
         Ok(served) => served,
-        Err(kube::Error::Api(s)) if s.code == 404 => Default::default(),
-        Err(kube::Error::Discovery(_)) => Default::default(),
         Err(e) => {
             return Err(fail(
                 Kind::PhaseFailed,

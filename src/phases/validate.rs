@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::config::validate::{Validation, validate_except};
+use crate::config::validate::{Validation, validate_for};
 use crate::config::{Config, Source};
 use crate::error::{Failure, Kind};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
@@ -27,12 +27,7 @@ pub fn before_any_request(config: &Config, selected: &[PhaseId]) -> anyhow::Resu
 
 fn check_config(config: &Config, selected: &[PhaseId]) -> anyhow::Result<Validation> {
     // An AI provider the profile turns off needs no key.
-    let unneeded = config
-        .profile
-        .ai_config()
-        .map(|c| c.unneeded_vars())
-        .unwrap_or_default();
-    let v = validate_except(&config.vars, selected, &unneeded);
+    let v = validate_for(&config.vars, &config.profile, selected);
     if v.problems.is_empty() {
         Ok(v)
     } else {

@@ -405,10 +405,8 @@ async fn certificates(cx: &Context) -> Result<Seen, CheckError> {
     // Only a cluster that does not serve the kind is one without
     // cert-manager; discovery that fails (a 503, a timeout) is no skip.
     let gv = kube::core::GroupVersion::gv(&gvk.group, &gvk.version);
-    let served = match applier.served(&gv).await {
+    let served = match applier.served_or_none(&gv).await {
         Ok(served) => served,
-        Err(kube::Error::Api(s)) if s.code == 404 => Default::default(),
-        Err(kube::Error::Discovery(_)) => Default::default(),
         Err(e) => {
             return Err(
                 format!("reading the cluster's API discovery for cert-manager.io/v1: {e}").into(),
