@@ -583,28 +583,27 @@ impl Lifecycle for ClusterLifecycle {
                 .into_iter()
                 .filter(|s| s.outcome == Outcome::InProgress && s.deployment_id != id)
                 .collect();
-            let put_back = !dead_runs.is_empty();
             // A run whose rollout record says it completed did all its
             // work and lost only its last write (the snapshot's outcome):
             // it is closed as the success it was, not undone.
-            let rollouts = if put_back {
-                Some(record::read(applier.client(), &ns).await?)
+            let rollouts = if dead_runs.is_empty() {
+                record::Record::default()
             } else {
-                None
+                record::read(applier.client(), &ns).await?
             };
             let (finished, dead_runs): (Vec<Snapshot>, Vec<Snapshot>) = dead_runs
                 .into_iter()
-                .partition(|d| rollouts.as_ref().is_some_and(|r| completed_by_record(r, d)));
+                .partition(|d| completed_by_record(&rollouts, d));
+            let put_back = !dead_runs.is_empty();
             for mut done in finished {
                 tracing::warn!(
                     "deployment {} completed its rollout but its end was never recorded; closing it as succeeded",
                     done.deployment_id
                 );
-                let rec = rollouts.as_ref().expect("read above");
                 if done.rollout.is_none() {
-                    done.rollout = rec.report_of(&done.deployment_id);
+                    done.rollout = rollouts.report_of(&done.deployment_id);
                 }
-                done.target_slot = rec.rollout.as_ref().map(|r| r.to);
+                done.target_slot = rollouts.rollout.as_ref().map(|r| r.to);
                 done.outcome = Outcome::Succeeded;
                 done.finished_at = Some(Utc::now());
                 done.failure = None;

@@ -209,12 +209,7 @@ fn a_release_is_never_applied_to_a_slot_users_still_reach() {
     let blue_before = world.image("api-blue");
 
     let out = world.deploy("v3", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::REFUSED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::REFUSED);
     let all = text(&out);
     assert!(
         all.contains("users still reach slot blue")

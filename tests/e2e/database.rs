@@ -504,12 +504,7 @@ fn db_restore_of_a_damaged_backup_is_refused_with_nothing_changed() {
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::REFUSED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::REFUSED);
     assert!(text(&out).contains("SHA-256"), "{}", text(&out));
     assert_eq!(db.version(), version, "the database is as it was");
 }
@@ -871,12 +866,7 @@ fn ctrl_c_while_another_run_holds_the_migration_lock_stops_at_once() {
     let _ = holder.kill();
     let _ = holder.wait();
     let out = out.expect("the run stopped while the lock was held");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     assert_eq!(advisory_locks(&db, false), 0, "no session left queued");
     assert_eq!(
         psql("SELECT to_regclass('_sqlx_migrations') IS NULL", &db.0),
@@ -954,12 +944,7 @@ fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() 
     // In the middle of the migration without a transaction: it is
     // finished, the next two are not begun.
     let out = stop_when_running("v2", "pg_sleep(3)");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     assert_eq!(applied(), no_tx.to_string(), "{}", text(&out));
     psql("SELECT 1 FROM e2e_no_tx_done", &db.0);
     let recorded = world.snapshots()[0].database.clone().expect("recorded");
@@ -979,12 +964,7 @@ fn ctrl_c_stops_migrations_between_two_never_inside_one_without_a_transaction() 
     // In the middle of the one in a transaction: cancelled on the server,
     // rolled back, nothing after it begun.
     let out = stop_when_running("v3", "pg_sleep(600)");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     assert_eq!(applied(), no_tx.to_string());
     assert_eq!(running(&db, "pg_sleep(600)"), 0, "the statement runs on");
     assert_eq!(

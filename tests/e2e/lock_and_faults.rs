@@ -328,12 +328,7 @@ fn a_rollback_planned_before_a_dead_run_is_put_back_never_redeploys_the_slot_use
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::REFUSED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::REFUSED);
     assert!(
         text(&out).contains("users moved since this rollback looked"),
         "{}",
@@ -439,12 +434,7 @@ fn ctrl_c_while_watching_a_run_out_lease_stops_at_once() {
     );
     // It used to sit out the watch (five minutes here) first.
     let out = interrupt(child, Duration::from_secs(60)).expect("the run stopped");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     assert!(
         text(&out).contains("watching it for 300s"),
         "{}",

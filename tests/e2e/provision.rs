@@ -366,12 +366,7 @@ fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan
     }
     std::thread::sleep(Duration::from_millis(500));
     let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     let cmds = infra.commands();
     assert_eq!(
         cmds.last().map(String::as_str),
@@ -423,12 +418,7 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
     // Give the stand-in a moment to be inside its work.
     std::thread::sleep(Duration::from_millis(500));
     let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERRUPTED),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, exit_code::INTERRUPTED);
     let cmds = infra.commands();
     assert_eq!(
         cmds.last().map(String::as_str),
