@@ -324,7 +324,7 @@ async fn migrate_locked(
             Ok(outcome)
         }
         Err(failure) => {
-            let recovery = recovery_for(failure.done.len(), failure.failed.no_transaction);
+            let recovery = recovery_for(failure.done.len(), &failure.left);
             let expected = Expected {
                 version: status.current_version,
                 fingerprint: fingerprint_before,
@@ -366,6 +366,15 @@ async fn recover(
         ),
         Recovery::RestoreBackup => {
             tracing::warn!(location = %record.location, "a migration left committed work behind; restoring the backup");
+            if let Err(e) = usable_session(conn, db, settings.migration_lock_wait).await {
+                return (
+                    false,
+                    db.redact(&format!(
+                        "restoring {} could not begin: {e:#}; restore it with `maily-deploy db restore`",
+                        record.location
+                    )),
+                );
+            }
             match restore_and_verify(conn, db, settings, record, expected).await {
                 Ok(()) => (
                     true,
@@ -377,7 +386,28 @@ async fn recover(
                 ),
             }
         }
+        Recovery::Unknown(why) => (
+            false,
+            db.redact(&format!(
+                "whether it committed could not be read back ({why}), so nothing was restored; \
+                 `maily-deploy db status` shows what is applied"
+            )),
+        ),
     }
+}
+
+/// Makes `conn` a session that answers and holds the migration lock: the
+/// one the run failed on, or a new one when the failure took that away
+/// (and the lock with it), so a restore does not run beside another run.
+async fn usable_session(conn: &mut PgConnection, db: &DatabaseUrl, wait: Duration) -> Result<()> {
+    if conn.ping().await.is_ok() {
+        return Ok(());
+    }
+    tracing::warn!("the migration's session was lost; opening a new one for the restore");
+    let mut fresh = db.connect().await?;
+    migrator::lock(&mut fresh, wait).await?;
+    *conn = fresh;
+    Ok(())
 }
 
 async fn restore_and_verify(
@@ -666,7 +696,7 @@ async fn down_locked(
             Ok(outcome)
         }
         Err(failure) => {
-            let recovery = recovery_for(failure.done.len(), failure.failed.no_transaction);
+            let recovery = recovery_for(failure.done.len(), &failure.left);
             let expected = Expected {
                 version: status.current_version,
                 fingerprint: fingerprint_before,

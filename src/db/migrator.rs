@@ -25,25 +25,49 @@ use super::timeouts;
 pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// What to do after a migration failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovery {
     /// Nothing of this run committed: the failing migration's transaction
     /// was rolled back and the database is as it was.
     NothingCommitted,
-    /// Something committed (an earlier migration of this run, or part of a
-    /// `-- no-transaction` migration): restore the backup taken before.
+    /// Something committed (an earlier migration of this run, the failing
+    /// one before its error, or part of a `-- no-transaction` migration):
+    /// restore the backup taken before.
     RestoreBackup,
+    /// Nothing else committed and whether the failing migration did could
+    /// not be read back (why): a restore would put back a backup over rows
+    /// written since, perhaps for nothing, so it is left to a person.
+    Unknown(String),
+}
+
+/// What a failed step left behind, read back from `_sqlx_migrations`: an
+/// error does not say whether the transaction committed. The answer to
+/// `COMMIT` can be lost with the session, and sqlx writes the step's
+/// execution time in a statement of its own after the commit, which can
+/// fail or be cancelled with the step's work already in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedStep {
+    /// Its transaction rolled back: as if it had not begun.
+    RolledBack,
+    /// Its transaction committed before the error.
+    Committed,
+    /// A `-- no-transaction` step: some of its statements may have
+    /// committed, whatever the bookkeeping says.
+    WithoutTransaction,
+    /// It could not be read back (why).
+    Unknown(String),
 }
 
 /// Decides the recovery from what had committed when a migration failed.
 /// Earlier migrations of the same run count: the run is the unit the
 /// backup was taken for, and a half-applied release is not a state any
 /// release's code was tested against.
-pub fn recovery_for(committed_before: usize, failed_without_transaction: bool) -> Recovery {
-    if committed_before == 0 && !failed_without_transaction {
-        Recovery::NothingCommitted
-    } else {
-        Recovery::RestoreBackup
+pub fn recovery_for(committed_before: usize, failed: &FailedStep) -> Recovery {
+    match failed {
+        _ if committed_before > 0 => Recovery::RestoreBackup,
+        FailedStep::RolledBack => Recovery::NothingCommitted,
+        FailedStep::Committed | FailedStep::WithoutTransaction => Recovery::RestoreBackup,
+        FailedStep::Unknown(why) => Recovery::Unknown(why.clone()),
     }
 }
 
@@ -70,6 +94,8 @@ pub struct StepsDone {
 pub struct StepFailure {
     pub done: Vec<StepReport>,
     pub failed: MigrationInfo,
+    /// What the failed step left behind.
+    pub left: FailedStep,
     pub cause: String,
 }
 
@@ -217,6 +243,7 @@ pub async fn run_steps(
         return Err(StepFailure {
             done,
             failed: first(),
+            left: FailedStep::RolledBack,
             cause: format!("could not set the session limits: {e}"),
         });
     }
@@ -229,6 +256,7 @@ pub async fn run_steps(
             return Err(StepFailure {
                 done,
                 failed: first(),
+                left: FailedStep::RolledBack,
                 cause: format!("could not read the session's process id: {e}"),
             });
         }
@@ -262,32 +290,128 @@ pub async fn run_steps(
                 }
             }
         };
-        match result {
-            Ok(_) => done.push(StepReport {
-                version: migration.version,
-                name: migration.description.to_string(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            }),
-            Err(e) if cancelled && is_query_cancelled(&e) => {
-                tracing::warn!(
+        let report = || StepReport {
+            version: migration.version,
+            name: migration.description.to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        let e = match result {
+            Ok(_) => {
+                done.push(report());
+                continue;
+            }
+            Err(e) => e,
+        };
+        let left = if migration.no_tx {
+            FailedStep::WithoutTransaction
+        } else {
+            match landed(conn, db, pid, migration.version, direction).await {
+                Ok(true) => FailedStep::Committed,
+                Ok(false) => FailedStep::RolledBack,
+                Err(why) => FailedStep::Unknown(why),
+            }
+        };
+        if cancelled && is_query_cancelled(&e) {
+            match left {
+                FailedStep::RolledBack => tracing::warn!(
                     version = migration.version,
                     "migration cancelled mid-way and rolled back: the run was told to stop"
-                );
-                stopped = true;
-                break;
+                ),
+                FailedStep::Committed => {
+                    // The stop came between the commit and sqlx's
+                    // bookkeeping update: the step is done.
+                    tracing::warn!(
+                        version = migration.version,
+                        "the stop came after the migration committed: it stays applied"
+                    );
+                    done.push(report());
+                }
+                FailedStep::Unknown(why) => tracing::warn!(
+                    version = migration.version,
+                    "the run was told to stop, and whether the migration committed could not be read back ({why}); `maily-deploy db status` shows it"
+                ),
+                FailedStep::WithoutTransaction => {}
             }
-            Err(e) => {
-                return Err(StepFailure {
-                    done,
-                    failed: MigrationInfo::of(migration),
-                    cause: describe(&e, limits),
-                });
-            }
+            stopped = true;
+            break;
         }
+        let mut cause = describe(&e, limits);
+        if left == FailedStep::Committed {
+            cause = format!("it committed, then {cause}");
+        }
+        return Err(StepFailure {
+            done,
+            failed: MigrationInfo::of(migration),
+            left,
+            cause,
+        });
     }
     // Back to no limits: a restore or the caller may use the session next.
     let _ = conn.execute(timeouts::NO_LIMITS_SQL).await;
     Ok(StepsDone { done, stopped })
+}
+
+/// How long a session that failed may take to end on the server before
+/// what it committed is read from another: until it has ended, a `COMMIT`
+/// whose answer was lost may still be landing.
+const ENDED_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether step `version` went in (`Up`: its row is in `_sqlx_migrations`;
+/// `Down`: its row is gone), read on the step's own session when that
+/// still answers (its transaction is over by then: sqlx rolls back a
+/// dropped one before the next statement), else on a new one once the old
+/// session `pid` has ended on the server. `Err`: why it cannot be told.
+async fn landed(
+    conn: &mut PgConnection,
+    db: &DatabaseUrl,
+    pid: i32,
+    version: i64,
+    direction: Direction,
+) -> std::result::Result<bool, String> {
+    const ROW: &str = "SELECT count(*) FROM _sqlx_migrations WHERE version = $1 AND success";
+    let rows: i64 = match sqlx::query_scalar(ROW)
+        .bind(version)
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(own) => {
+            tracing::debug!("the step's session does not answer ({own}); reading from a new one");
+            let read = async {
+                let mut other = db.connect().await?;
+                let deadline = Instant::now() + ENDED_WAIT;
+                loop {
+                    let open: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                    )
+                    .bind(pid)
+                    .fetch_one(&mut other)
+                    .await?;
+                    if !open {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "its session (process {pid}) was still open on the server after {}s",
+                            ENDED_WAIT.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let rows: i64 = sqlx::query_scalar(ROW)
+                    .bind(version)
+                    .fetch_one(&mut other)
+                    .await?;
+                let _ = sqlx::Connection::close(other).await;
+                anyhow::Ok(rows)
+            };
+            read.await.map_err(|e| format!("{e:#}"))?
+        }
+    };
+    Ok(match direction {
+        Direction::Up => rows > 0,
+        Direction::Down => rows == 0,
+    })
 }
 
 /// Ask the server to cancel the statement session `pid` runs, from a
@@ -357,16 +481,44 @@ mod tests {
 
     #[test]
     fn a_failed_first_transactional_migration_needs_no_restore() {
-        assert_eq!(recovery_for(0, false), Recovery::NothingCommitted);
+        assert_eq!(
+            recovery_for(0, &FailedStep::RolledBack),
+            Recovery::NothingCommitted
+        );
     }
 
     #[test]
     fn a_failed_no_transaction_migration_is_restored_from_the_backup() {
-        assert_eq!(recovery_for(0, true), Recovery::RestoreBackup);
+        assert_eq!(
+            recovery_for(0, &FailedStep::WithoutTransaction),
+            Recovery::RestoreBackup
+        );
+    }
+
+    #[test]
+    fn a_first_migration_that_committed_before_its_error_is_restored_from_the_backup() {
+        assert_eq!(
+            recovery_for(0, &FailedStep::Committed),
+            Recovery::RestoreBackup
+        );
     }
 
     #[test]
     fn a_failure_after_earlier_migrations_committed_is_restored_from_the_backup() {
-        assert_eq!(recovery_for(2, false), Recovery::RestoreBackup);
+        for left in [
+            FailedStep::RolledBack,
+            FailedStep::Committed,
+            FailedStep::Unknown("the server is gone".into()),
+        ] {
+            assert_eq!(recovery_for(2, &left), Recovery::RestoreBackup, "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_first_migration_not_known_to_have_committed_is_left_to_a_person() {
+        assert_eq!(
+            recovery_for(0, &FailedStep::Unknown("the server is gone".into())),
+            Recovery::Unknown("the server is gone".into())
+        );
     }
 }

@@ -171,6 +171,141 @@ async fn a_failing_transactional_migration_alone_is_rolled_back_without_a_restor
     assert!(dumps_in(&test).contains(&"production-20250602-120000.pre-migrate.dump".to_owned()));
 }
 
+/// A migration whose work commits, and then sqlx's bookkeeping update of
+/// `_sqlx_migrations` (a statement of its own, after the commit) meets
+/// `then` from a trigger the migration itself installs.
+fn committing_then(then: &str) -> tempfile::TempDir {
+    migrations_dir(
+        repo_migration_count(),
+        &[(
+            "20990101000001_contacts_score.up.sql",
+            &format!(
+                "ALTER TABLE contacts ADD COLUMN score integer;\n\
+                 UPDATE contacts SET score = 7;\n\
+                 CREATE FUNCTION after_commit() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN {then} RETURN NEW; END $$;\n\
+                 CREATE TRIGGER after_commit BEFORE UPDATE ON _sqlx_migrations\n\
+                 FOR EACH ROW EXECUTE FUNCTION after_commit();"
+            ),
+        )],
+    )
+}
+
+#[tokio::test]
+async fn a_migration_that_committed_before_its_error_is_undone_by_restoring_the_backup() {
+    let (test, mut settings) = live_database("commitfail").await;
+    let before = test.state().await;
+    let dir = committing_then("RAISE EXCEPTION 'bookkeeping refused';");
+    settings.migrations_dir = Some(dir.path().to_path_buf());
+    settings.deployment_id = "production-20250602-120000".into();
+
+    let err = db::migrate(&settings).await.unwrap_err();
+    match DbError::find(&err) {
+        Some(DbError::MigrationFailed {
+            version,
+            cause,
+            restored,
+            recovery,
+            ..
+        }) => {
+            assert_eq!(*version, 20990101000001);
+            assert!(cause.contains("it committed, then"), "{cause}");
+            assert!(cause.contains("bookkeeping refused"), "{cause}");
+            assert!(*restored, "{recovery}");
+            assert!(recovery.contains("restoring"), "{recovery}");
+            assert!(!recovery.contains("rolled back"), "{recovery}");
+        }
+        other => panic!("expected MigrationFailed, got {other:?}: {err:#}"),
+    }
+    assert_eq!(
+        test.state().await,
+        before,
+        "the committed column is still there"
+    );
+}
+
+#[tokio::test]
+async fn a_migration_whose_session_dies_after_the_commit_is_undone_on_a_new_session() {
+    let (test, mut settings) = live_database("commitlost").await;
+    let before = test.state().await;
+    // The session ends with the commit in and its answer on the way: what
+    // a client sees when the network drops at that moment.
+    let dir = committing_then("PERFORM pg_terminate_backend(pg_backend_pid());");
+    settings.migrations_dir = Some(dir.path().to_path_buf());
+    settings.deployment_id = "production-20250602-120000".into();
+
+    let err = db::migrate(&settings).await.unwrap_err();
+    match DbError::find(&err) {
+        Some(DbError::MigrationFailed {
+            cause,
+            restored,
+            recovery,
+            ..
+        }) => {
+            assert!(cause.contains("it committed, then"), "{cause}");
+            assert!(*restored, "{recovery}");
+            assert!(recovery.contains("restoring"), "{recovery}");
+        }
+        other => panic!("expected MigrationFailed, got {other:?}: {err:#}"),
+    }
+    assert_eq!(
+        test.state().await,
+        before,
+        "the committed column is still there"
+    );
+    // The restore ran under the migration lock, taken again on the new
+    // session, and let it go: the next run takes it at once.
+    settings.migrations_dir = None;
+    settings.deployment_id = "production-20250602-130000".into();
+    settings.migration_lock_wait = std::time::Duration::from_secs(5);
+    db::migrate(&settings).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_that_lands_after_the_commit_reports_the_migration_applied() {
+    let (test, mut settings) = live_database("commitstop").await;
+    let dir = committing_then("PERFORM pg_sleep(60);");
+    settings.migrations_dir = Some(dir.path().to_path_buf());
+    settings.deployment_id = "production-20250602-120000".into();
+    let stop = settings.stop.clone();
+    let run = tokio::spawn(async move { db::migrate(&settings).await });
+    // The commit is in once the bookkeeping update is waiting in the trigger.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while test
+        .scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query LIKE '%UPDATE _sqlx_migrations%' AND state = 'active' \
+             AND datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bookkeeping update never began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let outcome = run.await.unwrap().unwrap();
+    assert!(outcome.stopped);
+    assert_eq!(
+        outcome
+            .applied
+            .iter()
+            .map(|s| s.version)
+            .collect::<Vec<_>>(),
+        [20990101000001],
+        "the committed migration is reported applied"
+    );
+    assert_eq!(outcome.version_after, Some(20990101000001));
+    assert_eq!(
+        test.scalar_i64("SELECT count(*) FROM contacts WHERE score = 7")
+            .await,
+        2_000
+    );
+}
+
 #[tokio::test]
 async fn a_truncated_backup_is_detected_before_any_migration_runs() {
     let (test, mut settings) = live_database("truncated").await;
