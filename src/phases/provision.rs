@@ -46,7 +46,11 @@ pub fn terraform_of(cx: &Context) -> anyhow::Result<Terraform> {
     };
     let dir = PathBuf::from(var("TERRAFORM_DIR", "infrastructure/terraform"));
     terraform::check_dir(&dir)?;
-    Ok(Terraform::new(var("TERRAFORM_BIN", "terraform"), dir))
+    Terraform::new(
+        var("TERRAFORM_BIN", "terraform"),
+        dir,
+        cx.environment().to_string(),
+    )
 }
 
 /// What the plan step found.
@@ -59,7 +63,7 @@ struct Planned {
 /// Run `plan -detailed-exitcode` and, when there are changes, read the saved
 /// plan's JSON for the summary.
 async fn plan(tf: &Terraform) -> anyhow::Result<Planned> {
-    let plan_args = args::plan();
+    let plan_args = args::plan(&tf.plan_file());
     let ran = tf.run(&plan_args, false).await?;
     let exit = terraform::plan_exit(ran.code);
     match exit {
@@ -70,7 +74,7 @@ async fn plan(tf: &Terraform) -> anyhow::Result<Planned> {
             destroyed: Vec::new(),
         }),
         PlanExit::Changes => {
-            let shown = tf.run_ok(&args::show_plan(), true).await?;
+            let shown = tf.run_ok(&args::show_plan(&tf.plan_file()), true).await?;
             let (summary, destroyed) = terraform::summarize_plan(&shown.stdout)?;
             Ok(Planned {
                 exit,
@@ -119,7 +123,7 @@ impl Phase for Provision {
             Ok(tf) => tf,
             Err(e) => return Ok(unknown(e)),
         };
-        let workspace = cx.environment().to_string();
+        let workspace = &tf.workspace;
         match tf.run(&args::init(), false).await {
             Ok(ran) if ran.code == Some(0) => {}
             Ok(ran) => return Err(tf.failed(&args::init(), &ran)),
@@ -128,20 +132,17 @@ impl Phase for Provision {
         }
         // A dry run creates nothing, not even a workspace: without it there
         // is nothing to plan against.
-        if !tf.has_workspace(&workspace).await? {
+        if !tf.has_workspace().await? {
             return Ok(PhasePlan {
                 summary: format!(
                     "workspace {workspace} does not exist yet: a run creates it, then plans and applies everything"
                 ),
                 steps: vec![
-                    format!("{} workspace new {workspace}", tf.bin),
-                    format!("{} {}", tf.bin, args::plan().join(" ")),
-                    format!("{} {}", tf.bin, args::apply().join(" ")),
+                    format!("{} {}", tf.bin, args::workspace_new(workspace).join(" ")),
+                    format!("plan in workspace {workspace}, save the plan, apply it"),
                 ],
             });
         }
-        tf.run_ok(&args::workspace_select(&workspace), false)
-            .await?;
         let planned = plan(&tf).await;
         tf.remove_plan();
         let planned = planned?;
@@ -170,13 +171,13 @@ impl Phase for Provision {
 
     async fn run(&self, cx: &mut Context) -> anyhow::Result<PhaseReport> {
         let tf = terraform_of(cx)?;
-        let workspace = cx.environment().to_string();
+        let workspace = tf.workspace.clone();
         tf.run_ok(&args::init(), false).await?;
-        let created = tf.use_workspace(&workspace).await?;
+        let created = tf.ensure_workspace().await?;
         let mut details = vec![if created {
             format!("workspace {workspace} created")
         } else {
-            format!("workspace {workspace} selected")
+            format!("workspace {workspace}")
         }];
 
         let planned = plan(&tf).await;
@@ -185,7 +186,7 @@ impl Phase for Provision {
             Ok(p) => match destroy_guard(&p, cx.options.allow_destroy) {
                 Err(e) => Err(e),
                 Ok(()) if p.exit == PlanExit::Changes => tf
-                    .run_ok(&args::apply(), false)
+                    .run_ok(&args::apply(&tf.plan_file()), false)
                     .await
                     .map(|_| Some(p.summary)),
                 Ok(()) => Ok(None),

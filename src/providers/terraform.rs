@@ -17,37 +17,51 @@ use crate::config::Vars;
 use crate::config::spec;
 use crate::error::{Kind, fail};
 
-/// The saved plan's file name, inside the Terraform directory. `apply` takes
-/// only this file, so what is applied is exactly what was planned.
+/// The saved plan's file name, in a directory of the run's own (see
+/// [`Terraform::plan_file`]). `apply` takes only this file, so what is
+/// applied is exactly what was planned.
 pub const PLAN_FILE: &str = "maily-deploy.tfplan";
+
+/// The variable terraform reads the workspace from, in place of the
+/// directory's selection (`.terraform/environment`).
+pub const WORKSPACE_VAR: &str = "TF_WORKSPACE";
 
 /// The command lines of the steps, as argv after the executable.
 pub mod args {
-    use super::PLAN_FILE;
+    use std::path::Path;
 
     pub fn init() -> Vec<String> {
         strings(&["init", "-input=false", "-no-color"])
     }
-    pub fn workspace_select(workspace: &str) -> Vec<String> {
-        strings(&["workspace", "select", workspace])
+    pub fn workspace_list() -> Vec<String> {
+        strings(&["workspace", "list"])
     }
     pub fn workspace_new(workspace: &str) -> Vec<String> {
         strings(&["workspace", "new", workspace])
     }
-    pub fn plan() -> Vec<String> {
+    pub fn plan(plan_file: &Path) -> Vec<String> {
         vec![
             "plan".into(),
             "-input=false".into(),
             "-no-color".into(),
-            format!("-out={PLAN_FILE}"),
+            format!("-out={}", plan_file.display()),
             "-detailed-exitcode".into(),
         ]
     }
-    pub fn show_plan() -> Vec<String> {
-        strings(&["show", "-json", PLAN_FILE])
+    pub fn show_plan(plan_file: &Path) -> Vec<String> {
+        vec![
+            "show".into(),
+            "-json".into(),
+            plan_file.display().to_string(),
+        ]
     }
-    pub fn apply() -> Vec<String> {
-        strings(&["apply", "-input=false", "-no-color", PLAN_FILE])
+    pub fn apply(plan_file: &Path) -> Vec<String> {
+        vec![
+            "apply".into(),
+            "-input=false".into(),
+            "-no-color".into(),
+            plan_file.display().to_string(),
+        ]
     }
     pub fn output() -> Vec<String> {
         strings(&["output", "-json"])
@@ -55,6 +69,23 @@ pub mod args {
 
     fn strings(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// The workspace a command runs in through [`WORKSPACE_VAR`], or `None`
+/// for the commands run without it: `init` and `workspace`, which refuse
+/// or misread an override naming a workspace not created yet.
+///
+/// Every other command names its workspace itself rather than going by
+/// the directory's selection, which `workspace select` changes for every
+/// command run there: a dry run for staging selecting its workspace while
+/// a production run is between its plan and its apply would otherwise
+/// have production's plan applied to staging's state (terraform applies a
+/// saved plan to whatever workspace is selected; hashicorp/terraform#37954).
+pub fn workspace_for<'a>(args: &[String], workspace: &'a str) -> Option<&'a str> {
+    match args.first().map(String::as_str) {
+        Some("init" | "workspace") | None => None,
+        Some(_) => Some(workspace),
     }
 }
 
@@ -215,11 +246,17 @@ pub struct Ran {
     pub stderr: String,
 }
 
-/// The Terraform executable in its directory.
-#[derive(Debug, Clone)]
+/// The Terraform executable in its directory, for one workspace.
+#[derive(Debug)]
 pub struct Terraform {
     pub bin: String,
     pub dir: PathBuf,
+    pub workspace: String,
+    /// The run's own directory for the saved plan: outside the shared
+    /// configuration directory, so two runs there (a dry run beside a
+    /// deploy) never apply or show each other's plan, and private (0700),
+    /// since a plan may hold sensitive values. Removed with the value.
+    plan_dir: tempfile::TempDir,
 }
 
 /// A terraform process until it exits. A run stopped meanwhile (a
@@ -282,25 +319,51 @@ impl Drop for Running {
 }
 
 impl Terraform {
-    pub fn new(bin: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
-        Terraform {
+    pub fn new(
+        bin: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        workspace: impl Into<String>,
+    ) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let plan_dir = tempfile::Builder::new()
+            .prefix("maily-deploy-tfplan-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| {
+                fail(
+                    Kind::Config,
+                    format!(
+                        "cannot make a private directory for the Terraform plan in {}: {e}; set TMPDIR to a writable directory",
+                        std::env::temp_dir().display()
+                    ),
+                )
+            })?;
+        Ok(Terraform {
             bin: bin.into(),
             dir: dir.into(),
-        }
+            workspace: workspace.into(),
+            plan_dir,
+        })
     }
 
     pub fn plan_file(&self) -> PathBuf {
-        self.dir.join(PLAN_FILE)
+        self.plan_dir.path().join(PLAN_FILE)
     }
 
     /// Run `terraform <args>` in the directory, streaming stdout (unless
     /// `capture`) and stderr to the log, each line prefixed `terraform
     /// <subcommand>:`. Captured stdout (JSON that may hold sensitive values)
     /// is never logged. The process environment is passed on as it is, so
-    /// credentials reach terraform without the tool ever reading them.
+    /// credentials reach terraform without the tool ever reading them;
+    /// but [`WORKSPACE_VAR`] is the run's own ([`workspace_for`]).
     pub async fn run(&self, args: &[String], capture: bool) -> anyhow::Result<Ran> {
         let sub = args.first().map(String::as_str).unwrap_or("");
-        let mut child = tokio::process::Command::new(&self.bin)
+        let mut command = tokio::process::Command::new(&self.bin);
+        match workspace_for(args, &self.workspace) {
+            Some(workspace) => command.env(WORKSPACE_VAR, workspace),
+            None => command.env_remove(WORKSPACE_VAR),
+        };
+        let mut child = command
             .args(args)
             .current_dir(&self.dir)
             .env("TF_IN_AUTOMATION", "1")
@@ -387,38 +450,22 @@ impl Terraform {
         )
     }
 
-    /// Select the workspace, creating it when it does not exist; returns
-    /// whether it was created.
-    pub async fn use_workspace(&self, workspace: &str) -> anyhow::Result<bool> {
-        let select = args::workspace_select(workspace);
-        let ran = self.run(&select, false).await?;
-        if ran.code == Some(0) {
+    /// Create the run's workspace when it does not exist; returns whether
+    /// it was created. Nothing is selected: the commands after name it
+    /// themselves ([`workspace_for`]).
+    pub async fn ensure_workspace(&self) -> anyhow::Result<bool> {
+        if self.has_workspace().await? {
             return Ok(false);
         }
-        let new = args::workspace_new(workspace);
-        let created = self.run(&new, false).await?;
-        if created.code == Some(0) {
-            Ok(true)
-        } else {
-            // Select may have failed for another reason than a missing
-            // workspace (a backend it cannot reach): say both.
-            let both = Ran {
-                stderr: format!(
-                    "{}\n(workspace select said: {})",
-                    created.stderr.trim_end(),
-                    stderr_tail(&ran.stderr)
-                ),
-                ..created
-            };
-            Err(self.failed(&new, &both))
-        }
+        self.run_ok(&args::workspace_new(&self.workspace), false)
+            .await?;
+        Ok(true)
     }
 
-    /// Whether the workspace exists, without creating it (`workspace list`).
-    pub async fn has_workspace(&self, workspace: &str) -> anyhow::Result<bool> {
-        let list = vec!["workspace".to_string(), "list".to_string()];
-        let ran = self.run_ok(&list, true).await?;
-        Ok(workspace_listed(&ran.stdout, workspace))
+    /// Whether the run's workspace exists, without creating it.
+    pub async fn has_workspace(&self) -> anyhow::Result<bool> {
+        let ran = self.run_ok(&args::workspace_list(), true).await?;
+        Ok(workspace_listed(&ran.stdout, &self.workspace))
     }
 
     /// Remove the saved plan (it may hold sensitive values).
@@ -600,23 +647,63 @@ mod tests {
 
     #[test]
     fn command_lines_apply_only_the_saved_plan() {
+        let plan = Path::new("/tmp/run/maily-deploy.tfplan");
         assert_eq!(args::init().join(" "), "init -input=false -no-color");
         assert_eq!(
-            args::plan().join(" "),
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode"
+            args::plan(plan).join(" "),
+            "plan -input=false -no-color -out=/tmp/run/maily-deploy.tfplan -detailed-exitcode"
         );
         assert_eq!(
-            args::apply().join(" "),
-            "apply -input=false -no-color maily-deploy.tfplan"
+            args::show_plan(plan).join(" "),
+            "show -json /tmp/run/maily-deploy.tfplan"
         );
         assert_eq!(
-            args::workspace_select("staging").join(" "),
-            "workspace select staging"
+            args::apply(plan).join(" "),
+            "apply -input=false -no-color /tmp/run/maily-deploy.tfplan"
         );
+        assert_eq!(args::workspace_list().join(" "), "workspace list");
         assert_eq!(
             args::workspace_new("staging").join(" "),
             "workspace new staging"
         );
+    }
+
+    #[test]
+    fn every_command_but_init_and_workspace_names_its_workspace() {
+        let plan = Path::new("/tmp/run/maily-deploy.tfplan");
+        for named in [
+            args::plan(plan),
+            args::show_plan(plan),
+            args::apply(plan),
+            args::output(),
+        ] {
+            assert_eq!(
+                workspace_for(&named, "staging"),
+                Some("staging"),
+                "{named:?}"
+            );
+        }
+        for unnamed in [
+            args::init(),
+            args::workspace_list(),
+            args::workspace_new("staging"),
+        ] {
+            assert_eq!(workspace_for(&unnamed, "staging"), None, "{unnamed:?}");
+        }
+    }
+
+    #[test]
+    fn each_driver_saves_its_plan_in_a_private_directory_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let one = Terraform::new("terraform", "infra", "staging").unwrap();
+        let two = Terraform::new("terraform", "infra", "staging").unwrap();
+        assert_ne!(one.plan_file(), two.plan_file());
+        assert!(!one.plan_file().starts_with("infra"));
+        let dir = one.plan_file().parent().unwrap().to_path_buf();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        drop(one);
+        assert!(!dir.exists(), "the plan's directory goes with the driver");
     }
 
     #[test]

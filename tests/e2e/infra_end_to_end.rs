@@ -108,7 +108,8 @@ fn terraform_outputs_and_vault_secrets_flow_into_a_full_staging_deploy() {
     }
     let log = terraform.commands();
     assert!(
-        log.contains(&"apply -input=false -no-color maily-deploy.tfplan".to_string()),
+        log.iter()
+            .any(|l| l.ends_with(" apply -input=false -no-color $PLAN")),
         "{log:?}"
     );
 

@@ -301,12 +301,12 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         p.terraform.commands(),
         [
             "init -input=false -no-color",
-            "workspace select production",
+            "workspace list",
             "workspace new production",
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
-            "show -json maily-deploy.tfplan",
-            "apply -input=false -no-color maily-deploy.tfplan",
-            "output -json",
+            "TF_WORKSPACE=production plan -input=false -no-color -out=$PLAN -detailed-exitcode",
+            "TF_WORKSPACE=production show -json $PLAN",
+            "TF_WORKSPACE=production apply -input=false -no-color $PLAN",
+            "TF_WORKSPACE=production output -json",
         ]
     );
     let provision = phase(&doc, "provision");
@@ -427,9 +427,9 @@ fn production_with_infrastructure_vault_and_frontend_deploys_twice_and_rolls_bac
         p.terraform.commands(),
         [
             "init -input=false -no-color",
-            "workspace select production",
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
-            "output -json",
+            "workspace list",
+            "TF_WORKSPACE=production plan -input=false -no-color -out=$PLAN -detailed-exitcode",
+            "TF_WORKSPACE=production output -json",
         ]
     );
     assert_eq!(p.vault_requests().len(), 4, "{:?}", p.vault_requests());

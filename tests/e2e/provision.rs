@@ -9,7 +9,7 @@ use std::time::Duration;
 use maily_deploy::exit_code;
 use maily_deploy::phases::provision::InfrastructureRecord;
 
-use crate::support::terraform::StandIn;
+use crate::support::terraform::{StandIn, plan_in};
 use crate::support::*;
 
 struct Infra {
@@ -70,7 +70,7 @@ fn provision(doc: &serde_json::Value) -> &serde_json::Value {
 }
 
 #[test]
-fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects_it() {
+fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_plans_in_it() {
     let infra = Infra::new();
     let mut verbose = ONLY.to_vec();
     verbose.push("-v");
@@ -80,12 +80,12 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
         infra.commands(),
         [
             "init -input=false -no-color",
-            "workspace select staging",
+            "workspace list",
             "workspace new staging",
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
-            "show -json maily-deploy.tfplan",
-            "apply -input=false -no-color maily-deploy.tfplan",
-            "output -json",
+            "TF_WORKSPACE=staging plan -input=false -no-color -out=$PLAN -detailed-exitcode",
+            "TF_WORKSPACE=staging show -json $PLAN",
+            "TF_WORKSPACE=staging apply -input=false -no-color $PLAN",
+            "TF_WORKSPACE=staging output -json",
         ]
     );
     let doc = report(&out);
@@ -102,9 +102,14 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
             .contains("workspace staging created"),
         "{p}"
     );
-    assert!(
-        !infra.dir.join("maily-deploy.tfplan").exists(),
+    assert_eq!(
+        infra.terraform.plans_left(),
+        [] as [PathBuf; 0],
         "the saved plan is removed"
+    );
+    assert_eq!(
+        infra.terraform.state("staging").unwrap()["planned_in"],
+        "staging"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -118,12 +123,72 @@ fn a_first_run_creates_the_workspace_and_applies_the_saved_plan_a_second_selects
         infra.commands(),
         [
             "init -input=false -no-color",
-            "workspace select staging",
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
-            "show -json maily-deploy.tfplan",
-            "apply -input=false -no-color maily-deploy.tfplan",
-            "output -json",
+            "workspace list",
+            "TF_WORKSPACE=staging plan -input=false -no-color -out=$PLAN -detailed-exitcode",
+            "TF_WORKSPACE=staging show -json $PLAN",
+            "TF_WORKSPACE=staging apply -input=false -no-color $PLAN",
+            "TF_WORKSPACE=staging output -json",
         ]
+    );
+}
+
+/// Another run in the same directory (a dry run for another environment,
+/// or a person) selecting its workspace while a run is between its plan
+/// and its apply: the run still applies its own plan to its own
+/// workspace. (It selected its workspace once, at the start, and terraform
+/// applies a saved plan to whatever workspace is selected at the time.)
+#[test]
+fn a_workspace_selected_meanwhile_in_the_same_directory_does_not_move_the_apply() {
+    let infra = Infra::new();
+    let stand_in = |args: &[&str]| {
+        let out = std::process::Command::new(StandIn::bin())
+            .args(args)
+            .current_dir(&infra.dir)
+            .env_remove("TF_WORKSPACE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    stand_in(&["workspace", "new", "production"]);
+    let gate = infra.world.dir.path().join("plan-gate");
+    infra.terraform.hold_plans_until(&gate);
+    let run = std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            infra.run(
+                "changes",
+                "{}",
+                &[],
+                &["--only", "provision", "--output", "json"],
+            )
+        });
+        let started = std::time::Instant::now();
+        while !infra
+            .terraform
+            .peek()
+            .iter()
+            .filter_map(|l| plan_in(l))
+            .any(|p| infra.dir.join(p).exists())
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "no plan saved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stand_in(&["workspace", "select", "production"]);
+        std::fs::write(&gate, "").unwrap();
+        running.join().unwrap()
+    });
+    assert_exit(&run, exit_code::SUCCESS);
+    assert_eq!(
+        infra
+            .terraform
+            .state("staging")
+            .map(|s| s["planned_in"].clone()),
+        Some("staging".into()),
+        "staging's plan is in staging's state"
+    );
+    assert_eq!(
+        infra.terraform.state("production"),
+        None,
+        "production's state was written by staging's run"
     );
 }
 
@@ -133,9 +198,12 @@ fn no_changes_skips_the_apply() {
     let out = infra.run("no-changes", "{}", &[], ONLY);
     assert_exit(&out, exit_code::SUCCESS);
     let cmds = infra.commands();
-    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
-    assert!(!cmds.iter().any(|c| c.starts_with("show")), "{cmds:?}");
-    assert_eq!(cmds.last().map(String::as_str), Some("output -json"));
+    assert!(!cmds.iter().any(|c| c.contains(" apply ")), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.contains(" show ")), "{cmds:?}");
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("TF_WORKSPACE=staging output -json")
+    );
     assert_eq!(
         provision(&report(&out))["summary"],
         "no changes: the infrastructure matches the configuration"
@@ -149,7 +217,7 @@ fn a_plan_error_fails_the_phase_with_terraforms_stderr_and_applies_nothing() {
     // Nothing changed: a refusal.
     assert_exit(&out, exit_code::REFUSED);
     let cmds = infra.commands();
-    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.contains(" apply ")), "{cmds:?}");
     let doc = report(&out);
     let msg = doc["error"]["message"]
         .as_str()
@@ -169,11 +237,11 @@ fn a_plan_that_destroys_stops_the_run_unless_allowed() {
     let out = infra.run("destroy", "{}", &[], ONLY);
     assert_exit(&out, exit_code::REFUSED);
     let cmds = infra.commands();
-    assert!(!cmds.iter().any(|c| c.starts_with("apply")), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.contains(" apply ")), "{cmds:?}");
     let all = report(&out).to_string();
     assert!(all.contains("--allow-destroy"), "{all}");
     assert!(all.contains("aws_db_instance.legacy"), "{all}");
-    assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+    assert_eq!(infra.terraform.plans_left(), [] as [PathBuf; 0]);
 
     let mut args = ONLY.to_vec();
     args.push("--allow-destroy");
@@ -182,7 +250,7 @@ fn a_plan_that_destroys_stops_the_run_unless_allowed() {
     assert!(
         infra
             .commands()
-            .contains(&"apply -input=false -no-color maily-deploy.tfplan".to_string())
+            .contains(&"TF_WORKSPACE=staging apply -input=false -no-color $PLAN".to_string())
     );
     assert_eq!(
         provision(&report(&out))["summary"],
@@ -271,9 +339,8 @@ fn a_dry_run_plans_and_never_applies() {
         [
             "init -input=false -no-color",
             "workspace list",
-            "workspace select staging",
-            "plan -input=false -no-color -out=maily-deploy.tfplan -detailed-exitcode",
-            "show -json maily-deploy.tfplan",
+            "TF_WORKSPACE=staging plan -input=false -no-color -out=$PLAN -detailed-exitcode",
+            "TF_WORKSPACE=staging show -json $PLAN",
         ]
     );
     let all = report(&out).to_string();
@@ -314,19 +381,20 @@ fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() 
     let cmds = infra.commands();
     assert_eq!(
         cmds.last().map(String::as_str),
-        Some("apply -input=false -no-color maily-deploy.tfplan"),
+        Some("TF_WORKSPACE=staging apply -input=false -no-color $PLAN"),
         "no outputs are read after a failed apply: {cmds:?}"
     );
     let all = report(&out).to_string();
     assert!(
-        all.contains("apply -input=false -no-color maily-deploy.tfplan failed (exit 1)"),
+        all.contains("apply -input=false -no-color ")
+            && all.contains("maily-deploy.tfplan failed (exit 1)"),
         "{all}"
     );
     assert!(
         all.contains("Cannot upgrade postgres from 15 to 14"),
         "{all}"
     );
-    assert!(!infra.dir.join("maily-deploy.tfplan").exists());
+    assert_eq!(infra.terraform.plans_left(), [] as [PathBuf; 0]);
 }
 
 /// A dry run stopped during `terraform plan` stops it as a run does: one
@@ -357,7 +425,13 @@ fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while !infra.dir.join("maily-deploy.tfplan").exists() {
+    while !infra
+        .terraform
+        .peek()
+        .iter()
+        .filter_map(|l| plan_in(l))
+        .any(|p| infra.dir.join(p).exists())
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "terraform plan never started"
@@ -373,8 +447,9 @@ fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan
         Some("interrupted"),
         "terraform was stopped by SIGINT: {cmds:?}"
     );
-    assert!(
-        !infra.dir.join("maily-deploy.tfplan").exists(),
+    assert_eq!(
+        infra.terraform.plans_left(),
+        [] as [PathBuf; 0],
         "the saved plan was left behind"
     );
 }
@@ -407,7 +482,7 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
     while !std::fs::read_to_string(&infra.terraform.log)
         .unwrap_or_default()
         .lines()
-        .any(|l| l.starts_with("apply "))
+        .any(|l| l.contains(" apply "))
     {
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -425,8 +500,9 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
         Some("interrupted"),
         "terraform was stopped by SIGINT, not killed: {cmds:?}"
     );
-    assert!(
-        !infra.dir.join("maily-deploy.tfplan").exists(),
+    assert_eq!(
+        infra.terraform.plans_left(),
+        [] as [PathBuf; 0],
         "the saved plan was left behind"
     );
 }
