@@ -141,5 +141,16 @@ else
   fi
 fi
 
+# A user whose password holds what a URL must percent-encode ('@', '/',
+# ':', '#'): tests/e2e/verify.rs logs in with it through RABBITMQ_URL.
+if command -v rabbitmqctl >/dev/null; then
+  (
+    cd /tmp
+    rabbitmqctl -q add_user maily-encoded 'p@ss/w:rd#1' >/dev/null 2>&1 ||
+      rabbitmqctl -q change_password maily-encoded 'p@ss/w:rd#1' >/dev/null
+    rabbitmqctl -q set_permissions -p / maily-encoded '.*' '.*' '.*' >/dev/null
+  ) || printf 'warning: %s\n' "could not give RabbitMQ the user maily-encoded (rabbitmqctl failed); the test that logs in with it will fail" >&2
+fi
+
 printf 'MAILY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:%s\n' "$pg_port" >"$env_file"
 log "the tests' services: $(cat "$env_file") (in $env_file)"
