@@ -351,7 +351,7 @@ pub enum DbCommand {
         #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
     },
-    /// The backups at DATABASE_BACKUP_URL, newest first, with sizes and deployment ids.
+    /// The backups at DATABASE_BACKUP_URL, newest first, with sizes and deployment ids, and the daily CronJob's dumps.
     #[command(after_help = "Example:\n  maily-deploy db backups production")]
     Backups {
         /// The environment

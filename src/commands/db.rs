@@ -97,6 +97,30 @@ fn backup_line(b: &BackupRecord) -> String {
     )
 }
 
+/// The lines of `db backups`: recorded backups and daily dumps together,
+/// newest first.
+fn listing_lines(listing: &db::Listing) -> Vec<String> {
+    let mut timed: Vec<_> = listing
+        .backups
+        .iter()
+        .map(|b| (b.created_at, backup_line(b)))
+        .chain(listing.daily.iter().map(|d| {
+            (
+                d.created_at,
+                format!(
+                    "{}  {}  {} bytes  schema -  daily, no record: restore by hand  {}",
+                    d.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.name,
+                    d.size_bytes,
+                    d.location
+                ),
+            )
+        }))
+        .collect();
+    timed.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    timed.into_iter().map(|(_, line)| line).collect()
+}
+
 pub async fn backups(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> {
     let cx = cluster::context(environment, global, false, &[PhaseId::Migrate], false)?;
     let url = cx
@@ -111,15 +135,24 @@ pub async fn backups(environment: &str, global: &GlobalArgs) -> anyhow::Result<i
             )
         })?
         .to_string();
-    let list = db::list_backups(&url, &[]).await.map_err(typed)?;
+    let listing = db::list_backups(&url, &[]).await.map_err(typed)?;
     match global.output {
-        OutputFormat::Json => output::stdout_line(&serde_json::to_string_pretty(&list)?),
-        OutputFormat::Human if list.is_empty() => {
-            output::stdout_line(&format!("no backups at {url}"))
+        OutputFormat::Json => {
+            let mut doc = serde_json::to_value(&listing)?;
+            if let Some(map) = doc.as_object_mut() {
+                map.insert("schema".into(), "maily-deploy/db-backups/v1".into());
+                map.insert("environment".into(), environment.into());
+                map.insert("location".into(), url.clone().into());
+            }
+            output::stdout_line(&serde_json::to_string_pretty(&doc)?)
         }
         OutputFormat::Human => {
-            for b in &list {
-                output::stdout_line(&backup_line(b));
+            let lines = listing_lines(&listing);
+            if lines.is_empty() {
+                output::stdout_line(&format!("no backups at {url}"));
+            }
+            for line in lines {
+                output::stdout_line(&line);
             }
         }
     }

@@ -17,7 +17,7 @@ use super::fingerprint::schema_fingerprint;
 use super::migrations::{MigrationInfo, MigrationSet, MigrationSource, MigrationStatus, plan};
 use super::migrator::{self, Direction, Limits, Recovery, StepReport, recovery_for};
 use super::restore::{RestoreRequest, restore_file};
-use super::store::BackupStore;
+use super::store::{BackupStore, Listing};
 
 /// Everything the database operations need, from the environment's
 /// configuration. `Debug` never shows the password.
@@ -727,13 +727,10 @@ pub async fn backup(settings: &MigrateSettings, reason: BackupReason) -> Result<
     take_backup(&db, &store, settings, reason, version).await
 }
 
-/// Every backup in a location, newest first.
-pub async fn list_backups(
-    backup_url: &str,
-    store_options: &[(String, String)],
-) -> Result<Vec<BackupRecord>> {
+/// Every backup in a location, recorded or daily, newest first.
+pub async fn list_backups(backup_url: &str, store_options: &[(String, String)]) -> Result<Listing> {
     BackupStore::open_to_read(backup_url, store_options)?
-        .list()
+        .listing()
         .await
 }
 

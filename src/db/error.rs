@@ -100,6 +100,15 @@ pub enum DbError {
     )]
     BackupNotFound { wanted: String, store: String },
 
+    /// A restore was asked of a daily CronJob dump, which has no record.
+    #[error(
+        "{name} is a dump of the daily backup CronJob, with no record beside it (no checksum, \
+         schema list or schema version), so it cannot be checked or restored the way \
+         `db restore` restores; restore it by hand with pg_restore as docs/db.md shows, or \
+         pick a recorded backup from `maily-deploy db backups` ({location})"
+    )]
+    DailyDumpNotRestorable { name: String, location: String },
+
     /// A migration failed. `restored` tells whether the database is as it was
     /// before the run: either nothing had committed (the failing
     /// transaction was rolled back) or the backup was restored and verified.

@@ -27,3 +27,4 @@ pub use backup::{BackupReason, BackupRecord};
 pub use error::{ConnectFailure, DbError};
 pub use migrations::{MigrationInfo, MigrationSource, MigrationStatus};
 pub use migrator::StepReport;
+pub use store::{DailyDump, Listing};

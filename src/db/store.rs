@@ -3,7 +3,9 @@
 //! Both go through `object_store`, so listing, reading and writing are one
 //! code path. A backup is two objects: `<name>.dump` (pg_dump's custom
 //! format) and `<name>.json`, its [`BackupRecord`]; listing reads only the
-//! small `.json` files.
+//! small `.json` files. The daily backup CronJob's dumps, under `daily/`,
+//! have no record: listing names them ([`DailyDump`]) from the listing
+//! alone, and finding one for a restore says why it cannot be taken.
 //!
 //! `pg_dump` writes to a local file (it must seek to finish its table of
 //! contents). For a `file://` location that file is staged in the backup
@@ -14,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -29,6 +33,57 @@ use super::error::DbError;
 /// The most a backup record's JSON may be: 1 MiB (one is a few hundred
 /// bytes).
 const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// The folder of a backup location the daily backup CronJob uploads to
+/// (`manifests/platform/40-database-backup.yaml`).
+pub const DAILY_FOLDER: &str = "daily/";
+
+/// A dump the daily backup CronJob left: `daily/<UTC time>.dump`, of the
+/// whole database, with no record beside it (no checksum, schemas or
+/// schema version), so a restore cannot check it: it is listed, and
+/// restored by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyDump {
+    /// `daily/<UTC time>`, as `db restore` would be asked for it.
+    pub name: String,
+    pub location: String,
+    pub size_bytes: u64,
+    /// The time in its name; the object's modification time when the name
+    /// holds none.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything a backup location holds, newest first each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// The backups the tool took, with their records.
+    pub backups: Vec<BackupRecord>,
+    /// The daily CronJob's dumps.
+    pub daily: Vec<DailyDump>,
+}
+
+/// The daily dump an object is, from its key inside the location (`rel`):
+/// `daily/<name>.dump`, nothing deeper.
+pub fn daily_dump_of(
+    base: &str,
+    rel: &str,
+    size_bytes: u64,
+    modified: DateTime<Utc>,
+) -> Option<DailyDump> {
+    let stem = rel
+        .strip_prefix(DAILY_FOLDER)?
+        .strip_suffix(".dump")
+        .filter(|s| !s.is_empty() && !s.contains('/'))?;
+    let created_at = NaiveDateTime::parse_from_str(stem, "%Y%m%d-%H%M%S")
+        .map(|t| t.and_utc())
+        .unwrap_or(modified);
+    Some(DailyDump {
+        name: format!("{DAILY_FOLDER}{stem}"),
+        location: format!("{base}{rel}"),
+        size_bytes,
+        created_at,
+    })
+}
 
 /// Where backups are kept.
 #[derive(Debug, Clone)]
@@ -234,6 +289,11 @@ impl BackupStore {
 
     /// Every backup recorded in this location, newest first.
     pub async fn list(&self) -> Result<Vec<BackupRecord>> {
+        Ok(self.listing().await?.backups)
+    }
+
+    /// Every backup in this location, recorded or daily, newest first.
+    pub async fn listing(&self) -> Result<Listing> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         let objects: Vec<_> = self
             .store
@@ -242,8 +302,21 @@ impl BackupStore {
             .await
             .with_context(|| format!("could not list the backups in {}", self.base))?;
         let mut records = Vec::new();
+        let mut daily = Vec::new();
         for meta in objects {
-            if !meta.location.as_ref().ends_with(".json") {
+            let key = meta.location.as_ref();
+            let rel = match self.prefix.as_str() {
+                "" => key,
+                prefix => key
+                    .strip_prefix(prefix)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .unwrap_or(key),
+            };
+            if let Some(dump) = daily_dump_of(&self.base, rel, meta.size, meta.last_modified) {
+                daily.push(dump);
+                continue;
+            }
+            if !key.ends_with(".json") {
                 continue;
             }
             // A record is a few hundred bytes; anything far larger is not one.
@@ -260,7 +333,11 @@ impl BackupStore {
             }
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-        Ok(records)
+        daily.sort_by_key(|d| std::cmp::Reverse(d.created_at));
+        Ok(Listing {
+            backups: records,
+            daily,
+        })
     }
 
     /// Reads a small object whole (a record, listed with its size first).
@@ -305,21 +382,32 @@ impl BackupStore {
 
     /// Finds a backup by its name (with or without `.dump`) or by the
     /// deployment id that took it (the newest, if it took several).
+    /// A daily dump asked for is refused ([`DbError::DailyDumpNotRestorable`]).
     pub async fn find(&self, wanted: &str) -> Result<BackupRecord> {
         let wanted_name = wanted.trim_end_matches(".dump");
-        let records = self.list().await?;
-        records
+        let Listing { backups, daily } = self.listing().await?;
+        if let Some(found) = backups
             .iter()
             .find(|r| r.name == wanted_name || r.location == wanted)
-            .or_else(|| records.iter().find(|r| r.deployment_id == wanted))
-            .cloned()
-            .ok_or_else(|| {
-                DbError::BackupNotFound {
-                    wanted: crate::error::clipped(wanted).into_owned(),
-                    store: self.base.clone(),
-                }
-                .into()
-            })
+            .or_else(|| backups.iter().find(|r| r.deployment_id == wanted))
+        {
+            return Ok(found.clone());
+        }
+        if let Some(dump) = daily
+            .iter()
+            .find(|d| d.name == wanted_name || d.location == wanted)
+        {
+            return Err(DbError::DailyDumpNotRestorable {
+                name: dump.name.clone(),
+                location: dump.location.clone(),
+            }
+            .into());
+        }
+        Err(DbError::BackupNotFound {
+            wanted: crate::error::clipped(wanted).into_owned(),
+            store: self.base.clone(),
+        }
+        .into())
     }
 }
 
@@ -349,6 +437,74 @@ mod tests {
         // Writing creates it.
         BackupStore::open(&url, &[]).unwrap();
         assert!(dir.is_dir());
+    }
+
+    #[test]
+    fn a_daily_dump_is_named_and_timed_by_its_file_name() {
+        let modified = "2026-12-01T03:20:00Z".parse().unwrap();
+        assert_eq!(
+            daily_dump_of("s3://b/maily/", "daily/20261201-031702.dump", 42, modified),
+            Some(DailyDump {
+                name: "daily/20261201-031702".into(),
+                location: "s3://b/maily/daily/20261201-031702.dump".into(),
+                size_bytes: 42,
+                created_at: "2026-12-01T03:17:02Z".parse().unwrap(),
+            })
+        );
+        // A name that is no time: the object's modification time.
+        assert_eq!(
+            daily_dump_of("file:///b/", "daily/manual.dump", 1, modified).map(|d| d.created_at),
+            Some(modified)
+        );
+        for other in [
+            "daily/.dump",
+            "daily/x/20261201-031702.dump",
+            "daily/20261201-031702.dump.partial",
+            "production-20261201-120000.pre-migrate.dump",
+            "weekly/20261201-031702.dump",
+        ] {
+            assert_eq!(
+                daily_dump_of("file:///b/", other, 1, modified),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn daily_dumps_are_listed_beside_the_records_and_refused_for_a_restore() {
+        let root = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/", root.path().display());
+        std::fs::create_dir_all(root.path().join("daily")).unwrap();
+        std::fs::write(root.path().join("daily/20261130-031700.dump"), b"PGDMP").unwrap();
+        std::fs::write(root.path().join("daily/20261201-031700.dump"), b"PGDMP1").unwrap();
+        let store = BackupStore::open_to_read(&url, &[]).unwrap();
+        let listing = store.listing().await.unwrap();
+        assert!(listing.backups.is_empty());
+        assert_eq!(
+            listing
+                .daily
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>(),
+            ["daily/20261201-031700", "daily/20261130-031700"],
+            "newest first"
+        );
+        assert_eq!(listing.daily[0].size_bytes, 6);
+        for wanted in [
+            "daily/20261201-031700",
+            "daily/20261201-031700.dump",
+            listing.daily[0].location.as_str(),
+        ] {
+            let err = store.find(wanted).await.unwrap_err();
+            assert!(
+                matches!(
+                    DbError::find(&err),
+                    Some(DbError::DailyDumpNotRestorable { name, .. }) if name == "daily/20261201-031700"
+                ),
+                "{wanted}: {err:#}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -121,7 +121,11 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             }
             | DbError::RestoreFailed { .. },
         ) => Kind::RollbackFailed,
-        Some(DbError::CannotMigrateDown { .. } | DbError::BackupNotFound { .. }) => Kind::Usage,
+        Some(
+            DbError::CannotMigrateDown { .. }
+            | DbError::BackupNotFound { .. }
+            | DbError::DailyDumpNotRestorable { .. },
+        ) => Kind::Usage,
         _ => Kind::PhaseFailed,
     }
 }

@@ -213,6 +213,114 @@ fn a_deploy_backs_up_migrates_and_records_then_a_rerun_has_nothing_to_do() {
     );
 }
 
+/// The daily backup CronJob's dumps (`daily/<UTC time>.dump`, no record)
+/// are listed with the recorded backups, and `db restore` refuses one,
+/// saying how to restore it, with nothing changed.
+#[test]
+fn the_daily_dumps_are_listed_with_the_backups_and_refused_by_db_restore() {
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("daily");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    let out = deploy(&world, &db, &backups, &all, "v1", &[]);
+    assert_exit(&out, 0);
+    let deployed = deployment_id_of(&out);
+    // What the CronJob leaves: a custom-format dump of the whole database,
+    // named by the UTC time; one before the deploy's backup, one after.
+    std::fs::create_dir_all(backups.join("daily")).unwrap();
+    for name in ["20000101-031700", "20991231-031700"] {
+        let dumped = std::process::Command::new("pg_dump")
+            .args(["--format=custom", "--no-owner", "--dbname"])
+            .arg(db.url())
+            .arg(format!(
+                "--file={}",
+                backups.join(format!("daily/{name}.dump")).display()
+            ))
+            .output()
+            .unwrap();
+        assert!(dumped.status.success(), "{}", text(&dumped));
+    }
+    let env = world.env_file(&[
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/", backups.display()),
+        ),
+    ]);
+
+    let out = world
+        .maily()
+        .args(["db", "backups", "staging", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("2099-12-31 03:17:00  daily/20991231-031700  ")
+            && lines[0].contains("daily, no record: restore by hand"),
+        "{lines:#?}"
+    );
+    assert!(lines[1].contains(&deployed), "newest first: {lines:#?}");
+    assert!(
+        lines[2].starts_with("2000-01-01 03:17:00  daily/20000101-031700"),
+        "{lines:#?}"
+    );
+
+    let out = world
+        .maily()
+        .args(["db", "backups", "staging", "-o", "json", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "maily-deploy/db-backups/v1");
+    assert_eq!(doc["backups"][0]["deployment_id"], deployed.as_str());
+    assert_eq!(doc["daily"][0]["name"], "daily/20991231-031700");
+    assert_eq!(
+        doc["daily"][0]["size_bytes"],
+        std::fs::metadata(backups.join("daily/20991231-031700.dump"))
+            .unwrap()
+            .len()
+    );
+
+    let before = db.version();
+    let out = world
+        .maily()
+        .args([
+            "db",
+            "restore",
+            "staging",
+            "daily/20991231-031700",
+            "--yes",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, maily_deploy::exit_code::USAGE);
+    let all_text = text(&out);
+    assert!(
+        all_text.contains("daily/20991231-031700 is a dump of the daily backup CronJob")
+            && all_text.contains("docs/db.md"),
+        "{all_text}"
+    );
+    assert_eq!(db.version(), before);
+    assert_eq!(
+        dumps(&backups)
+            .iter()
+            .filter(|d| d.contains("pre-restore"))
+            .count(),
+        0,
+        "no safety backup: nothing began"
+    );
+}
+
 #[test]
 fn rollback_with_database_down_returns_the_schema_after_the_code() {
     let world = World::new(Duration::from_millis(300));

@@ -55,7 +55,10 @@ async fn a_backup_restores_100_000_rows_exactly_after_the_database_was_changed()
     assert_eq!(safety.reason, BackupReason::PreRestore);
     assert_eq!(safety.deployment_id, "production-20250601-130000");
     assert!(safety.verified);
-    let listed = db::list_backups(&test.backup_url(), &[]).await.unwrap();
+    let listed = db::list_backups(&test.backup_url(), &[])
+        .await
+        .unwrap()
+        .backups;
     let names: Vec<_> = listed.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
@@ -151,6 +154,7 @@ async fn a_truncated_backup_file_is_refused_before_the_restore_touches_the_datab
         db::list_backups(&test.backup_url(), &[])
             .await
             .unwrap()
+            .backups
             .len(),
         1
     );
@@ -202,10 +206,39 @@ async fn s3_backups_are_stored_listed_and_restored_through_an_s3_server() {
     let seeded = test.state().await;
     let second = db::backup(&settings, BackupReason::PreDown).await.unwrap();
 
+    // What the daily CronJob uploads beside them (and, under another
+    // prefix, what is not this location's).
+    {
+        use object_store::ObjectStoreExt;
+        let mut bucket =
+            object_store::aws::AmazonS3Builder::new().with_bucket_name("maily-backups");
+        for (key, value) in s3.options() {
+            bucket = bucket.with_config(key.parse().unwrap(), value);
+        }
+        let bucket = bucket.build().unwrap();
+        for key in [
+            "production/db/daily/20261201-031700.dump",
+            "staging/db/daily/20261202-031700.dump",
+        ] {
+            bucket
+                .put(&key.into(), b"PGDMP-daily".to_vec().into())
+                .await
+                .unwrap();
+        }
+    }
     let listed = db::list_backups("s3://maily-backups/production/db/", &s3.options())
         .await
         .unwrap();
-    assert_eq!(listed, vec![second.clone(), record.clone()]);
+    assert_eq!(listed.backups, vec![second.clone(), record.clone()]);
+    assert_eq!(
+        listed.daily,
+        [db::DailyDump {
+            name: "daily/20261201-031700".into(),
+            location: "s3://maily-backups/production/db/daily/20261201-031700.dump".into(),
+            size_bytes: 11,
+            created_at: "2026-12-01T03:17:00Z".parse().unwrap(),
+        }]
+    );
 
     test.execute("TRUNCATE delivery_events, sends CASCADE")
         .await;
