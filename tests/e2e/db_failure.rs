@@ -191,6 +191,28 @@ fn committing_then(then: &str) -> tempfile::TempDir {
     )
 }
 
+/// Runs the migration of [`committing_then`], which must fail having
+/// committed, and be undone by restoring the backup; returns its cause.
+async fn undone_by_the_backup(settings: &db::MigrateSettings) -> String {
+    let err = db::migrate(settings).await.unwrap_err();
+    let Some(DbError::MigrationFailed {
+        version,
+        cause,
+        restored,
+        recovery,
+        ..
+    }) = DbError::find(&err)
+    else {
+        panic!("expected MigrationFailed: {err:#}");
+    };
+    assert_eq!(*version, 20990101000001);
+    assert!(cause.contains("it committed, then"), "{cause}");
+    assert!(*restored, "{recovery}");
+    assert!(recovery.contains("restoring"), "{recovery}");
+    assert!(!recovery.contains("rolled back"), "{recovery}");
+    cause.clone()
+}
+
 #[tokio::test]
 async fn a_migration_that_committed_before_its_error_is_undone_by_restoring_the_backup() {
     let (test, mut settings) = live_database("commitfail").await;
@@ -199,24 +221,8 @@ async fn a_migration_that_committed_before_its_error_is_undone_by_restoring_the_
     settings.migrations_dir = Some(dir.path().to_path_buf());
     settings.deployment_id = "production-20250602-120000".into();
 
-    let err = db::migrate(&settings).await.unwrap_err();
-    match DbError::find(&err) {
-        Some(DbError::MigrationFailed {
-            version,
-            cause,
-            restored,
-            recovery,
-            ..
-        }) => {
-            assert_eq!(*version, 20990101000001);
-            assert!(cause.contains("it committed, then"), "{cause}");
-            assert!(cause.contains("bookkeeping refused"), "{cause}");
-            assert!(*restored, "{recovery}");
-            assert!(recovery.contains("restoring"), "{recovery}");
-            assert!(!recovery.contains("rolled back"), "{recovery}");
-        }
-        other => panic!("expected MigrationFailed, got {other:?}: {err:#}"),
-    }
+    let cause = undone_by_the_backup(&settings).await;
+    assert!(cause.contains("bookkeeping refused"), "{cause}");
     assert_eq!(
         test.state().await,
         before,
@@ -234,20 +240,7 @@ async fn a_migration_whose_session_dies_after_the_commit_is_undone_on_a_new_sess
     settings.migrations_dir = Some(dir.path().to_path_buf());
     settings.deployment_id = "production-20250602-120000".into();
 
-    let err = db::migrate(&settings).await.unwrap_err();
-    match DbError::find(&err) {
-        Some(DbError::MigrationFailed {
-            cause,
-            restored,
-            recovery,
-            ..
-        }) => {
-            assert!(cause.contains("it committed, then"), "{cause}");
-            assert!(*restored, "{recovery}");
-            assert!(recovery.contains("restoring"), "{recovery}");
-        }
-        other => panic!("expected MigrationFailed, got {other:?}: {err:#}"),
-    }
+    undone_by_the_backup(&settings).await;
     assert_eq!(
         test.state().await,
         before,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use maily_deploy::exit_code;
 use maily_deploy::phases::provision::InfrastructureRecord;
 
-use crate::support::terraform::{StandIn, plan_in};
+use crate::support::terraform::StandIn;
 use crate::support::*;
 
 struct Infra {
@@ -161,17 +161,7 @@ fn a_workspace_selected_meanwhile_in_the_same_directory_does_not_move_the_apply(
                 &["--only", "provision", "--output", "json"],
             )
         });
-        let started = std::time::Instant::now();
-        while !infra
-            .terraform
-            .peek()
-            .iter()
-            .filter_map(|l| plan_in(l))
-            .any(|p| infra.dir.join(p).exists())
-        {
-            assert!(started.elapsed() < Duration::from_secs(60), "no plan saved");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        infra.terraform.wait_for_saved_plan();
         stand_in(&["workspace", "select", "production"]);
         std::fs::write(&gate, "").unwrap();
         running.join().unwrap()
@@ -424,20 +414,7 @@ fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while !infra
-        .terraform
-        .peek()
-        .iter()
-        .filter_map(|l| plan_in(l))
-        .any(|p| infra.dir.join(p).exists())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "terraform plan never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    infra.terraform.wait_for_saved_plan();
     std::thread::sleep(Duration::from_millis(500));
     let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
     assert_exit(&out, exit_code::INTERRUPTED);

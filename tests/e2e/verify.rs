@@ -48,6 +48,28 @@ fn env_with(
     ])
 }
 
+/// The verify phase of a run's JSON report.
+fn verify_phase(out: &std::process::Output) -> Value {
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "verify")
+        .cloned()
+        .unwrap_or_else(|| panic!("no verify phase: {report}"))
+}
+
+/// A phase's detail rows, one per check.
+fn rows_of(phase: &Value) -> Vec<&str> {
+    phase["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect()
+}
+
 const PHASES: &[&str] = &[
     "--skip-provision",
     "--skip-frontend",
@@ -72,19 +94,8 @@ fn a_healthy_new_slot_passes_every_check_and_users_move() {
         .unwrap();
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     assert_exit(&out, 0);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let verify = report["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "verify")
-        .unwrap();
-    let rows: Vec<&str> = verify["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap())
-        .collect();
+    let verify = verify_phase(&out);
+    let rows = rows_of(&verify);
     for name in [
         "health api",
         "health email-sender",
@@ -160,19 +171,9 @@ fn a_rabbitmq_password_that_needs_percent_encoding_logs_in_and_is_never_shown() 
         .unwrap();
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     assert_exit(&out, 0);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let verify = report["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "verify")
-        .unwrap();
+    let verify = verify_phase(&out);
     assert!(
-        verify["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d.as_str().unwrap().starts_with("✓ rabbitmq")),
+        rows_of(&verify).iter().any(|r| r.starts_with("✓ rabbitmq")),
         "{verify}"
     );
     for secret in [ENCODED_PASSWORD, encoded.as_str()] {

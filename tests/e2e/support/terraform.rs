@@ -77,6 +77,23 @@ impl StandIn {
         text.lines().map(String::from).collect()
     }
 
+    /// Wait (at most a minute) until a plan a command line named is saved.
+    pub fn wait_for_saved_plan(&self) {
+        let started = std::time::Instant::now();
+        while !self
+            .peek()
+            .iter()
+            .filter_map(|l| plan_in(l))
+            .any(|p| self.dir.join(p).exists())
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "terraform plan never saved its plan"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The command lines terraform received, the saved plan's path shown
     /// as [`PLAN`], and forget them.
     pub fn commands(&self) -> Vec<String> {
