@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
@@ -33,6 +33,15 @@ use super::error::DbError;
 /// The most a backup record's JSON may be: 1 MiB (one is a few hundred
 /// bytes).
 const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// The most objects a listing reads: years of deploys and daily dumps are a
+/// few thousand; far more is not a backup location (or one no lifecycle
+/// rule prunes), and is refused rather than read into memory.
+const MAX_LISTED_OBJECTS: usize = 200_000;
+
+/// Records read at once: a location of a thousand backups is a thousand
+/// small GETs, which one after another take a minute on S3.
+const RECORD_READS_AT_ONCE: usize = 16;
 
 /// The folder of a backup location the daily backup CronJob uploads to
 /// (`manifests/platform/40-database-backup.yaml`).
@@ -294,14 +303,27 @@ impl BackupStore {
 
     /// Every backup in this location, recorded or daily, newest first.
     pub async fn listing(&self) -> Result<Listing> {
+        self.listing_of_at_most(MAX_LISTED_OBJECTS).await
+    }
+
+    async fn listing_of_at_most(&self, max_objects: usize) -> Result<Listing> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         let objects: Vec<_> = self
             .store
             .list(prefix.as_ref())
+            .take(max_objects.saturating_add(1))
             .try_collect()
             .await
             .with_context(|| format!("could not list the backups in {}", self.base))?;
-        let mut records = Vec::new();
+        if objects.len() > max_objects {
+            anyhow::bail!(
+                "{} holds more than {max_objects} objects, more than any backup location \
+                 should; point DATABASE_BACKUP_URL at the folder of this environment's backups, \
+                 or give the bucket a lifecycle rule",
+                self.base
+            );
+        }
+        let mut to_read = Vec::new();
         let mut daily = Vec::new();
         for meta in objects {
             let key = meta.location.as_ref();
@@ -324,11 +346,22 @@ impl BackupStore {
                 tracing::warn!(object = %meta.location, size = meta.size, "skipping a backup record larger than {MAX_RECORD_BYTES} bytes");
                 continue;
             }
-            let bytes = self.read_all(&meta.location).await?;
-            match serde_json::from_slice::<BackupRecord>(&bytes) {
+            to_read.push(meta.location);
+        }
+        let read: Vec<(ObjectPath, Result<bytes::Bytes>)> = futures_util::stream::iter(to_read)
+            .map(|key| async move {
+                let bytes = self.read_all(&key).await;
+                (key, bytes)
+            })
+            .buffered(RECORD_READS_AT_ONCE)
+            .collect()
+            .await;
+        let mut records = Vec::new();
+        for (key, bytes) in read {
+            match serde_json::from_slice::<BackupRecord>(&bytes?) {
                 Ok(record) => records.push(record),
                 Err(e) => {
-                    tracing::warn!(object = %meta.location, "skipping an unreadable backup record: {e}")
+                    tracing::warn!(object = %key, "skipping an unreadable backup record: {e}")
                 }
             }
         }
@@ -505,6 +538,25 @@ mod tests {
                 "{wanted}: {err:#}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_location_of_more_objects_than_the_bound_is_refused_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(root.path().join(format!("{i}.dump")), b"x").unwrap();
+        }
+        let url = format!("file://{}/", root.path().display());
+        let store = BackupStore::open_to_read(&url, &[]).unwrap();
+        let err = store.listing_of_at_most(3).await.unwrap_err();
+        assert!(
+            err.to_string().contains("holds more than 3 objects"),
+            "{err:#}"
+        );
+        assert_eq!(
+            store.listing_of_at_most(5).await.unwrap(),
+            Listing::default()
+        );
     }
 
     #[tokio::test]
