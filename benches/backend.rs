@@ -195,6 +195,38 @@ fn requests(sim: &Sim) -> u64 {
         .count() as u64
 }
 
+/// Where a deploy's API requests over `n` services went: the kinds of
+/// request made once per service or more (per service), and the rest
+/// (shared by all), as a table row.
+fn breakdown(sim: &Sim, n: usize) -> String {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in sim.control().requests().iter().filter(|r| r.is_resource()) {
+        let what = if r.subresource.is_empty() {
+            format!("{} {}", r.verb, r.resource)
+        } else {
+            format!("{} {}/{}", r.verb, r.resource, r.subresource)
+        };
+        *counts.entry(what).or_default() += 1;
+    }
+    let (per_service, shared): (Vec<_>, Vec<_>) =
+        counts.iter().partition(|(_, count)| **count as usize >= n);
+    let shared_total: u64 = shared.iter().map(|(_, count)| **count).sum();
+    format!(
+        "| {n} | {} | {shared_total} ({:.2}/service): {} |",
+        per_service
+            .iter()
+            .map(|(what, count)| format!("{what} {:.2}", **count as f64 / n as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        shared_total as f64 / n as f64,
+        shared
+            .iter()
+            .map(|(what, count)| format!("{what} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// `MAILY_BENCH_BASELINE=skip`: the tool alone, without serial kubectl,
 /// while working on the tool.
 fn skip_baseline() -> bool {
@@ -352,6 +384,7 @@ fn main() {
         );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
+    let mut breakdowns = Vec::new();
     for &n in sizes.iter().filter(|_| part("kubesim")) {
         let manifests = manifests_with(dir.path(), n);
         let (sim, _rt) = fresh_sim();
@@ -361,6 +394,7 @@ fn main() {
         let sim_cpu = own_cpu().saturating_sub(before);
         assert!(tool.ok, "{}", tool.stderr);
         let tool_requests = requests(&sim);
+        breakdowns.push(breakdown(&sim, n));
         // A routine deploy: the next release over the same slot, whose
         // Services, ServiceAccounts, budgets and autoscalers stay as they were.
         sim.control().reset();
@@ -394,6 +428,15 @@ fn main() {
             routine.wall.as_secs_f64(),
             routine_requests as f64 / n as f64,
         );
+    }
+
+    if !breakdowns.is_empty() {
+        println!("\nwhere the first deploy's API requests go (kubesim's request log)\n");
+        println!("| services | per service | shared |");
+        println!("|---:|---|---|");
+        for row in &breakdowns {
+            println!("{row}");
+        }
     }
 
     // The same over a distant API server: a laptop deploying to a cloud
