@@ -4,6 +4,7 @@
 //! The binary is a thin shell over this library (see `main.rs`), so tests
 //! drive the same code the command line does.
 
+pub mod child_output;
 pub mod cli;
 pub mod commands;
 pub mod completion;

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+use crate::child_output::{self, Keep};
+
 use super::connection::DatabaseUrl;
 use super::error::DbError;
 use super::store::BackupStore;
@@ -77,6 +79,13 @@ impl BackupRecord {
     }
 }
 
+/// The most of a tool's stdout read (`pg_restore --list` of a database of
+/// a million objects is about 100 MiB).
+const MAX_TOOL_STDOUT_BYTES: usize = 256 << 20;
+
+/// A tool's stderr lines kept for the error message.
+const KEPT_STDERR_LINES: usize = 50;
+
 /// Finds and runs the PostgreSQL client tools.
 #[derive(Debug, Clone, Default)]
 pub struct PgTools {
@@ -121,20 +130,28 @@ impl PgTools {
         what: &str,
         db: Option<&DatabaseUrl>,
     ) -> Result<String> {
-        let output = cmd.output().await.with_context(|| {
+        let mut child = cmd.spawn().with_context(|| {
             format!(
                 "could not start {what}; install the PostgreSQL client tools (postgresql-client) matching the server"
             )
         })?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let (stdout, stderr, status) = tokio::join!(
+            child_output::read(stdout, Keep::Whole(MAX_TOOL_STDOUT_BYTES), |_, _| {}),
+            child_output::read(stderr, Keep::Tail(KEPT_STDERR_LINES), |_, _| {}),
+            child.wait()
+        );
+        let status = status.with_context(|| format!("waiting for {what}"))?;
+        let stderr = stderr.unwrap_or_default();
         let stderr = match db {
             Some(db) => db.redact(stderr.trim()),
             None => stderr.trim().to_owned(),
         };
-        if !output.status.success() {
-            anyhow::bail!("{what} failed ({}): {stderr}", output.status);
+        if !status.success() {
+            anyhow::bail!("{what} failed ({status}): {stderr}");
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        stdout.map_err(|why| anyhow::anyhow!("{what}: {why}"))
     }
 
     /// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.20`.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 
+use crate::child_output::{self, Keep};
 use crate::config::Vars;
 use crate::config::spec;
 use crate::error::{Kind, fail};
@@ -544,108 +545,34 @@ impl OutputValues {
 /// a plan of many thousand resources is tens of MiB.
 const MAX_CAPTURED_BYTES: usize = 256 << 20;
 
-/// The most of one logged line kept; the rest of a longer line is read
-/// and dropped.
-const MAX_LOGGED_LINE_BYTES: usize = 16 << 10;
-
 /// The stderr lines kept for an error message (it shows the last 20).
 const KEPT_STDERR_LINES: usize = 200;
 
-/// The next line of `reader`, at most `max` bytes of it kept, the rest of
-/// a longer line read and dropped, so that neither a long line nor a long
-/// stream grows memory past what is kept: the line and its full length.
-async fn next_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> std::io::Result<Option<(Vec<u8>, usize)>> {
-    let mut line = Vec::new();
-    let mut len = 0usize;
-    loop {
-        let buf = reader.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok((len > 0).then_some((line, len)));
-        }
-        let end = buf.iter().position(|&b| b == b'\n');
-        let chunk = &buf[..end.unwrap_or(buf.len())];
-        let room = max.saturating_sub(line.len());
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        len = len.saturating_add(chunk.len());
-        let used = end.map_or(buf.len(), |e| e + 1);
-        reader.consume(used);
-        if end.is_some() {
-            return Ok(Some((line, len)));
-        }
-    }
-}
-
-/// What is kept of a stream read to its end.
-enum Keep {
-    /// All of it (captured stdout), refused past this many bytes
-    /// ([`MAX_CAPTURED_BYTES`]).
-    Whole(usize),
-    /// Its last lines (stderr, for the error message).
-    Tail(usize),
-    /// Nothing (stdout streamed to the log).
-    Nothing,
-}
-
-/// Read a stream to its end, logging each line (stdout at info, seen with
-/// `-v`; stderr, where terraform reports errors and warnings, at warn),
-/// but no output value. The stream is always drained, so terraform never
-/// blocks on a full pipe; `Err` says what was past the bound.
+/// Read a stream to its end ([`child_output::read`]), logging each line
+/// (stdout at info, seen with `-v`; stderr, where terraform reports errors
+/// and warnings, at warn), but no output value.
 async fn read_lines<R: AsyncRead + Unpin>(
     reader: R,
     log_prefix: Option<&str>,
     is_stderr: bool,
     keep: Keep,
 ) -> Result<String, String> {
-    let mut reader = BufReader::new(reader);
-    let max_line = match keep {
-        Keep::Whole(max) => max,
-        Keep::Tail(_) | Keep::Nothing => MAX_LOGGED_LINE_BYTES,
-    };
-    let mut whole = String::new();
-    let mut over = false;
-    let mut tail = std::collections::VecDeque::new();
     let mut values = OutputValues::default();
     let mut hidden = 0usize;
-    while let Ok(Some((bytes, len))) = next_line(&mut reader, max_line).await {
-        let line = String::from_utf8_lossy(&bytes);
-        if !values.shows(&line) {
+    let kept = child_output::read(reader, keep, |line, clipped| {
+        if !values.shows(line) {
             hidden += usize::from(!line.trim().is_empty());
         } else if let Some(prefix) = log_prefix
             && !line.trim().is_empty()
         {
-            let clipped = if len > bytes.len() {
-                format!(" … ({len} bytes, clipped)")
-            } else {
-                String::new()
-            };
             if is_stderr {
                 tracing::warn!("{prefix}: {line}{clipped}");
             } else {
                 tracing::info!("{prefix}: {line}{clipped}");
             }
         }
-        match keep {
-            Keep::Whole(max) if !over => {
-                if len > bytes.len() || whole.len() + len + 1 > max {
-                    over = true;
-                    whole.clear();
-                } else {
-                    whole.push_str(&line);
-                    whole.push('\n');
-                }
-            }
-            Keep::Tail(lines) => {
-                if tail.len() == lines {
-                    tail.pop_front();
-                }
-                tail.push_back(line.into_owned());
-            }
-            Keep::Whole(_) | Keep::Nothing => {}
-        }
-    }
+    })
+    .await;
     if hidden > 0
         && let Some(prefix) = log_prefix
     {
@@ -653,16 +580,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
             "{prefix}: ({hidden} lines of output values not shown: they may be secrets; maily-deploy reads them with terraform output -json)"
         );
     }
-    if let (true, Keep::Whole(max)) = (over, &keep) {
-        return Err(format!(
-            "it printed more than {max} bytes, more than the tool reads"
-        ));
-    }
-    Ok(match keep {
-        Keep::Whole(_) => whole,
-        Keep::Tail(_) => tail.into_iter().map(|l| l + "\n").collect(),
-        Keep::Nothing => String::new(),
-    })
+    kept
 }
 
 /// The directory, checked before anything runs.
@@ -816,50 +734,6 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700, "{mode:o}");
         drop(one);
         assert!(!dir.exists(), "the plan's directory goes with the driver");
-    }
-
-    #[tokio::test]
-    async fn a_line_longer_than_the_bound_is_clipped_and_the_next_read_whole() {
-        let long = "x".repeat(100);
-        let input = format!("{long}\nshort\n\nlast");
-        let mut reader = BufReader::new(input.as_bytes());
-        let (first, len) = next_line(&mut reader, 10).await.unwrap().unwrap();
-        assert_eq!((first, len), (b"xxxxxxxxxx".to_vec(), 100));
-        assert_eq!(
-            next_line(&mut reader, 10).await.unwrap(),
-            Some((b"short".to_vec(), 5))
-        );
-        assert_eq!(next_line(&mut reader, 10).await.unwrap(), Some((vec![], 0)));
-        assert_eq!(
-            next_line(&mut reader, 10).await.unwrap(),
-            Some((b"last".to_vec(), 4))
-        );
-        assert_eq!(next_line(&mut reader, 10).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn captured_output_past_its_bound_is_refused_after_the_stream_is_drained() {
-        // 1 MiB in lines of 1 KiB, captured with a bound of 64 KiB.
-        let line = format!("{}\n", "y".repeat(1023));
-        let big = std::io::Cursor::new(line.repeat(1024));
-        let why = read_lines(big, None, false, Keep::Whole(64 << 10))
-            .await
-            .unwrap_err();
-        assert!(why.contains("more than 65536 bytes"), "{why}");
-        let small = std::io::Cursor::new("{\"a\": 1}\n".to_string());
-        assert_eq!(
-            read_lines(small, None, false, Keep::Whole(64 << 10)).await,
-            Ok("{\"a\": 1}\n".to_string())
-        );
-    }
-
-    #[tokio::test]
-    async fn stderr_keeps_its_last_lines() {
-        let input: String = (1..=10).map(|i| format!("line {i}\n")).collect();
-        let kept = read_lines(std::io::Cursor::new(input), None, true, Keep::Tail(3))
-            .await
-            .unwrap();
-        assert_eq!(kept, "line 8\nline 9\nline 10\n");
     }
 
     #[test]
