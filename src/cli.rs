@@ -360,13 +360,14 @@ pub enum DbCommand {
     },
     /// Restore a backup (by name or deployment id), after a fresh backup; asks first.
     #[command(
-        after_help = "Example:\n  maily-deploy db restore production production-20250101-120000 --yes"
+        after_help = "Examples:\n  maily-deploy db restore production production-20250101-120000 --yes\n  maily-deploy db restore production daily   # the newest daily backup"
     )]
     Restore {
         /// The environment
         #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
-        /// The backup: its name, its location, or the deployment that took it
+        /// The backup: its name, its location, or the deployment that took
+        /// it (`daily`: the newest of the daily backup job)
         backup: String,
         /// Restore a backup taken of another database (another host, port
         /// or database name than DATABASE_URL's), as when moving to a new

@@ -82,6 +82,7 @@ fn reason_word(r: db::BackupReason) -> &'static str {
         db::BackupReason::PreMigrate => "before migrate",
         db::BackupReason::PreDown => "before down",
         db::BackupReason::PreRestore => "before restore",
+        db::BackupReason::Daily => "daily",
     }
 }
 

@@ -524,6 +524,8 @@ impl MigrateOutcome {
                 BackupReason::PreMigrate => MigrateAction::Applied,
                 BackupReason::PreDown => MigrateAction::Reverted,
                 BackupReason::PreRestore => MigrateAction::Restored,
+                // Never: the tool takes no daily backup, the CronJob does.
+                BackupReason::Daily => MigrateAction::NothingPending,
             },
             version_before: backup.schema_version,
             version_after: None,

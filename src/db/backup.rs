@@ -33,6 +33,9 @@ pub enum BackupReason {
     PreDown,
     /// Before a restore replaced the database (`--database restore`, `db restore`).
     PreRestore,
+    /// By the daily backup CronJob, which writes the same record under
+    /// `daily/` (its deployment id is `daily`).
+    Daily,
 }
 
 impl BackupReason {
@@ -41,6 +44,7 @@ impl BackupReason {
             Self::PreMigrate => "pre-migrate",
             Self::PreDown => "pre-down",
             Self::PreRestore => "pre-restore",
+            Self::Daily => "daily",
         }
     }
 }

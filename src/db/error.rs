@@ -100,12 +100,13 @@ pub enum DbError {
     )]
     BackupNotFound { wanted: String, store: String },
 
-    /// A restore was asked of a daily CronJob dump, which has no record.
+    /// A restore was asked of a daily CronJob dump without a record.
     #[error(
-        "{name} is a dump of the daily backup CronJob, with no record beside it (no checksum, \
-         schema list or schema version), so it cannot be checked or restored the way \
-         `db restore` restores; restore it by hand with pg_restore as docs/db.md shows, or \
-         pick a recorded backup from `maily-deploy db backups` ({location})"
+        "{name} is a dump of the daily backup CronJob with no record beside it (no checksum, \
+         schema list or schema version: the job wrote none before it wrote records), so it \
+         cannot be checked or restored the way `db restore` restores; restore it by hand \
+         with pg_restore as docs/db.md shows, or pick a recorded backup from \
+         `maily-deploy db backups` ({location})"
     )]
     DailyDumpNotRestorable { name: String, location: String },
 

@@ -47,10 +47,11 @@ const RECORD_READS_AT_ONCE: usize = 16;
 /// (`manifests/platform/40-database-backup.yaml`).
 pub const DAILY_FOLDER: &str = "daily/";
 
-/// A dump the daily backup CronJob left: `daily/<UTC time>.dump`, of the
-/// whole database, with no record beside it (no checksum, schemas or
-/// schema version), so a restore cannot check it: it is listed, and
-/// restored by hand.
+/// A dump the daily backup CronJob left without a record beside it (no
+/// checksum, schemas or schema version): one of a job from before it wrote
+/// records, of the whole database, which a restore cannot check. It is
+/// listed, and restored by hand. (The job now writes the record, and its
+/// backups are listed and restored like the tool's own.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailyDump {
     /// `daily/<UTC time>`, as `db restore` would be asked for it.
@@ -366,6 +367,8 @@ impl BackupStore {
             }
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        // A daily dump with its record is a backup like the others.
+        daily.retain(|d| !records.iter().any(|r| r.name == d.name));
         daily.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         Ok(Listing {
             backups: records,

@@ -261,7 +261,7 @@ mod tests {
                 .and_then(Value::as_str)
                 .unwrap();
             assert!(
-                command.contains(&format!("\"{under}$(date")),
+                command.contains(&format!("url=\"{under}$stamp\"")),
                 "{written}: {command}"
             );
         }

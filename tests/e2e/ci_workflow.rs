@@ -133,6 +133,47 @@ fn actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow() {
     );
 }
 
+/// The daily backup CronJob's script (`manifests/platform/`), which runs
+/// in a pod no test can start: shellcheck reads it as the pod's `/bin/sh`
+/// would.
+#[test]
+fn shellcheck_finds_nothing_wrong_in_the_daily_backup_job() {
+    let strict = std::env::var_os("MAILY_ACTIONLINT").is_some();
+    let Some(shellcheck) = on_path("shellcheck") else {
+        assert!(
+            !strict,
+            "MAILY_ACTIONLINT is set but shellcheck is not on PATH; run scripts/setup.d/actionlint.sh"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED ci_workflow::shellcheck_finds_nothing_wrong_in_the_daily_backup_job: \
+             shellcheck is missing. Run scripts/setup.d/actionlint.sh (scripts/test does).\n"
+        );
+        return;
+    };
+    let manifest = repo().join("manifests/platform/40-database-backup.yaml");
+    let job: Value = serde_saphyr::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let container = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"], serde_json::json!(["/bin/sh", "-ec"]));
+    let script = container["args"][0].as_str().expect("the job's script");
+    // The one template name it holds, as rendering fills it.
+    let rendered = script.replace("${DATABASE_BACKUP_URL}", "s3://maily-backups/production/");
+    assert!(!rendered.contains("${"), "another template name: {script}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("#!/bin/sh\nset -e\n{rendered}")).unwrap();
+    let out = Command::new(&shellcheck)
+        .args(["--shell=sh", "--severity=style"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck on the script of {}:\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// Each job's shell steps, by job id.
 fn run_scripts(workflow: &Value) -> Vec<(String, String)> {
     let jobs = workflow["jobs"].as_object().expect("jobs");

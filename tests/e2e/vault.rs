@@ -342,8 +342,10 @@ fn platform_secrets_from_the_profile_become_secrets_never_snapshots() {
 /// environment its two Secrets give the pod, through the real `pg_dump` to
 /// the tests' PostgreSQL. `ps` on a node shows every process's argv to
 /// every user, so the password must reach pg_dump through its environment.
+/// What it uploads (the dump and the record the tool writes for its own)
+/// is listed by `db backups` and restored by `db restore <env> daily`.
 #[test]
-fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line() {
+fn the_daily_backup_job_dumps_with_no_password_on_its_command_line_and_db_restore_takes_it() {
     use k8s_openapi::api::batch::v1::CronJob;
     use support::postgres::{Database, psql};
 
@@ -351,6 +353,18 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
     let db = Database::new("cron");
     psql(
         "CREATE TABLE contacts_kept_by_cron (id int); INSERT INTO contacts_kept_by_cron VALUES (1)",
+        &db.0,
+    );
+    // sqlx's bookkeeping, as migrations leave it: the schema version is the
+    // newest that succeeded (a failed -- no-transaction one stays behind).
+    psql(
+        "CREATE TABLE _sqlx_migrations (version bigint PRIMARY KEY, description text NOT NULL, \
+         installed_on timestamptz NOT NULL DEFAULT now(), success boolean NOT NULL, \
+         checksum bytea NOT NULL, execution_time bigint NOT NULL); \
+         INSERT INTO _sqlx_migrations VALUES \
+         (20250101000001, 'contacts', now(), true, '\\x01', 5), \
+         (20250601000002, 'kept by cron', now(), true, '\\x02', 7), \
+         (20990101000003, 'failed half-way', now(), false, '\\x03', 1)",
         &db.0,
     );
     // Percent-encoded in the URL; libpq must get it decoded.
@@ -364,12 +378,21 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
     let manifests = w.manifests_with_secrets(
         "secrets:\n  maily-platform-secrets:\n    DATABASE_URL: secret/maily/staging#database_url\n",
     );
+    // The node: /tmp is the pod's emptyDir, upload-backup the image's
+    // uploader (here: a copy to the file:// backup location's directory).
+    let node = tempfile::tempdir().unwrap();
+    let bin = node.path().join("bin");
+    let bucket = node.path().join("bucket");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&bucket).unwrap();
+    let backup_url = format!("file://{}/", bucket.display());
     let addr = w.addr();
     let out = w.deploy(
         &[
             ("VAULT_ADDR", &addr),
             ("VAULT_TOKEN", TOKEN),
             ("IMAGE_TAG", "v1"),
+            ("DATABASE_BACKUP_URL", &backup_url),
         ],
         &["--manifests-dir", path_str(&manifests), "-v"],
     );
@@ -423,22 +446,17 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
     assert_eq!(env.get("PGDATABASE"), Some(&db.0));
     assert_eq!(env.get("PGSSLMODE").map(String::as_str), Some("disable"));
 
-    // The node: /tmp is the pod's emptyDir, upload-backup the image's
-    // uploader (here: a copy to the "bucket" directory).
-    let node = tempfile::tempdir().unwrap();
-    let bin = node.path().join("bin");
-    let bucket = node.path().join("bucket");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&bucket).unwrap();
     let uploader = bin.join("upload-backup");
     std::fs::write(
         &uploader,
-        format!("#!/bin/sh\ncp \"$1\" {}/uploaded.dump\n", bucket.display()),
+        "#!/bin/sh\nset -eu\ndest=${2#file://}\nmkdir -p \"$(dirname \"$dest\")\"\ncp \"$1\" \"$dest\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&uploader, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let script = script.replace("/tmp/", &format!("{}/", node.path().display()));
+    // The script's own files, in the pod's /tmp (not the backup location,
+    // which is under this machine's /tmp too).
+    let script = script.replace("/tmp/backup", &format!("{}/backup", node.path().display()));
     let ran = std::process::Command::new(&command_line[0])
         .args(&command_line[1..command_line.len() - 1])
         .arg(&script)
@@ -448,7 +466,6 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
             format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
         )
         .envs(&env)
-        .env("DATABASE_BACKUP_URL", "s3://maily-backups/staging/")
         .output()
         .unwrap();
     assert!(
@@ -456,9 +473,15 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
         "the job failed: {}",
         String::from_utf8_lossy(&ran.stderr)
     );
+    let uploaded: Vec<String> = std::fs::read_dir(bucket.join("daily"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(uploaded.len(), 2, "a dump and its record: {uploaded:?}");
+    let dump = uploaded.iter().find(|n| n.ends_with(".dump")).unwrap();
     let listed = std::process::Command::new("pg_restore")
         .arg("--list")
-        .arg(bucket.join("uploaded.dump"))
+        .arg(bucket.join("daily").join(dump))
         .output()
         .unwrap();
     assert!(
@@ -466,6 +489,52 @@ fn the_daily_backup_job_dumps_the_database_with_no_password_on_its_command_line(
         "the uploaded dump is not this database's: {}",
         String::from_utf8_lossy(&listed.stderr)
     );
+    // Its record is the tool's own: listed, and restored with every check
+    // a restore makes, as `db restore <env> daily` (the newest daily).
+    let db_env = w
+        .world
+        .env_file(&[("DATABASE_URL", &url), ("DATABASE_BACKUP_URL", &backup_url)]);
+    let out = w
+        .world
+        .maily()
+        .args(["db", "backups", "staging", "-o", "json", "--env-file"])
+        .arg(&db_env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["daily"], json!([]), "listed as a record: {doc}");
+    let record = &doc["backups"][0];
+    assert_eq!(record["reason"], "daily", "{doc}");
+    assert_eq!(record["deployment_id"], "daily");
+    assert_eq!(
+        record["name"],
+        format!("daily/{}", dump.trim_end_matches(".dump"))
+    );
+    assert_eq!(record["verified"], true);
+    assert_eq!(record["schema_version"], 20250601000002_i64, "{record}");
+    assert!(
+        maily_deploy::db::same_database(
+            record["database"].as_str().unwrap(),
+            &maily_deploy::db::MigrateSettings::new(&url, "x").target()
+        ),
+        "{record}"
+    );
+    psql("DELETE FROM contacts_kept_by_cron", &db.0);
+    let out = w
+        .world
+        .maily()
+        .args(["db", "restore", "staging", "daily", "--yes", "--env-file"])
+        .arg(&db_env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    assert_eq!(
+        psql("SELECT count(*) FROM contacts_kept_by_cron", &db.0),
+        "1",
+        "the daily backup's row is back"
+    );
+    assert!(!text(&out).contains(password), "{}", text(&out));
     w.world.rt.block_on(w.vault.verify());
 }
 
