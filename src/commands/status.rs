@@ -11,6 +11,7 @@
 
 use super::cluster;
 use crate::cli::{GlobalArgs, OutputFormat, command_text};
+use crate::db::daily_backup;
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::k8s::{lease, live};
 use crate::output::{self, table};
@@ -96,6 +97,8 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
     let last_good = history.iter().find(|s| s.outcome == Outcome::Succeeded);
     let lock = lease::current(applier.client().clone(), &profile.namespace).await?;
     let rec = record::read(applier.client(), &profile.namespace).await?;
+    let now = chrono::Utc::now();
+    let backup = daily_backup_health(applier.client(), &profile.namespace, now).await;
     let rollout = rec.rollout.clone();
     let walking = in_progress(rollout.as_ref(), &history);
     let drift = drift(&state, last_good, walking, profile);
@@ -151,6 +154,10 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
                 "rollout_driven": driven,
                 "rollout_heartbeat": rec.heartbeat,
                 "rollout_summary": rollout_lines,
+                "daily_backup": match &backup {
+                    Ok(h) => serde_json::to_value(h)?,
+                    Err(e) => serde_json::json!({"state": "unknown", "error": e}),
+                },
             });
             output::stdout_line(&serde_json::to_string_pretty(&doc)?);
         }
@@ -204,6 +211,10 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
             for line in &rollout_lines {
                 output::stdout_line(line);
             }
+            output::stdout_line(&match &backup {
+                Ok(h) => h.line(&profile.namespace, now),
+                Err(e) => format!("daily backup: unknown ({e})"),
+            });
             if let Some((holder, expires)) = &lock {
                 output::stdout_line(&format!(
                     "lock: held by {holder}, expires {}",
@@ -231,6 +242,33 @@ pub async fn run(environment: &str, global: &GlobalArgs) -> anyhow::Result<i32> 
         }
     }
     Ok(crate::exit_code::SUCCESS)
+}
+
+/// The daily backup's health from its CronJob's status; the error in
+/// words when the CronJob cannot be read (status still shows the rest).
+async fn daily_backup_health(
+    client: &kube::Client,
+    namespace: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<daily_backup::Health, String> {
+    let api: kube::Api<k8s_openapi::api::batch::v1::CronJob> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let job = crate::k8s::client::retry("reading the daily backup CronJob", || {
+        api.get_opt(daily_backup::CRON_JOB)
+    })
+    .await
+    .map_err(|e| format!("{e:#}"))?;
+    let time = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        chrono::DateTime::from_timestamp(t.0.as_second(), 0)
+    };
+    let times = job.map(|j| {
+        let status = j.status.unwrap_or_default();
+        daily_backup::JobTimes {
+            last_success: status.last_successful_time.as_ref().and_then(time),
+            last_scheduled: status.last_schedule_time.as_ref().and_then(time),
+        }
+    });
+    Ok(daily_backup::health(times, now))
 }
 
 /// Where the last rollout stands and, when its run is gone mid-rollout,

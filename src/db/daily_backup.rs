@@ -1,4 +1,5 @@
-//! The daily backup CronJob's connection to the database.
+//! The daily backup CronJob: its connection to the database, and what
+//! `status` says of its last success.
 //!
 //! The job (`manifests/platform/40-database-backup.yaml`) runs `pg_dump` in
 //! a pod. Handed `--dbname=$DATABASE_URL`, pg_dump would carry the password
@@ -8,6 +9,8 @@
 //! its command line names nothing secret.
 
 use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 
 use super::connection::DatabaseUrl;
 use super::error::DbError;
@@ -43,9 +46,175 @@ pub fn connection_secret(
     ))
 }
 
+/// The CronJob's name (`manifests/platform/40-database-backup.yaml`).
+pub const CRON_JOB: &str = "database-backup";
+
+/// How long after its last success the daily backup is overdue: a day and
+/// a schedule's slack (a job may take two hours, and start an hour late).
+pub const OVERDUE_AFTER: chrono::Duration = chrono::Duration::hours(27);
+
+/// What `status` says of the daily backup, from the CronJob's status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Health {
+    /// No CronJob: the platform was never deployed here, or it was removed.
+    Missing,
+    /// It has never succeeded (a new environment, or every run failed).
+    NeverSucceeded {
+        last_scheduled: Option<DateTime<Utc>>,
+    },
+    /// Its last success is recent.
+    Recent { last_success: DateTime<Utc> },
+    /// Its last success is older than [`OVERDUE_AFTER`]: runs fail or do
+    /// not start.
+    Overdue {
+        last_success: DateTime<Utc>,
+        last_scheduled: Option<DateTime<Utc>>,
+    },
+}
+
+/// What the CronJob controller records of the job's runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTimes {
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_scheduled: Option<DateTime<Utc>>,
+}
+
+/// The daily backup's health at `now`: `None` when the CronJob is not
+/// there.
+pub fn health(job: Option<JobTimes>, now: DateTime<Utc>) -> Health {
+    let Some(JobTimes {
+        last_success,
+        last_scheduled,
+    }) = job
+    else {
+        return Health::Missing;
+    };
+    match last_success {
+        None => Health::NeverSucceeded { last_scheduled },
+        Some(last_success) if now - last_success > OVERDUE_AFTER => Health::Overdue {
+            last_success,
+            last_scheduled,
+        },
+        Some(last_success) => Health::Recent { last_success },
+    }
+}
+
+impl Health {
+    /// Whether someone should look at it.
+    pub fn is_warning(&self) -> bool {
+        !matches!(self, Health::Recent { .. })
+    }
+
+    /// The line `status` prints, with what to do when it is a warning.
+    pub fn line(&self, namespace: &str, now: DateTime<Utc>) -> String {
+        let when = |t: &DateTime<Utc>| {
+            let ago = (now - *t).to_std().unwrap_or_default();
+            let ago = std::time::Duration::from_secs(ago.as_secs() / 60 * 60);
+            format!(
+                "{} ({} ago)",
+                t.format("%Y-%m-%d %H:%M UTC"),
+                humantime::format_duration(ago)
+            )
+        };
+        let look = format!(
+            "look at its jobs: kubectl -n {namespace} get jobs -l app.kubernetes.io/name={CRON_JOB}"
+        );
+        match self {
+            Health::Missing => format!(
+                "daily backup: no CronJob {CRON_JOB} in namespace {namespace}; a deploy of the platform creates it"
+            ),
+            Health::NeverSucceeded { last_scheduled } => format!(
+                "daily backup: WARNING never succeeded{}; {look}",
+                last_scheduled
+                    .map(|t| format!(", last scheduled {}", when(&t)))
+                    .unwrap_or_default()
+            ),
+            Health::Recent { last_success } => {
+                format!("daily backup: last succeeded {}", when(last_success))
+            }
+            Health::Overdue {
+                last_success,
+                last_scheduled,
+            } => format!(
+                "daily backup: WARNING last succeeded {}{}; {look}",
+                when(last_success),
+                last_scheduled
+                    .map(|t| format!(", last scheduled {}", when(&t)))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_daily_backup_is_overdue_a_day_and_its_slack_after_its_last_success() {
+        let now = at("2026-12-02T12:00:00Z");
+        assert_eq!(health(None, now), Health::Missing);
+        assert_eq!(
+            health(
+                Some(JobTimes {
+                    last_success: None,
+                    last_scheduled: Some(at("2026-12-02T03:17:00Z"))
+                }),
+                now
+            ),
+            Health::NeverSucceeded {
+                last_scheduled: Some(at("2026-12-02T03:17:00Z"))
+            }
+        );
+        let last_night = at("2026-12-02T03:20:00Z");
+        assert_eq!(
+            health(
+                Some(JobTimes {
+                    last_success: Some(last_night),
+                    last_scheduled: Some(last_night)
+                }),
+                now
+            ),
+            Health::Recent {
+                last_success: last_night
+            }
+        );
+        // A run that failed last night: the success before is 33 h old.
+        let night_before = at("2026-12-01T03:20:00Z");
+        let h = health(
+            Some(JobTimes {
+                last_success: Some(night_before),
+                last_scheduled: Some(last_night),
+            }),
+            now,
+        );
+        assert_eq!(
+            h,
+            Health::Overdue {
+                last_success: night_before,
+                last_scheduled: Some(last_night)
+            }
+        );
+        assert!(h.is_warning());
+        let line = h.line("maily-prod", now);
+        assert!(
+            line.starts_with(
+                "daily backup: WARNING last succeeded 2026-12-01 03:20 UTC (1day 8h 40m ago)"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "kubectl -n maily-prod get jobs -l app.kubernetes.io/name=database-backup"
+            ),
+            "{line}"
+        );
+    }
 
     fn platform(url: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         [(

@@ -628,6 +628,31 @@ fn history_and_status_tell_what_ran_and_what_runs() {
     assert_eq!(doc["last_deployment"]["outcome"], "failed");
     assert_eq!(doc["last_good_deployment"], first_id);
     assert_eq!(doc["drift"], serde_json::json!([]));
+    // The daily backup CronJob the deploy created has not run yet.
+    assert_eq!(doc["daily_backup"]["state"], "never_succeeded", "{doc}");
+    // Once its last success is recorded (what the CronJob controller
+    // writes), status shows it.
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let cron_jobs: kube::Api<k8s_openapi::api::batch::v1::CronJob> =
+        kube::Api::namespaced(world.client.clone(), NAMESPACE);
+    world
+        .rt
+        .block_on(cron_jobs.patch_status(
+            "database-backup",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&serde_json::json!({"status": {
+                "lastSuccessfulTime": two_hours_ago, "lastScheduleTime": two_hours_ago}})),
+        ))
+        .unwrap();
+    let out = world.maily().args(["status", "staging"]).output().unwrap();
+    assert_exit(&out, 0);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("daily backup: last succeeded ") && human.contains("(2h ago)"),
+        "{human}"
+    );
 
     // A hand edit of the live route is drift.
     let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
