@@ -99,21 +99,40 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-#[test]
-fn actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow() {
-    let strict = std::env::var_os("MAILY_ACTIONLINT").is_some();
-    let (Some(actionlint), Some(shellcheck)) = (actionlint(), on_path("shellcheck")) else {
+/// Says loudly, past the harness's capture (so a passing run still shows
+/// it), that `test` was skipped because `missing` is not installed.
+fn skipped(test: &str, missing: &str, what: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED ci_workflow::{test}: {missing} is missing; {what} was NOT linted. \
+         Run scripts/setup.d/actionlint.sh (scripts/test does).\n"
+    );
+}
+
+/// shellcheck, or `None` once `test` is said skipped: only where
+/// `scripts/setup.d/actionlint.sh` did not run (it sets `MAILY_ACTIONLINT`,
+/// and then a missing shellcheck fails the test).
+fn shellcheck_or_skip(test: &str, what: &str) -> Option<PathBuf> {
+    let found = on_path("shellcheck");
+    if found.is_none() {
         assert!(
-            !strict,
+            std::env::var_os("MAILY_ACTIONLINT").is_none(),
             "MAILY_ACTIONLINT is set but shellcheck is not on PATH; run scripts/setup.d/actionlint.sh"
         );
-        // Past the harness's capture, so a passing run still shows it.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!! SKIPPED ci_workflow::actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow: \
-             actionlint or shellcheck is missing; {WORKFLOW} was NOT linted. \
-             Run scripts/setup.d/actionlint.sh (scripts/test does).\n"
-        );
+        skipped(test, "shellcheck", what);
+    }
+    found
+}
+
+#[test]
+fn actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow() {
+    let test = "actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow";
+    let Some(shellcheck) = shellcheck_or_skip(test, WORKFLOW) else {
+        return;
+    };
+    // MAILY_ACTIONLINT set: actionlint() finds it or fails.
+    let Some(actionlint) = actionlint() else {
+        skipped(test, "actionlint", WORKFLOW);
         return;
     };
     let out = Command::new(&actionlint)
@@ -138,20 +157,14 @@ fn actionlint_and_shellcheck_find_nothing_wrong_in_the_workflow() {
 /// would.
 #[test]
 fn shellcheck_finds_nothing_wrong_in_the_daily_backup_job() {
-    let strict = std::env::var_os("MAILY_ACTIONLINT").is_some();
-    let Some(shellcheck) = on_path("shellcheck") else {
-        assert!(
-            !strict,
-            "MAILY_ACTIONLINT is set but shellcheck is not on PATH; run scripts/setup.d/actionlint.sh"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!! SKIPPED ci_workflow::shellcheck_finds_nothing_wrong_in_the_daily_backup_job: \
-             shellcheck is missing. Run scripts/setup.d/actionlint.sh (scripts/test does).\n"
-        );
+    const JOB: &str = "manifests/platform/40-database-backup.yaml";
+    let Some(shellcheck) = shellcheck_or_skip(
+        "shellcheck_finds_nothing_wrong_in_the_daily_backup_job",
+        JOB,
+    ) else {
         return;
     };
-    let manifest = repo().join("manifests/platform/40-database-backup.yaml");
+    let manifest = repo().join(JOB);
     let job: Value = serde_saphyr::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     let container = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["command"], serde_json::json!(["/bin/sh", "-ec"]));
