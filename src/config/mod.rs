@@ -115,12 +115,25 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
     }
 }
 
-/// A configuration file's text. A file that cannot be read, or that is not
-/// UTF-8, is the configuration's fault (exit 3), named by path and, for
-/// stray bytes, by line and column: never an unexpected failure, and never
-/// the line's text (an env file's line may hold a secret).
-pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| {
+/// The most a configuration file (an env file, a profile, a manifest, a
+/// dashboard) may be: 4 MiB, hundreds of times any real one. A path that
+/// names something else (`/dev/zero`, a dump) fails at once instead of
+/// filling memory.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// A configuration file's text. A file that cannot be read, is over
+/// [`MAX_FILE_BYTES`], or is not UTF-8, is the configuration's fault
+/// (exit 3), named by path and, for stray bytes, by line and column: never
+/// an unexpected failure, and never the line's text (an env file's line may
+/// hold a secret).
+pub fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    read_text_at_most(path, what, MAX_FILE_BYTES)
+}
+
+/// [`read_text`] with a bound of its own.
+pub fn read_text_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| {
         Failure::new(
             Kind::Config,
             format!(
@@ -128,7 +141,21 @@ pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
                 path.display()
             ),
         )
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max {
+        return Err(Failure::new(
+            Kind::Config,
+            format!(
+                "the {what} {} is over {max} bytes, more than any {what} is; check the path",
+                path.display()
+            ),
+        )
+        .into());
+    }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {

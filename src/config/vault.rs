@@ -149,10 +149,14 @@ async fn connect(vars: &Vars) -> Result<Vault, VaultError> {
                 .get("VAULT_SERVICE_ACCOUNT_TOKEN_FILE")
                 .filter(|f| !f.is_empty())
                 .unwrap_or(SERVICE_ACCOUNT_TOKEN);
-            let jwt = std::fs::read_to_string(file).map_err(|e| VaultError::Login {
-                why: format!(
-                    "cannot read the service account token {file}: {e} (is this running in a pod?)"
-                ),
+            // A token is a kilobyte or two; 64 KiB is not one.
+            let jwt = super::read_text_at_most(
+                std::path::Path::new(file),
+                "service account token",
+                64 << 10,
+            )
+            .map_err(|e| VaultError::Login {
+                why: format!("{e:#} (is this running in a pod?)"),
             })?;
             let jwt = jwt.trim();
             redact::register("VAULT_SERVICE_ACCOUNT_TOKEN", jwt);

@@ -91,8 +91,7 @@ pub fn load(manifests_dir: &Path) -> anyhow::Result<Vec<Template>> {
             .collect();
         files.sort();
         for path in files {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = crate::config::read_text(&path, "manifest")?;
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             out.push(Template {
                 scope,

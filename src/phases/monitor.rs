@@ -132,8 +132,7 @@ pub fn dashboards(manifests_dir: &Path) -> anyhow::Result<Vec<(String, Value)>> 
                 "dashboards/{}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             );
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| fail(Kind::Config, format!("reading {file}: {e}")))?;
+            let text = crate::config::read_text(&path, "dashboard")?;
             let doc: Value = serde_json::from_str(&text).map_err(|e| {
                 fail(
                     Kind::Config,

@@ -99,6 +99,47 @@ fn bytes_that_are_not_utf8_in_an_env_file_or_a_profile_exit_3_naming_file_and_li
     assert!(all.contains("byte 0xe9 at column 6"), "{all}");
 }
 
+/// A configuration path that names no configuration file (a dump, a log)
+/// fails at once, by its size, without being read into memory; so does a
+/// manifest of the same size.
+#[test]
+fn a_configuration_file_far_larger_than_any_fails_at_once_by_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("production.dump");
+    std::fs::write(&env, "A=1\n".repeat(2 << 20)).unwrap();
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains(&format!(
+            "the env file {} is over 4194304 bytes",
+            env.display()
+        )),
+        "{all}"
+    );
+
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    std::fs::write(
+        manifests.join("platform/99-huge.yaml"),
+        format!("# {}\n", "x".repeat(5 << 20)),
+    )
+    .unwrap();
+    let out = offline()
+        .args(["staging", "--dry-run", "--env-file", ".env.example"])
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(all.contains("99-huge.yaml is over 4194304 bytes"), "{all}");
+}
+
 #[test]
 fn oversized_input_is_named_by_its_size_never_echoed_whole() {
     let dir = tempfile::tempdir().unwrap();
