@@ -405,11 +405,25 @@ impl BackupStore {
             .with_context(|| format!("could not download {}", record.location))?;
         let mut file = tokio::fs::File::create(&staged.path).await?;
         let mut stream = result.into_stream();
+        let mut written = 0u64;
         while let Some(chunk) = stream
             .try_next()
             .await
             .with_context(|| format!("the download of {} broke off", record.location))?
         {
+            // Past the recorded size it is not the backup recorded: stop
+            // before it fills the disk.
+            written += chunk.len() as u64;
+            if written > record.size_bytes {
+                return Err(DbError::BackupCorrupt {
+                    location: record.location.clone(),
+                    reason: format!(
+                        "it holds more than the {} bytes recorded when it was taken; the download was stopped there",
+                        record.size_bytes
+                    ),
+                }
+                .into());
+            }
             file.write_all(&chunk).await?;
         }
         file.flush().await?;

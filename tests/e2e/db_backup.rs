@@ -208,14 +208,16 @@ async fn s3_backups_are_stored_listed_and_restored_through_an_s3_server() {
 
     // What the daily CronJob uploads beside them (and, under another
     // prefix, what is not this location's).
-    {
-        use object_store::ObjectStoreExt;
+    use object_store::ObjectStoreExt;
+    let bucket = {
         let mut bucket =
             object_store::aws::AmazonS3Builder::new().with_bucket_name("maily-backups");
         for (key, value) in s3.options() {
             bucket = bucket.with_config(key.parse().unwrap(), value);
         }
-        let bucket = bucket.build().unwrap();
+        bucket.build().unwrap()
+    };
+    {
         for key in [
             "production/db/daily/20261201-031700.dump",
             "staging/db/daily/20261202-031700.dump",
@@ -252,6 +254,26 @@ async fn s3_backups_are_stored_listed_and_restored_through_an_s3_server() {
             .location
             .starts_with("s3://maily-backups/production/db/")
     );
+
+    // An object grown past its recorded size (replaced by something else)
+    // is refused as soon as the download passes the size, and nothing is
+    // restored.
+    let key = format!("production/db/{}", second.file_name());
+    bucket
+        .put(
+            &key.as_str().into(),
+            vec![b'x'; second.size_bytes as usize + (1 << 20)].into(),
+        )
+        .await
+        .unwrap();
+    let before = test.state().await;
+    let err = db::restore(&restore_settings, &second).await.unwrap_err();
+    assert!(
+        matches!(DbError::find(&err), Some(DbError::BackupCorrupt { reason, .. })
+            if reason.contains("holds more than")),
+        "{err:#}"
+    );
+    assert_eq!(test.state().await, before);
 }
 
 /// A restore stopped mid-way (Ctrl-C, the lock lost) drops its future with
