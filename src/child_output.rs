@@ -1,27 +1,41 @@
-//! Reading what a child process prints (terraform, pg_dump, pg_restore)
-//! with bounds: its output is an outside input like any other. The pipes
-//! are always read to their end, so the child never blocks on a full one,
-//! but only what is kept grows memory: a line past its bound is clipped,
-//! a stream kept whole is refused past its size, one kept for an error
-//! message keeps its last lines.
+//! Reading what a child process prints (terraform, pg_dump, pg_restore,
+//! Trivy) with bounds: its output is an outside input like any other. Only
+//! what is kept grows memory: a stream kept whole is refused past its size
+//! (reading stops there: the caller ends the child), one kept for an error
+//! message keeps its end, and one only logged is read to its end line by
+//! line, each line clipped, so the child never blocks on a full pipe.
 
 use std::collections::VecDeque;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-/// The most of one line handed on when the stream is not kept whole; the
-/// rest of a longer line is read and dropped.
+/// The most of one logged line kept; the rest of a longer line is read
+/// and dropped.
 pub const MAX_LINE_BYTES: usize = 16 << 10;
 
-/// What is kept of a stream read to its end.
-#[derive(Debug, Clone, Copy)]
-pub enum Keep {
-    /// All of it (JSON, a table of contents), refused past this many bytes.
-    Whole(usize),
-    /// Its last this many lines (stderr, for an error message).
-    Tail(usize),
-    /// Nothing (output only logged).
-    Nothing,
+/// All of `r`, or `None` once it passes `limit` bytes (reading stops).
+pub async fn whole(r: impl AsyncRead + Unpin, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    r.take(cap).read_to_end(&mut out).await?;
+    Ok((out.len() <= limit).then_some(out))
+}
+
+/// The last `keep` bytes (or a little more) of `r`, read to its end so the
+/// writer never blocks on a full pipe.
+pub async fn tail(mut r: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        kept.extend_from_slice(&chunk[..n]);
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
 }
 
 /// The next line of `reader`, at most `max` bytes of it kept, the rest of
@@ -50,24 +64,17 @@ pub async fn next_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Reads `reader` to its end, handing each line (clipped to
-/// [`MAX_LINE_BYTES`] unless kept whole) to `each` with a note when it was
-/// clipped, and returns what `keep` keeps; `Err` says a stream kept whole
-/// was past its bound (it is still read to its end).
-pub async fn read<R: AsyncRead + Unpin>(
-    reader: R,
-    keep: Keep,
+/// Reads `r` to its end line by line, handing each (clipped to
+/// [`MAX_LINE_BYTES`]) to `each` with a note when it was clipped, and
+/// returns its last `keep` lines.
+pub async fn lines(
+    r: impl AsyncRead + Unpin,
+    keep: usize,
     mut each: impl FnMut(&str, &str),
-) -> Result<String, String> {
-    let mut reader = BufReader::new(reader);
-    let max_line = match keep {
-        Keep::Whole(max) => max,
-        Keep::Tail(_) | Keep::Nothing => MAX_LINE_BYTES,
-    };
-    let mut whole = String::new();
-    let mut over = false;
-    let mut tail = VecDeque::new();
-    while let Ok(Some((bytes, len))) = next_line(&mut reader, max_line).await {
+) -> String {
+    let mut reader = BufReader::new(r);
+    let mut kept = VecDeque::new();
+    while let Ok(Some((bytes, len))) = next_line(&mut reader, MAX_LINE_BYTES).await {
         let line = String::from_utf8_lossy(&bytes);
         let clipped = if len > bytes.len() {
             format!(" … ({len} bytes, clipped)")
@@ -75,33 +82,14 @@ pub async fn read<R: AsyncRead + Unpin>(
             String::new()
         };
         each(&line, &clipped);
-        match keep {
-            Keep::Whole(max) if !over => {
-                if len > bytes.len() || whole.len() + len + 1 > max {
-                    over = true;
-                    whole = String::new();
-                } else {
-                    whole.push_str(&line);
-                    whole.push('\n');
-                }
+        if keep > 0 {
+            if kept.len() == keep {
+                kept.pop_front();
             }
-            Keep::Tail(lines) => {
-                if tail.len() == lines {
-                    tail.pop_front();
-                }
-                tail.push_back(line.into_owned() + &clipped);
-            }
-            Keep::Whole(_) | Keep::Nothing => {}
+            kept.push_back(line.into_owned() + &clipped);
         }
     }
-    match keep {
-        Keep::Whole(max) if over => Err(format!(
-            "it printed more than {max} bytes, more than the tool reads"
-        )),
-        Keep::Whole(_) => Ok(whole),
-        Keep::Tail(_) => Ok(tail.into_iter().map(|l| l + "\n").collect()),
-        Keep::Nothing => Ok(String::new()),
-    }
+    kept.into_iter().map(|l| l + "\n").collect()
 }
 
 #[cfg(test)]
@@ -128,27 +116,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn captured_output_past_its_bound_is_refused_after_the_stream_is_drained() {
-        // 1 MiB in lines of 1 KiB, captured with a bound of 64 KiB.
-        let line = format!("{}\n", "y".repeat(1023));
-        let big = std::io::Cursor::new(line.repeat(1024));
-        let why = read(big, Keep::Whole(64 << 10), |_, _| {})
-            .await
-            .unwrap_err();
-        assert!(why.contains("more than 65536 bytes"), "{why}");
-        let small = std::io::Cursor::new("{\"a\": 1}\n".to_string());
+    async fn a_stream_kept_whole_is_refused_past_its_bound() {
+        let big = std::io::Cursor::new(vec![b'y'; 1 << 20]);
+        assert_eq!(whole(big, 64 << 10).await.unwrap(), None);
+        let small = std::io::Cursor::new(b"{\"a\": 1}\n".to_vec());
         assert_eq!(
-            read(small, Keep::Whole(64 << 10), |_, _| {}).await,
-            Ok("{\"a\": 1}\n".to_string())
+            whole(small, 64 << 10).await.unwrap(),
+            Some(b"{\"a\": 1}\n".to_vec())
         );
     }
 
     #[tokio::test]
-    async fn stderr_keeps_its_last_lines() {
+    async fn a_stream_logged_line_by_line_is_read_to_its_end_and_keeps_its_last_lines() {
         let input: String = (1..=10).map(|i| format!("line {i}\n")).collect();
-        let kept = read(std::io::Cursor::new(input), Keep::Tail(3), |_, _| {})
+        let mut seen = 0;
+        let kept = lines(std::io::Cursor::new(input), 3, |_, _| seen += 1).await;
+        assert_eq!(seen, 10);
+        assert_eq!(kept, "line 8\nline 9\nline 10\n");
+    }
+
+    #[tokio::test]
+    async fn a_tail_keeps_the_end_of_a_long_stream() {
+        let input: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let kept = tail(std::io::Cursor::new(input.clone()), 1000)
             .await
             .unwrap();
-        assert_eq!(kept, "line 8\nline 9\nline 10\n");
+        assert!(
+            kept.len() >= 1000 && input.ends_with(&kept),
+            "{}",
+            kept.len()
+        );
     }
 }

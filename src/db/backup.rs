@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::child_output::{self, Keep};
+use crate::child_output;
 
 use super::connection::DatabaseUrl;
 use super::error::DbError;
@@ -87,8 +87,8 @@ impl BackupRecord {
 /// a million objects is about 100 MiB).
 const MAX_TOOL_STDOUT_BYTES: usize = 256 << 20;
 
-/// A tool's stderr lines kept for the error message.
-const KEPT_STDERR_LINES: usize = 50;
+/// The end of a tool's stderr kept for the error message.
+const KEPT_STDERR_BYTES: usize = 16 << 10;
 
 /// Finds and runs the PostgreSQL client tools.
 #[derive(Debug, Clone, Default)]
@@ -141,13 +141,21 @@ impl PgTools {
         })?;
         let stdout = child.stdout.take().context("stdout is piped")?;
         let stderr = child.stderr.take().context("stderr is piped")?;
-        let (stdout, stderr, status) = tokio::join!(
-            child_output::read(stdout, Keep::Whole(MAX_TOOL_STDOUT_BYTES), |_, _| {}),
-            child_output::read(stderr, Keep::Tail(KEPT_STDERR_LINES), |_, _| {}),
-            child.wait()
-        );
-        let status = status.with_context(|| format!("waiting for {what}"))?;
-        let stderr = stderr.unwrap_or_default();
+        let (stdout, stderr, status) = tokio::try_join!(
+            async {
+                child_output::whole(stdout, MAX_TOOL_STDOUT_BYTES)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{what} printed more than {MAX_TOOL_STDOUT_BYTES} bytes, more than the tool reads"
+                        )
+                    })
+            },
+            async { Ok(child_output::tail(stderr, KEPT_STDERR_BYTES).await?) },
+            async { Ok(child.wait().await?) },
+        )
+        .with_context(|| format!("running {what}"))?;
+        let stderr = String::from_utf8_lossy(&stderr);
         let stderr = match db {
             Some(db) => db.redact(stderr.trim()),
             None => stderr.trim().to_owned(),
@@ -155,7 +163,7 @@ impl PgTools {
         if !status.success() {
             anyhow::bail!("{what} failed ({status}): {stderr}");
         }
-        stdout.map_err(|why| anyhow::anyhow!("{what}: {why}"))
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     /// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.20`.

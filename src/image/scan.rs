@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::child_output;
 
 /// Trivy, unless `TRIVY_BIN` names another executable.
 pub const DEFAULT_BIN: &str = "trivy";
@@ -481,7 +482,7 @@ impl Trivy {
         let ran = tokio::time::timeout(self.timeout, async {
             let (out, err) = tokio::try_join!(
                 async {
-                    match read_capped(stdout, limit).await.map_err(io)? {
+                    match child_output::whole(stdout, limit).await.map_err(io)? {
                         Some(out) => Ok(out),
                         None => Err(ScanError::TooLarge {
                             bin: bin.clone(),
@@ -489,7 +490,11 @@ impl Trivy {
                         }),
                     }
                 },
-                async { read_tail(stderr, STDERR_KEEP_BYTES).await.map_err(io) },
+                async {
+                    child_output::tail(stderr, STDERR_KEEP_BYTES)
+                        .await
+                        .map_err(io)
+                },
             )?;
             let status = child.wait().await.map_err(io)?;
             Ok::<_, ScanError>((status, out, err))
@@ -533,31 +538,6 @@ fn link(original: &Path, link: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn link(original: &Path, link: &Path) -> std::io::Result<()> {
     std::fs::copy(original, link).map(drop)
-}
-
-/// All of `r`, or `None` once it passes `limit` bytes (reading stops).
-async fn read_capped(r: impl AsyncRead + Unpin, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    r.take(cap).read_to_end(&mut out).await?;
-    Ok((out.len() <= limit).then_some(out))
-}
-
-/// The last `keep` bytes (or a little more) of `r`, read to its end so the
-/// writer never blocks on a full pipe.
-async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
-    let mut chunk = vec![0u8; 8192];
-    loop {
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(kept);
-        }
-        kept.extend_from_slice(&chunk[..n]);
-        if kept.len() > 2 * keep {
-            kept.drain(..kept.len() - keep);
-        }
-    }
 }
 
 /// Trivy's last stderr lines, as an error message quotes them: its

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
-use crate::child_output::{self, Keep};
+use crate::child_output;
 use crate::config::Vars;
 use crate::config::spec;
 use crate::error::{Kind, fail};
@@ -401,41 +401,40 @@ impl Terraform {
             plan: self.plan_file(),
         };
         let prefix = format!("terraform {sub}");
-        let (out, err, status) = tokio::join!(
-            read_lines(
-                stdout,
-                (!capture).then_some(prefix.as_str()),
-                false,
-                if capture {
-                    Keep::Whole(MAX_CAPTURED_BYTES)
-                } else {
-                    Keep::Nothing
-                }
-            ),
-            read_lines(
-                stderr,
-                Some(prefix.as_str()),
-                true,
-                Keep::Tail(KEPT_STDERR_LINES)
-            ),
-            running.wait()
-        );
-        let status = status.map_err(|e| anyhow::anyhow!("waiting for {} {sub}: {e}", self.bin))?;
-        let ran = Ran {
-            code: status.code(),
-            stdout: String::new(),
-            stderr: err.unwrap_or_default(),
+        let stdout_read = async {
+            if !capture {
+                log_lines(stdout, &prefix, false, 0).await;
+                return Ok(String::new());
+            }
+            match child_output::whole(stdout, MAX_CAPTURED_BYTES).await {
+                Ok(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Ok(None) => Err(fail(
+                    failure_kind(args),
+                    format!(
+                        "{} {} in {} printed more than {MAX_CAPTURED_BYTES} bytes, more than the tool reads",
+                        self.bin,
+                        args.join(" "),
+                        self.dir.display()
+                    ),
+                )),
+                Err(e) => Err(anyhow::anyhow!("reading {} {sub}: {e}", self.bin)),
+            }
         };
-        match out {
-            Ok(stdout) => Ok(Ran { stdout, ..ran }),
-            Err(why) => Err(self.failed(
-                args,
-                &Ran {
-                    stderr: format!("{}stdout: {why}", ran.stderr),
-                    ..ran
-                },
-            )),
-        }
+        let (stdout, stderr, status) = tokio::try_join!(
+            stdout_read,
+            async { Ok(log_lines(stderr, &prefix, true, KEPT_STDERR_LINES).await) },
+            async {
+                running
+                    .wait()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("waiting for {} {sub}: {e}", self.bin))
+            },
+        )?;
+        Ok(Ran {
+            code: status.code(),
+            stdout,
+            stderr,
+        })
     }
 
     /// Run and require exit 0; otherwise a phase failure with the status and
@@ -455,16 +454,8 @@ impl Terraform {
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".into(),
         };
-        // Only an apply changes the infrastructure; a failed init, workspace
-        // step, plan or show leaves it as it was: a refusal (exit 10, or 4
-        // once an earlier phase of the run changed something).
-        let kind = if args.first().map(String::as_str) == Some("apply") {
-            Kind::PhaseFailed
-        } else {
-            Kind::Refused
-        };
         fail(
-            kind,
+            failure_kind(args),
             format!(
                 "{} {} failed ({status}) in {}: {}",
                 self.bin,
@@ -548,23 +539,34 @@ const MAX_CAPTURED_BYTES: usize = 256 << 20;
 /// The stderr lines kept for an error message (it shows the last 20).
 const KEPT_STDERR_LINES: usize = 200;
 
-/// Read a stream to its end ([`child_output::read`]), logging each line
+/// The kind of a command's failure: only an apply changes the
+/// infrastructure; a failed init, workspace step, plan or show leaves it
+/// as it was: a refusal (exit 10, or 4 once an earlier phase of the run
+/// changed something).
+fn failure_kind(args: &[String]) -> Kind {
+    if args.first().map(String::as_str) == Some("apply") {
+        Kind::PhaseFailed
+    } else {
+        Kind::Refused
+    }
+}
+
+/// Read a stream to its end ([`child_output::lines`]), logging each line
 /// (stdout at info, seen with `-v`; stderr, where terraform reports errors
-/// and warnings, at warn), but no output value.
-async fn read_lines<R: AsyncRead + Unpin>(
+/// and warnings, at warn) but no output value, and return its last `keep`
+/// lines.
+async fn log_lines<R: AsyncRead + Unpin>(
     reader: R,
-    log_prefix: Option<&str>,
+    prefix: &str,
     is_stderr: bool,
-    keep: Keep,
-) -> Result<String, String> {
+    keep: usize,
+) -> String {
     let mut values = OutputValues::default();
     let mut hidden = 0usize;
-    let kept = child_output::read(reader, keep, |line, clipped| {
+    let kept = child_output::lines(reader, keep, |line, clipped| {
         if !values.shows(line) {
             hidden += usize::from(!line.trim().is_empty());
-        } else if let Some(prefix) = log_prefix
-            && !line.trim().is_empty()
-        {
+        } else if !line.trim().is_empty() {
             if is_stderr {
                 tracing::warn!("{prefix}: {line}{clipped}");
             } else {
@@ -573,9 +575,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
         }
     })
     .await;
-    if hidden > 0
-        && let Some(prefix) = log_prefix
-    {
+    if hidden > 0 {
         tracing::info!(
             "{prefix}: ({hidden} lines of output values not shown: they may be secrets; maily-deploy reads them with terraform output -json)"
         );

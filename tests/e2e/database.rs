@@ -78,6 +78,19 @@ fn env_of(
     ])
 }
 
+/// The variables `--only migrate` needs: no image at all.
+fn migrate_only_env(world: &World, db: &Database) -> PathBuf {
+    world.env_file(&[
+        ("IMAGE_REGISTRY", ""),
+        ("IMAGE_TAG", ""),
+        ("DATABASE_URL", &db.url()),
+        (
+            "DATABASE_BACKUP_URL",
+            &format!("file://{}/backups/", world.dir.path().display()),
+        ),
+    ])
+}
+
 fn deploy(
     world: &World,
     db: &Database,
@@ -653,15 +666,7 @@ fn an_unreachable_database_fails_before_any_change_without_the_password() {
 fn only_migrate_needs_no_image_and_still_takes_the_lock_and_records() {
     let world = World::new(Duration::from_millis(300));
     let db = Database::new("e2e");
-    let env = world.env_file(&[
-        ("IMAGE_REGISTRY", ""),
-        ("IMAGE_TAG", ""),
-        ("DATABASE_URL", &db.url()),
-        (
-            "DATABASE_BACKUP_URL",
-            &format!("file://{}/backups/", world.dir.path().display()),
-        ),
-    ]);
+    let env = migrate_only_env(&world, &db);
     let out = world
         .maily()
         .args(["staging", "--only", "migrate", "--env-file"])
@@ -926,15 +931,7 @@ fn ctrl_c_while_another_run_holds_the_migration_lock_stops_at_once() {
 
     let world = World::new(Duration::from_millis(300));
     let db = Database::new("e2e");
-    let env = world.env_file(&[
-        ("IMAGE_REGISTRY", ""),
-        ("IMAGE_TAG", ""),
-        ("DATABASE_URL", &db.url()),
-        (
-            "DATABASE_BACKUP_URL",
-            &format!("file://{}/backups/", world.dir.path().display()),
-        ),
-    ]);
+    let env = migrate_only_env(&world, &db);
     // Another run's migration, somewhere else, holding the lock.
     let mut holder = std::process::Command::new("psql")
         .args(["-X", "-d", &db.url()])

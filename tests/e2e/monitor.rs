@@ -41,6 +41,19 @@ fn slot_targets(endpoint: &str, slot: &str, version: &str) -> Vec<ScrapeTarget> 
         .collect()
 }
 
+/// `maily-deploy staging` through monitor, with `env_file`, as JSON.
+fn deploy(world: &World, env_file: &std::path::Path) -> std::process::Output {
+    world
+        .maily()
+        .arg("staging")
+        .args(PHASES)
+        .args(["--output", "json", "--env-file"])
+        .arg(env_file)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap()
+}
+
 fn env(world: &World, g: &MockServer, p: &PrometheusServer, tag: &str) -> std::path::PathBuf {
     world.env_file(&[
         ("IMAGE_TAG", tag),
@@ -81,15 +94,7 @@ fn a_deploy_applies_rules_and_monitors_saves_dashboards_annotates_and_finds_the_
     let metrics = metrics_endpoint(&world);
     // The first deploy goes to blue.
     let prom = PrometheusServer::start(&slot_targets(&address(&metrics), "blue", "v1"));
-    let out = world
-        .maily()
-        .arg("staging")
-        .args(PHASES)
-        .args(["--output", "json", "--env-file"])
-        .arg(env(&world, &g, &prom, "v1"))
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
+    let out = deploy(&world, &env(&world, &g, &prom, "v1"));
     assert_exit(&out, 0);
     let all = text(&out);
     assert!(!all.contains(TOKEN), "the token leaked: {all}");
@@ -217,15 +222,7 @@ fn a_prometheus_configured_by_hand_is_read_whole() {
     let metrics = metrics_endpoint(&world);
     let prom =
         PrometheusServer::start_hand_configured(&slot_targets(&address(&metrics), "blue", "v1"));
-    let out = world
-        .maily()
-        .arg("staging")
-        .args(PHASES)
-        .args(["--output", "json", "--env-file"])
-        .arg(env(&world, &g, &prom, "v1"))
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
+    let out = deploy(&world, &env(&world, &g, &prom, "v1"));
     assert_exit(&out, 0);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let details = monitor_row(&report)["details"].to_string();
@@ -304,15 +301,7 @@ fn a_new_slot_whose_targets_are_down_fails_monitor_naming_them_and_closes_the_an
         // missing and down targets are what it says.
         ("MONITOR_TARGETS_TIMEOUT", "12s"),
     ]);
-    let out = world
-        .maily()
-        .arg("staging")
-        .args(PHASES)
-        .args(["--output", "json", "--env-file"])
-        .arg(&env)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
+    let out = deploy(&world, &env);
     assert_exit(&out, maily_deploy::exit_code::PHASE_FAILED_ROLLED_BACK);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(monitor_row(&report)["status"], "failed");

@@ -387,58 +387,12 @@ fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() 
     assert_eq!(infra.terraform.plans_left(), [] as [PathBuf; 0]);
 }
 
-/// A dry run stopped during `terraform plan` stops it as a run does: one
-/// SIGINT, and the plan file (which holds values in the clear) removed.
-/// (A dry run kept Ctrl-C's default: the tool died, terraform ran on in
-/// its own process group, state lock and plan file left behind.)
-#[test]
-fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan() {
+/// `maily-deploy staging --only provision <extra>` with the stand-in
+/// answering `scenario`, stopped by SIGINT once `started` says terraform is
+/// inside its work: terraform must get one SIGINT (it logs `interrupted`),
+/// the run exit 130, and no saved plan be left.
+fn stopped_inside(infra: &Infra, scenario: &str, extra: &[&str], started: impl Fn() -> bool) {
     use std::process::Stdio;
-    let infra = Infra::new();
-    let mut vars = infra.terraform.vars();
-    vars.push(("IMAGE_TAG", "v1".into()));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let env_file = infra.world.env_file(&vars);
-    // A dry run plans in a workspace that exists: a first run makes it.
-    infra.run("no-changes", "{}", &[], ONLY);
-    infra.commands();
-    let child = infra
-        .world
-        .process()
-        .args(["staging", "--only", "provision", "--dry-run", "--env-file"])
-        .arg(&env_file)
-        .env("TF_STANDIN_LOG", &infra.terraform.log)
-        .env("TF_STANDIN_SCENARIO", "plan-slow")
-        .env("TF_STANDIN_OUTPUTS", "{}")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    infra.terraform.wait_for_saved_plan();
-    std::thread::sleep(Duration::from_millis(500));
-    let out = interrupt(child, Duration::from_secs(300)).expect("the run stopped");
-    assert_exit(&out, exit_code::INTERRUPTED);
-    let cmds = infra.commands();
-    assert_eq!(
-        cmds.last().map(String::as_str),
-        Some("interrupted"),
-        "terraform was stopped by SIGINT: {cmds:?}"
-    );
-    assert_eq!(
-        infra.terraform.plans_left(),
-        [] as [PathBuf; 0],
-        "the saved plan was left behind"
-    );
-}
-
-/// A run stopped during `terraform apply` stops terraform the way
-/// terraform wants to be stopped: one SIGINT, time to finish the calls in
-/// flight and write its state (SIGKILL would leave its state lock held
-/// and resources out of the state), and the saved plan removed.
-#[test]
-fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() {
-    use std::process::Stdio;
-    let infra = Infra::new();
     let mut vars = infra.terraform.vars();
     vars.push(("IMAGE_TAG", "v1".into()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -446,24 +400,22 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
     let child = infra
         .world
         .process()
-        .args(["staging", "--only", "provision", "--env-file"])
+        .args(["staging", "--only", "provision"])
+        .args(extra)
+        .arg("--env-file")
         .arg(&env_file)
         .env("TF_STANDIN_LOG", &infra.terraform.log)
-        .env("TF_STANDIN_SCENARIO", "apply-slow")
+        .env("TF_STANDIN_SCENARIO", scenario)
         .env("TF_STANDIN_OUTPUTS", "{}")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&infra.terraform.log)
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.contains(" apply "))
-    {
+    let since = std::time::Instant::now();
+    while !started() {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "terraform apply never started"
+            since.elapsed() < Duration::from_secs(60),
+            "terraform never began its {scenario} work"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -482,4 +434,31 @@ fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() 
         [] as [PathBuf; 0],
         "the saved plan was left behind"
     );
+}
+
+/// A dry run stopped during `terraform plan` stops it as a run does: one
+/// SIGINT, and the plan file (which holds values in the clear) removed.
+/// (A dry run kept Ctrl-C's default: the tool died, terraform ran on in
+/// its own process group, state lock and plan file left behind.)
+#[test]
+fn a_dry_run_stopped_during_plan_stops_terraform_gracefully_and_removes_the_plan() {
+    let infra = Infra::new();
+    // A dry run plans in a workspace that exists: a first run makes it.
+    infra.run("no-changes", "{}", &[], ONLY);
+    infra.commands();
+    stopped_inside(&infra, "plan-slow", &["--dry-run"], || {
+        infra.terraform.has_saved_plan()
+    });
+}
+
+/// A run stopped during `terraform apply` stops terraform the way
+/// terraform wants to be stopped: one SIGINT, time to finish the calls in
+/// flight and write its state (SIGKILL would leave its state lock held
+/// and resources out of the state), and the saved plan removed.
+#[test]
+fn a_run_stopped_during_apply_stops_terraform_gracefully_and_removes_the_plan() {
+    let infra = Infra::new();
+    stopped_inside(&infra, "apply-slow", &[], || {
+        infra.terraform.peek().iter().any(|l| l.contains(" apply "))
+    });
 }

@@ -77,15 +77,18 @@ impl StandIn {
         text.lines().map(String::from).collect()
     }
 
-    /// Wait (at most a minute) until a plan a command line named is saved.
-    pub fn wait_for_saved_plan(&self) {
-        let started = std::time::Instant::now();
-        while !self
-            .peek()
+    /// Whether a plan a command line named is saved.
+    pub fn has_saved_plan(&self) -> bool {
+        self.peek()
             .iter()
             .filter_map(|l| plan_in(l))
             .any(|p| self.dir.join(p).exists())
-        {
+    }
+
+    /// Wait (at most a minute) until a plan a command line named is saved.
+    pub fn wait_for_saved_plan(&self) {
+        let started = std::time::Instant::now();
+        while !self.has_saved_plan() {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(60),
                 "terraform plan never saved its plan"
