@@ -230,9 +230,8 @@ struct SetAside {
 impl SetAside {
     /// Undoes [`set_aside`] for every schema moved so far, on the
     /// restore's own session. Best effort: it runs while another error is
-    /// being reported.
-    /// Put every set-aside schema back; what could not be, each with how
-    /// to do it by hand.
+    /// being reported, and returns what could not be put back, each with
+    /// how to do it by hand.
     async fn put_back(&mut self, conn: &mut PgConnection) -> Vec<String> {
         self.ended = true;
         let mut stuck = Vec::new();
