@@ -235,23 +235,26 @@ fn combine(a: anyhow::Error, b: anyhow::Error) -> anyhow::Error {
 /// A `vault:<path>#<key>` value is where a secret is, not the secret: it is
 /// left readable, so a Vault error can say which reference failed; the
 /// value Vault answers is registered when it is read.
-///
-/// A URL that carries credentials (`https://user:key@prometheus...`, the
-/// way a hosted Prometheus or Grafana is reached) is a secret too, whatever
-/// the variable: its password (or a token as its user name) is hidden
-/// wherever the URL or the credential would be printed or stored.
 fn register_secrets<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     for (name, value) in pairs {
-        if vault_ref::is_vault_ref(value) {
-            continue;
+        if !vault_ref::is_vault_ref(value) {
+            register_if_secret(name, value, false);
         }
-        if spec::lookup(name).is_some_and(|s| s.secret) {
-            redact::register(name, value);
-        } else if carries_credentials(value) {
-            // Registering the URL registers its password and a token-like
-            // user name as forms of their own.
-            redact::register(name, value);
-        }
+    }
+}
+
+/// Registers `value` with the redactor when it is a secret: the spec says
+/// the variable is one, the source says so (`known_secret`: a value kept
+/// in Vault, a sensitive Terraform output), or it is a URL that carries
+/// credentials (`https://user:key@prometheus...`, the way a hosted
+/// Prometheus or Grafana is reached), whatever the variable. Every source
+/// of a value (the environment, the env file, Vault, Terraform) asks here,
+/// so a credential URL is hidden wherever it came from.
+pub fn register_if_secret(name: &str, value: &str, known_secret: bool) {
+    if known_secret || spec::lookup(name).is_some_and(|s| s.secret) || carries_credentials(value) {
+        // Registering a URL registers its password and a token-like user
+        // name as forms of their own.
+        redact::register(name, value);
     }
 }
 

@@ -235,10 +235,10 @@ pub async fn resolve(
                 Ok(value) => match &w.target {
                     Target::Var(name) => {
                         // Values kept in Vault are secrets unless the spec
-                        // says the variable is not one (an address, a tag).
-                        if spec::lookup(name).is_none_or(|s| s.secret) {
-                            redact::register(name, &value);
-                        }
+                        // says the variable is not one (an address, a tag);
+                        // an address that carries credentials still is.
+                        let secret = spec::lookup(name).is_none_or(|s| s.secret);
+                        super::register_if_secret(name, &value, secret);
                         resolved.push((name, value, path.to_string()));
                     }
                     Target::Secret { name, key } => {

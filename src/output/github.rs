@@ -62,6 +62,17 @@ pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+/// An `::error` annotation. Its message is scrubbed before it is escaped:
+/// the runner decodes the escapes, so a secret escaped first (a `%` in a
+/// key) would no longer match what the redactor knows, and would be shown.
+fn error_command(title: &str, message: &str) -> String {
+    format!(
+        "::error title={}::{}",
+        escape_property(title),
+        escape_data(&scrub(message))
+    )
+}
+
 /// The run as a Markdown summary.
 pub fn summary_markdown(report: &RunReport) -> String {
     let mut md = String::new();
@@ -83,7 +94,7 @@ pub fn summary_markdown(report: &RunReport) -> String {
             row.id,
             status_word(row.status),
             seconds(row.duration_ms),
-            row.summary.replace('|', "\\|")
+            scrub(&row.summary).replace('|', "\\|")
         ));
     }
     if let Some(err) = &report.error {
@@ -127,11 +138,7 @@ impl Observer for Github {
             if row.status == PhaseStatus::Failed
                 && let Some(err) = &row.error
             {
-                stdout_line(&format!(
-                    "::error title={}::{}",
-                    escape_property(&format!("{} failed", row.id)),
-                    escape_data(&err.message)
-                ));
+                stdout_line(&error_command(&format!("{} failed", row.id), &err.message));
             }
         }
     }
@@ -141,10 +148,7 @@ impl Observer for Github {
             && let Some(err) = &report.error
             && !report.phases.iter().any(|r| r.error.is_some())
         {
-            stdout_line(&format!(
-                "::error title=maily-deploy::{}",
-                escape_data(&err.message)
-            ));
+            stdout_line(&error_command("maily-deploy", &err.message));
         }
         self.inner.run_finished(report);
         if let Some(path) = &self.env.step_summary {
@@ -172,5 +176,33 @@ mod tests {
     fn escapes_as_the_toolkit_does() {
         assert_eq!(escape_data("50% done\nnext"), "50%25 done%0Anext");
         assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+
+    #[test]
+    fn a_secret_with_a_percent_or_a_bar_is_hidden_before_it_is_escaped() {
+        let key = "ab%2Fcd%2BefGH12|xyz9";
+        crate::redact::register("GITHUB_TEST_KEY", key);
+        let message = format!("Prometheus https://412345:{key}@prom.example.net answered 502");
+        let line = error_command("monitor failed", &message);
+        assert!(line.starts_with("::error title=monitor failed::"), "{line}");
+        // What the runner shows is the line with its escapes decoded.
+        let shown = line.replace("%0A", "\n").replace("%25", "%");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(!shown.contains("ab/cd+efGH12"), "{shown}");
+        assert!(shown.contains("prom.example.net answered 502"), "{shown}");
+
+        let mut report = RunReport::stopped("deploy", "production", &anyhow::anyhow!("stopped"));
+        report.phases.push(PhaseRow {
+            id: crate::pipeline::PhaseId::Monitor,
+            status: PhaseStatus::Failed,
+            skip_reason: None,
+            duration_ms: Some(1),
+            summary: message.clone(),
+            details: vec![],
+            error: None,
+        });
+        let md = summary_markdown(&report);
+        assert!(!scrub(&md).contains("GH12"), "{md}");
+        assert!(md.contains("prom.example.net answered 502"), "{md}");
     }
 }

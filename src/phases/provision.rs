@@ -225,9 +225,7 @@ impl Phase for Provision {
         let fills = terraform::fills(&outputs, &cx.config.vars);
         let mut problems = Vec::new();
         for f in &fills {
-            if f.secret {
-                redact::register(f.variable, &f.value);
-            }
+            crate::config::register_if_secret(f.variable, &f.value, f.secret);
             if let Some(spec) = spec::lookup(f.variable)
                 && let Err(why) = spec.format.check(&f.value)
             {

@@ -187,6 +187,54 @@ fn credentials_in_any_url_are_never_printed() {
     }
 }
 
+/// The same URLs kept in Vault: a variable the spec calls an address is
+/// not a secret by name, but a credential in its URL still is.
+#[test]
+fn credentials_in_a_url_kept_in_vault_are_never_printed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = "hvs.secrets-test-token-78";
+    let vault = rt.block_on(async {
+        let vault = MockServer::start().await;
+        crate::support::vault::secret(
+            "secret/data/maily/staging",
+            token,
+            serde_json::json!({
+                "prometheus": "https://123456:glc_V4ultKey0123456789@prom.example.invalid/api/prom",
+                "grafana": "https://ghp0V4ult0123456789abcd@grafana.example.invalid",
+            }),
+        )
+        .mount(&vault)
+        .await;
+        vault
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_file(
+        dir.path(),
+        &[
+            ("VAULT_ADDR", &vault.uri()),
+            ("VAULT_TOKEN", token),
+            ("PROMETHEUS_URL", "vault:secret/maily/staging#prometheus"),
+            ("GRAFANA_URL", "vault:secret/maily/staging#grafana"),
+        ],
+    );
+    let out = offline()
+        .args(["staging", "--dry-run", "--only", "validate,monitor", "-v"])
+        .arg("--env-file")
+        .arg(&file)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::SUCCESS);
+    let all = text(&out);
+    // The plan says which it would reach, not what gets in.
+    assert!(all.contains("Prometheus [REDACTED:PROMETHEUS_URL]"), "{all}");
+    assert!(all.contains("Grafana [REDACTED:GRAFANA_URL]"), "{all}");
+    assert!(!all.contains("glc_V4ultKey0123456789"), "{all}");
+    assert!(!all.contains("ghp0V4ult0123456789abcd"), "{all}");
+    assert!(!all.contains(token), "{all}");
+    rt.block_on(vault.verify());
+}
+
 #[test]
 fn a_vault_error_names_the_variable_and_its_reference() {
     let rt = tokio::runtime::Runtime::new().unwrap();
