@@ -24,7 +24,7 @@ use crate::output;
 use crate::phases::deploy_frontend;
 use crate::pipeline::lifecycle::put_back_dead_run;
 use crate::pipeline::snapshot::{Actor, Outcome};
-use crate::pipeline::{Context, DeploymentId};
+use crate::pipeline::{Context, DeploymentId, PhaseId};
 use crate::traffic::record::{self, Action, Request, Rollout, Stage};
 
 /// How often the command looks at the record while the run acts.
@@ -371,6 +371,18 @@ async fn finish_dead(
             rollout.deployment_id
         );
     };
+    // A frontend the run built is promoted with the switch, or put back by
+    // an abort: Vercel's token is resolved as the run resolved it (a
+    // `vault:` reference in the env file) before anything changes.
+    let frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
+    if frontend.is_some() {
+        crate::config::vault::resolve(
+            &mut cx.config.vars,
+            &[PhaseId::DeployFrontend, PhaseId::ShiftTraffic],
+            None,
+        )
+        .await?;
+    }
     match action {
         Action::Step => Err(no_walk(environment, rollout)),
         Action::Abort => {
@@ -432,6 +444,10 @@ async fn finish_dead(
                     (format!("{w}-{slot}"), now)
                 })
                 .collect();
+            // The frontend follows the switch: whether it can is asked
+            // before anything changes.
+            cx.records.frontend = frontend;
+            deploy_frontend::can_promote_recorded(cx).await?;
             let workers = route::workers_up(&applier, &profile, slot).await?;
             let waited = crate::interrupt::cancellable(
                 &format!(
@@ -461,8 +477,14 @@ async fn finish_dead(
             cx.deployment_id =
                 DeploymentId::parse(environment, rollout.deployment_id.as_str()).ok();
             cx.release_override = Some(release.clone());
-            cx.records.frontend = snapshot.frontend.clone().or(rollout.frontend.clone());
-            let frontend = deploy_frontend::promote_recorded(cx).await?;
+            let frontend = match deploy_frontend::promote_recorded(cx).await {
+                Ok(f) => f,
+                Err(e) => {
+                    return Err(
+                        frontend_failed(cx, &applier, &store, snapshot, &release, by, e).await,
+                    );
+                }
+            };
             crate::pipeline::lifecycle::close_promoted_dead_run(
                 cx, &applier, &store, snapshot, slot,
             )
@@ -483,5 +505,49 @@ async fn finish_dead(
                 frontend.map(|f| format!("; {f}")).unwrap_or_default()
             ))
         }
+    }
+}
+
+/// The frontend could not follow a dead run's promote after the switch
+/// (Vercel failed between the check and the promotion): everything the run
+/// changed is put back, as the run itself would have on a failure, so users
+/// are never left on the new backend with the old frontend.
+async fn frontend_failed(
+    cx: &Context,
+    applier: &crate::k8s::apply::Applier,
+    store: &SnapshotStore,
+    snapshot: crate::pipeline::snapshot::Snapshot,
+    release: &crate::k8s::values::Release,
+    by: &str,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    let why = format!(
+        "promote by {by} after the run died: the frontend did not follow the switch ({e:#})"
+    );
+    let from = snapshot.deployment_id.clone();
+    match put_back_dead_run(
+        cx,
+        applier,
+        store,
+        snapshot,
+        release,
+        Outcome::Failed,
+        why.clone(),
+    )
+    .await
+    {
+        Ok(()) => fail(
+            Kind::PhaseFailed,
+            format!(
+                "{why}; every user is back where the run {from} found them, frontend and backend"
+            ),
+        ),
+        Err(undo) => fail(
+            Kind::RollbackFailed,
+            format!(
+                "{why}; putting users back failed too: {undo:#}; `maily-deploy status {}` shows where they are",
+                cx.environment()
+            ),
+        ),
     }
 }

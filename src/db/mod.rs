@@ -19,7 +19,7 @@ pub mod timeouts;
 mod api;
 
 pub use api::{
-    DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, RestoreOutcome, backup,
+    DownOutcome, MigrateAction, MigrateOutcome, MigrateSettings, OnBackup, RestoreOutcome, backup,
     check_down_to, find_backup, list_backups, migrate, migrate_down_to, restore, same_database,
     status,
 };

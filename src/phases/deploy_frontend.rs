@@ -346,6 +346,37 @@ pub async fn prepare_promotion(cx: &mut Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the promotion of `cx.records.frontend` can be made, asked
+/// before the backend switch it follows: the token is set and Vercel
+/// answers for the project. A dead run's `promote` switches every user at
+/// once; a frontend that then cannot follow would leave them on the new
+/// backend with the old frontend.
+pub async fn can_promote_recorded(cx: &Context) -> anyhow::Result<()> {
+    let Some(record) = &cx.records.frontend else {
+        return Ok(());
+    };
+    if var(&cx.config.vars, "VERCEL_TOKEN").is_none() {
+        return Err(fail(
+            Kind::Config,
+            format!(
+                "the frontend {} is to be promoted with the backend, and VERCEL_TOKEN is not set; set it (or its vault: reference) in the env file; nothing was changed",
+                record.deployment_id
+            ),
+        ));
+    }
+    let api = client(&cx.config.vars, record.team_id.as_deref())?;
+    api.project(&record.project_id).await.map_err(|e| {
+        fail(
+            Kind::Refused,
+            format!(
+                "Vercel does not let this token read the project {} whose deployment {} is to be promoted with the backend ({e:#}); nothing was changed",
+                record.project_id, record.deployment_id
+            ),
+        )
+    })?;
+    Ok(())
+}
+
 /// Promote the deployment `cx.records.frontend` names, if any and not
 /// already in production: what shift-traffic does after the backend switch
 /// (and a rollback through it). The production deployment it replaces is

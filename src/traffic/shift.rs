@@ -401,8 +401,22 @@ impl Walk {
         Ok(Some(m))
     }
 
-    /// Walk the steps below 100% and then 100%.
+    /// Walk the steps below 100% and then 100%. A step an error ends (a
+    /// route write refused, the lock lost) is `stopped`, not left
+    /// `running` as if the walk still went on.
     pub async fn steps(&mut self) -> anyhow::Result<Ending> {
+        let walked = self.walk_steps().await;
+        if walked.is_err()
+            && let Some(s) = self.report.current()
+            && s.outcome == StepOutcome::Running
+        {
+            s.outcome = StepOutcome::Stopped;
+            s.ended_at = Some(Utc::now());
+        }
+        walked
+    }
+
+    async fn walk_steps(&mut self) -> anyhow::Result<Ending> {
         self.heartbeat = self.router.heartbeat(&self.profile.namespace);
         let steps = self.plan.steps.clone();
         for (index, percent) in steps.iter().copied().enumerate() {

@@ -816,18 +816,182 @@ fn promote_of_a_dead_run_refused_or_stopped_by_ctrl_c_changes_nothing_and_frees_
     assert_eq!(stage_selectors(&stage), all_on("blue"));
 }
 
+/// A step an error ends (here the rollout record can no longer be read,
+/// so no promote or abort could reach the run) is `stopped` in the report,
+/// with its end time: not `running`, as if the walk still went on.
+#[test]
+fn a_step_an_error_ends_is_reported_stopped() {
+    let stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
+    let child = stage.spawn("v2", &[]);
+    stage.wait_for_weights((75, 25));
+    stage
+        .world
+        .sim()
+        .control()
+        .add_api_fault(kubesim::ApiFault::always(
+            Some("get"),
+            Some("configmaps"),
+            403,
+        ));
+    let out = finish(child);
+    stage.world.sim().control().clear_api_faults();
+    assert!(
+        out.status.code() != Some(0),
+        "the run went on without its record: {}",
+        text(&out)
+    );
+    let walked = steps(&report(&out));
+    assert_eq!(walked.len(), 1, "{walked:?}");
+    assert_eq!(walked[0]["outcome"], "stopped", "{walked:?}");
+    assert!(walked[0]["ended_at"].is_string(), "{walked:?}");
+}
+
+/// The phases of a deploy that builds the frontend and walks the steps.
+const WITH_FRONTEND: &[&str] = &[
+    "--skip-provision",
+    "--skip-migrate",
+    "--skip-ai",
+    "--skip-monitor",
+    "--skip-verify",
+];
+
+/// A run killed at 25% that built the frontend, with Vercel's token a
+/// `vault:` reference in the env file the next commands read; `serve`
+/// sets the token Vault answers.
+struct DeadWithFrontend {
+    stage: Stage,
+    vercel: support::vercel::Stub,
+    vault: wiremock::MockServer,
+    /// The Vercel deployment the run built.
+    built: String,
+}
+
+const VAULT_TOKEN: &str = "hvs.promote-test-token-31";
+
+impl DeadWithFrontend {
+    fn new() -> DeadWithFrontend {
+        let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
+        let vercel = support::vercel::stub(&stage.world, Some("dpl_old"));
+        stage.extra_vars = vercel.vars();
+        stage.phases = WITH_FRONTEND;
+        killed_at_first_step(&stage, "v2", (75, 25));
+        let built: Vec<String> = vercel.vercel.state().deployments.keys().cloned().collect();
+        let [built] = &built[..] else {
+            panic!("the dead run built the frontend once: {built:?}")
+        };
+        let built = built.clone();
+        let vault = stage.world.rt.block_on(wiremock::MockServer::start());
+        stage.extra_vars.retain(|(name, _)| *name != "VERCEL_TOKEN");
+        stage.extra_vars.extend([
+            (
+                "VERCEL_TOKEN",
+                "vault:secret/maily/staging#vercel_token".to_string(),
+            ),
+            ("VAULT_ADDR", vault.uri()),
+            ("VAULT_TOKEN", VAULT_TOKEN.to_string()),
+        ]);
+        DeadWithFrontend {
+            stage,
+            vercel,
+            vault,
+            built,
+        }
+    }
+
+    fn serve(&self, vercel_token: &str) {
+        self.stage.world.rt.block_on(async {
+            self.vault.reset().await;
+            support::vault::serve(
+                "secret/data/maily/staging",
+                VAULT_TOKEN,
+                serde_json::json!({"vercel_token": vercel_token}),
+            )
+            .mount(&self.vault)
+            .await;
+        })
+    }
+}
+
+/// `promote` of a dead run that built the frontend: Vercel's token is
+/// resolved from Vault as the run resolved it, and whether Vercel takes it
+/// is asked before the switch. A token it refuses stops the promote with
+/// nothing moved (exit 10); the right one moves backend and frontend
+/// together. (The promote used to send the reference itself to Vercel
+/// after switching every user, and leave them on the new backend with the
+/// old frontend.)
+#[test]
+fn promote_of_a_dead_run_checks_the_frontend_can_follow_before_the_switch() {
+    let dead = DeadWithFrontend::new();
+    let stage = &dead.stage;
+    dead.serve("vercel-token-revoked-0042");
+    let refused = stage.other(&["promote", "staging"]);
+    assert_exit(&refused, exit_code::REFUSED);
+    let said = text(&refused);
+    assert!(
+        said.contains("Vercel does not let this token read the project prj_maily"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(!said.contains("vercel-token-revoked-0042"), "{said}");
+    assert_eq!(stage.world.weights("api"), Some((75, 25)));
+    assert_eq!(stage_selectors(stage), all_on("blue"));
+    assert!(dead.vercel.vercel.promotions().is_empty());
+    assert_eq!(stage.world.lease_holder(), None);
+    assert_eq!(stage.world.snapshots()[0].outcome, Outcome::InProgress);
+
+    dead.serve(support::vercel::TOKEN);
+    let promoted = stage.other(&["promote", "staging"]);
+    assert_exit(&promoted, 0);
+    assert_eq!(stage.world.weights("api"), Some((0, 100)));
+    assert_eq!(dead.vercel.vercel.promotions(), vec![dead.built.clone()]);
+    assert_eq!(
+        dead.vercel.vercel.state().production.as_deref(),
+        Some(dead.built.as_str())
+    );
+    assert_eq!(stage.world.snapshots()[0].outcome, Outcome::Succeeded);
+}
+
+/// Vercel refuses the promotion itself, after the switch: everything goes
+/// back where the run found it, as a failing run would put it (exit 4),
+/// never the new backend behind the old frontend.
+#[test]
+fn a_frontend_that_cannot_follow_a_dead_runs_promote_puts_every_user_back() {
+    let dead = DeadWithFrontend::new();
+    let stage = &dead.stage;
+    dead.serve(support::vercel::TOKEN);
+    dead.vercel.vercel.state().refuse_promotion = vec![dead.built.clone()];
+    let out = stage.other(&["promote", "staging"]);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let said = text(&out);
+    assert!(
+        said.contains("the frontend did not follow the switch"),
+        "{said}"
+    );
+    assert!(said.contains("every user is back where the run"), "{said}");
+    assert_eq!(stage.world.weights("api"), Some((100, 0)));
+    assert_eq!(stage_selectors(stage), all_on("blue"));
+    assert_eq!(
+        dead.vercel.vercel.state().production.as_deref(),
+        Some("dpl_old")
+    );
+    assert_eq!(stage.world.lease_holder(), None);
+    let snapshot = &stage.world.snapshots()[0];
+    assert_eq!(snapshot.outcome, Outcome::Failed);
+    assert!(
+        snapshot
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("the frontend did not follow")),
+        "{snapshot:?}"
+    );
+}
+
 #[test]
 fn the_frontend_is_promoted_when_the_backend_reaches_100_percent_and_not_before() {
     let mut stage = Stage::new(&traffic_yaml("[25, 100]", "10m", "keep", "20s"));
     let vercel = support::vercel::stub(&stage.world, Some("dpl_old"));
     stage.extra_vars = vercel.vars();
-    stage.phases = &[
-        "--skip-provision",
-        "--skip-migrate",
-        "--skip-ai",
-        "--skip-monitor",
-        "--skip-verify",
-    ];
+    stage.phases = WITH_FRONTEND;
     let child = stage.spawn("v2", &[]);
     stage.wait_for_weights((75, 25));
     // A quarter of users on the new backend: the frontend is built, not
