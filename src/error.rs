@@ -167,6 +167,16 @@ pub fn chain_text(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// `err` as a failure of `kind`, its words and problems kept: a refusal
+/// or a configuration's problem met after a change can no longer say, by
+/// its exit code, that nothing changed.
+pub fn as_kind(err: anyhow::Error, kind: Kind) -> anyhow::Error {
+    let problems = failure_of(&err)
+        .map(|f| f.problems.clone())
+        .unwrap_or_default();
+    Failure::with_problems(kind, chain_text(&err), problems).into()
+}
+
 /// The [`Failure`] in an error's chain, if any.
 pub fn failure_of(err: &anyhow::Error) -> Option<&Failure> {
     err.chain().find_map(|e| e.downcast_ref::<Failure>())

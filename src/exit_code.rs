@@ -20,8 +20,9 @@ pub const USAGE: i32 = 2;
 /// threshold. Every problem found is reported. Nothing was changed.
 pub const CONFIG: i32 = 3;
 /// A phase failed after the run had changed something, and what users can
-/// see was put back (or nothing they can see had changed). A failure before
-/// the first change is [`REFUSED`] or [`UNREACHABLE`] instead.
+/// see was put back (or nothing they can see had changed); a configuration's
+/// problem met only after a change is one too. A failure before the first
+/// change is [`USAGE`], [`CONFIG`], [`REFUSED`] or [`UNREACHABLE`] instead.
 pub const PHASE_FAILED_ROLLED_BACK: i32 = 4;
 /// A phase failed and putting things back failed too, or the run lost its
 /// lock mid-run (taken over, removed, or run out while the API server did

@@ -257,9 +257,13 @@ async fn target(cx: &Context) -> anyhow::Result<Slot> {
         return Ok(slot);
     }
     let state = live::read(cx.applier().await?, &cx.config.profile).await?;
-    state
+    let slot = state
         .target_slot()
-        .map_err(|why| fail(Kind::PhaseFailed, why))
+        .map_err(|why| fail(Kind::PhaseFailed, why))?;
+    // Users a stopped rollout left on the idle slot must not get this
+    // release's AI services under them.
+    crate::phases::deploy_backend::unreached(&state, slot, cx.environment())?;
+    Ok(slot)
 }
 
 #[async_trait]

@@ -555,7 +555,11 @@ impl Phase for DeployBackend {
 /// replaces every pod there, under them. A rollout stopped between its
 /// steps and left so (`--no-rollback`) leaves users split; they go to one
 /// slot first.
-fn unreached(state: &live::PlatformState, slot: Slot, environment: &str) -> anyhow::Result<()> {
+pub(crate) fn unreached(
+    state: &live::PlatformState,
+    slot: Slot,
+    environment: &str,
+) -> anyhow::Result<()> {
     let reached = state.reached_in(slot);
     if reached.is_empty() {
         return Ok(());

@@ -212,81 +212,100 @@ impl Phase for Provision {
             None => "no changes: the infrastructure matches the configuration".into(),
         };
 
-        let outputs = tf.run_ok(&args::output(), true).await?;
-        let outputs = terraform::parse_outputs(&outputs.stdout)?;
-        // Sensitive outputs are hidden from every output before anything else.
-        for (name, o) in &outputs {
-            if o.sensitive
-                && let Some(s) = o.value.as_str()
-            {
-                redact::register(&format!("terraform output {name}"), s);
+        // Past a real apply the infrastructure has changed: a failure to
+        // read or use its outputs is a failure of the run (exit 4), never a
+        // refusal or a configuration's problem, whose exits say nothing
+        // changed.
+        let applied_now = record.applied;
+        let read = async {
+            let outputs = tf.run_ok(&args::output(), true).await?;
+            let outputs = terraform::parse_outputs(&outputs.stdout)?;
+            // Sensitive outputs are hidden from every output before anything else.
+            for (name, o) in &outputs {
+                if o.sensitive
+                    && let Some(s) = o.value.as_str()
+                {
+                    redact::register(&format!("terraform output {name}"), s);
+                }
             }
-        }
-        let fills = terraform::fills(&outputs, &cx.config.vars);
-        let mut problems = Vec::new();
-        for f in &fills {
-            crate::config::register_if_secret(f.variable, &f.value, f.secret);
-            if let Some(spec) = spec::lookup(f.variable)
-                && let Err(why) = spec.format.check(&f.value)
-            {
-                problems.push(Problem {
-                    phase: Some(PhaseId::Provision.as_str().into()),
-                    subject: f.variable.into(),
-                    problem: format!(
-                        "filled from the terraform output {}: {why}",
-                        f.variable.to_ascii_lowercase()
-                    ),
-                    fix: format!(
-                        "fix the output in {}, or set {} yourself",
-                        tf.dir.display(),
-                        f.variable
-                    ),
-                });
+            let fills = terraform::fills(&outputs, &cx.config.vars);
+            let mut problems = Vec::new();
+            for f in &fills {
+                crate::config::register_if_secret(f.variable, &f.value, f.secret);
+                if let Some(spec) = spec::lookup(f.variable)
+                    && let Err(why) = spec.format.check(&f.value)
+                {
+                    problems.push(Problem {
+                        phase: Some(PhaseId::Provision.as_str().into()),
+                        subject: f.variable.into(),
+                        problem: format!(
+                            "filled from the terraform output {}: {why}",
+                            f.variable.to_ascii_lowercase()
+                        ),
+                        fix: format!(
+                            "fix the output in {}, or set {} yourself",
+                            tf.dir.display(),
+                            f.variable
+                        ),
+                    });
+                }
             }
-        }
-        for name in crate::config::validate::terraform_provides(&cx.config.vars) {
-            let filled = fills.iter().any(|f| f.variable == name);
-            if !filled && cx.config.vars.get(&name).is_none_or(str::is_empty) {
-                problems.push(Problem {
-                    phase: Some(PhaseId::Provision.as_str().into()),
-                    subject: name.clone(),
-                    problem: format!(
-                        "TERRAFORM_PROVIDES names it, but no terraform output {} fills it",
-                        name.to_ascii_lowercase()
-                    ),
-                    fix: format!(
-                        "add an output \"{}\" to the configuration in {}, or set {name} yourself",
-                        name.to_ascii_lowercase(),
-                        tf.dir.display()
-                    ),
-                });
+            for name in crate::config::validate::terraform_provides(&cx.config.vars) {
+                let filled = fills.iter().any(|f| f.variable == name);
+                if !filled && cx.config.vars.get(&name).is_none_or(str::is_empty) {
+                    problems.push(Problem {
+                        phase: Some(PhaseId::Provision.as_str().into()),
+                        subject: name.clone(),
+                        problem: format!(
+                            "TERRAFORM_PROVIDES names it, but no terraform output {} fills it",
+                            name.to_ascii_lowercase()
+                        ),
+                        fix: format!(
+                            "add an output \"{}\" to the configuration in {}, or set {name} yourself",
+                            name.to_ascii_lowercase(),
+                            tf.dir.display()
+                        ),
+                    });
+                }
             }
+            if !problems.is_empty() {
+                return Err(Failure::with_problems(
+                    Kind::Config,
+                    "terraform outputs do not fit the variables they fill",
+                    problems,
+                )
+                .into());
+            }
+            for f in &fills {
+                cx.config
+                    .vars
+                    .set(f.variable, f.value.clone(), Source::Terraform);
+            }
+            record.filled = fills.iter().map(|f| f.variable.to_string()).collect();
+            cx.records.infrastructure = Some(record);
+            details.push(format!("{} outputs read", outputs.len()));
+            if !fills.is_empty() {
+                details.push(format!(
+                    "filled from terraform outputs: {}",
+                    fills
+                        .iter()
+                        .map(|f| f.variable)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Ok::<(), anyhow::Error>(())
         }
-        if !problems.is_empty() {
-            return Err(Failure::with_problems(
-                Kind::Config,
-                "terraform outputs do not fit the variables they fill",
-                problems,
-            )
-            .into());
-        }
-        for f in &fills {
-            cx.config
-                .vars
-                .set(f.variable, f.value.clone(), Source::Terraform);
-        }
-        record.filled = fills.iter().map(|f| f.variable.to_string()).collect();
-        cx.records.infrastructure = Some(record);
-        details.push(format!("{} outputs read", outputs.len()));
-        if !fills.is_empty() {
-            details.push(format!(
-                "filled from terraform outputs: {}",
-                fills
-                    .iter()
-                    .map(|f| f.variable)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+        .await;
+        if let Err(e) = read {
+            return Err(if applied_now {
+                crate::error::as_kind(
+                    e.context("terraform applied the plan, then its outputs could not be used"),
+                    Kind::PhaseFailed,
+                )
+            } else {
+                e
+            });
         }
         Ok(PhaseReport { summary, details })
     }

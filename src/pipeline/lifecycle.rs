@@ -133,6 +133,27 @@ impl ClusterLifecycle {
     }
 }
 
+/// A deploy that writes the idle slot (the backend, the AI services) is
+/// refused when users still reach it (a rollout stopped between its steps
+/// and left so): asked under the lock, after dead runs were put back
+/// (which may reunite users), and before this run's first change, so
+/// provision and migrate never run for a release that cannot land.
+fn idle_slot_unreached(cx: &Context, before: &PlatformState) -> anyhow::Result<()> {
+    let writes_slot = [super::PhaseId::DeployBackend, super::PhaseId::ConfigureAi]
+        .into_iter()
+        .any(|p| cx.selection.is_selected(p));
+    if !writes_slot {
+        return Ok(());
+    }
+    let slot = match cx.backend.target_slot {
+        Some(s) => s,
+        None => before
+            .target_slot()
+            .map_err(|why| fail(Kind::Refused, format!("{why}; nothing was changed")))?,
+    };
+    crate::phases::deploy_backend::unreached(before, slot, cx.environment())
+}
+
 /// Whether the rollout record says `dead` walked its rollout to the end:
 /// everyone on its slot, the run's last phase done.
 fn completed_by_record(rec: &record::Record, dead: &Snapshot) -> bool {
@@ -632,6 +653,9 @@ impl Lifecycle for ClusterLifecycle {
             }
             if let Some(check) = &self.still_holds {
                 check(&before).map_err(|why| fail(Kind::Refused, why))?;
+            }
+            if self.command == "deploy" {
+                idle_slot_unreached(cx, &before)?;
             }
             applier.note_users(format!("as this run found them: {}", users_on(&before)));
             let snapshot = Snapshot {

@@ -361,13 +361,16 @@ fn unchanged_kind() -> Kind {
 }
 
 /// The kind a phase's failure ends the run with. Before the run's first
-/// change a refusal or an unreachable system says so (exit 10 or 9); once
-/// something changed, it is a phase failure whose changes were put back
-/// (exit 4). A dry run changes nothing, so a plan that fails is refused,
-/// unless the configuration or the command line is why.
+/// change a refusal, an unreachable system or a configuration's problem
+/// says so (exit 10, 9, 3 or 2, each of which promises nothing changed);
+/// once something changed, it is a phase failure whose changes were put
+/// back (exit 4). A dry run changes nothing, so a plan that fails is
+/// refused, unless the configuration or the command line is why.
 pub fn settled(kind: Kind, dry_run: bool, changed: bool) -> Kind {
     match kind {
-        Kind::Refused | Kind::Unreachable if changed && !dry_run => Kind::PhaseFailed,
+        Kind::Refused | Kind::Unreachable | Kind::Config | Kind::Usage if changed && !dry_run => {
+            Kind::PhaseFailed
+        }
         Kind::PhaseFailed if dry_run => Kind::Refused,
         other => other,
     }

@@ -335,4 +335,11 @@ fn settled_kinds_follow_whether_anything_changed() {
     assert_eq!(settled(Unreachable, false, true), PhaseFailed);
     assert_eq!(settled(PhaseFailed, false, false), PhaseFailed);
     assert_eq!(settled(LockHeld, false, true), LockHeld);
+    // Exits 2 and 3 promise nothing was changed: once something was (a
+    // manifest that does not render after provision and migrate ran), the
+    // configuration's problem is a phase failure.
+    assert_eq!(settled(Config, false, false), Config);
+    assert_eq!(settled(Usage, false, false), Usage);
+    assert_eq!(settled(Config, false, true), PhaseFailed);
+    assert_eq!(settled(Usage, false, true), PhaseFailed);
 }

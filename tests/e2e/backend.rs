@@ -208,8 +208,21 @@ fn a_release_is_never_applied_to_a_slot_users_still_reach() {
         .unwrap();
     let blue_before = world.image("api-blue");
 
-    let out = world.deploy("v3", &[]);
+    let out = world.deploy("v3", &["--output", "json"]);
     assert_exit(&out, exit_code::REFUSED);
+    // Refused under the lock before the first phase that changes anything
+    // (provision and migrate too, when selected), not by deploy-backend.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran: Vec<&serde_json::Value> = doc["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] != "validate" && p["status"] != "skipped")
+        .collect();
+    assert!(
+        !ran.is_empty() && ran.iter().all(|p| p["status"] == "not_run"),
+        "{doc}"
+    );
     let all = text(&out);
     assert!(
         all.contains("users still reach slot blue")

@@ -363,6 +363,37 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
     assert!(!record.applied && record.filled.is_empty(), "{record:?}");
 }
 
+/// The same missing output after a real apply: the infrastructure has
+/// changed, so the run fails (exit 4), never "configuration" (exit 3),
+/// whose promise is that nothing changed.
+#[test]
+fn outputs_that_do_not_fit_after_an_apply_fail_the_run_not_the_configuration() {
+    let infra = Infra::new();
+    let out = infra.run(
+        "changes",
+        r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"}}"#,
+        &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
+        &["--only", "provision,migrate", "--output", "json"],
+    );
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    let doc = report(&out);
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("terraform applied the plan, then its outputs could not be used"),
+        "{doc}"
+    );
+    assert!(!message.contains("nothing was changed"), "{doc}");
+    // Each problem is still named, with its fix.
+    assert!(
+        doc.to_string()
+            .contains("TERRAFORM_PROVIDES names it, but no terraform output database_url fills it"),
+        "{doc}"
+    );
+    let snap = &infra.world.snapshots()[0];
+    let record: &InfrastructureRecord = snap.infrastructure.as_ref().unwrap();
+    assert!(record.applied, "{record:?}");
+}
+
 #[test]
 fn a_failed_apply_fails_the_phase_with_terraforms_stderr_and_removes_the_plan() {
     let infra = Infra::new();
