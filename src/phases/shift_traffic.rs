@@ -285,7 +285,11 @@ impl Phase for ShiftTraffic {
         let graced = walk.grace(matches!(ending, Ending::Walked)).await;
         cx.records.rollout = Some(walk.report.clone());
         graced?;
-        walk.complete().await?;
+        // With a closing step to come (a rollback's database), the run's
+        // end records the rollout complete, once that step is done too.
+        if !cx.closing_follows {
+            walk.complete().await?;
+        }
         let mut details = walk.report.lines();
         details.extend(frontend);
         let how = match &ending {

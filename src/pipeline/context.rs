@@ -128,6 +128,11 @@ pub struct Context {
     /// A rollback deploys the release a snapshot recorded, not the
     /// variables' one.
     pub release_override: Option<Release>,
+    /// A closing step (a rollback's database) runs after the phases: the
+    /// rollout is not complete when shift-traffic ends, and its record must
+    /// not say so, or a run killed in that step would be closed as a
+    /// success.
+    pub closing_follows: bool,
     /// The layers rendered from a record instead of this run's release: a
     /// layer the run carries over into the new slot as users run it, or a
     /// rollback's layer as its snapshot recorded it.
@@ -179,6 +184,7 @@ impl Context {
             records: Records::default(),
             undo: Vec::new(),
             release_override: None,
+            closing_follows: false,
             layers: Default::default(),
             platform_secrets: Default::default(),
             image_pins: Default::default(),

@@ -116,6 +116,7 @@ impl Runner {
             .filter(|id| cx.selection.is_selected(*id))
             .collect();
         selected.extend(self.closing.as_ref().map(|p| p.id()));
+        cx.closing_follows = self.closing.is_some();
         observer.run_started(cx, &selected);
 
         let mut rows = Vec::with_capacity(self.phases.len());

@@ -749,6 +749,10 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The switch is done, the rollback is not: its rollout record must
+    // not say complete, or a kill now would close it as a success.
+    let state = rollout_state(&world);
+    assert_ne!(state["stage"], "completed", "{state}");
     let second = deploy(&world, &db, &backups, &newer, "v3", &[]);
     assert_eq!(
         second.status.code(),
@@ -781,6 +785,22 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
         rb.outcome,
         maily_deploy::pipeline::snapshot::Outcome::Succeeded
     );
+    // Once the database is back too, the rollout is complete.
+    let state = rollout_state(&world);
+    assert_eq!(state["stage"], "completed", "{state}");
+}
+
+/// The rollout record's state (`rollout.json` of the ConfigMap
+/// `maily-deploy-rollout`), as `status` reads it.
+fn rollout_state(world: &World) -> serde_json::Value {
+    let record: k8s_openapi::api::core::v1::ConfigMap = world
+        .rt
+        .block_on(
+            kube::Api::namespaced(world.client.clone(), &world.namespace)
+                .get("maily-deploy-rollout"),
+        )
+        .unwrap();
+    serde_json::from_str(&record.data.unwrap()["rollout.json"]).unwrap()
 }
 
 /// `-- no-transaction` on its first line, as sqlx reads it.
