@@ -775,7 +775,22 @@ impl Lifecycle for ClusterLifecycle {
         snapshot.infrastructure = cx.records.infrastructure.clone();
         // The deployment's Grafana annotation ends here, with the outcome.
         crate::phases::monitor::close_annotation(cx, snapshot.outcome.as_str()).await;
-        snapshot.database = cx.records.database.clone();
+        snapshot.database = match cx.records.database.clone() {
+            Some(record) => Some(record),
+            // A database step stopped mid-way (a signal, a lost lock) wrote
+            // its backup through to the stored snapshot without handing it
+            // over: that record is kept, not overwritten with nothing.
+            None if cx.selection.is_selected(super::PhaseId::Migrate) || cx.closing_follows => {
+                match store.get(snapshot.deployment_id.as_str()).await {
+                    Ok(stored) => stored.and_then(|s| s.database),
+                    Err(e) => {
+                        tracing::warn!("reading back the snapshot's database record: {e:#}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         snapshot.monitoring = cx.records.monitoring.clone();
         snapshot.frontend = cx.records.frontend.clone();
         snapshot.ai_config = cx.records.ai_config.clone();

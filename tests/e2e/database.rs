@@ -593,6 +593,115 @@ fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told()
     );
 }
 
+/// Ctrl-C while `db restore` restores: the run stops at once, the
+/// database is as it was, and the run's snapshot still names the backup it
+/// took of the database before the restore began (its end used to write
+/// the record over with nothing).
+#[test]
+fn ctrl_c_during_db_restore_keeps_the_safety_backup_in_the_snapshot() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new(Duration::from_millis(300));
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    assert_exit(&deploy(&world, &db, &backups, &all, "v1", &[]), 0);
+    let taken = world.snapshots()[0]
+        .database
+        .clone()
+        .and_then(|d| d.backup)
+        .expect("v1's backup");
+    let version = db.version();
+
+    // pg_restore that, restoring, says so and then takes its time.
+    let bin = world.dir.path().join("slow-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let started = world.dir.path().join("restoring");
+    let script = bin.join("pg_restore");
+    let real = String::from_utf8(
+        std::process::Command::new("which")
+            .arg("pg_restore")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+case \" $* \" in *' --dbname='*|*' -d '*) touch '{}'; exec sleep 600;; esac\nexec '{}' \"$@\"\n",
+            started.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let child = world
+        .process()
+        .env("PATH", path)
+        .args([
+            "db",
+            "restore",
+            "staging",
+            &taken.name,
+            "--yes",
+            "--env-file",
+        ])
+        .arg(env_of(&world, &db, &backups, &all, "v1"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = std::time::Instant::now();
+    while !started.exists() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the restore never began"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::INTERRUPTED),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(db.version(), version, "the database is as it was");
+    let snapshots = world.snapshots();
+    let run = snapshots
+        .iter()
+        .find(|s| s.command == "db restore")
+        .expect("the restore's snapshot");
+    let safety = run
+        .database
+        .as_ref()
+        .and_then(|d| d.backup.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "the safety backup is named: {:?} ({:?})",
+                run.database, run.failure
+            )
+        });
+    assert_ne!(safety.name, taken.name);
+    assert!(
+        dumps(&backups).contains(&format!("{}.dump", safety.name)),
+        "{:?} in {:?}",
+        safety.name,
+        dumps(&backups)
+    );
+}
+
 #[test]
 fn db_restore_of_a_damaged_backup_is_refused_with_nothing_changed() {
     let world = World::new(Duration::from_millis(300));
