@@ -99,17 +99,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(typo) = crate::usage::environment_or_command(&environment, &known) {
                 return Err(typo);
             }
-            let deploy = cli
-                .deploy
-                .with_environment(|name| std::env::var(name).ok())
-                .map_err(|problems| {
-                    error::Failure::with_problems(
-                        error::Kind::Usage,
-                        "the traffic variables have problems; nothing was changed",
-                        problems,
-                    )
-                })?;
-            let (traffic_steps, grace) = traffic_overrides(&deploy)?;
+            // The flags and the variables are checked together, so every
+            // problem of both is named at once.
+            let flags = traffic_overrides(&cli.deploy);
+            let merged = cli.deploy.with_environment(|name| std::env::var(name).ok());
+            let (deploy, (traffic_steps, grace)) = match (merged, flags) {
+                (Ok(deploy), Ok(_)) => {
+                    let overrides = traffic_overrides(&deploy).map_err(traffic_problems)?;
+                    (deploy, overrides)
+                }
+                (merged, flags) => {
+                    let mut problems = flags.err().unwrap_or_default();
+                    problems.extend(merged.err().unwrap_or_default());
+                    return Err(traffic_problems(problems));
+                }
+            };
             pipeline::run(pipeline::Request {
                 command: "deploy",
                 environment: &environment,
@@ -214,9 +218,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// `--traffic-steps` and `--grace`, checked together so both problems are
 /// reported at once.
+/// The steps and grace the flags (or the variables, once merged) give,
+/// or every problem with them.
+#[allow(clippy::type_complexity)]
 fn traffic_overrides(
     args: &crate::cli::DeployArgs,
-) -> anyhow::Result<(Option<Vec<u32>>, Option<crate::config::traffic::Grace>)> {
+) -> Result<(Option<Vec<u32>>, Option<crate::config::traffic::Grace>), Vec<error::Problem>> {
     let mut problems = Vec::new();
     for why in args
         .traffic_steps
@@ -249,12 +256,16 @@ fn traffic_overrides(
         None => None,
     };
     if !problems.is_empty() {
-        return Err(error::Failure::with_problems(
-            error::Kind::Usage,
-            "the traffic options have problems; nothing was changed",
-            problems,
-        )
-        .into());
+        return Err(problems);
     }
     Ok((args.traffic_steps.clone(), grace))
+}
+
+fn traffic_problems(problems: Vec<error::Problem>) -> anyhow::Error {
+    error::Failure::with_problems(
+        error::Kind::Usage,
+        "the traffic options have problems; nothing was changed",
+        problems,
+    )
+    .into()
 }

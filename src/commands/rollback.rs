@@ -110,16 +110,21 @@ pub async fn run(
     // The frontend goes back to the Vercel deployment ID recorded, promoted
     // by shift-traffic after the backend switch (an undo like a deploy's
     // if the rollback fails after it).
+    let missing = missing_variables(
+        |name| cx.config.vars.get(name).is_some_and(|v| !v.is_empty()),
+        &target_id,
+        target.frontend.as_ref().map(|f| f.deployment_id.as_str()),
+        database.is_some(),
+    );
+    if !missing.is_empty() {
+        return Err(crate::error::Failure::with_problems(
+            Kind::Config,
+            "the rollback needs variables that are not set; nothing was changed",
+            missing,
+        )
+        .into());
+    }
     if let Some(record) = target.frontend.clone() {
-        if cx.config.vars.get("VERCEL_TOKEN").is_none_or(str::is_empty) {
-            return Err(fail(
-                Kind::Config,
-                format!(
-                    "{target_id} recorded the Vercel deployment {} for the frontend; set VERCEL_TOKEN to promote it back",
-                    record.deployment_id
-                ),
-            ));
-        }
         cx.records.frontend = Some(FrontendRecord {
             previous: None,
             promoted: false,
@@ -371,5 +376,72 @@ impl Phase for AlreadyServing {
             summary: self.headline(),
             details,
         })
+    }
+}
+
+/// Every variable the rollback will need and is not set, named at once:
+/// the token that promotes the frontend `target` recorded back, and the
+/// database's address and backup location when `--database` asks for it.
+fn missing_variables(
+    set: impl Fn(&str) -> bool,
+    target: &DeploymentId,
+    frontend: Option<&str>,
+    database: bool,
+) -> Vec<crate::error::Problem> {
+    let mut wanted: Vec<(&str, String, &str)> = Vec::new();
+    if let Some(deployment) = frontend {
+        wanted.push((
+            "VERCEL_TOKEN",
+            format!("is not set; {target} recorded the Vercel deployment {deployment} for the frontend, and promoting it back needs the token"),
+            "set VERCEL_TOKEN (or its vault: reference) in the env file",
+        ));
+    }
+    if database {
+        wanted.push((
+            "DATABASE_URL",
+            "is not set; --database goes back on the database, and needs its address".into(),
+            "set DATABASE_URL (a postgres:// URL or a vault: reference)",
+        ));
+        wanted.push((
+            "DATABASE_BACKUP_URL",
+            "is not set; --database takes a backup first (and a restore reads one), and needs to know where backups go".into(),
+            "set DATABASE_BACKUP_URL (s3://bucket/prefix or file:///path)",
+        ));
+    }
+    wanted
+        .into_iter()
+        .filter(|(name, _, _)| !set(name))
+        .map(|(name, problem, fix)| crate::error::Problem {
+            phase: None,
+            subject: name.into(),
+            problem,
+            fix: fix.into(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_missing_variable_is_named_at_once() {
+        let id = DeploymentId::parse("production", "production-20250101-120000").unwrap();
+        let none = |_: &str| false;
+        let names = |p: Vec<crate::error::Problem>| -> Vec<String> {
+            p.into_iter().map(|p| p.subject).collect()
+        };
+        assert_eq!(
+            names(missing_variables(none, &id, Some("dpl_1"), true)),
+            ["VERCEL_TOKEN", "DATABASE_URL", "DATABASE_BACKUP_URL"]
+        );
+        assert!(missing_variables(none, &id, None, false).is_empty());
+        let only_token = |n: &str| n == "VERCEL_TOKEN";
+        assert_eq!(
+            names(missing_variables(only_token, &id, Some("dpl_1"), true)),
+            ["DATABASE_URL", "DATABASE_BACKUP_URL"]
+        );
+        let first = &missing_variables(none, &id, Some("dpl_1"), false)[0];
+        assert!(first.problem.contains("dpl_1"), "{first:?}");
     }
 }

@@ -1071,6 +1071,21 @@ fn traffic_variables_never_break_other_commands_and_a_deploy_names_them() {
         stderr.contains("MAILY_TRAFFIC_STEPS is not a comma-separated list"),
         "{stderr}"
     );
+
+    // A wrong variable and a wrong flag: both named in one go.
+    let out = maily()
+        .env("MAILY_TRAFFIC_STEPS", "abc")
+        .args(["staging", "--dry-run", "--grace", "bogus", "--env-file"])
+        .arg(example_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MAILY_TRAFFIC_STEPS is not a comma-separated list")
+            && stderr.contains("--grace `bogus` is neither a duration"),
+        "{stderr}"
+    );
 }
 
 /// A deploy's flag given before a subcommand would be dropped silently:
