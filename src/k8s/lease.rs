@@ -290,12 +290,29 @@ impl Fence {
         )
     }
 
+    /// `Ok` when the lock is still this run's, asked of the API server now
+    /// whatever the last renewal: after a long step (an undo that waited
+    /// for pods) where someone may have removed or taken the lock in less
+    /// than a lease duration (`unlock`, then another run).
+    pub async fn confirm(&self) -> anyhow::Result<()> {
+        self.renew_now(true).await;
+        match self.loss() {
+            None => Ok(()),
+            Some(loss) => Err(self.loss_error(&loss)),
+        }
+    }
+
     /// Renew the lease, or find out why it cannot be.
     async fn renew(&self) {
+        self.renew_now(false).await
+    }
+
+    /// [`Fence::renew`]; `always` renews even a lease renewed a moment ago.
+    async fn renew_now(&self, always: bool) {
         let mut lease = self.0.lease.lock().await;
         // Renewed by someone else (the renewer, another change) while this
         // one waited for the lease's mutex.
-        if self.loss().is_some() || self.since_renewal() < self.0.ttl / 3 {
+        if self.loss().is_some() || (!always && self.since_renewal() < self.0.ttl / 3) {
             return;
         }
         let sent = Stamp::now();

@@ -758,6 +758,28 @@ impl Lifecycle for ClusterLifecycle {
         if let Some(record) = frontend {
             cx.records.frontend = Some(record);
         }
+        // An undo can be long (waiting for the old slot's capacity): the
+        // lock may have gone meanwhile (`unlock`, then another run). Its
+        // new holder owns the environment, this run's snapshot and the
+        // rollout record included: nothing more is written.
+        if !steps.is_empty()
+            && let Some(fence) = self.guard.as_ref().map(|g| g.fence())
+        {
+            let _ = fence.confirm().await;
+            if let Some(loss) = fence.loss() {
+                self.guard = None;
+                applier.set_fence(None);
+                let undo = undo_error.map_or(String::new(), |e| format!("; {e:#}"));
+                return Err(fail(
+                    Kind::RollbackFailed,
+                    format!(
+                        "{} while this run was putting things back{undo}; it stopped there, and left its snapshot and the rollout record to the run that holds the lock; `maily-deploy status {}` shows where users are",
+                        loss.describe(&snapshot.environment),
+                        snapshot.environment
+                    ),
+                ));
+            }
+        }
         // Without an API server the state left is not there to read.
         let after: Option<PlatformState> = match health::outage() {
             Some(_) => None,

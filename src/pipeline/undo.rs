@@ -67,6 +67,13 @@ pub async fn put_back(
             }
             Undo::Frontend => {
                 if let Some(record) = frontend.clone() {
+                    // Users of another run's release (one that took the lock
+                    // while the routes went back) must not get this
+                    // frontend put back under them.
+                    if let Err(e) = applier.may_change().await {
+                        join(e.context("the frontend was not put back"));
+                        continue;
+                    }
                     match undo_promotion(&cx.config.vars, &record).await {
                         Ok(r) => frontend = Some(r),
                         Err(e) => join(e.context("putting the frontend back")),

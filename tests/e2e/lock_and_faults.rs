@@ -112,6 +112,50 @@ fn put_lease(world: &World, renewed_secs_ago: i64, ttl: i32) {
         .unwrap();
 }
 
+/// A lock removed and taken by another run moments after this run renewed
+/// it: `check` (free while the lease is fresh) cannot know yet; `confirm`,
+/// which a run's end asks after a long undo before it writes its snapshot
+/// and the rollout record, asks the API server and names the new holder.
+#[test]
+fn confirm_finds_a_lock_taken_over_while_the_lease_looked_fresh() {
+    use maily_deploy::k8s::lease::{self, Holder};
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let guard = world
+        .rt
+        .block_on(lease::acquire(
+            world.client.clone(),
+            &world.namespace,
+            "staging",
+            Holder {
+                user: "dev".into(),
+                host: "laptop".into(),
+                deployment_id: "staging-20250101-120000".into(),
+                since: chrono::Utc::now(),
+            },
+            Duration::from_secs(300),
+        ))
+        .expect("the lock");
+    let fence = guard.fence();
+    put_lease(&world, 0, 300);
+    assert!(
+        world.rt.block_on(fence.check()).is_ok(),
+        "a fresh lease is not asked about"
+    );
+    let lost = world
+        .rt
+        .block_on(fence.confirm())
+        .expect_err("the lock is someone else's");
+    assert!(
+        format!("{lost:#}").contains("taken over by ghost@old-runner"),
+        "{lost:#}"
+    );
+    assert_eq!(
+        world.lease_holder().as_deref(),
+        Some("staging-20250101-000000")
+    );
+}
+
 /// A run on a machine whose clock is behind stamps renewals that look
 /// stale here: its lease seems to have run out moments ago. It is watched
 /// for one lease duration by this machine's clock first; renewed, it is
