@@ -133,15 +133,20 @@ pub async fn run(
         });
     }
 
-    // Render with the release and templates the snapshot kept (platform
-    // objects come from the current manifests).
+    // Render with the release and templates the snapshot kept, the
+    // platform's shared objects too; a snapshot from before they were kept
+    // takes them from the current manifests.
     cx.release_override = target.release.clone();
-    let mut templates: Vec<_> = cx
-        .templates()?
-        .iter()
-        .filter(|t| t.scope == Scope::Platform)
-        .cloned()
-        .collect();
+    let kept_platform = target.templates.iter().any(|t| t.scope == Scope::Platform);
+    let mut templates: Vec<_> = if kept_platform {
+        Vec::new()
+    } else {
+        cx.templates()?
+            .iter()
+            .filter(|t| t.scope == Scope::Platform)
+            .cloned()
+            .collect()
+    };
     templates.extend(target.templates.iter().cloned());
     cx.use_templates(templates);
     // A deployment that carried a layer over recorded that layer's own

@@ -507,6 +507,11 @@ impl Phase for DeployBackend {
         objects.extend(secrets);
         let counts = summarize(&objects);
         tracing::info!("applying {} objects to slot {slot}", objects.len());
+        // The platform's shared objects change for both slots: a failure
+        // from here on puts them back as the last good deployment left them.
+        if b.carried.is_none() {
+            crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Platform);
+        }
         let applied = applier.apply_all(objects).await?;
         cx.backend.target_slot = Some(slot);
 

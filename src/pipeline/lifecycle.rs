@@ -163,17 +163,83 @@ fn completed_by_record(rec: &record::Record, dead: &Snapshot) -> bool {
 }
 
 /// The templates a snapshot keeps: what it takes to render this release's
-/// slot and route objects again.
+/// slot, route and platform objects again (the platform's, so that a later
+/// run that fails, or a rollback, can put them back as this one left them).
 fn kept_templates(all: &[Template]) -> Vec<Template> {
     all.iter()
         .filter(|t| {
             matches!(
                 t.scope,
-                Scope::Slot | Scope::SlotHttp | Scope::SlotAi | Scope::Route
+                Scope::Platform | Scope::Slot | Scope::SlotHttp | Scope::SlotAi | Scope::Route
             )
         })
         .cloned()
         .collect()
+}
+
+/// Put the platform's shared objects (the settings ConfigMap, the network
+/// policies, the backup CronJob) back as the last good deployment before
+/// `s` left them, rendered from the templates and release its snapshot
+/// kept. They are not a slot's: a release changes them for both slots, so
+/// a failed one must not leave its own. Nothing to do when no deployment
+/// before `s` kept them (the first deploy, or snapshots from before they
+/// were kept: said in the log). Objects a release added are left.
+pub(super) async fn platform_back(
+    cx: &Context,
+    applier: &Applier,
+    s: &Snapshot,
+) -> anyhow::Result<()> {
+    let store = SnapshotStore::new(
+        applier.client().clone(),
+        &cx.config.profile.namespace,
+        cx.environment(),
+    );
+    let history = store.list().await?;
+    let Some((templates, release)) = platform_before(&history, &s.deployment_id) else {
+        tracing::info!(
+            "no deployment before {} kept the platform's templates: its shared objects stay as they are",
+            s.deployment_id
+        );
+        return Ok(());
+    };
+    let objects = manifest::render(
+        &templates,
+        &[Scope::Platform],
+        &values::common(&release, &cx.config.profile),
+    )?
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect();
+    let applied = applier
+        .apply_all(objects)
+        .await
+        .context("putting the platform's shared objects back")?;
+    tracing::info!(
+        "the platform's shared objects as {} left them: {applied}",
+        release.deployment_id
+    );
+    Ok(())
+}
+
+/// The platform templates and release of the newest successful deployment
+/// before `id` that kept them (`history` newest first, as listed).
+fn platform_before(
+    history: &[Snapshot],
+    id: &super::DeploymentId,
+) -> Option<(Vec<Template>, Release)> {
+    history
+        .iter()
+        .filter(|h| h.outcome == Outcome::Succeeded && h.deployment_id < *id)
+        .max_by(|a, b| a.deployment_id.cmp(&b.deployment_id))
+        .and_then(|h| {
+            let platform: Vec<Template> = h
+                .templates
+                .iter()
+                .filter(|t| t.scope == Scope::Platform)
+                .cloned()
+                .collect();
+            (!platform.is_empty()).then_some((platform, h.release.clone()?))
+        })
 }
 
 /// Apply the environment's Namespace (from the platform templates).

@@ -16,6 +16,10 @@ use crate::phases::deploy_frontend::{FrontendRecord, undo_promotion};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Undo {
+    /// The platform's shared objects (settings, network policies, the
+    /// backup CronJob) written by deploy-backend: put back as the last good
+    /// deployment left them.
+    Platform,
     /// Routes, stable Services' selectors or worker replicas moved
     /// (shift-traffic): put back where the snapshot's `before` had them.
     Routes,
@@ -27,7 +31,7 @@ pub enum Undo {
 /// that died without a word must be assumed to have done. Each step is
 /// harmless where its change never happened (routes already where `before`
 /// had them, a frontend never promoted).
-pub const EVERYTHING: &[Undo] = &[Undo::Routes, Undo::Frontend];
+pub const EVERYTHING: &[Undo] = &[Undo::Platform, Undo::Routes, Undo::Frontend];
 
 /// Record that the run made a change users see.
 pub fn record(cx: &mut Context, change: Undo) {
@@ -58,6 +62,11 @@ pub async fn put_back(
     let mut frontend = frontend;
     for step in steps {
         match step {
+            Undo::Platform => {
+                if let Err(e) = super::lifecycle::platform_back(cx, applier, snapshot).await {
+                    join(e);
+                }
+            }
             Undo::Routes => {
                 if let Err(e) =
                     super::lifecycle::restore_before(cx, applier, snapshot, release).await
@@ -92,7 +101,7 @@ mod tests {
     #[test]
     fn the_journal_reads_as_it_is_written() {
         let text = serde_json::to_string(EVERYTHING).unwrap();
-        assert_eq!(text, r#"["routes","frontend"]"#);
+        assert_eq!(text, r#"["platform","routes","frontend"]"#);
         let back: Vec<Undo> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, EVERYTHING);
     }

@@ -175,6 +175,70 @@ fn a_registry_that_keeps_timing_out_fails_the_deploy_after_the_pull_grace() {
     );
 }
 
+/// The platform's shared objects (here the settings ConfigMap both slots
+/// read) are not a slot's: a release that changes them and then fails puts
+/// them back as the last good deployment left them, and a rollback renders
+/// them from the snapshot it goes back to, not from today's manifests,
+/// when it deploys that release again.
+#[test]
+fn a_failed_release_and_a_rollback_put_the_platforms_shared_objects_back() {
+    let world = World::new(Duration::from_millis(300));
+    let manifests = manifests_with(world.dir.path(), "staging", "");
+    let dir = ["--manifests-dir", path_str(&manifests)];
+    let log_format = || -> Option<String> {
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(world.client.clone(), &world.namespace);
+        world
+            .rt
+            .block_on(api.get("maily-settings"))
+            .unwrap()
+            .data?
+            .get("LOG_FORMAT")
+            .cloned()
+    };
+    let v1 = world.deploy("v1", &dir);
+    assert_exit(&v1, 0);
+    assert_eq!(log_format().as_deref(), Some("json"));
+
+    let settings = manifests.join("platform/10-settings.yaml");
+    let text_format = std::fs::read_to_string(&settings)
+        .unwrap()
+        .replace("LOG_FORMAT: json", "LOG_FORMAT: text");
+    std::fs::write(&settings, text_format).unwrap();
+    world
+        .sim()
+        .control()
+        .set_image_fault("*:crash-*", ImageFault::CrashLoopBackOff);
+    let failed = world.deploy("crash-2", &dir);
+    assert_exit(&failed, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert_eq!(
+        log_format().as_deref(),
+        Some("json"),
+        "put back as v1 left it: {}",
+        text(&failed)
+    );
+
+    // Two releases later v1 runs in neither slot: the rollback deploys it
+    // again, the platform's objects with it.
+    assert_exit(&world.deploy("v3", &dir), 0);
+    assert_exit(&world.deploy("v4", &dir), 0);
+    assert_eq!(log_format().as_deref(), Some("text"));
+    let back = world
+        .maily()
+        .args(["rollback", "staging", &deployment_id_of(&v1)])
+        .args(dir)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_exit(&back, 0);
+    assert_eq!(
+        log_format().as_deref(),
+        Some("json"),
+        "as v1 ran: {}",
+        text(&back)
+    );
+}
+
 #[test]
 fn a_release_is_never_applied_to_a_slot_users_still_reach() {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
