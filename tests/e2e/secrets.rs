@@ -227,7 +227,10 @@ fn credentials_in_a_url_kept_in_vault_are_never_printed() {
     assert_exit(&out, exit_code::SUCCESS);
     let all = text(&out);
     // The plan says which it would reach, not what gets in.
-    assert!(all.contains("Prometheus [REDACTED:PROMETHEUS_URL]"), "{all}");
+    assert!(
+        all.contains("Prometheus [REDACTED:PROMETHEUS_URL]"),
+        "{all}"
+    );
     assert!(all.contains("Grafana [REDACTED:GRAFANA_URL]"), "{all}");
     assert!(!all.contains("glc_V4ultKey0123456789"), "{all}");
     assert!(!all.contains("ghp0V4ult0123456789abcd"), "{all}");
