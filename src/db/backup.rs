@@ -278,7 +278,10 @@ async fn take_inner(req: &BackupRequest<'_>) -> Result<BackupRecord> {
         schema_version: req.schema_version,
         database: req.db.target(),
         schemas: req.schemas.to_vec(),
-        pg_dump_version: req.tools.pg_dump_version().await.unwrap_or_default(),
+        pg_dump_version: req.tools.pg_dump_version().await.unwrap_or_else(|e| {
+            tracing::warn!("the backup's record names no pg_dump version: {e:#}");
+            String::new()
+        }),
         created_at: Utc::now(),
         duration_ms: started.elapsed().as_millis() as u64,
     };
