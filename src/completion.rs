@@ -86,13 +86,14 @@ pub fn phases(current: &OsStr) -> Vec<CompletionCandidate> {
 /// The contexts of the kubeconfig the line names (or the default one).
 pub fn contexts(current: &OsStr) -> Vec<CompletionCandidate> {
     let words = words();
-    let file = match option(&words, "--kubeconfig") {
-        Some(path) => kube::config::Kubeconfig::read_from(path),
-        None => kube::config::Kubeconfig::read(),
+    // Read as a run reads it: a path naming a pipe or a device (where
+    // kube's own reader would wait or fill memory) completes nothing.
+    let path = option(&words, "--kubeconfig").map(PathBuf::from);
+    let file = crate::k8s::kubeconfig::read(path.as_deref());
+    let names = match file {
+        Ok(Some((kc, _))) => kc.contexts.into_iter().map(|c| c.name).collect(),
+        _ => Vec::new(),
     };
-    let names = file
-        .map(|kc| kc.contexts.into_iter().map(|c| c.name).collect::<Vec<_>>())
-        .unwrap_or_default();
     starting_with(current, names.into_iter().map(|n| (n, None)))
 }
 

@@ -9,10 +9,14 @@
 //! SIZE_MB defaults to 1024; the server defaults to MAILY_TEST_POSTGRES_URL
 //! (the tests' server) or postgres://postgres@127.0.0.1:5432. The benchmark creates its own
 //! databases and drops them.
+//!
+//! The plain tools are run as the tool runs its own: connected through
+//! libpq's environment, so the server's password is never on a command
+//! line `ps` shows, and the logs go through the tool's redacting writer.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use comfy_table::Table;
 use maily_deploy::db::backup::PgTools;
 use maily_deploy::db::connection::DatabaseUrl;
@@ -20,16 +24,12 @@ use maily_deploy::db::restore::{RestoreRequest, restore_file};
 use maily_deploy::db::store::BackupStore;
 use maily_deploy::db::{self, BackupReason, MigrateSettings};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
-use tokio::process::Command;
 
 const BATCH_CONTACTS: i64 = 100_000;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    maily_deploy::logging::init(0, false, true);
     let args: Vec<String> = std::env::args().collect();
     let size_mb: i64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1024);
     let server = args
@@ -37,6 +37,8 @@ async fn main() -> Result<()> {
         .cloned()
         .or_else(|| std::env::var("MAILY_TEST_POSTGRES_URL").ok())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
+    // Its password (and the URL) are hidden from every line logged.
+    maily_deploy::redact::register("the database server URL", &server);
     let name = format!("maily_bench_{}", std::process::id());
     let copy = format!("{name}_plain");
     let url = format!("{server}/{name}");
@@ -93,7 +95,7 @@ async fn run(
     let mut record = None;
     for round in 0..3 {
         let t = Instant::now();
-        shell("pg_dump", &["-Fc", "-d", url, "-f", plain_file]).await?;
+        pg_tool("pg_dump", &db_url, &["-Fc", "-f", plain_file]).await?;
         plain_dumps.push(t.elapsed());
         let mut s = settings.clone();
         s.deployment_id = format!("bench-20250601-12000{round}");
@@ -122,11 +124,14 @@ async fn run(
             admin
                 .execute(AssertSqlSafe(format!("CREATE DATABASE {copy}")))
                 .await?;
+            let copy_db = DatabaseUrl::parse(&copy_url)?;
             let jarg = format!("--jobs={j}");
+            let dbname = format!("--dbname={}", copy_db.database());
             let t = Instant::now();
-            shell(
+            pg_tool(
                 "pg_restore",
-                &["-d", &copy_url, &jarg, "--exit-on-error", plain_file],
+                &copy_db,
+                &[&dbname, &jarg, "--exit-on-error", plain_file],
             )
             .await?;
             eprintln!(
@@ -257,13 +262,14 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-async fn shell(program: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .await
-        .with_context(|| format!("could not run {program}"))?;
-    anyhow::ensure!(status.success(), "{program} failed: {status}");
+/// `program` with `args`, connected to `db` through libpq's environment
+/// (PgTools' command: inherited `PG*` cleared, the password in
+/// `PGPASSWORD`), its output read with bounds and its errors redacted.
+async fn pg_tool(program: &str, db: &DatabaseUrl, args: &[&str]) -> Result<()> {
+    let tools = PgTools::default();
+    let mut cmd = tools.command(program, Some(db));
+    cmd.args(args);
+    tools.run(cmd, program, Some(db)).await?;
     Ok(())
 }
 

@@ -130,32 +130,64 @@ pub fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
     read_text_at_most(path, what, MAX_FILE_BYTES)
 }
 
+/// Why a bounded read gave no content.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    Io(std::io::Error),
+    /// It holds more than the bound, or never ends (`/dev/zero`, a pipe
+    /// fed forever); it was read no further than one byte past the bound.
+    Over,
+}
+
+/// The whole content of `path` if it holds at most `max` bytes. The bound
+/// is on what is read, not on what `metadata` says: a pipe or a device
+/// has no length, and a file can grow between the two.
+pub fn read_at_most(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    take_at_most(file, max)
+}
+
+/// [`read_at_most`] of a reader already open (a file the caller holds
+/// locked, say).
+pub fn take_at_most(reader: impl std::io::Read, max: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::Over);
+    }
+    Ok(bytes)
+}
+
 /// [`read_text`] with a bound of its own.
 pub fn read_text_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let cannot = |e: std::io::Error| {
-        Failure::new(
-            Kind::Config,
-            format!(
-                "cannot read the {what} {}: {e}; check the path and its permissions",
-                path.display()
-            ),
-        )
+    let bytes = match read_at_most(path, max) {
+        Ok(bytes) => bytes,
+        Err(ReadError::Io(e)) => {
+            return Err(Failure::new(
+                Kind::Config,
+                format!(
+                    "cannot read the {what} {}: {e}; check the path and its permissions",
+                    path.display()
+                ),
+            )
+            .into());
+        }
+        Err(ReadError::Over) => {
+            return Err(Failure::new(
+                Kind::Config,
+                format!(
+                    "the {what} {} is over {max} bytes, more than any {what} is; check the path",
+                    path.display()
+                ),
+            )
+            .into());
+        }
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .map_err(cannot)?;
-    if bytes.len() as u64 > max {
-        return Err(Failure::new(
-            Kind::Config,
-            format!(
-                "the {what} {} is over {max} bytes, more than any {what} is; check the path",
-                path.display()
-            ),
-        )
-        .into());
-    }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {

@@ -24,6 +24,18 @@ pub enum ServiceKind {
     Worker,
 }
 
+impl ServiceKind {
+    /// The most replicas a service of this kind may run with: a profile's
+    /// replicas are checked against it, and so are the replicas a
+    /// carry-over copies from the cluster, which nobody validated.
+    pub fn max_replicas(self) -> u64 {
+        match self {
+            ServiceKind::Http => MAX_HTTP_REPLICAS,
+            ServiceKind::Worker => rules::MAX_INT32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
@@ -346,10 +358,7 @@ impl ProfileOf<Written> {
                     "give registry/repository:tag, e.g. ghcr.io/maily/maily-api:v1.4.2",
                 );
             }
-            let limit = match svc.kind {
-                ServiceKind::Http => MAX_HTTP_REPLICAS,
-                ServiceKind::Worker => rules::MAX_INT32,
-            };
+            let limit = svc.kind.max_replicas();
             if let Some(n) = svc.replicas
                 && u64::from(n) > limit
             {
@@ -459,13 +468,19 @@ pub const MAX_HTTP_REPLICAS: u64 = rules::MAX_INT32 / 3;
 pub const MAX_SERVICE_NAME: usize = 40;
 
 fn replicas_past(n: u32, limit: u64, http: bool) -> String {
+    format!("is {n}, {}", over_replica_limit(limit, http))
+}
+
+/// Why replicas past `limit` cannot run, as the end of a sentence that
+/// names them.
+pub fn over_replica_limit(limit: u64, http: bool) -> String {
     if http {
         format!(
-            "is {n}, over {limit}: the HorizontalPodAutoscaler scales an http service to three times its replicas, and its maxReplicas is an int32 (at most {})",
+            "over {limit}: the HorizontalPodAutoscaler scales an http service to three times its replicas, and its maxReplicas is an int32 (at most {})",
             rules::MAX_INT32
         )
     } else {
-        format!("is {n}, over {limit}, the most a Deployment's replicas (an int32) can hold")
+        format!("over {limit}, the most a Deployment's replicas (an int32) can hold")
     }
 }
 

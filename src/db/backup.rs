@@ -128,11 +128,17 @@ impl PgTools {
 
     /// Runs a command to completion; on failure, the error carries its
     /// stderr with the password redacted.
-    pub async fn run(
+    pub async fn run(&self, cmd: Command, what: &str, db: Option<&DatabaseUrl>) -> Result<String> {
+        self.run_at_most(cmd, what, db, MAX_TOOL_STDOUT_BYTES).await
+    }
+
+    /// [`run`](Self::run), its stdout refused past `limit` bytes.
+    async fn run_at_most(
         &self,
         mut cmd: Command,
         what: &str,
         db: Option<&DatabaseUrl>,
+        limit: usize,
     ) -> Result<String> {
         let mut child = cmd.spawn().with_context(|| {
             format!(
@@ -143,13 +149,11 @@ impl PgTools {
         let stderr = child.stderr.take().context("stderr is piped")?;
         let (stdout, stderr, status) = tokio::try_join!(
             async {
-                child_output::whole(stdout, MAX_TOOL_STDOUT_BYTES)
-                    .await?
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "{what} printed more than {MAX_TOOL_STDOUT_BYTES} bytes, more than the tool reads"
-                        )
-                    })
+                child_output::whole(stdout, limit).await?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{what} printed more than {limit} bytes, more than the tool reads"
+                    )
+                })
             },
             async { Ok(child_output::tail(stderr, KEPT_STDERR_BYTES).await?) },
             async { Ok(child.wait().await?) },
@@ -166,16 +170,41 @@ impl PgTools {
         Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
-    /// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.20`.
+    /// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.20`: read as
+    /// every tool's output is, with a bound, and waited for
+    /// [`VERSION_WAIT`] at most, so that a `pg_dump` on `PATH` that is not
+    /// PostgreSQL's (a wrapper that waits, one that prints without end)
+    /// cannot hold the backup before it starts.
     pub async fn pg_dump_version(&self) -> Result<String> {
+        self.pg_dump_version_within(VERSION_WAIT).await
+    }
+
+    async fn pg_dump_version_within(&self, wait: std::time::Duration) -> Result<String> {
         let mut cmd = Command::new(self.program("pg_dump"));
-        cmd.arg("--version").kill_on_drop(true);
-        let out = cmd.output().await.context(
-            "could not run pg_dump; install the PostgreSQL client tools (postgresql-client) matching the server",
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        cmd.arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let what = "pg_dump --version";
+        // On the deadline the run is dropped, and the child killed with it.
+        let out = tokio::time::timeout(wait, self.run_at_most(cmd, what, None, MAX_VERSION_BYTES))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{what} did not end within {}; check that the pg_dump first on PATH is PostgreSQL's (postgresql-client)",
+                    humantime::format_duration(wait)
+                )
+            })??;
+        Ok(out.trim().to_owned())
     }
 }
+
+/// The longest `pg_dump --version` is waited for: it answers at once.
+const VERSION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The most of `pg_dump --version`'s output read: one short line.
+const MAX_VERSION_BYTES: usize = 4 << 10;
 
 /// What [`take`] needs to know.
 pub struct BackupRequest<'a> {
@@ -249,7 +278,10 @@ async fn take_inner(req: &BackupRequest<'_>) -> Result<BackupRecord> {
         schema_version: req.schema_version,
         database: req.db.target(),
         schemas: req.schemas.to_vec(),
-        pg_dump_version: req.tools.pg_dump_version().await.unwrap_or_default(),
+        pg_dump_version: req.tools.pg_dump_version().await.unwrap_or_else(|e| {
+            tracing::warn!("the backup's record names no pg_dump version: {e:#}");
+            String::new()
+        }),
         created_at: Utc::now(),
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -376,6 +408,46 @@ mod tests {
             Some("3350; 0 24760 TABLE DATA public c postgres")
         );
         assert_eq!(last_data_entry("5; 2615 2200 SCHEMA - public x\n"), None);
+    }
+
+    /// Tools whose `pg_dump` is the shell script `body`.
+    fn tools_with_pg_dump(body: &str) -> (tempfile::TempDir, PgTools) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg_dump");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tools = PgTools {
+            bin_dir: Some(dir.path().to_path_buf()),
+        };
+        (dir, tools)
+    }
+
+    #[tokio::test]
+    async fn a_pg_dump_that_prints_without_end_or_never_ends_is_stopped() {
+        let (_d, tools) = tools_with_pg_dump("echo 'pg_dump (PostgreSQL) 15.20'");
+        assert_eq!(
+            tools.pg_dump_version().await.unwrap(),
+            "pg_dump (PostgreSQL) 15.20"
+        );
+        let (_d, tools) = tools_with_pg_dump("exec yes");
+        let err = tools.pg_dump_version().await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("pg_dump --version printed more than 4096 bytes"),
+            "{err:#}"
+        );
+        let (_d, tools) = tools_with_pg_dump("exec sleep 600");
+        let began = std::time::Instant::now();
+        let err = tools
+            .pg_dump_version_within(std::time::Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(began.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            err.to_string()
+                .starts_with("pg_dump --version did not end within 500ms"),
+            "{err}"
+        );
     }
 
     #[test]

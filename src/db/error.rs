@@ -86,6 +86,11 @@ pub enum DbError {
     )]
     BadBackupLocation { location: String, reason: String },
 
+    /// `MIGRATIONS_DIR` holds more, or larger files, than a release's
+    /// migrations are; nothing was read into memory or applied.
+    #[error("MIGRATIONS_DIR {dir} cannot be read as a release's migrations: {reason}")]
+    BadMigrations { dir: String, reason: String },
+
     /// The backup could not be taken, stored or verified; nothing was changed.
     #[error("backup failed, the database was not changed: {reason}")]
     BackupFailed { reason: String },

@@ -21,6 +21,86 @@ use super::error::DbError;
 /// The migrations compiled into the binary.
 static EMBEDDED: Migrator = sqlx::migrate!("./migrations");
 
+/// How much of `MIGRATIONS_DIR` is read.
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// Entries of the folder (sqlx lists them all).
+    entries: usize,
+    /// Bytes of one migration file.
+    file: u64,
+    /// Bytes of all migration files together (sqlx holds them all).
+    total: u64,
+}
+
+/// Years of migrations are a few hundred files of kilobytes each; a file
+/// past 16 MiB is a dump or a log put there by mistake.
+const BOUNDS: Bounds = Bounds {
+    entries: 10_000,
+    file: 16 << 20,
+    total: 256 << 20,
+};
+
+/// Refuses a migrations folder sqlx would read without bound: sqlx's
+/// `Migrator::new` reads every `<version>_<name>.sql` regular file of it
+/// whole, however many and however large. The files it would read are
+/// found as it finds them (a regular file, through symbolic links, named
+/// `<something>_<something>.sql`); other entries count only towards
+/// `max_entries`, since it lists them all.
+fn check_bounds(dir: &Path, bounds: &Bounds) -> Result<()> {
+    let Bounds {
+        entries: max_entries,
+        file: max_file,
+        total: max_total,
+    } = *bounds;
+    let bad = |reason: String| DbError::BadMigrations {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| bad(format!("the folder cannot be listed ({e})")))?;
+    let mut total = 0u64;
+    for (i, entry) in entries.enumerate() {
+        if i >= max_entries {
+            return Err(bad(format!(
+                "it holds more than {max_entries} entries, more than any release's migrations; point MIGRATIONS_DIR at the release's migrations/ folder"
+            ))
+            .into());
+        }
+        let entry = entry.map_err(|e| bad(format!("the folder cannot be listed ({e})")))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let read_by_sqlx = name
+            .split_once('_')
+            .is_some_and(|(_, rest)| rest.ends_with(".sql"));
+        if !read_by_sqlx {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            // sqlx says why it cannot read it.
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let shown = crate::error::clipped(&name);
+        if meta.len() > max_file {
+            return Err(bad(format!(
+                "{shown} is {} bytes, over the {max_file} a migration may be; move data loads out of the migrations (or split the file)",
+                meta.len()
+            ))
+            .into());
+        }
+        total = total.saturating_add(meta.len());
+        if total > max_total {
+            return Err(bad(format!(
+                "its migrations hold more than {max_total} bytes together (passed at {shown}); move data loads out of the migrations"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Where a release's migrations came from, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "path")]
@@ -41,6 +121,7 @@ impl MigrationSet {
     pub async fn load(dir: Option<&Path>) -> Result<Self> {
         match dir {
             Some(dir) if dir.is_dir() => {
+                check_bounds(dir, &BOUNDS)?;
                 let migrator = Migrator::new(dir.to_path_buf()).await.with_context(|| {
                     format!("could not read the migrations in {}", dir.display())
                 })?;
@@ -279,6 +360,56 @@ mod tests {
         failed.success = false;
         let status = plan(&[failed], &files);
         assert_eq!(status.blocking_error(), Some(DbError::Dirty { version: 1 }));
+    }
+
+    #[tokio::test]
+    async fn a_migrations_folder_past_its_bounds_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1_init.up.sql"), "select 1;").unwrap();
+        // Sparse: 17 MiB to stat, nothing on disk.
+        let big = std::fs::File::create(dir.path().join("2_load_everything.up.sql")).unwrap();
+        big.set_len(17 << 20).unwrap();
+        let err = MigrationSet::load(Some(dir.path())).await.unwrap_err();
+        assert!(
+            matches!(DbError::find(&err), Some(DbError::BadMigrations { .. })),
+            "{err:#}"
+        );
+        assert_eq!(
+            crate::phases::migrate::kind_of(&err),
+            crate::error::Kind::Config
+        );
+        assert!(
+            err.to_string().contains(
+                "2_load_everything.up.sql is 17825792 bytes, over the 16777216 a migration may be"
+            ),
+            "{err}"
+        );
+        // More entries than a release's folder has, whatever they are.
+        let many = tempfile::tempdir().unwrap();
+        for i in 0..=BOUNDS.entries {
+            std::fs::write(many.path().join(format!("note-{i}.txt")), "").unwrap();
+        }
+        let err = MigrationSet::load(Some(many.path())).await.unwrap_err();
+        assert!(err.to_string().contains("more than 10000 entries"), "{err}");
+        // Files within the bound one by one, past it together.
+        let small = Bounds {
+            entries: 10,
+            file: 10,
+            total: 15,
+        };
+        let sum = tempfile::tempdir().unwrap();
+        std::fs::write(sum.path().join("1_a.sql"), "select 1;").unwrap();
+        check_bounds(sum.path(), &small).unwrap();
+        std::fs::write(sum.path().join("2_b.sql"), "select 2;").unwrap();
+        let err = check_bounds(sum.path(), &small).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 15 bytes together"),
+            "{err}"
+        );
+        // What sqlx does not read counts as an entry only.
+        std::fs::remove_file(sum.path().join("2_b.sql")).unwrap();
+        std::fs::write(sum.path().join("README.md"), "x".repeat(100)).unwrap();
+        check_bounds(sum.path(), &small).unwrap();
     }
 
     /// `sqlx::migrate!` re-reads a changed file but cannot see a new one

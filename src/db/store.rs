@@ -95,6 +95,33 @@ pub fn daily_dump_of(
     })
 }
 
+/// Why a download stopped before its end.
+enum Download {
+    BrokeOff(object_store::Error),
+    /// More bytes came than the caller expects; the chunk that passed the
+    /// bound was not handed on.
+    PastBound,
+}
+
+/// The next chunk of a GET's body, its length counted into `seen`: none
+/// at the body's end, [`Download::PastBound`] once more than `limit`
+/// bytes have come. Both readers of the store (records, dumps) count the
+/// same way, so neither trusts a size it was told.
+async fn next_chunk(
+    stream: &mut (impl futures_util::Stream<Item = object_store::Result<bytes::Bytes>> + Unpin),
+    seen: &mut u64,
+    limit: u64,
+) -> std::result::Result<Option<bytes::Bytes>, Download> {
+    let Some(chunk) = stream.try_next().await.map_err(Download::BrokeOff)? else {
+        return Ok(None);
+    };
+    *seen = seen.saturating_add(chunk.len() as u64);
+    if *seen > limit {
+        return Err(Download::PastBound);
+    }
+    Ok(Some(chunk))
+}
+
 /// Where backups are kept.
 #[derive(Debug, Clone)]
 pub struct BackupStore {
@@ -349,9 +376,9 @@ impl BackupStore {
             }
             to_read.push(meta.location);
         }
-        let read: Vec<(ObjectPath, Result<bytes::Bytes>)> = futures_util::stream::iter(to_read)
+        let read: Vec<(ObjectPath, Result<Option<Vec<u8>>>)> = futures_util::stream::iter(to_read)
             .map(|key| async move {
-                let bytes = self.read_all(&key).await;
+                let bytes = self.read_record(&key).await;
                 (key, bytes)
             })
             .buffered(RECORD_READS_AT_ONCE)
@@ -359,7 +386,10 @@ impl BackupStore {
             .await;
         let mut records = Vec::new();
         for (key, bytes) in read {
-            match serde_json::from_slice::<BackupRecord>(&bytes?) {
+            let Some(bytes) = bytes? else {
+                continue;
+            };
+            match serde_json::from_slice::<BackupRecord>(&bytes) {
                 Ok(record) => records.push(record),
                 Err(e) => {
                     tracing::warn!(object = %key, "skipping an unreadable backup record: {e}")
@@ -376,10 +406,26 @@ impl BackupStore {
         })
     }
 
-    /// Reads a small object whole (a record, listed with its size first).
-    async fn read_all(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
-        let result = self.store.get(key).await?;
-        Ok(result.bytes().await?)
+    /// A backup record's bytes; none (warned of) when the GET brings more
+    /// than [`MAX_RECORD_BYTES`]. The listing's size was checked, but what
+    /// a GET returns is another answer (an object replaced meanwhile, a
+    /// server that lists one size and serves another), so it is counted
+    /// as it comes and read no further than the bound.
+    async fn read_record(&self, key: &ObjectPath) -> Result<Option<Vec<u8>>> {
+        let mut stream = self.store.get(key).await?.into_stream();
+        let mut seen = 0u64;
+        let mut out = Vec::new();
+        loop {
+            match next_chunk(&mut stream, &mut seen, MAX_RECORD_BYTES).await {
+                Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+                Ok(None) => return Ok(Some(out)),
+                Err(Download::BrokeOff(e)) => return Err(e.into()),
+                Err(Download::PastBound) => {
+                    tracing::warn!(object = %key, "skipping a backup record that holds more than {MAX_RECORD_BYTES} bytes (though listed within them); it was read no further");
+                    return Ok(None);
+                }
+            }
+        }
     }
 
     /// A local file holding the backup's bytes: the file itself for a
@@ -406,25 +452,27 @@ impl BackupStore {
         let mut file = tokio::fs::File::create(&staged.path).await?;
         let mut stream = result.into_stream();
         let mut written = 0u64;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .with_context(|| format!("the download of {} broke off", record.location))?
-        {
+        loop {
             // Past the recorded size it is not the backup recorded: stop
             // before it fills the disk.
-            written += chunk.len() as u64;
-            if written > record.size_bytes {
-                return Err(DbError::BackupCorrupt {
-                    location: record.location.clone(),
-                    reason: format!(
-                        "it holds more than the {} bytes recorded when it was taken; the download was stopped there",
-                        record.size_bytes
-                    ),
+            match next_chunk(&mut stream, &mut written, record.size_bytes).await {
+                Ok(Some(chunk)) => file.write_all(&chunk).await?,
+                Ok(None) => break,
+                Err(Download::BrokeOff(e)) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("the download of {} broke off", record.location)));
                 }
-                .into());
+                Err(Download::PastBound) => {
+                    return Err(DbError::BackupCorrupt {
+                        location: record.location.clone(),
+                        reason: format!(
+                            "it holds more than the {} bytes recorded when it was taken; the download was stopped there",
+                            record.size_bytes
+                        ),
+                    }
+                    .into());
+                }
             }
-            file.write_all(&chunk).await?;
         }
         file.flush().await?;
         Ok(staged)
@@ -574,6 +622,118 @@ mod tests {
             store.listing_of_at_most(5).await.unwrap(),
             Listing::default()
         );
+    }
+
+    /// A store that lists every object as 1 byte long and serves what it
+    /// holds: a listing and a GET that disagree, as an object replaced
+    /// between the two leaves them.
+    #[derive(Debug)]
+    struct ListsSmall(object_store::memory::InMemory);
+
+    impl std::fmt::Display for ListsSmall {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ListsSmall")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for ListsSmall {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0
+                .list(prefix)
+                .map_ok(|meta| object_store::ObjectMeta { size: 1, ..meta })
+                .boxed()
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    fn record(name: &str) -> BackupRecord {
+        BackupRecord {
+            name: name.into(),
+            location: format!("s3://b/{name}.dump"),
+            deployment_id: "production-20250101-120000".into(),
+            reason: super::super::backup::BackupReason::PreMigrate,
+            size_bytes: 1,
+            sha256: String::new(),
+            verified: true,
+            schema_version: Some(1),
+            database: "db:5432/maily as deployer".into(),
+            schemas: vec!["public".into()],
+            pg_dump_version: "15".into(),
+            created_at: chrono::Utc::now(),
+            duration_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_served_larger_than_the_bound_is_skipped_whatever_its_listed_size() {
+        let store = BackupStore {
+            base: "s3://b/".into(),
+            store: Arc::new(ListsSmall(object_store::memory::InMemory::new())),
+            prefix: String::new(),
+            local_dir: None,
+        };
+        let small = record("production-20250101-120000.pre-migrate");
+        store.put_record(&small).await.unwrap();
+        // A record's JSON, padded past the bound with white space JSON
+        // allows: read whole, it would parse and be listed.
+        let mut huge =
+            serde_json::to_vec(&record("production-20250102-120000.pre-migrate")).unwrap();
+        huge.resize(MAX_RECORD_BYTES as usize + 1, b' ');
+        store
+            .store
+            .put(
+                &ObjectPath::from("production-20250102-120000.pre-migrate.json"),
+                PutPayload::from(huge),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.list().await.unwrap(), vec![small]);
     }
 
     #[tokio::test]

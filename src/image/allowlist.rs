@@ -20,6 +20,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::config::ReadError;
 use crate::error::{Failure, Kind, Problem, clipped};
 
 /// Where the allowlist is unless the caller says otherwise: the working
@@ -115,8 +116,14 @@ impl Allowlist {
             )
             .into()
         };
-        let bytes = match std::fs::metadata(path) {
-            Ok(m) => m.len(),
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(fail(
+                    "is not a file".into(),
+                    "point IMAGE_SCAN_IGNORE_FILE at a YAML file, or remove what is at that path",
+                ));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Allowlist::empty(file));
             }
@@ -126,19 +133,19 @@ impl Allowlist {
                     "check its permissions",
                 ));
             }
-        };
-        if bytes > MAX_FILE_BYTES {
-            return Err(fail(
-                format!("is {bytes} bytes, over the {MAX_FILE_BYTES} a scan allowlist may be"),
-                "keep only the entries still needed",
-            ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(
+        let bytes = crate::config::read_at_most(path, MAX_FILE_BYTES).map_err(|e| match e {
+            ReadError::Io(e) => fail(
                 format!("cannot be read ({})", e.kind()),
-                "save it as UTF-8 text and check its permissions",
-            )
+                "check its permissions",
+            ),
+            ReadError::Over => fail(
+                format!("is over the {MAX_FILE_BYTES} bytes a scan allowlist may be"),
+                "keep only the entries still needed",
+            ),
         })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail("is not UTF-8 text".into(), "save it as UTF-8 text"))?;
         Allowlist::parse(&text, &file).map_err(|problems| {
             Failure::with_problems(
                 Kind::Config,
@@ -405,6 +412,9 @@ mod tests {
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Config));
         let f = crate::error::failure_of(&err).unwrap();
         assert!(f.problems[0].problem.contains("over the 1048576"), "{f:?}");
+        let err = Allowlist::load(Path::new("/dev/zero")).unwrap_err();
+        let f = crate::error::failure_of(&err).unwrap();
+        assert_eq!(f.problems[0].problem, "is not a file", "{f:?}");
         let bad = dir.path().join("bad.yaml");
         std::fs::write(&bad, "- id: CVE-1\n").unwrap();
         let err = Allowlist::load(&bad).unwrap_err();

@@ -15,6 +15,8 @@ use base64::Engine;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
+use crate::config::ReadError;
+
 /// The largest credentials file read: a real one is a few kilobytes.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -57,8 +59,10 @@ struct Entry {
 pub enum CredentialsError {
     #[error("{path} cannot be read ({why})")]
     Unreadable { path: String, why: String },
-    #[error("{path} is {bytes} bytes, over the {MAX_FILE_BYTES} a registry login file may be")]
-    TooLarge { path: String, bytes: u64 },
+    #[error("{path} is not a file (a directory, a pipe or a device)")]
+    NotAFile { path: String },
+    #[error("{path} is over the {MAX_FILE_BYTES} bytes a registry login file may be")]
+    TooLarge { path: String },
     #[error("{path} is not a registry login file ({why})")]
     NotJson { path: String, why: String },
     #[error("{path}: the login of {registry} is not base64 of user:password")]
@@ -109,11 +113,16 @@ impl Credentials {
             path: shown.clone(),
             why: e.kind().to_string(),
         };
-        let bytes = std::fs::metadata(path).map_err(unreadable)?.len();
-        if bytes > MAX_FILE_BYTES {
-            return Err(CredentialsError::TooLarge { path: shown, bytes });
+        // A FIFO would block the open until something writes to it.
+        if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+            return Err(CredentialsError::NotAFile { path: shown });
         }
-        let text = std::fs::read(path).map_err(unreadable)?;
+        let text = crate::config::read_at_most(path, MAX_FILE_BYTES).map_err(|e| match e {
+            ReadError::Io(e) => unreadable(e),
+            ReadError::Over => CredentialsError::TooLarge {
+                path: shown.clone(),
+            },
+        })?;
         let file: File = serde_json::from_slice(&text).map_err(|e| CredentialsError::NotJson {
             path: shown.clone(),
             why: format!("line {}, column {}", e.line(), e.column()),
@@ -213,6 +222,36 @@ mod tests {
             Credentials::read(Some(missing)).unwrap_err(),
             CredentialsError::Unreadable { .. }
         ));
+    }
+
+    #[test]
+    fn a_login_file_past_the_bound_or_not_a_file_stops_at_once() {
+        let (_d, path) = file(&format!(
+            r#"{{"auths": {{}}, "padding": "{}"}}"#,
+            "x".repeat(MAX_FILE_BYTES as usize)
+        ));
+        let err = Credentials::read(Some(&path)).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("is over the 1048576 bytes a registry login file may be"),
+            "{err}"
+        );
+        // Read whole, /dev/zero would fill memory; a FIFO nobody writes
+        // to would block the open for ever.
+        let err = Credentials::read(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/dev/zero is not a file (a directory, a pipe or a device)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("auth.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = Credentials::read(Some(&fifo)).unwrap_err();
+        assert!(matches!(err, CredentialsError::NotAFile { .. }), "{err}");
     }
 
     #[test]

@@ -151,13 +151,12 @@ pub fn choose_context(
     }
 }
 
-/// The client configuration and what it points at, as kubectl would
-/// choose them.
-pub async fn load(
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-) -> anyhow::Result<(Config, Target)> {
-    let (file, source) = match kubeconfig {
+/// The kubeconfig kubectl would read (`--kubeconfig`, else every file of
+/// `$KUBECONFIG` merged, else `~/.kube/config`) and the words naming it;
+/// none when there is none. Each file is checked by [`read_file`] (a file,
+/// within the size bound) before it is read, here and for Tab completion.
+pub fn read(kubeconfig: Option<&Path>) -> anyhow::Result<Option<(Kubeconfig, String)>> {
+    let found = match kubeconfig {
         Some(path) => (read_file(path, "--kubeconfig")?, path.display().to_string()),
         None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             Some(value) => {
@@ -174,26 +173,36 @@ pub async fn load(
             }
             None => match default_path().filter(|p| p.exists()) {
                 Some(path) => (read_file(&path, "~/.kube/config")?, "~/.kube/config".into()),
-                None if context.is_some() => {
-                    return Err(config_error(
-                        "--context needs a kubeconfig, and there is none: $KUBECONFIG is unset and ~/.kube/config does not exist; pass --kubeconfig PATH".into(),
-                    ));
-                }
-                None => {
-                    let config = Config::incluster().map_err(|_| {
-                        config_error(
-                            "no kubeconfig found ($KUBECONFIG unset, no ~/.kube/config, not in a pod with a service account); pass --kubeconfig PATH".into(),
-                        )
-                    })?;
-                    let target = Target {
-                        server: config.cluster_url.to_string(),
-                        context: None,
-                        source: "the in-cluster service account".into(),
-                    };
-                    return Ok((config, target));
-                }
+                None => return Ok(None),
             },
         },
+    };
+    Ok(Some(found))
+}
+
+/// The client configuration and what it points at, as kubectl would
+/// choose them.
+pub async fn load(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<(Config, Target)> {
+    let Some((file, source)) = read(kubeconfig)? else {
+        if context.is_some() {
+            return Err(config_error(
+                "--context needs a kubeconfig, and there is none: $KUBECONFIG is unset and ~/.kube/config does not exist; pass --kubeconfig PATH".into(),
+            ));
+        }
+        let config = Config::incluster().map_err(|_| {
+            config_error(
+                "no kubeconfig found ($KUBECONFIG unset, no ~/.kube/config, not in a pod with a service account); pass --kubeconfig PATH".into(),
+            )
+        })?;
+        let target = Target {
+            server: config.cluster_url.to_string(),
+            context: None,
+            source: "the in-cluster service account".into(),
+        };
+        return Ok((config, target));
     };
     let chosen = choose_context(&file, context, &source).map_err(config_error)?;
     let options = KubeConfigOptions {

@@ -198,7 +198,29 @@ impl HalfSwitched {
     }
 }
 
-/// The weights of a route's weighted rule (the one without header matches).
+/// The most a route's backendRef may weigh: the Gateway API's
+/// `BackendRef.weight` is an int32 with `Maximum=1000000`.
+pub const MAX_ROUTE_WEIGHT: u32 = 1_000_000;
+
+/// A backendRef's weight: 1 when absent (the Gateway API's default), none
+/// when it is not a whole number from 0 to [`MAX_ROUTE_WEIGHT`], which no
+/// API server that checks the CRD's schema keeps. Read as a u32 by
+/// truncation, -1 became 1 and 2^32 + 1 became 1, and the undo wrote that
+/// back as where users were.
+fn backend_weight(backend: &serde_json::Value) -> Option<u32> {
+    match backend.get("weight") {
+        None | Some(serde_json::Value::Null) => Some(1),
+        Some(w) => w
+            .as_u64()
+            .and_then(|w| u32::try_from(w).ok())
+            .filter(|w| *w <= MAX_ROUTE_WEIGHT),
+    }
+}
+
+/// The weights of a route's weighted rule (the one without header matches);
+/// none when the route cannot be read (no such rule, a backend without a
+/// name, a weight out of range), as with no route: the status shows `none`
+/// and an undo sends every user to the active slot.
 pub fn route_weights(route: &serde_json::Value) -> Option<(u32, u32)> {
     let rules = route.pointer("/spec/rules")?.as_array()?;
     let weighted = rules.iter().find(|r| {
@@ -210,7 +232,7 @@ pub fn route_weights(route: &serde_json::Value) -> Option<(u32, u32)> {
     let mut green = None;
     for b in weighted["backendRefs"].as_array()? {
         let name = b.get("name")?.as_str()?;
-        let weight = b.get("weight").and_then(|w| w.as_u64()).unwrap_or(1) as u32;
+        let weight = backend_weight(b)?;
         if name.ends_with("-blue") {
             blue = Some(weight);
         } else if name.ends_with("-green") {
@@ -560,6 +582,42 @@ pub(crate) mod tests {
             ]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_route_weight_outside_the_gateway_apis_range_makes_the_route_unreadable() {
+        let with = |weight: serde_json::Value| {
+            let mut r = route("api", 0, 100);
+            r.data["spec"]["rules"][1]["backendRefs"][0]["weight"] = weight;
+            r
+        };
+        let weights = |r: DynamicObject| {
+            state_from(
+                &profile(),
+                &[deployment("api-green", "r/maily-api:v2", 2)],
+                &[service("api", "green")],
+                &[r],
+            )
+            .services["api"]
+                .weights
+        };
+        assert_eq!(weights(with(1_000_000.into())), Some((1_000_000, 100)));
+        let mut absent = route("api", 0, 100);
+        absent.data["spec"]["rules"][1]["backendRefs"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("weight");
+        assert_eq!(weights(absent), Some((1, 100)), "the API's default");
+        // Once read as 1 by truncation, each of these: users on blue.
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(4_294_967_297_u64),
+            serde_json::json!(1_000_001),
+            serde_json::json!(0.5),
+            serde_json::json!("50"),
+        ] {
+            assert_eq!(weights(with(bad.clone())), None, "{bad}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub fn secret_name(deployment_id: &str) -> String {
 
 pub struct SnapshotStore {
     api: Api<Secret>,
+    namespace: String,
     environment: String,
 }
 
@@ -33,6 +34,7 @@ impl SnapshotStore {
     pub fn new(client: Client, namespace: &str, environment: &str) -> Self {
         SnapshotStore {
             api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
             environment: environment.to_string(),
         }
     }
@@ -87,26 +89,57 @@ impl SnapshotStore {
         Ok(())
     }
 
-    /// Every snapshot of the environment, newest first. One that cannot be
-    /// read is reported and skipped, never dropped from the cluster.
+    /// Every snapshot of the environment, newest first, within
+    /// [`ListBounds::DEFAULT`]. One that cannot be read is reported and
+    /// skipped, never dropped from the cluster.
     pub async fn list(&self) -> anyhow::Result<Vec<Snapshot>> {
-        let lp = ListParams::default().labels(&self.selector());
-        let secrets = retry("listing snapshots", || self.api.list(&lp))
-            .await
-            .context("listing snapshots")?;
+        self.list_within(&ListBounds::DEFAULT).await
+    }
+
+    /// [`list`](Self::list) within `bounds`: the Secrets read a page at a
+    /// time (a Secret holds up to 1 MiB, so one unpaged answer of
+    /// thousands is gigabytes), the newest [`ListBounds::most_kept`]
+    /// decoded ones kept as the pages come.
+    pub async fn list_within(&self, bounds: &ListBounds) -> anyhow::Result<Vec<Snapshot>> {
         let mut out = Vec::new();
-        for secret in secrets.items {
-            match decode_secret(&secret) {
-                Ok(s) => out.push(s),
-                Err(e) => tracing::warn!(
-                    "skipping the snapshot of {}: {e:#} (Secret {}; kept for inspection, `kubectl delete secret` removes it)",
-                    id_of(&secret),
-                    secret.metadata.name.as_deref().unwrap_or_default()
-                ),
+        let mut token: Option<String> = None;
+        for _ in 0..bounds.most_pages {
+            let mut lp = ListParams::default()
+                .labels(&self.selector())
+                .limit(bounds.page);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let secrets = retry("listing snapshots", || self.api.list(&lp))
+                .await
+                .context("listing snapshots")?;
+            for secret in secrets.items {
+                match decode_secret(&secret) {
+                    Ok(s) => out.push(s),
+                    Err(e) => tracing::warn!(
+                        "skipping the snapshot of {}: {e:#} (Secret {}; kept for inspection, `kubectl delete secret` removes it)",
+                        id_of(&secret),
+                        secret.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                }
+            }
+            keep_newest(&mut out, bounds.most_kept);
+            token = secrets.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(out);
             }
         }
-        out.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
-        Ok(out)
+        Err(fail(
+            Kind::Config,
+            format!(
+                "namespace {} holds more than {} snapshot Secrets of {}, more than maily-deploy reads; delete the oldest (kubectl get secret -n {} -l {} lists them), and keep fewer with --keep-snapshots",
+                self.namespace,
+                bounds.page as usize * bounds.most_pages,
+                self.environment,
+                self.namespace,
+                self.selector()
+            ),
+        ))
     }
 
     /// One snapshot, if it exists. One that cannot be read is a refusal
@@ -158,6 +191,34 @@ impl SnapshotStore {
         }
         Ok(doomed)
     }
+}
+
+/// How much of the snapshot store a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListBounds {
+    /// Secrets per page of the list.
+    pub page: u32,
+    /// The most pages read; past them the listing fails, naming the fix.
+    pub most_pages: usize,
+    /// The most snapshots kept, the newest: each decodes to up to 16 MiB.
+    pub most_kept: usize,
+}
+
+impl ListBounds {
+    /// 50 Secrets a page (at most 50 MiB an answer), 10,000 Secrets in
+    /// all, the newest 1,000 snapshots kept: `--keep-snapshots` is 30 by
+    /// default, so a store past these is one nobody prunes.
+    pub const DEFAULT: ListBounds = ListBounds {
+        page: 50,
+        most_pages: 200,
+        most_kept: 1_000,
+    };
+}
+
+/// The newest `most` snapshots of `all`, newest first.
+fn keep_newest(all: &mut Vec<Snapshot>, most: usize) {
+    all.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
+    all.truncate(most);
 }
 
 /// The snapshot with every string in it scrubbed by [`crate::redact`].

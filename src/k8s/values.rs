@@ -115,13 +115,22 @@ pub fn for_slot(release: &Release, profile: &Profile, service: &str, slot: Slot)
         ("IMAGE", image_of(release, profile, service)),
         ("IMAGE_TAGGED", tagged_image_of(release, profile, service)),
         ("REPLICAS", applied.to_string()),
-        ("MAX_REPLICAS", (replicas * 3).to_string()),
+        ("MAX_REPLICAS", max_replicas(replicas).to_string()),
         (
             "PROGRESS_DEADLINE_SECONDS",
             release.rollout_timeout_secs.max(1).to_string(),
         ),
     ]);
     v
+}
+
+/// The HorizontalPodAutoscaler's `maxReplicas` (an int32): three times the
+/// replicas. The profile's check and the carry-over's keep an http
+/// service within a third of the int32 maximum; a worker (no autoscaler
+/// reads this) may hold up to the maximum itself, so the product is taken
+/// in u64, where it cannot overflow, and held to the maximum.
+fn max_replicas(replicas: u32) -> u64 {
+    (u64::from(replicas) * 3).min(crate::config::k8s_rules::MAX_INT32)
 }
 
 /// Values of a slot's AI ConfigMap (`slot-ai/`): the config as one JSON
@@ -320,6 +329,25 @@ mod tests {
                 assert_eq!(o["spec"]["replicas"], 0, "an idle worker must not consume");
             }
         }
+    }
+
+    #[test]
+    fn a_worker_at_the_int32_maximum_renders_its_slot() {
+        let mut profile = crate::config::profile::load(&shipped(), "production").unwrap();
+        let (worker, _) = profile
+            .services
+            .iter()
+            .find(|(_, s)| s.kind == ServiceKind::Worker)
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .unwrap();
+        profile.services.get_mut(&worker).unwrap().replicas = Some(i32::MAX as u32);
+        let values = for_slot(&release(), &profile, &worker, Slot::Blue);
+        assert_eq!(values["MAX_REPLICAS"], i32::MAX.to_string());
+        // The largest http replicas the profile allows: three times fit.
+        let most = crate::config::profile::MAX_HTTP_REPLICAS as u32;
+        profile.services.get_mut("api").unwrap().replicas = Some(most);
+        let values = for_slot(&release(), &profile, "api", Slot::Blue);
+        assert_eq!(values["MAX_REPLICAS"], (u64::from(most) * 3).to_string());
     }
 
     #[test]

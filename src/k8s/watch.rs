@@ -400,7 +400,7 @@ pub async fn wait_for_slot(
         namespace,
         &labels,
         names,
-        rollout_timeout + Duration::from_secs(30),
+        rollout_timeout.saturating_add(Duration::from_secs(30)),
         graces,
         |progress| {
             for (name, why) in progress {

@@ -105,7 +105,8 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             | DbError::UnknownAppliedMigration { .. }
             | DbError::Dirty { .. }
             | DbError::NoBackupLocation { .. }
-            | DbError::BadBackupLocation { .. },
+            | DbError::BadBackupLocation { .. }
+            | DbError::BadMigrations { .. },
         ) => Kind::Config,
         Some(DbError::LockWaitTimeout { .. }) => Kind::LockHeld,
         // Nothing was changed: the database is as it was (a backup that

@@ -11,7 +11,7 @@
 //! clock to reach one (see `docs/testing.md`).
 
 use std::fmt;
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -166,6 +166,10 @@ impl PartialEq<String> for DeploymentId {
 /// id was made of.
 const CLOCK_FILE: &str = "MAILY_DEPLOY_CLOCK_FILE";
 
+/// The most the clock file is read of: a Unix time is 20 characters at
+/// most.
+const MAX_CLOCK_BYTES: u64 = 64;
+
 /// The second after the one in `path` (none there: `now`'s), or `now`'s if
 /// that is later; written back to `path`. The file is locked meanwhile, so
 /// runs started together take different seconds.
@@ -176,9 +180,27 @@ fn next_second(path: &Path, now: DateTime<Utc>) -> std::io::Result<DateTime<Utc>
         .create(true)
         .truncate(false)
         .open(path)?;
+    // A FIFO opened to read and write does not block on Linux, but a read
+    // of it waits for ever; /dev/zero never ends.
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a file; point it at a file the test's runs share",
+            path.display()
+        )));
+    }
     file.lock()?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
+    let text = match crate::config::take_at_most(&mut file, MAX_CLOCK_BYTES) {
+        Ok(bytes) => {
+            String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not a Unix time"))?
+        }
+        Err(crate::config::ReadError::Io(e)) => return Err(e),
+        Err(crate::config::ReadError::Over) => {
+            return Err(std::io::Error::other(format!(
+                "{} is over {MAX_CLOCK_BYTES} bytes, longer than any Unix time",
+                path.display()
+            )));
+        }
+    };
     let second = match text.trim() {
         "" => now.timestamp(),
         last => last
@@ -236,6 +258,25 @@ mod tests {
         assert_eq!(next_second(&file, at).unwrap(), at + one * 3601);
         std::fs::write(&file, "soon").unwrap();
         assert!(next_second(&file, at).is_err());
+    }
+
+    #[test]
+    fn a_test_clock_that_is_no_clock_file_stops_at_once() {
+        let at = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap();
+        let err = next_second(Path::new("/dev/zero"), at).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/dev/zero is not a file; point it at a file the test's runs share"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clock");
+        std::fs::write(&file, "1".repeat(1 << 20)).unwrap();
+        let err = next_second(&file, at).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("is over 64 bytes, longer than any Unix time"),
+            "{err}"
+        );
     }
 
     #[test]

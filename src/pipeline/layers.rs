@@ -16,6 +16,7 @@ use super::phase::PhaseId;
 use super::selection::{Selection, SkipReason};
 use super::snapshot::Snapshot;
 use crate::config::Profile;
+use crate::config::profile::{ServiceKind, over_replica_limit};
 use crate::error::Kind;
 use crate::k8s::live::{Active, PlatformState};
 use crate::k8s::manifest::Template;
@@ -191,6 +192,24 @@ pub fn source_of(s: &Snapshot, layer: Layer) -> Option<(Release, Vec<Template>)>
     Some((s.release.clone()?, s.templates.clone()))
 }
 
+/// Why a carried-over service's replicas cannot be rendered, if they
+/// cannot: they come from a snapshot or the live Deployment, which no
+/// profile check saw, and an http service's autoscaler scales to three
+/// times them (an int32), so the profile's limits apply to them too.
+fn replicas_past_limit(profile: &Profile, service: &str, replicas: u32) -> Option<String> {
+    let kind = profile
+        .services
+        .get(service)
+        .map_or(ServiceKind::Http, |s| s.kind);
+    let limit = kind.max_replicas();
+    (u64::from(replicas) > limit).then(|| {
+        format!(
+            "runs {replicas} replicas, {}",
+            over_replica_limit(limit, kind == ServiceKind::Http)
+        )
+    })
+}
+
 /// The layers this run carries over, each from its record, or why it
 /// cannot.
 ///
@@ -309,6 +328,7 @@ pub fn decide(
         let recorded_after = good.after.as_ref();
         let mut drift = Vec::new();
         let mut services = BTreeMap::new();
+        let mut too_many = Vec::new();
         for (name, _) in &users {
             let want = values::image_of(&release, profile, name);
             let live_slot = live.services.get(name).and_then(|s| s.slots.get(&slot));
@@ -326,7 +346,12 @@ pub fn decide(
                 .filter(|r| *r > 0)
                 .or_else(|| live_slot.map(|s| s.replicas).filter(|r| *r > 0))
                 .unwrap_or(1);
-            services.insert(name.clone(), replicas.max(1) as u32);
+            // Positive by the filters above, so it fits.
+            let replicas = u32::try_from(replicas.max(1)).unwrap_or(1);
+            if let Some(why) = replicas_past_limit(profile, name, replicas) {
+                too_many.push(format!("{name}-{slot} {why}"));
+            }
+            services.insert(name.clone(), replicas);
         }
         if !drift.is_empty() {
             return Err(refuse(
@@ -336,6 +361,16 @@ pub fn decide(
                     good.deployment_id,
                     drift.join("; "),
                     good.deployment_id
+                ),
+            ));
+        }
+        if !too_many.is_empty() {
+            return Err(refuse(
+                Kind::Config,
+                format!(
+                    "the {layer} users run on {slot} cannot be carried over at the replicas it runs with: {}. Scale it back within the limit (kubectl scale deployment/<service>-{slot} --replicas=<n> -n {}), or deploy the {layer} too (drop {flag})",
+                    too_many.join("; "),
+                    profile.namespace
                 ),
             ));
         }
@@ -559,6 +594,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(carry[&Layer::Backend].release.image_tag, "v2");
+    }
+
+    #[test]
+    fn an_http_service_scaled_past_the_profiles_limit_is_not_carried() {
+        // Someone ran `kubectl scale --replicas=2147483647` on api-green;
+        // nothing recorded its replicas, so the live ones would be copied.
+        let mut live = state(Slot::Green, "v2", Some("v1"), "v9");
+        for svc in live.services.values_mut() {
+            svc.slots.get_mut(&Slot::Green).unwrap().replicas = i32::MAX;
+        }
+        let mut recorded = live.clone();
+        for svc in recorded.services.values_mut() {
+            svc.slots.get_mut(&Slot::Green).unwrap().replicas = 0;
+        }
+        let r = decide(
+            &skipping(AI_ONLY),
+            "staging",
+            &profile(),
+            &live,
+            Some(&good("v2", recorded)),
+        )
+        .unwrap_err();
+        assert_eq!(r.kind, Kind::Config);
+        assert!(
+            r.message.contains(&format!(
+                "api-green runs 2147483647 replicas, over {}",
+                crate::config::profile::MAX_HTTP_REPLICAS
+            )),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("kubectl scale"), "{}", r.message);
+        assert!(r.message.contains("drop --skip-backend"), "{}", r.message);
+        // A worker at the int32 maximum is within its limit.
+        assert!(!r.message.contains("worker"), "{}", r.message);
     }
 
     #[test]

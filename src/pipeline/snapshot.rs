@@ -332,7 +332,40 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
             s.schema
         );
     }
+    if let Some(why) = release_problem(&s) {
+        anyhow::bail!("{why}");
+    }
     Ok(s)
+}
+
+/// What makes a snapshot's releases unusable, if anything: a rollback and
+/// a carry-over render with them, and their rollout timeout becomes each
+/// Deployment's `progressDeadlineSeconds` (an int32) and the deadline of
+/// the wait. The tool never records one past
+/// [`MAX_DURATION_SECS`](crate::config::format::MAX_DURATION_SECS) (its
+/// `ROLLOUT_TIMEOUT` is refused past it), so such a value means the
+/// Secret was written by something else.
+fn release_problem(s: &Snapshot) -> Option<String> {
+    use crate::config::format::MAX_DURATION_SECS;
+    let releases = s.release.iter().map(|r| ("release", r)).chain(
+        s.layers
+            .iter()
+            .map(|(layer, r)| (layer.title(), &r.release)),
+    );
+    for (what, release) in releases {
+        if release.rollout_timeout_secs > MAX_DURATION_SECS {
+            let what = if what == "release" {
+                "its release".to_string()
+            } else {
+                format!("its {what} layer's release")
+            };
+            return Some(format!(
+                "snapshot {} records a rollout timeout of {} seconds for {what}, over {MAX_DURATION_SECS} (the most a Deployment's progressDeadlineSeconds, an int32, holds); maily-deploy never writes that, so the snapshot was edited or written by something else. Roll back to another deployment (`maily-deploy history` lists them)",
+                s.deployment_id, release.rollout_timeout_secs
+            ));
+        }
+    }
+    None
 }
 
 /// Deployments as a message lists them for a person to pick from: one a
@@ -541,6 +574,52 @@ mod tests {
         s.schema = SCHEMA + 1;
         let err = decode(&encode(&s).unwrap()).unwrap_err();
         assert!(err.to_string().contains("upgrade maily-deploy"));
+    }
+
+    #[test]
+    fn a_rollout_timeout_past_an_int32_is_refused_naming_the_snapshot() {
+        let mut s = sample();
+        let mut release = Release {
+            environment: "staging".into(),
+            deployment_id: s.deployment_id.to_string(),
+            image_registry: "r".into(),
+            image_tag: "v1".into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: u64::MAX,
+            digests: Default::default(),
+        };
+        s.release = Some(release.clone());
+        let err = decode(&encode(&s).unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "snapshot {} records a rollout timeout of {} seconds for its release, over 2147483647",
+                s.deployment_id,
+                u64::MAX
+            )),
+            "{err}"
+        );
+        assert!(err.contains("maily-deploy history"), "{err}");
+        // A layer's own release is checked as well.
+        let mut s = sample();
+        release.rollout_timeout_secs = 2_147_483_648;
+        s.layers.insert(
+            crate::pipeline::layers::Layer::Ai,
+            crate::pipeline::layers::LayerRecord {
+                how: crate::pipeline::layers::How::CarriedOver,
+                release: release.clone(),
+                templates: Vec::new(),
+                carried_from: None,
+            },
+        );
+        let err = decode(&encode(&s).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("for its AI layer's release"), "{err}");
+        // The maximum itself is what ROLLOUT_TIMEOUT accepts: still read.
+        release.rollout_timeout_secs = 2_147_483_647;
+        s.layers
+            .get_mut(&crate::pipeline::layers::Layer::Ai)
+            .unwrap()
+            .release = release;
+        decode(&encode(&s).unwrap()).unwrap();
     }
 
     /// Fixtures every later snapshot format must still read, as the code

@@ -260,26 +260,33 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// An answer's body as text, read to at most [`MAX_ANSWER_BYTES`]; the
 /// error is one line.
-pub async fn read_body(mut resp: Response) -> Result<String, String> {
-    let too_large = || {
-        format!(
+pub async fn read_body(resp: Response) -> Result<String, String> {
+    match read_bytes_at_most(resp, MAX_ANSWER_BYTES).await? {
+        Some(body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        None => Err(format!(
             "the answer is larger than {MAX_ANSWER_BYTES} bytes (16 MiB), more than any answer of this API; is the URL right?"
-        )
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_large());
+        )),
+    }
+}
+
+/// An answer's body, none once it passes `limit` bytes (by its
+/// `Content-Length`, or as it comes: reading stops there); the error is
+/// one line.
+pub async fn read_bytes_at_most(
+    mut resp: Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport_text)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(Some(body))
 }
 
 /// A reqwest error as one line: what failed and why (the URL left out: the

@@ -306,6 +306,85 @@ fn peak_rss(mut cmd: std::process::Command) -> (u64, std::process::Output) {
 }
 
 #[test]
+fn snapshots_are_listed_a_page_at_a_time_the_newest_kept_the_unreadable_left_in_place() {
+    use maily_deploy::k8s::snapshot_store::{ListBounds, SnapshotStore};
+    use maily_deploy::pipeline::snapshot::Snapshot;
+    let world = World::new(Duration::from_millis(200));
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: ObjectMeta {
+            name: Some(world.namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    world
+        .rt
+        .block_on(namespaces.create(&PostParams::default(), &namespace))
+        .unwrap();
+    let store = SnapshotStore::new(world.client.clone(), &world.namespace, "staging");
+    let fixture =
+        std::fs::read_to_string(repo().join("tests/fixtures/snapshots/in-progress-v1.json"))
+            .unwrap();
+    let template: Snapshot = serde_json::from_str(&fixture).unwrap();
+    let id = |i: usize| format!("staging-20250101-{:02}{:02}00", i / 60, i % 60);
+    for i in 0..120 {
+        let mut s = template.clone();
+        s.environment = "staging".into();
+        s.deployment_id = id(i).parse().unwrap();
+        world.rt.block_on(store.put(&s)).unwrap();
+    }
+    put_raw_snapshot(&world, &id(120), b"not gzip".to_vec());
+    let lists = || {
+        world
+            .sim()
+            .control()
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "list" && r.resource == "secrets")
+            .count()
+    };
+
+    let before = lists();
+    let kept = world
+        .rt
+        .block_on(store.list_within(&ListBounds {
+            page: 7,
+            most_pages: 100,
+            most_kept: 50,
+        }))
+        .unwrap();
+    assert_eq!(lists() - before, 121_usize.div_ceil(7), "a request a page");
+    let ids: Vec<String> = kept.iter().map(|s| s.deployment_id.to_string()).collect();
+    let newest: Vec<String> = (70..120).rev().map(id).collect();
+    assert_eq!(ids, newest, "the newest 50, newest first");
+
+    // Past the pages a listing reads: refused with the way out.
+    let err = world
+        .rt
+        .block_on(store.list_within(&ListBounds {
+            page: 7,
+            most_pages: 3,
+            most_kept: 1000,
+        }))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("holds more than 21 snapshot Secrets of staging"),
+        "{err}"
+    );
+    // The unreadable one was skipped, never deleted.
+    let api: Api<Secret> = Api::namespaced(world.client.clone(), &world.namespace);
+    assert!(
+        world
+            .rt
+            .block_on(api.get_opt(&format!("maily-deploy.snapshot.{}", id(120))))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn corrupt_snapshots_are_skipped_by_history_and_refused_by_rollback_naming_usable_ids() {
     let world = World::new(Duration::from_millis(200));
     let good = world.deploy("v1", &[]);

@@ -851,6 +851,40 @@ fn bash_completes_commands_environments_phases_and_values() {
         ]),
         ["prod-eu", "prod-us"]
     );
+    // A kubeconfig path that names no file: nothing, at once. Read whole,
+    // a FIFO nobody writes to held the Tab for ever (and /dev/zero filled
+    // memory).
+    let fifo = dir.path().join("kubeconfig.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (owned_script, owned_fifo) = (script.clone(), fifo.clone());
+    std::thread::spawn(move || {
+        let words = [
+            "maily-deploy",
+            "status",
+            "staging",
+            "--kubeconfig",
+            owned_fifo.to_str().unwrap(),
+            "--context",
+            "",
+        ];
+        let _ = tx.send(bash_complete(&owned_script, &words, &[]));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(got) => assert!(
+            got.iter().all(|c| c.starts_with('-')),
+            "no context from a FIFO: {got:?}"
+        ),
+        Err(_) => {
+            // Let the stuck reader go before failing.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("completing --context waited on a FIFO named as the kubeconfig");
+        }
+    }
     // A rollback's id with no cluster at hand: `previous`, and nothing
     // printed besides.
     assert_eq!(

@@ -134,6 +134,169 @@ async fn every_image_that_cannot_be_pinned_is_named_at_once() {
     );
 }
 
+/// A registry on loopback that answers a manifest HEAD with 200 and no
+/// `Docker-Content-Digest`, and its GET with `manifest_bytes` bytes sent
+/// in chunks without a `Content-Length` (as a proxy streaming it would),
+/// stopping when the reader hangs up. Its host and the bytes it sent.
+fn streaming_registry(
+    manifest_bytes: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            if request.starts_with("HEAD") {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            );
+            let chunk = vec![b' '; 64 << 10];
+            let mut left = manifest_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                let head = format!("{n:x}\r\n");
+                if stream.write_all(head.as_bytes()).is_err()
+                    || stream.write_all(&chunk[..n]).is_err()
+                    || stream.write_all(b"\r\n").is_err()
+                {
+                    break;
+                }
+                counted.fetch_add(n, Ordering::Relaxed);
+                left -= n;
+            }
+            let _ = stream.write_all(b"0\r\n\r\n");
+        }
+    });
+    (host, sent)
+}
+
+#[tokio::test]
+async fn a_manifest_without_its_digest_header_is_hashed_within_a_bound() {
+    use sha2::Digest as _;
+    // A small one: its digest is the SHA-256 of the bytes served.
+    let (host, _) = streaming_registry(1000);
+    let image = format!("{host}/maily/maily-api:v1");
+    let pinned = resolve([image.clone()], &Credentials::default(), TIMEOUT).await;
+    let want = format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(vec![b' '; 1000]))
+    );
+    assert_eq!(pinned[&image].as_ref().unwrap().digest, want);
+
+    // 64 MiB streamed without a length: refused once past 4 MiB, read no
+    // further (read whole, it was hashed and pinned).
+    let (host, sent) = streaming_registry(64 << 20);
+    let image = format!("{host}/maily/maily-api:v1");
+    let answers = resolve([image.clone()], &Credentials::default(), TIMEOUT).await;
+    match &answers[&image] {
+        Err(e @ ResolveError::NotARegistry { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("its manifest is over 4194304 bytes (4 MiB)"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The server counts what it wrote before the reader hung up (socket
+    // buffers hold a few MiB more than was read).
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 32 << 20, "{sent} bytes were sent");
+}
+
+#[tokio::test]
+async fn a_token_realm_is_asked_with_the_login_and_its_answer_is_bounded() {
+    use wiremock::matchers::{header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let registry = MockServer::start().await;
+    let realm = MockServer::start().await;
+    let host = registry.address().to_string();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let manifest = "/v2/maily/maily-api/manifests/v1";
+    // As distribution's token auth answers: a challenge, then the
+    // manifest for the token.
+    Mock::given(method("HEAD"))
+        .and(path(manifest))
+        .and(header("authorization", "Bearer pull-token-1234"))
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("Docker-Content-Digest", digest.as_str()),
+        )
+        .mount(&registry)
+        .await;
+    Mock::given(method("HEAD"))
+        .and(path(manifest))
+        .respond_with(ResponseTemplate::new(401).insert_header(
+            "WWW-Authenticate",
+            format!(
+                r#"Bearer realm="{}/token",service="maily-registry",scope="repository:maily/maily-api:pull""#,
+                realm.uri()
+            )
+            .as_str(),
+        ))
+        .mount(&registry)
+        .await;
+    let basic = {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("ci:registry-pass-1234")
+        )
+    };
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .and(query_param("scope", "repository:maily/maily-api:pull"))
+        .and(query_param("service", "maily-registry"))
+        .and(header("authorization", basic.as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"token": "pull-token-1234"})),
+        )
+        .expect(1)
+        .mount(&realm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let login = login_file(dir.path(), &host, "ci", "registry-pass-1234");
+    let image = format!("{host}/maily/maily-api:v1");
+    let pinned = resolve([image.clone()], &login, TIMEOUT).await;
+    assert_eq!(pinned[&image].as_ref().unwrap().digest, digest);
+
+    // A realm answering 2 MiB: refused, read no further.
+    realm.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b' '; 2 << 20]))
+        .mount(&realm)
+        .await;
+    let answers = resolve([image.clone()], &login, TIMEOUT).await;
+    match &answers[&image] {
+        Err(e @ ResolveError::NotARegistry { .. }) => assert!(
+            e.to_string()
+                .contains("its token realm answered more than 1048576 bytes"),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Every backend image of staging pushed as `tag`, its layer's bytes
 /// saying `build`; the digests by service.
 fn push_backend(
