@@ -302,6 +302,23 @@ impl Ask<'_> {
         )
     }
 
+    /// An answer's body, read no further than `limit` bytes; past it, the
+    /// registry is not one (`too_big` says what was too big).
+    async fn body_at_most(
+        &self,
+        answer: reqwest::Response,
+        limit: usize,
+        too_big: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>, ResolveError> {
+        read_bytes_at_most(answer, limit)
+            .await
+            .map_err(|why| ResolveError::Unreachable {
+                registry: self.registry.clone(),
+                why,
+            })?
+            .ok_or_else(|| self.not_a_registry(too_big()))
+    }
+
     fn not_a_registry(&self, why: String) -> ResolveError {
         ResolveError::NotARegistry {
             registry: self.registry.clone(),
@@ -384,17 +401,13 @@ impl Ask<'_> {
             return Err(self.refused(answer).await);
         }
         let named = digest_header(answer.headers());
-        let body = read_bytes_at_most(answer, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|why| ResolveError::Unreachable {
-                registry: self.registry.clone(),
-                why,
-            })?
-            .ok_or_else(|| {
-                self.not_a_registry(format!(
+        let body = self
+            .body_at_most(answer, MAX_MANIFEST_BYTES, || {
+                format!(
                     "its manifest is over {MAX_MANIFEST_BYTES} bytes (4 MiB), the most a registry takes; it was read no further"
-                ))
-            })?;
+                )
+            })
+            .await?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         match named {
             Some(named) if named.starts_with("sha256:") && named != digest => Err(self
@@ -465,17 +478,13 @@ impl Ask<'_> {
                 _ => self.not_a_registry(format!("its token realm answered {status}")),
             });
         }
-        let body = read_bytes_at_most(answer, MAX_TOKEN_BYTES)
-            .await
-            .map_err(|why| ResolveError::Unreachable {
-                registry: self.registry.clone(),
-                why,
-            })?
-            .ok_or_else(|| {
-                self.not_a_registry(format!(
+        let body = self
+            .body_at_most(answer, MAX_TOKEN_BYTES, || {
+                format!(
                     "its token realm answered more than {MAX_TOKEN_BYTES} bytes (1 MiB), far more than a token; it was read no further"
-                ))
-            })?;
+                )
+            })
+            .await?;
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,

@@ -523,16 +523,12 @@ fn port_of(db: &Database) -> u16 {
 #[test]
 fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new("e2e");
-    let backups = world.dir.path().join("backups");
-    let all = repo().join("migrations");
-    let v1 = deploy(&world, &db, &backups, &all, "v1", &[]);
-    assert_exit(&v1, 0);
-    let taken = world.snapshots()[0]
-        .database
-        .clone()
-        .and_then(|d| d.backup)
-        .expect("v1's backup");
+    let V1 {
+        db,
+        backups,
+        all,
+        taken,
+    } = v1_deployed(&world);
     let restore = |env: &Path, extra: &[&str]| {
         world
             .maily()
@@ -601,15 +597,12 @@ fn db_restore_takes_back_this_databases_backup_and_another_ones_only_when_told()
 fn ctrl_c_during_db_restore_keeps_the_safety_backup_in_the_snapshot() {
     use std::os::unix::fs::PermissionsExt;
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new("e2e");
-    let backups = world.dir.path().join("backups");
-    let all = repo().join("migrations");
-    assert_exit(&deploy(&world, &db, &backups, &all, "v1", &[]), 0);
-    let taken = world.snapshots()[0]
-        .database
-        .clone()
-        .and_then(|d| d.backup)
-        .expect("v1's backup");
+    let V1 {
+        db,
+        backups,
+        all,
+        taken,
+    } = v1_deployed(&world);
     let version = db.version();
 
     // pg_restore that, restoring, says so and then takes its time.
@@ -705,15 +698,12 @@ case \" $* \" in *' --dbname='*|*' -d '*) touch '{}'; exec sleep 600;; esac\nexe
 #[test]
 fn db_restore_of_a_damaged_backup_is_refused_with_nothing_changed() {
     let world = World::new(Duration::from_millis(300));
-    let db = Database::new("e2e");
-    let backups = world.dir.path().join("backups");
-    let all = repo().join("migrations");
-    assert_exit(&deploy(&world, &db, &backups, &all, "v1", &[]), 0);
-    let taken = world.snapshots()[0]
-        .database
-        .clone()
-        .and_then(|d| d.backup)
-        .expect("v1's backup");
+    let V1 {
+        db,
+        backups,
+        all,
+        taken,
+    } = v1_deployed(&world);
     let version = db.version();
     let dump = backups.join(taken.file_name());
     let file = std::fs::OpenOptions::new().write(true).open(&dump).unwrap();
@@ -897,6 +887,33 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
     // Once the database is back too, the rollout is complete.
     let state = rollout_state(&world);
     assert_eq!(state["stage"], "completed", "{state}");
+}
+
+/// v1 deployed with the repository's migrations into a fresh database,
+/// and the backup that deploy took.
+struct V1 {
+    db: Database,
+    backups: PathBuf,
+    all: PathBuf,
+    taken: maily_deploy::db::BackupRecord,
+}
+
+fn v1_deployed(world: &World) -> V1 {
+    let db = Database::new("e2e");
+    let backups = world.dir.path().join("backups");
+    let all = repo().join("migrations");
+    assert_exit(&deploy(world, &db, &backups, &all, "v1", &[]), 0);
+    let taken = world.snapshots()[0]
+        .database
+        .clone()
+        .and_then(|d| d.backup)
+        .expect("v1's backup");
+    V1 {
+        db,
+        backups,
+        all,
+        taken,
+    }
 }
 
 /// The rollout record's state (`rollout.json` of the ConfigMap
