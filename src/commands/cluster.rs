@@ -72,7 +72,10 @@ pub fn confirm(global: &GlobalArgs, environment: &str, what: &str) -> anyhow::Re
             format!("{what} needs confirmation; pass --yes to do it without a prompt"),
         ));
     }
-    eprint!("{what}.\nType the environment name ({environment}) to confirm: ");
+    eprint!(
+        "{}.\nType the environment name ({environment}) to confirm: ",
+        crate::redact::scrub(what)
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -178,12 +178,15 @@ impl Observer for Human {
         if self.quiet {
             return;
         }
+        // The spinner writes to the terminal itself, past `stdout_line`'s
+        // scrub: its lines are scrubbed here.
+        let scrub = crate::redact::scrub;
         match (update, &self.spinner) {
             (Update::Event(line), Some(bar)) => {
-                bar.println(format!("  {id}: {line}"));
-                bar.set_message(format!("{id}: {line}"));
+                bar.println(format!("  {id}: {}", scrub(line)));
+                bar.set_message(format!("{id}: {}", scrub(line)));
             }
-            (Update::Status(line), Some(bar)) => bar.set_message(format!("{id}: {line}")),
+            (Update::Status(line), Some(bar)) => bar.set_message(format!("{id}: {}", scrub(line))),
             (Update::Event(line), None) => stdout_line(&format!("  {id}: {line}")),
             (Update::Status(_), None) => {}
         }
