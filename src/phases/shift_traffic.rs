@@ -93,6 +93,33 @@ async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::con
 
 /// The plan of this run: the profile's traffic, the command line's
 /// overrides, and whether the environment has users on an old slot yet.
+/// The platform's shared objects rendered from the rollback's templates
+/// (its snapshot's, or today's for a snapshot that kept none) and applied,
+/// recorded first so that a failure puts them back.
+async fn platform_as_rolled_back_to(
+    cx: &mut Context,
+    release: &crate::k8s::values::Release,
+) -> anyhow::Result<()> {
+    use crate::k8s::manifest::{self, Scope};
+    let objects: Vec<_> = manifest::render(
+        cx.templates()?,
+        &[Scope::Platform],
+        &crate::k8s::values::common(release, &cx.config.profile),
+    )?
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect();
+    crate::pipeline::undo::record(cx, crate::pipeline::undo::Undo::Platform);
+    let applied = cx.applier().await?.apply_all(objects).await.map_err(|e| {
+        e.context("putting the platform's shared objects back as the release ran with them")
+    })?;
+    tracing::info!(
+        "the platform's shared objects as {}: {applied}",
+        release.image_tag
+    );
+    Ok(())
+}
+
 fn rollout_plan(cx: &Context, before: Option<&live::PlatformState>) -> RolloutPlan {
     let first = before.is_some_and(|b| matches!(b.active(), Active::Fresh));
     RolloutPlan::new(
@@ -271,6 +298,14 @@ impl Phase for ShiftTraffic {
                 .ok_or_else(|| anyhow::anyhow!("shift-traffic run without a deployment id"))?,
         );
         walk.rollout.command_line = cx.options.command_line.clone();
+
+        // A rollback that is only a switch (its release still runs in the
+        // slot) puts the platform's shared objects back as that release ran
+        // with them, from the templates its snapshot kept; one that deploys
+        // the release again wrote them in deploy-backend.
+        if cx.backend.platform_with_switch {
+            platform_as_rolled_back_to(cx, &release).await?;
+        }
 
         // From the first step, users reach the new version: the runner's
         // undo must put them back.

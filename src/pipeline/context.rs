@@ -102,6 +102,10 @@ pub struct BackendState {
     /// Set once shift-traffic starts changing what users reach (workers up,
     /// routes, selectors): from then on a failure must put users back.
     pub switched: bool,
+    /// A rollback that only switches: shift-traffic first writes the
+    /// platform's shared objects as the release it goes back to ran with
+    /// them (one that deploys again writes them in deploy-backend).
+    pub platform_with_switch: bool,
 }
 
 /// The context a run hands to each phase.

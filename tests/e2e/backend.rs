@@ -179,7 +179,7 @@ fn a_registry_that_keeps_timing_out_fails_the_deploy_after_the_pull_grace() {
 /// read) are not a slot's: a release that changes them and then fails puts
 /// them back as the last good deployment left them, and a rollback renders
 /// them from the snapshot it goes back to, not from today's manifests,
-/// when it deploys that release again.
+/// whether it only switches or deploys that release again.
 #[test]
 fn a_failed_release_and_a_rollback_put_the_platforms_shared_objects_back() {
     let world = World::new(Duration::from_millis(300));
@@ -218,25 +218,38 @@ fn a_failed_release_and_a_rollback_put_the_platforms_shared_objects_back() {
         text(&failed)
     );
 
-    // Two releases later v1 runs in neither slot: the rollback deploys it
-    // again, the platform's objects with it.
+    let rollback_to_v1 = || {
+        let back = world
+            .maily()
+            .args(["rollback", "staging", &deployment_id_of(&v1)])
+            .args(dir)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_exit(&back, 0);
+        back
+    };
+
+    // v1 still runs in blue: the rollback is one switch, and the shared
+    // objects go back as v1 ran with them.
     assert_exit(&world.deploy("v3", &dir), 0);
-    assert_exit(&world.deploy("v4", &dir), 0);
     assert_eq!(log_format().as_deref(), Some("text"));
-    let back = world
-        .maily()
-        .args(["rollback", "staging", &deployment_id_of(&v1)])
-        .args(dir)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_exit(&back, 0);
-    assert_eq!(
-        log_format().as_deref(),
-        Some("json"),
-        "as v1 ran: {}",
+    let back = rollback_to_v1();
+    assert!(
+        text(&back).contains("phases: shift-traffic"),
+        "{}",
         text(&back)
     );
+    assert_eq!(log_format().as_deref(), Some("json"), "{}", text(&back));
+
+    // Two releases later v1 runs in neither slot: the rollback deploys it
+    // again, the platform's objects with it.
+    assert_exit(&world.deploy("v4", &dir), 0);
+    assert_exit(&world.deploy("v5", &dir), 0);
+    assert_eq!(log_format().as_deref(), Some("text"));
+    let back = rollback_to_v1();
+    assert!(text(&back).contains("deploy-backend"), "{}", text(&back));
+    assert_eq!(log_format().as_deref(), Some("json"), "{}", text(&back));
 }
 
 #[test]
