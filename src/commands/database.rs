@@ -194,10 +194,34 @@ impl crate::pipeline::Phase for DatabaseBack {
                 )
             }
         };
+        // The rollback is complete only now: its rollout record says so
+        // here, so a run that dies before its end is closed as the success
+        // it was, not undone (users sent to newer code on the older schema).
+        complete_rollout(cx).await;
         Ok(crate::pipeline::PhaseReport {
             summary,
             details: vec![],
         })
+    }
+}
+
+/// Mark this run's rollout complete in the rollout record (a warning if it
+/// cannot be: the run's end tries again).
+async fn complete_rollout(cx: &Context) {
+    use crate::traffic::record::{self, Stage};
+    let Some(id) = cx.deployment_id.clone() else {
+        return;
+    };
+    let written = async {
+        let applier = cx.applier().await?;
+        applier.may_change().await?;
+        let ns = &cx.config.profile.namespace;
+        let rec = record::read(applier.client(), ns).await?;
+        record::close(applier.client(), ns, &rec, &id, Stage::Completed, None).await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!("recording the rollback complete: {e:#}");
     }
 }
 

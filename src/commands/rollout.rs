@@ -383,6 +383,19 @@ async fn finish_dead(
         )
         .await?;
     }
+    // A rollback that died in its database step switched users to the
+    // older code and left the database between two schemas: promoting it
+    // would call that a success. Abort puts users back on the code that
+    // matches the database as it was.
+    if action == Action::Promote && !promote_can_finish(&snapshot) {
+        return Err(fail(
+            Kind::Refused,
+            format!(
+                "the rollback {} died during or before its database step, which promote cannot finish; nothing was changed: `maily-deploy abort {environment}` puts users back where it found them, then run the rollback again",
+                rollout.deployment_id
+            ),
+        ));
+    }
     match action {
         Action::Step => Err(no_walk(environment, rollout)),
         Action::Abort => {
@@ -525,6 +538,12 @@ async fn frontend_failed(
         "promote by {by} after the run died: the frontend did not follow the switch ({e:#})"
     );
     let from = snapshot.deployment_id.clone();
+    // What the promotion recorded before Vercel heard of it (the deployment
+    // it replaced), so a promotion Vercel took after all is put back too.
+    let mut snapshot = snapshot;
+    if cx.records.frontend.is_some() {
+        snapshot.frontend = cx.records.frontend.clone();
+    }
     match put_back_dead_run(
         cx,
         applier,
@@ -549,5 +568,29 @@ async fn frontend_failed(
                 cx.environment()
             ),
         ),
+    }
+}
+
+/// Whether `promote` can finish a dead run: not a rollback with a database
+/// step (`--database`), whose end is the database, not the switch.
+fn promote_can_finish(dead: &crate::pipeline::snapshot::Snapshot) -> bool {
+    !(dead.command == "rollback" && dead.command_line.iter().any(|a| a == "--database"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promote_never_finishes_a_rollback_that_had_a_database_step() {
+        let mut dead = crate::pipeline::snapshot::tests_support::sample();
+        dead.command = "deploy".into();
+        assert!(promote_can_finish(&dead));
+        dead.command = "rollback".into();
+        dead.command_line = vec!["rollback".into(), "production".into(), "previous".into()];
+        assert!(promote_can_finish(&dead));
+        dead.command_line
+            .extend(["--database".into(), "down".into()]);
+        assert!(!promote_can_finish(&dead));
     }
 }

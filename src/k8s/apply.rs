@@ -159,6 +159,17 @@ impl Applier {
         }
     }
 
+    /// [`Applier::may_change`], asked of the API server whatever the age of
+    /// the last renewal (`Fence::confirm`): before a change that follows a
+    /// long wait.
+    pub async fn confirm_lock(&self) -> anyhow::Result<()> {
+        let fence = self.fence.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match fence {
+            Some(f) => f.confirm().await,
+            None => Ok(()),
+        }
+    }
+
     /// [`retry`] for a change: every attempt first asks whether the lock is
     /// still this run's, as the background renewal last found it, so a
     /// retry never lands after another run took the environment over (an

@@ -93,10 +93,10 @@ async fn switched_profile(cx: &Context, slot: Slot) -> anyhow::Result<crate::con
 
 /// The plan of this run: the profile's traffic, the command line's
 /// overrides, and whether the environment has users on an old slot yet.
-/// The platform's shared objects rendered from the rollback's templates
-/// (its snapshot's, or today's for a snapshot that kept none) and applied,
-/// recorded first so that a failure puts them back.
-async fn platform_as_rolled_back_to(
+/// The platform's shared objects rendered from the run's templates (a
+/// rollback's snapshot's, or today's manifests) and applied, recorded
+/// first so that a failure puts them back.
+async fn platform_before_switch(
     cx: &mut Context,
     release: &crate::k8s::values::Release,
 ) -> anyhow::Result<()> {
@@ -299,12 +299,13 @@ impl Phase for ShiftTraffic {
         );
         walk.rollout.command_line = cx.options.command_line.clone();
 
-        // A rollback that is only a switch (its release still runs in the
-        // slot) puts the platform's shared objects back as that release ran
-        // with them, from the templates its snapshot kept; one that deploys
-        // the release again wrote them in deploy-backend.
-        if cx.backend.platform_with_switch {
-            platform_as_rolled_back_to(cx, &release).await?;
+        // A rollback that is only a switch writes the platform's shared
+        // objects as the release it goes back to ran with them (from the
+        // templates its snapshot kept), and a deploy resumed past
+        // deploy-backend as this release has them: a switch never moves
+        // users to a release under another's.
+        if cx.platform_with_switch() {
+            platform_before_switch(cx, &release).await?;
         }
 
         // From the first step, users reach the new version: the runner's

@@ -104,7 +104,8 @@ pub struct BackendState {
     pub switched: bool,
     /// A rollback that only switches: shift-traffic first writes the
     /// platform's shared objects as the release it goes back to ran with
-    /// them (one that deploys again writes them in deploy-backend).
+    /// them (one that deploys again writes them in deploy-backend). See
+    /// [`Context::platform_with_switch`].
     pub platform_with_switch: bool,
 }
 
@@ -169,6 +170,39 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// Whether the backend is carried over from the slot users were on
+    /// (deployed by an earlier run, not this one).
+    pub fn backend_carried(&self) -> bool {
+        self.layers
+            .get(&Layer::Backend)
+            .is_some_and(|r| r.carried_from.is_some())
+    }
+
+    /// Whether shift-traffic writes the platform's shared objects before it
+    /// moves anyone: a rollback that only switches, and a deploy resumed
+    /// past deploy-backend (`--from verify`, `--only shift-traffic`, after
+    /// a failure put the shared objects back), so users never reach a
+    /// release under another's. Not a deploy that skips the backend
+    /// (`--skip-backend`): its release is not the backend's.
+    pub fn platform_with_switch(&self) -> bool {
+        use super::{PhaseId, SkipReason};
+        let resumed = matches!(
+            self.selection.skip_reason(PhaseId::DeployBackend),
+            Some(SkipReason::BeforeFrom | SkipReason::NotInOnly)
+        );
+        self.backend.platform_with_switch
+            || (self.options.rollback_to.is_none()
+                && self.selection.is_selected(PhaseId::ShiftTraffic)
+                && resumed
+                && !self.backend_carried())
+    }
+
+    /// Whether this run writes the platform's shared objects at all.
+    pub fn writes_platform(&self) -> bool {
+        (self.selection.is_selected(super::PhaseId::DeployBackend) && !self.backend_carried())
+            || self.platform_with_switch()
+    }
+
     pub fn new(
         deployment_id: Option<DeploymentId>,
         config: Config,

@@ -222,24 +222,27 @@ pub(super) async fn platform_back(
 }
 
 /// The platform templates and release of the newest successful deployment
-/// before `id` that kept them (`history` newest first, as listed).
+/// before `id` that wrote the platform's objects (`writes_platform`: not a
+/// `--only migrate` run, an AI-only one or a `db restore`, whose templates
+/// and release never reached them) and kept them.
 fn platform_before(
     history: &[Snapshot],
     id: &super::DeploymentId,
 ) -> Option<(Vec<Template>, Release)> {
-    history
+    let mut wrote: Vec<&Snapshot> = history
         .iter()
-        .filter(|h| h.outcome == Outcome::Succeeded && h.deployment_id < *id)
-        .max_by(|a, b| a.deployment_id.cmp(&b.deployment_id))
-        .and_then(|h| {
-            let platform: Vec<Template> = h
-                .templates
-                .iter()
-                .filter(|t| t.scope == Scope::Platform)
-                .cloned()
-                .collect();
-            (!platform.is_empty()).then_some((platform, h.release.clone()?))
-        })
+        .filter(|h| h.outcome == Outcome::Succeeded && h.writes_platform && h.deployment_id < *id)
+        .collect();
+    wrote.sort_by(|a, b| b.deployment_id.cmp(&a.deployment_id));
+    wrote.into_iter().find_map(|h| {
+        let platform: Vec<Template> = h
+            .templates
+            .iter()
+            .filter(|t| t.scope == Scope::Platform)
+            .cloned()
+            .collect();
+        (!platform.is_empty()).then_some((platform, h.release.clone()?))
+    })
 }
 
 /// Apply the environment's Namespace (from the platform templates).
@@ -370,17 +373,12 @@ pub async fn put_back_dead_run(
 ) -> anyhow::Result<()> {
     let dead_release = dead.release.clone().unwrap_or_else(|| release.clone());
     // It said nothing of what it changed before it died: everything it may
-    // have changed goes back.
+    // have changed goes back (the platform's objects only if it was to
+    // write them).
     let frontend = dead.frontend.clone();
-    let (frontend, error) = undo::put_back(
-        cx,
-        applier,
-        undo::EVERYTHING,
-        &dead,
-        &dead_release,
-        frontend,
-    )
-    .await;
+    let steps = dead_run_steps(&dead);
+    let (frontend, error) =
+        undo::put_back(cx, applier, &steps, &dead, &dead_release, frontend).await;
     if let Some(e) = error {
         return Err(e.context(format!(
             "finishing the interrupted deployment {}",
@@ -411,6 +409,17 @@ pub async fn put_back_dead_run(
     dead.after = Some(live::read(applier, &cx.config.profile).await?);
     store.put(&dead).await?;
     Ok(())
+}
+
+/// What a run that died may have changed, to be put back: everything, the
+/// platform's shared objects only if it was to write them (a `--only
+/// migrate` run, an AI-only one or a `db restore` never does).
+fn dead_run_steps(dead: &Snapshot) -> Vec<undo::Undo> {
+    undo::EVERYTHING
+        .iter()
+        .copied()
+        .filter(|u| *u != undo::Undo::Platform || dead.writes_platform)
+        .collect()
 }
 
 /// Write what a phase has just recorded (in `cx.records`) through to the
@@ -745,6 +754,7 @@ impl Lifecycle for ClusterLifecycle {
                 release: cx.release().ok(),
                 target_slot: None,
                 templates: kept_templates(cx.templates()?),
+                writes_platform: cx.writes_platform(),
                 before: before.clone(),
                 after: None,
                 infrastructure: None,
@@ -983,5 +993,95 @@ impl Lifecycle for ClusterLifecycle {
             plan_layers(cx).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::DeploymentId;
+
+    fn id(text: &str) -> DeploymentId {
+        DeploymentId::parse("production", text).unwrap()
+    }
+
+    fn run(at: &str, outcome: Outcome, writes: bool, platform: Option<&str>) -> Snapshot {
+        let mut s = crate::pipeline::snapshot::tests_support::sample();
+        s.deployment_id = id(at);
+        s.outcome = outcome;
+        s.writes_platform = writes;
+        s.release = Some(Release {
+            environment: "production".into(),
+            deployment_id: at.into(),
+            image_registry: "ghcr.io/maily".into(),
+            image_tag: "v1".into(),
+            backup_url: String::new(),
+            rollout_timeout_secs: 60,
+            digests: Default::default(),
+        });
+        s.templates.retain(|t| t.scope != Scope::Platform);
+        if let Some(text) = platform {
+            s.templates.push(Template {
+                scope: Scope::Platform,
+                file: "platform/10-settings.yaml".into(),
+                text: text.into(),
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn the_platform_goes_back_to_the_newest_good_run_that_wrote_it() {
+        let history = vec![
+            // Newest first, as listed: a migrate-only run (wrote nothing),
+            // a failed deploy, an old snapshot that kept no platform
+            // templates, then the one to go back to.
+            run(
+                "production-20250104-000000",
+                Outcome::Succeeded,
+                false,
+                Some("migrate"),
+            ),
+            run(
+                "production-20250103-000000",
+                Outcome::Failed,
+                true,
+                Some("failed"),
+            ),
+            run("production-20250102-000000", Outcome::Succeeded, true, None),
+            run(
+                "production-20250101-000000",
+                Outcome::Succeeded,
+                true,
+                Some("good"),
+            ),
+        ];
+        let (templates, _) = platform_before(&history, &id("production-20250105-000000"))
+            .expect("a run to go back to");
+        assert_eq!(templates.len(), 1);
+        assert_eq!(templates[0].text, "good");
+        // Nothing before the first deploy.
+        assert!(platform_before(&history, &id("production-20250101-000000")).is_none());
+    }
+
+    #[test]
+    fn a_dead_run_has_the_platform_put_back_only_if_it_was_to_write_it() {
+        let writer = run(
+            "production-20250101-000000",
+            Outcome::InProgress,
+            true,
+            None,
+        );
+        assert_eq!(dead_run_steps(&writer), undo::EVERYTHING);
+        let migrate_only = run(
+            "production-20250101-000000",
+            Outcome::InProgress,
+            false,
+            None,
+        );
+        assert_eq!(
+            dead_run_steps(&migrate_only),
+            [undo::Undo::Routes, undo::Undo::Frontend]
+        );
     }
 }

@@ -63,6 +63,14 @@ impl Selection {
             .any(|(p, skip)| *p == id && skip.is_none())
     }
 
+    /// Why `id` is left out, if it is.
+    pub fn skip_reason(&self, id: PhaseId) -> Option<SkipReason> {
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == id)
+            .and_then(|(_, skip)| *skip)
+    }
+
     /// Takes a skipped phase after all: a layer the run carries over
     /// (`pipeline::layers`) is deployed by its phase from a record.
     pub fn carry(&mut self, id: PhaseId) {

@@ -181,8 +181,14 @@ pub struct Snapshot {
     pub release: Option<Release>,
     /// The slot the run deployed to.
     pub target_slot: Option<Slot>,
-    /// The slot, slot-http and route templates of this release.
+    /// The platform, slot, slot-http and route templates of this release.
     pub templates: Vec<Template>,
+    /// Whether the run writes the platform's shared objects (deploy-backend
+    /// of its own release, or a switch that writes them first): only such a
+    /// run's templates are what a later failure puts them back to, and only
+    /// such a run, dead, has them put back. False in snapshots from before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writes_platform: bool,
     /// The backend before the run changed anything.
     pub before: PlatformState,
     /// The backend when the run ended.
@@ -438,6 +444,7 @@ pub(crate) mod tests_support {
             release: None,
             target_slot: Some(Slot::Green),
             templates: Vec::new(),
+            writes_platform: false,
             before: PlatformState::default(),
             after: None,
             infrastructure: None,

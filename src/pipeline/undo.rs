@@ -77,9 +77,10 @@ pub async fn put_back(
             Undo::Frontend => {
                 if let Some(record) = frontend.clone() {
                     // Users of another run's release (one that took the lock
-                    // while the routes went back) must not get this
-                    // frontend put back under them.
-                    if let Err(e) = applier.may_change().await {
+                    // while the routes went back, however fresh the lease
+                    // looked) must not get this frontend put back under
+                    // them: the API server is asked.
+                    if let Err(e) = applier.confirm_lock().await {
                         join(e.context("the frontend was not put back"));
                         continue;
                     }

@@ -252,6 +252,63 @@ fn a_failed_release_and_a_rollback_put_the_platforms_shared_objects_back() {
     assert_eq!(log_format().as_deref(), Some("json"), "{}", text(&back));
 }
 
+/// A deploy resumed past deploy-backend (`--only shift-traffic`, as after
+/// a failure put the shared objects back) writes the platform's objects as
+/// its release has them before it moves anyone.
+#[test]
+fn a_deploy_resumed_at_the_switch_writes_the_platforms_objects_first() {
+    let world = World::new(Duration::from_millis(300));
+    let manifests = manifests_with(world.dir.path(), "staging", "");
+    assert_exit(
+        &world.deploy("v1", &["--manifests-dir", path_str(&manifests)]),
+        0,
+    );
+    let settings = manifests.join("platform/10-settings.yaml");
+    let text_format = std::fs::read_to_string(&settings)
+        .unwrap()
+        .replace("LOG_FORMAT: json", "LOG_FORMAT: text");
+    std::fs::write(&settings, text_format).unwrap();
+    let run = |only: &str| {
+        world
+            .maily()
+            .args(["staging", "--only", only, "--manifests-dir"])
+            .arg(&manifests)
+            .arg("--env-file")
+            .arg(world.env_file(&[("IMAGE_TAG", "v2"), ("ROLLOUT_TIMEOUT", "60s")]))
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    assert_exit(&run("deploy-backend"), 0);
+    // As a failed run's undo leaves them: v1's.
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(world.client.clone(), &world.namespace);
+    let log_format = || {
+        world
+            .rt
+            .block_on(api.get("maily-settings"))
+            .unwrap()
+            .data
+            .unwrap()["LOG_FORMAT"]
+            .clone()
+    };
+    let patch = serde_json::json!({"data": {"LOG_FORMAT": "json"}});
+    world
+        .rt
+        .block_on(api.patch(
+            "maily-settings",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .unwrap();
+    assert_eq!(log_format(), "json");
+
+    let out = run("shift-traffic");
+    assert_exit(&out, 0);
+    world.assert_all_on("green");
+    assert_eq!(log_format(), "text", "{}", text(&out));
+}
+
 #[test]
 fn a_release_is_never_applied_to_a_slot_users_still_reach() {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
