@@ -47,6 +47,19 @@ pub async fn request(
     let by = format!("{}@{}", actor.user, actor.host);
 
     let answered = if run_holds_lock(&client, &ns, &rollout).await? {
+        // A live rollback that has moved everyone and is taking the
+        // database back reads no more requests: say so now rather than
+        // wait for an answer that cannot come.
+        if rollout.percent >= 100 && rollout.command_line.iter().any(|a| a == "--database") {
+            return Err(fail(
+                Kind::LockHeld,
+                format!(
+                    "the rollback {} has moved every user and is taking the database back; a {} cannot act on it now; nothing was changed: `maily-deploy status {environment}` shows when it is done",
+                    rollout.deployment_id,
+                    action.as_str()
+                ),
+            ));
+        }
         through_the_run(&client, &ns, environment, &rollout, action, &by).await?
     } else {
         None

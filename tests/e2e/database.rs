@@ -795,7 +795,7 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
     std::fs::write(newer.join("20991231000000_slow_down.up.sql"), "SELECT 1;\n").unwrap();
     std::fs::write(
         newer.join("20991231000000_slow_down.down.sql"),
-        "SELECT pg_sleep(4);\n",
+        "SELECT pg_sleep(8);\n",
     )
     .unwrap();
 
@@ -836,7 +836,7 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
     let started = std::time::Instant::now();
     while psql(
         &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(8)%' AND pid <> pg_backend_pid()",
             db.0
         ),
         "postgres",
@@ -852,6 +852,26 @@ fn rollback_database_down_holds_the_lock_until_the_schema_is_back() {
     // not say complete, or a kill now would close it as a success.
     let state = rollout_state(&world);
     assert_ne!(state["stage"], "completed", "{state}");
+    // Nor can promote or abort act on it now: said at once, not after
+    // waiting for an answer that cannot come.
+    let abort = world
+        .maily()
+        .args(["abort", "staging", "--env-file"])
+        .arg(&env)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(
+        abort.status.code(),
+        Some(exit_code::LOCK_HELD),
+        "{}",
+        text(&abort)
+    );
+    assert!(
+        text(&abort).contains("is taking the database back"),
+        "{}",
+        text(&abort)
+    );
     let second = deploy(&world, &db, &backups, &newer, "v3", &[]);
     assert_eq!(
         second.status.code(),
