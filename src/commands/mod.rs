@@ -218,12 +218,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// `--traffic-steps` and `--grace`, checked together so both problems are
 /// reported at once.
+/// A deploy's own traffic steps and grace, when given.
+type TrafficOverrides = (Option<Vec<u32>>, Option<crate::config::traffic::Grace>);
+
 /// The steps and grace the flags (or the variables, once merged) give,
 /// or every problem with them.
-#[allow(clippy::type_complexity)]
 fn traffic_overrides(
     args: &crate::cli::DeployArgs,
-) -> Result<(Option<Vec<u32>>, Option<crate::config::traffic::Grace>), Vec<error::Problem>> {
+) -> Result<TrafficOverrides, Vec<error::Problem>> {
     let mut problems = Vec::new();
     for why in args
         .traffic_steps

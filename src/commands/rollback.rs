@@ -183,7 +183,7 @@ pub async fn run(
         RollbackPlan::Switch { slot } => {
             cx.selection = cluster::only(&[PhaseId::ShiftTraffic]);
             cx.backend.deployed = true;
-            cx.backend.platform_with_switch = true;
+            cx.backend.rollback_switch_only = true;
             (vec![Box::new(ShiftTraffic)], slot)
         }
         RollbackPlan::Redeploy { slot } => {

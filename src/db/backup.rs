@@ -379,6 +379,26 @@ pub async fn check_against_record(path: &Path, record: &BackupRecord) -> Result<
     Ok(())
 }
 
+/// A record as a test needs one: `name`, stored at `location`.
+#[cfg(test)]
+pub(crate) fn sample_record(name: &str, location: &str) -> BackupRecord {
+    BackupRecord {
+        name: name.into(),
+        location: location.into(),
+        deployment_id: "production-20250101-120000".into(),
+        reason: BackupReason::PreMigrate,
+        size_bytes: 1,
+        sha256: String::new(),
+        verified: true,
+        schema_version: Some(1),
+        database: "db:5432/maily as deployer".into(),
+        schemas: vec!["public".into()],
+        pg_dump_version: "15".into(),
+        created_at: chrono::Utc::now(),
+        duration_ms: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

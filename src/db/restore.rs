@@ -397,21 +397,10 @@ mod tests {
 
     #[test]
     fn a_failed_restore_says_whether_the_database_is_as_before() {
-        let record = BackupRecord {
-            name: "production-20250101-120000.pre-migrate".into(),
-            location: "file:///backups/production-20250101-120000.pre-migrate.dump".into(),
-            deployment_id: "production-20250101-120000".into(),
-            reason: super::super::backup::BackupReason::PreMigrate,
-            size_bytes: 1,
-            sha256: String::new(),
-            verified: true,
-            schema_version: Some(1),
-            database: "db:5432/maily as deployer".into(),
-            schemas: vec!["public".into()],
-            pg_dump_version: "15".into(),
-            created_at: chrono::Utc::now(),
-            duration_ms: 1,
-        };
+        let record = super::super::backup::sample_record(
+            "production-20250101-120000.pre-migrate",
+            "file:///backups/production-20250101-120000.pre-migrate.dump",
+        );
         let put_back = restore_failed(&record, anyhow::anyhow!("pg_restore exited 1"), &[]);
         assert!(
             put_back

@@ -693,21 +693,7 @@ mod tests {
     }
 
     fn record(name: &str) -> BackupRecord {
-        BackupRecord {
-            name: name.into(),
-            location: format!("s3://b/{name}.dump"),
-            deployment_id: "production-20250101-120000".into(),
-            reason: super::super::backup::BackupReason::PreMigrate,
-            size_bytes: 1,
-            sha256: String::new(),
-            verified: true,
-            schema_version: Some(1),
-            database: "db:5432/maily as deployer".into(),
-            schemas: vec!["public".into()],
-            pg_dump_version: "15".into(),
-            created_at: chrono::Utc::now(),
-            duration_ms: 1,
-        }
+        super::super::backup::sample_record(name, &format!("s3://b/{name}.dump"))
     }
 
     #[tokio::test]

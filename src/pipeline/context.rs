@@ -106,7 +106,7 @@ pub struct BackendState {
     /// platform's shared objects as the release it goes back to ran with
     /// them (one that deploys again writes them in deploy-backend). See
     /// [`Context::platform_with_switch`].
-    pub platform_with_switch: bool,
+    pub rollback_switch_only: bool,
 }
 
 /// The context a run hands to each phase.
@@ -190,7 +190,7 @@ impl Context {
             self.selection.skip_reason(PhaseId::DeployBackend),
             Some(SkipReason::BeforeFrom | SkipReason::NotInOnly)
         );
-        self.backend.platform_with_switch
+        self.backend.rollback_switch_only
             || (self.options.rollback_to.is_none()
                 && self.selection.is_selected(PhaseId::ShiftTraffic)
                 && resumed

@@ -1093,28 +1093,27 @@ fn traffic_variables_never_break_other_commands_and_a_deploy_names_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(exit_code::SUCCESS), "{out:?}");
 
-    let out = maily()
-        .env("MAILY_TRAFFIC_STEPS", "abc")
-        .args(["staging", "--dry-run", "--env-file"])
-        .arg(example_env())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A dry run with MAILY_TRAFFIC_STEPS=abc and `flags`: refused (exit 2).
+    let refused = |flags: &[&str]| {
+        let out = maily()
+            .env("MAILY_TRAFFIC_STEPS", "abc")
+            .args(["staging", "--dry-run"])
+            .args(flags)
+            .arg("--env-file")
+            .arg(example_env())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&[]);
     assert!(
         stderr.contains("MAILY_TRAFFIC_STEPS is not a comma-separated list"),
         "{stderr}"
     );
 
     // A wrong variable and a wrong flag: both named in one go.
-    let out = maily()
-        .env("MAILY_TRAFFIC_STEPS", "abc")
-        .args(["staging", "--dry-run", "--grace", "bogus", "--env-file"])
-        .arg(example_env())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["--grace", "bogus"]);
     assert!(
         stderr.contains("MAILY_TRAFFIC_STEPS is not a comma-separated list")
             && stderr.contains("--grace `bogus` is neither a duration"),

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::support::vercel::{PROJECT, Script, Stub, TEAM, TOKEN, assert_clean, stub};
 use crate::support::*;
 
-const WITH_FRONTEND: &[&str] = &[
+/// The phases of a deploy that builds the frontend and walks the steps.
+pub(crate) const WITH_FRONTEND: &[&str] = &[
     "--skip-provision",
     "--skip-migrate",
     "--skip-ai",

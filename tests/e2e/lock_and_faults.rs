@@ -112,16 +112,11 @@ fn put_lease(world: &World, renewed_secs_ago: i64, ttl: i32) {
         .unwrap();
 }
 
-/// A lock removed and taken by another run moments after this run renewed
-/// it: `check` (free while the lease is fresh) cannot know yet; `confirm`,
-/// which a run's end asks after a long undo before it writes its snapshot
-/// and the rollout record, asks the API server and names the new holder.
-#[test]
-fn confirm_finds_a_lock_taken_over_while_the_lease_looked_fresh() {
+/// The environment's lock, taken through the library by dev@laptop for
+/// `staging-20250101-120000`, with a lease of `ttl`.
+fn dev_takes_the_lock(world: &World, ttl: Duration) -> maily_deploy::k8s::lease::LeaseGuard {
     use maily_deploy::k8s::lease::{self, Holder};
-    let world = World::new(Duration::from_millis(200));
-    assert_exit(&world.deploy("v1", &[]), 0);
-    let guard = world
+    world
         .rt
         .block_on(lease::acquire(
             world.client.clone(),
@@ -133,9 +128,20 @@ fn confirm_finds_a_lock_taken_over_while_the_lease_looked_fresh() {
                 deployment_id: "staging-20250101-120000".into(),
                 since: chrono::Utc::now(),
             },
-            Duration::from_secs(300),
+            ttl,
         ))
-        .expect("the lock");
+        .expect("the lock")
+}
+
+/// A lock removed and taken by another run moments after this run renewed
+/// it: `check` (free while the lease is fresh) cannot know yet; `confirm`,
+/// which a run's end asks after a long undo before it writes its snapshot
+/// and the rollout record, asks the API server and names the new holder.
+#[test]
+fn confirm_finds_a_lock_taken_over_while_the_lease_looked_fresh() {
+    let world = World::new(Duration::from_millis(200));
+    assert_exit(&world.deploy("v1", &[]), 0);
+    let guard = dev_takes_the_lock(&world, Duration::from_secs(300));
     let fence = guard.fence();
     put_lease(&world, 0, 300);
     assert!(
@@ -496,25 +502,10 @@ fn ctrl_c_while_watching_a_run_out_lease_stops_at_once() {
 fn a_change_retried_after_the_lock_was_lost_is_never_sent() {
     use kube::api::DynamicObject;
     use maily_deploy::k8s::apply::Applier;
-    use maily_deploy::k8s::lease::{self, Holder};
 
     let world = World::new(Duration::from_millis(200));
     assert_exit(&world.deploy("v1", &[]), 0);
-    let guard = world
-        .rt
-        .block_on(lease::acquire(
-            world.client.clone(),
-            &world.namespace,
-            "staging",
-            Holder {
-                user: "dev".into(),
-                host: "laptop".into(),
-                deployment_id: "staging-20250101-120000".into(),
-                since: chrono::Utc::now(),
-            },
-            Duration::from_secs(2),
-        ))
-        .expect("the lock");
+    let guard = dev_takes_the_lock(&world, Duration::from_secs(2));
     let applier = Applier::new(world.client.clone());
     applier.set_fence(Some(guard.fence()));
 

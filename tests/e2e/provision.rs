@@ -341,15 +341,21 @@ fn a_dry_run_plans_and_never_applies() {
     assert!(all.contains("--allow-destroy"), "{all}");
 }
 
-#[test]
-fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
-    let infra = Infra::new();
-    let out = infra.run(
-        "no-changes",
+/// provision and migrate, `TERRAFORM_PROVIDES=DATABASE_URL` with no such
+/// output (only `vpc_id`), after a plan of `scenario`.
+fn provides_an_output_it_has_not(infra: &Infra, scenario: &str) -> std::process::Output {
+    infra.run(
+        scenario,
         r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"}}"#,
         &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
         &["--only", "provision,migrate", "--output", "json"],
-    );
+    )
+}
+
+#[test]
+fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
+    let infra = Infra::new();
+    let out = provides_an_output_it_has_not(&infra, "no-changes");
     assert_exit(&out, exit_code::CONFIG);
     let all = report(&out).to_string();
     assert!(
@@ -369,12 +375,7 @@ fn a_variable_terraform_should_provide_but_does_not_is_a_configuration_error() {
 #[test]
 fn outputs_that_do_not_fit_after_an_apply_fail_the_run_not_the_configuration() {
     let infra = Infra::new();
-    let out = infra.run(
-        "changes",
-        r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-1"}}"#,
-        &[("TERRAFORM_PROVIDES", "DATABASE_URL"), ("DATABASE_URL", "")],
-        &["--only", "provision,migrate", "--output", "json"],
-    );
+    let out = provides_an_output_it_has_not(&infra, "changes");
     assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
     let doc = report(&out);
     let message = doc["error"]["message"].as_str().unwrap_or_default();

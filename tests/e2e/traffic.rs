@@ -16,6 +16,7 @@ use maily_deploy::pipeline::snapshot::Outcome;
 use maily_deploy::traffic::report::StepOutcome;
 use serde_json::Value;
 
+use crate::frontend::WITH_FRONTEND;
 use crate::support;
 use crate::support::prometheus::PrometheusServer;
 use crate::support::traffic::{SlotBehaviour, TrafficSim};
@@ -845,15 +846,6 @@ fn a_step_an_error_ends_is_reported_stopped() {
     assert_eq!(walked[0]["outcome"], "stopped", "{walked:?}");
     assert!(walked[0]["ended_at"].is_string(), "{walked:?}");
 }
-
-/// The phases of a deploy that builds the frontend and walks the steps.
-const WITH_FRONTEND: &[&str] = &[
-    "--skip-provision",
-    "--skip-migrate",
-    "--skip-ai",
-    "--skip-monitor",
-    "--skip-verify",
-];
 
 /// A run killed at 25% that built the frontend, with Vercel's token a
 /// `vault:` reference in the env file the next commands read; `serve`
