@@ -100,18 +100,25 @@ pub const ECHO_MAX_BYTES: usize = 80;
 /// its first characters and its size (`abc… (1048576 bytes)`). A message
 /// that repeats a megabyte of input buries what it says, and can flood a
 /// CI log or a Slack message.
+///
+/// The value is scrubbed before it is clipped: the start of a long
+/// credential URL (`https://12345:glc_eyJrIjoi…`) no longer shows the `@`
+/// that marks its password once clipped.
 pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = value.len();
+    let value = crate::redact::scrub(value);
     if value.len() <= ECHO_MAX_BYTES {
-        return std::borrow::Cow::Borrowed(value);
+        return value;
     }
     let prefix: String = value.chars().take(32).collect();
-    std::borrow::Cow::Owned(format!("{prefix}… ({} bytes)", value.len()))
+    std::borrow::Cow::Owned(format!("{prefix}… ({bytes} bytes)"))
 }
 
 /// A parser's message with any line it quotes clipped: a megabyte-long
 /// line of input is shown by its start and size.
+/// Scrubbed first, as [`clipped`] is.
 pub fn clipped_lines(message: &str) -> String {
-    message
+    crate::redact::scrub(message)
         .lines()
         .map(|l| {
             if l.len() > 200 {

@@ -38,7 +38,7 @@ pub fn register(name: &str, value: &str) {
             forms.push(pw.to_string());
             forms.push(percent_decoded(pw));
         }
-        if url.username().len() >= 12 {
+        if url.username().len() >= LONE_USER_TOKEN_CHARS {
             // Long user names are tokens (e.g. Slack, Infura) rather than names.
             forms.push(url.username().to_string());
         }
@@ -142,11 +142,74 @@ fn percent_decoded(s: &str) -> String {
 /// header carries, replaced.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let named = scrub_registered(text);
-    match scrub_headers(&named) {
+    let headers = match scrub_headers(&named) {
         Cow::Borrowed(_) => named,
+        Cow::Owned(s) => Cow::Owned(s),
+    };
+    match scrub_url_credentials(&headers) {
+        Cow::Borrowed(_) => headers,
         Cow::Owned(s) => Cow::Owned(s),
     }
 }
+
+/// A URL's password, whoever's it is: `scheme://user:password@host`
+/// becomes `scheme://user:[REDACTED]@host`, and a user name long enough to
+/// be a token with no password (`https://ghp_…@github.com`) is hidden
+/// whole. Registering covers the values the tool knows are secret; this
+/// covers the ones it never got to register: a URL refused by validation
+/// and quoted in its message, a credential URL typed where an image, an
+/// environment name or a flag's value was expected, a parser quoting the
+/// line it stopped at.
+fn scrub_url_credentials(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") {
+        return Cow::Borrowed(text);
+    }
+    let ends_authority = |c: u8| c.is_ascii_whitespace() || b"/?#\"'<>`\\".contains(&c);
+    let mut hide: Vec<(usize, usize)> = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("://") {
+        let start = from + at + 3;
+        let end = text[start..]
+            .bytes()
+            .position(ends_authority)
+            .map_or(text.len(), |n| start + n);
+        from = end.max(start);
+        let Some(userinfo_len) = text[start..end].rfind('@') else {
+            continue;
+        };
+        let userinfo = &text[start..start + userinfo_len];
+        match userinfo.split_once(':') {
+            Some((user, password))
+                if !password.is_empty() && !password.starts_with("[REDACTED") =>
+            {
+                let password_start = start + user.len() + 1;
+                hide.push((password_start, start + userinfo_len));
+            }
+            None if userinfo.len() >= LONE_USER_TOKEN_CHARS
+                && !userinfo.starts_with("[REDACTED") =>
+            {
+                hide.push((start, start + userinfo_len));
+            }
+            _ => {}
+        }
+    }
+    if hide.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in hide {
+        out.push_str(&text[at..start]);
+        out.push_str("[REDACTED]");
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Cow::Owned(out)
+}
+
+/// A URL's user name with no password this long is taken for a token (as
+/// [`register`] takes it): Slack, Infura and git hosts put keys there.
+const LONE_USER_TOKEN_CHARS: usize = 12;
 
 fn scrub_registered(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
@@ -448,6 +511,45 @@ mod tests {
         assert!(!out.contains("ab%2Bcd%3D0123"), "{out}");
         assert!(!out.contains("ab+cd=0123"), "{out}");
         assert!(out.contains("channel=deploys"), "{out}");
+    }
+
+    #[test]
+    fn a_url_password_nobody_registered_is_hidden_wherever_it_is_quoted() {
+        // A URL validation refused (empty host), as its message quotes it.
+        assert_eq!(
+            scrub(r#"PROMETHEUS_URL is not a URL (got "https://u:pwPROMxyz123@")"#),
+            r#"PROMETHEUS_URL is not a URL (got "https://u:[REDACTED]@")"#
+        );
+        // Two in one line; the user name and the host stay readable; an
+        // `@` inside the password is part of it.
+        assert_eq!(
+            scrub(
+                "from postgres://maily:p@ssw0rd@db:5432/maily to redis://:r3dis-pass@cache:6379/0"
+            ),
+            "from postgres://maily:[REDACTED]@db:5432/maily to redis://:[REDACTED]@cache:6379/0"
+        );
+        assert_eq!(
+            scrub("image: https://bob:hunter2secret@reg.example/x:y"),
+            "image: https://bob:[REDACTED]@reg.example/x:y"
+        );
+        // A token as the user name, with no password.
+        assert_eq!(
+            scrub("git clone https://ghp0Token0123456789abcd@github.com/maily/app"),
+            "git clone https://[REDACTED]@github.com/maily/app"
+        );
+    }
+
+    #[test]
+    fn a_url_without_credentials_is_left_alone() {
+        for clean in [
+            "https://prom.example.invalid/api/v1/query?q=up",
+            "ssh://git@github.com/maily/app",
+            "https://medium.com/@maily/post",
+            "mail ops@maily.ai about https://status.maily.ai",
+            "postgres://maily:[REDACTED:DATABASE_URL]@db:5432/maily",
+        ] {
+            assert_eq!(scrub(clean), clean);
+        }
     }
 
     #[test]

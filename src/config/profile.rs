@@ -347,14 +347,11 @@ impl ProfileOf<Written> {
                 );
             }
             if let Some(image) = &svc.image
-                && (image.trim().is_empty()
-                    || image.contains(char::is_whitespace)
-                    || !rules::reads_as_text(image))
+                && let Err(why) = image_reference(image)
             {
                 bad(
                     &format!("services.{name}.image"),
-                    "is not an image reference (no white space; the manifests write it unquoted)"
-                        .into(),
+                    format!("is not an image reference: {why}"),
                     "give registry/repository:tag, e.g. ghcr.io/maily/maily-api:v1.4.2",
                 );
             }
@@ -621,6 +618,26 @@ pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profil
     }
 }
 
+/// Whether an image reference is one a registry and the kubelet take,
+/// by the distribution grammar (`[host[:port]/]path[:tag][@digest]`, the
+/// same parser the pinning step resolves it with): a typo such as
+/// `ghcr.io/maily/api:v1:v2` or a URL with credentials is refused here,
+/// not met as ErrImagePull halfway through a rollout.
+fn image_reference(image: &str) -> Result<(), String> {
+    if image.contains(char::is_whitespace) || !rules::reads_as_text(image) {
+        return Err(
+            "it has white space or control characters (the manifests write it unquoted)".into(),
+        );
+    }
+    if image.contains("://") {
+        return Err("it is a URL; an image reference has no scheme".into());
+    }
+    image
+        .parse::<oci_client::Reference>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The parser's error for a profile that is not YAML, or whose fields
 /// [`shape_problems`] could not place: its words and the lines around the
 /// place, each clipped.
@@ -681,6 +698,29 @@ mod tests {
 
     fn shipped() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+    }
+
+    #[test]
+    fn an_image_is_checked_by_the_registry_grammar() {
+        for good in [
+            "ghcr.io/maily/maily-api:v1.4.2",
+            "localhost:5000/maily-api",
+            "maily-api",
+            "ghcr.io/maily/maily-api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(image_reference(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "ghcr.io/maily/maily-api:v1:v2",
+            "HTTPS://Reg/Foo:Bar:Baz@@",
+            "https://bob:hunter2secret@reg.example/x:y",
+            "ghcr.io/maily/maily api:v1",
+            "ghcr.io/Maily/API:v1",
+        ] {
+            let why = image_reference(bad).expect_err(bad);
+            assert!(!why.contains("hunter2secret"), "{why}");
+        }
     }
 
     #[test]

@@ -187,6 +187,74 @@ fn credentials_in_any_url_are_never_printed() {
     }
 }
 
+/// A credential URL validation refuses, one too long to echo whole, or
+/// one typed where something else was expected (an environment's name, a
+/// flag's value, a service's image) is never registered as a secret: the
+/// password is hidden all the same.
+#[test]
+fn credentials_in_a_refused_or_misplaced_url_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let long_key = format!("glc_eyJrIjoiSECRETKEY{}", "0123456789".repeat(8));
+    let file = env_file(
+        dir.path(),
+        &[
+            ("PROMETHEUS_URL", "https://u:pwPROMxyz123@"),
+            (
+                "VAULT_ADDR",
+                &format!("https://12345:{long_key}@vault.example.invalid:99999/v1"),
+            ),
+        ],
+    );
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{all}");
+    assert!(
+        all.contains("PROMETHEUS_URL") && all.contains("VAULT_ADDR"),
+        "{all}"
+    );
+    assert!(!all.contains("pwPROMxyz123"), "{all}");
+    assert!(!all.contains("glc_eyJrIjoi"), "{all}");
+
+    let shipped =
+        std::fs::read_to_string(repo().join("manifests/environments/staging.yaml")).unwrap();
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    std::fs::write(
+        manifests.join("environments/staging.yaml"),
+        shipped.replacen(
+            "  api:\n    kind: http\n",
+            "  api:\n    kind: http\n    image: https://bob:hunter2secret@reg.example/x:y\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let misplaced = "https://bob:hunter2secret@reg.example";
+    for args in [
+        vec![
+            "validate",
+            "staging",
+            "--manifests-dir",
+            path_str(&manifests),
+        ],
+        vec!["validate", misplaced],
+        vec!["staging", "--dry-run", "--grace", misplaced],
+        vec!["rollback", "staging", misplaced],
+    ] {
+        let out = offline().args(&args).output().unwrap();
+        let all = text(&out);
+        assert_ne!(
+            out.status.code(),
+            Some(exit_code::SUCCESS),
+            "{args:?}: {all}"
+        );
+        assert!(!all.contains("hunter2secret"), "{args:?}: {all}");
+    }
+}
+
 /// The same URLs kept in Vault: a variable the spec calls an address is
 /// not a secret by name, but a credential in its URL still is.
 #[test]
