@@ -418,6 +418,13 @@ impl Walk {
 
     async fn walk_steps(&mut self) -> anyhow::Result<Ending> {
         self.heartbeat = self.router.heartbeat(&self.profile.namespace);
+        // The record names this run before the first user moves (at 0%,
+        // where users still are). Each step is recorded once users are
+        // there; a run killed between the first route write and that
+        // record would otherwise leave the record naming the run before,
+        // and `promote` and `abort` would say no rollout is in progress
+        // while users are split. A later step's window only lags a step.
+        self.save().await?;
         let steps = self.plan.steps.clone();
         for (index, percent) in steps.iter().copied().enumerate() {
             self.apply_step(index, percent).await?;

@@ -37,6 +37,8 @@ struct Recorder {
     slow_waits: Mutex<Option<Duration>>,
     /// What `read_record` answers (requests from another terminal).
     record: Mutex<Record>,
+    /// For each save, how many calls had been made before it.
+    saved_after: Mutex<Vec<usize>>,
 }
 
 impl Recorder {
@@ -130,6 +132,10 @@ impl TrafficRouter for Recorder {
         _report: &RolloutReport,
     ) -> anyhow::Result<()> {
         self.saved.lock().unwrap().push(rollout.clone());
+        self.saved_after
+            .lock()
+            .unwrap()
+            .push(self.calls.lock().unwrap().len());
         Ok(())
     }
     fn heartbeat(&self, _ns: &str) -> Option<tokio::task::JoinHandle<()>> {
@@ -253,6 +259,29 @@ async fn a_passing_rollout_shares_users_then_switches_with_workers_in_proportion
     let saved = router.saved.lock().unwrap();
     assert!(saved.iter().any(|r| r.percent == 25));
     assert_eq!(saved.last().unwrap().percent, 100);
+}
+
+/// A run killed right after its first route write must still be the
+/// run the record names, or `promote` and `abort` find no rollout while
+/// users are split.
+#[tokio::test]
+async fn the_record_names_the_run_before_the_first_user_moves() {
+    let router = Arc::new(Recorder::default());
+    let mut w = walk(0.1, router.clone());
+    assert_eq!(w.steps().await.unwrap(), Ending::Walked);
+    let saved = router.saved.lock().unwrap();
+    let first = &saved[0];
+    assert_eq!(
+        router.saved_after.lock().unwrap()[0],
+        0,
+        "{:?}",
+        router.calls()
+    );
+    assert_eq!(first.deployment_id.as_str(), "production-20261130-120000");
+    assert_eq!(
+        (first.percent, first.stage),
+        (0, super::record::Stage::Step)
+    );
 }
 
 #[tokio::test]
