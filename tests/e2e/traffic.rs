@@ -623,6 +623,21 @@ fn host() -> String {
 fn killed_at_first_step(stage: &Stage, tag: &str, weights: (u32, u32)) -> String {
     let mut child = stage.spawn(tag, &["--lock-ttl", "2s"]);
     stage.wait_for_weights(weights);
+    // Killed mid-step: once the record has the step too (it follows the
+    // route write; on a busy machine not in the same millisecond).
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = stage.other(&["status", "staging"]);
+        if String::from_utf8_lossy(&status.stdout).contains("step 1 of 2, 25% on") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the record never reached the first step: {}",
+            text(&status)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     // Its lease (2 s) outlives it; once gone, status knows the run is.
