@@ -172,6 +172,25 @@ impl Stage {
             .unwrap()
     }
 
+    /// Until `status` says the rollout is at `step` (`step 1 of 2, 25%
+    /// on`): the record follows the route write, on a busy machine not in
+    /// the same millisecond.
+    fn wait_for_recorded(&self, step: &str) {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.other(&["status", "staging"]);
+            if String::from_utf8_lossy(&status.stdout).contains(step) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "the record never said {step:?}: {}",
+                text(&status)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn wait_for_weights(&self, weights: (u32, u32)) {
         assert!(
             self.sim
@@ -487,6 +506,7 @@ fn status_mid_rollout_reports_the_rollout_not_drift_and_its_rerun_repeats_the_ru
     let flags = ["--traffic-steps", "25,50,100", "--grace", "keep"];
     let mut child = stage.spawn("v2", &[&["--lock-ttl", "2s"][..], &flags[..]].concat());
     stage.wait_for_weights((75, 25));
+    stage.wait_for_recorded("step 1 of 3, 25% on");
 
     // The run is live at 25%: status tells the rollout, not drift.
     let out = stage.other(&["status", "staging"]);
@@ -623,21 +643,8 @@ fn host() -> String {
 fn killed_at_first_step(stage: &Stage, tag: &str, weights: (u32, u32)) -> String {
     let mut child = stage.spawn(tag, &["--lock-ttl", "2s"]);
     stage.wait_for_weights(weights);
-    // Killed mid-step: once the record has the step too (it follows the
-    // route write; on a busy machine not in the same millisecond).
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = stage.other(&["status", "staging"]);
-        if String::from_utf8_lossy(&status.stdout).contains("step 1 of 2, 25% on") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the record never reached the first step: {}",
-            text(&status)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Killed mid-step: once the record has the step too.
+    stage.wait_for_recorded("step 1 of 2, 25% on");
     child.kill().unwrap();
     child.wait().unwrap();
     // Its lease (2 s) outlives it; once gone, status knows the run is.
