@@ -201,6 +201,43 @@ fn releases_switch_users_bad_ones_fail_fast_and_rollback_brings_the_first_back()
     assert_eq!(doc["deployments"][4]["deployment_id"], v1.as_str());
 }
 
+/// Pods that run but never become Ready are the common real failure, and
+/// no pod reason says so: the Deployment controller's
+/// ProgressDeadlineExceeded (after `ROLLOUT_TIMEOUT`, the template's
+/// progressDeadlineSeconds) is the only word. The real controller's, not
+/// kubesim's.
+#[test]
+fn pods_that_never_become_ready_fail_at_the_deadline_the_controller_reports() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    world.assert_all_on("blue");
+    let out = world.deploy_with(
+        &[("IMAGE_TAG", "unready-2"), ("ROLLOUT_TIMEOUT", "5s")],
+        &[],
+    );
+    let all = text(&out);
+    nothing_forbidden(&out);
+    assert_exit(&out, exit_code::PHASE_FAILED_ROLLED_BACK);
+    assert!(all.contains("ProgressDeadlineExceeded"), "{all}");
+    assert!(all.contains("deploy-backend"), "the phase is named: {all}");
+    world.assert_all_on("blue");
+    assert_eq!(
+        world.image("api-blue").as_deref(),
+        Some(format!("{REGISTRY}/maily-api:v1").as_str())
+    );
+    let snaps = world.snapshots();
+    assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
+    assert!(
+        snaps[0]
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ProgressDeadlineExceeded"),
+        "{:?}",
+        snaps[0].failure
+    );
+}
+
 #[test]
 fn status_reports_drift_after_a_kubectl_scale_by_hand() {
     let world = World::real("staging");
