@@ -238,6 +238,142 @@ fn pods_that_never_become_ready_fail_at_the_deadline_the_controller_reports() {
     );
 }
 
+/// A Prometheus whose every answer passes the staging profile's analysis:
+/// plenty of samples, errors and latency well under their limits.
+struct PassingPrometheus;
+
+impl wiremock::Respond for PassingPrometheus {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let query = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "query")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let value = if query.starts_with("sum(increase") {
+            "1000"
+        } else if query.starts_with("100 *") {
+            "0.1"
+        } else {
+            "100"
+        };
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]}
+        }))
+    }
+}
+
+/// A deploy of `tag` walking the staging profile's steps (50%, then 100%),
+/// analysed against `prometheus`.
+fn progressive(world: &World, tag: &str, prometheus: &str) -> std::process::Child {
+    let env = world.env_file(&[
+        ("IMAGE_TAG", tag),
+        ("ROLLOUT_TIMEOUT", "60s"),
+        ("PROMETHEUS_URL", prometheus),
+    ]);
+    world
+        .process()
+        .env_remove("MAILY_TRAFFIC_STEPS")
+        .args([world.environment.as_str(), "--lock-ttl", "3s"])
+        .args(BACKEND_ONLY)
+        .arg("--env-file")
+        .arg(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Until `status` says the rollout is at its first step (the record
+/// follows the route write).
+fn at_first_step(world: &World) {
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = world
+            .maily()
+            .args(["status", &world.environment])
+            .output()
+            .unwrap();
+        nothing_forbidden(&out);
+        if String::from_utf8_lossy(&out.stdout).contains("step 1 of 2, 50% on") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never at 50%: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn second_terminal(world: &World, verb: &str) -> std::process::Output {
+    let out = world
+        .maily()
+        .args([verb, &world.environment])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    nothing_forbidden(&out);
+    out
+}
+
+/// The traffic walk with users split between the slots, and `abort` and
+/// `promote` from a second terminal, live and after the run died: the
+/// real RBAC authorizer judges the rollout record's ConfigMap, the routes
+/// at weights between the slots, the worker scales of each step and the
+/// dead run's lease taken over, as the deployer ServiceAccount.
+#[test]
+fn a_progressive_rollout_is_aborted_and_promoted_from_a_second_terminal() {
+    let world = World::real("staging");
+    deployed(&world, "v1");
+    world.assert_all_on("blue");
+    let prometheus = world.rt.block_on(wiremock::MockServer::start());
+    world.rt.block_on(
+        wiremock::Mock::given(wiremock::matchers::path("/api/v1/query"))
+            .respond_with(PassingPrometheus)
+            .mount(&prometheus),
+    );
+
+    // Live, aborted at 50%: everyone back on blue, the run fails (exit 4).
+    let run = progressive(&world, "v2", &prometheus.uri());
+    at_first_step(&world);
+    assert_eq!(world.weights("api"), Some((50, 50)));
+    let abort = second_terminal(&world, "abort");
+    assert_exit(&abort, exit_code::SUCCESS);
+    let run = run.wait_with_output().unwrap();
+    nothing_forbidden(&run);
+    assert_exit(&run, exit_code::PHASE_FAILED_ROLLED_BACK);
+    world.assert_all_on("blue");
+    assert_eq!(world.weights("api"), Some((100, 0)));
+
+    // Live, promoted at 50%: everyone on green, the run succeeds.
+    let run = progressive(&world, "v3", &prometheus.uri());
+    at_first_step(&world);
+    let promote = second_terminal(&world, "promote");
+    assert_exit(&promote, exit_code::SUCCESS);
+    let run = run.wait_with_output().unwrap();
+    nothing_forbidden(&run);
+    assert_exit(&run, exit_code::SUCCESS);
+    world.assert_all_on("green");
+    assert_eq!(world.weights("api"), Some((0, 100)));
+
+    // Killed at 50%: abort waits out its lease, takes the lock over and
+    // puts users back on green; the dead run's snapshot says failed.
+    let mut run = progressive(&world, "v4", &prometheus.uri());
+    at_first_step(&world);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(world.weights("api"), Some((50, 50)));
+    let abort = second_terminal(&world, "abort");
+    assert_exit(&abort, exit_code::SUCCESS);
+    world.assert_all_on("green");
+    assert_eq!(world.weights("api"), Some((0, 100)));
+    assert_eq!(world.snapshots()[0].outcome, Outcome::Failed);
+    assert_eq!(world.lease_holder(), None);
+}
+
 #[test]
 fn status_reports_drift_after_a_kubectl_scale_by_hand() {
     let world = World::real("staging");
