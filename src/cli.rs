@@ -426,17 +426,19 @@ pub struct GlobalArgs {
 
 /// `--timeout`: a duration, kept as typed for ROLLOUT_TIMEOUT (whose
 /// bounds validate checks with the variable's own).
-fn parse_timeout(s: &str) -> Result<String, crate::config::format::DurationError> {
-    crate::config::format::duration(s).map(|_| s.to_string())
+fn parse_timeout(s: &str) -> Result<String, crate::config::duration::DurationError> {
+    crate::config::duration::ROLLOUT_TIMEOUT
+        .parse(s)
+        .map(|_| s.to_string())
 }
 
 /// Why `--lock-ttl` is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TtlError {
+    /// Not a duration, under 2s (see [`crate::config::duration::LOCK_TTL`])
+    /// or not whole seconds.
     #[error("the lock TTL {0}")]
-    Duration(crate::config::format::DurationError),
-    #[error("the lock TTL must be at least 2s (it is renewed every third of it)")]
-    TooShort,
+    Duration(crate::config::duration::DurationError),
     #[error(
         "the lock TTL must be at most {} (it is how long a killed run keeps every other run out; `maily-deploy unlock` frees the lock sooner)",
         humantime::format_duration(MAX_LOCK_TTL)
@@ -445,10 +447,9 @@ pub enum TtlError {
 }
 
 fn parse_ttl(s: &str) -> Result<std::time::Duration, TtlError> {
-    let d = crate::config::format::duration(s).map_err(TtlError::Duration)?;
-    if d < std::time::Duration::from_secs(2) {
-        return Err(TtlError::TooShort);
-    }
+    let d = crate::config::duration::LOCK_TTL
+        .parse(s)
+        .map_err(TtlError::Duration)?;
     if d > MAX_LOCK_TTL {
         return Err(TtlError::TooLong);
     }

@@ -234,8 +234,16 @@ pub fn parse(raw: &Value, file: &str) -> Result<AiConfig, Vec<Problem>> {
         };
         let timeout_secs = match settings.get("timeout") {
             None => DEFAULT_TIMEOUT_SECS,
-            Some(Value::String(s)) => match crate::config::format::duration(s) {
-                Ok(d) if d.as_secs() > 0 && d.as_secs() <= MAX_TIMEOUT_SECS => d.as_secs(),
+            Some(Value::String(s)) => match crate::config::duration::AI_PROVIDER_TIMEOUT.parse(s) {
+                Ok(d) if d.as_secs() <= MAX_TIMEOUT_SECS => d.as_secs(),
+                Err(why @ crate::config::duration::DurationError::NotWhole(_)) => {
+                    bad(
+                        &field("timeout"),
+                        format!("{why} (got {})", crate::error::clipped(s)),
+                        "e.g. 30s or 2m",
+                    );
+                    0
+                }
                 _ => {
                     bad(
                         &field("timeout"),
@@ -518,6 +526,25 @@ fallback: [openai, anthropic]
         );
         let ten = GOOD.replace("timeout: 1m", "timeout: 10m");
         assert!(parse(&yaml(&ten), "p.yaml").is_ok());
+    }
+
+    /// The services take whole seconds: 1500ms was read as 1s and 500ms
+    /// as the 0 the range check then refused without saying why.
+    #[test]
+    fn a_provider_timeout_is_whole_seconds() {
+        let text = GOOD.replace("timeout: 1m", "timeout: 1500ms");
+        let problems = parse(&yaml(&text), "p.yaml").unwrap_err();
+        let timeout = problems
+            .iter()
+            .find(|p| p.subject.ends_with("providers.anthropic.timeout"))
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert!(
+            timeout
+                .problem
+                .starts_with("is not a whole number of seconds")
+                && timeout.problem.ends_with("(got 1500ms)"),
+            "{timeout:?}"
+        );
     }
 
     #[test]

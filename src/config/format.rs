@@ -4,11 +4,10 @@
 //! the value: the caller decides whether the value may be shown, since a
 //! malformed secret is still a secret.
 
-use std::time::Duration;
-
 use sha3::{Digest, Keccak256};
 use url::Url;
 
+use super::duration::{DurationError, DurationRule};
 use super::k8s_rules::RuleError;
 
 /// A variable's format.
@@ -30,12 +29,9 @@ pub enum Format {
     EthAddress,
     /// A whole number within bounds.
     Integer { min: i64, max: i64 },
-    /// A duration such as `30s`, `5m`, `1h 30m`.
-    Duration,
-    /// A duration PostgreSQL takes as a timeout setting
-    /// (`statement_timeout`, `lock_timeout`): whole milliseconds in an
-    /// int32, at most about 24.8 days.
-    PgTimeout,
+    /// A duration such as `30s`, `5m`, `1h 30m`, a whole number of the
+    /// unit its rule says it is used in (see [`super::duration`]).
+    Duration(DurationRule),
     /// One of a fixed set of words.
     Enum(&'static [&'static str]),
     /// A container registry and repository prefix, e.g. `ghcr.io/maily`.
@@ -59,8 +55,7 @@ impl Format {
             Format::EthAddress => "0x address".into(),
             Format::Integer { min, max } if max == i64::MAX => format!("integer >= {min}"),
             Format::Integer { min, max } => format!("integer {min}..={max}"),
-            Format::Duration => "duration".into(),
-            Format::PgTimeout => "duration of at most 24 days".into(),
+            Format::Duration(rule) => rule.describe(),
             Format::Enum(words) => format!("one of {}", words.join(", ")),
             Format::ImageRegistry => "image registry".into(),
             Format::ImageTag => "image tag".into(),
@@ -90,8 +85,7 @@ impl Format {
             Format::BackupUrl => "s3://BUCKET/PREFIX/ or file:///var/backups/maily/".into(),
             Format::EthAddress => "0x followed by 40 hex digits".into(),
             Format::Integer { min, .. } => format!("a whole number such as {}", min.max(1)),
-            Format::Duration => "30s, 5m or 1h 30m".into(),
-            Format::PgTimeout => "30s, 10m or 2h".into(),
+            Format::Duration(_) => "30s, 5m or 1h 30m".into(),
             Format::Enum(words) => words.join(" or "),
             Format::ImageRegistry => "ghcr.io/maily or registry.example.com:5000/maily".into(),
             Format::ImageTag => "v1.4.2 or sha-1a2b3c4".into(),
@@ -120,8 +114,7 @@ impl Format {
             Format::BackupUrl => backup_url(value),
             Format::EthAddress => eth_address(value),
             Format::Integer { min, max } => integer(value, min, max),
-            Format::Duration => duration(value).map(drop).map_err(FormatError::Duration),
-            Format::PgTimeout => pg_timeout(value).map(drop).map_err(FormatError::Duration),
+            Format::Duration(rule) => rule.parse(value).map(drop).map_err(FormatError::Duration),
             Format::Enum(words) => one_of(value, words),
             Format::ImageRegistry => image_registry(value),
             Format::ImageTag => image_tag(value),
@@ -253,54 +246,6 @@ fn github_repo(value: &str) -> Result<(), FormatError> {
             Ok(())
         }
         _ => Err(FormatError::NotGithubRepo),
-    }
-}
-
-/// The longest duration the tool takes: what an int32 seconds field
-/// (`progressDeadlineSeconds`, `leaseDurationSeconds`) holds, about 68
-/// years. Longer is a typo, and would wrap when written to one (or
-/// overflow a deadline computed from it).
-pub const MAX_DURATION_SECS: u64 = i32::MAX as u64;
-
-/// The problem with a duration past [`MAX_DURATION_SECS`].
-pub fn too_long() -> String {
-    format!(
-        "is longer than {MAX_DURATION_SECS} seconds (about 68 years), the most a Kubernetes seconds field (an int32) holds"
-    )
-}
-
-/// What is wrong with a duration; the text follows the subject
-/// ("ROLLOUT_TIMEOUT is zero; ...").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("is zero; give a positive duration")]
-    Zero,
-    #[error("{}", too_long())]
-    TooLong,
-    #[error("is not a duration (a number with a unit: s, m, h)")]
-    NotADuration,
-    #[error(
-        "is longer than PostgreSQL takes for a timeout: 2147483647 ms (about 24 days 20 hours); a longer setting fails, and the migration with it"
-    )]
-    TooLongForPostgres,
-}
-
-/// Parse a duration PostgreSQL takes as a timeout setting.
-pub fn pg_timeout(value: &str) -> Result<Duration, DurationError> {
-    let d = duration(value)?;
-    if d.as_millis() > i32::MAX as u128 {
-        return Err(DurationError::TooLongForPostgres);
-    }
-    Ok(d)
-}
-
-/// Parse a duration in the form the variable spec accepts.
-pub fn duration(value: &str) -> Result<Duration, DurationError> {
-    match humantime::parse_duration(value) {
-        Ok(d) if d.is_zero() => Err(DurationError::Zero),
-        Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(DurationError::TooLong),
-        Ok(d) => Ok(d),
-        Err(_) => Err(DurationError::NotADuration),
     }
 }
 
@@ -453,6 +398,13 @@ fn image_tag(value: &str) -> Result<(), FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::duration::{DATABASE_LOCK_TIMEOUT, ROLLOUT_TIMEOUT};
+    use std::time::Duration;
+
+    /// A duration in whole seconds, as most variables are.
+    const SECONDS: Format = Format::Duration(ROLLOUT_TIMEOUT);
+    /// A PostgreSQL timeout.
+    const PG_TIMEOUT: Format = Format::Duration(DATABASE_LOCK_TIMEOUT);
 
     fn ok(f: Format, v: &str) {
         assert!(
@@ -607,11 +559,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        ok(Format::Duration, "30s");
-        ok(Format::Duration, "1h 30m");
-        bad(Format::Duration, "30", "not a duration");
-        bad(Format::Duration, "0s", "zero");
-        assert_eq!(duration("5m").unwrap(), Duration::from_secs(300));
+        ok(SECONDS, "30s");
+        ok(SECONDS, "1h 30m");
+        bad(SECONDS, "30", "not a duration");
+        bad(SECONDS, "0s", "zero");
+        assert_eq!(
+            ROLLOUT_TIMEOUT.parse("5m").unwrap(),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
@@ -653,19 +608,19 @@ mod tests {
 
     #[test]
     fn postgres_timeouts_fit_an_int32_of_milliseconds() {
-        ok(Format::PgTimeout, "10m");
-        ok(Format::PgTimeout, "24days");
-        bad(Format::PgTimeout, "30days", "PostgreSQL");
-        bad(Format::PgTimeout, "0s", "zero");
-        assert!(pg_timeout("2147483647ms").is_ok());
-        assert!(pg_timeout("2147483648ms").is_err());
+        ok(PG_TIMEOUT, "10m");
+        ok(PG_TIMEOUT, "24days");
+        bad(PG_TIMEOUT, "30days", "PostgreSQL");
+        bad(PG_TIMEOUT, "0s", "zero");
+        assert!(DATABASE_LOCK_TIMEOUT.parse("2147483647ms").is_ok());
+        assert!(DATABASE_LOCK_TIMEOUT.parse("2147483648ms").is_err());
     }
 
     #[test]
     fn durations_past_an_int32_of_seconds_are_refused() {
-        assert!(duration("68y").is_ok());
-        bad(Format::Duration, "69y", "int32");
-        bad(Format::Duration, "100000000000s", "int32");
+        assert!(ROLLOUT_TIMEOUT.parse("68y").is_ok());
+        bad(SECONDS, "69y", "int32");
+        bad(SECONDS, "100000000000s", "int32");
     }
 
     #[test]
@@ -788,15 +743,15 @@ mod tests {
             FormatError::OutOfRange { min: 0, max: 100 }
         ));
         assert!(matches!(
-            kind(Format::Duration, "30"),
+            kind(SECONDS, "30"),
             FormatError::Duration(DurationError::NotADuration)
         ));
         assert!(matches!(
-            kind(Format::Duration, "0s"),
+            kind(SECONDS, "0s"),
             FormatError::Duration(DurationError::Zero)
         ));
         assert!(matches!(
-            kind(Format::Duration, "69y"),
+            kind(SECONDS, "69y"),
             FormatError::Duration(DurationError::TooLong)
         ));
     }
@@ -949,7 +904,7 @@ mod tests {
                 "must be between 0 and 100",
             ),
             (
-                Format::Duration,
+                SECONDS,
                 "30",
                 "is not a duration (a number with a unit: s, m, h)",
             ),

@@ -1,6 +1,7 @@
 //! Configuration: env files, the variable spec, profiles and validation.
 
 pub mod ai;
+pub mod duration;
 pub mod env_file;
 pub mod form;
 pub mod format;

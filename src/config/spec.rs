@@ -4,6 +4,9 @@
 //! check all come from this table, so a variable added here is checked,
 //! redacted and documented at once, and one missing here is none of those.
 
+use std::time::Duration;
+
+use super::duration::{self, DurationError};
 use super::format::Format;
 use crate::pipeline::PhaseId::{self, *};
 
@@ -80,25 +83,25 @@ pub const SPEC: &[VarSpec] = &[
         "Registry and repository prefix of the service images, e.g. ghcr.io/maily"),
     var("IMAGE_TAG", &[DeployBackend, ConfigureAi, Verify], Format::ImageTag, Required, "Images",
         "Tag of the release being deployed; verify checks the new slot reports it"),
-    var("ROLLOUT_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("10m"), "Images",
+    var("ROLLOUT_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration(duration::ROLLOUT_TIMEOUT), Default("10m"), "Images",
         "Longest wait for a rollout that is still progressing"),
-    var("UNSCHEDULABLE_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration, Default("30s"), "Images",
+    var("UNSCHEDULABLE_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration(duration::UNSCHEDULABLE_GRACE), Default("30s"), "Images",
         "How long a new pod may wait for a node (PodScheduled=False, Unschedulable) before its rollout fails; raise it where a cluster autoscaler adds nodes"),
-    var("IMAGE_PULL_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration, Default("2m"), "Images",
+    var("IMAGE_PULL_GRACE", &[DeployBackend, ConfigureAi, ShiftTraffic], Format::Duration(duration::IMAGE_PULL_GRACE), Default("2m"), "Images",
         "How long after its creation a new pod whose image pulls fail for a passing cause (a registry timeout, a reset connection, a 5xx or 429) may keep retrying before its rollout fails; a pull refused for good (not found, denied) fails at once"),
     var("IMAGE_PINNING", &[DeployBackend, ConfigureAi], Format::Enum(&["on", "off"]), Default("on"), "Images",
         "on: every image is resolved to its digest before the first change and deployed by digest; off: deployed by tag (a registry this machine cannot reach)"),
     var("REGISTRY_AUTH_FILE", &[DeployBackend, ConfigureAi], Format::NonEmpty, Optional, "Images",
         "Registry logins (docker or podman format); unset means $DOCKER_CONFIG/config.json or ~/.docker/config.json"),
-    var("REGISTRY_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("30s"), "Images",
+    var("REGISTRY_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration(duration::REGISTRY_TIMEOUT), Default("30s"), "Images",
         "Longest wait for a registry to answer one image's tag"),
     var("IMAGE_SCAN", &[DeployBackend, ConfigureAi], Format::Enum(&["on", "off"]), Default("on"), "Images",
         "on: every pinned image is scanned by Trivy before the first change; off: not scanned (the report and the snapshot say so)"),
     var("IMAGE_SCAN_FAIL_ON", &[DeployBackend, ConfigureAi], Format::Enum(&["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]), Default("CRITICAL"), "Images",
         "Findings at or above this severity stop the run, unless allowlisted"),
-    var("IMAGE_SCAN_TTL", &[DeployBackend, ConfigureAi], Format::Duration, Default("24h"), "Images",
+    var("IMAGE_SCAN_TTL", &[DeployBackend, ConfigureAi], Format::Duration(duration::IMAGE_SCAN_TTL), Default("24h"), "Images",
         "A digest scanned clean by an earlier run of the environment is not scanned again within this"),
-    var("IMAGE_SCAN_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration, Default("10m"), "Images",
+    var("IMAGE_SCAN_TIMEOUT", &[DeployBackend, ConfigureAi], Format::Duration(duration::IMAGE_SCAN_TIMEOUT), Default("10m"), "Images",
         "Longest a Trivy scan of one image (or its database download) may take"),
     var("IMAGE_SCAN_IGNORE_FILE", &[DeployBackend, ConfigureAi], Format::NonEmpty, Default(".maily-scan-ignore.yaml"), "Images",
         "The allowlist: findings shipped on purpose (CVE id, image pattern, reason, expiry date)"),
@@ -118,9 +121,9 @@ pub const SPEC: &[VarSpec] = &[
         "Where pre-migration backups go: s3://bucket/prefix/ or file:///dir/"),
     var("MIGRATIONS_DIR", &[Migrate], Format::NonEmpty, Default("migrations"), "Database",
         "Folder of sqlx migrations; the embedded copy is used when it is absent"),
-    var("DATABASE_STATEMENT_TIMEOUT", &[Migrate], Format::PgTimeout, Default("60s"), "Database",
+    var("DATABASE_STATEMENT_TIMEOUT", &[Migrate], Format::Duration(duration::DATABASE_STATEMENT_TIMEOUT), Default("60s"), "Database",
         "Longest a single migration statement may run"),
-    var("DATABASE_LOCK_TIMEOUT", &[Migrate], Format::PgTimeout, Default("5s"), "Database",
+    var("DATABASE_LOCK_TIMEOUT", &[Migrate], Format::Duration(duration::DATABASE_LOCK_TIMEOUT), Default("5s"), "Database",
         "Longest a migration may wait for a table lock before giving up"),
     // Cache and queue
     secret("REDIS_URL", &[Verify], Format::RedisUrl, Required, "Cache and queue",
@@ -140,9 +143,9 @@ pub const SPEC: &[VarSpec] = &[
         "GitHub repository Vercel builds the frontend from: owner/name, or its numeric repository id"),
     var("FRONTEND_GIT_REF", &[DeployFrontend], Format::NonEmpty, Optional, "Frontend",
         "Git branch, tag or commit Vercel builds; unset means the IMAGE_TAG (tag the frontend like the images)"),
-    var("VERCEL_POLL_INTERVAL", &[DeployFrontend], Format::Duration, Default("5s"), "Frontend",
+    var("VERCEL_POLL_INTERVAL", &[DeployFrontend], Format::Duration(duration::VERCEL_POLL_INTERVAL), Default("5s"), "Frontend",
         "How often the Vercel build's state is read while it builds"),
-    var("VERCEL_BUILD_TIMEOUT", &[DeployFrontend], Format::Duration, Default("30m"), "Frontend",
+    var("VERCEL_BUILD_TIMEOUT", &[DeployFrontend], Format::Duration(duration::VERCEL_BUILD_TIMEOUT), Default("30m"), "Frontend",
         "Longest wait for the Vercel build to become READY"),
     // AI
     secret("OPENAI_API_KEY", &[ConfigureAi], Format::NonEmpty, Required, "AI providers",
@@ -181,7 +184,7 @@ pub const SPEC: &[VarSpec] = &[
         "Grafana base URL"),
     secret("GRAFANA_API_TOKEN", &[Monitor], Format::NonEmpty, Required, "Observability",
         "Grafana service account token"),
-    var("MONITOR_TARGETS_TIMEOUT", &[Monitor], Format::Duration, Default("3m"), "Observability",
+    var("MONITOR_TARGETS_TIMEOUT", &[Monitor], Format::Duration(duration::MONITOR_TARGETS_TIMEOUT), Default("3m"), "Observability",
         "Longest wait for Prometheus to scrape the new slot's targets and find them up"),
     // Secrets
     var("VAULT_ADDR", &[], Format::HttpUrl, Optional, "Vault",
@@ -204,6 +207,22 @@ pub const SPEC: &[VarSpec] = &[
 /// The spec of a variable by name.
 pub fn lookup(name: &str) -> Option<&'static VarSpec> {
     SPEC.iter().find(|v| v.name == name)
+}
+
+/// A duration variable's value, or its default when `value` is `None`,
+/// checked against the rule its row names: the one way every duration
+/// variable is read, so none is used at a unit its check did not ask for.
+/// A name that is not a duration variable of the spec is
+/// [`DurationError::NotADuration`] (a test reads every row).
+pub fn duration_of(name: &str, value: Option<&str>) -> Result<Duration, DurationError> {
+    let spec = lookup(name).ok_or(DurationError::NotADuration)?;
+    let Format::Duration(rule) = spec.format else {
+        return Err(DurationError::NotADuration);
+    };
+    match (value.filter(|v| !v.is_empty()), spec.need) {
+        (Some(v), _) | (None, Need::Default(v)) => rule.parse(v),
+        (None, _) => Err(DurationError::NotADuration),
+    }
 }
 
 /// The known name closest to a mistyped one, for "did you mean" hints.
@@ -302,6 +321,46 @@ mod tests {
         ] {
             assert!(lookup(name).unwrap().secret, "{name} must be a secret");
         }
+    }
+
+    #[test]
+    fn every_duration_variable_is_read_at_its_rule_with_its_default() {
+        let durations: Vec<&VarSpec> = SPEC
+            .iter()
+            .filter(|v| matches!(v.format, Format::Duration(_)))
+            .collect();
+        assert_eq!(durations.len(), 11);
+        for v in durations {
+            assert!(duration_of(v.name, None).is_ok(), "{}'s default", v.name);
+        }
+        assert_eq!(
+            duration_of("DATABASE_LOCK_TIMEOUT", Some("500us")),
+            Err(DurationError::TooShort(duration::DATABASE_LOCK_TIMEOUT))
+        );
+        assert_eq!(
+            duration_of("ROLLOUT_TIMEOUT", Some("")),
+            Ok(Duration::from_secs(600)),
+            "empty is unset"
+        );
+        assert_eq!(
+            duration_of("IMAGE_TAG", Some("5s")),
+            Err(DurationError::NotADuration)
+        );
+    }
+
+    /// The env template's format line, and a fix's "set X to ...", say
+    /// the unit a duration is taken in and its least.
+    #[test]
+    fn a_duration_variable_is_described_by_its_unit_and_least() {
+        let described = |name| lookup(name).unwrap().format.describe();
+        assert_eq!(
+            described("DATABASE_LOCK_TIMEOUT"),
+            "duration in whole milliseconds, at least 1ms and at most 24 days"
+        );
+        assert_eq!(
+            described("VERCEL_POLL_INTERVAL"),
+            "duration in whole seconds, at least 1s"
+        );
     }
 
     #[test]

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::{
+    ANALYSIS_INCONCLUSIVE_TIMEOUT, ANALYSIS_INTERVAL, DurationError, DurationRule, TRAFFIC_GRACE,
+    TRAFFIC_PAUSE,
+};
 use super::form::{Form, Parsed, Written};
-use super::format::{DurationError, MAX_DURATION_SECS, duration, too_long};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +69,8 @@ pub struct AnalysisOf<F: Form = Parsed> {
     /// How often the queries run during a step; 30s when not given.
     #[serde(default)]
     pub interval: F::Span,
-    /// Failed measurements tolerated over the whole rollout; one more aborts.
+    /// Failed measurements tolerated over the whole rollout; one more
+    /// aborts. Below what one step can take ([`measurements_per_step`]).
     #[serde(default)]
     pub failure_limit: u32,
     /// How long a step may hold past its pause without a verdict (too few
@@ -94,8 +98,15 @@ pub const DEFAULT_INCONCLUSIVE_TIMEOUT: Duration = Duration::from_secs(300);
 #[serde(deny_unknown_fields)]
 pub struct Samples {
     pub query: String,
+    /// From 1 to [`MAX_SAMPLES_MIN`].
     pub min: u64,
 }
+
+/// The most `samples.min` may be: 2^53. Prometheus returns the count
+/// (`increase()`, `count_over_time()`) as a float64, which holds every
+/// whole number exactly only up to 2^53; past it the comparison with the
+/// count is not exact, and no step ever sees that many requests anyway.
+pub const MAX_SAMPLES_MIN: u64 = 1 << 53;
 
 /// One metric of the analysis and its thresholds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -104,10 +115,12 @@ pub struct Metric {
     pub name: String,
     /// PromQL giving one number for a slot (a scalar or a one-element vector).
     pub query: String,
-    /// The new slot fails above this.
+    /// The new slot fails above this. Finite: a comparison with NaN is
+    /// never true, and no value is above +inf, so either would make the
+    /// metric one that cannot fail.
     #[serde(default)]
     pub max: Option<f64>,
-    /// The new slot fails below this.
+    /// The new slot fails below this; finite, and at most `max`.
     #[serde(default)]
     pub min: Option<f64>,
     /// The new slot fails above this multiple of the old slot's value (the
@@ -137,12 +150,16 @@ pub enum Pause {
 }
 
 impl Pause {
-    /// `manual`, or a positive duration such as `2m`.
+    /// `manual`, or a positive duration in whole seconds such as `2m`
+    /// ([`TRAFFIC_PAUSE`]).
     pub fn parse(value: &str) -> Result<Pause, PauseError> {
         if value == "manual" {
             return Ok(Pause::Manual);
         }
-        duration(value).map(Pause::For).map_err(PauseError)
+        TRAFFIC_PAUSE
+            .parse(value)
+            .map(Pause::For)
+            .map_err(PauseError)
     }
 
     /// Whether a step held `elapsed` has paused long enough.
@@ -163,9 +180,25 @@ impl Pause {
 }
 
 /// A pause that is neither a good duration nor `manual`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; or `manual` to hold each step until `maily-deploy promote --step`")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PauseError(pub DurationError);
+
+impl std::fmt::Display for PauseError {
+    /// Text that is no duration may have meant `manual`; a duration the
+    /// tool refuses was meant as one, and is told only why.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            DurationError::NotADuration => write!(
+                f,
+                "{}; or `manual` to hold each step until `maily-deploy promote --step`",
+                self.0
+            ),
+            why => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for PauseError {}
 
 /// How long the old slot stays scaled after 100%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,18 +210,18 @@ pub enum Grace {
 }
 
 impl Grace {
-    /// `keep`, or a duration such as `10m` (`0s` scales down at once), at
-    /// most what an int32 seconds field holds.
+    /// `keep`, or a duration in whole seconds such as `10m` (`0s` scales
+    /// down at once), at most what an int32 seconds field holds
+    /// ([`TRAFFIC_GRACE`]).
     pub fn parse(value: &str) -> Result<Grace, GraceError> {
         if value == "keep" {
             return Ok(Grace::Keep);
         }
-        match humantime::parse_duration(value) {
-            Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(GraceError::TooLong),
+        let shown = || crate::error::clipped(value).into_owned();
+        match TRAFFIC_GRACE.parse(value) {
             Ok(d) => Ok(Grace::For(d)),
-            Err(_) => Err(GraceError::Neither(
-                crate::error::clipped(value).into_owned(),
-            )),
+            Err(DurationError::NotADuration) => Err(GraceError::Neither(shown())),
+            Err(why) => Err(GraceError::Duration(shown(), why)),
         }
     }
 }
@@ -199,8 +232,9 @@ pub enum GraceError {
     /// The text given, which is neither.
     #[error("`{0}` is neither a duration (e.g. 10m, 0s) nor `keep`")]
     Neither(String),
-    #[error("{}", too_long())]
-    TooLong,
+    /// The text given, a duration the tool does not take, and why.
+    #[error("`{0}` {1}")]
+    Duration(String, DurationError),
 }
 
 /// What is wrong with traffic steps (a profile's or the command line's),
@@ -251,7 +285,7 @@ impl TrafficOf<Written> {
             .map_err(|why| {
                 bad(
                     "pause",
-                    why.to_string(),
+                    format!("`{}` {why}", crate::error::clipped(&self.pause)),
                     "e.g. 2m or 30s, or manual to hold each step until `maily-deploy promote --step`",
                 )
             })
@@ -268,7 +302,7 @@ impl TrafficOf<Written> {
                 None
             }
         };
-        let analysis = match self.analysis.map(AnalysisOf::check) {
+        let analysis = match self.analysis.map(|a| a.check(pause)) {
             None => Some(None),
             Some(Ok(a)) => Some(Some(a)),
             Some(Err(theirs)) => {
@@ -292,8 +326,10 @@ impl TrafficOf<Written> {
 }
 
 impl AnalysisOf<Written> {
-    /// The analysis typed, or every problem it has.
-    pub fn check(self) -> Result<Analysis, Vec<FieldProblem>> {
+    /// The analysis typed, or every problem it has. `pause` is the
+    /// section's, which bounds `failure_limit`; `None` when it is itself
+    /// wrong (and reported), and the bound is then not checked.
+    pub fn check(self, pause: Option<Pause>) -> Result<Analysis, Vec<FieldProblem>> {
         let mut problems = Vec::new();
         let mut bad = |field: &str, problem: String, fix: &str| {
             problems.push(FieldProblem {
@@ -302,36 +338,73 @@ impl AnalysisOf<Written> {
                 fix: fix.into(),
             })
         };
-        let mut span = |field: &str, value: Option<String>, default: Duration| match value {
+        let mut span = |field: &str, value: Option<String>, rule: DurationRule, default| match value
+        {
             None => Some(default),
-            Some(text) => duration(&text)
+            Some(text) => rule
+                .parse(&text)
                 .map_err(|why| {
                     bad(
                         &format!("analysis.{field}"),
-                        why.to_string(),
+                        format!("`{}` {why}", crate::error::clipped(&text)),
                         "e.g. 30s or 5m",
                     )
                 })
                 .ok(),
         };
-        let interval = span("interval", self.interval, DEFAULT_INTERVAL);
+        let interval = span(
+            "interval",
+            self.interval,
+            ANALYSIS_INTERVAL,
+            DEFAULT_INTERVAL,
+        );
         let inconclusive_timeout = span(
             "inconclusive_timeout",
             self.inconclusive_timeout,
+            ANALYSIS_INCONCLUSIVE_TIMEOUT,
             DEFAULT_INCONCLUSIVE_TIMEOUT,
         );
-        // Prometheus itself scrapes no faster than every second or so.
-        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
-            bad(
-                "analysis.interval",
-                "is under a second, faster than any scrape".into(),
-                "e.g. 15s or 30s",
-            );
+        if let (Some(pause), Some(interval), Some(timeout)) =
+            (pause, interval, inconclusive_timeout)
+        {
+            let most = measurements_per_step(pause, interval, timeout);
+            let over = window(pause, timeout);
+            if most == 0 {
+                bad(
+                    "analysis.interval",
+                    format!(
+                        "is {}, longer than a step may go ({over}): the step would end before its first measurement",
+                        humantime::format_duration(interval)
+                    ),
+                    "give an interval shorter than the pause plus inconclusive_timeout, e.g. 30s",
+                );
+            } else if u64::from(self.failure_limit) >= most {
+                bad(
+                    "analysis.failure_limit",
+                    format!(
+                        "is {}, but a step takes at most {most} measurement(s) (one every {} over {over}): a slot failing every one of them would never reach the limit",
+                        self.failure_limit,
+                        humantime::format_duration(interval)
+                    ),
+                    &format!(
+                        "give a limit below {most}: the few failed measurements the whole rollout may tolerate, e.g. 1"
+                    ),
+                );
+            }
         }
         if self.samples.min == 0 {
             bad(
                 "analysis.samples.min",
                 "is 0, so a slot nobody reaches would pass".into(),
+                "give the least number of requests a verdict needs, e.g. 100",
+            );
+        } else if self.samples.min > MAX_SAMPLES_MIN {
+            bad(
+                "analysis.samples.min",
+                format!(
+                    "is {}, over {MAX_SAMPLES_MIN} (2^53): Prometheus returns the count as a float64, which is not exact past that, and no step sees that many requests",
+                    self.samples.min
+                ),
                 "give the least number of requests a verdict needs, e.g. 100",
             );
         }
@@ -352,10 +425,32 @@ impl AnalysisOf<Written> {
                     "give max, min or max_ratio_to_old",
                 );
             }
-            if m.max_ratio_to_old.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            for (name, value, upper) in [("max", m.max, true), ("min", m.min, false)] {
+                if let Some(why) = value.and_then(|v| threshold_problem(v, upper)) {
+                    bad(
+                        &format!("{field}.{name}"),
+                        why,
+                        "give a finite number in the metric's unit, e.g. max: 1 for an error rate in %",
+                    );
+                }
+            }
+            if let (Some(min), Some(max)) = (m.min, m.max)
+                && min > max
+            {
+                bad(
+                    &field,
+                    format!(
+                        "has min {} above max {}: every value would fail",
+                        yaml_float(min),
+                        yaml_float(max)
+                    ),
+                    "give min at most max",
+                );
+            }
+            if let Some(r) = m.max_ratio_to_old.filter(|r| !r.is_finite() || *r <= 0.0) {
                 bad(
                     &format!("{field}.max_ratio_to_old"),
-                    "is not above 0".into(),
+                    format!("is {}, not a finite number above 0", yaml_float(r)),
                     "e.g. 1.5: the new slot may be at most 1.5 times the old one",
                 );
             }
@@ -387,6 +482,66 @@ impl AnalysisOf<Written> {
             }),
             _ => Err(problems),
         }
+    }
+}
+
+/// The most measurements one step can take: one every `interval` from
+/// the step's start, until its pause and then its inconclusive timeout have
+/// passed (then it advances or aborts). A manual pause never ends, so its
+/// step is bounded by the inconclusive timeout alone: the time the profile
+/// lets a step go without a verdict. `failure_limit` must stay below this,
+/// or a slot failing every measurement of a step never reaches it, and a
+/// step whose last measurement happens to pass moves on.
+pub fn measurements_per_step(
+    pause: Pause,
+    interval: Duration,
+    inconclusive_timeout: Duration,
+) -> u64 {
+    let span = pause
+        .length()
+        .unwrap_or(Duration::ZERO)
+        .saturating_add(inconclusive_timeout);
+    u64::try_from(span.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u64::MAX)
+}
+
+/// The time [`measurements_per_step`] counts in, in words.
+fn window(pause: Pause, inconclusive_timeout: Duration) -> String {
+    let timeout = humantime::format_duration(inconclusive_timeout);
+    match pause {
+        Pause::For(d) => format!(
+            "the {} pause and the {timeout} inconclusive_timeout",
+            humantime::format_duration(d)
+        ),
+        Pause::Manual => format!("the {timeout} inconclusive_timeout of a manual pause"),
+    }
+}
+
+/// What is wrong with a metric's threshold (`upper`: a `max`, else a
+/// `min`), or `None` for a finite one. NaN and the infinities are refused:
+/// a comparison with NaN is never true and no value is beyond +inf, so the
+/// metric could never fail, and the other infinity fails every value.
+pub fn threshold_problem(v: f64, upper: bool) -> Option<String> {
+    if v.is_finite() {
+        return None;
+    }
+    let shown = yaml_float(v);
+    Some(if v.is_nan() {
+        format!("is {shown}: no comparison with NaN is true, so the metric could never fail")
+    } else if (v > 0.0) == upper {
+        format!("is {shown}: no value is beyond it, so the metric could never fail")
+    } else {
+        format!("is {shown}: every value is beyond it, so the metric could never pass")
+    })
+}
+
+/// A float as YAML writes it: `.nan`, `.inf`, `-.inf`, else as Rust does.
+fn yaml_float(v: f64) -> String {
+    if v.is_nan() {
+        ".nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { ".inf" } else { "-.inf" }.into()
+    } else {
+        v.to_string()
     }
 }
 
@@ -498,7 +653,13 @@ mod tests {
                 .to_string()
                 .contains("keep")
         );
-        assert_eq!(Grace::parse("100years"), Err(GraceError::TooLong));
+        assert_eq!(
+            Grace::parse("100years"),
+            Err(GraceError::Duration(
+                "100years".into(),
+                DurationError::TooLong
+            ))
+        );
     }
 
     #[test]
@@ -537,6 +698,150 @@ mod tests {
                 "traffic.analysis.samples.query",
             ]
         );
+    }
+
+    /// The problems of a section, as `field problem`, as users read them.
+    fn problems(yaml: &str) -> Vec<String> {
+        written(yaml)
+            .parse()
+            .unwrap_err()
+            .into_iter()
+            .map(|p| format!("{} {}", p.field, p.problem))
+            .collect()
+    }
+
+    const SAMPLES: &str = "  samples: {query: 'x{slot=\"{{slot}}\"}', min: 10}\n";
+
+    /// Used at whole seconds, a duration under a second became 0: a pause
+    /// of `1ms` was planned "for 0s" while `0s` was refused.
+    #[test]
+    fn a_duration_under_its_unit_is_refused_naming_field_and_value() {
+        let got = problems(&format!(
+            "steps: [10, 100]\npause: 1ms\ngrace: 1500ms\nanalysis:\n  interval: 500ms\n  inconclusive_timeout: 2s 1ms\n{SAMPLES}  metrics: [{{name: e, query: 'e{{slot=\"{{{{slot}}}}\"}}', max: 1}}]\n"
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].starts_with("traffic.pause `1ms` is under 1s: "),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with("traffic.grace `1500ms` is not a whole number of seconds"),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].starts_with("traffic.analysis.interval `500ms` is under 1s"),
+            "{}",
+            got[2]
+        );
+        assert!(
+            got[3].starts_with(
+                "traffic.analysis.inconclusive_timeout `2s 1ms` is not a whole number of seconds"
+            ),
+            "{}",
+            got[3]
+        );
+        assert_eq!(Pause::parse("1s"), Ok(Pause::For(Duration::from_secs(1))));
+        assert_eq!(Grace::parse("0s"), Ok(Grace::For(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_threshold_must_be_a_finite_number() {
+        assert_eq!(threshold_problem(1.0, true), None);
+        assert_eq!(threshold_problem(-3.5, false), None);
+        let nan = threshold_problem(f64::NAN, true).unwrap();
+        assert!(
+            nan.starts_with("is .nan: ") && nan.ends_with("never fail"),
+            "{nan}"
+        );
+        let inf = threshold_problem(f64::INFINITY, true).unwrap();
+        assert!(
+            inf.starts_with("is .inf: ") && inf.ends_with("never fail"),
+            "{inf}"
+        );
+        let low = threshold_problem(f64::NEG_INFINITY, false).unwrap();
+        assert!(
+            low.starts_with("is -.inf: ") && low.ends_with("never fail"),
+            "{low}"
+        );
+        let all = threshold_problem(f64::NEG_INFINITY, true).unwrap();
+        assert!(all.ends_with("never pass"), "{all}");
+    }
+
+    /// A NaN `max` passed: `v > NaN` is never true, so the metric could
+    /// never fail the rollout.
+    #[test]
+    fn every_threshold_that_cannot_gate_is_reported_with_the_others() {
+        let got = problems(&format!(
+            "steps: [10, 100]\npause: 2m\nanalysis:\n{SAMPLES}  metrics:\n    - {{name: a, query: 'a{{slot=\"{{{{slot}}}}\"}}', max: .nan}}\n    - {{name: b, query: 'b{{slot=\"{{{{slot}}}}\"}}', min: 5000, max: .inf}}\n    - {{name: c, query: 'c{{slot=\"{{{{slot}}}}\"}}', min: -.inf}}\n    - {{name: d, query: 'd{{slot=\"{{{{slot}}}}\"}}', min: 5000, max: 1000}}\n    - {{name: e, query: 'e{{slot=\"{{{{slot}}}}\"}}', max_ratio_to_old: .inf}}\n"
+        ));
+        let fields: Vec<&str> = got
+            .iter()
+            .map(|p| p.split(" is ").next().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "traffic.analysis.metrics[0] (a).max",
+                "traffic.analysis.metrics[1] (b).max",
+                "traffic.analysis.metrics[2] (c).min",
+                "traffic.analysis.metrics[3] (d) has min 5000 above max 1000: every value would fail",
+                "traffic.analysis.metrics[4] (e).max_ratio_to_old",
+            ],
+            "{got:#?}"
+        );
+    }
+
+    /// `failure_limit: 4294967295` passed: no rollout takes that many
+    /// measurements, so failures could never abort it.
+    #[test]
+    fn a_failure_limit_one_step_cannot_reach_is_refused() {
+        // One measurement an interval, over the pause and then the
+        // inconclusive timeout (a manual pause: the timeout alone).
+        let s = Duration::from_secs;
+        assert_eq!(measurements_per_step(Pause::For(s(120)), s(30), s(300)), 14);
+        assert_eq!(measurements_per_step(Pause::For(s(30)), s(15), s(120)), 10);
+        assert_eq!(measurements_per_step(Pause::Manual, s(30), s(300)), 10);
+        assert_eq!(measurements_per_step(Pause::For(s(1)), s(60), s(1)), 0);
+        let section = |limit: &str, extra: &str| {
+            format!(
+                "steps: [10, 100]\npause: 30s\nanalysis:\n  interval: 15s\n  inconclusive_timeout: 2m\n  failure_limit: {limit}\n{SAMPLES}{extra}  metrics: [{{name: e, query: 'e{{slot=\"{{{{slot}}}}\"}}', max: 1}}]\n"
+            )
+        };
+        assert!(written(&section("9", "")).parse().is_ok());
+        let got = problems(&section("10", ""));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with(
+                "traffic.analysis.failure_limit is 10, but a step takes at most 10 measurement(s)"
+            ),
+            "{}",
+            got[0]
+        );
+        let got = problems(&section("4294967295", ""));
+        assert!(got[0].contains("is 4294967295"), "{got:#?}");
+        // An interval past the whole step: not one measurement.
+        let got = problems(&section("0", "").replace("interval: 15s", "interval: 1h"));
+        assert!(
+            got[0].starts_with("traffic.analysis.interval is 1h, longer than a step may go"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn samples_min_is_a_count_a_float64_holds_exactly() {
+        let section = |min: u64| {
+            format!(
+                "steps: [10, 100]\npause: 2m\nanalysis:\n  samples: {{query: 'x{{slot=\"{{{{slot}}}}\"}}', min: {min}}}\n  metrics: [{{name: e, query: 'e{{slot=\"{{{{slot}}}}\"}}', max: 1}}]\n"
+            )
+        };
+        assert!(written(&section(1 << 53)).parse().is_ok());
+        let got = problems(&section((1 << 53) + 1));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].contains("2^53"), "{}", got[0]);
+        let got = problems(&section(1 << 63));
+        assert!(got[0].contains("is 9223372036854775808"), "{}", got[0]);
     }
 
     #[test]

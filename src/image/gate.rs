@@ -52,12 +52,16 @@ fn settings(vars: &Vars) -> anyhow::Result<Settings> {
     let mut problems = Vec::new();
     let mut duration = |name: &str, default: Duration| match vars.get(name) {
         None | Some("") => default,
-        Some(text) => crate::config::format::duration(text).unwrap_or_else(|why| {
+        Some(text) => crate::config::spec::duration_of(name, Some(text)).unwrap_or_else(|why| {
             problems.push(Problem {
                 phase: None,
                 subject: name.into(),
                 problem: why.to_string(),
-                fix: "give a duration such as 24h or 10m".into(),
+                fix: format!(
+                    "give {}, e.g. 24h or 10m",
+                    crate::config::spec::lookup(name)
+                        .map_or_else(|| "a duration".into(), |v| v.format.wanted())
+                ),
             });
             default
         }),

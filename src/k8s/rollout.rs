@@ -395,7 +395,7 @@ pub const DEFAULT_IMAGE_PULL_GRACE: std::time::Duration = std::time::Duration::f
 pub fn graces(vars: &crate::config::Vars) -> Graces {
     let get = |name: &str, default| {
         vars.get(name)
-            .and_then(|v| crate::config::format::duration(v).ok())
+            .and_then(|v| crate::config::spec::duration_of(name, Some(v)).ok())
             .unwrap_or(default)
     };
     Graces {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Vars;
-use crate::config::format::duration;
+use crate::config::spec::duration_of;
 use crate::error::{Kind, fail};
 use crate::k8s::snapshot_store::SnapshotStore;
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport, SkipReason};
@@ -95,7 +95,7 @@ fn required<'a>(vars: &'a Vars, name: &str) -> anyhow::Result<&'a str> {
 
 fn duration_var(vars: &Vars, name: &str, default: &str) -> anyhow::Result<Duration> {
     let text = var(vars, name).unwrap_or(default);
-    duration(text).map_err(|e| fail(Kind::Config, format!("{name} {e}")))
+    duration_of(name, Some(text)).map_err(|e| fail(Kind::Config, format!("{name} {e}")))
 }
 
 fn poll_interval(vars: &Vars) -> anyhow::Result<Duration> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use std::sync::{Arc, Mutex};
 
-use crate::config::format::pg_timeout;
+use crate::config::spec::duration_of;
 use crate::db::{self, DbError, MigrateAction, MigrateSettings};
 use crate::error::{Failure, Kind};
 use crate::pipeline::{Context, Phase, PhaseId, PhasePlan, PhaseReport};
@@ -43,12 +43,12 @@ pub fn settings(cx: &Context) -> anyhow::Result<MigrateSettings> {
     s.migrations_dir = var("MIGRATIONS_DIR").map(PathBuf::from);
     s.backup_url = var("DATABASE_BACKUP_URL");
     if let Some(t) = var("DATABASE_STATEMENT_TIMEOUT") {
-        s.statement_timeout =
-            pg_timeout(&t).map_err(|e| anyhow::anyhow!("DATABASE_STATEMENT_TIMEOUT {e}"))?;
+        s.statement_timeout = duration_of("DATABASE_STATEMENT_TIMEOUT", Some(&t))
+            .map_err(|e| anyhow::anyhow!("DATABASE_STATEMENT_TIMEOUT {e}"))?;
     }
     if let Some(t) = var("DATABASE_LOCK_TIMEOUT") {
-        s.lock_timeout =
-            pg_timeout(&t).map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
+        s.lock_timeout = duration_of("DATABASE_LOCK_TIMEOUT", Some(&t))
+            .map_err(|e| anyhow::anyhow!("DATABASE_LOCK_TIMEOUT {e}"))?;
     }
     Ok(s)
 }

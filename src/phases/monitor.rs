@@ -21,8 +21,8 @@ use kube::core::GroupVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::format::duration;
 use crate::config::profile::ServiceKind;
+use crate::config::spec::duration_of;
 use crate::error::{Failure, Kind, Problem, fail};
 use crate::k8s::apply::Applier;
 use crate::k8s::manifest::{self, Scope};
@@ -496,12 +496,9 @@ impl Phase for Monitor {
         let grafana_url = var(cx, "GRAFANA_URL")?.to_string();
         let token = var(cx, "GRAFANA_API_TOKEN")?.to_string();
         let prometheus_url = var(cx, "PROMETHEUS_URL")?.to_string();
-        let timeout = duration(
-            cx.config
-                .vars
-                .get("MONITOR_TARGETS_TIMEOUT")
-                .filter(|v| !v.is_empty())
-                .unwrap_or("3m"),
+        let timeout = duration_of(
+            "MONITOR_TARGETS_TIMEOUT",
+            cx.config.vars.get("MONITOR_TARGETS_TIMEOUT"),
         )
         .map_err(|e| fail(Kind::Config, format!("MONITOR_TARGETS_TIMEOUT {e}")))?;
         let grafana = Grafana::new(&grafana_url, &token)?;

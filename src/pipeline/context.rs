@@ -11,7 +11,7 @@ use super::deployment_id::DeploymentId;
 use super::layers::{Layer, LayerRecord, Recorded};
 use super::selection::Selection;
 use crate::config::Config;
-use crate::config::format::duration;
+use crate::config::spec::duration_of;
 use crate::k8s::apply::Applier;
 use crate::k8s::live::PlatformState;
 use crate::k8s::manifest::{self, Template};
@@ -437,7 +437,7 @@ impl Context {
                 .map(String::from)
                 .with_context(|| format!("{name} is not set"))
         };
-        let timeout = duration(&get("ROLLOUT_TIMEOUT")?)
+        let timeout = duration_of("ROLLOUT_TIMEOUT", Some(&get("ROLLOUT_TIMEOUT")?))
             .map_err(|e| anyhow::anyhow!("ROLLOUT_TIMEOUT {e}"))?;
         Ok(Release {
             environment: self.environment().to_string(),

@@ -348,11 +348,11 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
 /// a carry-over render with them, and their rollout timeout becomes each
 /// Deployment's `progressDeadlineSeconds` (an int32) and the deadline of
 /// the wait. The tool never records one past
-/// [`MAX_DURATION_SECS`](crate::config::format::MAX_DURATION_SECS) (its
+/// [`MAX_DURATION_SECS`](crate::config::duration::MAX_DURATION_SECS) (its
 /// `ROLLOUT_TIMEOUT` is refused past it), so such a value means the
 /// Secret was written by something else.
 fn release_problem(s: &Snapshot) -> Option<String> {
-    use crate::config::format::MAX_DURATION_SECS;
+    use crate::config::duration::MAX_DURATION_SECS;
     let releases = s.release.iter().map(|r| ("release", r)).chain(
         s.layers
             .iter()

@@ -610,7 +610,7 @@ mod tests {
             yaml,
         )
         .unwrap()
-        .check()
+        .check(None)
         .unwrap()
     }
 

@@ -226,6 +226,94 @@ fn profile_values_past_kubernetes_limits_are_refused_by_validate_all_at_once() {
     }
 }
 
+/// Durations under the unit they are used in once passed `validate` and
+/// became 0 (`SET lock_timeout = 0` is no limit at all); NaN and infinite
+/// thresholds and limits nothing reaches switched the analysis gate off.
+/// Each is refused, every one in the same report, exit 3.
+#[test]
+fn durations_under_their_unit_and_thresholds_that_cannot_gate_are_refused_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(
+        dir.path(),
+        &[
+            ("DATABASE_LOCK_TIMEOUT", b"500us"),
+            ("DATABASE_STATEMENT_TIMEOUT", b"999999ns"),
+            ("ROLLOUT_TIMEOUT", b"900ms"),
+            ("VERCEL_POLL_INTERVAL", b"1ns"),
+            ("IMAGE_PULL_GRACE", b"1500ms"),
+        ],
+    );
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    for expected in [
+        "DATABASE_LOCK_TIMEOUT is under 1ms: PostgreSQL takes lock_timeout in whole milliseconds, and 0 would mean no limit (got \"500us\")",
+        "DATABASE_STATEMENT_TIMEOUT is under 1ms: PostgreSQL takes statement_timeout in whole milliseconds, and 0 would mean no limit (got \"999999ns\")",
+        "ROLLOUT_TIMEOUT is under 1s: each Deployment's progressDeadlineSeconds takes it in whole seconds",
+        "VERCEL_POLL_INTERVAL is under 1s: ",
+        "IMAGE_PULL_GRACE is not a whole number of seconds: ",
+        "fix: set DATABASE_LOCK_TIMEOUT to a duration in whole milliseconds, at least 1ms",
+    ] {
+        assert!(all.contains(expected), "{expected:?} in:\n{all}");
+    }
+
+    let manifests = dir.path().join("manifests");
+    copy_dir(&repo().join("manifests"), &manifests);
+    let profile = manifests.join("environments/staging.yaml");
+    let yaml = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("  pause: 30s\n", "  pause: 1ms\n")
+        .replace("  grace: 2m\n", "  grace: 1500ms\n")
+        .replace("failure_limit: 1\n", "failure_limit: 4294967295\n")
+        .replace("      min: 20\n", "      min: 9223372036854775808\n")
+        .replace("        max: 1\n", "        max: .nan\n")
+        .replace(
+            "        max: 1000\n",
+            "        min: 5000\n        max: .inf\n",
+        );
+    std::fs::write(&profile, yaml).unwrap();
+    let out = offline()
+        .args(["validate", "staging", "--env-file", ".env.example"])
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    for expected in [
+        "staging.yaml: traffic.pause `1ms` is under 1s: ",
+        "staging.yaml: traffic.grace `1500ms` is not a whole number of seconds: ",
+        "staging.yaml: traffic.analysis.samples.min is 9223372036854775808, over 9007199254740992 (2^53)",
+        "staging.yaml: traffic.analysis.metrics[0] (error-rate).max is .nan: no comparison with NaN is true, so the metric could never fail",
+        "staging.yaml: traffic.analysis.metrics[1] (p99-latency).max is .inf: ",
+    ] {
+        assert!(all.contains(expected), "{expected:?} in:\n{all}");
+    }
+
+    // With a good pause, the failure limit is weighed against it.
+    let yaml = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("  pause: 1ms\n", "  pause: 30s\n");
+    std::fs::write(&profile, yaml).unwrap();
+    let out = offline()
+        .args(["validate", "staging", "--env-file", ".env.example"])
+        .arg("--manifests-dir")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("staging.yaml: traffic.analysis.failure_limit is 4294967295, but a step takes at most 10 measurement(s)"),
+        "{all}"
+    );
+    assert!(all.contains("(error-rate).max is .nan"), "{all}");
+}
+
 /// Store `data` as the snapshot Secret of `id`, as a broken writer (or a
 /// hostile one) might have left it.
 fn put_raw_snapshot(world: &World, id: &str, data: Vec<u8>) {

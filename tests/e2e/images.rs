@@ -711,7 +711,7 @@ fn a_digest_scanned_clean_is_not_scanned_again_within_the_ttl() {
             "v2",
             "{}",
             &log,
-            &[("IMAGE_SCAN_TTL", "1ms")],
+            &[("IMAGE_SCAN_TTL", "1s")],
             &[],
         ),
         0,

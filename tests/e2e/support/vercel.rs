@@ -368,7 +368,7 @@ impl Stub {
             ("VERCEL_PROJECT_ID", PROJECT.to_string()),
             ("VERCEL_TEAM_ID", TEAM.to_string()),
             ("VERCEL_API_URL", self.server.uri()),
-            ("VERCEL_POLL_INTERVAL", "20ms".to_string()),
+            ("VERCEL_POLL_INTERVAL", "1s".to_string()),
             ("FRONTEND_GIT_REPO", "maily/maily-frontend".to_string()),
         ]
     }
