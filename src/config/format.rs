@@ -275,6 +275,9 @@ pub fn too_long() -> String {
 pub enum DurationError {
     #[error("is zero; give a positive duration")]
     Zero,
+    /// `-1m`: said as the rule it breaks, not as a typo.
+    #[error("is negative; give a positive duration (a number with a unit: s, m, h), e.g. 5m")]
+    Negative,
     #[error("{}", too_long())]
     TooLong,
     #[error("is not a duration (a number with a unit: s, m, h)")]
@@ -296,6 +299,9 @@ pub fn pg_timeout(value: &str) -> Result<Duration, DurationError> {
 
 /// Parse a duration in the form the variable spec accepts.
 pub fn duration(value: &str) -> Result<Duration, DurationError> {
+    if value.trim_start().starts_with('-') {
+        return Err(DurationError::Negative);
+    }
     match humantime::parse_duration(value) {
         Ok(d) if d.is_zero() => Err(DurationError::Zero),
         Ok(d) if d.as_secs() > MAX_DURATION_SECS => Err(DurationError::TooLong),
@@ -794,6 +800,10 @@ mod tests {
         assert!(matches!(
             kind(Format::Duration, "0s"),
             FormatError::Duration(DurationError::Zero)
+        ));
+        assert!(matches!(
+            kind(Format::Duration, "-1m"),
+            FormatError::Duration(DurationError::Negative)
         ));
         assert!(matches!(
             kind(Format::Duration, "69y"),
