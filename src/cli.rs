@@ -36,7 +36,10 @@ pub const VERSION: &str = concat!(
     about = "Deploy the Maily platform: prove the new version works before users see it, and take it back in seconds.",
     after_help = DEPLOY_EXAMPLES,
     subcommand_negates_reqs = true,
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    // clap would write `[ENVIRONMENT] <COMMAND>`, as if an environment
+    // could come before a command: it cannot (`usage::environment_first`).
+    override_usage = "maily-deploy [OPTIONS] <ENVIRONMENT>\n       maily-deploy [OPTIONS] <COMMAND>"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -68,11 +71,11 @@ pub struct DeployArgs {
     pub no_rollback: bool,
 
     /// How many deployment snapshots to keep in the cluster (the last good one is always kept)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_SNAPSHOTS, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_SNAPSHOTS, value_parser = parse_keep_snapshots, allow_hyphen_values = true)]
     pub keep_snapshots: u16,
 
     /// How long each rollout may take (ROLLOUT_TIMEOUT, as Helm's --timeout): a duration such as 10m; wins over the env file and the environment
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<String>,
 
     /// Let provision apply a Terraform plan that destroys resources (without it, such a plan stops the run before anything is applied)
@@ -84,12 +87,19 @@ pub struct DeployArgs {
         long,
         value_delimiter = ',',
         value_name = "PERCENT",
-        help_heading = "Traffic"
+        help_heading = "Traffic",
+        value_parser = parse_percent,
+        allow_hyphen_values = true
     )]
     pub traffic_steps: Option<Vec<u32>>,
 
     /// How long the old slot stays scaled after 100%, instead of the profile's `traffic.grace` (a duration such as 10m or 0s), or `keep` to leave it up until the next deploy [env: MAILY_GRACE]
-    #[arg(long, value_name = "DURATION|keep", help_heading = "Traffic")]
+    #[arg(
+        long,
+        value_name = "DURATION|keep",
+        help_heading = "Traffic",
+        allow_hyphen_values = true
+    )]
     pub grace: Option<String>,
 }
 
@@ -161,10 +171,19 @@ impl DeployArgs {
         if self.traffic_steps.is_none()
             && let Some(text) = set("MAILY_TRAFFIC_STEPS")
         {
-            let parsed: Result<Vec<u32>, _> =
-                text.split(',').map(|p| p.trim().parse::<u32>()).collect();
+            let parsed: Result<Vec<u32>, String> = text
+                .split(',')
+                .map(|p| {
+                    parse_percent(p.trim()).map_err(|why| {
+                        format!(
+                            "is not a comma-separated list of percents: `{}` {why}",
+                            crate::error::clipped(p.trim())
+                        )
+                    })
+                })
+                .collect();
             let why = match &parsed {
-                Err(e) => vec![format!("is not a comma-separated list of percents ({e})")],
+                Err(e) => vec![e.clone()],
                 Ok(steps) => crate::config::traffic::step_problems(steps),
             };
             if why.is_empty() {
@@ -180,12 +199,12 @@ impl DeployArgs {
         if self.grace.is_none()
             && let Some(text) = set("MAILY_GRACE")
         {
-            match crate::config::traffic::Grace::parse(&text) {
+            match parse_grace(&text) {
                 Ok(_) => self.grace = Some(text),
                 Err(why) => problems.push(crate::error::Problem {
                     phase: None,
                     subject: "MAILY_GRACE".into(),
-                    problem: why.to_string(),
+                    problem: why,
                     fix: "e.g. MAILY_GRACE=10m, 0s or keep, or unset it for the profile's grace"
                         .into(),
                 }),
@@ -420,21 +439,89 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub yes: bool,
     /// How long the deploy lock outlives a run that stops renewing it (killed, runner gone)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_ttl)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_ttl, allow_hyphen_values = true)]
     pub lock_ttl: std::time::Duration,
+}
+
+/// The options of every command that `env-template`, `version` and
+/// `completions` refuse (`usage::ignored_by`), hidden from their help: a
+/// command's own copy of an option keeps clap from adding the global one,
+/// so the help lists only what the command takes, and the copy still
+/// parses, so the refusal names it.
+pub fn refused_globals() -> Vec<clap::Arg> {
+    GlobalArgs::augment_args(clap::Command::new("globals"))
+        .get_arguments()
+        .filter(|a| crate::usage::READING_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect()
+}
+
+/// A whole number from `min` to `max`, or the rule it breaks, said as
+/// the rule: `-5`, `NaN`, `1e3` and a number past any integer type get
+/// the same answer, which is the one that helps.
+pub fn whole_number(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(n) if digits && (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+/// A traffic step (`--traffic-steps`, `MAILY_TRAFFIC_STEPS`): a percent
+/// of users, 1 to 100.
+pub fn parse_percent(text: &str) -> Result<u32, String> {
+    whole_number(text, 1, 100)
+        .map(|n| n as u32)
+        .map_err(|why| format!("{why} (a percent of users on the new slot)"))
+}
+
+fn parse_keep_snapshots(text: &str) -> Result<u16, String> {
+    whole_number(text, 1, u64::from(u16::MAX)).map(|n| n as u16)
+}
+
+fn parse_max(text: &str) -> Result<u32, String> {
+    whole_number(text, 1, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+/// What a duration flag (or variable standing for one) with white space
+/// around it is told: refused, as a variable's padded value is, rather
+/// than read as something else than typed.
+const PADDED: &str = "has leading or trailing white space; give the duration alone, e.g. 10m";
+
+/// `--grace` and `MAILY_GRACE`: `keep`, or a duration (`0s` included),
+/// refused when padded or negative like every duration flag.
+pub fn parse_grace(text: &str) -> Result<crate::config::traffic::Grace, String> {
+    if text.trim() != text {
+        return Err(
+            "has leading or trailing white space; give `keep` or the duration alone, e.g. 10m"
+                .into(),
+        );
+    }
+    if text.starts_with('-') {
+        return Err(
+            "is negative; give a duration (e.g. 10m, or 0s to scale down at once) or `keep`".into(),
+        );
+    }
+    crate::config::traffic::Grace::parse(text).map_err(|e| e.to_string())
 }
 
 /// `--timeout`: a duration, kept as typed for ROLLOUT_TIMEOUT (whose
 /// bounds validate checks with the variable's own).
-fn parse_timeout(s: &str) -> Result<String, crate::config::duration::DurationError> {
+fn parse_timeout(s: &str) -> Result<String, String> {
+    if s.trim() != s {
+        return Err(PADDED.into());
+    }
     crate::config::duration::ROLLOUT_TIMEOUT
         .parse(s)
         .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Why `--lock-ttl` is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TtlError {
+    #[error("the lock TTL has leading or trailing white space; give the duration alone, e.g. 30s")]
+    Padded,
     /// Not a duration, under 2s (see [`crate::config::duration::LOCK_TTL`])
     /// or not whole seconds.
     #[error("the lock TTL {0}")]
@@ -447,6 +534,9 @@ pub enum TtlError {
 }
 
 fn parse_ttl(s: &str) -> Result<std::time::Duration, TtlError> {
+    if s.trim() != s {
+        return Err(TtlError::Padded);
+    }
     let d = crate::config::duration::LOCK_TTL
         .parse(s)
         .map_err(TtlError::Duration)?;
@@ -516,7 +606,7 @@ pub enum Command {
         #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::completion::environments))]
         environment: String,
         /// Show only the newest N deployments [default: every one kept, at most --keep-snapshots]
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_name = "N", value_parser = parse_max, allow_hyphen_values = true)]
         max: Option<u32>,
     },
     /// Show the live state: active slot, images, route weights, the rollout in progress, drift.
@@ -568,15 +658,17 @@ pub enum Command {
     /// Print the env file template, every variable with its description.
     #[command(
         name = "env-template",
-        after_help = "Example:\n  maily-deploy env-template > .env.staging"
+        after_help = "Example:\n  maily-deploy env-template > .env.staging",
+        args = refused_globals()
     )]
     EnvTemplate,
     /// Print the version, the commit and the build date.
-    #[command(after_help = "Example:\n  maily-deploy version")]
+    #[command(after_help = "Example:\n  maily-deploy version", args = refused_globals())]
     Version,
     /// Print a shell completion script.
     #[command(
-        after_help = "Example:\n  maily-deploy completions bash > /etc/bash_completion.d/maily-deploy"
+        after_help = "Example:\n  maily-deploy completions bash > /etc/bash_completion.d/maily-deploy",
+        args = refused_globals()
     )]
     Completions {
         /// The shell
@@ -808,6 +900,95 @@ mod tests {
         assert_eq!(err.exit_code(), crate::exit_code::USAGE);
     }
 
+    /// The words of clap's refusal of `line`, and its exit code.
+    fn refusal(line: &str) -> (String, i32) {
+        let err = Cli::try_parse_from(line.split(' ')).unwrap_err();
+        (err.to_string(), err.exit_code())
+    }
+
+    #[test]
+    fn number_flags_state_their_rule_whatever_the_mistake() {
+        for (line, rule) in [
+            (
+                "maily-deploy staging --traffic-steps=-5,100",
+                "must be a whole number from 1 to 100",
+            ),
+            (
+                "maily-deploy staging --traffic-steps NaN",
+                "must be a whole number from 1 to 100",
+            ),
+            (
+                "maily-deploy staging --traffic-steps 0,100",
+                "must be a whole number from 1 to 100",
+            ),
+            (
+                "maily-deploy staging --traffic-steps 99999999999999999999999",
+                "must be a whole number from 1 to 100",
+            ),
+            (
+                "maily-deploy staging --keep-snapshots 99999999999999999999",
+                "must be a whole number from 1 to 65535",
+            ),
+            (
+                "maily-deploy staging --keep-snapshots -1",
+                "must be a whole number from 1 to 65535",
+            ),
+            (
+                "maily-deploy staging --keep-snapshots 1e3",
+                "must be a whole number from 1 to 65535",
+            ),
+            (
+                "maily-deploy history staging --max 0",
+                "must be a whole number from 1 to 4294967295",
+            ),
+            (
+                "maily-deploy history staging --max 99999999999999999999",
+                "must be a whole number from 1 to 4294967295",
+            ),
+        ] {
+            let (text, code) = refusal(line);
+            assert_eq!(code, crate::exit_code::USAGE, "{line}");
+            assert!(text.contains(rule), "{line}: {text}");
+            for wrong in ["0..=", "invalid digit", "too large", "use '-- "] {
+                assert!(!text.contains(wrong), "{line}: {text}");
+            }
+        }
+        assert_eq!(whole_number("65535", 1, 65535), Ok(65535));
+        assert!(whole_number("+5", 1, 100).is_err());
+    }
+
+    #[test]
+    fn duration_flags_refuse_white_space_and_negatives_each_by_its_flag() {
+        for (flag, value, why) in [
+            ("--timeout", " 5m", "white space"),
+            ("--timeout", "5m ", "white space"),
+            ("--lock-ttl", " 5m", "white space"),
+            ("--timeout", "-1m", "is negative; give a positive duration"),
+            ("--lock-ttl", "-1m", "is negative; give a positive duration"),
+        ] {
+            let err = Cli::try_parse_from(["maily-deploy", "staging", flag, value]).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.exit_code(), crate::exit_code::USAGE, "{flag} {value:?}");
+            assert!(text.contains(flag) && text.contains(why), "{text}");
+            // Not the variable the flag sets, and not clap's `-- -1` tip.
+            assert!(
+                !text.contains("ROLLOUT_TIMEOUT") && !text.contains("use '-- "),
+                "{text}"
+            );
+        }
+        // --grace is checked with --traffic-steps, so both are said at once.
+        for bad in [" 5m", "5m ", "-1m"] {
+            assert!(parse_grace(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_grace("keep").is_ok() && parse_grace("0s").is_ok());
+        let problems = Cli::try_parse_from(["maily-deploy", "staging"])
+            .unwrap()
+            .deploy
+            .with_environment(|name| (name == "MAILY_GRACE").then(|| " 5m".to_string()))
+            .unwrap_err();
+        assert!(problems[0].problem.contains("white space"), "{problems:?}");
+    }
+
     #[test]
     fn traffic_variables_fill_absent_flags_for_a_deploy_and_are_named_when_bad() {
         let parse = |line: &str| Cli::try_parse_from(line.split_whitespace()).unwrap().deploy;
@@ -843,6 +1024,14 @@ mod tests {
             .unwrap_err();
         let subjects: Vec<&str> = problems.iter().map(|p| p.subject.as_str()).collect();
         assert!(subjects.contains(&"MAILY_TRAFFIC_STEPS"), "{problems:?}");
+        // Not a number at all: the rule, not the parser's words.
+        let problems = parse("maily-deploy staging")
+            .with_environment(env(&[("MAILY_TRAFFIC_STEPS", "10,NaN")]))
+            .unwrap_err();
+        assert_eq!(
+            problems[0].problem,
+            "is not a comma-separated list of percents: `NaN` must be a whole number from 1 to 100 (a percent of users on the new slot)"
+        );
         assert!(subjects.contains(&"MAILY_GRACE"), "{problems:?}");
     }
 }

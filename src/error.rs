@@ -114,6 +114,86 @@ pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{prefix}… ({bytes} bytes)"))
 }
 
+/// The command line's own values (and the variables that stand for its
+/// flags) longer than [`ECHO_MAX_BYTES`], longest first: what
+/// [`clip_echoed`] shortens wherever a message repeats one.
+static LONG_INPUTS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// The pieces of `words` (the command line, then the values of the
+/// variables standing for flags) a message may echo and that are too long
+/// to echo whole: each word, a `--flag=value`'s value, a short flag's
+/// attached value (`-ojson`), each item of a comma-separated list and
+/// each path of a `:`-separated list (as `$KUBECONFIG` holds), longest
+/// first.
+pub fn long_inputs(words: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in words {
+        let mut pieces = vec![word.as_str()];
+        if word.starts_with('-')
+            && let Some((_, value)) = word.split_once('=')
+        {
+            pieces.push(value);
+        }
+        // `-ojson`: a short flag with its value attached.
+        if !word.starts_with("--")
+            && word.starts_with('-')
+            && let Some(value) = word.get(2..)
+        {
+            pieces.push(value);
+        }
+        let whole = pieces.clone();
+        for piece in whole {
+            pieces.extend(piece.split(','));
+            pieces.extend(piece.split(':'));
+        }
+        out.extend(
+            pieces
+                .into_iter()
+                .filter(|p| p.len() > ECHO_MAX_BYTES)
+                .map(str::to_string),
+        );
+    }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
+}
+
+/// `text` with every one of `inputs` in it shown as [`clipped`] shows it:
+/// a message that repeats a 100 KB path three times prints three short
+/// lines, however the message was built. `inputs` longest first (as
+/// [`long_inputs`] gives them), so a long input inside a longer one is
+/// clipped as part of it.
+pub fn clip_echoes<'a>(text: &'a str, inputs: &[String]) -> std::borrow::Cow<'a, str> {
+    if !inputs.iter().any(|i| text.contains(i.as_str())) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for input in inputs {
+        if out.contains(input.as_str()) {
+            out = out.replace(input.as_str(), &clipped(input));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Remember the command line's oversized values (see [`long_inputs`]) for
+/// [`clip_echoed`], once, before anything is printed.
+pub fn register_inputs(words: &[String]) {
+    let mut inputs = LONG_INPUTS.write().unwrap_or_else(|e| e.into_inner());
+    *inputs = long_inputs(words);
+}
+
+/// `text` with every registered oversized input clipped: what everything
+/// printed goes through (`output::stdout_line`, `output::stderr_line`),
+/// so no message echoes one whole, whichever module wrote it.
+pub fn clip_echoed(text: &str) -> std::borrow::Cow<'_, str> {
+    let inputs = LONG_INPUTS.read().unwrap_or_else(|e| e.into_inner());
+    match clip_echoes(text, &inputs) {
+        std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(text),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s),
+    }
+}
+
 /// A parser's message with any line it quotes clipped: a megabyte-long
 /// line of input is shown by its start and size.
 /// Scrubbed first, as [`clipped`] is.
@@ -224,6 +304,40 @@ mod tests {
         assert!(shown.ends_with("… (1048576 bytes)"), "{shown}");
         // Never cut inside a character.
         assert!(clipped(&"é".repeat(100)).starts_with(&"é".repeat(32)));
+    }
+
+    #[test]
+    fn every_oversized_piece_of_the_command_line_is_clipped_wherever_echoed() {
+        let path = format!("/{}", "a".repeat(100_000));
+        let flag = format!("--{}", "b".repeat(200));
+        let steps = format!("{},100", "9".repeat(100));
+        let words: Vec<String> = vec![
+            "maily-deploy".into(),
+            "staging".into(),
+            "--kubeconfig".into(),
+            path.clone(),
+            flag.clone(),
+            format!("--traffic-steps={steps}"),
+            format!("-o{}", "c".repeat(90)),
+        ];
+        let inputs = long_inputs(&words);
+        let message = format!(
+            "the kubeconfig {path} (--kubeconfig) does not exist; {path}/x; unexpected argument '{flag}'; invalid value '{}'",
+            "9".repeat(100)
+        );
+        let message = format!("{message}; invalid value '{}'", "c".repeat(90));
+        let shown = clip_echoes(&message, &inputs);
+        assert!(shown.len() < 400, "{shown}");
+        assert!(shown.contains("(100001 bytes) (--kubeconfig)"), "{shown}");
+        assert!(shown.contains("(100001 bytes)/x"), "{shown}");
+        assert!(shown.contains("(202 bytes)'"), "{shown}");
+        assert!(shown.contains("(100 bytes)'"), "{shown}");
+        assert!(shown.contains("(90 bytes)'"), "{shown}");
+        // Short words, and text that echoes nothing, are left alone.
+        assert_eq!(
+            clip_echoes("staging --kubeconfig", &inputs),
+            "staging --kubeconfig"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `maily-deploy` binary: parse, set up logging, run, map the error to
 //! an exit code. Everything else lives in the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -11,25 +12,46 @@ fn main() -> ExitCode {
     // candidates (see `maily_deploy::completion`); answered, then exit.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let args: Vec<String> = std::env::args().collect();
+    // Every value a message might repeat, so none is echoed whole past
+    // 80 bytes (README, exit codes): the command line, and the variables
+    // standing for its flags.
+    let mut inputs = args.clone();
+    inputs.extend(
+        [
+            "KUBECONFIG",
+            "MAILY_MANIFESTS_DIR",
+            "MAILY_TRAFFIC_STEPS",
+            "MAILY_GRACE",
+        ]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok()),
+    );
+    error::register_inputs(&inputs);
     let parsed = Cli::command()
         .try_get_matches_from(&args)
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
         // clap prints help and version to stdout with 0, errors to stderr
-        // with 2; a misspelled verb is said as such.
+        // with 2; where its words mislead (a misspelled verb, a variable
+        // named as its flag, `--version extra`), ours instead.
         Err(e) => {
-            if e.use_stderr()
-                && let Some(message) = usage::misspelled_command(&args)
-            {
+            if let Some(message) = usage::clap_error_message(&e, &args) {
                 output::print_error(&error::fail(error::Kind::Usage, message));
                 return code(exit_code::USAGE);
             }
-            let _ = e.print();
+            if !e.use_stderr() {
+                let _ = e.print();
+                return code(e.exit_code());
+            }
+            // clap's message, with any value it repeats clipped.
+            let rendered = e.render().ansi().to_string();
+            let mut err = anstream::stderr().lock();
+            let _ = write!(err, "{}", error::clip_echoed(&rendered));
             return code(e.exit_code());
         }
     };
-    if let Err(e) = usage::check(&matches) {
+    if let Err(e) = usage::check(&matches, &args) {
         return code(commands::refused(&cli, &e));
     }
     let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

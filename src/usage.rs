@@ -1,8 +1,11 @@
 //! What the command line means beyond what clap parses: a verb misspelled
-//! (clap takes it for an environment, or stops at the word after it), and
-//! a global option given to a command it does nothing for.
+//! (clap takes it for an environment, or stops at the word after it), an
+//! environment before its command (`staging validate`), a global option
+//! given to a command it does nothing for, and clap refusals whose words
+//! would mislead (a variable set empty named as its flag, `--version
+//! extra` taken for `--version`).
 //!
-//! Both are refused with exit 2 before anything is read: a user who typed
+//! All are refused with exit 2 before anything is read: a user who typed
 //! `histroy` meant a command, and one who gave `--lock-ttl` to
 //! `env-template` expected it to matter.
 
@@ -88,6 +91,132 @@ pub fn misspelled_command(args: &[String]) -> Option<String> {
     ))
 }
 
+/// A line whose environment comes before its command (`staging validate`,
+/// `staging validate production`), which clap's own usage line
+/// (`[ENVIRONMENT] <COMMAND>`) seemed to allow: clap reads the first word
+/// as a deploy's environment and the command after it without one. Said
+/// as the rule, with the line that works when there is one (the
+/// environment moved after the command, or dropped when the command has
+/// its own).
+pub fn environment_first(args: &[String]) -> Option<String> {
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()?;
+    if matches.value_source("environment") != Some(ValueSource::CommandLine) {
+        return None;
+    }
+    let environment = matches.get_one::<String>("environment")?;
+    let (command, _) = command_of(&matches);
+    if command == "deploy" {
+        return None;
+    }
+    let words: Vec<String> = args.iter().skip(1).cloned().collect();
+    let at = words.iter().position(|w| w == environment)?;
+    let mut dropped = words.clone();
+    dropped.remove(at);
+    let mut moved = dropped.clone();
+    let after = command.split(' ').count();
+    let command_at = moved
+        .iter()
+        .position(|w| Some(w.as_str()) == command.split(' ').next())
+        .unwrap_or(0);
+    moved.insert((command_at + after).min(moved.len()), environment.clone());
+    let parses = |line: &[String]| {
+        Cli::command()
+            .try_get_matches_from(
+                std::iter::once("maily-deploy".to_string()).chain(line.iter().cloned()),
+            )
+            .is_ok()
+    };
+    let example = [moved, dropped]
+        .into_iter()
+        .find(|line| parses(line))
+        .map(|line| crate::cli::command_text(&line))
+        .unwrap_or_else(|| format!("maily-deploy {command} <ENVIRONMENT>"));
+    Some(format!(
+        "`{}` comes before the command `{command}`: a command comes first, and takes its environment after it, as in `{}`",
+        crate::error::clipped(environment),
+        example
+    ))
+}
+
+/// A variable standing for a flag (`MAILY_MANIFESTS_DIR` for
+/// `--manifests-dir`) set but empty, which clap reports as the flag's
+/// missing value although the user never typed the flag: the message
+/// that names the variable. `var` reads the process environment.
+pub fn empty_variable(
+    args: &[String],
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    let cmd = Cli::command();
+    cmd.get_arguments().find_map(|arg| {
+        let name = arg.get_env()?.to_str()?;
+        let long = arg.get_long()?;
+        let typed = args
+            .iter()
+            .skip(1)
+            .any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+        if typed || !var(name).is_some_and(|v| v.is_empty()) {
+            return None;
+        }
+        let default = arg
+            .get_default_values()
+            .first()
+            .map(|d| format!(" to use the default, {}", d.to_string_lossy()))
+            .unwrap_or_default();
+        Some(format!(
+            "{name} is set but empty; it stands for --{long}: give it a value, or unset it{default}"
+        ))
+    })
+}
+
+/// `--version` (or `-V`) with anything else on the line: clap prints the
+/// version and exits 0, so `--version extra` would pass for fine.
+pub fn version_with_more(args: &[String]) -> Option<String> {
+    let others: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| *a != "--version" && *a != "-V")
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = others
+        .iter()
+        .map(|a| format!("`{}`", crate::error::clipped(a)))
+        .collect();
+    Some(format!(
+        "--version takes nothing else; drop {}",
+        crate::wording::and_list(&shown)
+    ))
+}
+
+/// A clap error's message as a user should read it, where clap's own
+/// misleads: the line's environment before its command, a misspelled
+/// command, a variable set empty, `--version` with more. `None`: clap's
+/// message stands (its echoes clipped by the caller).
+pub fn clap_error_message(err: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::ErrorKind;
+    if err.kind() == ErrorKind::DisplayVersion {
+        return version_with_more(args);
+    }
+    if !err.use_stderr() {
+        return None;
+    }
+    environment_first(args)
+        .or_else(|| misspelled_command(args))
+        .or_else(|| {
+            matches!(
+                err.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            )
+            .then(|| empty_variable(args, |name| std::env::var_os(name)))
+            .flatten()
+        })
+}
+
 /// A deploy of an environment that does not exist, whose name is one typo
 /// from a command: both readings, since either may be meant.
 pub fn environment_or_command(environment: &str, known: &[String]) -> Option<anyhow::Error> {
@@ -109,22 +238,27 @@ pub fn environment_or_command(environment: &str, known: &[String]) -> Option<any
     ))
 }
 
+/// The global options that matter only to a command that reads the
+/// configuration or the cluster: `env-template`, `completions` and
+/// `version` take none of them (and their help does not list them,
+/// `cli::refused_globals`).
+pub const READING_OPTIONS: &[&str] = &[
+    "env_file",
+    "manifests_dir",
+    "kubeconfig",
+    "context",
+    "output",
+    "yes",
+    "lock_ttl",
+];
+
 /// The global options each command does nothing with. `--kubeconfig`,
 /// `--context` and `--yes` are let through everywhere but where nothing at
 /// all is read: wrappers, aliases and CI scripts pass them to every
 /// command, and they change nothing where unused.
 fn ignored_by(command: &str) -> &'static [&'static str] {
-    const ALL: &[&str] = &[
-        "env_file",
-        "manifests_dir",
-        "kubeconfig",
-        "context",
-        "output",
-        "yes",
-        "lock_ttl",
-    ];
     match command {
-        "env-template" | "completions" | "version" => ALL,
+        "env-template" | "completions" | "version" => READING_OPTIONS,
         "bootstrap" => &["output", "lock_ttl"],
         "validate" | "history" | "status" | "diff" | "db status" | "db backups" | "unlock" => {
             &["lock_ttl"]
@@ -170,7 +304,8 @@ pub fn pointless_globals(matches: &ArgMatches) -> Vec<Problem> {
     if matches.subcommand().is_some() {
         use clap::Args as _;
         let deploy = crate::cli::DeployArgs::augment_args(clap::Command::new("deploy"));
-        for arg in deploy.get_arguments() {
+        // The environment before a command is `environment_first`'s.
+        for arg in deploy.get_arguments().filter(|a| !a.is_positional()) {
             let id = arg.get_id().as_str();
             if matches.try_contains_id(id).unwrap_or(false)
                 && matches.value_source(id) == Some(ValueSource::CommandLine)
@@ -206,8 +341,12 @@ pub fn pointless_globals(matches: &ArgMatches) -> Vec<Problem> {
     problems
 }
 
-/// [`pointless_globals`] as one usage error, when there are any.
-pub fn check(matches: &ArgMatches) -> anyhow::Result<()> {
+/// [`environment_first`], then [`pointless_globals`] as one usage error,
+/// when there are any.
+pub fn check(matches: &ArgMatches, args: &[String]) -> anyhow::Result<()> {
+    if let Some(message) = environment_first(args) {
+        return Err(fail(Kind::Usage, message));
+    }
     let problems = pointless_globals(matches);
     if problems.is_empty() {
         return Ok(());
@@ -276,6 +415,124 @@ mod tests {
     }
 
     #[test]
+    fn an_environment_before_its_command_is_said_as_the_rule_with_a_line_that_works() {
+        let said = |line: &str| environment_first(&args(line));
+        assert_eq!(
+            said("maily-deploy staging validate").unwrap(),
+            "`staging` comes before the command `validate`: a command comes first, and takes its environment after it, as in `maily-deploy validate staging`"
+        );
+        assert!(
+            said("maily-deploy staging validate production")
+                .unwrap()
+                .ends_with("as in `maily-deploy validate production`")
+        );
+        assert!(
+            said("maily-deploy staging rollback previous")
+                .unwrap()
+                .ends_with("as in `maily-deploy rollback staging previous`")
+        );
+        assert!(
+            said("maily-deploy -o json staging db status")
+                .unwrap()
+                .ends_with("as in `maily-deploy -o json db status staging`")
+        );
+        for fine in [
+            "maily-deploy validate staging",
+            "maily-deploy staging --dry-run",
+            "maily-deploy staging --only validate",
+            "maily-deploy histroy production",
+            "maily-deploy --dry-run rollback staging previous",
+        ] {
+            assert_eq!(said(fine), None, "{fine}");
+        }
+        // Never "--environment is a deploy's flag": there is no such flag.
+        let m = Cli::command()
+            .try_get_matches_from(args("maily-deploy staging validate production"))
+            .unwrap();
+        assert!(pointless_globals(&m).is_empty());
+        let err = check(&m, &args("maily-deploy staging validate production")).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Usage));
+    }
+
+    #[test]
+    fn the_usage_line_shows_no_environment_before_a_command() {
+        let usage = Cli::command().render_usage().to_string();
+        assert!(!usage.contains("[ENVIRONMENT] <COMMAND>"), "{usage}");
+        assert!(
+            usage.contains("maily-deploy [OPTIONS] <COMMAND>"),
+            "{usage}"
+        );
+    }
+
+    #[test]
+    fn a_variable_set_empty_is_named_not_its_flag() {
+        let env = |value: Option<&'static str>| {
+            move |name: &str| {
+                (name == "MAILY_MANIFESTS_DIR")
+                    .then_some(value)
+                    .flatten()
+                    .map(Into::into)
+            }
+        };
+        assert_eq!(
+            empty_variable(&args("maily-deploy validate staging"), env(Some(""))).unwrap(),
+            "MAILY_MANIFESTS_DIR is set but empty; it stands for --manifests-dir: give it a value, or unset it to use the default, manifests"
+        );
+        assert_eq!(
+            empty_variable(&args("maily-deploy validate staging"), env(None)),
+            None
+        );
+        assert_eq!(
+            empty_variable(&args("maily-deploy validate staging"), env(Some("m"))),
+            None
+        );
+        // The flag typed empty is clap's to say, by the flag.
+        assert_eq!(
+            empty_variable(
+                &args("maily-deploy validate staging --manifests-dir="),
+                env(Some(""))
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn version_with_anything_else_is_refused() {
+        assert_eq!(
+            version_with_more(&args("maily-deploy --version extra")).unwrap(),
+            "--version takes nothing else; drop `extra`"
+        );
+        assert_eq!(version_with_more(&args("maily-deploy --version")), None);
+        assert_eq!(version_with_more(&args("maily-deploy -V")), None);
+        let err = Cli::command()
+            .try_get_matches_from(args("maily-deploy --version extra"))
+            .unwrap_err();
+        assert!(clap_error_message(&err, &args("maily-deploy --version extra")).is_some());
+    }
+
+    #[test]
+    fn commands_that_read_nothing_list_no_option_they_refuse_in_their_help() {
+        for command in ["env-template", "version", "completions"] {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let sub = cmd.find_subcommand_mut(command).unwrap();
+            let help = sub.render_help().to_string();
+            for flag in [
+                "--env-file",
+                "--manifests-dir",
+                "--kubeconfig",
+                "--context",
+                "--output",
+                "--yes",
+                "--lock-ttl",
+            ] {
+                assert!(!help.contains(flag), "{command} lists {flag}:\n{help}");
+            }
+            assert!(help.contains("--no-color"), "{help}");
+        }
+    }
+
+    #[test]
     fn globals_a_command_ignores_are_refused_each_by_name() {
         let problems = |line: &str| -> Vec<String> {
             let m = Cli::command().try_get_matches_from(args(line)).unwrap();
@@ -287,6 +544,14 @@ mod tests {
         assert_eq!(
             problems("maily-deploy env-template --lock-ttl 1m"),
             ["--lock-ttl"]
+        );
+        assert_eq!(
+            problems("maily-deploy --lock-ttl 1m env-template"),
+            ["--lock-ttl"]
+        );
+        assert_eq!(
+            problems("maily-deploy completions bash -o json --yes"),
+            ["--output", "--yes"]
         );
         assert_eq!(
             problems("maily-deploy bootstrap staging --output json"),

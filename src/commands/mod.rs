@@ -24,10 +24,11 @@ use crate::pipeline::RunReport;
 /// own still prints one, so a CI job parsing stdout always gets JSON.
 pub async fn dispatch(cli: Cli) -> i32 {
     let (command, environment) = name_and_environment(&cli);
+    let dry_run = dry_run_of(&cli);
     let json = cli.global.output == crate::cli::OutputFormat::Json;
     match run(cli).await {
         Ok(code) => code,
-        Err(err) => stopped(command, &environment, json, &err),
+        Err(err) => stopped(command, &environment, json, dry_run, &err),
     }
 }
 
@@ -39,16 +40,33 @@ pub fn refused(cli: &Cli, err: &anyhow::Error) -> i32 {
     let output_refused =
         error::failure_of(err).is_some_and(|f| f.problems.iter().any(|p| p.subject == "--output"));
     let json = cli.global.output == crate::cli::OutputFormat::Json && !output_refused;
-    stopped(command, &environment, json, err)
+    stopped(command, &environment, json, dry_run_of(cli), err)
+}
+
+/// Whether the command line asked for a dry run: a report of a run
+/// stopped before it started still says so.
+pub fn dry_run_of(cli: &Cli) -> bool {
+    match &cli.command {
+        None => cli.deploy.dry_run,
+        Some(Command::Rollback { dry_run, .. }) => *dry_run,
+        Some(_) => false,
+    }
 }
 
 /// Print how `command` stopped on `err` (a report on stdout first with
 /// `--output json`); its exit code.
-fn stopped(command: &'static str, environment: &str, json: bool, err: &anyhow::Error) -> i32 {
+fn stopped(
+    command: &'static str,
+    environment: &str,
+    json: bool,
+    dry_run: bool,
+    err: &anyhow::Error,
+) -> i32 {
     let code = exit_code_of(command, err);
     if json {
         let mut report = RunReport::stopped(command, environment, err);
         report.exit_code = code;
+        report.dry_run = dry_run;
         crate::output::json::print_report(&report);
     }
     crate::output::print_error(err);
@@ -240,16 +258,12 @@ fn traffic_overrides(
             fix: "e.g. --traffic-steps 10,50,100, or --traffic-steps 100 to switch at once".into(),
         });
     }
-    let grace = match args
-        .grace
-        .as_deref()
-        .map(crate::config::traffic::Grace::parse)
-    {
+    let grace = match args.grace.as_deref().map(crate::cli::parse_grace) {
         Some(Err(why)) => {
             problems.push(error::Problem {
                 phase: None,
                 subject: "--grace".into(),
-                problem: why.to_string(),
+                problem: why,
                 fix: "e.g. --grace 10m, --grace 0s (scale down at once) or --grace keep".into(),
             });
             None

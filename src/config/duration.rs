@@ -206,6 +206,9 @@ pub fn too_long() -> String {
 pub enum DurationError {
     #[error("is zero; give a positive duration")]
     Zero,
+    /// `-1m`: said as the rule it breaks, not as a typo.
+    #[error("is negative; give a positive duration (a number with a unit: s, m, h), e.g. 5m")]
+    Negative,
     #[error("{}", too_long())]
     TooLong,
     #[error("is not a duration (a number with a unit: s, m, h)")]
@@ -233,6 +236,9 @@ impl DurationRule {
     /// under the least, or not a whole number of the unit (in that order,
     /// so `1ns` for a poll interval is "under 1s", the more useful news).
     pub fn parse(self, value: &str) -> Result<Duration, DurationError> {
+        if value.trim_start().starts_with('-') {
+            return Err(DurationError::Negative);
+        }
         let d = humantime::parse_duration(value).map_err(|_| DurationError::NotADuration)?;
         match self.ceiling {
             Ceiling::Int32Seconds if d.as_secs() > MAX_DURATION_SECS => {

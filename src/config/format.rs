@@ -751,6 +751,10 @@ mod tests {
             FormatError::Duration(DurationError::Zero)
         ));
         assert!(matches!(
+            kind(SECONDS, "-1m"),
+            FormatError::Duration(DurationError::Negative)
+        ));
+        assert!(matches!(
             kind(SECONDS, "69y"),
             FormatError::Duration(DurationError::TooLong)
         ));

@@ -70,7 +70,10 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
 
-    let profile = profile::load(src.manifests_dir, src.environment);
+    let profile = match refuse_profile(src.manifests_dir, src.environment) {
+        Some(why) => Err(crate::error::fail(Kind::Config, why)),
+        None => profile::load(src.manifests_dir, src.environment),
+    };
     let file = env_file::resolve_path(src.env_file, src.environment).and_then(|path| {
         let read = match &path {
             Some(p) => env_file::read_partial(p)?,
@@ -114,6 +117,107 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
         (Ok(_), Err(e)) => Err(e),
         (Err(a), Err(b)) => Err(combine(a, b)),
     }
+}
+
+/// What is at a profile's path, as far as loading it cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing (or nothing this process may see).
+    Nothing,
+    /// A regular file (or a link to one): a profile to read.
+    File,
+    /// Something else, in words: "a directory", "a FIFO".
+    Other(&'static str),
+}
+
+impl Found {
+    /// What is at `path`, links followed.
+    pub fn at(path: &Path) -> Found {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Found::Nothing;
+        };
+        let kind = meta.file_type();
+        if kind.is_file() {
+            return Found::File;
+        }
+        if kind.is_dir() {
+            return Found::Other("a directory");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() {
+                return Found::Other("a FIFO");
+            }
+            if kind.is_socket() {
+                return Found::Other("a socket");
+            }
+            if kind.is_block_device() || kind.is_char_device() {
+                return Found::Other("a device");
+            }
+        }
+        Found::Other("not a regular file")
+    }
+}
+
+/// Why an environment's profile cannot be what the command asks for,
+/// when the name or the path alone says so: a name no profile can have
+/// (``, `../etc/passwd`, `Staging`), whose fix is never "add
+/// manifests/environments/<it>.yaml", but the names allowed; or a path
+/// that holds something other than a file (a directory, a FIFO), which is
+/// no unknown environment. `None`: loading it says the rest (an unknown
+/// name, a profile that does not parse).
+pub fn profile_refusal(
+    environment: &str,
+    path: &str,
+    found: Found,
+    known: &[String],
+) -> Option<String> {
+    let known_list = || {
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    };
+    if let Some(p) = profile::environment_problems(environment, "")
+        .into_iter()
+        .next()
+    {
+        let close = known
+            .iter()
+            .find(|k| strsim::levenshtein(&k.to_lowercase(), &environment.to_lowercase()) <= 2)
+            .map(|k| format!("; did you mean {k}?"))
+            .unwrap_or_default();
+        return Some(format!(
+            "`{}` cannot be an environment: it {}{close} (known environments: {})",
+            crate::error::clipped(environment),
+            p.problem,
+            known_list()
+        ));
+    }
+    match found {
+        Found::Other(what) => Some(format!(
+            "the profile of environment `{environment}`, {}, is {what}, not a regular file; replace it with the environment's YAML profile",
+            crate::error::clipped(path)
+        )),
+        Found::Nothing | Found::File => None,
+    }
+}
+
+fn refuse_profile(manifests_dir: &Path, environment: &str) -> Option<String> {
+    let path = profile::path_of(manifests_dir, environment);
+    let found = if profile::environment_problems(environment, "").is_empty() {
+        Found::at(&path)
+    } else {
+        Found::Nothing
+    };
+    profile_refusal(
+        environment,
+        &path.display().to_string(),
+        found,
+        &profile::known_environments(manifests_dir),
+    )
 }
 
 /// The most a configuration file (an env file, a profile, a manifest, a
@@ -301,4 +405,74 @@ fn carries_credentials(value: &str) -> bool {
             || u.query_pairs()
                 .any(|(k, v)| redact::secret_key_name(&k) && !v.is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Vec<String> {
+        vec!["production".into(), "staging".into()]
+    }
+
+    #[test]
+    fn a_name_no_profile_can_have_is_refused_with_the_names_allowed() {
+        for name in ["", "../etc/passwd", "Staging"] {
+            let why = profile_refusal(
+                name,
+                "manifests/environments/x.yaml",
+                Found::Nothing,
+                &known(),
+            )
+            .unwrap_or_else(|| panic!("{name:?} let through"));
+            assert!(
+                why.starts_with(&format!("`{name}` cannot be an environment: it ")),
+                "{why}"
+            );
+            assert!(
+                why.contains("is a DNS-1123 label of at most 47 characters"),
+                "{why}"
+            );
+            assert!(
+                why.contains("(known environments: production, staging)"),
+                "{why}"
+            );
+            assert!(!why.contains(".yaml"), "no file to add: {why}");
+        }
+        let why = profile_refusal("Staging", "p", Found::Nothing, &known()).unwrap();
+        assert!(why.contains("did you mean staging?"), "{why}");
+    }
+
+    #[test]
+    fn a_profile_path_that_is_no_file_is_named_as_such() {
+        let why = profile_refusal(
+            "staging",
+            "manifests/environments/staging.yaml",
+            Found::Other("a directory"),
+            &known(),
+        )
+        .unwrap();
+        assert_eq!(
+            why,
+            "the profile of environment `staging`, manifests/environments/staging.yaml, is a directory, not a regular file; replace it with the environment's YAML profile"
+        );
+        assert!(!why.contains("unknown environment"));
+        // A file, or nothing (an unknown environment), is loading's to say.
+        assert_eq!(profile_refusal("staging", "p", Found::File, &known()), None);
+        assert_eq!(profile_refusal("qa", "p", Found::Nothing, &known()), None);
+    }
+
+    #[test]
+    fn what_is_at_a_path_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Found::at(dir.path()), Found::Other("a directory"));
+        assert_eq!(Found::at(&dir.path().join("none")), Found::Nothing);
+        let file = dir.path().join("f.yaml");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(Found::at(&file), Found::File);
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo (coreutils)");
+        assert_eq!(Found::at(&fifo), Found::Other("a FIFO"));
+    }
 }

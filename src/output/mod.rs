@@ -3,6 +3,8 @@
 //!
 //! Everything printed passes through [`crate::redact::scrub`]; the observers
 //! never see a secret they could print, and would not print it if they did.
+//! It passes through [`crate::error::clip_echoed`] too: a value of the
+//! command line over 80 bytes is never repeated whole, whoever quotes it.
 
 pub mod github;
 pub mod human;
@@ -54,17 +56,18 @@ pub fn observer(opts: &OutputOptions) -> Box<dyn Observer> {
     }
 }
 
-/// Print to stdout, redacted. Output goes through `anstream`, which drops
-/// colour codes when stdout is not a terminal or `NO_COLOR` is set.
+/// Print to stdout, redacted, with an oversized input of the command line
+/// clipped (`error::clip_echoed`). Output goes through `anstream`, which
+/// drops colour codes when stdout is not a terminal or `NO_COLOR` is set.
 pub fn stdout_line(text: &str) {
     let mut out = anstream::stdout().lock();
-    let _ = writeln!(out, "{}", scrub(text));
+    let _ = writeln!(out, "{}", crate::error::clip_echoed(&scrub(text)));
 }
 
-/// Print to stderr, redacted.
+/// Print to stderr, redacted, oversized inputs clipped.
 pub fn stderr_line(text: &str) {
     let mut out = anstream::stderr().lock();
-    let _ = writeln!(out, "{}", scrub(text));
+    let _ = writeln!(out, "{}", crate::error::clip_echoed(&scrub(text)));
 }
 
 /// Problems grouped by phase (pipeline order, run-level ones first), each

@@ -25,6 +25,27 @@ pub struct ClusterTarget {
     pub context: Option<String>,
 }
 
+impl ClusterTarget {
+    /// Whether the user named a cluster: `--kubeconfig`, `--context`, a
+    /// `$KUBECONFIG` that is set, or a `~/.kube/config` that is there.
+    /// Only a dry run with none of them plans offline.
+    pub fn named(&self, kubeconfig_env: Option<&std::ffi::OsStr>, default_exists: bool) -> bool {
+        self.kubeconfig.is_some()
+            || self.context.is_some()
+            || kubeconfig_env.is_some_and(|v| !v.is_empty())
+            || default_exists
+    }
+}
+
+/// Whether a dry run stops at a cluster it cannot use: when the user
+/// named one and the kubeconfig or context is wrong (a missing file, an
+/// unknown context: the configuration's fault, exit 3, as kubectl and a
+/// real run say). A cluster that does not answer, or none named at all,
+/// leaves the plan to say what it could not learn.
+pub fn dry_run_stops_at(named: bool, connect_error: Option<crate::error::Kind>) -> bool {
+    named && connect_error == Some(crate::error::Kind::Config)
+}
+
 /// Run-wide options a user sets on the command line.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -453,5 +474,39 @@ impl Context {
             rollout_timeout_secs: timeout.as_secs(),
             digests: self.image_pins.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+
+    #[test]
+    fn a_dry_run_stops_only_at_a_cluster_named_wrongly() {
+        let none = ClusterTarget::default();
+        let flag = ClusterTarget {
+            kubeconfig: Some("/nonexistent".into()),
+            context: None,
+        };
+        let context = ClusterTarget {
+            kubeconfig: None,
+            context: Some("nope".into()),
+        };
+        let env = Some(std::ffi::OsStr::new("/k"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(!none.named(None, false));
+        assert!(!none.named(empty, false), "an empty $KUBECONFIG is unset");
+        assert!(none.named(env, false));
+        assert!(none.named(None, true));
+        assert!(flag.named(None, false));
+        assert!(context.named(None, false));
+
+        assert!(dry_run_stops_at(true, Some(Kind::Config)));
+        // Offline: nothing named, so the plan says what it could not learn.
+        assert!(!dry_run_stops_at(false, Some(Kind::Config)));
+        // A server that does not answer is the plan's to say, not exit 3.
+        assert!(!dry_run_stops_at(true, Some(Kind::Unreachable)));
+        assert!(!dry_run_stops_at(true, None));
     }
 }

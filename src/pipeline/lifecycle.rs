@@ -974,6 +974,24 @@ impl Lifecycle for ClusterLifecycle {
     /// A deploy carries over the layers it does not deploy; a rollback
     /// decides its layers from the snapshot it goes back to.
     async fn prepare(&mut self, cx: &mut Context) -> anyhow::Result<()> {
+        // A dry run plans without a cluster when none is named; one named
+        // wrongly (`--kubeconfig /nonexistent`, `--context nope`) is the
+        // configuration's problem, said at the top, not only in the plan.
+        if cx.dry_run {
+            let named = cx.cluster.named(
+                std::env::var_os("KUBECONFIG").as_deref(),
+                std::env::var_os("HOME")
+                    .is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists()),
+            );
+            if let Err(e) = cx.applier().await
+                && super::context::dry_run_stops_at(named, crate::error::kind_of(&e))
+            {
+                return Err(fail(
+                    Kind::Config,
+                    format!("{e:#}; the plan could not ask the cluster, and nothing was changed"),
+                ));
+            }
+        }
         if self.command == "deploy" {
             // A cluster that cannot route between slots is refused before
             // provision or migrate change anything, and a dry run says so

@@ -28,7 +28,9 @@ pub enum PhaseStatus {
 pub struct ErrorReport {
     pub kind: Kind,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Always present (`[]` when the error is its message alone), as the
+    /// schema in docs/ci.md says: a CI job iterates it without a guard.
+    #[serde(default)]
     pub problems: Vec<Problem>,
 }
 
@@ -155,5 +157,14 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(row.id, crate::pipeline::PhaseId::DeployBackend);
+    }
+
+    /// `error.problems` is an array even when the error has none (an
+    /// unknown environment is its message alone), as docs/ci.md promises.
+    #[test]
+    fn an_error_without_problems_still_has_the_array() {
+        let err = crate::error::fail(Kind::Config, "unknown environment `stagin`");
+        let report = serde_json::to_value(RunReport::stopped("deploy", "stagin", &err)).unwrap();
+        assert_eq!(report["error"]["problems"], serde_json::json!([]));
     }
 }

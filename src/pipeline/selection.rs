@@ -98,7 +98,21 @@ pub fn select(flags: &SelectionFlags) -> anyhow::Result<Selection> {
     if !flags.only.is_empty() && flags.from.is_some() {
         problems.push("--only and --from cannot be combined: --only names the phases to run, --from resumes a run at a phase; use one".to_string());
     }
-    for id in &flags.only {
+    for (i, id) in flags.only.iter().enumerate() {
+        // Said once, at its first mention: `--only migrate,database` is
+        // one phase named twice, a slip the user should see.
+        if flags.only[..i].contains(id) {
+            continue;
+        }
+        if flags.only[i + 1..].contains(id) {
+            let names: Vec<String> = clap::ValueEnum::to_possible_value(id)
+                .map(|v| v.get_name_and_aliases().map(str::to_string).collect())
+                .unwrap_or_default();
+            problems.push(format!(
+                "--only names {id} more than once (its names: {}); name each phase once",
+                names.join(", ")
+            ));
+        }
         if flags.skip.contains(id) {
             problems.push(format!(
                 "{id} is both named by --only and skipped by {}; drop one of them",
@@ -232,6 +246,17 @@ mod tests {
             err.to_string()
                 .contains("--from verify resumes at a phase that --skip-verify skips")
         );
+    }
+
+    #[test]
+    fn a_phase_named_twice_by_only_is_refused_once() {
+        let err = select(&flags(&[], &[Migrate, Verify, Migrate, Migrate], None)).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(
+            msg,
+            "--only names migrate more than once (its names: migrate, database); name each phase once"
+        );
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Usage));
     }
 
     #[test]

@@ -191,6 +191,88 @@ fn oversized_input_is_named_by_its_size_never_echoed_whole() {
     assert!(all.contains("(100008 bytes)"), "{all}");
 }
 
+/// A 100 KB value on the command line, wherever it goes (a path, a flag's
+/// value clap refuses, an unknown flag), is echoed as its start and size:
+/// the README's 80-byte rule, for messages built anywhere.
+#[test]
+fn an_oversized_command_line_value_is_never_echoed_whole() {
+    let long = "a".repeat(100_000);
+    let path = format!("/{long}");
+    let run = |args: &[&str]| {
+        let out = offline()
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    let head = |all: &str| all.chars().take(2000).collect::<String>();
+    // Paths the tool reads: named by their start and size.
+    for (args, code) in [
+        (
+            vec![
+                "staging",
+                "--dry-run",
+                "--env-file",
+                ".env.example",
+                "--kubeconfig",
+                &path,
+            ],
+            exit_code::CONFIG,
+        ),
+        (
+            vec!["validate", "staging", "--env-file", &path],
+            exit_code::CONFIG,
+        ),
+        (
+            vec![
+                "validate",
+                "staging",
+                "--env-file",
+                ".env.example",
+                "--manifests-dir",
+                &path,
+            ],
+            exit_code::CONFIG,
+        ),
+    ] {
+        let (got, all) = run(&args);
+        assert_eq!(got, Some(code), "{}", head(&all));
+        assert!(
+            all.len() < 20_000,
+            "{:?}: {} bytes of output",
+            &args[..3],
+            all.len()
+        );
+        assert!(all.contains("… (100001 bytes)"), "{}", head(&all));
+    }
+    // Values clap refuses, and an unknown flag.
+    let unknown = format!("--{long}");
+    let joined = format!("--timeout={long}");
+    for args in [
+        vec!["staging", "--timeout", &long],
+        vec!["staging", &joined],
+        vec!["staging", "--lock-ttl", &long],
+        vec!["staging", "--output", &long],
+        vec!["staging", "--only", &long],
+        vec!["staging", "--from", &long],
+        vec!["staging", "--keep-snapshots", &long],
+        vec!["staging", "--traffic-steps", &long],
+        vec!["history", "staging", "--max", &long],
+        vec!["staging", &unknown],
+    ] {
+        let (got, all) = run(&args);
+        assert_eq!(got, Some(exit_code::USAGE), "{}", head(&all));
+        assert!(
+            all.len() < 2_000,
+            "{:?}: {} bytes of output",
+            &args[..2],
+            all.len()
+        );
+        assert!(all.contains(" bytes)"), "{all}");
+    }
+}
+
 #[test]
 fn profile_values_past_kubernetes_limits_are_refused_by_validate_all_at_once() {
     let dir = tempfile::tempdir().unwrap();

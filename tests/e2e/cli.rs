@@ -1136,3 +1136,180 @@ fn a_deploy_flag_before_a_subcommand_is_refused() {
         "{stderr}"
     );
 }
+
+/// A dry run plans without a cluster when none is named; a kubeconfig or
+/// context named wrongly is the configuration's problem, as
+/// docs/configuration.md says: exit 3 and a top-level error, the plan
+/// still printed.
+#[test]
+fn a_dry_run_against_a_cluster_named_wrongly_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\ncurrent-context: ctx\n",
+    )
+    .unwrap();
+    let wrong: [(Vec<std::ffi::OsString>, &str); 3] = [
+        (
+            vec!["--kubeconfig".into(), "/nonexistent/kubeconfig".into()],
+            "error: the kubeconfig /nonexistent/kubeconfig (--kubeconfig) does not exist",
+        ),
+        (
+            vec![
+                "--kubeconfig".into(),
+                kubeconfig.clone().into(),
+                "--context".into(),
+                "nope".into(),
+            ],
+            "error: the context nope (--context) is not in",
+        ),
+        (
+            vec!["--context".into(), "nope".into()],
+            "error: --context needs a kubeconfig, and there is none",
+        ),
+    ];
+    for (flags, said) in wrong {
+        let out = maily()
+            .args(["staging", "--dry-run", "--env-file"])
+            .arg(example_env())
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::CONFIG),
+            "{flags:?}: {out:?}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{flags:?}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("shift-traffic     planned"), "{stdout}");
+    }
+    let out = maily()
+        .args([
+            "staging",
+            "--dry-run",
+            "-o",
+            "json",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+            "--env-file",
+        ])
+        .arg(example_env())
+        .output()
+        .unwrap();
+    let report = json_of(&out.stdout);
+    assert_eq!(report["outcome"], "plan_failed");
+    assert_eq!(report["exit_code"], exit_code::CONFIG);
+    assert_eq!(report["error"]["kind"], "config");
+}
+
+/// Every duration flag is refused the same way when padded or negative:
+/// exit 2, naming the flag (never the variable it sets), with the rule.
+#[test]
+fn a_bad_duration_flag_is_a_usage_error_naming_the_flag() {
+    for (flag, value, why) in [
+        ("--timeout", " 5m", "has leading or trailing white space"),
+        ("--lock-ttl", " 5m", "has leading or trailing white space"),
+        ("--grace", " 5m", "has leading or trailing white space"),
+        ("--timeout", "-1m", "is negative; give a positive duration"),
+        ("--lock-ttl", "-1m", "is negative; give a positive duration"),
+        ("--grace", "-1m", "is negative"),
+    ] {
+        let out = maily()
+            .args(["staging", "--dry-run", flag, value, "--env-file"])
+            .arg(example_env())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::USAGE),
+            "{flag} {value:?}: {out:?}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains(why),
+            "{flag} {value:?}: {stderr}"
+        );
+        assert!(!stderr.contains("ROLLOUT_TIMEOUT"), "{stderr}");
+        assert!(!stderr.contains("use '-- "), "clap's tip: {stderr}");
+    }
+}
+
+/// A number flag's refusal states its rule, whatever the mistake: not a
+/// type's range, not the integer parser's words.
+#[test]
+fn a_bad_number_flag_states_the_rule() {
+    for (args, rule) in [
+        (
+            &["staging", "--traffic-steps=-5,100"][..],
+            "must be a whole number from 1 to 100",
+        ),
+        (
+            &["staging", "--traffic-steps", "NaN"][..],
+            "must be a whole number from 1 to 100",
+        ),
+        (
+            &["staging", "--keep-snapshots", "99999999999999999999"][..],
+            "must be a whole number from 1 to 65535",
+        ),
+        (
+            &["history", "staging", "--max", "-1"][..],
+            "must be a whole number from 1 to 4294967295",
+        ),
+    ] {
+        let out = maily().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(exit_code::USAGE), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(rule), "{args:?}: {stderr}");
+        for wrong in ["0..=", "invalid digit", "too large"] {
+            assert!(!stderr.contains(wrong), "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// A dry run stopped before it started still says it was a dry run, and
+/// an error's `problems` is an array even when it has none.
+#[test]
+fn the_json_report_of_a_run_stopped_before_it_started_says_what_was_asked() {
+    let out = maily()
+        .args([
+            "staging",
+            "--dry-run",
+            "-o",
+            "json",
+            "--env-file",
+            "/nonexistent/.env",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG));
+    let report = json_of(&out.stdout);
+    assert_eq!(report["dry_run"], true);
+    assert!(report["error"]["problems"].is_array(), "{report}");
+
+    let out = maily()
+        .args(["prod", "--dry-run", "-o", "json", "--env-file"])
+        .arg(example_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG));
+    let report = json_of(&out.stdout);
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["error"]["problems"], serde_json::json!([]));
+
+    let out = maily()
+        .args([
+            "rollback",
+            "staging",
+            "staging-2025",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit_code::USAGE));
+    assert_eq!(json_of(&out.stdout)["dry_run"], true);
+}
