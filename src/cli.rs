@@ -161,16 +161,31 @@ impl DeployArgs {
     /// `MAILY_GRACE` (a CI job's inputs) where the flags are not given. Read
     /// for a deploy only, so a variable set for deploys never breaks another
     /// command (`version`, an emergency `rollback`); an empty one is unset.
-    /// A bad value is named by its variable, every one at once.
+    /// A bad value is named by its variable, every one at once; so is one
+    /// that is not UTF-8, rather than taken for unset.
     pub fn with_environment(
         mut self,
-        var: impl Fn(&str) -> Option<String>,
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, Vec<crate::error::Problem>> {
-        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let mut problems = Vec::new();
-        if self.traffic_steps.is_none()
-            && let Some(text) = set("MAILY_TRAFFIC_STEPS")
-        {
+        let mut set = |name: &str, otherwise: &str| match var(name)?.into_string() {
+            Ok(text) => Some(text).filter(|v| !v.trim().is_empty()),
+            Err(_) => {
+                problems.push(crate::config::not_utf8_variable(name, otherwise));
+                None
+            }
+        };
+        let steps = self
+            .traffic_steps
+            .is_none()
+            .then(|| set("MAILY_TRAFFIC_STEPS", "for the profile's steps"))
+            .flatten();
+        let grace = self
+            .grace
+            .is_none()
+            .then(|| set("MAILY_GRACE", "for the profile's grace"))
+            .flatten();
+        if let Some(text) = steps {
             let parsed: Result<Vec<u32>, String> = text
                 .split(',')
                 .map(|p| {
@@ -196,9 +211,7 @@ impl DeployArgs {
                 fix: "e.g. MAILY_TRAFFIC_STEPS=10,50,100 (or 100 to switch at once), or unset it for the profile's steps".into(),
             }));
         }
-        if self.grace.is_none()
-            && let Some(text) = set("MAILY_GRACE")
-        {
+        if let Some(text) = grace {
             match parse_grace(&text) {
                 Ok(_) => self.grace = Some(text),
                 Err(why) => problems.push(crate::error::Problem {
@@ -984,7 +997,7 @@ mod tests {
         let problems = Cli::try_parse_from(["maily-deploy", "staging"])
             .unwrap()
             .deploy
-            .with_environment(|name| (name == "MAILY_GRACE").then(|| " 5m".to_string()))
+            .with_environment(|name| (name == "MAILY_GRACE").then(|| " 5m".into()))
             .unwrap_err();
         assert!(problems[0].problem.contains("white space"), "{problems:?}");
     }
@@ -997,7 +1010,7 @@ mod tests {
                 pairs
                     .iter()
                     .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
+                    .map(|(_, v)| std::ffi::OsString::from(v))
             }
         };
         let d = parse("maily-deploy staging")
@@ -1033,5 +1046,30 @@ mod tests {
             "is not a comma-separated list of percents: `NaN` must be a whole number from 1 to 100 (a percent of users on the new slot)"
         );
         assert!(subjects.contains(&"MAILY_GRACE"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_traffic_variable_that_is_not_utf8_is_named_not_taken_for_unset() {
+        use std::os::unix::ffi::OsStringExt;
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace()).unwrap().deploy;
+        let env = |name: &str| {
+            (name == "MAILY_GRACE").then(|| std::ffi::OsString::from_vec(b"10m\xff".to_vec()))
+        };
+        let problems = parse("maily-deploy staging")
+            .with_environment(env)
+            .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].subject, "MAILY_GRACE");
+        assert!(
+            problems[0]
+                .problem
+                .starts_with("in the environment is not UTF-8 text"),
+            "{problems:?}"
+        );
+        // The flag wins: the variable is not read.
+        let d = parse("maily-deploy staging --grace keep")
+            .with_environment(env)
+            .unwrap();
+        assert_eq!(d.grace.as_deref(), Some("keep"));
     }
 }

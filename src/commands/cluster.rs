@@ -44,6 +44,7 @@ pub fn context_selecting(
         env_file: global.env_file.as_deref(),
         manifests_dir: &global.manifests_dir,
         process_env: config::process_env(),
+        process_not_utf8: config::process_env_not_utf8(),
         // These commands check no variables.
         check_for: None,
     })?;

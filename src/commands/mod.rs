@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             // The flags and the variables are checked together, so every
             // problem of both is named at once.
             let flags = traffic_overrides(&cli.deploy);
-            let merged = cli.deploy.with_environment(|name| std::env::var(name).ok());
+            let merged = cli.deploy.with_environment(|name| std::env::var_os(name));
             let (deploy, (traffic_steps, grace)) = match (merged, flags) {
                 (Ok(deploy), Ok(_)) => {
                     let overrides = traffic_overrides(&deploy).map_err(traffic_problems)?;

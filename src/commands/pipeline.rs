@@ -35,14 +35,18 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     let deployment_id = req.deployment.then(|| DeploymentId::now(req.environment));
     let selection = select(&req.phases.selection_flags())?;
     let mut process_env = config::process_env();
+    let mut process_not_utf8 = config::process_env_not_utf8();
     if let Some(timeout) = req.rollout_timeout {
         process_env.insert("ROLLOUT_TIMEOUT".into(), timeout.into());
+        // `--timeout` wins over the environment: its value there is not read.
+        process_not_utf8.retain(|name| name != "ROLLOUT_TIMEOUT");
     }
     let mut config = config::load(&Sources {
         environment: req.environment,
         env_file: req.global.env_file.as_deref(),
         manifests_dir: &req.global.manifests_dir,
         process_env,
+        process_not_utf8,
         check_for: (!selection.validate_skipped()).then(|| selection.selected()),
     })?;
     // A deploy (a dry run too: it only reads) resolves Vault references

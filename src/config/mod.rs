@@ -44,6 +44,10 @@ pub struct Sources<'a> {
     pub env_file: Option<&'a Path>,
     pub manifests_dir: &'a Path,
     pub process_env: BTreeMap<String, String>,
+    /// The variables of the spec whose value in the process environment is
+    /// not UTF-8 ([`process_env_not_utf8`]): set there, so they would win
+    /// over the env file, yet unreadable.
+    pub process_not_utf8: Vec<String>,
     /// The phases whose variables to check when the env file has lines
     /// that do not parse, so their problems come in the same report
     /// instead of after the lines are fixed (a deploy or `validate`; other
@@ -51,11 +55,47 @@ pub struct Sources<'a> {
     pub check_for: Option<Vec<crate::pipeline::PhaseId>>,
 }
 
-/// The process environment, as far as it is text.
+/// The process environment, as far as it is text. What it leaves out that
+/// the tool reads, [`process_env_not_utf8`] names.
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
+}
+
+/// The variables of the spec that the process environment sets to bytes
+/// that are not UTF-8. Left out of [`process_env`] and said nothing of, the
+/// env file's value would quietly stand in for the one the user set.
+pub fn process_env_not_utf8() -> Vec<String> {
+    not_utf8_in(std::env::vars_os())
+}
+
+/// [`process_env_not_utf8`] of given variables: the names of the spec's
+/// variables whose value is not UTF-8, sorted.
+pub fn not_utf8_in(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    let mut names: Vec<String> = vars
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let name = k.into_string().ok()?;
+            (spec::lookup(&name).is_some() && v.into_string().is_err()).then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A variable of the process environment the tool reads that is not
+/// UTF-8, by name only (its bytes may be a secret). `otherwise` says what
+/// unsetting it gives.
+pub fn not_utf8_variable(name: &str, otherwise: &str) -> Problem {
+    Problem {
+        phase: None,
+        subject: name.to_string(),
+        problem: "in the environment is not UTF-8 text, so it cannot be read (its bytes are not shown, they may be a secret)".into(),
+        fix: format!("export {name} as UTF-8 text, or unset it {otherwise}"),
+    }
 }
 
 /// Load the profile and the variables, reporting the problems of both at
@@ -79,7 +119,7 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
             Some(p) => env_file::read_partial(p)?,
             None => env_file::PartialRead {
                 pairs: Vec::new(),
-                unparsed: None,
+                invalid: None,
             },
         };
         Ok((path, read))
@@ -92,8 +132,8 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
         (Ok(profile), Ok((path, read))) => {
             let pairs = read.pairs;
             let vars = env_file::merge(&pairs, path.as_deref(), &src.process_env);
-            if let Some(unparsed) = read.unparsed {
-                return Err(with_variable_problems(unparsed, &profile, &vars, src));
+            if let Some(invalid) = unreadable(read.invalid, &src.process_not_utf8) {
+                return Err(with_variable_problems(invalid, &profile, &vars, src));
             }
             let mut warnings = env_file::unknown_names(&pairs);
             if path.is_none() && src.env_file.is_none() {
@@ -110,12 +150,53 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
                 warnings,
             })
         }
-        (Err(e), Ok((_, read))) => match read.unparsed {
-            Some(unparsed) => Err(combine(e, unparsed.into())),
+        (Err(e), Ok((_, read))) => match unreadable(read.invalid, &src.process_not_utf8) {
+            Some(invalid) => Err(combine(e, invalid.into())),
             None => Err(e),
         },
-        (Ok(_), Err(e)) => Err(e),
-        (Err(a), Err(b)) => Err(combine(a, b)),
+        (Ok(_), Err(e)) => Err(with_environment_problems(e, &src.process_not_utf8)),
+        (Err(a), Err(b)) => Err(with_environment_problems(
+            combine(a, b),
+            &src.process_not_utf8,
+        )),
+    }
+}
+
+/// The env file's problems and the process environment's unreadable
+/// variables, as one failure: both are what the run was given to read.
+fn unreadable(file: Option<Failure>, not_utf8: &[String]) -> Option<Failure> {
+    if not_utf8.is_empty() {
+        return file;
+    }
+    let problems = not_utf8
+        .iter()
+        .map(|name| not_utf8_variable(name, "to use the env file's value or the default"));
+    let said = format!(
+        "{} {} in the environment {} not UTF-8 text",
+        not_utf8.len(),
+        if not_utf8.len() == 1 {
+            "variable"
+        } else {
+            "variables"
+        },
+        if not_utf8.len() == 1 { "is" } else { "are" }
+    );
+    Some(match file {
+        Some(mut failure) => {
+            failure.message.push_str(&format!("; and {said}"));
+            failure.problems.extend(problems);
+            failure
+        }
+        None => Failure::with_problems(Kind::Config, said, problems.collect()),
+    })
+}
+
+/// A failure to read the configuration, with the process environment's
+/// unreadable variables beside it.
+fn with_environment_problems(e: anyhow::Error, not_utf8: &[String]) -> anyhow::Error {
+    match unreadable(None, not_utf8) {
+        Some(env) => combine(e, env.into()),
+        None => e,
     }
 }
 
@@ -270,29 +351,7 @@ pub fn take_at_most(reader: impl std::io::Read, max: u64) -> Result<Vec<u8>, Rea
 
 /// [`read_text`] with a bound of its own.
 pub fn read_text_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<String> {
-    let bytes = match read_at_most(path, max) {
-        Ok(bytes) => bytes,
-        Err(ReadError::Io(e)) => {
-            return Err(Failure::new(
-                Kind::Config,
-                format!(
-                    "cannot read the {what} {}: {e}; check the path and its permissions",
-                    path.display()
-                ),
-            )
-            .into());
-        }
-        Err(ReadError::Over) => {
-            return Err(Failure::new(
-                Kind::Config,
-                format!(
-                    "the {what} {} is over {max} bytes, more than any {what} is; check the path",
-                    path.display()
-                ),
-            )
-            .into());
-        }
-    };
+    let bytes = read_bytes_at_most(path, what, max)?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {
@@ -303,16 +362,7 @@ pub fn read_text_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<St
                 .filter_map(|(i, line)| {
                     let bad = std::str::from_utf8(line).err()?;
                     let at = bad.valid_up_to();
-                    Some(Problem {
-                        phase: None,
-                        subject: format!("{}:{}", path.display(), i + 1),
-                        problem: format!(
-                            "is not UTF-8 text: byte 0x{:02x} at column {} (the line is not shown, it may hold a secret)",
-                            line[at],
-                            at + 1
-                        ),
-                        fix: "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or remove the stray bytes".into(),
-                    })
+                    Some(not_utf8_line(path, i + 1, line[at], at + 1))
                 })
                 .collect();
             Err(Failure::with_problems(
@@ -325,29 +375,78 @@ pub fn read_text_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<St
     }
 }
 
-/// The env file's unparsed lines, with the problems of the variables of
-/// the lines that did parse when `src` asks for them: one run names both.
-/// A variable on a line that does not parse is reported unset: the lines
-/// come first, and say why.
+/// A line of a file that is not UTF-8, by its number and the first stray
+/// byte, never its text (an env file's line may hold a secret).
+pub fn not_utf8_line(path: &Path, number: usize, byte: u8, column: usize) -> Problem {
+    Problem {
+        phase: None,
+        subject: format!("{}:{number}", path.display()),
+        problem: format!(
+            "is not UTF-8 text: byte 0x{byte:02x} at column {column} (the line is not shown, it may hold a secret)"
+        ),
+        fix: "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or remove the stray bytes"
+            .into(),
+    }
+}
+
+/// A configuration file's bytes, within [`MAX_FILE_BYTES`], for a reader
+/// that decodes them itself: the env file, whose lines that are not UTF-8
+/// are reported beside the problems of the others.
+pub fn read_bytes(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    read_bytes_at_most(path, what, MAX_FILE_BYTES)
+}
+
+/// The bytes of `path`, or why they cannot be had, in words naming it.
+fn read_bytes_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+    match read_at_most(path, max) {
+        Ok(bytes) => Ok(bytes),
+        Err(ReadError::Io(e)) => Err(Failure::new(
+            Kind::Config,
+            format!(
+                "cannot read the {what} {}: {e}; check the path and its permissions",
+                path.display()
+            ),
+        )
+        .into()),
+        Err(ReadError::Over) => Err(Failure::new(
+            Kind::Config,
+            format!(
+                "the {what} {} is over {max} bytes, more than any {what} is; check the path",
+                path.display()
+            ),
+        )
+        .into()),
+    }
+}
+
+/// The env file's (and the environment's) unreadable input, with the
+/// problems of the variables that can be read when `src` asks for them:
+/// one run names both. A variable on a line that does not parse is
+/// reported unset: the lines come first, and say why.
 fn with_variable_problems(
-    mut unparsed: Failure,
+    mut invalid: Failure,
     profile: &Profile,
     vars: &Vars,
     src: &Sources<'_>,
 ) -> anyhow::Error {
     let Some(phases) = &src.check_for else {
-        return unparsed.into();
+        return invalid.into();
     };
-    let v = validate::validate_for(vars, profile, phases);
+    let mut v = validate::validate_for(vars, profile, phases);
+    // A variable the environment sets to bytes that are not UTF-8 has its
+    // problem already; what stands in for it (the file's value, or none)
+    // is not what the user set.
+    v.problems
+        .retain(|p| !src.process_not_utf8.contains(&p.subject));
     if !v.problems.is_empty() {
         let n = v.problems.len();
-        unparsed.message.push_str(&format!(
-            "; and {n} problem{} with the variables of the lines that parse",
+        invalid.message.push_str(&format!(
+            "; and {n} problem{} with the variables that can be read",
             if n == 1 { "" } else { "s" }
         ));
-        unparsed.problems.extend(v.problems);
+        invalid.problems.extend(v.problems);
     }
-    unparsed.into()
+    invalid.into()
 }
 
 /// Two configuration failures as one, so both are reported.
@@ -409,7 +508,11 @@ fn carries_credentials(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
     use super::*;
+    use crate::pipeline::PhaseId;
 
     fn known() -> Vec<String> {
         vec!["production".into(), "staging".into()]
@@ -474,5 +577,65 @@ mod tests {
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.is_ok_and(|s| s.success()), "mkfifo (coreutils)");
         assert_eq!(Found::at(&fifo), Found::Other("a FIFO"));
+    }
+
+    fn bytes(name: &str, value: &[u8]) -> (OsString, OsString) {
+        (name.into(), OsString::from_vec(value.to_vec()))
+    }
+
+    #[test]
+    fn only_variables_the_tool_reads_are_named_when_not_utf8() {
+        let names = not_utf8_in([
+            bytes("REDIS_URL", b"redis://h"),
+            bytes("IMAGE_TAG", b"v2\xff"),
+            bytes("HOME", b"/home/\xff"),
+            bytes("DATABASE_URL", b"postgres://u:\xfe@h/d"),
+        ]);
+        assert_eq!(names, vec!["DATABASE_URL", "IMAGE_TAG"]);
+    }
+
+    #[test]
+    fn a_variable_the_environment_sets_to_bytes_is_a_problem_with_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env.staging");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+            .unwrap()
+            .replace("IMAGE_PINNING=off", "IMAGE_PINNING=offf");
+        std::fs::write(&env, example).unwrap();
+        let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+        let err = load(&Sources {
+            environment: "staging",
+            env_file: Some(&env),
+            manifests_dir: &manifests,
+            process_env: BTreeMap::new(),
+            process_not_utf8: vec!["IMAGE_TAG".into(), "VERCEL_TOKEN".into()],
+            check_for: Some(vec![PhaseId::DeployBackend, PhaseId::DeployFrontend]),
+        })
+        .unwrap_err();
+        let failure = failure_of(&err).unwrap();
+        assert_eq!(failure.kind, Kind::Config);
+        assert!(
+            failure
+                .message
+                .starts_with("2 variables in the environment are not UTF-8 text; and 1 problem"),
+            "{}",
+            failure.message
+        );
+        let said: Vec<(&str, &str)> = failure
+            .problems
+            .iter()
+            .map(|p| (p.subject.as_str(), p.problem.as_str()))
+            .collect();
+        let not_utf8 = "in the environment is not UTF-8 text, so it cannot be read (its bytes are not shown, they may be a secret)";
+        assert_eq!(said[0], ("IMAGE_TAG", not_utf8));
+        assert_eq!(said[1], ("VERCEL_TOKEN", not_utf8));
+        // The file's other problem comes in the same report; the file's
+        // IMAGE_TAG does not quietly stand in for the environment's.
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert_eq!(said[2].0, "IMAGE_PINNING");
+        assert_eq!(
+            failure.problems[0].fix,
+            "export IMAGE_TAG as UTF-8 text, or unset it to use the env file's value or the default"
+        );
     }
 }

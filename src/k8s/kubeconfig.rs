@@ -151,20 +151,72 @@ pub fn choose_context(
     }
 }
 
+/// The entries of a `$KUBECONFIG` list to read, as kubectl chooses them
+/// (client-go's `clientcmd` loading rules): an entry that does not exist is
+/// skipped (a list shared between machines names files some of them
+/// lack); an empty entry (`a::b`) names nothing; a file named twice is read once.
+/// Only when none exists is there nothing to read: then `Err` holds every
+/// entry, so the message can name them all. An entry that exists but
+/// cannot be used (a directory, unreadable, not YAML) is not skipped:
+/// kubectl refuses it too, and [`read_file`] says why.
+fn present_entries(
+    listed: &[PathBuf],
+    exists: impl Fn(&Path) -> bool,
+) -> Result<Vec<PathBuf>, Vec<PathBuf>> {
+    let mut named: Vec<PathBuf> = Vec::new();
+    for p in listed.iter().filter(|p| !p.as_os_str().is_empty()) {
+        if !named.contains(p) {
+            named.push(p.clone());
+        }
+    }
+    let present: Vec<PathBuf> = named.iter().filter(|p| exists(p)).cloned().collect();
+    if present.is_empty() {
+        Err(named)
+    } else {
+        Ok(present)
+    }
+}
+
+/// Why a `$KUBECONFIG` that names no existing file gives no kubeconfig,
+/// naming every entry it lists.
+fn none_present(missing: &[PathBuf], source: &str) -> anyhow::Error {
+    const FIX: &str = "point $KUBECONFIG at a kubeconfig file, unset it to use ~/.kube/config, or pass --kubeconfig PATH";
+    config_error(match missing {
+        [] => format!("{source} names no file; {FIX}"),
+        [one] => format!(
+            "the kubeconfig {} ($KUBECONFIG) does not exist; {FIX}",
+            one.display()
+        ),
+        many => format!(
+            "none of the kubeconfigs $KUBECONFIG lists exists: {}; {FIX}",
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
 /// The kubeconfig kubectl would read (`--kubeconfig`, else every file of
-/// `$KUBECONFIG` merged, else `~/.kube/config`) and the words naming it;
-/// none when there is none. Each file is checked by [`read_file`] (a file,
-/// within the size bound) before it is read, here and for Tab completion.
+/// `$KUBECONFIG` that exists, merged, else `~/.kube/config`) and the words
+/// naming it; none when there is none. Each file is checked by
+/// [`read_file`] (a file, within the size bound) before it is read, here
+/// and for Tab completion.
 pub fn read(kubeconfig: Option<&Path>) -> anyhow::Result<Option<(Kubeconfig, String)>> {
     let found = match kubeconfig {
         Some(path) => (read_file(path, "--kubeconfig")?, path.display().to_string()),
         None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             Some(value) => {
                 let source = format!("$KUBECONFIG ({})", value.to_string_lossy());
+                let listed: Vec<PathBuf> = std::env::split_paths(&value).collect();
+                let present = present_entries(&listed, |p| {
+                    !matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                })
+                .map_err(|missing| none_present(&missing, &source))?;
                 // Each file checked and read once, merged as kubectl
                 // merges them (the first to set a value wins).
                 let mut merged = Kubeconfig::default();
-                for p in std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()) {
+                for p in present {
                     merged = merged.merge(read_file(&p, "$KUBECONFIG")?).map_err(|e| {
                         config_error(format!("{source} cannot be used: {}", innermost(&e)))
                     })?;
@@ -386,6 +438,45 @@ users:
         assert!(choose_context(&none, None, "/tmp/k").unwrap_err().contains(
             "sets no current context; pass --context NAME (its contexts: prod, staging)"
         ));
+    }
+
+    #[test]
+    fn a_kubeconfig_list_skips_missing_entries_as_kubectl_does() {
+        let paths = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let exists = |p: &Path| p.starts_with("/here");
+        assert_eq!(
+            present_entries(&paths(&["/here/a", "/gone/b", "/here/c"]), exists),
+            Ok(paths(&["/here/a", "/here/c"]))
+        );
+        // Empty entries name nothing; a file listed twice is read once.
+        assert_eq!(
+            present_entries(&paths(&["", "/here/a", "/here/a", "/gone/b"]), exists),
+            Ok(paths(&["/here/a"]))
+        );
+        // None exists: every entry, to be named.
+        assert_eq!(
+            present_entries(&paths(&["/gone/a", "", "/gone/b"]), exists),
+            Err(paths(&["/gone/a", "/gone/b"]))
+        );
+        let many = format!(
+            "{:#}",
+            none_present(
+                &paths(&["/gone/a", "/gone/b"]),
+                "$KUBECONFIG (/gone/a:/gone/b)"
+            )
+        );
+        assert!(
+            many.starts_with("none of the kubeconfigs $KUBECONFIG lists exists: /gone/a, /gone/b; point $KUBECONFIG at a kubeconfig file"),
+            "{many}"
+        );
+        let one = format!(
+            "{:#}",
+            none_present(&paths(&["/gone/a"]), "$KUBECONFIG (/gone/a)")
+        );
+        assert!(
+            one.starts_with("the kubeconfig /gone/a ($KUBECONFIG) does not exist;"),
+            "{one}"
+        );
     }
 
     #[tokio::test]

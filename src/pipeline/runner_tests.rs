@@ -114,6 +114,7 @@ fn context(selected: &[PhaseId], dry_run: bool) -> Context {
         env_file: None,
         manifests_dir: &manifests,
         process_env: Default::default(),
+        process_not_utf8: Vec::new(),
         check_for: None,
     })
     .expect("the shipped staging profile loads");

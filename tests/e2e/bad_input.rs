@@ -99,6 +99,96 @@ fn bytes_that_are_not_utf8_in_an_env_file_or_a_profile_exit_3_naming_file_and_li
     assert!(all.contains("byte 0xe9 at column 6"), "{all}");
 }
 
+/// A variable the tool reads, set in the environment to bytes that are not
+/// UTF-8, is named (exit 3) with the other problems, never its bytes: the
+/// environment wins over the env file, so the file's value must not quietly
+/// stand in for it, and without a file it is not "not set".
+#[test]
+fn a_variable_in_the_environment_that_is_not_utf8_is_named_not_replaced() {
+    use std::os::unix::ffi::OsStringExt;
+    let tag = std::ffi::OsString::from_vec(b"v2-sekrit-\xff".to_vec());
+    let out = offline()
+        .env("IMAGE_TAG", &tag)
+        .args(["staging", "--env-file", ".env.example", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("IMAGE_TAG in the environment is not UTF-8 text, so it cannot be read"),
+        "{all}"
+    );
+    assert!(
+        all.contains("fix: export IMAGE_TAG as UTF-8 text, or unset it"),
+        "{all}"
+    );
+    assert!(!all.contains("sekrit"), "its bytes are not shown: {all}");
+    assert!(!all.contains("v0.0.0-example"), "nothing is planned: {all}");
+
+    // Without an env file: the same, with the variables that are missing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = offline()
+        .env("IMAGE_TAG", &tag)
+        .current_dir(dir.path())
+        .args(["validate", "staging", "--manifests-dir"])
+        .arg(repo().join("manifests"))
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains("IMAGE_TAG in the environment is not UTF-8 text"),
+        "{all}"
+    );
+    assert!(all.contains("IMAGE_REGISTRY is not set"), "{all}");
+    assert!(!all.contains("IMAGE_TAG is not set"), "{all}");
+    assert!(!all.contains("sekrit"), "{all}");
+}
+
+/// A quote left open is named at the line where it opens; the lines after
+/// it are still read and checked, in the same report; the value is not shown.
+#[test]
+fn a_quote_left_open_is_named_by_its_line_and_the_lines_after_it_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(
+        dir.path(),
+        &[
+            (
+                "RABBITMQ_URL",
+                b"\"amqps://maily:hunter2-sekrit@mq.example.invalid:5671/maily",
+            ),
+            ("ROLLOUT_TIMEOUT", b"0s"),
+            ("DATABASE_STATEMENT_TIMEOUT", b"25d"),
+        ],
+    );
+    let bytes = std::fs::read(&env).unwrap();
+    let line = bytes.split(|b| *b == b'\n').count() - 3;
+    let out = offline()
+        .args(["validate", "staging", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    let all = text(&out);
+    assert!(
+        all.contains(&format!(
+            "{}:{line} opens a double quote (\") in the value of RABBITMQ_URL that is never closed on this line",
+            env.display()
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains("end the value with \" on the same line"),
+        "{all}"
+    );
+    assert!(all.contains("ROLLOUT_TIMEOUT is zero"), "{all}");
+    assert!(
+        all.contains("DATABASE_STATEMENT_TIMEOUT is longer"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
 /// A configuration path that names no configuration file (a dump, a log)
 /// fails at once, by its size, without being read into memory; so does a
 /// manifest of the same size.

@@ -149,6 +149,40 @@ fn a_missing_kubeconfig_file_is_said_once() {
     assert!(!err.contains("os error"), "{err}");
 }
 
+/// `$KUBECONFIG` is a list, read as kubectl reads it: an entry that does
+/// not exist is skipped while another does; only when none exists is it an
+/// error, and then every entry is named.
+#[test]
+fn a_kubeconfig_list_skips_missing_entries_as_kubectl_does() {
+    let world = World::new(std::time::Duration::ZERO);
+    let history = |kubeconfig: &std::ffi::OsStr| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("maily-deploy"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", world.dir.path())
+            .env("KUBECONFIG", kubeconfig)
+            .current_dir(repo())
+            .args(["history", "staging", "--env-file", ".env.example"])
+            .output()
+            .unwrap()
+    };
+    let listed = std::env::join_paths([
+        Path::new("/nonexistent/first"),
+        world.kubeconfig_path(),
+        Path::new("/nonexistent/last"),
+    ])
+    .unwrap();
+    let out = history(&listed);
+    assert_exit(&out, exit_code::SUCCESS);
+
+    let out = history("/nonexistent/first:/nonexistent/last".as_ref());
+    assert_exit(&out, exit_code::CONFIG);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: none of the kubeconfigs $KUBECONFIG lists exists: /nonexistent/first, /nonexistent/last; point $KUBECONFIG at a kubeconfig file, unset it to use ~/.kube/config, or pass --kubeconfig PATH"
+    );
+}
+
 /// The deployer's kubeconfig of a real-cluster world, rewritten.
 fn rewritten(world: &World, edit: impl Fn(&str) -> Option<String>) -> PathBuf {
     let text = std::fs::read_to_string(world.kubeconfig_path()).unwrap();

@@ -160,7 +160,9 @@ impl World {
         items
     }
 
-    /// `.env.example` with these values replaced.
+    /// `.env.example` with these values replaced; a name given twice in
+    /// `changes` takes its last value (a helper's default, then the
+    /// test's), since the tool refuses a file that sets a variable twice.
     pub fn env_file(&self, changes: &[(&str, &str)]) -> PathBuf {
         let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
         let mut lines: Vec<String> = text
@@ -168,8 +170,10 @@ impl World {
             .filter(|l| !changes.iter().any(|(k, _)| l.starts_with(&format!("{k}="))))
             .map(String::from)
             .collect();
-        for (k, v) in changes {
-            lines.push(format!("{k}={v}"));
+        for (i, (k, v)) in changes.iter().enumerate() {
+            if !changes[i + 1..].iter().any(|(later, _)| later == k) {
+                lines.push(format!("{k}={v}"));
+            }
         }
         let path = self.dir.path().join(format!("env-{}", rand_suffix()));
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
