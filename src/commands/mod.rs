@@ -119,17 +119,37 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             // The flags and the variables are checked together, so every
             // problem of both is named at once.
+            // So are the phase flags, and with any of them wrong, the
+            // configuration's problems come in the same refusal.
+            let phase_flags =
+                crate::pipeline::selection::flag_problems(&cli.deploy.phases.selection_flags());
             let flags = traffic_overrides(&cli.deploy);
+            let phases = cli.deploy.phases.clone();
+            let timeout = cli.deploy.timeout.clone();
             let merged = cli.deploy.with_environment(|name| std::env::var_os(name));
-            let (deploy, (traffic_steps, grace)) = match (merged, flags) {
+            let (deploy, overrides) = match (merged, flags) {
                 (Ok(deploy), Ok(_)) => {
-                    let overrides = traffic_overrides(&deploy).map_err(traffic_problems)?;
-                    (deploy, overrides)
+                    let overrides = traffic_overrides(&deploy);
+                    (Some(deploy), overrides)
                 }
                 (merged, flags) => {
                     let mut problems = flags.err().unwrap_or_default();
                     problems.extend(merged.err().unwrap_or_default());
-                    return Err(traffic_problems(problems));
+                    (None, Err(problems))
+                }
+            };
+            let (deploy, (traffic_steps, grace)) = match (deploy, overrides) {
+                (Some(deploy), Ok(overrides)) if phase_flags.is_empty() => (deploy, overrides),
+                (_, overrides) => {
+                    let mut problems = phase_flags;
+                    problems.extend(overrides.err().unwrap_or_default());
+                    let config = pipeline::config_problems(
+                        &environment,
+                        global,
+                        &phases,
+                        timeout.as_deref(),
+                    );
+                    return Err(command_line_problems(problems, config));
                 }
             };
             pipeline::run(pipeline::Request {
@@ -277,11 +297,20 @@ fn traffic_overrides(
     Ok((args.traffic_steps.clone(), grace))
 }
 
-fn traffic_problems(problems: Vec<error::Problem>) -> anyhow::Error {
-    error::Failure::with_problems(
-        error::Kind::Usage,
-        "the traffic options have problems; nothing was changed",
-        problems,
-    )
-    .into()
+/// A deploy's command line refused (exit 2), with the configuration's
+/// problems found meanwhile named in the same refusal.
+fn command_line_problems(
+    mut problems: Vec<error::Problem>,
+    config: Vec<error::Problem>,
+) -> anyhow::Error {
+    let message = if config.is_empty() {
+        "the command line has problems; nothing was changed".to_string()
+    } else {
+        format!(
+            "the command line has problems, and the configuration {} too; nothing was changed",
+            crate::wording::count(config.len(), "problem", "problems")
+        )
+    };
+    problems.extend(config);
+    error::Failure::with_problems(error::Kind::Usage, message, problems).into()
 }

@@ -22,6 +22,65 @@ pub struct Request<'a> {
     pub rollout_timeout: Option<&'a str>,
 }
 
+/// The configuration as the selected phases need it: the env file, the
+/// process environment (`--timeout` over both) and the profile.
+fn load(
+    environment: &str,
+    global: &GlobalArgs,
+    selection: &crate::pipeline::Selection,
+    rollout_timeout: Option<&str>,
+) -> anyhow::Result<config::Config> {
+    let mut process_env = config::process_env();
+    let mut process_not_utf8 = config::process_env_not_utf8();
+    if let Some(timeout) = rollout_timeout {
+        process_env.insert("ROLLOUT_TIMEOUT".into(), timeout.into());
+        // `--timeout` wins over the environment: its value there is not read.
+        process_not_utf8.retain(|name| name != "ROLLOUT_TIMEOUT");
+    }
+    config::load(&Sources {
+        environment,
+        env_file: global.env_file.as_deref(),
+        manifests_dir: &global.manifests_dir,
+        process_env,
+        process_not_utf8,
+        check_for: (!selection.validate_skipped()).then(|| selection.selected()),
+    })
+}
+
+/// The configuration's problems, for a command line refused for its own:
+/// both are named in one refusal, so a user fixes them in one go. The
+/// env file, the profile and the variables as written (the check before
+/// any request; nothing is asked of Vault). None when the phase flags
+/// contradict each other (which phases' variables to check is then
+/// unknown) or skip validate.
+pub fn config_problems(
+    environment: &str,
+    global: &GlobalArgs,
+    phases: &PhaseFlags,
+    rollout_timeout: Option<&str>,
+) -> Vec<crate::error::Problem> {
+    let Ok(selection) = select(&phases.selection_flags()) else {
+        return Vec::new();
+    };
+    if selection.validate_skipped() {
+        return Vec::new();
+    }
+    let checked = load(environment, global, &selection, rollout_timeout)
+        .and_then(|config| phases::validate::before_any_request(&config, &selection.selected()));
+    match checked {
+        Ok(()) => Vec::new(),
+        Err(e) => match crate::error::failure_of(&e) {
+            Some(f) if !f.problems.is_empty() => f.problems.clone(),
+            _ => vec![crate::error::Problem {
+                phase: None,
+                subject: "the configuration".into(),
+                problem: crate::error::chain_text(&e),
+                fix: String::new(),
+            }],
+        },
+    }
+}
+
 pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // Before anything else, and long before the lock: a CI job cancelled
     // at any moment of a real run stops it (see `crate::interrupt`).
@@ -34,21 +93,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<i32> {
     // The id is made first, so that it names the run from its first moment.
     let deployment_id = req.deployment.then(|| DeploymentId::now(req.environment));
     let selection = select(&req.phases.selection_flags())?;
-    let mut process_env = config::process_env();
-    let mut process_not_utf8 = config::process_env_not_utf8();
-    if let Some(timeout) = req.rollout_timeout {
-        process_env.insert("ROLLOUT_TIMEOUT".into(), timeout.into());
-        // `--timeout` wins over the environment: its value there is not read.
-        process_not_utf8.retain(|name| name != "ROLLOUT_TIMEOUT");
-    }
-    let mut config = config::load(&Sources {
-        environment: req.environment,
-        env_file: req.global.env_file.as_deref(),
-        manifests_dir: &req.global.manifests_dir,
-        process_env,
-        process_not_utf8,
-        check_for: (!selection.validate_skipped()).then(|| selection.selected()),
-    })?;
+    let mut config = load(req.environment, req.global, &selection, req.rollout_timeout)?;
     // A deploy (a dry run too: it only reads) resolves Vault references
     // before any phase; `validate` alone stays offline and checks their form.
     let mut platform_secrets = Default::default();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::phase::PhaseId;
-use crate::error::{Kind, fail};
+use crate::error::{Failure, Kind, Problem, fail};
 
 /// The phase-selection flags as the user gave them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,15 +88,24 @@ impl Selection {
     }
 }
 
-/// Decide the phase list.
-///
-/// `validate` changes nothing and guards everything after it, so it runs
-/// before any selection (including `--only` and `--from`, which then name the
-/// phases whose variables it checks) unless `--skip-validate` says otherwise.
-pub fn select(flags: &SelectionFlags) -> anyhow::Result<Selection> {
+/// Every contradiction among the phase flags, each as a problem of the
+/// command line: what a deploy names together with its other flags' (and
+/// its configuration's) problems, in one refusal.
+pub fn flag_problems(flags: &SelectionFlags) -> Vec<Problem> {
+    let problem = |subject: String, problem: String, fix: &str| Problem {
+        phase: None,
+        subject,
+        problem,
+        fix: fix.to_string(),
+    };
     let mut problems = Vec::new();
     if !flags.only.is_empty() && flags.from.is_some() {
-        problems.push("--only and --from cannot be combined: --only names the phases to run, --from resumes a run at a phase; use one".to_string());
+        problems.push(problem(
+            "--only and --from".into(),
+            "cannot be combined: --only names the phases to run, --from resumes a run at a phase"
+                .into(),
+            "use one of them",
+        ));
     }
     for (i, id) in flags.only.iter().enumerate() {
         // Said once, at its first mention: `--only migrate,database` is
@@ -108,28 +117,49 @@ pub fn select(flags: &SelectionFlags) -> anyhow::Result<Selection> {
             let names: Vec<String> = clap::ValueEnum::to_possible_value(id)
                 .map(|v| v.get_name_and_aliases().map(str::to_string).collect())
                 .unwrap_or_default();
-            problems.push(format!(
-                "--only names {id} more than once (its names: {}); name each phase once",
-                names.join(", ")
+            problems.push(problem(
+                "--only".into(),
+                format!(
+                    "names {id} more than once (its names: {})",
+                    names.join(", ")
+                ),
+                "name each phase once",
             ));
         }
         if flags.skip.contains(id) {
-            problems.push(format!(
-                "{id} is both named by --only and skipped by {}; drop one of them",
-                id.skip_flag()
+            problems.push(problem(
+                id.to_string(),
+                format!("is both named by --only and skipped by {}", id.skip_flag()),
+                "drop one of them",
             ));
         }
     }
     if let Some(from) = flags.from
         && flags.skip.contains(&from)
     {
-        problems.push(format!(
-            "--from {from} resumes at a phase that {} skips; drop one of them",
-            from.skip_flag()
+        problems.push(problem(
+            format!("--from {from}"),
+            format!("resumes at a phase that {} skips", from.skip_flag()),
+            "drop one of them",
         ));
     }
+    problems
+}
+
+/// Decide the phase list.
+///
+/// `validate` changes nothing and guards everything after it, so it runs
+/// before any selection (including `--only` and `--from`, which then name the
+/// phases whose variables it checks) unless `--skip-validate` says otherwise.
+pub fn select(flags: &SelectionFlags) -> anyhow::Result<Selection> {
+    let problems = flag_problems(flags);
     if !problems.is_empty() {
-        return Err(fail(Kind::Usage, problems.join("\n")));
+        return Err(Failure::with_problems(
+            Kind::Usage,
+            "the phase flags contradict each other; nothing was changed",
+            problems,
+        )
+        .into());
     }
 
     let phases: Vec<(PhaseId, Option<SkipReason>)> = PhaseId::ALL
@@ -227,36 +257,49 @@ mod tests {
         assert_eq!(s.selected(), vec![Validate]);
     }
 
+    /// Each problem as the refusal prints it: subject, then what is wrong.
+    fn said(flags: &SelectionFlags) -> Vec<String> {
+        flag_problems(flags)
+            .iter()
+            .map(|p| format!("{} {}", p.subject, p.problem))
+            .collect()
+    }
+
     #[test]
     fn contradictions_are_usage_errors_listing_each() {
-        let err = select(&flags(&[Migrate, Verify], &[Migrate, Verify], None)).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("migrate is both named by --only and skipped by --skip-migrate"));
-        assert!(msg.contains("verify is both named by --only and skipped by --skip-verify"));
+        let both = flags(&[Migrate, Verify], &[Migrate, Verify], None);
+        assert_eq!(
+            said(&both),
+            vec![
+                "migrate is both named by --only and skipped by --skip-migrate",
+                "verify is both named by --only and skipped by --skip-verify",
+            ]
+        );
+        let err = select(&both).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Usage));
-
-        let err = select(&flags(&[], &[Migrate], Some(Verify))).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("--only and --from cannot be combined")
+        assert_eq!(
+            crate::error::failure_of(&err).map(|f| f.problems.len()),
+            Some(2)
         );
 
-        let err = select(&flags(&[Verify], &[], Some(Verify))).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("--from verify resumes at a phase that --skip-verify skips")
+        assert_eq!(
+            said(&flags(&[], &[Migrate], Some(Verify))),
+            vec![
+                "--only and --from cannot be combined: --only names the phases to run, --from resumes a run at a phase"
+            ]
+        );
+        assert_eq!(
+            said(&flags(&[Verify], &[], Some(Verify))),
+            vec!["--from verify resumes at a phase that --skip-verify skips"]
         );
     }
 
     #[test]
     fn a_phase_named_twice_by_only_is_refused_once() {
-        let err = select(&flags(&[], &[Migrate, Verify, Migrate, Migrate], None)).unwrap_err();
-        let msg = err.to_string();
         assert_eq!(
-            msg,
-            "--only names migrate more than once (its names: migrate, database); name each phase once"
+            said(&flags(&[], &[Migrate, Verify, Migrate, Migrate], None)),
+            vec!["--only names migrate more than once (its names: migrate, database)"]
         );
-        assert_eq!(crate::error::kind_of(&err), Some(Kind::Usage));
     }
 
     #[test]

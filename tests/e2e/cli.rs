@@ -154,6 +154,50 @@ fn bad_traffic_options_are_usage_errors_naming_each_problem_before_anything_runs
         .stderr(predicate::str::contains("must end at 100"));
 }
 
+/// Phase flags that contradict each other, a bad traffic flag and a bad
+/// env file: one refusal names all three (exit 2, the command line's);
+/// with the phase flags sound, the configuration's problems come along
+/// with the traffic flag's. One run to learn everything to fix.
+#[test]
+fn a_refused_command_line_names_its_flags_and_its_configurations_problems_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(dir.path(), &[("IMAGE_PINNING", Some("offf"))]);
+    let out = maily()
+        .args([
+            "production",
+            "--only",
+            "migrate",
+            "--skip-migrate",
+            "--traffic-steps",
+            "50,10",
+            "--env-file",
+        ])
+        .arg(&env)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{said}");
+    assert!(
+        said.contains("migrate is both named by --only and skipped by --skip-migrate"),
+        "{said}"
+    );
+    assert!(said.contains("must rise strictly"), "{said}");
+
+    let out = maily()
+        .args(["production", "--traffic-steps", "50,10", "--env-file"])
+        .arg(&env)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{said}");
+    assert!(said.contains("must rise strictly"), "{said}");
+    assert!(said.contains("IMAGE_PINNING"), "{said}");
+    assert!(
+        said.contains("and the configuration 1 problem too"),
+        "{said}"
+    );
+}
+
 /// What a dry run of production's shift-traffic says, with `extra` flags.
 fn traffic_plan(extra: &[&str]) -> String {
     let out = maily()
