@@ -194,6 +194,14 @@ pub fn clip_echoed(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A YAML parser's error in the words its user-facing formatter gives
+/// ("duplicate mapping key `namespace` is not allowed here", "YAML
+/// document too large or too complex"), not the developer's ("set
+/// DuplicateKeyPolicy in Options", "budget breached: Nodes { .. }").
+pub fn yaml_error(e: &serde_saphyr::Error) -> String {
+    e.render_with_formatter(&serde_saphyr::UserMessageFormatter)
+}
+
 /// A parser's message with any line it quotes clipped: a megabyte-long
 /// line of input is shown by its start and size.
 /// Scrubbed first, as [`clipped`] is.

@@ -594,8 +594,7 @@ pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profil
             if shape.is_empty() {
                 return Err(does_not_parse(&e, file));
             }
-            first_at = e
-                .to_string()
+            first_at = crate::error::yaml_error(&e)
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("--> "))
                 .map(|at| format!(" (the first at {})", at.replace("<input>", file)))
@@ -643,7 +642,7 @@ fn image_reference(image: &str) -> Result<(), String> {
 /// place, each clipped.
 fn does_not_parse(e: &serde_saphyr::Error, file: &str) -> anyhow::Error {
     // The parser knows no file name: it says `<input>`.
-    let why = crate::error::clipped_lines(&e.to_string().replace("<input>", file));
+    let why = crate::error::clipped_lines(&crate::error::yaml_error(e).replace("<input>", file));
     fail(
         Kind::Config,
         format!("the profile {file} does not parse: {why}"),
@@ -698,6 +697,33 @@ mod tests {
 
     fn shipped() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+    }
+
+    #[test]
+    fn a_parser_error_is_said_in_a_users_words() {
+        let shipped = std::fs::read_to_string(shipped().join("environments/staging.yaml")).unwrap();
+        let twice = format!("{shipped}\nnamespace: again\n");
+        let err = parse(&twice, "staging", "staging.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("duplicate mapping key `namespace` is not allowed here"),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        // A template parses into plain values: the parser's budget, not a
+        // field, is what stops it.
+        let err = crate::k8s::manifest::parse("bomb.yaml", &bomb)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too large or too complex"), "{err}");
+        assert!(!err.contains("budget breached"), "{err}");
     }
 
     #[test]

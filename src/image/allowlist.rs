@@ -163,7 +163,10 @@ impl Allowlist {
             vec![Problem {
                 phase: None,
                 subject: file.to_string(),
-                problem: format!("does not parse: {}", crate::error::clipped_lines(&e.to_string())),
+                problem: format!(
+                    "does not parse: {}",
+                    crate::error::clipped_lines(&crate::error::yaml_error(&e))
+                ),
                 fix: "write a YAML list of entries, each with id, image, reason and expires (YYYY-MM-DD), and nothing else".into(),
             }]
         })?;

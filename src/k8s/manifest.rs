@@ -168,7 +168,10 @@ pub fn parse(file: &str, text: &str) -> anyhow::Result<Vec<DynamicObject>> {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| {
         Failure::new(
             Kind::Config,
-            format!("{file} does not parse as YAML after rendering: {e}"),
+            format!(
+                "{file} does not parse as YAML after rendering: {}",
+                crate::error::yaml_error(&e)
+            ),
         )
     })?;
     docs.into_iter()
