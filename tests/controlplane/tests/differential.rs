@@ -25,7 +25,8 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::{Client, ResourceExt};
 use kubesim::{Sim, SimOptions};
@@ -264,6 +265,9 @@ differential!(
     paging,
     namespace_contents,
     server_side_apply,
+    apply_drops_what_it_no_longer_sets,
+    apply_leaves_items_other_managers_own,
+    apply_keys_lists_as_the_schema_says,
     watch_events_in_order,
     watch_parameter_spellings,
     deployment_rollout,
@@ -1442,6 +1446,553 @@ async fn server_side_apply(t: &Target) {
     );
 }
 
+/// A server-side apply as maily-deploy makes it (`force` as it always
+/// does, or not): the object, or the Status of the failure.
+async fn ssa(
+    t: &Target,
+    (group, version, kind): (&str, &str, &str),
+    manager: &str,
+    force: bool,
+    body: Value,
+) -> Result<Value, Value> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.ns, &ar);
+    let name = body["metadata"]["name"].as_str().unwrap().to_string();
+    let mut params = PatchParams::apply(manager);
+    params.force = force;
+    match api.patch(&name, &params, &Patch::Apply(&body)).await {
+        Ok(obj) => Ok(serde_json::to_value(obj).unwrap()),
+        Err(kube::Error::Api(s)) => Err(serde_json::to_value(&*s).unwrap()),
+        Err(e) => panic!("[{}] applying {kind} {name} as {manager}: {e}", t.name),
+    }
+}
+
+/// The fields `manager`'s Apply entry owns (its FieldsV1).
+fn applied_by(obj: &Value, manager: &str) -> Value {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == manager && e["operation"] == "Apply")
+        .map(|e| e["fieldsV1"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// The Status of a 409 from an apply, as message and causes.
+fn apply_conflict(t: &Target, what: &str, r: Result<Value, Value>) -> (Value, Value) {
+    match r {
+        Err(s) if s["code"] == 409 => (s["message"].clone(), s["details"]["causes"].clone()),
+        other => panic!("[{}] {what}: expected a conflict, got {other:?}", t.name),
+    }
+}
+
+const DEPLOYMENT: (&str, &str, &str) = ("apps", "v1", "Deployment");
+const SERVICE: (&str, &str, &str) = ("", "v1", "Service");
+const HTTPROUTE: (&str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute");
+
+/// The first container of a Deployment.
+fn app_container(d: &Value) -> &Value {
+    &d["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// Re-applying with the same field manager without a label, an
+/// annotation, an env var, a container port and a Service port it set
+/// before removes them, and the manager no longer owns them: what
+/// maily-deploy's undo and rollback of shared objects rely on. The
+/// owned fields are the real server's, to the letter (atomic selectors,
+/// ports keyed by port and protocol, the protocol default in the key).
+async fn apply_drops_what_it_no_longer_sets(t: &Target) {
+    let deployment = |more: bool| {
+        let mut labels = json!({"app": "web"});
+        let mut annotations = json!({"example.com/keep": "1"});
+        let mut env = vec![json!({"name": "KEEP", "value": "1"})];
+        let mut ports = vec![json!({"containerPort": 8080, "name": "http"})];
+        if more {
+            labels["tier"] = json!("backend");
+            annotations["example.com/drop"] = json!("1");
+            env.push(json!({"name": "DROP", "value": "1"}));
+            ports.push(json!({"containerPort": 9090, "name": "metrics"}));
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": labels, "annotations": annotations},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/web:1",
+                        "env": env, "ports": ports}]}}}})
+    };
+    let service = |more: bool| {
+        let mut ports = vec![json!({"name": "http", "port": 80, "targetPort": 8080})];
+        if more {
+            ports.push(json!({"name": "metrics", "port": 9090}));
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": ports}})
+    };
+    let before = ssa(t, DEPLOYMENT, "deployer", true, deployment(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        app_container(&before)["env"].as_array().map(Vec::len),
+        Some(2),
+        "[{}] {before}",
+        t.name
+    );
+    let svc = ssa(t, SERVICE, "deployer", true, service(true))
+        .await
+        .unwrap();
+    assert_eq!(svc["spec"]["ports"].as_array().map(Vec::len), Some(2));
+
+    let after = ssa(t, DEPLOYMENT, "deployer", true, deployment(false))
+        .await
+        .unwrap();
+    let ours = |annotations: &Value| -> Value {
+        annotations
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("example.com/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    assert_eq!(
+        (
+            &after["metadata"]["labels"],
+            ours(&after["metadata"]["annotations"]),
+            &app_container(&after)["env"],
+            &app_container(&after)["ports"],
+        ),
+        (
+            &json!({"app": "web"}),
+            json!({"example.com/keep": "1"}),
+            &json!([{"name": "KEEP", "value": "1"}]),
+            &json!([{"containerPort": 8080, "name": "http", "protocol": "TCP"}]),
+        ),
+        "[{}] what the second apply left of the Deployment",
+        t.name
+    );
+    assert_eq!(
+        applied_by(&after, "deployer"),
+        json!({
+            "f:metadata": {"f:annotations": {"f:example.com/keep": {}}, "f:labels": {"f:app": {}}},
+            "f:spec": {"f:replicas": {}, "f:selector": {}, "f:template": {
+                "f:metadata": {"f:labels": {"f:app": {}}},
+                "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {
+                    ".": {}, "f:image": {}, "f:name": {},
+                    "f:env": {"k:{\"name\":\"KEEP\"}": {".": {}, "f:name": {}, "f:value": {}}},
+                    "f:ports": {"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {
+                        ".": {}, "f:containerPort": {}, "f:name": {}}}}}}}}
+        }),
+        "[{}] what the deployer owns after the second apply",
+        t.name
+    );
+
+    let svc = ssa(t, SERVICE, "deployer", true, service(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]),
+        "[{}] the Service's ports after the second apply",
+        t.name
+    );
+    assert_eq!(
+        applied_by(&svc, "deployer"),
+        json!({"f:spec": {"f:selector": {}, "f:ports": {
+            "k:{\"port\":80,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:name": {}, "f:port": {}, "f:targetPort": {}}}}}),
+        "[{}] what the deployer owns of the Service",
+        t.name
+    );
+}
+
+/// A list item another field manager added survives the first manager's
+/// re-apply on a keyed list (env, container ports, Service ports), and
+/// the first manager's forced re-apply replaces an atomic list (args)
+/// whole, the other manager's item with it.
+async fn apply_leaves_items_other_managers_own(t: &Target) {
+    let deployment = |env: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/web:1",
+                        "args": ["--serve"], "env": env,
+                        "ports": [{"containerPort": 8080, "name": "http"}]}]}}}})
+    };
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}});
+    let mine = json!([{"name": "A", "value": "1"}]);
+    ssa(t, DEPLOYMENT, "deployer", true, deployment(mine.clone()))
+        .await
+        .unwrap();
+    ssa(t, SERVICE, "deployer", true, service.clone())
+        .await
+        .unwrap();
+
+    // A second manager adds items to the keyed lists: no conflict.
+    let mesh_container = |args: Option<Value>| {
+        let mut c = json!({"name": "app", "env": [{"name": "MESH", "value": "1"}],
+            "ports": [{"containerPort": 15090, "name": "mesh"}]});
+        if let Some(a) = args {
+            c["args"] = a;
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [c]}}}})
+    };
+    ssa(t, DEPLOYMENT, "mesh", false, mesh_container(None))
+        .await
+        .unwrap_or_else(|s| panic!("[{}] the mesh adds an env var and a port: {s}", t.name));
+    ssa(
+        t,
+        SERVICE,
+        "mesh",
+        false,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "mesh", "port": 15090}]}}),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("[{}] the mesh adds a Service port: {s}", t.name));
+
+    // An atomic list is one field: another value conflicts with its owner.
+    let args = Some(json!(["--serve", "--mesh"]));
+    let conflict = ssa(t, DEPLOYMENT, "mesh", false, mesh_container(args.clone())).await;
+    assert_eq!(
+        apply_conflict(t, "the mesh changes the args", conflict),
+        (
+            json!(
+                "Apply failed with 1 conflict: conflict with \"deployer\": .spec.template.spec.containers[name=\"app\"].args"
+            ),
+            json!([{"reason": "FieldManagerConflict", "message": "conflict with \"deployer\"",
+                "field": ".spec.template.spec.containers[name=\"app\"].args"}])
+        ),
+        "[{}] another value for an atomic list",
+        t.name
+    );
+    let forced = ssa(t, DEPLOYMENT, "mesh", true, mesh_container(args))
+        .await
+        .unwrap();
+    assert_eq!(app_container(&forced)["args"], json!(["--serve", "--mesh"]));
+
+    // The deployer applies what it applied before, forced as maily-deploy
+    // does: the mesh's env var and ports stay, its args are gone.
+    let again = ssa(t, DEPLOYMENT, "deployer", true, deployment(mine))
+        .await
+        .unwrap();
+    let c = app_container(&again);
+    assert_eq!(
+        (&c["args"], &c["env"], &c["ports"]),
+        (
+            &json!(["--serve"]),
+            &json!([{"name": "A", "value": "1"}, {"name": "MESH", "value": "1"}]),
+            &json!([{"containerPort": 8080, "name": "http", "protocol": "TCP"},
+                {"containerPort": 15090, "name": "mesh", "protocol": "TCP"}]),
+        ),
+        "[{}] the deployer's re-apply keeps the mesh's items of keyed lists only",
+        t.name
+    );
+    assert_eq!(
+        applied_by(&again, "mesh"),
+        json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {
+            ".": {}, "f:name": {},
+            "f:env": {"k:{\"name\":\"MESH\"}": {".": {}, "f:name": {}, "f:value": {}}},
+            "f:ports": {"k:{\"containerPort\":15090,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:containerPort": {}, "f:name": {}}}}}}}}}),
+        "[{}] the mesh keeps its items and lost the args",
+        t.name
+    );
+    let svc = ssa(t, SERVICE, "deployer", true, service).await.unwrap();
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80},
+            {"name": "mesh", "port": 15090, "protocol": "TCP", "targetPort": 15090}]),
+        "[{}] the mesh's Service port survives the deployer's re-apply",
+        t.name
+    );
+
+    // Without its own env var the deployer's is removed; the mesh's stays.
+    let less = ssa(t, DEPLOYMENT, "deployer", true, deployment(json!([])))
+        .await
+        .unwrap();
+    assert_eq!(
+        app_container(&less)["env"],
+        json!([{"name": "MESH", "value": "1"}]),
+        "[{}] the deployer drops its env var",
+        t.name
+    );
+
+    // A new item applied before one already there goes before it; the
+    // mesh's stays where it was (structured-merge-diff's order).
+    let svc = ssa(
+        t,
+        SERVICE,
+        "deployer",
+        true,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"},
+                "ports": [{"name": "admin", "port": 81}, {"name": "http", "port": 80}]}}),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["admin", "http", "mesh"],
+        "[{}] the order of the Service's ports",
+        t.name
+    );
+}
+
+/// Lists merge by the keys the schemas give them: Service ports by port
+/// and protocol (53/TCP and 53/UDP are two items, a port without a
+/// protocol is TCP's), container ports by containerPort and protocol,
+/// topologySpreadConstraints by topologyKey and whenUnsatisfiable; the
+/// Gateway API CRD's HTTPRoute lists (parentRefs, rules and the
+/// backendRefs in them) have no keys: atomic.
+async fn apply_keys_lists_as_the_schema_says(t: &Target) {
+    let dns = |name: &str, protocol: Option<&str>| {
+        let mut port = json!({"name": name, "port": 53});
+        if let Some(p) = protocol {
+            port["protocol"] = json!(p);
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+            "spec": {"selector": {"app": "dns"}, "ports": [port]}})
+    };
+    ssa(t, SERVICE, "tcp", false, dns("dns-tcp", None))
+        .await
+        .unwrap();
+    let svc = ssa(t, SERVICE, "udp", false, dns("dns-udp", Some("UDP")))
+        .await
+        .unwrap_or_else(|s| panic!("[{}] 53/UDP besides 53/TCP: {s}", t.name));
+    assert_eq!(
+        (
+            &svc["spec"]["ports"],
+            applied_by(&svc, "tcp"),
+            applied_by(&svc, "udp")
+        ),
+        (
+            &json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 53}]),
+            json!({"f:spec": {"f:selector": {}, "f:ports": {"k:{\"port\":53,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:name": {}, "f:port": {}}}}}),
+            json!({"f:spec": {"f:selector": {}, "f:ports": {"k:{\"port\":53,\"protocol\":\"UDP\"}": {
+                ".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}}}}),
+        ),
+        "[{}] Service ports keyed by port and protocol",
+        t.name
+    );
+
+    let spread = |when: &str, skew: i64| {
+        json!({"topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": when,
+            "maxSkew": skew, "labelSelector": {"matchLabels": {"app": "statsd"}}})
+    };
+    let statsd = |port: Value, constraint: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "statsd"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "statsd"}},
+                "template": {"metadata": {"labels": {"app": "statsd"}},
+                    "spec": {"topologySpreadConstraints": [constraint],
+                        "containers": [{"name": "app", "image": "registry.example/statsd:1",
+                            "ports": [port]}]}}}})
+    };
+    ssa(
+        t,
+        DEPLOYMENT,
+        "udp",
+        false,
+        statsd(
+            json!({"containerPort": 8125, "protocol": "UDP", "name": "statsd"}),
+            spread("DoNotSchedule", 1),
+        ),
+    )
+    .await
+    .unwrap();
+    let d = ssa(
+        t,
+        DEPLOYMENT,
+        "tcp",
+        false,
+        statsd(
+            json!({"containerPort": 8125, "name": "statsd-tcp"}),
+            spread("ScheduleAnyway", 3),
+        ),
+    )
+    .await
+    .unwrap_or_else(|s| {
+        panic!(
+            "[{}] 8125/TCP and a ScheduleAnyway constraint besides 8125/UDP and DoNotSchedule: {s}",
+            t.name
+        )
+    });
+    assert_eq!(
+        (
+            &app_container(&d)["ports"],
+            &d["spec"]["template"]["spec"]["topologySpreadConstraints"],
+            &applied_by(&d, "tcp")["f:spec"]["f:template"]["f:spec"],
+        ),
+        (
+            &json!([{"containerPort": 8125, "protocol": "UDP", "name": "statsd"},
+                {"containerPort": 8125, "protocol": "TCP", "name": "statsd-tcp"}]),
+            &json!([spread("DoNotSchedule", 1), spread("ScheduleAnyway", 3)]),
+            &json!({"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:name": {},
+                    "f:ports": {"k:{\"containerPort\":8125,\"protocol\":\"TCP\"}": {
+                        ".": {}, "f:containerPort": {}, "f:name": {}}}}},
+                "f:topologySpreadConstraints": {
+                    "k:{\"topologyKey\":\"topology.kubernetes.io/zone\",\"whenUnsatisfiable\":\"ScheduleAnyway\"}": {
+                        ".": {}, "f:labelSelector": {}, "f:maxSkew": {}, "f:topologyKey": {},
+                        "f:whenUnsatisfiable": {}}}}),
+        ),
+        "[{}] container ports and topologySpreadConstraints keyed by two fields",
+        t.name
+    );
+
+    install_httproutes(t).await;
+    let route = |parent: &str, rules: Value| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "api"},
+            "spec": {"parentRefs": [{"name": parent}], "rules": rules}})
+    };
+    let backend = |name: &str, weight: i64| json!({"name": name, "port": 80, "weight": weight});
+    let rules = json!([
+        {"name": "slot", "backendRefs": [backend("api-blue", 1)]},
+        {"name": "weighted", "backendRefs": [backend("api-blue", 90), backend("api-green", 10)]}
+    ]);
+    let created = ssa(t, HTTPROUTE, "deployer", true, route("gw", rules.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied_by(&created, "deployer"),
+        json!({"f:spec": {"f:parentRefs": {}, "f:rules": {}}}),
+        "[{}] an HTTPRoute's lists are atomic",
+        t.name
+    );
+    // Another manager's backendRef or parentRef is another value of the
+    // whole list: a conflict, not an item of its own.
+    let theirs = json!([{"name": "weighted", "backendRefs": [backend("api-green", 100)]}]);
+    let conflict = ssa(
+        t,
+        HTTPROUTE,
+        "canary",
+        false,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "api"}, "spec": {"rules": theirs}}),
+    )
+    .await;
+    assert_eq!(
+        apply_conflict(t, "another manager's backendRefs", conflict).0,
+        json!("Apply failed with 1 conflict: conflict with \"deployer\": .spec.rules"),
+        "[{}]",
+        t.name
+    );
+    let conflict = ssa(
+        t,
+        HTTPROUTE,
+        "canary",
+        false,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "api"}, "spec": {"parentRefs": [{"name": "gw2"}]}}),
+    )
+    .await;
+    assert_eq!(
+        apply_conflict(t, "another manager's parentRef", conflict).0,
+        json!("Apply failed with 1 conflict: conflict with \"deployer\": .spec.parentRefs"),
+        "[{}]",
+        t.name
+    );
+    let weights = |r: &Value| -> Vec<(String, Vec<(String, i64)>)> {
+        r["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|rule| {
+                let refs = rule["backendRefs"].as_array().into_iter().flatten();
+                (
+                    rule["name"].as_str().unwrap_or("").to_string(),
+                    refs.map(|b| {
+                        (
+                            b["name"].as_str().unwrap().to_string(),
+                            b["weight"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect(),
+                )
+            })
+            .collect()
+    };
+    let forced = ssa(
+        t,
+        HTTPROUTE,
+        "canary",
+        true,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "api"}, "spec": {"rules": theirs}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (weights(&forced), applied_by(&forced, "deployer")),
+        (
+            vec![("weighted".to_string(), vec![("api-green".to_string(), 100)])],
+            json!({"f:spec": {"f:parentRefs": {}}})
+        ),
+        "[{}] a forced apply replaces the rules whole",
+        t.name
+    );
+    let back = ssa(t, HTTPROUTE, "deployer", true, route("gw", rules))
+        .await
+        .unwrap();
+    assert_eq!(
+        weights(&back),
+        vec![
+            ("slot".to_string(), vec![("api-blue".to_string(), 1)]),
+            (
+                "weighted".to_string(),
+                vec![("api-blue".to_string(), 90), ("api-green".to_string(), 10)]
+            ),
+        ],
+        "[{}] the deployer's forced re-apply puts its rules back whole",
+        t.name
+    );
+}
+
+/// The Gateway API HTTPRoute CRD, as `controlplane` installs it on the
+/// real server at start; installed here on kubesim.
+async fn install_httproutes(t: &Target) {
+    if t.name == "kubesim" {
+        let dir = controlplane::assets::crds().unwrap_or_else(|e| panic!("{e:#}"));
+        let file = dir.join("gateway-api/gateway.networking.k8s.io_httproutes.yaml");
+        let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(t.client.clone());
+        crds.patch(
+            crd["metadata"]["name"].as_str().unwrap(),
+            &PatchParams::apply("cluster-admin").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    let path = format!(
+        "/apis/gateway.networking.k8s.io/v1/namespaces/{}/httproutes",
+        t.ns
+    );
+    eventually(
+        t,
+        "HTTPRoutes to be served",
+        Duration::from_secs(30),
+        || async {
+            match t.raw("GET", &path, None).await {
+                (200, _) => Ok(()),
+                (code, v) => Err(format!("{code} {v}")),
+            }
+        },
+    )
+    .await;
+}
+
 /// A watch from a resourceVersion sees ADDED, MODIFIED, DELETED in order,
 /// with rising versions; through kube's watch and as raw lines.
 async fn watch_events_in_order(t: &Target) {
@@ -1962,4 +2513,156 @@ async fn python_client(t: &Target) {
         "[{}] the Python client's summary",
         t.name
     );
+}
+
+// ---------------------------------------------------------------------------
+// kubesim's schema table against the real server's OpenAPI
+
+/// kubesim has no OpenAPI schemas for the built-in kinds; its table of
+/// how their lists and maps merge (`kubesim::schema`) must say exactly
+/// what kube-apiserver's `/openapi/v3` documents say for every kind
+/// kubesim serves: each list that is not atomic, or that strategic merge
+/// patch merges, with its keys, their defaults and the patch merge key;
+/// each atomic map; nothing below an atomic list or map. A difference
+/// names the kind and the rows on each side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubesim_schema_matches_the_openapi() {
+    let t = Target::kube_apiserver("kubesim_schema").await;
+    let mut documents: BTreeMap<String, Value> = BTreeMap::new();
+    let mut differences = Vec::new();
+    for rt in kubesim::resources::builtin() {
+        let gv = match rt.group.as_str() {
+            "" => format!("api/{}", rt.version),
+            g => format!("apis/{g}/{}", rt.version),
+        };
+        if !documents.contains_key(&gv) {
+            let (code, doc) = t.raw("GET", &format!("/openapi/v3/{gv}"), None).await;
+            assert_eq!(code, 200, "/openapi/v3/{gv}");
+            documents.insert(gv.clone(), doc);
+        }
+        let schemas = &documents[&gv]["components"]["schemas"];
+        let root = schemas
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|s| {
+                s["x-kubernetes-group-version-kind"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|g| {
+                        g["group"] == rt.group.as_str()
+                            && g["version"] == rt.version.as_str()
+                            && g["kind"] == rt.kind.as_str()
+                    })
+            })
+            .unwrap_or_else(|| panic!("{gv} has no schema of {}", rt.kind));
+        let mut real = Vec::new();
+        openapi_rows(schemas, root, String::new(), &mut real, 0);
+        real.sort();
+        let mut sim = kubesim::schema::describe(&rt.schema);
+        sim.sort();
+        if real != sim {
+            let only = |a: &[(String, String)], b: &[(String, String)]| -> Vec<String> {
+                a.iter()
+                    .filter(|r| !b.contains(r))
+                    .map(|(p, s)| format!("{p} {s}"))
+                    .collect()
+            };
+            differences.push(format!(
+                "{} ({gv}):\n  only kube-apiserver: {:#?}\n  only kubesim: {:#?}",
+                rt.kind,
+                only(&real, &sim),
+                only(&sim, &real)
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// A schema with its `$ref`s (and one-element `allOf`s) followed, and the
+/// `x-kubernetes-*` extensions and `default` seen on the way, the nearest
+/// first.
+fn resolve<'a>(
+    schemas: &'a Value,
+    mut s: &'a Value,
+) -> (&'a Value, serde_json::Map<String, Value>) {
+    let mut ext = serde_json::Map::new();
+    loop {
+        for (k, v) in s.as_object().into_iter().flatten() {
+            if (k.starts_with("x-kubernetes-") || k == "default") && !ext.contains_key(k) {
+                ext.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(r) = s["$ref"].as_str() {
+            s = &schemas[r.rsplit('/').next().unwrap()];
+        } else if let Some([one]) = s["allOf"].as_array().map(Vec::as_slice) {
+            s = one;
+        } else {
+            return (s, ext);
+        }
+    }
+}
+
+/// The rows `kubesim::schema::describe` writes, read from OpenAPI v3.
+fn openapi_rows(
+    schemas: &Value,
+    s: &Value,
+    path: String,
+    rows: &mut Vec<(String, String)>,
+    depth: usize,
+) {
+    assert!(depth < 40, "{path}: the schema nests too deep");
+    let (s, ext) = resolve(schemas, s);
+    let word = |k: &str| ext.get(k).and_then(Value::as_str);
+    if s["type"] == "array" {
+        let list = word("x-kubernetes-list-type").unwrap_or("atomic");
+        let mut words = vec![format!("list={list}")];
+        if let Some(keys) = ext
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+        {
+            let (items, _) = resolve(schemas, &s["items"]);
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let k = k.as_str().unwrap();
+                    match resolve(schemas, &items["properties"][k]).1.get("default") {
+                        Some(d) => format!("{k}={d}"),
+                        None => k.to_string(),
+                    }
+                })
+                .collect();
+            words.push(format!("keys={}", keys.join(",")));
+        }
+        if let Some(p) = word("x-kubernetes-patch-strategy") {
+            words.push(format!("patch={p}"));
+        }
+        if let Some(k) = word("x-kubernetes-patch-merge-key") {
+            words.push(format!("key={k}"));
+        }
+        if words.len() > 1 || list != "atomic" {
+            rows.push((path.clone(), words.join(" ")));
+        }
+        if list != "atomic" {
+            openapi_rows(schemas, &s["items"], format!("{path}[]"), rows, depth + 1);
+        }
+        return;
+    }
+    if word("x-kubernetes-map-type") == Some("atomic") {
+        rows.push((path, "map=atomic".into()));
+        return;
+    }
+    for (k, child) in s["properties"].as_object().into_iter().flatten() {
+        openapi_rows(schemas, child, format!("{path}.{k}"), rows, depth + 1);
+    }
+    if s["additionalProperties"].is_object() {
+        openapi_rows(
+            schemas,
+            &s["additionalProperties"],
+            format!("{path}.*"),
+            rows,
+            depth + 1,
+        );
+    }
 }

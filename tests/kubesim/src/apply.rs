@@ -10,6 +10,7 @@
 
 use crate::fields::{self, FieldSet, Path};
 use crate::patch::apply_merge;
+use crate::schema::Node;
 use serde_json::{Value, json};
 
 /// Which part of an object a write addresses.
@@ -176,6 +177,8 @@ pub struct Writer<'a> {
     pub api_version: &'a str,
     pub now: &'a str,
     pub scope: Scope,
+    /// The kind's schema: how its lists and maps merge.
+    pub schema: &'a Node,
 }
 
 /// Server-side apply of `applied` onto `live` (None when creating).
@@ -189,7 +192,7 @@ pub fn apply(
     force: bool,
 ) -> Result<Value, Vec<Conflict>> {
     let applied_view = view(applied, w.scope);
-    let new_set = fields::field_set(&applied_view);
+    let new_set = fields::field_set(&applied_view, w.schema);
     let mut result = live.cloned().unwrap_or_else(|| json!({}));
     let mut entries = live.map(read_managed).unwrap_or_default();
     let sub = w.scope.subresource().map(String::from);
@@ -203,8 +206,8 @@ pub fn apply(
                 if fields::is_item(p) {
                     continue;
                 }
-                let have = fields::get(live, p);
-                if have.is_some() && have != fields::get(&applied_view, p) {
+                let have = fields::get(live, w.schema, p);
+                if have.is_some() && have != fields::get(&applied_view, w.schema, p) {
                     conflicts.push(Conflict {
                         manager: e.manager.clone(),
                         operation: e.operation.clone(),
@@ -227,7 +230,7 @@ pub fn apply(
         }
     }
 
-    apply_merge(&mut result, &applied_view, "");
+    apply_merge(&mut result, &applied_view, w.schema);
 
     let prev_set = entries
         .iter()
@@ -240,7 +243,7 @@ pub fn apply(
             .filter(|e| !is_mine(e))
             .any(|e| owns_path_or_below(&e.fields, p));
         if !owned_elsewhere {
-            fields::remove(&mut result, p);
+            fields::remove(&mut result, w.schema, p);
         }
     }
 
@@ -272,7 +275,7 @@ pub fn apply(
 pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
     let old_view = old.map(|o| view(o, w.scope)).unwrap_or_else(|| json!({}));
     let new_view = view(new, w.scope);
-    let (changed, removed) = fields::changes(&old_view, &new_view);
+    let (changed, removed) = fields::changes(&old_view, &new_view, w.schema);
     let sub = w.scope.subresource().map(String::from);
     // Only the entries that gain or lose fields are read and written again:
     // those of the written subresource that own a removed field, or a
@@ -350,6 +353,10 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::LazyLock;
+
+    static DEPLOYMENT: LazyLock<Node> =
+        LazyLock::new(|| crate::schema::builtin("apps", "Deployment"));
 
     fn w(manager: &str) -> Writer<'_> {
         Writer {
@@ -357,6 +364,7 @@ mod tests {
             api_version: "apps/v1",
             now: "2026-01-01T00:00:00Z",
             scope: Scope::Main { strip_status: true },
+            schema: &DEPLOYMENT,
         }
     }
 
@@ -408,6 +416,30 @@ mod tests {
         less["spec"].as_object_mut().unwrap().remove("replicas");
         let out = apply(Some(&live), &less, &w("alice"), false).unwrap();
         assert_eq!(out["spec"]["replicas"], 1);
+    }
+
+    #[test]
+    fn another_managers_item_survives_on_a_keyed_list_and_not_on_an_atomic_one() {
+        let with = |env: Value, args: Value| {
+            let mut d = deploy(1, "a:1");
+            d["spec"]["template"]["spec"]["containers"][0]["env"] = env;
+            d["spec"]["template"]["spec"]["containers"][0]["args"] = args;
+            d
+        };
+        let mine = with(json!([{"name": "A", "value": "1"}]), json!(["--serve"]));
+        let live = apply(None, &mine, &w("alice"), false).unwrap();
+        let theirs = with(
+            json!([{"name": "B", "value": "2"}]),
+            json!(["--serve", "--debug"]),
+        );
+        let live = apply(Some(&live), &theirs, &w("bob"), true).unwrap();
+        let again = apply(Some(&live), &mine, &w("alice"), true).unwrap();
+        let c = &again["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        );
+        assert_eq!(c["args"], json!(["--serve"]));
     }
 
     #[test]

@@ -1,63 +1,63 @@
 //! Field paths and field sets, the vocabulary of `managedFields` (FieldsV1).
 //!
 //! A path is a list of FieldsV1 segments: `f:spec`, `f:containers`,
-//! `k:{"name":"web"}`. A field set holds leaf paths (scalars, atomic lists,
-//! empty maps) and the paths of keyed list items, so that a manager can own a
-//! list item as a whole (the `.` entry in FieldsV1).
+//! `k:{"name":"web"}` (a keyed list's item), `v:"example.com/f"` (a set's
+//! value). A field set holds leaf paths (scalars, atomic lists and maps,
+//! empty maps) and the paths of keyed list items and set values, so that a
+//! manager can own a list item as a whole (the `.` entry in FieldsV1).
+//! Which lists are keyed, by what, and which maps are atomic is the kind's
+//! schema's say ([`crate::schema`]); every walk here follows it.
 
-use serde_json::{Map, Value, json};
+use crate::schema::{self, ListType, Node};
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 pub type Path = Vec<String>;
 pub type FieldSet = BTreeSet<Path>;
 
-/// Which fields identify the items of a list, as the Kubernetes schemas'
-/// `x-kubernetes-list-map-keys` / `patchMergeKey` say for the lists that
-/// matter here; `None` means the list is atomic (replaced whole).
-///
-/// Lists of objects that all carry a `name` are keyed by it: that covers
-/// containers, initContainers, env, volumes, imagePullSecrets and CRD lists.
-pub fn list_key(field: &str, items: &[&Value]) -> Option<&'static str> {
-    let all_have = |k: &str| !items.is_empty() && items.iter().all(|i| i.get(k).is_some());
-    match field {
-        "ports" if all_have("containerPort") => Some("containerPort"),
-        "ports" if all_have("port") => Some("port"),
-        "volumeMounts" if all_have("mountPath") => Some("mountPath"),
-        "volumeDevices" if all_have("devicePath") => Some("devicePath"),
-        "conditions" if all_have("type") => Some("type"),
-        "hostAliases" if all_have("ip") => Some("ip"),
-        _ if all_have("name") && items.iter().all(|i| i["name"].is_string()) => Some("name"),
-        _ => None,
+/// The FieldsV1 segments of a list's items as the schema at `node` tells
+/// them apart (`k:{"port":80,"protocol":"TCP"}` for a map, `v:"x"` for a
+/// set), or None when the list is atomic: by the schema, or because its
+/// items do not fit it (a keyed list of non-objects).
+pub fn item_segments(node: &Node, items: &[&Value]) -> Option<Vec<String>> {
+    match &node.list {
+        ListType::Atomic => None,
+        ListType::Map(keys) => items
+            .iter()
+            .map(|item| {
+                item.is_object()
+                    .then(|| format!("k:{}", Value::Object(schema::item_key(keys, item))))
+            })
+            .collect(),
+        ListType::Set => items
+            .iter()
+            .map(|item| (!item.is_object() && !item.is_array()).then(|| format!("v:{item}")))
+            .collect(),
     }
 }
 
-/// The FieldsV1 segment for a keyed list item.
-pub fn item_segment(key: &str, item: &Value) -> String {
-    let mut m = Map::new();
-    m.insert(key.to_string(), item[key].clone());
-    format!("k:{}", Value::Object(m))
+fn segments_of(node: &Node, items: &[Value]) -> Option<Vec<String>> {
+    item_segments(node, &items.iter().collect::<Vec<_>>())
 }
 
-fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
+fn walk(v: &Value, node: &Node, path: &mut Path, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !node.atomic_map => {
             for (k, child) in m {
                 path.push(format!("f:{k}"));
-                walk(child, k, path, out);
+                walk(child, node.field(k), path, out);
                 path.pop();
             }
         }
-        Value::Array(items) => {
-            let refs: Vec<&Value> = items.iter().collect();
-            match list_key(field, &refs) {
-                Some(key) => items
-                    .iter()
-                    .for_each(|item| walk_item(key, item, path, out)),
-                None => {
-                    out.insert(path.clone());
-                }
+        Value::Array(items) => match segments_of(node, items) {
+            Some(segs) => items
+                .iter()
+                .zip(segs)
+                .for_each(|(item, seg)| walk_item(seg, item, node.item(), path, out)),
+            None => {
+                out.insert(path.clone());
             }
-        }
+        },
         _ => {
             out.insert(path.clone());
         }
@@ -65,17 +65,18 @@ fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
 }
 
 /// The paths of a keyed list item: the item itself and what it sets.
-fn walk_item(key: &str, item: &Value, path: &mut Path, out: &mut FieldSet) {
-    path.push(item_segment(key, item));
+fn walk_item(seg: String, item: &Value, node: &Node, path: &mut Path, out: &mut FieldSet) {
+    path.push(seg);
     out.insert(path.clone());
-    walk(item, "", path, out);
+    walk(item, node, path, out);
     path.pop();
 }
 
-/// The fields an object (already stripped of server-owned metadata) sets.
-pub fn field_set(obj: &Value) -> FieldSet {
+/// The fields an object (already stripped of server-owned metadata) sets,
+/// its lists and maps merged as the kind's schema `node` says.
+pub fn field_set(obj: &Value, node: &Node) -> FieldSet {
     let mut out = FieldSet::new();
-    walk(obj, "", &mut Vec::new(), &mut out);
+    walk(obj, node, &mut Vec::new(), &mut out);
     out.remove(&Vec::new());
     out
 }
@@ -84,9 +85,16 @@ pub fn field_set(obj: &Value) -> FieldSet {
 /// `old`'s (a keyed list item counts as changed when anything in it does),
 /// walking all of `new`: the reference `changes` is checked against.
 #[cfg(test)]
-fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+fn field_set_and_changes(old: &Value, new: &Value, node: &Node) -> (FieldSet, FieldSet) {
     let (mut set, mut changed) = (FieldSet::new(), FieldSet::new());
-    set_and_changes(new, Some(old), "", &mut Vec::new(), &mut set, &mut changed);
+    set_and_changes(
+        new,
+        Some(old),
+        node,
+        &mut Vec::new(),
+        &mut set,
+        &mut changed,
+    );
     set.remove(&Vec::new());
     changed.remove(&Vec::new());
     (set, changed)
@@ -97,7 +105,7 @@ fn field_set_and_changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
 fn set_and_changes(
     new: &Value,
     old: Option<&Value>,
-    field: &str,
+    node: &Node,
     path: &mut Path,
     set: &mut FieldSet,
     changed: &mut FieldSet,
@@ -109,34 +117,35 @@ fn set_and_changes(
         }
     };
     match new {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !node.atomic_map => {
             let old = old.and_then(Value::as_object);
             for (k, child) in m {
                 path.push(format!("f:{k}"));
-                set_and_changes(child, old.and_then(|o| o.get(k)), k, path, set, changed);
+                let o = old.and_then(|o| o.get(k));
+                set_and_changes(child, o, node.field(k), path, set, changed);
                 path.pop();
             }
         }
-        Value::Array(items) => {
-            let refs: Vec<&Value> = items.iter().collect();
-            match list_key(field, &refs) {
-                Some(key) => {
-                    let old_items = old.and_then(Value::as_array);
-                    for item in items {
-                        let before =
-                            old_items.and_then(|o| o.iter().find(|i| i.get(key) == item.get(key)));
-                        path.push(item_segment(key, item));
-                        set.insert(path.clone());
-                        if before != Some(item) {
-                            changed.insert(path.clone());
-                        }
-                        set_and_changes(item, before, "", path, set, changed);
-                        path.pop();
+        Value::Array(items) => match segments_of(node, items) {
+            Some(segs) => {
+                let olds = old.and_then(Value::as_array);
+                let old_segs = olds.and_then(|o| segments_of(node, o));
+                for (item, seg) in items.iter().zip(segs) {
+                    let before = old_segs
+                        .as_ref()
+                        .and_then(|o| o.iter().position(|s| *s == seg))
+                        .and_then(|i| olds?.get(i));
+                    path.push(seg);
+                    set.insert(path.clone());
+                    if before != Some(item) {
+                        changed.insert(path.clone());
                     }
+                    set_and_changes(item, before, node.item(), path, set, changed);
+                    path.pop();
                 }
-                None => leaf(path, set, changed),
             }
-        }
+            None => leaf(path, set, changed),
+        },
         _ => leaf(path, set, changed),
     }
 }
@@ -146,31 +155,28 @@ fn set_and_changes(
 /// set that `new` no longer does. Subtrees equal on both sides are not
 /// walked: a controller's write changes a few fields of a big object, and
 /// walking all of it twice was most of recording that write.
-pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
-    fn keyed(field: &str, items: &[Value]) -> Option<&'static str> {
-        list_key(field, &items.iter().collect::<Vec<_>>())
-    }
+pub fn changes(old: &Value, new: &Value, node: &Node) -> (FieldSet, FieldSet) {
     /// Shapes differ, or a leaf changed: this subtree in full.
     fn whole(
         new: &Value,
         old: Option<&Value>,
-        field: &str,
+        node: &Node,
         path: &mut Path,
         changed: &mut FieldSet,
         removed: &mut FieldSet,
     ) {
         let mut set = FieldSet::new();
-        set_and_changes(new, old, field, path, &mut set, changed);
+        set_and_changes(new, old, node, path, &mut set, changed);
         if let Some(o) = old {
             let mut before = FieldSet::new();
-            walk(o, field, path, &mut before);
+            walk(o, node, path, &mut before);
             removed.extend(before.difference(&set).cloned());
         }
     }
     fn rec(
         new: &Value,
         old: Option<&Value>,
-        field: &str,
+        node: &Node,
         path: &mut Path,
         changed: &mut FieldSet,
         removed: &mut FieldSet,
@@ -179,46 +185,49 @@ pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
             return;
         }
         match (new, old) {
-            (Value::Object(m), Some(Value::Object(o))) if !m.is_empty() && !o.is_empty() => {
+            (Value::Object(m), Some(Value::Object(o)))
+                if !m.is_empty() && !o.is_empty() && !node.atomic_map =>
+            {
                 for (k, child) in m {
                     path.push(format!("f:{k}"));
-                    rec(child, o.get(k), k, path, changed, removed);
+                    rec(child, o.get(k), node.field(k), path, changed, removed);
                     path.pop();
                 }
                 for (k, gone) in o.iter().filter(|(k, _)| !m.contains_key(*k)) {
                     path.push(format!("f:{k}"));
-                    walk(gone, k, path, removed);
+                    walk(gone, node.field(k), path, removed);
                     path.pop();
                 }
             }
             (Value::Array(items), Some(Value::Array(olds))) => {
-                match (keyed(field, items), keyed(field, olds)) {
-                    (Some(key), Some(was)) if key == was => {
-                        for item in items {
-                            let before = olds.iter().find(|i| i.get(key) == item.get(key));
-                            path.push(item_segment(key, item));
+                match (segments_of(node, items), segments_of(node, olds)) {
+                    (Some(segs), Some(old_segs)) => {
+                        for (item, seg) in items.iter().zip(&segs) {
+                            let before = old_segs.iter().position(|s| s == seg).map(|i| &olds[i]);
+                            path.push(seg.clone());
                             if before != Some(item) {
                                 changed.insert(path.clone());
                             }
-                            rec(item, before, "", path, changed, removed);
+                            rec(item, before, node.item(), path, changed, removed);
                             path.pop();
                         }
-                        let gone = olds
-                            .iter()
-                            .filter(|o| !items.iter().any(|i| i.get(key) == o.get(key)));
-                        gone.for_each(|item| walk_item(key, item, path, removed));
+                        for (gone, seg) in olds.iter().zip(old_segs) {
+                            if !segs.contains(&seg) {
+                                walk_item(seg, gone, node.item(), path, removed);
+                            }
+                        }
                     }
-                    _ => whole(new, old, field, path, changed, removed),
+                    _ => whole(new, old, node, path, changed, removed),
                 }
             }
-            _ => whole(new, old, field, path, changed, removed),
+            _ => whole(new, old, node, path, changed, removed),
         }
     }
     let (mut changed, mut removed) = (FieldSet::new(), FieldSet::new());
     rec(
         new,
         Some(old),
-        "",
+        node,
         &mut Vec::new(),
         &mut changed,
         &mut removed,
@@ -228,52 +237,54 @@ pub fn changes(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     (changed, removed)
 }
 
-/// Whether `path` names a keyed list item rather than a value.
+/// Whether `path` names a keyed list item or a set's value rather than a
+/// field.
 pub fn is_item(path: &Path) -> bool {
-    path.last().is_some_and(|s| s.starts_with("k:"))
+    path.last()
+        .is_some_and(|s| s.starts_with("k:") || s.starts_with("v:"))
 }
 
-fn find_item(items: &[Value], seg: &str) -> Option<usize> {
-    let key: Map<String, Value> = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
-    items
-        .iter()
-        .position(|i| key.iter().all(|(k, v)| i.get(k) == Some(v)))
+/// Where the item `seg` names is in a list the schema `node` describes.
+fn find_item(items: &[Value], node: &Node, seg: &str) -> Option<usize> {
+    segments_of(node, items)?.iter().position(|s| s == seg)
 }
 
 /// The value at `path`, if the object has one.
-pub fn get<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut cur = obj;
+pub fn get<'a>(obj: &'a Value, node: &Node, path: &[String]) -> Option<&'a Value> {
+    let (mut cur, mut node) = (obj, node);
     for seg in path {
-        cur = if let Some(f) = seg.strip_prefix("f:") {
-            cur.as_object()?.get(f)?
+        (cur, node) = if let Some(f) = seg.strip_prefix("f:") {
+            (cur.as_object()?.get(f)?, node.field(f))
         } else {
             let items = cur.as_array()?;
-            &items[find_item(items, seg)?]
+            (&items[find_item(items, node, seg)?], node.item())
         };
     }
     Some(cur)
 }
 
 /// Removes the value at `path`; a no-op when it is not there.
-pub fn remove(obj: &mut Value, path: &[String]) {
+pub fn remove(obj: &mut Value, node: &Node, path: &[String]) {
     let Some((last, parent_path)) = path.split_last() else {
         return;
     };
-    let mut cur = obj;
+    let (mut cur, mut node) = (obj, node);
     for seg in parent_path {
         let next = if let Some(f) = seg.strip_prefix("f:") {
-            cur.as_object_mut().and_then(|m| m.get_mut(f))
+            cur.as_object_mut()
+                .and_then(|m| m.get_mut(f))
+                .map(|c| (c, node.field(f)))
         } else {
             match cur.as_array_mut() {
-                Some(items) => match find_item(items, seg) {
-                    Some(i) => items.get_mut(i),
+                Some(items) => match find_item(items, node, seg) {
+                    Some(i) => items.get_mut(i).map(|c| (c, node.item())),
                     None => None,
                 },
                 None => None,
             }
         };
         match next {
-            Some(n) => cur = n,
+            Some(n) => (cur, node) = n,
             None => return,
         }
     }
@@ -282,20 +293,23 @@ pub fn remove(obj: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(items) = cur.as_array_mut()
-        && let Some(i) = find_item(items, last)
+        && let Some(i) = find_item(items, node, last)
     {
         items.remove(i);
     }
 }
 
 /// A path as kube-apiserver prints it in conflict messages:
-/// `.spec.template.spec.containers[name="web"].image`.
+/// `.spec.template.spec.containers[name="web"].image`,
+/// `.spec.ports[port=53,protocol="UDP"]`, `.metadata.finalizers[="f"]`.
 pub fn display(path: &Path) -> String {
     let mut s = String::new();
     for seg in path {
         if let Some(f) = seg.strip_prefix("f:") {
             s.push('.');
             s.push_str(f);
+        } else if let Some(v) = seg.strip_prefix("v:") {
+            s.push_str(&format!("[={v}]"));
         } else if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&seg[2..]) {
             let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push_str(&format!("[{}]", parts.join(",")));
@@ -305,6 +319,9 @@ pub fn display(path: &Path) -> String {
 }
 
 /// Renders a field set as a FieldsV1 object (`{"f:spec":{"f:replicas":{}}}`).
+/// A keyed item that sets fields of its own also owns itself (`.`); one
+/// owned whole (an atomic item, a set's value) is a leaf, as on a real
+/// server (`"k:{\"name\":\"registry\"}": {}` in `imagePullSecrets`).
 pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = json!({});
     for path in set {
@@ -316,10 +333,15 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
                 .entry(seg.clone())
                 .or_insert_with(|| json!({}));
         }
-        if is_item(path) {
-            cur.as_object_mut()
-                .expect("FieldsV1 nodes are objects")
-                .insert(".".into(), json!({}));
+    }
+    for path in set.iter().filter(|p| is_item(p)) {
+        let node = path
+            .iter()
+            .try_fold(&mut root, |node, seg| node.get_mut(seg.as_str()));
+        if let Some(Value::Object(m)) = node
+            && !m.is_empty()
+        {
+            m.insert(".".into(), json!({}));
         }
     }
     root
@@ -362,11 +384,15 @@ mod tests {
         s.iter().map(|x| x.to_string()).collect()
     }
 
+    fn pod_schema() -> Node {
+        schema::builtin("", "Pod")
+    }
+
     #[test]
     fn containers_are_keyed_by_name_and_args_are_atomic() {
         let obj = json!({"spec": {"replicas": 2, "containers": [
             {"name": "web", "image": "a:1", "args": ["x", "y"]}]}});
-        let set = field_set(&obj);
+        let set = field_set(&obj, &pod_schema());
         assert!(set.contains(&p(&["f:spec", "f:replicas"])));
         assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"web\"}"])));
         assert!(set.contains(&p(&[
@@ -386,19 +412,57 @@ mod tests {
 
     #[test]
     fn fields_v1_round_trips() {
-        let obj = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"ports": [{"port": 80, "name": "http"}]}});
-        let set = field_set(&obj);
+        let obj = json!({"metadata": {"labels": {"a": "1"}, "finalizers": ["example.com/f"]},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "name": "http"}]}});
+        let set = field_set(&obj, &schema::builtin("", "Service"));
         let v1 = to_fields_v1(&set);
-        assert_eq!(v1["f:spec"]["f:ports"]["k:{\"port\":80}"]["."], json!({}));
+        assert_eq!(
+            v1,
+            json!({"f:metadata": {"f:labels": {"f:a": {}}, "f:finalizers": {"v:\"example.com/f\"": {}}},
+                "f:spec": {"f:selector": {}, "f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {
+                    ".": {}, "f:name": {}, "f:port": {}}}}})
+        );
         assert_eq!(from_fields_v1(&v1), set);
+    }
+
+    #[test]
+    fn items_are_found_by_their_key_with_defaults_filled_in() {
+        let svc = schema::builtin("", "Service");
+        let mut obj = json!({"spec": {"ports": [
+            {"port": 53, "name": "dns"}, {"port": 53, "protocol": "UDP", "name": "dns-udp"}]}});
+        let udp = p(&[
+            "f:spec",
+            "f:ports",
+            "k:{\"port\":53,\"protocol\":\"UDP\"}",
+            "f:name",
+        ]);
+        let tcp = p(&[
+            "f:spec",
+            "f:ports",
+            "k:{\"port\":53,\"protocol\":\"TCP\"}",
+            "f:name",
+        ]);
+        assert_eq!(get(&obj, &svc, &udp), Some(&json!("dns-udp")));
+        assert_eq!(get(&obj, &svc, &tcp), Some(&json!("dns")));
+        assert_eq!(display(&udp), ".spec.ports[port=53,protocol=\"UDP\"].name");
+        remove(&mut obj, &svc, &tcp[..3]);
+        assert_eq!(
+            obj["spec"]["ports"],
+            json!([{"port": 53, "protocol": "UDP", "name": "dns-udp"}])
+        );
+        let f = p(&["f:metadata", "f:finalizers", "v:\"a\""]);
+        let mut obj = json!({"metadata": {"finalizers": ["a", "b"]}});
+        assert_eq!(display(&f), ".metadata.finalizers[=\"a\"]");
+        remove(&mut obj, &svc, &f);
+        assert_eq!(obj["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]
     fn get_and_remove_follow_item_keys() {
         let mut obj = json!({"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}});
         let path = p(&["f:spec", "f:containers", "k:{\"name\":\"b\"}", "f:image"]);
-        assert_eq!(get(&obj, &path), Some(&json!("2")));
-        remove(&mut obj, &path[..3]);
+        assert_eq!(get(&obj, &pod_schema(), &path), Some(&json!("2")));
+        remove(&mut obj, &pod_schema(), &path[..3]);
         assert_eq!(obj["spec"]["containers"].as_array().unwrap().len(), 1);
         assert_eq!(display(&path), ".spec.containers[name=\"b\"].image");
     }
@@ -446,14 +510,15 @@ mod tests {
             ),
             (json!({"spec": {"containers": "not a list"}}), base.clone()),
         ];
+        let node = pod_schema();
         for (old, new) in cases {
-            let looked_up: FieldSet = field_set(&new)
+            let looked_up: FieldSet = field_set(&new, &node)
                 .into_iter()
-                .filter(|p| get(&old, p) != get(&new, p))
+                .filter(|p| get(&old, &node, p) != get(&new, &node, p))
                 .collect();
             assert_eq!(
-                field_set_and_changes(&old, &new),
-                (field_set(&new), looked_up),
+                field_set_and_changes(&old, &new, &node),
+                (field_set(&new, &node), looked_up),
                 "{old} -> {new}"
             );
         }
@@ -463,7 +528,7 @@ mod tests {
     fn a_fields_v1_lookup_agrees_with_reading_it_all() {
         let obj = json!({"metadata": {"labels": {"a": "1"}, "annotations": {}},
             "spec": {"containers": [{"name": "web", "image": "x", "ports": [{"containerPort": 80}]}]}});
-        let v1 = to_fields_v1(&field_set(&obj));
+        let v1 = to_fields_v1(&field_set(&obj, &pod_schema()));
         let all = from_fields_v1(&v1);
         let mut probes: Vec<Path> = all.iter().cloned().collect();
         probes.extend([
@@ -503,6 +568,14 @@ mod tests {
         selector["spec"]["nodeSelector"] = json!({"zone": "a"});
         let mut leaf_to_map = base.clone();
         leaf_to_map["metadata"]["labels"]["app"] = json!({"x": 1});
+        let mut finalized = base.clone();
+        finalized["metadata"]["finalizers"] = json!(["a", "b"]);
+        let mut one_finalizer = base.clone();
+        one_finalizer["metadata"]["finalizers"] = json!(["b"]);
+        let mut spread = base.clone();
+        spread["spec"]["topologySpreadConstraints"] = json!([
+            {"topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "maxSkew": 1},
+            {"topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "maxSkew": 2}]);
         let variants = [
             json!({}),
             base.clone(),
@@ -523,14 +596,30 @@ mod tests {
             side_gone,
             selector,
             leaf_to_map,
+            finalized,
+            one_finalizer,
+            spread,
+            pod(
+                "a:1",
+                env.clone(),
+                json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}]),
+            ),
             json!({"spec": {"containers": "not a list"}}),
             json!({"metadata": {}, "spec": null}),
         ];
+        let node = pod_schema();
         for old in &variants {
             for new in &variants {
-                let (new_set, changed) = field_set_and_changes(old, new);
-                let removed: FieldSet = field_set(old).difference(&new_set).cloned().collect();
-                assert_eq!(changes(old, new), (changed, removed), "{old} -> {new}");
+                let (new_set, changed) = field_set_and_changes(old, new, &node);
+                let removed: FieldSet = field_set(old, &node)
+                    .difference(&new_set)
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    changes(old, new, &node),
+                    (changed, removed),
+                    "{old} -> {new}"
+                );
             }
         }
     }

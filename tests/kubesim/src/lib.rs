@@ -27,6 +27,7 @@ pub mod process;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod status;

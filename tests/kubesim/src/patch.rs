@@ -2,8 +2,10 @@
 //! merge patch (lists merged by their key, `$patch: delete`), and JSON patch
 //! (RFC 6902). Pure functions over JSON values.
 
-use crate::fields::list_key;
+use crate::fields::item_segments;
+use crate::schema::{Node, PatchStrategy};
 use serde_json::Value;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The patch content types PATCH accepts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,9 +64,11 @@ fn strip_directives(v: &Value) -> Value {
 }
 
 /// Strategic merge patch, the part of it that clients use: maps merge, lists
-/// with a merge key (see `fields::list_key`) merge item by item, an item with
-/// `$patch: delete` is removed, `$patch: replace` replaces, other lists replace.
-pub fn strategic_merge(target: &mut Value, patch: &Value, field: &str) {
+/// whose schema (`node`) has a patch merge key merge item by item, an item
+/// with `$patch: delete` is removed, `$patch: replace` replaces, lists of
+/// scalars with the merge strategy (finalizers) take the patch's new
+/// values, other lists replace.
+pub fn strategic_merge(target: &mut Value, patch: &Value, node: &Node) {
     match patch {
         Value::Object(p) => {
             if p.get("$patch").and_then(Value::as_str) == Some("replace") {
@@ -82,15 +86,20 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, field: &str) {
                 if v.is_null() {
                     t.remove(k);
                 } else {
-                    strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v, k);
+                    let child = t.entry(k.clone()).or_insert(Value::Null);
+                    strategic_merge(child, v, node.field(k));
                 }
             }
         }
         Value::Array(items) => {
             let existing: Vec<Value> = target.as_array().cloned().unwrap_or_default();
-            let all: Vec<&Value> = items.iter().chain(existing.iter()).collect();
-            match list_key(field, &all) {
-                Some(key) if target.is_array() => {
+            let all_objects = items.iter().chain(existing.iter()).all(Value::is_object);
+            let merge_key = match &node.patch {
+                PatchStrategy::Merge { key, .. } if target.is_array() => Some(key.as_deref()),
+                _ => None,
+            };
+            match merge_key {
+                Some(Some(key)) if all_objects => {
                     let t = target.as_array_mut().expect("checked");
                     for item in items {
                         let pos = t.iter().position(|x| x.get(key) == item.get(key));
@@ -100,8 +109,16 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, field: &str) {
                                 t.remove(i);
                             }
                             (None, true) => {}
-                            (Some(i), false) => strategic_merge(&mut t[i], item, ""),
+                            (Some(i), false) => strategic_merge(&mut t[i], item, node.item()),
                             (None, false) => t.push(strip_directives(item)),
+                        }
+                    }
+                }
+                Some(None) if !items.iter().any(Value::is_object) => {
+                    let t = target.as_array_mut().expect("checked");
+                    for item in items {
+                        if !t.contains(item) {
+                            t.push(item.clone());
                         }
                     }
                 }
@@ -127,39 +144,102 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
     json_patch::patch(target, &ops).map_err(|e| e.to_string())
 }
 
-/// The merge that server-side apply does before pruning: maps merge, keyed
-/// lists merge item by item (items the applier omits stay; pruning decides
-/// about them), everything else takes the applied value.
-pub fn apply_merge(live: &mut Value, applied: &Value, field: &str) {
-    match (live.is_object(), applied) {
-        (true, Value::Object(a)) => {
-            let l = live.as_object_mut().expect("checked");
+/// The merge that server-side apply does before pruning: maps merge
+/// (atomic ones are replaced), keyed lists and sets merge item by item
+/// (items the applier omits stay; pruning decides about them), everything
+/// else takes the applied value. `node` is the schema at this place.
+pub fn apply_merge(live: &mut Value, applied: &Value, node: &Node) {
+    match (live, applied) {
+        (Value::Object(l), Value::Object(a)) if !node.atomic_map => {
             for (k, v) in a {
                 match l.get_mut(k) {
-                    Some(existing) => apply_merge(existing, v, k),
+                    Some(existing) => apply_merge(existing, v, node.field(k)),
                     None => {
                         l.insert(k.clone(), v.clone());
                     }
                 }
             }
         }
-        _ => {
-            if let (Some(l), Some(a)) = (live.as_array(), applied.as_array()) {
-                let all: Vec<&Value> = a.iter().chain(l.iter()).collect();
-                if let Some(key) = list_key(field, &all) {
-                    let l = live.as_array_mut().expect("checked");
-                    for item in a {
-                        match l.iter().position(|x| x.get(key) == item.get(key)) {
-                            Some(i) => apply_merge(&mut l[i], item, ""),
-                            None => l.push(item.clone()),
-                        }
-                    }
-                    return;
-                }
+        (Value::Array(l), Value::Array(a)) => {
+            let (lr, ar): (Vec<&Value>, Vec<&Value>) = (l.iter().collect(), a.iter().collect());
+            match (item_segments(node, &lr), item_segments(node, &ar)) {
+                (Some(lsegs), Some(asegs)) => *l = merge_items(l, &lsegs, a, &asegs, node),
+                _ => *l = a.clone(),
             }
-            *live = applied.clone();
+        }
+        (live, applied) => *live = applied.clone(),
+    }
+}
+
+/// A keyed list merged as structured-merge-diff merges it (`visitListItems`),
+/// which decides the order: live items the applier does not name keep their
+/// place, the applied ones come in the applied order, an applied item that
+/// is new goes after the live item it follows in the applied list.
+fn merge_items(
+    lhs: &[Value],
+    lsegs: &[String],
+    rhs: &[Value],
+    rsegs: &[String],
+    node: &Node,
+) -> Vec<Value> {
+    let observed_lhs: HashMap<&str, &Value> =
+        lsegs.iter().map(String::as_str).zip(lhs).rev().collect();
+    let observed_rhs: HashSet<&str> = rsegs.iter().map(String::as_str).collect();
+    let mut shared: VecDeque<&str> = rsegs
+        .iter()
+        .map(String::as_str)
+        .filter(|s| observed_lhs.contains_key(s))
+        .collect();
+    let mut next_shared = shared.pop_front();
+    let mut merged_rhs: HashSet<&str> = HashSet::new();
+    let merge_item = |l: Option<&Value>, r: &Value| match l {
+        Some(l) => {
+            let mut out = l.clone();
+            apply_merge(&mut out, r, node.item());
+            out
+        }
+        None => r.clone(),
+    };
+    let mut out = Vec::with_capacity(lhs.len().max(rhs.len()));
+    let (mut li, mut ri) = (0, 0);
+    while li < lhs.len() || ri < rhs.len() {
+        if li < lhs.len() && ri < rhs.len() {
+            let pe = lsegs[li].as_str();
+            if pe == rsegs[ri] {
+                merged_rhs.insert(pe);
+                out.push(merge_item(Some(&lhs[li]), &rhs[ri]));
+                li += 1;
+                ri += 1;
+                next_shared = shared.pop_front();
+                continue;
+            }
+            if observed_rhs.contains(pe) && next_shared.is_some_and(|n| n != pe) {
+                li += 1;
+                continue;
+            }
+        }
+        if li < lhs.len() {
+            let pe = lsegs[li].as_str();
+            if !observed_rhs.contains(pe) {
+                out.push(lhs[li].clone());
+                li += 1;
+                continue;
+            } else if merged_rhs.contains(pe) {
+                li += 1;
+                continue;
+            }
+        }
+        if ri < rhs.len() {
+            let pe = rsegs[ri].as_str();
+            merged_rhs.insert(pe);
+            out.push(merge_item(observed_lhs.get(pe).copied(), &rhs[ri]));
+            ri += 1;
+            if next_shared == Some(pe) {
+                next_shared = shared.pop_front();
+            }
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -183,7 +263,7 @@ mod tests {
             &mut t,
             &json!({"spec": {"containers": [{"name": "web", "image": "a:2",
                 "env": [{"name": "B", "value": "2"}]}]}}),
-            "",
+            &crate::schema::builtin("", "Pod"),
         );
         let cs = t["spec"]["containers"].as_array().unwrap();
         assert_eq!(cs.len(), 2);
@@ -194,13 +274,77 @@ mod tests {
 
     #[test]
     fn strategic_merge_deletes_an_item_by_directive() {
-        let mut t = json!({"ports": [{"port": 80}, {"port": 443}]});
+        let mut t = json!({"spec": {"ports": [{"port": 80}, {"port": 443}]}});
         strategic_merge(
             &mut t,
-            &json!({"ports": [{"port": 80, "$patch": "delete"}]}),
-            "",
+            &json!({"spec": {"ports": [{"port": 80, "$patch": "delete"}]}}),
+            &crate::schema::builtin("", "Service"),
         );
-        assert_eq!(t, json!({"ports": [{"port": 443}]}));
+        assert_eq!(t, json!({"spec": {"ports": [{"port": 443}]}}));
+    }
+
+    #[test]
+    fn strategic_merge_follows_the_patch_merge_key_and_replaces_other_lists() {
+        let svc = crate::schema::builtin("", "Service");
+        // The patch merge key of Service ports is the port alone.
+        let mut t = json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}],
+            "externalIPs": ["10.0.0.1"]}, "metadata": {"finalizers": ["a"]}});
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"ports": [{"port": 53, "protocol": "TCP"}], "externalIPs": ["10.0.0.2"]},
+                "metadata": {"finalizers": ["b", "a"]}}),
+            &svc,
+        );
+        assert_eq!(
+            t,
+            json!({"spec": {"ports": [{"port": 53, "protocol": "TCP", "name": "dns"}],
+                "externalIPs": ["10.0.0.2"]}, "metadata": {"finalizers": ["a", "b"]}})
+        );
+        // A CRD's lists have no merge key: replaced.
+        let mut t = json!({"spec": {"parentRefs": [{"name": "a"}]}});
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"parentRefs": [{"name": "b"}]}}),
+            &crate::schema::Node::default(),
+        );
+        assert_eq!(t, json!({"spec": {"parentRefs": [{"name": "b"}]}}));
+    }
+
+    #[test]
+    fn apply_merges_keyed_lists_in_structured_merge_diffs_order() {
+        let svc = crate::schema::builtin("", "Service");
+        let ports = |names: &[(&str, u16)]| {
+            json!({"spec": {"ports": names.iter()
+                .map(|(n, p)| json!({"name": n, "port": p})).collect::<Vec<_>>()}})
+        };
+        let names = |v: &Value| -> Vec<String> {
+            v["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // As kube-apiserver v1.34 answered: live a, c, b; applied c, a, d.
+        let mut live = ports(&[("a", 80), ("c", 82), ("b", 81)]);
+        apply_merge(&mut live, &ports(&[("c", 82), ("a", 80), ("d", 83)]), &svc);
+        assert_eq!(names(&live), ["c", "b", "a", "d"]);
+        let mut live = ports(&[("a", 80), ("c", 82)]);
+        apply_merge(&mut live, &ports(&[("b", 81)]), &svc);
+        assert_eq!(names(&live), ["a", "c", "b"]);
+        // The same port with another protocol is another item.
+        let mut live = json!({"spec": {"ports": [{"port": 53, "name": "tcp"}], "selector": {"a": "1", "b": "2"}}});
+        apply_merge(
+            &mut live,
+            &json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "udp"}], "selector": {"a": "1"}}}),
+            &svc,
+        );
+        assert_eq!(
+            live,
+            json!({"spec": {"ports": [{"port": 53, "name": "tcp"}, {"port": 53, "protocol": "UDP", "name": "udp"}],
+                "selector": {"a": "1"}}}),
+            "ports merged, the atomic selector replaced"
+        );
     }
 
     #[test]

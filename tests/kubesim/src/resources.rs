@@ -3,7 +3,9 @@
 //! One `ResourceType` per served resource; the HTTP layer resolves a URL to one,
 //! discovery renders them, and the store keys objects by `ResourceType::key`.
 
+use crate::schema::{self, Node};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// One served resource, as an `APIResource` in discovery describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,9 @@ pub struct ResourceType {
     /// A CRD version's `selectableFields` (`spec.color`): field selectors
     /// its custom resources take besides metadata.name and .namespace.
     pub selectable_fields: Vec<String>,
+    /// How the kind's lists and maps merge (apply, managedFields, strategic
+    /// merge patch): the built-in table or the CRD version's schema.
+    pub schema: Arc<Node>,
 }
 
 impl ResourceType {
@@ -121,6 +126,7 @@ fn rt(
             vec![]
         },
         selectable_fields: Vec::new(),
+        schema: Arc::new(schema::builtin(group, kind)),
     }
 }
 
@@ -444,6 +450,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .filter_map(|f| f["jsonPath"].as_str())
                 .map(|p| p.trim_start_matches('.').to_string())
                 .collect(),
+            schema: Arc::new(schema::from_openapi_v3(&v["schema"]["openAPIV3Schema"])),
         });
     }
     if out.is_empty() {

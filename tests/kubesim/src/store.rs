@@ -770,7 +770,7 @@ impl Store {
         let mut obj = (*live).clone();
         match kind {
             PatchKind::Merge => patch::merge_patch(&mut obj, body),
-            PatchKind::Strategic => patch::strategic_merge(&mut obj, body, ""),
+            PatchKind::Strategic => patch::strategic_merge(&mut obj, body, &rt.schema),
             PatchKind::Json => patch::json_patch(&mut obj, body)
                 .map_err(|why| ApiError::invalid(rt, name, "patch", &why))?,
             PatchKind::Apply => unreachable!("handled above"),
@@ -941,7 +941,7 @@ pub fn scope_for(rt: &ResourceType, subresource: Option<&str>) -> Scope {
     }
 }
 
-fn writer<'a>(rt: &ResourceType, w: &'a WriteCtx) -> Writer<'a> {
+fn writer<'a>(rt: &'a ResourceType, w: &'a WriteCtx) -> Writer<'a> {
     // `now` must outlive the Writer; a leaked short string per write would
     // grow without bound, so the timestamp is interned per second instead.
     Writer {
@@ -949,6 +949,7 @@ fn writer<'a>(rt: &ResourceType, w: &'a WriteCtx) -> Writer<'a> {
         api_version: w.api_version,
         now: intern_now(),
         scope: scope_for(rt, w.subresource),
+        schema: &rt.schema,
     }
 }
 
