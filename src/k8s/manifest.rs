@@ -367,4 +367,18 @@ mod tests {
             ]
         );
     }
+
+    /// A template parses into plain values: the parser's budget stops an
+    /// alias bomb, said in a user's words.
+    #[test]
+    fn an_alias_bomb_is_refused_in_a_users_words() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse("bomb.yaml", &bomb).unwrap_err().to_string();
+        assert!(err.contains("too large or too complex"), "{err}");
+        assert!(!err.contains("budget breached"), "{err}");
+    }
 }
