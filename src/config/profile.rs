@@ -670,7 +670,10 @@ fn shape_problems(text: &str, file: &str) -> Vec<Problem> {
                 None if p.problem.starts_with("missing field") => {
                     "add it; manifests/environments/production.yaml shows every field".to_string()
                 }
-                None => "give it a value of the kind named".to_string(),
+                None => match p.problem.rsplit_once(", expected ") {
+                    Some((_, kind)) => format!("write {kind} there"),
+                    None => "give it a value of the kind named".to_string(),
+                },
             };
             let problem = if p.problem.len() > 300 {
                 let head: String = p.problem.chars().take(200).collect();

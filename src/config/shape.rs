@@ -76,7 +76,7 @@ pub fn problems<T: DeserializeOwned>(mut doc: Value) -> Vec<ShapeProblem> {
             None => out.push(ShapeProblem {
                 did_you_mean: closest(&message),
                 path: written.clone(),
-                problem: message,
+                problem: in_plain_words(&message),
             }),
         }
         // The node the problem is about goes, so the next try passes it;
@@ -87,6 +87,33 @@ pub fn problems<T: DeserializeOwned>(mut doc: Value) -> Vec<ShapeProblem> {
         gone.push(written);
     }
     out
+}
+
+/// serde's words for a wrong type, with the Rust type it names said as
+/// the profile's reader knows it: "invalid value: integer `-3`, expected
+/// u32" becomes "..., expected a whole number from 0 to 4294967295".
+pub fn in_plain_words(message: &str) -> String {
+    const KINDS: &[(&str, &str)] = &[
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number from 0 to 18446744073709551615"),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a boolean", "true or false"),
+        ("a sequence", "a list"),
+        ("a map", "a map of fields (name: value)"),
+    ];
+    match message.rsplit_once(", expected ") {
+        Some((head, kind)) => match KINDS.iter().find(|(rust, _)| *rust == kind) {
+            Some((_, plain)) => format!("{head}, expected {plain}"),
+            None => message.to_string(),
+        },
+        None => message.to_string(),
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -261,6 +288,35 @@ mod tests {
         path: String,
         #[serde(default)]
         status: Option<u16>,
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_as_a_reader_knows_it() {
+        let said = paths(json!({
+            "name": "x",
+            "replicas": -3,
+            "services": {"api": {"kind": "http", "replicas": "many"}},
+            "checks": {"path": "/"},
+        }));
+        assert_eq!(
+            said,
+            vec![
+                (
+                    "checks".to_string(),
+                    "invalid type: map, expected a list".to_string()
+                ),
+                (
+                    "replicas".to_string(),
+                    "invalid value: integer `-3`, expected a whole number from 0 to 4294967295"
+                        .to_string()
+                ),
+                (
+                    "services.api.replicas".to_string(),
+                    "invalid type: string \"many\", expected a whole number from 0 to 4294967295"
+                        .to_string()
+                ),
+            ]
+        );
     }
 
     fn paths(doc: Value) -> Vec<(String, String)> {

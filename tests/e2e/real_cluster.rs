@@ -105,6 +105,12 @@ fn fails_fast_leaving_users_on(world: &World, tag: &str, reasons: &[&str], users
         "waited out the deadline instead of failing fast: {all}"
     );
     world.assert_all_on(users_on);
+    the_last_run_failed_with(world, reason);
+}
+
+/// The newest snapshot is a failed run's, its failure naming `reason`.
+#[track_caller]
+fn the_last_run_failed_with(world: &World, reason: &str) {
     let snaps = world.snapshots();
     assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
     assert!(
@@ -225,17 +231,7 @@ fn pods_that_never_become_ready_fail_at_the_deadline_the_controller_reports() {
         world.image("api-blue").as_deref(),
         Some(format!("{REGISTRY}/maily-api:v1").as_str())
     );
-    let snaps = world.snapshots();
-    assert_eq!(snaps[0].outcome, Outcome::Failed, "{:?}", snaps[0]);
-    assert!(
-        snaps[0]
-            .failure
-            .as_deref()
-            .unwrap_or_default()
-            .contains("ProgressDeadlineExceeded"),
-        "{:?}",
-        snaps[0].failure
-    );
+    the_last_run_failed_with(&world, "ProgressDeadlineExceeded");
 }
 
 /// A Prometheus whose every answer passes the staging profile's analysis:
