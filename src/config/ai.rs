@@ -274,6 +274,15 @@ pub fn parse(raw: &Value, file: &str) -> Result<AiConfig, Vec<Problem>> {
                 None => 0,
                 Some(v) => match v.as_u64() {
                     Some(n) => n,
+                    // A number YAML read as a float past u64 (2^64 and up).
+                    None if v.as_f64().is_some_and(|f| f.fract() == 0.0 && f > 0.0) => {
+                        bad(
+                            &field(key),
+                            format!("is over {}, the most it may be", u64::MAX),
+                            &format!("write a smaller number, e.g. {example}"),
+                        );
+                        0
+                    }
                     None => {
                         bad(
                             &field(key),
@@ -486,6 +495,20 @@ fallback: [openai, anthropic]
                 "is not a whole number (got \"20M\")".into()
             )),
             "{got:?}"
+        );
+        // Past what a u64 holds, YAML reads a float: still a whole number,
+        // and said as too large.
+        let huge = GOOD.replace(
+            "monthly_token_budget: 20000000",
+            "monthly_token_budget: 18446744073709551616",
+        );
+        let too_large = parse(&yaml(&huge), "p.yaml").unwrap_err();
+        assert!(
+            too_large
+                .iter()
+                .any(|p| p.subject.ends_with("monthly_token_budget")
+                    && p.problem == "is over 18446744073709551615, the most it may be"),
+            "{too_large:?}"
         );
         assert!(
             got.contains(&(

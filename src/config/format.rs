@@ -165,6 +165,8 @@ pub enum FormatError {
     NotWholeNumber,
     #[error("{}", out_of_range(*.min, *.max))]
     OutOfRange { min: i64, max: i64 },
+    #[error("is over {max}, the most it may be")]
+    TooLarge { max: i64 },
     /// `closest` is one of `words` (never the value), offered when the
     /// value is a near miss.
     #[error("{}", not_one_of(.words, *.closest))]
@@ -344,6 +346,19 @@ fn eip55_checksum_ok(hex: &str) -> bool {
 }
 
 fn integer(value: &str, min: i64, max: i64) -> Result<(), FormatError> {
+    // Digits past what an i64 holds are a whole number out of range, and
+    // said as the range, not as "not a whole number".
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && value.parse::<i64>().is_err()
+    {
+        return Err(if value.starts_with('-') {
+            FormatError::OutOfRange { min, max }
+        } else {
+            FormatError::TooLarge { max }
+        });
+    }
     let n: i64 = value.parse().map_err(|_| FormatError::NotWholeNumber)?;
     if n < min || n > max {
         return Err(FormatError::OutOfRange { min, max });
@@ -553,8 +568,11 @@ mod tests {
         bad(f, "0", "at least 1");
         bad(f, "1.5", "whole number");
         bad(f, "one", "whole number");
+        // Past what any integer holds: still a whole number, out of range.
+        bad(f, "18446744073709551616", "is over 9223372036854775807");
         let pct = Format::Integer { min: 0, max: 100 };
         bad(pct, "101", "between 0 and 100");
+        bad(pct, "-99999999999999999999", "between 0 and 100");
     }
 
     #[test]
