@@ -300,11 +300,18 @@ impl ProfileOf<Written> {
                     );
                 }
                 if let Err(why) = crate::config::vault::parse_profile_ref(reference) {
-                    bad(
-                        &format!("secrets.{name}.{shown}"),
-                        why.to_string(),
-                        "write <path>#<key>, e.g. secret/maily/production#database_url",
-                    );
+                    let (problem, fix) = if looks_like_a_value(reference) {
+                        (
+                            "is not a Vault reference but what looks like a secret's value (not shown); the profile is committed with the code, so a value never belongs in it".to_string(),
+                            "put the value in Vault, rotate it if this file was ever committed, and write where it is: <path>#<key>, e.g. secret/maily/production#database_url",
+                        )
+                    } else {
+                        (
+                            why.to_string(),
+                            "write <path>#<key>, e.g. secret/maily/production#database_url",
+                        )
+                    };
+                    bad(&format!("secrets.{name}.{shown}"), problem, fix);
                 }
             }
         }
@@ -616,6 +623,14 @@ pub fn parse(text: &str, environment: &str, file: &str) -> anyhow::Result<Profil
             .into())
         }
     }
+}
+
+/// Whether what stands where a Vault reference belongs is rather a value:
+/// a URL (`postgres://...`), or a word with neither a path's `/` nor a
+/// key's `#` (`sk-live-...`). A reference's path always has a `/`.
+fn looks_like_a_value(reference: &str) -> bool {
+    let bare = reference.strip_prefix("vault:").unwrap_or(reference);
+    bare.contains("://") || !(bare.contains('/') || bare.contains('#'))
 }
 
 /// Whether an image reference is one a registry and the kubelet take,
@@ -956,6 +971,28 @@ mod tests {
                 .starts_with("the profile staging.yaml does not parse"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_secrets_value_written_in_the_profile_is_called_one_never_shown() {
+        let base = std::fs::read_to_string(shipped().join("environments/staging.yaml")).unwrap();
+        for value in [
+            "sk-live-0123456789abcdefABCDEF",
+            "postgres://maily:hunter2secret@db/maily",
+        ] {
+            let text = format!(
+                "{base}secrets:\n  maily-platform-secrets:\n    OPENAI_API_KEY: \"{value}\"\n"
+            );
+            let err = parse(&text, "staging", "staging.yaml").unwrap_err();
+            let problems = &crate::error::failure_of(&err).unwrap().problems;
+            let said = format!("{problems:?}");
+            assert!(said.contains("looks like a secret's value"), "{said}");
+            assert!(said.contains("rotate it"), "{said}");
+            assert!(
+                !said.contains("0123456789abcdef") && !said.contains("hunter2"),
+                "{said}"
+            );
+        }
     }
 
     #[test]
