@@ -150,9 +150,12 @@ pub fn load(src: &Sources<'_>) -> anyhow::Result<Config> {
                 warnings,
             })
         }
-        (Err(e), Ok((_, read))) => match unreadable(read.invalid, &src.process_not_utf8) {
+        (Err(e), Ok((path, read))) => match unreadable(read.invalid, &src.process_not_utf8) {
             Some(invalid) => Err(combine(e, invalid.into())),
-            None => Err(e),
+            None => {
+                let vars = env_file::merge(&read.pairs, path.as_deref(), &src.process_env);
+                Err(with_variables_without_profile(e, &vars, src))
+            }
         },
         (Ok(_), Err(e)) => Err(with_environment_problems(e, &src.process_not_utf8)),
         (Err(a), Err(b)) => Err(with_environment_problems(
@@ -423,6 +426,30 @@ fn read_bytes_at_most(path: &Path, what: &str, max: u64) -> anyhow::Result<Vec<u
 /// problems of the variables that can be read when `src` asks for them:
 /// one run names both. A variable on a line that does not parse is
 /// reported unset: the lines come first, and say why.
+/// A profile that does not load, with the variables' problems beside it:
+/// a broken profile must not hide a mistyped URL in the env file. Without
+/// the profile, which AI providers it turns off is unknown, so no
+/// provider's key is asked for (a value given for one is still checked).
+fn with_variables_without_profile(
+    profile_error: anyhow::Error,
+    vars: &Vars,
+    src: &Sources<'_>,
+) -> anyhow::Error {
+    let Some(phases) = &src.check_for else {
+        return profile_error;
+    };
+    let every_provider: Vec<&str> = ai::Provider::ALL
+        .into_iter()
+        .flat_map(|p| [p.key_var(), p.base_url_var()])
+        .collect();
+    let v = validate::validate_except(vars, phases, &every_provider);
+    if v.problems.is_empty() {
+        return profile_error;
+    }
+    let variables = Failure::with_problems(Kind::Config, "the variables have problems", v.problems);
+    combine(profile_error, variables.into())
+}
+
 fn with_variable_problems(
     mut invalid: Failure,
     profile: &Profile,
@@ -581,6 +608,54 @@ mod tests {
 
     fn bytes(name: &str, value: &[u8]) -> (OsString, OsString) {
         (name.into(), OsString::from_vec(value.to_vec()))
+    }
+
+    /// A profile with a wrong type and an env file with a mistyped value:
+    /// both in one refusal, and no AI key asked for (which providers the
+    /// profile turns off is unknown without it).
+    #[test]
+    fn a_profile_that_does_not_load_hides_no_variable_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(manifests.join("environments")).unwrap();
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/environments/staging.yaml"
+        ))
+        .unwrap()
+        .replacen("\nreplicas: ", "\nreplicas: many # ", 1);
+        std::fs::write(manifests.join("environments/staging.yaml"), shipped).unwrap();
+        let env = dir.path().join(".env.staging");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+            .unwrap()
+            .replace("IMAGE_PINNING=off", "IMAGE_PINNING=offf")
+            .lines()
+            .filter(|l| !l.starts_with("OPENAI_API_KEY="))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&env, example).unwrap();
+        let err = load(&Sources {
+            environment: "staging",
+            env_file: Some(&env),
+            manifests_dir: &manifests,
+            process_env: BTreeMap::new(),
+            process_not_utf8: Vec::new(),
+            check_for: Some(vec![PhaseId::DeployBackend, PhaseId::ConfigureAi]),
+        })
+        .unwrap_err();
+        let failure = failure_of(&err).unwrap();
+        assert_eq!(failure.kind, Kind::Config);
+        let subjects: Vec<&str> = failure
+            .problems
+            .iter()
+            .map(|p| p.subject.as_str())
+            .collect();
+        assert!(
+            subjects.iter().any(|s| s.ends_with(": replicas")),
+            "{subjects:?}"
+        );
+        assert!(subjects.contains(&"IMAGE_PINNING"), "{subjects:?}");
+        assert!(!subjects.contains(&"OPENAI_API_KEY"), "{subjects:?}");
     }
 
     #[test]
