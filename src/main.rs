@@ -44,6 +44,21 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return code(e.exit_code());
             }
+            // clap stops at the first value it refuses: every one, at once.
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+            ) {
+                let all = usage::every_invalid_value(&Cli::command(), &args);
+                if all.len() > 1 {
+                    let mut err = anstream::stderr().lock();
+                    for said in &all {
+                        let _ = writeln!(err, "{}", error::clip_echoed(said));
+                    }
+                    let _ = writeln!(err, "\nFor more information, try '--help'.");
+                    return code(exit_code::USAGE);
+                }
+            }
             // clap's message, with any value it repeats clipped.
             let rendered = e.render().ansi().to_string();
             let mut err = anstream::stderr().lock();

@@ -217,6 +217,73 @@ pub fn clap_error_message(err: &clap::Error, args: &[String]) -> Option<String> 
         })
 }
 
+/// Every value on the command line its option's parser refuses, each as
+/// clap words it (`invalid value 'x' for '--from <PHASE>': ...`), in the
+/// order written. clap stops at the first; a user with three mistyped
+/// values should learn all three at once. The options of `cmd` and of the
+/// subcommand the line names; values given as `--opt v`, `--opt=v` or
+/// `-o v`.
+pub fn every_invalid_value(cmd: &clap::Command, args: &[String]) -> Vec<String> {
+    let sub = first_word(args).and_then(|w| cmd.find_subcommand(w));
+    let options: Vec<(&clap::Command, &clap::Arg)> = cmd
+        .get_arguments()
+        .map(|a| (cmd, a))
+        .chain(
+            sub.into_iter()
+                .flat_map(|s| s.get_arguments().map(move |a| (s, a))),
+        )
+        .filter(|(_, a)| a.get_action().takes_values() && !a.is_positional())
+        .collect();
+    let mut out = Vec::new();
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        let (option, inline) = match word.strip_prefix("--") {
+            Some(long) => match long.split_once('=') {
+                Some((name, v)) => (
+                    options.iter().find(|(_, a)| a.get_long() == Some(name)),
+                    Some(v.to_string()),
+                ),
+                None => (
+                    options.iter().find(|(_, a)| a.get_long() == Some(long)),
+                    None,
+                ),
+            },
+            None => match word.strip_prefix('-').filter(|s| s.chars().count() == 1) {
+                Some(short) => (
+                    options
+                        .iter()
+                        .find(|(_, a)| a.get_short().map(String::from).as_deref() == Some(short)),
+                    None,
+                ),
+                None => (None, None),
+            },
+        };
+        let Some((_, arg)) = option else {
+            continue;
+        };
+        let Some(value) = inline.or_else(|| words.next().cloned()) else {
+            continue;
+        };
+        // The option alone in a command of its own: its value parser (and
+        // possible values, delimiter) judge the value as in the real line.
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let alone = clap::Command::new("maily-deploy")
+            .no_binary_name(true)
+            .arg(clap::Arg::clone(arg).required(false).global(false));
+        if let Err(e) = alone.try_get_matches_from([format!("--{long}={value}")]) {
+            let text = e.render().to_string();
+            let said: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).collect();
+            out.push(said.join("\n"));
+        }
+    }
+    out
+}
+
 /// A deploy of an environment that does not exist, whose name is one typo
 /// from a command: both readings, since either may be meant.
 pub fn environment_or_command(environment: &str, known: &[String]) -> Option<anyhow::Error> {
@@ -367,6 +434,47 @@ pub fn check(matches: &ArgMatches, args: &[String]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_value_the_parsers_refuse_is_named_in_the_order_written() {
+        let line = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let said = every_invalid_value(
+            &Cli::command(),
+            &line(
+                "maily-deploy staging --from foo --timeout=0s --only migrate --traffic-steps 5,x --keep-snapshots 0",
+            ),
+        );
+        assert_eq!(said.len(), 4, "{said:#?}");
+        assert!(
+            said[0].starts_with("error: invalid value 'foo' for '--from <PHASE>'"),
+            "{said:#?}"
+        );
+        assert!(
+            said[1].contains("'0s' for '--timeout <DURATION>': is zero"),
+            "{said:#?}"
+        );
+        assert!(
+            said[2]
+                .contains("for '--traffic-steps <PERCENT>': must be a whole number from 1 to 100"),
+            "{said:#?}"
+        );
+        assert!(
+            said[3].contains("'0' for '--keep-snapshots <N>'"),
+            "{said:#?}"
+        );
+        // A subcommand's own options too.
+        let said = every_invalid_value(
+            &Cli::command(),
+            &line("maily-deploy history staging --max 0"),
+        );
+        assert_eq!(said.len(), 1, "{said:#?}");
+        assert!(said[0].contains("'--max <N>'"), "{said:#?}");
+        // Nothing refused, nothing said.
+        assert!(
+            every_invalid_value(&Cli::command(), &line("maily-deploy staging --from verify"))
+                .is_empty()
+        );
+    }
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(String::from).collect()

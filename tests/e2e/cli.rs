@@ -198,6 +198,37 @@ fn a_refused_command_line_names_its_flags_and_its_configurations_problems_at_onc
     );
 }
 
+/// clap stops at the first value it cannot parse; every one is named.
+#[test]
+fn every_value_the_command_line_cannot_parse_is_named_at_once() {
+    let out = maily()
+        .args([
+            "production",
+            "--from",
+            "foo",
+            "--timeout",
+            "0s",
+            "--keep-snapshots",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE), "{said}");
+    assert!(
+        said.contains("invalid value 'foo' for '--from <PHASE>'"),
+        "{said}"
+    );
+    assert!(
+        said.contains("invalid value '0s' for '--timeout <DURATION>'"),
+        "{said}"
+    );
+    assert!(
+        said.contains("invalid value '0' for '--keep-snapshots <N>'"),
+        "{said}"
+    );
+}
+
 /// What a dry run of production's shift-traffic says, with `extra` flags.
 fn traffic_plan(extra: &[&str]) -> String {
     let out = maily()
