@@ -117,32 +117,32 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(typo) = crate::usage::environment_or_command(&environment, &known) {
                 return Err(typo);
             }
-            // The flags and the variables are checked together, so every
-            // problem of both is named at once.
-            // So are the phase flags, and with any of them wrong, the
-            // configuration's problems come in the same refusal.
-            let phase_flags =
+            // The phase flags, the traffic flags and their variables are
+            // checked together, so every problem is named at once; with any
+            // of them wrong, the configuration's problems come in the same
+            // refusal.
+            let mut problems =
                 crate::pipeline::selection::flag_problems(&cli.deploy.phases.selection_flags());
             let flags = traffic_overrides(&cli.deploy);
             let phases = cli.deploy.phases.clone();
             let timeout = cli.deploy.timeout.clone();
-            let merged = cli.deploy.with_environment(|name| std::env::var_os(name));
-            let (deploy, overrides) = match (merged, flags) {
-                (Ok(deploy), Ok(_)) => {
-                    let overrides = traffic_overrides(&deploy);
-                    (Some(deploy), overrides)
-                }
+            let mut settled = None;
+            match (
+                cli.deploy.with_environment(|name| std::env::var_os(name)),
+                flags,
+            ) {
+                (Ok(deploy), Ok(_)) => match traffic_overrides(&deploy) {
+                    Ok(overrides) => settled = Some((deploy, overrides)),
+                    Err(p) => problems.extend(p),
+                },
                 (merged, flags) => {
-                    let mut problems = flags.err().unwrap_or_default();
+                    problems.extend(flags.err().unwrap_or_default());
                     problems.extend(merged.err().unwrap_or_default());
-                    (None, Err(problems))
                 }
-            };
-            let (deploy, (traffic_steps, grace)) = match (deploy, overrides) {
-                (Some(deploy), Ok(overrides)) if phase_flags.is_empty() => (deploy, overrides),
-                (_, overrides) => {
-                    let mut problems = phase_flags;
-                    problems.extend(overrides.err().unwrap_or_default());
+            }
+            let (deploy, (traffic_steps, grace)) = match settled {
+                Some(settled) if problems.is_empty() => settled,
+                _ => {
                     let config = pipeline::config_problems(
                         &environment,
                         global,

@@ -58,6 +58,12 @@ impl Provider {
         }
     }
 
+    /// Its variables: the key and the base URL, which a provider the
+    /// profile turns off does not need.
+    pub fn vars(self) -> [&'static str; 2] {
+        [self.key_var(), self.base_url_var()]
+    }
+
     /// How people call it.
     pub fn title(self) -> &'static str {
         match self {
@@ -132,7 +138,7 @@ impl AiConfig {
         Provider::ALL
             .into_iter()
             .filter(|p| !self.enabled().contains(p))
-            .flat_map(|p| [p.key_var(), p.base_url_var()])
+            .flat_map(Provider::vars)
             .collect()
     }
 

@@ -440,7 +440,7 @@ fn with_variables_without_profile(
     };
     let every_provider: Vec<&str> = ai::Provider::ALL
         .into_iter()
-        .flat_map(|p| [p.key_var(), p.base_url_var()])
+        .flat_map(ai::Provider::vars)
         .collect();
     let v = validate::validate_except(vars, phases, &every_provider);
     if v.problems.is_empty() {

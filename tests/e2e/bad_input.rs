@@ -28,6 +28,19 @@ fn offline() -> Command {
     cmd
 }
 
+/// `validate staging` with `args`, refused as a configuration problem
+/// (exit 3): what it printed.
+#[track_caller]
+fn refused_by_validate(args: &[&str]) -> String {
+    let out = offline()
+        .args(["validate", "staging"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_exit(&out, exit_code::CONFIG);
+    text(&out)
+}
+
 /// `.env.example` with these lines replaced, as bytes, in `dir`.
 fn env_file(dir: &Path, changes: &[(&str, &[u8])]) -> PathBuf {
     let text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
@@ -61,13 +74,7 @@ fn bytes_that_are_not_utf8_in_an_env_file_or_a_profile_exit_3_naming_file_and_li
     );
     let lines = std::fs::read(&env).unwrap();
     let line = lines.split(|b| *b == b'\n').count() - 1;
-    let out = offline()
-        .args(["validate", "staging", "--env-file"])
-        .arg(&env)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&["--env-file", path_str(&env)]);
     assert!(
         all.contains(&format!("{}:{line} is not UTF-8 text", env.display())),
         "{all}"
@@ -84,14 +91,12 @@ fn bytes_that_are_not_utf8_in_an_env_file_or_a_profile_exit_3_naming_file_and_li
     yaml.extend_from_slice(b"# caf\xe9 (latin-1)\n");
     let line = yaml.split(|b| *b == b'\n').count() - 1;
     std::fs::write(&profile, yaml).unwrap();
-    let out = offline()
-        .args(["validate", "staging", "--env-file", ".env.example"])
-        .arg("--manifests-dir")
-        .arg(&manifests)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&[
+        "--env-file",
+        ".env.example",
+        "--manifests-dir",
+        path_str(&manifests),
+    ]);
     assert!(
         all.contains(&format!("{}:{line} is not UTF-8 text", profile.display())),
         "{all}"
@@ -163,13 +168,7 @@ fn a_quote_left_open_is_named_by_its_line_and_the_lines_after_it_are_checked() {
     );
     let bytes = std::fs::read(&env).unwrap();
     let line = bytes.split(|b| *b == b'\n').count() - 3;
-    let out = offline()
-        .args(["validate", "staging", "--env-file"])
-        .arg(&env)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&["--env-file", path_str(&env)]);
     assert!(
         all.contains(&format!(
             "{}:{line} opens a double quote (\") in the value of RABBITMQ_URL that is never closed on this line",
@@ -197,13 +196,7 @@ fn a_configuration_file_far_larger_than_any_fails_at_once_by_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let env = dir.path().join("production.dump");
     std::fs::write(&env, "A=1\n".repeat(2 << 20)).unwrap();
-    let out = offline()
-        .args(["validate", "staging", "--env-file"])
-        .arg(&env)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&["--env-file", path_str(&env)]);
     assert!(
         all.contains(&format!(
             "the env file {} is over 4194304 bytes",
@@ -415,13 +408,7 @@ fn durations_under_their_unit_and_thresholds_that_cannot_gate_are_refused_all_at
             ("IMAGE_PULL_GRACE", b"1500ms"),
         ],
     );
-    let out = offline()
-        .args(["validate", "staging", "--env-file"])
-        .arg(&env)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&["--env-file", path_str(&env)]);
     for expected in [
         "DATABASE_LOCK_TIMEOUT is under 1ms: PostgreSQL takes lock_timeout in whole milliseconds, and 0 would mean no limit (got \"500us\")",
         "DATABASE_STATEMENT_TIMEOUT is under 1ms: PostgreSQL takes statement_timeout in whole milliseconds, and 0 would mean no limit (got \"999999ns\")",
@@ -448,14 +435,12 @@ fn durations_under_their_unit_and_thresholds_that_cannot_gate_are_refused_all_at
             "        min: 5000\n        max: .inf\n",
         );
     std::fs::write(&profile, yaml).unwrap();
-    let out = offline()
-        .args(["validate", "staging", "--env-file", ".env.example"])
-        .arg("--manifests-dir")
-        .arg(&manifests)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&[
+        "--env-file",
+        ".env.example",
+        "--manifests-dir",
+        path_str(&manifests),
+    ]);
     for expected in [
         "staging.yaml: traffic.pause `1ms` is under 1s: ",
         "staging.yaml: traffic.grace `1500ms` is not a whole number of seconds: ",
@@ -471,14 +456,12 @@ fn durations_under_their_unit_and_thresholds_that_cannot_gate_are_refused_all_at
         .unwrap()
         .replace("  pause: 1ms\n", "  pause: 30s\n");
     std::fs::write(&profile, yaml).unwrap();
-    let out = offline()
-        .args(["validate", "staging", "--env-file", ".env.example"])
-        .arg("--manifests-dir")
-        .arg(&manifests)
-        .output()
-        .unwrap();
-    assert_exit(&out, exit_code::CONFIG);
-    let all = text(&out);
+    let all = refused_by_validate(&[
+        "--env-file",
+        ".env.example",
+        "--manifests-dir",
+        path_str(&manifests),
+    ]);
     assert!(
         all.contains("staging.yaml: traffic.analysis.failure_limit is 4294967295, but a step takes at most 10 measurement(s)"),
         "{all}"
